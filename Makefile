@@ -1,0 +1,51 @@
+# ngx_http_auth_oauth2_token_module
+#
+#   make            build objs/ngx_http_auth_oauth2_token_module.so and objs/nginx
+#   make test       cargo test + the end-to-end suite (prove -r t/)
+#   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
+#   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
+#
+# Build against an existing nginx with NGINX_SOURCE_DIR=/path/to/configured/source
+# (or NGINX_BUILD_DIR=/path/to/objs); see README.md.
+
+MODULE   := ngx_http_auth_oauth2_token_module
+PROFILE  ?= release
+OBJS     := objs
+SO       := $(OBJS)/$(MODULE).so
+CARGO    ?= cargo
+APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev \
+                zlib1g-dev perl python3 curl
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+
+.PHONY: all build deps test unit e2e demo lint clean
+
+all: build
+
+deps:
+	@scripts/deps.sh $(APT_PACKAGES)
+
+build: deps
+	@mkdir -p $(OBJS)
+	$(CARGO) build $(CARGO_PROFILE_FLAG) --message-format=json-render-diagnostics > $(OBJS)/cargo-build.json
+	@cp target/$(PROFILE)/lib$(MODULE).so $(SO)
+	@scripts/find-nginx.sh $(OBJS)/cargo-build.json $(OBJS)/nginx
+	@echo "built $(SO) and $(OBJS)/nginx ($$($(OBJS)/nginx -v 2>&1))"
+
+unit: deps
+	$(CARGO) test $(CARGO_PROFILE_FLAG) --lib
+
+e2e: build
+	prove -j2 -r t/
+
+test: unit e2e
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy $(CARGO_PROFILE_FLAG) --all-targets -- -D warnings
+
+demo: build
+	@scripts/demo.sh
+
+clean:
+	rm -rf $(OBJS)
+	$(CARGO) clean

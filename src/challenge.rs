@@ -1,0 +1,83 @@
+//! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3.
+
+/// Why a request is refused, as far as the client is told.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum BearerError {
+    /// No credentials were presented: the challenge carries no `error`.
+    NoToken,
+    InvalidRequest(&'static str),
+    InvalidToken,
+}
+
+impl BearerError {
+    pub fn status(self) -> u16 {
+        match self {
+            BearerError::NoToken | BearerError::InvalidToken => 401,
+            BearerError::InvalidRequest(_) => 400,
+        }
+    }
+}
+
+/// Builds the header value. `realm` is checked at configuration time to hold
+/// no `"` or `\`, and descriptions are constants, so no escaping is needed.
+pub fn www_authenticate(realm: &str, error: BearerError) -> String {
+    let mut value = format!("Bearer realm=\"{realm}\"");
+    match error {
+        BearerError::NoToken => {}
+        BearerError::InvalidRequest(description) => {
+            value.push_str(", error=\"invalid_request\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
+    }
+    value
+}
+
+/// A realm must fit in a quoted-string without escapes.
+pub fn is_valid_realm(realm: &[u8]) -> bool {
+    realm
+        .iter()
+        .all(|&b| (b == b'\t' || (0x20..0x7f).contains(&b)) && b != b'"' && b != b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_challenge_has_no_error() {
+        assert_eq!(
+            www_authenticate("api", BearerError::NoToken),
+            "Bearer realm=\"api\""
+        );
+        assert_eq!(BearerError::NoToken.status(), 401);
+    }
+
+    #[test]
+    fn invalid_request_is_400_with_description() {
+        let e = BearerError::InvalidRequest("empty bearer token");
+        assert_eq!(
+            www_authenticate("api", e),
+            "Bearer realm=\"api\", error=\"invalid_request\", error_description=\"empty bearer token\""
+        );
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn invalid_token_is_401() {
+        assert_eq!(
+            www_authenticate("my api", BearerError::InvalidToken),
+            "Bearer realm=\"my api\", error=\"invalid_token\""
+        );
+        assert_eq!(BearerError::InvalidToken.status(), 401);
+    }
+
+    #[test]
+    fn realm_rejects_quotes_backslashes_and_controls() {
+        assert!(is_valid_realm(b"api.example.com protected"));
+        assert!(!is_valid_realm(b"a\"b"));
+        assert!(!is_valid_realm(b"a\\b"));
+        assert!(!is_valid_realm(b"a\nb"));
+    }
+}

@@ -1,0 +1,248 @@
+//! The `auth_oauth2_token_*` directives: their table and their handlers.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::os::unix::ffi::OsStrExt;
+
+use ngx::core::NGX_CONF_ERROR;
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG,
+    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+};
+use ngx::ngx_string;
+
+use super::{is_valid_endpoint, secret_from_file_contents, LocationConf, SecretSource};
+use crate::challenge;
+
+type Handler =
+    unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 7] = [
+    directive(
+        ngx_string!("auth_oauth2_token_introspect"),
+        NGX_CONF_FLAG,
+        set_introspect,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_introspect_endpoint"),
+        NGX_CONF_TAKE1,
+        set_introspect_endpoint,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_id"),
+        NGX_CONF_TAKE1,
+        set_client_id,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_secret"),
+        NGX_CONF_TAKE1,
+        set_client_secret,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_secret_file"),
+        NGX_CONF_TAKE1,
+        set_client_secret_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_realm"),
+        NGX_CONF_TAKE1,
+        set_realm,
+    ),
+    ngx_command_t::empty(),
+];
+
+/// What a handler needs from nginx's call: the directive's name, its first
+/// argument, and this block's configuration.
+struct Call<'a> {
+    cf: *mut ngx_conf_t,
+    name: &'a [u8],
+    arg: &'a [u8],
+    conf: &'a mut LocationConf,
+}
+
+/// Runs `body` with the directive decoded; its `Err` is logged naming the
+/// directive and fails the configuration.
+///
+/// # Safety
+/// Arguments must be the ones nginx passes to a directive's `set` handler, for
+/// a directive of this module whose `conf` slot holds a `LocationConf`.
+unsafe fn run(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+    body: impl FnOnce(&mut Call<'_>) -> Result<(), String>,
+) -> *mut c_char {
+    // SAFETY: nginx passes the directive's arguments in cf->args (name first,
+    // then at least one value for every directive here), the command being
+    // parsed, and the block's conf created by create_loc_conf.
+    let mut call = unsafe {
+        let args = (*(*cf).args).elts as *const ngx_str_t;
+        Call {
+            cf,
+            name: (*cmd).name.as_bytes(),
+            arg: (*args.add(1)).as_bytes(),
+            conf: &mut *conf.cast::<LocationConf>(),
+        }
+    };
+    match body(&mut call) {
+        Ok(()) => ptr::null_mut(),
+        Err(message) => {
+            let name = String::from_utf8_lossy(call.name);
+            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive {message}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err("is duplicate".into());
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn utf8(arg: &[u8]) -> Result<String, String> {
+    String::from_utf8(arg.to_vec()).map_err(|_| "value is not valid UTF-8".into())
+}
+
+unsafe extern "C" fn set_introspect(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            let on = match c.arg {
+                a if a.eq_ignore_ascii_case(b"on") => true,
+                a if a.eq_ignore_ascii_case(b"off") => false,
+                _ => return Err("takes \"on\" or \"off\"".into()),
+            };
+            set_once(&mut c.conf.introspect, on)
+        })
+    }
+}
+
+unsafe extern "C" fn set_introspect_endpoint(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            if !is_valid_endpoint(c.arg) {
+                return Err(
+                    "needs the URI of an internal location, like /_oauth2_introspect".into(),
+                );
+            }
+            set_once(&mut c.conf.introspect_endpoint, c.arg.to_vec())
+        })
+    }
+}
+
+unsafe extern "C" fn set_client_id(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            if c.arg.is_empty() {
+                return Err("needs a non-empty client id".into());
+            }
+            set_once(&mut c.conf.client_id, c.arg.to_vec())
+        })
+    }
+}
+
+fn set_secret(
+    conf: &mut LocationConf,
+    source: SecretSource,
+    secret: Vec<u8>,
+) -> Result<(), String> {
+    match conf.client_secret {
+        Some((existing, _)) if existing == source => Err("is duplicate".into()),
+        Some(_) => Err(
+            "conflicts with another client secret in this block: use either \"auth_oauth2_token_client_secret\" or \"auth_oauth2_token_client_secret_file\"".into(),
+        ),
+        None => {
+            conf.client_secret = Some((source, secret));
+            Ok(())
+        }
+    }
+}
+
+unsafe extern "C" fn set_client_secret(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            set_secret(c.conf, SecretSource::Inline, c.arg.to_vec())
+        })
+    }
+}
+
+unsafe extern "C" fn set_client_secret_file(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            let mut path = ngx_str_t {
+                len: c.arg.len(),
+                data: c.arg.as_ptr().cast_mut(),
+            };
+            // `path` points at the directive's argument; nginx replaces it with
+            // a prefix-relative copy allocated from the cycle pool.
+            if ngx_conf_full_name((*c.cf).cycle, &mut path, 1) != 0 {
+                return Err("cannot resolve the file name".into());
+            }
+            let path = std::ffi::OsStr::from_bytes(path.as_bytes());
+            let contents = std::fs::read(path)
+                .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
+            set_secret(
+                c.conf,
+                SecretSource::File,
+                secret_from_file_contents(&contents),
+            )
+        })
+    }
+}
+
+unsafe extern "C" fn set_realm(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            if !challenge::is_valid_realm(c.arg) {
+                return Err("must not contain quotes, backslashes or control characters".into());
+            }
+            set_once(&mut c.conf.realm, utf8(c.arg)?)
+        })
+    }
+}

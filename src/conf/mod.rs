@@ -1,0 +1,182 @@
+//! Per-location configuration: what the directives set, how a location
+//! inherits from the blocks around it, and what must hold before nginx starts.
+
+#[cfg(not(test))]
+pub mod directives;
+
+use crate::form;
+
+/// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
+pub const DEFAULT_REALM: &str = "api";
+
+/// Where a client secret came from; only one source may be set per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline,
+    File,
+}
+
+#[derive(Debug, Default)]
+pub struct LocationConf {
+    pub introspect: Option<bool>,
+    pub introspect_endpoint: Option<Vec<u8>>,
+    pub client_id: Option<Vec<u8>>,
+    pub client_secret: Option<(SecretSource, Vec<u8>)>,
+    pub realm: Option<String>,
+    /// `Authorization` value for the IdP, derived once at merge time.
+    pub client_authorization: Vec<u8>,
+}
+
+impl LocationConf {
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspect == Some(true)
+    }
+
+    pub fn realm(&self) -> &str {
+        self.realm.as_deref().unwrap_or(DEFAULT_REALM)
+    }
+
+    /// Inherits every unset value from the enclosing block, then checks that
+    /// the result is usable. The error names the directive to fix.
+    pub fn merge(&mut self, prev: &LocationConf) -> Result<(), String> {
+        inherit(&mut self.introspect, &prev.introspect);
+        inherit(&mut self.introspect_endpoint, &prev.introspect_endpoint);
+        inherit(&mut self.client_id, &prev.client_id);
+        inherit(&mut self.client_secret, &prev.client_secret);
+        inherit(&mut self.realm, &prev.realm);
+
+        if !self.introspection_enabled() {
+            return Ok(());
+        }
+        if self.introspect_endpoint.is_none() {
+            return Err("\"auth_oauth2_token_introspect\" is on but \"auth_oauth2_token_introspect_endpoint\" is not set".into());
+        }
+        let Some(client_id) = &self.client_id else {
+            return Err("\"auth_oauth2_token_introspect\" is on but \"auth_oauth2_token_client_id\" is not set".into());
+        };
+        let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
+        self.client_authorization = form::basic_credentials(client_id, secret);
+        Ok(())
+    }
+}
+
+fn inherit<T: Clone>(value: &mut Option<T>, prev: &Option<T>) {
+    if value.is_none() {
+        value.clone_from(prev);
+    }
+}
+
+/// An internal location is addressed by URI: it must be a path.
+pub fn is_valid_endpoint(uri: &[u8]) -> bool {
+    uri.first() == Some(&b'/') && !uri.iter().any(|b| b.is_ascii_whitespace() || *b == b'?')
+}
+
+/// A secret file holds the secret on its first line; the line ending is not part of it.
+pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
+    let end = contents
+        .iter()
+        .rposition(|b| *b != b'\n' && *b != b'\r')
+        .map_or(0, |i| i + 1);
+    contents[..end].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled() -> LocationConf {
+        LocationConf {
+            introspect: Some(true),
+            introspect_endpoint: Some(b"/_introspect".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            client_secret: Some((SecretSource::Inline, b"s3cret".to_vec())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn location_inherits_unset_values() {
+        let parent = enabled();
+        let mut child = LocationConf {
+            realm: Some("orders".into()),
+            ..Default::default()
+        };
+        child.merge(&parent).unwrap();
+        assert!(child.introspection_enabled());
+        assert_eq!(
+            child.introspect_endpoint.as_deref(),
+            Some(&b"/_introspect"[..])
+        );
+        assert_eq!(child.realm(), "orders");
+        assert_eq!(child.client_authorization, b"Basic Z3c6czNjcmV0");
+    }
+
+    #[test]
+    fn location_overrides_parent() {
+        let parent = enabled();
+        let mut child = LocationConf {
+            introspect: Some(false),
+            ..Default::default()
+        };
+        child.merge(&parent).unwrap();
+        assert!(!child.introspection_enabled());
+
+        let mut child = LocationConf {
+            client_secret: Some((SecretSource::File, b"other".to_vec())),
+            ..Default::default()
+        };
+        child.merge(&parent).unwrap();
+        assert_eq!(
+            child.client_authorization,
+            form::basic_credentials(b"gw", b"other")
+        );
+    }
+
+    #[test]
+    fn on_without_endpoint_names_the_directive() {
+        let mut conf = LocationConf {
+            introspect: Some(true),
+            ..Default::default()
+        };
+        let err = conf.merge(&LocationConf::default()).unwrap_err();
+        assert!(
+            err.contains("auth_oauth2_token_introspect_endpoint"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn on_without_client_id_names_the_directive() {
+        let mut conf = LocationConf {
+            introspect: Some(true),
+            introspect_endpoint: Some(b"/i".to_vec()),
+            ..Default::default()
+        };
+        let err = conf.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_client_id"), "{err}");
+    }
+
+    #[test]
+    fn off_needs_nothing() {
+        LocationConf::default()
+            .merge(&LocationConf::default())
+            .unwrap();
+        assert_eq!(LocationConf::default().realm(), DEFAULT_REALM);
+    }
+
+    #[test]
+    fn endpoint_must_be_a_path() {
+        assert!(is_valid_endpoint(b"/_oauth2/introspect"));
+        assert!(!is_valid_endpoint(b"http://idp/introspect"));
+        assert!(!is_valid_endpoint(b"/a?b=c"));
+        assert!(!is_valid_endpoint(b""));
+    }
+
+    #[test]
+    fn secret_file_line_endings_are_stripped() {
+        assert_eq!(secret_from_file_contents(b"s3cret\r\n"), b"s3cret");
+        assert_eq!(secret_from_file_contents(b"s3cret\n\n"), b"s3cret");
+        assert_eq!(secret_from_file_contents(b"s3 cret"), b"s3 cret");
+        assert_eq!(secret_from_file_contents(b"\n"), b"");
+    }
+}

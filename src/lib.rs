@@ -1,0 +1,127 @@
+//! `ngx_http_auth_oauth2_token_module`: OAuth 2.0 token introspection in
+//! nginx's ACCESS phase. This file only registers the module with nginx.
+
+//!
+//! The decision logic (token parsing, form encoding, what an IdP answer
+//! means, configuration rules) lives in plain Rust modules with no nginx
+//! types, unit-tested by `cargo test`. The nginx glue is left out of that
+//! test build: its executable has no nginx to resolve the symbols against.
+
+pub mod challenge;
+pub mod conf;
+pub mod form;
+pub mod introspection;
+pub mod token;
+
+#[cfg(not(test))]
+mod access;
+#[cfg(not(test))]
+mod request;
+#[cfg(not(test))]
+mod subrequest;
+#[cfg(not(test))]
+mod variables;
+
+#[cfg(not(test))]
+pub use registration::*;
+
+#[cfg(not(test))]
+mod registration {
+    use core::ffi::{c_char, c_void};
+    use core::ptr;
+
+    use ngx::core::NGX_CONF_ERROR;
+    use ngx::ffi::{
+        ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
+        ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
+        NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+    };
+    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+
+    use crate::conf::{self, LocationConf};
+    use crate::{access, variables};
+
+    pub struct Module;
+
+    impl HttpModule for Module {
+        fn module() -> &'static ngx_module_t {
+            // SAFETY: the module static is only written by nginx while loading it.
+            unsafe { &*ptr::addr_of!(ngx_http_auth_oauth2_token_module) }
+        }
+
+        unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+            // SAFETY: nginx passes the configuration being parsed.
+            unsafe { variables::register(cf) }
+        }
+
+        unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+            // SAFETY: nginx passes the http configuration; the core main conf and
+            // its phase arrays exist by now.
+            unsafe {
+                let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+                    return NGX_ERROR as ngx_int_t;
+                };
+                let phase =
+                    &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers;
+                let slot = ngx_array_push(phase).cast::<ngx_http_handler_pt>();
+                if slot.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                *slot = Some(access::access_handler);
+            }
+            NGX_OK as ngx_int_t
+        }
+    }
+
+    // SAFETY: the location conf slot of this module always holds a LocationConf.
+    unsafe impl HttpModuleLocationConf for Module {
+        type LocationConf = LocationConf;
+    }
+
+    /// Merges a location with its enclosing block; a configuration mistake fails
+    /// `nginx -t` with a message naming the directive.
+    unsafe extern "C" fn merge_loc_conf(
+        cf: *mut ngx_conf_t,
+        prev: *mut c_void,
+        conf: *mut c_void,
+    ) -> *mut c_char {
+        // SAFETY: both pointers are LocationConf values made by create_loc_conf.
+        let (prev, conf) = unsafe {
+            (
+                &*prev.cast::<LocationConf>(),
+                &mut *conf.cast::<LocationConf>(),
+            )
+        };
+        match conf.merge(prev) {
+            Ok(()) => ptr::null_mut(),
+            Err(message) => {
+                ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
+                NGX_CONF_ERROR
+            }
+        }
+    }
+
+    static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+        preconfiguration: Some(Module::preconfiguration),
+        postconfiguration: Some(Module::postconfiguration),
+        create_main_conf: None,
+        init_main_conf: None,
+        create_srv_conf: None,
+        merge_srv_conf: None,
+        create_loc_conf: Some(Module::create_loc_conf),
+        merge_loc_conf: Some(merge_loc_conf),
+    };
+
+    #[cfg(feature = "export-modules")]
+    ngx::ngx_modules!(ngx_http_auth_oauth2_token_module);
+
+    #[used]
+    #[allow(non_upper_case_globals)]
+    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
+    pub static mut ngx_http_auth_oauth2_token_module: ngx_module_t = ngx_module_t {
+        ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
+        commands: ptr::addr_of_mut!(conf::directives::COMMANDS) as *mut _,
+        type_: NGX_HTTP_MODULE as ngx_uint_t,
+        ..ngx_module_t::default()
+    };
+}

@@ -1,0 +1,139 @@
+//! Finding the client's access token in its `Authorization` header
+//! (RFC 6750 §2.1).
+
+/// What the client's `Authorization` headers amount to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BearerToken<'a> {
+    /// No `Authorization` header, or one with another scheme: the client did
+    /// not try bearer authentication (RFC 6750 §3.1: answer without `error`).
+    Missing,
+    /// A bearer attempt that is not well formed.
+    Malformed(Malformed),
+    Present(&'a [u8]),
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Malformed {
+    DuplicateHeader,
+    EmptyToken,
+    InvalidCharacters,
+}
+
+impl Malformed {
+    /// Goes into `error_description`, so it must stay free of quotes and of
+    /// anything the client sent.
+    pub fn description(self) -> &'static str {
+        match self {
+            Malformed::DuplicateHeader => "more than one Authorization header",
+            Malformed::EmptyToken => "empty bearer token",
+            Malformed::InvalidCharacters => "bearer token has characters outside b64token",
+        }
+    }
+}
+
+/// Reads the bearer token out of every `Authorization` header the client sent.
+pub fn from_authorization<'a>(values: &[&'a [u8]]) -> BearerToken<'a> {
+    match values {
+        [] => BearerToken::Missing,
+        [value] => parse_one(value),
+        _ => BearerToken::Malformed(Malformed::DuplicateHeader),
+    }
+}
+
+fn parse_one(value: &[u8]) -> BearerToken<'_> {
+    let Some(scheme_len) = value.iter().position(|&b| b == b' ') else {
+        return match value.eq_ignore_ascii_case(b"Bearer") {
+            true => BearerToken::Malformed(Malformed::EmptyToken),
+            false => BearerToken::Missing,
+        };
+    };
+    if !value[..scheme_len].eq_ignore_ascii_case(b"Bearer") {
+        return BearerToken::Missing;
+    }
+    let token = value[scheme_len..].trim_ascii();
+    if token.is_empty() {
+        return BearerToken::Malformed(Malformed::EmptyToken);
+    }
+    if !is_b64token(token) {
+        return BearerToken::Malformed(Malformed::InvalidCharacters);
+    }
+    BearerToken::Present(token)
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0
+        && token[..body_len].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_header_is_missing() {
+        assert_eq!(from_authorization(&[]), BearerToken::Missing);
+    }
+
+    #[test]
+    fn other_schemes_are_missing_not_malformed() {
+        assert_eq!(
+            from_authorization(&[b"Basic Zm9vOmJhcg=="]),
+            BearerToken::Missing
+        );
+        assert_eq!(from_authorization(&[b"Bearerx abc"]), BearerToken::Missing);
+        assert_eq!(from_authorization(&[b"Negotiate"]), BearerToken::Missing);
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        assert_eq!(
+            from_authorization(&[b"bEaReR abc.DEF-_~+/=="]),
+            BearerToken::Present(b"abc.DEF-_~+/==")
+        );
+    }
+
+    #[test]
+    fn extra_spaces_around_the_token_are_tolerated() {
+        assert_eq!(
+            from_authorization(&[b"Bearer   tok1 "]),
+            BearerToken::Present(b"tok1")
+        );
+    }
+
+    #[test]
+    fn malformed_bearer_attempts() {
+        use Malformed::*;
+        assert_eq!(
+            from_authorization(&[b"Bearer"]),
+            BearerToken::Malformed(EmptyToken)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer   "]),
+            BearerToken::Malformed(EmptyToken)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer a b"]),
+            BearerToken::Malformed(InvalidCharacters)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer a\"b"]),
+            BearerToken::Malformed(InvalidCharacters)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer ==="]),
+            BearerToken::Malformed(InvalidCharacters)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer a=b"]),
+            BearerToken::Malformed(InvalidCharacters)
+        );
+        assert_eq!(
+            from_authorization(&[b"Bearer a", b"Bearer b"]),
+            BearerToken::Malformed(DuplicateHeader)
+        );
+    }
+}

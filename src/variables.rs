@@ -1,0 +1,100 @@
+//! The `$oauth2_token_*` variables. They read the main request's context, so
+//! they are empty before the ACCESS phase has a verdict and wherever the
+//! claim is absent.
+
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
+    ngx_str_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+};
+use ngx::ngx_string;
+
+use crate::access::RequestCtx;
+use crate::introspection::{IntrospectionResult, TokenClaims};
+use crate::request::{ctx, pool_str};
+
+/// How each variable is read from a finished introspection.
+enum Claim {
+    Active,
+    Sub,
+    Scope,
+    ClientId,
+    Exp,
+}
+
+const VARIABLES: [(ngx_str_t, Claim); 5] = [
+    (ngx_string!("oauth2_token_active"), Claim::Active),
+    (ngx_string!("oauth2_token_sub"), Claim::Sub),
+    (ngx_string!("oauth2_token_scope"), Claim::Scope),
+    (ngx_string!("oauth2_token_client_id"), Claim::ClientId),
+    (ngx_string!("oauth2_token_exp"), Claim::Exp),
+];
+
+impl Claim {
+    fn value(&self, result: &IntrospectionResult) -> Option<String> {
+        let claims: &TokenClaims = match (self, result) {
+            (Claim::Active, IntrospectionResult::Active(_)) => return Some("1".into()),
+            (Claim::Active, IntrospectionResult::Inactive) => return Some("0".into()),
+            (_, IntrospectionResult::Active(claims)) => claims,
+            (_, IntrospectionResult::Inactive) => return None,
+        };
+        match self {
+            Claim::Active => None,
+            Claim::Sub => claims.sub.clone(),
+            Claim::Scope => claims.scope.clone(),
+            Claim::ClientId => claims.client_id.clone(),
+            Claim::Exp => claims.exp.map(|e| e.to_string()),
+        }
+    }
+}
+
+/// Registers the variables; called from preconfiguration.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
+    for (index, (name, _)) in VARIABLES.iter().enumerate() {
+        let mut name = *name;
+        // SAFETY: nginx copies the name; the returned variable is ours to fill.
+        unsafe {
+            let var = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as _);
+            if var.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*var).get_handler = Some(get_variable);
+            (*var).data = index;
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn get_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes a live request and a value slot to fill; `data` is
+    // the index we registered; the context belongs to the main request.
+    unsafe {
+        let outcome = ctx::<RequestCtx>((*r).main).and_then(|c| c.outcome.as_ref());
+        let value = match (outcome, VARIABLES.get(data)) {
+            (Some(Ok(result)), Some((_, claim))) => claim.value(result),
+            _ => None,
+        };
+        let stored = match value {
+            Some(text) => pool_str(r, text.as_bytes()),
+            None => None,
+        };
+        let v = &mut *v;
+        match stored {
+            Some(s) => {
+                v.set_len(s.len as u32);
+                v.data = s.data;
+                v.set_valid(1);
+                v.set_no_cacheable(0);
+                v.set_not_found(0);
+            }
+            None => v.set_not_found(1),
+        }
+    }
+    NGX_OK as ngx_int_t
+}
