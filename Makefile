@@ -3,6 +3,7 @@
 #   make            build objs/ngx_http_auth_oauth2_token_module.so and objs/nginx
 #   make test       cargo test + the end-to-end suite (prove -r t/)
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
+#   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
 #
 # Build against an existing nginx with NGINX_SOURCE_DIR=/path/to/configured/source
@@ -17,7 +18,7 @@ APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev 
                 zlib1g-dev perl python3 curl
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e demo lint clean
+.PHONY: all build deps test unit e2e demo soak lint clean
 
 all: build
 
@@ -45,6 +46,10 @@ lint:
 
 demo: build
 	@scripts/demo.sh
+
+soak: build
+	@scripts/deps.sh wrk
+	@scripts/soak.sh
 
 clean:
 	rm -rf $(OBJS)
