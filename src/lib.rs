@@ -7,6 +7,7 @@
 //! types, unit-tested by `cargo test`. The nginx glue is left out of that
 //! test build: its executable has no nginx to resolve the symbols against.
 
+pub mod cache;
 pub mod challenge;
 pub mod conf;
 pub mod form;
@@ -17,6 +18,8 @@ pub mod token;
 mod access;
 #[cfg(not(test))]
 mod request;
+#[cfg(not(test))]
+mod state;
 #[cfg(not(test))]
 mod subrequest;
 #[cfg(not(test))]

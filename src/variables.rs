@@ -19,14 +19,16 @@ enum Claim {
     Scope,
     ClientId,
     Exp,
+    CacheStatus,
 }
 
-const VARIABLES: [(ngx_str_t, Claim); 5] = [
+const VARIABLES: [(ngx_str_t, Claim); 6] = [
     (ngx_string!("oauth2_token_active"), Claim::Active),
     (ngx_string!("oauth2_token_sub"), Claim::Sub),
     (ngx_string!("oauth2_token_scope"), Claim::Scope),
     (ngx_string!("oauth2_token_client_id"), Claim::ClientId),
     (ngx_string!("oauth2_token_exp"), Claim::Exp),
+    (ngx_string!("oauth2_token_cache_status"), Claim::CacheStatus),
 ];
 
 impl Claim {
@@ -38,7 +40,7 @@ impl Claim {
             (_, IntrospectionResult::Inactive) => return None,
         };
         match self {
-            Claim::Active => None,
+            Claim::Active | Claim::CacheStatus => None,
             Claim::Sub => claims.sub.clone(),
             Claim::Scope => claims.scope.clone(),
             Claim::ClientId => claims.client_id.clone(),
@@ -75,9 +77,18 @@ unsafe extern "C" fn get_variable(
     // SAFETY: nginx passes a live request and a value slot to fill; `data` is
     // the index we registered; the context belongs to the main request.
     unsafe {
-        let outcome = ctx::<RequestCtx>((*r).main).and_then(|c| c.outcome.as_ref());
-        let value = match (outcome, VARIABLES.get(data)) {
-            (Some(Ok(result)), Some((_, claim))) => claim.value(result),
+        let state = ctx::<RequestCtx>((*r).main);
+        let value = match (state, VARIABLES.get(data)) {
+            (Some(state), Some((_, Claim::CacheStatus))) => {
+                state.cache_status.map(|s| s.as_str().to_string())
+            }
+            (
+                Some(RequestCtx {
+                    outcome: Some(Ok(result)),
+                    ..
+                }),
+                Some((_, claim)),
+            ) => claim.value(result),
             _ => None,
         };
         let stored = match value {

@@ -6,14 +6,19 @@ use std::os::unix::ffi::OsStrExt;
 
 use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
+use ngx::http::HttpModule;
 use ngx::ngx_string;
 
-use super::{is_valid_endpoint, secret_from_file_contents, LocationConf, SecretSource};
+use super::{
+    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, LocationConf, SecretSource,
+};
 use crate::challenge;
+use crate::state::zone;
+use crate::Module;
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -31,7 +36,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 7] = [
+pub static mut COMMANDS: [ngx_command_t; 8] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -62,6 +67,11 @@ pub static mut COMMANDS: [ngx_command_t; 7] = [
         NGX_CONF_TAKE1,
         set_realm,
     ),
+    directive(
+        ngx_string!("auth_oauth2_token_introspect_cache"),
+        NGX_CONF_TAKE123,
+        set_introspect_cache,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -71,6 +81,7 @@ struct Call<'a> {
     cf: *mut ngx_conf_t,
     name: &'a [u8],
     arg: &'a [u8],
+    args: &'a [ngx_str_t],
     conf: &'a mut LocationConf,
 }
 
@@ -90,11 +101,15 @@ unsafe fn run(
     // then at least one value for every directive here), the command being
     // parsed, and the block's conf created by create_loc_conf.
     let mut call = unsafe {
-        let args = (*(*cf).args).elts as *const ngx_str_t;
+        let args = core::slice::from_raw_parts(
+            (*(*cf).args).elts as *const ngx_str_t,
+            (*(*cf).args).nelts,
+        );
         Call {
             cf,
             name: (*cmd).name.as_bytes(),
-            arg: (*args.add(1)).as_bytes(),
+            arg: args[1].as_bytes(),
+            args: &args[1..],
             conf: &mut *conf.cast::<LocationConf>(),
         }
     };
@@ -243,6 +258,43 @@ unsafe extern "C" fn set_realm(
                 return Err("must not contain quotes, backslashes or control characters".into());
             }
             set_once(&mut c.conf.realm, utf8(c.arg)?)
+        })
+    }
+}
+
+unsafe extern "C" fn set_introspect_cache(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx as this directive's handler.
+    unsafe {
+        run(cf, cmd, conf, |c| {
+            let args: Vec<&[u8]> = c.args.iter().map(|a| a.as_bytes()).collect();
+            let parsed = cache_args::parse(&args)?;
+            if parsed.zone_size < zone::min_zone_size() {
+                return Err(format!(
+                    "zone \"{}\" is too small: at least {} bytes",
+                    String::from_utf8_lossy(&parsed.zone_name),
+                    zone::min_zone_size()
+                ));
+            }
+            // The name must outlive the cycle: nginx keeps the pointer.
+            let mut name =
+                ngx_str_t::from_bytes((*c.cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
+            let tag = Module::module() as *const _ as *mut c_void;
+            let shm_zone = ngx_shared_memory_add(c.cf, &mut name, parsed.zone_size, tag);
+            if shm_zone.is_null() {
+                return Err("cannot use this zone (see the message above)".into());
+            }
+            (*shm_zone).init.get_or_insert(zone::init_zone);
+            set_once(
+                &mut c.conf.introspect_cache,
+                CacheConf {
+                    zone: shm_zone.cast(),
+                    policy: parsed.policy,
+                },
+            )
         })
     }
 }

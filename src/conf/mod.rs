@@ -1,9 +1,11 @@
 //! Per-location configuration: what the directives set, how a location
 //! inherits from the blocks around it, and what must hold before nginx starts.
 
+pub mod cache_args;
 #[cfg(not(test))]
 pub mod directives;
 
+use crate::cache::CachePolicy;
 use crate::form;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
@@ -16,6 +18,14 @@ pub enum SecretSource {
     File,
 }
 
+/// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConf {
+    /// The zone's `ngx_shm_zone_t`, opaque to the plain-Rust side.
+    pub zone: *mut core::ffi::c_void,
+    pub policy: CachePolicy,
+}
+
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
@@ -23,6 +33,7 @@ pub struct LocationConf {
     pub client_id: Option<Vec<u8>>,
     pub client_secret: Option<(SecretSource, Vec<u8>)>,
     pub realm: Option<String>,
+    pub introspect_cache: Option<CacheConf>,
     /// `Authorization` value for the IdP, derived once at merge time.
     pub client_authorization: Vec<u8>,
 }
@@ -44,6 +55,7 @@ impl LocationConf {
         inherit(&mut self.client_id, &prev.client_id);
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);
+        inherit(&mut self.introspect_cache, &prev.introspect_cache);
 
         if !self.introspection_enabled() {
             return Ok(());

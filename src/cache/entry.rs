@@ -1,0 +1,148 @@
+//! The value of a cache entry: the verdict and the claims the module exposes,
+//! as length-prefixed bytes, so a hit needs no JSON parsing.
+
+use crate::introspection::{IntrospectionResult, TokenClaims};
+
+/// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
+/// client_id, each as a flag byte, u32 length and bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CachedIntrospection;
+
+impl CachedIntrospection {
+    pub fn encode(result: &IntrospectionResult) -> Vec<u8> {
+        let claims = match result {
+            IntrospectionResult::Inactive => return vec![0],
+            IntrospectionResult::Active(claims) => claims,
+        };
+        let strings = [&claims.sub, &claims.scope, &claims.client_id];
+        let mut out = Vec::with_capacity(
+            10 + strings
+                .iter()
+                .map(|s| 5 + s.as_ref().map_or(0, String::len))
+                .sum::<usize>(),
+        );
+        out.push(1);
+        match claims.exp {
+            Some(exp) => {
+                out.push(1);
+                out.extend_from_slice(&exp.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        for s in strings {
+            match s {
+                Some(s) => {
+                    out.push(1);
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    /// `None` for bytes `encode` did not produce; the caller treats that as a miss.
+    pub fn decode(bytes: &[u8]) -> Option<IntrospectionResult> {
+        let mut r = Reader(bytes);
+        match r.byte()? {
+            0 => return r.0.is_empty().then_some(IntrospectionResult::Inactive),
+            1 => {}
+            _ => return None,
+        }
+        let exp = match r.byte()? {
+            0 => None,
+            1 => Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+            _ => return None,
+        };
+        let claims = TokenClaims {
+            exp,
+            sub: r.string()?,
+            scope: r.string()?,
+            client_id: r.string()?,
+        };
+        r.0.is_empty()
+            .then_some(IntrospectionResult::Active(claims))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    /// Outer `None`: malformed; inner `None`: the claim was absent.
+    fn string(&mut self) -> Option<Option<String>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => {
+                let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+                let bytes = self.take(len)?;
+                Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let full = IntrospectionResult::Active(TokenClaims {
+            sub: Some("alice".into()),
+            scope: Some("read write".into()),
+            client_id: None,
+            exp: Some(-5),
+        });
+        for result in [
+            full,
+            IntrospectionResult::Active(TokenClaims::default()),
+            IntrospectionResult::Inactive,
+        ] {
+            let bytes = CachedIntrospection::encode(&result);
+            assert_eq!(CachedIntrospection::decode(&bytes), Some(result));
+        }
+    }
+
+    #[test]
+    fn garbage_decodes_to_none() {
+        assert_eq!(CachedIntrospection::decode(&[]), None);
+        assert_eq!(CachedIntrospection::decode(&[2]), None);
+        assert_eq!(CachedIntrospection::decode(&[0, 0]), None);
+        assert_eq!(CachedIntrospection::decode(&[1, 1, 0]), None);
+        let mut bytes = CachedIntrospection::encode(&IntrospectionResult::Active(TokenClaims {
+            sub: Some("alice".into()),
+            ..Default::default()
+        }));
+        bytes.pop();
+        assert_eq!(CachedIntrospection::decode(&bytes), None);
+    }
+
+    #[test]
+    fn compact() {
+        let result = IntrospectionResult::Active(TokenClaims {
+            sub: Some("alice".into()),
+            scope: Some("read".into()),
+            client_id: Some("app".into()),
+            exp: Some(1),
+        });
+        assert_eq!(
+            CachedIntrospection::encode(&result).len(),
+            1 + 9 + 3 * 5 + 5 + 4 + 3
+        );
+    }
+}
