@@ -159,7 +159,7 @@ unsafe extern "C" fn introspection_done(
             core::slice::from_raw_parts((*b).pos, (*b).last.offset_from((*b).pos) as usize)
         };
         let reply = IdpReply {
-            finalize_rc: rc as isize,
+            finalize_rc: rc,
             status: (*sr).headers_out.status,
             body,
         };
