@@ -26,7 +26,7 @@ pub struct TokenClaims {
     pub exp: Option<i64>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntrospectionResult {
     Active(TokenClaims),
     Inactive,
@@ -34,7 +34,7 @@ pub enum IntrospectionResult {
 
 /// Why no verdict could be had from the IdP. Each maps to a 5xx the operator
 /// can tell apart, and its `Display` is the error-log line.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdpFailure {
     #[error("introspection endpoint timed out")]
     Timeout,

@@ -17,6 +17,8 @@ pub mod token;
 #[cfg(not(test))]
 mod access;
 #[cfg(not(test))]
+mod inflight;
+#[cfg(not(test))]
 mod request;
 #[cfg(not(test))]
 mod state;
