@@ -3,6 +3,7 @@
 #   make            build objs/ngx_http_auth_oauth2_token_module.so and objs/nginx
 #   make test       cargo test + the end-to-end suite (prove -r t/)
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
+#   make debian     build objs/debian/*.so against Debian's nginx (nginx-dev) and check it loads
 #   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
 #
@@ -18,7 +19,7 @@ APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev 
                 zlib1g-dev perl python3 curl
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e demo soak lint clean
+.PHONY: all build deps test unit e2e e2e-debian debian demo soak lint clean
 
 all: build
 
@@ -46,6 +47,14 @@ lint:
 
 demo: build
 	@scripts/demo.sh
+
+# Debian's own nginx (1.22.1 on bookworm) and the module built against it.
+debian: deps
+	@scripts/deps.sh nginx nginx-dev
+	@scripts/build-debian.sh
+
+e2e-debian: debian
+	TEST_NGINX_BINARY=/usr/sbin/nginx TEST_NGINX_MODULE=objs/debian/$(MODULE).so prove -j2 -r t/
 
 soak: build
 	@scripts/deps.sh wrk
