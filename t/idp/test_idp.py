@@ -13,7 +13,7 @@ with POST /__control/setup {"TOKEN": BEHAVIOUR, ...}. A BEHAVIOUR is an
 object, or a list of objects used for the 1st, 2nd, ... call (the last one
 repeats). Fields: status (200), json, body, content_type, headers, delay
 (seconds), mode: hang | close | reset | truncate | oversize (size) | garbage.
-Unknown tokens get 200 {"active": false}.
+Tokens without a behaviour get the one under "*", or 200 {"active": false}.
 """
 import argparse
 import json
@@ -94,7 +94,8 @@ class Idp(Base):
         form = urllib.parse.parse_qs(body.decode("latin-1"), keep_blank_values=True)
         token = (form.get("token") or form.get("subject_token") or [None])[0]
         with LOCK:
-            behaviour = STATE["behaviours"].get(token)
+            behaviours = STATE["behaviours"]
+            behaviour = behaviours.get(token, behaviours.get("*"))
             n = STATE["calls"].get(token, 0)
             STATE["calls"][token] = n + 1
         if isinstance(behaviour, list):

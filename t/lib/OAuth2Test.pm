@@ -56,7 +56,8 @@ package OAuth2Test;
 #   no_error_log    substrings (or /regex/) that must not
 #   error_log_count "substring: N" lines: exact number of log lines containing it
 #
-# Helpers for custom Perl tests (all exported): start_nginx(\%block),
+# Helpers for custom Perl tests (all exported): start_servers() (the test IdP
+# and backend; run_tests calls it), start_nginx(\%block),
 # stop_nginx(), reload_nginx(), http_request($raw [, $timeout]) returning
 # {status, headers => [[name, value]...], body}, raw_request(METHOD, URI,
 # [headers]), idp_setup(\%behaviours), idp_requests(), backend_requests(),
@@ -80,7 +81,7 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep time);
 use JSON::PP;
 
-our @EXPORT = qw(run_tests start_nginx stop_nginx reload_nginx http_request raw_request
+our @EXPORT = qw(run_tests start_servers start_nginx stop_nginx reload_nginx http_request raw_request
   idp_setup idp_requests backend_requests error_log_text server_port idp_port
   nginx_pid worker_pids prefix block_from);
 
@@ -115,7 +116,7 @@ sub server_port { $SERVER_PORT }
 sub idp_port    { $IDP_PORT }
 sub prefix      { $PREFIX }
 
-sub setup_file {
+sub start_servers {
     BAIL_OUT("no nginx at $NGINX: run `make` first") unless -x $NGINX;
     BAIL_OUT("no module at $MODULE: run `make` first") unless -f $MODULE;
     my %seen;
@@ -636,7 +637,7 @@ sub run_block {
 
 sub run_tests {
     my (%opt) = @_;
-    setup_file();
+    start_servers();
     my $data = do { no strict 'refs'; local $/; my $fh = \*{"main::DATA"}; <$fh> } // '';
     for my $b (parse_blocks($data)) {
         $b->{config} //= $opt{default_config};
