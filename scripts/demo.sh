@@ -54,6 +54,7 @@ http {
             auth_oauth2_token_introspect on;
             auth_oauth2_token_introspect_endpoint /_oauth2_introspect;
             proxy_set_header X-User \$oauth2_token_sub;
+            proxy_set_header Connection "";
             proxy_pass http://backend;
         }
         location = /_oauth2_introspect {
@@ -67,7 +68,7 @@ objs/nginx -p "$prefix" -c nginx.conf
 
 show() {
   echo
-  echo "\$ $*"
+  printf '$'; printf ' %q' "$@"; echo
   "$@" -s -i | sed -e 's/^/  /'
   echo
 }
