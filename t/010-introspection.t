@@ -5,7 +5,21 @@ use warnings;
 use lib 't/lib';
 use OAuth2Test;
 
-run_tests();
+# Blocks without a config section use this one.
+my $config = <<'CONF';
+location / {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_client_id gw;
+    proxy_pass http://backend;
+}
+location = /_introspect {
+    internal;
+    proxy_pass http://idp/introspect;
+}
+CONF
+
+run_tests(default_config => $config);
 
 __DATA__
 
@@ -108,17 +122,6 @@ WWW-Authenticate: Bearer realm="orders api"
 --- backend_calls: 0
 
 === TEST 4: another scheme counts as no bearer token: 401 without error
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- request
 GET /
 --- more_headers
@@ -130,17 +133,6 @@ WWW-Authenticate: Bearer realm="api"
 --- backend_calls: 0
 
 === TEST 5: empty bearer token is invalid_request, IdP not called
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- request
 GET /
 --- more_headers
@@ -152,17 +144,6 @@ WWW-Authenticate: ^Bearer realm="api", error="invalid_request", error_descriptio
 --- backend_calls: 0
 
 === TEST 6: characters outside b64token are invalid_request, IdP not called
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- request
 GET /
 --- more_headers
@@ -174,17 +155,6 @@ WWW-Authenticate: ^Bearer realm="api", error="invalid_request", error_descriptio
 --- backend_calls: 0
 
 === TEST 7: two Authorization headers are refused, IdP not called
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- idp
 {"tok1": {"json": {"active": true}}}
 --- request
@@ -197,17 +167,6 @@ Authorization: Bearer tok1
 --- backend_calls: 0
 
 === TEST 8: an inactive token is 401 invalid_token and never reaches the backend
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- idp
 {"revoked": {"json": {"active": false}}}
 --- request
@@ -223,17 +182,6 @@ WWW-Authenticate: Bearer realm="api", error="invalid_token"
 [error]
 
 === TEST 9: an unknown token (IdP's default answer) is refused
---- config
-location / {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_client_id gw;
-    proxy_pass http://backend;
-}
-location = /_introspect {
-    internal;
-    proxy_pass http://idp/introspect;
-}
 --- request
 GET /
 --- more_headers

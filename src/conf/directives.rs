@@ -123,6 +123,22 @@ unsafe fn run(
     }
 }
 
+/// Defines a directive's `set` handler: decodes nginx's arguments with
+/// [`run`] and hands the closure a [`Call`].
+macro_rules! handler {
+    ($name:ident, |$c:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            cf: *mut ngx_conf_t,
+            cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx calls this as the `set` handler of a directive
+            // in COMMANDS, whose conf slot holds a LocationConf.
+            unsafe { run(cf, cmd, conf, |$c| $body) }
+        }
+    };
+}
+
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), String> {
     if slot.is_some() {
         return Err("is duplicate".into());
@@ -135,57 +151,28 @@ fn utf8(arg: &[u8]) -> Result<String, String> {
     String::from_utf8(arg.to_vec()).map_err(|_| "value is not valid UTF-8".into())
 }
 
-unsafe extern "C" fn set_introspect(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            let on = match c.arg {
-                a if a.eq_ignore_ascii_case(b"on") => true,
-                a if a.eq_ignore_ascii_case(b"off") => false,
-                _ => return Err("takes \"on\" or \"off\"".into()),
-            };
-            set_once(&mut c.conf.introspect, on)
-        })
-    }
-}
+handler!(set_introspect, |c| {
+    let on = match c.arg {
+        a if a.eq_ignore_ascii_case(b"on") => true,
+        a if a.eq_ignore_ascii_case(b"off") => false,
+        _ => return Err("takes \"on\" or \"off\"".into()),
+    };
+    set_once(&mut c.conf.introspect, on)
+});
 
-unsafe extern "C" fn set_introspect_endpoint(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            if !is_valid_endpoint(c.arg) {
-                return Err(
-                    "needs the URI of an internal location, like /_oauth2_introspect".into(),
-                );
-            }
-            set_once(&mut c.conf.introspect_endpoint, c.arg.to_vec())
-        })
+handler!(set_introspect_endpoint, |c| {
+    if !is_valid_endpoint(c.arg) {
+        return Err("needs the URI of an internal location, like /_oauth2_introspect".into());
     }
-}
+    set_once(&mut c.conf.introspect_endpoint, c.arg.to_vec())
+});
 
-unsafe extern "C" fn set_client_id(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            if c.arg.is_empty() {
-                return Err("needs a non-empty client id".into());
-            }
-            set_once(&mut c.conf.client_id, c.arg.to_vec())
-        })
+handler!(set_client_id, |c| {
+    if c.arg.is_empty() {
+        return Err("needs a non-empty client id".into());
     }
-}
+    set_once(&mut c.conf.client_id, c.arg.to_vec())
+});
 
 fn set_secret(
     conf: &mut LocationConf,
@@ -204,97 +191,63 @@ fn set_secret(
     }
 }
 
-unsafe extern "C" fn set_client_secret(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            set_secret(c.conf, SecretSource::Inline, c.arg.to_vec())
-        })
-    }
-}
+handler!(set_client_secret, |c| {
+    set_secret(c.conf, SecretSource::Inline, c.arg.to_vec())
+});
 
-unsafe extern "C" fn set_client_secret_file(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            let mut path = ngx_str_t {
-                len: c.arg.len(),
-                data: c.arg.as_ptr().cast_mut(),
-            };
-            // `path` points at the directive's argument; nginx replaces it with
-            // a prefix-relative copy allocated from the cycle pool.
-            if ngx_conf_full_name((*c.cf).cycle, &mut path, 1) != 0 {
-                return Err("cannot resolve the file name".into());
-            }
-            let path = std::ffi::OsStr::from_bytes(path.as_bytes());
-            let contents = std::fs::read(path)
-                .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
-            set_secret(
-                c.conf,
-                SecretSource::File,
-                secret_from_file_contents(&contents),
-            )
-        })
+handler!(set_client_secret_file, |c| {
+    let mut path = ngx_str_t {
+        len: c.arg.len(),
+        data: c.arg.as_ptr().cast_mut(),
+    };
+    // SAFETY: `path` points at the directive's argument; nginx replaces it
+    // with a prefix-relative copy allocated from the cycle pool.
+    if ngx_conf_full_name((*c.cf).cycle, &mut path, 1) != 0 {
+        return Err("cannot resolve the file name".into());
     }
-}
+    let path = std::ffi::OsStr::from_bytes(path.as_bytes());
+    let contents = std::fs::read(path)
+        .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
+    set_secret(
+        c.conf,
+        SecretSource::File,
+        secret_from_file_contents(&contents),
+    )
+});
 
-unsafe extern "C" fn set_realm(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            if !challenge::is_valid_realm(c.arg) {
-                return Err("must not contain quotes, backslashes or control characters".into());
-            }
-            set_once(&mut c.conf.realm, utf8(c.arg)?)
-        })
+handler!(set_realm, |c| {
+    if !challenge::is_valid_realm(c.arg) {
+        return Err("must not contain quotes, backslashes or control characters".into());
     }
-}
+    set_once(&mut c.conf.realm, utf8(c.arg)?)
+});
 
-unsafe extern "C" fn set_introspect_cache(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx as this directive's handler.
-    unsafe {
-        run(cf, cmd, conf, |c| {
-            let args: Vec<&[u8]> = c.args.iter().map(|a| a.as_bytes()).collect();
-            let parsed = cache_args::parse(&args)?;
-            if parsed.zone_size < zone::min_zone_size() {
-                return Err(format!(
-                    "zone \"{}\" is too small: at least {} bytes",
-                    String::from_utf8_lossy(&parsed.zone_name),
-                    zone::min_zone_size()
-                ));
-            }
-            // The name must outlive the cycle: nginx keeps the pointer.
-            let mut name =
-                ngx_str_t::from_bytes((*c.cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
-            let tag = Module::module() as *const _ as *mut c_void;
-            let shm_zone = ngx_shared_memory_add(c.cf, &mut name, parsed.zone_size, tag);
-            if shm_zone.is_null() {
-                return Err("cannot use this zone (see the message above)".into());
-            }
-            (*shm_zone).init.get_or_insert(zone::init_zone);
-            set_once(
-                &mut c.conf.introspect_cache,
-                CacheConf {
-                    zone: shm_zone.cast(),
-                    policy: parsed.policy,
-                },
-            )
-        })
+handler!(set_introspect_cache, |c| {
+    let args: Vec<&[u8]> = c.args.iter().map(|a| a.as_bytes()).collect();
+    let parsed = cache_args::parse(&args)?;
+    if parsed.zone_size < zone::min_zone_size() {
+        return Err(format!(
+            "zone \"{}\" is too small: at least {} bytes",
+            String::from_utf8_lossy(&parsed.zone_name),
+            zone::min_zone_size()
+        ));
     }
-}
+    // SAFETY: the name is copied into the configuration pool, which lives as
+    // long as the cycle that keeps a pointer to it; the zone returned by
+    // nginx is ours to set up until the cycle initialises it.
+    let mut name =
+        ngx_str_t::from_bytes((*c.cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
+    let tag = Module::module() as *const _ as *mut c_void;
+    let shm_zone = ngx_shared_memory_add(c.cf, &mut name, parsed.zone_size, tag);
+    if shm_zone.is_null() {
+        return Err("cannot use this zone (see the message above)".into());
+    }
+    (*shm_zone).init.get_or_insert(zone::init_zone);
+    set_once(
+        &mut c.conf.introspect_cache,
+        CacheConf {
+            zone: shm_zone.cast(),
+            policy: parsed.policy,
+        },
+    )
+});
