@@ -3,10 +3,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The largest introspection answer the module reads.
+/// The largest IdP answer the module reads.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// What nginx tells us about the finished introspection subrequest.
+/// What nginx tells us about a finished subrequest to the IdP.
 #[derive(Debug, Clone, Copy)]
 pub struct IdpReply<'a> {
     /// The code the subrequest was finalized with: 0 when the upstream
@@ -15,6 +15,42 @@ pub struct IdpReply<'a> {
     /// The IdP's status line, 0 if no response header arrived.
     pub status: usize,
     pub body: &'a [u8],
+}
+
+/// Why an answer could not be read at all, whatever it was meant to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Timeout,
+    Unreachable,
+    Incomplete,
+    TooLarge(usize),
+}
+
+const NGX_HTTP_GATEWAY_TIME_OUT: isize = 504;
+
+impl IdpReply<'_> {
+    pub fn new(finalize_rc: isize, status: usize, body: &[u8]) -> IdpReply<'_> {
+        IdpReply {
+            finalize_rc,
+            status,
+            body,
+        }
+    }
+
+    /// `Ok` when a complete answer of a readable size arrived.
+    pub fn transport(&self) -> Result<(), Transport> {
+        if self.finalize_rc == NGX_HTTP_GATEWAY_TIME_OUT {
+            Err(Transport::Timeout)
+        } else if self.status == 0 {
+            Err(Transport::Unreachable)
+        } else if self.finalize_rc != 0 {
+            Err(Transport::Incomplete)
+        } else if self.body.len() > MAX_RESPONSE_BYTES {
+            Err(Transport::TooLarge(self.body.len()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The claims the module exposes from an active token.
@@ -67,24 +103,25 @@ impl IdpFailure {
     }
 }
 
-const NGX_HTTP_GATEWAY_TIME_OUT: isize = 504;
+impl From<Transport> for IdpFailure {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Timeout => IdpFailure::Timeout,
+            Transport::Unreachable => IdpFailure::Unreachable,
+            Transport::Incomplete => IdpFailure::Incomplete,
+            Transport::TooLarge(n) => IdpFailure::TooLarge(n),
+        }
+    }
+}
 
 pub fn interpret(reply: IdpReply<'_>) -> Result<IntrospectionResult, IdpFailure> {
-    if reply.finalize_rc == NGX_HTTP_GATEWAY_TIME_OUT {
-        return Err(IdpFailure::Timeout);
-    }
+    reply.transport()?;
     match reply.status {
-        0 => return Err(IdpFailure::Unreachable),
-        200 if reply.finalize_rc != 0 => return Err(IdpFailure::Incomplete),
-        200 => {}
-        401 | 403 => return Err(IdpFailure::CredentialsRejected(reply.status)),
-        503 => return Err(IdpFailure::Unavailable),
-        status => return Err(IdpFailure::ErrorStatus(status)),
+        200 => parse(reply.body),
+        401 | 403 => Err(IdpFailure::CredentialsRejected(reply.status)),
+        503 => Err(IdpFailure::Unavailable),
+        status => Err(IdpFailure::ErrorStatus(status)),
     }
-    if reply.body.len() > MAX_RESPONSE_BYTES {
-        return Err(IdpFailure::TooLarge(reply.body.len()));
-    }
-    parse(reply.body)
 }
 
 /// Only the members the module uses are kept; the rest are skipped unparsed.
@@ -133,19 +170,13 @@ fn numeric_date(value: &Value) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn reply(rc: isize, status: usize, body: &[u8]) -> IdpReply<'_> {
-        IdpReply {
-            finalize_rc: rc,
-            status,
-            body,
-        }
-    }
+    use IdpReply as R;
 
     #[test]
     fn active_token_yields_claims() {
         let body = br#"{"active":true,"sub":"alice","scope":"read write","client_id":"app","exp":1700000000,"aud":["x"]}"#;
         assert_eq!(
-            interpret(reply(0, 200, body)),
+            interpret(R::new(0, 200, body)),
             Ok(IntrospectionResult::Active(TokenClaims {
                 sub: Some("alice".into()),
                 scope: Some("read write".into()),
@@ -202,41 +233,41 @@ mod tests {
     fn oversized_body_is_refused_before_parsing() {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
         assert_eq!(
-            interpret(reply(0, 200, &body)),
+            interpret(R::new(0, 200, &body)),
             Err(IdpFailure::TooLarge(MAX_RESPONSE_BYTES + 1))
         );
     }
 
     #[test]
     fn transport_failures() {
-        assert_eq!(interpret(reply(504, 0, b"")), Err(IdpFailure::Timeout));
-        assert_eq!(interpret(reply(504, 200, b"{")), Err(IdpFailure::Timeout));
-        assert_eq!(interpret(reply(502, 0, b"")), Err(IdpFailure::Unreachable));
-        assert_eq!(interpret(reply(-1, 0, b"")), Err(IdpFailure::Unreachable));
+        assert_eq!(interpret(R::new(504, 0, b"")), Err(IdpFailure::Timeout));
+        assert_eq!(interpret(R::new(504, 200, b"{")), Err(IdpFailure::Timeout));
+        assert_eq!(interpret(R::new(502, 0, b"")), Err(IdpFailure::Unreachable));
+        assert_eq!(interpret(R::new(-1, 0, b"")), Err(IdpFailure::Unreachable));
         assert_eq!(
-            interpret(reply(502, 200, b"{\"active\":")),
+            interpret(R::new(502, 200, b"{\"active\":")),
             Err(IdpFailure::Incomplete)
         );
-        assert_eq!(interpret(reply(-1, 200, b"")), Err(IdpFailure::Incomplete));
+        assert_eq!(interpret(R::new(-1, 200, b"")), Err(IdpFailure::Incomplete));
     }
 
     #[test]
     fn idp_error_statuses() {
         assert_eq!(
-            interpret(reply(0, 401, b"")),
+            interpret(R::new(0, 401, b"")),
             Err(IdpFailure::CredentialsRejected(401))
         );
         assert_eq!(
-            interpret(reply(0, 403, b"")),
+            interpret(R::new(0, 403, b"")),
             Err(IdpFailure::CredentialsRejected(403))
         );
-        assert_eq!(interpret(reply(0, 503, b"")), Err(IdpFailure::Unavailable));
+        assert_eq!(interpret(R::new(0, 503, b"")), Err(IdpFailure::Unavailable));
         assert_eq!(
-            interpret(reply(0, 500, b"")),
+            interpret(R::new(0, 500, b"")),
             Err(IdpFailure::ErrorStatus(500))
         );
         assert_eq!(
-            interpret(reply(0, 400, b"")),
+            interpret(R::new(0, 400, b"")),
             Err(IdpFailure::ErrorStatus(400))
         );
     }
