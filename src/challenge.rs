@@ -7,6 +7,8 @@ pub enum BearerError {
     NoToken,
     InvalidRequest(&'static str),
     InvalidToken,
+    /// The token may not have what the request needs (403).
+    InsufficientScope,
 }
 
 impl BearerError {
@@ -14,6 +16,7 @@ impl BearerError {
         match self {
             BearerError::NoToken | BearerError::InvalidToken => 401,
             BearerError::InvalidRequest(_) => 400,
+            BearerError::InsufficientScope => 403,
         }
     }
 }
@@ -30,6 +33,7 @@ pub fn www_authenticate(realm: &str, error: BearerError) -> String {
             value.push('"');
         }
         BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
+        BearerError::InsufficientScope => value.push_str(", error=\"insufficient_scope\""),
     }
     value
 }
@@ -71,6 +75,15 @@ mod tests {
             "Bearer realm=\"my api\", error=\"invalid_token\""
         );
         assert_eq!(BearerError::InvalidToken.status(), 401);
+    }
+
+    #[test]
+    fn insufficient_scope_is_403() {
+        assert_eq!(
+            www_authenticate("api", BearerError::InsufficientScope),
+            "Bearer realm=\"api\", error=\"insufficient_scope\""
+        );
+        assert_eq!(BearerError::InsufficientScope.status(), 403);
     }
 
     #[test]

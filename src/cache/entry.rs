@@ -1,6 +1,7 @@
 //! The value of a cache entry: the verdict and the claims the module exposes,
 //! as length-prefixed bytes, so a hit needs no JSON parsing.
 
+use crate::exchange::IssuedToken;
 use crate::introspection::{IntrospectionResult, TokenClaims};
 
 /// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
@@ -30,14 +31,7 @@ impl CachedIntrospection {
             None => out.push(0),
         }
         for s in strings {
-            match s {
-                Some(s) => {
-                    out.push(1);
-                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    out.extend_from_slice(s.as_bytes());
-                }
-                None => out.push(0),
-            }
+            put_string(&mut out, s.as_deref());
         }
         out
     }
@@ -63,6 +57,55 @@ impl CachedIntrospection {
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
+    }
+}
+
+/// A token issued by the token endpoint, as the exchange cache keeps it:
+/// access_token, issued_token_type, token_type, then expires_in.
+pub struct CachedExchange;
+
+impl CachedExchange {
+    pub fn encode(token: &IssuedToken) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(32 + token.access_token.len() + token.issued_token_type.len());
+        put_string(&mut out, Some(&token.access_token));
+        put_string(&mut out, Some(&token.issued_token_type));
+        put_string(&mut out, token.token_type.as_deref());
+        match token.expires_in {
+            Some(e) => {
+                out.push(1);
+                out.extend_from_slice(&e.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<IssuedToken> {
+        let mut r = Reader(bytes);
+        let token = IssuedToken {
+            access_token: r.string()??,
+            issued_token_type: r.string()??,
+            token_type: r.string()?,
+            expires_in: match r.byte()? {
+                0 => None,
+                1 => Some(u64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+                _ => return None,
+            },
+        };
+        r.0.is_empty().then_some(token)
+    }
+}
+
+/// A flag byte, then a u32 length and the bytes when present.
+fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        None => out.push(0),
     }
 }
 
@@ -130,6 +173,29 @@ mod tests {
         }));
         bytes.pop();
         assert_eq!(CachedIntrospection::decode(&bytes), None);
+    }
+
+    #[test]
+    fn exchanged_tokens_round_trip() {
+        let full = IssuedToken {
+            access_token: "eyJ.x.y".into(),
+            issued_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+            token_type: Some("Bearer".into()),
+            expires_in: Some(60),
+        };
+        let bare = IssuedToken {
+            token_type: None,
+            expires_in: None,
+            ..full.clone()
+        };
+        for token in [full, bare] {
+            assert_eq!(
+                CachedExchange::decode(&CachedExchange::encode(&token)),
+                Some(token)
+            );
+        }
+        assert_eq!(CachedExchange::decode(&[1, 0, 0, 0, 0, 0]), None);
+        assert_eq!(CachedExchange::decode(&[0]), None);
     }
 
     #[test]

@@ -5,5 +5,5 @@
 pub mod entry;
 pub mod policy;
 
-pub use entry::CachedIntrospection;
+pub use entry::{CachedExchange, CachedIntrospection};
 pub use policy::{CacheKey, CachePolicy};

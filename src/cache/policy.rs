@@ -12,9 +12,14 @@ pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
     pub fn new(endpoint: &[u8], client_id: &[u8], token: &[u8]) -> CacheKey {
+        CacheKey::from_parts(&[endpoint, client_id, token])
+    }
+
+    /// The digest of every part that shapes the cached answer.
+    pub fn from_parts(parts: &[&[u8]]) -> CacheKey {
         let mut hasher = Sha256::new();
         // Length prefixes keep ("ab","c") and ("a","bc") apart.
-        for part in [endpoint, client_id, token] {
+        for part in parts {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
@@ -64,6 +69,33 @@ impl CachePolicy {
                 Some(exp) => exp.saturating_mul(1000).min(limit),
             },
         };
+        (expires > now_ms).then_some(expires)
+    }
+
+    /// Until when an exchanged token may be served: never beyond `max_ttl`,
+    /// its `expires_in`, or the subject token's introspected `exp`.
+    pub fn exchange_expires_at(
+        &self,
+        expires_in: Option<u64>,
+        subject_exp: Option<i64>,
+        now_ms: i64,
+    ) -> Option<i64> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut expires = now_ms.saturating_add(self.max_ttl_ms);
+        if let Some(seconds) = expires_in {
+            expires = expires.min(
+                now_ms.saturating_add(
+                    i64::try_from(seconds)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(1000),
+                ),
+            );
+        }
+        if let Some(exp) = subject_exp {
+            expires = expires.min(exp.saturating_mul(1000));
+        }
         (expires > now_ms).then_some(expires)
     }
 }
@@ -152,6 +184,52 @@ mod tests {
             }
             .expires_at(&inactive, NOW),
             Some(NOW + 3000)
+        );
+    }
+
+    #[test]
+    fn exchanged_tokens_respect_expires_in_and_the_subject_exp() {
+        let p = CachePolicy {
+            max_ttl_ms: 300_000,
+            negative_ttl_ms: 0,
+        };
+        assert_eq!(p.exchange_expires_at(None, None, NOW), Some(NOW + 300_000));
+        assert_eq!(
+            p.exchange_expires_at(Some(60), None, NOW),
+            Some(NOW + 60_000)
+        );
+        assert_eq!(
+            p.exchange_expires_at(Some(60), Some(1010), NOW),
+            Some(1_010_000)
+        );
+        assert_eq!(p.exchange_expires_at(Some(0), None, NOW), None);
+        assert_eq!(
+            p.exchange_expires_at(Some(u64::MAX), None, NOW),
+            Some(NOW + 300_000)
+        );
+        assert_eq!(
+            CachePolicy {
+                max_ttl_ms: 0,
+                negative_ttl_ms: 0
+            }
+            .exchange_expires_at(Some(60), None, NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn key_parts_are_length_delimited() {
+        assert_ne!(
+            CacheKey::from_parts(&[b"a", b"bc"]),
+            CacheKey::from_parts(&[b"ab", b"c"])
+        );
+        assert_ne!(
+            CacheKey::from_parts(&[b"a", b""]),
+            CacheKey::from_parts(&[b"a"])
+        );
+        assert_eq!(
+            CacheKey::new(b"e", b"c", b"t"),
+            CacheKey::from_parts(&[b"e", b"c", b"t"])
         );
     }
 

@@ -10,6 +10,17 @@ pub struct CacheArgs {
     pub policy: CachePolicy,
 }
 
+/// `auth_oauth2_token_exchange_cache` takes no `negative_ttl`: failed exchanges are never cached.
+pub fn parse_exchange(args: &[&[u8]]) -> Result<CacheArgs, String> {
+    if let Some(arg) = args.iter().find(|a| a.starts_with(b"negative_ttl=")) {
+        return Err(format!(
+            "has an unknown parameter \"{}\"",
+            String::from_utf8_lossy(arg)
+        ));
+    }
+    parse(args)
+}
+
 pub fn parse(args: &[&[u8]]) -> Result<CacheArgs, String> {
     let mut zone = None;
     let mut policy = CachePolicy::default();
@@ -137,6 +148,14 @@ mod tests {
         assert!(parse(&[b"zone=z:1m", b"ttl=5"])
             .unwrap_err()
             .contains("unknown parameter \"ttl=5\""));
+    }
+
+    #[test]
+    fn exchange_cache_has_no_negative_ttl() {
+        assert!(parse_exchange(&[b"zone=x:1m", b"max_ttl=60s"]).is_ok());
+        assert!(parse_exchange(&[b"zone=x:1m", b"negative_ttl=5s"])
+            .unwrap_err()
+            .contains("unknown parameter"));
     }
 
     #[test]
