@@ -7,7 +7,11 @@
 //! while waiting -> NGX_AGAIN (nginx calls again when the subrequest is done
 //!                  or the leading request wakes us)
 //! answer in     -> store it if it may be cached, hand it to the waiters;
-//!                  active: NGX_OK; inactive: 401; IdP failure: 502/503/504
+//!                  active: exchange the token if configured, else NGX_OK;
+//!                  inactive: 401; IdP failure: 502/503/504
+//! exchange      -> cached token, or a subrequest to the token endpoint;
+//!                  issued: it becomes the upstream's Authorization, NGX_OK;
+//!                  invalid_grant: 401; invalid_target/scope: 403; else 502/504
 
 use ngx::ffi::{
     ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
@@ -15,14 +19,16 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleLocationConf;
 
-use crate::cache::{CacheKey, CachedIntrospection};
+use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
 use crate::challenge::{www_authenticate, BearerError};
-use crate::conf::{CacheConf, LocationConf};
+use crate::conf::{CacheConf, LocationConf, Template};
+use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
+use crate::form;
 use crate::inflight::{self, Role};
 use crate::introspection::{IdpFailure, IntrospectionResult};
-use crate::request::{create_ctx, ctx, header_values, pool_str, push_header};
+use crate::request::{create_ctx, ctx, header_values, pool_str, push_header, set_authorization};
 use crate::state::zone::{self, Lookup};
-use crate::subrequest::start_introspection;
+use crate::subrequest::{self, IdpCall};
 use crate::token::{self, BearerToken};
 use crate::Module;
 
@@ -39,6 +45,12 @@ pub struct RequestCtx {
     pub waiting: Waiting,
     /// Posted by the leading request to resume this one.
     pub wake: ngx_event_t,
+    /// Set once the exchange stage has begun.
+    exchanging: bool,
+    /// `None` until the token endpoint's answer (or the cache's) is known.
+    pub exchange: Option<Result<IssuedToken, ExchangeFailure>>,
+    /// The exchange cache key the coming answer is stored under.
+    exchange_key: Option<CacheKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +106,16 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     // SAFETY: nginx calls phase handlers with a live request whose loc_conf
     // has our LocationConf.
     let conf = match unsafe { Module::location_conf(&*r) } {
-        Some(conf) if conf.introspection_enabled() => conf,
+        Some(conf) if conf.introspection_enabled() || conf.exchange_enabled() => conf,
         _ => return NGX_DECLINED as ngx_int_t,
     };
     // SAFETY: only this module stores a RequestCtx in its slot.
     match unsafe { ctx::<RequestCtx>(r) } {
         None => unsafe { begin(r, conf) },
+        Some(ctx) if ctx.exchanging => match ctx.exchange {
+            None => NGX_AGAIN as ngx_int_t,
+            Some(_) => unsafe { conclude_exchange(r, conf, ctx) },
+        },
         Some(ctx) if ctx.outcome.is_some() => unsafe { conclude(r, conf, ctx) },
         Some(ctx) if ctx.waiting == Waiting::Restart => unsafe { look_up(r, conf, ctx) },
         Some(_) => NGX_AGAIN as ngx_int_t,
@@ -125,6 +141,9 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
                 waiting: Waiting::No,
                 // SAFETY: an all-zero event is nginx's idle state (ngx_pcalloc'd).
                 wake: unsafe { core::mem::zeroed() },
+                exchanging: false,
+                exchange: None,
+                exchange_key: None,
             };
             // SAFETY: the ctx lives in r's pool, as the subrequest callback
             // and the wake event need.
@@ -134,7 +153,10 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
                     ctx.wake.data = r.cast();
                     // SAFETY: r's connection log lives as long as r.
                     ctx.wake.log = unsafe { (*(*r).connection).log };
-                    unsafe { look_up(r, conf, ctx) }
+                    match conf.introspection_enabled() {
+                        true => unsafe { look_up(r, conf, ctx) },
+                        false => unsafe { start_exchange(r, conf, ctx) },
+                    }
                 }
                 None => NGX_ERROR as ngx_int_t,
             }
@@ -153,9 +175,8 @@ unsafe fn look_up(
     ctx: &mut RequestCtx,
 ) -> ngx_int_t {
     ctx.waiting = Waiting::No;
-    // SAFETY: as in `begin`; the token was well-formed there.
-    let (values, _) = unsafe { header_values::<1>(&(*r).headers_in.headers, b"Authorization") };
-    let BearerToken::Present(token) = token::from_authorization(&values) else {
+    // SAFETY: r is the live main request.
+    let Some(token) = (unsafe { request_token(r) }) else {
         return NGX_ERROR as ngx_int_t;
     };
     if let Some(cache) = &conf.introspect_cache {
@@ -172,9 +193,34 @@ unsafe fn look_up(
             ctx.leads = true;
         }
     }
-    match unsafe { start_introspection(r, conf, token, ctx) } {
+    let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
+    let body = form::introspection_body(token);
+    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
+    match unsafe {
+        subrequest::start(
+            r,
+            IdpCall::Introspection,
+            endpoint,
+            &body,
+            &conf.client_authorization,
+            ctx,
+        )
+    } {
         Ok(()) => NGX_AGAIN as ngx_int_t,
         Err(()) => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// The token `begin` found well-formed in the client's Authorization header.
+///
+/// # Safety
+/// `r` must be the live main request.
+unsafe fn request_token<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
+    // SAFETY: headers_in.headers of a live request is an initialised list.
+    let (values, _) = unsafe { header_values::<1>(&(*r).headers_in.headers, b"Authorization") };
+    match token::from_authorization(&values) {
+        BearerToken::Present(token) => Some(token),
+        _ => None,
     }
 }
 
@@ -250,6 +296,9 @@ unsafe fn conclude(
     // SAFETY: r is live; its connection log is valid for logging.
     let log = unsafe { (*(*r).connection).log };
     match &ctx.outcome {
+        Some(Ok(IntrospectionResult::Active(_))) if conf.exchange_enabled() => unsafe {
+            start_exchange(r, conf, ctx)
+        },
         Some(Ok(IntrospectionResult::Active(_))) => NGX_OK as ngx_int_t,
         Some(Ok(IntrospectionResult::Inactive)) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: token is not active");
@@ -258,6 +307,173 @@ unsafe fn conclude(
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
             failure.status() as ngx_int_t
+        }
+        None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// Evaluates a directive value for this request (empty when unset).
+///
+/// # Safety
+/// `r` must be a live request; `template` a value compiled by the directive.
+unsafe fn evaluate<'r>(r: *mut ngx_http_request_t, template: Option<Template>) -> Option<&'r [u8]> {
+    let Some(Template(cv)) = template else {
+        return Some(&[]);
+    };
+    let mut value = ngx::ffi::ngx_str_t::empty();
+    // SAFETY: nginx evaluates the value into memory of r's pool.
+    unsafe {
+        if ngx::ffi::ngx_http_complex_value(r, cv.cast(), &mut value) != NGX_OK as ngx_int_t {
+            return None;
+        }
+        Some(if value.len == 0 {
+            &[]
+        } else {
+            core::slice::from_raw_parts(value.data, value.len)
+        })
+    }
+}
+
+/// Trades the client's token for one meant for the upstream: from the
+/// exchange cache, or by asking the token endpoint.
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+unsafe fn start_exchange(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: &mut RequestCtx,
+) -> ngx_int_t {
+    ctx.exchanging = true;
+    // SAFETY: r is the live main request; templates come from the directives.
+    let (token, audience, scope, resource) = unsafe {
+        match (
+            request_token(r),
+            evaluate(r, conf.audience),
+            evaluate(r, conf.scope),
+            evaluate(r, conf.resource),
+        ) {
+            (Some(t), Some(a), Some(s), Some(res)) => (t, a, s, res),
+            _ => return NGX_ERROR as ngx_int_t,
+        }
+    };
+    let params = ExchangeParams {
+        audience,
+        scope,
+        resource,
+        requested_token_type: conf.requested_token_type.as_deref().unwrap_or_default(),
+    };
+    let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
+    let only_exchange = !conf.introspection_enabled();
+    if let Some(cache) = &conf.exchange_cache {
+        let status = if cache.policy.enabled() {
+            let client_id = conf.client_id.as_deref().unwrap_or_default();
+            let key = CacheKey::from_parts(&[
+                endpoint,
+                client_id,
+                token,
+                params.audience,
+                params.scope,
+                params.resource,
+                params.requested_token_type,
+            ]);
+            // SAFETY: the zone was set up by the directive and initialised by nginx.
+            match unsafe { zone::lookup(cache.zone.cast(), &key, now_ms(), CachedExchange::decode) }
+            {
+                Lookup::Hit(issued) => {
+                    ctx.exchange = Some(Ok(issued));
+                    CacheStatus::Hit
+                }
+                Lookup::Expired => {
+                    ctx.exchange_key = Some(key);
+                    CacheStatus::Expired
+                }
+                Lookup::Miss => {
+                    ctx.exchange_key = Some(key);
+                    CacheStatus::Miss
+                }
+            }
+        } else {
+            CacheStatus::Bypass
+        };
+        if only_exchange {
+            ctx.cache_status = Some(status);
+        }
+        if ctx.exchange.is_some() {
+            return unsafe { conclude_exchange(r, conf, ctx) };
+        }
+    }
+    let body = exchange::request_body(token, &params);
+    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
+    match unsafe {
+        subrequest::start(
+            r,
+            IdpCall::Exchange,
+            endpoint,
+            &body,
+            &conf.client_authorization,
+            ctx,
+        )
+    } {
+        Ok(()) => NGX_AGAIN as ngx_int_t,
+        Err(()) => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// # Safety
+/// `r` must be the live main request and `ctx` its context, with an exchange result.
+unsafe fn conclude_exchange(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: &mut RequestCtx,
+) -> ngx_int_t {
+    // SAFETY: r is live; its connection log is valid for logging.
+    let log = unsafe { (*(*r).connection).log };
+    match &ctx.exchange {
+        Some(Ok(issued)) => {
+            if let (Some(key), Some(cache)) = (ctx.exchange_key.take(), &conf.exchange_cache) {
+                let subject_exp = match &ctx.outcome {
+                    Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
+                    _ => None,
+                };
+                let now = now_ms();
+                if let Some(expires) =
+                    cache
+                        .policy
+                        .exchange_expires_at(issued.expires_in, subject_exp, now)
+                {
+                    // SAFETY: the zone was set up by the directive and initialised by nginx.
+                    unsafe {
+                        zone::insert(
+                            cache.zone.cast(),
+                            &key,
+                            &CachedExchange::encode(issued),
+                            expires,
+                            now,
+                        )
+                    };
+                }
+            }
+            let mut value = Vec::with_capacity(7 + issued.access_token.len());
+            value.extend_from_slice(b"Bearer ");
+            value.extend_from_slice(issued.access_token.as_bytes());
+            // SAFETY: the new value lives in r's pool, as the header does.
+            match unsafe { pool_str(r, &value).and_then(|v| set_authorization(r, v)) } {
+                Some(()) => NGX_OK as ngx_int_t,
+                None => NGX_ERROR as ngx_int_t,
+            }
+        }
+        Some(Err(failure)) => {
+            ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            match failure {
+                ExchangeFailure::InvalidGrant => unsafe {
+                    refuse(r, conf, BearerError::InvalidToken)
+                },
+                ExchangeFailure::NotPermitted(_) => unsafe {
+                    refuse(r, conf, BearerError::InsufficientScope)
+                },
+                _ => failure.status() as ngx_int_t,
+            }
         }
         None => NGX_ERROR as ngx_int_t,
     }

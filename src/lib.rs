@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod challenge;
 pub mod conf;
+pub mod exchange;
 pub mod form;
 pub mod introspection;
 pub mod token;

@@ -113,3 +113,33 @@ fn header_hash(lowcase: &[u8]) -> usize {
         h.wrapping_mul(31).wrapping_add(usize::from(c))
     })
 }
+
+/// Points the request's `Authorization` header at `value`, editing the
+/// element in place so every reader (proxy, fastcgi, `$http_authorization`)
+/// sees the new value; adds the header if the client sent none.
+///
+/// # Safety
+/// `r` must be a live request; `value` must live in its pool.
+pub unsafe fn set_authorization(r: *mut ngx_http_request_t, value: ngx_str_t) -> Option<()> {
+    // SAFETY: the header list belongs to the live request; elements are
+    // only modified in place, never moved.
+    unsafe {
+        let headers = ptr::addr_of_mut!((*r).headers_in.headers);
+        let mut part: *mut ngx::ffi::ngx_list_part_t = ptr::addr_of_mut!((*headers).part);
+        while !part.is_null() {
+            let elts = (*part).elts.cast::<ngx_table_elt_t>();
+            for i in 0..(*part).nelts {
+                let h = elts.add(i);
+                if (*h).key.as_bytes().eq_ignore_ascii_case(b"Authorization") {
+                    (*h).value = value;
+                    (*r).headers_in.authorization = h;
+                    return Some(());
+                }
+            }
+            part = (*part).next;
+        }
+        let h = push_header(headers, b"Authorization", b"authorization", value)?;
+        (*r).headers_in.authorization = h;
+        Some(())
+    }
+}

@@ -1,6 +1,6 @@
-//! The introspection subrequest: a POST built from scratch (no client
-//! header reaches the IdP), answered into memory, and the callback that turns
-//! nginx's view of the answer into a verdict.
+//! Subrequests to the IdP (introspection and token exchange): a POST built
+//! from scratch (no client header reaches the IdP), answered into memory, and
+//! the callbacks that turn nginx's view of the answer into a result.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -13,23 +13,31 @@ use ngx::ffi::{
 };
 
 use crate::access::RequestCtx;
-use crate::conf::LocationConf;
-use crate::form;
+use crate::exchange;
 use crate::introspection::{self, IdpReply};
 use crate::request::{pool_str, push_header};
 
-/// Starts the introspection subrequest for `token`; the result lands in `ctx`.
+/// Which IdP call a subrequest makes; decides how its answer is read.
+#[derive(Clone, Copy)]
+pub enum IdpCall {
+    Introspection,
+    Exchange,
+}
+
+/// Starts a POST of `body` to the internal location `endpoint`; the result
+/// lands in `ctx` when the subrequest finishes.
 ///
 /// # Safety
 /// `r` must be the live main request and `ctx` its context, allocated from
-/// its pool.
-pub unsafe fn start_introspection(
+/// its pool; `endpoint` must live as long as the configuration.
+pub unsafe fn start(
     r: *mut ngx_http_request_t,
-    conf: &LocationConf,
-    token: &[u8],
+    call: IdpCall,
+    endpoint: &[u8],
+    body: &[u8],
+    authorization: &[u8],
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
-    let endpoint = conf.introspect_endpoint.as_deref().ok_or(())?;
     // SAFETY: every pointer below comes from the request pool or from the
     // configuration, both of which outlive the subrequest.
     unsafe {
@@ -39,7 +47,10 @@ pub unsafe fn start_introspection(
         if ps.is_null() {
             return Err(());
         }
-        (*ps).handler = Some(introspection_done);
+        (*ps).handler = Some(match call {
+            IdpCall::Introspection => introspection_done,
+            IdpCall::Exchange => exchange_done,
+        });
         (*ps).data = ctx.cast();
 
         let mut uri = ngx_str_t {
@@ -53,11 +64,7 @@ pub unsafe fn start_introspection(
         {
             return Err(());
         }
-        make_post(
-            sr,
-            &form::introspection_body(token),
-            &conf.client_authorization,
-        )
+        make_post(sr, body, authorization)
     }
 }
 
@@ -136,21 +143,14 @@ unsafe fn make_post(
     }
 }
 
-/// Called by nginx when the subrequest is finalized, possibly more than once
-/// (again after an error page): only the first call is recorded.
-unsafe extern "C" fn introspection_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    // SAFETY: `data` is the RequestCtx we registered, living in the main
-    // request's pool; `sr` is the finished subrequest whose in-memory body is
-    // one buffer in sr->out.
+/// What nginx saw of the IdP's answer: the finalize code, the status and the
+/// in-memory body (one buffer in sr->out).
+///
+/// # Safety
+/// `sr` must be a finished in-memory subrequest.
+unsafe fn reply_of<'a>(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> IdpReply<'a> {
+    // SAFETY: the buffer lives in the request pool.
     unsafe {
-        let ctx = &mut *data.cast::<RequestCtx>();
-        if ctx.outcome.is_some() || rc == NGX_AGAIN as ngx_int_t {
-            return rc;
-        }
         let out = (*sr).out;
         let body: &[u8] = if out.is_null() || (*out).buf.is_null() || (*(*out).buf).pos.is_null() {
             &[]
@@ -158,12 +158,39 @@ unsafe extern "C" fn introspection_done(
             let b = (*out).buf;
             core::slice::from_raw_parts((*b).pos, (*b).last.offset_from((*b).pos) as usize)
         };
-        let reply = IdpReply {
-            finalize_rc: rc,
-            status: (*sr).headers_out.status,
-            body,
-        };
-        ctx.outcome = Some(introspection::interpret(reply));
+        IdpReply::new(rc, (*sr).headers_out.status, body)
+    }
+}
+
+/// Called by nginx when a subrequest is finalized, possibly more than once
+/// (again after an error page): only the first call is recorded.
+unsafe extern "C" fn introspection_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: `data` is the RequestCtx we registered, living in the main
+    // request's pool; `sr` is the finished subrequest.
+    unsafe {
+        let ctx = &mut *data.cast::<RequestCtx>();
+        if ctx.outcome.is_none() && rc != NGX_AGAIN as ngx_int_t {
+            ctx.outcome = Some(introspection::interpret(reply_of(sr, rc)));
+        }
+    }
+    rc
+}
+
+unsafe extern "C" fn exchange_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: as for introspection_done.
+    unsafe {
+        let ctx = &mut *data.cast::<RequestCtx>();
+        if ctx.exchange.is_none() && rc != NGX_AGAIN as ngx_int_t {
+            ctx.exchange = Some(exchange::interpret(reply_of(sr, rc)));
+        }
     }
     rc
 }

@@ -20,15 +20,22 @@ enum Claim {
     ClientId,
     Exp,
     CacheStatus,
+    NewToken,
+    NewTokenType,
 }
 
-const VARIABLES: [(ngx_str_t, Claim); 6] = [
+const VARIABLES: [(ngx_str_t, Claim); 8] = [
     (ngx_string!("oauth2_token_active"), Claim::Active),
     (ngx_string!("oauth2_token_sub"), Claim::Sub),
     (ngx_string!("oauth2_token_scope"), Claim::Scope),
     (ngx_string!("oauth2_token_client_id"), Claim::ClientId),
     (ngx_string!("oauth2_token_exp"), Claim::Exp),
     (ngx_string!("oauth2_token_cache_status"), Claim::CacheStatus),
+    (ngx_string!("oauth2_token_new_token"), Claim::NewToken),
+    (
+        ngx_string!("oauth2_token_new_token_type"),
+        Claim::NewTokenType,
+    ),
 ];
 
 impl Claim {
@@ -40,7 +47,7 @@ impl Claim {
             (_, IntrospectionResult::Inactive) => return None,
         };
         match self {
-            Claim::Active | Claim::CacheStatus => None,
+            Claim::Active | Claim::CacheStatus | Claim::NewToken | Claim::NewTokenType => None,
             Claim::Sub => claims.sub.clone(),
             Claim::Scope => claims.scope.clone(),
             Claim::ClientId => claims.client_id.clone(),
@@ -79,6 +86,21 @@ unsafe extern "C" fn get_variable(
     unsafe {
         let state = ctx::<RequestCtx>((*r).main);
         let value = match (state, VARIABLES.get(data)) {
+            (
+                Some(RequestCtx {
+                    exchange: Some(Ok(issued)),
+                    ..
+                }),
+                Some((_, Claim::NewToken)),
+            ) => Some(issued.access_token.clone()),
+            (
+                Some(RequestCtx {
+                    exchange: Some(Ok(issued)),
+                    ..
+                }),
+                Some((_, Claim::NewTokenType)),
+            ) => Some(issued.issued_token_type.clone()),
+            (_, Some((_, Claim::NewToken | Claim::NewTokenType))) => None,
             (Some(state), Some((_, Claim::CacheStatus))) => {
                 state.cache_status.map(|s| s.as_str().to_string())
             }

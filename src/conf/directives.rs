@@ -6,15 +6,18 @@ use std::os::unix::ffi::OsStrExt;
 
 use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t,
-    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_compile_complex_value,
+    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t,
+    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, LocationConf, SecretSource,
+    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, LocationConf,
+    SecretSource, Template,
 };
 use crate::challenge;
 use crate::state::zone;
@@ -36,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 8] = [
+pub static mut COMMANDS: [ngx_command_t; 15] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -71,6 +74,41 @@ pub static mut COMMANDS: [ngx_command_t; 8] = [
         ngx_string!("auth_oauth2_token_introspect_cache"),
         NGX_CONF_TAKE123,
         set_introspect_cache,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_exchange"),
+        NGX_CONF_FLAG,
+        set_exchange,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_token_endpoint"),
+        NGX_CONF_TAKE1,
+        set_token_endpoint,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_audience"),
+        NGX_CONF_TAKE1,
+        set_audience,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_scope"),
+        NGX_CONF_TAKE1,
+        set_scope,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_resource"),
+        NGX_CONF_TAKE1,
+        set_resource,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_requested_token_type"),
+        NGX_CONF_TAKE1,
+        set_requested_token_type,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_exchange_cache"),
+        NGX_CONF_TAKE12,
+        set_exchange_cache,
     ),
     ngx_command_t::empty(),
 ];
@@ -151,21 +189,90 @@ fn utf8(arg: &[u8]) -> Result<String, String> {
     String::from_utf8(arg.to_vec()).map_err(|_| "value is not valid UTF-8".into())
 }
 
-handler!(set_introspect, |c| {
-    let on = match c.arg {
-        a if a.eq_ignore_ascii_case(b"on") => true,
-        a if a.eq_ignore_ascii_case(b"off") => false,
-        _ => return Err("takes \"on\" or \"off\"".into()),
-    };
-    set_once(&mut c.conf.introspect, on)
-});
+fn flag(arg: &[u8]) -> Result<bool, String> {
+    match arg {
+        a if a.eq_ignore_ascii_case(b"on") => Ok(true),
+        a if a.eq_ignore_ascii_case(b"off") => Ok(false),
+        _ => Err("takes \"on\" or \"off\"".into()),
+    }
+}
 
-handler!(set_introspect_endpoint, |c| {
-    if !is_valid_endpoint(c.arg) {
+fn endpoint(arg: &[u8]) -> Result<Vec<u8>, String> {
+    if !is_valid_endpoint(arg) {
         return Err("needs the URI of an internal location, like /_oauth2_introspect".into());
     }
-    set_once(&mut c.conf.introspect_endpoint, c.arg.to_vec())
+    Ok(arg.to_vec())
+}
+
+/// Compiles the argument as a value that may hold nginx variables.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn template(cf: *mut ngx_conf_t, arg: &[u8]) -> Result<Template, String> {
+    if arg.is_empty() {
+        return Err("needs a non-empty value".into());
+    }
+    // SAFETY: the complex value and the copied source live in the
+    // configuration pool; ccv is zeroed as nginx's own modules do.
+    unsafe {
+        let cv = ngx::ffi::ngx_pcalloc((*cf).pool, size_of::<ngx_http_complex_value_t>())
+            .cast::<ngx_http_complex_value_t>();
+        let mut value = ngx_str_t::from_bytes((*cf).pool, arg).ok_or("cannot allocate")?;
+        if cv.is_null() {
+            return Err("cannot allocate".into());
+        }
+        let mut ccv: ngx_http_compile_complex_value_t = core::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = &mut value;
+        ccv.complex_value = cv;
+        if ngx_http_compile_complex_value(&mut ccv) != 0 {
+            return Err("has an invalid variable reference".into());
+        }
+        Ok(Template(cv.cast()))
+    }
+}
+
+handler!(set_introspect, |c| set_once(
+    &mut c.conf.introspect,
+    flag(c.arg)?
+));
+
+handler!(set_exchange, |c| set_once(
+    &mut c.conf.exchange,
+    flag(c.arg)?
+));
+
+handler!(set_token_endpoint, |c| set_once(
+    &mut c.conf.token_endpoint,
+    endpoint(c.arg)?
+));
+
+handler!(set_audience, |c| set_once(
+    &mut c.conf.audience,
+    template(c.cf, c.arg)?
+));
+
+handler!(set_scope, |c| set_once(
+    &mut c.conf.scope,
+    template(c.cf, c.arg)?
+));
+
+handler!(set_resource, |c| set_once(
+    &mut c.conf.resource,
+    template(c.cf, c.arg)?
+));
+
+handler!(set_requested_token_type, |c| {
+    if c.arg.is_empty() || c.arg.iter().any(|b| b.is_ascii_whitespace()) {
+        return Err("needs a token type URI, like urn:ietf:params:oauth:token-type:jwt".into());
+    }
+    set_once(&mut c.conf.requested_token_type, c.arg.to_vec())
 });
+
+handler!(set_introspect_endpoint, |c| set_once(
+    &mut c.conf.introspect_endpoint,
+    endpoint(c.arg)?
+));
 
 handler!(set_client_id, |c| {
     if c.arg.is_empty() {
@@ -222,9 +329,14 @@ handler!(set_realm, |c| {
     set_once(&mut c.conf.realm, utf8(c.arg)?)
 });
 
-handler!(set_introspect_cache, |c| {
-    let args: Vec<&[u8]> = c.args.iter().map(|a| a.as_bytes()).collect();
-    let parsed = cache_args::parse(&args)?;
+/// Declares (or finds) the shared zone of a cache directive.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn cache_zone(
+    cf: *mut ngx_conf_t,
+    parsed: cache_args::CacheArgs,
+) -> Result<CacheConf, String> {
     if parsed.zone_size < zone::min_zone_size() {
         return Err(format!(
             "zone \"{}\" is too small: at least {} bytes",
@@ -235,19 +347,32 @@ handler!(set_introspect_cache, |c| {
     // SAFETY: the name is copied into the configuration pool, which lives as
     // long as the cycle that keeps a pointer to it; the zone returned by
     // nginx is ours to set up until the cycle initialises it.
-    let mut name =
-        ngx_str_t::from_bytes((*c.cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
-    let tag = Module::module() as *const _ as *mut c_void;
-    let shm_zone = ngx_shared_memory_add(c.cf, &mut name, parsed.zone_size, tag);
-    if shm_zone.is_null() {
-        return Err("cannot use this zone (see the message above)".into());
-    }
-    (*shm_zone).init.get_or_insert(zone::init_zone);
-    set_once(
-        &mut c.conf.introspect_cache,
-        CacheConf {
+    unsafe {
+        let mut name =
+            ngx_str_t::from_bytes((*cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
+        let tag = Module::module() as *const _ as *mut c_void;
+        let shm_zone = ngx_shared_memory_add(cf, &mut name, parsed.zone_size, tag);
+        if shm_zone.is_null() {
+            return Err("cannot use this zone (see the message above)".into());
+        }
+        (*shm_zone).init.get_or_insert(zone::init_zone);
+        Ok(CacheConf {
             zone: shm_zone.cast(),
             policy: parsed.policy,
-        },
-    )
+        })
+    }
+}
+
+fn args_of<'a>(c: &Call<'a>) -> Vec<&'a [u8]> {
+    c.args.iter().map(|a| a.as_bytes()).collect()
+}
+
+handler!(set_introspect_cache, |c| {
+    let zone = cache_zone(c.cf, cache_args::parse(&args_of(c))?)?;
+    set_once(&mut c.conf.introspect_cache, zone)
+});
+
+handler!(set_exchange_cache, |c| {
+    let zone = cache_zone(c.cf, cache_args::parse_exchange(&args_of(c))?)?;
+    set_once(&mut c.conf.exchange_cache, zone)
 });

@@ -26,6 +26,11 @@ pub struct CacheConf {
     pub policy: CachePolicy,
 }
 
+/// A directive value that may contain nginx variables: the compiled
+/// `ngx_http_complex_value_t`, opaque to the plain-Rust side.
+#[derive(Debug, Clone, Copy)]
+pub struct Template(pub *mut core::ffi::c_void);
+
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
@@ -34,6 +39,13 @@ pub struct LocationConf {
     pub client_secret: Option<(SecretSource, Vec<u8>)>,
     pub realm: Option<String>,
     pub introspect_cache: Option<CacheConf>,
+    pub exchange: Option<bool>,
+    pub token_endpoint: Option<Vec<u8>>,
+    pub audience: Option<Template>,
+    pub scope: Option<Template>,
+    pub resource: Option<Template>,
+    pub requested_token_type: Option<Vec<u8>>,
+    pub exchange_cache: Option<CacheConf>,
     /// `Authorization` value for the IdP, derived once at merge time.
     pub client_authorization: Vec<u8>,
 }
@@ -41,6 +53,10 @@ pub struct LocationConf {
 impl LocationConf {
     pub fn introspection_enabled(&self) -> bool {
         self.introspect == Some(true)
+    }
+
+    pub fn exchange_enabled(&self) -> bool {
+        self.exchange == Some(true)
     }
 
     pub fn realm(&self) -> &str {
@@ -56,15 +72,29 @@ impl LocationConf {
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);
         inherit(&mut self.introspect_cache, &prev.introspect_cache);
+        inherit(&mut self.exchange, &prev.exchange);
+        inherit(&mut self.token_endpoint, &prev.token_endpoint);
+        inherit(&mut self.audience, &prev.audience);
+        inherit(&mut self.scope, &prev.scope);
+        inherit(&mut self.resource, &prev.resource);
+        inherit(&mut self.requested_token_type, &prev.requested_token_type);
+        inherit(&mut self.exchange_cache, &prev.exchange_cache);
 
-        if !self.introspection_enabled() {
-            return Ok(());
-        }
-        if self.introspect_endpoint.is_none() {
+        let switch = match (self.introspection_enabled(), self.exchange_enabled()) {
+            (false, false) => return Ok(()),
+            (true, _) => "auth_oauth2_token_introspect",
+            (false, true) => "auth_oauth2_token_exchange",
+        };
+        if self.introspection_enabled() && self.introspect_endpoint.is_none() {
             return Err("\"auth_oauth2_token_introspect\" is on but \"auth_oauth2_token_introspect_endpoint\" is not set".into());
         }
+        if self.exchange_enabled() && self.token_endpoint.is_none() {
+            return Err("\"auth_oauth2_token_exchange\" is on but \"auth_oauth2_token_token_endpoint\" is not set".into());
+        }
         let Some(client_id) = &self.client_id else {
-            return Err("\"auth_oauth2_token_introspect\" is on but \"auth_oauth2_token_client_id\" is not set".into());
+            return Err(format!(
+                "\"{switch}\" is on but \"auth_oauth2_token_client_id\" is not set"
+            ));
         };
         let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
         self.client_authorization = form::basic_credentials(client_id, secret);
@@ -166,6 +196,41 @@ mod tests {
         };
         let err = conf.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("auth_oauth2_token_client_id"), "{err}");
+    }
+
+    #[test]
+    fn exchange_needs_a_token_endpoint_and_a_client() {
+        let mut conf = LocationConf {
+            exchange: Some(true),
+            ..Default::default()
+        };
+        let err = conf.merge(&LocationConf::default()).unwrap_err();
+        assert!(
+            err.contains("\"auth_oauth2_token_token_endpoint\" is not set"),
+            "{err}"
+        );
+
+        let mut conf = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            ..Default::default()
+        };
+        let err = conf.merge(&LocationConf::default()).unwrap_err();
+        assert!(
+            err.contains(
+                "\"auth_oauth2_token_exchange\" is on but \"auth_oauth2_token_client_id\""
+            ),
+            "{err}"
+        );
+
+        let mut conf = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            ..Default::default()
+        };
+        conf.merge(&LocationConf::default()).unwrap();
+        assert_eq!(conf.client_authorization, b"Basic Z3c6");
     }
 
     #[test]
