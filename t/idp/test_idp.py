@@ -13,7 +13,9 @@ with POST /__control/setup {"TOKEN": BEHAVIOUR, ...}. A BEHAVIOUR is an
 object, or a list of objects used for the 1st, 2nd, ... call (the last one
 repeats). Fields: status (200), json, body, content_type, headers, delay
 (seconds), mode: hang | close | reset | truncate | oversize (size) | garbage.
-Tokens without a behaviour get the one under "*", or 200 {"active": false}.
+A key "PATH TOKEN" (e.g. "/token t1") answers only requests to that path and
+wins over "TOKEN"; tokens without a behaviour get the one under "*", or
+200 {"active": false}.
 """
 import argparse
 import json
@@ -95,7 +97,8 @@ class Idp(Base):
         token = (form.get("token") or form.get("subject_token") or [None])[0]
         with LOCK:
             behaviours = STATE["behaviours"]
-            behaviour = behaviours.get(token, behaviours.get("*"))
+            path = urllib.parse.urlparse(self.path).path
+            behaviour = behaviours.get(f"{path} {token}", behaviours.get(token, behaviours.get("*")))
             n = STATE["calls"].get(token, 0)
             STATE["calls"][token] = n + 1
         if isinstance(behaviour, list):
