@@ -4,6 +4,7 @@
 #   make test       cargo test + the end-to-end suite (prove -r t/)
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
 #   make debian     build objs/debian/*.so against Debian's nginx (nginx-dev) and check it loads
+#   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy
 #   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
 #
@@ -19,7 +20,7 @@ APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev 
                 zlib1g-dev perl python3 curl
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e e2e-debian debian demo soak lint clean
+.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench lint clean
 
 all: build
 
@@ -59,6 +60,10 @@ e2e-debian: debian
 soak: build
 	@scripts/deps.sh wrk
 	@scripts/soak.sh
+
+bench: build
+	@scripts/deps.sh wrk
+	@scripts/bench.sh
 
 clean:
 	rm -rf $(OBJS)

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# make bench: the gateway's throughput with the module against a plain proxy
+# measured in the same run, on loopback with wrk.
+#
+# Processes: two gateway nginx instances (worker_processes 1, pinned to CPU 0),
+# one without the module and one with it, are what is measured; a third
+# nginx plays IdP (fixed introspection and token answers) and backend,
+# pinned with wrk to CPU 1. This machine is noisy, so scenarios run in
+# BENCH_ROUNDS interleaved rounds; each round measures the baseline too, and
+# a scenario's ratio is the median of its per-round ratios. Each run: a
+# warm-up, then BENCH_SECONDS of wrk; requests/s, p50, p99, non-2xx, and the
+# IdP calls made during the run. A scenario with errors is reported invalid,
+# not fast. Results: a table on stdout and bench/results.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-50}
+TOKENS=${BENCH_TOKENS:-100000}
+PLAIN_PORT=18579 GW_PORT=18580 IDP_PORT=18581 BACKEND_PORT=18582
+NGINX=$PWD/objs/nginx
+MODULE=$PWD/objs/ngx_http_auth_oauth2_token_module.so
+GW_CPU=0 LOAD_CPU=1
+[ "$(nproc)" -ge 2 ] || { GW_CPU=0; LOAD_CPU=0; echo "bench: one CPU only, numbers will be noisy" >&2; }
+
+work=$(mktemp -d /tmp/oauth2-bench.XXXXXX)
+chmod 755 "$work"    # workers run as nobody and must reach the cache directory
+mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/plain/logs" "$work/plain/cache"
+stop_all() {
+  for p in gw plain peer; do
+    [ -f "$work/$p/logs/nginx.pid" ] && $NGINX -p "$work/$p" -c nginx.conf -s stop 2>/dev/null || true
+  done
+  sleep 0.3
+  rm -rf "$work"
+}
+trap stop_all EXIT
+[ -n "${BENCH_DEBUG:-}" ] && trap - EXIT
+
+cat >"$work/peer/nginx.conf" <<CONF
+worker_processes 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    log_format calls "\$uri";
+    server {
+        listen 127.0.0.1:$IDP_PORT;
+        access_log logs/idp.log calls;
+        location /introspect {
+            default_type application/json;
+            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
+        }
+        location /token {
+            default_type application/json;
+            return 200 '{"access_token":"exchanged.eyJzdWIiOiJhbGljZSJ9.sig","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}';
+        }
+    }
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        access_log off;
+        location / { return 200 "ok\n"; }
+    }
+}
+CONF
+
+# The same server{} for both gateways; the module's locations only where loaded.
+common_http="
+    access_log off;
+    upstream idp { server 127.0.0.1:$IDP_PORT; keepalive 64; }
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection \"\";
+    proxy_cache_path \$cache_dir keys_zone=recipe:10m;"
+recipe_locations='
+        # The classic no-module recipe: auth_request to the IdP, optionally cached.
+        location /recipe-cached/ {
+            auth_request /_recipe_check_cached;
+            proxy_pass http://backend;
+        }
+        location /recipe-nocache/ {
+            auth_request /_recipe_check;
+            proxy_pass http://backend;
+        }
+        location = /_recipe_check {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";     # a location-level proxy_set_header drops the http-level one
+            proxy_set_body "token=$http_authorization";
+            proxy_pass http://idp/introspect;
+        }
+        location = /_recipe_check_cached {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";
+            proxy_set_body "token=$http_authorization";
+            proxy_cache recipe;
+            proxy_cache_methods POST;
+            proxy_cache_key $http_authorization;
+            proxy_cache_valid 200 300s;
+            proxy_pass http://idp/introspect;
+        }'
+
+gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
+  local load="" module_http="" module_locations=""
+  if [ "$1" = 1 ]; then
+    load="load_module $MODULE;"
+    module_http='
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_client_secret s3cret;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_token_endpoint /_token;'
+    module_locations='
+        location /introspect-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:40m;
+            proxy_pass http://backend;
+        }
+        location /introspect-nocache/ {
+            auth_oauth2_token_introspect on;
+            proxy_pass http://backend;
+        }
+        location /exchange-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:40m;
+            auth_oauth2_token_exchange on;
+            auth_oauth2_token_exchange_cache zone=exchanged:40m;
+            auth_oauth2_token_audience orders-api;
+            proxy_pass http://backend;
+        }
+        location = /_introspect { internal; proxy_pass http://idp/introspect; }
+        location = /_token { internal; proxy_pass http://idp/token; }'
+  fi
+  cat <<CONF
+$load
+worker_processes 1;
+worker_cpu_affinity auto;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+${common_http//\$cache_dir/$3}
+$module_http
+    server {
+        listen 127.0.0.1:$2;
+        location /plain/ { proxy_pass http://backend; }
+$recipe_locations
+$module_locations
+    }
+}
+CONF
+}
+
+start_gateway() { # $1: name, $2: with module, $3: port
+  gateway_conf "$2" "$3" "$work/$1/cache" >"$work/$1/nginx.conf"
+  taskset -c $GW_CPU $NGINX -p "$work/$1" -c nginx.conf
+}
+
+idp_calls() { wc -l <"$work/peer/logs/idp.log"; }
+
+# name|port|path|tokens, in the order each round runs them
+SCENARIOS=(
+  "1 baseline: plain proxy, no module|$PLAIN_PORT|/plain/|token"
+  "2 module loaded, location without auth|$GW_PORT|/plain/|token"
+  "3 introspection, cache hit, one token|$GW_PORT|/introspect-cached/|token"
+  "4 introspection, cache hit, $TOKENS tokens|$GW_PORT|/introspect-cached/|random"
+  "5 introspection, no cache|$GW_PORT|/introspect-nocache/|token"
+  "6 introspection + exchange, both cached|$GW_PORT|/exchange-cached/|token"
+  "8a auth_request recipe, proxy_cache hit|$PLAIN_PORT|/recipe-cached/|token"
+  "8b auth_request recipe, no cache|$PLAIN_PORT|/recipe-nocache/|token"
+)
+
+# run PORT PATH TOKENS -> "rps|p50|p99|total|non2xx|errors|idp_calls"
+run() {
+  local port=$1 path=$2 tokens=$3
+  local args=(-t1 -c"$CONNECTIONS" --latency)
+  local url=http://127.0.0.1:$port$path
+  if [ "$tokens" = random ]; then
+    args+=(-s bench/random-token.lua)
+  else
+    args+=(-H 'Authorization: Bearer bench-token-1')
+  fi
+  TOKENS=$TOKENS taskset -c $LOAD_CPU wrk "${args[@]}" -d"${WARMUP}s" "$url" >/dev/null 2>&1
+  local before; before=$(idp_calls)
+  local out; out=$(TOKENS=$TOKENS taskset -c $LOAD_CPU wrk "${args[@]}" -d"${SECONDS_PER_RUN}s" "$url" 2>&1)
+  local calls=$(( $(idp_calls) - before ))
+  local rps p50 p99 total non2xx errors
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
+  errors=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out"); errors=${errors:-0}
+  echo "$rps|$p50|$p99|$total|$non2xx|$errors|$calls"
+}
+
+taskset -c $LOAD_CPU $NGINX -p "$work/peer" -c nginx.conf
+start_gateway plain 0 $PLAIN_PORT
+start_gateway gw 1 $GW_PORT
+sleep 0.5
+echo "filling the cache with $TOKENS tokens" >&2
+TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
+  -d"${BENCH_FILL_SECONDS:-30}s" http://127.0.0.1:$GW_PORT/introspect-cached/ >/dev/null
+
+raw=$work/runs.txt
+: >"$raw"
+for round in $(seq "$ROUNDS"); do
+  for sc in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name port path tokens <<<"$sc"
+    line=$(run "$port" "$path" "$tokens")
+    echo "$round|$name|$line" >>"$raw"
+    printf '  round %s  %-44s %10s req/s\n' "$round" "$name" "${line%%|*}" >&2
+  done
+done
+
+mkdir -p bench
+python3 - "$raw" <<'PY' >bench/results.json
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    rnd, name, rps, p50, p99, total, non2xx, errors, calls = line.rstrip("\n").split("|")
+    runs.setdefault(name, []).append(dict(round=int(rnd), rps=float(rps or 0), p50=p50, p99=p99,
+        non_2xx=int(non2xx or 0), socket_errors=int(errors or 0), idp_calls=int(calls or 0)))
+base_name = next(n for n in runs if n.startswith("1 "))
+base = {r["round"]: r["rps"] for r in runs[base_name]}
+rows = []
+for name, rs in runs.items():
+    ratios = [r["rps"] / base[r["round"]] for r in rs if base.get(r["round"])]
+    rows.append({
+        "scenario": name,
+        "requests_per_second_median": statistics.median(r["rps"] for r in rs),
+        "ratio_to_baseline_median": round(statistics.median(ratios), 3),
+        "ratio_per_round": [round(x, 3) for x in ratios],
+        "p50_last": rs[-1]["p50"], "p99_last": rs[-1]["p99"],
+        "non_2xx": sum(r["non_2xx"] for r in rs), "socket_errors": sum(r["socket_errors"] for r in rs),
+        "idp_calls_during_runs": sum(r["idp_calls"] for r in rs),
+        "valid": all(r["non_2xx"] == 0 and r["socket_errors"] == 0 for r in rs),
+    })
+rows.append({"scenario": "7 phantom token, cached", "valid": False, "note": "phantom tokens are not implemented yet"})
+print(json.dumps({"rounds": max(r["round"] for rs in runs.values() for r in rs), "scenarios": rows}, indent=2))
+PY
+
+python3 - <<'PY' | tee bench/results.txt
+import json
+d = json.load(open("bench/results.json"))
+print(f"{'scenario':46} {'req/s':>9} {'ratio':>6}  {'per round':24} {'p99':>8} {'IdP calls':>9}  note")
+for r in d["scenarios"]:
+    if "ratio_to_baseline_median" not in r:
+        print(f"{r['scenario']:46} {'n/a':>9} {'-':>6}  {'':24} {'':>8} {'':>9}  {r.get('note', '')}")
+        continue
+    note = "" if r["valid"] else f"INVALID: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
+    per = " ".join(f"{x:.2f}" for x in r["ratio_per_round"])
+    print(f"{r['scenario']:46} {r['requests_per_second_median']:9.0f} {r['ratio_to_baseline_median']:6.2f}  {per:24} {r['p99_last']:>8} {r['idp_calls_during_runs']:9d}  {note}")
+PY
+echo "wrote bench/results.json (median of $ROUNDS rounds)" >&2
