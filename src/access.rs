@@ -109,16 +109,20 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         Some(conf) if conf.introspection_enabled() || conf.exchange_enabled() => conf,
         _ => return NGX_DECLINED as ngx_int_t,
     };
-    // SAFETY: only this module stores a RequestCtx in its slot.
-    match unsafe { ctx::<RequestCtx>(r) } {
-        None => unsafe { begin(r, conf) },
-        Some(ctx) if ctx.exchanging => match ctx.exchange {
-            None => NGX_AGAIN as ngx_int_t,
-            Some(_) => unsafe { conclude_exchange(r, conf, ctx) },
-        },
-        Some(ctx) if ctx.outcome.is_some() => unsafe { conclude(r, conf, ctx) },
-        Some(ctx) if ctx.waiting == Waiting::Restart => unsafe { look_up(r, conf, ctx) },
-        Some(_) => NGX_AGAIN as ngx_int_t,
+    // SAFETY: nginx runs ACCESS handlers for the live main request only, and
+    // only this module stores a RequestCtx in its slot; every function below
+    // requires exactly that.
+    unsafe {
+        match ctx::<RequestCtx>(r) {
+            None => begin(r, conf),
+            Some(ctx) if ctx.exchanging => match ctx.exchange {
+                None => NGX_AGAIN as ngx_int_t,
+                Some(_) => conclude_exchange(r, conf, ctx),
+            },
+            Some(ctx) if ctx.outcome.is_some() => conclude(r, conf, ctx),
+            Some(ctx) if ctx.waiting == Waiting::Restart => look_up(r, conf, ctx),
+            Some(_) => NGX_AGAIN as ngx_int_t,
+        }
     }
 }
 
@@ -302,6 +306,7 @@ unsafe fn conclude(
         Some(Ok(IntrospectionResult::Active(_))) => NGX_OK as ngx_int_t,
         Some(Ok(IntrospectionResult::Inactive)) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: token is not active");
+            // SAFETY: r is the live main request (this function's contract).
             unsafe { refuse(r, conf, BearerError::InvalidToken) }
         }
         Some(Err(failure)) => {
@@ -400,6 +405,7 @@ unsafe fn start_exchange(
             ctx.cache_status = Some(status);
         }
         if ctx.exchange.is_some() {
+            // SAFETY: r and ctx as this function requires.
             return unsafe { conclude_exchange(r, conf, ctx) };
         }
     }
@@ -465,6 +471,7 @@ unsafe fn conclude_exchange(
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            // SAFETY: r is the live main request (this function's contract).
             match failure {
                 ExchangeFailure::InvalidGrant => unsafe {
                     refuse(r, conf, BearerError::InvalidToken)
