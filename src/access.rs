@@ -27,6 +27,7 @@ use crate::form;
 use crate::inflight::{self, Role};
 use crate::introspection::{IdpFailure, IntrospectionResult};
 use crate::request::{create_ctx, ctx, header_values, pool_str, push_header, set_authorization};
+use crate::scope;
 use crate::state::zone::{self, Lookup};
 use crate::subrequest::{self, IdpCall};
 use crate::token::{self, BearerToken};
@@ -300,6 +301,21 @@ unsafe fn conclude(
     // SAFETY: r is live; its connection log is valid for logging.
     let log = unsafe { (*(*r).connection).log };
     match &ctx.outcome {
+        Some(Ok(IntrospectionResult::Active(claims)))
+            if conf
+                .require_scope
+                .as_ref()
+                .is_some_and(|required| !scope::grants_all(claims.scope.as_deref(), required)) =>
+        {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: token lacks a required scope"
+            );
+            let needed = Some(conf.required_scope_text.as_str());
+            // SAFETY: r is the live main request (this function's contract).
+            unsafe { refuse(r, conf, BearerError::InsufficientScope(needed)) }
+        }
         Some(Ok(IntrospectionResult::Active(_))) if conf.exchange_enabled() => unsafe {
             start_exchange(r, conf, ctx)
         },
@@ -477,7 +493,7 @@ unsafe fn conclude_exchange(
                     refuse(r, conf, BearerError::InvalidToken)
                 },
                 ExchangeFailure::NotPermitted(_) => unsafe {
-                    refuse(r, conf, BearerError::InsufficientScope)
+                    refuse(r, conf, BearerError::InsufficientScope(None))
                 },
                 _ => failure.status() as ngx_int_t,
             }
@@ -490,7 +506,11 @@ unsafe fn conclude_exchange(
 ///
 /// # Safety
 /// `r` must be the live main request.
-unsafe fn refuse(r: *mut ngx_http_request_t, conf: &LocationConf, error: BearerError) -> ngx_int_t {
+unsafe fn refuse(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    error: BearerError<'_>,
+) -> ngx_int_t {
     let challenge = www_authenticate(conf.realm(), error);
     // SAFETY: the header lives in r's pool and list, as nginx's own modules do it.
     unsafe {

@@ -2,28 +2,30 @@
 
 /// Why a request is refused, as far as the client is told.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum BearerError {
+pub enum BearerError<'a> {
     /// No credentials were presented: the challenge carries no `error`.
     NoToken,
-    InvalidRequest(&'static str),
+    InvalidRequest(&'a str),
     InvalidToken,
-    /// The token may not have what the request needs (403).
-    InsufficientScope,
+    /// The token may not have what the request needs (403), with the
+    /// scopes it would need when the module knows them.
+    InsufficientScope(Option<&'a str>),
 }
 
-impl BearerError {
+impl BearerError<'_> {
     pub fn status(self) -> u16 {
         match self {
             BearerError::NoToken | BearerError::InvalidToken => 401,
             BearerError::InvalidRequest(_) => 400,
-            BearerError::InsufficientScope => 403,
+            BearerError::InsufficientScope(_) => 403,
         }
     }
 }
 
-/// Builds the header value. `realm` is checked at configuration time to hold
-/// no `"` or `\`, and descriptions are constants, so no escaping is needed.
-pub fn www_authenticate(realm: &str, error: BearerError) -> String {
+/// Builds the header value. `realm` and required scopes are checked at
+/// configuration time to hold no `"` or `\`, and descriptions are
+/// constants, so no escaping is needed.
+pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
     let mut value = format!("Bearer realm=\"{realm}\"");
     match error {
         BearerError::NoToken => {}
@@ -33,7 +35,14 @@ pub fn www_authenticate(realm: &str, error: BearerError) -> String {
             value.push('"');
         }
         BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
-        BearerError::InsufficientScope => value.push_str(", error=\"insufficient_scope\""),
+        BearerError::InsufficientScope(scope) => {
+            value.push_str(", error=\"insufficient_scope\"");
+            if let Some(scope) = scope {
+                value.push_str(", scope=\"");
+                value.push_str(scope);
+                value.push('"');
+            }
+        }
     }
     value
 }
@@ -80,10 +89,14 @@ mod tests {
     #[test]
     fn insufficient_scope_is_403() {
         assert_eq!(
-            www_authenticate("api", BearerError::InsufficientScope),
+            www_authenticate("api", BearerError::InsufficientScope(None)),
             "Bearer realm=\"api\", error=\"insufficient_scope\""
         );
-        assert_eq!(BearerError::InsufficientScope.status(), 403);
+        assert_eq!(
+            www_authenticate("api", BearerError::InsufficientScope(Some("orders:read orders:write"))),
+            "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"orders:read orders:write\""
+        );
+        assert_eq!(BearerError::InsufficientScope(None).status(), 403);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod conf;
 pub mod exchange;
 pub mod form;
 pub mod introspection;
+pub mod scope;
 pub mod token;
 
 #[cfg(not(test))]

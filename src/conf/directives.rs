@@ -8,7 +8,7 @@ use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t,
-    ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG,
 };
@@ -19,9 +19,9 @@ use super::{
     cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, LocationConf,
     SecretSource, Template,
 };
-use crate::challenge;
 use crate::state::zone;
 use crate::Module;
+use crate::{challenge, scope};
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 15] = [
+pub static mut COMMANDS: [ngx_command_t; 16] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -109,6 +109,11 @@ pub static mut COMMANDS: [ngx_command_t; 15] = [
         ngx_string!("auth_oauth2_token_exchange_cache"),
         NGX_CONF_TAKE12,
         set_exchange_cache,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_scope"),
+        NGX_CONF_1MORE,
+        set_require_scope,
     ),
     ngx_command_t::empty(),
 ];
@@ -375,4 +380,18 @@ handler!(set_introspect_cache, |c| {
 handler!(set_exchange_cache, |c| {
     let zone = cache_zone(c.cf, cache_args::parse_exchange(&args_of(c))?)?;
     set_once(&mut c.conf.exchange_cache, zone)
+});
+
+handler!(set_require_scope, |c| {
+    let mut scopes = Vec::with_capacity(c.args.len());
+    for arg in c.args {
+        if !scope::is_scope_token(arg.as_bytes()) {
+            return Err(format!(
+                "has an invalid scope \"{}\"",
+                String::from_utf8_lossy(arg.as_bytes())
+            ));
+        }
+        scopes.push(utf8(arg.as_bytes())?);
+    }
+    set_once(&mut c.conf.require_scope, scopes)
 });

@@ -46,6 +46,9 @@ pub struct LocationConf {
     pub resource: Option<Template>,
     pub requested_token_type: Option<Vec<u8>>,
     pub exchange_cache: Option<CacheConf>,
+    pub require_scope: Option<Vec<String>>,
+    /// The required scopes as the challenge's `scope` attribute, derived at merge time.
+    pub required_scope_text: String,
     /// `Authorization` value for the IdP, derived once at merge time.
     pub client_authorization: Vec<u8>,
 }
@@ -79,7 +82,13 @@ impl LocationConf {
         inherit(&mut self.resource, &prev.resource);
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.exchange_cache, &prev.exchange_cache);
+        inherit(&mut self.require_scope, &prev.require_scope);
+        self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
+        if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
+        {
+            return Err("\"auth_oauth2_token_require_scope\" needs \"auth_oauth2_token_introspect on\": scopes come from introspection".into());
+        }
         let switch = match (self.introspection_enabled(), self.exchange_enabled()) {
             (false, false) => return Ok(()),
             (true, _) => "auth_oauth2_token_introspect",
@@ -231,6 +240,34 @@ mod tests {
         };
         conf.merge(&LocationConf::default()).unwrap();
         assert_eq!(conf.client_authorization, b"Basic Z3c6");
+    }
+
+    #[test]
+    fn required_scopes_are_inherited_and_need_introspection() {
+        let parent = LocationConf {
+            require_scope: Some(vec!["a".into(), "b".into()]),
+            ..enabled()
+        };
+        let mut child = LocationConf::default();
+        child.merge(&parent).unwrap();
+        assert_eq!(child.required_scope_text, "a b");
+
+        let mut exchange_only = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            require_scope: Some(vec!["a".into()]),
+            ..Default::default()
+        };
+        let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_require_scope"), "{err}");
+
+        // Inherited into a location that turned checks off: that location is public.
+        let mut public = LocationConf {
+            introspect: Some(false),
+            ..Default::default()
+        };
+        public.merge(&parent).unwrap();
     }
 
     #[test]
