@@ -15,7 +15,7 @@
 
 use ngx::ffi::{
     ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
-    NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    NGX_ERROR, NGX_HTTP_OPTIONS, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::HttpModuleLocationConf;
 
@@ -133,6 +133,12 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
     // SAFETY: headers_in.headers of a live request is an initialised list.
     let (values, count) = unsafe { header_values::<2>(&(*r).headers_in.headers, b"Authorization") };
     match token::from_authorization(&values[..count.min(2)]) {
+        // SAFETY: r is the live main request.
+        BearerToken::Missing
+            if conf.passes_preflight() && unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize =>
+        {
+            NGX_DECLINED as ngx_int_t
+        }
         BearerToken::Missing => unsafe { refuse(r, conf, BearerError::NoToken) },
         BearerToken::Malformed(why) => unsafe {
             refuse(r, conf, BearerError::InvalidRequest(why.description()))
@@ -199,7 +205,8 @@ unsafe fn look_up(
         }
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
-    let body = form::introspection_body(token);
+    let mut body = form::introspection_body(token);
+    body.extend_from_slice(&conf.client_credentials_form);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
     match unsafe {
         subrequest::start(
@@ -425,7 +432,8 @@ unsafe fn start_exchange(
             return unsafe { conclude_exchange(r, conf, ctx) };
         }
     }
-    let body = exchange::request_body(token, &params);
+    let mut body = exchange::request_body(token, &params);
+    body.extend_from_slice(&conf.client_credentials_form);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
     match unsafe {
         subrequest::start(

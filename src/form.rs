@@ -37,6 +37,16 @@ pub fn basic_credentials(client_id: &[u8], client_secret: &[u8]) -> Vec<u8> {
     header
 }
 
+/// `&client_id=…&client_secret=…`: client_secret_post (RFC 6749 §2.3.1),
+/// appended to a request body instead of sending `Authorization: Basic`.
+pub fn client_credentials_form(client_id: &[u8], client_secret: &[u8]) -> Vec<u8> {
+    let mut out = b"&client_id=".to_vec();
+    append_encoded(&mut out, client_id);
+    out.extend_from_slice(b"&client_secret=");
+    append_encoded(&mut out, client_secret);
+    out
+}
+
 /// The RFC 7662 §2.1 introspection request body.
 pub fn introspection_body(token: &[u8]) -> Vec<u8> {
     const TAIL: &[u8] = b"&token_type_hint=access_token";
@@ -72,6 +82,14 @@ mod tests {
             b"Basic bXkrY2xpZW50OnAlNDBzcyt3b3Jk"
         );
         assert_eq!(basic_credentials(b"a:b", b""), b"Basic YSUzQWI6");
+    }
+
+    #[test]
+    fn client_secret_post_form() {
+        assert_eq!(
+            client_credentials_form(b"my client", b"p@ss"),
+            b"&client_id=my+client&client_secret=p%40ss"
+        );
     }
 
     #[test]

@@ -113,13 +113,11 @@ unsafe fn make_post(
             static_value(b"application/json"),
         )
         .ok_or(())?;
-        push_header(
-            headers,
-            b"Authorization",
-            b"authorization",
-            pool_str(sr, authorization).ok_or(())?,
-        )
-        .ok_or(())?;
+        // Empty with client_secret_post: the credentials are in the body.
+        if !authorization.is_empty() {
+            let value = pool_str(sr, authorization).ok_or(())?;
+            push_header(headers, b"Authorization", b"authorization", value).ok_or(())?;
+        }
 
         let rb = ngx::ffi::ngx_pcalloc(pool, size_of::<ngx_http_request_body_t>())
             .cast::<ngx_http_request_body_t>();

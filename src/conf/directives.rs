@@ -16,7 +16,7 @@ use ngx::http::HttpModule;
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, LocationConf,
+    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, ClientAuth, LocationConf,
     SecretSource, Template,
 };
 use crate::state::zone;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 16] = [
+pub static mut COMMANDS: [ngx_command_t; 18] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -114,6 +114,16 @@ pub static mut COMMANDS: [ngx_command_t; 16] = [
         ngx_string!("auth_oauth2_token_require_scope"),
         NGX_CONF_1MORE,
         set_require_scope,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_auth"),
+        NGX_CONF_TAKE1,
+        set_client_auth,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_pass_options"),
+        NGX_CONF_FLAG,
+        set_pass_options,
     ),
     ngx_command_t::empty(),
 ];
@@ -395,3 +405,17 @@ handler!(set_require_scope, |c| {
     }
     set_once(&mut c.conf.require_scope, scopes)
 });
+
+handler!(set_client_auth, |c| {
+    let auth = match c.arg {
+        b"basic" => ClientAuth::Basic,
+        b"post" => ClientAuth::Post,
+        _ => return Err("takes \"basic\" or \"post\"".into()),
+    };
+    set_once(&mut c.conf.client_auth, auth)
+});
+
+handler!(set_pass_options, |c| set_once(
+    &mut c.conf.pass_options,
+    flag(c.arg)?
+));

@@ -11,6 +11,15 @@ use crate::form;
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
 
+/// How the module authenticates to the IdP (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic …` (client_secret_basic), the default.
+    Basic,
+    /// `client_id` and `client_secret` in the form body (client_secret_post).
+    Post,
+}
+
 /// Where a client secret came from; only one source may be set per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
@@ -49,13 +58,23 @@ pub struct LocationConf {
     pub require_scope: Option<Vec<String>>,
     /// The required scopes as the challenge's `scope` attribute, derived at merge time.
     pub required_scope_text: String,
-    /// `Authorization` value for the IdP, derived once at merge time.
+    pub client_auth: Option<ClientAuth>,
+    pub pass_options: Option<bool>,
+    /// `Authorization` value for the IdP (empty with client_secret_post),
+    /// derived once at merge time.
     pub client_authorization: Vec<u8>,
+    /// What client_secret_post appends to every IdP request body (else empty).
+    pub client_credentials_form: Vec<u8>,
 }
 
 impl LocationConf {
     pub fn introspection_enabled(&self) -> bool {
         self.introspect == Some(true)
+    }
+
+    /// A CORS preflight (OPTIONS without a token) passes unchecked.
+    pub fn passes_preflight(&self) -> bool {
+        self.pass_options == Some(true)
     }
 
     pub fn exchange_enabled(&self) -> bool {
@@ -83,6 +102,8 @@ impl LocationConf {
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.exchange_cache, &prev.exchange_cache);
         inherit(&mut self.require_scope, &prev.require_scope);
+        inherit(&mut self.client_auth, &prev.client_auth);
+        inherit(&mut self.pass_options, &prev.pass_options);
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
         if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
@@ -106,7 +127,14 @@ impl LocationConf {
             ));
         };
         let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
-        self.client_authorization = form::basic_credentials(client_id, secret);
+        match self.client_auth.unwrap_or(ClientAuth::Basic) {
+            ClientAuth::Basic => {
+                self.client_authorization = form::basic_credentials(client_id, secret)
+            }
+            ClientAuth::Post => {
+                self.client_credentials_form = form::client_credentials_form(client_id, secret)
+            }
+        }
         Ok(())
     }
 }
@@ -268,6 +296,24 @@ mod tests {
             ..Default::default()
         };
         public.merge(&parent).unwrap();
+    }
+
+    #[test]
+    fn client_secret_post_moves_credentials_into_the_body() {
+        let mut conf = LocationConf {
+            client_auth: Some(ClientAuth::Post),
+            ..enabled()
+        };
+        conf.merge(&LocationConf::default()).unwrap();
+        assert!(conf.client_authorization.is_empty());
+        assert_eq!(
+            conf.client_credentials_form,
+            b"&client_id=gw&client_secret=s3cret"
+        );
+
+        let mut basic = enabled();
+        basic.merge(&LocationConf::default()).unwrap();
+        assert!(basic.client_credentials_form.is_empty());
     }
 
     #[test]
