@@ -215,3 +215,23 @@ Authorization: Bearer SuperSecretToken123
 /oauth2[^\n]*SuperSecretToken123/
 /oauth2[^\n]*VerySecretValue42/
 /oauth2[^\n]*Z3c6VmVyeVNlY3JldFZhbHVlNDI/
+
+=== TEST 11: a client's POST body reaches the backend intact and never the IdP
+--- idp
+{"t": {"json": {"active": true}}}
+--- request
+POST /api/orders
+
+{"item":"book","qty":2,"note":"token=should-not-reach-idp"}
+--- more_headers
+Authorization: Bearer t
+Content-Type: application/json
+--- error_code: 200
+--- response_body_like: "body": "\{\\"item\\": ?\\"book\\", ?\\"qty\\": ?2, ?\\"note\\": ?\\"token=should-not-reach-idp\\"\}"
+--- idp_request
+body: token=t&token_type_hint=access_token
+header Content-Type: application/x-www-form-urlencoded
+header Content-Length: 36
+--- backend_headers
+Content-Type: application/json
+

@@ -97,6 +97,7 @@ my %KNOWN = map { $_ => 1 } qw(main_config http_config config workers user_files
 
 # TEST_NGINX_KEEP=1 keeps the prefix (nginx.conf, logs, the IdP's log) for a look afterwards.
 my $PREFIX = tempdir('oauth2-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TEST_NGINX_KEEP});
+chmod 0755, $PREFIX;    # workers run as nobody and write request-body temp files below it
 my ($SERVER_PORT, $IDP_PORT, $BACKEND_PORT, $CLOSED_PORT);
 my $IDP_PID;
 my $NGINX_RUNNING = 0;
