@@ -21,7 +21,7 @@ use ngx::http::HttpModuleLocationConf;
 
 use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
 use crate::challenge::{www_authenticate, BearerError};
-use crate::conf::{CacheConf, LocationConf, Template};
+use crate::conf::{CacheConf, LocationConf, Phase, Template};
 use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::form;
 use crate::inflight::{self, Role};
@@ -103,11 +103,40 @@ fn now_ms() -> i64 {
     tp.sec * 1000 + tp.msec as i64
 }
 
+/// The ACCESS-phase entry point (the default phase).
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request whose loc_conf
-    // has our LocationConf.
+    // SAFETY: nginx calls phase handlers with a live request.
+    unsafe { run_in(Phase::Access, r) }
+}
+
+/// The PREACCESS-phase entry point, for `auth_oauth2_token_phase preaccess`.
+/// That phase's checker treats NGX_OK as "skip the rest of the phase", so a
+/// pass is NGX_DECLINED here, letting limit_req and friends run after us.
+/// Unlike ACCESS, PREACCESS also runs for subrequests: ours skip it.
+pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    unsafe {
+        if r != (*r).main {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        match run_in(Phase::Preaccess, r) {
+            rc if rc == NGX_OK as ngx_int_t => NGX_DECLINED as ngx_int_t,
+            rc => rc,
+        }
+    }
+}
+
+/// # Safety
+/// `r` must be a live main request whose loc_conf has our LocationConf.
+unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: guaranteed by the caller.
     let conf = match unsafe { Module::location_conf(&*r) } {
-        Some(conf) if conf.introspection_enabled() || conf.exchange_enabled() => conf,
+        Some(conf)
+            if conf.phase() == phase
+                && (conf.introspection_enabled() || conf.exchange_enabled()) =>
+        {
+            conf
+        }
         _ => return NGX_DECLINED as ngx_int_t,
     };
     // SAFETY: nginx runs ACCESS handlers for the live main request only, and

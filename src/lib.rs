@@ -40,8 +40,8 @@ mod registration {
     use ngx::core::NGX_CONF_ERROR;
     use ngx::ffi::{
         ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
-        ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
-        NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+        ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t,
+        ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -68,13 +68,27 @@ mod registration {
                 let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
                     return NGX_ERROR as ngx_int_t;
                 };
-                let phase =
-                    &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers;
-                let slot = ngx_array_push(phase).cast::<ngx_http_handler_pt>();
-                if slot.is_null() {
-                    return NGX_ERROR as ngx_int_t;
+                // Registered after the static modules, so within PREACCESS we
+                // run before limit_req and limit_conn, which can then use our
+                // variables.
+                let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
+                    (
+                        ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
+                        access::preaccess_handler,
+                    ),
+                    (
+                        ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                        access::access_handler,
+                    ),
+                ];
+                for (phase, handler) in handlers {
+                    let list = &mut cmcf.phases[phase as usize].handlers;
+                    let slot = ngx_array_push(list).cast::<ngx_http_handler_pt>();
+                    if slot.is_null() {
+                        return NGX_ERROR as ngx_int_t;
+                    }
+                    *slot = Some(handler);
                 }
-                *slot = Some(access::access_handler);
             }
             NGX_OK as ngx_int_t
         }

@@ -189,3 +189,12 @@ Authorization: Bearer t
 --- error_code: 200
 --- idp_request
 header Authorization: Basic bG9jLWNsaWVudDpsb2Mtc2VjcmV0
+
+=== TEST 14: phase takes access or preaccess
+--- config
+location / {
+    auth_oauth2_token_phase content;
+}
+--- must_die
+--- error_log
+"auth_oauth2_token_phase" directive takes "access" or "preaccess"

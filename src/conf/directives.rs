@@ -17,7 +17,7 @@ use ngx::ngx_string;
 
 use super::{
     cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, ClientAuth, LocationConf,
-    SecretSource, Template,
+    Phase, SecretSource, Template,
 };
 use crate::state::zone;
 use crate::Module;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 18] = [
+pub static mut COMMANDS: [ngx_command_t; 19] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -124,6 +124,11 @@ pub static mut COMMANDS: [ngx_command_t; 18] = [
         ngx_string!("auth_oauth2_token_pass_options"),
         NGX_CONF_FLAG,
         set_pass_options,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_phase"),
+        NGX_CONF_TAKE1,
+        set_phase,
     ),
     ngx_command_t::empty(),
 ];
@@ -419,3 +424,12 @@ handler!(set_pass_options, |c| set_once(
     &mut c.conf.pass_options,
     flag(c.arg)?
 ));
+
+handler!(set_phase, |c| {
+    let phase = match c.arg {
+        b"access" => Phase::Access,
+        b"preaccess" => Phase::Preaccess,
+        _ => return Err("takes \"access\" or \"preaccess\"".into()),
+    };
+    set_once(&mut c.conf.phase, phase)
+});

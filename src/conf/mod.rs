@@ -20,6 +20,15 @@ pub enum ClientAuth {
     Post,
 }
 
+/// The request phase the check runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// PREACCESS: before limit_req/limit_conn, so they can use the claims.
+    Preaccess,
+    /// ACCESS, like auth_basic and auth_request (the default).
+    Access,
+}
+
 /// Where a client secret came from; only one source may be set per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
@@ -60,6 +69,7 @@ pub struct LocationConf {
     pub required_scope_text: String,
     pub client_auth: Option<ClientAuth>,
     pub pass_options: Option<bool>,
+    pub phase: Option<Phase>,
     /// `Authorization` value for the IdP (empty with client_secret_post),
     /// derived once at merge time.
     pub client_authorization: Vec<u8>,
@@ -70,6 +80,10 @@ pub struct LocationConf {
 impl LocationConf {
     pub fn introspection_enabled(&self) -> bool {
         self.introspect == Some(true)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.unwrap_or(Phase::Access)
     }
 
     /// A CORS preflight (OPTIONS without a token) passes unchecked.
@@ -104,6 +118,7 @@ impl LocationConf {
         inherit(&mut self.require_scope, &prev.require_scope);
         inherit(&mut self.client_auth, &prev.client_auth);
         inherit(&mut self.pass_options, &prev.pass_options);
+        inherit(&mut self.phase, &prev.phase);
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
         if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
