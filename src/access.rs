@@ -21,7 +21,7 @@ use ngx::http::HttpModuleLocationConf;
 
 use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
 use crate::challenge::{www_authenticate, BearerError};
-use crate::conf::{CacheConf, LocationConf, Phase, Template};
+use crate::conf::{CacheConf, Challenge, LocationConf, Phase, Template};
 use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::form;
 use crate::inflight::{self, Role};
@@ -539,7 +539,9 @@ unsafe fn conclude_exchange(
     }
 }
 
-/// Answers with the RFC 6750 challenge and the status that goes with it.
+/// Answers with the status that goes with `error` and, unless the location
+/// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
+/// operator's.
 ///
 /// # Safety
 /// `r` must be the live main request.
@@ -548,17 +550,30 @@ unsafe fn refuse(
     conf: &LocationConf,
     error: BearerError<'_>,
 ) -> ngx_int_t {
-    let challenge = www_authenticate(conf.realm(), error);
+    let status = error.status() as ngx_int_t;
+    // SAFETY: r is live; custom values are evaluated into its pool.
+    let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
+        Challenge::Off => return status,
+        Challenge::Standard => unsafe {
+            pool_str(r, www_authenticate(conf.realm(), error).as_bytes())
+        },
+        Challenge::Custom(template) => unsafe {
+            evaluate(r, Some(template)).map(|v| ngx::ffi::ngx_str_t {
+                len: v.len(),
+                data: v.as_ptr().cast_mut(),
+            })
+        },
+    };
+    let Some(value) = value else {
+        return NGX_ERROR as ngx_int_t;
+    };
     // SAFETY: the header lives in r's pool and list, as nginx's own modules do it.
     unsafe {
-        let Some(value) = pool_str(r, challenge.as_bytes()) else {
-            return NGX_ERROR as ngx_int_t;
-        };
         let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
         match push_header(headers, b"WWW-Authenticate", b"www-authenticate", value) {
             Some(h) => (*r).headers_out.www_authenticate = h,
             None => return NGX_ERROR as ngx_int_t,
         }
     }
-    error.status() as ngx_int_t
+    status
 }

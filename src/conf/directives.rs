@@ -16,8 +16,8 @@ use ngx::http::HttpModule;
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, ClientAuth, LocationConf,
-    Phase, SecretSource, Template,
+    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, Challenge, ClientAuth,
+    LocationConf, Phase, SecretSource, Template,
 };
 use crate::state::zone;
 use crate::Module;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 19] = [
+pub static mut COMMANDS: [ngx_command_t; 20] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -129,6 +129,11 @@ pub static mut COMMANDS: [ngx_command_t; 19] = [
         ngx_string!("auth_oauth2_token_phase"),
         NGX_CONF_TAKE1,
         set_phase,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_www_authenticate"),
+        NGX_CONF_TAKE1,
+        set_www_authenticate,
     ),
     ngx_command_t::empty(),
 ];
@@ -432,4 +437,13 @@ handler!(set_phase, |c| {
         _ => return Err("takes \"access\" or \"preaccess\"".into()),
     };
     set_once(&mut c.conf.phase, phase)
+});
+
+handler!(set_www_authenticate, |c| {
+    let challenge = match c.arg {
+        b"on" => Challenge::Standard,
+        b"off" => Challenge::Off,
+        _ => Challenge::Custom(template(c.cf, c.arg)?),
+    };
+    set_once(&mut c.conf.www_authenticate, challenge)
 });

@@ -20,6 +20,17 @@ pub enum ClientAuth {
     Post,
 }
 
+/// `auth_oauth2_token_www_authenticate`: the challenge sent with refusals.
+#[derive(Debug, Clone, Copy)]
+pub enum Challenge {
+    /// The module's RFC 6750 challenge (the default).
+    Standard,
+    /// No `WWW-Authenticate` header.
+    Off,
+    /// The operator's value, which may contain variables, in place of ours.
+    Custom(Template),
+}
+
 /// The request phase the check runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -70,6 +81,7 @@ pub struct LocationConf {
     pub client_auth: Option<ClientAuth>,
     pub pass_options: Option<bool>,
     pub phase: Option<Phase>,
+    pub www_authenticate: Option<Challenge>,
     /// `Authorization` value for the IdP (empty with client_secret_post),
     /// derived once at merge time.
     pub client_authorization: Vec<u8>,
@@ -119,6 +131,7 @@ impl LocationConf {
         inherit(&mut self.client_auth, &prev.client_auth);
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
+        inherit(&mut self.www_authenticate, &prev.www_authenticate);
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
         if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
