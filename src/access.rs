@@ -21,7 +21,7 @@ use ngx::http::HttpModuleLocationConf;
 
 use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
 use crate::challenge::{www_authenticate, BearerError};
-use crate::conf::{CacheConf, Challenge, LocationConf, Phase, Template};
+use crate::conf::{require_args, CacheConf, Challenge, LocationConf, Phase, Template};
 use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::form;
 use crate::inflight::{self, Role};
@@ -336,13 +336,10 @@ unsafe fn conclude(
     }
     // SAFETY: r is live; its connection log is valid for logging.
     let log = unsafe { (*(*r).connection).log };
-    match &ctx.outcome {
-        Some(Ok(IntrospectionResult::Active(claims)))
-            if conf
-                .require_scope
-                .as_ref()
-                .is_some_and(|required| !scope::grants_all(claims.scope.as_deref(), required)) =>
-        {
+    if let Some(Ok(IntrospectionResult::Active(claims))) = &ctx.outcome {
+        // The token is genuine; now what this location asks of it, in order.
+        let scopes = conf.require_scope.as_deref().unwrap_or_default();
+        if !scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), scopes) {
             ngx::ngx_log_error!(
                 NGX_LOG_INFO,
                 log,
@@ -350,11 +347,24 @@ unsafe fn conclude(
             );
             let needed = Some(conf.required_scope_text.as_str());
             // SAFETY: r is the live main request (this function's contract).
-            unsafe { refuse(r, conf, BearerError::InsufficientScope(needed)) }
+            return unsafe { refuse(r, conf, BearerError::InsufficientScope(needed)) };
         }
-        Some(Ok(IntrospectionResult::Active(_))) if conf.exchange_enabled() => unsafe {
-            start_exchange(r, conf, ctx)
-        },
+        // SAFETY: as above.
+        if let Some(status) = unsafe { unmet_requirement(r, conf) } {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: a required variable is empty or \"0\""
+            );
+            return status;
+        }
+        if conf.exchange_enabled() {
+            // SAFETY: as above.
+            return unsafe { start_exchange(r, conf, ctx) };
+        }
+        return NGX_OK as ngx_int_t;
+    }
+    match &ctx.outcome {
         Some(Ok(IntrospectionResult::Active(_))) => NGX_OK as ngx_int_t,
         Some(Ok(IntrospectionResult::Inactive)) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: token is not active");
@@ -367,6 +377,34 @@ unsafe fn conclude(
         }
         None => NGX_ERROR as ngx_int_t,
     }
+}
+
+/// The answer for the first `auth_oauth2_token_require` that does not hold:
+/// its status, with the challenge that fits it; `None` when all hold.
+///
+/// # Safety
+/// `r` must be the live main request.
+unsafe fn unmet_requirement(r: *mut ngx_http_request_t, conf: &LocationConf) -> Option<ngx_int_t> {
+    for requirement in &conf.require {
+        for variable in &requirement.variables {
+            // SAFETY: r is live; the template was compiled by the directive.
+            let holds =
+                unsafe { evaluate(r, Some(*variable)) }.is_some_and(require_args::is_satisfied);
+            if !holds {
+                let error = match requirement.status {
+                    401 => Some(BearerError::InvalidToken),
+                    403 => Some(BearerError::InsufficientScope(None)),
+                    _ => None,
+                };
+                return Some(match error {
+                    // SAFETY: as above.
+                    Some(error) => unsafe { refuse(r, conf, error) },
+                    None => requirement.status as ngx_int_t,
+                });
+            }
+        }
+    }
+    None
 }
 
 /// Evaluates a directive value for this request (empty when unset).

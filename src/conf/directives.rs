@@ -16,8 +16,8 @@ use ngx::http::HttpModule;
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, secret_from_file_contents, CacheConf, Challenge, ClientAuth,
-    LocationConf, Phase, SecretSource, Template,
+    cache_args, is_valid_endpoint, require_args, secret_from_file_contents, CacheConf, Challenge,
+    ClientAuth, LocationConf, Phase, Requirement, SecretSource, Template,
 };
 use crate::state::zone;
 use crate::Module;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 20] = [
+pub static mut COMMANDS: [ngx_command_t; 21] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -134,6 +134,11 @@ pub static mut COMMANDS: [ngx_command_t; 20] = [
         ngx_string!("auth_oauth2_token_www_authenticate"),
         NGX_CONF_TAKE1,
         set_www_authenticate,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require"),
+        NGX_CONF_1MORE,
+        set_require,
     ),
     ngx_command_t::empty(),
 ];
@@ -446,4 +451,17 @@ handler!(set_www_authenticate, |c| {
         _ => Challenge::Custom(template(c.cf, c.arg)?),
     };
     set_once(&mut c.conf.www_authenticate, challenge)
+});
+
+handler!(set_require, |c| {
+    let parsed = require_args::parse(&args_of(c))?;
+    let mut variables = Vec::with_capacity(parsed.variables.len());
+    for variable in parsed.variables {
+        variables.push(template(c.cf, variable)?);
+    }
+    c.conf.require.push(Requirement {
+        variables,
+        status: parsed.status,
+    });
+    Ok(())
 });

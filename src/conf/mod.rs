@@ -4,6 +4,7 @@
 pub mod cache_args;
 #[cfg(not(test))]
 pub mod directives;
+pub mod require_args;
 
 use crate::cache::CachePolicy;
 use crate::form;
@@ -18,6 +19,13 @@ pub enum ClientAuth {
     Basic,
     /// `client_id` and `client_secret` in the form body (client_secret_post).
     Post,
+}
+
+/// One `auth_oauth2_token_require`: every variable must be non-empty and not "0".
+#[derive(Debug, Clone)]
+pub struct Requirement {
+    pub variables: Vec<Template>,
+    pub status: u16,
 }
 
 /// `auth_oauth2_token_www_authenticate`: the challenge sent with refusals.
@@ -82,6 +90,8 @@ pub struct LocationConf {
     pub pass_options: Option<bool>,
     pub phase: Option<Phase>,
     pub www_authenticate: Option<Challenge>,
+    /// Enclosing blocks' requirements first, then this block's own.
+    pub require: Vec<Requirement>,
     /// `Authorization` value for the IdP (empty with client_secret_post),
     /// derived once at merge time.
     pub client_authorization: Vec<u8>,
@@ -132,6 +142,9 @@ impl LocationConf {
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
         inherit(&mut self.www_authenticate, &prev.www_authenticate);
+        // Requirements add up: a location keeps those of its server and http blocks.
+        let own = std::mem::take(&mut self.require);
+        self.require = prev.require.iter().cloned().chain(own).collect();
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
         if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
@@ -342,6 +355,28 @@ mod tests {
         let mut basic = enabled();
         basic.merge(&LocationConf::default()).unwrap();
         assert!(basic.client_credentials_form.is_empty());
+    }
+
+    #[test]
+    fn requirements_add_up_outer_first() {
+        let t = |n: usize| Template(n as *mut core::ffi::c_void);
+        let parent = LocationConf {
+            require: vec![Requirement {
+                variables: vec![t(1)],
+                status: 401,
+            }],
+            ..Default::default()
+        };
+        let mut child = LocationConf {
+            require: vec![Requirement {
+                variables: vec![t(2)],
+                status: 403,
+            }],
+            ..Default::default()
+        };
+        child.merge(&parent).unwrap();
+        let statuses: Vec<u16> = child.require.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [401, 403]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ package OAuth2Test;
 # Configuration sections
 #   main_config     text for the main (top) level of nginx.conf
 #   http_config     text for http{}, after the harness's upstreams
+#                   (run_tests(default_http_config => TEXT) gives a default)
 #   config          text for the test server{} (run_tests(default_config => TEXT)
 #                   gives the default for blocks without one)
 #   workers: N      worker_processes (default 1)
@@ -642,6 +643,7 @@ sub run_tests {
     my $data = do { no strict 'refs'; local $/; my $fh = \*{"main::DATA"}; <$fh> } // '';
     for my $b (parse_blocks($data)) {
         $b->{config} //= $opt{default_config};
+        $b->{http_config} //= $opt{default_http_config};
         run_block($b);
     }
     done_testing();
