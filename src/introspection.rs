@@ -60,6 +60,8 @@ pub struct TokenClaims {
     pub scope: Option<String>,
     pub client_id: Option<String>,
     pub exp: Option<i64>,
+    /// The values of the `auth_oauth2_token_claim_set` paths, in their order.
+    pub extra: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,10 +116,11 @@ impl From<Transport> for IdpFailure {
     }
 }
 
-pub fn interpret(reply: IdpReply<'_>) -> Result<IntrospectionResult, IdpFailure> {
+pub fn interpret(reply: IdpReply<'_>, extra: &[String]) -> Result<IntrospectionResult, IdpFailure> {
     reply.transport()?;
     match reply.status {
-        200 => parse(reply.body),
+        200 if extra.is_empty() => parse(reply.body),
+        200 => parse_with_extra(reply.body, extra),
         401 | 403 => Err(IdpFailure::CredentialsRejected(reply.status)),
         503 => Err(IdpFailure::Unavailable),
         status => Err(IdpFailure::ErrorStatus(status)),
@@ -142,6 +145,28 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
             scope: wire.scope.and_then(claim_text),
             client_id: wire.client_id.and_then(claim_text),
             exp: wire.exp.as_ref().and_then(numeric_date),
+            extra: Vec::new(),
+        })),
+        Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
+        _ => Err(IdpFailure::NoActiveMember),
+    }
+}
+
+/// Like [`parse`], also reading the claims at the `extra` paths; this needs
+/// the whole document, so it is only used when such claims are configured.
+pub fn parse_with_extra(body: &[u8], extra: &[String]) -> Result<IntrospectionResult, IdpFailure> {
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+    match map.get("active") {
+        Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
+            sub: map.get("sub").cloned().and_then(claim_text),
+            scope: map.get("scope").cloned().and_then(claim_text),
+            client_id: map.get("client_id").cloned().and_then(claim_text),
+            exp: map.get("exp").and_then(numeric_date),
+            extra: extra
+                .iter()
+                .map(|path| crate::claims::lookup(&map, path).and_then(crate::claims::render))
+                .collect(),
         })),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
         _ => Err(IdpFailure::NoActiveMember),
@@ -176,14 +201,43 @@ mod tests {
     fn active_token_yields_claims() {
         let body = br#"{"active":true,"sub":"alice","scope":"read write","client_id":"app","exp":1700000000,"aud":["x"]}"#;
         assert_eq!(
-            interpret(R::new(0, 200, body)),
+            interpret(R::new(0, 200, body), &[]),
             Ok(IntrospectionResult::Active(TokenClaims {
                 sub: Some("alice".into()),
                 scope: Some("read write".into()),
                 client_id: Some("app".into()),
                 exp: Some(1_700_000_000),
+                extra: Vec::new(),
             }))
         );
+    }
+
+    #[test]
+    fn configured_claims_are_extracted_in_order() {
+        let body = br#"{"active":true,"sub":"alice","aud":["api","web"],"realm_access":{"roles":["admin"]}}"#;
+        let wanted = [
+            "realm_access.roles".to_string(),
+            "aud".into(),
+            "missing".into(),
+        ];
+        let Ok(IntrospectionResult::Active(claims)) = interpret(R::new(0, 200, body), &wanted)
+        else {
+            panic!()
+        };
+        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(
+            claims.extra,
+            vec![Some("admin".into()), Some("api,web".into()), None]
+        );
+        assert_eq!(
+            parse_with_extra(br#"{"active":false}"#, &wanted),
+            Ok(IntrospectionResult::Inactive)
+        );
+        assert_eq!(
+            parse_with_extra(br#"{"active":"yes"}"#, &wanted),
+            Err(IdpFailure::NoActiveMember)
+        );
+        assert_eq!(parse_with_extra(b"[1]", &wanted), Err(IdpFailure::NotJson));
     }
 
     #[test]
@@ -233,41 +287,59 @@ mod tests {
     fn oversized_body_is_refused_before_parsing() {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
         assert_eq!(
-            interpret(R::new(0, 200, &body)),
+            interpret(R::new(0, 200, &body), &[]),
             Err(IdpFailure::TooLarge(MAX_RESPONSE_BYTES + 1))
         );
     }
 
     #[test]
     fn transport_failures() {
-        assert_eq!(interpret(R::new(504, 0, b"")), Err(IdpFailure::Timeout));
-        assert_eq!(interpret(R::new(504, 200, b"{")), Err(IdpFailure::Timeout));
-        assert_eq!(interpret(R::new(502, 0, b"")), Err(IdpFailure::Unreachable));
-        assert_eq!(interpret(R::new(-1, 0, b"")), Err(IdpFailure::Unreachable));
         assert_eq!(
-            interpret(R::new(502, 200, b"{\"active\":")),
+            interpret(R::new(504, 0, b""), &[]),
+            Err(IdpFailure::Timeout)
+        );
+        assert_eq!(
+            interpret(R::new(504, 200, b"{"), &[]),
+            Err(IdpFailure::Timeout)
+        );
+        assert_eq!(
+            interpret(R::new(502, 0, b""), &[]),
+            Err(IdpFailure::Unreachable)
+        );
+        assert_eq!(
+            interpret(R::new(-1, 0, b""), &[]),
+            Err(IdpFailure::Unreachable)
+        );
+        assert_eq!(
+            interpret(R::new(502, 200, b"{\"active\":"), &[]),
             Err(IdpFailure::Incomplete)
         );
-        assert_eq!(interpret(R::new(-1, 200, b"")), Err(IdpFailure::Incomplete));
+        assert_eq!(
+            interpret(R::new(-1, 200, b""), &[]),
+            Err(IdpFailure::Incomplete)
+        );
     }
 
     #[test]
     fn idp_error_statuses() {
         assert_eq!(
-            interpret(R::new(0, 401, b"")),
+            interpret(R::new(0, 401, b""), &[]),
             Err(IdpFailure::CredentialsRejected(401))
         );
         assert_eq!(
-            interpret(R::new(0, 403, b"")),
+            interpret(R::new(0, 403, b""), &[]),
             Err(IdpFailure::CredentialsRejected(403))
         );
-        assert_eq!(interpret(R::new(0, 503, b"")), Err(IdpFailure::Unavailable));
         assert_eq!(
-            interpret(R::new(0, 500, b"")),
+            interpret(R::new(0, 503, b""), &[]),
+            Err(IdpFailure::Unavailable)
+        );
+        assert_eq!(
+            interpret(R::new(0, 500, b""), &[]),
             Err(IdpFailure::ErrorStatus(500))
         );
         assert_eq!(
-            interpret(R::new(0, 400, b"")),
+            interpret(R::new(0, 400, b""), &[]),
             Err(IdpFailure::ErrorStatus(400))
         );
     }

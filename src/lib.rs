@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod challenge;
+pub mod claims;
 pub mod conf;
 pub mod exchange;
 pub mod form;
@@ -27,7 +28,7 @@ mod state;
 #[cfg(not(test))]
 mod subrequest;
 #[cfg(not(test))]
-mod variables;
+pub(crate) mod variables;
 
 #[cfg(not(test))]
 pub use registration::*;
@@ -94,6 +95,11 @@ mod registration {
         }
     }
 
+    // SAFETY: the main conf slot of this module always holds a MainConf.
+    unsafe impl HttpModuleMainConf for Module {
+        type MainConf = conf::MainConf;
+    }
+
     // SAFETY: the location conf slot of this module always holds a LocationConf.
     unsafe impl HttpModuleLocationConf for Module {
         type LocationConf = LocationConf;
@@ -125,7 +131,7 @@ mod registration {
     static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
         preconfiguration: Some(Module::preconfiguration),
         postconfiguration: Some(Module::postconfiguration),
-        create_main_conf: None,
+        create_main_conf: Some(Module::create_main_conf),
         init_main_conf: None,
         create_srv_conf: None,
         merge_srv_conf: None,

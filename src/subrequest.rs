@@ -16,6 +16,8 @@ use crate::access::RequestCtx;
 use crate::exchange;
 use crate::introspection::{self, IdpReply};
 use crate::request::{pool_str, push_header};
+use crate::Module;
+use ngx::http::HttpModuleMainConf;
 
 /// Which IdP call a subrequest makes; decides how its answer is read.
 #[derive(Clone, Copy)]
@@ -172,7 +174,8 @@ unsafe extern "C" fn introspection_done(
     unsafe {
         let ctx = &mut *data.cast::<RequestCtx>();
         if ctx.outcome.is_none() && rc != NGX_AGAIN as ngx_int_t {
-            ctx.outcome = Some(introspection::interpret(reply_of(sr, rc)));
+            let paths = Module::main_conf(&*sr).map_or(&[][..], |m| &m.claim_paths[..]);
+            ctx.outcome = Some(introspection::interpret(reply_of(sr, rc), paths));
         }
     }
     rc

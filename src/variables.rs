@@ -113,6 +113,21 @@ unsafe extern "C" fn get_variable(
             ) => claim.value(result),
             _ => None,
         };
+        set_value(r, v, value)
+    }
+}
+
+/// Fills `v` with `value` copied into the request pool, or marks it not found.
+///
+/// # Safety
+/// `r` must be a live request and `v` the value slot nginx passed.
+unsafe fn set_value(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    value: Option<String>,
+) -> ngx_int_t {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
         let stored = match value {
             Some(text) => pool_str(r, text.as_bytes()),
             None => None,
@@ -130,4 +145,24 @@ unsafe extern "C" fn get_variable(
         }
     }
     NGX_OK as ngx_int_t
+}
+
+/// Getter of the variables `auth_oauth2_token_claim_set` defines; `data` is
+/// the claim's index in the http-level list.
+pub unsafe extern "C" fn get_claim(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: as for get_variable.
+    unsafe {
+        let value = match ctx::<RequestCtx>((*r).main) {
+            Some(RequestCtx {
+                outcome: Some(Ok(IntrospectionResult::Active(claims))),
+                ..
+            }) => claims.extra.get(data).cloned().flatten(),
+            _ => None,
+        };
+        set_value(r, v, value)
+    }
 }

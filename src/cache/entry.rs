@@ -33,6 +33,10 @@ impl CachedIntrospection {
         for s in strings {
             put_string(&mut out, s.as_deref());
         }
+        out.extend_from_slice(&(claims.extra.len() as u32).to_le_bytes());
+        for s in &claims.extra {
+            put_string(&mut out, s.as_deref());
+        }
         out
     }
 
@@ -49,11 +53,15 @@ impl CachedIntrospection {
             1 => Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?)),
             _ => return None,
         };
+        let (sub, scope, client_id) = (r.string()?, r.string()?, r.string()?);
+        let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let extra = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
         let claims = TokenClaims {
             exp,
-            sub: r.string()?,
-            scope: r.string()?,
-            client_id: r.string()?,
+            sub,
+            scope,
+            client_id,
+            extra,
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
@@ -150,6 +158,7 @@ mod tests {
             scope: Some("read write".into()),
             client_id: None,
             exp: Some(-5),
+            extra: vec![Some("admin,view".into()), None],
         });
         for result in [
             full,
@@ -205,10 +214,12 @@ mod tests {
             scope: Some("read".into()),
             client_id: Some("app".into()),
             exp: Some(1),
+            extra: Vec::new(),
         });
+        // tag, exp, three strings' headers and bytes, the (empty) extra count
         assert_eq!(
             CachedIntrospection::encode(&result).len(),
-            1 + 9 + 3 * 5 + 5 + 4 + 3
+            1 + 9 + 3 * 5 + 5 + 4 + 3 + 4
         );
     }
 }

@@ -9,15 +9,15 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t,
     ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_string;
 
 use super::{
     cache_args, is_valid_endpoint, require_args, secret_from_file_contents, CacheConf, Challenge,
-    ClientAuth, LocationConf, Phase, Requirement, SecretSource, Template,
+    ClientAuth, LocationConf, MainConf, Phase, Requirement, SecretSource, Template,
 };
 use crate::state::zone;
 use crate::Module;
@@ -39,7 +39,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 21] = [
+pub static mut COMMANDS: [ngx_command_t; 22] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -140,6 +140,14 @@ pub static mut COMMANDS: [ngx_command_t; 21] = [
         NGX_CONF_1MORE,
         set_require,
     ),
+    ngx_command_t {
+        name: ngx_string!("auth_oauth2_token_claim_set"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(set_claim_set),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -465,3 +473,72 @@ handler!(set_require, |c| {
     });
     Ok(())
 });
+
+/// `auth_oauth2_token_claim_set $variable CLAIM;` (http level): registers the
+/// variable, which reads the claim at that path of the introspection answer.
+unsafe extern "C" fn set_claim_set(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx calls this with the directive's two arguments and the
+    // module's MainConf; the variable name is copied by nginx.
+    let result = unsafe {
+        let args = core::slice::from_raw_parts(
+            (*(*cf).args).elts as *const ngx_str_t,
+            (*(*cf).args).nelts,
+        );
+        let main = &mut *conf.cast::<MainConf>();
+        claim_set(cf, main, args[1].as_bytes(), args[2].as_bytes())
+    };
+    match result {
+        Ok(()) => ptr::null_mut(),
+        Err(message) => {
+            // SAFETY: the command is the one nginx is parsing.
+            let name = unsafe { String::from_utf8_lossy((*cmd).name.as_bytes()).into_owned() };
+            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive {message}");
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn claim_set(
+    cf: *mut ngx_conf_t,
+    main: &mut MainConf,
+    variable: &[u8],
+    path: &[u8],
+) -> Result<(), String> {
+    let name = variable
+        .strip_prefix(b"$")
+        .filter(|n| !n.is_empty())
+        .ok_or("needs a $variable first")?;
+    if !crate::claims::is_valid_path(path) {
+        return Err(format!(
+            "has an invalid claim path \"{}\"",
+            String::from_utf8_lossy(path)
+        ));
+    }
+    let path = utf8(path)?;
+    let index = main.claim_paths.len();
+    // SAFETY: nginx copies the name; the returned variable is ours to fill.
+    unsafe {
+        let mut name = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr().cast_mut(),
+        };
+        let var = ngx::ffi::ngx_http_add_variable(
+            cf,
+            &mut name,
+            ngx::ffi::NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t,
+        );
+        if var.is_null() {
+            return Err("cannot define the variable (see the message above)".into());
+        }
+        (*var).get_handler = Some(crate::variables::get_claim);
+        (*var).data = index;
+    }
+    main.claim_paths.push(path);
+    Ok(())
+}

@@ -55,6 +55,13 @@ pub enum SecretSource {
     File,
 }
 
+/// http-level configuration.
+#[derive(Debug, Default)]
+pub struct MainConf {
+    /// The claim paths of `auth_oauth2_token_claim_set`, in variable order.
+    pub claim_paths: Vec<String>,
+}
+
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConf {
