@@ -234,19 +234,35 @@ unsafe fn look_up(
         }
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
-    let mut body = form::introspection_body(token);
-    body.extend_from_slice(&conf.client_credentials_form);
-    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
-    match unsafe {
-        subrequest::start(
+    // SAFETY: r is the live main request and ctx its context.
+    unsafe {
+        ask_idp(
             r,
+            conf,
             IdpCall::Introspection,
             endpoint,
-            &body,
-            &conf.client_authorization,
+            form::introspection_body(token),
             ctx,
         )
-    } {
+    }
+}
+
+/// Sends `body` to the IdP's internal location as this gateway's client:
+/// credentials in the Authorization header (basic) or the body (post).
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+unsafe fn ask_idp(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    call: IdpCall,
+    endpoint: &[u8],
+    mut body: Vec<u8>,
+    ctx: &mut RequestCtx,
+) -> ngx_int_t {
+    body.extend_from_slice(&conf.client_credentials_form);
+    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
+    match unsafe { subrequest::start(r, call, endpoint, &body, &conf.client_authorization, ctx) } {
         Ok(()) => NGX_AGAIN as ngx_int_t,
         Err(()) => NGX_ERROR as ngx_int_t,
     }
@@ -499,21 +515,16 @@ unsafe fn start_exchange(
             return unsafe { conclude_exchange(r, conf, ctx) };
         }
     }
-    let mut body = exchange::request_body(token, &params);
-    body.extend_from_slice(&conf.client_credentials_form);
-    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
-    match unsafe {
-        subrequest::start(
+    // SAFETY: r is the live main request and ctx its context.
+    unsafe {
+        ask_idp(
             r,
+            conf,
             IdpCall::Exchange,
             endpoint,
-            &body,
-            &conf.client_authorization,
+            exchange::request_body(token, &params),
             ctx,
         )
-    } {
-        Ok(()) => NGX_AGAIN as ngx_int_t,
-        Err(()) => NGX_ERROR as ngx_int_t,
     }
 }
 
