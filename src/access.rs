@@ -1,5 +1,5 @@
-//! The ACCESS phase handler: one small state machine around the
-//! introspection subrequest.
+//! The token check (ACCESS phase, or PREACCESS with auth_oauth2_token_phase):
+//! one small state machine around the IdP subrequests.
 //!
 //! first call    -> no/malformed token: refuse; cached verdict: use it;
 //!                  another request of this worker already asks the IdP for
@@ -7,7 +7,8 @@
 //! while waiting -> NGX_AGAIN (nginx calls again when the subrequest is done
 //!                  or the leading request wakes us)
 //! answer in     -> store it if it may be cached, hand it to the waiters;
-//!                  active: exchange the token if configured, else NGX_OK;
+//!                  active: required scopes (403), require rules, then
+//!                  exchange the token if configured, else NGX_OK;
 //!                  inactive: 401; IdP failure: 502/503/504
 //! exchange      -> cached token, or a subrequest to the token endpoint;
 //!                  issued: it becomes the upstream's Authorization, NGX_OK;
