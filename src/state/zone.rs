@@ -21,7 +21,7 @@ use ngx::ffi::{
 use crate::cache::CacheKey;
 
 /// Marks a table laid out by this version of the module.
-const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c1");
+const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c2");
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
 const BYTES_PER_BUCKET: usize = 512;
 /// LRU nodes one insert may evict to make room before giving up.
@@ -35,7 +35,6 @@ struct Table {
     lru: ngx_queue_t,
     buckets: *mut *mut Node,
     mask: usize,
-    entries: usize,
 }
 
 #[repr(C)]
@@ -130,7 +129,6 @@ impl Locked {
             *link = (*node).next;
             ngx_queue_remove(ptr::addr_of_mut!((*node).lru));
             ngx_slab_free_locked(self.pool, node.cast());
-            (*self.table).entries -= 1;
         }
     }
 
@@ -264,7 +262,6 @@ pub unsafe fn insert(
             ptr::addr_of_mut!((*locked.table).lru),
             ptr::addr_of_mut!((*node).lru),
         );
-        (*locked.table).entries += 1;
         true
     }
 }
@@ -309,7 +306,6 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
             },
             buckets,
             mask: nbuckets - 1,
-            entries: 0,
         });
         ngx_queue_init(ptr::addr_of_mut!((*table).lru));
         (*pool).data = table.cast();
