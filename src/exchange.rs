@@ -127,7 +127,7 @@ impl From<Transport> for ExchangeFailure {
 }
 
 pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
-    reply.transport()?;
+    reply.transport(MAX_RESPONSE_BYTES)?;
     if reply.status != 200 {
         // RFC 6749 §5.2: errors are 400 (401 for client authentication) with an `error` code.
         let error = serde_json::from_slice::<WireError>(reply.body)

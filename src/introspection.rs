@@ -1,10 +1,17 @@
 //! What an RFC 7662 introspection answer means for the request that waits on it.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use crate::claims;
+use crate::jwt::{self, JwtError, MAX_JWT_BYTES};
 
 /// The largest IdP answer the module reads.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The largest answer in phantom mode: a JWT of up to 64 KiB, possibly
+/// wrapped in JSON next to the introspection members.
+pub const MAX_PHANTOM_RESPONSE_BYTES: usize = 2 * MAX_JWT_BYTES;
 
 /// What nginx tells us about a finished subrequest to the IdP.
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +21,8 @@ pub struct IdpReply<'a> {
     pub finalize_rc: isize,
     /// The IdP's status line, 0 if no response header arrived.
     pub status: usize,
+    /// The answer's `Content-Type`, empty if none.
+    pub content_type: &'a [u8],
     pub body: &'a [u8],
 }
 
@@ -28,32 +37,65 @@ pub enum Transport {
 
 const NGX_HTTP_GATEWAY_TIME_OUT: isize = 504;
 
-impl IdpReply<'_> {
-    pub fn new(finalize_rc: isize, status: usize, body: &[u8]) -> IdpReply<'_> {
+impl<'a> IdpReply<'a> {
+    pub fn new(finalize_rc: isize, status: usize, body: &'a [u8]) -> IdpReply<'a> {
         IdpReply {
             finalize_rc,
             status,
+            content_type: b"",
             body,
         }
     }
 
-    /// `Ok` when a complete answer of a readable size arrived.
-    pub fn transport(&self) -> Result<(), Transport> {
+    pub fn with_content_type(self, content_type: &'a [u8]) -> IdpReply<'a> {
+        IdpReply {
+            content_type,
+            ..self
+        }
+    }
+
+    /// `Ok` when a complete answer of at most `limit` bytes arrived.
+    pub fn transport(&self, limit: usize) -> Result<(), Transport> {
         if self.finalize_rc == NGX_HTTP_GATEWAY_TIME_OUT {
             Err(Transport::Timeout)
         } else if self.status == 0 {
             Err(Transport::Unreachable)
         } else if self.finalize_rc != 0 {
             Err(Transport::Incomplete)
-        } else if self.body.len() > MAX_RESPONSE_BYTES {
+        } else if self.body.len() > limit {
             Err(Transport::TooLarge(self.body.len()))
         } else {
             Ok(())
         }
     }
+
+    /// The media type of `Content-Type`, lower-cased, without parameters.
+    fn media_type(&self) -> String {
+        let end = self
+            .content_type
+            .iter()
+            .position(|&b| b == b';')
+            .unwrap_or(self.content_type.len());
+        String::from_utf8_lossy(self.content_type[..end].trim_ascii()).to_ascii_lowercase()
+    }
 }
 
-/// The claims the module exposes from an active token.
+/// The claim paths the configuration asks for beyond the usual members.
+#[derive(Debug, Default, Clone)]
+pub struct ClaimPaths {
+    /// `auth_oauth2_token_claim_set`: kept as variable text.
+    pub rendered: Vec<String>,
+    /// `auth_oauth2_token_require_claim`: kept as compact JSON for the checks.
+    pub checked: Vec<String>,
+}
+
+impl ClaimPaths {
+    fn is_empty(&self) -> bool {
+        self.rendered.is_empty() && self.checked.is_empty()
+    }
+}
+
+/// What the module keeps of an active token.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
     pub sub: Option<String>,
@@ -62,6 +104,10 @@ pub struct TokenClaims {
     pub exp: Option<i64>,
     /// The values of the `auth_oauth2_token_claim_set` paths, in their order.
     pub extra: Vec<Option<String>>,
+    /// The values of the `auth_oauth2_token_require_claim` paths, as JSON.
+    pub checked: Vec<Option<String>>,
+    /// The JWT that replaces the client's token upstream (phantom mode).
+    pub phantom: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +132,18 @@ pub enum IdpFailure {
     ErrorStatus(usize),
     #[error("introspection response incomplete or larger than subrequest_output_buffer_size")]
     Incomplete,
-    #[error("introspection response of {0} bytes exceeds the {MAX_RESPONSE_BYTES}-byte limit")]
-    TooLarge(usize),
+    #[error("introspection response of {0} bytes exceeds the {1}-byte limit")]
+    TooLarge(usize, usize),
     #[error("introspection response is not a JSON object")]
     NotJson,
     #[error("introspection response has no boolean \"active\" member")]
     NoActiveMember,
+    #[error("introspection response carries no JWT for the phantom token")]
+    NoJwt,
+    #[error("introspection response JWT is malformed: {0}")]
+    MalformedJwt(#[from] JwtError),
+    #[error("introspection response JWT has no \"token_introspection\" object (RFC 9701)")]
+    NoTokenIntrospection,
 }
 
 impl IdpFailure {
@@ -103,28 +155,104 @@ impl IdpFailure {
             _ => 502,
         }
     }
-}
 
-impl From<Transport> for IdpFailure {
-    fn from(t: Transport) -> Self {
+    fn from_transport(t: Transport, limit: usize) -> Self {
         match t {
             Transport::Timeout => IdpFailure::Timeout,
             Transport::Unreachable => IdpFailure::Unreachable,
             Transport::Incomplete => IdpFailure::Incomplete,
-            Transport::TooLarge(n) => IdpFailure::TooLarge(n),
+            Transport::TooLarge(n) => IdpFailure::TooLarge(n, limit),
         }
     }
 }
 
-pub fn interpret(reply: IdpReply<'_>, extra: &[String]) -> Result<IntrospectionResult, IdpFailure> {
-    reply.transport()?;
-    match reply.status {
-        200 if extra.is_empty() => parse(reply.body),
-        200 => parse_with_extra(reply.body, extra),
-        401 | 403 => Err(IdpFailure::CredentialsRejected(reply.status)),
+/// An error status from the IdP, or `Ok` for 200.
+fn check_status(status: usize) -> Result<(), IdpFailure> {
+    match status {
+        200 => Ok(()),
+        401 | 403 => Err(IdpFailure::CredentialsRejected(status)),
         503 => Err(IdpFailure::Unavailable),
         status => Err(IdpFailure::ErrorStatus(status)),
     }
+}
+
+/// An RFC 7662 JSON answer.
+pub fn interpret(
+    reply: IdpReply<'_>,
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
+    reply
+        .transport(MAX_RESPONSE_BYTES)
+        .map_err(|t| IdpFailure::from_transport(t, MAX_RESPONSE_BYTES))?;
+    check_status(reply.status)?;
+    match paths.is_empty() {
+        true => parse(reply.body),
+        false => parse_with_extra(reply.body, paths),
+    }
+}
+
+/// An answer to a phantom-token introspection, which must carry a JWT when
+/// the token is active: `application/token-introspection+jwt` (RFC 9701),
+/// `application/jwt` (the JWT itself), or JSON with a `jwt` member. An
+/// inactive token is `{"active":false}` or a 204, and never becomes a token.
+pub fn interpret_phantom(
+    reply: IdpReply<'_>,
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
+    reply
+        .transport(MAX_PHANTOM_RESPONSE_BYTES)
+        .map_err(|t| IdpFailure::from_transport(t, MAX_PHANTOM_RESPONSE_BYTES))?;
+    if reply.status == 204 {
+        return Ok(IntrospectionResult::Inactive);
+    }
+    check_status(reply.status)?;
+    let body = reply.body.trim_ascii();
+    match reply.media_type().as_str() {
+        "application/token-introspection+jwt" => {
+            let payload = jwt::claims(body)?;
+            let Some(Value::Object(members)) = payload.get("token_introspection") else {
+                return Err(IdpFailure::NoTokenIntrospection);
+            };
+            match members.get("active") {
+                Some(Value::Bool(true)) => Ok(phantom_result(members, body, paths)),
+                Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
+                _ => Err(IdpFailure::NoActiveMember),
+            }
+        }
+        "application/jwt" => Ok(phantom_result(&jwt::claims(body)?, body, paths)),
+        _ => {
+            let map: Map<String, Value> =
+                serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+            let active = match map.get("active") {
+                None => None,
+                Some(Value::Bool(active)) => Some(*active),
+                Some(_) => return Err(IdpFailure::NoActiveMember),
+            };
+            match (active, map.get("jwt")) {
+                (Some(false), _) => Ok(IntrospectionResult::Inactive),
+                (_, Some(Value::String(token))) => Ok(phantom_result(
+                    &jwt::claims(token.as_bytes())?,
+                    token.as_bytes(),
+                    paths,
+                )),
+                (Some(true), _) => Err(IdpFailure::NoJwt),
+                (None, _) => Err(IdpFailure::NoActiveMember),
+            }
+        }
+    }
+}
+
+/// An active token whose claims are `claims` and whose upstream token is `jwt`
+/// (already checked to be a compact JWS, so ASCII).
+fn phantom_result(
+    claims: &Map<String, Value>,
+    jwt: &[u8],
+    paths: &ClaimPaths,
+) -> IntrospectionResult {
+    IntrospectionResult::Active(TokenClaims {
+        phantom: Some(String::from_utf8_lossy(jwt).into_owned()),
+        ..claims_of(claims, paths)
+    })
 }
 
 /// Only the members the module uses are kept; the rest are skipped unparsed.
@@ -141,43 +269,61 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
     let wire: WireResponse = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
     match wire.active {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
-            sub: wire.sub.and_then(claim_text),
-            scope: wire.scope.and_then(claim_text),
-            client_id: wire.client_id.and_then(claim_text),
+            sub: wire.sub.as_ref().and_then(claim_text),
+            scope: wire.scope.as_ref().and_then(claim_text),
+            client_id: wire.client_id.as_ref().and_then(claim_text),
             exp: wire.exp.as_ref().and_then(numeric_date),
-            extra: Vec::new(),
+            ..TokenClaims::default()
         })),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
         _ => Err(IdpFailure::NoActiveMember),
     }
 }
 
-/// Like [`parse`], also reading the claims at the `extra` paths; this needs
-/// the whole document, so it is only used when such claims are configured.
-pub fn parse_with_extra(body: &[u8], extra: &[String]) -> Result<IntrospectionResult, IdpFailure> {
-    let map: serde_json::Map<String, Value> =
-        serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+/// Like [`parse`], also reading the claims at the configured paths; this
+/// needs the whole document, so it is only used when such claims are configured.
+pub fn parse_with_extra(
+    body: &[u8],
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
+    let map: Map<String, Value> = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
     match map.get("active") {
-        Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
-            sub: map.get("sub").cloned().and_then(claim_text),
-            scope: map.get("scope").cloned().and_then(claim_text),
-            client_id: map.get("client_id").cloned().and_then(claim_text),
-            exp: map.get("exp").and_then(numeric_date),
-            extra: extra
-                .iter()
-                .map(|path| crate::claims::lookup(&map, path).and_then(crate::claims::render))
-                .collect(),
-        })),
+        Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(claims_of(&map, paths))),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
         _ => Err(IdpFailure::NoActiveMember),
+    }
+}
+
+/// The usual members and the configured paths of a claims object.
+fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
+    TokenClaims {
+        sub: map.get("sub").and_then(claim_text),
+        scope: map.get("scope").and_then(claim_text),
+        client_id: map.get("client_id").and_then(claim_text),
+        exp: map.get("exp").and_then(numeric_date),
+        extra: paths
+            .rendered
+            .iter()
+            .map(|path| claims::lookup(map, path).and_then(claims::render))
+            .collect(),
+        checked: paths
+            .checked
+            .iter()
+            .map(|path| {
+                claims::lookup(map, path)
+                    .filter(|v| !v.is_null())
+                    .map(Value::to_string)
+            })
+            .collect(),
+        phantom: None,
     }
 }
 
 /// Strings as they are, other JSON values as compact JSON text, null as absent.
-fn claim_text(value: Value) -> Option<String> {
+fn claim_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s),
+        Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
 }
@@ -201,13 +347,13 @@ mod tests {
     fn active_token_yields_claims() {
         let body = br#"{"active":true,"sub":"alice","scope":"read write","client_id":"app","exp":1700000000,"aud":["x"]}"#;
         assert_eq!(
-            interpret(R::new(0, 200, body), &[]),
+            interpret(R::new(0, 200, body), &ClaimPaths::default()),
             Ok(IntrospectionResult::Active(TokenClaims {
                 sub: Some("alice".into()),
                 scope: Some("read write".into()),
                 client_id: Some("app".into()),
                 exp: Some(1_700_000_000),
-                extra: Vec::new(),
+                ..TokenClaims::default()
             }))
         );
     }
@@ -215,11 +361,10 @@ mod tests {
     #[test]
     fn configured_claims_are_extracted_in_order() {
         let body = br#"{"active":true,"sub":"alice","aud":["api","web"],"realm_access":{"roles":["admin"]}}"#;
-        let wanted = [
-            "realm_access.roles".to_string(),
-            "aud".into(),
-            "missing".into(),
-        ];
+        let wanted = ClaimPaths {
+            rendered: vec!["realm_access.roles".into(), "aud".into(), "missing".into()],
+            checked: vec!["aud".into(), "realm_access".into(), "missing".into()],
+        };
         let Ok(IntrospectionResult::Active(claims)) = interpret(R::new(0, 200, body), &wanted)
         else {
             panic!()
@@ -228,6 +373,14 @@ mod tests {
         assert_eq!(
             claims.extra,
             vec![Some("admin".into()), Some("api,web".into()), None]
+        );
+        assert_eq!(
+            claims.checked,
+            vec![
+                Some(r#"["api","web"]"#.into()),
+                Some(r#"{"roles":["admin"]}"#.into()),
+                None
+            ]
         );
         assert_eq!(
             parse_with_extra(br#"{"active":false}"#, &wanted),
@@ -287,35 +440,38 @@ mod tests {
     fn oversized_body_is_refused_before_parsing() {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
         assert_eq!(
-            interpret(R::new(0, 200, &body), &[]),
-            Err(IdpFailure::TooLarge(MAX_RESPONSE_BYTES + 1))
+            interpret(R::new(0, 200, &body), &ClaimPaths::default()),
+            Err(IdpFailure::TooLarge(
+                MAX_RESPONSE_BYTES + 1,
+                MAX_RESPONSE_BYTES
+            ))
         );
     }
 
     #[test]
     fn transport_failures() {
         assert_eq!(
-            interpret(R::new(504, 0, b""), &[]),
+            interpret(R::new(504, 0, b""), &ClaimPaths::default()),
             Err(IdpFailure::Timeout)
         );
         assert_eq!(
-            interpret(R::new(504, 200, b"{"), &[]),
+            interpret(R::new(504, 200, b"{"), &ClaimPaths::default()),
             Err(IdpFailure::Timeout)
         );
         assert_eq!(
-            interpret(R::new(502, 0, b""), &[]),
+            interpret(R::new(502, 0, b""), &ClaimPaths::default()),
             Err(IdpFailure::Unreachable)
         );
         assert_eq!(
-            interpret(R::new(-1, 0, b""), &[]),
+            interpret(R::new(-1, 0, b""), &ClaimPaths::default()),
             Err(IdpFailure::Unreachable)
         );
         assert_eq!(
-            interpret(R::new(502, 200, b"{\"active\":"), &[]),
+            interpret(R::new(502, 200, b"{\"active\":"), &ClaimPaths::default()),
             Err(IdpFailure::Incomplete)
         );
         assert_eq!(
-            interpret(R::new(-1, 200, b""), &[]),
+            interpret(R::new(-1, 200, b""), &ClaimPaths::default()),
             Err(IdpFailure::Incomplete)
         );
     }
@@ -323,23 +479,23 @@ mod tests {
     #[test]
     fn idp_error_statuses() {
         assert_eq!(
-            interpret(R::new(0, 401, b""), &[]),
+            interpret(R::new(0, 401, b""), &ClaimPaths::default()),
             Err(IdpFailure::CredentialsRejected(401))
         );
         assert_eq!(
-            interpret(R::new(0, 403, b""), &[]),
+            interpret(R::new(0, 403, b""), &ClaimPaths::default()),
             Err(IdpFailure::CredentialsRejected(403))
         );
         assert_eq!(
-            interpret(R::new(0, 503, b""), &[]),
+            interpret(R::new(0, 503, b""), &ClaimPaths::default()),
             Err(IdpFailure::Unavailable)
         );
         assert_eq!(
-            interpret(R::new(0, 500, b""), &[]),
+            interpret(R::new(0, 500, b""), &ClaimPaths::default()),
             Err(IdpFailure::ErrorStatus(500))
         );
         assert_eq!(
-            interpret(R::new(0, 400, b""), &[]),
+            interpret(R::new(0, 400, b""), &ClaimPaths::default()),
             Err(IdpFailure::ErrorStatus(400))
         );
     }
@@ -350,5 +506,126 @@ mod tests {
         assert_eq!(IdpFailure::Unavailable.status(), 503);
         assert_eq!(IdpFailure::NotJson.status(), 502);
         assert_eq!(IdpFailure::CredentialsRejected(401).status(), 502);
+    }
+
+    fn phantom(
+        status: usize,
+        content_type: &str,
+        body: &str,
+    ) -> Result<IntrospectionResult, IdpFailure> {
+        let reply = R::new(0, status, body.as_bytes()).with_content_type(content_type.as_bytes());
+        interpret_phantom(reply, &ClaimPaths::default())
+    }
+
+    fn jws(payload: &str) -> String {
+        crate::jwt::compact(r#"{"alg":"ES256"}"#, payload, b"signature")
+    }
+
+    fn upstream_token(result: Result<IntrospectionResult, IdpFailure>) -> (String, TokenClaims) {
+        match result {
+            Ok(IntrospectionResult::Active(claims)) => (claims.phantom.clone().unwrap(), claims),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn phantom_raw_jwt() {
+        let jwt = jws(r#"{"sub":"alice","scope":"read","exp":1700000000}"#);
+        let (token, claims) = upstream_token(phantom(200, "application/jwt", &format!("{jwt}\n")));
+        assert_eq!(token, jwt);
+        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(claims.exp, Some(1_700_000_000));
+        // Parameters and case of the media type do not matter.
+        let (token, _) = upstream_token(phantom(200, "Application/JWT; charset=utf-8", &jwt));
+        assert_eq!(token, jwt);
+    }
+
+    #[test]
+    fn phantom_json_with_jwt_member_takes_the_jwt_claims() {
+        let jwt = jws(r#"{"sub":"from-jwt","scope":"a b"}"#);
+        let body = format!(r#"{{"active":true,"sub":"from-json","jwt":"{jwt}"}}"#);
+        let (token, claims) = upstream_token(phantom(200, "application/json", &body));
+        assert_eq!(token, jwt);
+        assert_eq!(claims.sub.as_deref(), Some("from-jwt"));
+        assert_eq!(claims.scope.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn phantom_rfc9701_answer() {
+        let jwt = jws(
+            r#"{"iss":"idp","token_introspection":{"active":true,"sub":"alice","exp":1700000000}}"#,
+        );
+        let (token, claims) =
+            upstream_token(phantom(200, "application/token-introspection+jwt", &jwt));
+        assert_eq!(token, jwt);
+        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        let inactive = jws(r#"{"token_introspection":{"active":false}}"#);
+        assert_eq!(
+            phantom(200, "application/token-introspection+jwt", &inactive),
+            Ok(IntrospectionResult::Inactive)
+        );
+        let missing = jws(r#"{"sub":"alice"}"#);
+        assert_eq!(
+            phantom(200, "application/token-introspection+jwt", &missing),
+            Err(IdpFailure::NoTokenIntrospection)
+        );
+    }
+
+    #[test]
+    fn phantom_inactive_answers_never_become_tokens() {
+        for (status, body) in [
+            (200, r#"{"active":false}"#),
+            (200, r#"{"active":false,"jwt":"x.y.z"}"#),
+            (204, ""),
+        ] {
+            assert_eq!(
+                phantom(status, "application/json", body),
+                Ok(IntrospectionResult::Inactive),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn phantom_answers_without_a_usable_jwt_are_failures() {
+        assert_eq!(
+            phantom(200, "application/json", r#"{"active":true}"#),
+            Err(IdpFailure::NoJwt)
+        );
+        assert_eq!(
+            phantom(200, "application/json", r#"{"sub":"x"}"#),
+            Err(IdpFailure::NoActiveMember)
+        );
+        assert_eq!(
+            phantom(200, "application/json", "<html>"),
+            Err(IdpFailure::NotJson)
+        );
+        assert_eq!(
+            phantom(200, "application/jwt", r#"{"active":true}"#),
+            Err(IdpFailure::MalformedJwt(JwtError::NotThreeParts))
+        );
+        assert_eq!(
+            phantom(
+                200,
+                "application/json",
+                r#"{"active":true,"jwt":"e30.e30.c2ln"}"#
+            ),
+            Err(IdpFailure::MalformedJwt(JwtError::BadHeader))
+        );
+        assert_eq!(
+            phantom(401, "application/jwt", ""),
+            Err(IdpFailure::CredentialsRejected(401))
+        );
+        assert_eq!(IdpFailure::NoJwt.status(), 502);
+    }
+
+    #[test]
+    fn phantom_answers_may_be_larger_than_json_ones() {
+        let pad = "x".repeat(48_000);
+        let jwt = jws(&format!(r#"{{"sub":"alice","pad":"{pad}"}}"#));
+        let body = format!(r#"{{"active":true,"jwt":"{jwt}","pad":"{pad}"}}"#);
+        assert!(body.len() > MAX_RESPONSE_BYTES);
+        let (token, _) = upstream_token(phantom(200, "application/json", &body));
+        assert_eq!(token.len(), jwt.len());
     }
 }

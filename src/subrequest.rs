@@ -6,15 +6,17 @@ use core::ffi::c_void;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_http_post_subrequest_t, ngx_http_request_body_t,
-    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_str_t, ngx_table_elt_t,
-    ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST, NGX_HTTP_SUBREQUEST_IN_MEMORY,
-    NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
+    ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
+    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
 use crate::access::RequestCtx;
 use crate::exchange;
-use crate::introspection::{self, IdpReply};
+use crate::introspection::{
+    self, ClaimPaths, IdpFailure, IdpReply, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
+};
 use crate::request::{pool_str, push_header};
 use crate::Module;
 use ngx::http::HttpModuleMainConf;
@@ -23,7 +25,21 @@ use ngx::http::HttpModuleMainConf;
 #[derive(Clone, Copy)]
 pub enum IdpCall {
     Introspection,
+    /// Introspection that asks for a JWT to forward (phantom token).
+    PhantomIntrospection,
     Exchange,
+}
+
+impl IdpCall {
+    /// The media types the call accepts, most wanted first.
+    fn accept(self) -> &'static [u8] {
+        match self {
+            IdpCall::PhantomIntrospection => {
+                b"application/token-introspection+jwt, application/jwt;q=0.9, application/json;q=0.1"
+            }
+            IdpCall::Introspection | IdpCall::Exchange => b"application/json",
+        }
+    }
 }
 
 /// Starts a POST of `body` to the internal location `endpoint`; the result
@@ -51,6 +67,7 @@ pub unsafe fn start(
         }
         (*ps).handler = Some(match call {
             IdpCall::Introspection => introspection_done,
+            IdpCall::PhantomIntrospection => phantom_introspection_done,
             IdpCall::Exchange => exchange_done,
         });
         (*ps).data = ctx.cast();
@@ -66,7 +83,34 @@ pub unsafe fn start(
         {
             return Err(());
         }
-        make_post(sr, body, authorization)
+        make_post(sr, body, call.accept(), authorization)?;
+        if let IdpCall::PhantomIntrospection = call {
+            give_room_for_jwt(sr)?;
+        }
+        Ok(())
+    }
+}
+
+/// nginx reads an in-memory subrequest's answer into a buffer of
+/// `subrequest_output_buffer_size` (4 or 8 KiB by default) and ends the
+/// whole client request when it overflows. A phantom answer may carry a
+/// 64 KiB JWT, so its buffer is sized for the largest answer we accept;
+/// nginx fills a buffer it finds in place instead of allocating its own.
+///
+/// # Safety
+/// `sr` must be a subrequest just returned by `ngx_http_subrequest`.
+unsafe fn give_room_for_jwt(sr: *mut ngx_http_request_t) -> Result<(), ()> {
+    // SAFETY: the buffer and the chain link live in the subrequest's pool.
+    unsafe {
+        let buf = ngx_create_temp_buf((*sr).pool, MAX_PHANTOM_RESPONSE_BYTES);
+        let chain = ngx_alloc_chain_link((*sr).pool);
+        if buf.is_null() || chain.is_null() {
+            return Err(());
+        }
+        (*chain).buf = buf;
+        (*chain).next = ptr::null_mut();
+        (*sr).out = chain;
+        Ok(())
     }
 }
 
@@ -77,6 +121,7 @@ pub unsafe fn start(
 unsafe fn make_post(
     sr: *mut ngx_http_request_t,
     body: &[u8],
+    accept: &'static [u8],
     authorization: &[u8],
 ) -> Result<(), ()> {
     // SAFETY: `sr` and its pool are live; headers_in is a shallow copy of the
@@ -108,13 +153,7 @@ unsafe fn make_post(
             static_value(b"application/x-www-form-urlencoded"),
         )
         .ok_or(())?;
-        push_header(
-            headers,
-            b"Accept",
-            b"accept",
-            static_value(b"application/json"),
-        )
-        .ok_or(())?;
+        push_header(headers, b"Accept", b"accept", static_value(accept)).ok_or(())?;
         // Empty with client_secret_post: the credentials are in the body.
         if !authorization.is_empty() {
             let value = pool_str(sr, authorization).ok_or(())?;
@@ -143,8 +182,8 @@ unsafe fn make_post(
     }
 }
 
-/// What nginx saw of the IdP's answer: the finalize code, the status and the
-/// in-memory body (one buffer in sr->out).
+/// What nginx saw of the IdP's answer: the finalize code, the status, the
+/// content type and the in-memory body (one buffer in sr->out).
 ///
 /// # Safety
 /// `sr` must be a finished in-memory subrequest.
@@ -158,7 +197,12 @@ unsafe fn reply_of<'a>(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> IdpReply<'
             let b = (*out).buf;
             core::slice::from_raw_parts((*b).pos, (*b).last.offset_from((*b).pos) as usize)
         };
-        IdpReply::new(rc, (*sr).headers_out.status, body)
+        let content_type = (*sr).headers_out.content_type;
+        let content_type = match content_type.len {
+            0 => &[][..],
+            len => core::slice::from_raw_parts(content_type.data, len),
+        };
+        IdpReply::new(rc, (*sr).headers_out.status, body).with_content_type(content_type)
     }
 }
 
@@ -169,13 +213,37 @@ unsafe extern "C" fn introspection_done(
     data: *mut c_void,
     rc: ngx_int_t,
 ) -> ngx_int_t {
-    // SAFETY: `data` is the RequestCtx we registered, living in the main
-    // request's pool; `sr` is the finished subrequest.
+    // SAFETY: as for record_introspection.
+    unsafe { record_introspection(sr, data, rc, introspection::interpret) }
+}
+
+unsafe extern "C" fn phantom_introspection_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: as for record_introspection.
+    unsafe { record_introspection(sr, data, rc, introspection::interpret_phantom) }
+}
+
+type Interpret = fn(IdpReply<'_>, &ClaimPaths) -> Result<IntrospectionResult, IdpFailure>;
+
+/// # Safety
+/// `data` must be the RequestCtx registered with the subrequest, living in
+/// the main request's pool; `sr` the finished subrequest.
+unsafe fn record_introspection(
+    sr: *mut ngx_http_request_t,
+    data: *mut c_void,
+    rc: ngx_int_t,
+    interpret: Interpret,
+) -> ngx_int_t {
+    // SAFETY: guaranteed by the caller.
     unsafe {
         let ctx = &mut *data.cast::<RequestCtx>();
         if ctx.outcome.is_none() && rc != NGX_AGAIN as ngx_int_t {
-            let paths = Module::main_conf(&*sr).map_or(&[][..], |m| &m.claim_paths[..]);
-            ctx.outcome = Some(introspection::interpret(reply_of(sr, rc), paths));
+            let no_paths = ClaimPaths::default();
+            let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
+            ctx.outcome = Some(interpret(reply_of(sr, rc), paths));
         }
     }
     rc

@@ -5,7 +5,9 @@ use crate::exchange::IssuedToken;
 use crate::introspection::{IntrospectionResult, TokenClaims};
 
 /// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
-/// client_id, each as a flag byte, u32 length and bytes.
+/// client_id, each as a flag byte, u32 length and bytes; then the
+/// `claim_set` values and the `require_claim` values, each a u32 count and
+/// strings; then the phantom JWT as a string.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CachedIntrospection;
 
@@ -33,10 +35,13 @@ impl CachedIntrospection {
         for s in strings {
             put_string(&mut out, s.as_deref());
         }
-        out.extend_from_slice(&(claims.extra.len() as u32).to_le_bytes());
-        for s in &claims.extra {
-            put_string(&mut out, s.as_deref());
+        for list in [&claims.extra, &claims.checked] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for s in list {
+                put_string(&mut out, s.as_deref());
+            }
         }
+        put_string(&mut out, claims.phantom.as_deref());
         out
     }
 
@@ -54,14 +59,15 @@ impl CachedIntrospection {
             _ => return None,
         };
         let (sub, scope, client_id) = (r.string()?, r.string()?, r.string()?);
-        let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
-        let extra = (0..count).map(|_| r.string()).collect::<Option<Vec<_>>>()?;
+        let (extra, checked) = (r.strings()?, r.strings()?);
         let claims = TokenClaims {
             exp,
             sub,
             scope,
             client_id,
             extra,
+            checked,
+            phantom: r.string()?,
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
@@ -145,6 +151,12 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+
+    /// A u32 count, then that many strings.
+    fn strings(&mut self) -> Option<Vec<Option<String>>> {
+        let count = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        (0..count).map(|_| self.string()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +171,8 @@ mod tests {
             client_id: None,
             exp: Some(-5),
             extra: vec![Some("admin,view".into()), None],
+            checked: vec![None, Some(r#"["a"]"#.into())],
+            phantom: Some("eyJh.eyJz.c2ln".into()),
         });
         for result in [
             full,
@@ -214,12 +228,12 @@ mod tests {
             scope: Some("read".into()),
             client_id: Some("app".into()),
             exp: Some(1),
-            extra: Vec::new(),
+            ..TokenClaims::default()
         });
-        // tag, exp, three strings' headers and bytes, the (empty) extra count
+        // tag, exp, three strings' headers and bytes, two empty counts, no JWT
         assert_eq!(
             CachedIntrospection::encode(&result).len(),
-            1 + 9 + 3 * 5 + 5 + 4 + 3 + 4
+            1 + 9 + 3 * 5 + 5 + 4 + 3 + 4 + 4 + 1
         );
     }
 }

@@ -50,6 +50,7 @@ that token gets element min(n, len - 1). Object fields, all optional:
                 garbage   a non-HTTP line instead of a response, then close
 """
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -59,6 +60,10 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Phantom tokens of up to 64 KiB arrive in one Authorization line; the
+# standard library's limit (65536 bytes per line) would refuse them.
+http.client._MAXLINE = 1 << 20
 
 LOCK = threading.Lock()
 STATE = {"behaviours": {}, "calls": {}, "requests": {"idp": [], "backend": []}}
