@@ -1,41 +1,49 @@
 //! The token check (ACCESS phase, or PREACCESS with auth_oauth2_token_phase):
 //! one small state machine around the IdP subrequests.
 //!
-//! first call    -> no/malformed token: refuse; cached verdict: use it;
+//! first call    -> token from the configured sources, withheld from the
+//!                  upstream unless it is the Authorization header;
+//!                  no/malformed token: refuse; cached verdict: use it;
 //!                  another request of this worker already asks the IdP for
 //!                  this token: wait for it; else start the subrequest
 //! while waiting -> NGX_AGAIN (nginx calls again when the subrequest is done
 //!                  or the leading request wakes us)
 //! answer in     -> store it if it may be cached, hand it to the waiters;
-//!                  active: required scopes (403), require rules, then
-//!                  exchange the token if configured, else NGX_OK;
+//!                  active: required scopes (403), require rules, required
+//!                  claims (403); phantom: the JWT becomes the upstream's
+//!                  Authorization; exchange the token if configured; NGX_OK;
 //!                  inactive: 401; IdP failure: 502/503/504
 //! exchange      -> cached token, or a subrequest to the token endpoint;
 //!                  issued: it becomes the upstream's Authorization, NGX_OK;
 //!                  invalid_grant: 401; invalid_target/scope: 403; else 502/504
 
 use ngx::ffi::{
-    ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
-    NGX_ERROR, NGX_HTTP_OPTIONS, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_AGAIN,
+    NGX_DECLINED, NGX_ERROR, NGX_HTTP_OPTIONS, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
 use crate::challenge::{www_authenticate, BearerError};
-use crate::conf::{require_args, CacheConf, Challenge, LocationConf, Phase, Template};
+use crate::conf::{require_args, CacheConf, Challenge, LocationConf, Phase, Situation, Template};
+use crate::credentials;
 use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::form;
 use crate::inflight::{self, Role};
-use crate::introspection::{IdpFailure, IntrospectionResult};
-use crate::request::{create_ctx, ctx, header_values, pool_str, push_header, set_authorization};
+use crate::introspection::{IdpFailure, IntrospectionResult, TokenClaims};
+use crate::request::{create_ctx, ctx, pool_str, push_header, set_authorization};
 use crate::scope;
 use crate::state::zone::{self, Lookup};
 use crate::subrequest::{self, IdpCall};
-use crate::token::{self, BearerToken};
+use crate::token::{BearerToken, Malformed};
+use crate::token_source::TokenSource;
+use crate::variables;
 use crate::Module;
 
 /// Per-request state, in the main request's pool.
 pub struct RequestCtx {
+    /// The client's token, in request memory (header, args or pool copy).
+    token: ngx_str_t,
     /// `None` until the verdict is known.
     pub outcome: Option<Result<IntrospectionResult, IdpFailure>>,
     /// What the cache said, for `$oauth2_token_cache_status`.
@@ -160,48 +168,77 @@ unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
 /// # Safety
 /// `r` must be the live main request.
 unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
-    // SAFETY: headers_in.headers of a live request is an initialised list.
-    let (values, count) = unsafe { header_values::<2>(&(*r).headers_in.headers, b"Authorization") };
-    match token::from_authorization(&values[..count.min(2)]) {
+    let sources = conf
+        .token_source
+        .as_deref()
+        .unwrap_or(credentials::DEFAULT_SOURCES);
+    // SAFETY: r is the live main request.
+    let (found, source) = unsafe { credentials::find(r, sources) };
+    let token = match found {
         // SAFETY: r is the live main request.
         BearerToken::Missing
             if conf.passes_preflight() && unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize =>
         {
-            NGX_DECLINED as ngx_int_t
+            return NGX_DECLINED as ngx_int_t;
         }
-        BearerToken::Missing => unsafe { refuse(r, conf, BearerError::NoToken) },
-        BearerToken::Malformed(why) => unsafe {
-            refuse(r, conf, BearerError::InvalidRequest(why.description()))
-        },
-        BearerToken::Present(_) => {
-            let state = RequestCtx {
-                outcome: None,
-                cache_status: None,
-                key: None,
-                leads: false,
-                waiting: Waiting::No,
-                // SAFETY: an all-zero event is nginx's idle state (ngx_pcalloc'd).
-                wake: unsafe { core::mem::zeroed() },
-                exchanging: false,
-                exchange: None,
-                exchange_key: None,
+        // SAFETY: r is the live main request.
+        BearerToken::Missing => return unsafe { refuse(r, conf, BearerError::NoToken) },
+        BearerToken::Malformed(why) => {
+            let error = match why {
+                Malformed::DuplicateHeader => BearerError::InvalidRequest(why.description()),
+                _ => BearerError::MalformedToken(why.description()),
             };
-            // SAFETY: the ctx lives in r's pool, as the subrequest callback
-            // and the wake event need.
-            match unsafe { create_ctx(r, state) } {
-                Some(ctx) => {
-                    ctx.wake.handler = Some(inflight::resume);
-                    ctx.wake.data = r.cast();
-                    // SAFETY: r's connection log lives as long as r.
-                    ctx.wake.log = unsafe { (*(*r).connection).log };
-                    match conf.introspection_enabled() {
-                        true => unsafe { look_up(r, conf, ctx) },
-                        false => unsafe { start_exchange(r, conf, ctx) },
-                    }
-                }
-                None => NGX_ERROR as ngx_int_t,
-            }
+            // SAFETY: r is the live main request.
+            return unsafe { refuse(r, conf, error) };
         }
+        BearerToken::Present(token) => token,
+    };
+    if let Some(
+        source @ (TokenSource::Header(_) | TokenSource::Query(_) | TokenSource::Cookie(_)),
+    ) = source
+    {
+        // SAFETY: r is live; `token` points at memory withhold() leaves alone.
+        if unsafe { credentials::withhold(r, source) }.is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    let state = RequestCtx {
+        token: ngx_str_t {
+            len: token.len(),
+            data: token.as_ptr().cast_mut(),
+        },
+        outcome: None,
+        cache_status: None,
+        key: None,
+        leads: false,
+        waiting: Waiting::No,
+        // SAFETY: an all-zero event is nginx's idle state (ngx_pcalloc'd).
+        wake: unsafe { core::mem::zeroed() },
+        exchanging: false,
+        exchange: None,
+        exchange_key: None,
+    };
+    // SAFETY: the ctx lives in r's pool, as the subrequest callback and the
+    // wake event need.
+    let Some(ctx) = (unsafe { create_ctx(r, state) }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    ctx.wake.handler = Some(inflight::resume);
+    ctx.wake.data = r.cast();
+    // SAFETY: r's connection log lives as long as r.
+    ctx.wake.log = unsafe { (*(*r).connection).log };
+    // SAFETY: r is the live main request and ctx its context.
+    match conf.introspection_enabled() {
+        true => unsafe { look_up(r, conf, ctx) },
+        false => unsafe { start_exchange(r, conf, ctx) },
+    }
+}
+
+impl RequestCtx {
+    /// The client's token.
+    fn token<'r>(&self) -> &'r [u8] {
+        // SAFETY: `token` points at request memory that outlives the ctx.
+        unsafe { core::slice::from_raw_parts(self.token.data, self.token.len) }
     }
 }
 
@@ -216,10 +253,7 @@ unsafe fn look_up(
     ctx: &mut RequestCtx,
 ) -> ngx_int_t {
     ctx.waiting = Waiting::No;
-    // SAFETY: r is the live main request.
-    let Some(token) = (unsafe { request_token(r) }) else {
-        return NGX_ERROR as ngx_int_t;
-    };
+    let token = ctx.token();
     if let Some(cache) = &conf.introspect_cache {
         // SAFETY: the zone was set up by the directive and initialised by nginx.
         unsafe { consult_cache(cache, conf, token, ctx) };
@@ -235,12 +269,16 @@ unsafe fn look_up(
         }
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
+    let call = match conf.phantom_enabled() {
+        true => IdpCall::PhantomIntrospection,
+        false => IdpCall::Introspection,
+    };
     // SAFETY: r is the live main request and ctx its context.
     unsafe {
         ask_idp(
             r,
             conf,
-            IdpCall::Introspection,
+            call,
             endpoint,
             form::introspection_body(token),
             ctx,
@@ -269,19 +307,6 @@ unsafe fn ask_idp(
     }
 }
 
-/// The token `begin` found well-formed in the client's Authorization header.
-///
-/// # Safety
-/// `r` must be the live main request.
-unsafe fn request_token<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
-    // SAFETY: headers_in.headers of a live request is an initialised list.
-    let (values, _) = unsafe { header_values::<1>(&(*r).headers_in.headers, b"Authorization") };
-    match token::from_authorization(&values) {
-        BearerToken::Present(token) => Some(token),
-        _ => None,
-    }
-}
-
 /// Fills `ctx` from the cache: a verdict on a hit, otherwise the key the
 /// coming answer is stored under.
 ///
@@ -299,7 +324,11 @@ unsafe fn consult_cache(
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
     let client_id = conf.client_id.as_deref().unwrap_or_default();
-    let key = CacheKey::new(endpoint, client_id, token);
+    // A phantom answer is another answer: it must not share entries.
+    let key = match conf.phantom_enabled() {
+        true => CacheKey::from_parts(&[endpoint, client_id, token, b"phantom"]),
+        false => CacheKey::new(endpoint, client_id, token),
+    };
     // SAFETY: guaranteed by the caller.
     let lookup = unsafe {
         zone::lookup(
@@ -375,6 +404,25 @@ unsafe fn conclude(
             );
             return status;
         }
+        if let Some(check) = conf
+            .require_claim
+            .iter()
+            .find(|check| !check.rule.is_met_by_json(claim_json(claims, check.index)))
+        {
+            // The claim's value may be personal data: only its name is logged.
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: claim \"{}\" does not meet the requirement",
+                check.rule.path()
+            );
+            // SAFETY: as above.
+            return unsafe { refuse(r, conf, BearerError::InsufficientScope(None)) };
+        }
+        if conf.phantom_enabled() {
+            // SAFETY: as above.
+            return unsafe { forward_phantom(r, conf, claims) };
+        }
         if conf.exchange_enabled() {
             // SAFETY: as above.
             return unsafe { start_exchange(r, conf, ctx) };
@@ -390,9 +438,83 @@ unsafe fn conclude(
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
-            failure.status() as ngx_int_t
+            let timeout = *failure == IdpFailure::Timeout;
+            // SAFETY: r is the live main request (this function's contract).
+            unsafe { fail(r, conf, timeout, failure.status()) }
         }
         None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// The JSON value of a `require_claim` path, if the token has that claim.
+fn claim_json(claims: &TokenClaims, index: usize) -> Option<&str> {
+    claims.checked.get(index).and_then(Option::as_deref)
+}
+
+/// Puts the IdP's JWT in place of the client's token.
+///
+/// # Safety
+/// `r` must be the live main request.
+unsafe fn forward_phantom(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    claims: &TokenClaims,
+) -> ngx_int_t {
+    let Some(jwt) = &claims.phantom else {
+        // interpret_phantom never yields an active token without one, and
+        // phantom entries have their own cache keys: fail closed anyway.
+        // SAFETY: r is the live main request (this function's contract).
+        return unsafe { fail(r, conf, false, IdpFailure::NoJwt.status()) };
+    };
+    // SAFETY: as above.
+    unsafe { authorize_upstream(r, jwt) }
+}
+
+/// Makes `Bearer <token>` the upstream's Authorization.
+///
+/// # Safety
+/// `r` must be the live main request.
+unsafe fn authorize_upstream(r: *mut ngx_http_request_t, token: &str) -> ngx_int_t {
+    let mut value = Vec::with_capacity(7 + token.len());
+    value.extend_from_slice(b"Bearer ");
+    value.extend_from_slice(token.as_bytes());
+    // SAFETY: the new value lives in r's pool, as the header does.
+    match unsafe { pool_str(r, &value).and_then(|v| set_authorization(r, v)) } {
+        Some(()) => NGX_OK as ngx_int_t,
+        None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// Answers an IdP failure with its status, or the one the location chose.
+///
+/// # Safety
+/// `r` must be the live main request.
+unsafe fn fail(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    timeout: bool,
+    status: u16,
+) -> ngx_int_t {
+    let (situation, code) = match timeout {
+        true => (Situation::IdpTimeout, "idp_timeout"),
+        false => (Situation::IdpError, "idp_error"),
+    };
+    // SAFETY: r is live (this function's contract).
+    unsafe { record_error(r, code) };
+    conf.statuses.get(situation).unwrap_or(status) as ngx_int_t
+}
+
+/// Sets `$oauth2_token_error`.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn record_error(r: *mut ngx_http_request_t, code: &'static str) {
+    // SAFETY: the main conf exists for every request of an http block
+    // where our directives are; the index was set at postconfiguration.
+    unsafe {
+        if let Some(main) = Module::main_conf(&*r) {
+            variables::set_error(r, main.error_variable, code);
+        }
     }
 }
 
@@ -457,15 +579,15 @@ unsafe fn start_exchange(
     ctx: &mut RequestCtx,
 ) -> ngx_int_t {
     ctx.exchanging = true;
+    let token = ctx.token();
     // SAFETY: r is the live main request; templates come from the directives.
-    let (token, audience, scope, resource) = unsafe {
+    let (audience, scope, resource) = unsafe {
         match (
-            request_token(r),
             evaluate(r, conf.audience),
             evaluate(r, conf.scope),
             evaluate(r, conf.resource),
         ) {
-            (Some(t), Some(a), Some(s), Some(res)) => (t, a, s, res),
+            (Some(a), Some(s), Some(res)) => (a, s, res),
             _ => return NGX_ERROR as ngx_int_t,
         }
     };
@@ -563,14 +685,8 @@ unsafe fn conclude_exchange(
                     };
                 }
             }
-            let mut value = Vec::with_capacity(7 + issued.access_token.len());
-            value.extend_from_slice(b"Bearer ");
-            value.extend_from_slice(issued.access_token.as_bytes());
-            // SAFETY: the new value lives in r's pool, as the header does.
-            match unsafe { pool_str(r, &value).and_then(|v| set_authorization(r, v)) } {
-                Some(()) => NGX_OK as ngx_int_t,
-                None => NGX_ERROR as ngx_int_t,
-            }
+            // SAFETY: r is the live main request (this function's contract).
+            unsafe { authorize_upstream(r, &issued.access_token) }
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
@@ -582,7 +698,14 @@ unsafe fn conclude_exchange(
                 ExchangeFailure::NotPermitted(_) => unsafe {
                     refuse(r, conf, BearerError::InsufficientScope(None))
                 },
-                _ => failure.status() as ngx_int_t,
+                _ => unsafe {
+                    fail(
+                        r,
+                        conf,
+                        *failure == ExchangeFailure::Timeout,
+                        failure.status(),
+                    )
+                },
             }
         }
         None => NGX_ERROR as ngx_int_t,
@@ -600,7 +723,16 @@ unsafe fn refuse(
     conf: &LocationConf,
     error: BearerError<'_>,
 ) -> ngx_int_t {
-    let status = error.status() as ngx_int_t;
+    let situation = match error {
+        BearerError::NoToken => Situation::Missing,
+        BearerError::InvalidRequest(_)
+        | BearerError::MalformedToken(_)
+        | BearerError::InvalidToken => Situation::Invalid,
+        BearerError::InsufficientScope(_) => Situation::Forbidden,
+    };
+    let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
+    // SAFETY: r is live (this function's contract).
+    unsafe { record_error(r, error.code()) };
     // SAFETY: r is live; custom values are evaluated into its pool.
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,

@@ -5,7 +5,10 @@
 pub enum BearerError<'a> {
     /// No credentials were presented: the challenge carries no `error`.
     NoToken,
+    /// A malformed request, such as two Authorization headers (400).
     InvalidRequest(&'a str),
+    /// A token that cannot be valid as sent (401, `invalid_token` with a reason).
+    MalformedToken(&'a str),
     InvalidToken,
     /// The token may not have what the request needs (403), with the
     /// scopes it would need when the module knows them.
@@ -15,9 +18,24 @@ pub enum BearerError<'a> {
 impl BearerError<'_> {
     pub fn status(self) -> u16 {
         match self {
-            BearerError::NoToken | BearerError::InvalidToken => 401,
+            BearerError::NoToken | BearerError::InvalidToken | BearerError::MalformedToken(_) => {
+                401
+            }
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
+        }
+    }
+}
+
+impl BearerError<'_> {
+    /// The error code for `$oauth2_token_error` (RFC 6750 §3.1, and
+    /// `missing_token` when the client sent none).
+    pub fn code(self) -> &'static str {
+        match self {
+            BearerError::NoToken => "missing_token",
+            BearerError::InvalidRequest(_) => "invalid_request",
+            BearerError::MalformedToken(_) | BearerError::InvalidToken => "invalid_token",
+            BearerError::InsufficientScope(_) => "insufficient_scope",
         }
     }
 }
@@ -31,6 +49,11 @@ pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
         BearerError::NoToken => {}
         BearerError::InvalidRequest(description) => {
             value.push_str(", error=\"invalid_request\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::MalformedToken(description) => {
+            value.push_str(", error=\"invalid_token\", error_description=\"");
             value.push_str(description);
             value.push('"');
         }
@@ -75,6 +98,18 @@ mod tests {
             "Bearer realm=\"api\", error=\"invalid_request\", error_description=\"empty bearer token\""
         );
         assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn malformed_token_is_401_with_description() {
+        let e = BearerError::MalformedToken("empty bearer token");
+        assert_eq!(
+            www_authenticate("api", e),
+            "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"empty bearer token\""
+        );
+        assert_eq!(e.status(), 401);
+        assert_eq!(e.code(), "invalid_token");
+        assert_eq!(BearerError::NoToken.code(), "missing_token");
     }
 
     #[test]

@@ -1,48 +1,56 @@
-//! `ngx_http_auth_oauth2_token_module`: OAuth 2.0 token introspection in
-//! nginx's ACCESS phase. This file only registers the module with nginx.
-
+//! `ngx_http_auth_oauth2_token_module`: OAuth 2.0 token introspection,
+//! exchange and phantom tokens in nginx's ACCESS phase. This file only
+//! registers the module with nginx.
 //!
 //! The decision logic (token parsing, form encoding, what an IdP answer
-//! means, configuration rules) lives in plain Rust modules with no nginx
-//! types, unit-tested by `cargo test`. The nginx glue is left out of that
-//! test build: its executable has no nginx to resolve the symbols against.
+//! means, claim rules, configuration rules) lives in plain Rust modules with
+//! no nginx types, unit-tested by `cargo test` and measured by
+//! `make bench-micro`. The nginx glue is left out of those builds (the
+//! `logic-only` feature for the benchmarks): their executables have no nginx
+//! to resolve the symbols against.
 
 pub mod cache;
 pub mod challenge;
+pub mod claim_rule;
 pub mod claims;
 pub mod conf;
 pub mod exchange;
 pub mod form;
 pub mod introspection;
+pub mod jwt;
 pub mod scope;
 pub mod token;
+pub mod token_source;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 mod access;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
+mod credentials;
+#[cfg(not(any(test, feature = "logic-only")))]
 mod inflight;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 mod request;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 mod state;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 mod subrequest;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod variables;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 pub use registration::*;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 mod registration {
     use core::ffi::{c_char, c_void};
     use core::ptr;
 
     use ngx::core::NGX_CONF_ERROR;
     use ngx::ffi::{
-        ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
-        ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t,
-        ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+        ngx_array_push, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
+        ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+        ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
+        NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -66,6 +74,14 @@ mod registration {
             // SAFETY: nginx passes the http configuration; the core main conf and
             // its phase arrays exist by now.
             unsafe {
+                let mut name = variables::ERROR_VARIABLE;
+                let index = ngx_http_get_variable_index(cf, &mut name);
+                match Module::main_conf_mut(&*cf) {
+                    Some(main) if index != NGX_ERROR as ngx_int_t => {
+                        main.error_variable = index as usize
+                    }
+                    _ => return NGX_ERROR as ngx_int_t,
+                }
                 let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
                     return NGX_ERROR as ngx_int_t;
                 };

@@ -4,7 +4,9 @@
 use core::ptr;
 
 use ngx::core::Pool;
-use ngx::ffi::{ngx_http_request_t, ngx_list_push, ngx_list_t, ngx_str_t, ngx_table_elt_t};
+use ngx::ffi::{
+    ngx_http_request_t, ngx_list_init, ngx_list_push, ngx_list_t, ngx_str_t, ngx_table_elt_t,
+};
 use ngx::http::{list_iterator, HttpModule};
 
 use crate::Module;
@@ -140,6 +142,46 @@ pub unsafe fn set_authorization(r: *mut ngx_http_request_t, value: ngx_str_t) ->
         }
         let h = push_header(headers, b"Authorization", b"authorization", value)?;
         (*r).headers_in.authorization = h;
+        Some(())
+    }
+}
+
+/// Keeps only the request headers `keep` accepts, so that what nginx sends
+/// upstream (proxy, fastcgi, grpc all walk this list) lacks the others.
+/// The list is rebuilt rather than edited: typed pointers such as
+/// `headers_in.host` keep pointing at the old elements, which stay valid.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn retain_headers(
+    r: *mut ngx_http_request_t,
+    mut keep: impl FnMut(&mut ngx_table_elt_t) -> bool,
+) -> Option<()> {
+    // SAFETY: the old list's parts live in the request pool and are only
+    // read; the new list is initialised in place, as its `last` pointer
+    // refers to its own first part.
+    unsafe {
+        let headers = ptr::addr_of_mut!((*r).headers_in.headers);
+        let old = ptr::read(headers);
+        let nalloc = old.nalloc.max(1);
+        if ngx_list_init(headers, (*r).pool, nalloc, size_of::<ngx_table_elt_t>()) != 0 {
+            return None;
+        }
+        let mut part: *const ngx::ffi::ngx_list_part_t = &old.part;
+        while !part.is_null() {
+            let elts = (*part).elts.cast::<ngx_table_elt_t>();
+            for i in 0..(*part).nelts {
+                let h = &mut *elts.add(i);
+                if keep(h) {
+                    let copy = ngx_list_push(headers).cast::<ngx_table_elt_t>();
+                    if copy.is_null() {
+                        return None;
+                    }
+                    ptr::copy_nonoverlapping(h, copy, 1);
+                }
+            }
+            part = (*part).next;
+        }
         Some(())
     }
 }

@@ -56,6 +56,11 @@ impl Claim {
     }
 }
 
+/// `$oauth2_token_error`: why the module refused the request. Unlike the
+/// others it is stored in the request's variable slots, not read from the
+/// module context, so it survives the internal redirect of an `error_page`.
+pub const ERROR_VARIABLE: ngx_str_t = ngx_string!("oauth2_token_error");
+
 /// Registers the variables; called from preconfiguration.
 ///
 /// # Safety
@@ -73,7 +78,43 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
             (*var).data = index;
         }
     }
+    let mut name = ERROR_VARIABLE;
+    // SAFETY: as above; the value is set by `set_error`, never computed.
+    unsafe {
+        let var = ngx_http_add_variable(cf, &mut name, 0);
+        if var.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        (*var).get_handler = Some(get_unset);
+    }
     NGX_OK as ngx_int_t
+}
+
+/// Getter of `$oauth2_token_error` before (or without) a refusal.
+unsafe extern "C" fn get_unset(
+    _r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes a value slot to fill.
+    unsafe { (*v).set_not_found(1) };
+    NGX_OK as ngx_int_t
+}
+
+/// Records why the request was refused in `$oauth2_token_error`.
+///
+/// # Safety
+/// `r` must be a live request and `index` the variable's index.
+pub unsafe fn set_error(r: *mut ngx_http_request_t, index: usize, code: &'static str) {
+    // SAFETY: r->variables has a slot per indexed variable; `code` is static.
+    unsafe {
+        let v = &mut *(*r).variables.add(index);
+        v.set_len(code.len() as u32);
+        v.data = code.as_ptr().cast_mut();
+        v.set_valid(1);
+        v.set_no_cacheable(0);
+        v.set_not_found(0);
+    }
 }
 
 unsafe extern "C" fn get_variable(

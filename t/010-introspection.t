@@ -132,25 +132,25 @@ WWW-Authenticate: Bearer realm="api"
 --- idp_calls: 0
 --- backend_calls: 0
 
-=== TEST 5: empty bearer token is invalid_request, IdP not called
+=== TEST 5: an empty bearer token is a malformed token (401 invalid_token), IdP not called
 --- request
 GET /
 --- more_headers
 Authorization: Bearer
---- error_code: 400
+--- error_code: 401
 --- response_headers_like
-WWW-Authenticate: ^Bearer realm="api", error="invalid_request", error_description="empty bearer token"$
+WWW-Authenticate: ^Bearer realm="api", error="invalid_token", error_description="empty bearer token"$
 --- idp_calls: 0
 --- backend_calls: 0
 
-=== TEST 6: characters outside b64token are invalid_request, IdP not called
+=== TEST 6: characters outside b64token make a malformed token (401 invalid_token), IdP not called
 --- request
 GET /
 --- more_headers
 Authorization: Bearer abc"def
---- error_code: 400
+--- error_code: 401
 --- response_headers_like
-WWW-Authenticate: ^Bearer realm="api", error="invalid_request", error_description="[^"]+"$
+WWW-Authenticate: ^Bearer realm="api", error="invalid_token", error_description="bearer token has characters outside b64token"$
 --- idp_calls: 0
 --- backend_calls: 0
 

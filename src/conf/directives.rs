@@ -8,20 +8,22 @@ use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_compile_complex_value,
     ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t,
-    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
-    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_CONF_TAKE123, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
-use ngx::http::HttpModule;
+use ngx::http::{HttpModule, HttpModuleMainConf};
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, require_args, secret_from_file_contents, CacheConf, Challenge,
-    ClientAuth, LocationConf, MainConf, Phase, Requirement, SecretSource, Template,
+    cache_args, is_valid_endpoint, parse_error_status, require_args, secret_from_file_contents,
+    CacheConf, Challenge, ClaimCheck, ClientAuth, LocationConf, MainConf, Phase, Requirement,
+    SecretSource, Situation, Template,
 };
+use crate::claim_rule::ClaimRule;
 use crate::state::zone;
 use crate::Module;
-use crate::{challenge, scope};
+use crate::{challenge, scope, token_source};
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -39,7 +41,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 22] = [
+pub static mut COMMANDS: [ngx_command_t; 26] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -139,6 +141,26 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
         ngx_string!("auth_oauth2_token_require"),
         NGX_CONF_1MORE,
         set_require,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_phantom"),
+        NGX_CONF_FLAG,
+        set_phantom,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_source"),
+        NGX_CONF_1MORE,
+        set_source,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_claim"),
+        NGX_CONF_2MORE,
+        set_require_claim,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_status"),
+        NGX_CONF_TAKE2,
+        set_status,
     ),
     ngx_command_t {
         name: ngx_string!("auth_oauth2_token_claim_set"),
@@ -474,6 +496,42 @@ handler!(set_require, |c| {
     Ok(())
 });
 
+handler!(set_phantom, |c| set_once(&mut c.conf.phantom, flag(c.arg)?));
+
+handler!(set_source, |c| {
+    let sources = token_source::parse_sources(&args_of(c))?;
+    set_once(&mut c.conf.token_source, sources)
+});
+
+handler!(set_require_claim, |c| {
+    let rule = ClaimRule::parse(&args_of(c))?;
+    // SAFETY: directives are parsed inside the http block, whose main conf
+    // of this module is a MainConf.
+    let main = Module::main_conf_mut(&*c.cf).ok_or("cannot find the http configuration")?;
+    let paths = &mut main.claims.checked;
+    let index = match paths.iter().position(|p| p == rule.path()) {
+        Some(index) => index,
+        None => {
+            paths.push(rule.path().to_string());
+            paths.len() - 1
+        }
+    };
+    c.conf.require_claim.push(ClaimCheck { rule, index });
+    Ok(())
+});
+
+handler!(set_status, |c| {
+    let situation = Situation::parse(c.arg).ok_or_else(|| {
+        format!(
+            "has an unknown situation \"{}\": use missing, invalid, forbidden, idp_error or idp_timeout",
+            String::from_utf8_lossy(c.arg)
+        )
+    })?;
+    let status = parse_error_status(c.args[1].as_bytes())
+        .ok_or("has an invalid status: it must be 400-599, excluding 444 and 499")?;
+    c.conf.statuses.set(situation, status)
+});
+
 /// `auth_oauth2_token_claim_set $variable CLAIM;` (http level): registers the
 /// variable, which reads the claim at that path of the introspection answer.
 unsafe extern "C" fn set_claim_set(
@@ -521,7 +579,7 @@ unsafe fn claim_set(
         ));
     }
     let path = utf8(path)?;
-    let index = main.claim_paths.len();
+    let index = main.claims.rendered.len();
     // SAFETY: nginx copies the name; the returned variable is ours to fill.
     unsafe {
         let mut name = ngx_str_t {
@@ -539,6 +597,6 @@ unsafe fn claim_set(
         (*var).get_handler = Some(crate::variables::get_claim);
         (*var).data = index;
     }
-    main.claim_paths.push(path);
+    main.claims.rendered.push(path);
     Ok(())
 }

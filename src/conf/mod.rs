@@ -2,12 +2,15 @@
 //! inherits from the blocks around it, and what must hold before nginx starts.
 
 pub mod cache_args;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "logic-only")))]
 pub mod directives;
 pub mod require_args;
 
 use crate::cache::CachePolicy;
+use crate::claim_rule::ClaimRule;
 use crate::form;
+use crate::introspection::ClaimPaths;
+use crate::token_source::TokenSource;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
@@ -26,6 +29,14 @@ pub enum ClientAuth {
 pub struct Requirement {
     pub variables: Vec<Template>,
     pub status: u16,
+}
+
+/// One `auth_oauth2_token_require_claim`, with where its claim's value is
+/// kept in a token's claims (`TokenClaims::checked`).
+#[derive(Debug, Clone)]
+pub struct ClaimCheck {
+    pub rule: ClaimRule,
+    pub index: usize,
 }
 
 /// `auth_oauth2_token_www_authenticate`: the challenge sent with refusals.
@@ -48,6 +59,82 @@ pub enum Phase {
     Access,
 }
 
+/// The situations whose status `auth_oauth2_token_status` can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Situation {
+    /// No token in the request (401).
+    Missing,
+    /// A malformed, inactive or refused token (401; 400 for a malformed request).
+    Invalid,
+    /// A valid token without a required scope or claim (403).
+    Forbidden,
+    /// The IdP failed or answered something unusable (502, or 503 when it said so).
+    IdpError,
+    /// The IdP did not answer in time (504).
+    IdpTimeout,
+}
+
+impl Situation {
+    const ALL: [Situation; 5] = [
+        Situation::Missing,
+        Situation::Invalid,
+        Situation::Forbidden,
+        Situation::IdpError,
+        Situation::IdpTimeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Situation::Missing => "missing",
+            Situation::Invalid => "invalid",
+            Situation::Forbidden => "forbidden",
+            Situation::IdpError => "idp_error",
+            Situation::IdpTimeout => "idp_timeout",
+        }
+    }
+
+    pub fn parse(name: &[u8]) -> Option<Situation> {
+        Situation::ALL
+            .into_iter()
+            .find(|s| s.name().as_bytes() == name)
+    }
+}
+
+/// The statuses a block sets with `auth_oauth2_token_status`, per situation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Statuses([Option<u16>; 5]);
+
+impl Statuses {
+    pub fn get(&self, situation: Situation) -> Option<u16> {
+        self.0[situation as usize]
+    }
+
+    pub fn set(&mut self, situation: Situation, status: u16) -> Result<(), String> {
+        let slot = &mut self.0[situation as usize];
+        if slot.is_some() {
+            return Err(format!("sets \"{}\" twice", situation.name()));
+        }
+        *slot = Some(status);
+        Ok(())
+    }
+
+    /// Each situation not set here takes the enclosing block's status.
+    fn inherit(&mut self, prev: &Statuses) {
+        for (own, outer) in self.0.iter_mut().zip(prev.0) {
+            inherit(own, &outer);
+        }
+    }
+}
+
+/// An error status an operator may configure: 400-599, except nginx's
+/// special 444 (close the connection) and 499 (client closed).
+pub fn parse_error_status(text: &[u8]) -> Option<u16> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|c| (400..=599).contains(c) && *c != 444 && *c != 499)
+}
+
 /// Where a client secret came from; only one source may be set per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource {
@@ -58,8 +145,11 @@ pub enum SecretSource {
 /// http-level configuration.
 #[derive(Debug, Default)]
 pub struct MainConf {
-    /// The claim paths of `auth_oauth2_token_claim_set`, in variable order.
-    pub claim_paths: Vec<String>,
+    /// The claim paths of `auth_oauth2_token_claim_set` (in variable order)
+    /// and of `auth_oauth2_token_require_claim`, read from every answer.
+    pub claims: ClaimPaths,
+    /// The index of `$oauth2_token_error`, set at postconfiguration.
+    pub error_variable: usize,
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
@@ -97,6 +187,12 @@ pub struct LocationConf {
     pub pass_options: Option<bool>,
     pub phase: Option<Phase>,
     pub www_authenticate: Option<Challenge>,
+    pub phantom: Option<bool>,
+    pub statuses: Statuses,
+    /// Where the token is looked for, in order; `None` means `bearer`.
+    pub token_source: Option<Vec<TokenSource>>,
+    /// Enclosing blocks' claim requirements first, then this block's own.
+    pub require_claim: Vec<ClaimCheck>,
     /// Enclosing blocks' requirements first, then this block's own.
     pub require: Vec<Requirement>,
     /// `Authorization` value for the IdP (empty with client_secret_post),
@@ -124,6 +220,10 @@ impl LocationConf {
         self.exchange == Some(true)
     }
 
+    pub fn phantom_enabled(&self) -> bool {
+        self.phantom == Some(true)
+    }
+
     pub fn realm(&self) -> &str {
         self.realm.as_deref().unwrap_or(DEFAULT_REALM)
     }
@@ -149,14 +249,31 @@ impl LocationConf {
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
         inherit(&mut self.www_authenticate, &prev.www_authenticate);
+        inherit(&mut self.phantom, &prev.phantom);
+        inherit(&mut self.token_source, &prev.token_source);
+        self.statuses.inherit(&prev.statuses);
         // Requirements add up: a location keeps those of its server and http blocks.
         let own = std::mem::take(&mut self.require);
         self.require = prev.require.iter().cloned().chain(own).collect();
+        let own = std::mem::take(&mut self.require_claim);
+        self.require_claim = prev.require_claim.iter().cloned().chain(own).collect();
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
 
-        if self.require_scope.is_some() && !self.introspection_enabled() && self.exchange_enabled()
-        {
-            return Err("\"auth_oauth2_token_require_scope\" needs \"auth_oauth2_token_introspect on\": scopes come from introspection".into());
+        if !self.introspection_enabled() && self.exchange_enabled() {
+            if self.require_scope.is_some() {
+                return Err("\"auth_oauth2_token_require_scope\" needs \"auth_oauth2_token_introspect on\": scopes come from introspection".into());
+            }
+            if !self.require_claim.is_empty() {
+                return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());
+            }
+        }
+        if self.phantom_enabled() {
+            if !self.introspection_enabled() {
+                return Err("\"auth_oauth2_token_phantom\" needs \"auth_oauth2_token_introspect on\": the JWT comes from introspection".into());
+            }
+            if self.exchange_enabled() {
+                return Err("\"auth_oauth2_token_phantom\" and \"auth_oauth2_token_exchange\" both replace the upstream's Authorization: turn one off".into());
+            }
         }
         let switch = match (self.introspection_enabled(), self.exchange_enabled()) {
             (false, false) => return Ok(()),
@@ -384,6 +501,87 @@ mod tests {
         child.merge(&parent).unwrap();
         let statuses: Vec<u16> = child.require.iter().map(|r| r.status).collect();
         assert_eq!(statuses, [401, 403]);
+    }
+
+    #[test]
+    fn phantom_needs_introspection_and_excludes_exchange() {
+        let mut conf = LocationConf {
+            phantom: Some(true),
+            ..enabled()
+        };
+        conf.merge(&LocationConf::default()).unwrap();
+        assert!(conf.phantom_enabled());
+
+        let mut exchanging = LocationConf {
+            phantom: Some(true),
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            ..enabled()
+        };
+        let err = exchanging.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("\"auth_oauth2_token_exchange\""), "{err}");
+
+        let mut alone = LocationConf {
+            phantom: Some(true),
+            ..Default::default()
+        };
+        let err = alone.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_introspect on"), "{err}");
+    }
+
+    #[test]
+    fn statuses_inherit_per_situation() {
+        let mut parent = LocationConf::default();
+        parent.statuses.set(Situation::Missing, 418).unwrap();
+        parent.statuses.set(Situation::IdpError, 500).unwrap();
+        let mut child = LocationConf::default();
+        child.statuses.set(Situation::IdpError, 503).unwrap();
+        assert!(child.statuses.set(Situation::IdpError, 502).is_err());
+        child.merge(&parent).unwrap();
+        assert_eq!(child.statuses.get(Situation::Missing), Some(418));
+        assert_eq!(child.statuses.get(Situation::IdpError), Some(503));
+        assert_eq!(child.statuses.get(Situation::Invalid), None);
+    }
+
+    #[test]
+    fn situations_and_error_statuses() {
+        for s in Situation::ALL {
+            assert_eq!(Situation::parse(s.name().as_bytes()), Some(s));
+        }
+        assert_eq!(Situation::parse(b"Missing"), None);
+        assert_eq!(parse_error_status(b"418"), Some(418));
+        for bad in [&b"399"[..], b"600", b"444", b"499", b"4x", b""] {
+            assert_eq!(parse_error_status(bad), None);
+        }
+    }
+
+    #[test]
+    fn claim_requirements_add_up_and_need_introspection() {
+        let check = |path: &str, index| ClaimCheck {
+            rule: ClaimRule::parse(&[path.as_bytes(), b"string", b"x"]).unwrap(),
+            index,
+        };
+        let parent = LocationConf {
+            require_claim: vec![check("a", 0)],
+            ..enabled()
+        };
+        let mut child = LocationConf {
+            require_claim: vec![check("b", 1)],
+            ..Default::default()
+        };
+        child.merge(&parent).unwrap();
+        let paths: Vec<&str> = child.require_claim.iter().map(|c| c.rule.path()).collect();
+        assert_eq!(paths, ["a", "b"]);
+
+        let mut exchange_only = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            require_claim: vec![check("a", 0)],
+            ..Default::default()
+        };
+        let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_require_claim"), "{err}");
     }
 
     #[test]

@@ -13,10 +13,7 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RequireArgs<'a>, String> {
     let mut status = 401;
     for arg in args {
         if let Some(code) = arg.strip_prefix(b"error=") {
-            status = std::str::from_utf8(code)
-                .ok()
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (400..=599).contains(c) && *c != 444 && *c != 499)
+            status = super::parse_error_status(code)
                 .ok_or("has an invalid error code: it must be 400-599, excluding 444 and 499")?;
         } else if arg.first() == Some(&b'$') && arg.len() > 1 {
             variables.push(*arg);
