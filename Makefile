@@ -5,6 +5,7 @@
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
 #   make debian     build objs/debian/*.so against Debian's nginx (nginx-dev) and check it loads
 #   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy
+#   make bench-micro  criterion micro-benchmarks of the plain-Rust logic (no nginx)
 #   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
 #
@@ -20,7 +21,7 @@ APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev 
                 zlib1g-dev perl python3 curl
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench lint clean
+.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench bench-micro lint clean
 
 all: build
 
@@ -45,6 +46,7 @@ test: unit e2e
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy $(CARGO_PROFILE_FLAG) --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) clippy --release --all-targets --features logic-only -- -D warnings
 
 demo: build
 	@scripts/demo.sh
@@ -64,6 +66,11 @@ soak: build
 bench: build
 	@scripts/deps.sh wrk
 	@scripts/bench.sh
+
+# Built with the nginx glue left out (feature logic-only), in a target dir of
+# its own so that it neither overwrites nor invalidates the module build.
+bench-micro: deps
+	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) bench --features logic-only --bench logic
 
 clean:
 	rm -rf $(OBJS)
