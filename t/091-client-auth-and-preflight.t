@@ -1,5 +1,6 @@
 # auth_oauth2_token_client_auth (client_secret_basic / client_secret_post) and
-# auth_oauth2_token_pass_options (CORS preflight without a token).
+# auth_oauth2_token_pass_options (CORS preflight without a token), and
+# credentials and IdPs set per location.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -94,3 +95,69 @@ location / { auth_oauth2_token_client_auth jwt; }
 --- must_die
 --- error_log
 "auth_oauth2_token_client_auth" directive takes "basic" or "post"
+
+=== TEST 7: two locations, two IdPs, two clients: the first asks its IdP as its client
+--- http_config
+auth_oauth2_token_introspect_cache zone=tokens:1m;
+--- config
+location /a/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_a;
+    auth_oauth2_token_client_id client-a;
+    auth_oauth2_token_client_secret sa;
+    proxy_pass http://backend;
+}
+location /b/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_b;
+    auth_oauth2_token_client_id client-b;
+    auth_oauth2_token_client_secret sb;
+    auth_oauth2_token_client_auth post;
+    proxy_pass http://backend;
+}
+location = /_idp_a { internal; proxy_pass http://idp/introspect-a; }
+location = /_idp_b { internal; proxy_pass http://idp/introspect-b; }
+--- idp
+{"/introspect-a t": {"json": {"active": true}}, "/introspect-b t": {"json": {"active": false}}}
+--- request
+GET /a/
+--- more_headers
+Authorization: Bearer t
+--- error_code: 200
+--- idp_request
+path: /introspect-a
+header Authorization: Basic Y2xpZW50LWE6c2E=
+body: token=t&token_type_hint=access_token
+
+=== TEST 8: two locations, two IdPs, two clients: the second asks its own IdP as its own client
+--- http_config
+auth_oauth2_token_introspect_cache zone=tokens:1m;
+--- config
+location /a/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_a;
+    auth_oauth2_token_client_id client-a;
+    auth_oauth2_token_client_secret sa;
+    proxy_pass http://backend;
+}
+location /b/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_b;
+    auth_oauth2_token_client_id client-b;
+    auth_oauth2_token_client_secret sb;
+    auth_oauth2_token_client_auth post;
+    proxy_pass http://backend;
+}
+location = /_idp_a { internal; proxy_pass http://idp/introspect-a; }
+location = /_idp_b { internal; proxy_pass http://idp/introspect-b; }
+--- idp
+{"/introspect-a t": {"json": {"active": true}}, "/introspect-b t": {"json": {"active": false}}}
+--- request
+GET /b/
+--- more_headers
+Authorization: Bearer t
+--- error_code: 401
+--- idp_request
+path: /introspect-b
+!header Authorization
+body: token=t&token_type_hint=access_token&client_id=client-b&client_secret=sb
