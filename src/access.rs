@@ -256,7 +256,7 @@ unsafe fn look_up(
     let token = ctx.token();
     if let Some(cache) = &conf.introspect_cache {
         // SAFETY: the zone was set up by the directive and initialised by nginx.
-        unsafe { consult_cache(cache, conf, token, ctx) };
+        unsafe { consult_cache(r, cache, conf, token, ctx) };
         if ctx.outcome.is_some() {
             return unsafe { conclude(r, conf, ctx) };
         }
@@ -311,8 +311,9 @@ unsafe fn ask_idp(
 /// coming answer is stored under.
 ///
 /// # Safety
-/// `cache.zone` must be an initialised zone.
+/// `r` must be a live request; `cache.zone` an initialised zone.
 unsafe fn consult_cache(
+    r: *mut ngx_http_request_t,
     cache: &CacheConf,
     conf: &LocationConf,
     token: &[u8],
@@ -324,10 +325,17 @@ unsafe fn consult_cache(
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
     let client_id = conf.client_id.as_deref().unwrap_or_default();
-    // A phantom answer is another answer: it must not share entries.
-    let key = match conf.phantom_enabled() {
-        true => CacheKey::from_parts(&[endpoint, client_id, token, b"phantom"]),
-        false => CacheKey::new(endpoint, client_id, token),
+    // A phantom answer is another answer, and entries keep the configured
+    // claims by position: neither may be shared across such differences.
+    let kind: &[u8] = match conf.phantom_enabled() {
+        true => b"phantom",
+        false => b"",
+    };
+    // SAFETY: the main conf exists for every request of the http block.
+    let claims = unsafe { Module::main_conf(&*r) }.map_or(&[][..], |m| &m.claims_fingerprint);
+    let key = match (kind, claims) {
+        ([], []) => CacheKey::new(endpoint, client_id, token),
+        _ => CacheKey::from_parts(&[endpoint, client_id, token, kind, claims]),
     };
     // SAFETY: guaranteed by the caller.
     let lookup = unsafe {
@@ -535,10 +543,15 @@ unsafe fn unmet_requirement(r: *mut ngx_http_request_t, conf: &LocationConf) -> 
                     403 => Some(BearerError::InsufficientScope(None)),
                     _ => None,
                 };
-                return Some(match error {
-                    // SAFETY: as above.
-                    Some(error) => unsafe { refuse(r, conf, error) },
-                    None => requirement.status as ngx_int_t,
+                // SAFETY: as above.
+                return Some(unsafe {
+                    match error {
+                        Some(error) => refuse(r, conf, error),
+                        None => {
+                            record_error(r, "access_denied");
+                            requirement.status as ngx_int_t
+                        }
+                    }
                 });
             }
         }

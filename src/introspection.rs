@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::cache::CacheKey;
 use crate::claims;
 use crate::jwt::{self, JwtError, MAX_JWT_BYTES};
 
@@ -92,6 +93,24 @@ pub struct ClaimPaths {
 impl ClaimPaths {
     fn is_empty(&self) -> bool {
         self.rendered.is_empty() && self.checked.is_empty()
+    }
+
+    /// Identifies the lists, for cache keys: entries keep claim values by
+    /// position, so a reload that changes the lists must not reuse them.
+    /// Empty lists add nothing to a key.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut text = Vec::new();
+        for list in [&self.rendered, &self.checked] {
+            for path in list {
+                text.extend_from_slice(path.as_bytes());
+                text.push(b'\n');
+            }
+            text.push(b'\0');
+        }
+        match self.is_empty() {
+            true => Vec::new(),
+            false => CacheKey::from_parts(&[&text]).0.to_vec(),
+        }
     }
 }
 
@@ -391,6 +410,28 @@ mod tests {
             Err(IdpFailure::NoActiveMember)
         );
         assert_eq!(parse_with_extra(b"[1]", &wanted), Err(IdpFailure::NotJson));
+    }
+
+    #[test]
+    fn claim_lists_have_distinct_fingerprints() {
+        let paths = |r: &[&str], c: &[&str]| ClaimPaths {
+            rendered: r.iter().map(|s| s.to_string()).collect(),
+            checked: c.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(ClaimPaths::default().fingerprint().is_empty());
+        let prints = [
+            paths(&["a", "b"], &[]).fingerprint(),
+            paths(&["b", "a"], &[]).fingerprint(),
+            paths(&["a"], &["b"]).fingerprint(),
+            paths(&["ab"], &[]).fingerprint(),
+        ];
+        for (i, a) in prints.iter().enumerate() {
+            assert_eq!(a.len(), 32);
+            for b in &prints[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(paths(&["a", "b"], &[]).fingerprint(), prints[0]);
     }
 
     #[test]

@@ -78,7 +78,8 @@ mod registration {
                 let index = ngx_http_get_variable_index(cf, &mut name);
                 match Module::main_conf_mut(&*cf) {
                     Some(main) if index != NGX_ERROR as ngx_int_t => {
-                        main.error_variable = index as usize
+                        main.error_variable = index as usize;
+                        main.claims_fingerprint = main.claims.fingerprint();
                     }
                     _ => return NGX_ERROR as ngx_int_t,
                 }

@@ -24,7 +24,7 @@ impl Malformed {
     /// anything the client sent.
     pub fn description(self) -> &'static str {
         match self {
-            Malformed::DuplicateHeader => "more than one Authorization header",
+            Malformed::DuplicateHeader => "the token header was sent more than once",
             Malformed::EmptyToken => "empty bearer token",
             Malformed::InvalidCharacters => "bearer token has characters outside b64token",
         }

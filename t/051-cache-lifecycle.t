@@ -116,6 +116,32 @@ idp_setup({ t => { json => { active => \1 } } });
     } $block;
 }
 
+# 5b. A reload that changes the claim_set list does not reuse entries, which
+# keep claim values by position: the same count, another order.
+idp_setup({ t => { json => { active => \1, tenant => 'acme', role => 'admin' } } });
+{
+    my $claims = sub {
+        my ($first, $second) = @_;
+        return "$ZONE;\nauth_oauth2_token_claim_set \$c1 $first;\nauth_oauth2_token_claim_set \$c2 $second;\n";
+    };
+    my $extra = 'add_header X-C1 $c1 always;';
+    my $before = block_from(name => 'reload claims', http_config => $claims->('tenant', 'role'),
+        config => location(path => '/a', extra => $extra) . $INTERNAL);
+    my $after = block_from(name => 'reload claims', http_config => $claims->('role', 'tenant'),
+        config => location(path => '/a', extra => $extra) . $INTERNAL);
+    my $c1 = sub {
+        my $r = http_request(raw_request('GET', '/a', ['Authorization: Bearer t']));
+        return join ',', map { $_->[1] } grep { lc $_->[0] eq 'x-c1' } @{ $r->{headers} };
+    };
+    run {
+        is($c1->(), 'acme', 'reload with reordered claims: $c1 is the tenant before');
+        is($c1->(), 'acme', 'reload with reordered claims: and on a hit');
+        ok(reload_nginx($after), 'reload with reordered claims: new workers are up');
+        is($c1->(), 'admin', 'reload with reordered claims: $c1 is the role after, not a stale value');
+        is(calls(), 2, 'reload with reordered claims: the IdP was asked again');
+    } $before;
+}
+
 # 6. Two workers share one zone.
 idp_setup({ t => { json => { active => \1 } } });
 run {

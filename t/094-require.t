@@ -150,3 +150,26 @@ location / { auth_oauth2_token_require error=403; }
 --- must_die
 --- error_log
 "auth_oauth2_token_require" directive needs at least one variable
+
+=== TEST 10: another error code has no challenge; $oauth2_token_error says access_denied
+--- config
+location / {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_require $trusted_client error=429;
+    add_header X-Error $oauth2_token_error always;
+    proxy_pass http://backend;
+}
+location = /_introspect { internal; proxy_pass http://idp/introspect; }
+--- idp
+{"t": {"json": {"active": true, "client_id": "other-app"}}}
+--- request
+GET /
+--- more_headers
+Authorization: Bearer t
+--- error_code: 429
+--- response_headers
+!WWW-Authenticate
+X-Error: access_denied
+--- backend_calls: 0

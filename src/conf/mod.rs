@@ -150,6 +150,9 @@ pub struct MainConf {
     pub claims: ClaimPaths,
     /// The index of `$oauth2_token_error`, set at postconfiguration.
     pub error_variable: usize,
+    /// `claims.fingerprint()`, set at postconfiguration, part of every
+    /// introspection cache key.
+    pub claims_fingerprint: Vec<u8>,
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
