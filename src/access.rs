@@ -172,13 +172,21 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
         .token_source
         .as_deref()
         .unwrap_or(credentials::DEFAULT_SOURCES);
+    // After an internal redirect the check runs again, with the token the
+    // first pass found: the request may no longer carry it.
     // SAFETY: r is the live main request.
-    let (found, source) = unsafe { credentials::find(r, sources) };
+    let (found, source, saved) = match unsafe { credentials::saved(r) } {
+        Some(token) => (BearerToken::Present(token), None, true),
+        None => {
+            // SAFETY: as above.
+            let (found, source) = unsafe { credentials::find(r, sources) };
+            (found, source, false)
+        }
+    };
+    // SAFETY: r is the live main request.
+    let is_options = unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize;
     let token = match found {
-        // SAFETY: r is the live main request.
-        BearerToken::Missing
-            if conf.passes_preflight() && unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize =>
-        {
+        BearerToken::Missing if conf.passes_preflight() && is_options => {
             return NGX_DECLINED as ngx_int_t;
         }
         // SAFETY: r is the live main request.
@@ -193,14 +201,18 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
         }
         BearerToken::Present(token) => token,
     };
-    if let Some(
-        source @ (TokenSource::Header(_) | TokenSource::Query(_) | TokenSource::Cookie(_)),
-    ) = source
-    {
+    let withholds = sources.iter().any(|s| *s != TokenSource::Bearer);
+    if let (Some(used), true) = (source, withholds) {
         // SAFETY: r is live; `token` points at memory withhold() leaves alone.
-        if unsafe { credentials::withhold(r, source) }.is_none() {
+        if unsafe { credentials::withhold(r, sources, used) }.is_none() {
             return NGX_ERROR as ngx_int_t;
         }
+    }
+    // Remember the token when this pass changes what the request carries.
+    let changes_request = withholds || conf.phantom_enabled() || conf.exchange_enabled();
+    // SAFETY: r is live; `token` lives in request memory.
+    if !saved && changes_request && unsafe { credentials::save(r, token) }.is_none() {
+        return NGX_ERROR as ngx_int_t;
     }
     let state = RequestCtx {
         token: ngx_str_t {
@@ -228,9 +240,11 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
     // SAFETY: r's connection log lives as long as r.
     ctx.wake.log = unsafe { (*(*r).connection).log };
     // SAFETY: r is the live main request and ctx its context.
-    match conf.introspection_enabled() {
-        true => unsafe { look_up(r, conf, ctx) },
-        false => unsafe { start_exchange(r, conf, ctx) },
+    unsafe {
+        match conf.introspection_enabled() {
+            true => look_up(r, conf, ctx),
+            false => start_exchange(r, conf, ctx),
+        }
     }
 }
 
@@ -258,6 +272,7 @@ unsafe fn look_up(
         // SAFETY: the zone was set up by the directive and initialised by nginx.
         unsafe { consult_cache(r, cache, conf, token, ctx) };
         if ctx.outcome.is_some() {
+            // SAFETY: r is the live main request and ctx its context.
             return unsafe { conclude(r, conf, ctx) };
         }
         if let Some(key) = ctx.key {
@@ -703,22 +718,16 @@ unsafe fn conclude_exchange(
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            let timeout = *failure == ExchangeFailure::Timeout;
             // SAFETY: r is the live main request (this function's contract).
-            match failure {
-                ExchangeFailure::InvalidGrant => unsafe {
-                    refuse(r, conf, BearerError::InvalidToken)
-                },
-                ExchangeFailure::NotPermitted(_) => unsafe {
-                    refuse(r, conf, BearerError::InsufficientScope(None))
-                },
-                _ => unsafe {
-                    fail(
-                        r,
-                        conf,
-                        *failure == ExchangeFailure::Timeout,
-                        failure.status(),
-                    )
-                },
+            unsafe {
+                match failure {
+                    ExchangeFailure::InvalidGrant => refuse(r, conf, BearerError::InvalidToken),
+                    ExchangeFailure::NotPermitted(_) => {
+                        refuse(r, conf, BearerError::InsufficientScope(None))
+                    }
+                    _ => fail(r, conf, timeout, failure.status()),
+                }
             }
         }
         None => NGX_ERROR as ngx_int_t,
@@ -746,12 +755,13 @@ unsafe fn refuse(
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
     // SAFETY: r is live (this function's contract).
     unsafe { record_error(r, error.code()) };
-    // SAFETY: r is live; custom values are evaluated into its pool.
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,
+        // SAFETY: r is live; the value is copied into its pool.
         Challenge::Standard => unsafe {
             pool_str(r, www_authenticate(conf.realm(), error).as_bytes())
         },
+        // SAFETY: r is live; custom values are evaluated into its pool.
         Challenge::Custom(template) => unsafe {
             evaluate(r, Some(template)).map(|v| ngx::ffi::ngx_str_t {
                 len: v.len(),

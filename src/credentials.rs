@@ -1,8 +1,9 @@
 //! The client's token in the request: found where `auth_oauth2_token_source`
-//! says, and kept from the upstream when it came from a header other than
-//! `Authorization`, a query parameter or a cookie.
+//! says, kept from the upstream when it may come from a header other than
+//! `Authorization`, a query parameter or a cookie, and remembered across
+//! internal redirects.
 
-use ngx::ffi::{ngx_http_request_t, ngx_str_t};
+use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_str_t};
 use ngx::http::list_iterator;
 
 use crate::request::{header_values, pool_str, retain_headers};
@@ -64,8 +65,11 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
             TokenSource::Cookie(name) => {
                 for (key, value) in list_iterator(headers) {
                     if key.as_bytes().eq_ignore_ascii_case(b"Cookie") {
-                        if let Some(value) = token_source::cookie_value(value.as_bytes(), name) {
-                            return token_source::raw_token(value);
+                        // An empty cookie is no token: a later header may carry one.
+                        let found = token_source::cookie_value(value.as_bytes(), name)
+                            .map_or(BearerToken::Missing, token_source::raw_token);
+                        if found != BearerToken::Missing {
+                            return found;
                         }
                     }
                 }
@@ -75,51 +79,170 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
     }
 }
 
-/// Removes the token from what the upstream receives: the header, the query
-/// parameter (nginx then rebuilds the proxied URI from `$uri` and `$args`)
-/// or the cookie. The `Authorization` header is left to the caller: it is
-/// passed on, or replaced by an exchanged or phantom token.
+/// Keeps every configured token carrier from the upstream: the header, the
+/// query parameter (in `$args` and `$request_uri`, so whatever the upstream
+/// is built from) and the cookie, whichever source the token came from, as
+/// any of them may hold a token nobody checked. The `Authorization` header
+/// stays when the token came from it (compatible with the C module;
+/// exchange and phantom replace it); when `bearer` is configured but the
+/// token came from elsewhere, it goes too.
 ///
 /// # Safety
 /// `r` must be a live request. Slices of the old values stay valid: new
 /// values are written to fresh pool memory.
-pub unsafe fn withhold(r: *mut ngx_http_request_t, source: &TokenSource) -> Option<()> {
-    // SAFETY: r is live; new values are copied into its pool before use.
-    unsafe {
+pub unsafe fn withhold(
+    r: *mut ngx_http_request_t,
+    sources: &[TokenSource],
+    used: &TokenSource,
+) -> Option<()> {
+    let mut drop_authorization = false;
+    let mut headers: Vec<&[u8]> = Vec::new();
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for source in sources {
         match source {
-            TokenSource::Bearer => Some(()),
-            TokenSource::Header(name) => {
-                retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(name))
-            }
-            TokenSource::Query(name) => {
-                let args = token_source::query_without((*r).args.as_bytes(), name);
-                (*r).args = match args.is_empty() {
-                    true => ngx_str_t::empty(),
-                    false => pool_str(r, &args)?,
-                };
-                (*r).set_valid_unparsed_uri(0);
-                Some(())
-            }
-            TokenSource::Cookie(name) => {
-                let mut failed = false;
-                retain_headers(r, |h| {
-                    if !h.key.as_bytes().eq_ignore_ascii_case(b"Cookie") {
-                        return true;
-                    }
-                    let rest = token_source::cookie_without(h.value.as_bytes(), name);
-                    if rest.len() == h.value.len {
-                        return true;
-                    }
-                    match pool_str(r, &rest) {
-                        Some(value) => h.value = value,
-                        None => failed = true,
-                    }
-                    // An element left empty is dropped; its value is
-                    // emptied too for readers of the typed pointer.
-                    !rest.is_empty()
-                })?;
-                (!failed).then_some(())
-            }
+            TokenSource::Bearer => drop_authorization = *used != TokenSource::Bearer,
+            TokenSource::Header(name) => headers.push(name),
+            // SAFETY: r is live (this function's contract).
+            TokenSource::Query(name) => unsafe { drop_query_parameter(r, name)? },
+            TokenSource::Cookie(name) => cookies.push(name),
         }
+    }
+    if drop_authorization {
+        headers.push(b"Authorization");
+    }
+    if headers.is_empty() && cookies.is_empty() {
+        return Some(());
+    }
+    let mut failed = false;
+    // SAFETY: r is live; new values are copied into its pool.
+    unsafe {
+        retain_headers(r, |h| {
+            let key = h.key.as_bytes();
+            if headers.iter().any(|name| key.eq_ignore_ascii_case(name)) {
+                return false;
+            }
+            if cookies.is_empty() || !key.eq_ignore_ascii_case(b"Cookie") {
+                return true;
+            }
+            let mut rest = h.value.as_bytes().to_vec();
+            for name in &cookies {
+                rest = token_source::cookie_without(&rest, name);
+            }
+            if rest.len() != h.value.len {
+                match pool_str(r, &rest) {
+                    Some(value) => h.value = value,
+                    None => failed = true,
+                }
+            }
+            // An element left empty is dropped; its value is emptied too
+            // for readers of nginx's own pointer to it.
+            !rest.is_empty()
+        })?;
+    }
+    (!failed).then_some(())
+}
+
+/// Removes `name` from `$args` and from the request URI that proxy_pass
+/// without a URI part, fastcgi's REQUEST_URI and `$request_uri` use. The
+/// path keeps its exact encoding.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn drop_query_parameter(r: *mut ngx_http_request_t, name: &[u8]) -> Option<()> {
+    // SAFETY: args and unparsed_uri point into request memory; the new
+    // values are fresh pool copies.
+    unsafe {
+        let args = (*r).args.as_bytes();
+        if token_source::query_value(args, name).is_none() {
+            return Some(());
+        }
+        let kept = token_source::query_without(args, name);
+        (*r).args = match kept.is_empty() {
+            true => ngx_str_t::empty(),
+            false => pool_str(r, &kept)?,
+        };
+        let unparsed = (*r).unparsed_uri.as_bytes();
+        let path_end = unparsed
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(unparsed.len());
+        let mut uri = unparsed[..path_end].to_vec();
+        if !kept.is_empty() {
+            uri.push(b'?');
+            uri.extend_from_slice(&kept);
+        }
+        (*r).unparsed_uri = pool_str(r, &uri)?;
+        Some(())
+    }
+}
+
+/// Marks the pool cleanup that remembers the client's token, so that the
+/// check after an internal redirect (index, try_files, error_page) uses it:
+/// by then the request no longer carries it, or carries the token that
+/// replaced it.
+unsafe extern "C" fn saved_token_marker(_data: *mut core::ffi::c_void) {}
+
+/// The cleanup's data: a tag on top of the handler's identity, as nothing
+/// guarantees that a function address is unique.
+#[repr(C)]
+struct SavedToken {
+    tag: u64,
+    token: ngx_str_t,
+}
+
+const SAVED_TOKEN_TAG: u64 = u64::from_be_bytes(*b"oauth2tk");
+
+fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
+    handler.map(|h| h as usize) == Some(saved_token_marker as *const () as usize)
+}
+
+/// Remembers `token` for the rest of the request.
+///
+/// # Safety
+/// `r` must be a live request; `token` must live in request memory.
+pub unsafe fn save(r: *mut ngx_http_request_t, token: &[u8]) -> Option<()> {
+    // SAFETY: the cleanup and its data live in r's pool.
+    unsafe {
+        let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedToken>());
+        if c.is_null() {
+            return None;
+        }
+        (*c).handler = Some(saved_token_marker);
+        (*c).data.cast::<SavedToken>().write(SavedToken {
+            tag: SAVED_TOKEN_TAG,
+            token: ngx_str_t {
+                len: token.len(),
+                data: token.as_ptr().cast_mut(),
+            },
+        });
+        Some(())
+    }
+}
+
+/// The token [`save`] remembered, after an internal redirect.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn saved<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
+    // SAFETY: the cleanup list of a live pool is well formed; ours hold an
+    // ngx_str_t pointing into request memory.
+    unsafe {
+        if (*r).internal() == 0 {
+            return None;
+        }
+        let mut c = (*(*r).pool).cleanup;
+        while !c.is_null() {
+            if is_marker((*c).handler) {
+                let saved = &*(*c).data.cast::<SavedToken>();
+                if saved.tag == SAVED_TOKEN_TAG {
+                    return Some(core::slice::from_raw_parts(
+                        saved.token.data,
+                        saved.token.len,
+                    ));
+                }
+            }
+            c = (*c).next;
+        }
+        None
     }
 }

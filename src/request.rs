@@ -25,6 +25,21 @@ pub unsafe fn ctx<'r, T>(r: *mut ngx_http_request_t) -> Option<&'r mut T> {
     }
 }
 
+/// A shared view of this module's context of `r`, for readers such as the
+/// variable getters, which nginx may call while the handler is running.
+///
+/// # Safety
+/// As for [`ctx`].
+pub unsafe fn ctx_ref<'r, T>(r: *mut ngx_http_request_t) -> Option<&'r T> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*(*r).ctx.add(Module::module().ctx_index))
+            .cast::<T>()
+            .cast_const()
+            .as_ref()
+    }
+}
+
 /// Moves `value` into the request pool (dropped when the pool is destroyed)
 /// and makes it this module's context of `r`.
 ///
@@ -165,6 +180,8 @@ pub unsafe fn retain_headers(
         let old = ptr::read(headers);
         let nalloc = old.nalloc.max(1);
         if ngx_list_init(headers, (*r).pool, nalloc, size_of::<ngx_table_elt_t>()) != 0 {
+            // Out of memory: put the old list back, whole.
+            ptr::write(headers, old);
             return None;
         }
         let mut part: *const ngx::ffi::ngx_list_part_t = &old.part;
@@ -175,6 +192,7 @@ pub unsafe fn retain_headers(
                 if keep(h) {
                     let copy = ngx_list_push(headers).cast::<ngx_table_elt_t>();
                     if copy.is_null() {
+                        ptr::write(headers, old);
                         return None;
                     }
                     ptr::copy_nonoverlapping(h, copy, 1);

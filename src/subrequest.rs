@@ -8,7 +8,7 @@ use core::ptr;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
     ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
-    ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
+    ngx_pfree, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
     NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
@@ -222,8 +222,18 @@ unsafe extern "C" fn phantom_introspection_done(
     data: *mut c_void,
     rc: ngx_int_t,
 ) -> ngx_int_t {
-    // SAFETY: as for record_introspection.
-    unsafe { record_introspection(sr, data, rc, introspection::interpret_phantom) }
+    // SAFETY: as for record_introspection; the answer buffer is ours
+    // (give_room_for_jwt), and the JWT was copied out of it.
+    unsafe {
+        let rc = record_introspection(sr, data, rc, introspection::interpret_phantom);
+        let out = (*sr).out;
+        if (*data.cast::<RequestCtx>()).outcome.is_some() && !out.is_null() {
+            // 128 KiB need not stay with the request until it ends.
+            ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
+            (*sr).out = ptr::null_mut();
+        }
+        rc
+    }
 }
 
 type Interpret = fn(IdpReply<'_>, &ClaimPaths) -> Result<IntrospectionResult, IdpFailure>;

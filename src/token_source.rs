@@ -59,6 +59,15 @@ fn parse_source(arg: &[u8]) -> Result<TokenSource, String> {
                 ));
             }
         }
+        if NGINX_HEADERS
+            .iter()
+            .any(|known| name.eq_ignore_ascii_case(known.as_bytes()))
+        {
+            return Err(format!(
+                "cannot read the token from \"{}\": nginx itself interprets that header",
+                show(arg)
+            ));
+        }
         return Ok(TokenSource::Header(name.to_vec()));
     }
     if let Some(name) = arg.strip_prefix(b"query=") {
@@ -83,6 +92,39 @@ fn parse_source(arg: &[u8]) -> Result<TokenSource, String> {
         show(arg)
     ))
 }
+
+/// Headers nginx keeps its own pointers to: removing one from the list
+/// would leave the token readable through them (`$http_user_agent`, realip).
+const NGINX_HEADERS: [&str; 28] = [
+    "Host",
+    "Connection",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "If-Match",
+    "If-None-Match",
+    "User-Agent",
+    "Referer",
+    "Content-Length",
+    "Content-Range",
+    "Content-Type",
+    "Range",
+    "If-Range",
+    "Transfer-Encoding",
+    "TE",
+    "Expect",
+    "Upgrade",
+    "Accept-Encoding",
+    "Via",
+    "Keep-Alive",
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "Accept",
+    "Accept-Language",
+    "Depth",
+    "Destination",
+    "Overwrite",
+    "Date",
+];
 
 /// RFC 9110 `token`: what a header field name is made of.
 fn is_field_name(name: &[u8]) -> bool {
@@ -130,6 +172,14 @@ fn split_query_pair(pair: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Whether a pair's raw name decodes to `name`: `access%5Ftoken` is the
+/// same parameter to the application behind the gateway.
+fn is_query_named(pair_name: &[u8], name: &[u8]) -> bool {
+    pair_name == name
+        || (pair_name.iter().any(|&b| b == b'%' || b == b'+')
+            && form_decode(pair_name).is_some_and(|decoded| decoded == name))
+}
+
 /// The form-decoded value of the first `name=...` pair of a query string.
 /// A value with a broken %-escape comes back raw: its '%' is not a b64token
 /// character, so `raw_token` rejects it rather than us guessing.
@@ -138,7 +188,7 @@ pub fn query_value<'a>(args: &'a [u8], name: &[u8]) -> Option<Cow<'a, [u8]>> {
         .split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(split_query_pair)
-        .find(|(pair_name, _)| *pair_name == name)?;
+        .find(|(pair_name, _)| is_query_named(pair_name, name))?;
     if !raw.iter().any(|&b| b == b'%' || b == b'+') {
         return Some(Cow::Borrowed(raw));
     }
@@ -177,7 +227,7 @@ fn hex_digit(b: u8) -> Option<u8> {
 pub fn query_without(args: &[u8], name: &[u8]) -> Vec<u8> {
     let kept: Vec<&[u8]> = args
         .split(|&b| b == b'&')
-        .filter(|pair| !pair.is_empty() && split_query_pair(pair).0 != name)
+        .filter(|pair| !pair.is_empty() && !is_query_named(split_query_pair(pair).0, name))
         .collect();
     kept.join(&b'&')
 }
@@ -395,5 +445,29 @@ mod tests {
         ] {
             assert_eq!(text(&cookie_without(header.as_bytes(), b"token")), kept);
         }
+    }
+
+    #[test]
+    fn encoded_parameter_names_are_the_same_parameter() {
+        assert_eq!(
+            query_value(b"access%5Ftoken=a", b"access_token").as_deref(),
+            Some(&b"a"[..])
+        );
+        assert_eq!(
+            text(&query_without(
+                b"access_token=a&access%5ftoken=b&x=1",
+                b"access_token"
+            )),
+            "x=1"
+        );
+        assert_eq!(query_value(b"access%5token=a", b"access_token"), None);
+    }
+
+    #[test]
+    fn headers_nginx_interprets_are_refused() {
+        let err = parse(&["header=user-agent"]).unwrap_err();
+        assert!(err.contains("nginx itself interprets"), "{err}");
+        assert!(parse(&["header=X-Forwarded-For"]).is_err());
+        assert!(parse(&["header=X-Api-Token"]).is_ok());
     }
 }

@@ -10,7 +10,7 @@ use ngx::ngx_string;
 
 use crate::access::RequestCtx;
 use crate::introspection::{IntrospectionResult, TokenClaims};
-use crate::request::{ctx, pool_str};
+use crate::request::{ctx_ref, pool_str};
 
 /// How each variable is read from a finished introspection.
 enum Claim {
@@ -125,7 +125,7 @@ unsafe extern "C" fn get_variable(
     // SAFETY: nginx passes a live request and a value slot to fill; `data` is
     // the index we registered; the context belongs to the main request.
     unsafe {
-        let state = ctx::<RequestCtx>((*r).main);
+        let state = ctx_ref::<RequestCtx>((*r).main);
         let value = match (state, VARIABLES.get(data)) {
             (
                 Some(RequestCtx {
@@ -197,7 +197,7 @@ pub unsafe extern "C" fn get_claim(
 ) -> ngx_int_t {
     // SAFETY: as for get_variable.
     unsafe {
-        let value = match ctx::<RequestCtx>((*r).main) {
+        let value = match ctx_ref::<RequestCtx>((*r).main) {
             Some(RequestCtx {
                 outcome: Some(Ok(IntrospectionResult::Active(claims))),
                 ..

@@ -44,6 +44,35 @@ location /exchange/ {
     auth_oauth2_token_source cookie=at;
     proxy_pass http://backend;
 }
+location /bearer-or-query/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_source bearer query=access_token;
+    proxy_set_header X-Request-Uri $request_uri;
+    proxy_set_header X-Args $args;
+    proxy_pass http://backend;
+}
+location /redirected/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_source query=access_token;
+    try_files /nonexistent @checked_again;
+}
+location @checked_again {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_source query=access_token;
+    proxy_pass http://backend;
+}
+location /exchange-redirected/ {
+    auth_oauth2_token_exchange on;
+    auth_oauth2_token_token_endpoint /_token;
+    auth_oauth2_token_audience orders;
+    try_files /nonexistent @exchanged_again;
+}
+location @exchanged_again {
+    auth_oauth2_token_exchange on;
+    auth_oauth2_token_token_endpoint /_token;
+    auth_oauth2_token_audience orders;
+    proxy_pass http://backend;
+}
 location / {
     auth_oauth2_token_introspect on;
     proxy_pass http://backend;
@@ -197,7 +226,7 @@ body: token=c2&token_type_hint=access_token
 --- backend_headers
 Cookie*: 2
 
-=== TEST 14: sources are tried in order: the header wins over the cookie and the Authorization header
+=== TEST 14: sources are tried in order: the header wins; the unchecked cookie and Authorization header are withheld too
 --- idp
 {"first": {"json": {"active": true}}, "second": {"json": {"active": false}}}
 --- request
@@ -212,8 +241,8 @@ X-Api-Token: first
 body: token=first&token_type_hint=access_token
 --- backend_headers
 !X-Api-Token
-Cookie: at=second
-Authorization: Bearer second
+!Cookie
+!Authorization
 
 === TEST 15: sources are tried in order: without the header, the cookie is used and removed
 --- idp
@@ -229,18 +258,20 @@ body: token=second&token_type_hint=access_token
 Cookie: x=1
 !Authorization
 
-=== TEST 16: sources are tried in order: the bearer token last, passed on unchanged
+=== TEST 16: sources are tried in order: the bearer token last, passed on unchanged; the other carriers withheld
 --- idp
 {"third": {"json": {"active": true}}}
 --- request
 GET /ordered/x
 --- more_headers
 Authorization: Bearer third
+Cookie: at=; other=1
 --- error_code: 200
 --- idp_request
 body: token=third&token_type_hint=access_token
 --- backend_headers
 Authorization: Bearer third
+Cookie: other=1
 
 === TEST 17: a malformed value in an earlier source ends the search
 --- request
@@ -292,3 +323,66 @@ body: token=plain&token_type_hint=access_token
 --- backend_headers
 Authorization: Bearer plain
 Cookie: at=ignored
+
+=== TEST 21: an unchecked query token next to a bearer token is withheld, also under an encoded name and from $request_uri
+--- idp
+{"b": {"json": {"active": true}}}
+--- request
+GET /bearer-or-query/x?access_token=evil&access%5Ftoken=evil2&page=2
+--- more_headers
+Authorization: Bearer b
+--- error_code: 200
+--- idp_request
+body: token=b&token_type_hint=access_token
+--- backend_uri: /bearer-or-query/x?page=2
+--- backend_headers
+Authorization: Bearer b
+X-Request-Uri: /bearer-or-query/x?page=2
+X-Args: page=2
+
+=== TEST 22: the path keeps its exact encoding when the query token is removed
+--- idp
+{"q1": {"json": {"active": true}}}
+--- request
+GET /query/a%2Fb//c?access_token=q1
+--- error_code: 200
+--- backend_uri: /query/a%2Fb//c
+
+=== TEST 23: a Cookie header with an empty token cookie does not hide a later one
+--- idp
+{"c2": {"json": {"active": true}}}
+--- request
+GET /cookie/x
+--- more_headers
+Cookie: at=
+Cookie: at=c2
+--- error_code: 200
+--- idp_request
+body: token=c2&token_type_hint=access_token
+--- backend_headers
+!Cookie
+
+=== TEST 24: after an internal redirect (try_files) the check runs again with the token the first pass found
+--- idp
+{"q1": {"json": {"active": true}}}
+--- request
+GET /redirected/x?access_token=q1&page=1
+--- error_code: 200
+--- idp_calls: 2
+--- idp_request
+body: token=q1&token_type_hint=access_token
+--- backend_uri: /redirected/x?page=1
+
+=== TEST 25: after an internal redirect an exchange starts from the client's token, not the issued one
+--- idp
+{"/token orig": {"json": {"access_token": "issued", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer"}}}
+--- request
+GET /exchange-redirected/x
+--- more_headers
+Authorization: Bearer orig
+--- error_code: 200
+--- idp_calls: 2
+--- idp_request
+body_like: subject_token=orig&
+--- backend_headers
+Authorization: Bearer issued
