@@ -4,7 +4,8 @@
 #   make test       cargo test + the end-to-end suite (prove -r t/)
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
 #   make debian     build objs/debian/*.so against Debian's nginx (nginx-dev) and check it loads
-#   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy
+#   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy,
+#                   then instructions per request under callgrind (repeatable)
 #   make bench-micro  criterion micro-benchmarks of the plain-Rust logic (no nginx)
 #   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
@@ -64,8 +65,9 @@ soak: build
 	@scripts/soak.sh
 
 bench: build
-	@scripts/deps.sh wrk
+	@scripts/deps.sh wrk valgrind
 	@scripts/bench.sh
+	@scripts/bench-instructions.sh
 
 # Built with the nginx glue left out (feature logic-only), in a target dir of
 # its own so that it neither overwrites nor invalidates the module build.

@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# The gateway worker's CPU instructions per request, counted by valgrind's
+# callgrind, for bench.sh's scenarios plus a cached phantom token.
+#
+# Why: wrk's requests/s on this 2-core machine swing by 10-20% from run to
+# run, too much to see a change of a few percent. The number of instructions
+# a request costs does not depend on the machine's load and repeats to well
+# under 1%, so it shows what a code change costs. It is not a time: cache
+# misses, syscalls and the kernel's share are not in it. One skew: valgrind
+# hides SHA-NI from CPUID, so the cache keys' SHA-256 runs sha2's portable
+# code here (~3,500 instructions a 64-byte block), far more than on a CPU
+# with SHA-NI; the cached scenarios 3, 4, 6, 7 hash one to three blocks a
+# request.
+#
+# How: two gateways run under callgrind as one process each (daemon off,
+# master_process off), one without the module (scenarios 1, 8a, 8b) and one
+# with it; a normal nginx plays IdP and backend, as in bench.sh. The
+# gateways start with instrumentation off, so startup, config parsing and
+# the cache fill of scenario 4 (~30s for 100000 tokens) run several times
+# faster than instrumented code. For each scenario a client sends
+# INSTR_WARMUP requests, switches instrumentation on and zeroes the counters
+# (callgrind_control -i on, -z), sends INSTR_REQUESTS sequential requests
+# over the same keep-alive connection, and dumps the counters
+# (callgrind_control -d): instructions / INSTR_REQUESTS is the result.
+# Every measured response must be 200 and the IdP must have been called as
+# often as the scenario says (never for a cache hit, once per request
+# without a cache); otherwise the scenario is reported INVALID.
+#
+# Usage: scripts/bench-instructions.sh (after make build)
+#   INSTR_REQUESTS=2000  measured requests per scenario
+#   INSTR_WARMUP=100     requests before each measurement
+#   INSTR_TOKENS=100000  distinct tokens cached for scenario 4
+#   INSTR_SAVE=dir       keep each scenario's callgrind dump there, for
+#                        callgrind_annotate dir/callgrind.<scenario>.out
+# Results: a table on stdout and bench/instructions.json; the exit status is
+# 1 when a scenario is INVALID.
+set -euo pipefail
+SAVE=${INSTR_SAVE:+$(realpath -m "$INSTR_SAVE")}
+cd "$(dirname "$0")/.."
+
+REQUESTS=${INSTR_REQUESTS:-2000}
+WARMUP=${INSTR_WARMUP:-100}
+TOKENS=${INSTR_TOKENS:-100000}
+GW_PORT=18680 PLAIN_PORT=18681 IDP_PORT=18682 BACKEND_PORT=18683
+GW_CPU=0 LOAD_CPU=1
+[ "$(nproc)" -ge 2 ] || LOAD_CPU=0
+# Filled tokens must all stay cached: ~260 bytes an entry (DIRECTIVES.md,
+# cache sizing), planned at 420 plus room for the other scenarios' entries.
+ZONE_MB=$(( TOKENS / 2500 + 8 ))
+
+for f in objs/nginx objs/ngx_http_auth_oauth2_token_module.so; do
+  [ -f "$f" ] || { echo "bench-instructions: $f is missing, run make build" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/oauth2-instr.XXXXXX)
+chmod 755 "$work"    # the peer's workers run as nobody
+vg_pids=()
+cleanup() {
+  for pid in "${vg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/peer/logs/nginx.pid" ] && "$work/nginx" -p "$work/peer" -c nginx.conf -s stop 2>/dev/null || true
+  wait
+  sleep 0.3
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# Copies, so that a rebuild of objs/ during the run does not change what runs.
+cp objs/nginx objs/ngx_http_auth_oauth2_token_module.so "$work/"
+NGINX=$work/nginx
+MODULE=$work/ngx_http_auth_oauth2_token_module.so
+mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache"
+
+# A fixed ~900-byte compact JWS for the phantom scenario: RS256 header,
+# realistic claims padded to size, 256 bytes of fake signature.
+JWT=$(python3 - <<'PY'
+import base64, json
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+header = {"alg": "RS256", "typ": "at+jwt", "kid": "bench-key-1"}
+claims = {"iss": "https://idp.example.com/realms/bench", "aud": "orders-api",
+          "sub": "6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a", "client_id": "web-app-1234",
+          "scope": "openid profile orders:read", "iat": 1700000000, "exp": 4102444800,
+          "jti": "0b9a8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d", "email": "alice@example.com",
+          "roles": ["orders-reader", "profile-reader"], "pad": ""}
+signature = b64(bytes(i * 7 % 256 for i in range(256)))
+jwt = ""
+while len(jwt) < 900:
+    jwt = ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), signature])
+    claims["pad"] += "x"
+print(jwt)
+PY
+)
+
+cat >"$work/peer/nginx.conf" <<CONF
+worker_processes 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+    log_format calls "\$uri";
+    server {
+        listen 127.0.0.1:$IDP_PORT;
+        access_log logs/idp.log calls;
+        location /introspect {
+            default_type application/json;
+            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
+        }
+        location /introspect-jwt {
+            default_type application/jwt;
+            return 200 '$JWT';
+        }
+        location /token {
+            default_type application/json;
+            return 200 '{"access_token":"exchanged.eyJzdWIiOiJhbGljZSJ9.sig","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}';
+        }
+    }
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        access_log off;
+        location / { return 200 "ok\n"; }
+    }
+}
+CONF
+
+# bench.sh's gateway: the same server{} for both, the module's locations only
+# where it is loaded. max_ttl=1h: entries must outlive the run (default 300s).
+gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom location (1/0)
+  local load="" module_http="" module_locations="" phantom_location=""
+  if [ "$1" = 1 ]; then
+    load="load_module $MODULE;"
+    module_http='
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_client_secret s3cret;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_token_endpoint /_token;'
+    module_locations="
+        location /introspect-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:${ZONE_MB}m max_ttl=1h;
+            proxy_pass http://backend;
+        }
+        location /introspect-nocache/ {
+            auth_oauth2_token_introspect on;
+            proxy_pass http://backend;
+        }
+        location /exchange-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:${ZONE_MB}m max_ttl=1h;
+            auth_oauth2_token_exchange on;
+            auth_oauth2_token_exchange_cache zone=exchanged:40m max_ttl=1h;
+            auth_oauth2_token_audience orders-api;
+            proxy_pass http://backend;
+        }
+        location = /_introspect { internal; proxy_pass http://idp/introspect; }
+        location = /_token { internal; proxy_pass http://idp/token; }"
+  fi
+  if [ "$3" = 1 ]; then
+    phantom_location='
+        location /phantom-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_phantom on;
+            auth_oauth2_token_introspect_cache zone=phantom:4m max_ttl=1h;
+            auth_oauth2_token_introspect_endpoint /_introspect_jwt;
+            proxy_pass http://backend;
+        }
+        location = /_introspect_jwt { internal; proxy_pass http://idp/introspect-jwt; }'
+  fi
+  cat <<CONF
+$load
+daemon off;
+master_process off;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;    # every scenario's requests on one connection
+    upstream idp { server 127.0.0.1:$IDP_PORT; keepalive 64; }
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_cache_path $work/plain/cache keys_zone=recipe:10m;
+$module_http
+    server {
+        listen 127.0.0.1:$2;
+        location /plain/ { proxy_pass http://backend; }
+
+        # The classic no-module recipe: auth_request to the IdP, optionally cached.
+        location /recipe-cached/ {
+            auth_request /_recipe_check_cached;
+            proxy_pass http://backend;
+        }
+        location /recipe-nocache/ {
+            auth_request /_recipe_check;
+            proxy_pass http://backend;
+        }
+        location = /_recipe_check {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";
+            proxy_set_body "token=\$http_authorization";
+            proxy_pass http://idp/introspect;
+        }
+        location = /_recipe_check_cached {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";
+            proxy_set_body "token=\$http_authorization";
+            proxy_cache recipe;
+            proxy_cache_methods POST;
+            proxy_cache_key \$http_authorization;
+            proxy_cache_valid 200 1h;
+            proxy_pass http://idp/introspect;
+        }
+$module_locations
+$phantom_location
+    }
+}
+CONF
+}
+
+# The phantom scenario only when this build accepts auth_oauth2_token_phantom.
+PHANTOM=1
+gateway_conf 1 "$GW_PORT" 1 >"$work/gw/nginx.conf"
+if ! "$NGINX" -t -q -p "$work/gw" -c nginx.conf 2>"$work/phantom-check.txt"; then
+  PHANTOM=0
+  echo "bench-instructions: scenario 7 unavailable: $(grep -m1 emerg "$work/phantom-check.txt")" >&2
+  gateway_conf 1 "$GW_PORT" 0 >"$work/gw/nginx.conf"
+fi
+gateway_conf 0 "$PLAIN_PORT" 0 >"$work/plain/nginx.conf"
+
+start_gateway() { # $1: name, $2: port
+  taskset -c $GW_CPU valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/$1/callgrind.out.%p" --log-file="$work/$1/valgrind.log" \
+    "$NGINX" -p "$work/$1" -c nginx.conf &
+  local pid=$!
+  vg_pids+=("$pid")
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "bench-instructions: gateway $1 did not start" >&2
+  cat "$work/$1/logs/error.log" "$work/$1/valgrind.log" >&2
+  exit 1
+}
+
+# The client: requests over one keep-alive connection. Tokens are
+# bench-token-1, or with "random" one of bench-token-1..TOKENS from a
+# generator with a fixed seed, so that every run sends the same sequence.
+cat >"$work/client.py" <<'PY'
+import collections, glob, json, os, random, shutil, socket, subprocess, sys, time
+
+TOKENS = int(os.environ["TOKENS"])
+
+def connect(port):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, sock.makefile("rb")
+
+def request(path, n):
+    return f"GET {path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer bench-token-{n}\r\n\r\n".encode()
+
+def response(f):
+    """Reads one response, returns its status."""
+    line = f.readline()
+    if not line:
+        raise ConnectionError("the gateway closed the connection")
+    status = int(line.split()[1])
+    length, chunked = 0, False
+    while (line := f.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    if chunked:
+        while size := int(f.readline().split(b";")[0], 16):
+            f.read(size + 2)
+        f.readline()
+    else:
+        f.read(length)
+    return status
+
+def lines(path):
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+def callgrind(pid, *command):
+    done = subprocess.run(["callgrind_control", *command, pid], capture_output=True, text=True)
+    if done.returncode or "OK" not in done.stdout:
+        sys.exit(f"callgrind_control {' '.join(command)} failed: {done.stdout}{done.stderr}")
+
+def fill(port, path, depth=64):
+    """Sends bench-token-1..TOKENS once each, pipelined: exit status 1 unless all are 200."""
+    sock, f = connect(port)
+    bad = collections.Counter()
+    for first in range(1, TOKENS + 1, depth):
+        batch = range(first, min(first + depth, TOKENS + 1))
+        sock.sendall(b"".join(request(path, n) for n in batch))
+        for _ in batch:
+            status = response(f)
+            if status != 200:
+                bad[status] += 1
+    if bad:
+        sys.exit(f"fill: statuses other than 200: {dict(bad)}")
+
+def measure(port, path, mode, pid, dump_prefix, idp_log, save=""):
+    """Prints one JSON line: statuses, IdP calls and instructions of the measured requests;
+    copies the callgrind dump to save, if given."""
+    requests, warmup = int(os.environ["REQUESTS"]), int(os.environ["WARMUP"])
+    rng = random.Random(1)
+    token = (lambda: rng.randint(1, TOKENS)) if mode == "random" else (lambda: 1)
+    sock, f = connect(port)
+    statuses = collections.Counter()
+
+    def send(count, tally):
+        for _ in range(count):
+            sock.sendall(request(path, token()))
+            status = response(f)
+            if tally:
+                statuses[status] += 1
+
+    send(warmup, False)
+    callgrind(pid, "-i", "on")
+    callgrind(pid, "-z")
+    idp_before = lines(idp_log)
+    started = time.monotonic()
+    send(requests, True)
+    seconds = time.monotonic() - started
+    dumps = set(glob.glob(dump_prefix + ".*"))
+    callgrind(pid, "-d")
+    callgrind(pid, "-i", "off")
+    idp_calls = lines(idp_log) - idp_before
+    (dump,) = set(glob.glob(dump_prefix + ".*")) - dumps
+    with open(dump) as d:
+        ir = next(int(l.split()[1]) for l in d if l.startswith("summary:"))
+    if save:
+        shutil.copyfile(dump, save)
+    print(json.dumps({"statuses": {str(k): v for k, v in statuses.items()}, "requests": requests,
+                      "idp_calls": idp_calls, "instructions": ir, "seconds": round(seconds, 1)}))
+
+if __name__ == "__main__":
+    {"fill": fill, "measure": measure}[sys.argv[1]](int(sys.argv[2]), *sys.argv[3:])
+PY
+
+taskset -c $LOAD_CPU "$NGINX" -p "$work/peer" -c nginx.conf
+start_gateway plain $PLAIN_PORT
+start_gateway gw $GW_PORT
+export TOKENS REQUESTS WARMUP
+client() { taskset -c $LOAD_CPU python3 "$work/client.py" "$@"; }
+
+echo "filling the cache with $TOKENS tokens (instrumentation off)" >&2
+fill_started=$SECONDS
+client fill $GW_PORT /introspect-cached/
+echo "  filled in $(( SECONDS - fill_started ))s" >&2
+
+# id|name|gateway|port|path|tokens|IdP calls per request
+SCENARIOS=(
+  "1|baseline: plain proxy, no module|plain|$PLAIN_PORT|/plain/|one|0"
+  "2|module loaded, location without auth|gw|$GW_PORT|/plain/|one|0"
+  "3|introspection, cache hit, one token|gw|$GW_PORT|/introspect-cached/|one|0"
+  "4|introspection, cache hit, $TOKENS tokens|gw|$GW_PORT|/introspect-cached/|random|0"
+  "5|introspection, no cache|gw|$GW_PORT|/introspect-nocache/|one|1"
+  "6|introspection + exchange, both cached|gw|$GW_PORT|/exchange-cached/|one|0"
+  "7|phantom token (${#JWT}-byte JWT), cached|gw|$GW_PORT|/phantom-cached/|one|0"
+  "8a|auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|one|0"
+  "8b|auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|one|1"
+)
+[ -z "$SAVE" ] || mkdir -p "$SAVE"
+
+raw=$work/results.txt
+: >"$raw"
+for sc in "${SCENARIOS[@]}"; do
+  IFS='|' read -r id name gw port path tokens per_request <<<"$sc"
+  if [ "$id" = 7 ] && [ "$PHANTOM" = 0 ]; then
+    echo "$id|$name|$per_request|unavailable" >>"$raw"
+    continue
+  fi
+  pid=$(cat "$work/$gw/logs/nginx.pid")
+  line=$(client measure "$port" "$path" "$tokens" "$pid" "$work/$gw/callgrind.out.$pid" \
+    "$work/peer/logs/idp.log" "${SAVE:+$SAVE/callgrind.$id.out}") || line='{"error": "the client failed"}'
+  echo "$id|$name|$per_request|$line" >>"$raw"
+  printf '  %-3s %-44s %s\n' "$id" "$name" "$line" >&2
+done
+
+# The table, bench/instructions.json, and the exit status: 1 if a scenario is INVALID.
+mkdir -p bench
+status=0
+python3 - "$raw" "$REQUESTS" "$WARMUP" "$TOKENS" "$(git describe --always --dirty 2>/dev/null || echo unknown)" <<'PY' || status=$?
+import json, sys
+raw, requests, warmup, tokens, commit = sys.argv[1:]
+rows = []
+for line in open(raw):
+    sid, name, per_request, result = line.rstrip("\n").split("|", 3)
+    row = {"id": sid, "scenario": name}
+    rows.append(row)
+    if result == "unavailable":
+        row.update(status="unavailable", note="auth_oauth2_token_phantom is not accepted by nginx -t")
+        continue
+    r = json.loads(result)
+    problems = [r["error"]] if "error" in r else []
+    if not problems:
+        other = {k: v for k, v in r["statuses"].items() if k != "200"}
+        if other:
+            problems.append(f"statuses other than 200: {other}")
+        expected = int(per_request) * r["requests"]
+        if r["idp_calls"] != expected:
+            problems.append(f"{r['idp_calls']} IdP calls, expected {expected}")
+        row.update(instructions_per_request=round(r["instructions"] / r["requests"]),
+                   idp_calls=r["idp_calls"], measured_seconds=r["seconds"])
+    row["status"] = "INVALID" if problems else "ok"
+    if problems:
+        row["note"] = "; ".join(problems)
+base = next((r for r in rows if r["id"] == "1" and r["status"] == "ok"), None)
+for r in rows:
+    if base and r["status"] == "ok":
+        r["cost_ratio"] = round(r["instructions_per_request"] / base["instructions_per_request"], 3)
+        r["throughput_equivalent_ratio"] = round(base["instructions_per_request"] / r["instructions_per_request"], 3)
+with open("bench/instructions.json", "w") as f:
+    json.dump({"requests": int(requests), "warmup": int(warmup), "tokens": int(tokens),
+               "commit": commit, "scenarios": rows}, f, indent=2)
+
+print(f"{'scenario':50} {'Ir/request':>10} {'cost':>6} {'thrpt':>6} {'IdP calls':>9}  note")
+for r in rows:
+    ir = f"{r['instructions_per_request']:10d}" if "instructions_per_request" in r else f"{'n/a':>10}"
+    cost, thr = (f"{r['cost_ratio']:6.2f}", f"{r['throughput_equivalent_ratio']:6.2f}") if "cost_ratio" in r else (f"{'-':>6}",) * 2
+    calls = f"{r['idp_calls']:9d}" if "idp_calls" in r else f"{'':9}"
+    note = "" if r["status"] == "ok" else f"{r['status']}: {r['note']}"
+    print(f"{r['id']:3}{r['scenario']:47} {ir} {cost} {thr} {calls}  {note}".rstrip())
+print(f"{requests} requests per scenario after {warmup} of warm-up. "
+      "cost: Ir / baseline Ir (lower is better); thrpt: baseline Ir / Ir")
+sys.exit(any(r["status"] == "INVALID" for r in rows))
+PY
+echo "wrote bench/instructions.json (${SECONDS}s in all)" >&2
+exit $status
