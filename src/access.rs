@@ -536,7 +536,9 @@ unsafe fn record_error(r: *mut ngx_http_request_t, code: &'static str) {
     // where our directives are; the index was set at postconfiguration.
     unsafe {
         if let Some(main) = Module::main_conf(&*r) {
-            variables::set_error(r, main.error_variable, code);
+            if let Some(index) = main.error_variable {
+                variables::set_error(r, index, code);
+            }
         }
     }
 }

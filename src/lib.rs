@@ -47,10 +47,9 @@ mod registration {
 
     use ngx::core::NGX_CONF_ERROR;
     use ngx::ffi::{
-        ngx_array_push, ngx_conf_t, ngx_http_get_variable_index, ngx_http_handler_pt,
-        ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-        ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_ERROR,
-        NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+        ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
+        ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t,
+        ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -74,15 +73,11 @@ mod registration {
             // SAFETY: nginx passes the http configuration; the core main conf and
             // its phase arrays exist by now.
             unsafe {
-                let mut name = variables::ERROR_VARIABLE;
-                let index = ngx_http_get_variable_index(cf, &mut name);
-                match Module::main_conf_mut(&*cf) {
-                    Some(main) if index != NGX_ERROR as ngx_int_t => {
-                        main.error_variable = index as usize;
-                        main.claims_fingerprint = main.claims.fingerprint();
-                    }
-                    _ => return NGX_ERROR as ngx_int_t,
-                }
+                let Some(main) = Module::main_conf_mut(&*cf) else {
+                    return NGX_ERROR as ngx_int_t;
+                };
+                main.error_variable = variables::error_variable_index(cf);
+                main.claims_fingerprint = main.claims.fingerprint();
                 let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
                     return NGX_ERROR as ngx_int_t;
                 };

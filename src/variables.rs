@@ -3,9 +3,11 @@
 //! claim is absent.
 
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
-    ngx_str_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_request_t,
+    ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_ERROR,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::access::RequestCtx;
@@ -88,6 +90,30 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
         (*var).get_handler = Some(get_unset);
     }
     NGX_OK as ngx_int_t
+}
+
+/// The index of `$oauth2_token_error` if some directive refers to it. An
+/// unused variable gets no index: every request's variable array would grow
+/// for nothing.
+///
+/// # Safety
+/// `cf` must be the http configuration, fully parsed (postconfiguration).
+pub unsafe fn error_variable_index(cf: *mut ngx_conf_t) -> Option<usize> {
+    // SAFETY: the core main conf's `variables` array holds the
+    // ngx_http_variable_t of every variable some directive indexed.
+    unsafe {
+        let cmcf = NgxHttpCoreModule::main_conf(&*cf)?;
+        let indexed = core::slice::from_raw_parts(
+            cmcf.variables.elts.cast::<ngx_http_variable_t>(),
+            cmcf.variables.nelts,
+        );
+        let wanted = ERROR_VARIABLE.as_bytes();
+        if !indexed.iter().any(|v| v.name.as_bytes() == wanted) {
+            return None;
+        }
+        let mut name = ERROR_VARIABLE;
+        usize::try_from(ngx_http_get_variable_index(cf, &mut name)).ok()
+    }
 }
 
 /// Getter of `$oauth2_token_error` before (or without) a refusal.

@@ -148,8 +148,9 @@ pub struct MainConf {
     /// The claim paths of `auth_oauth2_token_claim_set` (in variable order)
     /// and of `auth_oauth2_token_require_claim`, read from every answer.
     pub claims: ClaimPaths,
-    /// The index of `$oauth2_token_error`, set at postconfiguration.
-    pub error_variable: usize,
+    /// The index of `$oauth2_token_error` when the configuration uses it,
+    /// set at postconfiguration.
+    pub error_variable: Option<usize>,
     /// `claims.fingerprint()`, set at postconfiguration, part of every
     /// introspection cache key.
     pub claims_fingerprint: Vec<u8>,
