@@ -497,14 +497,21 @@ unsafe fn forward_phantom(
 ///
 /// # Safety
 /// `r` must be the live main request.
-unsafe fn authorize_upstream(r: *mut ngx_http_request_t, token: &str) -> ngx_int_t {
-    let mut value = Vec::with_capacity(7 + token.len());
-    value.extend_from_slice(b"Bearer ");
-    value.extend_from_slice(token.as_bytes());
-    // SAFETY: the new value lives in r's pool, as the header does.
-    match unsafe { pool_str(r, &value).and_then(|v| set_authorization(r, v)) } {
-        Some(()) => NGX_OK as ngx_int_t,
-        None => NGX_ERROR as ngx_int_t,
+unsafe fn authorize_upstream(r: *mut ngx_http_request_t, token: &[u8]) -> ngx_int_t {
+    const SCHEME: &[u8] = b"Bearer ";
+    // SAFETY: the value is built in r's pool, where the header lives too.
+    unsafe {
+        let len = SCHEME.len() + token.len();
+        let data = ngx::ffi::ngx_pnalloc((*r).pool, len).cast::<u8>();
+        if data.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        core::ptr::copy_nonoverlapping(SCHEME.as_ptr(), data, SCHEME.len());
+        core::ptr::copy_nonoverlapping(token.as_ptr(), data.add(SCHEME.len()), token.len());
+        match set_authorization(r, ngx_str_t { len, data }) {
+            Some(()) => NGX_OK as ngx_int_t,
+            None => NGX_ERROR as ngx_int_t,
+        }
     }
 }
 
@@ -716,7 +723,7 @@ unsafe fn conclude_exchange(
                 }
             }
             // SAFETY: r is the live main request (this function's contract).
-            unsafe { authorize_upstream(r, &issued.access_token) }
+            unsafe { authorize_upstream(r, issued.access_token.as_bytes()) }
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");

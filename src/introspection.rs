@@ -125,8 +125,10 @@ pub struct TokenClaims {
     pub extra: Vec<Option<String>>,
     /// The values of the `auth_oauth2_token_require_claim` paths, as JSON.
     pub checked: Vec<Option<String>>,
-    /// The JWT that replaces the client's token upstream (phantom mode).
-    pub phantom: Option<String>,
+    /// The JWT that replaces the client's token upstream (phantom mode);
+    /// checked to be a compact JWS, so ASCII, and kept as bytes so that a
+    /// cache hit need not check it again.
+    pub phantom: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,7 +271,7 @@ fn phantom_result(
     paths: &ClaimPaths,
 ) -> IntrospectionResult {
     IntrospectionResult::Active(TokenClaims {
-        phantom: Some(String::from_utf8_lossy(jwt).into_owned()),
+        phantom: Some(jwt.to_vec()),
         ..claims_of(claims, paths)
     })
 }
@@ -564,7 +566,10 @@ mod tests {
 
     fn upstream_token(result: Result<IntrospectionResult, IdpFailure>) -> (String, TokenClaims) {
         match result {
-            Ok(IntrospectionResult::Active(claims)) => (claims.phantom.clone().unwrap(), claims),
+            Ok(IntrospectionResult::Active(claims)) => (
+                String::from_utf8(claims.phantom.clone().unwrap()).unwrap(),
+                claims,
+            ),
             other => panic!("{other:?}"),
         }
     }

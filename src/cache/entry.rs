@@ -41,7 +41,7 @@ impl CachedIntrospection {
                 put_string(&mut out, s.as_deref());
             }
         }
-        put_string(&mut out, claims.phantom.as_deref());
+        put_bytes(&mut out, claims.phantom.as_deref());
         out
     }
 
@@ -67,7 +67,7 @@ impl CachedIntrospection {
             client_id,
             extra,
             checked,
-            phantom: r.string()?,
+            phantom: r.bytes()?.map(<[u8]>::to_vec),
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
@@ -112,15 +112,19 @@ impl CachedExchange {
 }
 
 /// A flag byte, then a u32 length and the bytes when present.
-fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => {
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
             out.push(1);
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
         }
         None => out.push(0),
     }
+}
+
+fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
+    put_bytes(out, s.map(str::as_bytes));
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -139,16 +143,22 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
 
-    /// Outer `None`: malformed; inner `None`: the claim was absent.
-    fn string(&mut self) -> Option<Option<String>> {
+    /// Outer `None`: malformed; inner `None`: the value was absent.
+    fn bytes(&mut self) -> Option<Option<&'a [u8]>> {
         match self.byte()? {
             0 => Some(None),
             1 => {
                 let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
-                let bytes = self.take(len)?;
-                Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
+                Some(Some(self.take(len)?))
             }
             _ => None,
+        }
+    }
+
+    fn string(&mut self) -> Option<Option<String>> {
+        match self.bytes()? {
+            None => Some(None),
+            Some(bytes) => Some(Some(core::str::from_utf8(bytes).ok()?.to_owned())),
         }
     }
 
@@ -172,7 +182,7 @@ mod tests {
             exp: Some(-5),
             extra: vec![Some("admin,view".into()), None],
             checked: vec![None, Some(r#"["a"]"#.into())],
-            phantom: Some("eyJh.eyJz.c2ln".into()),
+            phantom: Some(b"eyJh.eyJz.c2ln".to_vec()),
         });
         for result in [
             full,
