@@ -69,99 +69,18 @@ NGINX=$work/nginx
 MODULE=$work/ngx_http_auth_oauth2_token_module.so
 mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache"
 
-# A fixed ~900-byte compact JWS for the phantom scenario: RS256 header,
-# realistic claims padded to size, 256 bytes of fake signature.
-JWT=$(python3 - <<'PY'
-import base64, json
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-header = {"alg": "RS256", "typ": "at+jwt", "kid": "bench-key-1"}
-claims = {"iss": "https://idp.example.com/realms/bench", "aud": "orders-api",
-          "sub": "6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a", "client_id": "web-app-1234",
-          "scope": "openid profile orders:read", "iat": 1700000000, "exp": 4102444800,
-          "jti": "0b9a8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d", "email": "alice@example.com",
-          "roles": ["orders-reader", "profile-reader"], "pad": ""}
-signature = b64(bytes(i * 7 % 256 for i in range(256)))
-jwt = ""
-while len(jwt) < 900:
-    jwt = ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), signature])
-    claims["pad"] += "x"
-print(jwt)
-PY
-)
+. scripts/bench-common.sh
+JWT=$(bench_phantom_jwt)
+bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" >"$work/peer/nginx.conf"
 
-cat >"$work/peer/nginx.conf" <<CONF
-worker_processes 1;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 1024; }
-http {
-    log_format calls "\$uri";
-    server {
-        listen 127.0.0.1:$IDP_PORT;
-        access_log logs/idp.log calls;
-        location /introspect {
-            default_type application/json;
-            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
-        }
-        location /introspect-jwt {
-            default_type application/jwt;
-            return 200 '$JWT';
-        }
-        location /token {
-            default_type application/json;
-            return 200 '{"access_token":"exchanged.eyJzdWIiOiJhbGljZSJ9.sig","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}';
-        }
-    }
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        access_log off;
-        location / { return 200 "ok\n"; }
-    }
-}
-CONF
-
-# bench.sh's gateway: the same server{} for both, the module's locations only
-# where it is loaded. max_ttl=1h: entries must outlive the run (default 300s).
+# bench.sh's gateway, run by callgrind as one process: the same server{} for
+# both, the module's locations only where it is loaded.
 gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom location (1/0)
-  local load="" module_http="" module_locations="" phantom_location=""
+  local load="" module_http="" module_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
-    module_http='
-    auth_oauth2_token_client_id gw;
-    auth_oauth2_token_client_secret s3cret;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_token_endpoint /_token;'
-    module_locations="
-        location /introspect-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_introspect_cache zone=introspected:${ZONE_MB}m max_ttl=1h;
-            proxy_pass http://backend;
-        }
-        location /introspect-nocache/ {
-            auth_oauth2_token_introspect on;
-            proxy_pass http://backend;
-        }
-        location /exchange-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_introspect_cache zone=introspected:${ZONE_MB}m max_ttl=1h;
-            auth_oauth2_token_exchange on;
-            auth_oauth2_token_exchange_cache zone=exchanged:40m max_ttl=1h;
-            auth_oauth2_token_audience orders-api;
-            proxy_pass http://backend;
-        }
-        location = /_introspect { internal; proxy_pass http://idp/introspect; }
-        location = /_token { internal; proxy_pass http://idp/token; }"
-  fi
-  if [ "$3" = 1 ]; then
-    phantom_location='
-        location /phantom-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_phantom on;
-            auth_oauth2_token_introspect_cache zone=phantom:4m max_ttl=1h;
-            auth_oauth2_token_introspect_endpoint /_introspect_jwt;
-            proxy_pass http://backend;
-        }
-        location = /_introspect_jwt { internal; proxy_pass http://idp/introspect-jwt; }'
+    module_http=$(bench_module_http)
+    module_locations=$(bench_module_locations "${ZONE_MB}m" "$3")
   fi
   cat <<CONF
 $load
@@ -182,40 +101,8 @@ $module_http
     server {
         listen 127.0.0.1:$2;
         location /plain/ { proxy_pass http://backend; }
-
-        # The classic no-module recipe: auth_request to the IdP, optionally cached.
-        location /recipe-cached/ {
-            auth_request /_recipe_check_cached;
-            proxy_pass http://backend;
-        }
-        location /recipe-nocache/ {
-            auth_request /_recipe_check;
-            proxy_pass http://backend;
-        }
-        location = /_recipe_check {
-            internal;
-            proxy_method POST;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Type application/x-www-form-urlencoded;
-            proxy_set_header Connection "";
-            proxy_set_body "token=\$http_authorization";
-            proxy_pass http://idp/introspect;
-        }
-        location = /_recipe_check_cached {
-            internal;
-            proxy_method POST;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Type application/x-www-form-urlencoded;
-            proxy_set_header Connection "";
-            proxy_set_body "token=\$http_authorization";
-            proxy_cache recipe;
-            proxy_cache_methods POST;
-            proxy_cache_key \$http_authorization;
-            proxy_cache_valid 200 1h;
-            proxy_pass http://idp/introspect;
-        }
+$(bench_recipe_locations)
 $module_locations
-$phantom_location
     }
 }
 CONF

@@ -33,137 +33,16 @@ work=$(mktemp -d /tmp/oauth2-bench.XXXXXX)
 chmod 755 "$work"    # workers run as nobody and must reach the cache directory
 mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/plain/logs" "$work/plain/cache"
 
-# A phantom token as an IdP would issue it: an RS256-shaped JWT of ~900 bytes.
-PHANTOM_JWT=$(python3 - <<'PY'
-import base64, json
-def part(raw): return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-header = {"alg": "RS256", "typ": "at+jwt", "kid": "bench-key-1"}
-claims = {"iss": "https://idp.example.com", "sub": "6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a",
-          "aud": ["orders-api"], "scope": "openid profile orders:read", "client_id": "web-app-1234",
-          "exp": 4102444800, "iat": 1700000000, "jti": "0b1d6c2e-98a4-4f7e-b1c3-5d2e7f9a0c84",
-          "roles": ["customer", "orders-reader", "profile-editor"], "tenant": "acme-corporation"}
-print(".".join([part(json.dumps(header).encode()), part(json.dumps(claims).encode()), part(bytes(range(256)))]))
-PY
-)
-stop_all() {
-  for p in gw plain peer; do
-    [ -f "$work/$p/logs/nginx.pid" ] && $NGINX -p "$work/$p" -c nginx.conf -s stop 2>/dev/null || true
-  done
-  sleep 0.3
-  rm -rf "$work"
-}
-trap stop_all EXIT
-[ -n "${BENCH_DEBUG:-}" ] && trap - EXIT
-
-cat >"$work/peer/nginx.conf" <<CONF
-worker_processes 1;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    log_format calls "\$uri";
-    server {
-        listen 127.0.0.1:$IDP_PORT;
-        access_log logs/idp.log calls;
-        location /introspect {
-            default_type application/json;
-            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
-        }
-        location /introspect-jwt {
-            default_type application/jwt;
-            return 200 '$PHANTOM_JWT';
-        }
-        location /token {
-            default_type application/json;
-            return 200 '{"access_token":"exchanged.eyJzdWIiOiJhbGljZSJ9.sig","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}';
-        }
-    }
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        access_log off;
-        location / { return 200 "ok\n"; }
-    }
-}
-CONF
+. scripts/bench-common.sh
+bench_peer_conf $IDP_PORT $BACKEND_PORT "$(bench_phantom_jwt)" >"$work/peer/nginx.conf"
 
 # The same server{} for both gateways; the module's locations only where loaded.
-common_http="
-    access_log off;
-    upstream idp { server 127.0.0.1:$IDP_PORT; keepalive 64; }
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-    proxy_http_version 1.1;
-    proxy_set_header Connection \"\";
-    proxy_cache_path \$cache_dir keys_zone=recipe:10m;"
-recipe_locations='
-        # The classic no-module recipe: auth_request to the IdP, optionally cached.
-        location /recipe-cached/ {
-            auth_request /_recipe_check_cached;
-            proxy_pass http://backend;
-        }
-        location /recipe-nocache/ {
-            auth_request /_recipe_check;
-            proxy_pass http://backend;
-        }
-        location = /_recipe_check {
-            internal;
-            proxy_method POST;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Type application/x-www-form-urlencoded;
-            proxy_set_header Connection "";     # a location-level proxy_set_header drops the http-level one
-            proxy_set_body "token=$http_authorization";
-            proxy_pass http://idp/introspect;
-        }
-        location = /_recipe_check_cached {
-            internal;
-            proxy_method POST;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Type application/x-www-form-urlencoded;
-            proxy_set_header Connection "";
-            proxy_set_body "token=$http_authorization";
-            proxy_cache recipe;
-            proxy_cache_methods POST;
-            proxy_cache_key $http_authorization;
-            proxy_cache_valid 200 300s;
-            proxy_pass http://idp/introspect;
-        }'
-
 gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
   local load="" module_http="" module_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
-    module_http='
-    auth_oauth2_token_client_id gw;
-    auth_oauth2_token_client_secret s3cret;
-    auth_oauth2_token_introspect_endpoint /_introspect;
-    auth_oauth2_token_token_endpoint /_token;'
-    module_locations='
-        location /introspect-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_introspect_cache zone=introspected:40m;
-            proxy_pass http://backend;
-        }
-        location /introspect-nocache/ {
-            auth_oauth2_token_introspect on;
-            proxy_pass http://backend;
-        }
-        location /exchange-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_introspect_cache zone=introspected:40m;
-            auth_oauth2_token_exchange on;
-            auth_oauth2_token_exchange_cache zone=exchanged:40m;
-            auth_oauth2_token_audience orders-api;
-            proxy_pass http://backend;
-        }
-        location /phantom-cached/ {
-            auth_oauth2_token_introspect on;
-            auth_oauth2_token_phantom on;
-            auth_oauth2_token_introspect_endpoint /_introspect_jwt;
-            auth_oauth2_token_introspect_cache zone=phantoms:40m;
-            proxy_pass http://backend;
-        }
-        location = /_introspect { internal; proxy_pass http://idp/introspect; }
-        location = /_introspect_jwt { internal; proxy_pass http://idp/introspect-jwt; }
-        location = /_token { internal; proxy_pass http://idp/token; }'
+    module_http=$(bench_module_http)
+    module_locations=$(bench_module_locations 40m 1)
   fi
   cat <<CONF
 $load
@@ -173,12 +52,17 @@ error_log logs/error.log warn;
 pid logs/nginx.pid;
 events { worker_connections 4096; }
 http {
-${common_http//\$cache_dir/$3}
+    access_log off;
+    upstream idp { server 127.0.0.1:$IDP_PORT; keepalive 64; }
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_cache_path $3 keys_zone=recipe:10m;
 $module_http
     server {
         listen 127.0.0.1:$2;
         location /plain/ { proxy_pass http://backend; }
-$recipe_locations
+$(bench_recipe_locations)
 $module_locations
     }
 }

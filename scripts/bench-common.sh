@@ -1,0 +1,145 @@
+# Sourced by bench.sh and bench-instructions.sh, so that both measure the same
+# thing: the peer nginx (a fast IdP with fixed answers, and the backend), the
+# phantom JWT it issues, the no-module auth_request recipe and the module's
+# locations. Caches keep entries for an hour: every entry must outlive a run.
+
+# A ~900-byte compact JWS: RS256 header, realistic claims padded to size,
+# 256 bytes of fake signature (the module checks the shape, not the signature).
+bench_phantom_jwt() {
+  python3 - <<'PY'
+import base64, json
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+header = {"alg": "RS256", "typ": "at+jwt", "kid": "bench-key-1"}
+claims = {"iss": "https://idp.example.com/realms/bench", "aud": "orders-api",
+          "sub": "6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a", "client_id": "web-app-1234",
+          "scope": "openid profile orders:read", "iat": 1700000000, "exp": 4102444800,
+          "jti": "0b9a8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d", "email": "alice@example.com",
+          "roles": ["orders-reader", "profile-reader"], "pad": ""}
+signature = b64(bytes(i * 7 % 256 for i in range(256)))
+jwt = ""
+while len(jwt) < 900:
+    jwt = ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), signature])
+    claims["pad"] += "x"
+print(jwt)
+PY
+}
+
+# The peer's nginx.conf. $1: IdP port, $2: backend port, $3: the phantom JWT.
+# The IdP logs one line per call to logs/idp.log, so runs can count calls.
+bench_peer_conf() {
+  cat <<CONF
+worker_processes 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    log_format calls "\$uri";
+    server {
+        listen 127.0.0.1:$1;
+        access_log logs/idp.log calls;
+        location /introspect {
+            default_type application/json;
+            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
+        }
+        location /introspect-jwt {
+            default_type application/jwt;
+            return 200 '$3';
+        }
+        location /token {
+            default_type application/json;
+            return 200 '{"access_token":"exchanged.eyJzdWIiOiJhbGljZSJ9.sig","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}';
+        }
+    }
+    server {
+        listen 127.0.0.1:$2;
+        access_log off;
+        location / { return 200 "ok\n"; }
+    }
+}
+CONF
+}
+
+# The classic no-module recipe: auth_request to the IdP, optionally cached
+# (needs a proxy_cache_path keys_zone=recipe). A location-level
+# proxy_set_header drops the http-level Connection "", hence its repetition.
+bench_recipe_locations() {
+  cat <<'CONF'
+        location /recipe-cached/ {
+            auth_request /_recipe_check_cached;
+            proxy_pass http://backend;
+        }
+        location /recipe-nocache/ {
+            auth_request /_recipe_check;
+            proxy_pass http://backend;
+        }
+        location = /_recipe_check {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";
+            proxy_set_body "token=$http_authorization";
+            proxy_pass http://idp/introspect;
+        }
+        location = /_recipe_check_cached {
+            internal;
+            proxy_method POST;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Type application/x-www-form-urlencoded;
+            proxy_set_header Connection "";
+            proxy_set_body "token=$http_authorization";
+            proxy_cache recipe;
+            proxy_cache_methods POST;
+            proxy_cache_key $http_authorization;
+            proxy_cache_valid 200 1h;
+            proxy_pass http://idp/introspect;
+        }
+CONF
+}
+
+# The module's http-level directives.
+bench_module_http() {
+  cat <<'CONF'
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_client_secret s3cret;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_token_endpoint /_token;
+CONF
+}
+
+# The module's locations. $1: size of the introspection zone (it must hold
+# every token of the many-tokens scenario), $2: 1 to add the phantom location.
+bench_module_locations() {
+  cat <<CONF
+        location /introspect-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:$1 max_ttl=1h;
+            proxy_pass http://backend;
+        }
+        location /introspect-nocache/ {
+            auth_oauth2_token_introspect on;
+            proxy_pass http://backend;
+        }
+        location /exchange-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=introspected:$1 max_ttl=1h;
+            auth_oauth2_token_exchange on;
+            auth_oauth2_token_exchange_cache zone=exchanged:40m max_ttl=1h;
+            auth_oauth2_token_audience orders-api;
+            proxy_pass http://backend;
+        }
+        location = /_introspect { internal; proxy_pass http://idp/introspect; }
+        location = /_token { internal; proxy_pass http://idp/token; }
+CONF
+  [ "$2" = 1 ] || return 0
+  cat <<'CONF'
+        location /phantom-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_phantom on;
+            auth_oauth2_token_introspect_endpoint /_introspect_jwt;
+            auth_oauth2_token_introspect_cache zone=phantoms:8m max_ttl=1h;
+            proxy_pass http://backend;
+        }
+        location = /_introspect_jwt { internal; proxy_pass http://idp/introspect-jwt; }
+CONF
+}
