@@ -32,6 +32,15 @@ GW_CPU=0 LOAD_CPU=1
 work=$(mktemp -d /tmp/oauth2-bench.XXXXXX)
 chmod 755 "$work"    # workers run as nobody and must reach the cache directory
 mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/plain/logs" "$work/plain/cache"
+stop_all() {
+  for p in gw plain peer; do
+    [ -f "$work/$p/logs/nginx.pid" ] && $NGINX -p "$work/$p" -c nginx.conf -s stop 2>/dev/null || true
+  done
+  sleep 0.3
+  rm -rf "$work"
+}
+trap stop_all EXIT
+[ -n "${BENCH_DEBUG:-}" ] && trap - EXIT
 
 . scripts/bench-common.sh
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$(bench_phantom_jwt)" >"$work/peer/nginx.conf"

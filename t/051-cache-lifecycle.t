@@ -233,6 +233,29 @@ run {
 } block_from(name => 'small zone', http_config => $fast_idp,
     config => location(path => '/a', content => 'empty_gif;') . $fast_internal);
 
+# 9. An entry in use survives a stream of new tokens that fills the zone
+# many times over: between any two of its hits, one new token is stored.
+run {
+    my $sock;
+    my $ask = sub {
+        my ($token) = @_;
+        $sock //= IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port(), Timeout => 10)
+            or return 0;
+        print $sock "GET /a HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer $token\r\n\r\n";
+        my ($status, $close) = read_keepalive_response($sock);
+        if ($close) { close $sock; undef $sock }
+        return $status;
+    };
+    my ($ok, $before) = (0, fast_idp_calls());
+    for my $i (1 .. 1500) {
+        $ok++ if $ask->("new-$i") == 200 && $ask->('in-use') == 200;
+    }
+    is($ok, 1500, 'in use: every request succeeds');
+    is(fast_idp_calls() - $before, 1501, 'in use: the IdP was asked once for the token in use, once for each new one');
+    is((get('/a', 'new-1'))[1], 'MISS', 'in use: the zone did fill and evict (an early new token is gone)');
+} block_from(name => 'in use', http_config => $fast_idp,
+    config => location(path => '/a', content => 'empty_gif;') . $fast_internal);
+
 # One response from a keep-alive connection: (status, closed).
 my %pending;
 sub read_keepalive_response {
