@@ -30,8 +30,26 @@ location /exchange/ {
     auth_oauth2_token_client_auth post;
     proxy_pass http://backend;
 }
+# Two IdPs, two clients.
+location /a/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_a;
+    auth_oauth2_token_client_id client-a;
+    auth_oauth2_token_client_secret sa;
+    proxy_pass http://backend;
+}
+location /b/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_idp_b;
+    auth_oauth2_token_client_id client-b;
+    auth_oauth2_token_client_secret sb;
+    auth_oauth2_token_client_auth post;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
 location = /_token { internal; proxy_pass http://idp/token; }
+location = /_idp_a { internal; proxy_pass http://idp/introspect-a; }
+location = /_idp_b { internal; proxy_pass http://idp/introspect-b; }
 CONF
 
 run_tests(default_config => $config);
@@ -97,26 +115,6 @@ location / { auth_oauth2_token_client_auth jwt; }
 "auth_oauth2_token_client_auth" directive takes "basic" or "post"
 
 === TEST 7: two locations, two IdPs, two clients: the first asks its IdP as its client
---- http_config
-auth_oauth2_token_introspect_cache zone=tokens:1m;
---- config
-location /a/ {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_idp_a;
-    auth_oauth2_token_client_id client-a;
-    auth_oauth2_token_client_secret sa;
-    proxy_pass http://backend;
-}
-location /b/ {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_idp_b;
-    auth_oauth2_token_client_id client-b;
-    auth_oauth2_token_client_secret sb;
-    auth_oauth2_token_client_auth post;
-    proxy_pass http://backend;
-}
-location = /_idp_a { internal; proxy_pass http://idp/introspect-a; }
-location = /_idp_b { internal; proxy_pass http://idp/introspect-b; }
 --- idp
 {"/introspect-a t": {"json": {"active": true}}, "/introspect-b t": {"json": {"active": false}}}
 --- request
@@ -130,26 +128,6 @@ header Authorization: Basic Y2xpZW50LWE6c2E=
 body: token=t&token_type_hint=access_token
 
 === TEST 8: two locations, two IdPs, two clients: the second asks its own IdP as its own client
---- http_config
-auth_oauth2_token_introspect_cache zone=tokens:1m;
---- config
-location /a/ {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_idp_a;
-    auth_oauth2_token_client_id client-a;
-    auth_oauth2_token_client_secret sa;
-    proxy_pass http://backend;
-}
-location /b/ {
-    auth_oauth2_token_introspect on;
-    auth_oauth2_token_introspect_endpoint /_idp_b;
-    auth_oauth2_token_client_id client-b;
-    auth_oauth2_token_client_secret sb;
-    auth_oauth2_token_client_auth post;
-    proxy_pass http://backend;
-}
-location = /_idp_a { internal; proxy_pass http://idp/introspect-a; }
-location = /_idp_b { internal; proxy_pass http://idp/introspect-b; }
 --- idp
 {"/introspect-a t": {"json": {"active": true}}, "/introspect-b t": {"json": {"active": false}}}
 --- request
