@@ -150,17 +150,25 @@ unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     // SAFETY: nginx runs ACCESS handlers for the live main request only, and
     // only this module stores a RequestCtx in its slot; every function below
-    // requires exactly that.
+    // requires exactly that. The context is handled through a raw pointer:
+    // variable getters read it while these functions run (`require` values,
+    // templates), so no `&mut` to it may be held across those calls.
     unsafe {
-        match ctx::<RequestCtx>(r) {
-            None => begin(r, conf),
-            Some(ctx) if ctx.exchanging => match ctx.exchange {
-                None => NGX_AGAIN as ngx_int_t,
-                Some(_) => conclude_exchange(r, conf, ctx),
-            },
-            Some(ctx) if ctx.outcome.is_some() => conclude(r, conf, ctx),
-            Some(ctx) if ctx.waiting == Waiting::Restart => look_up(r, conf, ctx),
-            Some(_) => NGX_AGAIN as ngx_int_t,
+        let Some(ctx) = ctx::<RequestCtx>(r).map(|c| c as *mut RequestCtx) else {
+            return begin(r, conf);
+        };
+        if (*ctx).exchanging {
+            return match (*ctx).exchange.is_some() {
+                true => conclude_exchange(r, conf, ctx),
+                false => NGX_AGAIN as ngx_int_t,
+            };
+        }
+        if (*ctx).outcome.is_some() {
+            return conclude(r, conf, ctx);
+        }
+        match (*ctx).waiting {
+            Waiting::Restart => look_up(r, conf, ctx),
+            _ => NGX_AGAIN as ngx_int_t,
         }
     }
 }
@@ -239,6 +247,7 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
     ctx.wake.data = r.cast();
     // SAFETY: r's connection log lives as long as r.
     ctx.wake.log = unsafe { (*(*r).connection).log };
+    let ctx: *mut RequestCtx = ctx;
     // SAFETY: r is the live main request and ctx its context.
     unsafe {
         match conf.introspection_enabled() {
@@ -264,23 +273,23 @@ impl RequestCtx {
 unsafe fn look_up(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) -> ngx_int_t {
-    ctx.waiting = Waiting::No;
-    let token = ctx.token();
+    (*ctx).waiting = Waiting::No;
+    let token = (*ctx).token();
     if let Some(cache) = &conf.introspect_cache {
         // SAFETY: the zone was set up by the directive and initialised by nginx.
         unsafe { consult_cache(r, cache, conf, token, ctx) };
-        if ctx.outcome.is_some() {
+        if (*ctx).outcome.is_some() {
             // SAFETY: r is the live main request and ctx its context.
             return unsafe { conclude(r, conf, ctx) };
         }
-        if let Some(key) = ctx.key {
+        if let Some(key) = (*ctx).key {
             if let Role::Waiter = inflight::join(key, ctx) {
-                ctx.waiting = Waiting::ForLeader;
+                (*ctx).waiting = Waiting::ForLeader;
                 return NGX_AGAIN as ngx_int_t;
             }
-            ctx.leads = true;
+            (*ctx).leads = true;
         }
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
@@ -312,7 +321,7 @@ unsafe fn ask_idp(
     call: IdpCall,
     endpoint: &[u8],
     mut body: Vec<u8>,
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) -> ngx_int_t {
     body.extend_from_slice(&conf.client_credentials_form);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
@@ -332,10 +341,10 @@ unsafe fn consult_cache(
     cache: &CacheConf,
     conf: &LocationConf,
     token: &[u8],
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) {
     if !cache.policy.enabled() {
-        ctx.cache_status = Some(CacheStatus::Bypass);
+        (*ctx).cache_status = Some(CacheStatus::Bypass);
         return;
     }
     let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
@@ -362,20 +371,20 @@ unsafe fn consult_cache(
         )
     };
     // A request sent back by a vanished leader keeps its first status.
-    let first = ctx.cache_status.is_none();
+    let first = (*ctx).cache_status.is_none();
     let status = match lookup {
         Lookup::Hit(result) => {
-            ctx.outcome = Some(Ok(result));
+            (*ctx).outcome = Some(Ok(result));
             CacheStatus::Hit
         }
         Lookup::Expired => CacheStatus::Expired,
         Lookup::Miss => CacheStatus::Miss,
     };
     if first || status == CacheStatus::Hit {
-        ctx.cache_status = Some(status);
+        (*ctx).cache_status = Some(status);
     }
-    if ctx.outcome.is_none() {
-        ctx.key = Some(key);
+    if (*ctx).outcome.is_none() {
+        (*ctx).key = Some(key);
     }
 }
 
@@ -384,12 +393,12 @@ unsafe fn consult_cache(
 unsafe fn conclude(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) -> ngx_int_t {
-    if ctx.leads {
-        ctx.leads = false;
+    if (*ctx).leads {
+        (*ctx).leads = false;
         if let (Some(key), Some(cache), Some(Ok(result))) =
-            (&ctx.key, &conf.introspect_cache, &ctx.outcome)
+            (&(*ctx).key, &conf.introspect_cache, &(*ctx).outcome)
         {
             let now = now_ms();
             if let Some(expires) = cache.policy.expires_at(result, now) {
@@ -398,14 +407,14 @@ unsafe fn conclude(
                 unsafe { zone::insert(cache.zone.cast(), key, &value, expires, now) };
             }
         }
-        if let Some(key) = ctx.key {
+        if let Some(key) = (*ctx).key {
             // SAFETY: the in-flight table only holds live contexts.
-            unsafe { inflight::finish(&key, ctx) };
+            unsafe { inflight::finish(&key, &*ctx) };
         }
     }
     // SAFETY: r is live; its connection log is valid for logging.
     let log = unsafe { (*(*r).connection).log };
-    if let Some(Ok(IntrospectionResult::Active(claims))) = &ctx.outcome {
+    if let Some(Ok(IntrospectionResult::Active(claims))) = &(*ctx).outcome {
         // The token is genuine; now what this location asks of it, in order.
         let scopes = conf.require_scope.as_deref().unwrap_or_default();
         if !scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), scopes) {
@@ -452,7 +461,7 @@ unsafe fn conclude(
         }
         return NGX_OK as ngx_int_t;
     }
-    match &ctx.outcome {
+    match &(*ctx).outcome {
         Some(Ok(IntrospectionResult::Active(_))) => NGX_OK as ngx_int_t,
         Some(Ok(IntrospectionResult::Inactive)) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: token is not active");
@@ -613,10 +622,10 @@ unsafe fn evaluate<'r>(r: *mut ngx_http_request_t, template: Option<Template>) -
 unsafe fn start_exchange(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) -> ngx_int_t {
-    ctx.exchanging = true;
-    let token = ctx.token();
+    (*ctx).exchanging = true;
+    let token = (*ctx).token();
     // SAFETY: r is the live main request; templates come from the directives.
     let (audience, scope, resource) = unsafe {
         match (
@@ -652,15 +661,15 @@ unsafe fn start_exchange(
             match unsafe { zone::lookup(cache.zone.cast(), &key, now_ms(), CachedExchange::decode) }
             {
                 Lookup::Hit(issued) => {
-                    ctx.exchange = Some(Ok(issued));
+                    (*ctx).exchange = Some(Ok(issued));
                     CacheStatus::Hit
                 }
                 Lookup::Expired => {
-                    ctx.exchange_key = Some(key);
+                    (*ctx).exchange_key = Some(key);
                     CacheStatus::Expired
                 }
                 Lookup::Miss => {
-                    ctx.exchange_key = Some(key);
+                    (*ctx).exchange_key = Some(key);
                     CacheStatus::Miss
                 }
             }
@@ -668,9 +677,9 @@ unsafe fn start_exchange(
             CacheStatus::Bypass
         };
         if only_exchange {
-            ctx.cache_status = Some(status);
+            (*ctx).cache_status = Some(status);
         }
-        if ctx.exchange.is_some() {
+        if (*ctx).exchange.is_some() {
             // SAFETY: r and ctx as this function requires.
             return unsafe { conclude_exchange(r, conf, ctx) };
         }
@@ -693,14 +702,14 @@ unsafe fn start_exchange(
 unsafe fn conclude_exchange(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    ctx: &mut RequestCtx,
+    ctx: *mut RequestCtx,
 ) -> ngx_int_t {
     // SAFETY: r is live; its connection log is valid for logging.
     let log = unsafe { (*(*r).connection).log };
-    match &ctx.exchange {
+    match &(*ctx).exchange {
         Some(Ok(issued)) => {
-            if let (Some(key), Some(cache)) = (ctx.exchange_key.take(), &conf.exchange_cache) {
-                let subject_exp = match &ctx.outcome {
+            if let (Some(key), Some(cache)) = ((*ctx).exchange_key.take(), &conf.exchange_cache) {
+                let subject_exp = match &(*ctx).outcome {
                     Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
                     _ => None,
                 };
