@@ -22,6 +22,9 @@ pub mod scope;
 pub mod token;
 pub mod token_source;
 
+#[cfg(test)]
+mod properties;
+
 #[cfg(not(any(test, feature = "logic-only")))]
 mod access;
 #[cfg(not(any(test, feature = "logic-only")))]

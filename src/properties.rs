@@ -1,0 +1,101 @@
+//! Properties of the parsers that see client and IdP bytes, over generated
+//! input: they never panic, and what they remove stays removed.
+
+use proptest::prelude::*;
+
+use crate::cache::CachedIntrospection;
+use crate::claim_rule::ClaimRule;
+use crate::introspection::{self, ClaimPaths, IdpReply, IntrospectionResult, TokenClaims};
+use crate::token::{self, BearerToken};
+use crate::token_source;
+
+/// Query strings and cookie headers built from the characters that matter
+/// to their syntax, so that names collide often.
+fn query_like() -> impl Strategy<Value = String> {
+    "[a-c_%5F+=&.]{0,40}"
+}
+
+fn cookie_like() -> impl Strategy<Value = String> {
+    "[a-c =;\"]{0,40}"
+}
+
+fn claims() -> impl Strategy<Value = TokenClaims> {
+    (
+        proptest::option::of(".{0,20}"),
+        proptest::option::of(".{0,20}"),
+        proptest::option::of(any::<i64>()),
+        proptest::collection::vec(proptest::option::of(".{0,10}"), 0..3),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+    )
+        .prop_map(|(sub, scope, exp, extra, phantom)| TokenClaims {
+            sub,
+            scope,
+            exp,
+            checked: extra.clone(),
+            extra,
+            phantom,
+            ..TokenClaims::default()
+        })
+}
+
+proptest! {
+    #[test]
+    fn a_removed_query_parameter_is_not_found_again(args in query_like(), name in "[a-c_]{1,3}") {
+        let kept = token_source::query_without(args.as_bytes(), name.as_bytes());
+        prop_assert_eq!(token_source::query_value(&kept, name.as_bytes()), None);
+        prop_assert!(!kept.starts_with(b"&") && !kept.ends_with(b"&"));
+    }
+
+    #[test]
+    fn a_removed_cookie_is_not_found_again(header in cookie_like(), name in "[a-c]{1,2}") {
+        let kept = token_source::cookie_without(header.as_bytes(), name.as_bytes());
+        prop_assert_eq!(token_source::cookie_value(&kept, name.as_bytes()), None);
+    }
+
+    #[test]
+    fn a_present_token_is_a_b64token(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let BearerToken::Present(t) = token::from_authorization(&[&value]) {
+            prop_assert!(token::is_b64token(t));
+        }
+        if let BearerToken::Present(t) = token_source::raw_token(&value) {
+            prop_assert!(token::is_b64token(t));
+        }
+    }
+
+    #[test]
+    fn idp_answers_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+        status in prop_oneof![Just(200usize), Just(204), Just(401), Just(500)],
+        content_type in prop_oneof![
+            Just("application/json"),
+            Just("application/jwt"),
+            Just("application/token-introspection+jwt"),
+            Just("text/html")
+        ],
+    ) {
+        let paths = ClaimPaths { rendered: vec!["a.b".into()], checked: vec!["c".into()] };
+        let reply = IdpReply::new(0, status, &body).with_content_type(content_type.as_bytes());
+        let _ = introspection::interpret(reply, &paths);
+        if let Ok(IntrospectionResult::Active(claims)) = introspection::interpret_phantom(reply, &paths) {
+            prop_assert!(claims.phantom.is_some_and(|jwt| token::is_b64token(&jwt)));
+        }
+    }
+
+    #[test]
+    fn cache_entries_round_trip(claims in claims(), junk in proptest::collection::vec(any::<u8>(), 0..60)) {
+        let result = IntrospectionResult::Active(claims);
+        prop_assert_eq!(CachedIntrospection::decode(&CachedIntrospection::encode(&result)), Some(result));
+        let _ = CachedIntrospection::decode(&junk);
+    }
+
+    #[test]
+    fn claim_rules_never_panic(json in ".{0,30}", values in proptest::collection::vec("[a-z0-9]{1,4}", 1..3)) {
+        for kind in ["string", "integer", "boolean", "array", "delimited"] {
+            let mut args: Vec<&[u8]> = vec![b"c", kind.as_bytes()];
+            args.extend(values.iter().map(|v| v.as_bytes()));
+            if let Ok(rule) = ClaimRule::parse(&args) {
+                let _ = rule.is_met_by_json(Some(&json));
+            }
+        }
+    }
+}
