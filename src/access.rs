@@ -53,8 +53,9 @@ pub struct RequestCtx {
     /// Whether this request asks the IdP for others of its worker too.
     leads: bool,
     pub waiting: Waiting,
-    /// Posted by the leading request to resume this one.
-    pub wake: ngx_event_t,
+    /// Posted by the leading request to resume this one; made (in the
+    /// request pool) only when this request waits, which few do.
+    pub wake: *mut ngx_event_t,
     /// Set once the exchange stage has begun.
     exchanging: bool,
     /// `None` until the token endpoint's answer (or the cache's) is known.
@@ -95,8 +96,8 @@ impl Drop for RequestCtx {
         // SAFETY: the request pool is being destroyed; the event must not
         // fire and the in-flight table must not keep pointing at us.
         unsafe {
-            if self.wake.posted() != 0 {
-                ngx_delete_posted_event(&mut self.wake);
+            if !self.wake.is_null() && (*self.wake).posted() != 0 {
+                ngx_delete_posted_event(self.wake);
             }
             if let Some(key) = self.key {
                 if self.leads || self.waiting == Waiting::ForLeader {
@@ -232,8 +233,7 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
         key: None,
         leads: false,
         waiting: Waiting::No,
-        // SAFETY: an all-zero event is nginx's idle state (ngx_pcalloc'd).
-        wake: unsafe { core::mem::zeroed() },
+        wake: core::ptr::null_mut(),
         exchanging: false,
         exchange: None,
         exchange_key: None,
@@ -243,10 +243,6 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
     let Some(ctx) = (unsafe { create_ctx(r, state) }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    ctx.wake.handler = Some(inflight::resume);
-    ctx.wake.data = r.cast();
-    // SAFETY: r's connection log lives as long as r.
-    ctx.wake.log = unsafe { (*(*r).connection).log };
     let ctx: *mut RequestCtx = ctx;
     // SAFETY: r is the live main request and ctx its context.
     unsafe {
@@ -287,6 +283,13 @@ unsafe fn look_up(
         if let Some(key) = (*ctx).key {
             if let Role::Waiter = inflight::join(key, ctx) {
                 (*ctx).waiting = Waiting::ForLeader;
+                // SAFETY: r is the live main request and ctx its context.
+                if unsafe { prepare_wake(r, ctx) }.is_none() {
+                    // SAFETY: ctx was just registered as a waiter.
+                    unsafe { inflight::leave(&key, ctx, false) };
+                    (*ctx).waiting = Waiting::No;
+                    return NGX_ERROR as ngx_int_t;
+                }
                 return NGX_AGAIN as ngx_int_t;
             }
             (*ctx).leads = true;
@@ -308,6 +311,29 @@ unsafe fn look_up(
             ctx,
         )
     }
+}
+
+/// Gives a waiting request the event its leader posts to resume it.
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+unsafe fn prepare_wake(r: *mut ngx_http_request_t, ctx: *mut RequestCtx) -> Option<()> {
+    if !(*ctx).wake.is_null() {
+        return Some(());
+    }
+    // SAFETY: a zeroed event is nginx's idle state; it lives in r's pool,
+    // as long as the context that points at it.
+    unsafe {
+        let wake = ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
+        if wake.is_null() {
+            return None;
+        }
+        (*wake).handler = Some(inflight::resume);
+        (*wake).data = r.cast();
+        (*wake).log = (*(*r).connection).log;
+        (*ctx).wake = wake;
+    }
+    Some(())
 }
 
 /// Sends `body` to the IdP's internal location as this gateway's client:

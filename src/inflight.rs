@@ -86,10 +86,15 @@ pub unsafe fn leave(key: &CacheKey, ctx: *mut RequestCtx, leader: bool) {
 /// Posts the waiter's event; nginx then runs its phases again.
 ///
 /// # Safety
-/// `ctx` must be a live context whose `wake` event was set up by `access`.
+/// `ctx` must be a live context; a waiter's `wake` event is set up by
+/// `access` as soon as it joins.
 unsafe fn wake(ctx: *mut RequestCtx) {
-    // SAFETY: the event lives in the context; the posted queue is nginx's.
-    unsafe { ngx_post_event(&mut (*ctx).wake, &raw mut ngx_posted_events) };
+    // SAFETY: the event lives in the request pool; the posted queue is nginx's.
+    unsafe {
+        if !(*ctx).wake.is_null() {
+            ngx_post_event((*ctx).wake, &raw mut ngx_posted_events);
+        }
+    }
 }
 
 /// Handler of a waiter's wake event: re-runs the request's phases, which
