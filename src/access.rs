@@ -211,7 +211,10 @@ unsafe fn begin(r: *mut ngx_http_request_t, conf: &LocationConf) -> ngx_int_t {
         BearerToken::Present(token) => token,
     };
     let withholds = sources.iter().any(|s| *s != TokenSource::Bearer);
-    if let (Some(used), true) = (source, withholds) {
+    if withholds {
+        // After a redirect the carriers this location names go too; the
+        // Authorization header stays as the first pass left it.
+        let used = source.unwrap_or(&TokenSource::Bearer);
         // SAFETY: r is live; `token` points at memory withhold() leaves alone.
         if unsafe { credentials::withhold(r, sources, used) }.is_none() {
             return NGX_ERROR as ngx_int_t;

@@ -1,5 +1,6 @@
 //! What an RFC 7662 introspection answer means for the request that waits on it.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -230,7 +231,12 @@ pub fn interpret_phantom(
     let body = reply.body.trim_ascii();
     match reply.media_type().as_str() {
         "application/token-introspection+jwt" => {
-            let payload = jwt::claims(body)?;
+            let payload = jwt::payload(body)?;
+            if !unambiguous::<Rfc9701Members>(&payload) {
+                return Err(JwtError::PayloadNotJson.into());
+            }
+            let payload: Map<String, Value> =
+                serde_json::from_slice(&payload).map_err(|_| JwtError::PayloadNotJson)?;
             let Some(Value::Object(members)) = payload.get("token_introspection") else {
                 return Err(IdpFailure::NoTokenIntrospection);
             };
@@ -244,6 +250,9 @@ pub fn interpret_phantom(
         _ => {
             let map: Map<String, Value> =
                 serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+            if !unambiguous::<DecidingMembers>(body) {
+                return Err(IdpFailure::NotJson);
+            }
             let active = match map.get("active") {
                 None => None,
                 Some(Value::Bool(active)) => Some(*active),
@@ -251,11 +260,19 @@ pub fn interpret_phantom(
             };
             match (active, map.get("jwt")) {
                 (Some(false), _) => Ok(IntrospectionResult::Inactive),
-                (_, Some(Value::String(token))) => Ok(phantom_result(
-                    &jwt::claims(token.as_bytes())?,
-                    token.as_bytes(),
-                    paths,
-                )),
+                (_, Some(Value::String(token))) => {
+                    let mut result =
+                        phantom_result(&jwt::claims(token.as_bytes())?, token.as_bytes(), paths);
+                    // The answer's own `exp` bounds the cache entry too.
+                    if let IntrospectionResult::Active(claims) = &mut result {
+                        let outer = map.get("exp").and_then(numeric_date);
+                        claims.exp = match (claims.exp, outer) {
+                            (Some(inner), Some(outer)) => Some(inner.min(outer)),
+                            (inner, outer) => inner.or(outer),
+                        };
+                    }
+                    Ok(result)
+                }
                 (Some(true), _) => Err(IdpFailure::NoJwt),
                 (None, _) => Err(IdpFailure::NoActiveMember),
             }
@@ -274,6 +291,29 @@ fn phantom_result(
         phantom: Some(jwt.to_vec()),
         ..claims_of(claims, paths)
     })
+}
+
+/// The members that decide a verdict. Read into a map, a member given twice
+/// silently keeps its last value; serde refuses a struct field given twice,
+/// so an answer like `{"active":false,"active":true}` is refused instead.
+#[derive(Deserialize)]
+struct DecidingMembers {
+    #[serde(rename = "active")]
+    _active: Option<IgnoredAny>,
+    #[serde(rename = "jwt")]
+    _jwt: Option<IgnoredAny>,
+}
+
+/// The same for an RFC 9701 payload, whose verdict is one level down.
+#[derive(Deserialize)]
+struct Rfc9701Members {
+    #[serde(rename = "token_introspection")]
+    _members: Option<DecidingMembers>,
+}
+
+/// Whether no deciding member is given twice in the JSON `body`.
+fn unambiguous<T: serde::de::DeserializeOwned>(body: &[u8]) -> bool {
+    serde_json::from_slice::<T>(body).is_ok()
 }
 
 /// Only the members the module uses are kept; the rest are skipped unparsed.
@@ -308,6 +348,9 @@ pub fn parse_with_extra(
     paths: &ClaimPaths,
 ) -> Result<IntrospectionResult, IdpFailure> {
     let map: Map<String, Value> = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+    if !unambiguous::<DecidingMembers>(body) {
+        return Err(IdpFailure::NotJson);
+    }
     match map.get("active") {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(claims_of(&map, paths))),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
@@ -663,6 +706,46 @@ mod tests {
             Err(IdpFailure::CredentialsRejected(401))
         );
         assert_eq!(IdpFailure::NoJwt.status(), 502);
+    }
+
+    #[test]
+    fn a_deciding_member_given_twice_is_refused_on_every_path() {
+        let twice = r#"{"active":false,"active":true}"#;
+        let paths = ClaimPaths {
+            rendered: vec!["sub".into()],
+            checked: Vec::new(),
+        };
+        assert_eq!(
+            interpret(R::new(0, 200, twice.as_bytes()), &paths),
+            Err(IdpFailure::NotJson)
+        );
+        assert_eq!(
+            phantom(200, "application/json", twice),
+            Err(IdpFailure::NotJson)
+        );
+        let jwt = jws(r#"{"sub":"a"}"#);
+        let two_jwts = format!(r#"{{"active":true,"jwt":"{jwt}","jwt":"{jwt}"}}"#);
+        assert_eq!(
+            phantom(200, "application/json", &two_jwts),
+            Err(IdpFailure::NotJson)
+        );
+        let rfc9701 = jws(r#"{"token_introspection":{"active":false,"active":true}}"#);
+        assert_eq!(
+            phantom(200, "application/token-introspection+jwt", &rfc9701),
+            Err(IdpFailure::MalformedJwt(JwtError::PayloadNotJson))
+        );
+    }
+
+    #[test]
+    fn the_answer_exp_bounds_a_phantom_jwt_without_one() {
+        let no_exp = jws(r#"{"sub":"a"}"#);
+        let body = format!(r#"{{"active":true,"exp":1700000000,"jwt":"{no_exp}"}}"#);
+        let (_, claims) = upstream_token(phantom(200, "application/json", &body));
+        assert_eq!(claims.exp, Some(1_700_000_000));
+        let later = jws(r#"{"sub":"a","exp":1800000000}"#);
+        let body = format!(r#"{{"active":true,"exp":1700000000,"jwt":"{later}"}}"#);
+        let (_, claims) = upstream_token(phantom(200, "application/json", &body));
+        assert_eq!(claims.exp, Some(1_700_000_000));
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub enum JwtError {
 
 /// Checks that `jwt` is a signed compact JWS and returns its claims.
 pub fn claims(jwt: &[u8]) -> Result<Map<String, Value>, JwtError> {
+    serde_json::from_slice(&payload(jwt)?).map_err(|_| JwtError::PayloadNotJson)
+}
+
+/// Checks that `jwt` is a signed compact JWS and returns its decoded payload.
+pub fn payload(jwt: &[u8]) -> Result<Vec<u8>, JwtError> {
     if jwt.len() > MAX_JWT_BYTES {
         return Err(JwtError::TooLarge(jwt.len()));
     }
@@ -47,7 +52,7 @@ pub fn claims(jwt: &[u8]) -> Result<Map<String, Value>, JwtError> {
         return Err(JwtError::Unsigned);
     }
     decode(signature)?;
-    serde_json::from_slice(&decode(payload)?).map_err(|_| JwtError::PayloadNotJson)
+    decode(payload)
 }
 
 fn decode(part: &[u8]) -> Result<Vec<u8>, JwtError> {

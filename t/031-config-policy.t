@@ -1,5 +1,6 @@
-# Configuration mistakes in the policy directives (phantom, source,
-# require_claim, status) fail `nginx -t` with a message naming the directive.
+# Configuration mistakes in the policy directives (phantom, source, status,
+# require_claim, require, www_authenticate, pass_options) fail `nginx -t`
+# with a message naming the directive.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -167,3 +168,29 @@ location / { auth_oauth2_token_status missing; }
 --- must_die
 --- error_log
 invalid number of arguments in "auth_oauth2_token_status" directive
+
+=== TEST 22: www_authenticate set twice in a block
+--- config
+location / { auth_oauth2_token_www_authenticate on; auth_oauth2_token_www_authenticate off; }
+--- must_die
+--- error_log
+"auth_oauth2_token_www_authenticate" directive is duplicate
+
+=== TEST 23: pass_options takes on or off
+--- config
+location / { auth_oauth2_token_pass_options yes; }
+--- must_die
+--- error_log
+"auth_oauth2_token_pass_options" directive takes "on" or "off"
+
+=== TEST 24: require in a location that only exchanges tokens
+--- config
+location / {
+    auth_oauth2_token_exchange on;
+    auth_oauth2_token_token_endpoint /_t;
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_require $http_x_ok;
+}
+--- must_die
+--- error_log
+"auth_oauth2_token_require" needs "auth_oauth2_token_introspect on"

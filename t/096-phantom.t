@@ -37,6 +37,7 @@ my $http = <<'CONF';
 auth_oauth2_token_introspect_endpoint /_introspect;
 auth_oauth2_token_client_id gw;
 auth_oauth2_token_client_secret s3cret;
+auth_oauth2_token_claim_set $jwt_roles realm_access.roles;
 CONF
 
 my $config = <<'CONF';
@@ -51,6 +52,22 @@ location /small-buffer/ {
     auth_oauth2_token_introspect on;
     auth_oauth2_token_phantom on;
     auth_oauth2_token_introspect_endpoint /_introspect_small;
+    proxy_pass http://backend;
+}
+location /phantom-claims/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_phantom on;
+    proxy_set_header X-Roles $jwt_roles;
+    proxy_pass http://backend;
+}
+location /phantom-redirect/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_phantom on;
+    try_files /nonexistent @phantom_again;
+}
+location @phantom_again {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_phantom on;
     proxy_pass http://backend;
 }
 location /plain/ {
@@ -117,6 +134,24 @@ $res = get('/', 'opaque3');
 is($res->{status}, 200, 'RFC 9701 answer: allowed');
 is_deeply([last_backend_header('Authorization')], ["Bearer $rfc9701"], 'RFC 9701 answer: the upstream gets the signed answer');
 is_deeply([last_backend_header('X-Sub')], ['carol'], 'RFC 9701 answer: claims come from token_introspection');
+
+# --- claim_set reads the JWT's claims
+
+my $with_roles = jwt({ sub => 'frank', realm_access => { roles => ['reader', 'writer'] } });
+idp_setup({ roles => { body => $with_roles, content_type => 'application/jwt' } });
+$res = get('/phantom-claims/', 'roles');
+is($res->{status}, 200, 'claim_set with phantom: allowed');
+is_deeply([last_backend_header('X-Roles')], ['reader,writer'], 'claim_set with phantom: a nested claim of the JWT');
+
+# --- after an internal redirect the check runs again with the opaque token
+
+idp_setup({ opaque5 => { body => $raw, content_type => 'application/jwt' } });
+$res = get('/phantom-redirect/', 'opaque5');
+is($res->{status}, 200, 'phantom after try_files: allowed');
+is_deeply([map { $_->{body} } @{ idp_requests() }],
+    ['token=opaque5&token_type_hint=access_token', 'token=opaque5&token_type_hint=access_token'],
+    'phantom after try_files: both passes introspect the client token, never the JWT');
+is_deeply([last_backend_header('Authorization')], ["Bearer $raw"], 'phantom after try_files: the upstream gets the JWT once');
 
 # --- inactive answers are 401 and never reach the upstream
 

@@ -73,6 +73,16 @@ location @exchanged_again {
     auth_oauth2_token_audience orders;
     proxy_pass http://backend;
 }
+location /redirected-cookie/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_source cookie=at;
+    try_files /nonexistent @cookie_or_query;
+}
+location @cookie_or_query {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_source cookie=at query=access_token;
+    proxy_pass http://backend;
+}
 location / {
     auth_oauth2_token_introspect on;
     proxy_pass http://backend;
@@ -225,6 +235,7 @@ Cookie: at=c2; b=2
 body: token=c2&token_type_hint=access_token
 --- backend_headers
 Cookie*: 2
+--- response_body_like: ^(?!.*at=c2).*\["Cookie", "a=1"\], \["Cookie", "b=2"\]
 
 === TEST 14: sources are tried in order: the header wins; the unchecked cookie and Authorization header are withheld too
 --- idp
@@ -386,3 +397,18 @@ Authorization: Bearer orig
 body_like: subject_token=orig&
 --- backend_headers
 Authorization: Bearer issued
+
+=== TEST 26: after an internal redirect the new location's carriers are withheld too
+--- idp
+{"good": {"json": {"active": true}}}
+--- request
+GET /redirected-cookie/x?access_token=unchecked&page=1
+--- more_headers
+Cookie: at=good; keep=1
+--- error_code: 200
+--- idp_calls: 2
+--- idp_request
+body: token=good&token_type_hint=access_token
+--- backend_uri: /redirected-cookie/x?page=1
+--- backend_headers
+Cookie: keep=1

@@ -270,6 +270,9 @@ impl LocationConf {
             if !self.require_claim.is_empty() {
                 return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());
             }
+            if !self.require.is_empty() {
+                return Err("\"auth_oauth2_token_require\" needs \"auth_oauth2_token_introspect on\": requirements are checked on the introspected token".into());
+            }
         }
         if self.phantom_enabled() {
             if !self.introspection_enabled() {
@@ -586,6 +589,23 @@ mod tests {
         };
         let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("auth_oauth2_token_require_claim"), "{err}");
+    }
+
+    #[test]
+    fn require_needs_introspection_too() {
+        let t = |n: usize| Template(n as *mut core::ffi::c_void);
+        let mut exchange_only = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            require: vec![Requirement {
+                variables: vec![t(1)],
+                status: 401,
+            }],
+            ..Default::default()
+        };
+        let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("\"auth_oauth2_token_require\" needs"), "{err}");
     }
 
     #[test]
