@@ -9,8 +9,10 @@
 # BENCH_ROUNDS interleaved rounds; each round measures the baseline too, and
 # a scenario's ratio is the median of its per-round ratios. Each run: a
 # warm-up, then BENCH_SECONDS of wrk; requests/s, p50, p99, non-2xx, and the
-# IdP calls made during the run. A scenario with errors is reported invalid,
-# not fast. Every scenario's client is the same wrk Lua script (one token, or
+# IdP calls made during the run, and how busy the measured gateway worker
+# was: a row where it is not near 100% measured the client side instead. A
+# scenario with errors, or with IdP calls where the cache should answer, is
+# reported invalid, not fast, and the script exits non-zero. Every scenario's client is the same wrk Lua script (one token, or
 # TOKENS at random), so the client's own cost is the same in every row.
 # Then: how many introspection results a 10 MB zone holds
 # (scripts/cache-sizing.pl; BENCH_SIZING=0 skips it).
@@ -85,27 +87,37 @@ start_gateway() { # $1: name, $2: with module, $3: port
 
 idp_calls() { wc -l <"$work/peer/logs/idp.log"; }
 
-# name|port|path|distinct tokens, in the order each round runs them
+# The gateway's worker process, and the CPU time it has used, in ticks.
+worker_of() { ps --ppid "$(cat "$work/$1/logs/nginx.pid")" -o pid=,args= | awk '/worker process/ {print $1; exit}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# name|gateway|port|path|distinct tokens|cached (1: the IdP must not be
+# asked during the run), in the order each round runs them
 SCENARIOS=(
-  "1 baseline: plain proxy, no module|$PLAIN_PORT|/plain/|1"
-  "2 module loaded, location without auth|$GW_PORT|/plain/|1"
-  "3 introspection, cache hit, one token|$GW_PORT|/introspect-cached/|1"
-  "4 introspection, cache hit, $TOKENS tokens|$GW_PORT|/introspect-cached/|$TOKENS"
-  "5 introspection, no cache|$GW_PORT|/introspect-nocache/|1"
-  "6 introspection + exchange, both cached|$GW_PORT|/exchange-cached/|1"
-  "7 phantom token, cached|$GW_PORT|/phantom-cached/|1"
-  "8a auth_request recipe, proxy_cache hit|$PLAIN_PORT|/recipe-cached/|1"
-  "8b auth_request recipe, no cache|$PLAIN_PORT|/recipe-nocache/|1"
+  "1 baseline: plain proxy, no module|plain|$PLAIN_PORT|/plain/|1|1"
+  "2 module loaded, location without auth|gw|$GW_PORT|/plain/|1|1"
+  "3 introspection, cache hit, one token|gw|$GW_PORT|/introspect-cached/|1|1"
+  "4 introspection, cache hit, $TOKENS tokens|gw|$GW_PORT|/introspect-cached/|$TOKENS|1"
+  "5 introspection, no cache|gw|$GW_PORT|/introspect-nocache/|1|0"
+  "6 introspection + exchange, both cached|gw|$GW_PORT|/exchange-cached/|1|1"
+  "7 phantom token, cached|gw|$GW_PORT|/phantom-cached/|1|1"
+  "8a auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|1|1"
+  "8b auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|1|0"
 )
 
-# run PORT PATH TOKENS -> "rps|p50|p99|total|non2xx|errors|idp_calls"
+# run GATEWAY PORT PATH TOKENS -> "rps|p50|p99|total|non2xx|errors|idp_calls|gateway_cpu%"
 run() {
-  local port=$1 path=$2 tokens=$3
+  local gateway=$1 port=$2 path=$3 tokens=$4
   local args=(-t1 -c"$CONNECTIONS" --latency -s bench/random-token.lua)
   local url=http://127.0.0.1:$port$path
+  local worker; worker=$(worker_of "$gateway")
   TOKENS=$tokens taskset -c $LOAD_CPU wrk "${args[@]}" -d"${WARMUP}s" "$url" >/dev/null 2>&1
   local before; before=$(idp_calls)
+  local ticks; ticks=$(cpu_ticks "$worker")
+  local start; start=$(date +%s.%N)
   local out; out=$(TOKENS=$tokens taskset -c $LOAD_CPU wrk "${args[@]}" -d"${SECONDS_PER_RUN}s" "$url" 2>&1)
+  local busy; busy=$(awk -v t0="$ticks" -v t1="$(cpu_ticks "$worker")" -v s0="$start" -v s1="$(date +%s.%N)" \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", 100 * (t1 - t0) / hz / (s1 - s0)}')
   local calls=$(( $(idp_calls) - before ))
   local rps p50 p99 total non2xx errors
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -114,7 +126,7 @@ run() {
   total=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
   errors=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out"); errors=${errors:-0}
-  echo "$rps|$p50|$p99|$total|$non2xx|$errors|$calls"
+  echo "$rps|$p50|$p99|$total|$non2xx|$errors|$calls|$busy"
 }
 
 taskset -c $LOAD_CPU $NGINX -p "$work/peer" -c nginx.conf
@@ -129,9 +141,9 @@ raw=$work/runs.txt
 : >"$raw"
 for round in $(seq "$ROUNDS"); do
   for sc in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name port path tokens <<<"$sc"
-    line=$(run "$port" "$path" "$tokens")
-    echo "$round|$name|$line" >>"$raw"
+    IFS='|' read -r name gateway port path tokens cached <<<"$sc"
+    line=$(run "$gateway" "$port" "$path" "$tokens")
+    echo "$round|$name|$cached|$line" >>"$raw"
     printf '  round %s  %-44s %10s req/s\n' "$round" "$name" "${line%%|*}" >&2
   done
 done
@@ -141,9 +153,10 @@ python3 - "$raw" <<'PY' >bench/results.json
 import json, statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    rnd, name, rps, p50, p99, total, non2xx, errors, calls = line.rstrip("\n").split("|")
-    runs.setdefault(name, []).append(dict(round=int(rnd), rps=float(rps or 0), p50=p50, p99=p99,
-        non_2xx=int(non2xx or 0), socket_errors=int(errors or 0), idp_calls=int(calls or 0)))
+    rnd, name, cached, rps, p50, p99, total, non2xx, errors, calls, busy = line.rstrip("\n").split("|")
+    runs.setdefault(name, []).append(dict(round=int(rnd), cached=cached == "1", rps=float(rps or 0),
+        p50=p50, p99=p99, non_2xx=int(non2xx or 0), socket_errors=int(errors or 0),
+        idp_calls=int(calls or 0), gateway_cpu=int(busy or 0)))
 base_name = next(n for n in runs if n.startswith("1 "))
 base = {r["round"]: r["rps"] for r in runs[base_name]}
 rows = []
@@ -157,7 +170,12 @@ for name, rs in runs.items():
         "p50_last": rs[-1]["p50"], "p99_last": rs[-1]["p99"],
         "non_2xx": sum(r["non_2xx"] for r in rs), "socket_errors": sum(r["socket_errors"] for r in rs),
         "idp_calls_during_runs": sum(r["idp_calls"] for r in rs),
-        "valid": all(r["non_2xx"] == 0 and r["socket_errors"] == 0 for r in rs),
+        "cached": rs[0]["cached"],
+        "gateway_cpu_percent_median": statistics.median(r["gateway_cpu"] for r in rs),
+        # Errors, or IdP calls in a scenario that should have hit the cache,
+        # make the row's number meaningless.
+        "valid": all(r["non_2xx"] == 0 and r["socket_errors"] == 0
+                     and not (r["cached"] and r["idp_calls"]) for r in rs),
     })
 print(json.dumps({"rounds": max(r["round"] for rs in runs.values() for r in rs), "scenarios": rows}, indent=2))
 PY
@@ -165,15 +183,21 @@ PY
 python3 - <<'PY' | tee bench/results.txt
 import json
 d = json.load(open("bench/results.json"))
-print(f"{'scenario':46} {'req/s':>9} {'ratio':>6}  {'per round':24} {'p99':>8} {'IdP calls':>9}  note")
+print(f"{'scenario':44} {'req/s':>7} {'ratio':>5}  {'per round':24} {'p50':>7} {'p99':>7} {'non-2xx':>7} {'IdP calls':>9} {'gw CPU':>6}  note")
 for r in d["scenarios"]:
-    if "ratio_to_baseline_median" not in r:
-        print(f"{r['scenario']:46} {'n/a':>9} {'-':>6}  {'':24} {'':>8} {'':>9}  {r.get('note', '')}")
-        continue
-    note = "" if r["valid"] else f"INVALID: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
+    notes = []
+    if not r["valid"]:
+        notes.append(f"INVALID: {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors"
+                     + (f", {r['idp_calls_during_runs']} IdP calls while cached" if r["cached"] else ""))
     per = " ".join(f"{x:.2f}" for x in r["ratio_per_round"])
-    print(f"{r['scenario']:46} {r['requests_per_second_median']:9.0f} {r['ratio_to_baseline_median']:6.2f}  {per:24} {r['p99_last']:>8} {r['idp_calls_during_runs']:9d}  {note}")
+    print(f"{r['scenario']:44} {r['requests_per_second_median']:7.0f} {r['ratio_to_baseline_median']:5.2f}  {per:24} "
+          f"{r['p50_last']:>7} {r['p99_last']:>7} {r['non_2xx']:7d} {r['idp_calls_during_runs']:9d} "
+          f"{r['gateway_cpu_percent_median']:5.0f}%  {'; '.join(notes)}")
+print("ratio: median of the per-round ratios to row 1; p50/p99: last round; gw CPU: the measured gateway worker's")
+print("CPU use during the runs (median): below ~95% the client side, not the gateway, limits the row")
 PY
+invalid=$(python3 -c 'import json; print(sum(not r["valid"] for r in json.load(open("bench/results.json"))["scenarios"]))')
+
 if [ "${BENCH_SIZING:-1}" = 1 ]; then
   # Entries a 10 MB zone holds with typical claims (UUID sub, three scopes,
   # client id, exp); the target is at least 40,000.
@@ -188,3 +212,4 @@ json.dump(d, open("bench/results.json", "w"), indent=2)
 PY
 fi
 echo "wrote bench/results.txt and bench/results.json (median of $ROUNDS rounds)" >&2
+[ "$invalid" = 0 ] || { echo "bench: $invalid scenario(s) INVALID" >&2; exit 1; }
