@@ -40,10 +40,13 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
     unsafe {
         let headers = &(*r).headers_in.headers;
         match source {
-            TokenSource::Bearer => {
-                let (values, count) = header_values::<2>(headers, b"Authorization");
-                token::from_authorization(&values[..count.min(2)])
-            }
+            // nginx keeps its own pointer to the one Authorization header it
+            // accepts (a second one is a 400 before any module runs): no
+            // need to walk the header list on every request.
+            TokenSource::Bearer => match (*r).headers_in.authorization.as_ref() {
+                Some(h) => token::from_authorization(&[h.value.as_bytes()]),
+                None => BearerToken::Missing,
+            },
             TokenSource::Header(name) => match header_values::<1>(headers, name) {
                 (_, 0) => BearerToken::Missing,
                 ([value], 1) => token_source::raw_token(value),
@@ -109,6 +112,10 @@ pub unsafe fn withhold(
     }
     if drop_authorization {
         headers.push(b"Authorization");
+        // nginx's own pointer to the header (`$remote_user`, and `find`)
+        // must not outlive it in the list.
+        // SAFETY: r is live (this function's contract).
+        unsafe { (*r).headers_in.authorization = core::ptr::null_mut() };
     }
     if headers.is_empty() && cookies.is_empty() {
         return Some(());

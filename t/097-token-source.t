@@ -35,6 +35,8 @@ location /cookie/ {
 location /ordered/ {
     auth_oauth2_token_introspect on;
     auth_oauth2_token_source header=X-Api-Token cookie=at bearer;
+    proxy_set_header X-Seen-Authorization $http_authorization;
+    proxy_set_header X-Remote-User $remote_user;
     proxy_pass http://backend;
 }
 location /exchange/ {
@@ -254,6 +256,7 @@ body: token=first&token_type_hint=access_token
 !X-Api-Token
 !Cookie
 !Authorization
+!X-Seen-Authorization
 
 === TEST 15: sources are tried in order: without the header, the cookie is used and removed
 --- idp
@@ -282,6 +285,7 @@ Cookie: at=; other=1
 body: token=third&token_type_hint=access_token
 --- backend_headers
 Authorization: Bearer third
+X-Seen-Authorization: Bearer third
 Cookie: other=1
 
 === TEST 17: a malformed value in an earlier source ends the search
@@ -412,3 +416,19 @@ body: token=good&token_type_hint=access_token
 --- backend_uri: /redirected-cookie/x?page=1
 --- backend_headers
 Cookie: keep=1
+
+=== TEST 27: a withheld Authorization header is gone for nginx's own readers too ($remote_user)
+--- idp
+{"second": {"json": {"active": true}}}
+--- request
+GET /ordered/x
+--- more_headers
+Authorization: Basic dXNlcjpwdw==
+Cookie: at=second
+--- error_code: 200
+--- idp_request
+body: token=second&token_type_hint=access_token
+--- backend_headers
+!Authorization
+!X-Seen-Authorization
+!X-Remote-User
