@@ -11,11 +11,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use ngx_http_auth_oauth2_token_module::cache::{CacheKey, CachedIntrospection};
-use ngx_http_auth_oauth2_token_module::claim_rule::ClaimRule;
-use ngx_http_auth_oauth2_token_module::introspection::{self, ClaimPaths, IntrospectionResult};
-use ngx_http_auth_oauth2_token_module::token::{self, BearerToken};
-use ngx_http_auth_oauth2_token_module::{claims, jwt, scope, token_source};
+use ngx_http_auth_oauth2_token_module::oauth::bearer::{self, BearerToken};
+use ngx_http_auth_oauth2_token_module::oauth::cache::{CacheKey, CachedIntrospection};
+use ngx_http_auth_oauth2_token_module::oauth::claim_rule::ClaimRule;
+use ngx_http_auth_oauth2_token_module::oauth::introspection::{
+    self, ClaimPaths, IntrospectionResult,
+};
+use ngx_http_auth_oauth2_token_module::oauth::{carriers, claims, jwt, scope};
 
 /// A Keycloak-style answer for an active access token (about 700 bytes);
 /// Keycloak puts `active` last.
@@ -174,11 +176,11 @@ fn request_checks(c: &mut Criterion) {
     let mut g = c.benchmark_group("token/from_authorization");
     for (name, header) in [("opaque_40B", &opaque), (jwt_name.as_str(), &jwt)] {
         assert!(matches!(
-            token::from_authorization(&[header]),
+            bearer::from_authorization(&[header]),
             BearerToken::Present(_)
         ));
         g.bench_function(name, |b| {
-            b.iter(|| token::from_authorization(black_box(&[header.as_slice()])))
+            b.iter(|| bearer::from_authorization(black_box(&[header.as_slice()])))
         });
     }
     g.finish();
@@ -222,19 +224,19 @@ fn request_checks(c: &mut Criterion) {
     ]
     .concat();
     assert_eq!(
-        token_source::query_value(&query, b"access_token").as_deref(),
+        carriers::query_value(&query, b"access_token").as_deref(),
         Some(OPAQUE_TOKEN)
     );
     assert_eq!(
-        token_source::cookie_value(&cookie, b"access_token"),
+        carriers::cookie_value(&cookie, b"access_token"),
         Some(OPAQUE_TOKEN)
     );
     let mut g = c.benchmark_group("token_source");
     g.bench_function("query_value/4th_of_5", |b| {
-        b.iter(|| token_source::query_value(black_box(&query), black_box(b"access_token")))
+        b.iter(|| carriers::query_value(black_box(&query), black_box(b"access_token")))
     });
     g.bench_function("cookie_value/4th_of_5", |b| {
-        b.iter(|| token_source::cookie_value(black_box(&cookie), black_box(b"access_token")))
+        b.iter(|| carriers::cookie_value(black_box(&cookie), black_box(b"access_token")))
     });
     g.finish();
 }

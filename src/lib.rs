@@ -9,36 +9,13 @@
 //! `logic-only` feature for the benchmarks): their executables have no nginx
 //! to resolve the symbols against.
 
-pub mod cache;
-pub mod challenge;
-pub mod claim_rule;
-pub mod claims;
 pub mod conf;
-pub mod exchange;
-pub mod form;
-pub mod introspection;
-pub mod jwt;
-pub mod scope;
-pub mod token;
-pub mod token_source;
-
-#[cfg(test)]
-mod properties;
+pub mod oauth;
 
 #[cfg(not(any(test, feature = "logic-only")))]
-mod access;
+mod handler;
 #[cfg(not(any(test, feature = "logic-only")))]
-mod credentials;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod inflight;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod request;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod state;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod subrequest;
-#[cfg(not(any(test, feature = "logic-only")))]
-pub(crate) mod variables;
+mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub use registration::*;
@@ -57,7 +34,7 @@ mod registration {
     use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
     use crate::conf::{self, LocationConf};
-    use crate::{access, variables};
+    use crate::handler::{self, variables};
 
     pub struct Module;
 
@@ -90,11 +67,11 @@ mod registration {
                 let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
                     (
                         ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
-                        access::preaccess_handler,
+                        handler::preaccess_handler,
                     ),
                     (
                         ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-                        access::access_handler,
+                        handler::access_handler,
                     ),
                 ];
                 for (phase, handler) in handlers {

@@ -1,7 +1,7 @@
 //! Arguments of `auth_oauth2_token_introspect_cache zone=NAME:SIZE
 //! [max_ttl=TIME] [negative_ttl=TIME]`, in nginx's size and time syntax.
 
-use crate::cache::CachePolicy;
+use crate::oauth::cache::CachePolicy;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct CacheArgs {

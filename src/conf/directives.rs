@@ -20,10 +20,10 @@ use super::{
     CacheConf, Challenge, ClaimCheck, ClientAuth, LocationConf, MainConf, Phase, Requirement,
     SecretSource, Situation, Template,
 };
-use crate::claim_rule::ClaimRule;
-use crate::state::zone;
+use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::{carriers, challenge, scope};
+use crate::shm::table;
 use crate::Module;
-use crate::{challenge, scope, token_source};
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -397,11 +397,11 @@ unsafe fn cache_zone(
     cf: *mut ngx_conf_t,
     parsed: cache_args::CacheArgs,
 ) -> Result<CacheConf, String> {
-    if parsed.zone_size < zone::min_zone_size() {
+    if parsed.zone_size < table::min_zone_size() {
         return Err(format!(
             "zone \"{}\" is too small: at least {} bytes",
             String::from_utf8_lossy(&parsed.zone_name),
-            zone::min_zone_size()
+            table::min_zone_size()
         ));
     }
     // SAFETY: the name is copied into the configuration pool, which lives as
@@ -415,7 +415,7 @@ unsafe fn cache_zone(
         if shm_zone.is_null() {
             return Err("cannot use this zone (see the message above)".into());
         }
-        (*shm_zone).init.get_or_insert(zone::init_zone);
+        (*shm_zone).init.get_or_insert(table::init_zone);
         Ok(CacheConf {
             zone: shm_zone.cast(),
             policy: parsed.policy,
@@ -499,7 +499,7 @@ handler!(set_require, |c| {
 handler!(set_phantom, |c| set_once(&mut c.conf.phantom, flag(c.arg)?));
 
 handler!(set_source, |c| {
-    let sources = token_source::parse_sources(&args_of(c))?;
+    let sources = carriers::parse_sources(&args_of(c))?;
     set_once(&mut c.conf.token_source, sources)
 });
 
@@ -572,7 +572,7 @@ unsafe fn claim_set(
         .strip_prefix(b"$")
         .filter(|n| !n.is_empty())
         .ok_or("needs a $variable first")?;
-    if !crate::claims::is_valid_path(path) {
+    if !crate::oauth::claims::is_valid_path(path) {
         return Err(format!(
             "has an invalid claim path \"{}\"",
             String::from_utf8_lossy(path)
@@ -594,7 +594,7 @@ unsafe fn claim_set(
         if var.is_null() {
             return Err("cannot define the variable (see the message above)".into());
         }
-        (*var).get_handler = Some(crate::variables::get_claim);
+        (*var).get_handler = Some(crate::handler::variables::get_claim);
         (*var).data = index;
     }
     main.claims.rendered.push(path);

@@ -6,11 +6,11 @@ pub mod cache_args;
 pub mod directives;
 pub mod require_args;
 
-use crate::cache::CachePolicy;
-use crate::claim_rule::ClaimRule;
-use crate::form;
-use crate::introspection::ClaimPaths;
-use crate::token_source::TokenSource;
+use crate::oauth::cache::CachePolicy;
+use crate::oauth::carriers::TokenSource;
+use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::form;
+use crate::oauth::introspection::ClaimPaths;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";

@@ -1,8 +1,8 @@
 //! The value of a cache entry: the verdict and the claims the module exposes,
 //! as length-prefixed bytes, so a hit needs no JSON parsing.
 
-use crate::exchange::IssuedToken;
-use crate::introspection::{IntrospectionResult, TokenClaims};
+use crate::oauth::exchange::IssuedToken;
+use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
 
 /// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
 /// client_id, each as a flag byte, u32 length and bytes; then the

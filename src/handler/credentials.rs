@@ -6,9 +6,9 @@
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_str_t};
 use ngx::http::list_iterator;
 
-use crate::request::{header_values, pool_str, retain_headers};
-use crate::token::{self, BearerToken, Malformed};
-use crate::token_source::{self, TokenSource};
+use crate::handler::raw::{header_values, pool_str, retain_headers};
+use crate::oauth::bearer::{self, BearerToken, Malformed};
+use crate::oauth::carriers::{self, TokenSource};
 
 /// Where a token is looked for when the location does not say.
 pub const DEFAULT_SOURCES: &[TokenSource] = &[TokenSource::Bearer];
@@ -44,23 +44,23 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
             // accepts (a second one is a 400 before any module runs): no
             // need to walk the header list on every request.
             TokenSource::Bearer => match (*r).headers_in.authorization.as_ref() {
-                Some(h) => token::from_authorization(&[h.value.as_bytes()]),
+                Some(h) => bearer::from_authorization(&[h.value.as_bytes()]),
                 None => BearerToken::Missing,
             },
             TokenSource::Header(name) => match header_values::<1>(headers, name) {
                 (_, 0) => BearerToken::Missing,
-                ([value], 1) => token_source::raw_token(value),
+                ([value], 1) => carriers::raw_token(value),
                 _ => BearerToken::Malformed(Malformed::DuplicateHeader),
             },
             TokenSource::Query(name) => {
                 let args = (*r).args.as_bytes();
-                match token_source::query_value(args, name) {
+                match carriers::query_value(args, name) {
                     None => BearerToken::Missing,
-                    Some(std::borrow::Cow::Borrowed(value)) => token_source::raw_token(value),
+                    Some(std::borrow::Cow::Borrowed(value)) => carriers::raw_token(value),
                     Some(std::borrow::Cow::Owned(decoded)) => match pool_str(r, &decoded) {
-                        Some(copy) if copy.len > 0 => token_source::raw_token(
-                            core::slice::from_raw_parts(copy.data, copy.len),
-                        ),
+                        Some(copy) if copy.len > 0 => {
+                            carriers::raw_token(core::slice::from_raw_parts(copy.data, copy.len))
+                        }
                         _ => BearerToken::Missing,
                     },
                 }
@@ -69,8 +69,8 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
                 for (key, value) in list_iterator(headers) {
                     if key.as_bytes().eq_ignore_ascii_case(b"Cookie") {
                         // An empty cookie is no token: a later header may carry one.
-                        let found = token_source::cookie_value(value.as_bytes(), name)
-                            .map_or(BearerToken::Missing, token_source::raw_token);
+                        let found = carriers::cookie_value(value.as_bytes(), name)
+                            .map_or(BearerToken::Missing, carriers::raw_token);
                         if found != BearerToken::Missing {
                             return found;
                         }
@@ -133,7 +133,7 @@ pub unsafe fn withhold(
             }
             let mut rest = h.value.as_bytes().to_vec();
             for name in &cookies {
-                rest = token_source::cookie_without(&rest, name);
+                rest = carriers::cookie_without(&rest, name);
             }
             if rest.len() != h.value.len {
                 match pool_str(r, &rest) {
@@ -160,10 +160,10 @@ unsafe fn drop_query_parameter(r: *mut ngx_http_request_t, name: &[u8]) -> Optio
     // values are fresh pool copies.
     unsafe {
         let args = (*r).args.as_bytes();
-        if token_source::query_value(args, name).is_none() {
+        if carriers::query_value(args, name).is_none() {
             return Some(());
         }
-        let kept = token_source::query_without(args, name);
+        let kept = carriers::query_without(args, name);
         (*r).args = match kept.is_empty() {
             true => ngx_str_t::empty(),
             false => pool_str(r, &kept)?,

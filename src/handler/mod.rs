@@ -17,28 +17,32 @@
 //!                  issued: it becomes the upstream's Authorization, NGX_OK;
 //!                  invalid_grant: 401; invalid_target/scope: 403; else 502/504
 
+pub mod credentials;
+pub mod idp_call;
+pub mod inflight;
+pub mod raw;
+pub mod variables;
+
 use ngx::ffi::{
     ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_AGAIN,
     NGX_DECLINED, NGX_ERROR, NGX_HTTP_OPTIONS, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use crate::cache::{CacheKey, CachedExchange, CachedIntrospection};
-use crate::challenge::{www_authenticate, BearerError};
 use crate::conf::{require_args, CacheConf, Challenge, LocationConf, Phase, Situation, Template};
-use crate::credentials;
-use crate::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
-use crate::form;
-use crate::inflight::{self, Role};
-use crate::introspection::{IdpFailure, IntrospectionResult, TokenClaims};
-use crate::request::{create_ctx, ctx, pool_str, push_header, set_authorization};
-use crate::scope;
-use crate::state::zone::{self, Lookup};
-use crate::subrequest::{self, IdpCall};
-use crate::token::{BearerToken, Malformed};
-use crate::token_source::TokenSource;
-use crate::variables;
+use crate::handler::raw::{create_ctx, ctx, pool_str, push_header, set_authorization};
+use crate::oauth::bearer::{BearerToken, Malformed};
+use crate::oauth::cache::{CacheKey, CachedExchange, CachedIntrospection};
+use crate::oauth::carriers::TokenSource;
+use crate::oauth::challenge::{www_authenticate, BearerError};
+use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
+use crate::oauth::form;
+use crate::oauth::introspection::{IdpFailure, IntrospectionResult, TokenClaims};
+use crate::oauth::scope;
+use crate::shm::table::{self, Lookup};
 use crate::Module;
+use idp_call::IdpCall;
+use inflight::Role;
 
 /// Per-request state, in the main request's pool.
 pub struct RequestCtx {
@@ -354,7 +358,7 @@ unsafe fn ask_idp(
 ) -> ngx_int_t {
     body.extend_from_slice(&conf.client_credentials_form);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
-    match unsafe { subrequest::start(r, call, endpoint, &body, &conf.client_authorization, ctx) } {
+    match unsafe { idp_call::start(r, call, endpoint, &body, &conf.client_authorization, ctx) } {
         Ok(()) => NGX_AGAIN as ngx_int_t,
         Err(()) => NGX_ERROR as ngx_int_t,
     }
@@ -392,7 +396,7 @@ unsafe fn consult_cache(
     };
     // SAFETY: guaranteed by the caller.
     let lookup = unsafe {
-        zone::lookup(
+        table::lookup(
             cache.zone.cast(),
             &key,
             now_ms(),
@@ -433,7 +437,7 @@ unsafe fn conclude(
             if let Some(expires) = cache.policy.expires_at(result, now) {
                 let value = CachedIntrospection::encode(result);
                 // SAFETY: the zone was set up by the directive and initialised by nginx.
-                unsafe { zone::insert(cache.zone.cast(), key, &value, expires, now) };
+                unsafe { table::insert(cache.zone.cast(), key, &value, expires, now) };
             }
         }
         if let Some(key) = (*ctx).key {
@@ -687,8 +691,9 @@ unsafe fn start_exchange(
                 params.requested_token_type,
             ]);
             // SAFETY: the zone was set up by the directive and initialised by nginx.
-            match unsafe { zone::lookup(cache.zone.cast(), &key, now_ms(), CachedExchange::decode) }
-            {
+            match unsafe {
+                table::lookup(cache.zone.cast(), &key, now_ms(), CachedExchange::decode)
+            } {
                 Lookup::Hit(issued) => {
                     (*ctx).exchange = Some(Ok(issued));
                     CacheStatus::Hit
@@ -750,7 +755,7 @@ unsafe fn conclude_exchange(
                 {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
                     unsafe {
-                        zone::insert(
+                        table::insert(
                             cache.zone.cast(),
                             &key,
                             &CachedExchange::encode(issued),

@@ -15,8 +15,8 @@ use ngx::ffi::{
     ngx_posted_events,
 };
 
-use crate::access::{RequestCtx, Waiting};
-use crate::cache::CacheKey;
+use crate::handler::{RequestCtx, Waiting};
+use crate::oauth::cache::CacheKey;
 
 thread_local! {
     static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());

@@ -25,7 +25,7 @@ use ngx::ffi::{
     NGX_OK,
 };
 
-use crate::cache::CacheKey;
+use crate::oauth::cache::CacheKey;
 
 /// Marks a table laid out by this version of the module.
 const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c3");

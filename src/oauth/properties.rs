@@ -3,11 +3,11 @@
 
 use proptest::prelude::*;
 
-use crate::cache::CachedIntrospection;
-use crate::claim_rule::ClaimRule;
-use crate::introspection::{self, ClaimPaths, IdpReply, IntrospectionResult, TokenClaims};
-use crate::token::{self, BearerToken};
-use crate::token_source;
+use crate::oauth::bearer::{self, BearerToken};
+use crate::oauth::cache::CachedIntrospection;
+use crate::oauth::carriers;
+use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::introspection::{self, ClaimPaths, IdpReply, IntrospectionResult, TokenClaims};
 
 /// Query strings and cookie headers built from the characters that matter
 /// to their syntax, so that names collide often.
@@ -41,24 +41,24 @@ fn claims() -> impl Strategy<Value = TokenClaims> {
 proptest! {
     #[test]
     fn a_removed_query_parameter_is_not_found_again(args in query_like(), name in "[a-c_]{1,3}") {
-        let kept = token_source::query_without(args.as_bytes(), name.as_bytes());
-        prop_assert_eq!(token_source::query_value(&kept, name.as_bytes()), None);
+        let kept = carriers::query_without(args.as_bytes(), name.as_bytes());
+        prop_assert_eq!(carriers::query_value(&kept, name.as_bytes()), None);
         prop_assert!(!kept.starts_with(b"&") && !kept.ends_with(b"&"));
     }
 
     #[test]
     fn a_removed_cookie_is_not_found_again(header in cookie_like(), name in "[a-c]{1,2}") {
-        let kept = token_source::cookie_without(header.as_bytes(), name.as_bytes());
-        prop_assert_eq!(token_source::cookie_value(&kept, name.as_bytes()), None);
+        let kept = carriers::cookie_without(header.as_bytes(), name.as_bytes());
+        prop_assert_eq!(carriers::cookie_value(&kept, name.as_bytes()), None);
     }
 
     #[test]
     fn a_present_token_is_a_b64token(value in proptest::collection::vec(any::<u8>(), 0..40)) {
-        if let BearerToken::Present(t) = token::from_authorization(&[&value]) {
-            prop_assert!(token::is_b64token(t));
+        if let BearerToken::Present(t) = bearer::from_authorization(&[&value]) {
+            prop_assert!(bearer::is_b64token(t));
         }
-        if let BearerToken::Present(t) = token_source::raw_token(&value) {
-            prop_assert!(token::is_b64token(t));
+        if let BearerToken::Present(t) = carriers::raw_token(&value) {
+            prop_assert!(bearer::is_b64token(t));
         }
     }
 
@@ -77,7 +77,7 @@ proptest! {
         let reply = IdpReply::new(0, status, &body).with_content_type(content_type.as_bytes());
         let _ = introspection::interpret(reply, &paths);
         if let Ok(IntrospectionResult::Active(claims)) = introspection::interpret_phantom(reply, &paths) {
-            prop_assert!(claims.phantom.is_some_and(|jwt| token::is_b64token(&jwt)));
+            prop_assert!(claims.phantom.is_some_and(|jwt| bearer::is_b64token(&jwt)));
         }
     }
 

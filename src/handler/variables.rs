@@ -10,9 +10,9 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use crate::access::RequestCtx;
-use crate::introspection::{IntrospectionResult, TokenClaims};
-use crate::request::{ctx_ref, pool_str};
+use crate::handler::raw::{ctx_ref, pool_str};
+use crate::handler::RequestCtx;
+use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
 
 /// How each variable is read from a finished introspection.
 enum Claim {

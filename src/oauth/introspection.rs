@@ -4,9 +4,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::cache::CacheKey;
-use crate::claims;
-use crate::jwt::{self, JwtError, MAX_JWT_BYTES};
+use crate::oauth::cache::CacheKey;
+use crate::oauth::claims;
+use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
 
 /// The largest IdP answer the module reads.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -604,7 +604,7 @@ mod tests {
     }
 
     fn jws(payload: &str) -> String {
-        crate::jwt::compact(r#"{"alg":"ES256"}"#, payload, b"signature")
+        crate::oauth::jwt::compact(r#"{"alg":"ES256"}"#, payload, b"signature")
     }
 
     fn upstream_token(result: Result<IntrospectionResult, IdpFailure>) -> (String, TokenClaims) {

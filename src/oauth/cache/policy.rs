@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::introspection::IntrospectionResult;
+use crate::oauth::introspection::IntrospectionResult;
 
 /// SHA-256 over the token and the policy that validated it, so that a token
 /// accepted for one endpoint or client is never accepted for another, and no
@@ -103,7 +103,7 @@ impl CachePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::introspection::TokenClaims;
+    use crate::oauth::introspection::TokenClaims;
 
     fn active(exp: Option<i64>) -> IntrospectionResult {
         IntrospectionResult::Active(TokenClaims {

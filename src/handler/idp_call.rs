@@ -12,12 +12,12 @@ use ngx::ffi::{
     NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
-use crate::access::RequestCtx;
-use crate::exchange;
-use crate::introspection::{
+use crate::handler::raw::{pool_str, push_header};
+use crate::handler::RequestCtx;
+use crate::oauth::exchange;
+use crate::oauth::introspection::{
     self, ClaimPaths, IdpFailure, IdpReply, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
-use crate::request::{pool_str, push_header};
 use crate::Module;
 use ngx::http::HttpModuleMainConf;
 

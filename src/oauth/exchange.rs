@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::form::append_encoded;
-use crate::introspection::{IdpReply, Transport, MAX_RESPONSE_BYTES};
+use crate::oauth::form::append_encoded;
+use crate::oauth::introspection::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 
 pub const GRANT_TYPE: &[u8] = b"urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &[u8] = b"urn:ietf:params:oauth:token-type:access_token";
@@ -153,7 +153,7 @@ pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
         _ => return Err(ExchangeFailure::MissingMember("issued_token_type")),
     };
-    if !crate::token::is_b64token(access_token.as_bytes()) {
+    if !crate::oauth::bearer::is_b64token(access_token.as_bytes()) {
         return Err(ExchangeFailure::InvalidIssuedToken);
     }
     Ok(IssuedToken {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::token::{is_b64token, BearerToken, Malformed};
+use crate::oauth::bearer::{is_b64token, BearerToken, Malformed};
 
 /// One place to look for the token; header and cookie names as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

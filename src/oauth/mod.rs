@@ -1,0 +1,19 @@
+//! The OAuth 2.0 logic, in plain Rust: no nginx type anywhere below this
+//! folder, so all of it runs under `cargo test`, proptest and the fuzzers.
+//! The nginx glue (`handler/`, `shm/`, `conf/directives.rs`) calls into it
+//! and only moves bytes between nginx's structures and these functions.
+
+pub mod bearer;
+pub mod cache;
+pub mod carriers;
+pub mod challenge;
+pub mod claim_rule;
+pub mod claims;
+pub mod exchange;
+pub mod form;
+pub mod introspection;
+pub mod jwt;
+pub mod scope;
+
+#[cfg(test)]
+mod properties;
