@@ -132,17 +132,18 @@ fn cache(c: &mut Criterion) {
     let mut g = c.benchmark_group("cache_key");
     g.bench_function("new/opaque_40B", |b| {
         b.iter(|| {
-            CacheKey::new(
+            CacheKey::from_parts(&[
                 black_box(ENDPOINT),
                 black_box(CLIENT_ID),
                 black_box(OPAQUE_TOKEN),
-            )
+            ])
             .bucket_hash()
         })
     });
     g.bench_function(format!("new/jwt_{}B", jwt.len()), |b| {
         b.iter(|| {
-            CacheKey::new(black_box(ENDPOINT), black_box(CLIENT_ID), black_box(&jwt)).bucket_hash()
+            CacheKey::from_parts(&[black_box(ENDPOINT), black_box(CLIENT_ID), black_box(&jwt)])
+                .bucket_hash()
         })
     });
     g.finish();

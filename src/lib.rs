@@ -9,6 +9,8 @@
 //! `logic-only` feature for the benchmarks): their executables have no nginx
 //! to resolve the symbols against.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod conf;
 pub mod oauth;
 

@@ -6,21 +6,22 @@ use std::os::unix::ffi::OsStrExt;
 
 use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_compile_complex_value,
-    ngx_http_compile_complex_value_t, ngx_http_complex_value_t, ngx_shared_memory_add, ngx_str_t,
-    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_CONF_TAKE123, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_add_variable,
+    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
+    ngx_http_get_variable_pt, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
+    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModule, HttpModuleMainConf};
 use ngx::ngx_string;
 
 use super::{
     cache_args, is_valid_endpoint, parse_error_status, require_args, secret_from_file_contents,
-    CacheConf, Challenge, ClaimCheck, ClientAuth, LocationConf, MainConf, Phase, Requirement,
-    SecretSource, Situation, Template,
+    CacheConf, Challenge, ClientAuth, LocationConf, MainConf, Phase, Requirement, SecretSource,
+    Situation, Template,
 };
-use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::{carriers, challenge, scope};
 use crate::shm::table;
 use crate::Module;
@@ -174,13 +175,16 @@ pub static mut COMMANDS: [ngx_command_t; 26] = [
 ];
 
 /// What a handler needs from nginx's call: the directive's name, its first
-/// argument, and this block's configuration.
-struct Call<'a> {
+/// argument, and this block's configuration (a `LocationConf`, or the
+/// `MainConf` for http-only directives). A `Call` exists only while nginx
+/// runs the directive's handler, so `cf` is the configuration being parsed
+/// for as long as it lives.
+struct Call<'a, C> {
     cf: *mut ngx_conf_t,
     name: &'a [u8],
     arg: &'a [u8],
     args: &'a [ngx_str_t],
-    conf: &'a mut LocationConf,
+    conf: &'a mut C,
 }
 
 /// Runs `body` with the directive decoded; its `Err` is logged naming the
@@ -189,15 +193,16 @@ struct Call<'a> {
 /// # Safety
 /// Arguments must be the ones nginx passes to a directive's `set` handler, for
 /// a directive of this module whose `conf` slot holds a `LocationConf`.
-unsafe fn run(
+unsafe fn run<C>(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
-    body: impl FnOnce(&mut Call<'_>) -> Result<(), String>,
+    body: impl FnOnce(&mut Call<'_, C>) -> Result<(), String>,
 ) -> *mut c_char {
     // SAFETY: nginx passes the directive's arguments in cf->args (name first,
     // then at least one value for every directive here), the command being
-    // parsed, and the block's conf created by create_loc_conf.
+    // parsed, and the block's conf of the type the command's `conf` offset
+    // names (LocationConf, or MainConf for NGX_HTTP_MAIN_CONF_OFFSET).
     let mut call = unsafe {
         let args = core::slice::from_raw_parts(
             (*(*cf).args).elts as *const ngx_str_t,
@@ -208,7 +213,7 @@ unsafe fn run(
             name: (*cmd).name.as_bytes(),
             arg: args[1].as_bytes(),
             args: &args[1..],
-            conf: &mut *conf.cast::<LocationConf>(),
+            conf: &mut *conf.cast::<C>(),
         }
     };
     match body(&mut call) {
@@ -222,19 +227,111 @@ unsafe fn run(
 }
 
 /// Defines a directive's `set` handler: decodes nginx's arguments with
-/// [`run`] and hands the closure a [`Call`].
+/// [`run`] and hands the closure a [`Call`] of the block's `LocationConf`
+/// (or of the conf type given after the name).
 macro_rules! handler {
     ($name:ident, |$c:ident| $body:expr) => {
+        handler!($name: LocationConf, |$c| $body);
+    };
+    ($name:ident: $conf:ty, |$c:ident| $body:expr) => {
         unsafe extern "C" fn $name(
             cf: *mut ngx_conf_t,
             cmd: *mut ngx_command_t,
             conf: *mut c_void,
         ) -> *mut c_char {
+            let body = |$c: &mut Call<'_, $conf>| -> Result<(), String> { $body };
             // SAFETY: nginx calls this as the `set` handler of a directive
-            // in COMMANDS, whose conf slot holds a LocationConf.
-            unsafe { run(cf, cmd, conf, |$c| $body) }
+            // in COMMANDS, whose conf slot holds a `$conf`.
+            unsafe { run(cf, cmd, conf, body) }
         }
     };
+}
+
+impl<C> Call<'_, C> {
+    /// Compiles `arg` as a value that may hold nginx variables.
+    fn template(&self, arg: &[u8]) -> Result<Template, String> {
+        // SAFETY: cf is the configuration being parsed (see `Call`).
+        unsafe { template(self.cf, arg) }
+    }
+
+    /// The file name `arg` relative to nginx's prefix, as nginx resolves it.
+    fn full_name(&self, arg: &[u8]) -> Result<std::path::PathBuf, String> {
+        let mut path = ngx_str_t {
+            len: arg.len(),
+            data: arg.as_ptr().cast_mut(),
+        };
+        // SAFETY: cf is the configuration being parsed (see `Call`); `path`
+        // points at the argument, and nginx replaces it with a copy in the
+        // cycle pool.
+        if unsafe { ngx_conf_full_name((*self.cf).cycle, &mut path, 1) } != 0 {
+            return Err("cannot resolve the file name".into());
+        }
+        Ok(std::ffi::OsStr::from_bytes(path.as_bytes()).into())
+    }
+
+    /// Declares (or finds) the shared zone of a cache directive.
+    fn cache_zone(&self, parsed: cache_args::CacheArgs) -> Result<CacheConf, String> {
+        // SAFETY: nginx sets its page size before it parses any configuration.
+        let min_size = unsafe { table::min_zone_size() };
+        if parsed.zone_size < min_size {
+            return Err(format!(
+                "zone \"{}\" is too small: at least {min_size} bytes",
+                String::from_utf8_lossy(&parsed.zone_name),
+            ));
+        }
+        // SAFETY: cf is the configuration being parsed (see `Call`). The name
+        // is copied into the configuration pool, which lives as long as the
+        // cycle that keeps a pointer to it; the zone returned by nginx is
+        // ours to set up until the cycle initialises it.
+        unsafe {
+            let cf = self.cf;
+            let mut name =
+                ngx_str_t::from_bytes((*cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
+            let tag = Module::module() as *const _ as *mut c_void;
+            let shm_zone = ngx_shared_memory_add(cf, &mut name, parsed.zone_size, tag);
+            if shm_zone.is_null() {
+                return Err("cannot use this zone (see the message above)".into());
+            }
+            (*shm_zone).init.get_or_insert(table::init_zone);
+            Ok(CacheConf {
+                zone: shm_zone.cast(),
+                policy: parsed.policy,
+            })
+        }
+    }
+
+    /// Defines the variable `$name`, read by `get` with `data`.
+    fn add_variable(
+        &self,
+        name: &[u8],
+        get: ngx_http_get_variable_pt,
+        data: usize,
+    ) -> Result<(), String> {
+        let mut name = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr().cast_mut(),
+        };
+        // SAFETY: cf is the configuration being parsed (see `Call`); nginx
+        // copies the name, and the variable it returns is ours to fill.
+        unsafe {
+            let var =
+                ngx_http_add_variable(self.cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t);
+            if var.is_null() {
+                return Err("cannot define the variable (see the message above)".into());
+            }
+            (*var).get_handler = get;
+            (*var).data = data;
+        }
+        Ok(())
+    }
+
+    /// This module's http-level configuration.
+    fn main_conf(&mut self) -> Result<&mut MainConf, String> {
+        // SAFETY: cf is the configuration being parsed (see `Call`), inside
+        // the http block, whose main conf of this module is a MainConf.
+        unsafe { Module::main_conf_mut(&*self.cf) }
+            .ok_or("cannot find the http configuration".into())
+    }
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), String> {
@@ -307,20 +404,20 @@ handler!(set_token_endpoint, |c| set_once(
     endpoint(c.arg)?
 ));
 
-handler!(set_audience, |c| set_once(
-    &mut c.conf.audience,
-    template(c.cf, c.arg)?
-));
+handler!(set_audience, |c| {
+    let value = c.template(c.arg)?;
+    set_once(&mut c.conf.audience, value)
+});
 
-handler!(set_scope, |c| set_once(
-    &mut c.conf.scope,
-    template(c.cf, c.arg)?
-));
+handler!(set_scope, |c| {
+    let value = c.template(c.arg)?;
+    set_once(&mut c.conf.scope, value)
+});
 
-handler!(set_resource, |c| set_once(
-    &mut c.conf.resource,
-    template(c.cf, c.arg)?
-));
+handler!(set_resource, |c| {
+    let value = c.template(c.arg)?;
+    set_once(&mut c.conf.resource, value)
+});
 
 handler!(set_requested_token_type, |c| {
     if c.arg.is_empty() || c.arg.iter().any(|b| b.is_ascii_whitespace()) {
@@ -363,17 +460,8 @@ handler!(set_client_secret, |c| {
 });
 
 handler!(set_client_secret_file, |c| {
-    let mut path = ngx_str_t {
-        len: c.arg.len(),
-        data: c.arg.as_ptr().cast_mut(),
-    };
-    // SAFETY: `path` points at the directive's argument; nginx replaces it
-    // with a prefix-relative copy allocated from the cycle pool.
-    if ngx_conf_full_name((*c.cf).cycle, &mut path, 1) != 0 {
-        return Err("cannot resolve the file name".into());
-    }
-    let path = std::ffi::OsStr::from_bytes(path.as_bytes());
-    let contents = std::fs::read(path)
+    let path = c.full_name(c.arg)?;
+    let contents = std::fs::read(&path)
         .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
     set_secret(
         c.conf,
@@ -389,51 +477,17 @@ handler!(set_realm, |c| {
     set_once(&mut c.conf.realm, utf8(c.arg)?)
 });
 
-/// Declares (or finds) the shared zone of a cache directive.
-///
-/// # Safety
-/// `cf` must be the configuration being parsed.
-unsafe fn cache_zone(
-    cf: *mut ngx_conf_t,
-    parsed: cache_args::CacheArgs,
-) -> Result<CacheConf, String> {
-    if parsed.zone_size < table::min_zone_size() {
-        return Err(format!(
-            "zone \"{}\" is too small: at least {} bytes",
-            String::from_utf8_lossy(&parsed.zone_name),
-            table::min_zone_size()
-        ));
-    }
-    // SAFETY: the name is copied into the configuration pool, which lives as
-    // long as the cycle that keeps a pointer to it; the zone returned by
-    // nginx is ours to set up until the cycle initialises it.
-    unsafe {
-        let mut name =
-            ngx_str_t::from_bytes((*cf).pool, &parsed.zone_name).ok_or("cannot allocate")?;
-        let tag = Module::module() as *const _ as *mut c_void;
-        let shm_zone = ngx_shared_memory_add(cf, &mut name, parsed.zone_size, tag);
-        if shm_zone.is_null() {
-            return Err("cannot use this zone (see the message above)".into());
-        }
-        (*shm_zone).init.get_or_insert(table::init_zone);
-        Ok(CacheConf {
-            zone: shm_zone.cast(),
-            policy: parsed.policy,
-        })
-    }
-}
-
-fn args_of<'a>(c: &Call<'a>) -> Vec<&'a [u8]> {
+fn args_of<'a, C>(c: &Call<'a, C>) -> Vec<&'a [u8]> {
     c.args.iter().map(|a| a.as_bytes()).collect()
 }
 
 handler!(set_introspect_cache, |c| {
-    let zone = cache_zone(c.cf, cache_args::parse(&args_of(c))?)?;
+    let zone = c.cache_zone(cache_args::parse(&args_of(c))?)?;
     set_once(&mut c.conf.introspect_cache, zone)
 });
 
 handler!(set_exchange_cache, |c| {
-    let zone = cache_zone(c.cf, cache_args::parse_exchange(&args_of(c))?)?;
+    let zone = c.cache_zone(cache_args::parse_exchange(&args_of(c))?)?;
     set_once(&mut c.conf.exchange_cache, zone)
 });
 
@@ -478,7 +532,7 @@ handler!(set_www_authenticate, |c| {
     let challenge = match c.arg {
         b"on" => Challenge::Standard,
         b"off" => Challenge::Off,
-        _ => Challenge::Custom(template(c.cf, c.arg)?),
+        _ => Challenge::Custom(c.template(c.arg)?),
     };
     set_once(&mut c.conf.www_authenticate, challenge)
 });
@@ -487,7 +541,7 @@ handler!(set_require, |c| {
     let parsed = require_args::parse(&args_of(c))?;
     let mut variables = Vec::with_capacity(parsed.variables.len());
     for variable in parsed.variables {
-        variables.push(template(c.cf, variable)?);
+        variables.push(c.template(variable)?);
     }
     c.conf.require.push(Requirement {
         variables,
@@ -505,10 +559,7 @@ handler!(set_source, |c| {
 
 handler!(set_require_claim, |c| {
     let rule = ClaimRule::parse(&args_of(c))?;
-    // SAFETY: directives are parsed inside the http block, whose main conf
-    // of this module is a MainConf.
-    let main = Module::main_conf_mut(&*c.cf).ok_or("cannot find the http configuration")?;
-    let paths = &mut main.claims.checked;
+    let paths = &mut c.main_conf()?.claims.checked;
     let index = match paths.iter().position(|p| p == rule.path()) {
         Some(index) => index,
         None => {
@@ -532,46 +583,15 @@ handler!(set_status, |c| {
     c.conf.statuses.set(situation, status)
 });
 
-/// `auth_oauth2_token_claim_set $variable CLAIM;` (http level): registers the
-/// variable, which reads the claim at that path of the introspection answer.
-unsafe extern "C" fn set_claim_set(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx calls this with the directive's two arguments and the
-    // module's MainConf; the variable name is copied by nginx.
-    let result = unsafe {
-        let args = core::slice::from_raw_parts(
-            (*(*cf).args).elts as *const ngx_str_t,
-            (*(*cf).args).nelts,
-        );
-        let main = &mut *conf.cast::<MainConf>();
-        claim_set(cf, main, args[1].as_bytes(), args[2].as_bytes())
-    };
-    match result {
-        Ok(()) => ptr::null_mut(),
-        Err(message) => {
-            // SAFETY: the command is the one nginx is parsing.
-            let name = unsafe { String::from_utf8_lossy((*cmd).name.as_bytes()).into_owned() };
-            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive {message}");
-            NGX_CONF_ERROR
-        }
-    }
-}
-
-/// # Safety
-/// `cf` must be the configuration being parsed.
-unsafe fn claim_set(
-    cf: *mut ngx_conf_t,
-    main: &mut MainConf,
-    variable: &[u8],
-    path: &[u8],
-) -> Result<(), String> {
-    let name = variable
+// `auth_oauth2_token_claim_set $variable CLAIM;` (http level): defines the
+// variable, which reads the claim at that path of the introspection answer.
+handler!(set_claim_set: MainConf, |c| {
+    let name = c
+        .arg
         .strip_prefix(b"$")
         .filter(|n| !n.is_empty())
         .ok_or("needs a $variable first")?;
+    let path = c.args[1].as_bytes();
     if !crate::oauth::claims::is_valid_path(path) {
         return Err(format!(
             "has an invalid claim path \"{}\"",
@@ -579,24 +599,8 @@ unsafe fn claim_set(
         ));
     }
     let path = utf8(path)?;
-    let index = main.claims.rendered.len();
-    // SAFETY: nginx copies the name; the returned variable is ours to fill.
-    unsafe {
-        let mut name = ngx_str_t {
-            len: name.len(),
-            data: name.as_ptr().cast_mut(),
-        };
-        let var = ngx::ffi::ngx_http_add_variable(
-            cf,
-            &mut name,
-            ngx::ffi::NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t,
-        );
-        if var.is_null() {
-            return Err("cannot define the variable (see the message above)".into());
-        }
-        (*var).get_handler = Some(crate::handler::variables::get_claim);
-        (*var).data = index;
-    }
-    main.claims.rendered.push(path);
+    let index = c.conf.claims.rendered.len();
+    c.add_variable(name, Some(crate::handler::variables::get_claim), index)?;
+    c.conf.claims.rendered.push(path);
     Ok(())
-}
+});

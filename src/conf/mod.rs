@@ -8,6 +8,8 @@ pub mod require_args;
 
 use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
+use crate::oauth::claim_rule::ClaimCheck;
+#[cfg(test)]
 use crate::oauth::claim_rule::ClaimRule;
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
@@ -29,14 +31,6 @@ pub enum ClientAuth {
 pub struct Requirement {
     pub variables: Vec<Template>,
     pub status: u16,
-}
-
-/// One `auth_oauth2_token_require_claim`, with where its claim's value is
-/// kept in a token's claims (`TokenClaims::checked`).
-#[derive(Debug, Clone)]
-pub struct ClaimCheck {
-    pub rule: ClaimRule,
-    pub index: usize,
 }
 
 /// `auth_oauth2_token_www_authenticate`: the challenge sent with refusals.

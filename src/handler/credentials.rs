@@ -1,12 +1,10 @@
 //! The client's token in the request: found where `auth_oauth2_token_source`
-//! says, kept from the upstream when it may come from a header other than
-//! `Authorization`, a query parameter or a cookie, and remembered across
-//! internal redirects.
+//! says, and remembered across internal redirects.
 
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_str_t};
 use ngx::http::list_iterator;
 
-use crate::handler::raw::{header_values, pool_str, retain_headers};
+use crate::handler::raw::{header_values, pool_str};
 use crate::oauth::bearer::{self, BearerToken, Malformed};
 use crate::oauth::carriers::{self, TokenSource};
 
@@ -79,107 +77,6 @@ unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> Beare
                 BearerToken::Missing
             }
         }
-    }
-}
-
-/// Keeps every configured token carrier from the upstream: the header, the
-/// query parameter (in `$args` and `$request_uri`, so whatever the upstream
-/// is built from) and the cookie, whichever source the token came from, as
-/// any of them may hold a token nobody checked. The `Authorization` header
-/// stays when the token came from it (compatible with the C module;
-/// exchange and phantom replace it); when `bearer` is configured but the
-/// token came from elsewhere, it goes too.
-///
-/// # Safety
-/// `r` must be a live request. Slices of the old values stay valid: new
-/// values are written to fresh pool memory.
-pub unsafe fn withhold(
-    r: *mut ngx_http_request_t,
-    sources: &[TokenSource],
-    used: &TokenSource,
-) -> Option<()> {
-    let mut drop_authorization = false;
-    let mut headers: Vec<&[u8]> = Vec::new();
-    let mut cookies: Vec<&[u8]> = Vec::new();
-    for source in sources {
-        match source {
-            TokenSource::Bearer => drop_authorization = *used != TokenSource::Bearer,
-            TokenSource::Header(name) => headers.push(name),
-            // SAFETY: r is live (this function's contract).
-            TokenSource::Query(name) => unsafe { drop_query_parameter(r, name)? },
-            TokenSource::Cookie(name) => cookies.push(name),
-        }
-    }
-    if drop_authorization {
-        headers.push(b"Authorization");
-        // nginx's own pointer to the header (`$remote_user`, and `find`)
-        // must not outlive it in the list.
-        // SAFETY: r is live (this function's contract).
-        unsafe { (*r).headers_in.authorization = core::ptr::null_mut() };
-    }
-    if headers.is_empty() && cookies.is_empty() {
-        return Some(());
-    }
-    let mut failed = false;
-    // SAFETY: r is live; new values are copied into its pool.
-    unsafe {
-        retain_headers(r, |h| {
-            let key = h.key.as_bytes();
-            if headers.iter().any(|name| key.eq_ignore_ascii_case(name)) {
-                return false;
-            }
-            if cookies.is_empty() || !key.eq_ignore_ascii_case(b"Cookie") {
-                return true;
-            }
-            let mut rest = h.value.as_bytes().to_vec();
-            for name in &cookies {
-                rest = carriers::cookie_without(&rest, name);
-            }
-            if rest.len() != h.value.len {
-                match pool_str(r, &rest) {
-                    Some(value) => h.value = value,
-                    None => failed = true,
-                }
-            }
-            // An element left empty is dropped; its value is emptied too
-            // for readers of nginx's own pointer to it.
-            !rest.is_empty()
-        })?;
-    }
-    (!failed).then_some(())
-}
-
-/// Removes `name` from `$args` and from the request URI that proxy_pass
-/// without a URI part, fastcgi's REQUEST_URI and `$request_uri` use. The
-/// path keeps its exact encoding.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn drop_query_parameter(r: *mut ngx_http_request_t, name: &[u8]) -> Option<()> {
-    // SAFETY: args and unparsed_uri point into request memory; the new
-    // values are fresh pool copies.
-    unsafe {
-        let args = (*r).args.as_bytes();
-        if carriers::query_value(args, name).is_none() {
-            return Some(());
-        }
-        let kept = carriers::query_without(args, name);
-        (*r).args = match kept.is_empty() {
-            true => ngx_str_t::empty(),
-            false => pool_str(r, &kept)?,
-        };
-        let unparsed = (*r).unparsed_uri.as_bytes();
-        let path_end = unparsed
-            .iter()
-            .position(|&b| b == b'?')
-            .unwrap_or(unparsed.len());
-        let mut uri = unparsed[..path_end].to_vec();
-        if !kept.is_empty() {
-            uri.push(b'?');
-            uri.extend_from_slice(&kept);
-        }
-        (*r).unparsed_uri = pool_str(r, &uri)?;
-        Some(())
     }
 }
 

@@ -12,11 +12,13 @@ use ngx::ffi::{
     NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
+use crate::conf::LocationConf;
+use crate::handler::ctx::RequestCtx;
 use crate::handler::raw::{pool_str, push_header};
-use crate::handler::RequestCtx;
 use crate::oauth::exchange;
+use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{
-    self, ClaimPaths, IdpFailure, IdpReply, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
+    self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
 use crate::Module;
 use ngx::http::HttpModuleMainConf;
@@ -48,7 +50,7 @@ impl IdpCall {
 /// # Safety
 /// `r` must be the live main request and `ctx` its context, allocated from
 /// its pool; `endpoint` must live as long as the configuration.
-pub unsafe fn start(
+unsafe fn start(
     r: *mut ngx_http_request_t,
     call: IdpCall,
     endpoint: &[u8],
@@ -227,7 +229,7 @@ unsafe extern "C" fn phantom_introspection_done(
     unsafe {
         let rc = record_introspection(sr, data, rc, introspection::interpret_phantom);
         let out = (*sr).out;
-        if (*data.cast::<RequestCtx>()).outcome.is_some() && !out.is_null() {
+        if (*data.cast::<RequestCtx>()).introspection.is_some() && !out.is_null() {
             // 128 KiB need not stay with the request until it ends.
             ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
             (*sr).out = ptr::null_mut();
@@ -250,10 +252,10 @@ unsafe fn record_introspection(
     // SAFETY: guaranteed by the caller.
     unsafe {
         let ctx = &mut *data.cast::<RequestCtx>();
-        if ctx.outcome.is_none() && rc != NGX_AGAIN as ngx_int_t {
+        if ctx.introspection.is_none() && rc != NGX_AGAIN as ngx_int_t {
             let no_paths = ClaimPaths::default();
             let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
-            ctx.outcome = Some(interpret(reply_of(sr, rc), paths));
+            ctx.introspection = Some(interpret(reply_of(sr, rc), paths));
         }
     }
     rc
@@ -272,4 +274,22 @@ unsafe extern "C" fn exchange_done(
         }
     }
     rc
+}
+
+/// Sends `body` to the IdP's internal location as this gateway's client:
+/// credentials in the Authorization header (basic) or the body (post).
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+pub unsafe fn ask(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    call: IdpCall,
+    endpoint: &[u8],
+    mut body: Vec<u8>,
+    ctx: *mut RequestCtx,
+) -> Result<(), ()> {
+    body.extend_from_slice(&conf.client_credentials_form);
+    // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
+    unsafe { start(r, call, endpoint, &body, &conf.client_authorization, ctx) }
 }

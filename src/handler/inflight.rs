@@ -1,83 +1,127 @@
-//! Introspections in flight in this worker, so that concurrent requests for
-//! the same uncached token share one IdP call: the first request leads, the
-//! others wait and are woken with its outcome.
+//! IdP questions in flight in this worker, so that concurrent requests with
+//! the same cache key share one IdP call: the first request leads, the others
+//! wait and are woken with its answer.
 //!
-//! The table holds pointers to request contexts; a context removes itself
-//! when its request's pool is destroyed (see `RequestCtx`'s `Drop`), so no
-//! pointer outlives its request. A leader that goes away without an outcome
-//! sends its waiters back to start over.
+//! The table holds pointers to request contexts. A request that joins it
+//! registers a pool cleanup that takes it out again, so no pointer outlives
+//! its request; a leader that goes away without an answer sends its waiters
+//! back to look again.
 
 use core::cell::RefCell;
+use core::ffi::c_void;
 use std::collections::HashMap;
 
 use ngx::ffi::{
-    ngx_event_t, ngx_http_request_t, ngx_http_run_posted_requests, ngx_post_event,
-    ngx_posted_events,
+    ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
 };
 
-use crate::handler::{RequestCtx, Waiting};
+use crate::handler::ctx::{Flight, Flow, RequestCtx, Role};
 use crate::oauth::cache::CacheKey;
 
 thread_local! {
     static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());
 }
 
-pub enum Role {
-    Leader,
-    Waiter,
-}
-
-/// Registers `ctx` for `key`: the first becomes the leader.
-pub fn join(key: CacheKey, ctx: *mut RequestCtx) -> Role {
-    IN_FLIGHT.with_borrow_mut(|map| match map.get_mut(&key) {
-        Some(waiters) => {
-            waiters.push(ctx);
-            Role::Waiter
-        }
-        None => {
-            map.insert(key, Vec::new());
-            Role::Leader
-        }
-    })
-}
-
-/// The leader has its outcome: every waiter gets a copy and is woken.
+/// Registers `ctx` for `key`: the first becomes the leader, the others wait
+/// for it. `None` when nginx is out of memory; the request is then not in
+/// the table.
 ///
 /// # Safety
-/// Every pointer in the table must be a live context (guaranteed by `Drop`).
-pub unsafe fn finish(key: &CacheKey, ctx: &RequestCtx) {
-    for waiter in IN_FLIGHT
-        .with_borrow_mut(|map| map.remove(key))
-        .unwrap_or_default()
-    {
-        // SAFETY: see above.
-        unsafe {
-            (*waiter).outcome = ctx.outcome.clone();
-            (*waiter).waiting = Waiting::No;
+/// `r` must be the live main request and `ctx` its context.
+pub unsafe fn join(
+    r: *mut ngx_http_request_t,
+    ctx: *mut RequestCtx,
+    key: CacheKey,
+) -> Option<Role> {
+    // SAFETY: r is live and ctx its context (this function's contract); the
+    // cleanup and the event live in r's pool, as long as ctx.
+    unsafe {
+        if !(*ctx).leaves_on_cleanup {
+            let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
+            if cleanup.is_null() {
+                return None;
+            }
+            (*cleanup).handler = Some(leave_on_cleanup);
+            (*cleanup).data = ctx.cast();
+            (*ctx).leaves_on_cleanup = true;
+        }
+        let leads = IN_FLIGHT.with_borrow(|map| !map.contains_key(&key));
+        if !leads && (*ctx).wake.is_null() {
+            let wake =
+                ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
+            if wake.is_null() {
+                return None;
+            }
+            (*wake).handler = Some(resume);
+            (*wake).data = r.cast();
+            (*wake).log = (*(*r).connection).log;
+            (*ctx).wake = wake;
+        }
+        let role = IN_FLIGHT.with_borrow_mut(|map| match map.get_mut(&key) {
+            Some(waiters) => {
+                waiters.push(ctx);
+                Role::Waiter
+            }
+            None => {
+                map.insert(key, Vec::new());
+                Role::Leader
+            }
+        });
+        (*ctx).flight = Some(Flight { key, role });
+        Some(role)
+    }
+}
+
+/// The leader has its answer: `deliver` copies it into every waiter, which
+/// is then woken.
+///
+/// # Safety
+/// `leader` must be a live context that leads its key.
+pub unsafe fn finish(leader: *mut RequestCtx, deliver: impl Fn(*mut RequestCtx)) {
+    // SAFETY: the leader is live (this function's contract); every pointer in
+    // the table is a live context, as each leaves it in its pool cleanup.
+    unsafe {
+        let Some(Flight { key, .. }) = (*leader).flight.take() else {
+            return;
+        };
+        for waiter in IN_FLIGHT
+            .with_borrow_mut(|map| map.remove(&key))
+            .unwrap_or_default()
+        {
+            deliver(waiter);
+            (*waiter).flight = None;
             wake(waiter);
         }
     }
 }
 
-/// A context is going away: a leader hands the work back to its waiters; a
-/// waiter leaves the queue.
-///
-/// # Safety
-/// Every pointer in the table must be a live context.
-pub unsafe fn leave(key: &CacheKey, ctx: *mut RequestCtx, leader: bool) {
-    let restart = IN_FLIGHT.with_borrow_mut(|map| {
-        if leader {
-            return map.remove(key).unwrap_or_default();
+/// The request's pool is going away: a leader hands the question back to
+/// its waiters; a waiter leaves the queue. Either way its wake event must
+/// not fire any more.
+unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
+    let ctx = data.cast::<RequestCtx>();
+    // SAFETY: `data` is the context that registered this cleanup; cleanups
+    // run in reverse order of registration, so before the context is dropped.
+    unsafe {
+        if !(*ctx).wake.is_null() && (*(*ctx).wake).posted() != 0 {
+            ngx_delete_posted_event((*ctx).wake);
         }
-        if let Some(waiters) = map.get_mut(key) {
-            waiters.retain(|w| *w != ctx);
-        }
-        Vec::new()
-    });
-    for waiter in restart {
-        // SAFETY: see above.
-        unsafe {
-            (*waiter).waiting = Waiting::Restart;
+        let Some(Flight { key, role }) = (*ctx).flight.take() else {
+            return;
+        };
+        let restart = IN_FLIGHT.with_borrow_mut(|map| match role {
+            Role::Leader => map.remove(&key).unwrap_or_default(),
+            Role::Waiter => {
+                if let Some(waiters) = map.get_mut(&key) {
+                    waiters.retain(|w| *w != ctx);
+                }
+                Vec::new()
+            }
+        });
+        for waiter in restart {
+            (*waiter).flight = None;
+            (*waiter).stage = (*waiter).stage.with_flow(Flow::Look);
             wake(waiter);
         }
     }
@@ -86,8 +130,7 @@ pub unsafe fn leave(key: &CacheKey, ctx: *mut RequestCtx, leader: bool) {
 /// Posts the waiter's event; nginx then runs its phases again.
 ///
 /// # Safety
-/// `ctx` must be a live context; a waiter's `wake` event is set up by
-/// `access` as soon as it joins.
+/// `ctx` must be a live context.
 unsafe fn wake(ctx: *mut RequestCtx) {
     // SAFETY: the event lives in the request pool; the posted queue is nginx's.
     unsafe {
@@ -98,10 +141,10 @@ unsafe fn wake(ctx: *mut RequestCtx) {
 }
 
 /// Handler of a waiter's wake event: re-runs the request's phases, which
-/// brings it back to the ACCESS handler, and whatever that posted.
-pub unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
+/// brings it back to the phase handler, and whatever that posted.
+unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
     // SAFETY: `data` is the request whose context owns this event; a posted
-    // event is removed when the context drops, so the request is live.
+    // event is removed when the request's pool goes, so the request is live.
     unsafe {
         let r = (*ev).data.cast::<ngx_http_request_t>();
         let c = (*r).connection;

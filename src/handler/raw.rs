@@ -1,14 +1,17 @@
-//! Small, checked operations on an `ngx_http_request_t` that the handler and
-//! the variables share: module context, pool copies, headers.
+//! Small, checked operations on an `ngx_http_request_t` that the stages
+//! share: module context, pool copies, directive values, headers.
 
 use core::ptr;
 
-use ngx::core::Pool;
+use core::ffi::c_void;
+
 use ngx::ffi::{
-    ngx_http_request_t, ngx_list_init, ngx_list_push, ngx_list_t, ngx_str_t, ngx_table_elt_t,
+    ngx_http_complex_value, ngx_http_request_t, ngx_int_t, ngx_list_init, ngx_list_push,
+    ngx_list_t, ngx_palloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, NGX_OK,
 };
 use ngx::http::{list_iterator, HttpModule};
 
+use crate::conf::Template;
 use crate::Module;
 
 /// This module's context of `r`, if one was set.
@@ -16,13 +19,10 @@ use crate::Module;
 /// # Safety
 /// `r` must be a live request whose context slot for this module is null or
 /// holds a `T` set with [`create_ctx`].
-pub unsafe fn ctx<'r, T>(r: *mut ngx_http_request_t) -> Option<&'r mut T> {
+pub unsafe fn ctx<T>(r: *mut ngx_http_request_t) -> Option<*mut T> {
     // SAFETY: ctx is an array of ngx_http_max_module slots and ctx_index is ours.
-    unsafe {
-        (*(*r).ctx.add(Module::module().ctx_index))
-            .cast::<T>()
-            .as_mut()
-    }
+    let slot = unsafe { *(*r).ctx.add(Module::module().ctx_index) };
+    (!slot.is_null()).then_some(slot.cast())
 }
 
 /// A shared view of this module's context of `r`, for readers such as the
@@ -40,22 +40,68 @@ pub unsafe fn ctx_ref<'r, T>(r: *mut ngx_http_request_t) -> Option<&'r T> {
     }
 }
 
-/// Moves `value` into the request pool (dropped when the pool is destroyed)
-/// and makes it this module's context of `r`.
+/// Moves `value` into the request pool, dropped when the pool is
+/// destroyed, and makes it this module's context of `r`. (ngx 0.5.1's
+/// `Pool::allocate` writes the value before checking the allocation.)
 ///
 /// # Safety
 /// `r` must be a live request; `T` must be the only type used as this
 /// module's context.
-pub unsafe fn create_ctx<'r, T>(r: *mut ngx_http_request_t, value: T) -> Option<&'r mut T> {
-    // SAFETY: the request pool outlives every use of the request; allocate()
-    // registers a cleanup that drops the value with the pool.
+pub unsafe fn create_ctx<T>(r: *mut ngx_http_request_t, value: T) -> Option<*mut T> {
+    const { assert!(core::mem::align_of::<T>() <= NGX_ALIGNMENT) };
+    // SAFETY: ngx_palloc returns memory aligned to NGX_ALIGNMENT (checked
+    // above) or null; the value is written only after both allocations
+    // succeeded, and the cleanup drops it when the pool goes.
     unsafe {
-        let p = Pool::from_ngx_pool((*r).pool).allocate(value);
+        let pool = (*r).pool;
+        let p = ngx_palloc(pool, size_of::<T>()).cast::<T>();
         if p.is_null() {
             return None;
         }
+        let cleanup = ngx_pool_cleanup_add(pool, 0);
+        if cleanup.is_null() {
+            return None;
+        }
+        p.write(value);
+        (*cleanup).handler = Some(drop_value::<T>);
+        (*cleanup).data = p.cast();
         *(*r).ctx.add(Module::module().ctx_index) = p.cast();
-        Some(&mut *p)
+        Some(p)
+    }
+}
+
+/// nginx's word alignment for pool allocations (`NGX_ALIGNMENT`).
+const NGX_ALIGNMENT: usize = size_of::<core::ffi::c_ulong>();
+
+unsafe extern "C" fn drop_value<T>(data: *mut c_void) {
+    // SAFETY: `data` is the value create_ctx wrote; the pool runs each
+    // cleanup once.
+    unsafe { ptr::drop_in_place(data.cast::<T>()) };
+}
+
+/// Evaluates a directive value for this request (empty when unset); the
+/// bytes live in the request's pool.
+///
+/// # Safety
+/// `r` must be a live request; `template` a value compiled by the directive.
+pub unsafe fn evaluate<'r>(
+    r: *mut ngx_http_request_t,
+    template: Option<Template>,
+) -> Option<&'r [u8]> {
+    let Some(Template(cv)) = template else {
+        return Some(&[]);
+    };
+    let mut value = ngx_str_t::empty();
+    // SAFETY: nginx evaluates the value into memory of r's pool.
+    unsafe {
+        if ngx_http_complex_value(r, cv.cast(), &mut value) != NGX_OK as ngx_int_t {
+            return None;
+        }
+        Some(if value.len == 0 {
+            &[]
+        } else {
+            core::slice::from_raw_parts(value.data, value.len)
+        })
     }
 }
 

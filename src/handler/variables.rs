@@ -10,8 +10,8 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
+use crate::handler::ctx::RequestCtx;
 use crate::handler::raw::{ctx_ref, pool_str};
-use crate::handler::RequestCtx;
 use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
 
 /// How each variable is read from a finished introspection.
@@ -173,7 +173,7 @@ unsafe extern "C" fn get_variable(
             }
             (
                 Some(RequestCtx {
-                    outcome: Some(Ok(result)),
+                    introspection: Some(Ok(result)),
                     ..
                 }),
                 Some((_, claim)),
@@ -225,7 +225,7 @@ pub unsafe extern "C" fn get_claim(
     unsafe {
         let value = match ctx_ref::<RequestCtx>((*r).main) {
             Some(RequestCtx {
-                outcome: Some(Ok(IntrospectionResult::Active(claims))),
+                introspection: Some(Ok(IntrospectionResult::Active(claims))),
                 ..
             }) => claims.extra.get(data).cloned().flatten(),
             _ => None,

@@ -268,6 +268,101 @@ pub fn cookie_without(header: &[u8], name: &[u8]) -> Vec<u8> {
     kept.join(&b"; "[..])
 }
 
+/// What leaves the request before it goes upstream, decided from the
+/// location's sources and the one that held the token: every configured
+/// header, query parameter and cookie carrier, whichever held the token, as
+/// any of them may hold a token nobody checked. The `Authorization` header
+/// stays when it held the token (compatible with the C module; exchange and
+/// phantom replace it) and goes when `bearer` is configured but the token
+/// came from elsewhere.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Withheld<'s> {
+    /// Headers removed whole (names as configured, case-insensitive).
+    pub headers: Vec<&'s [u8]>,
+    /// Cookies removed from every Cookie header.
+    pub cookies: Vec<&'s [u8]>,
+    /// Query parameters removed from the query string.
+    pub queries: Vec<&'s [u8]>,
+    /// Whether the `Authorization` header goes too.
+    pub authorization: bool,
+}
+
+impl<'s> Withheld<'s> {
+    pub fn from_sources(sources: &'s [TokenSource], used: &TokenSource) -> Withheld<'s> {
+        let mut withheld = Withheld::default();
+        for source in sources {
+            match source {
+                TokenSource::Bearer => withheld.authorization = *used != TokenSource::Bearer,
+                TokenSource::Header(name) => withheld.headers.push(name),
+                TokenSource::Query(name) => withheld.queries.push(name),
+                TokenSource::Cookie(name) => withheld.cookies.push(name),
+            }
+        }
+        withheld
+    }
+
+    /// Whether any request header is affected.
+    pub fn touches_headers(&self) -> bool {
+        self.authorization || !self.headers.is_empty() || !self.cookies.is_empty()
+    }
+
+    /// What becomes of one request header.
+    pub fn edit_header(&self, name: &[u8], value: &[u8]) -> HeaderEdit {
+        let named = |carrier: &&[u8]| name.eq_ignore_ascii_case(carrier);
+        if self.headers.iter().any(named) || (self.authorization && named(&&b"Authorization"[..])) {
+            return HeaderEdit::Remove;
+        }
+        if self.cookies.is_empty() || !name.eq_ignore_ascii_case(b"Cookie") {
+            return HeaderEdit::Keep;
+        }
+        let mut rest = value.to_vec();
+        for cookie in &self.cookies {
+            rest = cookie_without(&rest, cookie);
+        }
+        match rest.len() == value.len() {
+            true => HeaderEdit::Keep,
+            false => HeaderEdit::Rewrite(rest),
+        }
+    }
+
+    /// The query string without the withheld parameters; `None` when none
+    /// of them is in it.
+    pub fn query(&self, args: &[u8]) -> Option<Vec<u8>> {
+        let mut kept: Option<Vec<u8>> = None;
+        for name in &self.queries {
+            let current = kept.as_deref().unwrap_or(args);
+            if query_value(current, name).is_some() {
+                kept = Some(query_without(current, name));
+            }
+        }
+        kept
+    }
+}
+
+/// What becomes of one request header on the way upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Keep,
+    Remove,
+    /// The header with this value instead; nothing left means it goes.
+    Rewrite(Vec<u8>),
+}
+
+/// The request URI (path and query, as the client sent it) with `args` as
+/// its query string: the path keeps its exact bytes.
+pub fn uri_with_args(unparsed_uri: &[u8], args: &[u8]) -> Vec<u8> {
+    let path_end = unparsed_uri
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(unparsed_uri.len());
+    let mut uri = unparsed_uri[..path_end].to_vec();
+    if !args.is_empty() {
+        uri.push(b'?');
+        uri.extend_from_slice(args);
+    }
+    uri
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,5 +564,67 @@ mod tests {
         assert!(err.contains("nginx itself interprets"), "{err}");
         assert!(parse(&["header=X-Forwarded-For"]).is_err());
         assert!(parse(&["header=X-Api-Token"]).is_ok());
+    }
+
+    #[test]
+    fn withheld_carriers_follow_the_sources() {
+        use TokenSource::*;
+        let sources = vec![
+            Bearer,
+            Header(b"X-Token".to_vec()),
+            Query(b"access_token".to_vec()),
+            Cookie(b"at".to_vec()),
+        ];
+        let from_cookie = Withheld::from_sources(&sources, &Cookie(b"at".to_vec()));
+        assert_eq!(
+            from_cookie,
+            Withheld {
+                headers: vec![&b"X-Token"[..]],
+                cookies: vec![&b"at"[..]],
+                queries: vec![&b"access_token"[..]],
+                authorization: true,
+            }
+        );
+        let from_bearer = Withheld::from_sources(&sources, &Bearer);
+        assert!(
+            !from_bearer.authorization,
+            "the checked Authorization stays"
+        );
+        assert!(!Withheld::from_sources(&[Bearer], &Bearer).touches_headers());
+    }
+
+    #[test]
+    fn headers_are_removed_or_rewritten_by_name() {
+        use TokenSource::*;
+        let sources = vec![Bearer, Header(b"X-Token".to_vec()), Cookie(b"at".to_vec())];
+        let w = Withheld::from_sources(&sources, &Header(b"X-Token".to_vec()));
+        assert_eq!(w.edit_header(b"x-token", b"t"), HeaderEdit::Remove);
+        assert_eq!(
+            w.edit_header(b"AUTHORIZATION", b"Bearer t"),
+            HeaderEdit::Remove
+        );
+        assert_eq!(w.edit_header(b"Accept", b"*/*"), HeaderEdit::Keep);
+        assert_eq!(
+            w.edit_header(b"Cookie", b"a=1; at=t; b=2"),
+            HeaderEdit::Rewrite(b"a=1; b=2".to_vec())
+        );
+        assert_eq!(
+            w.edit_header(b"cookie", b"at=t"),
+            HeaderEdit::Rewrite(Vec::new())
+        );
+        assert_eq!(w.edit_header(b"Cookie", b"a=1; b=2"), HeaderEdit::Keep);
+    }
+
+    #[test]
+    fn query_and_uri_lose_every_withheld_parameter() {
+        use TokenSource::*;
+        let sources = vec![Query(b"a".to_vec()), Query(b"b".to_vec())];
+        let w = Withheld::from_sources(&sources, &Query(b"a".to_vec()));
+        assert_eq!(w.query(b"x=1&a=t&b=u&y=2"), Some(b"x=1&y=2".to_vec()));
+        assert_eq!(w.query(b"x=1"), None);
+        assert_eq!(w.query(b"b=u"), Some(Vec::new()));
+        assert_eq!(uri_with_args(b"/p%20q?a=t&x=1", b"x=1"), b"/p%20q?x=1");
+        assert_eq!(uri_with_args(b"/p?a=t", b""), b"/p");
+        assert_eq!(uri_with_args(b"/p", b""), b"/p");
     }
 }

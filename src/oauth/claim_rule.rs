@@ -38,6 +38,14 @@ pub struct ClaimRule {
     expected: Expected,
 }
 
+/// One `auth_oauth2_token_require_claim`, with where its claim's value is
+/// kept in a token's claims (`TokenClaims::checked`).
+#[derive(Debug, Clone)]
+pub struct ClaimCheck {
+    pub rule: ClaimRule,
+    pub index: usize,
+}
+
 impl ClaimRule {
     /// Parses the directive's arguments after its name: CLAIM TYPE VALUE...
     ///

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::oauth::form::append_encoded;
-use crate::oauth::introspection::{IdpReply, Transport, MAX_RESPONSE_BYTES};
+use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 
 pub const GRANT_TYPE: &[u8] = b"urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &[u8] = b"urn:ietf:params:oauth:token-type:access_token";

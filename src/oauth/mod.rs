@@ -11,9 +11,11 @@ pub mod claim_rule;
 pub mod claims;
 pub mod exchange;
 pub mod form;
+pub mod idp_reply;
 pub mod introspection;
 pub mod jwt;
 pub mod scope;
+pub mod verdict;
 
 #[cfg(test)]
 mod properties;

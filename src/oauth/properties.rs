@@ -7,7 +7,8 @@ use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CachedIntrospection;
 use crate::oauth::carriers;
 use crate::oauth::claim_rule::ClaimRule;
-use crate::oauth::introspection::{self, ClaimPaths, IdpReply, IntrospectionResult, TokenClaims};
+use crate::oauth::idp_reply::IdpReply;
+use crate::oauth::introspection::{self, ClaimPaths, IntrospectionResult, TokenClaims};
 
 /// Query strings and cookie headers built from the characters that matter
 /// to their syntax, so that names collide often.

@@ -1,36 +1,6 @@
 //! Which entries are stored, under which key, and for how long.
 
-use sha2::{Digest, Sha256};
-
 use crate::oauth::introspection::IntrospectionResult;
-
-/// SHA-256 over the token and the policy that validated it, so that a token
-/// accepted for one endpoint or client is never accepted for another, and no
-/// raw token is kept in shared memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey(pub [u8; 32]);
-
-impl CacheKey {
-    pub fn new(endpoint: &[u8], client_id: &[u8], token: &[u8]) -> CacheKey {
-        CacheKey::from_parts(&[endpoint, client_id, token])
-    }
-
-    /// The digest of every part that shapes the cached answer.
-    pub fn from_parts(parts: &[&[u8]]) -> CacheKey {
-        let mut hasher = Sha256::new();
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
-        for part in parts {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-        CacheKey(hasher.finalize().into())
-    }
-
-    /// A well-mixed 64-bit slice of the digest for bucket selection.
-    pub fn bucket_hash(&self) -> u64 {
-        u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"))
-    }
-}
 
 /// `max_ttl` and `negative_ttl` of `auth_oauth2_token_introspect_cache`, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,26 +80,6 @@ mod tests {
             exp,
             ..Default::default()
         })
-    }
-
-    #[test]
-    fn key_depends_on_token_endpoint_and_client() {
-        let base = CacheKey::new(b"/introspect", b"gw", b"tok");
-        assert_eq!(base, CacheKey::new(b"/introspect", b"gw", b"tok"));
-        assert_ne!(base, CacheKey::new(b"/introspect", b"gw", b"tok2"));
-        assert_ne!(base, CacheKey::new(b"/other", b"gw", b"tok"));
-        assert_ne!(base, CacheKey::new(b"/introspect", b"gw2", b"tok"));
-        assert_ne!(
-            CacheKey::new(b"/a", b"bc", b"t"),
-            CacheKey::new(b"/ab", b"c", b"t")
-        );
-    }
-
-    #[test]
-    fn key_does_not_contain_the_token() {
-        let token = b"0123456789abcdef0123456789abcdef";
-        let key = CacheKey::new(b"", b"", token);
-        assert!(!key.0.windows(8).any(|w| token.windows(8).any(|t| t == w)));
     }
 
     const NOW: i64 = 1_000_000; // ms
@@ -214,22 +164,6 @@ mod tests {
             }
             .exchange_expires_at(Some(60), None, NOW),
             None
-        );
-    }
-
-    #[test]
-    fn key_parts_are_length_delimited() {
-        assert_ne!(
-            CacheKey::from_parts(&[b"a", b"bc"]),
-            CacheKey::from_parts(&[b"ab", b"c"])
-        );
-        assert_ne!(
-            CacheKey::from_parts(&[b"a", b""]),
-            CacheKey::from_parts(&[b"a"])
-        );
-        assert_eq!(
-            CacheKey::new(b"e", b"c", b"t"),
-            CacheKey::from_parts(&[b"e", b"c", b"t"])
         );
     }
 

@@ -1,0 +1,151 @@
+//! The state of one request's token check, kept in the main request's pool
+//! as this module's context. Data only: the stage files act on it, and the
+//! variable getters read it.
+
+use ngx::ffi::{ngx_event_t, ngx_str_t};
+
+use crate::oauth::cache::CacheKey;
+use crate::oauth::challenge::BearerError;
+use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
+use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+
+pub struct RequestCtx {
+    /// The client's token, in request memory (header, args or pool copy).
+    pub token: ngx_str_t,
+    /// Where the check stands.
+    pub stage: Stage,
+    /// The IdP's introspection verdict, once known (from the IdP, the cache
+    /// or the request that asked for this one).
+    pub introspection: Option<Result<IntrospectionResult, IdpFailure>>,
+    /// The token endpoint's answer, once known.
+    pub exchange: Option<Result<IssuedToken, ExchangeFailure>>,
+    /// What the cache said, for `$oauth2_token_cache_status`.
+    pub cache_status: Option<CacheStatus>,
+    /// This request's place in the worker's in-flight table, if any.
+    pub flight: Option<Flight>,
+    /// Posted by the leading request to resume this one; made (in the
+    /// request pool) only when this request waits, which few do.
+    pub wake: *mut ngx_event_t,
+    /// Whether the pool cleanup that takes this request out of the in-flight
+    /// table is registered.
+    pub leaves_on_cleanup: bool,
+}
+
+impl RequestCtx {
+    pub fn new(token: &[u8], stage: Stage) -> RequestCtx {
+        RequestCtx {
+            token: ngx_str_t {
+                len: token.len(),
+                data: token.as_ptr().cast_mut(),
+            },
+            stage,
+            introspection: None,
+            exchange: None,
+            cache_status: None,
+            flight: None,
+            wake: core::ptr::null_mut(),
+            leaves_on_cleanup: false,
+        }
+    }
+
+    /// The client's token.
+    pub fn token<'r>(&self) -> &'r [u8] {
+        // SAFETY: `token` points at request memory that outlives the ctx.
+        unsafe { core::slice::from_raw_parts(self.token.data, self.token.len) }
+    }
+}
+
+/// Where a request's check stands; the handler runs the stage it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Finding the introspection verdict.
+    Introspect(Flow),
+    /// The verdict is known: check what the location asks of the token.
+    Verdict,
+    /// Trading the token for one meant for the upstream.
+    Exchange(Flow),
+}
+
+impl Stage {
+    /// The cache flow of the stage that asks the IdP.
+    pub fn flow(self) -> Option<Flow> {
+        match self {
+            Stage::Introspect(flow) | Stage::Exchange(flow) => Some(flow),
+            Stage::Verdict => None,
+        }
+    }
+
+    /// The same stage at another point of its flow.
+    pub fn with_flow(self, flow: Flow) -> Stage {
+        match self {
+            Stage::Introspect(_) => Stage::Introspect(flow),
+            Stage::Exchange(_) => Stage::Exchange(flow),
+            Stage::Verdict => Stage::Verdict,
+        }
+    }
+}
+
+/// One question to the IdP, answered from the cache, by another request of
+/// this worker, or by the IdP itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Look in the cache; on a miss, join the in-flight table or ask.
+    Look,
+    /// This request's subrequest to the IdP is under way.
+    AskingIdp,
+    /// Another request of this worker asks the IdP the same question.
+    WaitingForLeader,
+}
+
+/// A request's place in the in-flight table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flight {
+    pub key: CacheKey,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Asks the IdP, stores the answer and hands it to the waiters.
+    Leader,
+    Waiter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Expired,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// What a stage decided; the handler turns it into nginx's return code.
+#[derive(Debug)]
+pub enum Outcome<'c> {
+    /// An IdP call (this request's or another's) is under way: NGX_AGAIN.
+    Again,
+    /// Go on with another stage.
+    Next(Stage),
+    /// The request may go on to the upstream.
+    Pass,
+    /// Refused with a status and a `WWW-Authenticate` challenge.
+    Refuse(BearerError<'c>),
+    /// Refused with the status of an `auth_oauth2_token_require` rule that
+    /// has no challenge of its own.
+    Deny(u16),
+    /// The IdP failed: its status, unless the location chose another.
+    Fail { timeout: bool, status: u16 },
+    /// nginx itself failed (out of memory): NGX_ERROR.
+    Error,
+}

@@ -1,0 +1,147 @@
+//! The exchange stage (RFC 8693): the client's token traded for one meant for
+//! the upstream, through the cache flow; the issued token becomes the
+//! upstream's `Authorization`.
+
+use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR};
+
+use crate::conf::{CacheConf, LocationConf};
+use crate::handler::ctx::{Outcome, RequestCtx};
+use crate::handler::flow::{self, Question, Step};
+use crate::handler::idp_call::{self, IdpCall};
+use crate::handler::raw::evaluate;
+use crate::handler::upstream;
+use crate::oauth::cache::key::exchange_key;
+use crate::oauth::cache::{CacheKey, CachedExchange};
+use crate::oauth::challenge::BearerError;
+use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
+use crate::oauth::introspection::IntrospectionResult;
+
+pub struct Exchange;
+
+impl Question for Exchange {
+    type Answer = Result<IssuedToken, ExchangeFailure>;
+    type Inputs<'r> = ExchangeParams<'r>;
+
+    fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
+        &mut ctx.exchange
+    }
+
+    fn cache(conf: &LocationConf) -> Option<&CacheConf> {
+        conf.exchange_cache.as_ref()
+    }
+
+    /// After introspection the status is that of the introspection cache.
+    fn reports_cache_status(conf: &LocationConf) -> bool {
+        !conf.introspection_enabled()
+    }
+
+    unsafe fn inputs<'r>(
+        r: *mut ngx_http_request_t,
+        conf: &'r LocationConf,
+    ) -> Option<ExchangeParams<'r>> {
+        // SAFETY: r is the live main request; templates come from the directives.
+        unsafe {
+            Some(ExchangeParams {
+                audience: evaluate(r, conf.audience)?,
+                scope: evaluate(r, conf.scope)?,
+                resource: evaluate(r, conf.resource)?,
+                requested_token_type: conf.requested_token_type.as_deref().unwrap_or_default(),
+            })
+        }
+    }
+
+    unsafe fn key(
+        _r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        token: &[u8],
+        params: &ExchangeParams<'_>,
+    ) -> CacheKey {
+        exchange_key(
+            conf.token_endpoint.as_deref().unwrap_or_default(),
+            conf.client_id.as_deref().unwrap_or_default(),
+            token,
+            params,
+        )
+    }
+
+    fn decode(entry: &[u8]) -> Option<Self::Answer> {
+        CachedExchange::decode(entry).map(Ok)
+    }
+
+    fn entry(
+        _conf: &LocationConf,
+        cache: &CacheConf,
+        ctx: &RequestCtx,
+        now_ms: i64,
+    ) -> Option<(Vec<u8>, i64)> {
+        let Some(Ok(issued)) = &ctx.exchange else {
+            return None;
+        };
+        let subject_exp = match &ctx.introspection {
+            Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
+            _ => None,
+        };
+        let expires = cache
+            .policy
+            .exchange_expires_at(issued.expires_in, subject_exp, now_ms)?;
+        Some((CachedExchange::encode(issued), expires))
+    }
+
+    unsafe fn ask(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        ctx: *mut RequestCtx,
+        params: &ExchangeParams<'_>,
+    ) -> Result<(), ()> {
+        let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
+        // SAFETY: r is the live main request and ctx its context.
+        let body = exchange::request_body(unsafe { (*ctx).token() }, params);
+        // SAFETY: as above.
+        unsafe { idp_call::ask(r, conf, IdpCall::Exchange, endpoint, body, ctx) }
+    }
+}
+
+/// Moves the exchange on; once the token endpoint answered, the issued token
+/// goes upstream, or the request is refused.
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+pub unsafe fn run<'c>(
+    r: *mut ngx_http_request_t,
+    conf: &'c LocationConf,
+    ctx: *mut RequestCtx,
+) -> Outcome<'c> {
+    // SAFETY: guaranteed by the caller.
+    match unsafe { flow::step::<Exchange>(r, conf, ctx) } {
+        Step::Answered => {}
+        Step::Again => return Outcome::Again,
+        Step::Error => return Outcome::Error,
+    }
+    // SAFETY: as above; nothing below runs variable getters.
+    let answer = unsafe { &(*ctx).exchange };
+    match answer {
+        Some(Ok(issued)) => {
+            // SAFETY: as above.
+            match unsafe { upstream::authorize(r, issued.access_token.as_bytes()) } {
+                Some(()) => Outcome::Pass,
+                None => Outcome::Error,
+            }
+        }
+        Some(Err(failure)) => {
+            // SAFETY: r is live; its connection log is valid for logging.
+            let log = unsafe { (*(*r).connection).log };
+            ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            match failure {
+                ExchangeFailure::InvalidGrant => Outcome::Refuse(BearerError::InvalidToken),
+                ExchangeFailure::NotPermitted(_) => {
+                    Outcome::Refuse(BearerError::InsufficientScope(None))
+                }
+                _ => Outcome::Fail {
+                    timeout: *failure == ExchangeFailure::Timeout,
+                    status: failure.status(),
+                },
+            }
+        }
+        None => Outcome::Error,
+    }
+}

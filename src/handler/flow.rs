@@ -1,0 +1,195 @@
+//! One cache flow for every question the module asks the IdP (introspection
+//! and token exchange): look in the cache, else join the requests of this
+//! worker that ask the same, else ask; when the answer is in, store it and
+//! hand it to the waiters.
+//!
+//! Look      -> hit: answered; miss: leader -> AskingIdp (subrequest),
+//!              waiter -> WaitingForLeader; no cache: AskingIdp
+//! AskingIdp / WaitingForLeader -> NGX_AGAIN until the answer is in (the
+//!              subrequest's callback or the leader put it in the context)
+//! answered  -> the leader stores it and wakes its waiters
+
+use ngx::ffi::ngx_http_request_t;
+
+use crate::conf::{CacheConf, LocationConf};
+use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
+use crate::handler::inflight;
+use crate::oauth::cache::CacheKey;
+use crate::shm::table::{self, Lookup};
+
+/// One kind of IdP question: where its answer goes, how it is cached, and
+/// how the IdP is asked.
+pub trait Question {
+    type Answer: Clone;
+
+    /// The slot of the request context its answer goes into.
+    fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
+
+    /// The cache of the location, if it has one.
+    fn cache(conf: &LocationConf) -> Option<&CacheConf>;
+
+    /// Whether this question's cache look-up is what
+    /// `$oauth2_token_cache_status` reports.
+    fn reports_cache_status(conf: &LocationConf) -> bool;
+
+    /// What the question is made of beyond the token, evaluated once per
+    /// look so that the key and the IdP request agree.
+    type Inputs<'r>;
+
+    /// # Safety
+    /// `r` must be the live main request.
+    unsafe fn inputs<'r>(
+        r: *mut ngx_http_request_t,
+        conf: &'r LocationConf,
+    ) -> Option<Self::Inputs<'r>>;
+
+    /// The cache key of this request's question.
+    ///
+    /// # Safety
+    /// `r` must be the live main request.
+    unsafe fn key(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        token: &[u8],
+        inputs: &Self::Inputs<'_>,
+    ) -> CacheKey;
+
+    /// A cached entry as an answer; `None` if it cannot be read.
+    fn decode(entry: &[u8]) -> Option<Self::Answer>;
+
+    /// The entry to store for `answer` and until when (ms since the epoch),
+    /// or `None` when it must not be cached.
+    fn entry(
+        conf: &LocationConf,
+        cache: &CacheConf,
+        ctx: &RequestCtx,
+        now_ms: i64,
+    ) -> Option<(Vec<u8>, i64)>;
+
+    /// Starts the subrequest that asks the IdP; its callback fills the slot.
+    ///
+    /// # Safety
+    /// `r` must be the live main request and `ctx` its context.
+    unsafe fn ask(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        ctx: *mut RequestCtx,
+        inputs: &Self::Inputs<'_>,
+    ) -> Result<(), ()>;
+}
+
+/// Where a question stands after one step.
+pub enum Step {
+    /// The answer is in the context's slot.
+    Answered,
+    /// Waiting for the IdP, or for the request that asks it.
+    Again,
+    /// nginx is out of memory.
+    Error,
+}
+
+pub fn now_ms() -> i64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec * 1000 + tp.msec as i64
+}
+
+/// Moves the question of the request's current stage on, as far as it can.
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context, whose stage has
+/// a flow.
+pub unsafe fn step<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+) -> Step {
+    // SAFETY: r and ctx as this function requires; no reference to the
+    // context is held across a call that may run variable getters.
+    unsafe {
+        if Q::answer(&mut *ctx).is_none() {
+            match (*ctx).stage.flow() {
+                Some(Flow::Look) => {}
+                _ => return Step::Again,
+            }
+            match look::<Q>(r, conf, ctx) {
+                Step::Answered => {}
+                other => return other,
+            }
+        }
+        if let Some(Flight {
+            role: Role::Leader,
+            key,
+        }) = (*ctx).flight
+        {
+            if let Some(cache) = Q::cache(conf) {
+                let now = now_ms();
+                if let Some((entry, expires)) = Q::entry(conf, cache, &*ctx, now) {
+                    // SAFETY: the zone was set up by the directive and initialised by nginx.
+                    table::insert(cache.zone.cast(), &key, &entry, expires, now);
+                }
+            }
+            inflight::finish(ctx, |waiter| {
+                *Q::answer(&mut *waiter) = Q::answer(&mut *ctx).clone();
+            });
+        }
+        Step::Answered
+    }
+}
+
+/// Looks in the cache, joins the in-flight table or asks the IdP.
+///
+/// # Safety
+/// As for [`step`].
+unsafe fn look<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+) -> Step {
+    // SAFETY: as for `step`.
+    unsafe {
+        let Some(inputs) = Q::inputs(r, conf) else {
+            return Step::Error;
+        };
+        if let Some(cache) = Q::cache(conf) {
+            let (status, key) = match cache.policy.enabled() {
+                true => {
+                    let key = Q::key(r, conf, (*ctx).token(), &inputs);
+                    // SAFETY: the zone was set up by the directive and initialised by nginx.
+                    match table::lookup(cache.zone.cast(), &key, now_ms(), Q::decode) {
+                        Lookup::Hit(answer) => {
+                            *Q::answer(&mut *ctx) = Some(answer);
+                            (CacheStatus::Hit, None)
+                        }
+                        Lookup::Expired => (CacheStatus::Expired, Some(key)),
+                        Lookup::Miss => (CacheStatus::Miss, Some(key)),
+                    }
+                }
+                false => (CacheStatus::Bypass, None),
+            };
+            // A request sent back by a vanished leader keeps its first status.
+            if Q::reports_cache_status(conf)
+                && ((*ctx).cache_status.is_none() || status == CacheStatus::Hit)
+            {
+                (*ctx).cache_status = Some(status);
+            }
+            if status == CacheStatus::Hit {
+                return Step::Answered;
+            }
+            if let Some(key) = key {
+                match inflight::join(r, ctx, key) {
+                    Some(Role::Leader) => {}
+                    Some(Role::Waiter) => {
+                        (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
+                        return Step::Again;
+                    }
+                    None => return Step::Error,
+                }
+            }
+        }
+        (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingIdp);
+        match Q::ask(r, conf, ctx, &inputs) {
+            Ok(()) => Step::Again,
+            Err(()) => Step::Error,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! What the client gets when the check fails: the status (the module's, or
+//! the one `auth_oauth2_token_status` chose), the `WWW-Authenticate`
+//! challenge, and the reason in `$oauth2_token_error`.
+
+use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR};
+use ngx::http::HttpModuleMainConf;
+
+use crate::conf::{Challenge, LocationConf, Situation};
+use crate::handler::raw::{evaluate, pool_str, push_header};
+use crate::handler::variables;
+use crate::oauth::challenge::{www_authenticate, BearerError};
+use crate::Module;
+
+/// Answers with the status that goes with `error` and, unless the location
+/// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
+/// operator's.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn refuse(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    error: BearerError<'_>,
+) -> ngx_int_t {
+    let situation = match error {
+        BearerError::NoToken => Situation::Missing,
+        BearerError::InvalidRequest(_)
+        | BearerError::MalformedToken(_)
+        | BearerError::InvalidToken => Situation::Invalid,
+        BearerError::InsufficientScope(_) => Situation::Forbidden,
+    };
+    let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
+    // SAFETY: r is live (this function's contract).
+    unsafe { record_error(r, error.code()) };
+    let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
+        Challenge::Off => return status,
+        // SAFETY: r is live; the value is copied into its pool.
+        Challenge::Standard => unsafe {
+            pool_str(r, www_authenticate(conf.realm(), error).as_bytes())
+        },
+        // SAFETY: r is live; custom values are evaluated into its pool.
+        Challenge::Custom(template) => unsafe {
+            evaluate(r, Some(template)).map(|v| ngx_str_t {
+                len: v.len(),
+                data: v.as_ptr().cast_mut(),
+            })
+        },
+    };
+    let Some(value) = value else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: the header lives in r's pool and list, as nginx's own modules do it.
+    unsafe {
+        let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
+        match push_header(headers, b"WWW-Authenticate", b"www-authenticate", value) {
+            Some(h) => (*r).headers_out.www_authenticate = h,
+            None => return NGX_ERROR as ngx_int_t,
+        }
+    }
+    status
+}
+
+/// Answers an IdP failure with its status, or the one the location chose.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn fail(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    timeout: bool,
+    status: u16,
+) -> ngx_int_t {
+    let (situation, code) = match timeout {
+        true => (Situation::IdpTimeout, "idp_timeout"),
+        false => (Situation::IdpError, "idp_error"),
+    };
+    // SAFETY: r is live (this function's contract).
+    unsafe { record_error(r, code) };
+    conf.statuses.get(situation).unwrap_or(status) as ngx_int_t
+}
+
+/// Answers with the status of an `auth_oauth2_token_require` rule.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn deny(r: *mut ngx_http_request_t, status: u16) -> ngx_int_t {
+    // SAFETY: r is live (this function's contract).
+    unsafe { record_error(r, "access_denied") };
+    status as ngx_int_t
+}
+
+/// Sets `$oauth2_token_error`.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn record_error(r: *mut ngx_http_request_t, code: &'static str) {
+    // SAFETY: the main conf exists for every request of an http block
+    // where our directives are; the index was set at postconfiguration.
+    unsafe {
+        if let Some(main) = Module::main_conf(&*r) {
+            if let Some(index) = main.error_variable {
+                variables::set_error(r, index, code);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a location asks of a token the IdP called active, checked in a fixed
+//! order: the required scopes, then the `auth_oauth2_token_require` rules,
+//! then the required claims. The first that fails decides the answer.
+
+use crate::oauth::claim_rule::ClaimCheck;
+use crate::oauth::introspection::TokenClaims;
+use crate::oauth::scope;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<'c, R> {
+    Pass,
+    /// The token lacks a required scope (403 `insufficient_scope`).
+    MissingScope,
+    /// An `auth_oauth2_token_require` rule does not hold: what the caller
+    /// made of it (the rules read nginx variables, so the caller checks them).
+    Unmet(R),
+    /// A required claim does not meet its rule; the claim's path, for the
+    /// log (its value may be personal data).
+    Claim(&'c str),
+}
+
+/// Checks `claims` against a location's requirements. `unmet_requirement` is
+/// asked only when the scopes are there, as its rules may read variables
+/// that only make sense for a token with the right scopes.
+pub fn check<'c, R>(
+    claims: &TokenClaims,
+    required_scopes: &[String],
+    required_claims: &'c [ClaimCheck],
+    unmet_requirement: impl FnOnce() -> Option<R>,
+) -> Verdict<'c, R> {
+    if !required_scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), required_scopes) {
+        return Verdict::MissingScope;
+    }
+    if let Some(unmet) = unmet_requirement() {
+        return Verdict::Unmet(unmet);
+    }
+    match required_claims.iter().find(|check| {
+        let value = claims.checked.get(check.index).and_then(Option::as_deref);
+        !check.rule.is_met_by_json(value)
+    }) {
+        Some(failed) => Verdict::Claim(failed.rule.path()),
+        None => Verdict::Pass,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::claim_rule::ClaimRule;
+
+    fn claims(scope: &str, checked: &[Option<&str>]) -> TokenClaims {
+        TokenClaims {
+            scope: Some(scope.into()),
+            checked: checked.iter().map(|v| v.map(str::to_string)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn rule(path: &str, value: &str, index: usize) -> ClaimCheck {
+        ClaimCheck {
+            rule: ClaimRule::parse(&[path.as_bytes(), b"string", value.as_bytes()]).unwrap(),
+            index,
+        }
+    }
+
+    fn scopes(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nothing_required_passes() {
+        let verdict = check::<()>(&claims("", &[]), &[], &[], || None);
+        assert_eq!(verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn scopes_come_first_and_skip_the_rest() {
+        let mut asked = false;
+        let checks = [rule("tier", "gold", 0)];
+        let verdict = check(
+            &claims("read", &[Some("\"x\"")]),
+            &scopes(&["read", "write"]),
+            &checks,
+            || {
+                asked = true;
+                Some(403)
+            },
+        );
+        assert_eq!(verdict, Verdict::MissingScope);
+        assert!(
+            !asked,
+            "require rules are not evaluated after a scope failed"
+        );
+    }
+
+    #[test]
+    fn require_rules_come_before_claims() {
+        let checks = [rule("tier", "gold", 0)];
+        let verdict = check(
+            &claims("read", &[Some("\"silver\"")]),
+            &scopes(&["read"]),
+            &checks,
+            || Some(418),
+        );
+        assert_eq!(verdict, Verdict::Unmet(418));
+    }
+
+    #[test]
+    fn the_first_failing_claim_is_named() {
+        let checks = [rule("tier", "gold", 0), rule("org", "acme", 1)];
+        let verdict = check::<()>(
+            &claims("read", &[Some("\"gold\""), Some("\"other\"")]),
+            &[],
+            &checks,
+            || None,
+        );
+        assert_eq!(verdict, Verdict::Claim("org"));
+        let verdict = check::<()>(&claims("read", &[None, None]), &[], &checks, || None);
+        assert_eq!(verdict, Verdict::Claim("tier"), "a missing claim fails");
+        let verdict = check::<()>(
+            &claims("read", &[Some("\"gold\""), Some("\"acme\"")]),
+            &[],
+            &checks,
+            || None,
+        );
+        assert_eq!(verdict, Verdict::Pass);
+    }
+}
