@@ -432,3 +432,16 @@ body: token=second&token_type_hint=access_token
 !Authorization
 !X-Seen-Authorization
 !X-Remote-User
+
+=== TEST 28: cookie=: a header is rewritten by what it holds, not by its length (a second, unchecked token never rides along)
+--- idp
+{"GOOD": {"json": {"active": true}}}
+--- request
+GET /cookie/x
+--- more_headers
+Cookie: at=GOOD;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;at=FORGED
+--- error_code: 200
+--- idp_request
+body: token=GOOD&token_type_hint=access_token
+--- backend_headers
+Cookie: a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a

@@ -315,14 +315,20 @@ impl<'s> Withheld<'s> {
         if self.cookies.is_empty() || !name.eq_ignore_ascii_case(b"Cookie") {
             return HeaderEdit::Keep;
         }
+        // Decided by content: a header is kept as sent only when it holds
+        // none of the withheld cookies, wherever and however often.
+        if self
+            .cookies
+            .iter()
+            .all(|cookie| cookie_value(value, cookie).is_none())
+        {
+            return HeaderEdit::Keep;
+        }
         let mut rest = value.to_vec();
         for cookie in &self.cookies {
             rest = cookie_without(&rest, cookie);
         }
-        match rest.len() == value.len() {
-            true => HeaderEdit::Keep,
-            false => HeaderEdit::Rewrite(rest),
-        }
+        HeaderEdit::Rewrite(rest)
     }
 
     /// The query string without the withheld parameters; `None` when none
@@ -613,6 +619,23 @@ mod tests {
             HeaderEdit::Rewrite(Vec::new())
         );
         assert_eq!(w.edit_header(b"Cookie", b"a=1; b=2"), HeaderEdit::Keep);
+        assert_eq!(w.edit_header(b"Cookie", b"a=1;b=2"), HeaderEdit::Keep);
+    }
+
+    #[test]
+    fn a_rewrite_is_decided_by_content_not_by_length() {
+        // 17 cookies between two tokens: without them, re-joined with "; ",
+        // the header is exactly as long as before.
+        let value = [&b"t=GOOD;"[..], &b"a;".repeat(16), b"a;t=FORGED"].concat();
+        let w = Withheld {
+            cookies: vec![&b"t"[..]],
+            ..Withheld::default()
+        };
+        let HeaderEdit::Rewrite(rest) = w.edit_header(b"Cookie", &value) else {
+            panic!("a header with the cookie was kept");
+        };
+        assert_eq!(rest.len(), value.len());
+        assert_eq!(cookie_value(&rest, b"t"), None);
     }
 
     #[test]
