@@ -46,6 +46,7 @@ test: unit e2e
 
 lint:
 	$(CARGO) fmt --check
+	perl scripts/check-layout.pl
 	$(CARGO) clippy $(CARGO_PROFILE_FLAG) --all-targets -- -D warnings -D clippy::undocumented_unsafe_blocks
 	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) clippy --release --all-targets --features logic-only -- -D warnings
 

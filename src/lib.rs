@@ -20,6 +20,8 @@ mod handler;
 mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]
+mod module;
+#[cfg(not(any(test, feature = "logic-only")))]
 pub use registration::*;
 
 #[cfg(not(any(test, feature = "logic-only")))]
@@ -33,72 +35,53 @@ mod registration {
         ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t,
         ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
     };
-    use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+    use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 
     use crate::conf::{self, LocationConf};
     use crate::handler::{self, variables};
+    use crate::module::Module;
 
-    pub struct Module;
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the configuration being parsed.
+        unsafe { variables::register(cf) }
+    }
 
-    impl HttpModule for Module {
-        fn module() -> &'static ngx_module_t {
-            // SAFETY: the module static is only written by nginx while loading it.
-            unsafe { &*ptr::addr_of!(ngx_http_auth_oauth2_token_module) }
-        }
-
-        unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-            // SAFETY: nginx passes the configuration being parsed.
-            unsafe { variables::register(cf) }
-        }
-
-        unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-            // SAFETY: nginx passes the http configuration; the core main conf and
-            // its phase arrays exist by now.
-            unsafe {
-                let Some(main) = Module::main_conf_mut(&*cf) else {
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the http configuration; the core main conf and
+        // its phase arrays exist by now.
+        unsafe {
+            let Some(main) = Module::main_conf_mut(&*cf) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            main.error_variable = variables::error_variable_index(cf);
+            main.claims_fingerprint = main.claims.fingerprint();
+            let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            // Registered after the static modules, so within PREACCESS we
+            // run before limit_req and limit_conn, which can then use our
+            // variables.
+            let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
+                (
+                    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
+                    handler::preaccess_handler,
+                ),
+                (
+                    ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                    handler::access_handler,
+                ),
+            ];
+            for (phase, handler) in handlers {
+                let list = &mut cmcf.phases[phase as usize].handlers;
+                let slot = ngx_array_push(list).cast::<ngx_http_handler_pt>();
+                if slot.is_null() {
                     return NGX_ERROR as ngx_int_t;
-                };
-                main.error_variable = variables::error_variable_index(cf);
-                main.claims_fingerprint = main.claims.fingerprint();
-                let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
-                    return NGX_ERROR as ngx_int_t;
-                };
-                // Registered after the static modules, so within PREACCESS we
-                // run before limit_req and limit_conn, which can then use our
-                // variables.
-                let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
-                    (
-                        ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
-                        handler::preaccess_handler,
-                    ),
-                    (
-                        ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-                        handler::access_handler,
-                    ),
-                ];
-                for (phase, handler) in handlers {
-                    let list = &mut cmcf.phases[phase as usize].handlers;
-                    let slot = ngx_array_push(list).cast::<ngx_http_handler_pt>();
-                    if slot.is_null() {
-                        return NGX_ERROR as ngx_int_t;
-                    }
-                    *slot = Some(handler);
                 }
+                *slot = Some(handler);
             }
-            NGX_OK as ngx_int_t
         }
+        NGX_OK as ngx_int_t
     }
-
-    // SAFETY: the main conf slot of this module always holds a MainConf.
-    unsafe impl HttpModuleMainConf for Module {
-        type MainConf = conf::MainConf;
-    }
-
-    // SAFETY: the location conf slot of this module always holds a LocationConf.
-    unsafe impl HttpModuleLocationConf for Module {
-        type LocationConf = LocationConf;
-    }
-
     /// Merges a location with its enclosing block; a configuration mistake fails
     /// `nginx -t` with a message naming the directive.
     unsafe extern "C" fn merge_loc_conf(
@@ -123,8 +106,8 @@ mod registration {
     }
 
     static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-        preconfiguration: Some(Module::preconfiguration),
-        postconfiguration: Some(Module::postconfiguration),
+        preconfiguration: Some(preconfiguration),
+        postconfiguration: Some(postconfiguration),
         create_main_conf: Some(Module::create_main_conf),
         init_main_conf: None,
         create_srv_conf: None,
@@ -136,9 +119,10 @@ mod registration {
     #[cfg(feature = "export-modules")]
     ngx::ngx_modules!(ngx_http_auth_oauth2_token_module);
 
+    /// Exported by name: `module.rs` refers to it as an extern symbol.
     #[used]
     #[allow(non_upper_case_globals)]
-    #[cfg_attr(not(feature = "export-modules"), no_mangle)]
+    #[no_mangle]
     pub static mut ngx_http_auth_oauth2_token_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(conf::directives::COMMANDS) as *mut _,

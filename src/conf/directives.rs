@@ -21,10 +21,10 @@ use super::{
     CacheConf, Challenge, ClientAuth, LocationConf, MainConf, Phase, Requirement, SecretSource,
     Situation, Template,
 };
+use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::{carriers, challenge, scope};
 use crate::shm::table;
-use crate::Module;
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;

@@ -15,12 +15,12 @@ use ngx::ffi::{
 use crate::conf::LocationConf;
 use crate::handler::ctx::RequestCtx;
 use crate::handler::raw::{pool_str, push_header};
+use crate::module::Module;
 use crate::oauth::exchange;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{
     self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
-use crate::Module;
 use ngx::http::HttpModuleMainConf;
 
 /// Which IdP call a subrequest makes; decides how its answer is read.

@@ -8,11 +8,11 @@ use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall};
+use crate::module::Module;
 use crate::oauth::cache::key::IntrospectionKey;
 use crate::oauth::cache::{CacheKey, CachedIntrospection};
 use crate::oauth::form;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
-use crate::Module;
 
 pub struct Introspection;
 

@@ -37,10 +37,10 @@ use ngx::http::HttpModuleLocationConf;
 use crate::conf::{LocationConf, Phase};
 use crate::handler::ctx::{Flow, Outcome, RequestCtx, Stage};
 use crate::handler::raw::create_ctx;
+use crate::module::Module;
 use crate::oauth::bearer::{BearerToken, Malformed};
 use crate::oauth::carriers::TokenSource;
 use crate::oauth::challenge::BearerError;
-use crate::Module;
 
 /// The ACCESS-phase entry point (the default phase).
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {

@@ -12,7 +12,7 @@ use ngx::ffi::{
 use ngx::http::{list_iterator, HttpModule};
 
 use crate::conf::Template;
-use crate::Module;
+use crate::module::Module;
 
 /// This module's context of `r`, if one was set.
 ///

@@ -8,8 +8,8 @@ use ngx::http::HttpModuleMainConf;
 use crate::conf::{Challenge, LocationConf, Situation};
 use crate::handler::raw::{evaluate, pool_str, push_header};
 use crate::handler::variables;
+use crate::module::Module;
 use crate::oauth::challenge::{www_authenticate, BearerError};
-use crate::Module;
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the

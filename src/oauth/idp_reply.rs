@@ -27,7 +27,7 @@ pub enum Transport {
     TooLarge(usize),
 }
 
-const NGX_HTTP_GATEWAY_TIME_OUT: isize = 504;
+const GATEWAY_TIME_OUT: isize = 504;
 
 impl<'a> IdpReply<'a> {
     pub fn new(finalize_rc: isize, status: usize, body: &'a [u8]) -> IdpReply<'a> {
@@ -48,7 +48,7 @@ impl<'a> IdpReply<'a> {
 
     /// `Ok` when a complete answer of at most `limit` bytes arrived.
     pub fn transport(&self, limit: usize) -> Result<(), Transport> {
-        if self.finalize_rc == NGX_HTTP_GATEWAY_TIME_OUT {
+        if self.finalize_rc == GATEWAY_TIME_OUT {
             Err(Transport::Timeout)
         } else if self.status == 0 {
             Err(Transport::Unreachable)
