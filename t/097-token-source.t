@@ -445,3 +445,31 @@ Cookie: at=GOOD;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;a;at=FORGED
 body: token=GOOD&token_type_hint=access_token
 --- backend_headers
 Cookie: a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a; a
+
+=== TEST 29: without bearer among the sources, a client's Bearer Authorization (unchecked) never reaches the upstream
+--- idp
+{"c1": {"json": {"active": true}}, "unchecked": {"json": {"active": false}}}
+--- request
+GET /cookie/x
+--- more_headers
+Cookie: at=c1
+Authorization: Bearer unchecked
+--- error_code: 200
+--- idp_calls: 1
+--- idp_request
+body: token=c1&token_type_hint=access_token
+--- backend_headers
+!Authorization
+!Cookie
+
+=== TEST 30: without bearer among the sources, other Authorization schemes (Basic for the backend) pass
+--- idp
+{"c1": {"json": {"active": true}}}
+--- request
+GET /cookie/x
+--- more_headers
+Cookie: at=c1
+Authorization: Basic dXNlcjpwdw==
+--- error_code: 200
+--- backend_headers
+Authorization: Basic dXNlcjpwdw==

@@ -31,11 +31,17 @@ pub unsafe fn withhold(
             (*r).unparsed_uri = pool_str(r, &uri_with_args((*r).unparsed_uri.as_bytes(), &kept))?;
         }
     }
-    if withheld.authorization {
-        // nginx's own pointer to the header (`$remote_user`, and the token
-        // search) must not outlive it in the list.
-        // SAFETY: r is live (this function's contract).
-        unsafe { (*r).headers_in.authorization = core::ptr::null_mut() };
+    // nginx's own pointer to the header (`$remote_user`, and the token
+    // search) must not outlive it in the list.
+    // SAFETY: r is live (this function's contract); the pointer is null or
+    // points at an element of its header list.
+    unsafe {
+        let authorization = (*r).headers_in.authorization;
+        if !authorization.is_null()
+            && withheld.removes_authorization((*authorization).value.as_bytes())
+        {
+            (*r).headers_in.authorization = core::ptr::null_mut();
+        }
     }
     if !withheld.touches_headers() {
         return Some(());

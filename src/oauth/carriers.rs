@@ -274,7 +274,9 @@ pub fn cookie_without(header: &[u8], name: &[u8]) -> Vec<u8> {
 /// any of them may hold a token nobody checked. The `Authorization` header
 /// stays when it held the token (compatible with the C module; exchange and
 /// phantom replace it) and goes when `bearer` is configured but the token
-/// came from elsewhere.
+/// came from elsewhere. Without `bearer` among the sources, a Bearer
+/// `Authorization` is a token nobody checked: it goes; other schemes (Basic
+/// credentials meant for the backend) stay.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Withheld<'s> {
     /// Headers removed whole (names as configured, case-insensitive).
@@ -285,11 +287,16 @@ pub struct Withheld<'s> {
     pub queries: Vec<&'s [u8]>,
     /// Whether the `Authorization` header goes too.
     pub authorization: bool,
+    /// Whether an `Authorization` header with the Bearer scheme goes.
+    pub bearer_authorization: bool,
 }
 
 impl<'s> Withheld<'s> {
     pub fn from_sources(sources: &'s [TokenSource], used: &TokenSource) -> Withheld<'s> {
-        let mut withheld = Withheld::default();
+        let mut withheld = Withheld {
+            bearer_authorization: !sources.contains(&TokenSource::Bearer),
+            ..Withheld::default()
+        };
         for source in sources {
             match source {
                 TokenSource::Bearer => withheld.authorization = *used != TokenSource::Bearer,
@@ -303,13 +310,23 @@ impl<'s> Withheld<'s> {
 
     /// Whether any request header is affected.
     pub fn touches_headers(&self) -> bool {
-        self.authorization || !self.headers.is_empty() || !self.cookies.is_empty()
+        self.authorization
+            || self.bearer_authorization
+            || !self.headers.is_empty()
+            || !self.cookies.is_empty()
+    }
+
+    /// Whether an `Authorization` header with this value goes.
+    pub fn removes_authorization(&self, value: &[u8]) -> bool {
+        self.authorization || (self.bearer_authorization && is_bearer_scheme(value))
     }
 
     /// What becomes of one request header.
     pub fn edit_header(&self, name: &[u8], value: &[u8]) -> HeaderEdit {
         let named = |carrier: &&[u8]| name.eq_ignore_ascii_case(carrier);
-        if self.headers.iter().any(named) || (self.authorization && named(&&b"Authorization"[..])) {
+        if self.headers.iter().any(named)
+            || (named(&&b"Authorization"[..]) && self.removes_authorization(value))
+        {
             return HeaderEdit::Remove;
         }
         if self.cookies.is_empty() || !name.eq_ignore_ascii_case(b"Cookie") {
@@ -343,6 +360,13 @@ impl<'s> Withheld<'s> {
         }
         kept
     }
+}
+
+/// Whether an `Authorization` value uses the Bearer scheme (RFC 6750 §2.1:
+/// the scheme is case-insensitive and followed by one or more spaces).
+fn is_bearer_scheme(value: &[u8]) -> bool {
+    let value = trim_blanks(value);
+    value.len() > 6 && value[..6].eq_ignore_ascii_case(b"Bearer") && value[6] == b' '
 }
 
 /// What becomes of one request header on the way upstream.
@@ -589,6 +613,7 @@ mod tests {
                 cookies: vec![&b"at"[..]],
                 queries: vec![&b"access_token"[..]],
                 authorization: true,
+                bearer_authorization: false,
             }
         );
         let from_bearer = Withheld::from_sources(&sources, &Bearer);
@@ -597,6 +622,26 @@ mod tests {
             "the checked Authorization stays"
         );
         assert!(!Withheld::from_sources(&[Bearer], &Bearer).touches_headers());
+    }
+
+    #[test]
+    fn without_bearer_among_the_sources_only_a_bearer_authorization_goes() {
+        use TokenSource::*;
+        let sources = vec![Cookie(b"at".to_vec())];
+        let w = Withheld::from_sources(&sources, &Cookie(b"at".to_vec()));
+        assert!(w.touches_headers());
+        for bearer in [&b"Bearer x"[..], b"bearer x", b"BEARER  x", b" Bearer x"] {
+            assert_eq!(w.edit_header(b"Authorization", bearer), HeaderEdit::Remove);
+        }
+        for other in [&b"Basic dXNlcjpwdw=="[..], b"Bearerx", b"Bearer", b"DPoP x"] {
+            assert_eq!(w.edit_header(b"authorization", other), HeaderEdit::Keep);
+        }
+        let both = [Bearer, Cookie(b"at".to_vec())];
+        let with_bearer = Withheld::from_sources(&both, &Bearer);
+        assert_eq!(
+            with_bearer.edit_header(b"Authorization", b"Bearer x"),
+            HeaderEdit::Keep
+        );
     }
 
     #[test]
