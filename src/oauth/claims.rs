@@ -38,6 +38,12 @@ pub fn is_valid_path(path: &[u8]) -> bool {
     !path.is_empty() && path.split(|&b| b == b'.').all(|part| !part.is_empty())
 }
 
+/// Whether `value` may stand in an HTTP header field value: no control
+/// character but horizontal tab, no DEL (RFC 9110 §5.5).
+pub fn is_header_safe(value: &str) -> bool {
+    !value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::oauth::claims::is_header_safe;
 use crate::oauth::form::append_encoded;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 
@@ -81,6 +82,8 @@ pub enum ExchangeFailure {
     MissingMember(&'static str),
     #[error("token endpoint issued a token with characters not allowed in a bearer token")]
     InvalidIssuedToken,
+    #[error("token endpoint response member \"{0}\" holds a control character; refused, as it could split a header")]
+    UnsafeMember(&'static str),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -156,13 +159,21 @@ pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
     if !crate::oauth::bearer::is_b64token(access_token.as_bytes()) {
         return Err(ExchangeFailure::InvalidIssuedToken);
     }
+    let token_type = match wire.token_type {
+        Some(serde_json::Value::String(t)) => Some(t),
+        _ => None,
+    };
+    // Both may reach headers: `$oauth2_token_new_token_type`, logs.
+    if !is_header_safe(&issued_token_type) {
+        return Err(ExchangeFailure::UnsafeMember("issued_token_type"));
+    }
+    if !token_type.as_deref().is_none_or(is_header_safe) {
+        return Err(ExchangeFailure::UnsafeMember("token_type"));
+    }
     Ok(IssuedToken {
         access_token,
         issued_token_type,
-        token_type: match wire.token_type {
-            Some(serde_json::Value::String(t)) => Some(t),
-            _ => None,
-        },
+        token_type,
         expires_in: wire
             .expires_in
             .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
@@ -222,6 +233,24 @@ mod tests {
                 expires_in: Some(60),
             })
         );
+    }
+
+    #[test]
+    fn members_that_could_split_a_header_refuse_the_answer() {
+        for bad in ["\\r\\nX: y", "\\n", "\\r", "\\u0000", "\\u007f"] {
+            let body = format!(r#"{{"access_token":"t","issued_token_type":"urn:x{bad}"}}"#);
+            assert_eq!(
+                interpret(R::new(0, 200, body.as_bytes())),
+                Err(ExchangeFailure::UnsafeMember("issued_token_type"))
+            );
+            let body = format!(
+                r#"{{"access_token":"t","issued_token_type":"urn:x","token_type":"Bearer{bad}"}}"#
+            );
+            assert_eq!(
+                interpret(R::new(0, 200, body.as_bytes())),
+                Err(ExchangeFailure::UnsafeMember("token_type"))
+            );
+        }
     }
 
     #[test]

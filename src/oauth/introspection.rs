@@ -97,6 +97,9 @@ pub enum IdpFailure {
     MalformedJwt(#[from] JwtError),
     #[error("introspection response JWT has no \"token_introspection\" object (RFC 9701)")]
     NoTokenIntrospection,
+    /// The claim's name only: its value may be personal data.
+    #[error("introspection response claim \"{0}\" holds a control character; refused, as it could split a header")]
+    UnsafeClaim(String),
 }
 
 impl IdpFailure {
@@ -134,6 +137,13 @@ pub fn interpret(
     reply: IdpReply<'_>,
     paths: &ClaimPaths,
 ) -> Result<IntrospectionResult, IdpFailure> {
+    header_safe(interpret_json(reply, paths)?, paths)
+}
+
+fn interpret_json(
+    reply: IdpReply<'_>,
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
     reply
         .transport(MAX_RESPONSE_BYTES)
         .map_err(|t| IdpFailure::from_transport(t, MAX_RESPONSE_BYTES))?;
@@ -149,6 +159,48 @@ pub fn interpret(
 /// `application/jwt` (the JWT itself), or JSON with a `jwt` member. An
 /// inactive token is `{"active":false}` or a 204, and never becomes a token.
 pub fn interpret_phantom(
+    reply: IdpReply<'_>,
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
+    header_safe(interpret_phantom_answer(reply, paths)?, paths)
+}
+
+/// Refuses an answer whose claims could split a header: every claim the
+/// module exposes as a variable may end up in `proxy_set_header` or
+/// `add_header`, which copy it verbatim. A whole answer is refused (502)
+/// rather than one variable left empty, so a backend never sees a request
+/// whose identity headers are silently missing.
+fn header_safe(
+    result: IntrospectionResult,
+    paths: &ClaimPaths,
+) -> Result<IntrospectionResult, IdpFailure> {
+    let IntrospectionResult::Active(claims) = &result else {
+        return Ok(result);
+    };
+    let named = [
+        ("sub", &claims.sub),
+        ("scope", &claims.scope),
+        ("client_id", &claims.client_id),
+    ];
+    let unsafe_claim = named
+        .into_iter()
+        .find(|(_, value)| !value.as_deref().is_none_or(claims::is_header_safe))
+        .map(|(name, _)| name)
+        .or_else(|| {
+            paths
+                .rendered
+                .iter()
+                .zip(&claims.extra)
+                .find(|(_, value)| !value.as_deref().is_none_or(claims::is_header_safe))
+                .map(|(path, _)| path.as_str())
+        });
+    match unsafe_claim {
+        Some(name) => Err(IdpFailure::UnsafeClaim(name.to_string())),
+        None => Ok(result),
+    }
+}
+
+fn interpret_phantom_answer(
     reply: IdpReply<'_>,
     paths: &ClaimPaths,
 ) -> Result<IntrospectionResult, IdpFailure> {
@@ -546,6 +598,57 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn claims_that_could_split_a_header_refuse_the_answer() {
+        let paths = ClaimPaths {
+            rendered: vec!["name".into()],
+            checked: vec!["note".into()],
+        };
+        for bad in [
+            "\\r\\nX-Injected: yes",
+            "\\r",
+            "\\n",
+            "\\u0000",
+            "\\u007f",
+            "\\u001b",
+        ] {
+            for (claim, expected) in [
+                ("sub", "sub"),
+                ("scope", "scope"),
+                ("client_id", "client_id"),
+                ("name", "name"),
+            ] {
+                let body = format!(r#"{{"active":true,"{claim}":"alice{bad}"}}"#);
+                assert_eq!(
+                    interpret(R::new(0, 200, body.as_bytes()), &paths),
+                    Err(IdpFailure::UnsafeClaim(expected.into())),
+                    "{body}"
+                );
+            }
+            // In a JWT's claims (phantom) as well.
+            let jwt = jws(&format!(r#"{{"sub":"alice{bad}","exp":4102444800}}"#));
+            assert_eq!(
+                phantom(200, "application/jwt", &jwt),
+                Err(IdpFailure::UnsafeClaim("sub".into()))
+            );
+        }
+        // A tab is allowed; claims kept only as JSON for require_claim are
+        // escaped there and never become header text.
+        let body = br#"{"active":true,"sub":"al\tice","note":"a\r\nb"}"#;
+        let Ok(IntrospectionResult::Active(claims)) = interpret(R::new(0, 200, body), &paths)
+        else {
+            panic!("refused");
+        };
+        assert_eq!(claims.sub.as_deref(), Some("al\tice"));
+        assert_eq!(claims.checked, [Some(r#""a\r\nb""#.to_string())]);
+        // An inactive answer carries nothing to expose.
+        let body = br#"{"active":false,"sub":"a\r\nb"}"#;
+        assert_eq!(
+            interpret(R::new(0, 200, body), &paths),
+            Ok(IntrospectionResult::Inactive)
+        );
     }
 
     #[test]

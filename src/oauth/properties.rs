@@ -60,6 +60,14 @@ fn claims() -> impl Strategy<Value = TokenClaims> {
         })
 }
 
+fn exposed_claims_are_header_safe(claims: &TokenClaims) -> bool {
+    [&claims.sub, &claims.scope, &claims.client_id]
+        .into_iter()
+        .chain(&claims.extra)
+        .flatten()
+        .all(|value| crate::oauth::claims::is_header_safe(value))
+}
+
 proptest! {
     #[test]
     fn a_removed_query_parameter_is_not_found_again(args in query_like(), name in "[a-c_]{1,3}") {
@@ -135,9 +143,26 @@ proptest! {
     ) {
         let paths = ClaimPaths { rendered: vec!["a.b".into()], checked: vec!["c".into()] };
         let reply = IdpReply::new(0, status, &body).with_content_type(content_type.as_bytes());
-        let _ = introspection::interpret(reply, &paths);
+        if let Ok(IntrospectionResult::Active(claims)) = introspection::interpret(reply, &paths) {
+            prop_assert!(exposed_claims_are_header_safe(&claims));
+        }
         if let Ok(IntrospectionResult::Active(claims)) = introspection::interpret_phantom(reply, &paths) {
+            prop_assert!(exposed_claims_are_header_safe(&claims));
             prop_assert!(claims.phantom.is_some_and(|jwt| bearer::is_b64token(&jwt)));
+        }
+    }
+
+    #[test]
+    fn string_claims_with_any_characters_never_reach_a_variable_unsafe(
+        sub in "\\PC{0,4}[\\x00-\\x1f\\x7f]?\\PC{0,4}",
+        name in "[\\x00-\\x7f]{0,8}",
+    ) {
+        let paths = ClaimPaths { rendered: vec!["name".into()], checked: vec![] };
+        let body = serde_json::json!({"active": true, "sub": sub, "name": name}).to_string();
+        match introspection::interpret(IdpReply::new(0, 200, body.as_bytes()), &paths) {
+            Ok(IntrospectionResult::Active(claims)) => prop_assert!(exposed_claims_are_header_safe(&claims)),
+            Ok(IntrospectionResult::Inactive) => prop_assert!(false, "active answer read as inactive"),
+            Err(failure) => prop_assert!(matches!(failure, introspection::IdpFailure::UnsafeClaim(_))),
         }
     }
 
