@@ -23,6 +23,7 @@ use super::{
 };
 use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
+use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
 use crate::shm::table;
 
@@ -42,7 +43,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 26] = [
+pub static mut COMMANDS: [ngx_command_t; 27] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -117,6 +118,11 @@ pub static mut COMMANDS: [ngx_command_t; 26] = [
         ngx_string!("auth_oauth2_token_require_scope"),
         NGX_CONF_1MORE,
         set_require_scope,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_audience"),
+        NGX_CONF_1MORE,
+        set_require_audience,
     ),
     directive(
         ngx_string!("auth_oauth2_token_client_auth"),
@@ -505,6 +511,22 @@ handler!(set_require_scope, |c| {
     set_once(&mut c.conf.require_scope, scopes)
 });
 
+handler!(set_require_audience, |c| {
+    let mut accepted = Vec::with_capacity(c.args.len());
+    for arg in c.args {
+        let value = arg.as_bytes();
+        if value.is_empty() || value.iter().any(|b| b.is_ascii_control()) {
+            return Err("needs audience values without control characters".into());
+        }
+        accepted.push(utf8(value)?);
+    }
+    let index = c.main_conf()?.claims.checked_index("aud");
+    set_once(
+        &mut c.conf.require_audience,
+        AudienceRule { accepted, index },
+    )
+});
+
 handler!(set_client_auth, |c| {
     let auth = match c.arg {
         b"basic" => ClientAuth::Basic,
@@ -559,14 +581,7 @@ handler!(set_source, |c| {
 
 handler!(set_require_claim, |c| {
     let rule = ClaimRule::parse(&args_of(c))?;
-    let paths = &mut c.main_conf()?.claims.checked;
-    let index = match paths.iter().position(|p| p == rule.path()) {
-        Some(index) => index,
-        None => {
-            paths.push(rule.path().to_string());
-            paths.len() - 1
-        }
-    };
+    let index = c.main_conf()?.claims.checked_index(rule.path());
     c.conf.require_claim.push(ClaimCheck { rule, index });
     Ok(())
 });

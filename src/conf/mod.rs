@@ -13,6 +13,7 @@ use crate::oauth::claim_rule::ClaimCheck;
 use crate::oauth::claim_rule::ClaimRule;
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
+use crate::oauth::verdict::AudienceRule;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
@@ -179,6 +180,7 @@ pub struct LocationConf {
     pub requested_token_type: Option<Vec<u8>>,
     pub exchange_cache: Option<CacheConf>,
     pub require_scope: Option<Vec<String>>,
+    pub require_audience: Option<AudienceRule>,
     /// The required scopes as the challenge's `scope` attribute, derived at merge time.
     pub required_scope_text: String,
     pub client_auth: Option<ClientAuth>,
@@ -243,6 +245,7 @@ impl LocationConf {
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.exchange_cache, &prev.exchange_cache);
         inherit(&mut self.require_scope, &prev.require_scope);
+        inherit(&mut self.require_audience, &prev.require_audience);
         inherit(&mut self.client_auth, &prev.client_auth);
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
@@ -260,6 +263,9 @@ impl LocationConf {
         if !self.introspection_enabled() && self.exchange_enabled() {
             if self.require_scope.is_some() {
                 return Err("\"auth_oauth2_token_require_scope\" needs \"auth_oauth2_token_introspect on\": scopes come from introspection".into());
+            }
+            if self.require_audience.is_some() {
+                return Err("\"auth_oauth2_token_require_audience\" needs \"auth_oauth2_token_introspect on\": the audience comes from introspection".into());
             }
             if !self.require_claim.is_empty() {
                 return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());
@@ -583,6 +589,31 @@ mod tests {
         };
         let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("auth_oauth2_token_require_claim"), "{err}");
+    }
+
+    #[test]
+    fn required_audience_is_inherited_and_needs_introspection() {
+        let rule = AudienceRule {
+            accepted: vec!["orders".into()],
+            index: 0,
+        };
+        let parent = LocationConf {
+            require_audience: Some(rule.clone()),
+            ..enabled()
+        };
+        let mut child = LocationConf::default();
+        child.merge(&parent).unwrap();
+        assert_eq!(child.require_audience, Some(rule.clone()));
+
+        let mut exchange_only = LocationConf {
+            exchange: Some(true),
+            token_endpoint: Some(b"/t".to_vec()),
+            client_id: Some(b"gw".to_vec()),
+            require_audience: Some(rule),
+            ..Default::default()
+        };
+        let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_require_audience"), "{err}");
     }
 
     #[test]

@@ -155,7 +155,7 @@ unsafe fn begin(
         BearerToken::Malformed(why) => {
             let error = match why {
                 Malformed::DuplicateHeader => BearerError::InvalidRequest(why.description()),
-                _ => BearerError::MalformedToken(why.description()),
+                _ => BearerError::InvalidTokenBecause(why.description()),
             };
             // SAFETY: r is the live main request.
             return Err(unsafe { refusal::refuse(r, conf, error) });

@@ -25,7 +25,7 @@ pub unsafe fn refuse(
     let situation = match error {
         BearerError::NoToken => Situation::Missing,
         BearerError::InvalidRequest(_)
-        | BearerError::MalformedToken(_)
+        | BearerError::InvalidTokenBecause(_)
         | BearerError::InvalidToken => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };

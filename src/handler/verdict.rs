@@ -43,8 +43,19 @@ pub unsafe fn run<'c>(
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
     // SAFETY: r is the live main request.
     let unmet = || unsafe { unmet_requirement(r, conf) };
-    match verdict::check(claims, scopes, &conf.require_claim, unmet) {
+    let audience = conf.require_audience.as_ref();
+    match verdict::check(claims, audience, scopes, &conf.require_claim, unmet) {
         Verdict::Pass => {}
+        Verdict::WrongAudience => {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: token is not meant for this audience"
+            );
+            return Outcome::Refuse(BearerError::InvalidTokenBecause(
+                "the token is not meant for this resource",
+            ));
+        }
         Verdict::MissingScope => {
             ngx::ngx_log_error!(
                 NGX_LOG_INFO,

@@ -7,8 +7,9 @@ pub enum BearerError<'a> {
     NoToken,
     /// A malformed request, such as two Authorization headers (400).
     InvalidRequest(&'a str),
-    /// A token that cannot be valid as sent (401, `invalid_token` with a reason).
-    MalformedToken(&'a str),
+    /// A token that is not valid here (401, `invalid_token` with a reason):
+    /// malformed as sent, or meant for another audience.
+    InvalidTokenBecause(&'a str),
     InvalidToken,
     /// The token may not have what the request needs (403), with the
     /// scopes it would need when the module knows them.
@@ -18,9 +19,9 @@ pub enum BearerError<'a> {
 impl BearerError<'_> {
     pub fn status(self) -> u16 {
         match self {
-            BearerError::NoToken | BearerError::InvalidToken | BearerError::MalformedToken(_) => {
-                401
-            }
+            BearerError::NoToken
+            | BearerError::InvalidToken
+            | BearerError::InvalidTokenBecause(_) => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
         }
@@ -34,7 +35,7 @@ impl BearerError<'_> {
         match self {
             BearerError::NoToken => "missing_token",
             BearerError::InvalidRequest(_) => "invalid_request",
-            BearerError::MalformedToken(_) | BearerError::InvalidToken => "invalid_token",
+            BearerError::InvalidTokenBecause(_) | BearerError::InvalidToken => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
         }
     }
@@ -52,7 +53,7 @@ pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
             value.push_str(description);
             value.push('"');
         }
-        BearerError::MalformedToken(description) => {
+        BearerError::InvalidTokenBecause(description) => {
             value.push_str(", error=\"invalid_token\", error_description=\"");
             value.push_str(description);
             value.push('"');
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn malformed_token_is_401_with_description() {
-        let e = BearerError::MalformedToken("empty bearer token");
+        let e = BearerError::InvalidTokenBecause("empty bearer token");
         assert_eq!(
             www_authenticate("api", e),
             "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"empty bearer token\""

@@ -23,6 +23,18 @@ pub struct ClaimPaths {
 }
 
 impl ClaimPaths {
+    /// Where the claim at `path` is kept as JSON text for checks, adding it
+    /// when no rule asked for it yet.
+    pub fn checked_index(&mut self, path: &str) -> usize {
+        match self.checked.iter().position(|p| p == path) {
+            Some(index) => index,
+            None => {
+                self.checked.push(path.to_string());
+                self.checked.len() - 1
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.rendered.is_empty() && self.checked.is_empty()
     }

@@ -1,14 +1,42 @@
 //! What a location asks of a token the IdP called active, checked in a fixed
-//! order: the required scopes, then the `auth_oauth2_token_require` rules,
-//! then the required claims. The first that fails decides the answer.
+//! order: the audience, the required scopes, then the
+//! `auth_oauth2_token_require` rules, then the required claims. The first
+//! that fails decides the answer.
 
 use crate::oauth::claim_rule::ClaimCheck;
 use crate::oauth::introspection::TokenClaims;
 use crate::oauth::scope;
 
+/// `auth_oauth2_token_require_audience`: the token's `aud` (a string or an
+/// array of strings, RFC 7662 §2.2 / RFC 9068 §4) must name one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceRule {
+    pub accepted: Vec<String>,
+    /// Where `aud` is kept, as JSON text, in `TokenClaims::checked`.
+    pub index: usize,
+}
+
+impl AudienceRule {
+    /// Whether `aud`, as compact JSON (`None` when absent), names an accepted audience.
+    pub fn is_met_by_json(&self, aud: Option<&str>) -> bool {
+        let accepted = |value: &serde_json::Value| {
+            value
+                .as_str()
+                .is_some_and(|aud| self.accepted.iter().any(|a| a == aud))
+        };
+        match aud.and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok()) {
+            Some(serde_json::Value::Array(values)) => values.iter().any(accepted),
+            Some(value) => accepted(&value),
+            None => false,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'c, R> {
     Pass,
+    /// The token was not issued for this resource (401 `invalid_token`).
+    WrongAudience,
     /// The token lacks a required scope (403 `insufficient_scope`).
     MissingScope,
     /// An `auth_oauth2_token_require` rule does not hold: what the caller
@@ -24,20 +52,25 @@ pub enum Verdict<'c, R> {
 /// that only make sense for a token with the right scopes.
 pub fn check<'c, R>(
     claims: &TokenClaims,
+    audience: Option<&AudienceRule>,
     required_scopes: &[String],
     required_claims: &'c [ClaimCheck],
     unmet_requirement: impl FnOnce() -> Option<R>,
 ) -> Verdict<'c, R> {
+    let checked = |index: usize| claims.checked.get(index).and_then(Option::as_deref);
+    if audience.is_some_and(|rule| !rule.is_met_by_json(checked(rule.index))) {
+        return Verdict::WrongAudience;
+    }
     if !required_scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), required_scopes) {
         return Verdict::MissingScope;
     }
     if let Some(unmet) = unmet_requirement() {
         return Verdict::Unmet(unmet);
     }
-    match required_claims.iter().find(|check| {
-        let value = claims.checked.get(check.index).and_then(Option::as_deref);
-        !check.rule.is_met_by_json(value)
-    }) {
+    match required_claims
+        .iter()
+        .find(|check| !check.rule.is_met_by_json(checked(check.index)))
+    {
         Some(failed) => Verdict::Claim(failed.rule.path()),
         None => Verdict::Pass,
     }
@@ -69,7 +102,7 @@ mod tests {
 
     #[test]
     fn nothing_required_passes() {
-        let verdict = check::<()>(&claims("", &[]), &[], &[], || None);
+        let verdict = check::<()>(&claims("", &[]), None, &[], &[], || None);
         assert_eq!(verdict, Verdict::Pass);
     }
 
@@ -79,6 +112,7 @@ mod tests {
         let checks = [rule("tier", "gold", 0)];
         let verdict = check(
             &claims("read", &[Some("\"x\"")]),
+            None,
             &scopes(&["read", "write"]),
             &checks,
             || {
@@ -98,6 +132,7 @@ mod tests {
         let checks = [rule("tier", "gold", 0)];
         let verdict = check(
             &claims("read", &[Some("\"silver\"")]),
+            None,
             &scopes(&["read"]),
             &checks,
             || Some(418),
@@ -110,17 +145,75 @@ mod tests {
         let checks = [rule("tier", "gold", 0), rule("org", "acme", 1)];
         let verdict = check::<()>(
             &claims("read", &[Some("\"gold\""), Some("\"other\"")]),
+            None,
             &[],
             &checks,
             || None,
         );
         assert_eq!(verdict, Verdict::Claim("org"));
-        let verdict = check::<()>(&claims("read", &[None, None]), &[], &checks, || None);
+        let verdict = check::<()>(&claims("read", &[None, None]), None, &[], &checks, || None);
         assert_eq!(verdict, Verdict::Claim("tier"), "a missing claim fails");
         let verdict = check::<()>(
             &claims("read", &[Some("\"gold\""), Some("\"acme\"")]),
+            None,
             &[],
             &checks,
+            || None,
+        );
+        assert_eq!(verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn audience_is_one_of_the_accepted_in_a_string_or_an_array() {
+        let rule = AudienceRule {
+            accepted: vec!["orders".into(), "https://api.example".into()],
+            index: 0,
+        };
+        for aud in [
+            r#""orders""#,
+            r#"["x","https://api.example"]"#,
+            r#"["orders"]"#,
+        ] {
+            assert!(rule.is_met_by_json(Some(aud)), "{aud}");
+        }
+        for aud in [
+            r#""billing""#,
+            r#"["x","y"]"#,
+            "[]",
+            "null",
+            "1",
+            r#"["Orders"]"#,
+            r#"{"orders":1}"#,
+        ] {
+            assert!(!rule.is_met_by_json(Some(aud)), "{aud}");
+        }
+        assert!(!rule.is_met_by_json(None), "a missing aud fails");
+    }
+
+    #[test]
+    fn audience_comes_first() {
+        let rule = AudienceRule {
+            accepted: vec!["orders".into()],
+            index: 0,
+        };
+        let mut asked = false;
+        let verdict = check(
+            &claims("", &[Some("\"billing\"")]),
+            Some(&rule),
+            &scopes(&["read"]),
+            &[],
+            || {
+                asked = true;
+                Some(403)
+            },
+        );
+        assert_eq!(verdict, Verdict::WrongAudience);
+        assert!(!asked);
+        let verdict = check::<()>(
+            &claims("read", &[Some("\"orders\"")]),
+            Some(&rule),
+            &scopes(&["read"]),
+            &[],
             || None,
         );
         assert_eq!(verdict, Verdict::Pass);
