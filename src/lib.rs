@@ -54,7 +54,6 @@ mod registration {
                 return NGX_ERROR as ngx_int_t;
             };
             main.error_variable = variables::error_variable_index(cf);
-            main.claims_fingerprint = main.claims.fingerprint();
             let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
                 return NGX_ERROR as ngx_int_t;
             };
@@ -96,13 +95,19 @@ mod registration {
                 &mut *conf.cast::<LocationConf>(),
             )
         };
-        match conf.merge(prev) {
-            Ok(()) => ptr::null_mut(),
-            Err(message) => {
-                ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
-                NGX_CONF_ERROR
-            }
+        if let Err(message) = conf.merge(prev) {
+            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
+            return NGX_CONF_ERROR;
         }
+        // SAFETY: nginx merges locations server by server, with the
+        // server's configuration in cf; the claim lists are complete, as
+        // every directive was parsed before the first merge.
+        unsafe {
+            let server = conf::server::identity(cf);
+            let claims = Module::main_conf(&*cf).map(|main| main.claims.fingerprint());
+            conf.scope_caches(&server, claims.as_deref().unwrap_or_default());
+        }
+        ptr::null_mut()
     }
 
     static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {

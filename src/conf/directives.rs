@@ -43,7 +43,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 27] = [
+pub static mut COMMANDS: [ngx_command_t; 28] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -108,6 +108,11 @@ pub static mut COMMANDS: [ngx_command_t; 27] = [
         ngx_string!("auth_oauth2_token_requested_token_type"),
         NGX_CONF_TAKE1,
         set_requested_token_type,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_cache_vary"),
+        NGX_CONF_TAKE1,
+        set_cache_vary,
     ),
     directive(
         ngx_string!("auth_oauth2_token_exchange_cache"),
@@ -495,6 +500,11 @@ handler!(set_introspect_cache, |c| {
 handler!(set_exchange_cache, |c| {
     let zone = c.cache_zone(cache_args::parse_exchange(&args_of(c))?)?;
     set_once(&mut c.conf.exchange_cache, zone)
+});
+
+handler!(set_cache_vary, |c| {
+    let value = c.template(c.arg)?;
+    set_once(&mut c.conf.cache_vary, value)
 });
 
 handler!(set_require_scope, |c| {

@@ -5,7 +5,10 @@ pub mod cache_args;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod directives;
 pub mod require_args;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub mod server;
 
+use crate::oauth::cache::key::KeyScope;
 use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
 use crate::oauth::claim_rule::ClaimCheck;
@@ -146,9 +149,6 @@ pub struct MainConf {
     /// The index of `$oauth2_token_error` when the configuration uses it,
     /// set at postconfiguration.
     pub error_variable: Option<usize>,
-    /// `claims.fingerprint()`, set at postconfiguration, part of every
-    /// introspection cache key.
-    pub claims_fingerprint: Vec<u8>,
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
@@ -200,6 +200,13 @@ pub struct LocationConf {
     pub client_authorization: Vec<u8>,
     /// What client_secret_post appends to every IdP request body (else empty).
     pub client_credentials_form: Vec<u8>,
+    /// `auth_oauth2_token_cache_vary`: per-request values both caches' keys include.
+    pub cache_vary: Option<Template>,
+    /// What the introspection cache key includes besides the token, derived
+    /// once the location is merged (`scope_caches`).
+    pub introspection_scope: KeyScope,
+    /// The same for the exchange cache.
+    pub exchange_scope: KeyScope,
 }
 
 impl LocationConf {
@@ -252,6 +259,7 @@ impl LocationConf {
         inherit(&mut self.www_authenticate, &prev.www_authenticate);
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
+        inherit(&mut self.cache_vary, &prev.cache_vary);
         self.statuses.inherit(&prev.statuses);
         // Requirements add up: a location keeps those of its server and http blocks.
         let own = std::mem::take(&mut self.require);
@@ -311,6 +319,30 @@ impl LocationConf {
     }
 }
 
+impl LocationConf {
+    /// Derives the cache keys' scopes of a merged location: the server
+    /// block it belongs to (`oauth::cache::key::server_identity`), its
+    /// endpoints, its client and secret, and the http-level claim lists.
+    pub fn scope_caches(&mut self, server: &[u8; 32], claims_fingerprint: &[u8]) {
+        let client_id = self.client_id.as_deref().unwrap_or_default();
+        let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
+        self.introspection_scope = KeyScope::introspection(
+            server,
+            self.introspect_endpoint.as_deref().unwrap_or_default(),
+            client_id,
+            secret,
+            self.phantom_enabled(),
+            claims_fingerprint,
+        );
+        self.exchange_scope = KeyScope::exchange(
+            server,
+            self.token_endpoint.as_deref().unwrap_or_default(),
+            client_id,
+            secret,
+        );
+    }
+}
+
 fn inherit<T: Clone>(value: &mut Option<T>, prev: &Option<T>) {
     if value.is_none() {
         value.clone_from(prev);
@@ -334,6 +366,19 @@ pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl LocationConf {
+        fn clone_for_test(&self) -> LocationConf {
+            LocationConf {
+                introspect: self.introspect,
+                introspect_endpoint: self.introspect_endpoint.clone(),
+                client_id: self.client_id.clone(),
+                client_secret: self.client_secret.clone(),
+                phantom: self.phantom,
+                ..Default::default()
+            }
+        }
+    }
 
     fn enabled() -> LocationConf {
         LocationConf {
@@ -631,6 +676,36 @@ mod tests {
         };
         let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("\"auth_oauth2_token_require\" needs"), "{err}");
+    }
+
+    #[test]
+    fn cache_scopes_follow_server_client_secret_and_kind() {
+        let scoped = |conf: &LocationConf, server: &[u8; 32], claims: &[u8]| {
+            let mut conf = LocationConf {
+                token_endpoint: Some(b"/t".to_vec()),
+                ..conf.clone_for_test()
+            };
+            conf.merge(&LocationConf::default()).unwrap();
+            conf.scope_caches(server, claims);
+            (conf.introspection_scope, conf.exchange_scope)
+        };
+        let base = scoped(&enabled(), &[1; 32], b"");
+        assert_eq!(base, scoped(&enabled(), &[1; 32], b""));
+        assert_ne!(base.0, base.1);
+        let other_server = scoped(&enabled(), &[2; 32], b"");
+        assert!(base.0 != other_server.0 && base.1 != other_server.1);
+        let rotated = LocationConf {
+            client_secret: Some((SecretSource::Inline, b"rotated".to_vec())),
+            ..enabled()
+        };
+        let rotated = scoped(&rotated, &[1; 32], b"");
+        assert!(base.0 != rotated.0 && base.1 != rotated.1);
+        let phantom = LocationConf {
+            phantom: Some(true),
+            ..enabled()
+        };
+        assert_ne!(base.0, scoped(&phantom, &[1; 32], b"").0);
+        assert_ne!(base.0, scoped(&enabled(), &[1; 32], b"fingerprint").0);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct Exchange;
 
 impl Question for Exchange {
     type Answer = Result<IssuedToken, ExchangeFailure>;
-    type Inputs<'r> = ExchangeParams<'r>;
+    /// The exchange's parameters, and the values of `auth_oauth2_token_cache_vary`.
+    type Inputs<'r> = (ExchangeParams<'r>, &'r [u8]);
 
     fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
         &mut ctx.exchange
@@ -38,15 +39,16 @@ impl Question for Exchange {
     unsafe fn inputs<'r>(
         r: *mut ngx_http_request_t,
         conf: &'r LocationConf,
-    ) -> Option<ExchangeParams<'r>> {
+    ) -> Option<Self::Inputs<'r>> {
         // SAFETY: r is the live main request; templates come from the directives.
         unsafe {
-            Some(ExchangeParams {
+            let params = ExchangeParams {
                 audience: evaluate(r, conf.audience)?,
                 scope: evaluate(r, conf.scope)?,
                 resource: evaluate(r, conf.resource)?,
                 requested_token_type: conf.requested_token_type.as_deref().unwrap_or_default(),
-            })
+            };
+            Some((params, evaluate(r, conf.cache_vary)?))
         }
     }
 
@@ -54,14 +56,9 @@ impl Question for Exchange {
         _r: *mut ngx_http_request_t,
         conf: &LocationConf,
         token: &[u8],
-        params: &ExchangeParams<'_>,
+        (params, vary): &Self::Inputs<'_>,
     ) -> CacheKey {
-        exchange_key(
-            conf.token_endpoint.as_deref().unwrap_or_default(),
-            conf.client_id.as_deref().unwrap_or_default(),
-            token,
-            params,
-        )
+        exchange_key(&conf.exchange_scope, token, vary, params)
     }
 
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
@@ -91,7 +88,7 @@ impl Question for Exchange {
         r: *mut ngx_http_request_t,
         conf: &LocationConf,
         ctx: *mut RequestCtx,
-        params: &ExchangeParams<'_>,
+        (params, _vary): &Self::Inputs<'_>,
     ) -> Result<(), ()> {
         let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
         // SAFETY: r is the live main request and ctx its context.

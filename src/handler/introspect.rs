@@ -2,14 +2,13 @@
 //! 7662, or a phantom token's JWT), through the cache flow.
 
 use ngx::ffi::ngx_http_request_t;
-use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall};
-use crate::module::Module;
-use crate::oauth::cache::key::IntrospectionKey;
+use crate::handler::raw::evaluate;
+use crate::oauth::cache::key::introspection_key;
 use crate::oauth::cache::{CacheKey, CachedIntrospection};
 use crate::oauth::form;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
@@ -18,7 +17,8 @@ pub struct Introspection;
 
 impl Question for Introspection {
     type Answer = Result<IntrospectionResult, IdpFailure>;
-    type Inputs<'r> = ();
+    /// The values of `auth_oauth2_token_cache_vary`.
+    type Inputs<'r> = &'r [u8];
 
     fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
         &mut ctx.introspection
@@ -32,26 +32,18 @@ impl Question for Introspection {
         true
     }
 
-    unsafe fn inputs(_r: *mut ngx_http_request_t, _conf: &LocationConf) -> Option<()> {
-        Some(())
+    unsafe fn inputs<'r>(r: *mut ngx_http_request_t, conf: &'r LocationConf) -> Option<&'r [u8]> {
+        // SAFETY: r is the live main request; the template comes from the directive.
+        unsafe { evaluate(r, conf.cache_vary) }
     }
 
     unsafe fn key(
-        r: *mut ngx_http_request_t,
+        _r: *mut ngx_http_request_t,
         conf: &LocationConf,
         token: &[u8],
-        _inputs: &(),
+        vary: &&[u8],
     ) -> CacheKey {
-        // SAFETY: the main conf exists for every request of the http block.
-        let main = unsafe { Module::main_conf(&*r) };
-        IntrospectionKey {
-            endpoint: conf.introspect_endpoint.as_deref().unwrap_or_default(),
-            client_id: conf.client_id.as_deref().unwrap_or_default(),
-            token,
-            phantom: conf.phantom_enabled(),
-            claims: main.map_or(&[][..], |m| &m.claims_fingerprint),
-        }
-        .digest()
+        introspection_key(&conf.introspection_scope, token, vary)
     }
 
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
@@ -75,7 +67,7 @@ impl Question for Introspection {
         r: *mut ngx_http_request_t,
         conf: &LocationConf,
         ctx: *mut RequestCtx,
-        _inputs: &(),
+        _vary: &&[u8],
     ) -> Result<(), ()> {
         let call = match conf.phantom_enabled() {
             true => IdpCall::PhantomIntrospection,

@@ -28,128 +28,214 @@ impl CacheKey {
     }
 }
 
-/// What an introspection answer depends on.
-#[derive(Debug, Clone, Copy)]
-pub struct IntrospectionKey<'a> {
-    /// The internal location the question goes to.
-    pub endpoint: &'a [u8],
-    pub client_id: &'a [u8],
-    pub token: &'a [u8],
-    /// A phantom answer (a JWT to forward) is another answer.
-    pub phantom: bool,
-    /// `ClaimPaths::fingerprint`: entries keep the configured claims by
-    /// position, so another list must not read them.
-    pub claims: &'a [u8],
+/// The server block a location belongs to, by what identifies it to
+/// clients: its listen addresses and its names, not its position in the
+/// configuration. So an unchanged server keeps its cache entries across a
+/// reload, and a server added or moved never reads another's.
+pub fn server_identity(listens: &[&[u8]], names: &[&[u8]]) -> [u8; 32] {
+    fn canonical<'a>(items: &[&'a [u8]]) -> Vec<&'a [u8]> {
+        let mut items = items.to_vec();
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+    let (listens, names) = (canonical(listens), canonical(names));
+    let mut parts: Vec<&[u8]> = vec![b"listen"];
+    parts.extend(listens);
+    parts.push(b"server_name");
+    parts.extend(names);
+    CacheKey::from_parts(&parts).0
 }
 
-impl IntrospectionKey<'_> {
-    pub fn digest(&self) -> CacheKey {
-        let kind: &[u8] = match self.phantom {
+/// What decides an IdP's answer besides the token and per-request values,
+/// fixed per location when the configuration is loaded: the server block,
+/// the endpoint (an internal location of that server), the client and a
+/// digest of its secret (a rotated secret does not serve answers obtained
+/// with the old one), and what kind of answer is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyScope(pub [u8; 32]);
+
+impl KeyScope {
+    fn new(
+        server: &[u8; 32],
+        endpoint: &[u8],
+        client_id: &[u8],
+        client_secret: &[u8],
+        kind: &[&[u8]],
+    ) -> KeyScope {
+        let mut parts = vec![&server[..], endpoint, client_id, client_secret];
+        parts.extend_from_slice(kind);
+        KeyScope(CacheKey::from_parts(&parts).0)
+    }
+
+    /// The scope of an introspection answer: a phantom answer (a JWT to
+    /// forward) is another answer, and entries keep the configured claims
+    /// by position, so another claim list must not read them.
+    pub fn introspection(
+        server: &[u8; 32],
+        endpoint: &[u8],
+        client_id: &[u8],
+        client_secret: &[u8],
+        phantom: bool,
+        claims_fingerprint: &[u8],
+    ) -> KeyScope {
+        let answer: &[u8] = match phantom {
             true => b"phantom",
-            false => b"",
+            false => b"introspection",
         };
-        match (kind, self.claims) {
-            // The key of a plain answer without extra claims is the one
-            // earlier versions used, so their entries stay valid.
-            ([], []) => CacheKey::from_parts(&[self.endpoint, self.client_id, self.token]),
-            _ => CacheKey::from_parts(&[
-                self.endpoint,
-                self.client_id,
-                self.token,
-                kind,
-                self.claims,
-            ]),
-        }
+        KeyScope::new(
+            server,
+            endpoint,
+            client_id,
+            client_secret,
+            &[answer, claims_fingerprint],
+        )
+    }
+
+    pub fn exchange(
+        server: &[u8; 32],
+        endpoint: &[u8],
+        client_id: &[u8],
+        client_secret: &[u8],
+    ) -> KeyScope {
+        KeyScope::new(server, endpoint, client_id, client_secret, &[b"exchange"])
     }
 }
 
-/// What a token exchange's answer depends on: every parameter that shapes
-/// the issued token.
+/// The key of an introspection answer: the location's scope, the values of
+/// `auth_oauth2_token_cache_vary` (empty without it), and the token. The
+/// scope has a fixed length, the values a length prefix, and the token comes
+/// last, so the parts cannot shift into each other; and a typical token
+/// fits the same SHA-256 blocks as without the scope.
+pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: &[u8]) -> CacheKey {
+    let mut hasher = Sha256::new();
+    hasher.update(scope.0);
+    hasher.update((vary.len() as u64).to_be_bytes());
+    hasher.update(vary);
+    hasher.update(token);
+    CacheKey(hasher.finalize().into())
+}
+
+/// The key of an exchanged token: also every parameter that shapes it.
 pub fn exchange_key(
-    endpoint: &[u8],
-    client_id: &[u8],
+    scope: &KeyScope,
     token: &[u8],
+    vary: &[u8],
     params: &ExchangeParams<'_>,
 ) -> CacheKey {
-    CacheKey::from_parts(&[
-        endpoint,
-        client_id,
-        token,
+    let mut hasher = Sha256::new();
+    hasher.update(scope.0);
+    for part in [
+        vary,
         params.audience,
         params.scope,
         params.resource,
         params.requested_token_type,
-    ])
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(token);
+    CacheKey(hasher.finalize().into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn plain<'a>(endpoint: &'a [u8], client_id: &'a [u8], token: &'a [u8]) -> IntrospectionKey<'a> {
-        IntrospectionKey {
-            endpoint,
-            client_id,
-            token,
-            phantom: false,
-            claims: b"",
-        }
+    const SERVER: [u8; 32] = [7; 32];
+
+    fn scope(endpoint: &[u8], client_id: &[u8], secret: &[u8]) -> KeyScope {
+        KeyScope::introspection(&SERVER, endpoint, client_id, secret, false, b"")
     }
 
     #[test]
-    fn introspection_key_depends_on_token_endpoint_and_client() {
-        let base = plain(b"/introspect", b"gw", b"tok").digest();
-        assert_eq!(base, plain(b"/introspect", b"gw", b"tok").digest());
-        assert_ne!(base, plain(b"/introspect", b"gw", b"tok2").digest());
-        assert_ne!(base, plain(b"/other", b"gw", b"tok").digest());
-        assert_ne!(base, plain(b"/introspect", b"gw2", b"tok").digest());
+    fn introspection_key_depends_on_everything_that_decides_the_answer() {
+        let base = introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"");
+        assert_eq!(
+            base,
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"")
+        );
+        let others = [
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok2", b""),
+            introspection_key(&scope(b"/other", b"gw", b"s"), b"tok", b""),
+            introspection_key(&scope(b"/i", b"gw2", b"s"), b"tok", b""),
+            introspection_key(&scope(b"/i", b"gw", b"rotated"), b"tok", b""),
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"tenant-a"),
+            introspection_key(
+                &KeyScope::introspection(&[8; 32], b"/i", b"gw", b"s", false, b""),
+                b"tok",
+                b"",
+            ),
+            introspection_key(
+                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b""),
+                b"tok",
+                b"",
+            ),
+            introspection_key(
+                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"fp"),
+                b"tok",
+                b"",
+            ),
+        ];
+        for (i, key) in others.iter().enumerate() {
+            assert_ne!(base, *key, "part {i}");
+        }
+        // Bytes moved between parts make another key.
         assert_ne!(
-            plain(b"/a", b"bc", b"t").digest(),
-            plain(b"/ab", b"c", b"t").digest()
+            introspection_key(&scope(b"/a", b"bc", b"s"), b"t", b""),
+            introspection_key(&scope(b"/ab", b"c", b"s"), b"t", b"")
+        );
+        assert_ne!(
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"ab", b"c"),
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"a", b"bc")
         );
     }
 
     #[test]
-    fn phantom_and_claim_lists_get_keys_of_their_own() {
-        let base = plain(b"/i", b"gw", b"tok");
-        let phantom = IntrospectionKey {
-            phantom: true,
-            ..base
-        };
-        let claims = IntrospectionKey {
-            claims: b"fingerprint",
-            ..base
-        };
-        let both = IntrospectionKey {
-            phantom: true,
-            claims: b"fingerprint",
-            ..base
-        };
-        let keys = [
-            base.digest(),
-            phantom.digest(),
-            claims.digest(),
-            both.digest(),
-        ];
-        for (i, a) in keys.iter().enumerate() {
-            for b in &keys[i + 1..] {
-                assert_ne!(a, b);
-            }
-        }
-        // Unchanged from the three-part key of plain answers.
-        assert_eq!(base.digest(), CacheKey::from_parts(&[b"/i", b"gw", b"tok"]));
+    fn introspection_and_exchange_scopes_never_meet() {
+        assert_ne!(
+            KeyScope::introspection(&SERVER, b"/e", b"gw", b"s", false, b""),
+            KeyScope::exchange(&SERVER, b"/e", b"gw", b"s")
+        );
+    }
+
+    #[test]
+    fn server_identity_is_names_and_listens_not_order() {
+        let a = server_identity(
+            &[b"127.0.0.1:80", b"[::1]:80"],
+            &[b"a.example", b"www.a.example"],
+        );
+        assert_eq!(
+            a,
+            server_identity(
+                &[b"[::1]:80", b"127.0.0.1:80"],
+                &[b"www.a.example", b"a.example", b"a.example"]
+            )
+        );
+        assert_ne!(
+            a,
+            server_identity(&[b"127.0.0.1:80", b"[::1]:80"], &[b"b.example"])
+        );
+        assert_ne!(
+            a,
+            server_identity(&[b"127.0.0.1:81"], &[b"a.example", b"www.a.example"])
+        );
+        // A name is never taken for a listen address, nor the other way.
+        assert_ne!(server_identity(&[b"x"], &[]), server_identity(&[], &[b"x"]));
     }
 
     #[test]
     fn exchange_key_depends_on_every_parameter() {
+        let scope = KeyScope::exchange(&SERVER, b"/t", b"gw", b"s");
         let params = ExchangeParams {
             audience: b"orders",
             scope: b"read",
             resource: b"https://orders",
             requested_token_type: b"",
         };
-        let base = exchange_key(b"/t", b"gw", b"tok", &params);
-        assert_eq!(base, exchange_key(b"/t", b"gw", b"tok", &params));
+        let base = exchange_key(&scope, b"tok", b"", &params);
+        assert_eq!(base, exchange_key(&scope, b"tok", b"", &params));
         for other in [
             ExchangeParams {
                 audience: b"billing",
@@ -167,20 +253,19 @@ mod tests {
                 requested_token_type: b"urn:x",
                 ..params
             },
+            ExchangeParams {
+                audience: b"orders",
+                scope: b"",
+                resource: b"readhttps://orders",
+                requested_token_type: b"",
+            },
         ] {
-            assert_ne!(base, exchange_key(b"/t", b"gw", b"tok", &other));
+            assert_ne!(base, exchange_key(&scope, b"tok", b"", &other));
         }
-        assert_ne!(base, exchange_key(b"/t", b"gw", b"tok2", &params));
-        assert_ne!(base, exchange_key(b"/t2", b"gw", b"tok", &params));
-        assert_ne!(base, exchange_key(b"/t", b"gw2", b"tok", &params));
-        // Moving bytes between parameters makes another key.
-        let shifted = ExchangeParams {
-            audience: b"orders",
-            scope: b"",
-            resource: b"readhttps://orders",
-            requested_token_type: b"",
-        };
-        assert_ne!(base, exchange_key(b"/t", b"gw", b"tok", &shifted));
+        assert_ne!(base, exchange_key(&scope, b"tok2", b"", &params));
+        assert_ne!(base, exchange_key(&scope, b"tok", b"t", &params));
+        let rotated = KeyScope::exchange(&SERVER, b"/t", b"gw", b"s2");
+        assert_ne!(base, exchange_key(&rotated, b"tok", b"", &params));
     }
 
     #[test]
@@ -198,7 +283,7 @@ mod tests {
     #[test]
     fn keys_do_not_contain_the_token() {
         let token = b"0123456789abcdef0123456789abcdef";
-        let key = plain(b"", b"", token).digest();
+        let key = introspection_key(&KeyScope::default(), token, b"");
         assert!(!key.0.windows(8).any(|w| token.windows(8).any(|t| t == w)));
     }
 }

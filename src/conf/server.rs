@@ -1,0 +1,56 @@
+//! The server block a location is merged into, as the cache keys name it:
+//! its listen addresses and server names, read from nginx's configuration
+//! while the locations are merged (glue).
+
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_conf_addr_t, ngx_http_conf_ctx_t, ngx_http_conf_port_t,
+    ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_core_srv_conf_t,
+    ngx_http_server_name_t,
+};
+
+use crate::oauth::cache::key::server_identity;
+
+/// The identity of the server whose locations nginx is merging.
+///
+/// # Safety
+/// `cf` must be the configuration nginx passes to `merge_loc_conf`: while
+/// servers are merged its context's `srv_conf` is the server's, and every
+/// `listen` (and the implicit default one) is in the core module's ports.
+pub unsafe fn identity(cf: *mut ngx_conf_t) -> [u8; 32] {
+    // SAFETY: guaranteed by the caller; the arrays are nginx's, fully built
+    // by the time locations are merged, and only read here.
+    unsafe {
+        let ctx = (*cf).ctx.cast::<ngx_http_conf_ctx_t>();
+        let index = ngx_http_core_module.ctx_index;
+        let cscf = (*(*ctx).srv_conf.add(index)).cast::<ngx_http_core_srv_conf_t>();
+        let cmcf = (*(*ctx).main_conf.add(index)).cast::<ngx_http_core_main_conf_t>();
+
+        let names = array::<ngx_http_server_name_t>(&(*cscf).server_names);
+        let names: Vec<&[u8]> = names.iter().map(|n| n.name.as_bytes()).collect();
+
+        let mut listens: Vec<&[u8]> = Vec::new();
+        if !(*cmcf).ports.is_null() {
+            for port in array::<ngx_http_conf_port_t>(&*(*cmcf).ports) {
+                for addr in array::<ngx_http_conf_addr_t>(&port.addrs) {
+                    let servers = array::<*mut ngx_http_core_srv_conf_t>(&addr.servers);
+                    if servers.contains(&cscf) {
+                        listens.push(addr.opt.addr_text.as_bytes());
+                    }
+                }
+            }
+        }
+        server_identity(&listens, &names)
+    }
+}
+
+/// The elements of an `ngx_array_t` of `T`.
+///
+/// # Safety
+/// `a` must be an initialised array whose elements are `T`s.
+unsafe fn array<T>(a: &ngx::ffi::ngx_array_t) -> &[T] {
+    if a.nelts == 0 || a.elts.is_null() {
+        return &[];
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(a.elts.cast::<T>(), a.nelts) }
+}
