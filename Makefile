@@ -7,6 +7,8 @@
 #   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy,
 #                   then instructions per request under callgrind (repeatable)
 #   make bench-micro  criterion micro-benchmarks of the plain-Rust logic (no nginx)
+#   make fuzz       cargo-fuzz over the parsers of client and IdP bytes, one target after
+#                   another (FUZZ_SECONDS=60 each, FUZZ_RUNS, FUZZ_TARGETS; nightly)
 #   make soak       a gateway worker's memory over 100k introspections (wrk)
 #   make deps       install what a fresh Debian 12 machine lacks (as root), or print how
 #
@@ -22,7 +24,7 @@ APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev 
                 zlib1g-dev perl python3 curl
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench bench-micro lint clean
+.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench bench-micro fuzz lint clean
 
 all: build
 
@@ -74,6 +76,14 @@ bench: build
 # its own so that it neither overwrites nor invalidates the module build.
 bench-micro: deps
 	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) bench --features logic-only --bench logic
+
+# Not part of `make test`: nightly, cargo-fuzz (installed if missing), minutes.
+# The fuzz crate builds in fuzz/target, apart from the module and bench-micro.
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?=
+FUZZ_TARGETS ?=
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(OBJS)

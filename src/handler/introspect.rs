@@ -32,7 +32,7 @@ impl Question for Introspection {
         true
     }
 
-    unsafe fn inputs<'r>(r: *mut ngx_http_request_t, conf: &'r LocationConf) -> Option<&'r [u8]> {
+    unsafe fn inputs(r: *mut ngx_http_request_t, conf: &LocationConf) -> Option<&[u8]> {
         // SAFETY: r is the live main request; the template comes from the directive.
         unsafe { evaluate(r, conf.cache_vary) }
     }
