@@ -1,4 +1,4 @@
-//! The state of one request's token check, kept in the main request's pool
+//! The state of one request's token check, kept in the request's pool
 //! as this module's context. Data only: the stage files act on it, and the
 //! variable getters read it.
 
@@ -109,6 +109,9 @@ pub enum Role {
     /// Asks the IdP, stores the answer and hands it to the waiters.
     Leader,
     Waiter,
+    /// Asks the IdP and stores the answer, outside the table: a subrequest,
+    /// whose waking is nginx's business (it runs when its parent lets it).
+    Alone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@ impl Question for Exchange {
         r: *mut ngx_http_request_t,
         conf: &'r LocationConf,
     ) -> Option<Self::Inputs<'r>> {
-        // SAFETY: r is the live main request; templates come from the directives.
+        // SAFETY: r is a live request; templates come from the directives.
         unsafe {
             let params = ExchangeParams {
                 audience: evaluate(r, conf.audience)?,
@@ -91,7 +91,7 @@ impl Question for Exchange {
         (params, _vary): &Self::Inputs<'_>,
     ) -> Result<(), ()> {
         let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
-        // SAFETY: r is the live main request and ctx its context.
+        // SAFETY: r is a live request and ctx its context.
         let body = exchange::request_body(unsafe { (*ctx).token() }, params);
         // SAFETY: as above.
         unsafe { idp_call::ask(r, conf, IdpCall::Exchange, endpoint, body, ctx) }
@@ -102,7 +102,7 @@ impl Question for Exchange {
 /// goes upstream, or the request is refused.
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context.
+/// `r` must be a live request and `ctx` its context.
 pub unsafe fn run<'c>(
     r: *mut ngx_http_request_t,
     conf: &'c LocationConf,

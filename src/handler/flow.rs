@@ -37,7 +37,7 @@ pub trait Question {
     type Inputs<'r>;
 
     /// # Safety
-    /// `r` must be the live main request.
+    /// `r` must be a live request.
     unsafe fn inputs<'r>(
         r: *mut ngx_http_request_t,
         conf: &'r LocationConf,
@@ -46,7 +46,7 @@ pub trait Question {
     /// The cache key of this request's question.
     ///
     /// # Safety
-    /// `r` must be the live main request.
+    /// `r` must be a live request.
     unsafe fn key(
         r: *mut ngx_http_request_t,
         conf: &LocationConf,
@@ -69,7 +69,7 @@ pub trait Question {
     /// Starts the subrequest that asks the IdP; its callback fills the slot.
     ///
     /// # Safety
-    /// `r` must be the live main request and `ctx` its context.
+    /// `r` must be a live request and `ctx` its context.
     unsafe fn ask(
         r: *mut ngx_http_request_t,
         conf: &LocationConf,
@@ -96,7 +96,7 @@ pub fn now_ms() -> i64 {
 /// Moves the question of the request's current stage on, as far as it can.
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context, whose stage has
+/// `r` must be a live request and `ctx` its context, whose stage has
 /// a flow.
 pub unsafe fn step<Q: Question>(
     r: *mut ngx_http_request_t,
@@ -116,21 +116,20 @@ pub unsafe fn step<Q: Question>(
                 other => return other,
             }
         }
-        if let Some(Flight {
-            role: Role::Leader,
-            key,
-        }) = (*ctx).flight
-        {
-            if let Some(cache) = Q::cache(conf) {
+        if let Some(Flight { role, key }) = (*ctx).flight {
+            if let (Role::Leader | Role::Alone, Some(cache)) = (role, Q::cache(conf)) {
                 let now = now_ms();
                 if let Some((entry, expires)) = Q::entry(conf, cache, &*ctx, now) {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
                     table::insert(cache.zone.cast(), &key, &entry, expires, now);
                 }
             }
-            inflight::finish(ctx, |waiter| {
-                *Q::answer(&mut *waiter) = Q::answer(&mut *ctx).clone();
-            });
+            match role {
+                Role::Leader => inflight::finish(ctx, |waiter| {
+                    *Q::answer(&mut *waiter) = Q::answer(&mut *ctx).clone();
+                }),
+                Role::Waiter | Role::Alone => (*ctx).flight = None,
+            }
         }
         Step::Answered
     }
@@ -175,9 +174,14 @@ unsafe fn look<Q: Question>(
             if status == CacheStatus::Hit {
                 return Step::Answered;
             }
-            if let Some(key) = key {
+            if let Some(key) = key.filter(|_| r != (*r).main) {
+                (*ctx).flight = Some(Flight {
+                    key,
+                    role: Role::Alone,
+                });
+            } else if let Some(key) = key {
                 match inflight::join(r, ctx, key) {
-                    Some(Role::Leader) => {}
+                    Some(Role::Leader | Role::Alone) => {}
                     Some(Role::Waiter) => {
                         (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
                         return Step::Again;

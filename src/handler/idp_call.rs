@@ -48,7 +48,7 @@ impl IdpCall {
 /// lands in `ctx` when the subrequest finishes.
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context, allocated from
+/// `r` must be a live request and `ctx` its context, allocated from
 /// its pool; `endpoint` must live as long as the configuration.
 unsafe fn start(
     r: *mut ngx_http_request_t,
@@ -276,11 +276,35 @@ unsafe extern "C" fn exchange_done(
     rc
 }
 
+/// Whether `r` is one of the module's own IdP subrequests, which are never
+/// checked themselves.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn is_idp_call(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: a subrequest's post_subrequest is null or nginx's copy of the
+    // handler its creator gave.
+    let ps = unsafe { (*r).post_subrequest };
+    // SAFETY: as above.
+    let Some(handler) = (!ps.is_null()).then(|| unsafe { (*ps).handler }).flatten() else {
+        return false;
+    };
+    let ours: [PostSubrequest; 3] = [
+        introspection_done,
+        phantom_introspection_done,
+        exchange_done,
+    ];
+    ours.iter().any(|f| *f as usize == handler as usize)
+}
+
+type PostSubrequest =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut c_void, ngx_int_t) -> ngx_int_t;
+
 /// Sends `body` to the IdP's internal location as this gateway's client:
 /// credentials in the Authorization header (basic) or the body (post).
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context.
+/// `r` must be a live request and `ctx` its context.
 pub unsafe fn ask(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,

@@ -28,7 +28,7 @@ thread_local! {
 /// the table.
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context.
+/// `r` must be a live request and `ctx` its context.
 pub unsafe fn join(
     r: *mut ngx_http_request_t,
     ctx: *mut RequestCtx,
@@ -118,6 +118,7 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
                 }
                 Vec::new()
             }
+            Role::Alone => Vec::new(),
         });
         for waiter in restart {
             (*waiter).flight = None;

@@ -33,7 +33,7 @@ impl Question for Introspection {
     }
 
     unsafe fn inputs(r: *mut ngx_http_request_t, conf: &LocationConf) -> Option<&[u8]> {
-        // SAFETY: r is the live main request; the template comes from the directive.
+        // SAFETY: r is a live request; the template comes from the directive.
         unsafe { evaluate(r, conf.cache_vary) }
     }
 
@@ -74,7 +74,7 @@ impl Question for Introspection {
             false => IdpCall::Introspection,
         };
         let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
-        // SAFETY: r is the live main request and ctx its context.
+        // SAFETY: r is a live request and ctx its context.
         let token = unsafe { (*ctx).token() };
         // SAFETY: as above.
         unsafe {
@@ -93,7 +93,7 @@ impl Question for Introspection {
 /// Moves the introspection on; the verdict comes next once it is known.
 ///
 /// # Safety
-/// `r` must be the live main request and `ctx` its context.
+/// `r` must be a live request and `ctx` its context.
 pub unsafe fn run(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,

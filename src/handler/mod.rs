@@ -45,41 +45,46 @@ use crate::oauth::challenge::BearerError;
 /// The ACCESS-phase entry point (the default phase).
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    unsafe { run_in(Phase::Access, r) }
+    unsafe { run_in(Some(Phase::Access), r) }
 }
 
-/// The PREACCESS-phase entry point, for `auth_oauth2_token_phase preaccess`.
-/// That phase's checker treats NGX_OK as "skip the rest of the phase", so a
+/// The PREACCESS-phase entry point, for `auth_oauth2_token_phase preaccess`,
+/// and for subrequests: nginx skips the ACCESS phase for them, so a
+/// protected location reached by `auth_request`, SSI or `mirror` is checked
+/// here, whatever phase it names (the module's own IdP calls are not).
+/// PREACCESS's checker treats NGX_OK as "skip the rest of the phase", so a
 /// pass is NGX_DECLINED here, letting limit_req and friends run after us.
-/// Unlike ACCESS, PREACCESS also runs for subrequests: ours skip it.
 pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     unsafe {
-        if r != (*r).main {
-            return NGX_DECLINED as ngx_int_t;
-        }
-        match run_in(Phase::Preaccess, r) {
+        let phase = match r == (*r).main {
+            true => Some(Phase::Preaccess),
+            false if idp_call::is_idp_call(r) => return NGX_DECLINED as ngx_int_t,
+            false => None,
+        };
+        match run_in(phase, r) {
             rc if rc == NGX_OK as ngx_int_t => NGX_DECLINED as ngx_int_t,
             rc => rc,
         }
     }
 }
 
+/// Runs the check when the location has one for `phase` (any phase: `None`).
+///
 /// # Safety
-/// `r` must be a live main request whose loc_conf has our LocationConf.
-unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
+/// `r` must be a live request whose loc_conf has our LocationConf.
+unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: guaranteed by the caller.
     let conf = match unsafe { Module::location_conf(&*r) } {
         Some(conf)
-            if conf.phase() == phase
+            if phase.is_none_or(|phase| conf.phase() == phase)
                 && (conf.introspection_enabled() || conf.exchange_enabled()) =>
         {
             conf
         }
         _ => return NGX_DECLINED as ngx_int_t,
     };
-    // SAFETY: nginx runs ACCESS handlers for the live main request only, and
-    // only this module stores a RequestCtx in its slot.
+    // SAFETY: r is live, and only this module stores a RequestCtx in its slot.
     let ctx = match unsafe { raw::ctx::<RequestCtx>(r) } {
         Some(ctx) => ctx,
         // SAFETY: as above.
@@ -89,7 +94,7 @@ unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
         },
     };
     loop {
-        // SAFETY: ctx is r's context, and r the live main request. The
+        // SAFETY: ctx is r's context, and r a live request. The
         // context is handled through a raw pointer: variable getters read it
         // while the stages run (`require` values, templates), so no `&mut`
         // to it may be held across those calls.
@@ -100,7 +105,7 @@ unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
                 Stage::Exchange(_) => exchange::run(r, conf, ctx),
             }
         };
-        // SAFETY: r is the live main request.
+        // SAFETY: r is a live request.
         return unsafe {
             match outcome {
                 Outcome::Next(stage) => {
@@ -121,8 +126,12 @@ unsafe fn run_in(phase: Phase, r: *mut ngx_http_request_t) -> ngx_int_t {
 /// The first call for a request: finds the token, withholds the carriers,
 /// and makes the context. `Err` is the answer when there is nothing to check.
 ///
+/// A subrequest shares its parent's header elements and pool: it gets a
+/// header list of its own before anything is withheld or replaced, and
+/// neither remembers nor looks for a token remembered across redirects.
+///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 unsafe fn begin(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
@@ -131,10 +140,16 @@ unsafe fn begin(
         .token_source
         .as_deref()
         .unwrap_or(credentials::DEFAULT_SOURCES);
+    // SAFETY: r is a live request.
+    let subrequest = unsafe { r != (*r).main };
     // After an internal redirect the check runs again, with the token the
     // first pass found: the request may no longer carry it.
-    // SAFETY: r is the live main request.
-    let (found, source, saved) = match unsafe { credentials::saved(r) } {
+    let remembered = match subrequest {
+        true => None,
+        // SAFETY: r is a live request.
+        false => unsafe { credentials::saved(r) },
+    };
+    let (found, source, saved) = match remembered {
         Some(token) => (BearerToken::Present(token), None, true),
         None => {
             // SAFETY: as above.
@@ -142,14 +157,14 @@ unsafe fn begin(
             (found, source, false)
         }
     };
-    // SAFETY: r is the live main request.
+    // SAFETY: r is a live request.
     let is_options = unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize;
     let token = match found {
         BearerToken::Missing if conf.passes_preflight() && is_options => {
             return Err(NGX_DECLINED as ngx_int_t);
         }
         BearerToken::Missing => {
-            // SAFETY: r is the live main request.
+            // SAFETY: r is a live request.
             return Err(unsafe { refusal::refuse(r, conf, BearerError::NoToken) });
         }
         BearerToken::Malformed(why) => {
@@ -157,12 +172,17 @@ unsafe fn begin(
                 Malformed::DuplicateHeader => BearerError::InvalidRequest(why.description()),
                 _ => BearerError::InvalidTokenBecause(why.description()),
             };
-            // SAFETY: r is the live main request.
+            // SAFETY: r is a live request.
             return Err(unsafe { refusal::refuse(r, conf, error) });
         }
         BearerToken::Present(token) => token,
     };
     let withholds = sources.iter().any(|s| *s != TokenSource::Bearer);
+    let changes_request = withholds || conf.phantom_enabled() || conf.exchange_enabled();
+    // SAFETY: r is a live request.
+    if subrequest && changes_request && unsafe { raw::detach_headers(r) }.is_none() {
+        return Err(NGX_ERROR as ngx_int_t);
+    }
     if withholds {
         // After a redirect the carriers this location names go too; the
         // Authorization header stays as the first pass left it.
@@ -173,9 +193,9 @@ unsafe fn begin(
         }
     }
     // Remember the token when this pass changes what the request carries.
-    let changes_request = withholds || conf.phantom_enabled() || conf.exchange_enabled();
     // SAFETY: r is live; `token` lives in request memory.
-    if !saved && changes_request && unsafe { credentials::save(r, token) }.is_none() {
+    if !saved && !subrequest && changes_request && unsafe { credentials::save(r, token) }.is_none()
+    {
         return Err(NGX_ERROR as ngx_int_t);
     }
     let stage = match conf.introspection_enabled() {

@@ -207,6 +207,17 @@ pub unsafe fn set_authorization(r: *mut ngx_http_request_t, value: ngx_str_t) ->
     }
 }
 
+/// Gives a subrequest a header list of its own: it starts as a shallow copy
+/// of its parent's, whose elements any in-place edit would change for the
+/// parent too.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn detach_headers(r: *mut ngx_http_request_t) -> Option<()> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { retain_headers(r, |_| true) }
+}
+
 /// Keeps only the request headers `keep` accepts, so that what nginx sends
 /// upstream (proxy, fastcgi, grpc all walk this list) lacks the others.
 /// The list is rebuilt rather than edited: typed pointers such as

@@ -16,7 +16,7 @@ use crate::oauth::challenge::{www_authenticate, BearerError};
 /// operator's.
 ///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 pub unsafe fn refuse(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
@@ -63,7 +63,7 @@ pub unsafe fn refuse(
 /// Answers an IdP failure with its status, or the one the location chose.
 ///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 pub unsafe fn fail(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
@@ -82,7 +82,7 @@ pub unsafe fn fail(
 /// Answers with the status of an `auth_oauth2_token_require` rule.
 ///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 pub unsafe fn deny(r: *mut ngx_http_request_t, status: u16) -> ngx_int_t {
     // SAFETY: r is live (this function's contract).
     unsafe { record_error(r, "access_denied") };

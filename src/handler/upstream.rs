@@ -71,7 +71,7 @@ pub unsafe fn withhold(
 /// Makes `Bearer <token>` the upstream's Authorization.
 ///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 pub unsafe fn authorize(r: *mut ngx_http_request_t, token: &[u8]) -> Option<()> {
     const SCHEME: &[u8] = b"Bearer ";
     // SAFETY: the value is built in r's pool, where the header lives too.

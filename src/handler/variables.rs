@@ -1,4 +1,5 @@
-//! The `$oauth2_token_*` variables. They read the main request's context, so
+//! The `$oauth2_token_*` variables. They read the context of the request
+//! that was checked (a subrequest checked on its own, else the main request), so
 //! they are empty before the ACCESS phase has a verdict and wherever the
 //! claim is absent.
 
@@ -143,15 +144,26 @@ pub unsafe fn set_error(r: *mut ngx_http_request_t, index: usize, code: &'static
     }
 }
 
+/// The context of the check that concerns `r`: its own when the module
+/// checked this (sub)request, else the main request's.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn checked_ctx<'r>(r: *mut ngx_http_request_t) -> Option<&'r RequestCtx> {
+    // SAFETY: guaranteed by the caller; a request and its main one are live
+    // together, and only this module stores a RequestCtx in its slot.
+    unsafe { ctx_ref::<RequestCtx>(r).or_else(|| ctx_ref::<RequestCtx>((*r).main)) }
+}
+
 unsafe extern "C" fn get_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_http_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx passes a live request and a value slot to fill; `data` is
-    // the index we registered; the context belongs to the main request.
+    // the index we registered.
     unsafe {
-        let state = ctx_ref::<RequestCtx>((*r).main);
+        let state = checked_ctx(r);
         let value = match (state, VARIABLES.get(data)) {
             (
                 Some(RequestCtx {
@@ -223,7 +235,7 @@ pub unsafe extern "C" fn get_claim(
 ) -> ngx_int_t {
     // SAFETY: as for get_variable.
     unsafe {
-        let value = match ctx_ref::<RequestCtx>((*r).main) {
+        let value = match checked_ctx(r) {
             Some(RequestCtx {
                 introspection: Some(Ok(IntrospectionResult::Active(claims))),
                 ..

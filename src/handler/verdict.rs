@@ -13,7 +13,7 @@ use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 use crate::oauth::verdict::{self, Verdict};
 
 /// # Safety
-/// `r` must be the live main request and `ctx` its context, whose
+/// `r` must be a live request and `ctx` its context, whose
 /// introspection answer is known.
 pub unsafe fn run<'c>(
     r: *mut ngx_http_request_t,
@@ -41,7 +41,7 @@ pub unsafe fn run<'c>(
         None => return Outcome::Error,
     };
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
-    // SAFETY: r is the live main request.
+    // SAFETY: r is a live request.
     let unmet = || unsafe { unmet_requirement(r, conf) };
     let audience = conf.require_audience.as_ref();
     match verdict::check(claims, audience, scopes, &conf.require_claim, unmet) {
@@ -92,7 +92,7 @@ pub unsafe fn run<'c>(
                 status: IdpFailure::NoJwt.status(),
             };
         };
-        // SAFETY: r is the live main request.
+        // SAFETY: r is a live request.
         return match unsafe { upstream::authorize(r, jwt) } {
             Some(()) => Outcome::Pass,
             None => Outcome::Error,
@@ -108,7 +108,7 @@ pub unsafe fn run<'c>(
 /// with the challenge that fits its status; `None` when all hold.
 ///
 /// # Safety
-/// `r` must be the live main request.
+/// `r` must be a live request.
 unsafe fn unmet_requirement<'c>(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
