@@ -333,6 +333,7 @@ impl LocationConf {
             secret,
             self.phantom_enabled(),
             claims_fingerprint,
+            self.cache_vary.is_some(),
         );
         self.exchange_scope = KeyScope::exchange(
             server,

@@ -43,6 +43,7 @@ impl Question for Introspection {
         token: &[u8],
         vary: &&[u8],
     ) -> CacheKey {
+        let vary = conf.cache_vary.map(|_| *vary);
         introspection_key(&conf.introspection_scope, token, vary)
     }
 

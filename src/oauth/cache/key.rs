@@ -78,6 +78,7 @@ impl KeyScope {
         client_secret: &[u8],
         phantom: bool,
         claims_fingerprint: &[u8],
+        varies: bool,
     ) -> KeyScope {
         let answer: &[u8] = match phantom {
             true => b"phantom",
@@ -88,7 +89,11 @@ impl KeyScope {
             endpoint,
             client_id,
             client_secret,
-            &[answer, claims_fingerprint],
+            &[
+                answer,
+                claims_fingerprint,
+                if varies { b"vary" } else { b"" },
+            ],
         )
     }
 
@@ -103,15 +108,17 @@ impl KeyScope {
 }
 
 /// The key of an introspection answer: the location's scope, the values of
-/// `auth_oauth2_token_cache_vary` (empty without it), and the token. The
-/// scope has a fixed length, the values a length prefix, and the token comes
-/// last, so the parts cannot shift into each other; and a typical token
-/// fits the same SHA-256 blocks as without the scope.
-pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: &[u8]) -> CacheKey {
+/// `auth_oauth2_token_cache_vary` (`None` without it: the scope says which),
+/// and the token. The scope has a fixed length, the values a length prefix,
+/// and the token comes last, so the parts cannot shift into each other; a
+/// typical token takes as few SHA-256 blocks as it can.
+pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(scope.0);
-    hasher.update((vary.len() as u64).to_be_bytes());
-    hasher.update(vary);
+    if let Some(vary) = vary {
+        hasher.update((vary.len() as u64).to_be_bytes());
+        hasher.update(vary);
+    }
     hasher.update(token);
     CacheKey(hasher.finalize().into())
 }
@@ -146,36 +153,36 @@ mod tests {
     const SERVER: [u8; 32] = [7; 32];
 
     fn scope(endpoint: &[u8], client_id: &[u8], secret: &[u8]) -> KeyScope {
-        KeyScope::introspection(&SERVER, endpoint, client_id, secret, false, b"")
+        KeyScope::introspection(&SERVER, endpoint, client_id, secret, false, b"", false)
     }
 
     #[test]
     fn introspection_key_depends_on_everything_that_decides_the_answer() {
-        let base = introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"");
+        let base = introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", None);
         assert_eq!(
             base,
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"")
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", None)
         );
         let others = [
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok2", b""),
-            introspection_key(&scope(b"/other", b"gw", b"s"), b"tok", b""),
-            introspection_key(&scope(b"/i", b"gw2", b"s"), b"tok", b""),
-            introspection_key(&scope(b"/i", b"gw", b"rotated"), b"tok", b""),
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", b"tenant-a"),
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok2", None),
+            introspection_key(&scope(b"/other", b"gw", b"s"), b"tok", None),
+            introspection_key(&scope(b"/i", b"gw2", b"s"), b"tok", None),
+            introspection_key(&scope(b"/i", b"gw", b"rotated"), b"tok", None),
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", Some(b"tenant-a")),
             introspection_key(
-                &KeyScope::introspection(&[8; 32], b"/i", b"gw", b"s", false, b""),
+                &KeyScope::introspection(&[8; 32], b"/i", b"gw", b"s", false, b"", false),
                 b"tok",
-                b"",
+                None,
             ),
             introspection_key(
-                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b""),
+                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b"", false),
                 b"tok",
-                b"",
+                None,
             ),
             introspection_key(
-                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"fp"),
+                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"fp", false),
                 b"tok",
-                b"",
+                None,
             ),
         ];
         for (i, key) in others.iter().enumerate() {
@@ -183,19 +190,25 @@ mod tests {
         }
         // Bytes moved between parts make another key.
         assert_ne!(
-            introspection_key(&scope(b"/a", b"bc", b"s"), b"t", b""),
-            introspection_key(&scope(b"/ab", b"c", b"s"), b"t", b"")
+            introspection_key(&scope(b"/a", b"bc", b"s"), b"t", None),
+            introspection_key(&scope(b"/ab", b"c", b"s"), b"t", None)
         );
         assert_ne!(
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"ab", b"c"),
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"a", b"bc")
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"ab", Some(b"c")),
+            introspection_key(&scope(b"/i", b"gw", b"s"), b"a", Some(b"bc"))
+        );
+        // With cache_vary the scope differs too, so an empty value never
+        // meets a location without it.
+        assert_ne!(
+            KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"", true),
+            scope(b"/i", b"gw", b"s")
         );
     }
 
     #[test]
     fn introspection_and_exchange_scopes_never_meet() {
         assert_ne!(
-            KeyScope::introspection(&SERVER, b"/e", b"gw", b"s", false, b""),
+            KeyScope::introspection(&SERVER, b"/e", b"gw", b"s", false, b"", false),
             KeyScope::exchange(&SERVER, b"/e", b"gw", b"s")
         );
     }
@@ -283,7 +296,7 @@ mod tests {
     #[test]
     fn keys_do_not_contain_the_token() {
         let token = b"0123456789abcdef0123456789abcdef";
-        let key = introspection_key(&KeyScope::default(), token, b"");
+        let key = introspection_key(&KeyScope::default(), token, None);
         assert!(!key.0.windows(8).any(|w| token.windows(8).any(|t| t == w)));
     }
 }
