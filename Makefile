@@ -21,7 +21,7 @@ OBJS     := objs
 SO       := $(OBJS)/$(MODULE).so
 CARGO    ?= cargo
 APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev \
-                zlib1g-dev perl python3 curl
+                zlib1g-dev perl python3 curl gdb
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
 .PHONY: all build deps test unit e2e e2e-debian debian demo soak bench bench-micro fuzz lint clean

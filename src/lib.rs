@@ -16,7 +16,6 @@ pub mod oauth;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
-#[cfg(not(any(test, feature = "logic-only")))]
 mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -25,7 +25,7 @@ use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
-use crate::shm::table;
+use crate::shm::zone;
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -283,7 +283,7 @@ impl<C> Call<'_, C> {
     /// Declares (or finds) the shared zone of a cache directive.
     fn cache_zone(&self, parsed: cache_args::CacheArgs) -> Result<CacheConf, String> {
         // SAFETY: nginx sets its page size before it parses any configuration.
-        let min_size = unsafe { table::min_zone_size() };
+        let min_size = unsafe { zone::min_zone_size() };
         if parsed.zone_size < min_size {
             return Err(format!(
                 "zone \"{}\" is too small: at least {min_size} bytes",
@@ -303,7 +303,7 @@ impl<C> Call<'_, C> {
             if shm_zone.is_null() {
                 return Err("cannot use this zone (see the message above)".into());
             }
-            (*shm_zone).init.get_or_insert(table::init_zone);
+            (*shm_zone).init.get_or_insert(zone::init_zone);
             Ok(CacheConf {
                 zone: shm_zone.cast(),
                 policy: parsed.policy,

@@ -15,7 +15,8 @@ use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
 use crate::handler::inflight;
 use crate::oauth::cache::CacheKey;
-use crate::shm::table::{self, Lookup};
+use crate::shm::table::Lookup;
+use crate::shm::zone;
 
 /// One kind of IdP question: where its answer goes, how it is cached, and
 /// how the IdP is asked.
@@ -121,7 +122,7 @@ pub unsafe fn step<Q: Question>(
                 let now = now_ms();
                 if let Some((entry, expires)) = Q::entry(conf, cache, &*ctx, now) {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    table::insert(cache.zone.cast(), &key, &entry, expires, now);
+                    zone::insert(cache.zone.cast(), &key, &entry, expires, now);
                 }
             }
             match role {
@@ -154,7 +155,13 @@ unsafe fn look<Q: Question>(
                 true => {
                     let key = Q::key(r, conf, (*ctx).token(), &inputs);
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    match table::lookup(cache.zone.cast(), &key, now_ms(), Q::decode) {
+                    match zone::lookup(
+                        cache.zone.cast(),
+                        &key,
+                        now_ms(),
+                        cache.policy.max_ttl_ms,
+                        Q::decode,
+                    ) {
                         Lookup::Hit(answer) => {
                             *Q::answer(&mut *ctx) = Some(answer);
                             (CacheStatus::Hit, None)

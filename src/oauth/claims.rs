@@ -39,9 +39,12 @@ pub fn is_valid_path(path: &[u8]) -> bool {
 }
 
 /// Whether `value` may stand in an HTTP header field value: no control
-/// character but horizontal tab, no DEL (RFC 9110 §5.5).
+/// character but horizontal tab, no DEL (RFC 9110 §5.5). Branch-free, so
+/// that it vectorizes: every IdP answer's claims go through it.
 pub fn is_header_safe(value: &str) -> bool {
-    !value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    !value.bytes().fold(false, |found, b| {
+        found | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    })
 }
 
 #[cfg(test)]

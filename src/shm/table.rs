@@ -1,34 +1,31 @@
-//! A cache zone in nginx shared memory: a fixed bucket array of chained
-//! nodes for lookup and an intrusive queue for eviction, both in the zone's
-//! slab pool and guarded by its mutex. Every operation touches a bounded
-//! number of nodes, whatever the zone holds.
+//! The cache table that lives in a shared-memory zone: a fixed bucket array
+//! of chained nodes for lookup and an intrusive queue for eviction, every
+//! operation touching a bounded number of nodes whatever the zone holds.
+//! Plain Rust over any [`Slab`]: nginx's slab pool in `shm/zone.rs`, a test
+//! allocator in the tests below. Callers hold the zone's lock.
 //!
 //! Eviction is second chance (CLOCK on the queue): a hit only marks its node
 //! as used; the eviction at the queue's tail moves a marked node back to the
-//! head instead of evicting it. A hit thereby writes to one cache line, the
-//! node's own, where moving it to the front of an LRU list would also write
-//! to its two neighbours: random cache misses that made hits over 100,000
-//! entries measurably slower than over one.
+//! head instead of evicting it, so a hit writes to one cache line only.
 //!
-//! Nodes hold only the key digest, an expiry and the encoded value; the
-//! shared mapping has the same address in every worker and survives reloads,
-//! so the pointers between nodes stay valid.
+//! Workers can die at any instruction, also while they hold the lock (nginx
+//! then force-unlocks it). Every change, including the slab allocator's own
+//! bookkeeping, happens between setting and clearing `Table::changing`; the
+//! next lock holder that finds it set knows the table may be half-changed
+//! and starts afresh with an empty region ([`open`]): it is a cache.
+//!
+//! Nodes hold only the key digest, times and the encoded value; the shared
+//! mapping has the same address in every worker and survives reloads, so the
+//! pointers between nodes stay valid.
 
-use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
-
-use ngx::ffi::{
-    ngx_int_t, ngx_queue_init, ngx_queue_insert_after, ngx_queue_remove, ngx_queue_t,
-    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc_locked,
-    ngx_slab_calloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG,
-    NGX_OK,
-};
+use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
 use crate::oauth::cache::CacheKey;
 
 /// Marks a table laid out by this version of the module.
-const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c3");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c4");
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
 const BYTES_PER_BUCKET: usize = 512;
 /// Nodes one insert may evict to make room before giving up.
@@ -36,24 +33,67 @@ const MAX_EVICTIONS_PER_INSERT: usize = 64;
 /// Marked nodes one insert may send back to the head before it evicts
 /// whatever is at the tail.
 const MAX_SECOND_CHANCES_PER_INSERT: usize = 64;
-/// Expired nodes an insert reclaims from the LRU tail in passing.
+/// Expired nodes an insert reclaims from the queue's tail in passing.
 const REAP_PER_INSERT: usize = 2;
 
+/// The allocator of the region the table lives in.
+pub trait Slab {
+    /// `size` bytes aligned for a pointer, or null when the region is full.
+    fn alloc(&mut self, size: usize) -> *mut u8;
+    /// Returns an allocation made by `alloc`.
+    fn free(&mut self, p: *mut u8);
+    /// Forgets every allocation: the region is empty again.
+    fn reset(&mut self);
+    /// The largest allocation that could succeed in the empty region.
+    fn capacity(&self) -> usize;
+}
+
+/// Where a worker may die in the middle of a change. Production code never
+/// does ([`Live`]); the tests stop an operation after each step.
+pub trait Steps {
+    fn step(&mut self) -> Result<(), Died>;
+}
+
+/// The operation stopped halfway, as if its worker had died.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Died;
+
+/// Runs every operation to its end.
+pub struct Live;
+
+impl Steps for Live {
+    #[inline(always)]
+    fn step(&mut self) -> Result<(), Died> {
+        Ok(())
+    }
+}
+
 #[repr(C)]
-struct Table {
+struct Link {
+    prev: *mut Link,
+    next: *mut Link,
+}
+
+#[repr(C)]
+pub struct Table {
     magic: u64,
-    lru: ngx_queue_t,
-    buckets: *mut *mut Node,
+    /// Set while a lock holder changes the table or the slab under it.
+    changing: AtomicU32,
     mask: usize,
+    buckets: *mut *mut Node,
+    /// The eviction queue's head: its `next` is the newest node, its `prev`
+    /// the oldest.
+    queue: Link,
 }
 
 #[repr(C)]
 struct Node {
     /// First field: a queue link is also a pointer to its node.
-    lru: ngx_queue_t,
+    queue: Link,
     next: *mut Node,
     key: [u8; 32],
     expires_ms: i64,
+    stored_ms: i64,
     len: u32,
     /// Set by a hit, cleared when the node gets its second chance.
     used: u32,
@@ -62,7 +102,7 @@ struct Node {
 
 impl Node {
     /// # Safety
-    /// `node` must be a live node of a table.
+    /// `node` must be a live node.
     unsafe fn value<'a>(node: *mut Node) -> &'a [u8] {
         // SAFETY: the value was allocated right after the node header.
         unsafe {
@@ -74,209 +114,348 @@ impl Node {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
     Hit(T),
     Expired,
     Miss,
 }
 
-/// The smallest zone accepted: the same floor nginx's own zones use.
+/// How [`open`] found the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened {
+    Ready,
+    /// There was none (a new zone): an empty one was made.
+    Made,
+    /// A worker died while changing it: the region was cleared.
+    Repaired,
+}
+
+/// The table `root` points at, ready for use: made in an empty region when
+/// there is none, and made afresh when a worker died while changing it.
+/// `None` when the region cannot even hold an empty table.
 ///
 /// # Safety
-/// Reads nginx's page size, set before configuration is parsed.
-pub unsafe fn min_zone_size() -> usize {
-    // SAFETY: ngx_pagesize is initialised by ngx_os_init before any config.
-    8 * unsafe { ngx::ffi::ngx_pagesize }
-}
-
-/// Holds the zone mutex for as long as it lives.
-struct Locked {
-    pool: *mut ngx_slab_pool_t,
-    table: *mut Table,
-}
-
-impl Locked {
-    /// # Safety
-    /// `zone` must be a zone initialised by [`init_zone`].
-    unsafe fn new(zone: *mut ngx_shm_zone_t) -> Locked {
-        // SAFETY: an initialised zone's mapping starts with its slab pool,
-        // whose `data` is our table.
-        unsafe {
-            let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-            ngx_shmtx_lock(&mut (*pool).mutex);
-            Locked {
-                pool,
-                table: (*pool).data.cast(),
+/// `root` must be null or the value an earlier `open` on this slab left in
+/// it, and the caller must hold the lock that guards the region.
+pub unsafe fn open<S: Slab>(
+    root: &mut *mut Table,
+    slab: &mut S,
+    zone_bytes: usize,
+) -> Option<(*mut Table, Opened)> {
+    let table = *root;
+    // SAFETY: a non-null root is a table made here (the caller's contract).
+    unsafe {
+        if !table.is_null() && (*table).magic == LAYOUT_MAGIC {
+            if (*table).changing.load(Ordering::Acquire) == 0 {
+                return Some((table, Opened::Ready));
             }
+            slab.reset();
+            return make(root, slab, zone_bytes).map(|t| (t, Opened::Repaired));
         }
+        if !table.is_null() {
+            // Not a table of this layout: nothing in the region is usable.
+            slab.reset();
+        }
+        make(root, slab, zone_bytes).map(|t| (t, Opened::Made))
+    }
+}
+
+/// Whether `table` was laid out by this version of the module.
+///
+/// # Safety
+/// `table` must point at a table made by some version of the module.
+pub unsafe fn has_current_layout(table: *const Table) -> bool {
+    // SAFETY: every version keeps the magic number first.
+    unsafe { (*table).magic == LAYOUT_MAGIC }
+}
+
+/// Lays out an empty table in the slab and points `root` at it.
+///
+/// # Safety
+/// The caller holds the region's lock; nothing else in it is in use.
+unsafe fn make<S: Slab>(
+    root: &mut *mut Table,
+    slab: &mut S,
+    zone_bytes: usize,
+) -> Option<*mut Table> {
+    let nbuckets = (zone_bytes / BYTES_PER_BUCKET).max(16);
+    let nbuckets = 1usize << (usize::BITS - 1 - nbuckets.leading_zeros());
+    let table = slab.alloc(size_of::<Table>()).cast::<Table>();
+    let buckets = slab
+        .alloc(nbuckets * size_of::<*mut Node>())
+        .cast::<*mut Node>();
+    if table.is_null() || buckets.is_null() {
+        return None;
+    }
+    // SAFETY: both allocations are ours and large enough; the head links
+    // to itself once the table is in place.
+    unsafe {
+        ptr::write_bytes(buckets, 0, nbuckets);
+        table.write(Table {
+            magic: LAYOUT_MAGIC,
+            changing: AtomicU32::new(0),
+            mask: nbuckets - 1,
+            buckets,
+            queue: Link {
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+            },
+        });
+        let head = ptr::addr_of_mut!((*table).queue);
+        (*head).prev = head;
+        (*head).next = head;
+    }
+    *root = table;
+    Some(table)
+}
+
+/// A change in progress: `changing` stays set until `done`, also if the
+/// change stops halfway (a dying worker leaves it set).
+struct Change<'t, S: Slab, D: Steps> {
+    table: *mut Table,
+    slab: &'t mut S,
+    steps: &'t mut D,
+}
+
+impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
+    /// # Safety
+    /// `table` must be a table returned by [`open`], the lock held.
+    unsafe fn begin(table: *mut Table, slab: &'t mut S, steps: &'t mut D) -> Self {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*table).changing.store(1, Ordering::Release) };
+        // No store of the change may be moved before the mark.
+        compiler_fence(Ordering::SeqCst);
+        Change { table, slab, steps }
     }
 
-    unsafe fn bucket(&self, key: &CacheKey) -> *mut *mut Node {
+    fn done(self) {
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: the table outlives the change (see `begin`).
+        unsafe { (*self.table).changing.store(0, Ordering::Release) };
+    }
+
+    fn step(&mut self) -> Result<(), Died> {
+        self.steps.step()
+    }
+
+    /// # Safety
+    /// The table's chains hold only live nodes.
+    unsafe fn bucket(&self, key: &[u8; 32]) -> *mut *mut Node {
         // SAFETY: the index is masked to the bucket array's length.
         unsafe {
+            let hash = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
             (*self.table)
                 .buckets
-                .add(key.bucket_hash() as usize & (*self.table).mask)
+                .add(hash as usize & (*self.table).mask)
         }
     }
 
-    unsafe fn find(&self, key: &CacheKey) -> *mut Node {
-        // SAFETY: chains only hold live nodes of this table.
+    /// Unlinks `node` from its chain and the queue and frees it. A node not
+    /// found in its chain means the table is damaged: `Err`, and the change
+    /// is left marked, so the next holder clears the table.
+    ///
+    /// # Safety
+    /// `node` must be a node of this table, linked in the queue.
+    unsafe fn remove(&mut self, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: chains and the queue hold live nodes of this table.
         unsafe {
-            let mut node = *self.bucket(key);
-            while !node.is_null() && (*node).key != key.0 {
-                node = (*node).next;
-            }
-            node
-        }
-    }
-
-    unsafe fn remove(&mut self, node: *mut Node) {
-        // SAFETY: `node` is live and linked in its bucket chain and the LRU.
-        unsafe {
-            let mut link = self.bucket(&CacheKey((*node).key));
+            let mut link = self.bucket(&(*node).key);
             while *link != node {
+                if (*link).is_null() {
+                    return Err(Died);
+                }
                 link = ptr::addr_of_mut!((**link).next);
             }
             *link = (*node).next;
-            ngx_queue_remove(ptr::addr_of_mut!((*node).lru));
-            ngx_slab_free_locked(self.pool, node.cast());
-        }
-    }
-
-    /// The node at the queue's tail, if any.
-    unsafe fn oldest(&self) -> Option<*mut Node> {
-        // SAFETY: the LRU head is part of the table; its prev is the tail.
-        unsafe {
-            let head = ptr::addr_of_mut!((*self.table).lru);
-            let last = (*head).prev;
-            (last != head).then_some(last.cast::<Node>())
+            self.step()?;
+            unlink(ptr::addr_of_mut!((*node).queue));
+            self.step()?;
+            self.slab.free(node.cast());
+            self.step()
         }
     }
 
     /// The tail node that may be evicted: marked nodes on the way get their
     /// second chance (back to the head, unmarked), a bounded number of them.
-    unsafe fn victim(&self) -> Option<*mut Node> {
+    ///
+    /// # Safety
+    /// The queue holds live nodes.
+    unsafe fn victim(&mut self) -> Result<Option<*mut Node>, Died> {
         // SAFETY: nodes in the queue are live.
         unsafe {
             for _ in 0..MAX_SECOND_CHANCES_PER_INSERT {
-                let node = self.oldest()?;
+                let Some(node) = oldest(self.table) else {
+                    return Ok(None);
+                };
                 if (*node).used == 0 {
-                    return Some(node);
+                    return Ok(Some(node));
                 }
                 (*node).used = 0;
-                self.to_head(node);
+                self.step()?;
+                unlink(ptr::addr_of_mut!((*node).queue));
+                self.step()?;
+                push_front(self.table, node);
+                self.step()?;
             }
-            self.oldest()
-        }
-    }
-
-    unsafe fn to_head(&self, node: *mut Node) {
-        // SAFETY: `node` is live and linked in the queue.
-        unsafe {
-            ngx_queue_remove(ptr::addr_of_mut!((*node).lru));
-            ngx_queue_insert_after(
-                ptr::addr_of_mut!((*self.table).lru),
-                ptr::addr_of_mut!((*node).lru),
-            );
+            Ok(oldest(self.table))
         }
     }
 }
 
-impl Drop for Locked {
-    fn drop(&mut self) {
-        // SAFETY: locked in `new`.
-        unsafe { ngx_shmtx_unlock(&mut (*self.pool).mutex) };
+/// # Safety
+/// `link` must be linked in a queue.
+unsafe fn unlink(link: *mut Link) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*(*link).prev).next = (*link).next;
+        (*(*link).next).prev = (*link).prev;
+        (*link).prev = ptr::null_mut();
+        (*link).next = ptr::null_mut();
     }
 }
 
-/// Finds `key`; a live entry is marked as used and handed to `read` under
-/// the lock. An expired entry, or one `read` rejects, is removed.
+/// # Safety
+/// `node` must be a live node not linked in the queue.
+unsafe fn push_front(table: *mut Table, node: *mut Node) {
+    // SAFETY: guaranteed by the caller; the head is part of the table.
+    unsafe {
+        let head = ptr::addr_of_mut!((*table).queue);
+        let link = ptr::addr_of_mut!((*node).queue);
+        (*link).prev = head;
+        (*link).next = (*head).next;
+        (*(*head).next).prev = link;
+        (*head).next = link;
+    }
+}
+
+/// # Safety
+/// `table` must be a table returned by [`open`].
+unsafe fn oldest(table: *mut Table) -> Option<*mut Node> {
+    // SAFETY: the head is part of the table; its prev is the tail.
+    unsafe {
+        let head = ptr::addr_of_mut!((*table).queue);
+        let last = (*head).prev;
+        (last != head).then_some(last.cast::<Node>())
+    }
+}
+
+/// # Safety
+/// `table` must be a table returned by [`open`].
+unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
+    // SAFETY: chains hold only live nodes of this table.
+    unsafe {
+        let hash = key.bucket_hash() as usize & (*table).mask;
+        let mut node = *(*table).buckets.add(hash);
+        while !node.is_null() && (*node).key != key.0 {
+            node = (*node).next;
+        }
+        node
+    }
+}
+
+/// Finds `key`; a live entry is marked as used and handed to `read`. An
+/// entry past its expiry, or stored longer ago than `max_ttl_ms` (a reload
+/// may have lowered it), or one `read` rejects, is removed.
 ///
 /// # Safety
-/// `zone` must be a zone initialised by [`init_zone`].
-pub unsafe fn lookup<T>(
-    zone: *mut ngx_shm_zone_t,
+/// `table` must be a table returned by [`open`] on `slab`, the lock held.
+pub unsafe fn lookup<T, S: Slab, D: Steps>(
+    table: *mut Table,
+    slab: &mut S,
+    steps: &mut D,
     key: &CacheKey,
     now_ms: i64,
+    max_ttl_ms: i64,
     read: impl FnOnce(&[u8]) -> Option<T>,
-) -> Lookup<T> {
-    // SAFETY: the lock is held for every access to the table below.
+) -> Result<Lookup<T>, Died> {
+    // SAFETY: guaranteed by the caller.
     unsafe {
-        let mut locked = Locked::new(zone);
-        let node = locked.find(key);
+        let node = find(table, key);
         if node.is_null() {
-            return Lookup::Miss;
+            return Ok(Lookup::Miss);
         }
-        if (*node).expires_ms <= now_ms {
-            locked.remove(node);
-            return Lookup::Expired;
-        }
-        match read(Node::value(node)) {
-            Some(value) => {
-                (*node).used = 1;
-                Lookup::Hit(value)
-            }
-            None => {
-                locked.remove(node);
-                Lookup::Miss
-            }
-        }
+        let expired =
+            (*node).expires_ms <= now_ms || now_ms.saturating_sub((*node).stored_ms) >= max_ttl_ms;
+        let found = match expired {
+            true => Lookup::Expired,
+            false => match read(Node::value(node)) {
+                Some(value) => {
+                    (*node).used = 1;
+                    return Ok(Lookup::Hit(value));
+                }
+                None => Lookup::Miss,
+            },
+        };
+        let mut change = Change::begin(table, slab, steps);
+        change.remove(node)?;
+        change.done();
+        Ok(found)
     }
 }
 
-/// Stores `value` under `key` until `expires_ms`, replacing any entry for the
-/// key and evicting entries not used lately when the zone is full.
-/// Returns false only if no room could be made; the request goes on anyway.
+/// Stores `value` under `key` until `expires_ms`, replacing any entry for
+/// the key and evicting entries not used lately when the region is full.
+/// `Ok(false)` when the entry could not be stored: too large ever to fit
+/// (then nothing is evicted for it), or no room made within the bounds.
 ///
 /// # Safety
-/// `zone` must be a zone initialised by [`init_zone`].
-pub unsafe fn insert(
-    zone: *mut ngx_shm_zone_t,
+/// `table` must be a table returned by [`open`] on `slab`, the lock held.
+pub unsafe fn insert<S: Slab, D: Steps>(
+    table: *mut Table,
+    slab: &mut S,
+    steps: &mut D,
     key: &CacheKey,
     value: &[u8],
     expires_ms: i64,
     now_ms: i64,
-) -> bool {
+) -> Result<bool, Died> {
     let Ok(len) = u32::try_from(value.len()) else {
-        return false;
+        return Ok(false);
     };
-    // SAFETY: the lock is held for every access to the table below; a new
-    // node is fully written before it is linked.
+    let size = size_of::<Node>() + value.len();
+    if size > slab.capacity() {
+        return Ok(false);
+    }
+    // SAFETY: guaranteed by the caller; a new node is fully written before
+    // it is linked.
     unsafe {
-        let mut locked = Locked::new(zone);
-        let existing = locked.find(key);
+        let mut change = Change::begin(table, slab, steps);
+        let existing = find(table, key);
         if !existing.is_null() {
-            locked.remove(existing);
+            change.remove(existing)?;
         }
         for _ in 0..REAP_PER_INSERT {
-            match locked.oldest() {
-                Some(node) if (*node).expires_ms <= now_ms => locked.remove(node),
+            match oldest(table) {
+                Some(node) if (*node).expires_ms <= now_ms => change.remove(node)?,
                 _ => break,
             }
         }
-
-        let size = size_of::<Node>() + value.len();
-        let mut node = ngx_slab_alloc_locked(locked.pool, size).cast::<Node>();
+        let mut node = change.slab.alloc(size).cast::<Node>();
+        change.step()?;
         let mut evictions = 0;
         while node.is_null() && evictions < MAX_EVICTIONS_PER_INSERT {
-            let Some(victim) = locked.victim() else { break };
-            locked.remove(victim);
+            let Some(victim) = change.victim()? else {
+                break;
+            };
+            change.remove(victim)?;
             evictions += 1;
-            node = ngx_slab_alloc_locked(locked.pool, size).cast::<Node>();
+            node = change.slab.alloc(size).cast::<Node>();
+            change.step()?;
         }
         if node.is_null() {
-            return false;
+            change.done();
+            return Ok(false);
         }
-
         node.write(Node {
-            lru: ngx_queue_t {
+            queue: Link {
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
             },
             next: ptr::null_mut(),
             key: key.0,
             expires_ms,
+            stored_ms: now_ms,
             len,
             used: 0,
         });
@@ -285,61 +464,315 @@ pub unsafe fn insert(
             node.cast::<u8>().add(size_of::<Node>()),
             value.len(),
         );
-        let bucket = locked.bucket(key);
+        change.step()?;
+        let bucket = change.bucket(&key.0);
         (*node).next = *bucket;
+        change.step()?;
         *bucket = node;
-        ngx_queue_insert_after(
-            ptr::addr_of_mut!((*locked.table).lru),
-            ptr::addr_of_mut!((*node).lru),
-        );
-        true
+        change.step()?;
+        push_front(table, node);
+        change.step()?;
+        change.done();
+        Ok(true)
     }
 }
 
-/// nginx's init callback for the zone: builds the table in a new zone, or
-/// keeps the existing one when a reload finds the zone unchanged.
-pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx calls this once per cycle with the zone mapped and its
-    // slab pool initialised; `old_data` is what we stored in the previous cycle.
-    unsafe {
-        let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-        if !old_data.is_null() || (*zone).shm.exists != 0 {
-            let table = (*pool).data.cast::<Table>();
-            if table.is_null() || (*table).magic != LAYOUT_MAGIC {
-                ngx::ngx_log_error!(
-                    NGX_LOG_EMERG,
-                    (*zone).shm.log,
-                    "auth_oauth2_token: zone \"{}\" was made by another version of the module; restart nginx",
-                    String::from_utf8_lossy((*zone).shm.name.as_bytes())
-                );
-                return NGX_ERROR as ngx_int_t;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A slab over the system allocator with a byte budget: allocations past
+    /// it fail, as a full zone's do.
+    struct TestSlab {
+        budget: usize,
+        used: usize,
+        live: HashMap<usize, (usize, Vec<u64>)>,
+    }
+
+    impl TestSlab {
+        fn new(budget: usize) -> TestSlab {
+            TestSlab {
+                budget,
+                used: 0,
+                live: HashMap::new(),
             }
-            (*zone).data = table.cast();
-            return NGX_OK as ngx_int_t;
+        }
+    }
+
+    impl Slab for TestSlab {
+        fn alloc(&mut self, size: usize) -> *mut u8 {
+            if self.used + size > self.budget {
+                return ptr::null_mut();
+            }
+            let mut block = vec![0u64; size.div_ceil(8)];
+            let p = block.as_mut_ptr().cast::<u8>();
+            self.used += size;
+            self.live.insert(p as usize, (size, block));
+            p
+        }
+        fn free(&mut self, p: *mut u8) {
+            let (size, _) = self.live.remove(&(p as usize)).expect("a live allocation");
+            self.used -= size;
+        }
+        fn reset(&mut self) {
+            self.live.clear();
+            self.used = 0;
+        }
+        fn capacity(&self) -> usize {
+            self.budget
+        }
+    }
+
+    /// Dies at the `n`-th step.
+    struct DieAt(usize);
+
+    impl Steps for DieAt {
+        fn step(&mut self) -> Result<(), Died> {
+            match self.0 {
+                0 => Err(Died),
+                _ => {
+                    self.0 -= 1;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    const NOW: i64 = 1_000_000;
+    const TTL: i64 = 300_000;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey::from_parts(&[&n.to_le_bytes()])
+    }
+
+    /// A budget for the table and `n` nodes of 10-byte values (128 buckets
+    /// for the 64 KiB the tests' zones claim).
+    fn room_for(n: usize) -> usize {
+        size_of::<Table>() + 128 * size_of::<*mut Node>() + n * (size_of::<Node>() + 10)
+    }
+
+    struct Zone {
+        root: *mut Table,
+        slab: TestSlab,
+    }
+
+    impl Zone {
+        fn new(budget: usize) -> Zone {
+            let mut zone = Zone {
+                root: ptr::null_mut(),
+                slab: TestSlab::new(budget),
+            };
+            assert_eq!(zone.open().1, Opened::Made);
+            zone
         }
 
-        // Full zones are normal for a cache: eviction handles them quietly.
-        (*pool).set_log_nomem(0);
-        let nbuckets = ((*zone).shm.size / BYTES_PER_BUCKET).max(16);
-        let nbuckets = 1usize << (usize::BITS - 1 - nbuckets.leading_zeros());
-        let table = ngx_slab_alloc_locked(pool, size_of::<Table>()).cast::<Table>();
-        let buckets =
-            ngx_slab_calloc_locked(pool, nbuckets * size_of::<*mut Node>()).cast::<*mut Node>();
-        if table.is_null() || buckets.is_null() {
-            return NGX_ERROR as ngx_int_t;
+        fn open(&mut self) -> (*mut Table, Opened) {
+            // SAFETY: root is null or what open left; one thread, no lock needed.
+            unsafe { open(&mut self.root, &mut self.slab, 64 * 1024) }.expect("room for a table")
         }
-        table.write(Table {
-            magic: LAYOUT_MAGIC,
-            lru: ngx_queue_t {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            buckets,
-            mask: nbuckets - 1,
-        });
-        ngx_queue_init(ptr::addr_of_mut!((*table).lru));
-        (*pool).data = table.cast();
-        (*zone).data = table.cast();
-        NGX_OK as ngx_int_t
+
+        fn insert_with<D: Steps>(
+            &mut self,
+            steps: &mut D,
+            n: u32,
+            value: &[u8],
+        ) -> Result<bool, Died> {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { insert(table, &mut self.slab, steps, &key(n), value, NOW + TTL, NOW) }
+        }
+
+        fn insert(&mut self, n: u32, value: &[u8]) -> bool {
+            self.insert_with(&mut Live, n, value).expect("live")
+        }
+
+        fn get_with<D: Steps>(
+            &mut self,
+            steps: &mut D,
+            n: u32,
+            now: i64,
+        ) -> Result<Lookup<Vec<u8>>, Died> {
+            let (table, _) = self.open();
+            // SAFETY: as above.
+            unsafe {
+                lookup(table, &mut self.slab, steps, &key(n), now, TTL, |v| {
+                    Some(v.to_vec())
+                })
+            }
+        }
+
+        fn get(&mut self, n: u32) -> Lookup<Vec<u8>> {
+            self.get_with(&mut Live, n, NOW + 1).expect("live")
+        }
+
+        /// Walks every chain and the queue: both hold the same nodes, each
+        /// once, and the slab holds exactly those plus the table's own two.
+        fn check(&mut self) -> usize {
+            let (table, _) = self.open();
+            // SAFETY: the table is consistent (that is what is checked).
+            unsafe {
+                let mut in_chains = Vec::new();
+                for b in 0..=(*table).mask {
+                    let mut node = *(*table).buckets.add(b);
+                    while !node.is_null() {
+                        in_chains.push(node as usize);
+                        node = (*node).next;
+                    }
+                }
+                let head = ptr::addr_of_mut!((*table).queue);
+                let mut in_queue = Vec::new();
+                let mut link = (*head).next;
+                while link != head {
+                    assert_eq!((*(*link).next).prev, link, "queue links agree");
+                    in_queue.push(link as usize);
+                    link = (*link).next;
+                }
+                in_chains.sort_unstable();
+                in_queue.sort_unstable();
+                assert_eq!(in_chains, in_queue);
+                assert_eq!(self.slab.live.len(), in_chains.len() + 2);
+                in_chains.len()
+            }
+        }
+    }
+
+    #[test]
+    fn stores_finds_replaces_and_expires() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        assert_eq!(z.get(1), Lookup::Hit(b"one".to_vec()));
+        assert_eq!(z.get(2), Lookup::Miss);
+        assert!(z.insert(1, b"uno"));
+        assert_eq!(z.get(1), Lookup::Hit(b"uno".to_vec()));
+        assert_eq!(z.check(), 1);
+        assert_eq!(z.get_with(&mut Live, 1, NOW + TTL), Ok(Lookup::Expired));
+        assert_eq!(z.check(), 0);
+    }
+
+    #[test]
+    fn a_lower_max_ttl_bounds_entries_stored_before_it() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        let (table, _) = z.open();
+        // Stored at NOW to live until NOW + TTL; a reload lowered max_ttl to 10 s.
+        // SAFETY: the table was just opened on this slab.
+        let found = unsafe {
+            lookup(
+                table,
+                &mut z.slab,
+                &mut Live,
+                &key(1),
+                NOW + 10_000,
+                10_000,
+                |v| Some(v.to_vec()),
+            )
+        };
+        assert_eq!(found, Ok(Lookup::Expired));
+    }
+
+    #[test]
+    fn a_full_region_evicts_the_oldest_unused_entries() {
+        let mut z = Zone::new(room_for(4));
+        for n in 0..4 {
+            assert!(z.insert(n, b"0123456789"));
+        }
+        // Entry 0 is used: it gets a second chance; 1 goes instead.
+        assert!(matches!(z.get(0), Lookup::Hit(_)));
+        assert!(z.insert(4, b"0123456789"));
+        assert!(matches!(z.get(0), Lookup::Hit(_)));
+        assert_eq!(z.get(1), Lookup::Miss);
+        assert_eq!(z.check(), 4);
+    }
+
+    #[test]
+    fn an_entry_that_can_never_fit_evicts_nothing() {
+        let mut z = Zone::new(8192);
+        assert!(z.insert(1, b"small"));
+        assert!(!z.insert(2, &vec![0u8; 9000]));
+        assert_eq!(z.get(1), Lookup::Hit(b"small".to_vec()));
+        assert_eq!(z.check(), 1);
+    }
+
+    /// Runs `op` on a table with a few entries, dying at each step in turn;
+    /// the next operation must find the table consistent (cleared) and usable.
+    fn survives_death_at_every_step(op: impl Fn(&mut Zone, &mut DieAt) -> Result<(), Died>) {
+        for at in 0.. {
+            let mut z = Zone::new(room_for(4));
+            for n in 0..4 {
+                assert!(z.insert(n, b"0123456789"));
+            }
+            assert!(
+                matches!(z.get(0), Lookup::Hit(_)),
+                "entry 0 gets a second chance"
+            );
+            if op(&mut z, &mut DieAt(at)).is_ok() {
+                assert!(at > 0, "the operation has steps");
+                return;
+            }
+            let (_, opened) = z.open();
+            assert_eq!(opened, Opened::Repaired, "death at step {at} is noticed");
+            assert_eq!(z.check(), 0, "the table is cleared");
+            assert!(z.insert(7, b"after"), "and usable");
+            assert_eq!(z.get(7), Lookup::Hit(b"after".to_vec()));
+            assert_eq!(z.check(), 1);
+        }
+    }
+
+    #[test]
+    fn insert_that_evicts_survives_death_at_every_step() {
+        survives_death_at_every_step(|z, steps| z.insert_with(steps, 9, b"0123456789").map(|_| ()));
+    }
+
+    #[test]
+    fn replacing_insert_survives_death_at_every_step() {
+        survives_death_at_every_step(|z, steps| z.insert_with(steps, 2, b"01234").map(|_| ()));
+    }
+
+    #[test]
+    fn removing_lookup_survives_death_at_every_step() {
+        survives_death_at_every_step(|z, steps| z.get_with(steps, 2, NOW + TTL).map(|_| ()));
+    }
+
+    #[test]
+    fn a_damaged_chain_is_noticed_not_followed() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        let (table, _) = z.open();
+        // A node left in the queue but no longer in its chain (a worker died
+        // between the two unlinks under an older layout).
+        // SAFETY: the table was just opened; one node is in it.
+        unsafe {
+            let b = key(1).bucket_hash() as usize & (*table).mask;
+            *(*table).buckets.add(b) = ptr::null_mut();
+        }
+        assert_eq!(z.get(1), Lookup::Miss);
+        let (table, _) = z.open();
+        let node = oldest_for_test(table);
+        // Removing it through the chain finds null and reports damage.
+        // SAFETY: as above.
+        let removed = unsafe { Change::begin(table, &mut z.slab, &mut Live).remove(node) };
+        assert_eq!(removed, Err(Died));
+        assert_eq!(z.open().1, Opened::Repaired);
+        assert_eq!(z.check(), 0);
+    }
+
+    fn oldest_for_test(table: *mut Table) -> *mut Node {
+        // SAFETY: the table is open and holds a node.
+        unsafe { oldest(table) }.expect("a node")
+    }
+
+    #[test]
+    fn a_table_of_another_layout_is_replaced() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        // SAFETY: the root is the table open made.
+        unsafe {
+            assert!(has_current_layout(z.root));
+            (*z.root).magic = 0;
+            assert!(!has_current_layout(z.root));
+        }
+        let (_, opened) = z.open();
+        assert_eq!(opened, Opened::Made);
     }
 }

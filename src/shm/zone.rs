@@ -1,0 +1,202 @@
+//! A cache table in an nginx shared-memory zone: the zone's slab pool is the
+//! table's [`Slab`], its mutex the lock every operation holds, and a table
+//! left half-changed by a worker that died is cleared by the next one.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_int_t, ngx_log_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc_locked,
+    ngx_slab_free_locked, ngx_slab_init, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_ERR,
+    NGX_OK,
+};
+
+use crate::oauth::cache::CacheKey;
+use crate::shm::table::{self, Live, Lookup, Opened, Slab, Table};
+
+/// The smallest zone accepted: the same floor nginx's own zones use.
+///
+/// # Safety
+/// Reads nginx's page size, set before configuration is parsed.
+pub unsafe fn min_zone_size() -> usize {
+    // SAFETY: ngx_pagesize is initialised by ngx_os_init before any config.
+    8 * unsafe { ngx::ffi::ngx_pagesize }
+}
+
+/// A zone's slab pool, used with its mutex held.
+struct SlabPool(*mut ngx_slab_pool_t);
+
+impl Slab for SlabPool {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: the pool is initialised and its mutex held (see `Locked`).
+        unsafe { ngx_slab_alloc_locked(self.0, size).cast() }
+    }
+
+    fn free(&mut self, p: *mut u8) {
+        // SAFETY: as above; `p` came from `alloc`.
+        unsafe { ngx_slab_free_locked(self.0, p.cast()) }
+    }
+
+    fn reset(&mut self) {
+        // SAFETY: as above. ngx_slab_init rebuilds the pool's page and slot
+        // lists from its fixed fields (start of slots, end, min_shift) and
+        // leaves the mutex alone; no worker keeps a pointer into the pool
+        // between two lock holds (the table is reached through `data`).
+        unsafe {
+            ngx_slab_init(self.0);
+            // Full zones are normal for a cache: eviction handles them quietly.
+            (*self.0).set_log_nomem(0);
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        // SAFETY: the pool's bounds are fixed once it is initialised.
+        unsafe { (*self.0).end.offset_from((*self.0).start) as usize }
+    }
+}
+
+/// Holds the zone's mutex for as long as it lives, with its table open.
+struct Locked {
+    pool: SlabPool,
+    table: *mut Table,
+}
+
+impl Locked {
+    /// `None` when the zone cannot hold even an empty table.
+    ///
+    /// # Safety
+    /// `zone` must be a zone initialised by [`init_zone`].
+    unsafe fn new(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
+        // SAFETY: an initialised zone's mapping starts with its slab pool,
+        // whose `data` is the table `table::open` made.
+        unsafe {
+            let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
+            ngx_shmtx_lock(&mut (*pool).mutex);
+            let mut slab = SlabPool(pool);
+            let mut root = (*pool).data.cast::<Table>();
+            let opened = table::open(&mut root, &mut slab, (*zone).shm.size);
+            (*pool).data = root.cast();
+            let Some((table, how)) = opened else {
+                ngx_shmtx_unlock(&mut (*pool).mutex);
+                return None;
+            };
+            if how == Opened::Repaired {
+                log_repair(zone, (*zone).shm.log);
+            }
+            Some(Locked { pool: slab, table })
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: locked in `new`.
+        unsafe { ngx_shmtx_unlock(&mut (*self.pool.0).mutex) };
+    }
+}
+
+fn log_repair(zone: *mut ngx_shm_zone_t, log: *mut ngx_log_t) {
+    // SAFETY: the zone and its log live as long as the cycle.
+    let name = unsafe { String::from_utf8_lossy((*zone).shm.name.as_bytes()).into_owned() };
+    ngx::ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "auth_oauth2_token: zone \"{name}\" was left half-changed by a worker that died; its entries were dropped"
+    );
+}
+
+/// Finds `key` (see `table::lookup`); a zone that cannot be used is a miss.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn lookup<T>(
+    zone: *mut ngx_shm_zone_t,
+    key: &CacheKey,
+    now_ms: i64,
+    max_ttl_ms: i64,
+    read: impl FnOnce(&[u8]) -> Option<T>,
+) -> Lookup<T> {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return Lookup::Miss;
+        };
+        let table = locked.table;
+        table::lookup(
+            table,
+            &mut locked.pool,
+            &mut Live,
+            key,
+            now_ms,
+            max_ttl_ms,
+            read,
+        )
+        .unwrap_or(Lookup::Miss)
+    }
+}
+
+/// Stores `value` under `key` (see `table::insert`); false when it was not
+/// stored, which the request does not notice.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn insert(
+    zone: *mut ngx_shm_zone_t,
+    key: &CacheKey,
+    value: &[u8],
+    expires_ms: i64,
+    now_ms: i64,
+) -> bool {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return false;
+        };
+        let table = locked.table;
+        table::insert(
+            table,
+            &mut locked.pool,
+            &mut Live,
+            key,
+            value,
+            expires_ms,
+            now_ms,
+        )
+        .unwrap_or(false)
+    }
+}
+
+/// nginx's init callback for the zone: builds the table in a new zone, or
+/// keeps the existing one when a reload finds the zone unchanged. A table of
+/// another layout (another version of the module) cannot be shared with the
+/// old workers that still use it: nginx must be restarted.
+pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls this once per cycle with the zone mapped and its
+    // slab pool initialised; `old_data` is what we stored in the previous cycle.
+    unsafe {
+        let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
+        if !old_data.is_null() || (*zone).shm.exists != 0 {
+            let table = (*pool).data.cast::<Table>();
+            if table.is_null() || !table::has_current_layout(table) {
+                ngx::ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    (*zone).shm.log,
+                    "auth_oauth2_token: zone \"{}\" was made by another version of the module; restart nginx",
+                    String::from_utf8_lossy((*zone).shm.name.as_bytes())
+                );
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*zone).data = table.cast();
+            return NGX_OK as ngx_int_t;
+        }
+        (*pool).set_log_nomem(0);
+        let mut slab = SlabPool(pool);
+        let mut root: *mut Table = ptr::null_mut();
+        if table::open(&mut root, &mut slab, (*zone).shm.size).is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        (*pool).data = root.cast();
+        (*zone).data = root.cast();
+        NGX_OK as ngx_int_t
+    }
+}
