@@ -224,14 +224,21 @@ unsafe extern "C" fn phantom_introspection_done(
     data: *mut c_void,
     rc: ngx_int_t,
 ) -> ngx_int_t {
-    // SAFETY: as for record_introspection; the answer buffer is ours
-    // (give_room_for_jwt), and the JWT was copied out of it.
+    // SAFETY: as for record_introspection. The answer was copied out of the
+    // buffer (the JWT into the context), and nothing reads `sr->out` once
+    // it is null. The buffer is usually the one give_room_for_jwt made, but
+    // need not be (nginx may have put its own in place): ngx_pfree frees
+    // only a large allocation of this pool it finds, and leaves anything
+    // else alone.
     unsafe {
         let rc = record_introspection(sr, data, rc, introspection::interpret_phantom);
         let out = (*sr).out;
         if (*data.cast::<RequestCtx>()).introspection.is_some() && !out.is_null() {
             // 128 KiB need not stay with the request until it ends.
-            ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
+            let buf = (*out).buf;
+            if !buf.is_null() && !(*buf).start.is_null() {
+                ngx_pfree((*sr).pool, (*buf).start.cast());
+            }
             (*sr).out = ptr::null_mut();
         }
         rc

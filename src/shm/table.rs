@@ -35,6 +35,11 @@ const MAX_EVICTIONS_PER_INSERT: usize = 64;
 const MAX_SECOND_CHANCES_PER_INSERT: usize = 64;
 /// Expired nodes an insert reclaims from the queue's tail in passing.
 const REAP_PER_INSERT: usize = 2;
+/// The largest value stored. A hit copies its value while the zone's lock
+/// is held, so this bounds how long one hit can hold up the others: a
+/// 64 KiB phantom JWT with its claims fits, a copy of this size takes a few
+/// microseconds.
+pub const MAX_VALUE_BYTES: usize = 80 * 1024;
 
 /// The allocator of the region the table lives in.
 pub trait Slab {
@@ -410,6 +415,9 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     expires_ms: i64,
     now_ms: i64,
 ) -> Result<bool, Died> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Ok(false);
+    }
     let Ok(len) = u32::try_from(value.len()) else {
         return Ok(false);
     };
@@ -683,6 +691,15 @@ mod tests {
         assert!(matches!(z.get(0), Lookup::Hit(_)));
         assert_eq!(z.get(1), Lookup::Miss);
         assert_eq!(z.check(), 4);
+    }
+
+    #[test]
+    fn values_over_the_bound_are_not_stored() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, &vec![1u8; MAX_VALUE_BYTES]));
+        assert!(!z.insert(2, &vec![2u8; MAX_VALUE_BYTES + 1]));
+        assert_eq!(z.get(2), Lookup::Miss);
+        assert_eq!(z.check(), 1);
     }
 
     #[test]
