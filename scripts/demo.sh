@@ -61,6 +61,11 @@ http {
             internal;
             proxy_pass http://idp/introspect;
         }
+        location = /metrics {
+            allow 127.0.0.1;
+            deny all;
+            auth_oauth2_token_metrics;
+        }
     }
 }
 CONF
@@ -80,6 +85,12 @@ echo "== denied: the IdP says this token is not active"
 show curl "http://127.0.0.1:$GATEWAY_PORT/api/orders" -H 'Authorization: Bearer revoked-token'
 echo "== denied: no token at all"
 show curl "http://127.0.0.1:$GATEWAY_PORT/api/orders"
+echo "== the module's metrics after these three calls (Prometheus text format; excerpt)"
+echo
+curl -sf "http://127.0.0.1:$GATEWAY_PORT/metrics" \
+  | grep -E '^oauth2_token_(requests_total|idp_requests_total|idp_request_duration_seconds_count)' \
+  | grep -v ' 0$' | sed -e 's/^/  /'
+echo
 
 if [ -t 0 ]; then
   echo "Running. Try the curl lines above; Ctrl-C stops nginx, the IdP and the backend."

@@ -12,11 +12,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod conf;
+pub mod metrics;
 pub mod oauth;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
-mod shm;
+pub mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod module;
@@ -53,6 +54,9 @@ mod registration {
                 return NGX_ERROR as ngx_int_t;
             };
             main.error_variable = variables::error_variable_index(cf);
+            if crate::shm::counters::declare(cf, main).is_none() {
+                return NGX_ERROR as ngx_int_t;
+            }
             let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
                 return NGX_ERROR as ngx_int_t;
             };
@@ -103,8 +107,11 @@ mod registration {
         // every directive was parsed before the first merge.
         unsafe {
             let server = conf::server::identity(cf);
-            let claims = Module::main_conf(&*cf).map(|main| main.claims.fingerprint());
-            conf.scope_caches(&server, claims.as_deref().unwrap_or_default());
+            let Some(main) = Module::main_conf_mut(&*cf) else {
+                return NGX_CONF_ERROR;
+            };
+            conf.scope_caches(&server, &main.claims.fingerprint());
+            conf.register_metrics(&mut main.metrics);
         }
         ptr::null_mut()
     }

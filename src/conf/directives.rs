@@ -8,12 +8,13 @@ use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_add_variable,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_get_variable_pt, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123,
-    NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
+    ngx_http_get_variable_pt, ngx_http_handler_pt, ngx_shared_memory_add, ngx_str_t, ngx_uint_t,
+    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_LOG_EMERG,
 };
-use ngx::http::{HttpModule, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::{
@@ -25,7 +26,7 @@ use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
-use crate::shm::zone;
+use crate::shm::{counters, zone};
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -43,7 +44,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 28] = [
+pub static mut COMMANDS: [ngx_command_t; 29] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -175,6 +176,14 @@ pub static mut COMMANDS: [ngx_command_t; 28] = [
         set_status,
     ),
     ngx_command_t {
+        name: ngx_string!("auth_oauth2_token_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_metrics),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
         name: ngx_string!("auth_oauth2_token_claim_set"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
         set: Some(set_claim_set),
@@ -211,7 +220,7 @@ unsafe fn run<C>(
     body: impl FnOnce(&mut Call<'_, C>) -> Result<(), String>,
 ) -> *mut c_char {
     // SAFETY: nginx passes the directive's arguments in cf->args (name first,
-    // then at least one value for every directive here), the command being
+    // then the values its type allows), the command being
     // parsed, and the block's conf of the type the command's `conf` offset
     // names (LocationConf, or MainConf for NGX_HTTP_MAIN_CONF_OFFSET).
     let mut call = unsafe {
@@ -222,7 +231,7 @@ unsafe fn run<C>(
         Call {
             cf,
             name: (*cmd).name.as_bytes(),
-            arg: args[1].as_bytes(),
+            arg: args.get(1).map_or(&[][..], |a| a.as_bytes()),
             args: &args[1..],
             conf: &mut *conf.cast::<C>(),
         }
@@ -281,7 +290,13 @@ impl<C> Call<'_, C> {
     }
 
     /// Declares (or finds) the shared zone of a cache directive.
-    fn cache_zone(&self, parsed: cache_args::CacheArgs) -> Result<CacheConf, String> {
+    fn cache_zone(&mut self, parsed: cache_args::CacheArgs) -> Result<CacheConf, String> {
+        let zone_name = String::from_utf8_lossy(&parsed.zone_name).into_owned();
+        if zone_name == counters::ZONE_NAME {
+            return Err(format!(
+                "cannot use the zone name \"{zone_name}\": the module's metrics use it"
+            ));
+        }
         // SAFETY: nginx sets its page size before it parses any configuration.
         let min_size = unsafe { zone::min_zone_size() };
         if parsed.zone_size < min_size {
@@ -304,9 +319,14 @@ impl<C> Call<'_, C> {
                 return Err("cannot use this zone (see the message above)".into());
             }
             (*shm_zone).init.get_or_insert(zone::init_zone);
+            let main = self.main_conf()?;
+            if !main.zones.iter().any(|(name, _)| *name == zone_name) {
+                main.zones.push((zone_name.clone(), shm_zone.cast()));
+            }
             Ok(CacheConf {
                 zone: shm_zone.cast(),
                 policy: parsed.policy,
+                metrics: main.metrics.zone(&zone_name),
             })
         }
     }
@@ -332,6 +352,18 @@ impl<C> Call<'_, C> {
             }
             (*var).get_handler = get;
             (*var).data = data;
+        }
+        Ok(())
+    }
+
+    /// Makes `handler` the content handler of this location.
+    fn set_content_handler(&self, handler: ngx_http_handler_pt) -> Result<(), String> {
+        // SAFETY: cf is the configuration being parsed (see `Call`), in a
+        // location, whose core location conf is nginx's.
+        unsafe {
+            let clcf = NgxHttpCoreModule::location_conf_mut(&*self.cf)
+                .ok_or("cannot find the location's configuration")?;
+            clcf.handler = handler;
         }
         Ok(())
     }
@@ -606,6 +638,16 @@ handler!(set_status, |c| {
     let status = parse_error_status(c.args[1].as_bytes())
         .ok_or("has an invalid status: it must be 400-599, excluding 444 and 499")?;
     c.conf.statuses.set(situation, status)
+});
+
+// `auth_oauth2_token_metrics;` (location): the location answers with the
+// metrics in Prometheus' text format.
+handler!(set_metrics, |c| {
+    if c.conf.metrics_page {
+        return Err("is duplicate".into());
+    }
+    c.conf.metrics_page = true;
+    c.set_content_handler(Some(crate::handler::metrics_page::handler))
 });
 
 // `auth_oauth2_token_claim_set $variable CLAIM;` (http level): defines the

@@ -8,6 +8,7 @@ pub mod require_args;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod server;
 
+use crate::metrics::{Catalogue, Counters, EndpointIds, ZoneIds};
 use crate::oauth::cache::key::KeyScope;
 use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
@@ -149,6 +150,12 @@ pub struct MainConf {
     /// The index of `$oauth2_token_error` when the configuration uses it,
     /// set at postconfiguration.
     pub error_variable: Option<usize>,
+    /// Every series the metrics count, and where they count (set when the
+    /// counters zone is initialised).
+    pub metrics: Catalogue,
+    pub counters: Counters,
+    /// The cache zones, by name, for the metrics page.
+    pub zones: Vec<(String, *mut core::ffi::c_void)>,
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
@@ -157,6 +164,8 @@ pub struct CacheConf {
     /// The zone's `ngx_shm_zone_t`, opaque to the plain-Rust side.
     pub zone: *mut core::ffi::c_void,
     pub policy: CachePolicy,
+    /// The zone's series in the metrics.
+    pub metrics: ZoneIds,
 }
 
 /// A directive value that may contain nginx variables: the compiled
@@ -207,6 +216,11 @@ pub struct LocationConf {
     pub introspection_scope: KeyScope,
     /// The same for the exchange cache.
     pub exchange_scope: KeyScope,
+    /// The series of this location's IdP calls, set once it is merged.
+    pub introspection_metrics: EndpointIds,
+    pub exchange_metrics: EndpointIds,
+    /// `auth_oauth2_token_metrics`: this location shows the metrics page.
+    pub metrics_page: bool,
 }
 
 impl LocationConf {
@@ -341,6 +355,21 @@ impl LocationConf {
             client_id,
             secret,
         );
+    }
+}
+
+impl LocationConf {
+    /// Gives the location's IdP calls their series, by internal location
+    /// and kind (locations calling the same one share them).
+    pub fn register_metrics(&mut self, catalogue: &mut Catalogue) {
+        if let (true, Some(endpoint)) = (self.introspection_enabled(), &self.introspect_endpoint) {
+            self.introspection_metrics =
+                catalogue.endpoint(&String::from_utf8_lossy(endpoint), "introspection");
+        }
+        if let (true, Some(endpoint)) = (self.exchange_enabled(), &self.token_endpoint) {
+            self.exchange_metrics =
+                catalogue.endpoint(&String::from_utf8_lossy(endpoint), "exchange");
+        }
     }
 }
 

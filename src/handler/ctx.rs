@@ -4,6 +4,7 @@
 
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
+use crate::metrics::{self, EndpointIds};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
@@ -29,6 +30,19 @@ pub struct RequestCtx {
     /// Whether the pool cleanup that takes this request out of the in-flight
     /// table is registered.
     pub leaves_on_cleanup: bool,
+    /// The IdP call under way, for the metrics.
+    pub call: Option<CallStart>,
+    /// How long this request's IdP calls took (`$oauth2_token_idp_duration`)
+    /// and the last one's status (`$oauth2_token_idp_status`).
+    pub idp_micros: Option<u64>,
+    pub idp_status: Option<u16>,
+}
+
+/// An IdP call's series and when it started.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStart {
+    pub ids: EndpointIds,
+    pub started: std::time::Instant,
 }
 
 impl RequestCtx {
@@ -45,6 +59,9 @@ impl RequestCtx {
             flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,
+            call: None,
+            idp_micros: None,
+            idp_status: None,
         }
     }
 
@@ -151,4 +168,29 @@ pub enum Outcome<'c> {
     Fail { timeout: bool, status: u16 },
     /// nginx itself failed (out of memory): NGX_ERROR.
     Error,
+    /// Nothing to check (a CORS preflight the location lets through).
+    Unchecked,
+}
+
+impl Outcome<'_> {
+    /// How the metrics count a decided request; `None` while undecided.
+    pub fn counted_as(&self) -> Option<metrics::Outcome> {
+        Some(match self {
+            Outcome::Again | Outcome::Next(_) | Outcome::Unchecked => return None,
+            Outcome::Pass => metrics::Outcome::Allowed,
+            Outcome::Refuse(BearerError::NoToken) => metrics::Outcome::NoToken,
+            Outcome::Refuse(BearerError::InvalidRequest(_)) => metrics::Outcome::InvalidRequest,
+            Outcome::Refuse(BearerError::InvalidToken | BearerError::InvalidTokenBecause(_)) => {
+                metrics::Outcome::InvalidToken
+            }
+            Outcome::Refuse(BearerError::WrongAudience) => metrics::Outcome::Audience,
+            Outcome::Refuse(BearerError::InsufficientScope(_)) => {
+                metrics::Outcome::InsufficientScope
+            }
+            Outcome::Deny(_) => metrics::Outcome::Denied,
+            Outcome::Fail { timeout: true, .. } => metrics::Outcome::IdpTimeout,
+            Outcome::Fail { timeout: false, .. } => metrics::Outcome::IdpError,
+            Outcome::Error => metrics::Outcome::Error,
+        })
+    }
 }

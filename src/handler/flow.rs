@@ -10,10 +10,13 @@
 //! answered  -> the leader stores it and wakes its waiters
 
 use ngx::ffi::ngx_http_request_t;
+use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
 use crate::handler::inflight;
+use crate::metrics::LookupResult;
+use crate::module::Module;
 use crate::oauth::cache::CacheKey;
 use crate::shm::table::Lookup;
 use crate::shm::zone;
@@ -172,6 +175,16 @@ unsafe fn look<Q: Question>(
                 }
                 false => (CacheStatus::Bypass, None),
             };
+            let counters = Module::main_conf(&*r).map(|main| &main.counters);
+            if let Some(counters) = counters {
+                let result = match status {
+                    CacheStatus::Hit => LookupResult::Hit,
+                    CacheStatus::Miss => LookupResult::Miss,
+                    CacheStatus::Expired => LookupResult::Expired,
+                    CacheStatus::Bypass => LookupResult::Bypass,
+                };
+                counters.add(cache.metrics.lookup(result), 1);
+            }
             // A request sent back by a vanished leader keeps its first status.
             if Q::reports_cache_status(conf)
                 && ((*ctx).cache_status.is_none() || status == CacheStatus::Hit)
@@ -190,6 +203,9 @@ unsafe fn look<Q: Question>(
                 match inflight::join(r, ctx, key) {
                     Some(Role::Leader | Role::Alone) => {}
                     Some(Role::Waiter) => {
+                        if let Some(counters) = counters {
+                            counters.add(cache.metrics.coalesced_wait(), 1);
+                        }
                         (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
                         return Step::Again;
                     }

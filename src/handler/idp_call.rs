@@ -12,12 +12,15 @@ use ngx::ffi::{
     NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
-use crate::conf::LocationConf;
-use crate::handler::ctx::RequestCtx;
-use crate::handler::raw::{pool_str, push_header};
+use std::time::Instant;
+
+use crate::conf::{LocationConf, MainConf};
+use crate::handler::ctx::{CallStart, RequestCtx};
+use crate::handler::raw::{header_values, pool_str, push_header};
+use crate::metrics::CallResult;
 use crate::module::Module;
 use crate::oauth::exchange;
-use crate::oauth::idp_reply::IdpReply;
+use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{
     self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
@@ -86,6 +89,7 @@ unsafe fn start(
             return Err(());
         }
         make_post(sr, body, call.accept(), authorization)?;
+        pass_trace_context(r, sr)?;
         if let IdpCall::PhantomIntrospection = call {
             give_room_for_jwt(sr)?;
         }
@@ -184,6 +188,38 @@ unsafe fn make_post(
     }
 }
 
+/// The client's W3C trace context (`traceparent`, `tracestate`) goes to the
+/// IdP too, so a trace does not stop at the gateway; a header the client
+/// sent more than once is not valid there and is left out. Nothing else of
+/// the client's reaches the IdP.
+///
+/// # Safety
+/// `r` must be the request that made `sr`, a subrequest just made a POST.
+unsafe fn pass_trace_context(
+    r: *mut ngx_http_request_t,
+    sr: *mut ngx_http_request_t,
+) -> Result<(), ()> {
+    const TRACE_HEADERS: [(&[u8], &[u8]); 2] = [
+        (b"traceparent", b"traceparent"),
+        (b"tracestate", b"tracestate"),
+    ];
+    // SAFETY: both header lists are initialised lists of live requests, and
+    // the values live in request memory shared by the two (one pool).
+    unsafe {
+        for (name, lowcase) in TRACE_HEADERS {
+            if let ([value], 1) = header_values::<1>(&(*r).headers_in.headers, name) {
+                let value = ngx_str_t {
+                    len: value.len(),
+                    data: value.as_ptr().cast_mut(),
+                };
+                let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
+                push_header(headers, name, lowcase, value).ok_or(())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What nginx saw of the IdP's answer: the finalize code, the status, the
 /// content type and the in-memory body (one buffer in sr->out).
 ///
@@ -216,7 +252,7 @@ unsafe extern "C" fn introspection_done(
     rc: ngx_int_t,
 ) -> ngx_int_t {
     // SAFETY: as for record_introspection.
-    unsafe { record_introspection(sr, data, rc, introspection::interpret) }
+    unsafe { record_introspection(sr, data, rc, introspection::interpret, MAX_RESPONSE_BYTES) }
 }
 
 unsafe extern "C" fn phantom_introspection_done(
@@ -231,7 +267,13 @@ unsafe extern "C" fn phantom_introspection_done(
     // only a large allocation of this pool it finds, and leaves anything
     // else alone.
     unsafe {
-        let rc = record_introspection(sr, data, rc, introspection::interpret_phantom);
+        let rc = record_introspection(
+            sr,
+            data,
+            rc,
+            introspection::interpret_phantom,
+            MAX_PHANTOM_RESPONSE_BYTES,
+        );
         let out = (*sr).out;
         if (*data.cast::<RequestCtx>()).introspection.is_some() && !out.is_null() {
             // 128 KiB need not stay with the request until it ends.
@@ -255,17 +297,37 @@ unsafe fn record_introspection(
     data: *mut c_void,
     rc: ngx_int_t,
     interpret: Interpret,
+    limit: usize,
 ) -> ngx_int_t {
     // SAFETY: guaranteed by the caller.
     unsafe {
         let ctx = &mut *data.cast::<RequestCtx>();
         if ctx.introspection.is_none() && rc != NGX_AGAIN as ngx_int_t {
             let no_paths = ClaimPaths::default();
-            let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
-            ctx.introspection = Some(interpret(reply_of(sr, rc), paths));
+            let main = Module::main_conf(&*sr);
+            let paths = main.map_or(&no_paths, |m| &m.claims);
+            let reply = reply_of(sr, rc);
+            count_call(ctx, main, &reply, limit);
+            ctx.introspection = Some(interpret(reply, paths));
         }
     }
     rc
+}
+
+/// Counts the call that just ended, once, in the metrics and the variables.
+fn count_call(ctx: &mut RequestCtx, main: Option<&MainConf>, reply: &IdpReply<'_>, limit: usize) {
+    let Some(call) = ctx.call.take() else {
+        return;
+    };
+    let micros = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if let Some(main) = main {
+        main.counters
+            .idp_call(call.ids, CallResult::of(reply, limit), micros);
+    }
+    ctx.idp_micros = Some(ctx.idp_micros.unwrap_or(0).saturating_add(micros));
+    if reply.status != 0 {
+        ctx.idp_status = u16::try_from(reply.status).ok();
+    }
 }
 
 unsafe extern "C" fn exchange_done(
@@ -277,7 +339,9 @@ unsafe extern "C" fn exchange_done(
     unsafe {
         let ctx = &mut *data.cast::<RequestCtx>();
         if ctx.exchange.is_none() && rc != NGX_AGAIN as ngx_int_t {
-            ctx.exchange = Some(exchange::interpret(reply_of(sr, rc)));
+            let reply = reply_of(sr, rc);
+            count_call(ctx, Module::main_conf(&*sr), &reply, MAX_RESPONSE_BYTES);
+            ctx.exchange = Some(exchange::interpret(reply));
         }
     }
     rc
@@ -321,6 +385,16 @@ pub unsafe fn ask(
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     body.extend_from_slice(&conf.client_credentials_form);
+    let ids = match call {
+        IdpCall::Exchange => conf.exchange_metrics,
+        IdpCall::Introspection | IdpCall::PhantomIntrospection => conf.introspection_metrics,
+    };
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
-    unsafe { start(r, call, endpoint, &body, &conf.client_authorization, ctx) }
+    unsafe {
+        (*ctx).call = Some(CallStart {
+            ids,
+            started: Instant::now(),
+        });
+        start(r, call, endpoint, &body, &conf.client_authorization, ctx)
+    }
 }

@@ -23,6 +23,7 @@ pub mod flow;
 pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
+pub mod metrics_page;
 pub mod raw;
 pub mod refusal;
 pub mod upstream;
@@ -32,11 +33,12 @@ pub mod verdict;
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_OPTIONS, NGX_OK,
 };
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, Phase};
 use crate::handler::ctx::{Flow, Outcome, RequestCtx, Stage};
 use crate::handler::raw::create_ctx;
+use crate::metrics::{self, Catalogue};
 use crate::module::Module;
 use crate::oauth::bearer::{BearerToken, Malformed};
 use crate::oauth::carriers::TokenSource;
@@ -85,14 +87,48 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
         _ => return NGX_DECLINED as ngx_int_t,
     };
     // SAFETY: r is live, and only this module stores a RequestCtx in its slot.
-    let ctx = match unsafe { raw::ctx::<RequestCtx>(r) } {
-        Some(ctx) => ctx,
+    let outcome = match unsafe { raw::ctx::<RequestCtx>(r) } {
+        // SAFETY: as above.
+        Some(ctx) => unsafe { run_stages(r, conf, ctx) },
         // SAFETY: as above.
         None => match unsafe { begin(r, conf) } {
-            Ok(ctx) => ctx,
-            Err(rc) => return rc,
+            // SAFETY: as above.
+            Ok(ctx) => unsafe { run_stages(r, conf, ctx) },
+            Err(outcome) => outcome,
         },
     };
+    let counted = match phase {
+        Some(Phase::Access) => metrics::Phase::Access,
+        _ => metrics::Phase::Preaccess,
+    };
+    // SAFETY: r is a live request.
+    unsafe {
+        if let Some(outcome) = outcome.counted_as() {
+            if let Some(main) = Module::main_conf(&*r) {
+                main.counters.add(Catalogue::request(counted, outcome), 1);
+            }
+        }
+        match outcome {
+            Outcome::Next(_) | Outcome::Error => NGX_ERROR as ngx_int_t,
+            Outcome::Again => NGX_AGAIN as ngx_int_t,
+            Outcome::Pass => NGX_OK as ngx_int_t,
+            Outcome::Unchecked => NGX_DECLINED as ngx_int_t,
+            Outcome::Refuse(error) => refusal::refuse(r, conf, error),
+            Outcome::Deny(status) => refusal::deny(r, status),
+            Outcome::Fail { timeout, status } => refusal::fail(r, conf, timeout, status),
+        }
+    }
+}
+
+/// Runs the stage the context names, and the next, until one decides.
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+unsafe fn run_stages<'c>(
+    r: *mut ngx_http_request_t,
+    conf: &'c LocationConf,
+    ctx: *mut RequestCtx,
+) -> Outcome<'c> {
     loop {
         // SAFETY: ctx is r's context, and r a live request. The
         // context is handled through a raw pointer: variable getters read it
@@ -105,21 +141,11 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
                 Stage::Exchange(_) => exchange::run(r, conf, ctx),
             }
         };
-        // SAFETY: r is a live request.
-        return unsafe {
-            match outcome {
-                Outcome::Next(stage) => {
-                    (*ctx).stage = stage;
-                    continue;
-                }
-                Outcome::Again => NGX_AGAIN as ngx_int_t,
-                Outcome::Pass => NGX_OK as ngx_int_t,
-                Outcome::Refuse(error) => refusal::refuse(r, conf, error),
-                Outcome::Deny(status) => refusal::deny(r, status),
-                Outcome::Fail { timeout, status } => refusal::fail(r, conf, timeout, status),
-                Outcome::Error => NGX_ERROR as ngx_int_t,
-            }
-        };
+        match outcome {
+            // SAFETY: as above.
+            Outcome::Next(stage) => unsafe { (*ctx).stage = stage },
+            decided => return decided,
+        }
     }
 }
 
@@ -132,10 +158,10 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn begin(
+unsafe fn begin<'c>(
     r: *mut ngx_http_request_t,
-    conf: &LocationConf,
-) -> Result<*mut RequestCtx, ngx_int_t> {
+    conf: &'c LocationConf,
+) -> Result<*mut RequestCtx, Outcome<'c>> {
     let sources = conf
         .token_source
         .as_deref()
@@ -161,19 +187,15 @@ unsafe fn begin(
     let is_options = unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize;
     let token = match found {
         BearerToken::Missing if conf.passes_preflight() && is_options => {
-            return Err(NGX_DECLINED as ngx_int_t);
+            return Err(Outcome::Unchecked);
         }
-        BearerToken::Missing => {
-            // SAFETY: r is a live request.
-            return Err(unsafe { refusal::refuse(r, conf, BearerError::NoToken) });
-        }
+        BearerToken::Missing => return Err(Outcome::Refuse(BearerError::NoToken)),
         BearerToken::Malformed(why) => {
             let error = match why {
                 Malformed::DuplicateHeader => BearerError::InvalidRequest(why.description()),
                 _ => BearerError::InvalidTokenBecause(why.description()),
             };
-            // SAFETY: r is a live request.
-            return Err(unsafe { refusal::refuse(r, conf, error) });
+            return Err(Outcome::Refuse(error));
         }
         BearerToken::Present(token) => token,
     };
@@ -181,7 +203,7 @@ unsafe fn begin(
     let changes_request = withholds || conf.phantom_enabled() || conf.exchange_enabled();
     // SAFETY: r is a live request.
     if subrequest && changes_request && unsafe { raw::detach_headers(r) }.is_none() {
-        return Err(NGX_ERROR as ngx_int_t);
+        return Err(Outcome::Error);
     }
     if withholds {
         // After a redirect the carriers this location names go too; the
@@ -189,14 +211,14 @@ unsafe fn begin(
         let used = source.unwrap_or(&TokenSource::Bearer);
         // SAFETY: r is live; `token` points at memory withhold() leaves alone.
         if unsafe { upstream::withhold(r, sources, used) }.is_none() {
-            return Err(NGX_ERROR as ngx_int_t);
+            return Err(Outcome::Error);
         }
     }
     // Remember the token when this pass changes what the request carries.
     // SAFETY: r is live; `token` lives in request memory.
     if !saved && !subrequest && changes_request && unsafe { credentials::save(r, token) }.is_none()
     {
-        return Err(NGX_ERROR as ngx_int_t);
+        return Err(Outcome::Error);
     }
     let stage = match conf.introspection_enabled() {
         true => Stage::Introspect(Flow::Look),
@@ -204,5 +226,5 @@ unsafe fn begin(
     };
     // SAFETY: the ctx lives in r's pool, as the subrequest callback and the
     // wake event need.
-    unsafe { create_ctx(r, RequestCtx::new(token, stage)) }.ok_or(NGX_ERROR as ngx_int_t)
+    unsafe { create_ctx(r, RequestCtx::new(token, stage)) }.ok_or(Outcome::Error)
 }

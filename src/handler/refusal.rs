@@ -26,7 +26,8 @@ pub unsafe fn refuse(
         BearerError::NoToken => Situation::Missing,
         BearerError::InvalidRequest(_)
         | BearerError::InvalidTokenBecause(_)
-        | BearerError::InvalidToken => Situation::Invalid,
+        | BearerError::InvalidToken
+        | BearerError::WrongAudience => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;

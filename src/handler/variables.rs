@@ -25,9 +25,11 @@ enum Claim {
     CacheStatus,
     NewToken,
     NewTokenType,
+    IdpDuration,
+    IdpStatus,
 }
 
-const VARIABLES: [(ngx_str_t, Claim); 8] = [
+const VARIABLES: [(ngx_str_t, Claim); 10] = [
     (ngx_string!("oauth2_token_active"), Claim::Active),
     (ngx_string!("oauth2_token_sub"), Claim::Sub),
     (ngx_string!("oauth2_token_scope"), Claim::Scope),
@@ -39,6 +41,8 @@ const VARIABLES: [(ngx_str_t, Claim); 8] = [
         ngx_string!("oauth2_token_new_token_type"),
         Claim::NewTokenType,
     ),
+    (ngx_string!("oauth2_token_idp_duration"), Claim::IdpDuration),
+    (ngx_string!("oauth2_token_idp_status"), Claim::IdpStatus),
 ];
 
 impl Claim {
@@ -50,7 +54,12 @@ impl Claim {
             (_, IntrospectionResult::Inactive) => return None,
         };
         match self {
-            Claim::Active | Claim::CacheStatus | Claim::NewToken | Claim::NewTokenType => None,
+            Claim::Active
+            | Claim::CacheStatus
+            | Claim::NewToken
+            | Claim::NewTokenType
+            | Claim::IdpDuration
+            | Claim::IdpStatus => None,
             Claim::Sub => claims.sub.clone(),
             Claim::Scope => claims.scope.clone(),
             Claim::ClientId => claims.client_id.clone(),
@@ -183,6 +192,12 @@ unsafe extern "C" fn get_variable(
             (Some(state), Some((_, Claim::CacheStatus))) => {
                 state.cache_status.map(|s| s.as_str().to_string())
             }
+            // Seconds with millisecond resolution, as $upstream_response_time.
+            (Some(state), Some((_, Claim::IdpDuration))) => state
+                .idp_micros
+                .map(|us| format!("{}.{:03}", us / 1_000_000, us / 1_000 % 1_000)),
+            (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status.map(|s| s.to_string()),
+            (None, Some((_, Claim::IdpDuration | Claim::IdpStatus))) => None,
             (
                 Some(RequestCtx {
                     introspection: Some(Ok(result)),

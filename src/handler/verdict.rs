@@ -52,9 +52,7 @@ pub unsafe fn run<'c>(
                 log,
                 "auth_oauth2_token: token is not meant for this audience"
             );
-            return Outcome::Refuse(BearerError::InvalidTokenBecause(
-                "the token is not meant for this resource",
-            ));
+            return Outcome::Refuse(BearerError::WrongAudience);
         }
         Verdict::MissingScope => {
             ngx::ngx_log_error!(

@@ -11,6 +11,8 @@ pub enum BearerError<'a> {
     /// malformed as sent, or meant for another audience.
     InvalidTokenBecause(&'a str),
     InvalidToken,
+    /// A token issued for another resource (401, `invalid_token`, RFC 9068 §4).
+    WrongAudience,
     /// The token may not have what the request needs (403), with the
     /// scopes it would need when the module knows them.
     InsufficientScope(Option<&'a str>),
@@ -21,7 +23,8 @@ impl BearerError<'_> {
         match self {
             BearerError::NoToken
             | BearerError::InvalidToken
-            | BearerError::InvalidTokenBecause(_) => 401,
+            | BearerError::InvalidTokenBecause(_)
+            | BearerError::WrongAudience => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
         }
@@ -35,7 +38,9 @@ impl BearerError<'_> {
         match self {
             BearerError::NoToken => "missing_token",
             BearerError::InvalidRequest(_) => "invalid_request",
-            BearerError::InvalidTokenBecause(_) | BearerError::InvalidToken => "invalid_token",
+            BearerError::InvalidTokenBecause(_)
+            | BearerError::InvalidToken
+            | BearerError::WrongAudience => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
         }
     }
@@ -59,6 +64,9 @@ pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
             value.push('"');
         }
         BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
+        BearerError::WrongAudience => value.push_str(
+            ", error=\"invalid_token\", error_description=\"the token is not meant for this resource\"",
+        ),
         BearerError::InsufficientScope(scope) => {
             value.push_str(", error=\"insufficient_scope\"");
             if let Some(scope) = scope {

@@ -3,6 +3,8 @@
 //! that its crash recovery is tested without nginx; `zone.rs` puts it in a
 //! zone's slab pool behind the zone's lock.
 
+#[cfg(not(any(test, feature = "logic-only")))]
+pub mod counters;
 pub mod table;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod zone;

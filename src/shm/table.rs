@@ -89,6 +89,16 @@ pub struct Table {
     /// The eviction queue's head: its `next` is the newest node, its `prev`
     /// the oldest.
     queue: Link,
+    stats: Stats,
+}
+
+/// What the metrics page shows of a table; kept under the lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub entries: u64,
+    pub evictions: u64,
+    /// Entries not stored: too large, or no room made within the bounds.
+    pub refused: u64,
 }
 
 #[repr(C)]
@@ -206,6 +216,7 @@ unsafe fn make<S: Slab>(
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
             },
+            stats: Stats::default(),
         });
         let head = ptr::addr_of_mut!((*table).queue);
         (*head).prev = head;
@@ -277,6 +288,7 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
             unlink(ptr::addr_of_mut!((*node).queue));
             self.step()?;
             self.slab.free(node.cast());
+            (*self.table).stats.entries = (*self.table).stats.entries.saturating_sub(1);
             self.step()
         }
     }
@@ -359,6 +371,15 @@ unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
     }
 }
 
+/// The table's counters.
+///
+/// # Safety
+/// `table` must be a table returned by [`open`], the lock held.
+pub unsafe fn stats(table: *mut Table) -> Stats {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*table).stats }
+}
+
 /// Finds `key`; a live entry is marked as used and handed to `read`. An
 /// entry past its expiry, or stored longer ago than `max_ttl_ms` (a reload
 /// may have lowered it), or one `read` rejects, is removed.
@@ -415,16 +436,15 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     expires_ms: i64,
     now_ms: i64,
 ) -> Result<bool, Died> {
-    if value.len() > MAX_VALUE_BYTES {
+    let size = size_of::<Node>() + value.len();
+    if value.len() > MAX_VALUE_BYTES || size > slab.capacity() {
+        // SAFETY: guaranteed by the caller; a counter, no link.
+        unsafe { (*table).stats.refused += 1 };
         return Ok(false);
     }
     let Ok(len) = u32::try_from(value.len()) else {
         return Ok(false);
     };
-    let size = size_of::<Node>() + value.len();
-    if size > slab.capacity() {
-        return Ok(false);
-    }
     // SAFETY: guaranteed by the caller; a new node is fully written before
     // it is linked.
     unsafe {
@@ -447,11 +467,13 @@ pub unsafe fn insert<S: Slab, D: Steps>(
                 break;
             };
             change.remove(victim)?;
+            (*table).stats.evictions += 1;
             evictions += 1;
             node = change.slab.alloc(size).cast::<Node>();
             change.step()?;
         }
         if node.is_null() {
+            (*table).stats.refused += 1;
             change.done();
             return Ok(false);
         }
@@ -479,6 +501,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
         *bucket = node;
         change.step()?;
         push_front(table, node);
+        (*table).stats.entries += 1;
         change.step()?;
         change.done();
         Ok(true)
@@ -691,6 +714,10 @@ mod tests {
         assert!(matches!(z.get(0), Lookup::Hit(_)));
         assert_eq!(z.get(1), Lookup::Miss);
         assert_eq!(z.check(), 4);
+        let (table, _) = z.open();
+        // SAFETY: the table was just opened.
+        let stats = unsafe { stats(table) };
+        assert_eq!((stats.entries, stats.evictions, stats.refused), (4, 1, 0));
     }
 
     #[test]
@@ -709,6 +736,10 @@ mod tests {
         assert!(!z.insert(2, &vec![0u8; 9000]));
         assert_eq!(z.get(1), Lookup::Hit(b"small".to_vec()));
         assert_eq!(z.check(), 1);
+        let (table, _) = z.open();
+        // SAFETY: the table was just opened.
+        let stats = unsafe { stats(table) };
+        assert_eq!((stats.entries, stats.evictions, stats.refused), (1, 0, 1));
     }
 
     /// Runs `op` on a table with a few entries, dying at each step in turn;

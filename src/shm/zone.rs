@@ -11,6 +11,7 @@ use ngx::ffi::{
     NGX_OK,
 };
 
+use crate::metrics::ZoneGauges;
 use crate::oauth::cache::CacheKey;
 use crate::shm::table::{self, Live, Lookup, Opened, Slab, Table};
 
@@ -170,6 +171,9 @@ pub unsafe fn insert(
 /// keeps the existing one when a reload finds the zone unchanged. A table of
 /// another layout (another version of the module) cannot be shared with the
 /// old workers that still use it: nginx must be restarted.
+///
+/// # Safety
+/// Called by nginx only, with a zone this module declared.
 pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this once per cycle with the zone mapped and its
     // slab pool initialised; `old_data` is what we stored in the previous cycle.
@@ -198,5 +202,35 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
         (*pool).data = root.cast();
         (*zone).data = root.cast();
         NGX_OK as ngx_int_t
+    }
+}
+
+/// What the metrics page shows of a zone: its table's counters, the bytes
+/// of its slab pool in use, and its size.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked`
+    // lives, and the pool's page counters are read under it.
+    unsafe {
+        let size = (*zone).shm.size as u64;
+        let Some(locked) = Locked::new(zone) else {
+            return ZoneGauges {
+                size_bytes: size,
+                ..ZoneGauges::default()
+            };
+        };
+        let stats = table::stats(locked.table);
+        let pool = locked.pool.0;
+        let pages = (*pool).last.offset_from((*pool).pages) as u64;
+        let free = (*pool).pfree as u64;
+        ZoneGauges {
+            entries: stats.entries,
+            bytes_used: pages.saturating_sub(free) * ngx::ffi::ngx_pagesize as u64,
+            size_bytes: size,
+            evictions: stats.evictions,
+            refused: stats.refused,
+        }
     }
 }
