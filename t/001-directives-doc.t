@@ -10,7 +10,7 @@ find(sub {
     return unless /\.rs$/;
     open my $fh, '<', $_ or die "$File::Find::name: $!";
     my $src = do { local $/; <$fh> };
-    $code_directives{$1} = 1 while $src =~ /ngx_string!\("(auth_oauth2_token_[a-z0-9_]+)"\)/g;
+    $code_directives{$1} = 1 while $src =~ /ngx_string!\("(auth_oauth2_token_[a-z0-9_]+|phantom_token(?:_[a-z_]+)?)"\)/g;
     $code_variables{$1} = 1 while $src =~ /ngx_string!\("(oauth2_token_[a-z0-9_]+)"\)/g;
 }, 'src');
 

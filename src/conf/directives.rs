@@ -44,7 +44,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 29] = [
+pub static mut COMMANDS: [ngx_command_t; 34] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -174,6 +174,32 @@ pub static mut COMMANDS: [ngx_command_t; 29] = [
         ngx_string!("auth_oauth2_token_status"),
         NGX_CONF_TAKE2,
         set_status,
+    ),
+    // Curity's phantom token module (2.0), mapped onto ours.
+    directive(
+        ngx_string!("phantom_token"),
+        NGX_CONF_FLAG,
+        set_curity_phantom_token,
+    ),
+    directive(
+        ngx_string!("phantom_token_introspection_endpoint"),
+        NGX_CONF_TAKE1,
+        set_introspect_endpoint,
+    ),
+    directive(
+        ngx_string!("phantom_token_realm"),
+        NGX_CONF_TAKE1,
+        set_realm,
+    ),
+    directive(
+        ngx_string!("phantom_token_scopes"),
+        NGX_CONF_TAKE1,
+        set_curity_scopes,
+    ),
+    directive(
+        ngx_string!("phantom_token_scope"),
+        NGX_CONF_TAKE1,
+        set_curity_scope,
     ),
     ngx_command_t {
         name: ngx_string!("auth_oauth2_token_metrics"),
@@ -399,7 +425,9 @@ fn flag(arg: &[u8]) -> Result<bool, String> {
 
 fn endpoint(arg: &[u8]) -> Result<Vec<u8>, String> {
     if !is_valid_endpoint(arg) {
-        return Err("needs the URI of an internal location, like /_oauth2_introspect".into());
+        return Err(
+            "needs the URI of an internal location (or its name), like /_oauth2_introspect".into(),
+        );
     }
     Ok(arg.to_vec())
 }
@@ -511,6 +539,42 @@ handler!(set_client_secret_file, |c| {
         SecretSource::File,
         secret_from_file_contents(&contents),
     )
+});
+
+// `phantom_token on|off` (Curity): a phantom-token introspection whose
+// internal location supplies the IdP credentials and headers itself.
+handler!(set_curity_phantom_token, |c| {
+    let on = flag(c.arg)?;
+    set_once(&mut c.conf.introspect, on)?;
+    set_once(&mut c.conf.phantom, on)?;
+    set_once(&mut c.conf.credentials_in_location, on)
+});
+
+fn announced_scopes(arg: &[u8]) -> Result<Vec<String>, String> {
+    let text = utf8(arg)?;
+    let scopes: Vec<String> = text
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match scopes.iter().find(|s| !scope::is_scope_token(s.as_bytes())) {
+        Some(bad) => Err(format!("has an invalid scope \"{bad}\"")),
+        None if scopes.is_empty() => Err("needs at least one scope".into()),
+        None => Ok(scopes),
+    }
+}
+
+// `phantom_token_scopes "a b c"` (Curity): scopes the challenge announces.
+handler!(set_curity_scopes, |c| {
+    let scopes = announced_scopes(c.arg)?.join(" ");
+    set_once(&mut c.conf.announced_scopes, scopes)
+});
+
+// `phantom_token_scope a` (Curity), once per scope.
+handler!(set_curity_scope, |c| {
+    let scopes = announced_scopes(c.arg)?;
+    c.conf.announced_scope_list.extend(scopes);
+    Ok(())
 });
 
 handler!(set_realm, |c| {

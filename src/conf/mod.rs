@@ -221,6 +221,13 @@ pub struct LocationConf {
     pub exchange_metrics: EndpointIds,
     /// `auth_oauth2_token_metrics`: this location shows the metrics page.
     pub metrics_page: bool,
+    /// Scopes the challenge announces (Curity's `phantom_token_scopes`).
+    pub announced_scopes: Option<String>,
+    /// The same one by one (Curity's `phantom_token_scope`); `announced_scopes` wins.
+    pub announced_scope_list: Vec<String>,
+    /// Whether the internal location supplies the IdP credentials itself, as
+    /// Curity's configurations do (`phantom_token on`): no client id needed.
+    pub credentials_in_location: Option<bool>,
 }
 
 impl LocationConf {
@@ -243,6 +250,10 @@ impl LocationConf {
 
     pub fn phantom_enabled(&self) -> bool {
         self.phantom == Some(true)
+    }
+
+    pub fn announced_scopes(&self) -> Option<&str> {
+        self.announced_scopes.as_deref()
     }
 
     pub fn realm(&self) -> &str {
@@ -274,6 +285,18 @@ impl LocationConf {
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
         inherit(&mut self.cache_vary, &prev.cache_vary);
+        inherit(&mut self.announced_scopes, &prev.announced_scopes);
+        inherit(
+            &mut self.credentials_in_location,
+            &prev.credentials_in_location,
+        );
+        if self.announced_scope_list.is_empty() {
+            self.announced_scope_list
+                .clone_from(&prev.announced_scope_list);
+        }
+        if self.announced_scopes.is_none() && !self.announced_scope_list.is_empty() {
+            self.announced_scopes = Some(self.announced_scope_list.join(" "));
+        }
         self.statuses.inherit(&prev.statuses);
         // Requirements add up: a location keeps those of its server and http blocks.
         let own = std::mem::take(&mut self.require);
@@ -316,6 +339,9 @@ impl LocationConf {
             return Err("\"auth_oauth2_token_exchange\" is on but \"auth_oauth2_token_token_endpoint\" is not set".into());
         }
         let Some(client_id) = &self.client_id else {
+            if self.credentials_in_location == Some(true) {
+                return Ok(());
+            }
             return Err(format!(
                 "\"{switch}\" is on but \"auth_oauth2_token_client_id\" is not set"
             ));
@@ -379,9 +405,19 @@ fn inherit<T: Clone>(value: &mut Option<T>, prev: &Option<T>) {
     }
 }
 
-/// An internal location is addressed by URI: it must be a path.
+/// An internal location is addressed by URI: a path, or a bare name as in
+/// Curity's configurations (`location curity { internal; … }`), which no
+/// client can ask for since every request URI starts with '/'.
 pub fn is_valid_endpoint(uri: &[u8]) -> bool {
-    uri.first() == Some(&b'/') && !uri.iter().any(|b| b.is_ascii_whitespace() || *b == b'?')
+    match uri.first() {
+        Some(b'/') => !uri
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || *b == b'?'),
+        Some(b) if b.is_ascii_alphanumeric() || *b == b'_' => uri
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
+        _ => false,
+    }
 }
 
 /// A secret file holds the secret on its first line; the line ending is not part of it.
@@ -739,6 +775,31 @@ mod tests {
     }
 
     #[test]
+    fn curity_locations_need_no_client_and_announce_scopes() {
+        let mut conf = LocationConf {
+            introspect: Some(true),
+            phantom: Some(true),
+            introspect_endpoint: Some(b"curity".to_vec()),
+            credentials_in_location: Some(true),
+            announced_scope_list: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        conf.merge(&LocationConf::default()).unwrap();
+        assert!(conf.client_authorization.is_empty() && conf.client_credentials_form.is_empty());
+        assert_eq!(conf.announced_scopes(), Some("a b"));
+        let mut child = LocationConf {
+            announced_scopes: Some("c d".into()),
+            ..Default::default()
+        };
+        child.merge(&conf).unwrap();
+        assert_eq!(
+            child.announced_scopes(),
+            Some("c d"),
+            "scopes supersede the list"
+        );
+    }
+
+    #[test]
     fn off_needs_nothing() {
         LocationConf::default()
             .merge(&LocationConf::default())
@@ -749,7 +810,9 @@ mod tests {
     #[test]
     fn endpoint_must_be_a_path() {
         assert!(is_valid_endpoint(b"/_oauth2/introspect"));
+        assert!(is_valid_endpoint(b"curity"));
         assert!(!is_valid_endpoint(b"http://idp/introspect"));
+        assert!(!is_valid_endpoint(b"-x"));
         assert!(!is_valid_endpoint(b"/a?b=c"));
         assert!(!is_valid_endpoint(b""));
     }

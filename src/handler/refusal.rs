@@ -9,7 +9,7 @@ use crate::conf::{Challenge, LocationConf, Situation};
 use crate::handler::raw::{evaluate, pool_str, push_header};
 use crate::handler::variables;
 use crate::module::Module;
-use crate::oauth::challenge::{www_authenticate, BearerError};
+use crate::oauth::challenge::{challenge, BearerError};
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
@@ -37,7 +37,10 @@ pub unsafe fn refuse(
         Challenge::Off => return status,
         // SAFETY: r is live; the value is copied into its pool.
         Challenge::Standard => unsafe {
-            pool_str(r, www_authenticate(conf.realm(), error).as_bytes())
+            pool_str(
+                r,
+                challenge(conf.realm(), conf.announced_scopes(), error).as_bytes(),
+            )
         },
         // SAFETY: r is live; custom values are evaluated into its pool.
         Challenge::Custom(template) => unsafe {

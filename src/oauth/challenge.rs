@@ -50,7 +50,21 @@ impl BearerError<'_> {
 /// configuration time to hold no `"` or `\`, and descriptions are
 /// constants, so no escaping is needed.
 pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
+    challenge(realm, None, error)
+}
+
+/// The same, announcing `scopes` (RFC 6750 §3: the scope the resource
+/// needs) unless the error names the scopes it lacks itself.
+pub fn challenge(realm: &str, scopes: Option<&str>, error: BearerError<'_>) -> String {
     let mut value = format!("Bearer realm=\"{realm}\"");
+    if let (Some(scopes), false) = (
+        scopes,
+        matches!(error, BearerError::InsufficientScope(Some(_))),
+    ) {
+        value.push_str(", scope=\"");
+        value.push_str(scopes);
+        value.push('"');
+    }
     match error {
         BearerError::NoToken => {}
         BearerError::InvalidRequest(description) => {
@@ -149,5 +163,21 @@ mod tests {
         assert!(!is_valid_realm(b"a\"b"));
         assert!(!is_valid_realm(b"a\\b"));
         assert!(!is_valid_realm(b"a\nb"));
+    }
+
+    #[test]
+    fn announced_scopes_follow_the_realm() {
+        assert_eq!(
+            challenge("myGoodAPI", Some("scope_a scope_b"), BearerError::NoToken),
+            "Bearer realm=\"myGoodAPI\", scope=\"scope_a scope_b\""
+        );
+        assert_eq!(
+            challenge("api", Some("a"), BearerError::InvalidToken),
+            "Bearer realm=\"api\", scope=\"a\", error=\"invalid_token\""
+        );
+        assert_eq!(
+            challenge("api", Some("a"), BearerError::InsufficientScope(Some("b"))),
+            "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"b\""
+        );
     }
 }

@@ -64,7 +64,16 @@ impl ClaimRule {
         let expected = match claim_type {
             ClaimType::String => Expected::AnyText(texts),
             ClaimType::Array => Expected::AllElements(texts),
-            ClaimType::Delimited => Expected::AllWords(texts),
+            // A value is itself a space-delimited list, as NGINX ACM's
+            // introspection policies write it: "openid profile email" asks
+            // for all three words.
+            ClaimType::Delimited => Expected::AllWords(
+                texts
+                    .iter()
+                    .flat_map(|text| text.split(' ').filter(|w| !w.is_empty()))
+                    .map(str::to_owned)
+                    .collect(),
+            ),
             ClaimType::Integer => Expected::AnyInteger(parse_each(&texts, parse_integer)?),
             ClaimType::Boolean => Expected::AnyBoolean(parse_each(&texts, parse_boolean)?),
         };
@@ -298,5 +307,24 @@ mod tests {
             r#"["read","write"]"#,
         ];
         check(&["scope", "delimited", "write", "read"], &met, &not_met);
+    }
+
+    #[test]
+    fn a_delimited_value_is_itself_a_list_of_words() {
+        let rule = ClaimRule::parse(&[b"scope", b"delimited", b"openid profile email"]).unwrap();
+        let met = |claim: &str| rule.is_met_by_json(Some(claim));
+        assert!(met(r#""openid email profile""#));
+        assert!(met(r#""openid profile email account""#));
+        assert!(!met(r#""openid profile""#));
+        assert!(
+            !met(r#"["openid","profile","email"]"#),
+            "the array form is not a delimited claim"
+        );
+        let split =
+            ClaimRule::parse(&[b"scope", b"delimited", b"openid", b"profile email"]).unwrap();
+        assert_eq!(
+            split, rule,
+            "the same words, however they are split into arguments"
+        );
     }
 }
