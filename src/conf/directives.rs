@@ -24,6 +24,7 @@ use super::{
 };
 use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
+use crate::oauth::client_auth::{Alg, AssertionKey};
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
 use crate::shm::{counters, zone};
@@ -44,7 +45,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 34] = [
+pub static mut COMMANDS: [ngx_command_t; 38] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -134,6 +135,26 @@ pub static mut COMMANDS: [ngx_command_t; 34] = [
         ngx_string!("auth_oauth2_token_client_auth"),
         NGX_CONF_TAKE1,
         set_client_auth,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_assertion_audience"),
+        NGX_CONF_TAKE1,
+        set_client_assertion_audience,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_key_file"),
+        NGX_CONF_TAKE1,
+        set_client_key_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_key_id"),
+        NGX_CONF_TAKE1,
+        set_client_key_id,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_assertion_alg"),
+        NGX_CONF_TAKE1,
+        set_client_assertion_alg,
     ),
     directive(
         ngx_string!("auth_oauth2_token_pass_options"),
@@ -634,12 +655,46 @@ handler!(set_require_audience, |c| {
 });
 
 handler!(set_client_auth, |c| {
-    let auth = match c.arg {
-        b"basic" => ClientAuth::Basic,
-        b"post" => ClientAuth::Post,
-        _ => return Err("takes \"basic\" or \"post\"".into()),
-    };
+    let auth = ClientAuth::parse(c.arg).ok_or(
+        "takes \"basic\" or \"post\", or \"client_secret_jwt\", \"private_key_jwt\", \"tls_client_auth\" or \"self_signed_tls_client_auth\"",
+    )?;
     set_once(&mut c.conf.client_auth, auth)
+});
+
+handler!(set_client_assertion_audience, |c| {
+    if c.arg.is_empty()
+        || c.arg
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("needs the IdP's issuer or endpoint URL".into());
+    }
+    set_once(&mut c.conf.assertion_audience, utf8(c.arg)?)
+});
+
+handler!(set_client_key_file, |c| {
+    let path = c.full_name(c.arg)?;
+    let pem = std::fs::read(&path)
+        .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
+    // Checked now, so that a wrong file fails here, naming this directive.
+    AssertionKey::from_pem(&pem, None, None)?;
+    set_once(&mut c.conf.client_key_pem, pem)
+});
+
+handler!(set_client_key_id, |c| {
+    if c.arg.is_empty()
+        || c.arg
+            .iter()
+            .any(|b| b.is_ascii_control() || *b == b'"' || *b == b'\\')
+    {
+        return Err("needs a key id without quotes, backslashes or control characters".into());
+    }
+    set_once(&mut c.conf.client_key_id, utf8(c.arg)?)
+});
+
+handler!(set_client_assertion_alg, |c| {
+    let alg = Alg::parse(c.arg).ok_or("takes HS256, RS256, PS256, ES256 or EdDSA")?;
+    set_once(&mut c.conf.assertion_alg, alg)
 });
 
 handler!(set_pass_options, |c| set_once(

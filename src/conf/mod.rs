@@ -15,6 +15,7 @@ use crate::oauth::carriers::TokenSource;
 use crate::oauth::claim_rule::ClaimCheck;
 #[cfg(test)]
 use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::client_auth::{self, Alg, AssertionKey};
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
@@ -22,14 +23,8 @@ use crate::oauth::verdict::AudienceRule;
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
 
-/// How the module authenticates to the IdP (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `Authorization: Basic …` (client_secret_basic), the default.
-    Basic,
-    /// `client_id` and `client_secret` in the form body (client_secret_post).
-    Post,
-}
+/// How the module authenticates to the IdP: `oauth::client_auth::Method`.
+pub use crate::oauth::client_auth::Method as ClientAuth;
 
 /// One `auth_oauth2_token_require`: every variable must be non-empty and not "0".
 #[derive(Debug, Clone)]
@@ -207,8 +202,19 @@ pub struct LocationConf {
     /// `Authorization` value for the IdP (empty with client_secret_post),
     /// derived once at merge time.
     pub client_authorization: Vec<u8>,
-    /// What client_secret_post appends to every IdP request body (else empty).
+    /// What client_secret_post and the TLS methods append to every IdP
+    /// request body (else empty).
     pub client_credentials_form: Vec<u8>,
+    /// `auth_oauth2_token_client_assertion_audience`: `aud` of client assertions.
+    pub assertion_audience: Option<String>,
+    /// `auth_oauth2_token_client_key_file`: the PEM of private_key_jwt's key.
+    pub client_key_pem: Option<Vec<u8>>,
+    /// `auth_oauth2_token_client_key_id`: the assertions' `kid`.
+    pub client_key_id: Option<String>,
+    /// `auth_oauth2_token_client_assertion_alg`.
+    pub assertion_alg: Option<Alg>,
+    /// What signs this location's client assertions, derived at merge time.
+    pub assertion_key: Option<AssertionKey>,
     /// `auth_oauth2_token_cache_vary`: per-request values both caches' keys include.
     pub cache_vary: Option<Template>,
     /// What the introspection cache key includes besides the token, derived
@@ -285,6 +291,10 @@ impl LocationConf {
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
         inherit(&mut self.cache_vary, &prev.cache_vary);
+        inherit(&mut self.assertion_audience, &prev.assertion_audience);
+        inherit(&mut self.client_key_pem, &prev.client_key_pem);
+        inherit(&mut self.client_key_id, &prev.client_key_id);
+        inherit(&mut self.assertion_alg, &prev.assertion_alg);
         inherit(&mut self.announced_scopes, &prev.announced_scopes);
         inherit(
             &mut self.credentials_in_location,
@@ -347,13 +357,38 @@ impl LocationConf {
             ));
         };
         let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
-        match self.client_auth.unwrap_or(ClientAuth::Basic) {
+        let method = self.client_auth.unwrap_or(ClientAuth::Basic);
+        match method {
             ClientAuth::Basic => {
                 self.client_authorization = form::basic_credentials(client_id, secret)
             }
             ClientAuth::Post => {
                 self.client_credentials_form = form::client_credentials_form(client_id, secret)
             }
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {
+                self.client_credentials_form = client_auth::client_id_form(client_id)
+            }
+            ClientAuth::SecretJwt => {
+                if self.client_secret.is_none() {
+                    return Err("\"auth_oauth2_token_client_auth client_secret_jwt\" needs \"auth_oauth2_token_client_secret\" or \"auth_oauth2_token_client_secret_file\"".into());
+                }
+                if self.assertion_alg.is_some_and(|alg| alg != Alg::HS256) {
+                    return Err("\"auth_oauth2_token_client_assertion_alg\" must be HS256 with client_secret_jwt".into());
+                }
+                self.assertion_key = Some(AssertionKey::from_secret(secret)?);
+            }
+            ClientAuth::PrivateKeyJwt => {
+                let Some(pem) = &self.client_key_pem else {
+                    return Err("\"auth_oauth2_token_client_auth private_key_jwt\" needs \"auth_oauth2_token_client_key_file\"".into());
+                };
+                let key =
+                    AssertionKey::from_pem(pem, self.assertion_alg, self.client_key_id.clone())
+                        .map_err(|e| format!("\"auth_oauth2_token_client_key_file\" {e}"))?;
+                self.assertion_key = Some(key);
+            }
+        }
+        if method.signs() && self.assertion_audience.is_none() {
+            return Err("client assertions need \"auth_oauth2_token_client_assertion_audience\": the IdP's issuer or endpoint URL, which the module cannot know from an internal location".into());
         }
         Ok(())
     }
@@ -579,6 +614,42 @@ mod tests {
             ..Default::default()
         };
         public.merge(&parent).unwrap();
+    }
+
+    #[test]
+    fn signed_and_tls_methods_need_what_they_use() {
+        let mut jwt = LocationConf {
+            client_auth: Some(ClientAuth::SecretJwt),
+            ..enabled()
+        };
+        let err = jwt.merge(&LocationConf::default()).unwrap_err();
+        assert!(
+            err.contains("auth_oauth2_token_client_assertion_audience"),
+            "{err}"
+        );
+        let mut jwt = LocationConf {
+            client_auth: Some(ClientAuth::SecretJwt),
+            assertion_audience: Some("https://idp".into()),
+            ..enabled()
+        };
+        jwt.merge(&LocationConf::default()).unwrap();
+        assert!(jwt.client_authorization.is_empty() && jwt.assertion_key.is_some());
+
+        let mut keyless = LocationConf {
+            client_auth: Some(ClientAuth::PrivateKeyJwt),
+            assertion_audience: Some("https://idp".into()),
+            ..enabled()
+        };
+        let err = keyless.merge(&LocationConf::default()).unwrap_err();
+        assert!(err.contains("auth_oauth2_token_client_key_file"), "{err}");
+
+        let mut tls = LocationConf {
+            client_auth: Some(ClientAuth::TlsClientAuth),
+            ..enabled()
+        };
+        tls.merge(&LocationConf::default()).unwrap();
+        assert!(tls.client_authorization.is_empty());
+        assert_eq!(tls.client_credentials_form, b"&client_id=gw");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::handler::ctx::{CallStart, RequestCtx};
 use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
+use crate::oauth::client_auth;
 use crate::oauth::exchange;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{
@@ -385,6 +386,30 @@ pub unsafe fn ask(
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     body.extend_from_slice(&conf.client_credentials_form);
+    if let Some(key) = &conf.assertion_key {
+        // A fresh assertion for every call: its jti is never sent twice.
+        let client_id = conf.client_id.as_deref().unwrap_or_default();
+        let audience = conf.assertion_audience.as_deref().unwrap_or_default();
+        let now = ngx::ffi::ngx_timeofday().sec;
+        let signed = client_auth::new_jti().and_then(|jti| {
+            client_auth::assertion(
+                key,
+                &String::from_utf8_lossy(client_id),
+                audience,
+                &jti,
+                now,
+            )
+        });
+        match signed {
+            Ok(assertion) => body.extend(client_auth::assertion_form(client_id, &assertion)),
+            Err(e) => {
+                // SAFETY: r is live; its connection log is valid for logging.
+                let log = unsafe { (*(*r).connection).log };
+                ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, log, "auth_oauth2_token: {e}");
+                return Err(());
+            }
+        }
+    }
     let ids = match call {
         IdpCall::Exchange => conf.exchange_metrics,
         IdpCall::Introspection | IdpCall::PhantomIntrospection => conf.introspection_metrics,

@@ -9,6 +9,7 @@ pub mod carriers;
 pub mod challenge;
 pub mod claim_rule;
 pub mod claims;
+pub mod client_auth;
 pub mod exchange;
 pub mod form;
 pub mod idp_reply;
