@@ -95,3 +95,18 @@ Authorization: Bearer t
 --- error_code: 401
 --- response_headers
 WWW-Authenticate: Bearer realm="orders"
+
+=== TEST 6: a string whose variables come out empty sends no header, not an empty one
+--- config
+location / {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_www_authenticate $http_x_no_such_header;
+}
+location = /_introspect { internal; proxy_pass http://idp/introspect; }
+--- request
+GET /
+--- error_code: 401
+--- response_headers
+!WWW-Authenticate

@@ -53,6 +53,11 @@ pub unsafe fn refuse(
     let Some(value) = value else {
         return NGX_ERROR as ngx_int_t;
     };
+    // An operator's value whose variables came out empty sends no header,
+    // as the C module does, rather than an empty one.
+    if value.len == 0 {
+        return status;
+    }
     // SAFETY: the header lives in r's pool and list, as nginx's own modules do it.
     unsafe {
         let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
