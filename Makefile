@@ -4,6 +4,10 @@
 #   make test       cargo test + the end-to-end suite (prove -r t/)
 #   make demo       nginx + test IdP + echo backend on loopback, one call allowed, one denied
 #   make debian     build objs/debian/*.so against Debian's nginx (nginx-dev) and check it loads
+#   make deb        Debian package objs/libnginx-mod-http-auth-oauth2-token_VERSION_ARCH.deb
+#                   of that build (packaging/debian/), checked by lintian
+#   make e2e-deb    apt-get install that package (as root), nginx -t, the end-to-end suite
+#                   against the installed module, then apt-get remove and purge
 #   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy,
 #                   then instructions per request under callgrind (repeatable)
 #   make bench-micro  criterion micro-benchmarks of the plain-Rust logic (no nginx)
@@ -21,10 +25,10 @@ OBJS     := objs
 SO       := $(OBJS)/$(MODULE).so
 CARGO    ?= cargo
 APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev \
-                zlib1g-dev perl python3 curl gdb
+                zlib1g-dev perl python3 curl gdb prometheus
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps test unit e2e e2e-debian debian demo soak bench bench-micro fuzz lint clean
+.PHONY: all build deps test unit e2e e2e-debian debian deb e2e-deb demo soak bench bench-micro fuzz lint clean
 
 all: build
 
@@ -62,6 +66,15 @@ debian: deps
 
 e2e-debian: debian
 	TEST_NGINX_BINARY=/usr/sbin/nginx TEST_NGINX_MODULE=objs/debian/$(MODULE).so prove -j2 -r t/
+
+# The Debian package of that build, laid out as Debian's libnginx-mod-* packages
+# (scripts/build-deb.sh; LINTIAN=0 skips lintian), and its install/test/remove/purge.
+deb: debian
+	@scripts/deps.sh dpkg-dev binutils lintian
+	@scripts/build-deb.sh
+
+e2e-deb: deb
+	@scripts/e2e-deb.sh
 
 soak: build
 	@scripts/deps.sh wrk
