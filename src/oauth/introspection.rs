@@ -297,6 +297,15 @@ struct DecidingMembers {
     _active: Option<IgnoredAny>,
     #[serde(rename = "jwt")]
     _jwt: Option<IgnoredAny>,
+    // The claims the module exposes: given twice, which one is the token's?
+    #[serde(rename = "sub")]
+    _sub: Option<IgnoredAny>,
+    #[serde(rename = "scope")]
+    _scope: Option<IgnoredAny>,
+    #[serde(rename = "client_id")]
+    _client_id: Option<IgnoredAny>,
+    #[serde(rename = "exp")]
+    _exp: Option<IgnoredAny>,
 }
 
 /// The same for an RFC 9701 payload, whose verdict is one level down.
@@ -322,6 +331,11 @@ struct WireResponse {
 }
 
 pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
+    // serde reads a struct from a JSON array too (`[true, "alice"]` as
+    // active and sub, by position): only an object is an answer.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(IdpFailure::NotJson);
+    }
     let wire: WireResponse = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
     match wire.active {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
@@ -661,6 +675,46 @@ mod tests {
             interpret(R::new(0, 200, body), &paths),
             Ok(IntrospectionResult::Inactive)
         );
+    }
+
+    #[test]
+    fn only_an_object_is_an_answer() {
+        let paths = ClaimPaths::default();
+        for body in [
+            &br#"[true,"alice","read","app",1700000000]"#[..],
+            b"[true]",
+            b" [true]",
+            b"true",
+            b"\"x\"",
+        ] {
+            assert_eq!(
+                interpret(R::new(0, 200, body), &paths),
+                Err(IdpFailure::NotJson),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exposed_claim_given_twice_is_refused_on_every_path() {
+        let with_claims = ClaimPaths {
+            rendered: vec!["x".into()],
+            checked: vec![],
+        };
+        for body in [
+            &br#"{"active":true,"sub":"alice","sub":"mallory"}"#[..],
+            br#"{"active":true,"exp":1,"exp":4102444800}"#,
+            br#"{"active":true,"scope":"a","scope":"admin"}"#,
+        ] {
+            assert_eq!(
+                interpret(R::new(0, 200, body), &ClaimPaths::default()),
+                Err(IdpFailure::NotJson)
+            );
+            assert_eq!(
+                interpret(R::new(0, 200, body), &with_claims),
+                Err(IdpFailure::NotJson)
+            );
+        }
     }
 
     #[test]
