@@ -107,8 +107,16 @@ bench_module_http() {
 CONF
 }
 
+# Client keys for the private_key_jwt scenarios, into directory $1.
+bench_client_keys() {
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/client-es256.pem" 2>/dev/null
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/client-rs256.pem" 2>/dev/null
+  chmod 644 "$1"/client-*.pem
+}
+
 # The module's locations. $1: size of the introspection zone (it must hold
-# every token of the many-tokens scenario), $2: 1 to add the phantom location.
+# every token of the many-tokens scenario), $2: 1 to add the phantom location,
+# $3: a directory with bench_client_keys' keys to add the private_key_jwt ones.
 bench_module_locations() {
   cat <<CONF
         location /introspect-cached/ {
@@ -131,6 +139,19 @@ bench_module_locations() {
         location = /_introspect { internal; proxy_pass http://idp/introspect; }
         location = /_token { internal; proxy_pass http://idp/token; }
 CONF
+  if [ -n "${3:-}" ]; then
+    for alg in es256 rs256; do
+      cat <<CONF
+        location /introspect-pkjwt-$alg/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_client_auth private_key_jwt;
+            auth_oauth2_token_client_key_file $3/client-$alg.pem;
+            auth_oauth2_token_client_assertion_audience https://idp.example/token;
+            proxy_pass http://backend;
+        }
+CONF
+    done
+  fi
   [ "$2" = 1 ] || return 0
   cat <<'CONF'
         location /phantom-cached/ {

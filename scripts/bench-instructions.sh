@@ -71,6 +71,7 @@ mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache
 
 . scripts/bench-common.sh
 JWT=$(bench_phantom_jwt)
+bench_client_keys "$work"
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" >"$work/peer/nginx.conf"
 
 # bench.sh's gateway, run by callgrind as one process: the same server{} for
@@ -80,7 +81,7 @@ gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom locatio
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http=$(bench_module_http)
-    module_locations=$(bench_module_locations "${ZONE_MB}m" "$3")
+    module_locations=$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
   fi
   cat <<CONF
 $load
@@ -252,6 +253,8 @@ SCENARIOS=(
   "3|introspection, cache hit, one token|gw|$GW_PORT|/introspect-cached/|one|0"
   "4|introspection, cache hit, $TOKENS tokens|gw|$GW_PORT|/introspect-cached/|random|0"
   "5|introspection, no cache|gw|$GW_PORT|/introspect-nocache/|one|1"
+  "5e|introspection, no cache, private_key_jwt ES256|gw|$GW_PORT|/introspect-pkjwt-es256/|one|1"
+  "5r|introspection, no cache, private_key_jwt RS256|gw|$GW_PORT|/introspect-pkjwt-rs256/|one|1"
   "6|introspection + exchange, both cached|gw|$GW_PORT|/exchange-cached/|one|0"
   "7|phantom token (${#JWT}-byte JWT), cached|gw|$GW_PORT|/phantom-cached/|one|0"
   "8a|auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|one|0"

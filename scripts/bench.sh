@@ -46,6 +46,7 @@ trap stop_all EXIT
 
 . scripts/bench-common.sh
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$(bench_phantom_jwt)" >"$work/peer/nginx.conf"
+bench_client_keys "$work"
 
 # The same server{} for both gateways; the module's locations only where loaded.
 gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
@@ -53,7 +54,7 @@ gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http=$(bench_module_http)
-    module_locations=$(bench_module_locations 40m 1)
+    module_locations=$(bench_module_locations 40m 1 "$work")
   fi
   cat <<CONF
 $load
@@ -99,6 +100,8 @@ SCENARIOS=(
   "3 introspection, cache hit, one token|gw|$GW_PORT|/introspect-cached/|1|1"
   "4 introspection, cache hit, $TOKENS tokens|gw|$GW_PORT|/introspect-cached/|$TOKENS|1"
   "5 introspection, no cache|gw|$GW_PORT|/introspect-nocache/|1|0"
+  "5e introspection, no cache, private_key_jwt ES256|gw|$GW_PORT|/introspect-pkjwt-es256/|1|0"
+  "5r introspection, no cache, private_key_jwt RS256|gw|$GW_PORT|/introspect-pkjwt-rs256/|1|0"
   "6 introspection + exchange, both cached|gw|$GW_PORT|/exchange-cached/|1|1"
   "7 phantom token, cached|gw|$GW_PORT|/phantom-cached/|1|1"
   "8a auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|1|1"
