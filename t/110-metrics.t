@@ -215,7 +215,7 @@ YML
         exit 127;
     }
     my $want = $expected{'oauth2_token_requests_total{phase="access",outcome="allowed"}'} + 1;
-    my ($answer, $deadline) = ('', time + 60);
+    my ($answer, $deadline) = ('', time + 120);
     while (time < $deadline) {
         my $q = http_request({ method => 'GET', port => $port,
             uri => '/api/v1/query?query=oauth2_token_requests_total%7Boutcome%3D%22allowed%22%2Cphase%3D%22access%22%7D' });
