@@ -1,5 +1,6 @@
 //! Arguments of `auth_oauth2_token_introspect_cache zone=NAME:SIZE
-//! [max_ttl=TIME] [negative_ttl=TIME]`, in nginx's size and time syntax.
+//! [max_ttl=TIME] [negative_ttl=TIME] [stale_if_error=TIME]`, in nginx's
+//! size and time syntax.
 
 use crate::oauth::cache::CachePolicy;
 
@@ -40,6 +41,9 @@ pub fn parse(args: &[&[u8]]) -> Result<CacheArgs, String> {
             zone = Some((name.to_vec(), size));
         } else if let Some(v) = arg.strip_prefix(b"max_ttl=") {
             policy.max_ttl_ms =
+                parse_time_ms(v).ok_or_else(|| format!("has an invalid time in \"{text}\""))?;
+        } else if let Some(v) = arg.strip_prefix(b"stale_if_error=") {
+            policy.stale_if_error_ms =
                 parse_time_ms(v).ok_or_else(|| format!("has an invalid time in \"{text}\""))?;
         } else if let Some(v) = arg.strip_prefix(b"negative_ttl=") {
             policy.negative_ttl_ms =
@@ -107,6 +111,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stale_if_error_is_a_time() {
+        let args: Vec<&[u8]> = vec![b"zone=z:1m", b"max_ttl=1s", b"stale_if_error=30s"];
+        assert_eq!(parse(&args).unwrap().policy.stale_if_error_ms, 30_000);
+        let args: Vec<&[u8]> = vec![b"zone=z:1m", b"stale_if_error=30s"];
+        assert_eq!(parse_exchange(&args).unwrap().policy.stale_if_error_ms, 30_000);
+        let args: Vec<&[u8]> = vec![b"zone=z:1m", b"stale_if_error=soon"];
+        assert!(parse(&args).unwrap_err().contains("invalid time"));
+    }
+
+    #[test]
     fn full_directive() {
         let a = parse(&[b"zone=tokens:10m", b"max_ttl=60s", b"negative_ttl=5s"]).unwrap();
         assert_eq!(a.zone_name, b"tokens");
@@ -115,6 +129,7 @@ mod tests {
             a.policy,
             CachePolicy {
                 max_ttl_ms: 60_000,
+                stale_if_error_ms: 0,
                 negative_ttl_ms: 5_000
             }
         );
@@ -127,6 +142,7 @@ mod tests {
             a.policy,
             CachePolicy {
                 max_ttl_ms: 300_000,
+                stale_if_error_ms: 0,
                 negative_ttl_ms: 0
             }
         );

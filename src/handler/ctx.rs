@@ -20,6 +20,9 @@ pub struct RequestCtx {
     pub introspection: Option<Result<IntrospectionResult, IdpFailure>>,
     /// The token endpoint's answer, once known.
     pub exchange: Option<Result<IssuedToken, ExchangeFailure>>,
+    /// Cached answers past their time, served if the IdP fails (`stale_if_error`).
+    pub stale_introspection: Option<Result<IntrospectionResult, IdpFailure>>,
+    pub stale_exchange: Option<Result<IssuedToken, ExchangeFailure>>,
     /// What the cache said, for `$oauth2_token_cache_status`.
     pub cache_status: Option<CacheStatus>,
     /// This request's place in the worker's in-flight table, if any.
@@ -55,6 +58,8 @@ impl RequestCtx {
             stage,
             introspection: None,
             exchange: None,
+            stale_introspection: None,
+            stale_exchange: None,
             cache_status: None,
             flight: None,
             wake: core::ptr::null_mut(),
@@ -137,6 +142,8 @@ pub enum CacheStatus {
     Miss,
     Expired,
     Bypass,
+    /// Served from an entry past its time because the IdP failed.
+    Stale,
 }
 
 impl CacheStatus {
@@ -146,6 +153,7 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Expired => "EXPIRED",
             CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Stale => "STALE",
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::handler::idp_call::{self, IdpCall};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
 use crate::oauth::cache::key::exchange_key;
-use crate::oauth::cache::{CacheKey, CachedExchange};
+use crate::oauth::cache::{CacheKey, CachedExchange, Lifetime};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::oauth::introspection::IntrospectionResult;
@@ -61,6 +61,14 @@ impl Question for Exchange {
         exchange_key(&conf.exchange_scope, token, vary, params)
     }
 
+    fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
+        &mut ctx.stale_exchange
+    }
+
+    fn may_serve_stale(answer: &Self::Answer) -> bool {
+        answer.as_ref().is_err_and(ExchangeFailure::allows_stale)
+    }
+
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
         CachedExchange::decode(entry).map(Ok)
     }
@@ -70,7 +78,7 @@ impl Question for Exchange {
         cache: &CacheConf,
         ctx: &RequestCtx,
         now_ms: i64,
-    ) -> Option<(Vec<u8>, i64)> {
+    ) -> Option<(Vec<u8>, Lifetime)> {
         let Some(Ok(issued)) = &ctx.exchange else {
             return None;
         };
@@ -78,10 +86,10 @@ impl Question for Exchange {
             Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
             _ => None,
         };
-        let expires = cache
+        let lifetime = cache
             .policy
-            .exchange_expires_at(issued.expires_in, subject_exp, now_ms)?;
-        Some((CachedExchange::encode(issued), expires))
+            .exchange_lifetime(issued.expires_in, subject_exp, now_ms)?;
+        Some((CachedExchange::encode(issued), lifetime))
     }
 
     unsafe fn ask(

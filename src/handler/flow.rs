@@ -17,7 +17,7 @@ use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
 use crate::handler::inflight;
 use crate::metrics::LookupResult;
 use crate::module::Module;
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::Lookup;
 use crate::shm::zone;
 
@@ -58,17 +58,23 @@ pub trait Question {
         inputs: &Self::Inputs<'_>,
     ) -> CacheKey;
 
+    /// The slot for a cached answer past its time, kept in case the IdP fails.
+    fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
+
+    /// Whether `answer` is a failure of the IdP that a stale answer may stand in for.
+    fn may_serve_stale(answer: &Self::Answer) -> bool;
+
     /// A cached entry as an answer; `None` if it cannot be read.
     fn decode(entry: &[u8]) -> Option<Self::Answer>;
 
-    /// The entry to store for `answer` and until when (ms since the epoch),
-    /// or `None` when it must not be cached.
+    /// The entry to store for `answer` and how long it lives, or `None`
+    /// when it must not be cached.
     fn entry(
         conf: &LocationConf,
         cache: &CacheConf,
         ctx: &RequestCtx,
         now_ms: i64,
-    ) -> Option<(Vec<u8>, i64)>;
+    ) -> Option<(Vec<u8>, Lifetime)>;
 
     /// Starts the subrequest that asks the IdP; its callback fills the slot.
     ///
@@ -120,12 +126,15 @@ pub unsafe fn step<Q: Question>(
                 other => return other,
             }
         }
+        let served_stale = serve_stale::<Q>(r, conf, ctx);
         if let Some(Flight { role, key }) = (*ctx).flight {
-            if let (Role::Leader | Role::Alone, Some(cache)) = (role, Q::cache(conf)) {
+            if let (Role::Leader | Role::Alone, Some(cache), false) =
+                (role, Q::cache(conf), served_stale)
+            {
                 let now = now_ms();
-                if let Some((entry, expires)) = Q::entry(conf, cache, &*ctx, now) {
+                if let Some((entry, lifetime)) = Q::entry(conf, cache, &*ctx, now) {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    zone::insert(cache.zone.cast(), &key, &entry, expires, now);
+                    zone::insert(cache.zone.cast(), &key, &entry, lifetime, now);
                 }
             }
             match role {
@@ -137,6 +146,52 @@ pub unsafe fn step<Q: Question>(
         }
         Step::Answered
     }
+}
+
+/// When the IdP failed and the cache had an answer past its time within
+/// `stale_if_error`, that answer stands in for the failure: the request is
+/// served, `$oauth2_token_cache_status` is STALE, and it is not stored
+/// again. Logged once a minute at most per worker, not per request.
+///
+/// # Safety
+/// As for [`step`].
+unsafe fn serve_stale<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+) -> bool {
+    // SAFETY: as for `step`.
+    unsafe {
+        let failed = Q::answer(&mut *ctx)
+            .as_ref()
+            .is_some_and(Q::may_serve_stale);
+        if !failed || Q::stale(&mut *ctx).is_none() {
+            return false;
+        }
+        *Q::answer(&mut *ctx) = Q::stale(&mut *ctx).take();
+        if Q::reports_cache_status(conf) {
+            (*ctx).cache_status = Some(CacheStatus::Stale);
+        }
+        if let (Some(main), Some(cache)) = (Module::main_conf(&*r), Q::cache(conf)) {
+            main.counters
+                .add(cache.metrics.lookup(LookupResult::Stale), 1);
+        }
+        let now = now_ms() / 1000;
+        if LAST_STALE_LOG.get() + 60 <= now {
+            LAST_STALE_LOG.set(now);
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_WARN,
+                (*(*r).connection).log,
+                "auth_oauth2_token: the IdP failed; serving cached answers past their time (stale_if_error)"
+            );
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// When this worker last logged serving stale answers (s since the epoch).
+    static LAST_STALE_LOG: core::cell::Cell<i64> = const { core::cell::Cell::new(i64::MIN / 2) };
 }
 
 /// Looks in the cache, joins the in-flight table or asks the IdP.
@@ -169,6 +224,10 @@ unsafe fn look<Q: Question>(
                             *Q::answer(&mut *ctx) = Some(answer);
                             (CacheStatus::Hit, None)
                         }
+                        Lookup::Stale(answer) => {
+                            *Q::stale(&mut *ctx) = Some(answer);
+                            (CacheStatus::Expired, Some(key))
+                        }
                         Lookup::Expired => (CacheStatus::Expired, Some(key)),
                         Lookup::Miss => (CacheStatus::Miss, Some(key)),
                     }
@@ -182,6 +241,7 @@ unsafe fn look<Q: Question>(
                     CacheStatus::Miss => LookupResult::Miss,
                     CacheStatus::Expired => LookupResult::Expired,
                     CacheStatus::Bypass => LookupResult::Bypass,
+                    CacheStatus::Stale => LookupResult::Stale,
                 };
                 counters.add(cache.metrics.lookup(result), 1);
             }

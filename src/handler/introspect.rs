@@ -9,7 +9,7 @@ use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall};
 use crate::handler::raw::evaluate;
 use crate::oauth::cache::key::introspection_key;
-use crate::oauth::cache::{CacheKey, CachedIntrospection};
+use crate::oauth::cache::{CacheKey, CachedIntrospection, Lifetime};
 use crate::oauth::form;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 
@@ -47,6 +47,15 @@ impl Question for Introspection {
         introspection_key(&conf.introspection_scope, token, vary)
     }
 
+    fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
+        &mut ctx.stale_introspection
+    }
+
+    /// Never for an inactive entry: only active ones are kept past their time.
+    fn may_serve_stale(answer: &Self::Answer) -> bool {
+        answer.as_ref().is_err_and(IdpFailure::allows_stale)
+    }
+
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
         CachedIntrospection::decode(entry).map(Ok)
     }
@@ -56,12 +65,12 @@ impl Question for Introspection {
         cache: &CacheConf,
         ctx: &RequestCtx,
         now_ms: i64,
-    ) -> Option<(Vec<u8>, i64)> {
+    ) -> Option<(Vec<u8>, Lifetime)> {
         let Some(Ok(result)) = &ctx.introspection else {
             return None;
         };
-        let expires = cache.policy.expires_at(result, now_ms)?;
-        Some((CachedIntrospection::encode(result), expires))
+        let lifetime = cache.policy.lifetime(result, now_ms)?;
+        Some((CachedIntrospection::encode(result), lifetime))
     }
 
     unsafe fn ask(

@@ -69,14 +69,17 @@ pub enum LookupResult {
     Miss,
     Expired,
     Bypass,
+    /// An answer past its time served because the IdP failed.
+    Stale,
 }
 
 impl LookupResult {
-    const ALL: [LookupResult; 4] = [
+    const ALL: [LookupResult; 5] = [
         LookupResult::Hit,
         LookupResult::Miss,
         LookupResult::Expired,
         LookupResult::Bypass,
+        LookupResult::Stale,
     ];
 
     fn name(self) -> &'static str {
@@ -85,6 +88,7 @@ impl LookupResult {
             LookupResult::Miss => "miss",
             LookupResult::Expired => "expired",
             LookupResult::Bypass => "bypass",
+            LookupResult::Stale => "stale",
         }
     }
 }

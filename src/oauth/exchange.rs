@@ -94,6 +94,20 @@ fn error_suffix(error: &Option<String>) -> String {
 }
 
 impl ExchangeFailure {
+    /// Whether the token endpoint failed rather than answered, so that
+    /// `stale_if_error` may serve a cached token instead.
+    pub fn allows_stale(&self) -> bool {
+        match self {
+            ExchangeFailure::Timeout
+            | ExchangeFailure::Unreachable
+            | ExchangeFailure::Incomplete
+            | ExchangeFailure::TooLarge(_)
+            | ExchangeFailure::NotJson => true,
+            ExchangeFailure::ErrorStatus { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// The status the client receives.
     pub fn status(&self) -> u16 {
         match self {

@@ -115,6 +115,22 @@ pub enum IdpFailure {
 }
 
 impl IdpFailure {
+    /// Whether the IdP failed rather than answered (no answer, a cut or
+    /// unreadable one, a 5xx), so that `stale_if_error` may serve a cached
+    /// verdict instead. A refusal of the gateway's credentials is an answer.
+    pub fn allows_stale(&self) -> bool {
+        match self {
+            IdpFailure::Timeout
+            | IdpFailure::Unreachable
+            | IdpFailure::Unavailable
+            | IdpFailure::Incomplete
+            | IdpFailure::TooLarge(..)
+            | IdpFailure::NotJson => true,
+            IdpFailure::ErrorStatus(status) => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// The status the client receives.
     pub fn status(&self) -> u16 {
         match self {
@@ -675,6 +691,27 @@ mod tests {
             interpret(R::new(0, 200, body), &paths),
             Ok(IntrospectionResult::Inactive)
         );
+    }
+
+    #[test]
+    fn only_failures_of_the_idp_allow_stale_answers() {
+        for failure in [
+            IdpFailure::Timeout,
+            IdpFailure::Unreachable,
+            IdpFailure::Unavailable,
+            IdpFailure::ErrorStatus(500),
+            IdpFailure::NotJson,
+        ] {
+            assert!(failure.allows_stale(), "{failure:?}");
+        }
+        for failure in [
+            IdpFailure::CredentialsRejected(401),
+            IdpFailure::ErrorStatus(404),
+            IdpFailure::UnsafeClaim("sub".into()),
+            IdpFailure::NoActiveMember,
+        ] {
+            assert!(!failure.allows_stale(), "{failure:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use core::mem::size_of;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::{CacheKey, Lifetime};
 
 /// Marks a table laid out by this version of the module.
 pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c4");
@@ -108,6 +108,8 @@ struct Node {
     next: *mut Node,
     key: [u8; 32],
     expires_ms: i64,
+    /// Until when the entry may still be served when the IdP fails.
+    stale_until_ms: i64,
     stored_ms: i64,
     len: u32,
     /// Set by a hit, cleared when the node gets its second chance.
@@ -132,6 +134,8 @@ impl Node {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
     Hit(T),
+    /// Past its time, but kept to be served if the IdP fails.
+    Stale(T),
     Expired,
     Miss,
 }
@@ -403,15 +407,17 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
         }
         let expired =
             (*node).expires_ms <= now_ms || now_ms.saturating_sub((*node).stored_ms) >= max_ttl_ms;
-        let found = match expired {
-            true => Lookup::Expired,
-            false => match read(Node::value(node)) {
-                Some(value) => {
-                    (*node).used = 1;
-                    return Ok(Lookup::Hit(value));
-                }
-                None => Lookup::Miss,
-            },
+        // Stale only once past its own time (not when cut short by a lower
+        // max_ttl), and until its stale limit.
+        let stale = (*node).expires_ms <= now_ms && now_ms < (*node).stale_until_ms;
+        let found = match (expired && !stale, read(Node::value(node))) {
+            (true, _) => Lookup::Expired,
+            (false, Some(value)) if stale => return Ok(Lookup::Stale(value)),
+            (false, Some(value)) => {
+                (*node).used = 1;
+                return Ok(Lookup::Hit(value));
+            }
+            (false, None) => Lookup::Miss,
         };
         let mut change = Change::begin(table, slab, steps);
         change.remove(node)?;
@@ -420,8 +426,9 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
     }
 }
 
-/// Stores `value` under `key` until `expires_ms`, replacing any entry for
-/// the key and evicting entries not used lately when the region is full.
+/// Stores `value` under `key` for its `lifetime` (fresh, then stale for the
+/// IdP's failures), replacing any entry for the key and
+/// evicting entries not used lately when the region is full.
 /// `Ok(false)` when the entry could not be stored: too large ever to fit
 /// (then nothing is evicted for it), or no room made within the bounds.
 ///
@@ -433,7 +440,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     steps: &mut D,
     key: &CacheKey,
     value: &[u8],
-    expires_ms: i64,
+    lifetime: Lifetime,
     now_ms: i64,
 ) -> Result<bool, Died> {
     let size = size_of::<Node>() + value.len();
@@ -455,7 +462,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
         }
         for _ in 0..REAP_PER_INSERT {
             match oldest(table) {
-                Some(node) if (*node).expires_ms <= now_ms => change.remove(node)?,
+                Some(node) if (*node).stale_until_ms <= now_ms => change.remove(node)?,
                 _ => break,
             }
         }
@@ -484,7 +491,8 @@ pub unsafe fn insert<S: Slab, D: Steps>(
             },
             next: ptr::null_mut(),
             key: key.0,
-            expires_ms,
+            expires_ms: lifetime.fresh_until,
+            stale_until_ms: lifetime.stale_until.max(lifetime.fresh_until),
             stored_ms: now_ms,
             len,
             used: 0,
@@ -571,6 +579,13 @@ mod tests {
     }
 
     const NOW: i64 = 1_000_000;
+
+    fn fresh(until: i64) -> Lifetime {
+        Lifetime {
+            fresh_until: until,
+            stale_until: until,
+        }
+    }
     const TTL: i64 = 300_000;
 
     fn key(n: u32) -> CacheKey {
@@ -611,7 +626,17 @@ mod tests {
         ) -> Result<bool, Died> {
             let (table, _) = self.open();
             // SAFETY: the table was just opened on this slab.
-            unsafe { insert(table, &mut self.slab, steps, &key(n), value, NOW + TTL, NOW) }
+            unsafe {
+                insert(
+                    table,
+                    &mut self.slab,
+                    steps,
+                    &key(n),
+                    value,
+                    fresh(NOW + TTL),
+                    NOW,
+                )
+            }
         }
 
         fn insert(&mut self, n: u32, value: &[u8]) -> bool {
@@ -678,6 +703,43 @@ mod tests {
         assert_eq!(z.get(1), Lookup::Hit(b"uno".to_vec()));
         assert_eq!(z.check(), 1);
         assert_eq!(z.get_with(&mut Live, 1, NOW + TTL), Ok(Lookup::Expired));
+        assert_eq!(z.check(), 0);
+    }
+
+    #[test]
+    fn an_entry_past_its_time_is_stale_until_its_stale_limit() {
+        let mut z = Zone::new(1 << 20);
+        let (table, _) = z.open();
+        // SAFETY: the table was just opened on this slab.
+        let stored = unsafe {
+            insert(
+                table,
+                &mut z.slab,
+                &mut Live,
+                &key(1),
+                b"one",
+                Lifetime {
+                    fresh_until: NOW + 1_000,
+                    stale_until: NOW + 5_000,
+                },
+                NOW,
+            )
+        };
+        assert_eq!(stored, Ok(true));
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 500),
+            Ok(Lookup::Hit(b"one".to_vec()))
+        );
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 1_000),
+            Ok(Lookup::Stale(b"one".to_vec()))
+        );
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 4_999),
+            Ok(Lookup::Stale(b"one".to_vec()))
+        );
+        assert_eq!(z.check(), 1, "a stale entry stays");
+        assert_eq!(z.get_with(&mut Live, 1, NOW + 5_000), Ok(Lookup::Expired));
         assert_eq!(z.check(), 0);
     }
 

@@ -12,7 +12,7 @@ use ngx::ffi::{
 };
 
 use crate::metrics::ZoneGauges;
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::{self, Live, Lookup, Opened, Slab, Table};
 
 /// The smallest zone accepted: the same floor nginx's own zones use.
@@ -145,7 +145,7 @@ pub unsafe fn insert(
     zone: *mut ngx_shm_zone_t,
     key: &CacheKey,
     value: &[u8],
-    expires_ms: i64,
+    lifetime: Lifetime,
     now_ms: i64,
 ) -> bool {
     // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
@@ -160,7 +160,7 @@ pub unsafe fn insert(
             &mut Live,
             key,
             value,
-            expires_ms,
+            lifetime,
             now_ms,
         )
         .unwrap_or(false)

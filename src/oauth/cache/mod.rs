@@ -8,4 +8,4 @@ pub mod policy;
 
 pub use entry::{CachedExchange, CachedIntrospection};
 pub use key::CacheKey;
-pub use policy::CachePolicy;
+pub use policy::{CachePolicy, Lifetime};

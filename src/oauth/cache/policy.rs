@@ -7,6 +7,9 @@ use crate::oauth::introspection::IntrospectionResult;
 pub struct CachePolicy {
     pub max_ttl_ms: i64,
     pub negative_ttl_ms: i64,
+    /// How long past `max_ttl` an active answer may still be served when
+    /// the IdP fails (`stale_if_error`); 0: never.
+    pub stale_if_error_ms: i64,
 }
 
 impl Default for CachePolicy {
@@ -14,8 +17,17 @@ impl Default for CachePolicy {
         CachePolicy {
             max_ttl_ms: 300_000,
             negative_ttl_ms: 0,
+            stale_if_error_ms: 0,
         }
     }
+}
+
+/// How long an entry lives: served as it is until `fresh_until`, and only
+/// when the IdP fails until `stale_until` (equal when it may not be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub fresh_until: i64,
+    pub stale_until: i64,
 }
 
 impl CachePolicy {
@@ -40,6 +52,55 @@ impl CachePolicy {
             },
         };
         (expires > now_ms).then_some(expires)
+    }
+
+    /// The lifetime of an introspection answer: [`expires_at`], and for an
+    /// active answer whose entry ends by `max_ttl`, `stale_if_error` more,
+    /// never past the token's own `exp`.
+    pub fn lifetime(&self, result: &IntrospectionResult, now_ms: i64) -> Option<Lifetime> {
+        let fresh_until = self.expires_at(result, now_ms)?;
+        let stale_until = match result {
+            IntrospectionResult::Inactive => fresh_until,
+            IntrospectionResult::Active(claims) => {
+                let hard = claims.exp.map_or(i64::MAX, |exp| exp.saturating_mul(1000));
+                fresh_until
+                    .saturating_add(self.stale_if_error_ms)
+                    .min(hard)
+                    .max(fresh_until)
+            }
+        };
+        Some(Lifetime {
+            fresh_until,
+            stale_until,
+        })
+    }
+
+    /// The lifetime of an exchanged token: [`exchange_expires_at`], and
+    /// `stale_if_error` more, never past the issued token's `expires_in`
+    /// nor the subject token's `exp`.
+    pub fn exchange_lifetime(
+        &self,
+        expires_in: Option<u64>,
+        subject_exp: Option<i64>,
+        now_ms: i64,
+    ) -> Option<Lifetime> {
+        let fresh_until = self.exchange_expires_at(expires_in, subject_exp, now_ms)?;
+        let mut hard = i64::MAX;
+        if let Some(seconds) = expires_in {
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            hard = hard.min(now_ms.saturating_add(seconds.saturating_mul(1000)));
+        }
+        if let Some(exp) = subject_exp {
+            hard = hard.min(exp.saturating_mul(1000));
+        }
+        let stale_until = fresh_until
+            .saturating_add(self.stale_if_error_ms)
+            .min(hard)
+            .max(fresh_until);
+        Some(Lifetime {
+            fresh_until,
+            stale_until,
+        })
     }
 
     /// Until when an exchanged token may be served: never beyond `max_ttl`,
@@ -88,6 +149,7 @@ mod tests {
     fn ttl_is_capped_by_max_ttl_and_exp() {
         let p = CachePolicy {
             max_ttl_ms: 300_000,
+            stale_if_error_ms: 0,
             negative_ttl_ms: 0,
         };
         assert_eq!(p.expires_at(&active(None), NOW), Some(NOW + 300_000));
@@ -114,6 +176,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 300_000,
+                stale_if_error_ms: 0,
                 negative_ttl_ms: 0
             }
             .expires_at(&inactive, NOW),
@@ -122,6 +185,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 300_000,
+                stale_if_error_ms: 0,
                 negative_ttl_ms: 5000
             }
             .expires_at(&inactive, NOW),
@@ -130,6 +194,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 3000,
+                stale_if_error_ms: 0,
                 negative_ttl_ms: 5000
             }
             .expires_at(&inactive, NOW),
@@ -141,6 +206,7 @@ mod tests {
     fn exchanged_tokens_respect_expires_in_and_the_subject_exp() {
         let p = CachePolicy {
             max_ttl_ms: 300_000,
+            stale_if_error_ms: 0,
             negative_ttl_ms: 0,
         };
         assert_eq!(p.exchange_expires_at(None, None, NOW), Some(NOW + 300_000));
@@ -160,7 +226,8 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 0,
-                negative_ttl_ms: 0
+                negative_ttl_ms: 0,
+                stale_if_error_ms: 0,
             }
             .exchange_expires_at(Some(60), None, NOW),
             None
@@ -168,9 +235,48 @@ mod tests {
     }
 
     #[test]
+    fn stale_if_error_extends_only_active_answers_and_never_past_exp() {
+        let p = CachePolicy {
+            max_ttl_ms: 60_000,
+            negative_ttl_ms: 10_000,
+            stale_if_error_ms: 30_000,
+        };
+        let lt = p.lifetime(&active(None), NOW).unwrap();
+        assert_eq!(
+            (lt.fresh_until, lt.stale_until),
+            (NOW + 60_000, NOW + 90_000)
+        );
+        // exp 70 s ahead: fresh until max_ttl, stale only until exp.
+        let exp = (NOW + 70_000) / 1000;
+        let lt = p.lifetime(&active(Some(exp)), NOW).unwrap();
+        assert_eq!((lt.fresh_until, lt.stale_until), (NOW + 60_000, exp * 1000));
+        // exp before max_ttl: the entry ends at exp, and is never stale.
+        let exp = (NOW + 20_000) / 1000;
+        let lt = p.lifetime(&active(Some(exp)), NOW).unwrap();
+        assert_eq!(lt.fresh_until, lt.stale_until);
+        let lt = p.lifetime(&IntrospectionResult::Inactive, NOW).unwrap();
+        assert_eq!(
+            lt.fresh_until, lt.stale_until,
+            "inactive answers are never stale"
+        );
+        let lt = p.exchange_lifetime(Some(80), None, NOW).unwrap();
+        assert_eq!(
+            (lt.fresh_until, lt.stale_until),
+            (NOW + 60_000, NOW + 80_000)
+        );
+        let off = CachePolicy {
+            stale_if_error_ms: 0,
+            ..p
+        };
+        let lt = off.lifetime(&active(None), NOW).unwrap();
+        assert_eq!(lt.fresh_until, lt.stale_until);
+    }
+
+    #[test]
     fn max_ttl_zero_disables() {
         let p = CachePolicy {
             max_ttl_ms: 0,
+            stale_if_error_ms: 0,
             negative_ttl_ms: 10_000,
         };
         assert!(!p.enabled());
