@@ -111,7 +111,7 @@ mod registration {
                 return NGX_CONF_ERROR;
             };
             conf.scope_caches(&server, &main.claims.fingerprint());
-            conf.register_metrics(&mut main.metrics);
+            conf.register_metrics(&mut main.metrics, &server);
         }
         ptr::null_mut()
     }

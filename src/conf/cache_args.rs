@@ -115,7 +115,10 @@ mod tests {
         let args: Vec<&[u8]> = vec![b"zone=z:1m", b"max_ttl=1s", b"stale_if_error=30s"];
         assert_eq!(parse(&args).unwrap().policy.stale_if_error_ms, 30_000);
         let args: Vec<&[u8]> = vec![b"zone=z:1m", b"stale_if_error=30s"];
-        assert_eq!(parse_exchange(&args).unwrap().policy.stale_if_error_ms, 30_000);
+        assert_eq!(
+            parse_exchange(&args).unwrap().policy.stale_if_error_ms,
+            30_000
+        );
         let args: Vec<&[u8]> = vec![b"zone=z:1m", b"stale_if_error=soon"];
         assert!(parse(&args).unwrap_err().contains("invalid time"));
     }

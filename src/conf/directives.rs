@@ -23,6 +23,7 @@ use super::{
     Situation, Template,
 };
 use crate::module::Module;
+use crate::oauth::breaker::BreakerConf;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::client_auth::{Alg, AssertionKey};
 use crate::oauth::verdict::AudienceRule;
@@ -45,7 +46,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 38] = [
+pub static mut COMMANDS: [ngx_command_t; 39] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -110,6 +111,11 @@ pub static mut COMMANDS: [ngx_command_t; 38] = [
         ngx_string!("auth_oauth2_token_requested_token_type"),
         NGX_CONF_TAKE1,
         set_requested_token_type,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_breaker"),
+        NGX_CONF_1MORE,
+        set_breaker,
     ),
     directive(
         ngx_string!("auth_oauth2_token_cache_vary"),
@@ -617,6 +623,11 @@ handler!(set_introspect_cache, |c| {
 handler!(set_exchange_cache, |c| {
     let zone = c.cache_zone(cache_args::parse_exchange(&args_of(c))?)?;
     set_once(&mut c.conf.exchange_cache, zone)
+});
+
+handler!(set_breaker, |c| {
+    let conf = BreakerConf::parse(&args_of(c), cache_args::parse_time_ms)?;
+    set_once(&mut c.conf.breaker, conf)
 });
 
 handler!(set_cache_vary, |c| {

@@ -9,6 +9,7 @@ pub mod require_args;
 pub mod server;
 
 use crate::metrics::{Catalogue, Counters, EndpointIds, ZoneIds};
+use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::KeyScope;
 use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
@@ -225,6 +226,11 @@ pub struct LocationConf {
     /// The series of this location's IdP calls, set once it is merged.
     pub introspection_metrics: EndpointIds,
     pub exchange_metrics: EndpointIds,
+    /// `auth_oauth2_token_breaker`.
+    pub breaker: Option<BreakerConf>,
+    /// The state of this location's endpoints' breakers (first slot ids).
+    pub introspection_breaker: Option<usize>,
+    pub exchange_breaker: Option<usize>,
     /// `auth_oauth2_token_metrics`: this location shows the metrics page.
     pub metrics_page: bool,
     /// Scopes the challenge announces (Curity's `phantom_token_scopes`).
@@ -291,6 +297,7 @@ impl LocationConf {
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
         inherit(&mut self.cache_vary, &prev.cache_vary);
+        inherit(&mut self.breaker, &prev.breaker);
         inherit(&mut self.assertion_audience, &prev.assertion_audience);
         inherit(&mut self.client_key_pem, &prev.client_key_pem);
         inherit(&mut self.client_key_id, &prev.client_key_id);
@@ -422,7 +429,21 @@ impl LocationConf {
 impl LocationConf {
     /// Gives the location's IdP calls their series, by internal location
     /// and kind (locations calling the same one share them).
-    pub fn register_metrics(&mut self, catalogue: &mut Catalogue) {
+    pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
+        if self.breaker.is_some() {
+            let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
+            if let (true, Some(endpoint)) =
+                (self.introspection_enabled(), &self.introspect_endpoint)
+            {
+                let endpoint = String::from_utf8_lossy(endpoint);
+                self.introspection_breaker =
+                    Some(catalogue.breaker(&server, &endpoint, "introspection"));
+            }
+            if let (true, Some(endpoint)) = (self.exchange_enabled(), &self.token_endpoint) {
+                let endpoint = String::from_utf8_lossy(endpoint);
+                self.exchange_breaker = Some(catalogue.breaker(&server, &endpoint, "exchange"));
+            }
+        }
         if let (true, Some(endpoint)) = (self.introspection_enabled(), &self.introspect_endpoint) {
             self.introspection_metrics =
                 catalogue.endpoint(&String::from_utf8_lossy(endpoint), "introspection");

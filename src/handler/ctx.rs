@@ -5,6 +5,7 @@
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
+use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
@@ -33,7 +34,7 @@ pub struct RequestCtx {
     /// Whether the pool cleanup that takes this request out of the in-flight
     /// table is registered.
     pub leaves_on_cleanup: bool,
-    /// The IdP call under way, for the metrics.
+    /// The IdP call under way, for the metrics and the circuit breaker.
     pub call: Option<CallStart>,
     /// How long this request's IdP calls took (`$oauth2_token_idp_duration`)
     /// and the last one's status (`$oauth2_token_idp_status`).
@@ -46,6 +47,8 @@ pub struct RequestCtx {
 pub struct CallStart {
     pub ids: EndpointIds,
     pub started: std::time::Instant,
+    /// The endpoint's circuit breaker: its first state slot and parameters.
+    pub breaker: Option<(usize, BreakerConf)>,
 }
 
 impl RequestCtx {
@@ -173,7 +176,12 @@ pub enum Outcome<'c> {
     /// has no challenge of its own.
     Deny(u16),
     /// The IdP failed: its status, unless the location chose another.
-    Fail { timeout: bool, status: u16 },
+    Fail {
+        timeout: bool,
+        status: u16,
+        /// Seconds for `Retry-After` (an open circuit breaker).
+        retry_after: Option<u64>,
+    },
     /// nginx itself failed (out of memory): NGX_ERROR.
     Error,
     /// Nothing to check (a CORS preflight the location lets through).

@@ -10,6 +10,7 @@ use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
+use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::exchange_key;
 use crate::oauth::cache::{CacheKey, CachedExchange, Lifetime};
 use crate::oauth::challenge::BearerError;
@@ -71,6 +72,14 @@ impl Question for Exchange {
 
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
         CachedExchange::decode(entry).map(Ok)
+    }
+
+    fn breaker(conf: &LocationConf) -> Option<(usize, BreakerConf)> {
+        Some((conf.exchange_breaker?, conf.breaker?))
+    }
+
+    fn breaker_open(retry_after_s: u64) -> Self::Answer {
+        Err(ExchangeFailure::BreakerOpen(retry_after_s))
     }
 
     fn entry(
@@ -144,6 +153,10 @@ pub unsafe fn run<'c>(
                 _ => Outcome::Fail {
                     timeout: *failure == ExchangeFailure::Timeout,
                     status: failure.status(),
+                    retry_after: match failure {
+                        ExchangeFailure::BreakerOpen(seconds) => Some(*seconds),
+                        _ => None,
+                    },
                 },
             }
         }

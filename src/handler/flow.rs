@@ -17,6 +17,7 @@ use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
 use crate::handler::inflight;
 use crate::metrics::LookupResult;
 use crate::module::Module;
+use crate::oauth::breaker::{Admit, BreakerConf};
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::Lookup;
 use crate::shm::zone;
@@ -63,6 +64,12 @@ pub trait Question {
 
     /// Whether `answer` is a failure of the IdP that a stale answer may stand in for.
     fn may_serve_stale(answer: &Self::Answer) -> bool;
+
+    /// The endpoint's circuit breaker (first state slot, parameters), if any.
+    fn breaker(conf: &LocationConf) -> Option<(usize, BreakerConf)>;
+
+    /// The answer when the breaker keeps the IdP from being asked.
+    fn breaker_open(retry_after_s: u64) -> Self::Answer;
 
     /// A cached entry as an answer; `None` if it cannot be read.
     fn decode(entry: &[u8]) -> Option<Self::Answer>;
@@ -270,6 +277,15 @@ unsafe fn look<Q: Question>(
                         return Step::Again;
                     }
                     None => return Step::Error,
+                }
+            }
+        }
+        if let (Some((slot, breaker)), Some(main)) = (Q::breaker(conf), Module::main_conf(&*r)) {
+            if let Some(state) = main.counters.breaker(slot) {
+                let now = u64::try_from(now_ms()).unwrap_or(0);
+                if let Admit::Refuse { retry_after_s } = state.admit(&breaker, now) {
+                    *Q::answer(&mut *ctx) = Some(Q::breaker_open(retry_after_s));
+                    return Step::Answered;
                 }
             }
         }

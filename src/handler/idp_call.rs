@@ -19,6 +19,7 @@ use crate::handler::ctx::{CallStart, RequestCtx};
 use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
+use crate::oauth::breaker::{Health, Transition};
 use crate::oauth::client_auth;
 use crate::oauth::exchange;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
@@ -221,6 +222,19 @@ unsafe fn pass_trace_context(
     Ok(())
 }
 
+/// The IdP's `Retry-After`, when it gave one in seconds.
+///
+/// # Safety
+/// `sr` must be a finished subrequest.
+unsafe fn retry_after(sr: *mut ngx_http_request_t) -> Option<u64> {
+    // SAFETY: the answer's header list is nginx's, initialised.
+    let (values, count) = unsafe { header_values::<1>(&(*sr).headers_out.headers, b"Retry-After") };
+    match count {
+        1 => std::str::from_utf8(values[0]).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// What nginx saw of the IdP's answer: the finalize code, the status, the
 /// content type and the in-memory body (one buffer in sr->out).
 ///
@@ -308,22 +322,65 @@ unsafe fn record_introspection(
             let main = Module::main_conf(&*sr);
             let paths = main.map_or(&no_paths, |m| &m.claims);
             let reply = reply_of(sr, rc);
-            count_call(ctx, main, &reply, limit);
+            count_call(sr, ctx, main, &reply, limit);
             ctx.introspection = Some(interpret(reply, paths));
         }
     }
     rc
 }
 
-/// Counts the call that just ended, once, in the metrics and the variables.
-fn count_call(ctx: &mut RequestCtx, main: Option<&MainConf>, reply: &IdpReply<'_>, limit: usize) {
+/// Counts the call that just ended, once, in the metrics, the variables and
+/// the endpoint's circuit breaker.
+///
+/// # Safety
+/// `sr` must be the finished subrequest of the call.
+unsafe fn count_call(
+    sr: *mut ngx_http_request_t,
+    ctx: &mut RequestCtx,
+    main: Option<&MainConf>,
+    reply: &IdpReply<'_>,
+    limit: usize,
+) {
     let Some(call) = ctx.call.take() else {
         return;
     };
     let micros = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let result = CallResult::of(reply, limit);
     if let Some(main) = main {
-        main.counters
-            .idp_call(call.ids, CallResult::of(reply, limit), micros);
+        main.counters.idp_call(call.ids, result, micros);
+        if let Some((slot, conf)) = call.breaker {
+            // SAFETY: sr is the finished subrequest (this function's contract).
+            let retry_after = unsafe { retry_after(sr) };
+            let health = match (result, reply.status, retry_after) {
+                (CallResult::Status(2..=4), 429, None) => Health::Down,
+                (_, 429 | 503, Some(seconds)) => Health::Busy(seconds),
+                (CallResult::Status(2..=4), _, _) => Health::Up,
+                _ => Health::Down,
+            };
+            if let Some(state) = main.counters.breaker(slot) {
+                let now = u64::try_from(crate::handler::flow::now_ms()).unwrap_or(0);
+                // SAFETY: as above; its connection log is valid for logging.
+                let log = unsafe { (*(*sr).connection).log };
+                match state.report(&conf, now, health) {
+                    Transition::Opened { for_ms } => {
+                        let seconds = for_ms / 1000;
+                        ngx::ngx_log_error!(
+                            ngx::ffi::NGX_LOG_WARN,
+                            log,
+                            "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s"
+                        );
+                    }
+                    Transition::Closed => {
+                        ngx::ngx_log_error!(
+                            ngx::ffi::NGX_LOG_NOTICE,
+                            log,
+                            "auth_oauth2_token: circuit breaker of the IdP endpoint closed"
+                        );
+                    }
+                    Transition::None => {}
+                }
+            }
+        }
     }
     ctx.idp_micros = Some(ctx.idp_micros.unwrap_or(0).saturating_add(micros));
     if reply.status != 0 {
@@ -341,7 +398,7 @@ unsafe extern "C" fn exchange_done(
         let ctx = &mut *data.cast::<RequestCtx>();
         if ctx.exchange.is_none() && rc != NGX_AGAIN as ngx_int_t {
             let reply = reply_of(sr, rc);
-            count_call(ctx, Module::main_conf(&*sr), &reply, MAX_RESPONSE_BYTES);
+            count_call(sr, ctx, Module::main_conf(&*sr), &reply, MAX_RESPONSE_BYTES);
             ctx.exchange = Some(exchange::interpret(reply));
         }
     }
@@ -410,15 +467,19 @@ pub unsafe fn ask(
             }
         }
     }
-    let ids = match call {
-        IdpCall::Exchange => conf.exchange_metrics,
-        IdpCall::Introspection | IdpCall::PhantomIntrospection => conf.introspection_metrics,
+    let (ids, breaker) = match call {
+        IdpCall::Exchange => (conf.exchange_metrics, conf.exchange_breaker),
+        IdpCall::Introspection | IdpCall::PhantomIntrospection => {
+            (conf.introspection_metrics, conf.introspection_breaker)
+        }
     };
+    let breaker = breaker.zip(conf.breaker);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
     unsafe {
         (*ctx).call = Some(CallStart {
             ids,
             started: Instant::now(),
+            breaker,
         });
         start(r, call, endpoint, &body, &conf.client_authorization, ctx)
     }

@@ -8,6 +8,7 @@ use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall};
 use crate::handler::raw::evaluate;
+use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::introspection_key;
 use crate::oauth::cache::{CacheKey, CachedIntrospection, Lifetime};
 use crate::oauth::form;
@@ -58,6 +59,14 @@ impl Question for Introspection {
 
     fn decode(entry: &[u8]) -> Option<Self::Answer> {
         CachedIntrospection::decode(entry).map(Ok)
+    }
+
+    fn breaker(conf: &LocationConf) -> Option<(usize, BreakerConf)> {
+        Some((conf.introspection_breaker?, conf.breaker?))
+    }
+
+    fn breaker_open(retry_after_s: u64) -> Self::Answer {
+        Err(IdpFailure::BreakerOpen(retry_after_s))
     }
 
     fn entry(

@@ -115,7 +115,11 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
             Outcome::Unchecked => NGX_DECLINED as ngx_int_t,
             Outcome::Refuse(error) => refusal::refuse(r, conf, error),
             Outcome::Deny(status) => refusal::deny(r, status),
-            Outcome::Fail { timeout, status } => refusal::fail(r, conf, timeout, status),
+            Outcome::Fail {
+                timeout,
+                status,
+                retry_after,
+            } => refusal::fail(r, conf, timeout, status, retry_after),
         }
     }
 }

@@ -78,6 +78,7 @@ pub unsafe fn fail(
     conf: &LocationConf,
     timeout: bool,
     status: u16,
+    retry_after: Option<u64>,
 ) -> ngx_int_t {
     let (situation, code) = match timeout {
         true => (Situation::IdpTimeout, "idp_timeout"),
@@ -85,6 +86,19 @@ pub unsafe fn fail(
     };
     // SAFETY: r is live (this function's contract).
     unsafe { record_error(r, code) };
+    if let Some(seconds) = retry_after {
+        // SAFETY: as above; the value is copied into r's pool, the header
+        // pushed on its own list.
+        unsafe {
+            let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
+            let Some(value) = pool_str(r, seconds.to_string().as_bytes()) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            if push_header(headers, b"Retry-After", b"retry-after", value).is_none() {
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
+    }
     conf.statuses.get(situation).unwrap_or(status) as ngx_int_t
 }
 

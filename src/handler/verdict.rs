@@ -36,6 +36,10 @@ pub unsafe fn run<'c>(
             return Outcome::Fail {
                 timeout: *failure == IdpFailure::Timeout,
                 status: failure.status(),
+                retry_after: match failure {
+                    IdpFailure::BreakerOpen(seconds) => Some(*seconds),
+                    _ => None,
+                },
             };
         }
         None => return Outcome::Error,
@@ -88,6 +92,7 @@ pub unsafe fn run<'c>(
             return Outcome::Fail {
                 timeout: false,
                 status: IdpFailure::NoJwt.status(),
+                retry_after: None,
             };
         };
         // SAFETY: r is a live request.

@@ -6,6 +6,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::oauth::breaker::Breaker;
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -178,6 +179,8 @@ enum Family {
     CoalescedWaits,
     IdpRequests,
     IdpDuration,
+    /// Not shown: the state words of a circuit breaker.
+    BreakerState,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +352,30 @@ impl Catalogue {
         ids
     }
 
+    /// Four state words for the circuit breaker of calls of `kind` to
+    /// `endpoint` in the server `server` (hex), made on first use; the id of the first.
+    pub fn breaker(&mut self, server: &str, endpoint: &str, kind: &'static str) -> usize {
+        let labels = format!(
+            "{{server=\"{server}\",endpoint=\"{}\",kind=\"{kind}\"}}",
+            label_value(endpoint)
+        );
+        if let Some(id) = self
+            .series
+            .iter()
+            .position(|s| s.family == Family::BreakerState && s.labels.ends_with(&labels))
+        {
+            return id;
+        }
+        let first = self.series.len();
+        for word in ["failures", "last_failure", "open_until", "probe"] {
+            self.series.push(Series {
+                family: Family::BreakerState,
+                labels: format!("{word}{labels}"),
+            });
+        }
+        first
+    }
+
     /// The Prometheus text exposition (version 0.0.4): `value` gives each
     /// series' counter, `zones` each zone's gauges.
     pub fn render(&self, value: impl Fn(usize) -> u64, zones: &[(String, ZoneGauges)]) -> String {
@@ -474,6 +501,25 @@ impl Counters {
             Some(Some(slot)) => unsafe { (**slot).load(Ordering::Relaxed) },
             _ => 0,
         }
+    }
+
+    fn slot(&self, id: usize) -> Option<&AtomicU64> {
+        // SAFETY: as for `add`; the zone outlives every borrow of `self`.
+        self.slots
+            .get(id)
+            .copied()
+            .flatten()
+            .map(|p| unsafe { &*p })
+    }
+
+    /// The circuit breaker whose four words start at `first`.
+    pub fn breaker(&self, first: usize) -> Option<Breaker<'_>> {
+        Some(Breaker {
+            failures: self.slot(first)?,
+            last_failure_ms: self.slot(first + 1)?,
+            open_until_ms: self.slot(first + 2)?,
+            probe_ms: self.slot(first + 3)?,
+        })
     }
 }
 

@@ -84,6 +84,8 @@ pub enum ExchangeFailure {
     InvalidIssuedToken,
     #[error("token endpoint response member \"{0}\" holds a control character; refused, as it could split a header")]
     UnsafeMember(&'static str),
+    #[error("token endpoint not asked: its circuit breaker is open (retry in {0} s)")]
+    BreakerOpen(u64),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -102,7 +104,8 @@ impl ExchangeFailure {
             | ExchangeFailure::Unreachable
             | ExchangeFailure::Incomplete
             | ExchangeFailure::TooLarge(_)
-            | ExchangeFailure::NotJson => true,
+            | ExchangeFailure::NotJson
+            | ExchangeFailure::BreakerOpen(_) => true,
             ExchangeFailure::ErrorStatus { status, .. } => *status >= 500,
             _ => false,
         }
@@ -114,6 +117,7 @@ impl ExchangeFailure {
             ExchangeFailure::InvalidGrant => 401,
             ExchangeFailure::NotPermitted(_) => 403,
             ExchangeFailure::Timeout => 504,
+            ExchangeFailure::BreakerOpen(_) => 503,
             _ => 502,
         }
     }

@@ -109,6 +109,9 @@ pub enum IdpFailure {
     MalformedJwt(#[from] JwtError),
     #[error("introspection response JWT has no \"token_introspection\" object (RFC 9701)")]
     NoTokenIntrospection,
+    /// The circuit breaker of the endpoint is open: not asked.
+    #[error("introspection endpoint not asked: its circuit breaker is open (retry in {0} s)")]
+    BreakerOpen(u64),
     /// The claim's name only: its value may be personal data.
     #[error("introspection response claim \"{0}\" holds a control character; refused, as it could split a header")]
     UnsafeClaim(String),
@@ -125,7 +128,8 @@ impl IdpFailure {
             | IdpFailure::Unavailable
             | IdpFailure::Incomplete
             | IdpFailure::TooLarge(..)
-            | IdpFailure::NotJson => true,
+            | IdpFailure::NotJson
+            | IdpFailure::BreakerOpen(_) => true,
             IdpFailure::ErrorStatus(status) => *status >= 500,
             _ => false,
         }
@@ -135,7 +139,7 @@ impl IdpFailure {
     pub fn status(&self) -> u16 {
         match self {
             IdpFailure::Timeout => 504,
-            IdpFailure::Unavailable => 503,
+            IdpFailure::Unavailable | IdpFailure::BreakerOpen(_) => 503,
             _ => 502,
         }
     }

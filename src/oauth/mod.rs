@@ -4,6 +4,7 @@
 //! and only moves bytes between nginx's structures and these functions.
 
 pub mod bearer;
+pub mod breaker;
 pub mod cache;
 pub mod carriers;
 pub mod challenge;
