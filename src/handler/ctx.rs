@@ -34,6 +34,10 @@ pub struct RequestCtx {
     /// Whether the pool cleanup that takes this request out of the in-flight
     /// table is registered.
     pub leaves_on_cleanup: bool,
+    /// Whether this request asked the IdP for the current question (and so
+    /// stores the answer), and marked its key for the other workers.
+    pub asked_idp: bool,
+    pub claimed: bool,
     /// The IdP call under way, for the metrics and the circuit breaker.
     pub call: Option<CallStart>,
     /// How long this request's IdP calls took (`$oauth2_token_idp_duration`)
@@ -67,6 +71,8 @@ impl RequestCtx {
             flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,
+            asked_idp: false,
+            claimed: false,
             call: None,
             idp_micros: None,
             idp_status: None,
@@ -120,6 +126,8 @@ pub enum Flow {
     AskingIdp,
     /// Another request of this worker asks the IdP the same question.
     WaitingForLeader,
+    /// Another worker asks it: look again when the timer fires.
+    WaitingForWorker,
 }
 
 /// A request's place in the in-flight table.

@@ -19,7 +19,7 @@ use crate::metrics::LookupResult;
 use crate::module::Module;
 use crate::oauth::breaker::{Admit, BreakerConf};
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::Lookup;
+use crate::shm::table::{Claim, Lookup};
 use crate::shm::zone;
 
 /// One kind of IdP question: where its answer goes, how it is cached, and
@@ -105,6 +105,12 @@ pub enum Step {
     Error,
 }
 
+/// How long a worker's mark on a key it asks the IdP for holds the other
+/// workers back at most (a worker that dies mid-call is waited for no longer).
+const CLAIM_MS: i64 = 5_000;
+/// How often a request waiting for another worker's answer looks again.
+const WORKER_POLL_MS: u64 = 10;
+
 pub fn now_ms() -> i64 {
     let tp = ngx::ffi::ngx_timeofday();
     tp.sec * 1000 + tp.msec as i64
@@ -125,7 +131,7 @@ pub unsafe fn step<Q: Question>(
     unsafe {
         if Q::answer(&mut *ctx).is_none() {
             match (*ctx).stage.flow() {
-                Some(Flow::Look) => {}
+                Some(Flow::Look | Flow::WaitingForWorker) => {}
                 _ => return Step::Again,
             }
             match look::<Q>(r, conf, ctx) {
@@ -135,14 +141,20 @@ pub unsafe fn step<Q: Question>(
         }
         let served_stale = serve_stale::<Q>(r, conf, ctx);
         if let Some(Flight { role, key }) = (*ctx).flight {
-            if let (Role::Leader | Role::Alone, Some(cache), false) =
-                (role, Q::cache(conf), served_stale)
-            {
+            if let (Role::Leader | Role::Alone, Some(cache)) = (role, Q::cache(conf)) {
                 let now = now_ms();
-                if let Some((entry, lifetime)) = Q::entry(conf, cache, &*ctx, now) {
+                let entry = match ((*ctx).asked_idp, served_stale) {
+                    (true, false) => Q::entry(conf, cache, &*ctx, now),
+                    _ => None,
+                };
+                let stored = entry.is_some_and(|(entry, lifetime)| {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    zone::insert(cache.zone.cast(), &key, &entry, lifetime, now);
+                    zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
+                });
+                if (*ctx).claimed && !stored {
+                    zone::release(cache.zone.cast(), &key);
                 }
+                (*ctx).claimed = false;
             }
             match role {
                 Role::Leader => inflight::finish(ctx, |waiter| {
@@ -212,6 +224,9 @@ unsafe fn look<Q: Question>(
 ) -> Step {
     // SAFETY: as for `step`.
     unsafe {
+        (*ctx).asked_idp = false;
+        // Looking again while another worker asks is not another look-up.
+        let relook = (*ctx).stage.flow() == Some(Flow::WaitingForWorker);
         let Some(inputs) = Q::inputs(r, conf) else {
             return Step::Error;
         };
@@ -236,13 +251,13 @@ unsafe fn look<Q: Question>(
                             (CacheStatus::Expired, Some(key))
                         }
                         Lookup::Expired => (CacheStatus::Expired, Some(key)),
-                        Lookup::Miss => (CacheStatus::Miss, Some(key)),
+                        Lookup::Miss | Lookup::Pending => (CacheStatus::Miss, Some(key)),
                     }
                 }
                 false => (CacheStatus::Bypass, None),
             };
             let counters = Module::main_conf(&*r).map(|main| &main.counters);
-            if let Some(counters) = counters {
+            if let (Some(counters), false) = (counters, relook) {
                 let result = match status {
                     CacheStatus::Hit => LookupResult::Hit,
                     CacheStatus::Miss => LookupResult::Miss,
@@ -267,16 +282,42 @@ unsafe fn look<Q: Question>(
                     role: Role::Alone,
                 });
             } else if let Some(key) = key {
-                match inflight::join(r, ctx, key) {
-                    Some(Role::Leader | Role::Alone) => {}
-                    Some(Role::Waiter) => {
-                        if let Some(counters) = counters {
-                            counters.add(cache.metrics.coalesced_wait(), 1);
+                // Looking again after another worker's call: still this
+                // worker's leader for the key.
+                let leads = (*ctx).flight
+                    == Some(Flight {
+                        key,
+                        role: Role::Leader,
+                    });
+                if !leads {
+                    match inflight::join(r, ctx, key) {
+                        Some(Role::Leader | Role::Alone) => {}
+                        Some(Role::Waiter) => {
+                            if let Some(counters) = counters {
+                                counters.add(cache.metrics.coalesced_wait(), 1);
+                            }
+                            (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
+                            return Step::Again;
                         }
-                        (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
-                        return Step::Again;
+                        None => return Step::Error,
                     }
-                    None => return Step::Error,
+                }
+                let now = now_ms();
+                match zone::claim(cache.zone.cast(), &key, now, now + CLAIM_MS) {
+                    Claim::Claimed => (*ctx).claimed = true,
+                    Claim::Unmarked => {}
+                    Claim::Taken => {
+                        if !leads {
+                            if let Some(counters) = counters {
+                                counters.add(cache.metrics.coalesced_wait(), 1);
+                            }
+                        }
+                        (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForWorker);
+                        return match inflight::wake_in(r, ctx, WORKER_POLL_MS) {
+                            Some(()) => Step::Again,
+                            None => Step::Error,
+                        };
+                    }
                 }
             }
         }
@@ -290,6 +331,7 @@ unsafe fn look<Q: Question>(
             }
         }
         (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingIdp);
+        (*ctx).asked_idp = true;
         match Q::ask(r, conf, ctx, &inputs) {
             Ok(()) => Step::Again,
             Err(()) => Step::Error,

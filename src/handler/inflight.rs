@@ -12,8 +12,9 @@ use core::ffi::c_void;
 use std::collections::HashMap;
 
 use ngx::ffi::{
-    ngx_delete_posted_event, ngx_event_t, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_pool_cleanup_add, ngx_post_event, ngx_posted_events,
+    ngx_current_msec, ngx_delete_posted_event, ngx_event_t, ngx_event_timer_rbtree,
+    ngx_http_request_t, ngx_http_run_posted_requests, ngx_pool_cleanup_add, ngx_post_event,
+    ngx_posted_events, ngx_rbtree_delete, ngx_rbtree_insert,
 };
 
 use crate::handler::ctx::{Flight, Flow, RequestCtx, Role};
@@ -47,16 +48,8 @@ pub unsafe fn join(
             (*ctx).leaves_on_cleanup = true;
         }
         let leads = IN_FLIGHT.with_borrow(|map| !map.contains_key(&key));
-        if !leads && (*ctx).wake.is_null() {
-            let wake =
-                ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
-            if wake.is_null() {
-                return None;
-            }
-            (*wake).handler = Some(resume);
-            (*wake).data = r.cast();
-            (*wake).log = (*(*r).connection).log;
-            (*ctx).wake = wake;
+        if !leads {
+            ensure_wake(r, ctx)?;
         }
         let role = IN_FLIGHT.with_borrow_mut(|map| match map.get_mut(&key) {
             Some(waiters) => {
@@ -70,6 +63,57 @@ pub unsafe fn join(
         });
         (*ctx).flight = Some(Flight { key, role });
         Some(role)
+    }
+}
+
+/// Gives `ctx` the event that resumes its request, made in `r`'s pool.
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+unsafe fn ensure_wake(r: *mut ngx_http_request_t, ctx: *mut RequestCtx) -> Option<()> {
+    // SAFETY: guaranteed by the caller; a zeroed event is nginx's idle state.
+    unsafe {
+        if (*ctx).wake.is_null() {
+            let wake =
+                ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
+            if wake.is_null() {
+                return None;
+            }
+            (*wake).handler = Some(resume);
+            (*wake).data = r.cast();
+            (*wake).log = (*(*r).connection).log;
+            (*ctx).wake = wake;
+        }
+        Some(())
+    }
+}
+
+/// Resumes the request in `ms` milliseconds (a timer on its wake event),
+/// while another worker asks the IdP.
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+pub unsafe fn wake_in(r: *mut ngx_http_request_t, ctx: *mut RequestCtx, ms: u64) -> Option<()> {
+    // SAFETY: guaranteed by the caller; the cleanup registered here takes
+    // the timer out of nginx's tree if the request goes away first.
+    unsafe {
+        if !(*ctx).leaves_on_cleanup {
+            let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
+            if cleanup.is_null() {
+                return None;
+            }
+            (*cleanup).handler = Some(leave_on_cleanup);
+            (*cleanup).data = ctx.cast();
+            (*ctx).leaves_on_cleanup = true;
+        }
+        ensure_wake(r, ctx)?;
+        let ev = (*ctx).wake;
+        if (*ev).timer_set() == 0 {
+            (*ev).timer.key = ngx_current_msec.wrapping_add(ms as ngx::ffi::ngx_msec_t);
+            ngx_rbtree_insert(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
+            (*ev).set_timer_set(1);
+        }
+        Some(())
     }
 }
 
@@ -104,8 +148,13 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     // SAFETY: `data` is the context that registered this cleanup; cleanups
     // run in reverse order of registration, so before the context is dropped.
     unsafe {
-        if !(*ctx).wake.is_null() && (*(*ctx).wake).posted() != 0 {
-            ngx_delete_posted_event((*ctx).wake);
+        let ev = (*ctx).wake;
+        if !ev.is_null() && (*ev).posted() != 0 {
+            ngx_delete_posted_event(ev);
+        }
+        if !ev.is_null() && (*ev).timer_set() != 0 {
+            ngx_rbtree_delete(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
+            (*ev).set_timer_set(0);
         }
         let Some(Flight { key, role }) = (*ctx).flight.take() else {
             return;

@@ -114,6 +114,9 @@ struct Node {
     len: u32,
     /// Set by a hit, cleared when the node gets its second chance.
     used: u32,
+    /// A marker without a value: a worker is asking the IdP for this key
+    /// until `expires_ms` (see [`claim`]).
+    pending: u32,
     // `len` bytes of value follow.
 }
 
@@ -136,8 +139,21 @@ pub enum Lookup<T> {
     Hit(T),
     /// Past its time, but kept to be served if the IdP fails.
     Stale(T),
+    /// Another worker is asking the IdP for this key.
+    Pending,
     Expired,
     Miss,
+}
+
+/// What [`claim`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker asks the IdP; the key is marked until the deadline.
+    Claimed,
+    /// Another worker asks already, or its answer just arrived: look again soon.
+    Taken,
+    /// A stale entry stands for the key: ask without marking it.
+    Unmarked,
 }
 
 /// How [`open`] found the table.
@@ -291,8 +307,11 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
             self.step()?;
             unlink(ptr::addr_of_mut!((*node).queue));
             self.step()?;
+            let was_entry = (*node).pending == 0;
             self.slab.free(node.cast());
-            (*self.table).stats.entries = (*self.table).stats.entries.saturating_sub(1);
+            if was_entry {
+                (*self.table).stats.entries = (*self.table).stats.entries.saturating_sub(1);
+            }
             self.step()
         }
     }
@@ -375,6 +394,91 @@ unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
     }
 }
 
+/// Marks `key` as being asked by this worker until `deadline_ms`, unless
+/// another worker's mark (or a fresh entry) is there already. Cross-worker
+/// coalescing: the other workers' requests wait for the entry instead of
+/// asking the IdP too; a mark whose worker died ends at its deadline.
+///
+/// # Safety
+/// `table` must be a table returned by [`open`] on `slab`, the lock held.
+pub unsafe fn claim<S: Slab, D: Steps>(
+    table: *mut Table,
+    slab: &mut S,
+    steps: &mut D,
+    key: &CacheKey,
+    now_ms: i64,
+    deadline_ms: i64,
+) -> Result<Claim, Died> {
+    // SAFETY: guaranteed by the caller; a new node is fully written before
+    // it is linked.
+    unsafe {
+        let node = find(table, key);
+        if !node.is_null() && now_ms < (*node).expires_ms {
+            return Ok(Claim::Taken);
+        }
+        if !node.is_null() && (*node).pending == 0 && now_ms < (*node).stale_until_ms {
+            return Ok(Claim::Unmarked);
+        }
+        let mut change = Change::begin(table, slab, steps);
+        if !node.is_null() {
+            change.remove(node)?;
+        }
+        let mark = change.slab.alloc(size_of::<Node>()).cast::<Node>();
+        change.step()?;
+        if mark.is_null() {
+            // No room for a mark: ask unmarked rather than evict for it.
+            change.done();
+            return Ok(Claim::Unmarked);
+        }
+        mark.write(Node {
+            queue: Link {
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+            },
+            next: ptr::null_mut(),
+            key: key.0,
+            expires_ms: deadline_ms,
+            stale_until_ms: deadline_ms,
+            stored_ms: now_ms,
+            len: 0,
+            used: 0,
+            pending: 1,
+        });
+        let bucket = change.bucket(&key.0);
+        (*mark).next = *bucket;
+        change.step()?;
+        *bucket = mark;
+        change.step()?;
+        push_front(table, mark);
+        change.step()?;
+        change.done();
+        Ok(Claim::Claimed)
+    }
+}
+
+/// Takes this worker's mark off `key` when its answer is not stored.
+///
+/// # Safety
+/// As for [`claim`].
+pub unsafe fn release<S: Slab, D: Steps>(
+    table: *mut Table,
+    slab: &mut S,
+    steps: &mut D,
+    key: &CacheKey,
+) -> Result<(), Died> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let node = find(table, key);
+        if node.is_null() || (*node).pending == 0 {
+            return Ok(());
+        }
+        let mut change = Change::begin(table, slab, steps);
+        change.remove(node)?;
+        change.done();
+        Ok(())
+    }
+}
+
 /// The table's counters.
 ///
 /// # Safety
@@ -403,6 +507,15 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
     unsafe {
         let node = find(table, key);
         if node.is_null() {
+            return Ok(Lookup::Miss);
+        }
+        if (*node).pending != 0 {
+            if now_ms < (*node).expires_ms {
+                return Ok(Lookup::Pending);
+            }
+            let mut change = Change::begin(table, slab, steps);
+            change.remove(node)?;
+            change.done();
             return Ok(Lookup::Miss);
         }
         let expired =
@@ -496,6 +609,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
             stored_ms: now_ms,
             len,
             used: 0,
+            pending: 0,
         });
         ptr::copy_nonoverlapping(
             value.as_ptr(),
@@ -741,6 +855,76 @@ mod tests {
         assert_eq!(z.check(), 1, "a stale entry stays");
         assert_eq!(z.get_with(&mut Live, 1, NOW + 5_000), Ok(Lookup::Expired));
         assert_eq!(z.check(), 0);
+    }
+
+    #[test]
+    fn one_worker_claims_a_key_the_others_find_it_pending() {
+        let mut z = Zone::new(1 << 20);
+        let (table, _) = z.open();
+        let claim_at = |z: &mut Zone, now: i64| {
+            let (table, _) = z.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { claim(table, &mut z.slab, &mut Live, &key(1), now, now + 5_000) }.unwrap()
+        };
+        let _ = table;
+        assert_eq!(claim_at(&mut z, NOW), Claim::Claimed);
+        assert_eq!(
+            claim_at(&mut z, NOW + 1),
+            Claim::Taken,
+            "a second worker waits"
+        );
+        assert_eq!(z.get_with(&mut Live, 1, NOW + 2), Ok(Lookup::Pending));
+        assert_eq!(z.check(), 1);
+        // The answer replaces the mark.
+        assert!(z.insert(1, b"one"));
+        assert_eq!(z.get(1), Lookup::Hit(b"one".to_vec()));
+        assert_eq!(
+            claim_at(&mut z, NOW + 3),
+            Claim::Taken,
+            "a fresh entry: look again"
+        );
+        // A mark whose worker died ends at its deadline.
+        assert_eq!(claim_at(&mut z, NOW), Claim::Taken);
+        let (table, _) = z.open();
+        // SAFETY: as above.
+        unsafe { release(table, &mut z.slab, &mut Live, &key(2)) }.unwrap();
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 1),
+            Ok(Lookup::Hit(b"one".to_vec()))
+        );
+        let mut z = Zone::new(1 << 20);
+        assert_eq!(claim_at(&mut z, NOW), Claim::Claimed);
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 6_000),
+            Ok(Lookup::Miss),
+            "past its deadline"
+        );
+        assert_eq!(claim_at(&mut z, NOW + 6_001), Claim::Claimed);
+        let (table, _) = z.open();
+        // SAFETY: as above.
+        unsafe { release(table, &mut z.slab, &mut Live, &key(1)) }.unwrap();
+        assert_eq!(
+            z.get_with(&mut Live, 1, NOW + 6_002),
+            Ok(Lookup::Miss),
+            "released"
+        );
+        assert_eq!(z.check(), 0);
+        let (table, _) = z.open();
+        assert_eq!(
+            // SAFETY: as above.
+            unsafe { stats(table) }.entries,
+            0,
+            "marks are not entries"
+        );
+    }
+
+    #[test]
+    fn a_claim_survives_death_at_every_step() {
+        survives_death_at_every_step(|z, steps| {
+            let (table, _) = z.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { claim(table, &mut z.slab, steps, &key(9), NOW, NOW + 5_000) }.map(|_| ())
+        });
     }
 
     #[test]

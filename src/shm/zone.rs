@@ -13,7 +13,7 @@ use ngx::ffi::{
 
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{self, Live, Lookup, Opened, Slab, Table};
+use crate::shm::table::{self, Claim, Live, Lookup, Opened, Slab, Table};
 
 /// The smallest zone accepted: the same floor nginx's own zones use.
 ///
@@ -231,6 +231,42 @@ pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
             size_bytes: size,
             evictions: stats.evictions,
             refused: stats.refused,
+        }
+    }
+}
+
+/// Marks `key` as being asked by this worker (see `table::claim`); a zone
+/// that cannot be used leaves it unmarked.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn claim(
+    zone: *mut ngx_shm_zone_t,
+    key: &CacheKey,
+    now_ms: i64,
+    deadline_ms: i64,
+) -> Claim {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return Claim::Unmarked;
+        };
+        let table = locked.table;
+        table::claim(table, &mut locked.pool, &mut Live, key, now_ms, deadline_ms)
+            .unwrap_or(Claim::Unmarked)
+    }
+}
+
+/// Takes this worker's mark off `key` (see `table::release`).
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        if let Some(mut locked) = Locked::new(zone) {
+            let table = locked.table;
+            let _ = table::release(table, &mut locked.pool, &mut Live, key);
         }
     }
 }
