@@ -42,6 +42,14 @@ pub fn parse(args: &[&[u8]]) -> Result<CacheArgs, String> {
         } else if let Some(v) = arg.strip_prefix(b"max_ttl=") {
             policy.max_ttl_ms =
                 parse_time_ms(v).ok_or_else(|| format!("has an invalid time in \"{text}\""))?;
+        } else if let Some(v) = arg.strip_prefix(b"refresh=") {
+            policy.refresh_pct = v
+                .strip_suffix(b"%")
+                .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u8>().ok())
+                .filter(|p| (1..=99).contains(p))
+                .ok_or_else(|| {
+                    format!("needs a share like \"refresh=80%\" (1-99%), not \"{text}\"")
+                })?;
         } else if let Some(v) = arg.strip_prefix(b"stale_if_error=") {
             policy.stale_if_error_ms =
                 parse_time_ms(v).ok_or_else(|| format!("has an invalid time in \"{text}\""))?;
@@ -111,6 +119,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refresh_is_a_share() {
+        let args: Vec<&[u8]> = vec![b"zone=z:1m", b"refresh=80%"];
+        assert_eq!(parse(&args).unwrap().policy.refresh_pct, 80);
+        for bad in [
+            &b"refresh=80"[..],
+            b"refresh=0%",
+            b"refresh=100%",
+            b"refresh=x%",
+        ] {
+            let args: Vec<&[u8]> = vec![b"zone=z:1m", bad];
+            assert!(parse(&args).unwrap_err().contains("refresh=80%"));
+        }
+    }
+
+    #[test]
     fn stale_if_error_is_a_time() {
         let args: Vec<&[u8]> = vec![b"zone=z:1m", b"max_ttl=1s", b"stale_if_error=30s"];
         assert_eq!(parse(&args).unwrap().policy.stale_if_error_ms, 30_000);
@@ -132,6 +155,7 @@ mod tests {
             a.policy,
             CachePolicy {
                 max_ttl_ms: 60_000,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
                 negative_ttl_ms: 5_000
             }
@@ -145,6 +169,7 @@ mod tests {
             a.policy,
             CachePolicy {
                 max_ttl_ms: 300_000,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
                 negative_ttl_ms: 0
             }

@@ -9,10 +9,9 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_add_variable,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
     ngx_http_get_variable_pt, ngx_http_handler_pt, ngx_shared_memory_add, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE123, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
+    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -79,7 +78,7 @@ pub static mut COMMANDS: [ngx_command_t; 39] = [
     ),
     directive(
         ngx_string!("auth_oauth2_token_introspect_cache"),
-        NGX_CONF_TAKE1234,
+        NGX_CONF_1MORE,
         set_introspect_cache,
     ),
     directive(
@@ -124,7 +123,7 @@ pub static mut COMMANDS: [ngx_command_t; 39] = [
     ),
     directive(
         ngx_string!("auth_oauth2_token_exchange_cache"),
-        NGX_CONF_TAKE123,
+        NGX_CONF_1MORE,
         set_exchange_cache,
     ),
     directive(

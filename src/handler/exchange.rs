@@ -7,7 +7,7 @@ use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR};
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx};
 use crate::handler::flow::{self, Question, Step};
-use crate::handler::idp_call::{self, IdpCall};
+use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
 use crate::oauth::breaker::BreakerConf;
@@ -99,6 +99,36 @@ impl Question for Exchange {
             .policy
             .exchange_lifetime(issued.expires_in, subject_exp, now_ms)?;
         Some((CachedExchange::encode(issued), lifetime))
+    }
+
+    unsafe fn refresh(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        ctx: *mut RequestCtx,
+        key: CacheKey,
+        (params, _vary): &Self::Inputs<'_>,
+    ) -> Result<(), ()> {
+        let Some(cache) = &conf.exchange_cache else {
+            return Err(());
+        };
+        let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
+        // SAFETY: r is the live main request and ctx its context.
+        let (body, subject_exp) = unsafe {
+            let subject_exp = match &(*ctx).introspection {
+                Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
+                _ => None,
+            };
+            (exchange::request_body((*ctx).token(), params), subject_exp)
+        };
+        let refresh = Refresh {
+            zone: cache.zone,
+            key,
+            policy: cache.policy,
+            call: IdpCall::Exchange,
+            subject_exp,
+        };
+        // SAFETY: as above.
+        unsafe { idp_call::refresh(r, conf, endpoint, body, refresh) }
     }
 
     unsafe fn ask(

@@ -19,7 +19,7 @@ use crate::metrics::LookupResult;
 use crate::module::Module;
 use crate::oauth::breaker::{Admit, BreakerConf};
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{Claim, Lookup};
+use crate::shm::table::{At, Claim, Lookup};
 use crate::shm::zone;
 
 /// One kind of IdP question: where its answer goes, how it is cached, and
@@ -82,6 +82,18 @@ pub trait Question {
         ctx: &RequestCtx,
         now_ms: i64,
     ) -> Option<(Vec<u8>, Lifetime)>;
+
+    /// Asks the IdP again in the background for the entry under `key`.
+    ///
+    /// # Safety
+    /// `r` must be the live main request and `ctx` its context.
+    unsafe fn refresh(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        ctx: *mut RequestCtx,
+        key: CacheKey,
+        inputs: &Self::Inputs<'_>,
+    ) -> Result<(), ()>;
 
     /// Starts the subrequest that asks the IdP; its callback fills the slot.
     ///
@@ -235,15 +247,25 @@ unsafe fn look<Q: Question>(
                 true => {
                     let key = Q::key(r, conf, (*ctx).token(), &inputs);
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    match zone::lookup(
-                        cache.zone.cast(),
-                        &key,
-                        now_ms(),
-                        cache.policy.max_ttl_ms,
-                        Q::decode,
-                    ) {
+                    let at = At {
+                        now_ms: now_ms(),
+                        max_ttl_ms: cache.policy.max_ttl_ms,
+                        refresh_pct: cache.policy.refresh_pct,
+                        refresh_for_ms: CLAIM_MS,
+                    };
+                    match zone::lookup(cache.zone.cast(), &key, at, Q::decode) {
                         Lookup::Hit(answer) => {
                             *Q::answer(&mut *ctx) = Some(answer);
+                            (CacheStatus::Hit, None)
+                        }
+                        Lookup::Due(answer) => {
+                            *Q::answer(&mut *ctx) = Some(answer);
+                            // The client is served now; the IdP is asked
+                            // after its request. A refresh that cannot start
+                            // leaves the entry to expire as usual.
+                            if r == (*r).main {
+                                let _ = Q::refresh(r, conf, ctx, key, &inputs);
+                            }
                             (CacheStatus::Hit, None)
                         }
                         Lookup::Stale(answer) => {

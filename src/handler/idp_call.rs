@@ -9,7 +9,8 @@ use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
     ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
     ngx_pfree, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
-    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED,
+    NGX_OK,
 };
 
 use std::time::Instant;
@@ -20,12 +21,14 @@ use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
 use crate::oauth::breaker::{Health, Transition};
+use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, CachedIntrospection};
 use crate::oauth::client_auth;
 use crate::oauth::exchange;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{
     self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
+use crate::shm::zone;
 use ngx::http::HttpModuleMainConf;
 
 /// Which IdP call a subrequest makes; decides how its answer is read.
@@ -61,7 +64,8 @@ unsafe fn start(
     endpoint: &[u8],
     body: &[u8],
     authorization: &[u8],
-    ctx: *mut RequestCtx,
+    done: (PostSubrequest, *mut c_void),
+    background: bool,
 ) -> Result<(), ()> {
     // SAFETY: every pointer below comes from the request pool or from the
     // configuration, both of which outlive the subrequest.
@@ -72,19 +76,19 @@ unsafe fn start(
         if ps.is_null() {
             return Err(());
         }
-        (*ps).handler = Some(match call {
-            IdpCall::Introspection => introspection_done,
-            IdpCall::PhantomIntrospection => phantom_introspection_done,
-            IdpCall::Exchange => exchange_done,
-        });
-        (*ps).data = ctx.cast();
+        (*ps).handler = Some(done.0);
+        (*ps).data = done.1;
 
         let mut uri = ngx_str_t {
             len: endpoint.len(),
             data: endpoint.as_ptr().cast_mut(),
         };
         let mut sr: *mut ngx_http_request_t = ptr::null_mut();
-        let flags = (NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) as ngx_uint_t;
+        let mut flags = (NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) as ngx_uint_t;
+        if background {
+            // After the client's request, as proxy_cache_background_update does.
+            flags |= NGX_HTTP_SUBREQUEST_BACKGROUND as ngx_uint_t;
+        }
         if ngx_http_subrequest(r, &mut uri, ptr::null_mut(), &mut sr, ps, flags)
             != NGX_OK as ngx_int_t
         {
@@ -405,42 +409,15 @@ unsafe extern "C" fn exchange_done(
     rc
 }
 
-/// Whether `r` is one of the module's own IdP subrequests, which are never
-/// checked themselves.
+/// Appends this gateway's client credentials to an IdP request body: the
+/// static form of post and mutual TLS, or a freshly signed assertion.
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn is_idp_call(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: a subrequest's post_subrequest is null or nginx's copy of the
-    // handler its creator gave.
-    let ps = unsafe { (*r).post_subrequest };
-    // SAFETY: as above.
-    let Some(handler) = (!ps.is_null()).then(|| unsafe { (*ps).handler }).flatten() else {
-        return false;
-    };
-    let ours: [PostSubrequest; 3] = [
-        introspection_done,
-        phantom_introspection_done,
-        exchange_done,
-    ];
-    ours.iter().any(|f| *f as usize == handler as usize)
-}
-
-type PostSubrequest =
-    unsafe extern "C" fn(*mut ngx_http_request_t, *mut c_void, ngx_int_t) -> ngx_int_t;
-
-/// Sends `body` to the IdP's internal location as this gateway's client:
-/// credentials in the Authorization header (basic) or the body (post).
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn ask(
+unsafe fn add_client_credentials(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    call: IdpCall,
-    endpoint: &[u8],
-    mut body: Vec<u8>,
-    ctx: *mut RequestCtx,
+    body: &mut Vec<u8>,
 ) -> Result<(), ()> {
     body.extend_from_slice(&conf.client_credentials_form);
     if let Some(key) = &conf.assertion_key {
@@ -467,6 +444,149 @@ pub unsafe fn ask(
             }
         }
     }
+    Ok(())
+}
+
+/// A cache entry refreshed in the background (`refresh`): what its
+/// answer is stored as, once the IdP gave one.
+pub struct Refresh {
+    pub zone: *mut c_void,
+    pub key: CacheKey,
+    pub policy: CachePolicy,
+    pub call: IdpCall,
+    /// The subject token's `exp`, which bounds an exchanged token.
+    pub subject_exp: Option<i64>,
+}
+
+/// Asks the IdP again for an entry that is late in its life, after the
+/// client's request (a background subrequest); the answer replaces the
+/// entry, a failure leaves it as it is.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn refresh(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    endpoint: &[u8],
+    mut body: Vec<u8>,
+    refresh: Refresh,
+) -> Result<(), ()> {
+    // SAFETY: r is live; the refresh's data lives in its pool, which the
+    // background subrequest keeps alive until it is done.
+    unsafe {
+        add_client_credentials(r, conf, &mut body)?;
+        let call = refresh.call;
+        let data = ngx::ffi::ngx_palloc((*r).pool, size_of::<Refresh>()).cast::<Refresh>();
+        if data.is_null() {
+            return Err(());
+        }
+        data.write(refresh);
+        let authorization = &conf.client_authorization;
+        start(
+            r,
+            call,
+            endpoint,
+            &body,
+            authorization,
+            (refresh_done, data.cast()),
+            true,
+        )
+    }
+}
+
+/// Stores a background refresh's answer when it is one to keep.
+unsafe extern "C" fn refresh_done(
+    sr: *mut ngx_http_request_t,
+    data: *mut c_void,
+    rc: ngx_int_t,
+) -> ngx_int_t {
+    // SAFETY: `data` is the Refresh `refresh` made for this subrequest, in
+    // the main request's pool; the zone was initialised by nginx.
+    unsafe {
+        if rc == NGX_AGAIN as ngx_int_t {
+            return rc;
+        }
+        let refresh = &*data.cast::<Refresh>();
+        let now = crate::handler::flow::now_ms();
+        let reply = reply_of(sr, rc);
+        let entry = match refresh.call {
+            IdpCall::Exchange => match exchange::interpret(reply) {
+                Ok(issued) => refresh
+                    .policy
+                    .exchange_lifetime(issued.expires_in, refresh.subject_exp, now)
+                    .map(|lifetime| (CachedExchange::encode(&issued), lifetime)),
+                Err(_) => None,
+            },
+            call => {
+                let no_paths = ClaimPaths::default();
+                let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
+                let answer = match call {
+                    IdpCall::PhantomIntrospection => introspection::interpret_phantom(reply, paths),
+                    _ => introspection::interpret(reply, paths),
+                };
+                match answer {
+                    Ok(result) => refresh
+                        .policy
+                        .lifetime(&result, now)
+                        .map(|lifetime| (CachedIntrospection::encode(&result), lifetime)),
+                    Err(_) => None,
+                }
+            }
+        };
+        if let Some((entry, lifetime)) = entry {
+            zone::insert(refresh.zone.cast(), &refresh.key, &entry, lifetime, now);
+        }
+        let out = (*sr).out;
+        if let IdpCall::PhantomIntrospection = refresh.call {
+            if !out.is_null() && !(*out).buf.is_null() && !(*(*out).buf).start.is_null() {
+                ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
+            }
+            (*sr).out = ptr::null_mut();
+        }
+        rc
+    }
+}
+
+/// Whether `r` is one of the module's own IdP subrequests, which are never
+/// checked themselves.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn is_idp_call(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: a subrequest's post_subrequest is null or nginx's copy of the
+    // handler its creator gave.
+    let ps = unsafe { (*r).post_subrequest };
+    // SAFETY: as above.
+    let Some(handler) = (!ps.is_null()).then(|| unsafe { (*ps).handler }).flatten() else {
+        return false;
+    };
+    let ours: [PostSubrequest; 4] = [
+        refresh_done,
+        introspection_done,
+        phantom_introspection_done,
+        exchange_done,
+    ];
+    ours.iter().any(|f| *f as usize == handler as usize)
+}
+
+type PostSubrequest =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut c_void, ngx_int_t) -> ngx_int_t;
+
+/// Sends `body` to the IdP's internal location as this gateway's client:
+/// credentials in the Authorization header (basic) or the body (post).
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+pub unsafe fn ask(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    call: IdpCall,
+    endpoint: &[u8],
+    mut body: Vec<u8>,
+    ctx: *mut RequestCtx,
+) -> Result<(), ()> {
+    // SAFETY: r is live (this function's contract).
+    unsafe { add_client_credentials(r, conf, &mut body)? };
     let (ids, breaker) = match call {
         IdpCall::Exchange => (conf.exchange_metrics, conf.exchange_breaker),
         IdpCall::Introspection | IdpCall::PhantomIntrospection => {
@@ -481,6 +601,20 @@ pub unsafe fn ask(
             started: Instant::now(),
             breaker,
         });
-        start(r, call, endpoint, &body, &conf.client_authorization, ctx)
+        let done: PostSubrequest = match call {
+            IdpCall::Introspection => introspection_done,
+            IdpCall::PhantomIntrospection => phantom_introspection_done,
+            IdpCall::Exchange => exchange_done,
+        };
+        let client_authorization = &conf.client_authorization;
+        start(
+            r,
+            call,
+            endpoint,
+            &body,
+            client_authorization,
+            (done, ctx.cast()),
+            false,
+        )
     }
 }

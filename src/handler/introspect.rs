@@ -6,7 +6,7 @@ use ngx::ffi::ngx_http_request_t;
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::flow::{self, Question, Step};
-use crate::handler::idp_call::{self, IdpCall};
+use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
 use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::introspection_key;
@@ -80,6 +80,34 @@ impl Question for Introspection {
         };
         let lifetime = cache.policy.lifetime(result, now_ms)?;
         Some((CachedIntrospection::encode(result), lifetime))
+    }
+
+    unsafe fn refresh(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        ctx: *mut RequestCtx,
+        key: CacheKey,
+        _vary: &&[u8],
+    ) -> Result<(), ()> {
+        let Some(cache) = &conf.introspect_cache else {
+            return Err(());
+        };
+        let call = match conf.phantom_enabled() {
+            true => IdpCall::PhantomIntrospection,
+            false => IdpCall::Introspection,
+        };
+        let endpoint = conf.introspect_endpoint.as_deref().unwrap_or_default();
+        // SAFETY: r is the live main request and ctx its context.
+        let body = form::introspection_body(unsafe { (*ctx).token() });
+        let refresh = Refresh {
+            zone: cache.zone,
+            key,
+            policy: cache.policy,
+            call,
+            subject_exp: None,
+        };
+        // SAFETY: as above.
+        unsafe { idp_call::refresh(r, conf, endpoint, body, refresh) }
     }
 
     unsafe fn ask(

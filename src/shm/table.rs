@@ -117,6 +117,8 @@ struct Node {
     /// A marker without a value: a worker is asking the IdP for this key
     /// until `expires_ms` (see [`claim`]).
     pending: u32,
+    /// Until when a request refreshes this entry in the background.
+    refreshing_until_ms: i64,
     // `len` bytes of value follow.
 }
 
@@ -137,6 +139,9 @@ impl Node {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
     Hit(T),
+    /// A hit late in the entry's life: serve it, and refresh it (this
+    /// request only: the entry is marked as being refreshed).
+    Due(T),
     /// Past its time, but kept to be served if the IdP fails.
     Stale(T),
     /// Another worker is asking the IdP for this key.
@@ -443,6 +448,7 @@ pub unsafe fn claim<S: Slab, D: Steps>(
             len: 0,
             used: 0,
             pending: 1,
+            refreshing_until_ms: 0,
         });
         let bucket = change.bucket(&key.0);
         (*mark).next = *bucket;
@@ -488,6 +494,18 @@ pub unsafe fn stats(table: *mut Table) -> Stats {
     unsafe { (*table).stats }
 }
 
+/// What a look-up needs to know besides the key.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub now_ms: i64,
+    /// The location's `max_ttl` (a reload may have lowered it).
+    pub max_ttl_ms: i64,
+    /// `refresh`: from what share of its life a hit is due for a refresh (0: never).
+    pub refresh_pct: u8,
+    /// How long a refresh keeps the others from starting another.
+    pub refresh_for_ms: i64,
+}
+
 /// Finds `key`; a live entry is marked as used and handed to `read`. An
 /// entry past its expiry, or stored longer ago than `max_ttl_ms` (a reload
 /// may have lowered it), or one `read` rejects, is removed.
@@ -499,10 +517,15 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
     slab: &mut S,
     steps: &mut D,
     key: &CacheKey,
-    now_ms: i64,
-    max_ttl_ms: i64,
+    at: At,
     read: impl FnOnce(&[u8]) -> Option<T>,
 ) -> Result<Lookup<T>, Died> {
+    let At {
+        now_ms,
+        max_ttl_ms,
+        refresh_pct,
+        refresh_for_ms,
+    } = at;
     // SAFETY: guaranteed by the caller.
     unsafe {
         let node = find(table, key);
@@ -528,6 +551,15 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
             (false, Some(value)) if stale => return Ok(Lookup::Stale(value)),
             (false, Some(value)) => {
                 (*node).used = 1;
+                let life = (*node).expires_ms - (*node).stored_ms;
+                let due = refresh_pct > 0
+                    && now_ms >= (*node).stored_ms + life * i64::from(refresh_pct) / 100
+                    && now_ms >= (*node).refreshing_until_ms;
+                if due {
+                    // One word, under the lock: one request refreshes.
+                    (*node).refreshing_until_ms = now_ms + refresh_for_ms;
+                    return Ok(Lookup::Due(value));
+                }
                 return Ok(Lookup::Hit(value));
             }
             (false, None) => Lookup::Miss,
@@ -610,6 +642,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
             len,
             used: 0,
             pending: 0,
+            refreshing_until_ms: 0,
         });
         ptr::copy_nonoverlapping(
             value.as_ptr(),
@@ -694,6 +727,15 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
 
+    fn at(now_ms: i64, max_ttl_ms: i64) -> At {
+        At {
+            now_ms,
+            max_ttl_ms,
+            refresh_pct: 0,
+            refresh_for_ms: 0,
+        }
+    }
+
     fn fresh(until: i64) -> Lifetime {
         Lifetime {
             fresh_until: until,
@@ -766,7 +808,7 @@ mod tests {
             let (table, _) = self.open();
             // SAFETY: as above.
             unsafe {
-                lookup(table, &mut self.slab, steps, &key(n), now, TTL, |v| {
+                lookup(table, &mut self.slab, steps, &key(n), at(now, TTL), |v| {
                     Some(v.to_vec())
                 })
             }
@@ -928,6 +970,45 @@ mod tests {
     }
 
     #[test]
+    fn a_hit_late_in_life_is_due_for_one_refresh() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        let look = |z: &mut Zone, now: i64| {
+            let (table, _) = z.open();
+            let at = At {
+                now_ms: now,
+                max_ttl_ms: TTL,
+                refresh_pct: 80,
+                refresh_for_ms: 5_000,
+            };
+            // SAFETY: the table was just opened on this slab.
+            unsafe {
+                lookup(table, &mut z.slab, &mut Live, &key(1), at, |v| {
+                    Some(v.to_vec())
+                })
+            }
+        };
+        assert_eq!(
+            look(&mut z, NOW + TTL * 79 / 100),
+            Ok(Lookup::Hit(b"one".to_vec()))
+        );
+        assert_eq!(
+            look(&mut z, NOW + TTL * 80 / 100),
+            Ok(Lookup::Due(b"one".to_vec()))
+        );
+        assert_eq!(
+            look(&mut z, NOW + TTL * 80 / 100 + 1),
+            Ok(Lookup::Hit(b"one".to_vec())),
+            "one refresh at a time"
+        );
+        assert_eq!(
+            look(&mut z, NOW + TTL * 80 / 100 + 5_000),
+            Ok(Lookup::Due(b"one".to_vec())),
+            "a refresh that never came is retried"
+        );
+    }
+
+    #[test]
     fn a_lower_max_ttl_bounds_entries_stored_before_it() {
         let mut z = Zone::new(1 << 20);
         assert!(z.insert(1, b"one"));
@@ -940,8 +1021,7 @@ mod tests {
                 &mut z.slab,
                 &mut Live,
                 &key(1),
-                NOW + 10_000,
-                10_000,
+                at(NOW + 10_000, 10_000),
                 |v| Some(v.to_vec()),
             )
         };

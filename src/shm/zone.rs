@@ -13,7 +13,7 @@ use ngx::ffi::{
 
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{self, Claim, Live, Lookup, Opened, Slab, Table};
+use crate::shm::table::{self, At, Claim, Live, Lookup, Opened, Slab, Table};
 
 /// The smallest zone accepted: the same floor nginx's own zones use.
 ///
@@ -113,8 +113,7 @@ fn log_repair(zone: *mut ngx_shm_zone_t, log: *mut ngx_log_t) {
 pub unsafe fn lookup<T>(
     zone: *mut ngx_shm_zone_t,
     key: &CacheKey,
-    now_ms: i64,
-    max_ttl_ms: i64,
+    at: At,
     read: impl FnOnce(&[u8]) -> Option<T>,
 ) -> Lookup<T> {
     // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
@@ -123,16 +122,7 @@ pub unsafe fn lookup<T>(
             return Lookup::Miss;
         };
         let table = locked.table;
-        table::lookup(
-            table,
-            &mut locked.pool,
-            &mut Live,
-            key,
-            now_ms,
-            max_ttl_ms,
-            read,
-        )
-        .unwrap_or(Lookup::Miss)
+        table::lookup(table, &mut locked.pool, &mut Live, key, at, read).unwrap_or(Lookup::Miss)
     }
 }
 

@@ -10,6 +10,9 @@ pub struct CachePolicy {
     /// How long past `max_ttl` an active answer may still be served when
     /// the IdP fails (`stale_if_error`); 0: never.
     pub stale_if_error_ms: i64,
+    /// From what share of its fresh life (percent) a hit also refreshes the
+    /// entry in the background (`refresh`); 0: never.
+    pub refresh_pct: u8,
 }
 
 impl Default for CachePolicy {
@@ -18,6 +21,7 @@ impl Default for CachePolicy {
             max_ttl_ms: 300_000,
             negative_ttl_ms: 0,
             stale_if_error_ms: 0,
+            refresh_pct: 0,
         }
     }
 }
@@ -149,6 +153,7 @@ mod tests {
     fn ttl_is_capped_by_max_ttl_and_exp() {
         let p = CachePolicy {
             max_ttl_ms: 300_000,
+            refresh_pct: 0,
             stale_if_error_ms: 0,
             negative_ttl_ms: 0,
         };
@@ -176,6 +181,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 300_000,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
                 negative_ttl_ms: 0
             }
@@ -185,6 +191,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 300_000,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
                 negative_ttl_ms: 5000
             }
@@ -194,6 +201,7 @@ mod tests {
         assert_eq!(
             CachePolicy {
                 max_ttl_ms: 3000,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
                 negative_ttl_ms: 5000
             }
@@ -206,6 +214,7 @@ mod tests {
     fn exchanged_tokens_respect_expires_in_and_the_subject_exp() {
         let p = CachePolicy {
             max_ttl_ms: 300_000,
+            refresh_pct: 0,
             stale_if_error_ms: 0,
             negative_ttl_ms: 0,
         };
@@ -227,6 +236,7 @@ mod tests {
             CachePolicy {
                 max_ttl_ms: 0,
                 negative_ttl_ms: 0,
+                refresh_pct: 0,
                 stale_if_error_ms: 0,
             }
             .exchange_expires_at(Some(60), None, NOW),
@@ -239,6 +249,7 @@ mod tests {
         let p = CachePolicy {
             max_ttl_ms: 60_000,
             negative_ttl_ms: 10_000,
+            refresh_pct: 0,
             stale_if_error_ms: 30_000,
         };
         let lt = p.lifetime(&active(None), NOW).unwrap();
@@ -276,6 +287,7 @@ mod tests {
     fn max_ttl_zero_disables() {
         let p = CachePolicy {
             max_ttl_ms: 0,
+            refresh_pct: 0,
             stale_if_error_ms: 0,
             negative_ttl_ms: 10_000,
         };
