@@ -9,6 +9,7 @@ use lib 't/lib';
 use OAuth2Test;
 use Test::More;
 use IO::Socket::INET;
+use Time::HiRes qw(sleep time);
 
 start_servers();
 
@@ -33,7 +34,11 @@ server {
         add_header X-Pid \$pid always;
         proxy_pass http://backend;
     }
-    location = /_introspect { internal; proxy_pass http://idp/introspect; }
+    location = /_introspect {
+        internal;
+        proxy_set_header X-Worker \$pid;    # which worker asks
+        proxy_pass http://idp/introspect;
+    }
 }
 CONF
 
@@ -69,6 +74,33 @@ is($first->{status}, 502, 'the IdP fails');
 my ($second) = burst(1, 'bad');
 is($second->{status}, 200, 'the next request is not held back by a stale mark');
 is(scalar @{ idp_requests() }, 2, 'and asked the IdP itself');
+
+# The worker that asks killed in the middle of its call (kill -9, as a crash):
+# nobody hangs. Its connections are cut; the other worker's requests find its
+# mark until the mark's deadline (5 s) and then ask the IdP themselves.
+{
+    idp_setup({ crash => { delay => 2, json => { active => \1 } } });
+    my $pid = fork // die;
+    if (!$pid) {
+        # Kill the worker that asks, while its call is under way.
+        my $deadline = time + 5;
+        sleep 0.05 while !@{ idp_requests() } && time < $deadline;
+        my ($call) = @{ idp_requests() };
+        my ($victim) = map { $_->[1] } grep { lc $_->[0] eq 'x-worker' } @{ $call->{headers} // [] };
+        kill 'KILL', $victim if $victim;
+        exit 0;
+    }
+    my $started = time;
+    my @r = map { $_ } burst(20, 'crash');
+    waitpid $pid, 0;
+    my $took = time - $started;
+    my @answered = grep { $_->{status} } @r;
+    ok($took < 12, sprintf('nobody hangs: the burst ended after %.1f s', $took));
+    is(scalar(grep { $_->{status} && $_->{status} != 200 } @r), 0, 'every request that was answered passed');
+    ok(scalar(@answered) > 0, scalar(@answered) . ' of 20 answered (the killed worker\'s were cut)');
+    is(scalar(@{ idp_requests() }), 2, 'the other worker asked again once the dead leader\'s mark ran out');
+    ok($took > 4, 'after the mark\'s deadline, not before');
+}
 
 stop_nginx();
 done_testing();
