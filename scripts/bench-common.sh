@@ -142,7 +142,7 @@ CONF
   if [ -n "${3:-}" ]; then
     for alg in es256 rs256; do
       cat <<CONF
-        location /introspect-pkjwt-$alg/ {
+        location /pkjwt-$alg/ {
             auth_oauth2_token_introspect on;
             auth_oauth2_token_client_auth private_key_jwt;
             auth_oauth2_token_client_key_file $3/client-$alg.pem;
