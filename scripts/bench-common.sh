@@ -116,7 +116,8 @@ bench_client_keys() {
 
 # The module's locations. $1: size of the introspection zone (it must hold
 # every token of the many-tokens scenario), $2: 1 to add the phantom location,
-# $3: a directory with bench_client_keys' keys to add the private_key_jwt ones.
+# $3: a directory with bench_client_keys' keys to add the private_key_jwt ones,
+# $4: 1 to add the expiry-storm locations.
 bench_module_locations() {
   cat <<CONF
         location /introspect-cached/ {
@@ -138,6 +139,20 @@ bench_module_locations() {
         }
         location = /_introspect { internal; proxy_pass http://idp/introspect; }
         location = /_token { internal; proxy_pass http://idp/token; }
+CONF
+  # The expiry storm ($4 = 1): a thousand tokens whose entries reach max_ttl
+  # together, without and with refresh ahead.
+  [ "${4:-}" = 1 ] && cat <<'CONF'
+        location /storm/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=storm:4m max_ttl=3s;
+            proxy_pass http://backend;
+        }
+        location /storm-refresh/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=storm_refresh:4m max_ttl=3s refresh=50%;
+            proxy_pass http://backend;
+        }
 CONF
   if [ -n "${3:-}" ]; then
     for alg in es256 rs256; do

@@ -54,7 +54,7 @@ gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http=$(bench_module_http)
-    module_locations=$(bench_module_locations 40m 1 "$work")
+    module_locations=$(bench_module_locations 40m 1 "$work" 1)
   fi
   cat <<CONF
 $load
@@ -106,6 +106,8 @@ SCENARIOS=(
   "7 phantom token, cached|gw|$GW_PORT|/phantom-cached/|1|1"
   "8a auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|1|1"
   "8b auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|1|0"
+  "9a expiry storm, 1000 tokens, max_ttl 3s|gw|$GW_PORT|/storm/|1000|0"
+  "9b expiry storm, 1000 tokens, refresh=50%|gw|$GW_PORT|/storm-refresh/|1000|0"
 )
 
 # run GATEWAY PORT PATH TOKENS -> "rps|p50|p99|total|non2xx|errors|idp_calls|gateway_cpu%"
