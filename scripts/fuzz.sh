@@ -54,12 +54,15 @@ for target in "${targets[@]}"; do
         >"fuzz/logs/$target.regressions.log" 2>&1; then
       echo "fuzz: $target fails on an input of fuzz/regressions/$target (fuzz/logs/$target.regressions.log)" >&2
       failed+=("$target")
-      summary+=("$(printf '%-14s %14s %8s %10s  %s' "$target" - - - "regression fails")")
+      summary+=("$(printf '%-14s %14s %8s %10s  %-14s %s' "$target" - - - - "regression fails")")
       continue
     fi
   fi
 
-  echo "== $target: up to ${SECONDS_PER_TARGET}s${RUNS:+, $RUNS runs}"
+  # The module's source may change between targets (each run rebuilds).
+  src=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- src 2>/dev/null || src="$src+changes"
+  echo "== $target: up to ${SECONDS_PER_TARGET}s${RUNS:+, $RUNS runs} (src $src)"
   options=(-max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 "${EXTRA[@]}")
   [ -n "$RUNS" ] && options+=(-runs="$RUNS")
   log=fuzz/logs/$target.log
@@ -74,13 +77,13 @@ for target in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   [ "$status" = ok ] || failed+=("$target")
-  line=$(printf '%-14s %14s %8s %10s  %s' "$target" "${execs:-?}" "${elapsed}s" "${rate:-?}" "$status")
+  line=$(printf '%-14s %14s %8s %10s  %-14s %s' "$target" "${execs:-?}" "${elapsed}s" "${rate:-?}" "$src" "$status")
   echo "$line"
   summary+=("$line")
 done
 
 echo
-printf '%-14s %14s %8s %10s  %s\n' target executions time exec/s result
+printf '%-14s %14s %8s %10s  %-14s %s\n' target executions time exec/s src result
 printf '%s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: failed: ${failed[*]}" >&2

@@ -8,6 +8,7 @@
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use ngx_http_auth_oauth2_token_module::oauth::carriers;
+use ngx_http_auth_oauth2_token_module::oauth::client_auth;
 use ngx_http_auth_oauth2_token_module::oauth::exchange::{self, ExchangeParams};
 use ngx_http_auth_oauth2_token_module::oauth::form;
 
@@ -67,6 +68,22 @@ fuzz_target!(|data: &[u8]| {
         (id.to_vec(), secret.to_vec())
     );
     assert_eq!(pair_count(&post), 2);
+
+    // RFC 7523 §2.2 (signed assertions) and RFC 8705 §2 (mutual TLS).
+    const ASSERTION: &str = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+    let signed = client_auth::assertion_form(id, ASSERTION);
+    assert_eq!(value_of(&signed, b"client_assertion"), ASSERTION.as_bytes());
+    assert_eq!(
+        value_of(&signed, b"client_assertion_type"),
+        b"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    assert_eq!(value_of(&signed, b"client_id"), id);
+    assert_eq!(pair_count(&signed), 3);
+    let mtls = client_auth::client_id_form(id);
+    assert_eq!(
+        (value_of(&mtls, b"client_id"), pair_count(&mtls)),
+        (id.to_vec(), 1)
+    );
 
     // RFC 6749 §2.3.1: base64 of the encoded id, ':', the encoded secret.
     let basic = form::basic_credentials(id, secret);
