@@ -736,6 +736,36 @@ mod tests {
         }
     }
 
+    // Found by the fuzz target (fuzz/regressions/introspection/*-skipped-member,
+    // duplicate-jwt-plain-answer): without claim paths the members nobody reads
+    // are skipped, not validated; with them the whole answer becomes JSON values,
+    // which refuses these. Neither changes `active` or an exposed claim.
+    #[test]
+    fn members_nobody_reads_are_checked_only_with_claim_paths() {
+        let with_claims = ClaimPaths {
+            rendered: vec!["x".into()],
+            checked: vec![],
+        };
+        for body in [
+            &b"{\"active\":true,\"sub\":\"alice\",\"y\":\"\xff\"}"[..],
+            br#"{"active":true,"sub":"alice","y":"\ud800"}"#,
+            br#"{"active":true,"sub":"alice","y":1e999}"#,
+            br#"{"active":true,"sub":"alice","jwt":"a","jwt":"b"}"#,
+        ] {
+            match interpret(R::new(0, 200, body), &ClaimPaths::default()) {
+                Ok(IntrospectionResult::Active(claims)) => {
+                    assert_eq!(claims.sub.as_deref(), Some("alice"), "{body:?}")
+                }
+                other => panic!("{body:?}: {other:?}"),
+            }
+            assert_eq!(
+                interpret(R::new(0, 200, body), &with_claims),
+                Err(IdpFailure::NotJson),
+                "{body:?}"
+            );
+        }
+    }
+
     #[test]
     fn an_exposed_claim_given_twice_is_refused_on_every_path() {
         let with_claims = ClaimPaths {
