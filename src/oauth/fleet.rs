@@ -1,0 +1,363 @@
+//! What the gateways of a fleet share in Redis, and how nobody else can
+//! read it: the names of a token's entries are keyed hashes (HMAC-SHA-256),
+//! so reading Redis does not tell whether a guessed token is cached; values
+//! and purge messages are sealed (AES-256-GCM, a random nonce per seal)
+//! and bound to their names, so a value moved to another name does not
+//! open. Two keys are derived from the operator's secret; an old secret is
+//! still accepted for reading during a rotation.
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+
+/// The shortest secret accepted (bytes).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The version byte in front of every sealed value and message.
+const VERSION: u8 = 1;
+const NONCE_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+
+/// The keys derived from one secret.
+pub struct FleetKey {
+    mac: [u8; 32],
+    enc: [u8; 32],
+}
+
+/// Never prints key material.
+impl core::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
+
+/// The secret entries are written with, and the one of before a rotation.
+#[derive(Debug)]
+pub struct FleetKeys {
+    pub current: FleetKey,
+    pub old: Option<FleetKey>,
+}
+
+impl FleetKey {
+    /// The keys of a secret file's bytes (trailing whitespace is not part of it).
+    pub fn from_secret(bytes: &[u8]) -> Result<FleetKey, String> {
+        let end = bytes
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let secret = &bytes[..end];
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the secret must be at least {MIN_SECRET_BYTES} bytes (it has {}); make one with `openssl rand -hex 32`",
+                secret.len()
+            ));
+        }
+        Ok(FleetKey {
+            mac: hmac(secret, &[b"oauth2 fleet mac"]),
+            enc: hmac(secret, &[b"oauth2 fleet enc"]),
+        })
+    }
+}
+
+/// HMAC-SHA-256 of the concatenated `parts`.
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let digest = (|| {
+        let key = PKey::hmac(key).ok()?;
+        let mut signer = Signer::new(MessageDigest::sha256(), &key).ok()?;
+        for part in parts {
+            signer.update(part).ok()?;
+        }
+        signer.sign_to_vec().ok()
+    })();
+    // OpenSSL fails here only without memory; nginx's allocations would too.
+    let digest = digest.expect("HMAC-SHA-256");
+    digest.try_into().expect("32 bytes")
+}
+
+fn hex(bytes: &[u8]) -> Vec<u8> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
+        .collect()
+}
+
+/// The Redis hash that holds every cached answer about `token`.
+pub fn token_slot(key: &FleetKey, prefix: &[u8], token: &[u8]) -> Vec<u8> {
+    let name = hex(&hmac(&key.mac, &[b"token\0", token]));
+    [prefix, b"t:", &name].concat()
+}
+
+/// The field of one answer (one cache key: policy, vary values, token).
+pub fn entry_field(key: &FleetKey, cache_key: &[u8; 32]) -> Vec<u8> {
+    hex(&hmac(&key.mac, &[b"entry\0", cache_key]))
+}
+
+/// `VERSION || nonce || ciphertext || tag`, bound to `aad`; empty when
+/// OpenSSL has no random bytes or memory (an empty value opens to nothing:
+/// a miss, never a reused nonce, never a worker aborted by a panic).
+fn seal(key: &FleetKey, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    let mut tag = [0u8; TAG_BYTES];
+    let sealed = openssl::rand::rand_bytes(&mut nonce).and_then(|()| {
+        encrypt_aead(
+            Cipher::aes_256_gcm(),
+            &key.enc,
+            Some(&nonce),
+            aad,
+            plain,
+            &mut tag,
+        )
+    });
+    match sealed {
+        Ok(sealed) => [&[VERSION][..], &nonce, &sealed, &tag].concat(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn open(key: &FleetKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    let (&version, rest) = sealed.split_first()?;
+    if version != VERSION || rest.len() < NONCE_BYTES + TAG_BYTES {
+        return None;
+    }
+    let (nonce, rest) = rest.split_at(NONCE_BYTES);
+    let (data, tag) = rest.split_at(rest.len() - TAG_BYTES);
+    decrypt_aead(Cipher::aes_256_gcm(), &key.enc, Some(nonce), aad, data, tag).ok()
+}
+
+fn entry_aad(slot: &[u8], field: &[u8]) -> Vec<u8> {
+    [slot, b"\0", field].concat()
+}
+
+/// A cached answer as the fleet keeps it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedEntry {
+    pub fresh_until_ms: i64,
+    pub stale_until_ms: i64,
+    /// The zone's encoding of the answer.
+    pub entry: Vec<u8>,
+}
+
+pub fn seal_entry(
+    key: &FleetKey,
+    slot: &[u8],
+    field: &[u8],
+    fresh_until_ms: i64,
+    stale_until_ms: i64,
+    entry: &[u8],
+) -> Vec<u8> {
+    let plain = [
+        &fresh_until_ms.to_le_bytes()[..],
+        &stale_until_ms.to_le_bytes(),
+        entry,
+    ]
+    .concat();
+    seal(key, &entry_aad(slot, field), &plain)
+}
+
+/// `None` for anything `seal_entry` did not make with this key for this
+/// slot and field.
+pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<SharedEntry> {
+    let plain = open(key, &entry_aad(slot, field), sealed)?;
+    let (fresh, rest) = plain.split_first_chunk::<8>()?;
+    let (stale, entry) = rest.split_first_chunk::<8>()?;
+    Some(SharedEntry {
+        fresh_until_ms: i64::from_le_bytes(*fresh),
+        stale_until_ms: i64::from_le_bytes(*stale),
+        entry: entry.to_vec(),
+    })
+}
+
+/// A purge of the token with `tag`, for the other gateways.
+pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8]) -> Vec<u8> {
+    seal(key, channel, tag)
+}
+
+/// The tag of a purge message, opened with the current or the old key.
+pub fn open_purge(keys: &FleetKeys, channel: &[u8], message: &[u8]) -> Option<[u8; 8]> {
+    core::iter::once(&keys.current)
+        .chain(keys.old.as_ref())
+        .find_map(|key| open(key, channel, message))
+        .and_then(|tag| tag.try_into().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> FleetKey {
+        FleetKey::from_secret(&[byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn hmac_sha256_known_answer() {
+        // RFC 4231, test case 2.
+        let mac = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            hex(&mac),
+            b"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843".to_vec()
+        );
+    }
+
+    #[test]
+    fn secrets_are_long_enough_and_trimmed() {
+        let err = FleetKey::from_secret(b"short secret\n").unwrap_err();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(!err.contains("short secret"));
+        let a = FleetKey::from_secret(b"0123456789abcdef0123456789abcdef\n").unwrap();
+        let b = FleetKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(a.mac, b.mac);
+        assert_ne!(a.mac, a.enc);
+        assert_eq!(format!("{a:?}"), "FleetKey(..)");
+    }
+
+    #[test]
+    fn names_hide_the_token_and_depend_on_the_key() {
+        let token = b"opaque-token-123";
+        let slot = token_slot(&key(1), b"oauth2:", token);
+        assert!(slot.starts_with(b"oauth2:t:"));
+        assert_eq!(slot.len(), b"oauth2:t:".len() + 64);
+        assert!(!slot.windows(token.len()).any(|w| w == token));
+        assert_ne!(slot, token_slot(&key(2), b"oauth2:", token));
+        assert_ne!(slot, token_slot(&key(1), b"oauth2:", b"other"));
+        assert_eq!(entry_field(&key(1), &[3; 32]).len(), 64);
+        assert_ne!(
+            entry_field(&key(1), &[3; 32]),
+            entry_field(&key(1), &[4; 32])
+        );
+        assert_ne!(
+            entry_field(&key(1), &[3; 32]),
+            entry_field(&key(2), &[3; 32])
+        );
+    }
+
+    #[test]
+    fn entries_open_only_where_and_as_they_were_sealed() {
+        let k = key(1);
+        let sealed = seal_entry(&k, b"s", b"f", 10, 20, b"entry bytes");
+        let opened = open_entry(&k, b"s", b"f", &sealed).unwrap();
+        assert_eq!(
+            opened,
+            SharedEntry {
+                fresh_until_ms: 10,
+                stale_until_ms: 20,
+                entry: b"entry bytes".to_vec()
+            }
+        );
+        assert!(!sealed.windows(5).any(|w| w == b"entry"));
+        assert_ne!(
+            sealed,
+            seal_entry(&k, b"s", b"f", 10, 20, b"entry bytes"),
+            "a nonce per seal"
+        );
+        assert_eq!(open_entry(&key(2), b"s", b"f", &sealed), None);
+        assert_eq!(open_entry(&k, b"s2", b"f", &sealed), None);
+        assert_eq!(open_entry(&k, b"s", b"f2", &sealed), None);
+        for i in 0..sealed.len() {
+            for bit in 0..8 {
+                let mut tampered = sealed.clone();
+                tampered[i] ^= 1 << bit;
+                assert_eq!(
+                    open_entry(&k, b"s", b"f", &tampered),
+                    None,
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+        for cut in 0..sealed.len() {
+            assert_eq!(open_entry(&k, b"s", b"f", &sealed[..cut]), None);
+        }
+        let slot = token_slot(&k, b"oauth2:", b"tok");
+        let field = entry_field(&k, &[5; 32]);
+        let sealed = seal_entry(&k, &slot, &field, 1, 2, b"");
+        assert!(open_entry(&k, &slot, &field, &sealed).is_some());
+        for (i, bit) in (0..slot.len().max(field.len())).flat_map(|i| (0..8).map(move |b| (i, b))) {
+            if let Some(mut s) = (i < slot.len()).then(|| slot.clone()) {
+                s[i] ^= 1 << bit;
+                assert_eq!(
+                    open_entry(&k, &s, &field, &sealed),
+                    None,
+                    "slot byte {i} bit {bit}"
+                );
+            }
+            if let Some(mut f) = (i < field.len()).then(|| field.clone()) {
+                f[i] ^= 1 << bit;
+                assert_eq!(
+                    open_entry(&k, &slot, &f, &sealed),
+                    None,
+                    "field byte {i} bit {bit}"
+                );
+            }
+        }
+        // slot || 0 || field is unambiguous because a field is always 64 hex digits.
+        assert!(field.len() == 64 && field.iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(
+            open_entry(&k, b"s", b"f", &[]),
+            None,
+            "a failed seal opens to nothing"
+        );
+    }
+
+    #[test]
+    fn hmac_agrees_with_a_second_computation() {
+        // HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) for a key of at most 64 bytes.
+        use sha2::{Digest, Sha256};
+        let key = [0x0b_u8; 40];
+        let pad = |byte: u8| {
+            let mut block = [byte; 64];
+            block.iter_mut().zip(key).for_each(|(b, k)| *b ^= k);
+            block
+        };
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(b"token\0abc")
+            .finalize();
+        let outer = Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
+        assert_eq!(hmac(&key, &[b"token\0", b"abc"])[..], outer[..]);
+    }
+
+    #[test]
+    fn purge_messages_open_with_the_current_or_the_old_key() {
+        let (old, new) = (key(1), key(2));
+        let message = seal_purge(&old, b"oauth2:purge", &[9; 8]);
+        let rotating = FleetKeys {
+            current: key(2),
+            old: Some(key(1)),
+        };
+        assert_eq!(
+            open_purge(&rotating, b"oauth2:purge", &message),
+            Some([9; 8])
+        );
+        let without_old = FleetKeys {
+            current: new,
+            old: None,
+        };
+        assert_eq!(open_purge(&without_old, b"oauth2:purge", &message), None);
+        let only_old = FleetKeys {
+            current: old,
+            old: None,
+        };
+        assert_eq!(open_purge(&only_old, b"other:purge", &message), None);
+        assert_eq!(message.len(), 1 + 12 + 8 + 16);
+        for i in 0..message.len() {
+            let mut tampered = message.clone();
+            tampered[i] ^= 0x80;
+            assert_eq!(
+                open_purge(&rotating, b"oauth2:purge", &tampered),
+                None,
+                "byte {i}"
+            );
+        }
+        assert_ne!(
+            message,
+            seal_purge(&key(1), b"oauth2:purge", &[9; 8]),
+            "a nonce per seal"
+        );
+        // A sealed entry published on the channel is not a purge.
+        let entry = seal_entry(&key(2), b"oauth2:purge", b"", 1, 2, b"");
+        assert_eq!(open_purge(&rotating, b"oauth2:purge", &entry), None);
+    }
+}
