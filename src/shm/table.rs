@@ -35,6 +35,14 @@ const MAX_EVICTIONS_PER_INSERT: usize = 64;
 const MAX_SECOND_CHANCES_PER_INSERT: usize = 64;
 /// Expired nodes an insert reclaims from the queue's tail in passing.
 const REAP_PER_INSERT: usize = 2;
+/// The most nodes (entries and marks) one chain holds. A key made from a
+/// token begins with the token's tag and the bucket is chosen by those
+/// bytes, so all the entries of one token share a chain; a client that
+/// controls many variants of one token's key (`cache_vary` values, exchange
+/// parameters) or picks tokens for their tag could otherwise make one chain,
+/// and every look-up in it, as long as it likes. An insert into a full chain
+/// first removes one of its nodes (see [`Change::cap_chain`]).
+pub const MAX_CHAIN: usize = 16;
 /// The largest value stored. A hit copies its value while the zone's lock
 /// is held, so this bounds how long one hit can hold up the others: a
 /// 64 KiB phantom JWT with its claims fits, a copy of this size takes a few
@@ -123,6 +131,16 @@ struct Node {
 }
 
 impl Node {
+    /// Whether the node's key begins with `tag` (is the token's).
+    ///
+    /// # Safety
+    /// `node` must be a live node.
+    unsafe fn has_tag(node: *const Node, tag: &[u8]) -> bool {
+        // SAFETY: guaranteed by the caller; the key is copied, not borrowed.
+        let key = unsafe { (*node).key };
+        key[..8] == tag[..8]
+    }
+
     /// # Safety
     /// `node` must be a live node.
     unsafe fn value<'a>(node: *mut Node) -> &'a [u8] {
@@ -283,12 +301,50 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// # Safety
     /// The table's chains hold only live nodes.
     unsafe fn bucket(&self, key: &[u8; 32]) -> *mut *mut Node {
-        // SAFETY: the index is masked to the bucket array's length.
+        // SAFETY: guaranteed by the caller.
+        unsafe { bucket_of(self.table, key[..8].try_into().expect("8 bytes")) }
+    }
+
+    /// Makes room in `key`'s chain for one more node: when it holds
+    /// [`MAX_CHAIN`] nodes already, removes one, so a look-up never walks
+    /// more than `MAX_CHAIN` nodes. The one removed is the last node in the
+    /// chain with the same first 8 bytes (the same token) as `key`, or the
+    /// chain's last node when there is none: a new node goes to the front of
+    /// its chain, so the last is the one inserted longest ago, and a token
+    /// that fills a chain pushes out its own entries before another's. One
+    /// walk of the chain and one removal: bounded work.
+    ///
+    /// # Safety
+    /// The table's chains hold only live nodes; `key`'s own node, if any,
+    /// was removed already.
+    unsafe fn cap_chain(&mut self, key: &[u8; 32]) -> Result<(), Died> {
+        // SAFETY: chains hold live nodes of this table.
         unsafe {
-            let hash = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
-            (*self.table)
-                .buckets
-                .add(hash as usize & (*self.table).mask)
+            let mut len = 0;
+            let mut last = ptr::null_mut::<Node>();
+            let mut last_of_token = ptr::null_mut::<Node>();
+            let mut node = *self.bucket(key);
+            while !node.is_null() {
+                len += 1;
+                last = node;
+                if Node::has_tag(node, key) {
+                    last_of_token = node;
+                }
+                node = (*node).next;
+            }
+            if len < MAX_CHAIN {
+                return Ok(());
+            }
+            let victim = match last_of_token.is_null() {
+                true => last,
+                false => last_of_token,
+            };
+            let was_entry = (*victim).pending == 0;
+            self.remove(victim)?;
+            if was_entry {
+                (*self.table).stats.evictions += 1;
+            }
+            Ok(())
         }
     }
 
@@ -348,6 +404,18 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     }
 }
 
+/// The chain slot of keys that begin with `tag`.
+///
+/// # Safety
+/// `table` must be a table returned by [`open`].
+unsafe fn bucket_of(table: *mut Table, tag: [u8; 8]) -> *mut *mut Node {
+    // SAFETY: the index is masked to the bucket array's length.
+    unsafe {
+        let hash = u64::from_le_bytes(tag);
+        (*table).buckets.add(hash as usize & (*table).mask)
+    }
+}
+
 /// # Safety
 /// `link` must be linked in a queue.
 unsafe fn unlink(link: *mut Link) {
@@ -390,8 +458,7 @@ unsafe fn oldest(table: *mut Table) -> Option<*mut Node> {
 unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
     // SAFETY: chains hold only live nodes of this table.
     unsafe {
-        let hash = key.bucket_hash() as usize & (*table).mask;
-        let mut node = *(*table).buckets.add(hash);
+        let mut node = *bucket_of(table, key.tag());
         while !node.is_null() && (*node).key != key.0 {
             node = (*node).next;
         }
@@ -428,6 +495,7 @@ pub unsafe fn claim<S: Slab, D: Steps>(
         if !node.is_null() {
             change.remove(node)?;
         }
+        change.cap_chain(&key.0)?;
         let mark = change.slab.alloc(size_of::<Node>()).cast::<Node>();
         change.step()?;
         if mark.is_null() {
@@ -482,6 +550,55 @@ pub unsafe fn release<S: Slab, D: Steps>(
         change.remove(node)?;
         change.done();
         Ok(())
+    }
+}
+
+/// Removes every node whose key begins with `tag`: all the entries of the
+/// token with that tag, in every policy, and the marks of the workers
+/// asking the IdP about it. They all share the tag's chain (the bucket is
+/// chosen by a key's first 8 bytes), so the work is one walk of that chain,
+/// at most [`MAX_CHAIN`] nodes, never a scan of the table. Returns how many
+/// entries (not marks) it removed. A worker whose mark is removed still
+/// stores its answer when it comes (an answer the IdP gave before the
+/// purge reached it: the caller's purge must come after the revocation).
+///
+/// # Safety
+/// `table` must be a table returned by [`open`] on `slab`, the lock held.
+pub unsafe fn purge_tag<S: Slab, D: Steps>(
+    table: *mut Table,
+    slab: &mut S,
+    steps: &mut D,
+    tag: &[u8; 8],
+) -> Result<usize, Died> {
+    // SAFETY: guaranteed by the caller; chains hold only live nodes.
+    unsafe {
+        let bucket = bucket_of(table, *tag);
+        let mut node = *bucket;
+        while !node.is_null() && !Node::has_tag(node, tag) {
+            node = (*node).next;
+        }
+        if node.is_null() {
+            // Nothing of the token: the table is not even marked.
+            return Ok(0);
+        }
+        let mut change = Change::begin(table, slab, steps);
+        let mut removed = 0;
+        // `link` is the bucket or the `next` of a node that stays; removing
+        // the node it points at makes it point at the one after.
+        let mut link = bucket;
+        while !(*link).is_null() {
+            let node = *link;
+            if !Node::has_tag(node, tag) {
+                link = ptr::addr_of_mut!((*node).next);
+                continue;
+            }
+            if (*node).pending == 0 {
+                removed += 1;
+            }
+            change.remove(node)?;
+        }
+        change.done();
+        Ok(removed)
     }
 }
 
@@ -605,6 +722,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
         if !existing.is_null() {
             change.remove(existing)?;
         }
+        change.cap_chain(&key.0)?;
         for _ in 0..REAP_PER_INSERT {
             match oldest(table) {
                 Some(node) if (*node).stale_until_ms <= now_ms => change.remove(node)?,
@@ -748,6 +866,18 @@ mod tests {
         CacheKey::from_parts(&[&n.to_le_bytes()])
     }
 
+    /// The `n`-th key of the token whose tag is `tag`.
+    fn tagged(tag: [u8; 8], n: u32) -> CacheKey {
+        let mut key = key(n);
+        key.0[..8].copy_from_slice(&tag);
+        key
+    }
+
+    const TAG: [u8; 8] = *b"tokentag";
+    /// Another token whose keys share `TAG`'s bucket (the 128 buckets of
+    /// the tests' zones take the low bits of the first byte).
+    const NEIGHBOUR: [u8; 8] = *b"tokentaX";
+
     /// A budget for the table and `n` nodes of 10-byte values (128 buckets
     /// for the 64 KiB the tests' zones claim).
     fn room_for(n: usize) -> usize {
@@ -780,6 +910,15 @@ mod tests {
             n: u32,
             value: &[u8],
         ) -> Result<bool, Died> {
+            self.insert_key(steps, &key(n), value)
+        }
+
+        fn insert_key<D: Steps>(
+            &mut self,
+            steps: &mut D,
+            key: &CacheKey,
+            value: &[u8],
+        ) -> Result<bool, Died> {
             let (table, _) = self.open();
             // SAFETY: the table was just opened on this slab.
             unsafe {
@@ -787,12 +926,65 @@ mod tests {
                     table,
                     &mut self.slab,
                     steps,
-                    &key(n),
+                    key,
                     value,
                     fresh(NOW + TTL),
                     NOW,
                 )
             }
+        }
+
+        fn get_key(&mut self, key: &CacheKey) -> Lookup<Vec<u8>> {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe {
+                lookup(
+                    table,
+                    &mut self.slab,
+                    &mut Live,
+                    key,
+                    at(NOW + 1, TTL),
+                    |v| Some(v.to_vec()),
+                )
+            }
+            .expect("live")
+        }
+
+        fn claim_key(&mut self, key: &CacheKey) -> Claim {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { claim(table, &mut self.slab, &mut Live, key, NOW, NOW + 5_000) }.expect("live")
+        }
+
+        fn purge_with<D: Steps>(&mut self, steps: &mut D, tag: [u8; 8]) -> Result<usize, Died> {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { purge_tag(table, &mut self.slab, steps, &tag) }
+        }
+
+        fn purge(&mut self, tag: [u8; 8]) -> usize {
+            self.purge_with(&mut Live, tag).expect("live")
+        }
+
+        /// How many nodes the chain of keys beginning with `tag` holds.
+        fn chain_len(&mut self, tag: [u8; 8]) -> usize {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened; its chains hold live nodes.
+            unsafe {
+                let mut node = *bucket_of(table, tag);
+                let mut len = 0;
+                while !node.is_null() {
+                    len += 1;
+                    node = (*node).next;
+                }
+                len
+            }
+        }
+
+        fn stats(&mut self) -> Stats {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened.
+            unsafe { stats(table) }
         }
 
         fn insert(&mut self, n: u32, value: &[u8]) -> bool {
@@ -1071,8 +1263,16 @@ mod tests {
     /// Runs `op` on a table with a few entries, dying at each step in turn;
     /// the next operation must find the table consistent (cleared) and usable.
     fn survives_death_at_every_step(op: impl Fn(&mut Zone, &mut DieAt) -> Result<(), Died>) {
+        survives_death_at_every_step_in(room_for(4), op)
+    }
+
+    /// The same in a zone of `budget` bytes (room for what `op` adds).
+    fn survives_death_at_every_step_in(
+        budget: usize,
+        op: impl Fn(&mut Zone, &mut DieAt) -> Result<(), Died>,
+    ) {
         for at in 0.. {
-            let mut z = Zone::new(room_for(4));
+            let mut z = Zone::new(budget);
             for n in 0..4 {
                 assert!(z.insert(n, b"0123456789"));
             }
@@ -1106,6 +1306,138 @@ mod tests {
     #[test]
     fn removing_lookup_survives_death_at_every_step() {
         survives_death_at_every_step(|z, steps| z.get_with(steps, 2, NOW + TTL).map(|_| ()));
+    }
+
+    #[test]
+    fn purge_removes_every_entry_of_a_tag_and_nothing_else() {
+        let mut z = Zone::new(1 << 20);
+        for n in 0..5 {
+            assert!(z.insert_key(&mut Live, &tagged(TAG, n), b"mine").unwrap());
+        }
+        for n in 0..3 {
+            assert!(z
+                .insert_key(&mut Live, &tagged(NEIGHBOUR, n), b"neighbour")
+                .unwrap());
+        }
+        for n in 0..20 {
+            assert!(z.insert(n, b"other"));
+        }
+        // A worker asking the IdP about the token: its mark goes too.
+        assert_eq!(z.claim_key(&tagged(TAG, 99)), Claim::Claimed);
+        assert_eq!(z.chain_len(TAG), 9, "the neighbour shares the chain");
+        let before = z.stats().entries;
+        assert_eq!(z.purge(TAG), 5, "entries, not marks");
+        for n in 0..5 {
+            assert_eq!(z.get_key(&tagged(TAG, n)), Lookup::Miss);
+        }
+        assert_eq!(
+            z.get_key(&tagged(TAG, 99)),
+            Lookup::Miss,
+            "the mark is gone"
+        );
+        for n in 0..3 {
+            assert_eq!(
+                z.get_key(&tagged(NEIGHBOUR, n)),
+                Lookup::Hit(b"neighbour".to_vec())
+            );
+        }
+        for n in 0..20 {
+            assert_eq!(z.get(n), Lookup::Hit(b"other".to_vec()));
+        }
+        assert_eq!(z.stats().entries, before - 5);
+        assert_eq!(z.chain_len(TAG), 3);
+        assert_eq!(z.check(), 23);
+        assert_eq!(z.purge(TAG), 0, "a second purge finds nothing");
+    }
+
+    #[test]
+    fn purge_of_an_absent_tag_removes_nothing_and_changes_nothing() {
+        let mut z = Zone::new(1 << 20);
+        assert_eq!(z.purge(TAG), 0, "an empty table");
+        assert!(z
+            .insert_key(&mut Live, &tagged(NEIGHBOUR, 1), b"n")
+            .unwrap());
+        assert!(z.insert(1, b"one"));
+        // Dying at the first step would be noticed if it took any.
+        assert_eq!(z.purge_with(&mut DieAt(0), TAG), Ok(0));
+        assert_eq!(z.open().1, Opened::Ready, "the table was not marked");
+        assert_eq!(z.get_key(&tagged(NEIGHBOUR, 1)), Lookup::Hit(b"n".to_vec()));
+        assert_eq!(z.check(), 2);
+    }
+
+    #[test]
+    fn purge_survives_death_at_every_step() {
+        survives_death_at_every_step_in(room_for(8), |z, steps| {
+            for n in 0..2 {
+                assert!(z.insert_key(&mut Live, &tagged(TAG, n), b"mine").unwrap());
+            }
+            assert!(z
+                .insert_key(&mut Live, &tagged(NEIGHBOUR, 0), b"n")
+                .unwrap());
+            // Between the two entries of the tag in the chain.
+            assert!(z.insert_key(&mut Live, &tagged(TAG, 2), b"mine").unwrap());
+            z.purge_with(steps, TAG)
+                .map(|removed| assert_eq!(removed, 3))
+        });
+    }
+
+    #[test]
+    fn a_chain_holds_at_most_max_chain_nodes() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z
+            .insert_key(&mut Live, &tagged(NEIGHBOUR, 0), b"n")
+            .unwrap());
+        for n in 0..MAX_CHAIN as u32 + 10 {
+            assert!(z.insert_key(&mut Live, &tagged(TAG, n), b"v").unwrap());
+            assert!(z.chain_len(TAG) <= MAX_CHAIN);
+        }
+        assert_eq!(z.chain_len(TAG), MAX_CHAIN);
+        // The token pushed out its own oldest entries, not its neighbour's.
+        assert_eq!(z.get_key(&tagged(NEIGHBOUR, 0)), Lookup::Hit(b"n".to_vec()));
+        for n in 0..11 {
+            assert_eq!(z.get_key(&tagged(TAG, n)), Lookup::Miss, "entry {n}");
+        }
+        for n in 11..MAX_CHAIN as u32 + 10 {
+            assert_eq!(z.get_key(&tagged(TAG, n)), Lookup::Hit(b"v".to_vec()));
+        }
+        assert_eq!(z.stats().evictions, 11);
+        // Replacing an entry of a full chain removes nothing else.
+        assert!(z.insert_key(&mut Live, &tagged(TAG, 20), b"w").unwrap());
+        assert_eq!(z.chain_len(TAG), MAX_CHAIN);
+        assert_eq!(z.get_key(&tagged(TAG, 11)), Lookup::Hit(b"v".to_vec()));
+        // Marks count too.
+        assert_eq!(z.claim_key(&tagged(TAG, 50)), Claim::Claimed);
+        assert_eq!(z.chain_len(TAG), MAX_CHAIN);
+        assert_eq!(z.get_key(&tagged(TAG, 11)), Lookup::Miss);
+        assert_eq!(z.get_key(&tagged(TAG, 50)), Lookup::Pending);
+        assert_eq!(z.check(), MAX_CHAIN);
+        // A chain full of other tokens' entries gives up its last.
+        let mut z = Zone::new(1 << 20);
+        for n in 0..MAX_CHAIN as u8 {
+            let mut tag = NEIGHBOUR;
+            tag[7] = n;
+            assert!(z.insert_key(&mut Live, &tagged(tag, 0), b"n").unwrap());
+        }
+        assert!(z.insert_key(&mut Live, &tagged(TAG, 0), b"v").unwrap());
+        assert_eq!(z.chain_len(TAG), MAX_CHAIN);
+        let mut first = NEIGHBOUR;
+        first[7] = 0;
+        assert_eq!(z.get_key(&tagged(first, 0)), Lookup::Miss, "the oldest");
+        assert_eq!(z.get_key(&tagged(TAG, 0)), Lookup::Hit(b"v".to_vec()));
+        assert_eq!(z.check(), MAX_CHAIN);
+    }
+
+    #[test]
+    fn an_insert_into_a_full_chain_survives_death_at_every_step() {
+        survives_death_at_every_step_in(room_for(MAX_CHAIN + 6), |z, steps| {
+            for n in 0..MAX_CHAIN as u32 {
+                assert!(z
+                    .insert_key(&mut Live, &tagged(TAG, n), b"0123456789")
+                    .unwrap());
+            }
+            z.insert_key(steps, &tagged(TAG, 100), b"0123456789")
+                .map(|stored| assert!(stored))
+        });
     }
 
     #[test]

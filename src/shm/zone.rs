@@ -157,6 +157,23 @@ pub unsafe fn insert(
     }
 }
 
+/// Removes every entry and mark of the token whose tag is `tag` (see
+/// `table::purge_tag`): one chain walked, never the whole zone. Returns how
+/// many entries it removed; a zone that cannot be used holds none.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn purge_tag(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> usize {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return 0;
+        };
+        let table = locked.table;
+        table::purge_tag(table, &mut locked.pool, &mut Live, tag).unwrap_or(0)
+    }
+}
+
 /// nginx's init callback for the zone: builds the table in a new zone, or
 /// keeps the existing one when a reload finds the zone unchanged. A table of
 /// another layout (another version of the module) cannot be shared with the

@@ -2,6 +2,13 @@
 //! so that an answer obtained for one endpoint, client or set of exchange
 //! parameters is never served for another, and no raw token is kept in
 //! shared memory.
+//!
+//! Every key made from a token begins with the token's tag
+//! ([`token_tag`], FNV-1a of the token): bytes 0..8 are the tag, bytes 8..32 are bytes 8..32 of
+//! the digest over everything that decides the answer. The shared-memory
+//! table picks a key's bucket from its first 8 bytes, so all the entries of
+//! one token, in every policy, share one chain, and a purge of the token
+//! walks that chain only.
 
 use sha2::{Digest, Sha256};
 
@@ -22,10 +29,41 @@ impl CacheKey {
         CacheKey(hasher.finalize().into())
     }
 
-    /// A well-mixed 64-bit slice of the digest for bucket selection.
+    /// A well-mixed 64-bit slice of the digest for bucket selection: for a
+    /// key made from a token, its tag.
     pub fn bucket_hash(&self) -> u64 {
-        u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"))
+        u64::from_le_bytes(self.tag())
     }
+
+    /// The first 8 bytes: for a key made from a token, the token's tag.
+    pub fn tag(&self) -> [u8; 8] {
+        self.0[..8].try_into().expect("8 bytes")
+    }
+
+    /// `digest` with its first 8 bytes replaced by the tag of `token`.
+    fn tagged(token: &[u8], digest: [u8; 32]) -> CacheKey {
+        let mut key = digest;
+        key[..8].copy_from_slice(&token_tag(token));
+        CacheKey(key)
+    }
+}
+
+/// What every cache key made from `token` begins with, in every policy and
+/// location: FNV-1a (64-bit, little-endian) of the token. It names the
+/// token's entries for a purge without keeping the token. Not a digest:
+/// it costs a few hundred instructions on every look-up where a second
+/// SHA-256 would cost thousands, and it needs no secrecy (the zone keeps
+/// SHA-256 digests of tokens beside it); two tokens that share a tag
+/// share a chain and a purge, nothing more. FNV-1a is fixed by its
+/// definition, so every gateway of a fleet, whatever its build, computes
+/// the same tag for a purge message.
+pub fn token_tag(token: &[u8]) -> [u8; 8] {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = token.iter().fold(OFFSET_BASIS, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(PRIME)
+    });
+    hash.to_le_bytes()
 }
 
 /// The server block a location belongs to, by what identifies it to
@@ -111,7 +149,8 @@ impl KeyScope {
 /// `auth_oauth2_token_cache_vary` (`None` without it: the scope says which),
 /// and the token. The scope has a fixed length, the values a length prefix,
 /// and the token comes last, so the parts cannot shift into each other; a
-/// typical token takes as few SHA-256 blocks as it can.
+/// typical token takes as few SHA-256 blocks as it can. The key begins with
+/// the token's tag (see the module's comment).
 pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(scope.0);
@@ -120,10 +159,11 @@ pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) ->
         hasher.update(vary);
     }
     hasher.update(token);
-    CacheKey(hasher.finalize().into())
+    CacheKey::tagged(token, hasher.finalize().into())
 }
 
-/// The key of an exchanged token: also every parameter that shapes it.
+/// The key of an exchanged token: also every parameter that shapes it; it
+/// begins with the token's tag.
 pub fn exchange_key(
     scope: &KeyScope,
     token: &[u8],
@@ -143,7 +183,7 @@ pub fn exchange_key(
         hasher.update(part);
     }
     hasher.update(token);
-    CacheKey(hasher.finalize().into())
+    CacheKey::tagged(token, hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -291,6 +331,69 @@ mod tests {
             CacheKey::from_parts(&[b"a", b""]),
             CacheKey::from_parts(&[b"a"])
         );
+    }
+
+    #[test]
+    fn token_tag_is_the_documented_hash() {
+        // FNV-1a 64 of "tok", computed elsewhere.
+        assert_eq!(
+            token_tag(b"tok"),
+            [0xbd, 0x9f, 0x65, 0x44, 0x19, 0xb7, 0xf9, 0x56]
+        );
+        assert_ne!(token_tag(b"tok"), token_tag(b"tok2"));
+        assert_ne!(token_tag(b""), token_tag(b"\0"));
+    }
+
+    #[test]
+    fn every_key_of_a_token_begins_with_its_tag() {
+        let params = ExchangeParams {
+            audience: b"orders",
+            scope: b"read",
+            resource: b"",
+            requested_token_type: b"",
+        };
+        let keys_of = |token: &[u8]| {
+            [
+                introspection_key(&scope(b"/i", b"gw", b"s"), token, None),
+                introspection_key(&scope(b"/i", b"gw", b"s"), token, Some(b"tenant-a")),
+                introspection_key(&scope(b"/other", b"gw2", b"s2"), token, None),
+                introspection_key(
+                    &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b"fp", true),
+                    token,
+                    Some(b"x"),
+                ),
+                exchange_key(
+                    &KeyScope::exchange(&SERVER, b"/t", b"gw", b"s"),
+                    token,
+                    b"",
+                    &params,
+                ),
+                exchange_key(
+                    &KeyScope::exchange(&[8; 32], b"/t", b"gw", b"s"),
+                    token,
+                    b"v",
+                    &ExchangeParams {
+                        audience: b"billing",
+                        ..params
+                    },
+                ),
+            ]
+        };
+        let keys = keys_of(b"tok");
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(key.tag(), token_tag(b"tok"), "key {i}");
+            assert_eq!(key.0[..8], token_tag(b"tok"), "key {i}");
+            assert_eq!(key.bucket_hash(), u64::from_le_bytes(token_tag(b"tok")));
+            // The rest still tells every policy, vary value and kind apart.
+            for (j, other) in keys.iter().enumerate().skip(i + 1) {
+                assert_ne!(key.0[8..], other.0[8..], "keys {i} and {j}");
+            }
+        }
+        for (key, other) in keys.iter().zip(keys_of(b"tok2")) {
+            assert_eq!(other.tag(), token_tag(b"tok2"));
+            assert_ne!(key.tag(), other.tag());
+            assert_ne!(key.0[8..], other.0[8..], "the token also decides the rest");
+        }
     }
 
     #[test]
