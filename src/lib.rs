@@ -17,6 +17,8 @@ pub mod oauth;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
+#[cfg(not(any(test, feature = "logic-only")))]
+mod redis;
 pub mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]
@@ -110,6 +112,14 @@ mod registration {
             let Some(main) = Module::main_conf_mut(&*cf) else {
                 return NGX_CONF_ERROR;
             };
+            if conf.shared_cache_uri().is_some() && main.redis.is_none() {
+                ngx::ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_redis\" in the http block"
+                );
+                return NGX_CONF_ERROR;
+            }
             conf.scope_caches(&server, &main.claims.fingerprint());
             conf.register_metrics(&mut main.metrics, &server);
         }
@@ -120,7 +130,7 @@ mod registration {
         preconfiguration: Some(preconfiguration),
         postconfiguration: Some(postconfiguration),
         create_main_conf: Some(Module::create_main_conf),
-        init_main_conf: None,
+        init_main_conf: Some(crate::redis::upstream::init_main_conf),
         create_srv_conf: None,
         merge_srv_conf: None,
         create_loc_conf: Some(Module::create_loc_conf),
@@ -138,6 +148,8 @@ mod registration {
         ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(conf::directives::COMMANDS) as *mut _,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
+        init_process: Some(crate::redis::subscriber::init_process),
+        exit_process: Some(crate::redis::subscriber::exit_process),
         ..ngx_module_t::default()
     };
 }

@@ -8,23 +8,26 @@ use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_add_variable,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_get_variable_pt, ngx_http_handler_pt, ngx_shared_memory_add, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_EMERG,
+    ngx_http_get_variable_pt, ngx_http_handler_pt, ngx_http_upstream_add, ngx_shared_memory_add,
+    ngx_str_t, ngx_uint_t, ngx_url_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::{
-    cache_args, is_valid_endpoint, parse_error_status, require_args, secret_from_file_contents,
-    CacheConf, Challenge, ClientAuth, LocationConf, MainConf, Phase, Requirement, SecretSource,
-    Situation, Template,
+    cache_args, is_valid_endpoint, parse_error_status, redis_args, require_args,
+    secret_from_file_contents, CacheConf, Challenge, ClientAuth, LocationConf, MainConf, Phase,
+    RedisTier, Requirement, SecretSource, Situation, Template,
 };
 use crate::module::Module;
 use crate::oauth::breaker::BreakerConf;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::client_auth::{Alg, AssertionKey};
+use crate::oauth::fleet::{FleetKey, FleetKeys};
+use crate::oauth::resp;
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
 use crate::shm::{counters, zone};
@@ -33,6 +36,18 @@ type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+/// A directive of the location that talks to Redis (`location` only).
+const fn location_directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (NGX_HTTP_LOC_CONF | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
 
 const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     ngx_command_t {
@@ -45,7 +60,7 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 39] = [
+pub static mut COMMANDS: [ngx_command_t; 48] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -227,6 +242,19 @@ pub static mut COMMANDS: [ngx_command_t; 39] = [
         NGX_CONF_TAKE1,
         set_curity_scope,
     ),
+    directive(
+        ngx_string!("auth_oauth2_token_shared_cache"),
+        NGX_CONF_TAKE1,
+        set_shared_cache,
+    ),
+    ngx_command_t {
+        name: ngx_string!("auth_oauth2_token_purge"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_purge),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("auth_oauth2_token_metrics"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
@@ -243,6 +271,44 @@ pub static mut COMMANDS: [ngx_command_t; 39] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("auth_oauth2_token_redis"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_redis),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_pass"),
+        NGX_CONF_NOARGS,
+        set_redis_pass,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_connect_timeout"),
+        NGX_CONF_TAKE1,
+        set_redis_connect_timeout,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_send_timeout"),
+        NGX_CONF_TAKE1,
+        set_redis_send_timeout,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_read_timeout"),
+        NGX_CONF_TAKE1,
+        set_redis_read_timeout,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_next_upstream"),
+        NGX_CONF_1MORE,
+        set_redis_next_upstream,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_buffer_size"),
+        NGX_CONF_TAKE1,
+        set_redis_buffer_size,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -779,6 +845,31 @@ handler!(set_metrics, |c| {
     c.set_content_handler(Some(crate::handler::metrics_page::handler))
 });
 
+// `auth_oauth2_token_shared_cache URI | off;`: this block's caches also
+// use the shared tier (Redis) through the internal location at URI.
+handler!(set_shared_cache, |c| {
+    if c.conf.shared_cache.is_some() {
+        return Err("is duplicate".into());
+    }
+    let uri = match c.arg {
+        b"off" => None,
+        uri if uri.starts_with(b"/") => Some(uri.to_vec()),
+        _ => return Err("needs the URI of an internal location (\"/...\") or \"off\"".into()),
+    };
+    c.conf.shared_cache = Some(uri);
+    Ok(())
+});
+
+// `auth_oauth2_token_purge;` (location): the location removes a token's
+// cached answers (RFC 7009 request shape), here and in the shared tier.
+handler!(set_purge, |c| {
+    if c.conf.purge_page {
+        return Err("is duplicate".into());
+    }
+    c.conf.purge_page = true;
+    c.set_content_handler(Some(crate::handler::purge::handler))
+});
+
 // `auth_oauth2_token_claim_set $variable CLAIM;` (http level): defines the
 // variable, which reads the claim at that path of the introspection answer.
 handler!(set_claim_set: MainConf, |c| {
@@ -800,3 +891,119 @@ handler!(set_claim_set: MainConf, |c| {
     c.conf.claims.rendered.push(path);
     Ok(())
 });
+
+/// Reads a file named by a directive argument (relative to nginx's prefix).
+fn read_file<C>(c: &Call<'_, C>, name: &[u8]) -> Result<Vec<u8>, String> {
+    let path = c.full_name(name)?;
+    std::fs::read(&path).map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))
+}
+
+/// A fleet secret from `key_file=` / `old_key_file=`; the error names the
+/// parameter and the file, never the bytes.
+fn fleet_key<C>(c: &Call<'_, C>, param: &str, name: &[u8]) -> Result<FleetKey, String> {
+    let contents = read_file(c, name)?;
+    let secret = redis_args::fleet_secret(&contents);
+    if secret.len() < 32 {
+        return Err(format!(
+            "has a \"{param}\" of {} bytes: the fleet secret needs at least 32 (openssl rand -hex 32)",
+            secret.len()
+        ));
+    }
+    FleetKey::from_secret(secret).map_err(|e| format!("has an unusable \"{param}\": {e}"))
+}
+
+// `auth_oauth2_token_redis SERVER key_file=PATH ...;` (http level): the
+// shared tier. Files are read now; the server is an nginx upstream.
+handler!(set_redis: MainConf, |c| {
+    if c.conf.redis.is_some() {
+        return Err("is duplicate".into());
+    }
+    let args = args_of(c);
+    let parsed = redis_args::parse(&args)?;
+    let current = fleet_key(c, "key_file", parsed.key_file)?;
+    let old = match parsed.old_key_file {
+        Some(name) => Some(fleet_key(c, "old_key_file", name)?),
+        None => None,
+    };
+    let mut preamble = Vec::new();
+    let mut preamble_replies = 0;
+    if let Some(name) = parsed.password_file {
+        let password = secret_from_file_contents(&read_file(c, name)?);
+        if password.is_empty() {
+            return Err("has an empty \"password_file\"".into());
+        }
+        match &parsed.user {
+            Some(user) => resp::command(&mut preamble, &[b"AUTH", user, &password]),
+            None => resp::command(&mut preamble, &[b"AUTH", &password]),
+        }
+        preamble_replies += 1;
+    }
+    if parsed.database != 0 {
+        let n = parsed.database.to_string();
+        resp::command(&mut preamble, &[b"SELECT", n.as_bytes()]);
+        preamble_replies += 1;
+    }
+    let mut url: ngx_url_t = zeroed_url();
+    // SAFETY: cf is the configuration being parsed (see `Call`); the URL
+    // is copied into its pool, which outlives the upstream that keeps it.
+    let upstream = unsafe {
+        url.url = ngx_str_t::from_bytes((*c.cf).pool, parsed.server).ok_or("cannot allocate")?;
+        url.set_no_resolve(1);
+        ngx_http_upstream_add(c.cf, &mut url, 0)
+    };
+    if upstream.is_null() {
+        return Err("has an invalid server (see the message above)".into());
+    }
+    c.conf.redis = Some(RedisTier {
+        upstream: upstream.cast(),
+        keys: FleetKeys { current, old },
+        preamble,
+        preamble_replies,
+        prefix: parsed.prefix,
+    });
+    Ok(())
+});
+
+/// A zeroed `ngx_url_t`, as nginx's modules start one.
+fn zeroed_url() -> ngx_url_t {
+    // SAFETY: ngx_url_t is plain C data for which all-zero is the state
+    // nginx's own callers start from (ngx_memzero).
+    unsafe { core::mem::zeroed() }
+}
+
+// `auth_oauth2_token_redis_pass;` (location): this location carries the
+// module's Redis calls; wired to the upstream once the http block is parsed.
+handler!(set_redis_pass, |c| {
+    if c.conf.redis.pass.is_some() {
+        return Err("is duplicate".into());
+    }
+    c.conf.redis.pass = Some(ptr::null_mut());
+    let conf: *mut LocationConf = c.conf;
+    c.main_conf()?.redis_passes.push(conf.cast());
+    c.set_content_handler(Some(crate::redis::upstream::handler))
+});
+
+handler!(set_redis_connect_timeout, |c| set_once(
+    &mut c.conf.redis.connect_timeout_ms,
+    redis_args::parse_timeout(c.arg)?
+));
+
+handler!(set_redis_send_timeout, |c| set_once(
+    &mut c.conf.redis.send_timeout_ms,
+    redis_args::parse_timeout(c.arg)?
+));
+
+handler!(set_redis_read_timeout, |c| set_once(
+    &mut c.conf.redis.read_timeout_ms,
+    redis_args::parse_timeout(c.arg)?
+));
+
+handler!(set_redis_next_upstream, |c| {
+    let next = redis_args::parse_next_upstream(&args_of(c))?;
+    set_once(&mut c.conf.redis.next_upstream, next)
+});
+
+handler!(set_redis_buffer_size, |c| set_once(
+    &mut c.conf.redis.buffer_size,
+    redis_args::parse_buffer_size(c.arg)?
+));

@@ -4,6 +4,7 @@
 pub mod cache_args;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod directives;
+pub mod redis_args;
 pub mod require_args;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod server;
@@ -152,6 +153,64 @@ pub struct MainConf {
     pub counters: Counters,
     /// The cache zones, by name, for the metrics page.
     pub zones: Vec<(String, *mut core::ffi::c_void)>,
+    /// `auth_oauth2_token_redis`: the shared tier, when configured.
+    pub redis: Option<RedisTier>,
+    /// The `LocationConf`s with `auth_oauth2_token_redis_pass` (opaque
+    /// pointers into the configuration pool), wired to the upstream once
+    /// the http block is parsed.
+    pub redis_passes: Vec<*mut core::ffi::c_void>,
+}
+
+/// `auth_oauth2_token_redis`: the Redis server of the shared tier and the
+/// secrets that go with it, read once at configuration time.
+pub struct RedisTier {
+    /// The upstream's `ngx_http_upstream_srv_conf_t`, opaque here.
+    pub upstream: *mut core::ffi::c_void,
+    /// What names and seals entries and purge messages (current, old).
+    pub keys: crate::oauth::fleet::FleetKeys,
+    /// `AUTH [user] password` (if a password is configured) and `SELECT n`
+    /// (if n != 0), RESP-encoded: the start of every pipeline.
+    pub preamble: Vec<u8>,
+    /// How many replies `preamble` asks for.
+    pub preamble_replies: usize,
+    /// Key prefix (`oauth2:`); the purge channel is `<prefix>purge`.
+    pub prefix: Vec<u8>,
+}
+
+impl RedisTier {
+    /// The purge channel, `<prefix>purge`.
+    pub fn channel(&self) -> Vec<u8> {
+        [&self.prefix[..], b"purge"].concat()
+    }
+}
+
+/// Never prints the secrets (keys, the password inside the preamble).
+impl core::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("preamble_replies", &self.preamble_replies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `auth_oauth2_token_redis_*` values of the location that talks to
+/// Redis (`auth_oauth2_token_redis_pass`); not inherited.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisLocation {
+    /// `auth_oauth2_token_redis_pass`: the location's
+    /// `ngx_http_upstream_conf_t` (opaque; null until the http block is parsed).
+    pub pass: Option<*mut core::ffi::c_void>,
+    pub connect_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub next_upstream: Option<redis_args::NextUpstream>,
+    pub buffer_size: Option<usize>,
+}
+
+impl RedisLocation {
+    pub const DEFAULT_TIMEOUT_MS: u64 = 500;
+    pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
@@ -233,6 +292,13 @@ pub struct LocationConf {
     pub exchange_breaker: Option<usize>,
     /// `auth_oauth2_token_metrics`: this location shows the metrics page.
     pub metrics_page: bool,
+    /// `auth_oauth2_token_purge`: the location answers purge requests.
+    pub purge_page: bool,
+    /// `auth_oauth2_token_redis_pass` and its timeouts (this location only).
+    pub redis: RedisLocation,
+    /// `auth_oauth2_token_shared_cache`: the internal location of the shared
+    /// tier (Redis), or `off` (`Some(None)`).
+    pub shared_cache: Option<Option<Vec<u8>>>,
     /// Scopes the challenge announces (Curity's `phantom_token_scopes`).
     pub announced_scopes: Option<String>,
     /// The same one by one (Curity's `phantom_token_scope`); `announced_scopes` wins.
@@ -264,6 +330,11 @@ impl LocationConf {
         self.phantom == Some(true)
     }
 
+    /// The internal location of the shared tier, when this block uses one.
+    pub fn shared_cache_uri(&self) -> Option<&[u8]> {
+        self.shared_cache.as_ref()?.as_deref()
+    }
+
     pub fn announced_scopes(&self) -> Option<&str> {
         self.announced_scopes.as_deref()
     }
@@ -277,6 +348,7 @@ impl LocationConf {
     pub fn merge(&mut self, prev: &LocationConf) -> Result<(), String> {
         inherit(&mut self.introspect, &prev.introspect);
         inherit(&mut self.introspect_endpoint, &prev.introspect_endpoint);
+        inherit(&mut self.shared_cache, &prev.shared_cache);
         inherit(&mut self.client_id, &prev.client_id);
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);

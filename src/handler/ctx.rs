@@ -6,7 +6,7 @@ use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
 use crate::oauth::breaker::BreakerConf;
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
@@ -26,6 +26,8 @@ pub struct RequestCtx {
     pub stale_exchange: Option<Result<IssuedToken, ExchangeFailure>>,
     /// What the cache said, for `$oauth2_token_cache_status`.
     pub cache_status: Option<CacheStatus>,
+    /// The shared tier's answer to the current question, if it was asked.
+    pub shared: SharedRead,
     /// This request's place in the worker's in-flight table, if any.
     pub flight: Option<Flight>,
     /// Posted by the leading request to resume this one; made (in the
@@ -68,6 +70,7 @@ impl RequestCtx {
             stale_introspection: None,
             stale_exchange: None,
             cache_status: None,
+            shared: SharedRead::NotAsked,
             flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,
@@ -128,6 +131,19 @@ pub enum Flow {
     WaitingForLeader,
     /// Another worker asks it: look again when the timer fires.
     WaitingForWorker,
+    /// This request asks the shared tier (Redis) before the IdP.
+    AskingShared,
+}
+
+/// What the shared tier said to this request's current question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedRead {
+    NotAsked,
+    Asking,
+    /// An entry of this question, still fresh: its bytes and lifetime.
+    Found(Vec<u8>, Lifetime),
+    /// Nothing there, or the tier failed: the IdP is asked.
+    Missed,
 }
 
 /// A request's place in the in-flight table.
@@ -150,6 +166,8 @@ pub enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     Hit,
+    /// Not in this gateway's zone; found in the shared tier.
+    HitShared,
     Miss,
     Expired,
     Bypass,
@@ -161,6 +179,7 @@ impl CacheStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
+            CacheStatus::HitShared => "HIT_SHARED",
             CacheStatus::Miss => "MISS",
             CacheStatus::Expired => "EXPIRED",
             CacheStatus::Bypass => "BYPASS",

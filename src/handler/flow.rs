@@ -7,14 +7,17 @@
 //!              waiter -> WaitingForLeader; no cache: AskingIdp
 //! AskingIdp / WaitingForLeader -> NGX_AGAIN until the answer is in (the
 //!              subrequest's callback or the leader put it in the context)
-//! answered  -> the leader stores it and wakes its waiters
+//!              (with a shared tier, the leader asks it first: AskingShared;
+//!              an entry there answers, and is stored in this zone)
+//! answered  -> the leader stores it (and the IdP's answer in the shared
+//!              tier, in the background) and wakes its waiters
 
 use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
-use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role};
-use crate::handler::inflight;
+use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead};
+use crate::handler::{inflight, shared};
 use crate::metrics::LookupResult;
 use crate::module::Module;
 use crate::oauth::breaker::{Admit, BreakerConf};
@@ -142,11 +145,12 @@ pub unsafe fn step<Q: Question>(
     // context is held across a call that may run variable getters.
     unsafe {
         if Q::answer(&mut *ctx).is_none() {
-            match (*ctx).stage.flow() {
-                Some(Flow::Look | Flow::WaitingForWorker) => {}
+            let step = match (*ctx).stage.flow() {
+                Some(Flow::Look | Flow::WaitingForWorker) => look::<Q>(r, conf, ctx),
+                Some(Flow::AskingShared) => shared_answered::<Q>(r, conf, ctx),
                 _ => return Step::Again,
-            }
-            match look::<Q>(r, conf, ctx) {
+            };
+            match step {
                 Step::Answered => {}
                 other => return other,
             }
@@ -155,10 +159,24 @@ pub unsafe fn step<Q: Question>(
         if let Some(Flight { role, key }) = (*ctx).flight {
             if let (Role::Leader | Role::Alone, Some(cache)) = (role, Q::cache(conf)) {
                 let now = now_ms();
-                let entry = match ((*ctx).asked_idp, served_stale) {
-                    (true, false) => Q::entry(conf, cache, &*ctx, now),
+                let from_shared = match core::mem::replace(&mut (*ctx).shared, SharedRead::NotAsked)
+                {
+                    SharedRead::Found(entry, lifetime) => Some((entry, lifetime)),
                     _ => None,
                 };
+                let asked = (*ctx).asked_idp && !served_stale;
+                let entry = match (from_shared, asked) {
+                    (Some(found), _) => Some(found),
+                    (None, true) => Q::entry(conf, cache, &*ctx, now),
+                    (None, false) => None,
+                };
+                if let (true, Some((entry, lifetime))) = (asked, &entry) {
+                    if let Some(tier) = shared::tier(r, conf) {
+                        // A write that cannot start is a later miss elsewhere.
+                        let _ =
+                            shared::write(r, &tier, &key, (*ctx).token(), entry, *lifetime, now);
+                    }
+                }
                 let stored = entry.is_some_and(|(entry, lifetime)| {
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
                     zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
@@ -237,6 +255,9 @@ unsafe fn look<Q: Question>(
     // SAFETY: as for `step`.
     unsafe {
         (*ctx).asked_idp = false;
+        if (*ctx).stage.flow() == Some(Flow::Look) {
+            (*ctx).shared = SharedRead::NotAsked;
+        }
         // Looking again while another worker asks is not another look-up.
         let relook = (*ctx).stage.flow() == Some(Flow::WaitingForWorker);
         let Some(inputs) = Q::inputs(r, conf) else {
@@ -286,6 +307,7 @@ unsafe fn look<Q: Question>(
                     CacheStatus::Expired => LookupResult::Expired,
                     CacheStatus::Bypass => LookupResult::Bypass,
                     CacheStatus::Stale => LookupResult::Stale,
+                    CacheStatus::HitShared => LookupResult::SharedHit,
                 };
                 counters.add(cache.metrics.lookup(result), 1);
             }
@@ -343,6 +365,67 @@ unsafe fn look<Q: Question>(
                 }
             }
         }
+        if let (Some(tier), Some(Flight { key, .. })) = (shared::tier(r, conf), (*ctx).flight) {
+            if (*ctx).shared == SharedRead::NotAsked {
+                (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingShared);
+                match shared::read(r, &tier, &key, ctx) {
+                    Ok(()) => return Step::Again,
+                    Err(()) => (*ctx).shared = SharedRead::Missed,
+                }
+            }
+        }
+        ask_idp::<Q>(r, conf, ctx, &inputs)
+    }
+}
+
+/// The shared tier's answer is in: an entry answers the question (and
+/// fills this gateway's zone when it is stored); otherwise the IdP is asked.
+///
+/// # Safety
+/// As for [`step`].
+unsafe fn shared_answered<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+) -> Step {
+    // SAFETY: as for `step`.
+    unsafe {
+        let answer = match &(*ctx).shared {
+            SharedRead::Asking => return Step::Again,
+            SharedRead::Found(entry, _) => Q::decode(entry),
+            SharedRead::NotAsked | SharedRead::Missed => None,
+        };
+        if let Some(answer) = answer {
+            *Q::answer(&mut *ctx) = Some(answer);
+            if Q::reports_cache_status(conf) {
+                (*ctx).cache_status = Some(CacheStatus::HitShared);
+            }
+            if let (Some(main), Some(cache)) = (Module::main_conf(&*r), Q::cache(conf)) {
+                main.counters
+                    .add(cache.metrics.lookup(LookupResult::SharedHit), 1);
+            }
+            return Step::Answered;
+        }
+        (*ctx).shared = SharedRead::Missed;
+        let Some(inputs) = Q::inputs(r, conf) else {
+            return Step::Error;
+        };
+        ask_idp::<Q>(r, conf, ctx, &inputs)
+    }
+}
+
+/// Asks the IdP, unless its circuit breaker is open.
+///
+/// # Safety
+/// As for [`step`].
+unsafe fn ask_idp<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+    inputs: &Q::Inputs<'_>,
+) -> Step {
+    // SAFETY: as for `step`.
+    unsafe {
         if let (Some((slot, breaker)), Some(main)) = (Q::breaker(conf), Module::main_conf(&*r)) {
             if let Some(state) = main.counters.breaker(slot) {
                 let now = u64::try_from(now_ms()).unwrap_or(0);
@@ -354,7 +437,7 @@ unsafe fn look<Q: Question>(
         }
         (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingIdp);
         (*ctx).asked_idp = true;
-        match Q::ask(r, conf, ctx, &inputs) {
+        match Q::ask(r, conf, ctx, inputs) {
             Ok(()) => Step::Again,
             Err(()) => Step::Error,
         }

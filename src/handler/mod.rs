@@ -24,8 +24,10 @@ pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
 pub mod metrics_page;
+pub mod purge;
 pub mod raw;
 pub mod refusal;
+pub mod shared;
 pub mod upstream;
 pub mod variables;
 pub mod verdict;
@@ -61,7 +63,9 @@ pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_in
     unsafe {
         let phase = match r == (*r).main {
             true => Some(Phase::Preaccess),
-            false if idp_call::is_idp_call(r) => return NGX_DECLINED as ngx_int_t,
+            false if idp_call::is_idp_call(r) || crate::redis::call::is_redis_call(r) => {
+                return NGX_DECLINED as ngx_int_t
+            }
             false => None,
         };
         match run_in(phase, r) {

@@ -72,15 +72,19 @@ pub enum LookupResult {
     Bypass,
     /// An answer past its time served because the IdP failed.
     Stale,
+    /// A miss of this zone that the shared tier (Redis) answered; the
+    /// look-up is counted as a miss too.
+    SharedHit,
 }
 
 impl LookupResult {
-    const ALL: [LookupResult; 5] = [
+    const ALL: [LookupResult; 6] = [
         LookupResult::Hit,
         LookupResult::Miss,
         LookupResult::Expired,
         LookupResult::Bypass,
         LookupResult::Stale,
+        LookupResult::SharedHit,
     ];
 
     fn name(self) -> &'static str {
@@ -90,6 +94,7 @@ impl LookupResult {
             LookupResult::Expired => "expired",
             LookupResult::Bypass => "bypass",
             LookupResult::Stale => "stale",
+            LookupResult::SharedHit => "shared_hit",
         }
     }
 }

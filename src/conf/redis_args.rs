@@ -1,0 +1,245 @@
+//! `auth_oauth2_token_redis` and the `auth_oauth2_token_redis_*` location
+//! directives: their arguments, checked before nginx starts.
+
+/// The default key prefix (the purge channel is `<prefix>purge`).
+pub const DEFAULT_PREFIX: &[u8] = b"oauth2:";
+
+/// What `auth_oauth2_token_redis` says; the files are read by the glue.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RedisArgs<'a> {
+    /// An upstream name or `host:port`, as `memcached_pass` takes it.
+    pub server: &'a [u8],
+    pub key_file: &'a [u8],
+    pub old_key_file: Option<&'a [u8]>,
+    pub password_file: Option<&'a [u8]>,
+    pub user: Option<Vec<u8>>,
+    pub database: u32,
+    pub prefix: Vec<u8>,
+}
+
+/// `<server> key_file=PATH [old_key_file=PATH] [password_file=PATH]
+/// [user=NAME] [database=N] [prefix=STRING]`.
+pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
+    let (&server, params) = args.split_first().ok_or("needs a server")?;
+    if server.is_empty() || server.contains(&b'=') {
+        return Err("needs an upstream name or host:port first".into());
+    }
+    let mut key_file = None;
+    let mut old_key_file = None;
+    let mut password_file = None;
+    let mut user = None;
+    let mut database = None;
+    let mut prefix = None;
+    for &param in params {
+        let text = String::from_utf8_lossy(param);
+        let (name, value) = match param.iter().position(|b| *b == b'=') {
+            Some(at) => (&param[..at], &param[at + 1..]),
+            None => return Err(format!("has an unknown parameter \"{text}\"")),
+        };
+        let name_text = String::from_utf8_lossy(name);
+        let duplicate = || format!("sets \"{name_text}\" twice");
+        match name {
+            b"key_file" | b"old_key_file" | b"password_file" => {
+                if value.is_empty() {
+                    return Err(format!("needs a file name in \"{name_text}=\""));
+                }
+                let slot = match name {
+                    b"key_file" => &mut key_file,
+                    b"old_key_file" => &mut old_key_file,
+                    _ => &mut password_file,
+                };
+                if slot.replace(value).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            b"user" => {
+                if value.is_empty() || value.iter().any(|b| !b.is_ascii_graphic()) {
+                    return Err(
+                        "needs a user name without spaces or control characters in \"user=\""
+                            .into(),
+                    );
+                }
+                if user.replace(value.to_vec()).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            b"database" => {
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|n| *n <= i32::MAX as u32)
+                    .ok_or("has an invalid number in \"database=\"")?;
+                if database.replace(n).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            b"prefix" => {
+                if value.is_empty() || value.iter().any(|b| !b.is_ascii_graphic()) {
+                    return Err(
+                        "needs a prefix without spaces or control characters in \"prefix=\"".into(),
+                    );
+                }
+                if prefix.replace(value.to_vec()).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            _ => return Err(format!("has an unknown parameter \"{name_text}=\"")),
+        }
+    }
+    Ok(RedisArgs {
+        server,
+        key_file: key_file.ok_or("needs a \"key_file=PATH\" parameter (the fleet secret)")?,
+        old_key_file,
+        password_file: if user.is_some() && password_file.is_none() {
+            return Err("has \"user=\" without \"password_file=\"".into());
+        } else {
+            password_file
+        },
+        user,
+        database: database.unwrap_or(0),
+        prefix: prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_vec()),
+    })
+}
+
+/// The fleet secret of a key file: its bytes without trailing whitespace.
+pub fn fleet_secret(contents: &[u8]) -> &[u8] {
+    let end = contents
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &contents[..end]
+}
+
+/// `auth_oauth2_token_redis_next_upstream error | timeout | off ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextUpstream {
+    pub error: bool,
+    pub timeout: bool,
+}
+
+impl Default for NextUpstream {
+    fn default() -> Self {
+        NextUpstream {
+            error: true,
+            timeout: true,
+        }
+    }
+}
+
+pub fn parse_next_upstream(args: &[&[u8]]) -> Result<NextUpstream, String> {
+    let mut next = NextUpstream {
+        error: false,
+        timeout: false,
+    };
+    let mut off = false;
+    for &arg in args {
+        match arg {
+            b"error" => next.error = true,
+            b"timeout" => next.timeout = true,
+            b"off" => off = true,
+            _ => {
+                return Err(format!(
+                    "has an invalid value \"{}\": use error, timeout or off",
+                    String::from_utf8_lossy(arg)
+                ))
+            }
+        }
+    }
+    if off && (next.error || next.timeout) {
+        return Err("takes \"off\" alone".into());
+    }
+    Ok(next)
+}
+
+/// A timeout of `auth_oauth2_token_redis_*_timeout`, in milliseconds.
+pub fn parse_timeout(arg: &[u8]) -> Result<u64, String> {
+    super::cache_args::parse_time_ms(arg)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| (1..=u64::from(u32::MAX)).contains(ms))
+        .ok_or("needs a time, like 500ms or 2s".into())
+}
+
+/// `auth_oauth2_token_redis_buffer_size`: at least 1k, at most 1m.
+pub fn parse_buffer_size(arg: &[u8]) -> Result<usize, String> {
+    super::cache_args::parse_size(arg)
+        .filter(|n| (1024..=1 << 20).contains(n))
+        .ok_or("needs a size from 1k to 1m".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_and_full() {
+        let a = parse(&[b"redis", b"key_file=k"]).unwrap();
+        assert_eq!(a.server, b"redis");
+        assert_eq!(a.key_file, b"k");
+        assert_eq!(a.database, 0);
+        assert_eq!(a.prefix, DEFAULT_PREFIX);
+        let a = parse(&[
+            b"127.0.0.1:6379",
+            b"key_file=k",
+            b"old_key_file=o",
+            b"password_file=p",
+            b"user=gw",
+            b"database=3",
+            b"prefix=fleet1:",
+        ])
+        .unwrap();
+        assert_eq!(a.old_key_file, Some(&b"o"[..]));
+        assert_eq!(a.password_file, Some(&b"p"[..]));
+        assert_eq!(a.user.as_deref(), Some(&b"gw"[..]));
+        assert_eq!(a.database, 3);
+        assert_eq!(a.prefix, b"fleet1:");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |args: &[&[u8]]| parse(args).unwrap_err();
+        assert!(err(&[b"r"]).contains("key_file"));
+        assert!(err(&[b"r", b"key_file=k", b"key_file=j"]).contains("twice"));
+        assert!(err(&[b"r", b"key_file=k", b"colour=red"]).contains("unknown"));
+        assert!(err(&[b"r", b"key_file=k", b"bare"]).contains("unknown"));
+        assert!(err(&[b"r", b"key_file=k", b"database=x"]).contains("database"));
+        assert!(err(&[b"r", b"key_file=k", b"database=-1"]).contains("database"));
+        assert!(err(&[b"r", b"key_file=k", b"database=99999999999"]).contains("database"));
+        assert!(err(&[b"r", b"key_file=k", b"user=gw"]).contains("password_file"));
+        assert!(err(&[b"r", b"key_file="]).contains("file name"));
+        assert!(err(&[b"r", b"key_file=k", b"prefix="]).contains("prefix"));
+        assert!(err(&[b"key_file=k"]).contains("upstream"));
+    }
+
+    #[test]
+    fn secrets_lose_trailing_whitespace_only() {
+        assert_eq!(fleet_secret(b"ab cd \n\r\n"), b"ab cd");
+        assert_eq!(fleet_secret(b"\n"), b"");
+    }
+
+    #[test]
+    fn location_values() {
+        assert_eq!(
+            parse_next_upstream(&[b"error"]).unwrap(),
+            NextUpstream {
+                error: true,
+                timeout: false
+            }
+        );
+        assert_eq!(
+            parse_next_upstream(&[b"off"]).unwrap(),
+            NextUpstream {
+                error: false,
+                timeout: false
+            }
+        );
+        assert!(parse_next_upstream(&[b"off", b"error"]).is_err());
+        assert!(parse_next_upstream(&[b"http_500"]).is_err());
+        assert_eq!(parse_timeout(b"500ms"), Ok(500));
+        assert_eq!(parse_timeout(b"2s"), Ok(2000));
+        assert!(parse_timeout(b"0").is_err());
+        assert!(parse_timeout(b"x").is_err());
+        assert_eq!(parse_buffer_size(b"16k"), Ok(16384));
+        assert!(parse_buffer_size(b"10").is_err());
+    }
+}

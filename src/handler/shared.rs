@@ -1,0 +1,230 @@
+//! The shared tier (Redis) as the cache level between this gateway's zone
+//! and the IdP: reading a question's entry on a zone miss, writing the IdP's
+//! answer in the background. Names and values in Redis are keyed hashes and
+//! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
+
+use core::ffi::c_void;
+
+use ngx::ffi::{ngx_http_request_t, ngx_log_t};
+use ngx::http::HttpModuleMainConf;
+
+use crate::conf::{LocationConf, RedisTier};
+use crate::handler::ctx::{Flight, RequestCtx, SharedRead};
+use crate::module::Module;
+use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::fleet::{self, FleetKey};
+use crate::oauth::resp::{self, Reply};
+use crate::redis::call::{self, Failure};
+
+/// The shared tier a request's questions use: a main request in a location
+/// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.
+pub struct Tier<'a> {
+    uri: &'a [u8],
+    redis: &'a RedisTier,
+}
+
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn tier<'a>(r: *mut ngx_http_request_t, conf: &'a LocationConf) -> Option<Tier<'a>> {
+    // SAFETY: r is a live request (this function's contract).
+    unsafe {
+        if r != (*r).main {
+            return None;
+        }
+        let uri = conf.shared_cache_uri()?;
+        let redis = Module::main_conf(&*r)?.redis.as_ref()?;
+        Some(Tier { uri, redis })
+    }
+}
+
+/// The keys to read with, current first: where each would keep `key`.
+fn places<'k>(
+    redis: &'k RedisTier,
+    token: &[u8],
+    key: &CacheKey,
+) -> Vec<(&'k FleetKey, Vec<u8>, Vec<u8>)> {
+    let keys = &redis.keys;
+    core::iter::once(&keys.current)
+        .chain(keys.old.as_ref())
+        .map(|k| {
+            (
+                k,
+                fleet::token_slot(k, &redis.prefix, token),
+                fleet::entry_field(k, &key.0),
+            )
+        })
+        .collect()
+}
+
+/// Asks the shared tier for the entry of `key` (the request's flight);
+/// the answer goes to `ctx.shared`, then nginx runs the request's phase
+/// handler again.
+///
+/// # Safety
+/// `r` must be the live main request and `ctx` its context.
+pub unsafe fn read(
+    r: *mut ngx_http_request_t,
+    tier: &Tier<'_>,
+    key: &CacheKey,
+    ctx: *mut RequestCtx,
+) -> Result<(), ()> {
+    // SAFETY: ctx is r's context (this function's contract).
+    let token = unsafe { (*ctx).token() };
+    let places = places(tier.redis, token, key);
+    let mut commands = Vec::with_capacity(256);
+    for (_, slot, field) in &places {
+        resp::command(&mut commands, &[b"HGET", slot, field]);
+    }
+    // SAFETY: as above; the callback runs while r and its pool live.
+    unsafe {
+        (*ctx).shared = SharedRead::Asking;
+        call::start(
+            r,
+            tier.uri,
+            &commands,
+            places.len(),
+            false,
+            Some(read_done),
+            ctx.cast(),
+        )
+    }
+}
+
+/// The reply to [`read`]: the first entry that opens and is still fresh.
+///
+/// # Safety
+/// Called by `redis::call` with the main request and its context.
+unsafe fn read_done(
+    r: *mut ngx_http_request_t,
+    data: *mut c_void,
+    result: Result<Vec<Reply>, Failure>,
+) {
+    let ctx = data.cast::<RequestCtx>();
+    // SAFETY: r is the live main request whose context is `data`.
+    unsafe {
+        let log = (*(*r).connection).log;
+        (*ctx).shared = SharedRead::Missed;
+        let (Some(redis), Some(Flight { key, .. })) = (
+            Module::main_conf(&*r).and_then(|main| main.redis.as_ref()),
+            (*ctx).flight,
+        ) else {
+            return;
+        };
+        // A failure was logged by the call.
+        let Ok(replies) = result else {
+            return;
+        };
+        let now = wall_clock_ms();
+        let places = places(redis, (*ctx).token(), &key);
+        for ((fleet_key, slot, field), reply) in places.iter().zip(replies) {
+            match reply {
+                Reply::Bulk(Some(sealed)) => {
+                    match fleet::open_entry(fleet_key, slot, field, &sealed) {
+                        Some(entry) if entry.fresh_until_ms > now => {
+                            let lifetime = Lifetime {
+                                fresh_until: entry.fresh_until_ms,
+                                stale_until: entry.stale_until_ms,
+                            };
+                            (*ctx).shared = SharedRead::Found(entry.entry, lifetime);
+                            return;
+                        }
+                        Some(_) => {}
+                        None => call::note_failure(log, &Failure::Undecryptable),
+                    }
+                }
+                Reply::Bulk(None) => {}
+                other => {
+                    let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
+                    return call::note_failure(log, &failure);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the IdP's answer for the fleet: the sealed entry in the token's
+/// hash, which expires when the entry stops being fresh (never past `exp`). A
+/// background subrequest: the client's request does not wait for it.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn write(
+    r: *mut ngx_http_request_t,
+    tier: &Tier<'_>,
+    key: &CacheKey,
+    token: &[u8],
+    entry: &[u8],
+    lifetime: Lifetime,
+    now_ms: i64,
+) -> Result<(), ()> {
+    if lifetime.fresh_until <= now_ms {
+        return Ok(());
+    }
+    let current = &tier.redis.keys.current;
+    let slot = fleet::token_slot(current, &tier.redis.prefix, token);
+    let field = fleet::entry_field(current, &key.0);
+    let sealed = fleet::seal_entry(
+        current,
+        &slot,
+        &field,
+        lifetime.fresh_until,
+        lifetime.stale_until,
+        entry,
+    );
+    let mut commands = Vec::with_capacity(sealed.len() + 256);
+    resp::command(&mut commands, &[b"HSET", &slot, &field, &sealed]);
+    // Relative, so Redis' clock does not matter; from the clock now, not
+    // nginx's cached time, which may be some milliseconds behind.
+    let ttl_ms = lifetime.fresh_until - clock_ms();
+    if ttl_ms <= 0 {
+        return Ok(());
+    }
+    resp::command(
+        &mut commands,
+        &[b"PEXPIRE", &slot, ttl_ms.to_string().as_bytes()],
+    );
+    // SAFETY: r is the live main request (this function's contract).
+    unsafe {
+        call::start(
+            r,
+            tier.uri,
+            &commands,
+            2,
+            true,
+            Some(write_done),
+            core::ptr::null_mut(),
+        )
+    }
+}
+
+/// Notes a write the tier refused (`-OOM`, `-READONLY`, ...).
+///
+/// # Safety
+/// Called by `redis::call` with a live request.
+unsafe fn write_done(
+    r: *mut ngx_http_request_t,
+    _data: *mut c_void,
+    result: Result<Vec<Reply>, Failure>,
+) {
+    // SAFETY: r is a live request.
+    let log: *mut ngx_log_t = unsafe { (*(*r).connection).log };
+    // A failure was logged by the call; refusals (-OOM, -READONLY) are noted here.
+    if let Ok(replies) = result {
+        if let Some(failure) = replies.iter().find_map(call::error_reply) {
+            call::note_failure(log, &failure);
+        }
+    }
+}
+
+/// The time now (ms since the epoch).
+fn clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The cached time, as the zone's entries count it (ms since the epoch).
+fn wall_clock_ms() -> i64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec * 1000 + tp.msec as i64
+}

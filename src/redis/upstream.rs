@@ -1,0 +1,273 @@
+//! `auth_oauth2_token_redis_pass`: the content handler of the internal
+//! location, an nginx upstream in the manner of `memcached_pass`. It sends
+//! the tier's `AUTH`/`SELECT` and the call's commands, reads the replies
+//! into the call (`redis/call.rs`) and answers the subrequest with an empty
+//! 200, so nothing reaches the client. Connections are kept alive by the
+//! upstream's `keepalive` when the replies ended exactly where they should.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use ngx::core::NGX_CONF_ERROR;
+use ngx::ffi::{
+    ngx_alloc_chain_link, ngx_conf_t, ngx_create_temp_buf, ngx_http_request_t,
+    ngx_http_upstream_conf_t, ngx_http_upstream_create, ngx_http_upstream_init, ngx_int_t,
+    ngx_log_t, ngx_palloc, ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_BITMASK_SET, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_UPSTREAM_FT_ERROR,
+    NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
+    NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+
+use super::call::{self, Call, Failure};
+use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
+use crate::module::Module;
+use crate::oauth::resp::{self, Parsed, Reply};
+
+/// The content handler of a location with `auth_oauth2_token_redis_pass`.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request; the
+    // upstream conf was made by `configure` for this location and lives as
+    // long as the configuration.
+    unsafe {
+        // Only the module's own calls: a client (or another module's
+        // subrequest) finds nothing here.
+        if call::of(r).is_none() {
+            return NGX_HTTP_NOT_FOUND as ngx_int_t;
+        }
+        let conf = match Module::location_conf(&*r).and_then(|c| c.redis.pass) {
+            Some(uc) if !uc.is_null() => uc.cast::<ngx_http_upstream_conf_t>(),
+            _ => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        };
+        if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        let u = (*r).upstream;
+        // The Redis connection logs below `crit` go nowhere: a Redis that is
+        // down fails every call, and the module says so once per interval
+        // (`redis/failure.rs`) instead of nginx once per request.
+        let quiet = ngx_palloc((*r).pool, core::mem::size_of::<ngx_log_t>()).cast::<ngx_log_t>();
+        if quiet.is_null() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        *quiet = *(*(*r).connection).log;
+        (*quiet).log_level = NGX_LOG_CRIT as ngx_uint_t;
+        (*u).peer.log = quiet;
+        (*u).schema = ngx_str_t {
+            len: 8,
+            data: c"redis://".as_ptr().cast::<u8>().cast_mut(),
+        };
+        (*u).output.tag = Module::module() as *const _ as *mut c_void;
+        (*u).conf = conf;
+        (*u).create_request = Some(create_request);
+        (*u).reinit_request = Some(reinit_request);
+        (*u).process_header = Some(process_header);
+        (*u).abort_request = Some(abort_request);
+        (*u).finalize_request = Some(finalize_request);
+        (*u).input_filter_init = Some(filter_init);
+        (*u).input_filter = Some(filter);
+        (*u).input_filter_ctx = r.cast();
+        let main = (*r).main;
+        (*main).set_count((*main).count() + 1);
+        ngx_http_upstream_init(r);
+    }
+    NGX_DONE as ngx_int_t
+}
+
+/// The tier and the call of a Redis subrequest.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn parts<'r>(r: *mut ngx_http_request_t) -> Option<(&'r RedisTier, &'r mut Call)> {
+    // SAFETY: the main conf lives as long as the configuration; the call in
+    // the request pool; nginx runs one callback of a request at a time.
+    unsafe {
+        let tier = Module::main_conf(&*r)?.redis.as_ref()?;
+        let call = &mut *call::of(r)?;
+        Some((tier, call))
+    }
+}
+
+unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the live subrequest whose upstream the
+    // handler created; the buffer and chain link live in its pool.
+    unsafe {
+        let Some((tier, call)) = parts(r) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let len = tier.preamble.len() + call.commands.len();
+        let b = ngx_create_temp_buf((*r).pool, len.max(1));
+        let cl = ngx_alloc_chain_link((*r).pool);
+        if b.is_null() || cl.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        for part in [&tier.preamble[..], &call.commands[..]] {
+            ptr::copy_nonoverlapping(part.as_ptr(), (*b).last, part.len());
+            (*b).last = (*b).last.add(part.len());
+        }
+        (*b).set_last_buf(1);
+        (*cl).buf = b;
+        (*cl).next = ptr::null_mut();
+        (*(*r).upstream).request_bufs = cl;
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// Another server of the upstream gets the whole pipeline again.
+unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: as for create_request.
+    if let Some((_, call)) = unsafe { parts(r) } {
+        call.outcome = None;
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// Reads the replies: the preamble's, which must be `+OK`, then the call's.
+unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the live subrequest; u->buffer holds
+    // what was received so far (pos..last within start..end); u->state is
+    // set once the upstream connected.
+    unsafe {
+        let Some((tier, call)) = parts(r) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let u = (*r).upstream;
+        let b = &mut (*u).buffer;
+        let received = core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize);
+        let wanted = tier.preamble_replies + call.count;
+        let (mut replies, used) = match resp::parse(received, wanted) {
+            Parsed::Incomplete if b.last != b.end => return NGX_AGAIN as ngx_int_t,
+            Parsed::Incomplete | Parsed::Garbage => {
+                call.outcome = Some(Err(Failure::Protocol));
+                return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+            }
+            Parsed::Done { replies, used } => (replies, used),
+        };
+        if replies.len() != wanted {
+            call.outcome = Some(Err(Failure::Protocol));
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+        }
+        let own = replies.split_off(tier.preamble_replies);
+        if let Some(bad) = replies.iter().find(|reply| !is_ok(reply)) {
+            let failure = call::error_reply(bad).unwrap_or(Failure::Protocol);
+            call.outcome = Some(Err(failure));
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+        }
+        call.outcome = Some(Ok(own));
+        (*u).headers_in.status_n = 200;
+        (*u).headers_in.content_length_n = 0;
+        if !(*u).state.is_null() {
+            (*(*u).state).status = 200;
+        }
+        // Anything after the replies means the connection is out of step:
+        // it is not reused.
+        (*u).set_keepalive(u32::from(used == received.len()));
+        b.pos = b.last;
+    }
+    NGX_OK as ngx_int_t
+}
+
+fn is_ok(reply: &Reply) -> bool {
+    matches!(reply, Reply::Status(text) if text.as_slice() == b"OK")
+}
+
+unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
+
+unsafe extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
+
+/// The answer has no body: the subrequest ends as soon as its header is in.
+unsafe extern "C" fn filter_init(data: *mut c_void) -> ngx_int_t {
+    // SAFETY: input_filter_ctx is the subrequest (set by the handler).
+    unsafe { (*(*data.cast::<ngx_http_request_t>()).upstream).length = 0 };
+    NGX_OK as ngx_int_t
+}
+
+/// Bytes past the replies: dropped, and the connection is not reused.
+unsafe extern "C" fn filter(data: *mut c_void, _bytes: isize) -> ngx_int_t {
+    // SAFETY: as for filter_init.
+    unsafe {
+        let u = (*data.cast::<ngx_http_request_t>()).upstream;
+        (*u).set_keepalive(0);
+        (*u).length = 0;
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// `init_main_conf`: once the http block is parsed, gives every location
+/// with `auth_oauth2_token_redis_pass` its `ngx_http_upstream_conf_t`,
+/// pointing at the upstream of `auth_oauth2_token_redis` (which may come
+/// after the location in the configuration).
+pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes this module's MainConf; each pointer in
+    // redis_passes is a LocationConf of this configuration (its pool).
+    unsafe {
+        let main = &mut *conf.cast::<MainConf>();
+        if main.redis_passes.is_empty() {
+            return ptr::null_mut();
+        }
+        let Some(tier) = main.redis.as_ref() else {
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"auth_oauth2_token_redis_pass\" needs \"auth_oauth2_token_redis\" in the http block"
+            );
+            return NGX_CONF_ERROR;
+        };
+        for &loc in &main.redis_passes {
+            let loc = &mut *loc.cast::<LocationConf>();
+            let uc = ngx::ffi::ngx_pcalloc((*cf).pool, size_of::<ngx_http_upstream_conf_t>())
+                .cast::<ngx_http_upstream_conf_t>();
+            if uc.is_null() {
+                return NGX_CONF_ERROR;
+            }
+            fill(&mut *uc, &loc.redis, tier.upstream);
+            loc.redis.pass = Some(uc.cast());
+        }
+    }
+    ptr::null_mut()
+}
+
+/// The upstream settings of a Redis location, as memcached's with our
+/// defaults; whatever nginx must not do for us (buffering, passing the
+/// client's headers or body, ranges) is off.
+fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut c_void) {
+    let timeout =
+        |t: Option<u64>| t.unwrap_or(RedisLocation::DEFAULT_TIMEOUT_MS) as ngx::ffi::ngx_msec_t;
+    uc.upstream = upstream.cast();
+    uc.connect_timeout = timeout(conf.connect_timeout_ms);
+    uc.send_timeout = timeout(conf.send_timeout_ms);
+    uc.read_timeout = timeout(conf.read_timeout_ms);
+    uc.next_upstream_timeout = 0;
+    uc.next_upstream_tries = 0;
+    uc.buffer_size = conf
+        .buffer_size
+        .unwrap_or(RedisLocation::DEFAULT_BUFFER_SIZE);
+    let next = conf.next_upstream.unwrap_or_default();
+    let mut mask = NGX_CONF_BITMASK_SET;
+    if next.error {
+        mask |= NGX_HTTP_UPSTREAM_FT_ERROR;
+    }
+    if next.timeout {
+        mask |= NGX_HTTP_UPSTREAM_FT_TIMEOUT;
+    }
+    if !next.error && !next.timeout {
+        mask |= NGX_HTTP_UPSTREAM_FT_OFF;
+    }
+    uc.next_upstream = mask as ngx_uint_t;
+    uc.local = ptr::null_mut();
+    uc.socket_keepalive = 0;
+    uc.buffering = 0;
+    uc.request_buffering = 0;
+    uc.pass_request_headers = 0;
+    uc.pass_request_body = 0;
+    uc.pass_trailers = 0;
+    // An L2 write runs on after the client has gone.
+    uc.ignore_client_abort = 1;
+    uc.intercept_errors = 0;
+    uc.force_ranges = 0;
+    uc.cyclic_temp_file = 0;
+    uc.send_lowat = 0;
+    uc.max_temp_file_size = 0;
+    uc.temp_file_write_size = 0;
+    uc.busy_buffers_size = 0;
+}
