@@ -1,5 +1,5 @@
 # Every example configuration in nginx-conf/ passes `nginx -t` with the module
-# built here (only the load_module path and the secret file are provided).
+# built here (only the load_module path and the secret files are provided).
 use strict;
 use warnings;
 use Test::More;
@@ -17,9 +17,13 @@ ok(@examples >= 1, 'there are example configurations');
 for my $example (@examples) {
     my $prefix = tempdir(CLEANUP => 1);
     make_path("$prefix/logs", "$prefix/secrets");
-    open my $s, '>', "$prefix/secrets/idp-client-secret" or die $!;
-    print $s "example-secret\n";
-    close $s;
+    for (['idp-client-secret', "example-secret\n"], ['fleet.key', ('0123456789abcdef' x 4) . "\n"],
+        ['redis-password', "example-redis-password\n"])
+    {
+        open my $s, '>', "$prefix/secrets/$_->[0]" or die $!;
+        print $s $_->[1];
+        close $s;
+    }
 
     open my $in, '<', $example or die "$example: $!";
     my $conf = do { local $/; <$in> };

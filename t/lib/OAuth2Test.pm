@@ -477,8 +477,12 @@ sub expected_workers {
     return $w eq 'auto' ? 1 : $w;    # auto: at least one
 }
 
+# $prefix and $port (default: the harness's own) let RedisTest.pm write the
+# configuration of a second nginx; placeholders keep their meaning.
 sub nginx_conf {
-    my ($b) = @_;
+    my ($b, $prefix, $port) = @_;
+    $prefix //= $PREFIX;
+    $port   //= $SERVER_PORT;
     my $workers = $b->{workers} // 1;
     my $main = substitute($b->{main_config} // '');
     my $http = substitute($b->{http_config} // '');
@@ -498,11 +502,11 @@ events {
 
 http {
     access_log logs/access.log;
-    client_body_temp_path $PREFIX/client_body_temp;
-    proxy_temp_path $PREFIX/proxy_temp;
-    fastcgi_temp_path $PREFIX/fastcgi_temp;
-    uwsgi_temp_path $PREFIX/uwsgi_temp;
-    scgi_temp_path $PREFIX/scgi_temp;
+    client_body_temp_path $prefix/client_body_temp;
+    proxy_temp_path $prefix/proxy_temp;
+    fastcgi_temp_path $prefix/fastcgi_temp;
+    uwsgi_temp_path $prefix/uwsgi_temp;
+    scgi_temp_path $prefix/scgi_temp;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
 
@@ -518,7 +522,7 @@ http {
 $http
 
     server {
-        listen 127.0.0.1:$SERVER_PORT;
+        listen 127.0.0.1:$port;
         server_name localhost;
 
 $config
