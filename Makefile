@@ -25,7 +25,8 @@ OBJS     := objs
 SO       := $(OBJS)/$(MODULE).so
 CARGO    ?= cargo
 APT_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-dev \
-                zlib1g-dev perl python3 curl gdb prometheus openssl
+                zlib1g-dev perl python3 curl gdb prometheus openssl \
+                redis-server redis-tools
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
 .PHONY: all build deps test unit e2e e2e-debian debian deb e2e-deb demo soak bench bench-micro fuzz lint clean
