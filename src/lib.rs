@@ -120,8 +120,8 @@ mod registration {
                 );
                 return NGX_CONF_ERROR;
             }
-            conf.scope_caches(&server, &main.claims.fingerprint());
-            conf.register_metrics(&mut main.metrics, &server);
+            conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
+            conf.register_metrics(&mut main.metrics, &server.zone);
         }
         ptr::null_mut()
     }

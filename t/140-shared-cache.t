@@ -8,9 +8,10 @@
 # gateway reads what the fleet wrote under its old key, and one with an
 # unrelated key reads nothing.
 #
-# Both gateways listen on one 127.0.0.1 port with reuseport (cache keys name
-# the server by its listen addresses, which are the same across a fleet of
-# hosts); X-Gateway tells which one answered (see RedisTest.pm, "A fleet").
+# Most blocks run both gateways on one 127.0.0.1 port with reuseport, as the
+# clients of a fleet see it; X-Gateway tells which one answered (see
+# RedisTest.pm, "A fleet"). Block 5 gives each gateway a listen of its own:
+# the shared tier names a server by its server_name only.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -284,6 +285,34 @@ sub shares {
     is(st(on_gateway($SHARED, 'gw3', '/api/a', 'rot')), '200 MISS', 'unrelated key: gateway 3 reads nothing');
     is(calls_for('rot'), 2, 'unrelated key: it asked the IdP');
     $gw3->stop;
+    $redis->stop;
+}
+
+# ---- 5. gateways listen on addresses of their own ----------------------------------
+# The shared tier names a server by its server_name: gateway 2 on another
+# port (another host would have another address) shares gateway 1's answers;
+# a server with another name does not.
+{
+    my $redis = redis_start() or BAIL_OUT('redis');
+    idp_setup({ apart => active('a') });
+    start_gw1($redis);
+    is(st(api($SHARED, '/api/a', 'apart')), '200 MISS', 'own listen: gateway 1 caches');
+    wait_for_keys($redis, 1, 'own listen');
+    my $port2 = OAuth2Test::reserve_port();
+    OAuth2Test::release_port($port2);
+    my $gw2 = start_gateway(%{ gw('gw2', $redis, listen => "127.0.0.1:$port2") })
+        or BAIL_OUT('gateway 2');
+    is(st(api($port2, '/api/a', 'apart')), '200 HIT_SHARED', 'own listen: gateway 2 on its own port reads it');
+    is(calls_for('apart'), 1, 'own listen: with no IdP call');
+    $gw2->stop;
+    my $port3 = OAuth2Test::reserve_port();
+    OAuth2Test::release_port($port3);
+    my $gw3 = start_gateway(%{ gw('gw3', $redis, listen => "127.0.0.1:$port3", server_name => 'other.test') })
+        or BAIL_OUT('gateway 3');
+    is(st(api($port3, '/api/a', 'apart')), '200 MISS', 'another server_name: not shared');
+    is(calls_for('apart'), 2, 'another server_name: the IdP was asked');
+    $gw3->stop;
+    stop_nginx();
     $redis->stop;
 }
 

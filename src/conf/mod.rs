@@ -282,6 +282,10 @@ pub struct LocationConf {
     pub introspection_scope: KeyScope,
     /// The same for the exchange cache.
     pub exchange_scope: KeyScope,
+    /// The same two in the shared tier, where the server is named by its
+    /// `server_name`s only.
+    pub introspection_fleet_scope: KeyScope,
+    pub exchange_fleet_scope: KeyScope,
     /// The series of this location's IdP calls, set once it is merged.
     pub introspection_metrics: EndpointIds,
     pub exchange_metrics: EndpointIds,
@@ -477,10 +481,17 @@ impl LocationConf {
     /// Derives the cache keys' scopes of a merged location: the server
     /// block it belongs to (`oauth::cache::key::server_identity`), its
     /// endpoints, its client and secret, and the http-level claim lists.
-    pub fn scope_caches(&mut self, server: &[u8; 32], claims_fingerprint: &[u8]) {
+    pub fn scope_caches(&mut self, server: &[u8; 32], fleet: &[u8; 32], claims_fingerprint: &[u8]) {
+        (self.introspection_scope, self.exchange_scope) = self.scopes(server, claims_fingerprint);
+        (self.introspection_fleet_scope, self.exchange_fleet_scope) =
+            self.scopes(fleet, claims_fingerprint);
+    }
+
+    /// The introspection and exchange scopes of this location in `server`.
+    fn scopes(&self, server: &[u8; 32], claims_fingerprint: &[u8]) -> (KeyScope, KeyScope) {
         let client_id = self.client_id.as_deref().unwrap_or_default();
         let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
-        self.introspection_scope = KeyScope::introspection(
+        let introspection = KeyScope::introspection(
             server,
             self.introspect_endpoint.as_deref().unwrap_or_default(),
             client_id,
@@ -489,12 +500,13 @@ impl LocationConf {
             claims_fingerprint,
             self.cache_vary.is_some(),
         );
-        self.exchange_scope = KeyScope::exchange(
+        let exchange = KeyScope::exchange(
             server,
             self.token_endpoint.as_deref().unwrap_or_default(),
             client_id,
             secret,
         );
+        (introspection, exchange)
     }
 }
 
@@ -916,7 +928,7 @@ mod tests {
                 ..conf.clone_for_test()
             };
             conf.merge(&LocationConf::default()).unwrap();
-            conf.scope_caches(server, claims);
+            conf.scope_caches(server, &[0; 32], claims);
             (conf.introspection_scope, conf.exchange_scope)
         };
         let base = scoped(&enabled(), &[1; 32], b"");

@@ -10,13 +10,13 @@ use ngx::ffi::{
 
 use crate::oauth::cache::key::server_identity;
 
-/// The identity of the server whose locations nginx is merging.
+/// The identities of the server whose locations nginx is merging.
 ///
 /// # Safety
 /// `cf` must be the configuration nginx passes to `merge_loc_conf`: while
 /// servers are merged its context's `srv_conf` is the server's, and every
 /// `listen` (and the implicit default one) is in the core module's ports.
-pub unsafe fn identity(cf: *mut ngx_conf_t) -> [u8; 32] {
+pub unsafe fn identity(cf: *mut ngx_conf_t) -> Identity {
     // SAFETY: guaranteed by the caller; the arrays are nginx's, fully built
     // by the time locations are merged, and only read here.
     unsafe {
@@ -39,8 +39,20 @@ pub unsafe fn identity(cf: *mut ngx_conf_t) -> [u8; 32] {
                 }
             }
         }
-        server_identity(&listens, &names)
+        Identity {
+            zone: server_identity(&listens, &names),
+            fleet: server_identity(&[], &names),
+        }
     }
+}
+
+/// A server block as the caches name it.
+pub struct Identity {
+    /// In this gateway's zones: by listen addresses and names.
+    pub zone: [u8; 32],
+    /// In the shared tier: by names only, as the gateways of a fleet listen
+    /// on addresses of their own.
+    pub fleet: [u8; 32],
 }
 
 /// The elements of an `ngx_array_t` of `T`.

@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub cache_status: Option<CacheStatus>,
     /// The shared tier's answer to the current question, if it was asked.
     pub shared: SharedRead,
+    /// The current question's key in the shared tier, once it was asked.
+    pub fleet_key: Option<CacheKey>,
     /// This request's place in the worker's in-flight table, if any.
     pub flight: Option<Flight>,
     /// Posted by the leading request to resume this one; made (in the
@@ -71,6 +73,7 @@ impl RequestCtx {
             stale_exchange: None,
             cache_status: None,
             shared: SharedRead::NotAsked,
+            fleet_key: None,
             flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,

@@ -62,6 +62,15 @@ impl Question for Exchange {
         exchange_key(&conf.exchange_scope, token, vary, params)
     }
 
+    unsafe fn fleet_key(
+        _r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        token: &[u8],
+        (params, vary): &Self::Inputs<'_>,
+    ) -> CacheKey {
+        exchange_key(&conf.exchange_fleet_scope, token, vary, params)
+    }
+
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
         &mut ctx.stale_exchange
     }

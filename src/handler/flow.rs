@@ -62,6 +62,18 @@ pub trait Question {
         inputs: &Self::Inputs<'_>,
     ) -> CacheKey;
 
+    /// The key of the same question in the shared tier, where the server
+    /// is named by its `server_name`s only.
+    ///
+    /// # Safety
+    /// `r` must be a live request.
+    unsafe fn fleet_key(
+        r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        token: &[u8],
+        inputs: &Self::Inputs<'_>,
+    ) -> CacheKey;
+
     /// The slot for a cached answer past its time, kept in case the IdP fails.
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
 
@@ -170,7 +182,9 @@ pub unsafe fn step<Q: Question>(
                     (None, true) => Q::entry(conf, cache, &*ctx, now),
                     (None, false) => None,
                 };
-                if let (true, Some((entry, lifetime))) = (asked, &entry) {
+                if let (true, Some((entry, lifetime)), Some(key)) =
+                    (asked, &entry, (*ctx).fleet_key)
+                {
                     if let Some(tier) = shared::tier(r, conf) {
                         // A write that cannot start is a later miss elsewhere.
                         let _ =
@@ -257,6 +271,7 @@ unsafe fn look<Q: Question>(
         (*ctx).asked_idp = false;
         if (*ctx).stage.flow() == Some(Flow::Look) {
             (*ctx).shared = SharedRead::NotAsked;
+            (*ctx).fleet_key = None;
         }
         // Looking again while another worker asks is not another look-up.
         let relook = (*ctx).stage.flow() == Some(Flow::WaitingForWorker);
@@ -365,8 +380,10 @@ unsafe fn look<Q: Question>(
                 }
             }
         }
-        if let (Some(tier), Some(Flight { key, .. })) = (shared::tier(r, conf), (*ctx).flight) {
+        if let (Some(tier), Some(_)) = (shared::tier(r, conf), (*ctx).flight) {
             if (*ctx).shared == SharedRead::NotAsked {
+                let key = Q::fleet_key(r, conf, (*ctx).token(), &inputs);
+                (*ctx).fleet_key = Some(key);
                 (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingShared);
                 match shared::read(r, &tier, &key, ctx) {
                     Ok(()) => return Step::Again,

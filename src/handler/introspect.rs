@@ -48,6 +48,16 @@ impl Question for Introspection {
         introspection_key(&conf.introspection_scope, token, vary)
     }
 
+    unsafe fn fleet_key(
+        _r: *mut ngx_http_request_t,
+        conf: &LocationConf,
+        token: &[u8],
+        vary: &&[u8],
+    ) -> CacheKey {
+        let vary = conf.cache_vary.map(|_| *vary);
+        introspection_key(&conf.introspection_fleet_scope, token, vary)
+    }
+
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
         &mut ctx.stale_introspection
     }

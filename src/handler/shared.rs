@@ -9,7 +9,7 @@ use ngx::ffi::{ngx_http_request_t, ngx_log_t};
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{LocationConf, RedisTier};
-use crate::handler::ctx::{Flight, RequestCtx, SharedRead};
+use crate::handler::ctx::{RequestCtx, SharedRead};
 use crate::module::Module;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::oauth::fleet::{self, FleetKey};
@@ -104,9 +104,9 @@ unsafe fn read_done(
     unsafe {
         let log = (*(*r).connection).log;
         (*ctx).shared = SharedRead::Missed;
-        let (Some(redis), Some(Flight { key, .. })) = (
+        let (Some(redis), Some(key)) = (
             Module::main_conf(&*r).and_then(|main| main.redis.as_ref()),
-            (*ctx).flight,
+            (*ctx).fleet_key,
         ) else {
             return;
         };

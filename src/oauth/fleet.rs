@@ -69,7 +69,7 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         }
         signer.sign_to_vec().ok()
     })();
-    // OpenSSL fails here only without memory; nginx's allocations would too.
+    // OpenSSL fails here only without memory, when nothing else could go on either.
     let digest = digest.expect("HMAC-SHA-256");
     digest.try_into().expect("32 bytes")
 }

@@ -210,6 +210,9 @@ sub fleet_config {
     my $port = $o{redis_port} // die "fleet_config: redis_port\n";
     my $shared_port = $o{shared_port} // die "fleet_config: shared_port\n";
     my $key = $o{key_file} // die "fleet_config: key_file\n";
+    # One port with reuseport by default; a gateway of its own elsewhere.
+    my $listen = $o{listen} // "127.0.0.1:$shared_port reuseport";
+    my $server_name = $o{server_name} // 'api.test';
     my $http = <<CONF;
 upstream redis {
     server 127.0.0.1:$port;
@@ -221,8 +224,8 @@ auth_oauth2_token_exchange_cache zone=exchanged:1m max_ttl=60s;
 auth_oauth2_token_client_id gw;
 
 server {
-    listen 127.0.0.1:$shared_port reuseport;
-    server_name api.test;
+    listen $listen;
+    server_name $server_name;
     add_header X-Gateway $name always;
     add_header X-Cache-Status \$oauth2_token_cache_status always;
 
