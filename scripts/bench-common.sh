@@ -107,6 +107,36 @@ bench_module_http() {
 CONF
 }
 
+# The shared tier (Redis on port $1, fleet secret in file $2): http level.
+bench_shared_http() {
+  cat <<CONF
+    upstream redis { server 127.0.0.1:$1; keepalive 64; }
+    auth_oauth2_token_redis redis key_file=$2;
+CONF
+}
+
+# Locations on the shared tier: /shared/ with a zone too small to hold the
+# tokens (the shared tier answers nearly every request), /fleet/ with a zone
+# of its own for the two-gateway count, and the internal Redis location.
+bench_shared_locations() {
+  cat <<'CONF'
+        location /shared/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=shared_l1:32k max_ttl=1h;
+            auth_oauth2_token_shared_cache /_oauth2_redis;
+            proxy_pass http://backend;
+        }
+        location /fleet/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_cache zone=fleet_l1:4m max_ttl=1h;
+            auth_oauth2_token_cache_vary fleet;
+            auth_oauth2_token_shared_cache /_oauth2_redis;
+            proxy_pass http://backend;
+        }
+        location = /_oauth2_redis { internal; auth_oauth2_token_redis_pass; }
+CONF
+}
+
 # Client keys for the private_key_jwt scenarios, into directory $1.
 bench_client_keys() {
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/client-es256.pem" 2>/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway worker's CPU instructions per request, counted by valgrind's
-# callgrind, for bench.sh's scenarios plus a cached phantom token.
+# callgrind, for bench.sh's scenarios plus a cached phantom token (and the
+# shared tier's hit, scenario 10, with a local redis-server).
 #
 # Why: wrk's requests/s on this 2-core machine swing by 10-20% from run to
 # run, too much to see a change of a few percent. The number of instructions
@@ -41,7 +42,7 @@ cd "$(dirname "$0")/.."
 REQUESTS=${INSTR_REQUESTS:-2000}
 WARMUP=${INSTR_WARMUP:-100}
 TOKENS=${INSTR_TOKENS:-100000}
-GW_PORT=18680 PLAIN_PORT=18681 IDP_PORT=18682 BACKEND_PORT=18683
+GW_PORT=18680 PLAIN_PORT=18681 IDP_PORT=18682 BACKEND_PORT=18683 REDIS_PORT=18684
 GW_CPU=0 LOAD_CPU=1
 [ "$(nproc)" -ge 2 ] || LOAD_CPU=0
 # Filled tokens must all stay cached: ~260 bytes an entry (DIRECTIVES.md,
@@ -58,6 +59,7 @@ vg_pids=()
 cleanup() {
   for pid in "${vg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$work/peer/logs/nginx.pid" ] && "$work/nginx" -p "$work/peer" -c nginx.conf -s stop 2>/dev/null || true
+  redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
   wait
   sleep 0.3
   rm -rf "$work"
@@ -67,11 +69,15 @@ trap cleanup EXIT
 cp objs/nginx objs/ngx_http_auth_oauth2_token_module.so "$work/"
 NGINX=$work/nginx
 MODULE=$work/ngx_http_auth_oauth2_token_module.so
-mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache"
+mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache" "$work/redis"
 
 . scripts/bench-common.sh
 JWT=$(bench_phantom_jwt)
 bench_client_keys "$work"
+# The shared tier's Redis (scenario 10), on the load CPU.
+openssl rand -hex 32 >"$work/fleet.key"
+taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
+  --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" >"$work/peer/nginx.conf"
 
 # bench.sh's gateway, run by callgrind as one process: the same server{} for
@@ -80,8 +86,10 @@ gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom locatio
   local load="" module_http="" module_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
-    module_http=$(bench_module_http)
-    module_locations=$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
+    module_http="$(bench_module_http)
+$(bench_shared_http $REDIS_PORT "$work/fleet.key")"
+    module_locations="$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
+$(bench_shared_locations)"
   fi
   cat <<CONF
 $load
@@ -244,7 +252,8 @@ client() { taskset -c $LOAD_CPU python3 "$work/client.py" "$@"; }
 echo "filling the cache with $TOKENS tokens (instrumentation off)" >&2
 fill_started=$SECONDS
 client fill $GW_PORT /introspect-cached/
-echo "  filled in $(( SECONDS - fill_started ))s" >&2
+echo "  filled in $(( SECONDS - fill_started ))s; the shared tier too" >&2
+client fill $GW_PORT /shared/
 
 # id|name|gateway|port|path|tokens|IdP calls per request
 SCENARIOS=(
@@ -259,6 +268,7 @@ SCENARIOS=(
   "7|phantom token (${#JWT}-byte JWT), cached|gw|$GW_PORT|/phantom-cached/|one|0"
   "8a|auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|one|0"
   "8b|auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|one|1"
+  "10|shared tier (Redis) hit, zone cold, $TOKENS tokens|gw|$GW_PORT|/shared/|random|0"
 )
 [ -z "$SAVE" ] || mkdir -p "$SAVE"
 

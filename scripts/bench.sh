@@ -25,7 +25,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-50}
 TOKENS=${BENCH_TOKENS:-100000}
-PLAIN_PORT=18579 GW_PORT=18580 IDP_PORT=18581 BACKEND_PORT=18582
+PLAIN_PORT=18579 GW_PORT=18580 IDP_PORT=18581 BACKEND_PORT=18582 REDIS_PORT=18583 GW2_PORT=18584
 NGINX=$PWD/objs/nginx
 MODULE=$PWD/objs/ngx_http_auth_oauth2_token_module.so
 GW_CPU=0 LOAD_CPU=1
@@ -33,9 +33,11 @@ GW_CPU=0 LOAD_CPU=1
 
 work=$(mktemp -d /tmp/oauth2-bench.XXXXXX)
 chmod 755 "$work"    # workers run as nobody and must reach the cache directory
-mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/plain/logs" "$work/plain/cache"
+mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/gw2/logs" "$work/gw2/cache" \
+  "$work/plain/logs" "$work/plain/cache" "$work/redis"
 stop_all() {
-  for p in gw plain peer; do
+  redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
+  for p in gw gw2 plain peer; do
     [ -f "$work/$p/logs/nginx.pid" ] && $NGINX -p "$work/$p" -c nginx.conf -s stop 2>/dev/null || true
   done
   sleep 0.3
@@ -47,14 +49,20 @@ trap stop_all EXIT
 . scripts/bench-common.sh
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$(bench_phantom_jwt)" >"$work/peer/nginx.conf"
 bench_client_keys "$work"
+# The shared tier's Redis, on the load CPU with the IdP and the backend.
+openssl rand -hex 32 >"$work/fleet.key"
+taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
+  --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
 
 # The same server{} for both gateways; the module's locations only where loaded.
 gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory
   local load="" module_http="" module_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
-    module_http=$(bench_module_http)
-    module_locations=$(bench_module_locations 40m 1 "$work" 1)
+    module_http="$(bench_module_http)
+$(bench_shared_http $REDIS_PORT "$work/fleet.key")"
+    module_locations="$(bench_module_locations 40m 1 "$work" 1)
+$(bench_shared_locations)"
   fi
   cat <<CONF
 $load
@@ -108,6 +116,7 @@ SCENARIOS=(
   "8b auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|1|0"
   "9a expiry storm, 1000 tokens, max_ttl 3s|gw|$GW_PORT|/storm/|1000|0"
   "9b expiry storm, 1000 tokens, refresh=50%|gw|$GW_PORT|/storm-refresh/|1000|0"
+  "10 shared tier (Redis) hit, zone cold, $TOKENS tokens|gw|$GW_PORT|/shared/|$TOKENS|1"
 )
 
 # run GATEWAY PORT PATH TOKENS -> "rps|p50|p99|total|non2xx|errors|idp_calls|gateway_cpu%"
@@ -141,6 +150,9 @@ sleep 0.5
 echo "filling the cache with $TOKENS tokens" >&2
 TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
   -d"${BENCH_FILL_SECONDS:-30}s" http://127.0.0.1:$GW_PORT/introspect-cached/ >/dev/null
+echo "filling the shared tier with $TOKENS tokens" >&2
+TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
+  -d"${BENCH_FILL_SECONDS:-30}s" http://127.0.0.1:$GW_PORT/shared/ >/dev/null
 
 raw=$work/runs.txt
 : >"$raw"
@@ -152,6 +164,19 @@ for round in $(seq "$ROUNDS"); do
     printf '  round %s  %-44s %10s req/s\n' "$round" "$name" "${line%%|*}" >&2
   done
 done
+
+# Two gateways of a fleet: 2,000 new tokens through gateway 1, then the same
+# through gateway 2 (its own zone, the same Redis): IdP calls per token.
+FLEET_TOKENS=${BENCH_FLEET_TOKENS:-2000}
+start_gateway gw2 1 $GW2_PORT
+sleep 0.5
+fleet_before=$(idp_calls)
+for port in $GW_PORT $GW2_PORT; do
+  TOKENS=$FLEET_TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
+    -d"${BENCH_FLEET_SECONDS:-5}s" http://127.0.0.1:$port/fleet/ >/dev/null
+  [ "$port" = $GW_PORT ] && fleet_gw1=$(( $(idp_calls) - fleet_before ))
+done
+fleet_calls=$(( $(idp_calls) - fleet_before ))
 
 mkdir -p bench
 python3 - "$raw" <<'PY' >bench/results.json
@@ -184,6 +209,14 @@ for name, rs in runs.items():
     })
 print(json.dumps({"rounds": max(r["round"] for rs in runs.values() for r in rs), "scenarios": rows}, indent=2))
 PY
+python3 - "$FLEET_TOKENS" "$fleet_gw1" "$fleet_calls" <<'PY'
+import json, sys
+tokens, gw1, both = (int(x) for x in sys.argv[1:])
+d = json.load(open("bench/results.json"))
+d["fleet"] = {"tokens": tokens, "idp_calls_gateway_1": gw1, "idp_calls_both_gateways": both,
+              "idp_calls_per_token": round(both / tokens, 3)}
+json.dump(d, open("bench/results.json", "w"), indent=2)
+PY
 
 python3 - <<'PY' | tee bench/results.txt
 import json
@@ -200,6 +233,10 @@ for r in d["scenarios"]:
           f"{r['gateway_cpu_percent_median']:5.0f}%  {'; '.join(notes)}")
 print("ratio: median of the per-round ratios to row 1; p50/p99: last round; gw CPU: the measured gateway worker's")
 print("CPU use during the runs (median): below ~95% the client side, not the gateway, limits the row")
+f = d["fleet"]
+print(f"two gateways, one Redis: {f['tokens']} tokens through gateway 1 then gateway 2: "
+      f"{f['idp_calls_both_gateways']} IdP calls ({f['idp_calls_gateway_1']} from gateway 1), "
+      f"{f['idp_calls_per_token']} per token")
 PY
 invalid=$(python3 -c 'import json; print(sum(not r["valid"] for r in json.load(open("bench/results.json"))["scenarios"]))')
 

@@ -28,8 +28,8 @@ pub struct RequestCtx {
     pub cache_status: Option<CacheStatus>,
     /// The shared tier's answer to the current question, if it was asked.
     pub shared: SharedRead,
-    /// The current question's key in the shared tier, once it was asked.
-    pub fleet_key: Option<CacheKey>,
+    /// Where the current question's answer is in the shared tier, once asked.
+    pub shared_names: Option<SharedNames>,
     /// This request's place in the worker's in-flight table, if any.
     pub flight: Option<Flight>,
     /// Posted by the leading request to resume this one; made (in the
@@ -73,7 +73,7 @@ impl RequestCtx {
             stale_exchange: None,
             cache_status: None,
             shared: SharedRead::NotAsked,
-            fleet_key: None,
+            shared_names: None,
             flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,
@@ -136,6 +136,13 @@ pub enum Flow {
     WaitingForWorker,
     /// This request asks the shared tier (Redis) before the IdP.
     AskingShared,
+}
+
+/// Where an answer lives in the shared tier: the token's hash and the
+/// answer's field in it, under the current key and then the old one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedNames {
+    pub places: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What the shared tier said to this request's current question.

@@ -11,7 +11,7 @@ use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
 use crate::oauth::breaker::BreakerConf;
-use crate::oauth::cache::key::exchange_key;
+use crate::oauth::cache::key::{exchange_key, policy};
 use crate::oauth::cache::{CacheKey, CachedExchange, Lifetime};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
@@ -62,13 +62,15 @@ impl Question for Exchange {
         exchange_key(&conf.exchange_scope, token, vary, params)
     }
 
-    unsafe fn fleet_key(
-        _r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        token: &[u8],
-        (params, vary): &Self::Inputs<'_>,
-    ) -> CacheKey {
-        exchange_key(&conf.exchange_fleet_scope, token, vary, params)
+    fn fleet_policy(conf: &LocationConf, (params, vary): &Self::Inputs<'_>) -> Vec<u8> {
+        let parts = [
+            *vary,
+            params.audience,
+            params.scope,
+            params.resource,
+            params.requested_token_type,
+        ];
+        policy(&conf.exchange_fleet_scope, &parts)
     }
 
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {

@@ -62,17 +62,9 @@ pub trait Question {
         inputs: &Self::Inputs<'_>,
     ) -> CacheKey;
 
-    /// The key of the same question in the shared tier, where the server
-    /// is named by its `server_name`s only.
-    ///
-    /// # Safety
-    /// `r` must be a live request.
-    unsafe fn fleet_key(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        token: &[u8],
-        inputs: &Self::Inputs<'_>,
-    ) -> CacheKey;
+    /// What names this question's answer in its token's hash in the shared
+    /// tier, where the server is named by its `server_name`s only.
+    fn fleet_policy(conf: &LocationConf, inputs: &Self::Inputs<'_>) -> Vec<u8>;
 
     /// The slot for a cached answer past its time, kept in case the IdP fails.
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
@@ -182,13 +174,12 @@ pub unsafe fn step<Q: Question>(
                     (None, true) => Q::entry(conf, cache, &*ctx, now),
                     (None, false) => None,
                 };
-                if let (true, Some((entry, lifetime)), Some(key)) =
-                    (asked, &entry, (*ctx).fleet_key)
+                if let (true, Some((entry, lifetime)), Some(names)) =
+                    (asked, &entry, (*ctx).shared_names.as_ref())
                 {
                     if let Some(tier) = shared::tier(r, conf) {
                         // A write that cannot start is a later miss elsewhere.
-                        let _ =
-                            shared::write(r, &tier, &key, (*ctx).token(), entry, *lifetime, now);
+                        let _ = shared::write(r, &tier, names, entry, *lifetime, now);
                     }
                 }
                 let stored = entry.is_some_and(|(entry, lifetime)| {
@@ -271,7 +262,7 @@ unsafe fn look<Q: Question>(
         (*ctx).asked_idp = false;
         if (*ctx).stage.flow() == Some(Flow::Look) {
             (*ctx).shared = SharedRead::NotAsked;
-            (*ctx).fleet_key = None;
+            (*ctx).shared_names = None;
         }
         // Looking again while another worker asks is not another look-up.
         let relook = (*ctx).stage.flow() == Some(Flow::WaitingForWorker);
@@ -382,10 +373,10 @@ unsafe fn look<Q: Question>(
         }
         if let (Some(tier), Some(_)) = (shared::tier(r, conf), (*ctx).flight) {
             if (*ctx).shared == SharedRead::NotAsked {
-                let key = Q::fleet_key(r, conf, (*ctx).token(), &inputs);
-                (*ctx).fleet_key = Some(key);
+                let policy = Q::fleet_policy(conf, &inputs);
+                (*ctx).shared_names = Some(shared::names(&tier, (*ctx).token(), &policy));
                 (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingShared);
-                match shared::read(r, &tier, &key, ctx) {
+                match shared::read(r, &tier, ctx) {
                     Ok(()) => return Step::Again,
                     Err(()) => (*ctx).shared = SharedRead::Missed,
                 }

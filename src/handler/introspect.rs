@@ -9,7 +9,7 @@ use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
 use crate::oauth::breaker::BreakerConf;
-use crate::oauth::cache::key::introspection_key;
+use crate::oauth::cache::key::{introspection_key, policy};
 use crate::oauth::cache::{CacheKey, CachedIntrospection, Lifetime};
 use crate::oauth::form;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
@@ -48,14 +48,11 @@ impl Question for Introspection {
         introspection_key(&conf.introspection_scope, token, vary)
     }
 
-    unsafe fn fleet_key(
-        _r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        token: &[u8],
-        vary: &&[u8],
-    ) -> CacheKey {
-        let vary = conf.cache_vary.map(|_| *vary);
-        introspection_key(&conf.introspection_fleet_scope, token, vary)
+    fn fleet_policy(conf: &LocationConf, vary: &&[u8]) -> Vec<u8> {
+        match conf.cache_vary {
+            Some(_) => policy(&conf.introspection_fleet_scope, &[vary]),
+            None => policy(&conf.introspection_fleet_scope, &[]),
+        }
     }
 
     fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {

@@ -9,10 +9,10 @@ use ngx::ffi::{ngx_http_request_t, ngx_log_t};
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{LocationConf, RedisTier};
-use crate::handler::ctx::{RequestCtx, SharedRead};
+use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead};
 use crate::module::Module;
-use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::oauth::fleet::{self, FleetKey};
+use crate::oauth::cache::Lifetime;
+use crate::oauth::fleet;
 use crate::oauth::resp::{self, Reply};
 use crate::redis::call::{self, Failure};
 
@@ -37,44 +37,41 @@ pub unsafe fn tier<'a>(r: *mut ngx_http_request_t, conf: &'a LocationConf) -> Op
     }
 }
 
-/// The keys to read with, current first: where each would keep `key`.
-fn places<'k>(
-    redis: &'k RedisTier,
-    token: &[u8],
-    key: &CacheKey,
-) -> Vec<(&'k FleetKey, Vec<u8>, Vec<u8>)> {
-    let keys = &redis.keys;
-    core::iter::once(&keys.current)
+/// Where the answer to a question about `token` with `policy` lives, under
+/// the current key and then the old one: computed once per question.
+pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> SharedNames {
+    let keys = &tier.redis.keys;
+    let places = core::iter::once(&keys.current)
         .chain(keys.old.as_ref())
         .map(|k| {
             (
-                k,
-                fleet::token_slot(k, &redis.prefix, token),
-                fleet::entry_field(k, &key.0),
+                fleet::token_slot(k, &tier.redis.prefix, token),
+                fleet::entry_field(k, policy),
             )
         })
-        .collect()
+        .collect();
+    SharedNames { places }
 }
 
-/// Asks the shared tier for the entry of `key` (the request's flight);
-/// the answer goes to `ctx.shared`, then nginx runs the request's phase
-/// handler again.
+/// Asks the shared tier for the answer at `ctx.shared_names`; it goes to
+/// `ctx.shared`, then nginx runs the request's phase handler again.
 ///
 /// # Safety
 /// `r` must be the live main request and `ctx` its context.
 pub unsafe fn read(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
-    key: &CacheKey,
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     // SAFETY: ctx is r's context (this function's contract).
-    let token = unsafe { (*ctx).token() };
-    let places = places(tier.redis, token, key);
+    let Some(names) = (unsafe { (*ctx).shared_names.as_ref() }) else {
+        return Err(());
+    };
     let mut commands = Vec::with_capacity(256);
-    for (_, slot, field) in &places {
+    for (slot, field) in &names.places {
         resp::command(&mut commands, &[b"HGET", slot, field]);
     }
+    let count = names.places.len();
     // SAFETY: as above; the callback runs while r and its pool live.
     unsafe {
         (*ctx).shared = SharedRead::Asking;
@@ -82,7 +79,7 @@ pub unsafe fn read(
             r,
             tier.uri,
             &commands,
-            places.len(),
+            count,
             false,
             Some(read_done),
             ctx.cast(),
@@ -104,9 +101,9 @@ unsafe fn read_done(
     unsafe {
         let log = (*(*r).connection).log;
         (*ctx).shared = SharedRead::Missed;
-        let (Some(redis), Some(key)) = (
+        let (Some(redis), Some(names)) = (
             Module::main_conf(&*r).and_then(|main| main.redis.as_ref()),
-            (*ctx).fleet_key,
+            (*ctx).shared_names.as_ref(),
         ) else {
             return;
         };
@@ -115,23 +112,21 @@ unsafe fn read_done(
             return;
         };
         let now = wall_clock_ms();
-        let places = places(redis, (*ctx).token(), &key);
-        for ((fleet_key, slot, field), reply) in places.iter().zip(replies) {
+        let keys = core::iter::once(&redis.keys.current).chain(redis.keys.old.as_ref());
+        for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
             match reply {
-                Reply::Bulk(Some(sealed)) => {
-                    match fleet::open_entry(fleet_key, slot, field, &sealed) {
-                        Some(entry) if entry.fresh_until_ms > now => {
-                            let lifetime = Lifetime {
-                                fresh_until: entry.fresh_until_ms,
-                                stale_until: entry.stale_until_ms,
-                            };
-                            (*ctx).shared = SharedRead::Found(entry.entry, lifetime);
-                            return;
-                        }
-                        Some(_) => {}
-                        None => call::note_failure(log, &Failure::Undecryptable),
+                Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
+                    Some(entry) if entry.fresh_until_ms > now => {
+                        let lifetime = Lifetime {
+                            fresh_until: entry.fresh_until_ms,
+                            stale_until: entry.stale_until_ms,
+                        };
+                        (*ctx).shared = SharedRead::Found(entry.entry, lifetime);
+                        return;
                     }
-                }
+                    Some(_) => {}
+                    None => call::note_failure(log, &Failure::Undecryptable),
+                },
                 Reply::Bulk(None) => {}
                 other => {
                     let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
@@ -143,36 +138,36 @@ unsafe fn read_done(
 }
 
 /// Keeps the IdP's answer for the fleet: the sealed entry in the token's
-/// hash, which expires when the entry stops being fresh (never past `exp`). A
-/// background subrequest: the client's request does not wait for it.
+/// hash (under the current key), which expires when the entry stops being
+/// fresh (never past `exp`). A background subrequest: the client's request
+/// does not wait for it.
 ///
 /// # Safety
 /// `r` must be the live main request.
 pub unsafe fn write(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
-    key: &CacheKey,
-    token: &[u8],
+    names: &SharedNames,
     entry: &[u8],
     lifetime: Lifetime,
     now_ms: i64,
 ) -> Result<(), ()> {
+    let Some((slot, field)) = names.places.first() else {
+        return Err(());
+    };
     if lifetime.fresh_until <= now_ms {
         return Ok(());
     }
-    let current = &tier.redis.keys.current;
-    let slot = fleet::token_slot(current, &tier.redis.prefix, token);
-    let field = fleet::entry_field(current, &key.0);
     let sealed = fleet::seal_entry(
-        current,
-        &slot,
-        &field,
+        &tier.redis.keys.current,
+        slot,
+        field,
         lifetime.fresh_until,
         lifetime.stale_until,
         entry,
     );
     let mut commands = Vec::with_capacity(sealed.len() + 256);
-    resp::command(&mut commands, &[b"HSET", &slot, &field, &sealed]);
+    resp::command(&mut commands, &[b"HSET", slot, field, &sealed]);
     // Relative, so Redis' clock does not matter; from the clock now, not
     // nginx's cached time, which may be some milliseconds behind.
     let ttl_ms = lifetime.fresh_until - clock_ms();
@@ -181,7 +176,7 @@ pub unsafe fn write(
     }
     resp::command(
         &mut commands,
-        &[b"PEXPIRE", &slot, ttl_ms.to_string().as_bytes()],
+        &[b"PEXPIRE", slot, ttl_ms.to_string().as_bytes()],
     );
     // SAFETY: r is the live main request (this function's contract).
     unsafe {

@@ -151,6 +151,19 @@ impl KeyScope {
 /// and the token comes last, so the parts cannot shift into each other; a
 /// typical token takes as few SHA-256 blocks as it can. The key begins with
 /// the token's tag (see the module's comment).
+/// What names an answer's policy in the shared tier, where every answer
+/// about one token lives in that token's hash: the scope and the
+/// per-request parts, length-prefixed; no token.
+pub fn policy(scope: &KeyScope, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + parts.iter().map(|p| 8 + p.len()).sum::<usize>());
+    out.extend_from_slice(&scope.0);
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
 pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(scope.0);
@@ -243,6 +256,17 @@ mod tests {
             KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"", true),
             scope(b"/i", b"gw", b"s")
         );
+    }
+
+    #[test]
+    fn a_policy_names_scope_and_parts_never_the_token() {
+        let a = scope(b"/i", b"gw", b"s");
+        let base = policy(&a, &[b"tenant-a"]);
+        assert_eq!(base, policy(&a, &[b"tenant-a"]));
+        assert_ne!(base, policy(&a, &[b"tenant-b"]));
+        assert_ne!(base, policy(&scope(b"/i", b"gw2", b"s"), &[b"tenant-a"]));
+        assert_ne!(policy(&a, &[b"ab", b"c"]), policy(&a, &[b"a", b"bc"]));
+        assert_ne!(policy(&a, &[]), policy(&a, &[b""]));
     }
 
     #[test]
