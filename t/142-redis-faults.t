@@ -54,6 +54,13 @@ sub one_line {
     wait_until(1, sub { $text_of->() =~ $re });
     my $n = () = $text_of->() =~ /$re/g;
     is($n, 1, "$label: the error log has one '$kind' line for $N requests") or diag($text_of->());
+    # nginx's own lines about the Redis connection are at info, except
+    # "upstream timed out", which nginx's upstream code writes to the
+    # request's log at error (documented under auth_oauth2_token_redis_read_timeout).
+    return if $kind eq 'timeout';
+    my $own = () = $text_of->() =~ /\[(?:error|warn|crit)\][^\n]*(?:connect\(\) (?:to \S+ )?failed|recv\(\) failed|send\(\) failed|upstream timed out)/g;
+    ok($own <= 1, "$label: nginx's own lines about the Redis connection: $own, not one per request")
+        or diag($text_of->());
     unlike($text_of->(), qr/\[(?:crit|alert|emerg)\]/, "$label: nothing worse than error");
 }
 
@@ -179,6 +186,25 @@ sub one_line {
     storm('refused', concurrent => 1);
     one_line('refused', 'connect');
     stop_nginx();
+}
+
+# ---- 7. failover: the upstream's first server refuses, the second is Redis ---------------
+{
+    my $redis = redis_start() or BAIL_OUT('redis');
+    my $servers = join ' ', map { "server 127.0.0.1:$_;" } closed_port(), $redis->port;
+    start_nginx(gw('failover', $redis->port, upstream_servers => $servers)) or BAIL_OUT('nginx');
+    my (undef, $r) = storm('failover');
+    ok(wait_until(3, sub { scalar($redis->keys) >= $N / 2 }), 'failover: the answers reached the second server');
+    stop_nginx();
+    idp_reset();
+    my $gw = start_gateway(%{ gw('failover2', $redis->port, upstream_servers => $servers) }) or BAIL_OUT('gateway');
+    my @active = grep { /^a/ } map { "a$round-$_" } grep { $_ % 2 } 1 .. $N;
+    my @answers = map { api($SHARED, '/api/a', $_) } @active;
+    is(scalar(grep { "$_->{status} $_->{cache}" eq '200 HIT_SHARED' } @answers), scalar @active,
+        'failover: another gateway finds every active answer on the second server');
+    is(scalar @{ idp_requests() }, 0, 'failover: with no IdP call');
+    $gw->stop;
+    $redis->stop;
 }
 
 done_testing();

@@ -12,10 +12,10 @@ use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_conf_t, ngx_create_temp_buf, ngx_http_request_t,
     ngx_http_upstream_conf_t, ngx_http_upstream_create, ngx_http_upstream_init, ngx_int_t,
-    ngx_log_t, ngx_palloc, ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_BITMASK_SET, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_UPSTREAM_FT_ERROR,
+    ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_BITMASK_SET, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_UPSTREAM_FT_ERROR,
     NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_LOG_CRIT, NGX_LOG_EMERG, NGX_OK,
+    NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -43,16 +43,13 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
         let u = (*r).upstream;
-        // The Redis connection logs below `crit` go nowhere: a Redis that is
-        // down fails every call, and the module says so once per interval
-        // (`redis/failure.rs`) instead of nginx once per request.
-        let quiet = ngx_palloc((*r).pool, core::mem::size_of::<ngx_log_t>()).cast::<ngx_log_t>();
-        if quiet.is_null() {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        *quiet = *(*(*r).connection).log;
-        (*quiet).log_level = NGX_LOG_CRIT as ngx_uint_t;
-        (*u).peer.log = quiet;
+        // A Redis that is down fails every call: the module says so once per
+        // interval (`redis/failure.rs`), and nginx's own lines about the
+        // connection (connect, recv, send errors and their timeouts) go to
+        // `info`. Two stay at `error`, written by nginx's upstream code to
+        // the request's log: "upstream timed out" and "no live upstreams".
+        (*u).peer
+            .set_log_error(ngx::ffi::ngx_connection_log_error_e_NGX_ERROR_INFO);
         (*u).schema = ngx_str_t {
             len: 8,
             data: c"redis://".as_ptr().cast::<u8>().cast_mut(),

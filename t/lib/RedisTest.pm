@@ -213,9 +213,10 @@ sub fleet_config {
     # One port with reuseport by default; a gateway of its own elsewhere.
     my $listen = $o{listen} // "127.0.0.1:$shared_port reuseport";
     my $server_name = $o{server_name} // 'api.test';
+    my $servers = $o{upstream_servers} // "server 127.0.0.1:$port;";
     my $http = <<CONF;
 upstream redis {
-    server 127.0.0.1:$port;
+    $servers
     keepalive 4;
 }
 auth_oauth2_token_redis redis key_file=$key $redis;
