@@ -257,7 +257,8 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
     uc.request_buffering = 0;
     uc.pass_request_headers = 0;
     uc.pass_request_body = 0;
-    uc.pass_trailers = 0;
+    // `pass_trailers` (nginx 1.27+) stays zero from the allocation: older
+    // nginx has no such field.
     // An L2 write runs on after the client has gone.
     uc.ignore_client_abort = 1;
     uc.intercept_errors = 0;
