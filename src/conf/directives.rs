@@ -37,7 +37,7 @@ type Handler =
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-/// A directive of the location that talks to Redis (`location` only).
+/// A directive of `location` blocks only (content handlers, the Redis location).
 const fn location_directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     ngx_command_t {
         name,
@@ -55,6 +55,18 @@ const fn directive(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
         type_: (ANY_LEVEL | args) as ngx_uint_t,
         set: Some(set),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+/// A directive of the http block, kept in the `MainConf`.
+const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (NGX_HTTP_MAIN_CONF | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     }
@@ -247,38 +259,26 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         NGX_CONF_TAKE1,
         set_shared_cache,
     ),
-    ngx_command_t {
-        name: ngx_string!("auth_oauth2_token_purge"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_purge),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("auth_oauth2_token_metrics"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_metrics),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("auth_oauth2_token_claim_set"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
-        set: Some(set_claim_set),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("auth_oauth2_token_redis"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
-        set: Some(set_redis),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    location_directive(
+        ngx_string!("auth_oauth2_token_purge"),
+        NGX_CONF_NOARGS,
+        set_purge,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_metrics"),
+        NGX_CONF_NOARGS,
+        set_metrics,
+    ),
+    http_only(
+        ngx_string!("auth_oauth2_token_claim_set"),
+        NGX_CONF_TAKE2,
+        set_claim_set,
+    ),
+    http_only(
+        ngx_string!("auth_oauth2_token_redis"),
+        NGX_CONF_1MORE,
+        set_redis,
+    ),
     location_directive(
         ngx_string!("auth_oauth2_token_redis_pass"),
         NGX_CONF_NOARGS,
