@@ -182,9 +182,17 @@ sub one_line {
 
 # ---- 6. a refused connection from the start (nothing listens) ----------------------------
 {
-    start_nginx(gw('refused', closed_port())) or BAIL_OUT('nginx');
+    my $b = gw('refused', closed_port());
+    $b->{config} .= "location = /metrics { auth_oauth2_token_metrics; }\n";
+    start_nginx($b) or BAIL_OUT('nginx');
     storm('refused', concurrent => 1);
     one_line('refused', 'connect');
+    # Every failed call is counted (reads, and the writes of active answers).
+    my $m = http_request({ method => 'GET', uri => '/metrics' });
+    my ($connect) = $m->{body} =~ /^oauth2_token_shared_cache_failures_total\{kind="connect"\} (\d+)$/m;
+    ok(defined $connect && $connect >= $N, "refused: the metrics count the connect failures (" . ($connect // 'none') . ")")
+        or diag($m->{body});
+    like($m->{body}, qr/^oauth2_token_shared_cache_failures_total\{kind="timeout"\} 0$/m, 'refused: and no timeouts');
     stop_nginx();
 }
 

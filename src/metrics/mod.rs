@@ -99,6 +99,39 @@ impl LookupResult {
     }
 }
 
+/// Why a call to the shared tier (Redis) gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedFailure {
+    Connect,
+    Timeout,
+    Protocol,
+    ErrorReply,
+    Undecryptable,
+    Internal,
+}
+
+impl SharedFailure {
+    const ALL: [SharedFailure; 6] = [
+        SharedFailure::Connect,
+        SharedFailure::Timeout,
+        SharedFailure::Protocol,
+        SharedFailure::ErrorReply,
+        SharedFailure::Undecryptable,
+        SharedFailure::Internal,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            SharedFailure::Connect => "connect",
+            SharedFailure::Timeout => "timeout",
+            SharedFailure::Protocol => "protocol",
+            SharedFailure::ErrorReply => "error_reply",
+            SharedFailure::Undecryptable => "undecryptable",
+            SharedFailure::Internal => "internal",
+        }
+    }
+}
+
 /// What became of one IdP call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallResult {
@@ -180,6 +213,7 @@ pub fn buckets_of(micros: u64) -> impl Iterator<Item = usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Requests,
+    SharedFailures,
     CacheLookups,
     CoalescedWaits,
     IdpRequests,
@@ -255,6 +289,9 @@ pub struct Catalogue {
     endpoints: HashMap<(String, &'static str), EndpointIds>,
 }
 
+/// The phases' label values, in `Phase` order.
+const PHASES: [&str; 2] = ["access", "preaccess"];
+
 impl Default for Catalogue {
     fn default() -> Self {
         Catalogue::new()
@@ -262,16 +299,23 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
-    /// The global series (requests by phase and outcome) take the first ids.
+    /// The global series (requests by phase and outcome, the shared
+    /// tier's failures by kind) take the first ids.
     pub fn new() -> Catalogue {
         let mut series = Vec::new();
-        for phase in ["access", "preaccess"] {
+        for phase in PHASES {
             for outcome in Outcome::ALL {
                 series.push(Series {
                     family: Family::Requests,
                     labels: format!("{{phase=\"{phase}\",outcome=\"{}\"}}", outcome.name()),
                 });
             }
+        }
+        for kind in SharedFailure::ALL {
+            series.push(Series {
+                family: Family::SharedFailures,
+                labels: format!("{{kind=\"{}\"}}", kind.name()),
+            });
         }
         Catalogue {
             series,
@@ -282,6 +326,10 @@ impl Catalogue {
 
     pub fn request(phase: Phase, outcome: Outcome) -> usize {
         phase as usize * Outcome::ALL.len() + outcome as usize
+    }
+
+    pub fn shared_failure(kind: SharedFailure) -> usize {
+        PHASES.len() * Outcome::ALL.len() + kind as usize
     }
 
     pub fn len(&self) -> usize {
@@ -408,6 +456,13 @@ impl Catalogue {
             "oauth2_token_requests_total",
             "counter",
             "Requests checked, by phase and outcome.",
+        );
+        family(
+            &mut out,
+            Family::SharedFailures,
+            "oauth2_token_shared_cache_failures_total",
+            "counter",
+            "Calls to the shared tier (Redis) that gave no answer, by kind; each was a miss.",
         );
         family(
             &mut out,
@@ -620,8 +675,10 @@ mod tests {
         let zone = c.zone("to\"k\\ens");
         let ep = c.endpoint("/_i", "introspection");
         let allowed = Catalogue::request(Phase::Access, Outcome::Allowed);
+        let timeouts = Catalogue::shared_failure(SharedFailure::Timeout);
         let values = |id: usize| match id {
             id if id == allowed => 7,
+            id if id == timeouts => 4,
             id if id == zone.lookup(LookupResult::Hit) => 5,
             id if id == ep.sum_us() => 1_500_250,
             id if id == ep.count() => 3,
@@ -639,6 +696,8 @@ mod tests {
         for line in [
             "# TYPE oauth2_token_requests_total counter",
             "oauth2_token_requests_total{phase=\"access\",outcome=\"allowed\"} 7",
+            "oauth2_token_shared_cache_failures_total{kind=\"timeout\"} 4",
+            "oauth2_token_shared_cache_failures_total{kind=\"connect\"} 0",
             "oauth2_token_cache_lookups_total{zone=\"to\\\"k\\\\ens\",result=\"hit\"} 5",
             "# TYPE oauth2_token_idp_request_duration_seconds histogram",
             "oauth2_token_idp_request_duration_seconds_bucket{endpoint=\"/_i\",kind=\"introspection\",le=\"0.001\"} 0",

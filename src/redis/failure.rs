@@ -6,6 +6,10 @@ use core::cell::RefCell;
 
 use ngx::ffi::{ngx_log_t, NGX_LOG_ERR};
 
+use ngx::http::HttpModuleMainConf;
+
+use crate::metrics::{Catalogue, SharedFailure};
+use crate::module::Module;
 use crate::oauth::log_gate::LogGate;
 use crate::oauth::resp::{self, Reply};
 
@@ -84,6 +88,7 @@ fn now_s() -> u64 {
 /// Logs `failure` at `error`, unless a line about the same kind was logged
 /// by this worker in the last 10 s.
 pub fn note_failure(log: *mut ngx_log_t, failure: &Failure) {
+    count(failure);
     let allowed = GATE.with(|gate| {
         gate.borrow_mut()
             .allow(failure.slot(), now_s(), LOG_INTERVAL_S)
@@ -97,6 +102,23 @@ pub fn note_failure(log: *mut ngx_log_t, failure: &Failure) {
         log,
         "auth_oauth2_token: shared cache (Redis) {kind}: {detail}; requests go on to the IdP"
     );
+}
+
+/// Counts `failure` in `oauth2_token_shared_cache_failures_total`.
+fn count(failure: &Failure) {
+    let kind = match failure {
+        Failure::Connect => SharedFailure::Connect,
+        Failure::Timeout => SharedFailure::Timeout,
+        Failure::Protocol => SharedFailure::Protocol,
+        Failure::ErrorReply(_) => SharedFailure::ErrorReply,
+        Failure::Undecryptable => SharedFailure::Undecryptable,
+        Failure::Internal(_) => SharedFailure::Internal,
+    };
+    // SAFETY: a worker's cycle is set up before any request or event runs;
+    // the main conf lives as long as the cycle.
+    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
+        main.counters.add(Catalogue::shared_failure(kind), 1);
+    }
 }
 
 /// The failure an `-ERR` reply to the caller's own commands stands for,
