@@ -211,6 +211,13 @@ pub struct RedisLocation {
 impl RedisLocation {
     pub const DEFAULT_TIMEOUT_MS: u64 = 500;
     pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+
+    /// How long a call may take from its start: to connect, then to send
+    /// and be answered.
+    pub fn deadline_ms(&self) -> u64 {
+        self.connect_timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+            + self.read_timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+    }
 }
 
 /// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.

@@ -17,6 +17,7 @@ use ngx::ffi::{
     NGX_OK,
 };
 
+use super::deadline::{self, Deadline};
 pub use super::failure::{error_reply, note_failure, Failure};
 use crate::oauth::resp::Reply;
 
@@ -42,6 +43,8 @@ pub struct Call {
     /// What the upstream made of the replies (set by `redis/upstream.rs`).
     pub(super) outcome: Option<Result<Vec<Reply>, Failure>>,
     reported: bool,
+    /// When the call gives up, and whether it did.
+    pub(super) deadline: Deadline,
 }
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
@@ -72,6 +75,7 @@ pub unsafe fn start(
         data,
         outcome: None,
         reported: false,
+        deadline: Deadline::new(),
     };
     // SAFETY: r is live; the call, the post-subrequest record and the URI
     // are allocated in its pool, which every subrequest shares and which
@@ -110,8 +114,13 @@ pub unsafe fn start(
 }
 
 unsafe extern "C" fn drop_call(data: *mut c_void) {
-    // SAFETY: `data` is the Call `start` wrote; the pool runs each cleanup once.
-    unsafe { ptr::drop_in_place(data.cast::<Call>()) };
+    // SAFETY: `data` is the Call `start` wrote; the pool runs each cleanup
+    // once; its deadline leaves the timer tree before its memory goes.
+    unsafe {
+        let call = data.cast::<Call>();
+        deadline::disarm(ptr::addr_of_mut!((*call).deadline));
+        ptr::drop_in_place(call);
+    }
 }
 
 /// The call a subrequest makes, when it is one of ours.
@@ -161,9 +170,11 @@ unsafe extern "C" fn call_done(
             return rc;
         }
         call.reported = true;
+        deadline::disarm(&mut call.deadline);
         let status = (*sr).headers_out.status;
         let result = match call.outcome.take() {
             Some(outcome) => outcome,
+            None if call.deadline.passed => Err(Failure::Timeout),
             None => Err(match rc {
                 rc if rc == NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t => Failure::Timeout,
                 rc if rc == ngx::ffi::NGX_HTTP_BAD_GATEWAY as ngx_int_t => Failure::Connect,

@@ -20,6 +20,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::call::{self, Call, Failure};
+use super::deadline;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
 use crate::oauth::resp::{self, Parsed, Reply};
@@ -46,8 +47,9 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         // A Redis that is down fails every call: the module says so once per
         // interval (`redis/failure.rs`), and nginx's own lines about the
         // connection (connect, recv, send errors and their timeouts) go to
-        // `info`. Two stay at `error`, written by nginx's upstream code to
-        // the request's log: "upstream timed out" and "no live upstreams".
+        // `info`; timeouts are the module's deadline (`redis/deadline.rs`).
+        // "no live upstreams" stays at `error`, written by nginx's upstream
+        // code to the request's log.
         (*u).peer
             .set_log_error(ngx::ffi::ngx_connection_log_error_e_NGX_ERROR_INFO);
         (*u).schema = ngx_str_t {
@@ -64,6 +66,13 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         (*u).input_filter_init = Some(filter_init);
         (*u).input_filter = Some(filter);
         (*u).input_filter_ctx = r.cast();
+        if let (Some(call), Some(loc)) = (call::of(r), Module::location_conf(&*r)) {
+            deadline::arm(
+                r,
+                ptr::addr_of_mut!((*call).deadline),
+                loc.redis.deadline_ms(),
+            );
+        }
         let main = (*r).main;
         (*main).set_count((*main).count() + 1);
         ngx_http_upstream_init(r);
@@ -110,11 +119,17 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// Another server of the upstream gets the whole pipeline again.
+/// Another server of the upstream gets the whole pipeline again, and a
+/// deadline of its own.
 unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: as for create_request.
-    if let Some((_, call)) = unsafe { parts(r) } {
-        call.outcome = None;
+    unsafe {
+        if let Some((_, call)) = parts(r) {
+            call.outcome = None;
+            if let Some(loc) = Module::location_conf(&*r) {
+                deadline::arm(r, &mut call.deadline, loc.redis.deadline_ms());
+            }
+        }
     }
     NGX_OK as ngx_int_t
 }
@@ -170,7 +185,14 @@ fn is_ok(reply: &Reply) -> bool {
 
 unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
-unsafe extern "C" fn finalize_request(_r: *mut ngx_http_request_t, _rc: ngx_int_t) {}
+/// The upstream is done with the call: its deadline goes.
+unsafe extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
+    // SAFETY: nginx calls this with the live subrequest.
+    if let Some(call) = unsafe { call::of(r) } {
+        // SAFETY: the call lives in the subrequest's pool.
+        unsafe { deadline::disarm(ptr::addr_of_mut!((*call).deadline)) };
+    }
+}
 
 /// The answer has no body: the subrequest ends as soon as its header is in.
 unsafe extern "C" fn filter_init(data: *mut c_void) -> ngx_int_t {
@@ -228,8 +250,11 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
 /// defaults; whatever nginx must not do for us (buffering, passing the
 /// client's headers or body, ranges) is off.
 fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut c_void) {
-    let timeout =
-        |t: Option<u64>| t.unwrap_or(RedisLocation::DEFAULT_TIMEOUT_MS) as ngx::ffi::ngx_msec_t;
+    // nginx's timers are the backstop of the module's deadline (`redis/deadline.rs`).
+    let timeout = |t: Option<u64>| {
+        (t.unwrap_or(RedisLocation::DEFAULT_TIMEOUT_MS) + deadline::BACKSTOP_MS)
+            as ngx::ffi::ngx_msec_t
+    };
     uc.upstream = upstream.cast();
     uc.connect_timeout = timeout(conf.connect_timeout_ms);
     uc.send_timeout = timeout(conf.send_timeout_ms);

@@ -1,0 +1,97 @@
+//! A Redis call's deadline, kept by the module instead of nginx's upstream
+//! timers. When nginx's connect or read timer ends a call, its upstream code
+//! logs "upstream timed out" at `error` for each call: a slow Redis would
+//! write one line per request. At the deadline the module makes the
+//! connection's next read fail instead, which nginx handles as
+//! `next_upstream error` and logs at `info`; the call reports a timeout.
+//! nginx's own timers stay, [`BACKSTOP_MS`] later, in case this one is lost.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_add_timer, ngx_connection_t, ngx_del_timer, ngx_event_t, ngx_http_request_t, ngx_msec_t,
+    ngx_post_event, ngx_posted_events, NGX_ERROR,
+};
+
+/// How much later than the module's deadline nginx's own timers fire.
+pub const BACKSTOP_MS: u64 = 1000;
+
+/// A call's deadline: its timer, its subrequest, and whether it passed.
+pub struct Deadline {
+    ev: ngx_event_t,
+    request: *mut ngx_http_request_t,
+    pub passed: bool,
+}
+
+impl Deadline {
+    pub fn new() -> Deadline {
+        Deadline {
+            // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
+            ev: unsafe { core::mem::zeroed() },
+            request: ptr::null_mut(),
+            passed: false,
+        }
+    }
+}
+
+/// Arms `deadline`, the one of subrequest `r`'s call, `ms` from now (again
+/// for another server of the upstream).
+///
+/// # Safety
+/// `r` must be a live Redis subrequest and `deadline` its call's, in its
+/// pool, where it must not move.
+pub unsafe fn arm(r: *mut ngx_http_request_t, deadline: *mut Deadline, ms: u64) {
+    // SAFETY: the deadline lives in the request pool; it is taken out of the
+    // timer tree before the pool goes (`disarm`, from the call's cleanup).
+    unsafe {
+        disarm(deadline);
+        (*deadline).request = r;
+        (*deadline).passed = false;
+        let ev = ptr::addr_of_mut!((*deadline).ev);
+        (*ev).handler = Some(passed);
+        (*ev).data = deadline.cast();
+        (*ev).log = (*(*r).connection).log;
+        ngx_add_timer(ev, ms as ngx_msec_t);
+    }
+}
+
+/// Takes the deadline out of the timer tree, if it is there.
+///
+/// # Safety
+/// `deadline` must be live.
+pub unsafe fn disarm(deadline: *mut Deadline) {
+    // SAFETY: the event is the deadline's own; nginx's timer tree holds it
+    // only while timer_set is on.
+    unsafe {
+        let ev = ptr::addr_of_mut!((*deadline).ev);
+        if (*ev).timer_set() != 0 {
+            ngx_del_timer(ev);
+        }
+    }
+}
+
+/// The deadline passed: the call has timed out; its connection's next read
+/// fails, and nginx is made to read now.
+unsafe extern "C" fn passed(ev: *mut ngx_event_t) {
+    // SAFETY: `data` is the armed Deadline, whose subrequest is alive while
+    // it is armed (the upstream's end disarms it); the peer connection, when
+    // there is one, is nginx's live connection.
+    unsafe {
+        let deadline = (*ev).data.cast::<Deadline>();
+        (*deadline).passed = true;
+        let u = (*(*deadline).request).upstream;
+        if u.is_null() || (*u).peer.connection.is_null() {
+            return;
+        }
+        let c = (*u).peer.connection;
+        (*c).recv = Some(recv_fails);
+        let rev = (*c).read;
+        (*rev).set_ready(1);
+        ngx_post_event(rev, ptr::addr_of_mut!(ngx_posted_events));
+    }
+}
+
+/// The read of a connection whose call is past its deadline: an error.
+unsafe extern "C" fn recv_fails(_c: *mut ngx_connection_t, _buf: *mut u8, _size: usize) -> isize {
+    NGX_ERROR as isize
+}
