@@ -128,6 +128,22 @@ ok($redis->wait_numsub('oauth2:purge', 2), 'both gateways subscribed to oauth2:p
     ok($ok, 'reverse: gateway 1 denies V within 2 s (the purge reached it)');
     cmp_ok(calls_for('V'), '>=', 1, 'reverse: after asking the IdP');
 }
+
+# ---- 4b. after a reload, gateway 2's new worker 0 subscribes and purges -------------------
+{
+    idp_setup({ R => $ACTIVE });
+    # (a request that reached gateway 1 first put R into Redis: then HIT_SHARED)
+    like(st(on_gateway($SHARED, 'gw2', '/api/a', 'R')), qr/^200 (?:MISS|HIT_SHARED)$/, 'reload: gateway 2 caches R');
+    is(st(on_gateway($SHARED, 'gw2', '/api/a', 'R')), '200 HIT', 'reload: in its zone');
+    ok($gw2->reload, 'reload: gateway 2 reloaded (its old workers are gone)');
+    ok($redis->wait_numsub('oauth2:purge', 2), 'reload: two subscribers again, not three')
+        or diag('subscribers: ' . $redis->numsub('oauth2:purge'));
+    is(st(on_gateway($SHARED, 'gw2', '/api/a', 'R')), '200 HIT', 'reload: the zone kept R');
+    idp_setup({ R => $INACTIVE });
+    is(purge($GW1, body => 'token=R')->{status}, 200, 'reload: purge on gateway 1');
+    my $ok = wait_until(2, sub { ((on_gateway($SHARED, 'gw2', '/api/a', 'R', 1) // {})->{status} // 0) == 401 });
+    ok($ok, 'reload: the reloaded gateway 2 denies R within 2 s');
+}
 $gw2->stop;    # from here on, every request reaches gateway 1
 
 # ---- 5. Redis down: the zone is purged, the answer is 503 ---------------------------------
