@@ -1,8 +1,8 @@
 #!/usr/bin/env perl
 # check-layout.pl [ROOT] -- checks the source layout rules of the module.
 #
-#   1. Nothing under src/oauth/ refers to nginx: no `ngx::`, `ngx_`,
-#      `nginx_sys` or `NGX_` outside comments (string literals count).
+#   1. Nothing under src/oauth/ or src/conf/ refers to nginx: no `ngx::`,
+#      `ngx_`, `nginx_sys` or `NGX_` outside comments (string literals count).
 #   2. ARCHITECTURE.md names every .rs file under src/ by its path relative
 #      to src/ (`handler/flow.rs`, `lib.rs`), and names no src/ path that
 #      does not exist.
@@ -54,17 +54,17 @@ for my $f (@files) {
 
 my @violations;
 
-# ---- rule 1: no nginx under src/oauth/ ------------------------------------------------
+# ---- rule 1: no nginx under src/oauth/ and src/conf/ -----------------------------------
 
-for my $f (grep { m{\Aoauth/} } @files) {
+for my $f (grep { m{\A(?:oauth|conf)/} } @files) {
     my $n = 0;
     for my $line (split /\n/, $keep_strings{$f}, -1) {
         $n++;
         my @hits = grep { index($line, $_) >= 0 } qw(ngx:: ngx_ nginx_sys NGX_);
         next unless @hits;
         (my $shown = $line) =~ s/^\s+|\s+$//g;
-        push @violations, sprintf "nginx in oauth/: %s:%d: %s in `%s`",
-            $f, $n, join(', ', map { "`$_`" } @hits), $shown;
+        push @violations, sprintf "nginx in %s/: %s:%d: %s in `%s`",
+            $f =~ s{/.*}{}r, $f, $n, join(', ', map { "`$_`" } @hits), $shown;
     }
 }
 

@@ -12,6 +12,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod conf;
+#[cfg(not(any(test, feature = "logic-only")))]
+mod directives;
 pub mod metrics;
 pub mod oauth;
 
@@ -39,7 +41,8 @@ mod registration {
     };
     use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 
-    use crate::conf::{self, LocationConf};
+    use crate::conf::LocationConf;
+    use crate::directives;
     use crate::handler::{self, variables};
     use crate::module::Module;
 
@@ -108,7 +111,7 @@ mod registration {
         // server's configuration in cf; the claim lists are complete, as
         // every directive was parsed before the first merge.
         unsafe {
-            let server = conf::server::identity(cf);
+            let server = directives::server::identity(cf);
             let Some(main) = Module::main_conf_mut(&*cf) else {
                 return NGX_CONF_ERROR;
             };
@@ -146,7 +149,7 @@ mod registration {
     #[no_mangle]
     pub static mut ngx_http_auth_oauth2_token_module: ngx_module_t = ngx_module_t {
         ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
-        commands: ptr::addr_of_mut!(conf::directives::COMMANDS) as *mut _,
+        commands: ptr::addr_of_mut!(directives::COMMANDS) as *mut _,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
         init_process: Some(crate::redis::subscriber::init_process),
         exit_process: Some(crate::redis::subscriber::exit_process),

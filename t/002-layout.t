@@ -107,6 +107,15 @@ MD
 }
 
 {
+    my $root = fake_tree(%clean, 'src/conf/mod.rs' => $clean{'src/conf/mod.rs'}
+        . "// an ngx_shm_zone_t, opaque here\npub struct Z(pub *mut ngx::ffi::ngx_shm_zone_t);\n");
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 1: a conf file using an nginx type fails');
+    like($out, qr{^nginx in conf/: conf/mod\.rs:5: .*`ngx::`}m, 'rule 1: reported for conf/ with its line');
+    unlike($out, qr{conf/mod\.rs:4:}, 'rule 1: a comment naming an nginx type is not reported');
+}
+
+{
     my $root = fake_tree(%clean,
         'src/oauth/mod.rs' => $clean{'src/oauth/mod.rs'} . "pub mod b;\n",
         'src/oauth/b.rs' => "pub fn b() {}\n",

@@ -2,12 +2,8 @@
 //! inherits from the blocks around it, and what must hold before nginx starts.
 
 pub mod cache_args;
-#[cfg(not(any(test, feature = "logic-only")))]
-pub mod directives;
 pub mod redis_args;
 pub mod require_args;
-#[cfg(not(any(test, feature = "logic-only")))]
-pub mod server;
 
 use crate::metrics::{Catalogue, Counters, EndpointIds, ZoneIds};
 use crate::oauth::breaker::BreakerConf;

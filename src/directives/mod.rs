@@ -1,4 +1,8 @@
-//! The `auth_oauth2_token_*` directives: their table and their handlers.
+//! nginx glue of the configuration: the `auth_oauth2_token_*` directive
+//! table and its `set` handlers, which decode nginx's arguments and hand
+//! them to the plain parsers of `conf/`.
+
+pub mod server;
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -17,7 +21,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use super::{
+use crate::conf::{
     cache_args, is_valid_endpoint, parse_error_status, redis_args, require_args,
     secret_from_file_contents, CacheConf, Challenge, ClientAuth, LocationConf, MainConf, Phase,
     RedisTier, Requirement, SecretSource, Situation, Template,
