@@ -1,6 +1,6 @@
 //! The OAuth 2.0 logic, in plain Rust: no nginx type anywhere below this
 //! folder, so all of it runs under `cargo test`, proptest and the fuzzers.
-//! The nginx glue (`handler/`, `shm/`, `conf/directives.rs`) calls into it
+//! The nginx glue (`handler/`, `redis/`, `directives/`, `shm/zone.rs`) calls into it
 //! and only moves bytes between nginx's structures and these functions.
 
 pub mod bearer;
