@@ -38,15 +38,7 @@ pub unsafe fn join(
     // SAFETY: r is live and ctx its context (this function's contract); the
     // cleanup and the event live in r's pool, as long as ctx.
     unsafe {
-        if !(*ctx).leaves_on_cleanup {
-            let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
-            if cleanup.is_null() {
-                return None;
-            }
-            (*cleanup).handler = Some(leave_on_cleanup);
-            (*cleanup).data = ctx.cast();
-            (*ctx).leaves_on_cleanup = true;
-        }
+        leave_on_cleanup_registered(r, ctx)?;
         let leads = IN_FLIGHT.with_borrow(|map| !map.contains_key(&key));
         if !leads {
             ensure_wake(r, ctx)?;
@@ -97,6 +89,30 @@ pub unsafe fn wake_in(r: *mut ngx_http_request_t, ctx: *mut RequestCtx, ms: u64)
     // SAFETY: guaranteed by the caller; the cleanup registered here takes
     // the timer out of nginx's tree if the request goes away first.
     unsafe {
+        leave_on_cleanup_registered(r, ctx)?;
+        ensure_wake(r, ctx)?;
+        let ev = (*ctx).wake;
+        if (*ev).timer_set() == 0 {
+            (*ev).timer.key = ngx_current_msec.wrapping_add(ms as ngx::ffi::ngx_msec_t);
+            ngx_rbtree_insert(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
+            (*ev).set_timer_set(1);
+        }
+        Some(())
+    }
+}
+
+/// Registers, once per request, the pool cleanup that takes the request
+/// out of the in-flight table (and its wake timer out of nginx's tree).
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context, in its pool.
+unsafe fn leave_on_cleanup_registered(
+    r: *mut ngx_http_request_t,
+    ctx: *mut RequestCtx,
+) -> Option<()> {
+    // SAFETY: guaranteed by the caller; the cleanup runs with the pool,
+    // which holds ctx until then.
+    unsafe {
         if !(*ctx).leaves_on_cleanup {
             let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
             if cleanup.is_null() {
@@ -105,13 +121,6 @@ pub unsafe fn wake_in(r: *mut ngx_http_request_t, ctx: *mut RequestCtx, ms: u64)
             (*cleanup).handler = Some(leave_on_cleanup);
             (*cleanup).data = ctx.cast();
             (*ctx).leaves_on_cleanup = true;
-        }
-        ensure_wake(r, ctx)?;
-        let ev = (*ctx).wake;
-        if (*ev).timer_set() == 0 {
-            (*ev).timer.key = ngx_current_msec.wrapping_add(ms as ngx::ffi::ngx_msec_t);
-            ngx_rbtree_insert(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
-            (*ev).set_timer_set(1);
         }
         Some(())
     }

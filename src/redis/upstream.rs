@@ -247,8 +247,9 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
 }
 
 /// The upstream settings of a Redis location, as memcached's with our
-/// defaults; whatever nginx must not do for us (buffering, passing the
-/// client's headers or body, ranges) is off.
+/// defaults. `uc` comes zeroed from `ngx_pcalloc`: whatever nginx must not
+/// do for us (buffering, temp files, passing the client's headers, body or
+/// trailers, ranges, intercepting errors, a local address) stays off.
 fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut c_void) {
     // nginx's timers are the backstop of the module's deadline (`redis/deadline.rs`).
     let timeout = |t: Option<u64>| {
@@ -259,8 +260,6 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
     uc.connect_timeout = timeout(conf.connect_timeout_ms);
     uc.send_timeout = timeout(conf.send_timeout_ms);
     uc.read_timeout = timeout(conf.read_timeout_ms);
-    uc.next_upstream_timeout = 0;
-    uc.next_upstream_tries = 0;
     uc.buffer_size = conf
         .buffer_size
         .unwrap_or(RedisLocation::DEFAULT_BUFFER_SIZE);
@@ -276,21 +275,6 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
         mask |= NGX_HTTP_UPSTREAM_FT_OFF;
     }
     uc.next_upstream = mask as ngx_uint_t;
-    uc.local = ptr::null_mut();
-    uc.socket_keepalive = 0;
-    uc.buffering = 0;
-    uc.request_buffering = 0;
-    uc.pass_request_headers = 0;
-    uc.pass_request_body = 0;
-    // `pass_trailers` (nginx 1.27+) stays zero from the allocation: older
-    // nginx has no such field.
     // An L2 write runs on after the client has gone.
     uc.ignore_client_abort = 1;
-    uc.intercept_errors = 0;
-    uc.force_ranges = 0;
-    uc.cyclic_temp_file = 0;
-    uc.send_lowat = 0;
-    uc.max_temp_file_size = 0;
-    uc.temp_file_write_size = 0;
-    uc.busy_buffers_size = 0;
 }
