@@ -538,38 +538,29 @@ impl Catalogue {
 /// (`shm/counters.rs`) per id, `None` for a series the zone had no room for.
 #[derive(Debug, Default)]
 pub struct Counters {
-    slots: Vec<Option<*const AtomicU64>>,
+    slots: Vec<Option<&'static AtomicU64>>,
 }
 
 impl Counters {
-    pub fn new(slots: Vec<Option<*const AtomicU64>>) -> Counters {
+    /// `slots` live as long as the process maps the counters zone, which
+    /// `shm/counters.rs` vouches for when it makes them.
+    pub fn new(slots: Vec<Option<&'static AtomicU64>>) -> Counters {
         Counters { slots }
     }
 
     /// Adds `n` to series `id`, atomically and without a lock.
     pub fn add(&self, id: usize, n: u64) {
-        if let Some(Some(slot)) = self.slots.get(id) {
-            // SAFETY: `new` got pointers into the counters zone, which is
-            // mapped at the same address in every worker for the cycle.
-            unsafe { (**slot).fetch_add(n, Ordering::Relaxed) };
+        if let Some(slot) = self.slot(id) {
+            slot.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     pub fn get(&self, id: usize) -> u64 {
-        match self.slots.get(id) {
-            // SAFETY: as above.
-            Some(Some(slot)) => unsafe { (**slot).load(Ordering::Relaxed) },
-            _ => 0,
-        }
+        self.slot(id).map_or(0, |slot| slot.load(Ordering::Relaxed))
     }
 
     fn slot(&self, id: usize) -> Option<&AtomicU64> {
-        // SAFETY: as for `add`; the zone outlives every borrow of `self`.
-        self.slots
-            .get(id)
-            .copied()
-            .flatten()
-            .map(|p| unsafe { &*p })
+        self.slots.get(id).copied().flatten()
     }
 
     /// The circuit breaker whose four words start at `first`.
@@ -730,8 +721,9 @@ mod tests {
     fn an_idp_call_counts_its_result_buckets_sum_and_count() {
         let mut c = Catalogue::new();
         let ids = c.endpoint("/_i", "introspection");
-        let slots: Vec<AtomicU64> = (0..c.len()).map(|_| AtomicU64::new(0)).collect();
-        let counters = Counters::new(slots.iter().map(|s| Some(s as *const AtomicU64)).collect());
+        let slots: &'static [AtomicU64] =
+            Vec::leak((0..c.len()).map(|_| AtomicU64::new(0)).collect());
+        let counters = Counters::new(slots.iter().map(Some).collect());
         counters.idp_call(ids, CallResult::Status(2), 3_000);
         counters.idp_call(ids, CallResult::Timeout, 2_000_000);
         assert_eq!(counters.get(ids.result(CallResult::Status(2))), 1);

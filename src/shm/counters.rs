@@ -116,7 +116,10 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old_data: *mut c_void
                 None => None,
             };
             pointers.push(match index {
-                Some(i) => Some(core::ptr::addr_of!((*slots.add(i)).value)),
+                // SAFETY: the slot is in the counters zone, mapped at the same
+                // address in every process of the cycle and never unmapped
+                // while they run; its value is only touched atomically.
+                Some(i) => Some(&*core::ptr::addr_of!((*slots.add(i)).value)),
                 None => {
                     dropped += 1;
                     None
