@@ -10,6 +10,7 @@ use lib 't/lib';
 use OAuth2Test;
 use RedisTest;
 use Test::More;
+use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 
 start_servers();
@@ -210,6 +211,28 @@ sub one_line {
         'failover: another gateway finds every active answer on the second server');
     is(scalar @{ idp_requests() }, 0, 'failover: with no IdP call');
     $gw->stop;
+    $redis->stop;
+}
+
+# ---- 8. failover on the module's deadline: the first server accepts and never answers ------
+{
+    my $redis = redis_start() or BAIL_OUT('redis');
+    my $silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 128, ReuseAddr => 1)
+        or BAIL_OUT("silent server: $!");
+    my $servers = join ' ', map { "server 127.0.0.1:$_;" } $silent->sockport, $redis->port;
+    start_nginx(gw('deadline', $redis->port, upstream_servers => $servers,
+        redis_location => 'auth_oauth2_token_redis_read_timeout 200ms; auth_oauth2_token_redis_next_upstream timeout;'))
+        or BAIL_OUT('nginx');
+    storm('deadline', concurrent => 1);
+    # Reads and writes that went to the silent server first moved on to Redis
+    # after their deadline (`next_upstream timeout` alone): every active
+    # answer is there.
+    ok(wait_until(3, sub { scalar($redis->keys) == $N / 2 }), 'deadline: every active answer reached Redis')
+        or diag(scalar($redis->keys) . ' keys');
+    my $own = () = error_log_text() =~ /\[(?:error|warn|crit)\][^\n]*upstream timed out/g;
+    is($own, 0, 'deadline: no "upstream timed out" line from nginx');
+    stop_nginx();
+    close $silent;
     $redis->stop;
 }
 

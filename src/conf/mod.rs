@@ -208,6 +208,11 @@ impl RedisLocation {
     pub const DEFAULT_TIMEOUT_MS: u64 = 500;
     pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
 
+    /// Whether a call past its deadline moves on to the next server.
+    pub fn fails_over_on_deadline(&self) -> bool {
+        self.next_upstream.unwrap_or_default().timeout
+    }
+
     /// How long a call may take from its start: to connect, then to send
     /// and be answered.
     pub fn deadline_ms(&self) -> u64 {

@@ -16,10 +16,14 @@ use ngx::ffi::{
 /// How much later than the module's deadline nginx's own timers fire.
 pub const BACKSTOP_MS: u64 = 1000;
 
-/// A call's deadline: its timer, its subrequest, and whether it passed.
+/// A call's deadline: its timer, its subrequest, how long each try may
+/// take, whether a passed deadline may move on to the upstream's next
+/// server (`next_upstream timeout`), and whether it passed.
 pub struct Deadline {
     ev: ngx_event_t,
     request: *mut ngx_http_request_t,
+    ms: u64,
+    fails_over: bool,
     pub passed: bool,
 }
 
@@ -29,23 +33,29 @@ impl Deadline {
             // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
             ev: unsafe { core::mem::zeroed() },
             request: ptr::null_mut(),
+            ms: 0,
+            fails_over: false,
             passed: false,
         }
     }
 }
 
 /// Arms `deadline`, the one of subrequest `r`'s call, `ms` from now (again
-/// for another server of the upstream).
+/// for another server of the upstream). A deadline that passes fails the
+/// read, which nginx treats as an error: moving on to the next server then
+/// needs `error` in nginx's mask, and `fails_over` says whether it may.
 ///
 /// # Safety
 /// `r` must be a live Redis subrequest and `deadline` its call's, in its
 /// pool, where it must not move.
-pub unsafe fn arm(r: *mut ngx_http_request_t, deadline: *mut Deadline, ms: u64) {
+pub unsafe fn arm(r: *mut ngx_http_request_t, deadline: *mut Deadline, ms: u64, fails_over: bool) {
     // SAFETY: the deadline lives in the request pool; it is taken out of the
     // timer tree before the pool goes (`disarm`, from the call's cleanup).
     unsafe {
         disarm(deadline);
         (*deadline).request = r;
+        (*deadline).ms = ms;
+        (*deadline).fails_over = fails_over;
         (*deadline).passed = false;
         let ev = ptr::addr_of_mut!((*deadline).ev);
         (*ev).handler = Some(passed);
@@ -71,17 +81,25 @@ pub unsafe fn disarm(deadline: *mut Deadline) {
 }
 
 /// The deadline passed: the call has timed out; its connection's next read
-/// fails, and nginx is made to read now.
+/// fails, and nginx is made to read now. The next server, if nginx moves on
+/// to one, gets a deadline of its own from now (nginx re-initialises a call
+/// for the next server only once its request was sent).
 unsafe extern "C" fn passed(ev: *mut ngx_event_t) {
     // SAFETY: `data` is the armed Deadline, whose subrequest is alive while
-    // it is armed (the upstream's end disarms it); the peer connection, when
-    // there is one, is nginx's live connection.
+    // it is armed: the upstream's finalize_request, the call's end and the
+    // pool's cleanup each disarm it. The peer connection, when there is one,
+    // is nginx's live connection.
     unsafe {
         let deadline = (*ev).data.cast::<Deadline>();
         (*deadline).passed = true;
+        ngx_add_timer(ev, (*deadline).ms as ngx_msec_t);
         let u = (*(*deadline).request).upstream;
         if u.is_null() || (*u).peer.connection.is_null() {
             return;
+        }
+        if !(*deadline).fails_over {
+            // The read's error ends the call: no server is tried after it.
+            (*u).peer.tries = 1;
         }
         let c = (*u).peer.connection;
         (*c).recv = Some(recv_fails);

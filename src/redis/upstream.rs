@@ -67,10 +67,12 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         (*u).input_filter = Some(filter);
         (*u).input_filter_ctx = r.cast();
         if let (Some(call), Some(loc)) = (call::of(r), Module::location_conf(&*r)) {
+            let d = ptr::addr_of_mut!((*call).deadline);
             deadline::arm(
                 r,
-                ptr::addr_of_mut!((*call).deadline),
+                d,
                 loc.redis.deadline_ms(),
+                loc.redis.fails_over_on_deadline(),
             );
         }
         let main = (*r).main;
@@ -127,7 +129,9 @@ unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
         if let Some((_, call)) = parts(r) {
             call.outcome = None;
             if let Some(loc) = Module::location_conf(&*r) {
-                deadline::arm(r, &mut call.deadline, loc.redis.deadline_ms());
+                let (ms, fails_over) =
+                    (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
+                deadline::arm(r, &mut call.deadline, ms, fails_over);
             }
         }
     }
@@ -269,7 +273,9 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
         mask |= NGX_HTTP_UPSTREAM_FT_ERROR;
     }
     if next.timeout {
-        mask |= NGX_HTTP_UPSTREAM_FT_TIMEOUT;
+        // The module's deadline fails a read (an error to nginx): `timeout`
+        // moves on after it as after nginx's own timeouts (`redis/deadline.rs`).
+        mask |= NGX_HTTP_UPSTREAM_FT_TIMEOUT | NGX_HTTP_UPSTREAM_FT_ERROR;
     }
     if !next.error && !next.timeout {
         mask |= NGX_HTTP_UPSTREAM_FT_OFF;
