@@ -25,7 +25,18 @@ use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use crate::oauth::cache::{CacheKey, Lifetime};
 
 /// Marks a table laid out by this version of the module.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c4");
+/// Bump it with every change of `Table` or `Node` (the size checks below
+/// catch most) or of what a key means: a reload keeps a zone of the same
+/// magic and reads it as this version's.
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c5");
+const _: () = assert!(
+    size_of::<Node>() == 104,
+    "a new Node layout needs a new LAYOUT_MAGIC"
+);
+const _: () = assert!(
+    size_of::<Table>() == 72,
+    "a new Table layout needs a new LAYOUT_MAGIC"
+);
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
 const BYTES_PER_BUCKET: usize = 512;
 /// Nodes one insert may evict to make room before giving up.
@@ -663,7 +674,12 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
         // Stale only once past its own time (not when cut short by a lower
         // max_ttl), and until its stale limit.
         let stale = (*node).expires_ms <= now_ms && now_ms < (*node).stale_until_ms;
-        let found = match (expired && !stale, read(Node::value(node))) {
+        // An expired entry is not read: it is removed.
+        let value = match expired && !stale {
+            true => None,
+            false => read(Node::value(node)),
+        };
+        let found = match (expired && !stale, value) {
             (true, _) => Lookup::Expired,
             (false, Some(value)) if stale => return Ok(Lookup::Stale(value)),
             (false, Some(value)) => {
@@ -1051,6 +1067,26 @@ mod tests {
         assert_eq!(z.get(1), Lookup::Hit(b"uno".to_vec()));
         assert_eq!(z.check(), 1);
         assert_eq!(z.get_with(&mut Live, 1, NOW + TTL), Ok(Lookup::Expired));
+        assert_eq!(z.check(), 0);
+    }
+
+    #[test]
+    fn an_expired_entry_is_removed_unread() {
+        let mut z = Zone::new(1 << 20);
+        assert!(z.insert(1, b"one"));
+        let (table, _) = z.open();
+        // SAFETY: the zone's table, used by this test alone.
+        let found = unsafe {
+            lookup(
+                table,
+                &mut z.slab,
+                &mut Live,
+                &key(1),
+                at(NOW + TTL, TTL),
+                |_| -> Option<()> { panic!("an expired entry was read") },
+            )
+        };
+        assert_eq!(found, Ok(Lookup::Expired));
         assert_eq!(z.check(), 0);
     }
 
