@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use crate::oauth::bearer::{is_b64token, BearerToken, Malformed};
+use crate::oauth::form;
 
 /// One place to look for the token; header and cookie names as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,21 +164,12 @@ fn trim_blanks(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Splits `name=value` at the first '='; a bare `name` has an empty value,
-/// as in application/x-www-form-urlencoded parsing.
-fn split_query_pair(pair: &[u8]) -> (&[u8], &[u8]) {
-    match pair.iter().position(|&b| b == b'=') {
-        Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-        None => (pair, &[]),
-    }
-}
-
 /// Whether a pair's raw name decodes to `name`: `access%5Ftoken` is the
 /// same parameter to the application behind the gateway.
 fn is_query_named(pair_name: &[u8], name: &[u8]) -> bool {
     pair_name == name
         || (pair_name.iter().any(|&b| b == b'%' || b == b'+')
-            && form_decode(pair_name).is_some_and(|decoded| decoded == name))
+            && form::decode(pair_name).is_some_and(|decoded| decoded == name))
 }
 
 /// The form-decoded value of the first `name=...` pair of a query string.
@@ -187,39 +179,12 @@ pub fn query_value<'a>(args: &'a [u8], name: &[u8]) -> Option<Cow<'a, [u8]>> {
     let (_, raw) = args
         .split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
-        .map(split_query_pair)
+        .map(form::split_pair)
         .find(|(pair_name, _)| is_query_named(pair_name, name))?;
     if !raw.iter().any(|&b| b == b'%' || b == b'+') {
         return Some(Cow::Borrowed(raw));
     }
-    Some(form_decode(raw).map_or(Cow::Borrowed(raw), Cow::Owned))
-}
-
-/// application/x-www-form-urlencoded decoding; None on an invalid %-escape.
-fn form_decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut rest = raw;
-    while let [byte, tail @ ..] = rest {
-        rest = tail;
-        match byte {
-            b'+' => decoded.push(b' '),
-            b'%' => {
-                let [high, low, tail @ ..] = rest else {
-                    return None;
-                };
-                decoded.push((hex_digit(*high)? << 4) | hex_digit(*low)?);
-                rest = tail;
-            }
-            _ => decoded.push(*byte),
-        }
-    }
-    Some(decoded)
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    Some(form::decode(raw).map_or(Cow::Borrowed(raw), Cow::Owned))
 }
 
 /// The query string without any `name` pair, so the token does not reach
@@ -227,7 +192,7 @@ fn hex_digit(b: u8) -> Option<u8> {
 pub fn query_without(args: &[u8], name: &[u8]) -> Vec<u8> {
     let kept: Vec<&[u8]> = args
         .split(|&b| b == b'&')
-        .filter(|pair| !pair.is_empty() && !is_query_named(split_query_pair(pair).0, name))
+        .filter(|pair| !pair.is_empty() && !is_query_named(form::split_pair(pair).0, name))
         .collect();
     kept.join(&b'&')
 }

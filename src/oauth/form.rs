@@ -22,6 +22,43 @@ pub fn encode(value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// application/x-www-form-urlencoded decoding (`+` is a space, `%XX` a
+/// byte); None on an invalid %-escape.
+pub fn decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let [byte, tail @ ..] = rest {
+        rest = tail;
+        match byte {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let [high, low, tail @ ..] = rest else {
+                    return None;
+                };
+                decoded.push((hex_digit(*high)? << 4) | hex_digit(*low)?);
+                rest = tail;
+            }
+            _ => decoded.push(*byte),
+        }
+    }
+    Some(decoded)
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// Splits `name=value` at the first '='; a bare `name` has an empty value,
+/// as in application/x-www-form-urlencoded parsing.
+pub fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+        None => (pair, &[]),
+    }
+}
+
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`, as RFC 6749 §2.3.1
 /// requires for client_secret_basic.
 pub fn basic_credentials(client_id: &[u8], client_secret: &[u8]) -> Vec<u8> {

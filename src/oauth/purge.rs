@@ -2,6 +2,8 @@
 //! (`application/x-www-form-urlencoded`, `token=...`, an optional
 //! `token_type_hint`), read strictly: one token, not empty, bounded.
 
+use crate::oauth::form;
+
 /// The longest token a purge accepts, decoded.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -30,11 +32,11 @@ impl BadPurge {
 /// The token of a purge request's form body.
 pub fn token_of_form(body: &[u8]) -> Result<Vec<u8>, BadPurge> {
     let mut token = None;
-    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-            None => (pair, &[][..]),
-        };
+    for (name, value) in body
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(form::split_pair)
+    {
         if decode(name)? != b"token" {
             continue;
         }
@@ -51,28 +53,12 @@ pub fn token_of_form(body: &[u8]) -> Result<Vec<u8>, BadPurge> {
     }
 }
 
-/// Form decoding: `+` is a space, `%XX` a byte; a lone `%` is malformed.
+/// Form decoding, bounded before it starts.
 fn decode(text: &[u8]) -> Result<Vec<u8>, BadPurge> {
     if text.len() > 3 * MAX_TOKEN_BYTES {
         return Err(BadPurge::TooLong);
     }
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.iter();
-    while let Some(&b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let hi = bytes.next().and_then(|&c| (c as char).to_digit(16));
-                let lo = bytes.next().and_then(|&c| (c as char).to_digit(16));
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => (hi * 16 + lo) as u8,
-                    _ => return Err(BadPurge::BadEncoding),
-                }
-            }
-            b => b,
-        });
-    }
-    Ok(out)
+    form::decode(text).ok_or(BadPurge::BadEncoding)
 }
 
 #[cfg(test)]
@@ -115,7 +101,9 @@ mod tests {
 
         #[test]
         fn any_body_is_read_or_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = token_of_form(&body);
+            if let Ok(token) = token_of_form(&body) {
+                prop_assert!(!token.is_empty() && token.len() <= MAX_TOKEN_BYTES);
+            }
         }
     }
 }

@@ -341,8 +341,10 @@ mod tests {
 
         #[test]
         fn any_bytes_are_read_or_refused(buf in proptest::collection::vec(any::<u8>(), 0..200), count in 1usize..4) {
-            if let Parsed::Done { used, .. } = parse(&buf, count) {
+            if let Parsed::Done { replies, used } = parse(&buf, count) {
+                // The replies came from exactly the bytes they used.
                 prop_assert!(used <= buf.len());
+                prop_assert_eq!(parse(&buf[..used], count), Parsed::Done { replies, used });
             }
         }
     }

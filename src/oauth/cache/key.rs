@@ -158,12 +158,6 @@ impl KeyScope {
     }
 }
 
-/// The key of an introspection answer: the location's scope, the values of
-/// `auth_oauth2_token_cache_vary` (`None` without it: the scope says which),
-/// and the token. The scope has a fixed length, the values a length prefix,
-/// and the token comes last, so the parts cannot shift into each other; a
-/// typical token takes as few SHA-256 blocks as it can. The key begins with
-/// the token's tag (see the module's comment).
 /// What names an answer's policy in the shared tier, where every answer
 /// about one token lives in that token's hash: the scope and the
 /// per-request parts, length-prefixed; no token.
@@ -177,6 +171,12 @@ pub fn policy(scope: &KeyScope, parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The key of an introspection answer: the location's scope, the values of
+/// `auth_oauth2_token_cache_vary` (`None` without it: the scope says which),
+/// and the token. The scope has a fixed length, the values a length prefix,
+/// and the token comes last, so the parts cannot shift into each other; a
+/// typical token takes as few SHA-256 blocks as it can. The key begins with
+/// the token's tag (see the module's comment).
 pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(scope.0);
