@@ -273,6 +273,12 @@ sub shares {
     is(st(on_gateway($SHARED, 'gw2', '/api/a', 'rot')), '200 HIT_SHARED',
         'rotation: gateway 2 (new key, old_key_file) reads what the old key wrote');
     is(calls_for('rot'), 1, 'rotation: with no IdP call');
+    # A purge during the rotation removes what the old key wrote as well.
+    my $old_slot = 'oauth2:t:' . hmac_sha256_hex("token\0rot", hmac_sha256('oauth2 fleet mac', 'o' x 40));
+    is($redis->cmd('EXISTS', $old_slot), 1, 'rotation: the entry is under the old key');
+    my $p = http_request({ method => 'POST', uri => '/purge', port => $gw2->port, body => 'token=rot' });
+    is($p->{status}, 200, 'rotation: purge on gateway 2');
+    is($redis->cmd('EXISTS', $old_slot), 0, 'rotation: the old key\'s entry is gone');
     stop_nginx();    # from here on gateway 2 gets every request
     is(st(api($SHARED, '/api/a', 'fresh')), '200 MISS', 'rotation: gateway 2 caches a new token');
     my $new_mac = hmac_sha256('oauth2 fleet mac', 'n' x 40);

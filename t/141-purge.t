@@ -144,6 +144,36 @@ ok($redis->wait_numsub('oauth2:purge', 2), 'both gateways subscribed to oauth2:p
     my $ok = wait_until(2, sub { ((on_gateway($SHARED, 'gw2', '/api/a', 'R', 1) // {})->{status} // 0) == 401 });
     ok($ok, 'reload: the reloaded gateway 2 denies R within 2 s');
 }
+
+# ---- 4c. a purge drops the token's exchanged tokens too, on both gateways ----------------
+{
+    my $issued = { json => { access_token => 'narrow-token-for-orders',
+        issued_token_type => 'urn:ietf:params:oauth:token-type:access_token', expires_in => 300 } };
+    idp_setup({ '/token X' => $issued });
+    for my $gw (qw(gw1 gw2)) {
+        ok(on_gateway($SHARED, $gw, '/x/a', 'X'), "exchange: $gw exchanges X");
+        is(st(on_gateway($SHARED, $gw, '/x/a', 'X')), '200 HIT', "exchange: $gw has it in its zone");
+    }
+    # Revoked at the token endpoint, then purged: a gateway that still had
+    # the exchanged token in its zone would answer 200; one that asks again
+    # gets invalid_grant (401), which is never cached.
+    idp_setup({ '/token X' => { status => 400, json => { error => 'invalid_grant' } } });
+    is(purge($GW1, body => 'token=X')->{status}, 200, 'exchange: purge X on gateway 1');
+    is($redis->cmd('EXISTS', slot('X')), 0, "exchange: Redis no longer has X's key");
+    my (%first_401, @late);
+    my $deadline = time + 2;
+    while (time < $deadline && keys %first_401 < 2) {
+        my $a = api($SHARED, '/x/a', 'X');
+        if ($a->{status} == 401) {
+            $first_401{ $a->{gw} } //= 1;
+        } elsif ($a->{gw} eq 'gw1' || $first_401{ $a->{gw} }) {
+            push @late, "$a->{gw} $a->{status} $a->{cache}";
+        }
+    }
+    ok($first_401{gw1} && $first_401{gw2}, 'exchange: both gateways ask the token endpoint again within 2 s')
+        or diag(explain(\%first_401));
+    is_deeply(\@late, [], 'exchange: no gateway served the exchanged token from its zone after dropping it');
+}
 $gw2->stop;    # from here on, every request reaches gateway 1
 
 # ---- 5. Redis down: the zone is purged, the answer is 503 ---------------------------------
