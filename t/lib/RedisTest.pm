@@ -622,7 +622,16 @@ sub sleep_in_background {
     }
     $self->{sleeper} = $pid;
     RedisTest::wait_until(5, sub { -e $sent }) or diag('DEBUG SLEEP was not sent within 5 s');
-    sleep 0.05;    # the bytes reach Redis's event loop
+    # Redis sleeps once a PING on a fresh connection gets no answer at once
+    # (any answer, -NOAUTH too, means it is still awake).
+    RedisTest::wait_until(5, sub {
+        my $probe = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1)
+            or return 0;
+        syswrite($probe, RedisTest::resp_encode('PING'));
+        my $buf = '';
+        my $answered = eval { RedisTest::resp_read($probe, \$buf, time + 0.1); 1 };
+        return !$answered && $@ =~ /^timeout/;
+    }) or diag('Redis did not fall asleep within 5 s');
     return $pid;
 }
 
