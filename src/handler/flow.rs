@@ -130,10 +130,7 @@ const CLAIM_MS: i64 = 5_000;
 /// How often a request waiting for another worker's answer looks again.
 const WORKER_POLL_MS: u64 = 10;
 
-pub fn now_ms() -> i64 {
-    let tp = ngx::ffi::ngx_timeofday();
-    tp.sec * 1000 + tp.msec as i64
-}
+pub use crate::handler::raw::now_ms;
 
 /// Moves the question of the request's current stage on, as far as it can.
 ///

@@ -83,7 +83,8 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         let (Some(main), Some(conf)) = (Module::main_conf(&*r), Module::location_conf(&*r)) else {
             return ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
         };
-        let removed = purge_zones(main, &token_tag(&token));
+        let tag = token_tag(&token);
+        let removed = purge_zones(main, &tag);
         ngx::ngx_log_error!(
             NGX_LOG_INFO,
             log,
@@ -96,13 +97,13 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         let channel = redis.channel();
         let mut commands = Vec::with_capacity(512);
         let mut del: Vec<&[u8]> = vec![b"DEL"];
-        let slots: Vec<Vec<u8>> = core::iter::once(&keys.current)
-            .chain(keys.old.as_ref())
+        let slots: Vec<Vec<u8>> = keys
+            .iter()
             .map(|k| fleet::token_slot(k, &redis.prefix, &token))
             .collect();
         del.extend(slots.iter().map(Vec::as_slice));
         resp::command(&mut commands, &del);
-        let message = fleet::seal_purge(&keys.current, &channel, &token_tag(&token));
+        let message = fleet::seal_purge(&keys.current, &channel, &tag);
         resp::command(&mut commands, &[b"PUBLISH", &channel, &message]);
         (*r).headers_out.status = 0;
         (*r).write_event_handler = Some(resume);

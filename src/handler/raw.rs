@@ -260,3 +260,9 @@ pub unsafe fn retain_headers(
         Some(())
     }
 }
+
+/// nginx's cached time, as the zones' entries count it (ms since the epoch).
+pub fn now_ms() -> i64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec * 1000 + tp.msec as i64
+}

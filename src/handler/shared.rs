@@ -10,6 +10,7 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{LocationConf, RedisTier};
 use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead};
+use crate::handler::raw;
 use crate::module::Module;
 use crate::oauth::cache::Lifetime;
 use crate::oauth::fleet;
@@ -41,8 +42,8 @@ pub unsafe fn tier<'a>(r: *mut ngx_http_request_t, conf: &'a LocationConf) -> Op
 /// the current key and then the old one: computed once per question.
 pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> SharedNames {
     let keys = &tier.redis.keys;
-    let places = core::iter::once(&keys.current)
-        .chain(keys.old.as_ref())
+    let places = keys
+        .iter()
         .map(|k| {
             (
                 fleet::token_slot(k, &tier.redis.prefix, token),
@@ -111,8 +112,8 @@ unsafe fn read_done(
         let Ok(replies) = result else {
             return;
         };
-        let now = wall_clock_ms();
-        let keys = core::iter::once(&redis.keys.current).chain(redis.keys.old.as_ref());
+        let now = raw::now_ms();
+        let keys = redis.keys.iter();
         for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
             match reply {
                 Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
@@ -216,10 +217,4 @@ fn clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The cached time, as the zone's entries count it (ms since the epoch).
-fn wall_clock_ms() -> i64 {
-    let tp = ngx::ffi::ngx_timeofday();
-    tp.sec * 1000 + tp.msec as i64
 }

@@ -138,6 +138,13 @@ fn entry_aad(slot: &[u8], field: &[u8]) -> Vec<u8> {
     [slot, b"\0", field].concat()
 }
 
+impl FleetKeys {
+    /// The current key, then the old one: the order every reader tries them.
+    pub fn iter(&self) -> impl Iterator<Item = &FleetKey> {
+        core::iter::once(&self.current).chain(self.old.as_ref())
+    }
+}
+
 /// A cached answer as the fleet keeps it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SharedEntry {
@@ -184,8 +191,7 @@ pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8]) -> Vec<u8> {
 
 /// The tag of a purge message, opened with the current or the old key.
 pub fn open_purge(keys: &FleetKeys, channel: &[u8], message: &[u8]) -> Option<[u8; 8]> {
-    core::iter::once(&keys.current)
-        .chain(keys.old.as_ref())
+    keys.iter()
         .find_map(|key| open(key, channel, message))
         .and_then(|tag| tag.try_into().ok())
 }
