@@ -20,6 +20,8 @@ pub mod oauth;
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
 #[cfg(not(any(test, feature = "logic-only")))]
+mod nginx;
+#[cfg(not(any(test, feature = "logic-only")))]
 mod redis;
 pub mod shm;
 

@@ -2,13 +2,13 @@
 //! inherits from the blocks around it, and what must hold before nginx starts.
 
 pub mod cache_args;
+pub mod endpoint;
 pub mod redis_args;
 pub mod require_args;
 
-use crate::metrics::{Catalogue, Counters, EndpointIds, ZoneIds};
+use crate::metrics::{Catalogue, Counters};
 use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::KeyScope;
-use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
 use crate::oauth::claim_rule::ClaimCheck;
 #[cfg(test)]
@@ -17,6 +17,7 @@ use crate::oauth::client_auth::{self, Alg, AssertionKey};
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
+pub use endpoint::{CacheConf, Endpoint};
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
@@ -221,16 +222,6 @@ impl RedisLocation {
     }
 }
 
-/// `auth_oauth2_token_introspect_cache`: a shared zone and this block's policy for it.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheConf {
-    /// The zone's `ngx_shm_zone_t`, opaque to the plain-Rust side.
-    pub zone: *mut core::ffi::c_void,
-    pub policy: CachePolicy,
-    /// The zone's series in the metrics.
-    pub metrics: ZoneIds,
-}
-
 /// A directive value that may contain nginx variables: the compiled
 /// `ngx_http_complex_value_t`, opaque to the plain-Rust side.
 #[derive(Debug, Clone, Copy)]
@@ -239,18 +230,18 @@ pub struct Template(pub *mut core::ffi::c_void);
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
-    pub introspect_endpoint: Option<Vec<u8>>,
+    /// `auth_oauth2_token_introspect_endpoint` and `_introspect_cache`.
+    pub introspection: Endpoint,
     pub client_id: Option<Vec<u8>>,
     pub client_secret: Option<(SecretSource, Vec<u8>)>,
     pub realm: Option<String>,
-    pub introspect_cache: Option<CacheConf>,
     pub exchange: Option<bool>,
-    pub token_endpoint: Option<Vec<u8>>,
+    /// `auth_oauth2_token_token_endpoint` and `_exchange_cache`.
+    pub token_endpoint: Endpoint,
     pub audience: Option<Template>,
     pub scope: Option<Template>,
     pub resource: Option<Template>,
     pub requested_token_type: Option<Vec<u8>>,
-    pub exchange_cache: Option<CacheConf>,
     pub require_scope: Option<Vec<String>>,
     pub require_audience: Option<AudienceRule>,
     /// The required scopes as the challenge's `scope` attribute, derived at merge time.
@@ -285,23 +276,8 @@ pub struct LocationConf {
     pub assertion_key: Option<AssertionKey>,
     /// `auth_oauth2_token_cache_vary`: per-request values both caches' keys include.
     pub cache_vary: Option<Template>,
-    /// What the introspection cache key includes besides the token, derived
-    /// once the location is merged (`scope_caches`).
-    pub introspection_scope: KeyScope,
-    /// The same for the exchange cache.
-    pub exchange_scope: KeyScope,
-    /// The same two in the shared tier, where the server is named by its
-    /// `server_name`s only.
-    pub introspection_fleet_scope: KeyScope,
-    pub exchange_fleet_scope: KeyScope,
-    /// The series of this location's IdP calls, set once it is merged.
-    pub introspection_metrics: EndpointIds,
-    pub exchange_metrics: EndpointIds,
     /// `auth_oauth2_token_breaker`.
     pub breaker: Option<BreakerConf>,
-    /// The state of this location's endpoints' breakers (first slot ids).
-    pub introspection_breaker: Option<usize>,
-    pub exchange_breaker: Option<usize>,
     /// `auth_oauth2_token_metrics`: this location shows the metrics page.
     pub metrics_page: bool,
     /// `auth_oauth2_token_purge`: the location answers purge requests.
@@ -359,19 +335,17 @@ impl LocationConf {
     /// the result is usable. The error names the directive to fix.
     pub fn merge(&mut self, prev: &LocationConf) -> Result<(), String> {
         inherit(&mut self.introspect, &prev.introspect);
-        inherit(&mut self.introspect_endpoint, &prev.introspect_endpoint);
+        self.introspection.inherit(&prev.introspection);
         inherit(&mut self.shared_cache, &prev.shared_cache);
         inherit(&mut self.client_id, &prev.client_id);
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);
-        inherit(&mut self.introspect_cache, &prev.introspect_cache);
         inherit(&mut self.exchange, &prev.exchange);
-        inherit(&mut self.token_endpoint, &prev.token_endpoint);
+        self.token_endpoint.inherit(&prev.token_endpoint);
         inherit(&mut self.audience, &prev.audience);
         inherit(&mut self.scope, &prev.scope);
         inherit(&mut self.resource, &prev.resource);
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
-        inherit(&mut self.exchange_cache, &prev.exchange_cache);
         inherit(&mut self.require_scope, &prev.require_scope);
         inherit(&mut self.require_audience, &prev.require_audience);
         inherit(&mut self.client_auth, &prev.client_auth);
@@ -433,10 +407,10 @@ impl LocationConf {
             (true, _) => "auth_oauth2_token_introspect",
             (false, true) => "auth_oauth2_token_exchange",
         };
-        if self.introspection_enabled() && self.introspect_endpoint.is_none() {
+        if self.introspection_enabled() && self.introspection.uri.is_none() {
             return Err("\"auth_oauth2_token_introspect\" is on but \"auth_oauth2_token_introspect_endpoint\" is not set".into());
         }
-        if self.exchange_enabled() && self.token_endpoint.is_none() {
+        if self.exchange_enabled() && self.token_endpoint.uri.is_none() {
             return Err("\"auth_oauth2_token_exchange\" is on but \"auth_oauth2_token_token_endpoint\" is not set".into());
         }
         let Some(client_id) = &self.client_id else {
@@ -490,9 +464,12 @@ impl LocationConf {
     /// block it belongs to (`oauth::cache::key::server_identity`), its
     /// endpoints, its client and secret, and the http-level claim lists.
     pub fn scope_caches(&mut self, server: &[u8; 32], fleet: &[u8; 32], claims_fingerprint: &[u8]) {
-        (self.introspection_scope, self.exchange_scope) = self.scopes(server, claims_fingerprint);
-        (self.introspection_fleet_scope, self.exchange_fleet_scope) =
-            self.scopes(fleet, claims_fingerprint);
+        (self.introspection.key_scope, self.token_endpoint.key_scope) =
+            self.scopes(server, claims_fingerprint);
+        (
+            self.introspection.fleet_scope,
+            self.token_endpoint.fleet_scope,
+        ) = self.scopes(fleet, claims_fingerprint);
     }
 
     /// The introspection and exchange scopes of this location in `server`.
@@ -501,19 +478,14 @@ impl LocationConf {
         let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
         let introspection = KeyScope::introspection(
             server,
-            self.introspect_endpoint.as_deref().unwrap_or_default(),
+            self.introspection.uri(),
             client_id,
             secret,
             self.phantom_enabled(),
             claims_fingerprint,
             self.cache_vary.is_some(),
         );
-        let exchange = KeyScope::exchange(
-            server,
-            self.token_endpoint.as_deref().unwrap_or_default(),
-            client_id,
-            secret,
-        );
+        let exchange = KeyScope::exchange(server, self.token_endpoint.uri(), client_id, secret);
         (introspection, exchange)
     }
 }
@@ -522,27 +494,22 @@ impl LocationConf {
     /// Gives the location's IdP calls their series, by internal location
     /// and kind (locations calling the same one share them).
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
-        if self.breaker.is_some() {
-            let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
-            if let (true, Some(endpoint)) =
-                (self.introspection_enabled(), &self.introspect_endpoint)
-            {
-                let endpoint = String::from_utf8_lossy(endpoint);
-                self.introspection_breaker =
-                    Some(catalogue.breaker(&server, &endpoint, "introspection"));
+        let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let breaker = self.breaker.is_some();
+        let (introspects, exchanges) = (self.introspection_enabled(), self.exchange_enabled());
+        let kinds = [
+            (introspects, &mut self.introspection, "introspection"),
+            (exchanges, &mut self.token_endpoint, "exchange"),
+        ];
+        for (enabled, endpoint, kind) in kinds {
+            let Some(uri) = endpoint.uri.as_deref().filter(|_| enabled) else {
+                continue;
+            };
+            let uri = String::from_utf8_lossy(uri).into_owned();
+            if breaker {
+                endpoint.breaker = Some(catalogue.breaker(&server, &uri, kind));
             }
-            if let (true, Some(endpoint)) = (self.exchange_enabled(), &self.token_endpoint) {
-                let endpoint = String::from_utf8_lossy(endpoint);
-                self.exchange_breaker = Some(catalogue.breaker(&server, &endpoint, "exchange"));
-            }
-        }
-        if let (true, Some(endpoint)) = (self.introspection_enabled(), &self.introspect_endpoint) {
-            self.introspection_metrics =
-                catalogue.endpoint(&String::from_utf8_lossy(endpoint), "introspection");
-        }
-        if let (true, Some(endpoint)) = (self.exchange_enabled(), &self.token_endpoint) {
-            self.exchange_metrics =
-                catalogue.endpoint(&String::from_utf8_lossy(endpoint), "exchange");
+            endpoint.metrics = catalogue.endpoint(&uri, kind);
         }
     }
 }
@@ -585,7 +552,7 @@ mod tests {
         fn clone_for_test(&self) -> LocationConf {
             LocationConf {
                 introspect: self.introspect,
-                introspect_endpoint: self.introspect_endpoint.clone(),
+                introspection: self.introspection.clone(),
                 client_id: self.client_id.clone(),
                 client_secret: self.client_secret.clone(),
                 phantom: self.phantom,
@@ -597,7 +564,7 @@ mod tests {
     fn enabled() -> LocationConf {
         LocationConf {
             introspect: Some(true),
-            introspect_endpoint: Some(b"/_introspect".to_vec()),
+            introspection: Endpoint::at(b"/_introspect"),
             client_id: Some(b"gw".to_vec()),
             client_secret: Some((SecretSource::Inline, b"s3cret".to_vec())),
             ..Default::default()
@@ -614,7 +581,7 @@ mod tests {
         child.merge(&parent).unwrap();
         assert!(child.introspection_enabled());
         assert_eq!(
-            child.introspect_endpoint.as_deref(),
+            child.introspection.uri.as_deref(),
             Some(&b"/_introspect"[..])
         );
         assert_eq!(child.realm(), "orders");
@@ -659,7 +626,7 @@ mod tests {
     fn on_without_client_id_names_the_directive() {
         let mut conf = LocationConf {
             introspect: Some(true),
-            introspect_endpoint: Some(b"/i".to_vec()),
+            introspection: Endpoint::at(b"/i"),
             ..Default::default()
         };
         let err = conf.merge(&LocationConf::default()).unwrap_err();
@@ -680,7 +647,7 @@ mod tests {
 
         let mut conf = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             ..Default::default()
         };
         let err = conf.merge(&LocationConf::default()).unwrap_err();
@@ -693,7 +660,7 @@ mod tests {
 
         let mut conf = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             client_id: Some(b"gw".to_vec()),
             ..Default::default()
         };
@@ -713,7 +680,7 @@ mod tests {
 
         let mut exchange_only = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             client_id: Some(b"gw".to_vec()),
             require_scope: Some(vec!["a".into()]),
             ..Default::default()
@@ -817,7 +784,7 @@ mod tests {
         let mut exchanging = LocationConf {
             phantom: Some(true),
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             ..enabled()
         };
         let err = exchanging.merge(&LocationConf::default()).unwrap_err();
@@ -877,7 +844,7 @@ mod tests {
 
         let mut exchange_only = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             client_id: Some(b"gw".to_vec()),
             require_claim: vec![check("a", 0)],
             ..Default::default()
@@ -902,7 +869,7 @@ mod tests {
 
         let mut exchange_only = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             client_id: Some(b"gw".to_vec()),
             require_audience: Some(rule),
             ..Default::default()
@@ -916,7 +883,7 @@ mod tests {
         let t = |n: usize| Template(n as *mut core::ffi::c_void);
         let mut exchange_only = LocationConf {
             exchange: Some(true),
-            token_endpoint: Some(b"/t".to_vec()),
+            token_endpoint: Endpoint::at(b"/t"),
             client_id: Some(b"gw".to_vec()),
             require: vec![Requirement {
                 variables: vec![t(1)],
@@ -932,12 +899,12 @@ mod tests {
     fn cache_scopes_follow_server_client_secret_and_kind() {
         let scoped = |conf: &LocationConf, server: &[u8; 32], claims: &[u8]| {
             let mut conf = LocationConf {
-                token_endpoint: Some(b"/t".to_vec()),
+                token_endpoint: Endpoint::at(b"/t"),
                 ..conf.clone_for_test()
             };
             conf.merge(&LocationConf::default()).unwrap();
             conf.scope_caches(server, &[0; 32], claims);
-            (conf.introspection_scope, conf.exchange_scope)
+            (conf.introspection.key_scope, conf.token_endpoint.key_scope)
         };
         let base = scoped(&enabled(), &[1; 32], b"");
         assert_eq!(base, scoped(&enabled(), &[1; 32], b""));
@@ -963,7 +930,7 @@ mod tests {
         let mut conf = LocationConf {
             introspect: Some(true),
             phantom: Some(true),
-            introspect_endpoint: Some(b"curity".to_vec()),
+            introspection: Endpoint::at(b"curity"),
             credentials_in_location: Some(true),
             announced_scope_list: vec!["a".into(), "b".into()],
             ..Default::default()

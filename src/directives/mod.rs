@@ -567,7 +567,7 @@ handler!(set_exchange, |c| set_once(
 ));
 
 handler!(set_token_endpoint, |c| set_once(
-    &mut c.conf.token_endpoint,
+    &mut c.conf.token_endpoint.uri,
     endpoint(c.arg)?
 ));
 
@@ -594,7 +594,7 @@ handler!(set_requested_token_type, |c| {
 });
 
 handler!(set_introspect_endpoint, |c| set_once(
-    &mut c.conf.introspect_endpoint,
+    &mut c.conf.introspection.uri,
     endpoint(c.arg)?
 ));
 
@@ -686,12 +686,12 @@ fn args_of<'a, C>(c: &Call<'a, C>) -> Vec<&'a [u8]> {
 
 handler!(set_introspect_cache, |c| {
     let zone = c.cache_zone(cache_args::parse(&args_of(c))?)?;
-    set_once(&mut c.conf.introspect_cache, zone)
+    set_once(&mut c.conf.introspection.cache, zone)
 });
 
 handler!(set_exchange_cache, |c| {
     let zone = c.cache_zone(cache_args::parse_exchange(&args_of(c))?)?;
-    set_once(&mut c.conf.exchange_cache, zone)
+    set_once(&mut c.conf.token_endpoint.cache, zone)
 });
 
 handler!(set_breaker, |c| {

@@ -1,65 +1,47 @@
-//! The state of one request's token check, kept in the request's pool
-//! as this module's context. Data only: the stage files act on it, and the
-//! variable getters read it.
+//! The state of one request's token check, kept in the request's pool as
+//! this module's context. Its fields are private: this file is the only one
+//! that writes them, through transitions named for what happens
+//! (`start_looking`, `wait_for_leader`, `ask_idp`, `answered` ...); the
+//! stages, the in-flight table and the variable getters call those.
 
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
 use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::call::CallFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 
+/// What introspection said, and what the token endpoint issued.
+pub type Introspected = Result<IntrospectionResult, IdpFailure>;
+pub type Exchanged = Result<IssuedToken, ExchangeFailure>;
+
 pub struct RequestCtx {
     /// The client's token, in request memory (header, args or pool copy).
-    pub token: ngx_str_t,
-    /// Where the check stands.
-    pub stage: Stage,
-    /// The IdP's introspection verdict, once known (from the IdP, the cache
-    /// or the request that asked for this one).
-    pub introspection: Option<Result<IntrospectionResult, IdpFailure>>,
-    /// The token endpoint's answer, once known.
-    pub exchange: Option<Result<IssuedToken, ExchangeFailure>>,
-    /// Cached answers past their time, served if the IdP fails (`stale_if_error`).
-    pub stale_introspection: Option<Result<IntrospectionResult, IdpFailure>>,
-    pub stale_exchange: Option<Result<IssuedToken, ExchangeFailure>>,
+    token: ngx_str_t,
+    stage: Stage,
+    introspection: Slot<Introspected>,
+    exchange: Slot<Exchanged>,
     /// What the cache said, for `$oauth2_token_cache_status`.
-    pub cache_status: Option<CacheStatus>,
-    /// The shared tier's answer to the current question, if it was asked.
-    pub shared: SharedRead,
-    /// Where the current question's answer is in the shared tier, once asked.
-    pub shared_names: Option<SharedNames>,
-    /// This request's place in the worker's in-flight table, if any.
-    pub flight: Option<Flight>,
-    /// Posted by the leading request to resume this one; made (in the
-    /// request pool) only when this request waits, which few do.
-    pub wake: *mut ngx_event_t,
-    /// Whether the pool cleanup that takes this request out of the in-flight
-    /// table is registered.
-    pub leaves_on_cleanup: bool,
-    /// Whether this request asked the IdP for the current question (and so
-    /// stores the answer), and marked its key for the other workers.
-    pub asked_idp: bool,
-    pub claimed: bool,
+    cache_status: Option<CacheStatus>,
+    /// Posted to resume this request while it waits for another; made (in
+    /// the request pool) only when it waits, which few do.
+    wake: *mut ngx_event_t,
+    /// Whether the pool cleanup that takes this request out of the
+    /// in-flight table is registered.
+    leaves_on_cleanup: bool,
     /// The IdP call under way, for the metrics and the circuit breaker.
-    pub call: Option<CallStart>,
+    call: Option<CallStart>,
     /// How long this request's IdP calls took (`$oauth2_token_idp_duration`)
     /// and the last one's status (`$oauth2_token_idp_status`).
-    pub idp_micros: Option<u64>,
-    pub idp_status: Option<u16>,
-}
-
-/// An IdP call's series and when it started.
-#[derive(Debug, Clone, Copy)]
-pub struct CallStart {
-    pub ids: EndpointIds,
-    pub started: std::time::Instant,
-    /// The endpoint's circuit breaker: its first state slot and parameters.
-    pub breaker: Option<(usize, BreakerConf)>,
+    idp_micros: Option<u64>,
+    idp_status: Option<u16>,
 }
 
 impl RequestCtx {
+    /// `token` must live in request memory, as long as the context.
     pub fn new(token: &[u8], stage: Stage) -> RequestCtx {
         RequestCtx {
             token: ngx_str_t {
@@ -67,18 +49,11 @@ impl RequestCtx {
                 data: token.as_ptr().cast_mut(),
             },
             stage,
-            introspection: None,
-            exchange: None,
-            stale_introspection: None,
-            stale_exchange: None,
+            introspection: Slot::default(),
+            exchange: Slot::default(),
             cache_status: None,
-            shared: SharedRead::NotAsked,
-            shared_names: None,
-            flight: None,
             wake: core::ptr::null_mut(),
             leaves_on_cleanup: false,
-            asked_idp: false,
-            claimed: false,
             call: None,
             idp_micros: None,
             idp_status: None,
@@ -86,9 +61,121 @@ impl RequestCtx {
     }
 
     /// The client's token.
-    pub fn token<'r>(&self) -> &'r [u8] {
-        // SAFETY: `token` points at request memory that outlives the ctx.
+    pub fn token(&self) -> &[u8] {
+        // SAFETY: `token` points at request memory (`new`'s contract), which
+        // lives as long as the context, itself in the request pool.
         unsafe { core::slice::from_raw_parts(self.token.data, self.token.len) }
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The handler moves the check on to `stage`.
+    pub fn enter(&mut self, stage: Stage) {
+        self.stage = stage;
+    }
+
+    pub fn introspection(&self) -> &Slot<Introspected> {
+        &self.introspection
+    }
+
+    pub fn introspection_mut(&mut self) -> &mut Slot<Introspected> {
+        &mut self.introspection
+    }
+
+    pub fn exchange(&self) -> &Slot<Exchanged> {
+        &self.exchange
+    }
+
+    pub fn exchange_mut(&mut self) -> &mut Slot<Exchanged> {
+        &mut self.exchange
+    }
+
+    /// The introspected token's claims, when it is active.
+    pub fn active_claims(&self) -> Option<&crate::oauth::introspection::TokenClaims> {
+        match self.introspection.answer() {
+            Some(Ok(IntrospectionResult::Active(claims))) => Some(claims),
+            _ => None,
+        }
+    }
+
+    pub fn cache_status(&self) -> Option<CacheStatus> {
+        self.cache_status
+    }
+
+    /// What a look-up found. A request sent back by a vanished leader keeps
+    /// the status of its first look-up, unless it now hits.
+    pub fn looked_up(&mut self, status: CacheStatus) {
+        if self.cache_status.is_none() || status == CacheStatus::Hit {
+            self.cache_status = Some(status);
+        }
+    }
+
+    /// The answer came from elsewhere than the look-up said (the Redis
+    /// tier, or a stale entry standing in for a failed IdP).
+    pub fn served_from(&mut self, status: CacheStatus) {
+        self.cache_status = Some(status);
+    }
+
+    pub fn wake_event(&self) -> *mut ngx_event_t {
+        self.wake
+    }
+
+    pub fn set_wake_event(&mut self, wake: *mut ngx_event_t) {
+        self.wake = wake;
+    }
+
+    pub fn leaves_on_cleanup(&self) -> bool {
+        self.leaves_on_cleanup
+    }
+
+    pub fn cleanup_registered(&mut self) {
+        self.leaves_on_cleanup = true;
+    }
+
+    /// An IdP call starts: what its end is counted against.
+    pub fn call_started(&mut self, call: CallStart) {
+        self.call = Some(call);
+    }
+
+    /// The call ended with `status` (0: no answer): how long it took, and
+    /// what it is counted against; its time and status go to the
+    /// variables. `None` when no call was under way.
+    pub fn call_ended(&mut self, status: usize) -> Option<(CallStart, u64)> {
+        let call = self.call.take()?;
+        let micros = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.idp_micros = Some(self.idp_micros.unwrap_or(0).saturating_add(micros));
+        if status != 0 {
+            self.idp_status = u16::try_from(status).ok();
+        }
+        Some((call, micros))
+    }
+
+    pub fn idp_micros(&self) -> Option<u64> {
+        self.idp_micros
+    }
+
+    pub fn idp_status(&self) -> Option<u16> {
+        self.idp_status
+    }
+
+    /// Takes this request out of the question it is in flight for, as its
+    /// pool goes away.
+    pub fn leave_flight(&mut self) -> Option<Flight> {
+        match self.stage {
+            Stage::Exchange => self.exchange.flight.take(),
+            _ => self.introspection.flight.take(),
+        }
+    }
+
+    /// The leader of this waiter's question went away without an answer:
+    /// the waiter looks again.
+    pub fn sent_back(&mut self) {
+        match self.stage {
+            Stage::Exchange => self.exchange.sent_back(),
+            _ => self.introspection.sent_back(),
+        }
     }
 }
 
@@ -96,34 +183,210 @@ impl RequestCtx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Finding the introspection verdict.
-    Introspect(Flow),
+    Introspect,
     /// The verdict is known: check what the location asks of the token.
     Verdict,
     /// Trading the token for one meant for the upstream.
-    Exchange(Flow),
+    Exchange,
 }
 
-impl Stage {
-    /// The cache flow of the stage that asks the IdP.
-    pub fn flow(self) -> Option<Flow> {
-        match self {
-            Stage::Introspect(flow) | Stage::Exchange(flow) => Some(flow),
-            Stage::Verdict => None,
+/// One question to an IdP endpoint and where it stands: answered from the
+/// cache, from the Redis tier, by another request of this worker, or by
+/// the IdP itself.
+#[derive(Debug)]
+pub struct Slot<A> {
+    answer: Option<A>,
+    /// A cached answer past its time, served if the IdP fails (`stale_if_error`).
+    stale: Option<A>,
+    flow: Flow,
+    /// This request's place in the worker's in-flight table, if any.
+    flight: Option<Flight>,
+    /// What the Redis tier said, and where the answer lives there.
+    shared: SharedRead,
+    shared_names: Option<SharedNames>,
+    /// Whether this request asked the IdP (and so stores the answer), and
+    /// marked the key for the other workers.
+    asked: bool,
+    claimed: bool,
+}
+
+impl<A> Default for Slot<A> {
+    fn default() -> Slot<A> {
+        Slot {
+            answer: None,
+            stale: None,
+            flow: Flow::Look,
+            flight: None,
+            shared: SharedRead::NotAsked,
+            shared_names: None,
+            asked: false,
+            claimed: false,
+        }
+    }
+}
+
+/// What a leader does once its question is answered.
+pub struct Settled {
+    /// The Redis tier's entry that answered, to store in the zone as it is.
+    pub from_shared: Option<(Vec<u8>, Lifetime)>,
+    /// Whether the IdP was asked (its answer is stored and shared).
+    pub asked: bool,
+    /// Whether this request holds the key's mark for the other workers.
+    pub claimed: bool,
+}
+
+impl<A: Clone> Slot<A> {
+    pub fn answer(&self) -> Option<&A> {
+        self.answer.as_ref()
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    pub fn flow(&self) -> Flow {
+        self.flow
+    }
+
+    pub fn flight(&self) -> Option<Flight> {
+        self.flight
+    }
+
+    pub fn shared_names(&self) -> Option<&SharedNames> {
+        self.shared_names.as_ref()
+    }
+
+    pub fn shared_read(&self) -> &SharedRead {
+        &self.shared
+    }
+
+    /// A look-up begins (or begins again after another worker's call):
+    /// `true` when it is such a look again, which is not counted twice.
+    pub fn start_looking(&mut self) -> bool {
+        self.asked = false;
+        let again = self.flow == Flow::WaitingForWorker;
+        if !again {
+            self.shared = SharedRead::NotAsked;
+            self.shared_names = None;
+        }
+        again
+    }
+
+    /// The answer is in (cache, Redis tier, IdP, or an open breaker).
+    pub fn answered(&mut self, answer: A) {
+        self.answer = Some(answer);
+    }
+
+    /// The IdP's answer, from the subrequest's callback: nginx may call it
+    /// again after an error page, and only the first is kept.
+    pub fn answered_once(&mut self, answer: impl FnOnce() -> A) -> bool {
+        if self.answer.is_some() {
+            return false;
+        }
+        self.answer = Some(answer());
+        true
+    }
+
+    /// A cached answer past its time, kept in case the IdP fails.
+    pub fn keep_stale(&mut self, answer: A) {
+        self.stale = Some(answer);
+    }
+
+    /// A failed answer gives way to the stale one, if there is one.
+    pub fn serve_stale(&mut self, failed: impl Fn(&A) -> bool) -> bool {
+        if !self.answer.as_ref().is_some_and(failed) || self.stale.is_none() {
+            return false;
+        }
+        self.answer = self.stale.take();
+        true
+    }
+
+    /// A subrequest asks for itself, outside the in-flight table (nginx
+    /// runs it when its parent lets it).
+    pub fn go_alone(&mut self, key: CacheKey) {
+        self.flight = Some(Flight {
+            key,
+            role: Role::Alone,
+        });
+    }
+
+    /// The in-flight table made this request the leader or a waiter of `key`.
+    pub fn joined(&mut self, key: CacheKey, role: Role) {
+        self.flight = Some(Flight { key, role });
+    }
+
+    pub fn leads(&self, key: CacheKey) -> bool {
+        self.flight
+            == Some(Flight {
+                key,
+                role: Role::Leader,
+            })
+    }
+
+    pub fn wait_for_leader(&mut self) {
+        self.flow = Flow::WaitingForLeader;
+    }
+
+    /// Another worker asks: look again when the timer fires.
+    pub fn wait_for_worker(&mut self) {
+        self.flow = Flow::WaitingForWorker;
+    }
+
+    /// This request marked the key for the other workers.
+    pub fn claimed(&mut self) {
+        self.claimed = true;
+    }
+
+    /// The Redis tier is asked where the answer would live.
+    pub fn ask_shared(&mut self, names: SharedNames) {
+        self.shared_names = Some(names);
+        self.shared = SharedRead::Asking;
+        self.flow = Flow::AskingShared;
+    }
+
+    /// What the Redis tier said (from its call's callback).
+    pub fn shared_said(&mut self, read: SharedRead) {
+        self.shared = read;
+    }
+
+    pub fn ask_idp(&mut self) {
+        self.flow = Flow::AskingIdp;
+        self.asked = true;
+    }
+
+    /// The leader's question is answered: what it has to store, and the
+    /// mark it held is no longer its business.
+    pub fn settle(&mut self, served_stale: bool) -> Settled {
+        let from_shared = match core::mem::replace(&mut self.shared, SharedRead::NotAsked) {
+            SharedRead::Found(entry, lifetime) => Some((entry, lifetime)),
+            _ => None,
+        };
+        Settled {
+            from_shared,
+            asked: self.asked && !served_stale,
+            claimed: core::mem::take(&mut self.claimed),
         }
     }
 
-    /// The same stage at another point of its flow.
-    pub fn with_flow(self, flow: Flow) -> Stage {
-        match self {
-            Stage::Introspect(_) => Stage::Introspect(flow),
-            Stage::Exchange(_) => Stage::Exchange(flow),
-            Stage::Verdict => Stage::Verdict,
-        }
+    /// Leaves the in-flight table's entry (the leader hands it on; a waiter
+    /// or a lone subrequest just drops it).
+    pub fn land(&mut self) -> Option<Flight> {
+        self.flight.take()
+    }
+
+    /// A waiter gets its leader's answer.
+    pub fn delivered(&mut self, answer: Option<A>) {
+        self.answer = answer;
+        self.flight = None;
+    }
+
+    fn sent_back(&mut self) {
+        self.flight = None;
+        self.flow = Flow::Look;
     }
 }
 
-/// One question to the IdP, answered from the cache, by another request of
-/// this worker, or by the IdP itself.
+/// Where a question stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     /// Look in the cache; on a miss, join the in-flight table or ask.
@@ -134,18 +397,18 @@ pub enum Flow {
     WaitingForLeader,
     /// Another worker asks it: look again when the timer fires.
     WaitingForWorker,
-    /// This request asks the shared tier (Redis) before the IdP.
+    /// This request asks the Redis tier before the IdP.
     AskingShared,
 }
 
-/// Where an answer lives in the shared tier: the token's hash and the
+/// Where an answer lives in the Redis tier: the token's hash and the
 /// answer's field in it, under the current key and then the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedNames {
     pub places: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// What the shared tier said to this request's current question.
+/// What the Redis tier said to a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedRead {
     NotAsked,
@@ -173,10 +436,19 @@ pub enum Role {
     Alone,
 }
 
+/// An IdP call's series and when it started.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStart {
+    pub ids: EndpointIds,
+    pub started: std::time::Instant,
+    /// The endpoint's circuit breaker: its first state slot and parameters.
+    pub breaker: Option<(usize, BreakerConf)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     Hit,
-    /// Not in this gateway's zone; found in the shared tier.
+    /// Not in this gateway's zone; found in the Redis tier.
     HitShared,
     Miss,
     Expired,
@@ -226,6 +498,16 @@ pub enum Outcome<'c> {
 }
 
 impl Outcome<'_> {
+    /// The answer to a request whose IdP call failed: `status` is the
+    /// kind's own (a 503 the IdP said, say), the rest comes from the call.
+    pub fn failed(status: u16, call: Option<&CallFailure>) -> Outcome<'static> {
+        Outcome::Fail {
+            timeout: call == Some(&CallFailure::Timeout),
+            status,
+            retry_after: call.and_then(CallFailure::retry_after),
+        }
+    }
+
     /// How the metrics count a decided request; `None` while undecided.
     pub fn counted_as(&self) -> Option<metrics::Outcome> {
         Some(match self {

@@ -4,37 +4,43 @@
 
 use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR};
 
-use crate::conf::{CacheConf, LocationConf};
-use crate::handler::ctx::{Outcome, RequestCtx};
-use crate::handler::flow::{self, Question, Step};
-use crate::handler::idp_call::{self, IdpCall, Refresh};
+use crate::conf::{Endpoint, LocationConf};
+use crate::handler::ctx::{Exchanged, Outcome, RequestCtx, Slot};
+use crate::handler::flow::{self, Step};
+use crate::handler::question::{IdpCall, Question};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::{exchange_key, policy};
-use crate::oauth::cache::{CacheKey, CachedExchange, Lifetime};
+use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, Lifetime};
+use crate::oauth::call::KindFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
-use crate::oauth::introspection::IntrospectionResult;
+use crate::oauth::idp_reply::IdpReply;
+use crate::oauth::introspection::ClaimPaths;
 
 pub struct Exchange;
 
 impl Question for Exchange {
-    type Answer = Result<IssuedToken, ExchangeFailure>;
+    type Value = IssuedToken;
+    type Failure = ExchangeFailure;
     /// The exchange's parameters, and the values of `auth_oauth2_token_cache_vary`.
     type Inputs<'r> = (ExchangeParams<'r>, &'r [u8]);
 
-    fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
-        &mut ctx.exchange
+    fn endpoint(conf: &LocationConf) -> &Endpoint {
+        &conf.token_endpoint
     }
 
-    fn cache(conf: &LocationConf) -> Option<&CacheConf> {
-        conf.exchange_cache.as_ref()
+    fn slot(ctx: &mut RequestCtx) -> &mut Slot<Exchanged> {
+        ctx.exchange_mut()
     }
 
     /// After introspection the status is that of the introspection cache.
     fn reports_cache_status(conf: &LocationConf) -> bool {
         !conf.introspection_enabled()
+    }
+
+    fn call(_conf: &LocationConf) -> IdpCall {
+        IdpCall::Exchange
     }
 
     unsafe fn inputs<'r>(
@@ -53,13 +59,8 @@ impl Question for Exchange {
         }
     }
 
-    unsafe fn key(
-        _r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        token: &[u8],
-        (params, vary): &Self::Inputs<'_>,
-    ) -> CacheKey {
-        exchange_key(&conf.exchange_scope, token, vary, params)
+    fn key(conf: &LocationConf, token: &[u8], (params, vary): &Self::Inputs<'_>) -> CacheKey {
+        exchange_key(&conf.token_endpoint.key_scope, token, vary, params)
     }
 
     fn fleet_policy(conf: &LocationConf, (params, vary): &Self::Inputs<'_>) -> Vec<u8> {
@@ -70,89 +71,29 @@ impl Question for Exchange {
             params.resource,
             params.requested_token_type,
         ];
-        policy(&conf.exchange_fleet_scope, &parts)
+        policy(&conf.token_endpoint.fleet_scope, &parts)
     }
 
-    fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer> {
-        &mut ctx.stale_exchange
+    fn body(token: &[u8], (params, _vary): &Self::Inputs<'_>) -> Vec<u8> {
+        exchange::request_body(token, params)
     }
 
-    fn may_serve_stale(answer: &Self::Answer) -> bool {
-        answer.as_ref().is_err_and(ExchangeFailure::allows_stale)
-    }
-
-    fn decode(entry: &[u8]) -> Option<Self::Answer> {
-        CachedExchange::decode(entry).map(Ok)
-    }
-
-    fn breaker(conf: &LocationConf) -> Option<(usize, BreakerConf)> {
-        Some((conf.exchange_breaker?, conf.breaker?))
-    }
-
-    fn breaker_open(retry_after_s: u64) -> Self::Answer {
-        Err(ExchangeFailure::BreakerOpen(retry_after_s))
+    fn interpret(_call: IdpCall, reply: IdpReply<'_>, _paths: &ClaimPaths) -> Exchanged {
+        exchange::interpret(reply)
     }
 
     fn entry(
-        _conf: &LocationConf,
-        cache: &CacheConf,
-        ctx: &RequestCtx,
+        policy: &CachePolicy,
+        issued: &IssuedToken,
+        subject_exp: Option<i64>,
         now_ms: i64,
     ) -> Option<(Vec<u8>, Lifetime)> {
-        let Some(Ok(issued)) = &ctx.exchange else {
-            return None;
-        };
-        let subject_exp = match &ctx.introspection {
-            Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
-            _ => None,
-        };
-        let lifetime = cache
-            .policy
-            .exchange_lifetime(issued.expires_in, subject_exp, now_ms)?;
+        let lifetime = policy.exchange_lifetime(issued.expires_in, subject_exp, now_ms)?;
         Some((CachedExchange::encode(issued), lifetime))
     }
 
-    unsafe fn refresh(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        ctx: *mut RequestCtx,
-        key: CacheKey,
-        (params, _vary): &Self::Inputs<'_>,
-    ) -> Result<(), ()> {
-        let Some(cache) = &conf.exchange_cache else {
-            return Err(());
-        };
-        let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
-        // SAFETY: r is the live main request and ctx its context.
-        let (body, subject_exp) = unsafe {
-            let subject_exp = match &(*ctx).introspection {
-                Some(Ok(IntrospectionResult::Active(claims))) => claims.exp,
-                _ => None,
-            };
-            (exchange::request_body((*ctx).token(), params), subject_exp)
-        };
-        let refresh = Refresh {
-            zone: cache.zone,
-            key,
-            policy: cache.policy,
-            call: IdpCall::Exchange,
-            subject_exp,
-        };
-        // SAFETY: as above.
-        unsafe { idp_call::refresh(r, conf, endpoint, body, refresh) }
-    }
-
-    unsafe fn ask(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        ctx: *mut RequestCtx,
-        (params, _vary): &Self::Inputs<'_>,
-    ) -> Result<(), ()> {
-        let endpoint = conf.token_endpoint.as_deref().unwrap_or_default();
-        // SAFETY: r is a live request and ctx its context.
-        let body = exchange::request_body(unsafe { (*ctx).token() }, params);
-        // SAFETY: as above.
-        unsafe { idp_call::ask(r, conf, IdpCall::Exchange, endpoint, body, ctx) }
+    fn decode(entry: &[u8]) -> Option<IssuedToken> {
+        CachedExchange::decode(entry)
     }
 }
 
@@ -173,7 +114,7 @@ pub unsafe fn run<'c>(
         Step::Error => return Outcome::Error,
     }
     // SAFETY: as above; nothing below runs variable getters.
-    let answer = unsafe { &(*ctx).exchange };
+    let answer = unsafe { (*ctx).exchange().answer() };
     match answer {
         Some(Ok(issued)) => {
             // SAFETY: as above.
@@ -191,14 +132,7 @@ pub unsafe fn run<'c>(
                 ExchangeFailure::NotPermitted(_) => {
                     Outcome::Refuse(BearerError::InsufficientScope(None))
                 }
-                _ => Outcome::Fail {
-                    timeout: *failure == ExchangeFailure::Timeout,
-                    status: failure.status(),
-                    retry_after: match failure {
-                        ExchangeFailure::BreakerOpen(seconds) => Some(*seconds),
-                        _ => None,
-                    },
-                },
+                _ => Outcome::failed(failure.status(), failure.call()),
             }
         }
         None => Outcome::Error,

@@ -17,102 +17,16 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead};
+use crate::handler::idp_call::{self, Refresh};
+use crate::handler::question::{may_serve_stale, Question};
 use crate::handler::{inflight, shared};
 use crate::metrics::LookupResult;
 use crate::module::Module;
-use crate::oauth::breaker::{Admit, BreakerConf};
-use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::breaker::Admit;
+use crate::oauth::cache::CacheKey;
+use crate::oauth::call::CallFailure;
 use crate::shm::table::{At, Claim, Lookup};
 use crate::shm::zone;
-
-/// One kind of IdP question: where its answer goes, how it is cached, and
-/// how the IdP is asked.
-pub trait Question {
-    type Answer: Clone;
-
-    /// The slot of the request context its answer goes into.
-    fn answer(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
-
-    /// The cache of the location, if it has one.
-    fn cache(conf: &LocationConf) -> Option<&CacheConf>;
-
-    /// Whether this question's cache look-up is what
-    /// `$oauth2_token_cache_status` reports.
-    fn reports_cache_status(conf: &LocationConf) -> bool;
-
-    /// What the question is made of beyond the token, evaluated once per
-    /// look so that the key and the IdP request agree.
-    type Inputs<'r>;
-
-    /// # Safety
-    /// `r` must be a live request.
-    unsafe fn inputs<'r>(
-        r: *mut ngx_http_request_t,
-        conf: &'r LocationConf,
-    ) -> Option<Self::Inputs<'r>>;
-
-    /// The cache key of this request's question.
-    ///
-    /// # Safety
-    /// `r` must be a live request.
-    unsafe fn key(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        token: &[u8],
-        inputs: &Self::Inputs<'_>,
-    ) -> CacheKey;
-
-    /// What names this question's answer in its token's hash in the shared
-    /// tier, where the server is named by its `server_name`s only.
-    fn fleet_policy(conf: &LocationConf, inputs: &Self::Inputs<'_>) -> Vec<u8>;
-
-    /// The slot for a cached answer past its time, kept in case the IdP fails.
-    fn stale(ctx: &mut RequestCtx) -> &mut Option<Self::Answer>;
-
-    /// Whether `answer` is a failure of the IdP that a stale answer may stand in for.
-    fn may_serve_stale(answer: &Self::Answer) -> bool;
-
-    /// The endpoint's circuit breaker (first state slot, parameters), if any.
-    fn breaker(conf: &LocationConf) -> Option<(usize, BreakerConf)>;
-
-    /// The answer when the breaker keeps the IdP from being asked.
-    fn breaker_open(retry_after_s: u64) -> Self::Answer;
-
-    /// A cached entry as an answer; `None` if it cannot be read.
-    fn decode(entry: &[u8]) -> Option<Self::Answer>;
-
-    /// The entry to store for `answer` and how long it lives, or `None`
-    /// when it must not be cached.
-    fn entry(
-        conf: &LocationConf,
-        cache: &CacheConf,
-        ctx: &RequestCtx,
-        now_ms: i64,
-    ) -> Option<(Vec<u8>, Lifetime)>;
-
-    /// Asks the IdP again in the background for the entry under `key`.
-    ///
-    /// # Safety
-    /// `r` must be the live main request and `ctx` its context.
-    unsafe fn refresh(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        ctx: *mut RequestCtx,
-        key: CacheKey,
-        inputs: &Self::Inputs<'_>,
-    ) -> Result<(), ()>;
-
-    /// Starts the subrequest that asks the IdP; its callback fills the slot.
-    ///
-    /// # Safety
-    /// `r` must be a live request and `ctx` its context.
-    unsafe fn ask(
-        r: *mut ngx_http_request_t,
-        conf: &LocationConf,
-        ctx: *mut RequestCtx,
-        inputs: &Self::Inputs<'_>,
-    ) -> Result<(), ()>;
-}
 
 /// Where a question stands after one step.
 pub enum Step {
@@ -120,7 +34,7 @@ pub enum Step {
     Answered,
     /// Waiting for the IdP, or for the request that asks it.
     Again,
-    /// nginx is out of memory.
+    /// nginx is out of memory, or the IdP request could not be made.
     Error,
 }
 
@@ -135,8 +49,7 @@ pub use crate::handler::raw::now_ms;
 /// Moves the question of the request's current stage on, as far as it can.
 ///
 /// # Safety
-/// `r` must be a live request and `ctx` its context, whose stage has
-/// a flow.
+/// `r` must be a live request and `ctx` its context.
 pub unsafe fn step<Q: Question>(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
@@ -145,11 +58,11 @@ pub unsafe fn step<Q: Question>(
     // SAFETY: r and ctx as this function requires; no reference to the
     // context is held across a call that may run variable getters.
     unsafe {
-        if Q::answer(&mut *ctx).is_none() {
-            let step = match (*ctx).stage.flow() {
-                Some(Flow::Look | Flow::WaitingForWorker) => look::<Q>(r, conf, ctx),
-                Some(Flow::AskingShared) => shared_answered::<Q>(r, conf, ctx),
-                _ => return Step::Again,
+        if !Q::slot(&mut *ctx).is_answered() {
+            let step = match Q::slot(&mut *ctx).flow() {
+                Flow::Look | Flow::WaitingForWorker => look::<Q>(r, conf, ctx),
+                Flow::AskingShared => shared_answered::<Q>(r, conf, ctx),
+                Flow::AskingIdp | Flow::WaitingForLeader => return Step::Again,
             };
             match step {
                 Step::Answered => {}
@@ -157,45 +70,65 @@ pub unsafe fn step<Q: Question>(
             }
         }
         let served_stale = serve_stale::<Q>(r, conf, ctx);
-        if let Some(Flight { role, key }) = (*ctx).flight {
-            if let (Role::Leader | Role::Alone, Some(cache)) = (role, Q::cache(conf)) {
-                let now = now_ms();
-                let from_shared = match core::mem::replace(&mut (*ctx).shared, SharedRead::NotAsked)
-                {
-                    SharedRead::Found(entry, lifetime) => Some((entry, lifetime)),
-                    _ => None,
-                };
-                let asked = (*ctx).asked_idp && !served_stale;
-                let entry = match (from_shared, asked) {
-                    (Some(found), _) => Some(found),
-                    (None, true) => Q::entry(conf, cache, &*ctx, now),
-                    (None, false) => None,
-                };
-                if let (true, Some((entry, lifetime)), Some(names)) =
-                    (asked, &entry, (*ctx).shared_names.as_ref())
-                {
-                    if let Some(tier) = shared::tier(r, conf) {
-                        // A write that cannot start is a later miss elsewhere.
-                        let _ = shared::write(r, &tier, names, entry, *lifetime, now);
-                    }
-                }
-                let stored = entry.is_some_and(|(entry, lifetime)| {
-                    // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
-                });
-                if (*ctx).claimed && !stored {
-                    zone::release(cache.zone.cast(), &key);
-                }
-                (*ctx).claimed = false;
-            }
-            match role {
-                Role::Leader => inflight::finish(ctx, |waiter| {
-                    *Q::answer(&mut *waiter) = Q::answer(&mut *ctx).clone();
-                }),
-                Role::Waiter | Role::Alone => (*ctx).flight = None,
-            }
+        let Some(Flight { role, key }) = Q::slot(&mut *ctx).flight() else {
+            return Step::Answered;
+        };
+        if let (Role::Leader | Role::Alone, Some(cache)) = (role, &Q::endpoint(conf).cache) {
+            store::<Q>(r, conf, ctx, cache, key, served_stale);
+        }
+        Q::slot(&mut *ctx).land();
+        if role == Role::Leader {
+            let answer = Q::slot(&mut *ctx).answer().cloned();
+            inflight::finish(key, |waiter| {
+                Q::slot(&mut *waiter).delivered(answer.clone());
+            });
         }
         Step::Answered
+    }
+}
+
+/// The leader stores what answered its question: an entry of the Redis
+/// tier as it was, or the IdP's answer (which the Redis tier gets too, in
+/// the background), and gives up the mark it held for the other workers.
+///
+/// # Safety
+/// As for [`step`].
+unsafe fn store<Q: Question>(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+    cache: &CacheConf,
+    key: CacheKey,
+    served_stale: bool,
+) {
+    // SAFETY: as for `step`; the zone was set up by the directive and
+    // initialised by nginx.
+    unsafe {
+        let now = now_ms();
+        let settled = Q::slot(&mut *ctx).settle(served_stale);
+        let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
+        let entry = match (settled.from_shared, settled.asked) {
+            (Some(found), _) => Some(found),
+            (None, true) => match Q::slot(&mut *ctx).answer() {
+                Some(Ok(value)) => Q::entry(&cache.policy, value, subject_exp, now),
+                _ => None,
+            },
+            (None, false) => None,
+        };
+        if let (true, Some((entry, lifetime))) = (settled.asked, &entry) {
+            if let (Some(tier), Some(names)) =
+                (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
+            {
+                // A write that cannot start is a later miss elsewhere.
+                let _ = shared::write(r, &tier, names, entry, *lifetime, now);
+            }
+        }
+        let stored = entry.is_some_and(|(entry, lifetime)| {
+            zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
+        });
+        if settled.claimed && !stored {
+            zone::release(cache.zone.cast(), &key);
+        }
     }
 }
 
@@ -213,17 +146,13 @@ unsafe fn serve_stale<Q: Question>(
 ) -> bool {
     // SAFETY: as for `step`.
     unsafe {
-        let failed = Q::answer(&mut *ctx)
-            .as_ref()
-            .is_some_and(Q::may_serve_stale);
-        if !failed || Q::stale(&mut *ctx).is_none() {
+        if !Q::slot(&mut *ctx).serve_stale(may_serve_stale) {
             return false;
         }
-        *Q::answer(&mut *ctx) = Q::stale(&mut *ctx).take();
         if Q::reports_cache_status(conf) {
-            (*ctx).cache_status = Some(CacheStatus::Stale);
+            (*ctx).served_from(CacheStatus::Stale);
         }
-        if let (Some(main), Some(cache)) = (Module::main_conf(&*r), Q::cache(conf)) {
+        if let (Some(main), Some(cache)) = (Module::main_conf(&*r), &Q::endpoint(conf).cache) {
             main.counters
                 .add(cache.metrics.lookup(LookupResult::Stale), 1);
         }
@@ -256,20 +185,15 @@ unsafe fn look<Q: Question>(
 ) -> Step {
     // SAFETY: as for `step`.
     unsafe {
-        (*ctx).asked_idp = false;
-        if (*ctx).stage.flow() == Some(Flow::Look) {
-            (*ctx).shared = SharedRead::NotAsked;
-            (*ctx).shared_names = None;
-        }
         // Looking again while another worker asks is not another look-up.
-        let relook = (*ctx).stage.flow() == Some(Flow::WaitingForWorker);
+        let relook = Q::slot(&mut *ctx).start_looking();
         let Some(inputs) = Q::inputs(r, conf) else {
             return Step::Error;
         };
-        if let Some(cache) = Q::cache(conf) {
+        if let Some(cache) = &Q::endpoint(conf).cache {
             let (status, key) = match cache.policy.enabled() {
                 true => {
-                    let key = Q::key(r, conf, (*ctx).token(), &inputs);
+                    let key = Q::key(conf, (*ctx).token(), &inputs);
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
                     let at = At {
                         now_ms: now_ms(),
@@ -278,22 +202,37 @@ unsafe fn look<Q: Question>(
                         refresh_for_ms: CLAIM_MS,
                     };
                     match zone::lookup(cache.zone.cast(), &key, at, Q::decode) {
-                        Lookup::Hit(answer) => {
-                            *Q::answer(&mut *ctx) = Some(answer);
+                        Lookup::Hit(value) => {
+                            Q::slot(&mut *ctx).answered(Ok(value));
                             (CacheStatus::Hit, None)
                         }
-                        Lookup::Due(answer) => {
-                            *Q::answer(&mut *ctx) = Some(answer);
+                        Lookup::Due(value) => {
+                            let subject_exp = (*ctx).active_claims().and_then(|c| c.exp);
+                            Q::slot(&mut *ctx).answered(Ok(value));
                             // The client is served now; the IdP is asked
                             // after its request. A refresh that cannot start
                             // leaves the entry to expire as usual.
                             if r == (*r).main {
-                                let _ = Q::refresh(r, conf, ctx, key, &inputs);
+                                let body = Q::body((*ctx).token(), &inputs);
+                                let refresh = Refresh {
+                                    zone: cache.zone,
+                                    key,
+                                    policy: cache.policy,
+                                    call: Q::call(conf),
+                                    subject_exp,
+                                };
+                                let _ = idp_call::refresh::<Q>(
+                                    r,
+                                    conf,
+                                    Q::endpoint(conf),
+                                    body,
+                                    refresh,
+                                );
                             }
                             (CacheStatus::Hit, None)
                         }
-                        Lookup::Stale(answer) => {
-                            *Q::stale(&mut *ctx) = Some(answer);
+                        Lookup::Stale(value) => {
+                            Q::slot(&mut *ctx).keep_stale(Ok(value));
                             (CacheStatus::Expired, Some(key))
                         }
                         Lookup::Expired => (CacheStatus::Expired, Some(key)),
@@ -314,36 +253,26 @@ unsafe fn look<Q: Question>(
                 };
                 counters.add(cache.metrics.lookup(result), 1);
             }
-            // A request sent back by a vanished leader keeps its first status.
-            if Q::reports_cache_status(conf)
-                && ((*ctx).cache_status.is_none() || status == CacheStatus::Hit)
-            {
-                (*ctx).cache_status = Some(status);
+            if Q::reports_cache_status(conf) {
+                (*ctx).looked_up(status);
             }
             if status == CacheStatus::Hit {
                 return Step::Answered;
             }
             if let Some(key) = key.filter(|_| r != (*r).main) {
-                (*ctx).flight = Some(Flight {
-                    key,
-                    role: Role::Alone,
-                });
+                Q::slot(&mut *ctx).go_alone(key);
             } else if let Some(key) = key {
                 // Looking again after another worker's call: still this
                 // worker's leader for the key.
-                let leads = (*ctx).flight
-                    == Some(Flight {
-                        key,
-                        role: Role::Leader,
-                    });
+                let leads = Q::slot(&mut *ctx).leads(key);
                 if !leads {
-                    match inflight::join(r, ctx, key) {
+                    match inflight::join::<Q>(r, ctx, key) {
                         Some(Role::Leader | Role::Alone) => {}
                         Some(Role::Waiter) => {
                             if let Some(counters) = counters {
                                 counters.add(cache.metrics.coalesced_wait(), 1);
                             }
-                            (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForLeader);
+                            Q::slot(&mut *ctx).wait_for_leader();
                             return Step::Again;
                         }
                         None => return Step::Error,
@@ -351,7 +280,7 @@ unsafe fn look<Q: Question>(
                 }
                 let now = now_ms();
                 match zone::claim(cache.zone.cast(), &key, now, now + CLAIM_MS) {
-                    Claim::Claimed => (*ctx).claimed = true,
+                    Claim::Claimed => Q::slot(&mut *ctx).claimed(),
                     Claim::Unmarked => {}
                     Claim::Taken => {
                         if !leads {
@@ -359,7 +288,7 @@ unsafe fn look<Q: Question>(
                                 counters.add(cache.metrics.coalesced_wait(), 1);
                             }
                         }
-                        (*ctx).stage = (*ctx).stage.with_flow(Flow::WaitingForWorker);
+                        Q::slot(&mut *ctx).wait_for_worker();
                         return match inflight::wake_in(r, ctx, WORKER_POLL_MS) {
                             Some(()) => Step::Again,
                             None => Step::Error,
@@ -368,22 +297,22 @@ unsafe fn look<Q: Question>(
                 }
             }
         }
-        if let (Some(tier), Some(_)) = (shared::tier(r, conf), (*ctx).flight) {
-            if (*ctx).shared == SharedRead::NotAsked {
-                let policy = Q::fleet_policy(conf, &inputs);
-                (*ctx).shared_names = Some(shared::names(&tier, (*ctx).token(), &policy));
-                (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingShared);
-                match shared::read(r, &tier, ctx) {
-                    Ok(()) => return Step::Again,
-                    Err(()) => (*ctx).shared = SharedRead::Missed,
-                }
+        let in_flight = Q::slot(&mut *ctx).flight().is_some();
+        let not_asked = *Q::slot(&mut *ctx).shared_read() == SharedRead::NotAsked;
+        if let (Some(tier), true, true) = (shared::tier(r, conf), in_flight, not_asked) {
+            let policy = Q::fleet_policy(conf, &inputs);
+            let names = shared::names(&tier, (*ctx).token(), &policy);
+            Q::slot(&mut *ctx).ask_shared(names);
+            match shared::read::<Q>(r, &tier, ctx) {
+                Ok(()) => return Step::Again,
+                Err(()) => Q::slot(&mut *ctx).shared_said(SharedRead::Missed),
             }
         }
         ask_idp::<Q>(r, conf, ctx, &inputs)
     }
 }
 
-/// The shared tier's answer is in: an entry answers the question (and
+/// The Redis tier's answer is in: an entry answers the question (and
 /// fills this gateway's zone when it is stored); otherwise the IdP is asked.
 ///
 /// # Safety
@@ -395,23 +324,23 @@ unsafe fn shared_answered<Q: Question>(
 ) -> Step {
     // SAFETY: as for `step`.
     unsafe {
-        let answer = match &(*ctx).shared {
+        let value = match Q::slot(&mut *ctx).shared_read() {
             SharedRead::Asking => return Step::Again,
             SharedRead::Found(entry, _) => Q::decode(entry),
             SharedRead::NotAsked | SharedRead::Missed => None,
         };
-        if let Some(answer) = answer {
-            *Q::answer(&mut *ctx) = Some(answer);
+        if let Some(value) = value {
+            Q::slot(&mut *ctx).answered(Ok(value));
             if Q::reports_cache_status(conf) {
-                (*ctx).cache_status = Some(CacheStatus::HitShared);
+                (*ctx).served_from(CacheStatus::HitShared);
             }
-            if let (Some(main), Some(cache)) = (Module::main_conf(&*r), Q::cache(conf)) {
+            if let (Some(main), Some(cache)) = (Module::main_conf(&*r), &Q::endpoint(conf).cache) {
                 main.counters
                     .add(cache.metrics.lookup(LookupResult::SharedHit), 1);
             }
             return Step::Answered;
         }
-        (*ctx).shared = SharedRead::Missed;
+        Q::slot(&mut *ctx).shared_said(SharedRead::Missed);
         let Some(inputs) = Q::inputs(r, conf) else {
             return Step::Error;
         };
@@ -431,18 +360,21 @@ unsafe fn ask_idp<Q: Question>(
 ) -> Step {
     // SAFETY: as for `step`.
     unsafe {
-        if let (Some((slot, breaker)), Some(main)) = (Q::breaker(conf), Module::main_conf(&*r)) {
+        let endpoint = Q::endpoint(conf);
+        let breaker = endpoint.breaker.zip(conf.breaker);
+        if let (Some((slot, breaker)), Some(main)) = (breaker, Module::main_conf(&*r)) {
             if let Some(state) = main.counters.breaker(slot) {
                 let now = u64::try_from(now_ms()).unwrap_or(0);
                 if let Admit::Refuse { retry_after_s } = state.admit(&breaker, now) {
-                    *Q::answer(&mut *ctx) = Some(Q::breaker_open(retry_after_s));
+                    let open = CallFailure::BreakerOpen(retry_after_s);
+                    Q::slot(&mut *ctx).answered(Err(open.into()));
                     return Step::Answered;
                 }
             }
         }
-        (*ctx).stage = (*ctx).stage.with_flow(Flow::AskingIdp);
-        (*ctx).asked_idp = true;
-        match Q::ask(r, conf, ctx, inputs) {
+        Q::slot(&mut *ctx).ask_idp();
+        let body = Q::body((*ctx).token(), inputs);
+        match idp_call::ask::<Q>(r, conf, endpoint, body, ctx) {
             Ok(()) => Step::Again,
             Err(()) => Step::Error,
         }

@@ -1,99 +1,52 @@
 //! Subrequests to the IdP (introspection and token exchange): a POST built
-//! from scratch (no client header reaches the IdP), answered into memory, and
-//! the callbacks that turn nginx's view of the answer into a result.
+//! from scratch (no client header reaches the IdP), answered into memory,
+//! and one callback per kind of question that turns nginx's view of the
+//! answer into the question's answer.
 
 use core::ffi::c_void;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
-    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
-    ngx_pfree, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
-    NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED,
-    NGX_OK,
+    ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_request_body_t,
+    ngx_http_request_t, ngx_int_t, ngx_list_init, ngx_pfree, ngx_str_t, ngx_table_elt_t,
+    ngx_uint_t, NGX_HTTP_POST, NGX_OK,
 };
 
 use std::time::Instant;
 
-use crate::conf::{LocationConf, MainConf};
+use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{CallStart, RequestCtx};
+use crate::handler::question::{IdpCall, Question};
 use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
+use crate::nginx::subrequest;
 use crate::oauth::breaker::{Health, Transition};
-use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, CachedIntrospection};
+use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::oauth::client_auth;
-use crate::oauth::exchange;
-use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
-use crate::oauth::introspection::{
-    self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
-};
+use crate::oauth::idp_reply::IdpReply;
+use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 use crate::shm::zone;
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-/// Which IdP call a subrequest makes; decides how its answer is read.
-#[derive(Clone, Copy)]
-pub enum IdpCall {
-    Introspection,
-    /// Introspection that asks for a JWT to forward (phantom token).
-    PhantomIntrospection,
-    Exchange,
-}
-
-impl IdpCall {
-    /// The media types the call accepts, most wanted first.
-    fn accept(self) -> &'static [u8] {
-        match self {
-            IdpCall::PhantomIntrospection => {
-                b"application/token-introspection+jwt, application/jwt;q=0.9, application/json;q=0.1"
-            }
-            IdpCall::Introspection | IdpCall::Exchange => b"application/json",
-        }
-    }
-}
-
-/// Starts a POST of `body` to the internal location `endpoint`; the result
-/// lands in `ctx` when the subrequest finishes.
+/// Starts a POST of `body` to the internal location `endpoint`; `on_done`
+/// gets the answer when the subrequest finishes.
 ///
 /// # Safety
-/// `r` must be a live request and `ctx` its context, allocated from
-/// its pool; `endpoint` must live as long as the configuration.
+/// `r` must be a live request; `data` must live until `on_done` runs.
 unsafe fn start(
     r: *mut ngx_http_request_t,
     call: IdpCall,
     endpoint: &[u8],
     body: &[u8],
     authorization: &[u8],
-    done: (PostSubrequest, *mut c_void),
+    (on_done, data): (subrequest::OnDone, *mut c_void),
     background: bool,
 ) -> Result<(), ()> {
-    // SAFETY: every pointer below comes from the request pool or from the
-    // configuration, both of which outlive the subrequest.
+    // SAFETY: r is live (this function's contract); sr is the subrequest
+    // nginx just made of it.
     unsafe {
-        let pool = (*r).pool;
-        let ps = ngx::ffi::ngx_pcalloc(pool, size_of::<ngx_http_post_subrequest_t>())
-            .cast::<ngx_http_post_subrequest_t>();
-        if ps.is_null() {
-            return Err(());
-        }
-        (*ps).handler = Some(done.0);
-        (*ps).data = done.1;
-
-        let mut uri = ngx_str_t {
-            len: endpoint.len(),
-            data: endpoint.as_ptr().cast_mut(),
-        };
-        let mut sr: *mut ngx_http_request_t = ptr::null_mut();
-        let mut flags = (NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) as ngx_uint_t;
-        if background {
-            // After the client's request, as proxy_cache_background_update does.
-            flags |= NGX_HTTP_SUBREQUEST_BACKGROUND as ngx_uint_t;
-        }
-        if ngx_http_subrequest(r, &mut uri, ptr::null_mut(), &mut sr, ps, flags)
-            != NGX_OK as ngx_int_t
-        {
-            return Err(());
-        }
+        let sr = subrequest::start(r, endpoint, background, on_done, data)?;
         make_post(sr, body, call.accept(), authorization)?;
         pass_trace_context(r, sr)?;
         if let IdpCall::PhantomIntrospection = call {
@@ -263,74 +216,48 @@ unsafe fn reply_of<'a>(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> IdpReply<'
     }
 }
 
-/// Called by nginx when a subrequest is finalized, possibly more than once
-/// (again after an error page): only the first call is recorded.
-unsafe extern "C" fn introspection_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    // SAFETY: as for record_introspection.
-    unsafe { record_introspection(sr, data, rc, introspection::interpret, MAX_RESPONSE_BYTES) }
-}
-
-unsafe extern "C" fn phantom_introspection_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    // SAFETY: as for record_introspection. The answer was copied out of the
-    // buffer (the JWT into the context), and nothing reads `sr->out` once
-    // it is null. The buffer is usually the one give_room_for_jwt made, but
-    // need not be (nginx may have put its own in place): ngx_pfree frees
-    // only a large allocation of this pool it finds, and leaves anything
-    // else alone.
-    unsafe {
-        let rc = record_introspection(
-            sr,
-            data,
-            rc,
-            introspection::interpret_phantom,
-            MAX_PHANTOM_RESPONSE_BYTES,
-        );
-        let out = (*sr).out;
-        if (*data.cast::<RequestCtx>()).introspection.is_some() && !out.is_null() {
-            // 128 KiB need not stay with the request until it ends.
-            let buf = (*out).buf;
-            if !buf.is_null() && !(*buf).start.is_null() {
-                ngx_pfree((*sr).pool, (*buf).start.cast());
-            }
-            (*sr).out = ptr::null_mut();
-        }
-        rc
-    }
-}
-
-type Interpret = fn(IdpReply<'_>, &ClaimPaths) -> Result<IntrospectionResult, IdpFailure>;
-
+/// The answer to a question of kind `Q` is in: read it into the slot.
+///
 /// # Safety
-/// `data` must be the RequestCtx registered with the subrequest, living in
-/// the main request's pool; `sr` the finished subrequest.
-unsafe fn record_introspection(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-    interpret: Interpret,
-    limit: usize,
-) -> ngx_int_t {
-    // SAFETY: guaranteed by the caller.
+/// `data` must be the RequestCtx of the request that asked, in the main
+/// request's pool; `sr` the finished subrequest.
+unsafe fn done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
+    // SAFETY: as this function requires.
     unsafe {
-        let ctx = &mut *data.cast::<RequestCtx>();
-        if ctx.introspection.is_none() && rc != NGX_AGAIN as ngx_int_t {
-            let no_paths = ClaimPaths::default();
-            let main = Module::main_conf(&*sr);
-            let paths = main.map_or(&no_paths, |m| &m.claims);
-            let reply = reply_of(sr, rc);
-            count_call(sr, ctx, main, &reply, limit);
-            ctx.introspection = Some(interpret(reply, paths));
-        }
+        let ctx = data.cast::<RequestCtx>();
+        let main = Module::main_conf(&*sr);
+        let no_paths = ClaimPaths::default();
+        let paths = main.map_or(&no_paths, |m| &m.claims);
+        let conf = Module::location_conf(&*(*sr).parent);
+        let call = conf.map_or(IdpCall::Introspection, Q::call);
+        let reply = reply_of(sr, rc);
+        count_call(sr, &mut *ctx, main, &reply, call.limit());
+        Q::slot(&mut *ctx).answered_once(|| Q::interpret(call, reply, paths));
+        forget_jwt_room(sr, call);
     }
-    rc
+}
+
+/// A phantom answer's 128 KiB need not stay with the request until it
+/// ends: the answer was copied out of the buffer (the JWT into the context),
+/// and nothing reads `sr->out` once it is null. The buffer is usually the
+/// one give_room_for_jwt made, but need not be (nginx may have put its own
+/// in place): ngx_pfree frees only a large allocation of this pool it
+/// finds, and leaves anything else alone.
+///
+/// # Safety
+/// `sr` must be a finished subrequest whose answer was read.
+unsafe fn forget_jwt_room(sr: *mut ngx_http_request_t, call: IdpCall) {
+    let IdpCall::PhantomIntrospection = call else {
+        return;
+    };
+    // SAFETY: as this function requires.
+    unsafe {
+        let out = (*sr).out;
+        if !out.is_null() && !(*out).buf.is_null() && !(*(*out).buf).start.is_null() {
+            ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
+        }
+        (*sr).out = ptr::null_mut();
+    }
 }
 
 /// Counts the call that just ended, once, in the metrics, the variables and
@@ -341,72 +268,48 @@ unsafe fn record_introspection(
 unsafe fn count_call(
     sr: *mut ngx_http_request_t,
     ctx: &mut RequestCtx,
-    main: Option<&MainConf>,
+    main: Option<&crate::conf::MainConf>,
     reply: &IdpReply<'_>,
     limit: usize,
 ) {
-    let Some(call) = ctx.call.take() else {
+    let Some((call, micros)) = ctx.call_ended(reply.status) else {
         return;
     };
-    let micros = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let Some(main) = main else {
+        return;
+    };
     let result = CallResult::of(reply, limit);
-    if let Some(main) = main {
-        main.counters.idp_call(call.ids, result, micros);
-        if let Some((slot, conf)) = call.breaker {
-            // SAFETY: sr is the finished subrequest (this function's contract).
-            let retry_after = unsafe { retry_after(sr) };
-            let health = match (result, reply.status, retry_after) {
-                (CallResult::Status(2..=4), 429, None) => Health::Down,
-                (_, 429 | 503, Some(seconds)) => Health::Busy(seconds),
-                (CallResult::Status(2..=4), _, _) => Health::Up,
-                _ => Health::Down,
-            };
-            if let Some(state) = main.counters.breaker(slot) {
-                let now = u64::try_from(crate::handler::flow::now_ms()).unwrap_or(0);
-                // SAFETY: as above; its connection log is valid for logging.
-                let log = unsafe { (*(*sr).connection).log };
-                match state.report(&conf, now, health) {
-                    Transition::Opened { for_ms } => {
-                        let seconds = for_ms / 1000;
-                        ngx::ngx_log_error!(
-                            ngx::ffi::NGX_LOG_WARN,
-                            log,
-                            "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s"
-                        );
-                    }
-                    Transition::Closed => {
-                        ngx::ngx_log_error!(
-                            ngx::ffi::NGX_LOG_NOTICE,
-                            log,
-                            "auth_oauth2_token: circuit breaker of the IdP endpoint closed"
-                        );
-                    }
-                    Transition::None => {}
-                }
-            }
+    main.counters.idp_call(call.ids, result, micros);
+    let Some((slot, conf)) = call.breaker else {
+        return;
+    };
+    let Some(state) = main.counters.breaker(slot) else {
+        return;
+    };
+    let answered = matches!(result, CallResult::Status(2..=4));
+    // SAFETY: sr is the finished subrequest (this function's contract).
+    let health = Health::of(answered, reply.status, unsafe { retry_after(sr) });
+    let now = u64::try_from(crate::handler::raw::now_ms()).unwrap_or(0);
+    // SAFETY: as above; its connection log is valid for logging.
+    let log = unsafe { (*(*sr).connection).log };
+    match state.report(&conf, now, health) {
+        Transition::Opened { for_ms } => {
+            let seconds = for_ms / 1000;
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_WARN,
+                log,
+                "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s"
+            );
         }
-    }
-    ctx.idp_micros = Some(ctx.idp_micros.unwrap_or(0).saturating_add(micros));
-    if reply.status != 0 {
-        ctx.idp_status = u16::try_from(reply.status).ok();
-    }
-}
-
-unsafe extern "C" fn exchange_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    // SAFETY: as for introspection_done.
-    unsafe {
-        let ctx = &mut *data.cast::<RequestCtx>();
-        if ctx.exchange.is_none() && rc != NGX_AGAIN as ngx_int_t {
-            let reply = reply_of(sr, rc);
-            count_call(sr, ctx, Module::main_conf(&*sr), &reply, MAX_RESPONSE_BYTES);
-            ctx.exchange = Some(exchange::interpret(reply));
+        Transition::Closed => {
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_NOTICE,
+                log,
+                "auth_oauth2_token: circuit breaker of the IdP endpoint closed"
+            );
         }
+        Transition::None => {}
     }
-    rc
 }
 
 /// Appends this gateway's client credentials to an IdP request body: the
@@ -464,10 +367,10 @@ pub struct Refresh {
 ///
 /// # Safety
 /// `r` must be the live main request.
-pub unsafe fn refresh(
+pub unsafe fn refresh<Q: Question>(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    endpoint: &[u8],
+    endpoint: &Endpoint,
     mut body: Vec<u8>,
     refresh: Refresh,
 ) -> Result<(), ()> {
@@ -485,135 +388,66 @@ pub unsafe fn refresh(
         start(
             r,
             call,
-            endpoint,
+            endpoint.uri(),
             &body,
             authorization,
-            (refresh_done, data.cast()),
+            (refresh_done::<Q>, data.cast()),
             true,
         )
     }
 }
 
 /// Stores a background refresh's answer when it is one to keep.
-unsafe extern "C" fn refresh_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    // SAFETY: `data` is the Refresh `refresh` made for this subrequest, in
-    // the main request's pool; the zone was initialised by nginx.
+///
+/// # Safety
+/// `data` must be the Refresh `refresh` made for the finished subrequest
+/// `sr`, in the main request's pool.
+unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
+    // SAFETY: as this function requires; the zone was initialised by nginx.
     unsafe {
-        if rc == NGX_AGAIN as ngx_int_t {
-            return rc;
-        }
         let refresh = &*data.cast::<Refresh>();
-        let now = crate::handler::flow::now_ms();
-        let reply = reply_of(sr, rc);
-        let entry = match refresh.call {
-            IdpCall::Exchange => match exchange::interpret(reply) {
-                Ok(issued) => refresh
-                    .policy
-                    .exchange_lifetime(issued.expires_in, refresh.subject_exp, now)
-                    .map(|lifetime| (CachedExchange::encode(&issued), lifetime)),
-                Err(_) => None,
-            },
-            call => {
-                let no_paths = ClaimPaths::default();
-                let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
-                let answer = match call {
-                    IdpCall::PhantomIntrospection => introspection::interpret_phantom(reply, paths),
-                    _ => introspection::interpret(reply, paths),
-                };
-                match answer {
-                    Ok(result) => refresh
-                        .policy
-                        .lifetime(&result, now)
-                        .map(|lifetime| (CachedIntrospection::encode(&result), lifetime)),
-                    Err(_) => None,
-                }
-            }
+        let now = crate::handler::raw::now_ms();
+        let no_paths = ClaimPaths::default();
+        let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
+        let entry = match Q::interpret(refresh.call, reply_of(sr, rc), paths) {
+            Ok(value) => Q::entry(&refresh.policy, &value, refresh.subject_exp, now),
+            Err(_) => None,
         };
         if let Some((entry, lifetime)) = entry {
             zone::insert(refresh.zone.cast(), &refresh.key, &entry, lifetime, now);
         }
-        let out = (*sr).out;
-        if let IdpCall::PhantomIntrospection = refresh.call {
-            if !out.is_null() && !(*out).buf.is_null() && !(*(*out).buf).start.is_null() {
-                ngx_pfree((*sr).pool, (*(*out).buf).start.cast());
-            }
-            (*sr).out = ptr::null_mut();
-        }
-        rc
+        forget_jwt_room(sr, refresh.call);
     }
 }
-
-/// Whether `r` is one of the module's own IdP subrequests, which are never
-/// checked themselves.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn is_idp_call(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: a subrequest's post_subrequest is null or nginx's copy of the
-    // handler its creator gave.
-    let ps = unsafe { (*r).post_subrequest };
-    // SAFETY: as above.
-    let Some(handler) = (!ps.is_null()).then(|| unsafe { (*ps).handler }).flatten() else {
-        return false;
-    };
-    let ours: [PostSubrequest; 4] = [
-        refresh_done,
-        introspection_done,
-        phantom_introspection_done,
-        exchange_done,
-    ];
-    ours.iter().any(|f| *f as usize == handler as usize)
-}
-
-type PostSubrequest =
-    unsafe extern "C" fn(*mut ngx_http_request_t, *mut c_void, ngx_int_t) -> ngx_int_t;
 
 /// Sends `body` to the IdP's internal location as this gateway's client:
 /// credentials in the Authorization header (basic) or the body (post).
 ///
 /// # Safety
 /// `r` must be a live request and `ctx` its context.
-pub unsafe fn ask(
+pub unsafe fn ask<Q: Question>(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
-    call: IdpCall,
-    endpoint: &[u8],
+    endpoint: &Endpoint,
     mut body: Vec<u8>,
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     // SAFETY: r is live (this function's contract).
     unsafe { add_client_credentials(r, conf, &mut body)? };
-    let (ids, breaker) = match call {
-        IdpCall::Exchange => (conf.exchange_metrics, conf.exchange_breaker),
-        IdpCall::Introspection | IdpCall::PhantomIntrospection => {
-            (conf.introspection_metrics, conf.introspection_breaker)
-        }
-    };
-    let breaker = breaker.zip(conf.breaker);
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
     unsafe {
-        (*ctx).call = Some(CallStart {
-            ids,
+        (*ctx).call_started(CallStart {
+            ids: endpoint.metrics,
             started: Instant::now(),
-            breaker,
+            breaker: endpoint.breaker.zip(conf.breaker),
         });
-        let done: PostSubrequest = match call {
-            IdpCall::Introspection => introspection_done,
-            IdpCall::PhantomIntrospection => phantom_introspection_done,
-            IdpCall::Exchange => exchange_done,
-        };
-        let client_authorization = &conf.client_authorization;
         start(
             r,
-            call,
-            endpoint,
+            Q::call(conf),
+            endpoint.uri(),
             &body,
-            client_authorization,
-            (done, ctx.cast()),
+            &conf.client_authorization,
+            (done::<Q>, ctx.cast()),
             false,
         )
     }

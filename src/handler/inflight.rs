@@ -17,7 +17,8 @@ use ngx::ffi::{
     ngx_posted_events, ngx_rbtree_delete, ngx_rbtree_insert,
 };
 
-use crate::handler::ctx::{Flight, Flow, RequestCtx, Role};
+use crate::handler::ctx::{Flight, RequestCtx, Role};
+use crate::handler::question::Question;
 use crate::oauth::cache::CacheKey;
 
 thread_local! {
@@ -30,7 +31,7 @@ thread_local! {
 ///
 /// # Safety
 /// `r` must be a live request and `ctx` its context.
-pub unsafe fn join(
+pub unsafe fn join<Q: Question>(
     r: *mut ngx_http_request_t,
     ctx: *mut RequestCtx,
     key: CacheKey,
@@ -53,7 +54,7 @@ pub unsafe fn join(
                 Role::Leader
             }
         });
-        (*ctx).flight = Some(Flight { key, role });
+        Q::slot(&mut *ctx).joined(key, role);
         Some(role)
     }
 }
@@ -65,7 +66,7 @@ pub unsafe fn join(
 unsafe fn ensure_wake(r: *mut ngx_http_request_t, ctx: *mut RequestCtx) -> Option<()> {
     // SAFETY: guaranteed by the caller; a zeroed event is nginx's idle state.
     unsafe {
-        if (*ctx).wake.is_null() {
+        if (*ctx).wake_event().is_null() {
             let wake =
                 ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
             if wake.is_null() {
@@ -74,7 +75,7 @@ unsafe fn ensure_wake(r: *mut ngx_http_request_t, ctx: *mut RequestCtx) -> Optio
             (*wake).handler = Some(resume);
             (*wake).data = r.cast();
             (*wake).log = (*(*r).connection).log;
-            (*ctx).wake = wake;
+            (*ctx).set_wake_event(wake);
         }
         Some(())
     }
@@ -91,7 +92,7 @@ pub unsafe fn wake_in(r: *mut ngx_http_request_t, ctx: *mut RequestCtx, ms: u64)
     unsafe {
         leave_on_cleanup_registered(r, ctx)?;
         ensure_wake(r, ctx)?;
-        let ev = (*ctx).wake;
+        let ev = (*ctx).wake_event();
         if (*ev).timer_set() == 0 {
             (*ev).timer.key = ngx_current_msec.wrapping_add(ms as ngx::ffi::ngx_msec_t);
             ngx_rbtree_insert(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
@@ -113,37 +114,32 @@ unsafe fn leave_on_cleanup_registered(
     // SAFETY: guaranteed by the caller; the cleanup runs with the pool,
     // which holds ctx until then.
     unsafe {
-        if !(*ctx).leaves_on_cleanup {
+        if !(*ctx).leaves_on_cleanup() {
             let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
             if cleanup.is_null() {
                 return None;
             }
             (*cleanup).handler = Some(leave_on_cleanup);
             (*cleanup).data = ctx.cast();
-            (*ctx).leaves_on_cleanup = true;
+            (*ctx).cleanup_registered();
         }
         Some(())
     }
 }
 
-/// The leader has its answer: `deliver` copies it into every waiter, which
-/// is then woken.
+/// The leader of `key` has its answer: `deliver` copies it into every
+/// waiter, which is then woken.
 ///
 /// # Safety
-/// `leader` must be a live context that leads its key.
-pub unsafe fn finish(leader: *mut RequestCtx, deliver: impl Fn(*mut RequestCtx)) {
-    // SAFETY: the leader is live (this function's contract); every pointer in
-    // the table is a live context, as each leaves it in its pool cleanup.
+/// Every context in the table is live (each leaves it in its pool cleanup).
+pub unsafe fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
+    // SAFETY: as this function requires.
     unsafe {
-        let Some(Flight { key, .. }) = (*leader).flight.take() else {
-            return;
-        };
         for waiter in IN_FLIGHT
             .with_borrow_mut(|map| map.remove(&key))
             .unwrap_or_default()
         {
             deliver(waiter);
-            (*waiter).flight = None;
             wake(waiter);
         }
     }
@@ -157,7 +153,7 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     // SAFETY: `data` is the context that registered this cleanup; cleanups
     // run in reverse order of registration, so before the context is dropped.
     unsafe {
-        let ev = (*ctx).wake;
+        let ev = (*ctx).wake_event();
         if !ev.is_null() && (*ev).posted() != 0 {
             ngx_delete_posted_event(ev);
         }
@@ -165,7 +161,7 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
             ngx_rbtree_delete(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
             (*ev).set_timer_set(0);
         }
-        let Some(Flight { key, role }) = (*ctx).flight.take() else {
+        let Some(Flight { key, role }) = (*ctx).leave_flight() else {
             return;
         };
         let restart = IN_FLIGHT.with_borrow_mut(|map| match role {
@@ -179,8 +175,7 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
             Role::Alone => Vec::new(),
         });
         for waiter in restart {
-            (*waiter).flight = None;
-            (*waiter).stage = (*waiter).stage.with_flow(Flow::Look);
+            (*waiter).sent_back();
             wake(waiter);
         }
     }
@@ -193,8 +188,8 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
 unsafe fn wake(ctx: *mut RequestCtx) {
     // SAFETY: the event lives in the request pool; the posted queue is nginx's.
     unsafe {
-        if !(*ctx).wake.is_null() {
-            ngx_post_event((*ctx).wake, &raw mut ngx_posted_events);
+        if !(*ctx).wake_event().is_null() {
+            ngx_post_event((*ctx).wake_event(), &raw mut ngx_posted_events);
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod inflight;
 pub mod introspect;
 pub mod metrics_page;
 pub mod purge;
+pub mod question;
 pub mod raw;
 pub mod refusal;
 pub mod shared;
@@ -38,10 +39,11 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, Phase};
-use crate::handler::ctx::{Flow, Outcome, RequestCtx, Stage};
+use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::raw::create_ctx;
 use crate::metrics::{self, Catalogue};
 use crate::module::Module;
+use crate::nginx::subrequest;
 use crate::oauth::bearer::{BearerToken, Malformed};
 use crate::oauth::carriers::TokenSource;
 use crate::oauth::challenge::BearerError;
@@ -63,9 +65,7 @@ pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_in
     unsafe {
         let phase = match r == (*r).main {
             true => Some(Phase::Preaccess),
-            false if idp_call::is_idp_call(r) || crate::redis::call::is_redis_call(r) => {
-                return NGX_DECLINED as ngx_int_t
-            }
+            false if subrequest::is_ours(r) => return NGX_DECLINED as ngx_int_t,
             false => None,
         };
         match run_in(phase, r) {
@@ -143,15 +143,15 @@ unsafe fn run_stages<'c>(
         // while the stages run (`require` values, templates), so no `&mut`
         // to it may be held across those calls.
         let outcome = unsafe {
-            match (*ctx).stage {
-                Stage::Introspect(_) => introspect::run(r, conf, ctx),
+            match (*ctx).stage() {
+                Stage::Introspect => introspect::run(r, conf, ctx),
                 Stage::Verdict => verdict::run(r, conf, ctx),
-                Stage::Exchange(_) => exchange::run(r, conf, ctx),
+                Stage::Exchange => exchange::run(r, conf, ctx),
             }
         };
         match outcome {
             // SAFETY: as above.
-            Outcome::Next(stage) => unsafe { (*ctx).stage = stage },
+            Outcome::Next(stage) => unsafe { (*ctx).enter(stage) },
             decided => return decided,
         }
     }
@@ -229,8 +229,8 @@ unsafe fn begin<'c>(
         return Err(Outcome::Error);
     }
     let stage = match conf.introspection_enabled() {
-        true => Stage::Introspect(Flow::Look),
-        false => Stage::Exchange(Flow::Look),
+        true => Stage::Introspect,
+        false => Stage::Exchange,
     };
     // SAFETY: the ctx lives in r's pool, as the subrequest callback and the
     // wake event need.

@@ -10,6 +10,7 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{LocationConf, RedisTier};
 use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead};
+use crate::handler::question::Question;
 use crate::handler::raw;
 use crate::module::Module;
 use crate::oauth::cache::Lifetime;
@@ -59,13 +60,13 @@ pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> SharedNames {
 ///
 /// # Safety
 /// `r` must be the live main request and `ctx` its context.
-pub unsafe fn read(
+pub unsafe fn read<Q: Question>(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     // SAFETY: ctx is r's context (this function's contract).
-    let Some(names) = (unsafe { (*ctx).shared_names.as_ref() }) else {
+    let Some(names) = (unsafe { Q::slot(&mut *ctx).shared_names() }) else {
         return Err(());
     };
     let mut commands = Vec::with_capacity(256);
@@ -75,14 +76,13 @@ pub unsafe fn read(
     let count = names.places.len();
     // SAFETY: as above; the callback runs while r and its pool live.
     unsafe {
-        (*ctx).shared = SharedRead::Asking;
         call::start(
             r,
             tier.uri,
             &commands,
             count,
             false,
-            Some(read_done),
+            Some(read_done::<Q>),
             ctx.cast(),
         )
     }
@@ -92,7 +92,7 @@ pub unsafe fn read(
 ///
 /// # Safety
 /// Called by `redis::call` with the main request and its context.
-unsafe fn read_done(
+unsafe fn read_done<Q: Question>(
     r: *mut ngx_http_request_t,
     data: *mut c_void,
     result: Result<Vec<Reply>, Failure>,
@@ -101,41 +101,50 @@ unsafe fn read_done(
     // SAFETY: r is the live main request whose context is `data`.
     unsafe {
         let log = (*(*r).connection).log;
-        (*ctx).shared = SharedRead::Missed;
-        let (Some(redis), Some(names)) = (
-            Module::main_conf(&*r).and_then(|main| main.redis.as_ref()),
-            (*ctx).shared_names.as_ref(),
-        ) else {
-            return;
+        let redis = Module::main_conf(&*r).and_then(|main| main.redis.as_ref());
+        let read = match (redis, Q::slot(&mut *ctx).shared_names(), result) {
+            (Some(redis), Some(names), Ok(replies)) => {
+                first_fresh(redis, names, replies, raw::now_ms(), log)
+            }
+            // A failure was logged by the call.
+            _ => SharedRead::Missed,
         };
-        // A failure was logged by the call.
-        let Ok(replies) = result else {
-            return;
-        };
-        let now = raw::now_ms();
-        let keys = redis.keys.iter();
-        for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
-            match reply {
-                Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
-                    Some(entry) if entry.fresh_until_ms > now => {
-                        let lifetime = Lifetime {
-                            fresh_until: entry.fresh_until_ms,
-                            stale_until: entry.stale_until_ms,
-                        };
-                        (*ctx).shared = SharedRead::Found(entry.entry, lifetime);
-                        return;
-                    }
-                    Some(_) => {}
-                    None => call::note_failure(log, &Failure::Undecryptable),
-                },
-                Reply::Bulk(None) => {}
-                other => {
-                    let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
-                    return call::note_failure(log, &failure);
+        Q::slot(&mut *ctx).shared_said(read);
+    }
+}
+
+/// The first entry among the replies that opens and is still fresh;
+/// what does not open and what Redis refused are logged.
+fn first_fresh(
+    redis: &RedisTier,
+    names: &SharedNames,
+    replies: Vec<Reply>,
+    now: i64,
+    log: *mut ngx_log_t,
+) -> SharedRead {
+    let keys = redis.keys.iter();
+    for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
+        match reply {
+            Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
+                Some(entry) if entry.fresh_until_ms > now => {
+                    let lifetime = Lifetime {
+                        fresh_until: entry.fresh_until_ms,
+                        stale_until: entry.stale_until_ms,
+                    };
+                    return SharedRead::Found(entry.entry, lifetime);
                 }
+                Some(_) => {}
+                None => call::note_failure(log, &Failure::Undecryptable),
+            },
+            Reply::Bulk(None) => {}
+            other => {
+                let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
+                call::note_failure(log, &failure);
+                return SharedRead::Missed;
             }
         }
     }
+    SharedRead::Missed
 }
 
 /// Keeps the IdP's answer for the fleet: the sealed entry in the token's

@@ -173,38 +173,21 @@ unsafe extern "C" fn get_variable(
     // the index we registered.
     unsafe {
         let state = checked_ctx(r);
+        let issued = state.and_then(|s| s.exchange().answer()?.as_ref().ok());
+        let introspected = state.and_then(|s| s.introspection().answer()?.as_ref().ok());
         let value = match (state, VARIABLES.get(data)) {
-            (
-                Some(RequestCtx {
-                    exchange: Some(Ok(issued)),
-                    ..
-                }),
-                Some((_, Claim::NewToken)),
-            ) => Some(issued.access_token.clone()),
-            (
-                Some(RequestCtx {
-                    exchange: Some(Ok(issued)),
-                    ..
-                }),
-                Some((_, Claim::NewTokenType)),
-            ) => Some(issued.issued_token_type.clone()),
-            (_, Some((_, Claim::NewToken | Claim::NewTokenType))) => None,
+            (_, Some((_, Claim::NewToken))) => issued.map(|i| i.access_token.clone()),
+            (_, Some((_, Claim::NewTokenType))) => issued.map(|i| i.issued_token_type.clone()),
             (Some(state), Some((_, Claim::CacheStatus))) => {
-                state.cache_status.map(|s| s.as_str().to_string())
+                state.cache_status().map(|s| s.as_str().to_string())
             }
             // Seconds with millisecond resolution, as $upstream_response_time.
             (Some(state), Some((_, Claim::IdpDuration))) => state
-                .idp_micros
+                .idp_micros()
                 .map(|us| format!("{}.{:03}", us / 1_000_000, us / 1_000 % 1_000)),
-            (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status.map(|s| s.to_string()),
+            (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status().map(|s| s.to_string()),
             (None, Some((_, Claim::IdpDuration | Claim::IdpStatus))) => None,
-            (
-                Some(RequestCtx {
-                    introspection: Some(Ok(result)),
-                    ..
-                }),
-                Some((_, claim)),
-            ) => claim.value(result),
+            (_, Some((_, claim))) => introspected.and_then(|result| claim.value(result)),
             _ => None,
         };
         set_value(r, v, value)
@@ -250,13 +233,9 @@ pub unsafe extern "C" fn get_claim(
 ) -> ngx_int_t {
     // SAFETY: as for get_variable.
     unsafe {
-        let value = match checked_ctx(r) {
-            Some(RequestCtx {
-                introspection: Some(Ok(IntrospectionResult::Active(claims))),
-                ..
-            }) => claims.extra.get(data).cloned().flatten(),
-            _ => None,
-        };
+        let value = checked_ctx(r)
+            .and_then(RequestCtx::active_claims)
+            .and_then(|claims| claims.extra.get(data).cloned().flatten());
         set_value(r, v, value)
     }
 }

@@ -5,9 +5,10 @@
 use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
 
 use crate::conf::{require_args, LocationConf};
-use crate::handler::ctx::{Flow, Outcome, RequestCtx, Stage};
+use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
+use crate::oauth::call::KindFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 use crate::oauth::verdict::{self, Verdict};
@@ -24,7 +25,7 @@ pub unsafe fn run<'c>(
     let log = unsafe { (*(*r).connection).log };
     // SAFETY: ctx is r's context. Only shared references to it exist while
     // `require` values are evaluated, as the variable getters read it too.
-    let answer = unsafe { &(*ctx).introspection };
+    let answer = unsafe { (*ctx).introspection().answer() };
     let claims = match answer {
         Some(Ok(IntrospectionResult::Active(claims))) => claims,
         Some(Ok(IntrospectionResult::Inactive)) => {
@@ -33,14 +34,7 @@ pub unsafe fn run<'c>(
         }
         Some(Err(failure)) => {
             ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
-            return Outcome::Fail {
-                timeout: *failure == IdpFailure::Timeout,
-                status: failure.status(),
-                retry_after: match failure {
-                    IdpFailure::BreakerOpen(seconds) => Some(*seconds),
-                    _ => None,
-                },
-            };
+            return Outcome::failed(failure.status(), failure.call());
         }
         None => return Outcome::Error,
     };
@@ -102,7 +96,7 @@ pub unsafe fn run<'c>(
         };
     }
     match conf.exchange_enabled() {
-        true => Outcome::Next(Stage::Exchange(Flow::Look)),
+        true => Outcome::Next(Stage::Exchange),
         false => Outcome::Pass,
     }
 }

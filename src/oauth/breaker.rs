@@ -77,6 +77,21 @@ pub enum Health {
     Busy(u64),
 }
 
+impl Health {
+    /// What a finished call shows: `answered` when a complete answer with
+    /// a 2xx-4xx status came back, its `status`, and its `Retry-After` in
+    /// seconds. A 429 or 503 with `Retry-After` is busy for that long; a 429
+    /// without one counts as a failure; any other answer is up.
+    pub fn of(answered: bool, status: usize, retry_after: Option<u64>) -> Health {
+        match (answered, status, retry_after) {
+            (true, 429, None) => Health::Down,
+            (_, 429 | 503, Some(seconds)) => Health::Busy(seconds),
+            (true, _, _) => Health::Up,
+            (false, _, _) => Health::Down,
+        }
+    }
+}
+
 /// What a report changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -168,6 +183,18 @@ impl Breaker<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn health_of_a_call() {
+        use super::Health;
+        assert_eq!(Health::of(true, 200, None), Health::Up);
+        assert_eq!(Health::of(true, 401, None), Health::Up);
+        assert_eq!(Health::of(true, 429, None), Health::Down);
+        assert_eq!(Health::of(true, 429, Some(5)), Health::Busy(5));
+        assert_eq!(Health::of(false, 503, Some(7)), Health::Busy(7));
+        assert_eq!(Health::of(false, 503, None), Health::Down);
+        assert_eq!(Health::of(false, 0, None), Health::Down);
+    }
+
     use super::*;
 
     const CONF: BreakerConf = BreakerConf {

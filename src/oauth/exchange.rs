@@ -3,9 +3,10 @@
 
 use serde::Deserialize;
 
+use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::claims::is_header_safe;
 use crate::oauth::form::append_encoded;
-use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
+use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 
 pub const GRANT_TYPE: &[u8] = b"urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &[u8] = b"urn:ietf:params:oauth:token-type:access_token";
@@ -63,29 +64,20 @@ pub enum ExchangeFailure {
     /// `invalid_target` or `invalid_scope`: the token may not have what was asked.
     #[error("token exchange refused the requested target or scope ({0})")]
     NotPermitted(&'static str),
-    #[error("token endpoint timed out")]
-    Timeout,
-    #[error("token endpoint unreachable or connection failed")]
-    Unreachable,
+    /// No usable answer, as any kind of call may fail.
+    #[error("{}", .0.describe("token endpoint", "token endpoint response"))]
+    Call(CallFailure),
     #[error("token endpoint answered {status}{}", error_suffix(.error))]
     ErrorStatus {
         status: usize,
         error: Option<String>,
     },
-    #[error("token endpoint response incomplete or larger than subrequest_output_buffer_size")]
-    Incomplete,
-    #[error("token endpoint response of {0} bytes exceeds the {MAX_RESPONSE_BYTES}-byte limit")]
-    TooLarge(usize),
-    #[error("token endpoint response is not a JSON object")]
-    NotJson,
     #[error("token endpoint response lacks {0}")]
     MissingMember(&'static str),
     #[error("token endpoint issued a token with characters not allowed in a bearer token")]
     InvalidIssuedToken,
     #[error("token endpoint response member \"{0}\" holds a control character; refused, as it could split a header")]
     UnsafeMember(&'static str),
-    #[error("token endpoint not asked: its circuit breaker is open (retry in {0} s)")]
-    BreakerOpen(u64),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -96,29 +88,37 @@ fn error_suffix(error: &Option<String>) -> String {
 }
 
 impl ExchangeFailure {
-    /// Whether the token endpoint failed rather than answered, so that
-    /// `stale_if_error` may serve a cached token instead.
-    pub fn allows_stale(&self) -> bool {
-        match self {
-            ExchangeFailure::Timeout
-            | ExchangeFailure::Unreachable
-            | ExchangeFailure::Incomplete
-            | ExchangeFailure::TooLarge(_)
-            | ExchangeFailure::NotJson
-            | ExchangeFailure::BreakerOpen(_) => true,
-            ExchangeFailure::ErrorStatus { status, .. } => *status >= 500,
-            _ => false,
-        }
-    }
-
     /// The status the client receives.
     pub fn status(&self) -> u16 {
         match self {
             ExchangeFailure::InvalidGrant => 401,
             ExchangeFailure::NotPermitted(_) => 403,
-            ExchangeFailure::Timeout => 504,
-            ExchangeFailure::BreakerOpen(_) => 503,
+            ExchangeFailure::Call(failure) => failure.status(),
             _ => 502,
+        }
+    }
+}
+
+impl From<CallFailure> for ExchangeFailure {
+    fn from(failure: CallFailure) -> Self {
+        ExchangeFailure::Call(failure)
+    }
+}
+
+impl KindFailure for ExchangeFailure {
+    fn call(&self) -> Option<&CallFailure> {
+        match self {
+            ExchangeFailure::Call(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// A 5xx too.
+    fn allows_stale(&self) -> bool {
+        match self {
+            ExchangeFailure::Call(_) => true,
+            ExchangeFailure::ErrorStatus { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 }
@@ -136,19 +136,10 @@ struct WireError {
     error: Option<String>,
 }
 
-impl From<Transport> for ExchangeFailure {
-    fn from(t: Transport) -> Self {
-        match t {
-            Transport::Timeout => ExchangeFailure::Timeout,
-            Transport::Unreachable => ExchangeFailure::Unreachable,
-            Transport::Incomplete => ExchangeFailure::Incomplete,
-            Transport::TooLarge(n) => ExchangeFailure::TooLarge(n),
-        }
-    }
-}
-
 pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
-    reply.transport(MAX_RESPONSE_BYTES)?;
+    reply
+        .transport(MAX_RESPONSE_BYTES)
+        .map_err(|t| ExchangeFailure::Call(CallFailure::from_transport(t, MAX_RESPONSE_BYTES)))?;
     if reply.status != 200 {
         // RFC 6749 §5.2: errors are 400 (401 for client authentication) with an `error` code.
         let error = serde_json::from_slice::<WireError>(reply.body)
@@ -164,8 +155,8 @@ pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
             },
         });
     }
-    let wire: WireSuccess =
-        serde_json::from_slice(reply.body).map_err(|_| ExchangeFailure::NotJson)?;
+    let wire: WireSuccess = serde_json::from_slice(reply.body)
+        .map_err(|_| ExchangeFailure::Call(CallFailure::NotJson))?;
     let access_token = match wire.access_token {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
         _ => return Err(ExchangeFailure::MissingMember("access_token")),
@@ -290,7 +281,7 @@ mod tests {
         );
         assert_eq!(
             interpret(R::new(0, 200, b"nope")),
-            Err(ExchangeFailure::NotJson)
+            Err(ExchangeFailure::Call(CallFailure::NotJson))
         );
     }
 
@@ -337,16 +328,16 @@ mod tests {
     fn transport_failures() {
         assert_eq!(
             interpret(R::new(504, 0, b"")),
-            Err(ExchangeFailure::Timeout)
+            Err(ExchangeFailure::Call(CallFailure::Timeout))
         );
-        assert_eq!(ExchangeFailure::Timeout.status(), 504);
+        assert_eq!(ExchangeFailure::Call(CallFailure::Timeout).status(), 504);
         assert_eq!(
             interpret(R::new(502, 0, b"")),
-            Err(ExchangeFailure::Unreachable)
+            Err(ExchangeFailure::Call(CallFailure::Unreachable))
         );
         assert_eq!(
             interpret(R::new(502, 200, b"{")),
-            Err(ExchangeFailure::Incomplete)
+            Err(ExchangeFailure::Call(CallFailure::Incomplete))
         );
         assert_eq!(
             interpret(R::new(0, 500, b"<html>"))

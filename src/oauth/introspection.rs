@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::oauth::cache::key::CacheKey;
+use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::claims;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
@@ -85,22 +86,15 @@ pub enum IntrospectionResult {
 /// can tell apart, and its `Display` is the error-log line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdpFailure {
-    #[error("introspection endpoint timed out")]
-    Timeout,
-    #[error("introspection endpoint unreachable or connection failed")]
-    Unreachable,
+    /// No usable answer, as any kind of call may fail.
+    #[error("{}", .0.describe("introspection endpoint", "introspection response"))]
+    Call(CallFailure),
     #[error("introspection endpoint answered {0}: client credentials rejected")]
     CredentialsRejected(usize),
     #[error("introspection endpoint answered 503: service unavailable")]
     Unavailable,
     #[error("introspection endpoint answered {0}")]
     ErrorStatus(usize),
-    #[error("introspection response incomplete or larger than subrequest_output_buffer_size")]
-    Incomplete,
-    #[error("introspection response of {0} bytes exceeds the {1}-byte limit")]
-    TooLarge(usize, usize),
-    #[error("introspection response is not a JSON object")]
-    NotJson,
     #[error("introspection response has no boolean \"active\" member")]
     NoActiveMember,
     #[error("introspection response carries no JWT for the phantom token")]
@@ -109,47 +103,47 @@ pub enum IdpFailure {
     MalformedJwt(#[from] JwtError),
     #[error("introspection response JWT has no \"token_introspection\" object (RFC 9701)")]
     NoTokenIntrospection,
-    /// The circuit breaker of the endpoint is open: not asked.
-    #[error("introspection endpoint not asked: its circuit breaker is open (retry in {0} s)")]
-    BreakerOpen(u64),
     /// The claim's name only: its value may be personal data.
     #[error("introspection response claim \"{0}\" holds a control character; refused, as it could split a header")]
     UnsafeClaim(String),
 }
 
 impl IdpFailure {
-    /// Whether the IdP failed rather than answered (no answer, a cut or
-    /// unreadable one, a 5xx), so that `stale_if_error` may serve a cached
-    /// verdict instead. A refusal of the gateway's credentials is an answer.
-    pub fn allows_stale(&self) -> bool {
-        match self {
-            IdpFailure::Timeout
-            | IdpFailure::Unreachable
-            | IdpFailure::Unavailable
-            | IdpFailure::Incomplete
-            | IdpFailure::TooLarge(..)
-            | IdpFailure::NotJson
-            | IdpFailure::BreakerOpen(_) => true,
-            IdpFailure::ErrorStatus(status) => *status >= 500,
-            _ => false,
-        }
-    }
-
     /// The status the client receives.
     pub fn status(&self) -> u16 {
         match self {
-            IdpFailure::Timeout => 504,
-            IdpFailure::Unavailable | IdpFailure::BreakerOpen(_) => 503,
+            IdpFailure::Call(failure) => failure.status(),
+            IdpFailure::Unavailable => 503,
             _ => 502,
         }
     }
 
     fn from_transport(t: Transport, limit: usize) -> Self {
-        match t {
-            Transport::Timeout => IdpFailure::Timeout,
-            Transport::Unreachable => IdpFailure::Unreachable,
-            Transport::Incomplete => IdpFailure::Incomplete,
-            Transport::TooLarge(n) => IdpFailure::TooLarge(n, limit),
+        IdpFailure::Call(CallFailure::from_transport(t, limit))
+    }
+}
+
+impl From<CallFailure> for IdpFailure {
+    fn from(failure: CallFailure) -> Self {
+        IdpFailure::Call(failure)
+    }
+}
+
+impl KindFailure for IdpFailure {
+    fn call(&self) -> Option<&CallFailure> {
+        match self {
+            IdpFailure::Call(failure) => Some(failure),
+            _ => None,
+        }
+    }
+
+    /// A 503 or another 5xx too; a refusal of the gateway's credentials is
+    /// an answer.
+    fn allows_stale(&self) -> bool {
+        match self {
+            IdpFailure::Call(_) | IdpFailure::Unavailable => true,
+            IdpFailure::ErrorStatus(status) => *status >= 500,
+            _ => false,
         }
     }
 }
@@ -264,9 +258,9 @@ fn interpret_phantom_answer(
         "application/jwt" => Ok(phantom_result(&jwt::claims(body)?, body, paths)),
         _ => {
             let map: Map<String, Value> =
-                serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+                serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
             if !unambiguous::<DecidingMembers>(body) {
-                return Err(IdpFailure::NotJson);
+                return Err(IdpFailure::Call(CallFailure::NotJson));
             }
             let active = match map.get("active") {
                 None => None,
@@ -354,9 +348,10 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
     // serde reads a struct from a JSON array too (`[true, "alice"]` as
     // active and sub, by position): only an object is an answer.
     if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(IdpFailure::NotJson);
+        return Err(IdpFailure::Call(CallFailure::NotJson));
     }
-    let wire: WireResponse = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+    let wire: WireResponse =
+        serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     match wire.active {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
             sub: wire.sub.as_ref().and_then(claim_text),
@@ -376,9 +371,10 @@ pub fn parse_with_extra(
     body: &[u8],
     paths: &ClaimPaths,
 ) -> Result<IntrospectionResult, IdpFailure> {
-    let map: Map<String, Value> = serde_json::from_slice(body).map_err(|_| IdpFailure::NotJson)?;
+    let map: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     if !unambiguous::<DecidingMembers>(body) {
-        return Err(IdpFailure::NotJson);
+        return Err(IdpFailure::Call(CallFailure::NotJson));
     }
     match map.get("active") {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(claims_of(&map, paths))),
@@ -483,7 +479,10 @@ mod tests {
             parse_with_extra(br#"{"active":"yes"}"#, &wanted),
             Err(IdpFailure::NoActiveMember)
         );
-        assert_eq!(parse_with_extra(b"[1]", &wanted), Err(IdpFailure::NotJson));
+        assert_eq!(
+            parse_with_extra(b"[1]", &wanted),
+            Err(IdpFailure::Call(CallFailure::NotJson))
+        );
     }
 
     #[test]
@@ -540,14 +539,23 @@ mod tests {
 
     #[test]
     fn garbage_is_not_json() {
-        assert_eq!(parse(b"<html>oops</html>"), Err(IdpFailure::NotJson));
-        assert_eq!(parse(br#"{"active":tr"#), Err(IdpFailure::NotJson));
-        assert_eq!(parse(br#"[true]"#), Err(IdpFailure::NotJson));
-        assert_eq!(parse(b""), Err(IdpFailure::NotJson));
+        assert_eq!(
+            parse(b"<html>oops</html>"),
+            Err(IdpFailure::Call(CallFailure::NotJson))
+        );
+        assert_eq!(
+            parse(br#"{"active":tr"#),
+            Err(IdpFailure::Call(CallFailure::NotJson))
+        );
+        assert_eq!(
+            parse(br#"[true]"#),
+            Err(IdpFailure::Call(CallFailure::NotJson))
+        );
+        assert_eq!(parse(b""), Err(IdpFailure::Call(CallFailure::NotJson)));
         // Two `active` members are ambiguous: refuse rather than pick one.
         assert_eq!(
             parse(br#"{"active":false,"active":true}"#),
-            Err(IdpFailure::NotJson)
+            Err(IdpFailure::Call(CallFailure::NotJson))
         );
     }
 
@@ -556,10 +564,10 @@ mod tests {
         let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
         assert_eq!(
             interpret(R::new(0, 200, &body), &ClaimPaths::default()),
-            Err(IdpFailure::TooLarge(
+            Err(IdpFailure::Call(CallFailure::TooLarge(
                 MAX_RESPONSE_BYTES + 1,
                 MAX_RESPONSE_BYTES
-            ))
+            )))
         );
     }
 
@@ -567,27 +575,27 @@ mod tests {
     fn transport_failures() {
         assert_eq!(
             interpret(R::new(504, 0, b""), &ClaimPaths::default()),
-            Err(IdpFailure::Timeout)
+            Err(IdpFailure::Call(CallFailure::Timeout))
         );
         assert_eq!(
             interpret(R::new(504, 200, b"{"), &ClaimPaths::default()),
-            Err(IdpFailure::Timeout)
+            Err(IdpFailure::Call(CallFailure::Timeout))
         );
         assert_eq!(
             interpret(R::new(502, 0, b""), &ClaimPaths::default()),
-            Err(IdpFailure::Unreachable)
+            Err(IdpFailure::Call(CallFailure::Unreachable))
         );
         assert_eq!(
             interpret(R::new(-1, 0, b""), &ClaimPaths::default()),
-            Err(IdpFailure::Unreachable)
+            Err(IdpFailure::Call(CallFailure::Unreachable))
         );
         assert_eq!(
             interpret(R::new(502, 200, b"{\"active\":"), &ClaimPaths::default()),
-            Err(IdpFailure::Incomplete)
+            Err(IdpFailure::Call(CallFailure::Incomplete))
         );
         assert_eq!(
             interpret(R::new(-1, 200, b""), &ClaimPaths::default()),
-            Err(IdpFailure::Incomplete)
+            Err(IdpFailure::Call(CallFailure::Incomplete))
         );
     }
 
@@ -617,9 +625,9 @@ mod tests {
 
     #[test]
     fn failure_statuses_are_distinct() {
-        assert_eq!(IdpFailure::Timeout.status(), 504);
+        assert_eq!(IdpFailure::Call(CallFailure::Timeout).status(), 504);
         assert_eq!(IdpFailure::Unavailable.status(), 503);
-        assert_eq!(IdpFailure::NotJson.status(), 502);
+        assert_eq!(IdpFailure::Call(CallFailure::NotJson).status(), 502);
         assert_eq!(IdpFailure::CredentialsRejected(401).status(), 502);
     }
 
@@ -700,11 +708,11 @@ mod tests {
     #[test]
     fn only_failures_of_the_idp_allow_stale_answers() {
         for failure in [
-            IdpFailure::Timeout,
-            IdpFailure::Unreachable,
+            IdpFailure::Call(CallFailure::Timeout),
+            IdpFailure::Call(CallFailure::Unreachable),
             IdpFailure::Unavailable,
             IdpFailure::ErrorStatus(500),
-            IdpFailure::NotJson,
+            IdpFailure::Call(CallFailure::NotJson),
         ] {
             assert!(failure.allows_stale(), "{failure:?}");
         }
@@ -730,7 +738,7 @@ mod tests {
         ] {
             assert_eq!(
                 interpret(R::new(0, 200, body), &paths),
-                Err(IdpFailure::NotJson),
+                Err(IdpFailure::Call(CallFailure::NotJson)),
                 "{body:?}"
             );
         }
@@ -760,7 +768,7 @@ mod tests {
             }
             assert_eq!(
                 interpret(R::new(0, 200, body), &with_claims),
-                Err(IdpFailure::NotJson),
+                Err(IdpFailure::Call(CallFailure::NotJson)),
                 "{body:?}"
             );
         }
@@ -779,11 +787,11 @@ mod tests {
         ] {
             assert_eq!(
                 interpret(R::new(0, 200, body), &ClaimPaths::default()),
-                Err(IdpFailure::NotJson)
+                Err(IdpFailure::Call(CallFailure::NotJson))
             );
             assert_eq!(
                 interpret(R::new(0, 200, body), &with_claims),
-                Err(IdpFailure::NotJson)
+                Err(IdpFailure::Call(CallFailure::NotJson))
             );
         }
     }
@@ -858,7 +866,7 @@ mod tests {
         );
         assert_eq!(
             phantom(200, "application/json", "<html>"),
-            Err(IdpFailure::NotJson)
+            Err(IdpFailure::Call(CallFailure::NotJson))
         );
         assert_eq!(
             phantom(200, "application/jwt", r#"{"active":true}"#),
@@ -888,17 +896,17 @@ mod tests {
         };
         assert_eq!(
             interpret(R::new(0, 200, twice.as_bytes()), &paths),
-            Err(IdpFailure::NotJson)
+            Err(IdpFailure::Call(CallFailure::NotJson))
         );
         assert_eq!(
             phantom(200, "application/json", twice),
-            Err(IdpFailure::NotJson)
+            Err(IdpFailure::Call(CallFailure::NotJson))
         );
         let jwt = jws(r#"{"sub":"a"}"#);
         let two_jwts = format!(r#"{{"active":true,"jwt":"{jwt}","jwt":"{jwt}"}}"#);
         assert_eq!(
             phantom(200, "application/json", &two_jwts),
-            Err(IdpFailure::NotJson)
+            Err(IdpFailure::Call(CallFailure::NotJson))
         );
         let rfc9701 = jws(r#"{"token_introspection":{"active":false,"active":true}}"#);
         assert_eq!(

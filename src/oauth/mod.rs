@@ -6,6 +6,7 @@
 pub mod bearer;
 pub mod breaker;
 pub mod cache;
+pub mod call;
 pub mod carriers;
 pub mod challenge;
 pub mod claim_rule;

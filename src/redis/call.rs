@@ -4,21 +4,17 @@
 //! replies into the call; the post-subrequest handler hands them over.
 //!
 //! The call lives in the request pool and is found from the subrequest
-//! through `post_subrequest` (its handler is [`call_done`]): the module's
-//! context slot of the subrequest belongs to the ACCESS/PREACCESS code.
+//! through its record (`nginx/subrequest.rs`, made with [`call_done`]): the
+//! module's context slot of the subrequest belongs to the ACCESS/PREACCESS code.
 
 use core::ffi::c_void;
 use core::ptr;
 
-use ngx::ffi::{
-    ngx_http_post_subrequest_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t,
-    ngx_pool_cleanup_add, ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_GATEWAY_TIME_OUT,
-    NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED,
-    NGX_OK,
-};
+use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add, NGX_HTTP_GATEWAY_TIME_OUT};
 
 use super::deadline::{self, Deadline};
 pub use super::failure::{error_reply, note_failure, Failure};
+use crate::nginx::subrequest;
 use crate::oauth::resp::Reply;
 
 /// Called once per call, from the post-subrequest handler, with the parent
@@ -42,7 +38,6 @@ pub struct Call {
     data: *mut c_void,
     /// What the upstream made of the replies (set by `redis/upstream.rs`).
     pub(super) outcome: Option<Result<Vec<Reply>, Failure>>,
-    reported: bool,
     /// When the call gives up, and whether it did.
     pub(super) deadline: Deadline,
 }
@@ -74,42 +69,22 @@ pub unsafe fn start(
         done,
         data,
         outcome: None,
-        reported: false,
         deadline: Deadline::new(),
     };
-    // SAFETY: r is live; the call, the post-subrequest record and the URI
-    // are allocated in its pool, which every subrequest shares and which
-    // outlives them; the call is written only after both allocations
-    // succeeded, and the cleanup drops it with the pool.
+    // SAFETY: r is live; the call is allocated in its pool, which every
+    // subrequest shares and which outlives them; the call is written only
+    // after both allocations succeeded, and the cleanup drops it with the pool.
     unsafe {
         let pool = (*r).pool;
         let p = ngx::ffi::ngx_palloc(pool, size_of::<Call>()).cast::<Call>();
         let cleanup = ngx_pool_cleanup_add(pool, 0);
-        let ps = ngx::ffi::ngx_pcalloc(pool, size_of::<ngx_http_post_subrequest_t>())
-            .cast::<ngx_http_post_subrequest_t>();
-        let mut uri = ngx_str_t::from_bytes(pool, uri).ok_or(())?;
-        if p.is_null() || cleanup.is_null() || ps.is_null() {
+        if p.is_null() || cleanup.is_null() {
             return Err(());
         }
         p.write(call);
         (*cleanup).handler = Some(drop_call);
         (*cleanup).data = p.cast();
-        (*ps).handler = Some(call_done);
-        (*ps).data = p.cast();
-
-        let mut flags = (NGX_HTTP_SUBREQUEST_IN_MEMORY | NGX_HTTP_SUBREQUEST_WAITED) as ngx_uint_t;
-        if background {
-            flags |= NGX_HTTP_SUBREQUEST_BACKGROUND as ngx_uint_t;
-        }
-        let mut sr: *mut ngx_http_request_t = ptr::null_mut();
-        if ngx_http_subrequest(r, &mut uri, ptr::null_mut(), &mut sr, ps, flags)
-            != NGX_OK as ngx_int_t
-        {
-            // Never started: nobody will call done.
-            (*p).reported = true;
-            return Err(());
-        }
-        Ok(())
+        subrequest::start(r, uri, background, call_done, p.cast()).map(|_| ())
     }
 }
 
@@ -128,48 +103,19 @@ unsafe extern "C" fn drop_call(data: *mut c_void) {
 /// # Safety
 /// `r` must be a live request.
 pub(super) unsafe fn of(r: *mut ngx_http_request_t) -> Option<*mut Call> {
-    // SAFETY: a request's post_subrequest is null or the record its
-    // creator gave; ours carries a Call (checked by the handler pointer).
-    unsafe {
-        let ps = (*r).post_subrequest;
-        if ps.is_null()
-            || (*ps).handler.map(|h| h as *const () as usize)
-                != Some(call_done as *const () as usize)
-        {
-            return None;
-        }
-        Some((*ps).data.cast())
-    }
+    // SAFETY: as this function requires; data made with call_done is a Call.
+    unsafe { subrequest::data_of(r, call_done).map(|data| data.cast()) }
 }
 
-/// Whether `r` is one of the module's Redis subrequests, which are never
-/// checked themselves.
+/// The subrequest is finalized: the replies (or the failure) go to the caller.
 ///
 /// # Safety
-/// `r` must be a live request.
-pub unsafe fn is_redis_call(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: guaranteed by the caller.
-    unsafe { of(r).is_some() }
-}
-
-/// nginx calls this when the subrequest is finalized, possibly more than
-/// once (again after an error page): the first call reports.
-unsafe extern "C" fn call_done(
-    sr: *mut ngx_http_request_t,
-    data: *mut c_void,
-    rc: ngx_int_t,
-) -> ngx_int_t {
-    if rc == NGX_AGAIN as ngx_int_t {
-        return rc;
-    }
-    // SAFETY: `data` is the Call `start` registered with this subrequest,
-    // in the pool it shares with its parent; sr is the finished subrequest.
+/// `data` is the Call `start` registered with the finished subrequest `sr`,
+/// in the pool it shares with its parent.
+unsafe fn call_done(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
+    // SAFETY: as this function requires.
     unsafe {
         let call = &mut *data.cast::<Call>();
-        if call.reported {
-            return rc;
-        }
-        call.reported = true;
         deadline::disarm(&mut call.deadline);
         let status = (*sr).headers_out.status;
         let result = match call.outcome.take() {
@@ -190,5 +136,4 @@ unsafe extern "C" fn call_done(
             done((*sr).parent, call.data, result);
         }
     }
-    rc
 }
