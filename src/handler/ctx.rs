@@ -491,7 +491,8 @@ pub enum Outcome<'c> {
         /// Seconds for `Retry-After` (an open circuit breaker).
         retry_after: Option<u64>,
     },
-    /// nginx itself failed (out of memory): NGX_ERROR.
+    /// The gateway itself failed (nginx out of memory, a client assertion
+    /// that could not be signed): NGX_ERROR.
     Error,
     /// Nothing to check (a CORS preflight the location lets through).
     Unchecked,

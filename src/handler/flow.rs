@@ -17,7 +17,7 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
 use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead};
-use crate::handler::idp_call::{self, Refresh};
+use crate::handler::idp_call::{self, CallNotMade, Refresh};
 use crate::handler::question::{may_serve_stale, Question};
 use crate::handler::{inflight, shared};
 use crate::metrics::LookupResult;
@@ -34,7 +34,8 @@ pub enum Step {
     Answered,
     /// Waiting for the IdP, or for the request that asks it.
     Again,
-    /// nginx is out of memory, or the IdP request could not be made.
+    /// The gateway failed: nginx out of memory, or a client assertion that
+    /// could not be signed (`CallNotMade`).
     Error,
 }
 
@@ -376,7 +377,7 @@ unsafe fn ask_idp<Q: Question>(
         let body = Q::body((*ctx).token(), inputs);
         match idp_call::ask::<Q>(r, conf, endpoint, body, ctx) {
             Ok(()) => Step::Again,
-            Err(()) => Step::Error,
+            Err(CallNotMade::NoMemory | CallNotMade::NoAssertion) => Step::Error,
         }
     }
 }

@@ -29,6 +29,16 @@ use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 use crate::shm::zone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
+/// Why an IdP call could not be made; either way the request ends with
+/// NGX_ERROR (500), as the gateway, not the IdP, failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallNotMade {
+    /// nginx could not allocate the subrequest or its parts.
+    NoMemory,
+    /// The client assertion could not be signed (logged where it failed).
+    NoAssertion,
+}
+
 /// Starts a POST of `body` to the internal location `endpoint`; `on_done`
 /// gets the answer when the subrequest finishes.
 ///
@@ -42,11 +52,12 @@ unsafe fn start(
     authorization: &[u8],
     (on_done, data): (subrequest::OnDone, *mut c_void),
     background: bool,
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     // SAFETY: r is live (this function's contract); sr is the subrequest
     // nginx just made of it.
     unsafe {
-        let sr = subrequest::start(r, endpoint, background, on_done, data)?;
+        let sr = subrequest::start(r, endpoint, background, on_done, data)
+            .map_err(|()| CallNotMade::NoMemory)?;
         make_post(sr, body, call.accept(), authorization)?;
         pass_trace_context(r, sr)?;
         if let IdpCall::PhantomIntrospection = call {
@@ -64,13 +75,13 @@ unsafe fn start(
 ///
 /// # Safety
 /// `sr` must be a subrequest just returned by `ngx_http_subrequest`.
-unsafe fn give_room_for_jwt(sr: *mut ngx_http_request_t) -> Result<(), ()> {
+unsafe fn give_room_for_jwt(sr: *mut ngx_http_request_t) -> Result<(), CallNotMade> {
     // SAFETY: the buffer and the chain link live in the subrequest's pool.
     unsafe {
         let buf = ngx_create_temp_buf((*sr).pool, MAX_PHANTOM_RESPONSE_BYTES);
         let chain = ngx_alloc_chain_link((*sr).pool);
         if buf.is_null() || chain.is_null() {
-            return Err(());
+            return Err(CallNotMade::NoMemory);
         }
         (*chain).buf = buf;
         (*chain).next = ptr::null_mut();
@@ -88,7 +99,7 @@ unsafe fn make_post(
     body: &[u8],
     accept: &'static [u8],
     authorization: &[u8],
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     // SAFETY: `sr` and its pool are live; headers_in is a shallow copy of the
     // client's, which we replace wholesale instead of editing.
     unsafe {
@@ -102,7 +113,7 @@ unsafe fn make_post(
         ptr::write_bytes(ptr::addr_of_mut!((*sr).headers_in), 0, 1);
         let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
         if ngx_list_init(headers, pool, 4, size_of::<ngx_table_elt_t>()) != NGX_OK as ngx_int_t {
-            return Err(());
+            return Err(CallNotMade::NoMemory);
         }
         (*sr).headers_in.content_length_n = body.len() as i64;
         (*sr).headers_in.keep_alive_n = -1;
@@ -117,21 +128,23 @@ unsafe fn make_post(
             b"content-type",
             static_value(b"application/x-www-form-urlencoded"),
         )
-        .ok_or(())?;
-        push_header(headers, b"Accept", b"accept", static_value(accept)).ok_or(())?;
+        .ok_or(CallNotMade::NoMemory)?;
+        push_header(headers, b"Accept", b"accept", static_value(accept))
+            .ok_or(CallNotMade::NoMemory)?;
         // Empty with client_secret_post: the credentials are in the body.
         if !authorization.is_empty() {
-            let value = pool_str(sr, authorization).ok_or(())?;
-            push_header(headers, b"Authorization", b"authorization", value).ok_or(())?;
+            let value = pool_str(sr, authorization).ok_or(CallNotMade::NoMemory)?;
+            push_header(headers, b"Authorization", b"authorization", value)
+                .ok_or(CallNotMade::NoMemory)?;
         }
 
         let rb = ngx::ffi::ngx_pcalloc(pool, size_of::<ngx_http_request_body_t>())
             .cast::<ngx_http_request_body_t>();
         let buf = ngx::ffi::ngx_pcalloc(pool, size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
         let chain = ngx_alloc_chain_link(pool);
-        let data = pool_str(sr, body).ok_or(())?;
+        let data = pool_str(sr, body).ok_or(CallNotMade::NoMemory)?;
         if rb.is_null() || buf.is_null() || chain.is_null() {
-            return Err(());
+            return Err(CallNotMade::NoMemory);
         }
         (*buf).pos = data.data;
         (*buf).start = data.data;
@@ -157,7 +170,7 @@ unsafe fn make_post(
 unsafe fn pass_trace_context(
     r: *mut ngx_http_request_t,
     sr: *mut ngx_http_request_t,
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     const TRACE_HEADERS: [(&[u8], &[u8]); 2] = [
         (b"traceparent", b"traceparent"),
         (b"tracestate", b"tracestate"),
@@ -172,7 +185,7 @@ unsafe fn pass_trace_context(
                     data: value.as_ptr().cast_mut(),
                 };
                 let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
-                push_header(headers, name, lowcase, value).ok_or(())?;
+                push_header(headers, name, lowcase, value).ok_or(CallNotMade::NoMemory)?;
             }
         }
     }
@@ -321,7 +334,7 @@ unsafe fn add_client_credentials(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
     body: &mut Vec<u8>,
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     body.extend_from_slice(&conf.client_credentials_form);
     if let Some(key) = &conf.assertion_key {
         // A fresh assertion for every call: its jti is never sent twice.
@@ -343,7 +356,7 @@ unsafe fn add_client_credentials(
                 // SAFETY: r is live; its connection log is valid for logging.
                 let log = unsafe { (*(*r).connection).log };
                 ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, log, "auth_oauth2_token: {e}");
-                return Err(());
+                return Err(CallNotMade::NoAssertion);
             }
         }
     }
@@ -373,7 +386,7 @@ pub unsafe fn refresh<Q: Question>(
     endpoint: &Endpoint,
     mut body: Vec<u8>,
     refresh: Refresh,
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     // SAFETY: r is live; the refresh's data lives in its pool, which the
     // background subrequest keeps alive until it is done.
     unsafe {
@@ -381,7 +394,7 @@ pub unsafe fn refresh<Q: Question>(
         let call = refresh.call;
         let data = ngx::ffi::ngx_palloc((*r).pool, size_of::<Refresh>()).cast::<Refresh>();
         if data.is_null() {
-            return Err(());
+            return Err(CallNotMade::NoMemory);
         }
         data.write(refresh);
         let authorization = &conf.client_authorization;
@@ -431,7 +444,7 @@ pub unsafe fn ask<Q: Question>(
     endpoint: &Endpoint,
     mut body: Vec<u8>,
     ctx: *mut RequestCtx,
-) -> Result<(), ()> {
+) -> Result<(), CallNotMade> {
     // SAFETY: r is live (this function's contract).
     unsafe { add_client_credentials(r, conf, &mut body)? };
     // SAFETY: the ctx lives in r's pool; the endpoint in the configuration.
