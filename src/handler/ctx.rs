@@ -208,6 +208,9 @@ pub struct Slot<A> {
     /// marked the key for the other workers.
     asked: bool,
     claimed: bool,
+    /// Whether the zone held an answer to this question past its time,
+    /// which a new answer replaces.
+    replaces_old: bool,
 }
 
 impl<A> Default for Slot<A> {
@@ -221,6 +224,7 @@ impl<A> Default for Slot<A> {
             shared_names: None,
             asked: false,
             claimed: false,
+            replaces_old: false,
         }
     }
 }
@@ -233,6 +237,8 @@ pub struct Settled {
     pub asked: bool,
     /// Whether this request holds the key's mark for the other workers.
     pub claimed: bool,
+    /// Whether the zone held an answer past its time for the question.
+    pub replaces_old: bool,
 }
 
 impl<A: Clone> Slot<A> {
@@ -268,6 +274,7 @@ impl<A: Clone> Slot<A> {
         if !again {
             self.shared = SharedRead::NotAsked;
             self.shared_names = None;
+            self.replaces_old = false;
         }
         again
     }
@@ -290,6 +297,12 @@ impl<A: Clone> Slot<A> {
     /// A cached answer past its time, kept in case the IdP fails.
     pub fn keep_stale(&mut self, answer: A) {
         self.stale = Some(answer);
+        self.replaces_old = true;
+    }
+
+    /// The zone held an answer past its time, no longer to be served.
+    pub fn found_expired(&mut self) {
+        self.replaces_old = true;
     }
 
     /// A failed answer gives way to the stale one, if there is one.
@@ -365,6 +378,7 @@ impl<A: Clone> Slot<A> {
             from_shared,
             asked: self.asked && !served_stale,
             claimed: core::mem::take(&mut self.claimed),
+            replaces_old: self.replaces_old,
         }
     }
 

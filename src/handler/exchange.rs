@@ -92,6 +92,10 @@ impl Question for Exchange {
         Some((CachedExchange::encode(issued), lifetime))
     }
 
+    fn says_revoked(answer: &Exchanged) -> bool {
+        matches!(answer, Err(ExchangeFailure::InvalidGrant))
+    }
+
     fn decode(entry: &[u8]) -> Option<IssuedToken> {
         CachedExchange::decode(entry)
     }

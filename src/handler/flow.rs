@@ -107,6 +107,18 @@ unsafe fn store<Q: Question>(
     unsafe {
         let now = now_ms();
         let settled = Q::slot(&mut *ctx).settle(served_stale);
+        let revoked = settled.asked && Q::slot(&mut *ctx).answer().is_some_and(Q::says_revoked);
+        if revoked && settled.replaces_old {
+            // The IdP said no to a token the zone kept an answer for: no
+            // older answer about it stands, in any policy, here or in the
+            // Redis tier (only then: junk tokens cost nothing).
+            zone::purge_tag(cache.zone.cast(), &key.tag());
+            if let (Some(tier), Some(names)) =
+                (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
+            {
+                let _ = shared::forget(r, &tier, names);
+            }
+        }
         let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
         let entry = match (settled.from_shared, settled.asked) {
             (Some(found), _) => Some(found),
@@ -236,7 +248,10 @@ unsafe fn look<Q: Question>(
                             Q::slot(&mut *ctx).keep_stale(Ok(value));
                             (CacheStatus::Expired, Some(key))
                         }
-                        Lookup::Expired => (CacheStatus::Expired, Some(key)),
+                        Lookup::Expired => {
+                            Q::slot(&mut *ctx).found_expired();
+                            (CacheStatus::Expired, Some(key))
+                        }
                         Lookup::Miss | Lookup::Pending => (CacheStatus::Miss, Some(key)),
                     }
                 }

@@ -422,7 +422,13 @@ unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_vo
         let now = crate::handler::raw::now_ms();
         let no_paths = ClaimPaths::default();
         let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
-        let entry = match Q::interpret(refresh.call, reply_of(sr, rc), paths) {
+        let answer = Q::interpret(refresh.call, reply_of(sr, rc), paths);
+        if Q::says_revoked(&answer) {
+            // The entry being refreshed no longer stands, nor any other
+            // answer about the token.
+            zone::purge_tag(refresh.zone.cast(), &refresh.key.tag());
+        }
+        let entry = match answer {
             Ok(value) => Q::entry(&refresh.policy, &value, refresh.subject_exp, now),
             Err(_) => None,
         };

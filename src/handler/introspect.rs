@@ -79,6 +79,10 @@ impl Question for Introspection {
         Some((CachedIntrospection::encode(result), lifetime))
     }
 
+    fn says_revoked(answer: &Introspected) -> bool {
+        matches!(answer, Ok(IntrospectionResult::Inactive))
+    }
+
     fn decode(entry: &[u8]) -> Option<IntrospectionResult> {
         CachedIntrospection::decode(entry)
     }

@@ -62,6 +62,10 @@ pub trait Question {
         now_ms: i64,
     ) -> Option<(Vec<u8>, Lifetime)>;
 
+    /// Whether the IdP said the token is no good (inactive, `invalid_grant`):
+    /// then no older answer about it may stand.
+    fn says_revoked(answer: &Answer<Self>) -> bool;
+
     /// A cached entry as a value; `None` if it cannot be read.
     fn decode(entry: &[u8]) -> Option<Self::Value>;
 }

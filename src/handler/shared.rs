@@ -202,6 +202,34 @@ pub unsafe fn write(
     }
 }
 
+/// Removes the answer at `names` from the Redis tier (under every key), in
+/// the background: the IdP said no to the token since it was written.
+///
+/// # Safety
+/// `r` must be the live main request.
+pub unsafe fn forget(
+    r: *mut ngx_http_request_t,
+    tier: &Tier<'_>,
+    names: &SharedNames,
+) -> Result<(), ()> {
+    let mut commands = Vec::with_capacity(256);
+    for (slot, field) in &names.places {
+        resp::command(&mut commands, &[b"HDEL", slot, field]);
+    }
+    // SAFETY: r is the live main request (this function's contract).
+    unsafe {
+        call::start(
+            r,
+            tier.uri,
+            &commands,
+            names.places.len(),
+            true,
+            Some(write_done),
+            core::ptr::null_mut(),
+        )
+    }
+}
+
 /// Notes a write the tier refused (`-OOM`, `-READONLY`, ...).
 ///
 /// # Safety
