@@ -137,7 +137,7 @@ sub shares {
         my $h = $dump->{$k};
         ok(!grep({ !/^[0-9a-f]{64}\z/ } keys %$h), "redis: $k: the fields are 64 hex") or diag(explain($h));
         for my $v (values %$h) {
-            is(substr($v, 0, 1), "\x01", 'redis: a sealed value begins with version 1');
+            is(substr($v, 0, 1), "\x02", 'redis: a sealed value begins with version 2 (entries carry when the IdP answered)');
             cmp_ok(length $v, '>=', 1 + 12 + 16 + 16, 'redis: nonce, lifetimes and tag are there');
         }
         push @all, $k, %$h;
@@ -158,7 +158,7 @@ sub shares {
     my ($f1, $v1) = %{ $redis->hgetall($k1) };
     my ($f2, $v2) = %{ $redis->hgetall($k2) };
     ok(defined $v1 && defined $v2, 'tamper: both tokens are in Redis') or BAIL_OUT('no values to tamper with');
-    $redis->hset($k1, $f1, "\x01" . ('A' x (length($v1) - 1)));    # other bytes
+    $redis->hset($k1, $f1, "\x02" . ('A' x (length($v1) - 1)));    # other bytes
     substr($v2, -1, 1) ^= "\x01";                                    # one bit of the tag
     $redis->hset($k2, $f2, $v2);
     $gw2 = start_gw2($redis);

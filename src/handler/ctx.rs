@@ -204,9 +204,9 @@ pub struct Slot<A> {
     /// What the Redis tier said, and where the answer lives there.
     shared: SharedRead,
     shared_names: Option<SharedNames>,
-    /// Whether this request asked the IdP (and so stores the answer), and
-    /// marked the key for the other workers.
-    asked: bool,
+    /// When this request asked the IdP (and so stores the answer), and
+    /// whether it marked the key for the other workers.
+    asked_at_ms: Option<i64>,
     claimed: bool,
     /// Whether the zone held an answer to this question past its time,
     /// which a new answer replaces.
@@ -222,7 +222,7 @@ impl<A> Default for Slot<A> {
             flight: None,
             shared: SharedRead::NotAsked,
             shared_names: None,
-            asked: false,
+            asked_at_ms: None,
             claimed: false,
             replaces_old: false,
         }
@@ -232,9 +232,9 @@ impl<A> Default for Slot<A> {
 /// What a leader does once its question is answered.
 pub struct Settled {
     /// The Redis tier's entry that answered, to store in the zone as it is.
-    pub from_shared: Option<(Vec<u8>, Lifetime)>,
-    /// Whether the IdP was asked (its answer is stored and shared).
-    pub asked: bool,
+    pub from_shared: Option<TierEntry>,
+    /// When the IdP was asked, if it was (its answer is stored and shared).
+    pub asked_at_ms: Option<i64>,
     /// Whether this request holds the key's mark for the other workers.
     pub claimed: bool,
     /// Whether the zone held an answer past its time for the question.
@@ -269,7 +269,7 @@ impl<A: Clone> Slot<A> {
     /// A look-up begins (or begins again after another worker's call):
     /// `true` when it is such a look again, which is not counted twice.
     pub fn start_looking(&mut self) -> bool {
-        self.asked = false;
+        self.asked_at_ms = None;
         let again = self.flow == Flow::WaitingForWorker;
         if !again {
             self.shared = SharedRead::NotAsked;
@@ -362,21 +362,22 @@ impl<A: Clone> Slot<A> {
         self.shared = read;
     }
 
-    pub fn ask_idp(&mut self) {
+    /// The IdP is asked now (`now_ms`).
+    pub fn ask_idp(&mut self, now_ms: i64) {
         self.flow = Flow::AskingIdp;
-        self.asked = true;
+        self.asked_at_ms = Some(now_ms);
     }
 
     /// The leader's question is answered: what it has to store, and the
     /// mark it held is no longer its business.
     pub fn settle(&mut self, served_stale: bool) -> Settled {
         let from_shared = match core::mem::replace(&mut self.shared, SharedRead::NotAsked) {
-            SharedRead::Found(entry, lifetime) => Some((entry, lifetime)),
+            SharedRead::Found(found) => Some(found),
             _ => None,
         };
         Settled {
             from_shared,
-            asked: self.asked && !served_stale,
+            asked_at_ms: self.asked_at_ms.filter(|_| !served_stale),
             claimed: core::mem::take(&mut self.claimed),
             replaces_old: self.replaces_old,
         }
@@ -427,10 +428,19 @@ pub struct SharedNames {
 pub enum SharedRead {
     NotAsked,
     Asking,
-    /// An entry of this question, still fresh: its bytes and lifetime.
-    Found(Vec<u8>, Lifetime),
+    /// An entry of this question, fresh for this reader.
+    Found(TierEntry),
     /// Nothing there, or the tier failed: the IdP is asked.
     Missed,
+}
+
+/// An answer as the Redis tier keeps it: the zone's encoding, its writer's
+/// lifetime, and when the IdP gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierEntry {
+    pub entry: Vec<u8>,
+    pub lifetime: Lifetime,
+    pub obtained_ms: i64,
 }
 
 /// A request's place in the in-flight table.

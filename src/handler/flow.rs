@@ -16,7 +16,7 @@ use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
-use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead};
+use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead, TierEntry};
 use crate::handler::idp_call::{self, CallNotMade, Refresh};
 use crate::handler::question::{may_serve_stale, Question};
 use crate::handler::{inflight, shared};
@@ -107,7 +107,8 @@ unsafe fn store<Q: Question>(
     unsafe {
         let now = now_ms();
         let settled = Q::slot(&mut *ctx).settle(served_stale);
-        let revoked = settled.asked && Q::slot(&mut *ctx).answer().is_some_and(Q::says_revoked);
+        let asked = settled.asked_at_ms.is_some();
+        let revoked = asked && Q::slot(&mut *ctx).answer().is_some_and(Q::says_revoked);
         if revoked && settled.replaces_old {
             // The IdP said no to a token the zone kept an answer for: no
             // older answer about it stands, in any policy, here or in the
@@ -120,20 +121,25 @@ unsafe fn store<Q: Question>(
             }
         }
         let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
-        let entry = match (settled.from_shared, settled.asked) {
-            (Some(found), _) => Some(found),
-            (None, true) => match Q::slot(&mut *ctx).answer() {
+        let entry = match (settled.from_shared, settled.asked_at_ms) {
+            (Some(found), _) => Some((found.entry, found.lifetime)),
+            (None, Some(_)) => match Q::slot(&mut *ctx).answer() {
                 Some(Ok(value)) => Q::entry(&cache.policy, value, subject_exp, now),
                 _ => None,
             },
-            (None, false) => None,
+            (None, None) => None,
         };
-        if let (true, Some((entry, lifetime))) = (settled.asked, &entry) {
+        if let (Some(asked_at), Some((entry, lifetime))) = (settled.asked_at_ms, &entry) {
             if let (Some(tier), Some(names)) =
                 (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
             {
+                let found = TierEntry {
+                    entry: entry.clone(),
+                    lifetime: *lifetime,
+                    obtained_ms: asked_at,
+                };
                 // A write that cannot start is a later miss elsewhere.
-                let _ = shared::write(r, &tier, names, entry, *lifetime, now);
+                let _ = shared::write(r, &tier, names, &found, now);
             }
         }
         let stored = entry.is_some_and(|(entry, lifetime)| {
@@ -342,7 +348,7 @@ unsafe fn shared_answered<Q: Question>(
     unsafe {
         let value = match Q::slot(&mut *ctx).shared_read() {
             SharedRead::Asking => return Step::Again,
-            SharedRead::Found(entry, _) => Q::decode(entry),
+            SharedRead::Found(found) => Q::decode(&found.entry),
             SharedRead::NotAsked | SharedRead::Missed => None,
         };
         if let Some(value) = value {
@@ -388,7 +394,7 @@ unsafe fn ask_idp<Q: Question>(
                 }
             }
         }
-        Q::slot(&mut *ctx).ask_idp();
+        Q::slot(&mut *ctx).ask_idp(now_ms());
         let body = Q::body((*ctx).token(), inputs);
         match idp_call::ask::<Q>(r, conf, endpoint, body, ctx) {
             Ok(()) => Step::Again,

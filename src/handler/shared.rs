@@ -6,14 +6,14 @@
 use core::ffi::c_void;
 
 use ngx::ffi::{ngx_http_request_t, ngx_log_t};
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, RedisTier};
-use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead};
+use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead, TierEntry};
 use crate::handler::question::Question;
 use crate::handler::raw;
 use crate::module::Module;
-use crate::oauth::cache::Lifetime;
+use crate::oauth::cache::{CachePolicy, Lifetime};
 use crate::oauth::fleet;
 use crate::oauth::resp::{self, Reply};
 use crate::redis::call::{self, Failure};
@@ -102,9 +102,10 @@ unsafe fn read_done<Q: Question>(
     unsafe {
         let log = (*(*r).connection).log;
         let redis = Module::main_conf(&*r).and_then(|main| main.redis.as_ref());
-        let read = match (redis, Q::slot(&mut *ctx).shared_names(), result) {
-            (Some(redis), Some(names), Ok(replies)) => {
-                first_fresh(redis, names, replies, raw::now_ms(), log)
+        let policy = Module::location_conf(&*r).and_then(|conf| Q::endpoint(conf).cache);
+        let read = match (redis, policy, Q::slot(&mut *ctx).shared_names(), result) {
+            (Some(redis), Some(cache), Some(names), Ok(replies)) => {
+                first_fresh(redis, &cache.policy, names, replies, raw::now_ms(), log)
             }
             // A failure was logged by the call.
             _ => SharedRead::Missed,
@@ -113,10 +114,11 @@ unsafe fn read_done<Q: Question>(
     }
 }
 
-/// The first entry among the replies that opens and is still fresh;
-/// what does not open and what Redis refused are logged.
+/// The first entry among the replies that opens and is fresh for this
+/// reader's `policy`; what does not open and what Redis refused are logged.
 fn first_fresh(
     redis: &RedisTier,
+    policy: &CachePolicy,
     names: &SharedNames,
     replies: Vec<Reply>,
     now: i64,
@@ -126,12 +128,17 @@ fn first_fresh(
     for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
         match reply {
             Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
-                Some(entry) if entry.fresh_until_ms > now => {
-                    let lifetime = Lifetime {
-                        fresh_until: entry.fresh_until_ms,
-                        stale_until: entry.stale_until_ms,
-                    };
-                    return SharedRead::Found(entry.entry, lifetime);
+                Some(found)
+                    if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
+                {
+                    return SharedRead::Found(TierEntry {
+                        lifetime: Lifetime {
+                            fresh_until: found.fresh_until_ms,
+                            stale_until: found.stale_until_ms,
+                        },
+                        obtained_ms: found.obtained_ms,
+                        entry: found.entry,
+                    });
                 }
                 Some(_) => {}
                 None => call::note_failure(log, &Failure::Undecryptable),
@@ -158,10 +165,10 @@ pub unsafe fn write(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
     names: &SharedNames,
-    entry: &[u8],
-    lifetime: Lifetime,
+    found: &TierEntry,
     now_ms: i64,
 ) -> Result<(), ()> {
+    let lifetime = found.lifetime;
     let Some((slot, field)) = names.places.first() else {
         return Err(());
     };
@@ -172,9 +179,10 @@ pub unsafe fn write(
         &tier.redis.keys.current,
         slot,
         field,
+        found.obtained_ms,
         lifetime.fresh_until,
         lifetime.stale_until,
-        entry,
+        &found.entry,
     );
     let mut commands = Vec::with_capacity(sealed.len() + 256);
     resp::command(&mut commands, &[b"HSET", slot, field, &sealed]);

@@ -13,7 +13,8 @@ use hmac::{Hmac, Mac};
 /// The shortest secret accepted (bytes).
 pub const MIN_SECRET_BYTES: usize = 32;
 /// The version byte in front of every sealed value and message.
-const VERSION: u8 = 1;
+/// 2: entries carry when the IdP answered (1 did not).
+const VERSION: u8 = 2;
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
 
@@ -148,6 +149,9 @@ impl FleetKeys {
 /// A cached answer as the fleet keeps it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SharedEntry {
+    /// When the IdP gave the answer: every reader counts its own `max_ttl`
+    /// from here.
+    pub obtained_ms: i64,
     pub fresh_until_ms: i64,
     pub stale_until_ms: i64,
     /// The zone's encoding of the answer.
@@ -158,12 +162,14 @@ pub fn seal_entry(
     key: &FleetKey,
     slot: &[u8],
     field: &[u8],
+    obtained_ms: i64,
     fresh_until_ms: i64,
     stale_until_ms: i64,
     entry: &[u8],
 ) -> Vec<u8> {
     let plain = [
-        &fresh_until_ms.to_le_bytes()[..],
+        &obtained_ms.to_le_bytes()[..],
+        &fresh_until_ms.to_le_bytes(),
         &stale_until_ms.to_le_bytes(),
         entry,
     ]
@@ -175,9 +181,11 @@ pub fn seal_entry(
 /// slot and field.
 pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<SharedEntry> {
     let plain = open(key, &entry_aad(slot, field), sealed)?;
-    let (fresh, rest) = plain.split_first_chunk::<8>()?;
+    let (obtained, rest) = plain.split_first_chunk::<8>()?;
+    let (fresh, rest) = rest.split_first_chunk::<8>()?;
     let (stale, entry) = rest.split_first_chunk::<8>()?;
     Some(SharedEntry {
+        obtained_ms: i64::from_le_bytes(*obtained),
         fresh_until_ms: i64::from_le_bytes(*fresh),
         stale_until_ms: i64::from_le_bytes(*stale),
         entry: entry.to_vec(),
@@ -222,7 +230,7 @@ mod tests {
         let a = FleetKey::from_secret(b"0123456789abcdef0123456789abcdef\n").unwrap();
         let b = FleetKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap();
         assert_eq!(token_slot(&a, b"", b"t"), token_slot(&b, b"", b"t"));
-        let sealed = seal_entry(&a, b"s", b"f", 1, 2, b"e");
+        let sealed = seal_entry(&a, b"s", b"f", 0, 1, 2, b"e");
         assert!(open_entry(&b, b"s", b"f", &sealed).is_some());
         assert_eq!(format!("{a:?}"), "FleetKey(..)");
     }
@@ -250,11 +258,12 @@ mod tests {
     #[test]
     fn entries_open_only_where_and_as_they_were_sealed() {
         let k = key(1);
-        let sealed = seal_entry(&k, b"s", b"f", 10, 20, b"entry bytes");
+        let sealed = seal_entry(&k, b"s", b"f", 5, 10, 20, b"entry bytes");
         let opened = open_entry(&k, b"s", b"f", &sealed).unwrap();
         assert_eq!(
             opened,
             SharedEntry {
+                obtained_ms: 5,
                 fresh_until_ms: 10,
                 stale_until_ms: 20,
                 entry: b"entry bytes".to_vec()
@@ -263,7 +272,7 @@ mod tests {
         assert!(!sealed.windows(5).any(|w| w == b"entry"));
         assert_ne!(
             sealed,
-            seal_entry(&k, b"s", b"f", 10, 20, b"entry bytes"),
+            seal_entry(&k, b"s", b"f", 5, 10, 20, b"entry bytes"),
             "a nonce per seal"
         );
         assert_eq!(open_entry(&key(2), b"s", b"f", &sealed), None);
@@ -285,7 +294,7 @@ mod tests {
         }
         let slot = token_slot(&k, b"oauth2:", b"tok");
         let field = entry_field(&k, &[5; 32]);
-        let sealed = seal_entry(&k, &slot, &field, 1, 2, b"");
+        let sealed = seal_entry(&k, &slot, &field, 0, 1, 2, b"");
         assert!(open_entry(&k, &slot, &field, &sealed).is_some());
         for (i, bit) in (0..slot.len().max(field.len())).flat_map(|i| (0..8).map(move |b| (i, b))) {
             if let Some(mut s) = (i < slot.len()).then(|| slot.clone()) {
@@ -373,7 +382,7 @@ mod tests {
             "a nonce per seal"
         );
         // A sealed entry published on the channel is not a purge.
-        let entry = seal_entry(&key(2), b"oauth2:purge", b"", 1, 2, b"");
+        let entry = seal_entry(&key(2), b"oauth2:purge", b"", 0, 1, 2, b"");
         assert_eq!(open_purge(&rotating, b"oauth2:purge", &entry), None);
     }
 }

@@ -40,6 +40,17 @@ impl CachePolicy {
         self.max_ttl_ms > 0
     }
 
+    /// Whether an answer the IdP gave at `obtained_ms`, which its writer
+    /// keeps fresh until `fresh_until_ms`, is fresh for a reader with this
+    /// policy: within the writer's time and within this `max_ttl` counted
+    /// from the IdP's answer (an answer from the Redis tier gets no new
+    /// `max_ttl` for having travelled).
+    pub fn serves_fresh(&self, obtained_ms: i64, fresh_until_ms: i64, now_ms: i64) -> bool {
+        self.enabled()
+            && now_ms < fresh_until_ms
+            && now_ms.saturating_sub(obtained_ms) < self.max_ttl_ms
+    }
+
     /// Until when (ms since the epoch) `result`, received at `now_ms`, may be
     /// served from the cache: never beyond `max_ttl`, never beyond the
     /// token's `exp`. `None` means do not store it.
@@ -138,6 +149,27 @@ impl CachePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readers_max_ttl_counts_from_the_idps_answer() {
+        let strict = CachePolicy {
+            max_ttl_ms: 2_000,
+            ..CachePolicy::default()
+        };
+        // Written by a lenient writer: fresh for it until 300 s.
+        assert!(strict.serves_fresh(1_000, 301_000, 2_999));
+        assert!(!strict.serves_fresh(1_000, 301_000, 3_000));
+        // Never past the writer's own time.
+        assert!(!strict.serves_fresh(1_000, 2_000, 2_000));
+        // An answer from a clock ahead of ours: still never past the writer's time.
+        assert!(strict.serves_fresh(5_000, 6_000, 4_000));
+        assert!(!strict.serves_fresh(5_000, 6_000, 6_000));
+        let off = CachePolicy {
+            max_ttl_ms: 0,
+            ..CachePolicy::default()
+        };
+        assert!(!off.serves_fresh(0, i64::MAX, 1));
+    }
     use crate::oauth::introspection::TokenClaims;
 
     fn active(exp: Option<i64>) -> IntrospectionResult {
