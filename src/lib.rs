@@ -41,7 +41,7 @@ mod registration {
     };
     use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 
-    use crate::conf::LocationConf;
+    use crate::conf::{checks, LocationConf};
     use crate::directives;
     use crate::handler::{self, variables};
     use crate::module::Module;
@@ -115,12 +115,8 @@ mod registration {
             let Some(main) = Module::main_conf_mut(&*cf) else {
                 return NGX_CONF_ERROR;
             };
-            if conf.shared_cache_uri().is_some() && main.redis.is_none() {
-                ngx::ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
-                    "\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_redis\" in the http block"
-                );
+            if let Err(message) = checks::shared_cache_needs_redis(conf, main.redis.is_some()) {
+                ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
                 return NGX_CONF_ERROR;
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
