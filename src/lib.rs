@@ -12,26 +12,21 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod conf;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod directives;
 pub mod metrics;
 pub mod oauth;
-
-#[cfg(not(any(test, feature = "logic-only")))]
-mod handler;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod nginx;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod redis;
 pub mod shm;
 
+// The glue, behind one gate: `glue.rs` declares its folders (directives,
+// handler, module, redis), imported back here so that their paths stay
+// `crate::handler::...`. `registration` below is the module nginx loads;
+// a new glue folder goes into `glue.rs`, not here (at most four `cfg`s).
 #[cfg(not(any(test, feature = "logic-only")))]
-mod module;
+mod glue;
 #[cfg(not(any(test, feature = "logic-only")))]
-pub use registration::*;
+use glue::{directives, handler, module, nginx, redis};
 
 #[cfg(not(any(test, feature = "logic-only")))]
-mod registration {
+pub mod registration {
     use core::ffi::{c_char, c_void};
     use core::ptr;
 
@@ -43,7 +38,7 @@ mod registration {
     };
     use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 
-    use crate::conf::LocationConf;
+    use crate::conf::{checks, LocationConf};
     use crate::directives;
     use crate::handler::{self, variables};
     use crate::module::Module;
@@ -117,12 +112,8 @@ mod registration {
             let Some(main) = Module::main_conf_mut(&*cf) else {
                 return NGX_CONF_ERROR;
             };
-            if conf.shared_cache_uri().is_some() && main.redis.is_none() {
-                ngx::ngx_conf_log_error!(
-                    NGX_LOG_EMERG,
-                    cf,
-                    "\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_redis\" in the http block"
-                );
+            if let Err(message) = checks::shared_cache_needs_redis(conf, main.redis.is_some()) {
+                ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
                 return NGX_CONF_ERROR;
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());

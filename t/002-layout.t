@@ -1,6 +1,7 @@
 # The source layout rules checked by scripts/check-layout.pl: nothing under
 # src/oauth/ refers to nginx, ARCHITECTURE.md names exactly the files of src/,
-# and no file of src/ imports itself back through other files. The script is
+# no file of src/ imports itself back through other files, and no file has
+# more than 600 lines before its tests. The script is
 # first run on small fake trees that break each rule once, so that a check
 # which silently stopped finding anything fails here too.
 use strict;
@@ -162,6 +163,58 @@ MD
     isnt($rc, 0, 'rule 3: a cycle through an inline crate:: path fails');
     like($out, qr{^import cycle: conf/directives\.rs -> oauth/cache/key\.rs -> conf/directives\.rs}m,
         'rule 3: the inline-path cycle is reported');
+}
+
+# ---- rule 4: files of one idea -------------------------------------------------------
+
+# $n lines of Rust, one item each.
+sub rust_lines {
+    my ($n) = @_;
+    return join '', map { "pub const C$_: u32 = $_;\n" } 1 .. $n;
+}
+my $TESTS = "#[cfg(test)]\nmod tests {\n" . ("    // a line of the tests\n" x 700) . "}\n";
+my $a_lines = () = $clean{'src/oauth/a.rs'} =~ /\n/g;
+
+{
+    my $root = fake_tree(%clean, 'src/oauth/a.rs' => $clean{'src/oauth/a.rs'} . rust_lines(600 - $a_lines) . $TESTS);
+    my ($rc, $out) = run_check($root);
+    is($rc, 0, 'rule 4: 600 lines before a long test module pass') or diag($out);
+}
+
+{
+    my $root = fake_tree(%clean, 'src/oauth/a.rs' => $clean{'src/oauth/a.rs'} . rust_lines(601 - $a_lines) . $TESTS);
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 4: 601 lines before the tests fail');
+    like($out, qr{^too long: oauth/a\.rs has 601 lines before its tests}m, 'rule 4: the file and its length are reported');
+}
+
+{
+    my $root = fake_tree(%clean, 'src/oauth/a.rs' => "#[cfg(test)]\nuse std::fmt;\n// #[cfg(test)]\n/* #[cfg(test)]\nmod x; */\n"
+        . $clean{'src/oauth/a.rs'} . rust_lines(600));
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 4: a #[cfg(test)] use, or one in a comment, does not end the count');
+    like($out, qr{^too long: oauth/a\.rs has \d+ lines before its tests}m, 'rule 4: the whole file is counted');
+}
+
+# The first file of the script's list of files that were long when the rule came.
+my ($long_file, $recorded) = do {
+    open my $fh, '<', $SCRIPT or die "$SCRIPT: $!";
+    local $/;
+    <$fh> =~ /%LONG_FILES = \(\s*'([^']+)'\s*=>\s*(\d+)/;
+};
+SKIP: {
+    skip 'the list of long files is empty', 5 unless defined $long_file;
+    my %tree = (%clean, 'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'} . "- `$long_file`.\n");
+    my ($rc, $out) = run_check(fake_tree(%tree, "src/$long_file" => rust_lines($recorded) . $TESTS));
+    is($rc, 0, "rule 4: $long_file may keep its $recorded lines") or diag($out);
+
+    ($rc, $out) = run_check(fake_tree(%tree, "src/$long_file" => rust_lines($recorded + 1)));
+    isnt($rc, 0, "rule 4: $long_file may not grow");
+    like($out, qr{^too long: \Q$long_file\E has \d+ lines before its tests, more than the $recorded}m, 'rule 4: the growth is reported');
+
+    ($rc, $out) = run_check(fake_tree(%tree, "src/$long_file" => rust_lines(600)));
+    isnt($rc, 0, "rule 4: $long_file back within the limit must leave the list");
+    like($out, qr{^long-file list: \Q$long_file\E has 600 lines .* remove it}m, 'rule 4: the stale entry is reported');
 }
 
 # ---- the real tree ------------------------------------------------------------------

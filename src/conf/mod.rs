@@ -2,6 +2,7 @@
 //! inherits from the blocks around it, and what must hold before nginx starts.
 
 pub mod cache_args;
+pub mod checks;
 pub mod endpoint;
 pub mod redis_args;
 pub mod require_args;

@@ -1,0 +1,132 @@
+//! What a location asks of a token and how it answers when the token
+//! fails: where the token is read (`source`, `phase`, `pass_options`), the
+//! requirements (`require_scope`, `require_audience`, `require`,
+//! `require_claim`), the refusal (`realm`, `www_authenticate`, `status`),
+//! and the claims it exposes as variables (`claim_set`, http level).
+
+use super::call::{args_of, flag, handler, set_once, utf8};
+use crate::conf::{
+    parse_error_status, require_args, Challenge, MainConf, Phase, Requirement, Situation,
+};
+use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
+use crate::oauth::verdict::AudienceRule;
+use crate::oauth::{carriers, challenge, scope};
+
+handler!(set_realm, |c| {
+    if !challenge::is_valid_realm(c.arg) {
+        return Err("must not contain quotes, backslashes or control characters".into());
+    }
+    set_once(&mut c.conf.realm, utf8(c.arg)?)
+});
+
+handler!(set_require_scope, |c| {
+    let mut scopes = Vec::with_capacity(c.args.len());
+    for arg in c.args {
+        if !scope::is_scope_token(arg.as_bytes()) {
+            return Err(format!(
+                "has an invalid scope \"{}\"",
+                String::from_utf8_lossy(arg.as_bytes())
+            ));
+        }
+        scopes.push(utf8(arg.as_bytes())?);
+    }
+    set_once(&mut c.conf.require_scope, scopes)
+});
+
+handler!(set_require_audience, |c| {
+    let mut accepted = Vec::with_capacity(c.args.len());
+    for arg in c.args {
+        let value = arg.as_bytes();
+        if value.is_empty() || value.iter().any(|b| b.is_ascii_control()) {
+            return Err("needs audience values without control characters".into());
+        }
+        accepted.push(utf8(value)?);
+    }
+    let index = c.main_conf()?.claims.checked_index("aud");
+    set_once(
+        &mut c.conf.require_audience,
+        AudienceRule { accepted, index },
+    )
+});
+
+handler!(set_pass_options, |c| set_once(
+    &mut c.conf.pass_options,
+    flag(c.arg)?
+));
+
+handler!(set_phase, |c| {
+    let phase = match c.arg {
+        b"access" => Phase::Access,
+        b"preaccess" => Phase::Preaccess,
+        _ => return Err("takes \"access\" or \"preaccess\"".into()),
+    };
+    set_once(&mut c.conf.phase, phase)
+});
+
+handler!(set_www_authenticate, |c| {
+    let challenge = match c.arg {
+        b"on" => Challenge::Standard,
+        b"off" => Challenge::Off,
+        _ => Challenge::Custom(c.template(c.arg)?),
+    };
+    set_once(&mut c.conf.www_authenticate, challenge)
+});
+
+handler!(set_require, |c| {
+    let parsed = require_args::parse(&args_of(c))?;
+    let mut variables = Vec::with_capacity(parsed.variables.len());
+    for variable in parsed.variables {
+        variables.push(c.template(variable)?);
+    }
+    c.conf.require.push(Requirement {
+        variables,
+        status: parsed.status,
+    });
+    Ok(())
+});
+
+handler!(set_source, |c| {
+    let sources = carriers::parse_sources(&args_of(c))?;
+    set_once(&mut c.conf.token_source, sources)
+});
+
+handler!(set_require_claim, |c| {
+    let rule = ClaimRule::parse(&args_of(c))?;
+    let index = c.main_conf()?.claims.checked_index(rule.path());
+    c.conf.require_claim.push(ClaimCheck { rule, index });
+    Ok(())
+});
+
+handler!(set_status, |c| {
+    let situation = Situation::parse(c.arg).ok_or_else(|| {
+        format!(
+            "has an unknown situation \"{}\": use missing, invalid, forbidden, idp_error or idp_timeout",
+            String::from_utf8_lossy(c.arg)
+        )
+    })?;
+    let status = parse_error_status(c.args[1].as_bytes())
+        .ok_or("has an invalid status: it must be 400-599, excluding 444 and 499")?;
+    c.conf.statuses.set(situation, status)
+});
+
+// `auth_oauth2_token_claim_set $variable CLAIM;` (http level): defines the
+// variable, which reads the claim at that path of the introspection answer.
+handler!(set_claim_set: MainConf, |c| {
+    let name = c
+        .arg
+        .strip_prefix(b"$")
+        .filter(|n| !n.is_empty())
+        .ok_or("needs a $variable first")?;
+    let path = c.args[1].as_bytes();
+    if !crate::oauth::claims::is_valid_path(path) {
+        return Err(format!(
+            "has an invalid claim path \"{}\"",
+            String::from_utf8_lossy(path)
+        ));
+    }
+    let path = utf8(path)?;
+    let index = c.conf.claims.rendered.len();
+    c.add_variable(name, Some(crate::handler::variables::get_claim), index)?;
+    c.conf.claims.rendered.push(path);
+    Ok(())
+});
