@@ -16,6 +16,7 @@ pub mod conf;
 mod directives;
 pub mod metrics;
 pub mod oauth;
+pub mod resilience;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;

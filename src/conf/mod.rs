@@ -6,7 +6,6 @@ pub mod redis_args;
 pub mod require_args;
 
 use crate::metrics::{Catalogue, Counters, EndpointIds, ZoneIds};
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::KeyScope;
 use crate::oauth::cache::CachePolicy;
 use crate::oauth::carriers::TokenSource;
@@ -17,6 +16,7 @@ use crate::oauth::client_auth::{self, Alg, AssertionKey};
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
+use crate::resilience::breaker::BreakerConf;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";

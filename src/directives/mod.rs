@@ -27,13 +27,13 @@ use crate::conf::{
     RedisTier, Requirement, SecretSource, Situation, Template,
 };
 use crate::module::Module;
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::client_auth::{Alg, AssertionKey};
 use crate::oauth::fleet::{FleetKey, FleetKeys};
 use crate::oauth::resp;
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
+use crate::resilience::breaker::BreakerConf;
 use crate::shm::{counters, zone};
 
 type Handler =

@@ -5,11 +5,11 @@
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+use crate::resilience::breaker::BreakerConf;
 
 pub struct RequestCtx {
     /// The client's token, in request memory (header, args or pool copy).

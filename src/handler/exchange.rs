@@ -10,12 +10,12 @@ use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::{exchange_key, policy};
 use crate::oauth::cache::{CacheKey, CachedExchange, Lifetime};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::oauth::introspection::IntrospectionResult;
+use crate::resilience::breaker::BreakerConf;
 
 pub struct Exchange;
 

@@ -20,8 +20,8 @@ use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRea
 use crate::handler::{inflight, shared};
 use crate::metrics::LookupResult;
 use crate::module::Module;
-use crate::oauth::breaker::{Admit, BreakerConf};
 use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::resilience::breaker::{Admit, BreakerConf};
 use crate::shm::table::{At, Claim, Lookup};
 use crate::shm::zone;
 

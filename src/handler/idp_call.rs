@@ -20,7 +20,6 @@ use crate::handler::ctx::{CallStart, RequestCtx};
 use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
-use crate::oauth::breaker::{Health, Transition};
 use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, CachedIntrospection};
 use crate::oauth::client_auth;
 use crate::oauth::exchange;
@@ -28,6 +27,7 @@ use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{
     self, ClaimPaths, IdpFailure, IntrospectionResult, MAX_PHANTOM_RESPONSE_BYTES,
 };
+use crate::resilience::breaker::{Health, Transition};
 use crate::shm::zone;
 use ngx::http::HttpModuleMainConf;
 

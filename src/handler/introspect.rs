@@ -8,11 +8,11 @@ use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::flow::{self, Question, Step};
 use crate::handler::idp_call::{self, IdpCall, Refresh};
 use crate::handler::raw::evaluate;
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::{introspection_key, policy};
 use crate::oauth::cache::{CacheKey, CachedIntrospection, Lifetime};
 use crate::oauth::form;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+use crate::resilience::breaker::BreakerConf;
 
 pub struct Introspection;
 

@@ -4,7 +4,6 @@
 //! and only moves bytes between nginx's structures and these functions.
 
 pub mod bearer;
-pub mod breaker;
 pub mod cache;
 pub mod carriers;
 pub mod challenge;
@@ -17,7 +16,6 @@ pub mod form;
 pub mod idp_reply;
 pub mod introspection;
 pub mod jwt;
-pub mod log_gate;
 pub mod purge;
 pub mod resp;
 pub mod scope;

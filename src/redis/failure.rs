@@ -10,8 +10,8 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::metrics::{Catalogue, SharedFailure};
 use crate::module::Module;
-use crate::oauth::log_gate::LogGate;
 use crate::oauth::resp::{self, Reply};
+use crate::resilience::log_gate::LogGate;
 
 /// Why a Redis call gave no answer. Each is a miss for the request, which
 /// goes on to the IdP.
