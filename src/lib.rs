@@ -20,8 +20,7 @@ pub mod resilience;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
-#[cfg(not(any(test, feature = "logic-only")))]
-mod redis;
+pub mod redis;
 pub mod shm;
 
 #[cfg(not(any(test, feature = "logic-only")))]

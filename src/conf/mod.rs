@@ -163,7 +163,7 @@ pub struct RedisTier {
     /// The upstream's `ngx_http_upstream_srv_conf_t`, opaque here.
     pub upstream: *mut core::ffi::c_void,
     /// What names and seals entries and purge messages (current, old).
-    pub keys: crate::oauth::fleet::FleetKeys,
+    pub keys: crate::redis::fleet::FleetKeys,
     /// `AUTH [user] password` (if a password is configured) and `SELECT n`
     /// (if n != 0), RESP-encoded: the start of every pipeline.
     pub preamble: Vec<u8>,

@@ -29,10 +29,10 @@ use crate::conf::{
 use crate::module::Module;
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::client_auth::{Alg, AssertionKey};
-use crate::oauth::fleet::{FleetKey, FleetKeys};
-use crate::oauth::resp;
 use crate::oauth::verdict::AudienceRule;
 use crate::oauth::{carriers, challenge, scope};
+use crate::redis::fleet::{FleetKey, FleetKeys};
+use crate::redis::resp;
 use crate::resilience::breaker::BreakerConf;
 use crate::shm::{counters, zone};
 

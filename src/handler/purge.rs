@@ -27,10 +27,10 @@ use crate::conf::MainConf;
 use crate::handler::raw::push_header;
 use crate::module::Module;
 use crate::oauth::cache::key::token_tag;
-use crate::oauth::fleet;
 use crate::oauth::purge::token_of_form;
-use crate::oauth::resp::{self, Reply};
 use crate::redis::call::{self, Failure};
+use crate::redis::fleet;
+use crate::redis::resp::{self, Reply};
 use crate::shm::zone;
 
 /// The location's content handler.

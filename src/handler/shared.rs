@@ -13,9 +13,9 @@ use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead};
 use crate::handler::raw;
 use crate::module::Module;
 use crate::oauth::cache::Lifetime;
-use crate::oauth::fleet;
-use crate::oauth::resp::{self, Reply};
 use crate::redis::call::{self, Failure};
+use crate::redis::fleet;
+use crate::redis::resp::{self, Reply};
 
 /// The shared tier a request's questions use: a main request in a location
 /// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.

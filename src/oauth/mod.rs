@@ -11,13 +11,11 @@ pub mod claim_rule;
 pub mod claims;
 pub mod client_auth;
 pub mod exchange;
-pub mod fleet;
 pub mod form;
 pub mod idp_reply;
 pub mod introspection;
 pub mod jwt;
 pub mod purge;
-pub mod resp;
 pub mod scope;
 pub mod verdict;
 

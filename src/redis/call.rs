@@ -19,7 +19,7 @@ use ngx::ffi::{
 
 use super::deadline::{self, Deadline};
 pub use super::failure::{error_reply, note_failure, Failure};
-use crate::oauth::resp::Reply;
+use crate::redis::resp::Reply;
 
 /// Called once per call, from the post-subrequest handler, with the parent
 /// request (for waited calls nginx then runs the parent's phase handler

@@ -10,7 +10,7 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::metrics::{Catalogue, SharedFailure};
 use crate::module::Module;
-use crate::oauth::resp::{self, Reply};
+use crate::redis::resp::{self, Reply};
 use crate::resilience::log_gate::LogGate;
 
 /// Why a Redis call gave no answer. Each is a miss for the request, which

@@ -19,7 +19,7 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use crate::module::Module;
-use crate::oauth::resp::{self, Parsed, Reply};
+use crate::redis::resp::{self, Parsed, Reply};
 
 const FIRST_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5000;

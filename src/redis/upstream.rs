@@ -23,7 +23,7 @@ use super::call::{self, Call, Failure};
 use super::deadline;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
-use crate::oauth::resp::{self, Parsed, Reply};
+use crate::redis::resp::{self, Parsed, Reply};
 
 /// The content handler of a location with `auth_oauth2_token_redis_pass`.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {

@@ -1,6 +1,7 @@
-//! What the gateways of a fleet share in Redis, and how nobody else can
-//! read it: the names of a token's entries are keyed hashes (HMAC-SHA-256),
-//! so reading Redis does not tell whether a guessed token is cached; values
+//! What the gateways of a fleet share in the Redis tier, and how nobody
+//! else can read it: the names of a token's entries are keyed hashes
+//! (HMAC-SHA-256), so reading Redis does not tell whether a guessed token
+//! is cached; values
 //! and purge messages are sealed (AES-256-GCM, a random nonce per seal)
 //! and bound to their names, so a value moved to another name does not
 //! open. Two keys are derived from the operator's secret; an old secret is
@@ -145,9 +146,9 @@ impl FleetKeys {
     }
 }
 
-/// A cached answer as the fleet keeps it.
+/// A cached answer as the Redis tier keeps it.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SharedEntry {
+pub struct TierEntry {
     pub fresh_until_ms: i64,
     pub stale_until_ms: i64,
     /// The zone's encoding of the answer.
@@ -173,11 +174,11 @@ pub fn seal_entry(
 
 /// `None` for anything `seal_entry` did not make with this key for this
 /// slot and field.
-pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<SharedEntry> {
+pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<TierEntry> {
     let plain = open(key, &entry_aad(slot, field), sealed)?;
     let (fresh, rest) = plain.split_first_chunk::<8>()?;
     let (stale, entry) = rest.split_first_chunk::<8>()?;
-    Some(SharedEntry {
+    Some(TierEntry {
         fresh_until_ms: i64::from_le_bytes(*fresh),
         stale_until_ms: i64::from_le_bytes(*stale),
         entry: entry.to_vec(),
@@ -254,7 +255,7 @@ mod tests {
         let opened = open_entry(&k, b"s", b"f", &sealed).unwrap();
         assert_eq!(
             opened,
-            SharedEntry {
+            TierEntry {
                 fresh_until_ms: 10,
                 stale_until_ms: 20,
                 entry: b"entry bytes".to_vec()
