@@ -2,10 +2,11 @@
 //! writes between its zones and the IdP, and the revocation channel.
 //!
 //! Plain (no nginx types; `cargo test`, checked by `scripts/check-layout.pl`):
-//! `resp.rs`, the protocol; `fleet.rs`, the names and seals. The nginx glue,
-//! left out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
-//! `deadline.rs`, `failure.rs`, `subscriber.rs`.
+//! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
+//! what can go wrong with a call. The nginx glue, left out of `cargo test`,
+//! moves the bytes: `call.rs`, `upstream.rs`, `deadline.rs`, `subscriber.rs`.
 
+pub mod failure;
 pub mod fleet;
 pub mod resp;
 
@@ -13,8 +14,6 @@ pub mod resp;
 pub(crate) mod call;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod deadline;
-#[cfg(not(any(test, feature = "logic-only")))]
-pub(crate) mod failure;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod subscriber;
 #[cfg(not(any(test, feature = "logic-only")))]
