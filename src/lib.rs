@@ -20,6 +20,8 @@ pub mod resilience;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 mod handler;
+#[cfg(not(any(test, feature = "logic-only")))]
+mod pages;
 pub mod redis;
 pub mod shm;
 

@@ -846,7 +846,7 @@ handler!(set_metrics, |c| {
         return Err("is duplicate".into());
     }
     c.conf.metrics_page = true;
-    c.set_content_handler(Some(crate::handler::metrics_page::handler))
+    c.set_content_handler(Some(crate::pages::metrics::handler))
 });
 
 // `auth_oauth2_token_shared_cache URI | off;`: this block's caches also
@@ -871,7 +871,7 @@ handler!(set_purge, |c| {
         return Err("is duplicate".into());
     }
     c.conf.purge_page = true;
-    c.set_content_handler(Some(crate::handler::purge::handler))
+    c.set_content_handler(Some(crate::pages::purge::handler))
 });
 
 // `auth_oauth2_token_claim_set $variable CLAIM;` (http level): defines the

@@ -1,8 +1,7 @@
 //! The revocation channel: worker 0 of each gateway subscribes to
-//! `<prefix>purge` on the shared tier's Redis and hands every message to
-//! the purge (`handler/purge.rs`), which drops the token from this
-//! gateway's zones. One non-blocking connection, outside any request;
-//! reconnected with a backoff (100 ms doubling to 5 s, the next server
+//! `<prefix>purge` on the Redis tier and drops the token of every message
+//! from this gateway's zones (`shm/zone.rs`). One non-blocking connection,
+//! outside any request; reconnected with a backoff (100 ms doubling to 5 s, the next server
 //! each time) after any failure; every timer is cancelable, so a graceful
 //! shutdown never waits for it.
 
@@ -19,7 +18,9 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use crate::module::Module;
+use crate::redis::fleet;
 use crate::redis::resp::{self, Parsed, Reply};
+use crate::shm::zone;
 
 const FIRST_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5000;
@@ -415,12 +416,30 @@ unsafe fn replies(sub: *mut Subscriber) -> bool {
                 Stage::Subscribed => {
                     if let Some((channel, payload)) = resp::pubsub_message(&reply) {
                         if channel == s.channel.as_slice() {
-                            crate::handler::purge::revoked(payload);
+                            revoked(payload);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A purge message from the channel (another gateway's purge, or this
+/// one's): the token's entries leave this gateway's zones.
+///
+/// # Safety
+/// Called by a worker with its cycle set up.
+unsafe fn revoked(message: &[u8]) {
+    // SAFETY: the cycle is set up (this function's contract).
+    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
+        return;
+    };
+    let Some(redis) = main.redis.as_ref() else {
+        return;
+    };
+    if let Some(tag) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
+        zone::purge_tag_everywhere(main, &tag);
     }
 }
 
