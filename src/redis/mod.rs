@@ -3,14 +3,16 @@
 //!
 //! Plain (no nginx types; `cargo test`, checked by `scripts/check-layout.pl`):
 //! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
-//! what can go wrong with a call; `purge.rs`, what a purge sends. The nginx
-//! glue, left out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
+//! what can go wrong with a call; `purge.rs`, what a purge sends;
+//! `subscription.rs`, the revocation channel's steps. The nginx glue, left
+//! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`.
 
 pub mod failure;
 pub mod fleet;
 pub mod purge;
 pub mod resp;
+pub mod subscription;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod call;
