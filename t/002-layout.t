@@ -1,5 +1,6 @@
-# The source layout rules checked by scripts/check-layout.pl: nothing under
-# src/oauth/ refers to nginx, ARCHITECTURE.md names exactly the files of src/,
+# The source layout rules checked by scripts/check-layout.pl: no plain file
+# (src/oauth/, src/conf/, src/resilience/ and the plain files of src/redis/)
+# refers to nginx, ARCHITECTURE.md names exactly the files of src/,
 # and no file of src/ imports itself back through other files. The script is
 # first run on small fake trees that break each rule once, so that a check
 # which silently stopped finding anything fails here too.
@@ -113,6 +114,24 @@ MD
     isnt($rc, 0, 'rule 1: a conf file using an nginx type fails');
     like($out, qr{^nginx in conf/: conf/mod\.rs:5: .*`ngx::`}m, 'rule 1: reported for conf/ with its line');
     unlike($out, qr{conf/mod\.rs:4:}, 'rule 1: a comment naming an nginx type is not reported');
+}
+
+{
+    my $root = fake_tree(%clean,
+        'src/lib.rs' => $clean{'src/lib.rs'} . "pub mod redis;\npub mod resilience;\n",
+        'src/redis/mod.rs' => "pub mod call;\npub mod resp;\n",
+        'src/redis/resp.rs' => "pub fn parse() {}\npub const E: i32 = nginx_sys::NGX_ERROR;\n",
+        'src/redis/call.rs' => "use ngx::ffi::ngx_http_request_t;\n",
+        'src/resilience/mod.rs' => "// a log gate\npub struct Gate(pub *mut ngx_log_t);\n",
+        'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'}
+            . "- `redis/mod.rs`, `redis/call.rs`, `redis/resp.rs` and `resilience/mod.rs`.\n");
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 1: a plain file beside the Redis glue using nginx fails');
+    like($out, qr{^nginx in redis/resp\.rs: redis/resp\.rs:2: .*`nginx_sys`}m, 'rule 1: reported for redis/resp.rs with its line');
+    like($out, qr{^nginx in resilience/: resilience/mod\.rs:2: .*`ngx_`}m, 'rule 1: reported for resilience/');
+    unlike($out, qr{in `.*\bngx::ffi::ngx_http_request_t}, 'rule 1: the Redis glue may use nginx');
+    like($out, qr{^check-layout\.pl lists redis/fleet\.rs as plain, but src/redis/fleet\.rs does not exist}m,
+        'rule 1: a plain file that is no longer there is reported');
 }
 
 {
