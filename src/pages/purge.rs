@@ -1,15 +1,16 @@
 //! `auth_oauth2_token_purge`: a location that removes every cached answer
 //! for one token (RFC 7009's request shape: `POST`, `token=...`), in every
-//! policy and both kinds, from this gateway's zones and from the shared
-//! tier, and tells the other gateways (`PUBLISH`); and the receiving end of
-//! those messages ([`revoked`]).
+//! policy and both kinds, from this gateway's zones and from the Redis
+//! tier, and tells the other gateways (`PUBLISH`), whose subscribers
+//! (`redis/subscriber.rs`) drop it from their zones.
 //!
 //! POST        -> read the body (anything else: 405)
 //! body read   -> token (none or malformed: 400); this gateway's zones
-//!                purged; no shared tier: 200
-//! shared tier -> `DEL` the token's hashes and `PUBLISH` the purge in one
-//!                subrequest; its end sets the status (200, or 503 when the
-//!                tier failed: the fleet was not told) and resumes the request
+//!                purged; no Redis tier: 200
+//! Redis tier  -> `DEL` the token's hashes and `PUBLISH` the purge in one
+//!                subrequest (`redis/purge.rs`); its end sets the status
+//!                (200, or 503 when the tier failed: the other gateways were
+//!                not told) and resumes the request
 
 use core::ffi::c_void;
 use core::ptr;
@@ -124,6 +125,7 @@ unsafe fn tier_done(
     unsafe {
         let log = (*(*r).connection).log;
         // A failure of the call was logged by it; refusals are noted here.
+        // (The 503's log line keeps its historical words, "shared cache".)
         let failed = match result {
             Err(_) => true,
             Ok(replies) => replies.iter().any(|reply| match reply {

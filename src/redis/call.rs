@@ -68,8 +68,8 @@ pub struct Call {
 ///
 /// Waited (`background == false`): return `NGX_AGAIN` from the phase
 /// handler; `done` runs when the replies are in, then nginx runs the phase
-/// handler again. Background: the client's request never waits for it (an
-/// L2 write); `done` may be `None`.
+/// handler again. Background: the client's request never waits for it (a
+/// write to the Redis tier); `done` may be `None`.
 ///
 /// # Safety
 /// `r` must be a live request that is not an in-memory subrequest; `data`

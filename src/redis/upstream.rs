@@ -281,6 +281,6 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
         mask |= NGX_HTTP_UPSTREAM_FT_OFF;
     }
     uc.next_upstream = mask as ngx_uint_t;
-    // An L2 write runs on after the client has gone.
+    // A background write to the Redis tier runs on after the client has gone.
     uc.ignore_client_abort = 1;
 }
