@@ -20,6 +20,8 @@
 #      a/b/mod.rs, a.rs, a/mod.rs, then lib.rs. Inline modules (`mod tests
 #      { use super::*; }`) are tracked, so `super::` inside them is the file
 #      itself, not its parent.
+#   4. No upward arrow: no file under src/redis/ or src/shm/ imports one
+#      under src/handler/ or src/pages/ (edges as in rule 3).
 #
 # ROOT defaults to the repository this script lives in. Prints one line
 # "layout: ok (N files)" and exits 0 when every rule holds; otherwise prints
@@ -189,6 +191,14 @@ my @cycles = find_cycles(\%edges);
 for my $cycle (@cycles) {
     my @ev = map { $edges{ $cycle->[$_] }{ $cycle->[ $_ + 1 ] } } 0 .. $#$cycle - 1;
     push @violations, sprintf "import cycle: %s  (%s)", join(' -> ', @$cycle), join('; ', @ev);
+}
+
+# ---- rule 4: no upward arrow ------------------------------------------------------------
+
+for my $f (grep { m{\A(?:redis|shm)/} } sort keys %edges) {
+    for my $to (grep { m{\A(?:handler|pages)/} } sort keys %{ $edges{$f} }) {
+        push @violations, "upward import: $f -> $to ($edges{$f}{$to}): redis/ and shm/ import nothing from handler/ or pages/";
+    }
 }
 
 # ---- report ----------------------------------------------------------------------

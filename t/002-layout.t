@@ -1,7 +1,8 @@
 # The source layout rules checked by scripts/check-layout.pl: no plain file
 # (src/oauth/, src/conf/, src/resilience/ and the plain files of src/redis/)
 # refers to nginx, ARCHITECTURE.md names exactly the files of src/,
-# and no file of src/ imports itself back through other files. The script is
+# no file of src/ imports itself back through other files, and redis/ and
+# shm/ import nothing from handler/ or pages/. The script is
 # first run on small fake trees that break each rule once, so that a check
 # which silently stopped finding anything fails here too.
 use strict;
@@ -181,6 +182,21 @@ MD
     isnt($rc, 0, 'rule 3: a cycle through an inline crate:: path fails');
     like($out, qr{^import cycle: conf/directives\.rs -> oauth/cache/key\.rs -> conf/directives\.rs}m,
         'rule 3: the inline-path cycle is reported');
+}
+
+{
+    my $root = fake_tree(%clean,
+        'src/lib.rs' => $clean{'src/lib.rs'} . "pub mod handler;\npub mod pages;\npub mod redis;\n",
+        'src/handler/mod.rs' => "pub fn run() {\n    crate::redis::call();\n}\n",
+        'src/pages/mod.rs' => "pub fn revoked() {}\n",
+        'src/redis/mod.rs' => "pub fn call() {}\n\npub fn message() {\n    crate::pages::revoked();\n}\n",
+        'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'}
+            . "- `handler/mod.rs`, `pages/mod.rs` and `redis/mod.rs`.\n");
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 4: redis/ calling up into pages/ fails, though it makes no cycle');
+    like($out, qr{^upward import: redis/mod\.rs -> pages/mod\.rs \(redis/mod\.rs:4 crate::pages::revoked\)}m,
+        'rule 4: the upward arrow is reported with its line');
+    unlike($out, qr{import cycle|handler/mod\.rs ->}, 'rule 4: downward arrows are fine');
 }
 
 # ---- the real tree ------------------------------------------------------------------
