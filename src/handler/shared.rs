@@ -1,7 +1,7 @@
 //! The shared tier (Redis) as the cache level between this gateway's zone
 //! and the IdP: reading a question's entry on a zone miss, writing the IdP's
 //! answer in the background. Names and values in Redis are keyed hashes and
-//! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
+//! sealed entries (`redis/fleet.rs`); whatever goes wrong is a miss.
 
 use core::ffi::c_void;
 
