@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_auth_oauth2_token_module::redis::fleet::{self, FleetKey, FleetKeys};
 use ngx_http_auth_oauth2_token_module::oauth::purge::{token_of_form, MAX_TOKEN_BYTES};
+use ngx_http_auth_oauth2_token_module::redis::fleet::{self, FleetKey, FleetKeys};
 use ngx_http_auth_oauth2_token_module::redis::resp::{self, Parsed};
 
 fuzz_target!(|data: &[u8]| {
