@@ -1,8 +1,11 @@
 #!/usr/bin/env perl
 # check-layout.pl [ROOT] -- checks the source layout rules of the module.
 #
-#   1. Nothing under src/oauth/ or src/conf/ refers to nginx: no `ngx::`,
-#      `ngx_`, `nginx_sys` or `NGX_` outside comments (string literals count).
+#   1. The plain files never refer to nginx: no `ngx::`, `ngx_`, `nginx_sys`
+#      or `NGX_` outside comments (string literals count). Plain are every
+#      file under src/oauth/, src/conf/ and src/resilience/, and the files
+#      of the glue folders listed in @PLAIN_FILES (the Redis protocol, the
+#      Redis tier's crypto and decisions, beside the Redis glue).
 #   2. ARCHITECTURE.md names every .rs file under src/ by its path relative
 #      to src/ (`handler/flow.rs`, `lib.rs`), and names no src/ path that
 #      does not exist.
@@ -23,6 +26,8 @@
 #      The files of %LONG_FILES were longer when this rule came: each may not
 #      grow past its recorded length, and leaves the list once it is within
 #      the limit (see below).
+#   5. No upward arrow: no file under src/redis/ or src/shm/ imports one
+#      under src/handler/ or src/pages/ (edges as in rule 3).
 #
 # ROOT defaults to the repository this script lives in. Prints one line
 # "layout: ok (N files)" and exits 0 when every rule holds; otherwise prints
@@ -74,17 +79,28 @@ for my $f (@files) {
 
 my @violations;
 
-# ---- rule 1: no nginx under src/oauth/ and src/conf/ -----------------------------------
+# ---- rule 1: no nginx in the plain files ------------------------------------------------
 
-for my $f (grep { m{\A(?:oauth|conf)/} } @files) {
+my @PLAIN_DIRS = qw(oauth conf resilience);
+my @PLAIN_FILES = qw(redis/failure.rs redis/fleet.rs redis/purge.rs redis/resp.rs redis/subscription.rs);
+my %plain_file = map { $_ => 1 } @PLAIN_FILES;
+my $plain_dir = join '|', map { quotemeta } @PLAIN_DIRS;
+
+# A listed file that was renamed would silently go unchecked.
+for my $f (grep { !$is_file{$_} && -d "$src/" . ($_ =~ s{/[^/]*\z}{}r) } @PLAIN_FILES) {
+    push @violations, "check-layout.pl lists $f as plain, but src/$f does not exist";
+}
+
+for my $f (grep { m{\A(?:$plain_dir)/} || $plain_file{$_} } @files) {
+    my $where = $plain_file{$f} ? $f : ($f =~ s{/.*}{}r) . '/';
     my $n = 0;
     for my $line (split /\n/, $keep_strings{$f}, -1) {
         $n++;
         my @hits = grep { index($line, $_) >= 0 } qw(ngx:: ngx_ nginx_sys NGX_);
         next unless @hits;
         (my $shown = $line) =~ s/^\s+|\s+$//g;
-        push @violations, sprintf "nginx in %s/: %s:%d: %s in `%s`",
-            $f =~ s{/.*}{}r, $f, $n, join(', ', map { "`$_`" } @hits), $shown;
+        push @violations, sprintf "nginx in %s: %s:%d: %s in `%s`",
+            $where, $f, $n, join(', ', map { "`$_`" } @hits), $shown;
     }
 }
 
@@ -209,6 +225,14 @@ for my $f (@files) {
         push @violations, "long-file list: $f has $n lines before its tests, within the limit of $MAX_LINES: remove it from %LONG_FILES in scripts/check-layout.pl";
     } elsif ($n > $recorded) {
         push @violations, "too long: $f has $n lines before its tests, more than the $recorded it had when the limit of $MAX_LINES came (%LONG_FILES): split it into files of one idea";
+    }
+}
+
+# ---- rule 5: no upward arrow ------------------------------------------------------------
+
+for my $f (grep { m{\A(?:redis|shm)/} } sort keys %edges) {
+    for my $to (grep { m{\A(?:handler|pages)/} } sort keys %{ $edges{$f} }) {
+        push @violations, "upward import: $f -> $to ($edges{$f}{$to}): redis/ and shm/ import nothing from handler/ or pages/";
     }
 }
 

@@ -2,7 +2,7 @@
 //! `lib.rs` declares this module behind its one `cfg`, which leaves all of
 //! it out of `cargo test` and of the `logic-only` build, and imports the
 //! folders back into the crate root, so that their paths stay
-//! `crate::handler`, `crate::redis`, ... The `path` attributes keep each
+//! `crate::handler`, `crate::pages`, ... The `path` attributes keep each
 //! folder in `src/` (not `src/glue/`). A new glue folder is declared here.
 
 #[path = "directives/mod.rs"]
@@ -13,5 +13,5 @@ pub mod handler;
 pub mod module;
 #[path = "nginx/mod.rs"]
 pub mod nginx;
-#[path = "redis/mod.rs"]
-pub mod redis;
+#[path = "pages/mod.rs"]
+pub mod pages;

@@ -14,16 +14,18 @@
 pub mod conf;
 pub mod metrics;
 pub mod oauth;
+pub mod redis;
+pub mod resilience;
 pub mod shm;
 
 // The glue, behind one gate: `glue.rs` declares its folders (directives,
-// handler, module, redis), imported back here so that their paths stay
+// handler, module, nginx, pages), imported back here so that their paths stay
 // `crate::handler::...`. `registration` below is the module nginx loads;
 // a new glue folder goes into `glue.rs`, not here (at most four `cfg`s).
 #[cfg(not(any(test, feature = "logic-only")))]
 mod glue;
 #[cfg(not(any(test, feature = "logic-only")))]
-use glue::{directives, handler, module, nginx, redis};
+use glue::{directives, handler, module, nginx, pages};
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub mod registration {

@@ -1,7 +1,9 @@
-# The source layout rules checked by scripts/check-layout.pl: nothing under
-# src/oauth/ refers to nginx, ARCHITECTURE.md names exactly the files of src/,
-# no file of src/ imports itself back through other files, and no file has
-# more than 600 lines before its tests. The script is
+# The source layout rules checked by scripts/check-layout.pl: no plain file
+# (src/oauth/, src/conf/, src/resilience/ and the plain files of src/redis/)
+# refers to nginx, ARCHITECTURE.md names exactly the files of src/,
+# no file of src/ imports itself back through other files, no file has
+# more than 600 lines before its tests, and redis/ and shm/ import nothing
+# from handler/ or pages/. The script is
 # first run on small fake trees that break each rule once, so that a check
 # which silently stopped finding anything fails here too.
 use strict;
@@ -118,6 +120,24 @@ MD
 
 {
     my $root = fake_tree(%clean,
+        'src/lib.rs' => $clean{'src/lib.rs'} . "pub mod redis;\npub mod resilience;\n",
+        'src/redis/mod.rs' => "pub mod call;\npub mod resp;\n",
+        'src/redis/resp.rs' => "pub fn parse() {}\npub const E: i32 = nginx_sys::NGX_ERROR;\n",
+        'src/redis/call.rs' => "use ngx::ffi::ngx_http_request_t;\n",
+        'src/resilience/mod.rs' => "// a log gate\npub struct Gate(pub *mut ngx_log_t);\n",
+        'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'}
+            . "- `redis/mod.rs`, `redis/call.rs`, `redis/resp.rs` and `resilience/mod.rs`.\n");
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 1: a plain file beside the Redis glue using nginx fails');
+    like($out, qr{^nginx in redis/resp\.rs: redis/resp\.rs:2: .*`nginx_sys`}m, 'rule 1: reported for redis/resp.rs with its line');
+    like($out, qr{^nginx in resilience/: resilience/mod\.rs:2: .*`ngx_`}m, 'rule 1: reported for resilience/');
+    unlike($out, qr{in `.*\bngx::ffi::ngx_http_request_t}, 'rule 1: the Redis glue may use nginx');
+    like($out, qr{^check-layout\.pl lists redis/fleet\.rs as plain, but src/redis/fleet\.rs does not exist}m,
+        'rule 1: a plain file that is no longer there is reported');
+}
+
+{
+    my $root = fake_tree(%clean,
         'src/oauth/mod.rs' => $clean{'src/oauth/mod.rs'} . "pub mod b;\n",
         'src/oauth/b.rs' => "pub fn b() {}\n",
         'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'} . "- `handler/gone.rs` was removed.\n");
@@ -215,6 +235,23 @@ SKIP: {
     ($rc, $out) = run_check(fake_tree(%tree, "src/$long_file" => rust_lines(600)));
     isnt($rc, 0, "rule 4: $long_file back within the limit must leave the list");
     like($out, qr{^long-file list: \Q$long_file\E has 600 lines .* remove it}m, 'rule 4: the stale entry is reported');
+}
+
+# ---- rule 5: no upward arrow -------------------------------------------------------
+
+{
+    my $root = fake_tree(%clean,
+        'src/lib.rs' => $clean{'src/lib.rs'} . "pub mod handler;\npub mod pages;\npub mod redis;\n",
+        'src/handler/mod.rs' => "pub fn run() {\n    crate::redis::call();\n}\n",
+        'src/pages/mod.rs' => "pub fn revoked() {}\n",
+        'src/redis/mod.rs' => "pub fn call() {}\n\npub fn message() {\n    crate::pages::revoked();\n}\n",
+        'ARCHITECTURE.md' => $clean{'ARCHITECTURE.md'}
+            . "- `handler/mod.rs`, `pages/mod.rs` and `redis/mod.rs`.\n");
+    my ($rc, $out) = run_check($root);
+    isnt($rc, 0, 'rule 5: redis/ calling up into pages/ fails, though it makes no cycle');
+    like($out, qr{^upward import: redis/mod\.rs -> pages/mod\.rs \(redis/mod\.rs:4 crate::pages::revoked\)}m,
+        'rule 5: the upward arrow is reported with its line');
+    unlike($out, qr{import cycle|handler/mod\.rs ->}, 'rule 5: downward arrows are fine');
 }
 
 # ---- the real tree ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! What comes back from Redis (the shared tier): RESP replies, sealed
+//! What comes back from the Redis tier: RESP replies, sealed
 //! values and purge messages, and the purge request's form from clients.
 //! Arbitrary bytes never panic; a parsed reply stream is consistent with
 //! its prefix; nothing opens without the key it was sealed with.
@@ -8,9 +8,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ngx_http_auth_oauth2_token_module::oauth::fleet::{self, FleetKey, FleetKeys};
 use ngx_http_auth_oauth2_token_module::oauth::purge::{token_of_form, MAX_TOKEN_BYTES};
-use ngx_http_auth_oauth2_token_module::oauth::resp::{self, Parsed};
+use ngx_http_auth_oauth2_token_module::redis::fleet::{self, FleetKey, FleetKeys};
+use ngx_http_auth_oauth2_token_module::redis::resp::{self, Parsed};
 
 fuzz_target!(|data: &[u8]| {
     for count in 1..=3 {

@@ -8,7 +8,6 @@ pub mod redis_args;
 pub mod require_args;
 
 use crate::metrics::{Catalogue, Counters};
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::cache::key::KeyScope;
 use crate::oauth::carriers::TokenSource;
 use crate::oauth::claim_rule::ClaimCheck;
@@ -18,6 +17,7 @@ use crate::oauth::client_auth::{self, Alg, AssertionKey};
 use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
+use crate::resilience::breaker::BreakerConf;
 pub use endpoint::{CacheConf, Endpoint};
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
@@ -165,7 +165,7 @@ pub struct RedisTier {
     /// The upstream's `ngx_http_upstream_srv_conf_t`, opaque here.
     pub upstream: *mut core::ffi::c_void,
     /// What names and seals entries and purge messages (current, old).
-    pub keys: crate::oauth::fleet::FleetKeys,
+    pub keys: crate::redis::fleet::FleetKeys,
     /// `AUTH [user] password` (if a password is configured) and `SELECT n`
     /// (if n != 0), RESP-encoded: the start of every pipeline.
     pub preamble: Vec<u8>,

@@ -8,8 +8,8 @@ use crate::conf::{
     cache_args, is_valid_endpoint, secret_from_file_contents, ClientAuth, LocationConf,
     SecretSource,
 };
-use crate::oauth::breaker::BreakerConf;
 use crate::oauth::client_auth::{Alg, AssertionKey};
+use crate::resilience::breaker::BreakerConf;
 
 fn endpoint(arg: &[u8]) -> Result<Vec<u8>, String> {
     if !is_valid_endpoint(arg) {

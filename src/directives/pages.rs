@@ -10,7 +10,7 @@ handler!(set_metrics, |c| {
         return Err("is duplicate".into());
     }
     c.conf.metrics_page = true;
-    c.set_content_handler(Some(crate::handler::metrics_page::handler))
+    c.set_content_handler(Some(crate::pages::metrics::handler))
 });
 
 // `auth_oauth2_token_purge;` (location): the location removes a token's
@@ -20,5 +20,5 @@ handler!(set_purge, |c| {
         return Err("is duplicate".into());
     }
     c.conf.purge_page = true;
-    c.set_content_handler(Some(crate::handler::purge::handler))
+    c.set_content_handler(Some(crate::pages::purge::handler))
 });

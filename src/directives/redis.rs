@@ -9,8 +9,8 @@ use ngx::ffi::{ngx_http_upstream_add, ngx_str_t, ngx_url_t};
 
 use super::call::{args_of, handler, set_once, Call};
 use crate::conf::{redis_args, secret_from_file_contents, LocationConf, MainConf, RedisTier};
-use crate::oauth::fleet::{FleetKey, FleetKeys};
-use crate::oauth::resp;
+use crate::redis::fleet::{FleetKey, FleetKeys};
+use crate::redis::resp;
 
 /// Reads a file named by a directive argument (relative to nginx's prefix).
 fn read_file<C>(c: &Call<'_, C>, name: &[u8]) -> Result<Vec<u8>, String> {

@@ -7,12 +7,13 @@
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
-use crate::oauth::breaker::BreakerConf;
-use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::cache::CacheKey;
 use crate::oauth::call::CallFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+pub use crate::redis::fleet::TierEntry;
+use crate::resilience::breaker::BreakerConf;
 
 /// What introspection said, and what the token endpoint issued.
 pub type Introspected = Result<IntrospectionResult, IdpFailure>;
@@ -432,15 +433,6 @@ pub enum SharedRead {
     Found(TierEntry),
     /// Nothing there, or the tier failed: the IdP is asked.
     Missed,
-}
-
-/// An answer as the Redis tier keeps it: the zone's encoding, its writer's
-/// lifetime, and when the IdP gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierEntry {
-    pub entry: Vec<u8>,
-    pub lifetime: Lifetime,
-    pub obtained_ms: i64,
 }
 
 /// A request's place in the in-flight table.

@@ -22,9 +22,9 @@ use crate::handler::question::{may_serve_stale, Question};
 use crate::handler::{inflight, shared};
 use crate::metrics::LookupResult;
 use crate::module::Module;
-use crate::oauth::breaker::Admit;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::call::CallFailure;
+use crate::resilience::breaker::Admit;
 use crate::shm::table::{At, Claim, Lookup};
 use crate::shm::zone;
 
@@ -122,7 +122,10 @@ unsafe fn store<Q: Question>(
         }
         let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
         let entry = match (settled.from_shared, settled.asked_at_ms) {
-            (Some(found), _) => Some((found.entry, found.lifetime)),
+            (Some(found), _) => {
+                let lifetime = found.lifetime();
+                Some((found.entry, lifetime))
+            }
             (None, Some(_)) => match Q::slot(&mut *ctx).answer() {
                 Some(Ok(value)) => Q::entry(&cache.policy, value, subject_exp, now),
                 _ => None,
@@ -134,9 +137,10 @@ unsafe fn store<Q: Question>(
                 (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
             {
                 let found = TierEntry {
-                    entry: entry.clone(),
-                    lifetime: *lifetime,
                     obtained_ms: asked_at,
+                    fresh_until_ms: lifetime.fresh_until,
+                    stale_until_ms: lifetime.stale_until,
+                    entry: entry.clone(),
                 };
                 // A write that cannot start is a later miss elsewhere.
                 let _ = shared::write(r, &tier, names, &found, now);

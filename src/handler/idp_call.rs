@@ -21,11 +21,11 @@ use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
 use crate::nginx::subrequest;
-use crate::oauth::breaker::{Health, Transition};
 use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::oauth::client_auth;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
+use crate::resilience::breaker::{Health, Transition};
 use crate::shm::zone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 

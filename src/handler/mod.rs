@@ -23,8 +23,6 @@ pub mod flow;
 pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
-pub mod metrics_page;
-pub mod purge;
 pub mod question;
 pub mod raw;
 pub mod refusal;

@@ -13,10 +13,10 @@ use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead, TierEntry};
 use crate::handler::question::Question;
 use crate::handler::raw;
 use crate::module::Module;
-use crate::oauth::cache::{CachePolicy, Lifetime};
-use crate::oauth::fleet;
-use crate::oauth::resp::{self, Reply};
+use crate::oauth::cache::CachePolicy;
 use crate::redis::call::{self, Failure};
+use crate::redis::fleet;
+use crate::redis::resp::{self, Reply};
 
 /// The shared tier a request's questions use: a main request in a location
 /// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.
@@ -131,14 +131,7 @@ fn first_fresh(
                 Some(found)
                     if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
                 {
-                    return SharedRead::Found(TierEntry {
-                        lifetime: Lifetime {
-                            fresh_until: found.fresh_until_ms,
-                            stale_until: found.stale_until_ms,
-                        },
-                        obtained_ms: found.obtained_ms,
-                        entry: found.entry,
-                    });
+                    return SharedRead::Found(found);
                 }
                 Some(_) => {}
                 None => call::note_failure(log, &Failure::Undecryptable),
@@ -168,7 +161,7 @@ pub unsafe fn write(
     found: &TierEntry,
     now_ms: i64,
 ) -> Result<(), ()> {
-    let lifetime = found.lifetime;
+    let lifetime = found.lifetime();
     let Some((slot, field)) = names.places.first() else {
         return Err(());
     };

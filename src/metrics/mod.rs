@@ -6,8 +6,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::oauth::breaker::Breaker;
 use crate::oauth::idp_reply::{IdpReply, Transport};
+use crate::resilience::breaker::Breaker;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 

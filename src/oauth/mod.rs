@@ -4,7 +4,6 @@
 //! and only moves bytes between nginx's structures and these functions.
 
 pub mod bearer;
-pub mod breaker;
 pub mod cache;
 pub mod call;
 pub mod carriers;
@@ -13,14 +12,11 @@ pub mod claim_rule;
 pub mod claims;
 pub mod client_auth;
 pub mod exchange;
-pub mod fleet;
 pub mod form;
 pub mod idp_reply;
 pub mod introspection;
 pub mod jwt;
-pub mod log_gate;
 pub mod purge;
-pub mod resp;
 pub mod scope;
 pub mod verdict;
 

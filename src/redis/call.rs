@@ -6,16 +6,34 @@
 //! The call lives in the request pool and is found from the subrequest
 //! through its record (`nginx/subrequest.rs`, made with [`call_done`]): the
 //! module's context slot of the subrequest belongs to the ACCESS/PREACCESS code.
+//!
+//! A failed call is logged here ([`note_failure`]): at most one line per
+//! kind of failure every 10 s per worker, never per request.
 
+use core::cell::RefCell;
 use core::ffi::c_void;
 use core::ptr;
 
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add, NGX_HTTP_GATEWAY_TIME_OUT};
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_pool_cleanup_add, NGX_HTTP_BAD_GATEWAY,
+    NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
+};
+use ngx::http::HttpModuleMainConf;
 
 use super::deadline::{self, Deadline};
-pub use super::failure::{error_reply, note_failure, Failure};
+pub use super::failure::Failure;
+use super::failure::{self, KINDS, LOG_INTERVAL_S};
+use crate::metrics::Catalogue;
+use crate::module::Module;
 use crate::nginx::subrequest;
-use crate::oauth::resp::Reply;
+use crate::redis::resp::Reply;
+use crate::resilience::log_gate::LogGate;
+
+// The plain codes `Failure::of_ending` reads are nginx's.
+const _: () = assert!(
+    failure::BAD_GATEWAY == NGX_HTTP_BAD_GATEWAY as isize
+        && failure::GATEWAY_TIME_OUT == NGX_HTTP_GATEWAY_TIME_OUT as isize
+);
 
 /// Called once per call, from the post-subrequest handler, with the parent
 /// request (for waited calls nginx then runs the parent's phase handler
@@ -48,8 +66,8 @@ pub struct Call {
 ///
 /// Waited (`background == false`): return `NGX_AGAIN` from the phase
 /// handler; `done` runs when the replies are in, then nginx runs the phase
-/// handler again. Background: the client's request never waits for it (an
-/// L2 write); `done` may be `None`.
+/// handler again. Background: the client's request never waits for it (a
+/// write to the Redis tier); `done` may be `None`.
 ///
 /// # Safety
 /// `r` must be a live request that is not an in-memory subrequest; `data`
@@ -120,14 +138,7 @@ unsafe fn call_done(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_
         let status = (*sr).headers_out.status;
         let result = match call.outcome.take() {
             Some(outcome) => outcome,
-            None if call.deadline.passed => Err(Failure::Timeout),
-            None => Err(match rc {
-                rc if rc == NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t => Failure::Timeout,
-                rc if rc == ngx::ffi::NGX_HTTP_BAD_GATEWAY as ngx_int_t => Failure::Connect,
-                rc if rc >= 300 => Failure::Internal(u16::try_from(rc).unwrap_or(500)),
-                _ if status >= 300 => Failure::Internal(u16::try_from(status).unwrap_or(500)),
-                _ => Failure::Internal(500),
-            }),
+            None => Err(Failure::of_ending(call.deadline.passed, rc, status)),
         };
         if let Err(failure) = &result {
             note_failure((*(*sr).connection).log, failure);
@@ -136,4 +147,41 @@ unsafe fn call_done(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_
             done((*sr).parent, call.data, result);
         }
     }
+}
+
+thread_local! {
+    /// This worker's gate (nginx runs the module on one thread per worker).
+    static GATE: RefCell<LogGate<KINDS>> = RefCell::new(LogGate::default());
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counts `failure` in `oauth2_token_shared_cache_failures_total` and logs
+/// it at `error`, unless a line about the same kind was logged by this
+/// worker in the last 10 s.
+pub fn note_failure(log: *mut ngx_log_t, failure: &Failure) {
+    // SAFETY: a worker's cycle is set up before any request or event runs;
+    // the main conf lives as long as the cycle.
+    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
+        main.counters
+            .add(Catalogue::shared_failure(failure.metric()), 1);
+    }
+    let allowed = GATE.with(|gate| {
+        gate.borrow_mut()
+            .allow(failure.slot(), now_s(), LOG_INTERVAL_S)
+    });
+    if !allowed || log.is_null() {
+        return;
+    }
+    ngx::ngx_log_error!(NGX_LOG_ERR, log, "{}", failure.log_line());
+}
+
+/// The failure an `-ERR` reply to the caller's own commands stands for,
+/// `None` for any other reply: `note_failure(log, &f)` logs it.
+pub fn error_reply(reply: &Reply) -> Option<Failure> {
+    Failure::of_reply(reply)
 }

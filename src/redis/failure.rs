@@ -1,17 +1,11 @@
-//! What can go wrong with the shared tier, and the error-log lines about
-//! it: at most one per kind every 10 s per worker, never per request, never
-//! a token, key name or password.
+//! What can go wrong with a call to the Redis tier (plain): the kinds, what
+//! the error log says about each, which metric counts it, and how a call
+//! that ended without replies is told apart by nginx's codes. The log lines
+//! themselves (at most one per kind every 10 s per worker, never a token,
+//! key name or password) are written by `redis/call.rs`.
 
-use core::cell::RefCell;
-
-use ngx::ffi::{ngx_log_t, NGX_LOG_ERR};
-
-use ngx::http::HttpModuleMainConf;
-
-use crate::metrics::{Catalogue, SharedFailure};
-use crate::module::Module;
-use crate::oauth::log_gate::LogGate;
-use crate::oauth::resp::{self, Reply};
+use crate::metrics::SharedFailure;
+use crate::redis::resp::{self, Reply};
 
 /// Why a Redis call gave no answer. Each is a miss for the request, which
 /// goes on to the IdP.
@@ -34,14 +28,43 @@ pub enum Failure {
     Internal(u16),
 }
 
-/// The kinds, one log gate slot each.
-const KINDS: usize = 6;
+/// How many kinds there are: one log gate slot each.
+pub const KINDS: usize = 6;
 
-/// Seconds between two lines about one kind of failure.
-const LOG_INTERVAL_S: u64 = 10;
+/// Seconds between two log lines about one kind of failure.
+pub const LOG_INTERVAL_S: u64 = 10;
+
+/// nginx's `NGX_HTTP_BAD_GATEWAY` and `NGX_HTTP_GATEWAY_TIME_OUT` (the glue
+/// checks that they agree).
+pub const BAD_GATEWAY: isize = 502;
+pub const GATEWAY_TIME_OUT: isize = 504;
 
 impl Failure {
-    fn slot(&self) -> usize {
+    /// The failure of a call whose subrequest ended without replies:
+    /// whether the module's deadline passed, the code nginx finalized the
+    /// subrequest with, and the subrequest's status.
+    pub fn of_ending(deadline_passed: bool, rc: isize, status: usize) -> Failure {
+        match rc {
+            _ if deadline_passed => Failure::Timeout,
+            GATEWAY_TIME_OUT => Failure::Timeout,
+            BAD_GATEWAY => Failure::Connect,
+            rc if rc >= 300 => Failure::Internal(u16::try_from(rc).unwrap_or(500)),
+            _ if status >= 300 => Failure::Internal(u16::try_from(status).unwrap_or(500)),
+            _ => Failure::Internal(500),
+        }
+    }
+
+    /// The failure an `-ERR` reply to the caller's own commands stands for,
+    /// `None` for any other reply.
+    pub fn of_reply(reply: &Reply) -> Option<Failure> {
+        match reply {
+            Reply::Error(text) => Some(Failure::ErrorReply(resp::error_kind(text).to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Its slot in the log gate, below [`KINDS`].
+    pub fn slot(&self) -> usize {
         match self {
             Failure::Connect => 0,
             Failure::Timeout => 1,
@@ -52,9 +75,22 @@ impl Failure {
         }
     }
 
-    /// The log line's kind and detail.
-    fn describe(&self) -> (&'static str, String) {
+    /// Its label in `oauth2_token_shared_cache_failures_total`.
+    pub fn metric(&self) -> SharedFailure {
         match self {
+            Failure::Connect => SharedFailure::Connect,
+            Failure::Timeout => SharedFailure::Timeout,
+            Failure::Protocol => SharedFailure::Protocol,
+            Failure::ErrorReply(_) => SharedFailure::ErrorReply,
+            Failure::Undecryptable => SharedFailure::Undecryptable,
+            Failure::Internal(_) => SharedFailure::Internal,
+        }
+    }
+
+    /// The error-log line about it (its words are the historical ones:
+    /// tests and operators' alerts look for "shared cache (Redis)").
+    pub fn log_line(&self) -> String {
+        let (kind, detail) = match self {
             Failure::Connect => ("connect", "no connection to the server".into()),
             Failure::Timeout => ("timeout", "no answer within the timeouts".into()),
             Failure::Protocol => (
@@ -70,62 +106,100 @@ impl Failure {
                 "internal",
                 format!("the subrequest ended with status {status}"),
             ),
+        };
+        format!(
+            "auth_oauth2_token: shared cache (Redis) {kind}: {detail}; requests go on to the IdP"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_ended_without_replies() {
+        let cases = [
+            // The module's deadline passed: whatever nginx says next.
+            ((true, 0, 0), Failure::Timeout),
+            ((true, 502, 0), Failure::Timeout),
+            ((true, 500, 200), Failure::Timeout),
+            // nginx's upstream gave up.
+            ((false, 504, 0), Failure::Timeout),
+            ((false, 502, 0), Failure::Connect),
+            ((false, 502, 404), Failure::Connect),
+            // Anything else is the subrequest's own trouble.
+            ((false, 500, 0), Failure::Internal(500)),
+            ((false, 404, 0), Failure::Internal(404)),
+            ((false, 300, 0), Failure::Internal(300)),
+            ((false, 70_000, 0), Failure::Internal(500)),
+            ((false, 0, 404), Failure::Internal(404)),
+            ((false, -1, 503), Failure::Internal(503)),
+            ((false, 0, 70_000), Failure::Internal(500)),
+            ((false, 0, 200), Failure::Internal(500)),
+            ((false, -1, 0), Failure::Internal(500)),
+        ];
+        for ((passed, rc, status), expected) in cases {
+            assert_eq!(
+                Failure::of_ending(passed, rc, status),
+                expected,
+                "deadline passed {passed}, rc {rc}, status {status}"
+            );
         }
     }
-}
 
-thread_local! {
-    /// This worker's gate (nginx runs the module on one thread per worker).
-    static GATE: RefCell<LogGate<KINDS>> = RefCell::new(LogGate::default());
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Logs `failure` at `error`, unless a line about the same kind was logged
-/// by this worker in the last 10 s.
-pub fn note_failure(log: *mut ngx_log_t, failure: &Failure) {
-    count(failure);
-    let allowed = GATE.with(|gate| {
-        gate.borrow_mut()
-            .allow(failure.slot(), now_s(), LOG_INTERVAL_S)
-    });
-    if !allowed || log.is_null() {
-        return;
+    #[test]
+    fn error_replies_are_failures_and_other_replies_are_not() {
+        assert_eq!(
+            Failure::of_reply(&Reply::Error(b"READONLY You can't write".to_vec())),
+            Some(Failure::ErrorReply("READONLY".into()))
+        );
+        assert_eq!(
+            Failure::of_reply(&Reply::Error(b"lower case".to_vec())),
+            Some(Failure::ErrorReply("ERR".into()))
+        );
+        for reply in [
+            Reply::Integer(1),
+            Reply::Status(b"OK".to_vec()),
+            Reply::Bulk(None),
+            Reply::Array(None),
+        ] {
+            assert_eq!(Failure::of_reply(&reply), None);
+        }
     }
-    let (kind, detail) = failure.describe();
-    ngx::ngx_log_error!(
-        NGX_LOG_ERR,
-        log,
-        "auth_oauth2_token: shared cache (Redis) {kind}: {detail}; requests go on to the IdP"
-    );
-}
 
-/// Counts `failure` in `oauth2_token_shared_cache_failures_total`.
-fn count(failure: &Failure) {
-    let kind = match failure {
-        Failure::Connect => SharedFailure::Connect,
-        Failure::Timeout => SharedFailure::Timeout,
-        Failure::Protocol => SharedFailure::Protocol,
-        Failure::ErrorReply(_) => SharedFailure::ErrorReply,
-        Failure::Undecryptable => SharedFailure::Undecryptable,
-        Failure::Internal(_) => SharedFailure::Internal,
-    };
-    // SAFETY: a worker's cycle is set up before any request or event runs;
-    // the main conf lives as long as the cycle.
-    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
-        main.counters.add(Catalogue::shared_failure(kind), 1);
-    }
-}
-
-/// The failure an `-ERR` reply to the caller's own commands stands for,
-/// `None` for any other reply: `note_failure(log, &f)` logs it.
-pub fn error_reply(reply: &Reply) -> Option<Failure> {
-    match reply {
-        Reply::Error(text) => Some(Failure::ErrorReply(resp::error_kind(text).to_owned())),
-        _ => None,
+    #[test]
+    fn every_kind_has_its_own_slot_metric_and_line() {
+        let all = [
+            Failure::Connect,
+            Failure::Timeout,
+            Failure::Protocol,
+            Failure::ErrorReply("OOM".into()),
+            Failure::Undecryptable,
+            Failure::Internal(500),
+        ];
+        let mut slots: Vec<usize> = all.iter().map(Failure::slot).collect();
+        slots.dedup();
+        assert_eq!(slots, (0..KINDS).collect::<Vec<_>>());
+        let metrics: Vec<SharedFailure> = all.iter().map(Failure::metric).collect();
+        assert_eq!(
+            metrics,
+            [
+                SharedFailure::Connect,
+                SharedFailure::Timeout,
+                SharedFailure::Protocol,
+                SharedFailure::ErrorReply,
+                SharedFailure::Undecryptable,
+                SharedFailure::Internal,
+            ]
+        );
+        assert_eq!(
+            Failure::ErrorReply("OOM".into()).log_line(),
+            "auth_oauth2_token: shared cache (Redis) error reply: -OOM; requests go on to the IdP"
+        );
+        assert_eq!(
+            Failure::Internal(404).log_line(),
+            "auth_oauth2_token: shared cache (Redis) internal: the subrequest ended with status 404; requests go on to the IdP"
+        );
     }
 }

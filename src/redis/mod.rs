@@ -1,10 +1,24 @@
-//! nginx glue of the shared cache tier (Redis): the calls the request flow
-//! makes, the upstream that carries them, and the revocation channel.
-//! The RESP encoding and the keys are plain logic in `oauth/resp.rs` and
-//! `oauth/fleet.rs`.
+//! The Redis tier: the cache level every gateway of a fleet reads and
+//! writes between its zones and the IdP, and the revocation channel.
+//!
+//! Plain (no nginx types; `cargo test`, checked by `scripts/check-layout.pl`):
+//! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
+//! what can go wrong with a call; `purge.rs`, what a purge sends;
+//! `subscription.rs`, the revocation channel's steps. The nginx glue, left
+//! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
+//! `deadline.rs`, `subscriber.rs`.
 
-pub mod call;
-pub mod deadline;
 pub mod failure;
-pub mod subscriber;
-pub mod upstream;
+pub mod fleet;
+pub mod purge;
+pub mod resp;
+pub mod subscription;
+
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod call;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod deadline;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod subscriber;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod upstream;

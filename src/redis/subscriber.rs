@@ -1,10 +1,10 @@
-//! The revocation channel: worker 0 of each gateway subscribes to
-//! `<prefix>purge` on the shared tier's Redis and hands every message to
-//! the purge (`handler/purge.rs`), which drops the token from this
-//! gateway's zones. One non-blocking connection, outside any request;
-//! reconnected with a backoff (100 ms doubling to 5 s, the next server
-//! each time) after any failure; every timer is cancelable, so a graceful
-//! shutdown never waits for it.
+//! The revocation channel's glue: worker 0 of each gateway subscribes to
+//! `<prefix>purge` on the Redis tier and drops the token of every message
+//! from this gateway's zones (`shm/zone.rs`). One non-blocking connection,
+//! outside any request, whose steps (what to send, what the replies mean,
+//! when to reconnect) are the plain `redis/subscription.rs`: this file
+//! feeds it the connection's events and carries out its actions. Every
+//! timer is cancelable, so a graceful shutdown never waits for it.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -19,13 +19,11 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use crate::module::Module;
-use crate::oauth::resp::{self, Parsed, Reply};
+use crate::redis::fleet;
+use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
+use crate::shm::zone;
 
-const FIRST_BACKOFF_MS: u64 = 100;
-const MAX_BACKOFF_MS: u64 = 5000;
 const CONNECT_TIMEOUT_MS: u64 = 1000;
-/// A reply larger than this is not a purge message: the channel is reset.
-const MAX_PENDING: usize = 1 << 20;
 
 /// One Redis server: its address, copied out of the upstream.
 struct Peer {
@@ -35,41 +33,28 @@ struct Peer {
     name_str: ngx_str_t,
 }
 
-enum Stage {
-    /// Waiting for this many `+OK` (AUTH, SELECT).
-    Preamble(usize),
-    /// Waiting for the subscription's confirmation.
-    Subscribing,
-    Subscribed,
-}
-
 struct Subscriber {
     peers: Vec<Peer>,
-    next_peer: usize,
-    /// AUTH/SELECT and SUBSCRIBE, RESP-encoded.
-    hello: Vec<u8>,
-    preamble_replies: usize,
-    channel: Vec<u8>,
+    /// The conversation's steps (plain, `redis/subscription.rs`).
+    steps: Subscription,
     conn: *mut ngx_connection_t,
+    /// The connection is being opened: its first write event says it is.
+    connecting: bool,
+    /// What the steps asked to send, and how much of it went.
+    out: Vec<u8>,
     sent: usize,
-    pending: Vec<u8>,
-    stage: Stage,
-    backoff_ms: u64,
     retry: ngx_event_t,
     /// The cycle's log, for our own lines.
     log: *mut ngx_log_t,
     /// A copy at `crit`, for the connection: nginx's own line per failed
     /// attempt would repeat every few seconds during an outage.
     quiet_log: ngx_log_t,
-    /// The outage was logged; the next subscription is logged as its end.
-    down_logged: bool,
-    subscribed_once: bool,
 }
 
 /// This worker's subscriber (worker 0 only), made by `init_process`.
 static SUBSCRIBER: AtomicPtr<Subscriber> = AtomicPtr::new(ptr::null_mut());
 
-/// `init_process`: worker 0 subscribes when the shared tier is configured.
+/// `init_process`: worker 0 subscribes when the Redis tier is configured.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls init_process in the new process with its cycle;
     // the main conf lives as long as the cycle; the subscriber is leaked
@@ -94,27 +79,24 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             );
             return NGX_OK as ngx_int_t;
         }
-        let channel = tier.channel();
-        let mut hello = tier.preamble.clone();
-        resp::command(&mut hello, &[b"SUBSCRIBE", &channel]);
+        let steps = Subscription::new(
+            &tier.preamble,
+            tier.preamble_replies,
+            &tier.channel(),
+            peers.len(),
+        );
         let mut quiet_log = *log;
         quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
         let sub = Box::into_raw(Box::new(Subscriber {
             peers,
-            next_peer: 0,
-            hello,
-            preamble_replies: tier.preamble_replies,
-            channel,
+            steps,
             conn: ptr::null_mut(),
+            connecting: false,
+            out: Vec::new(),
             sent: 0,
-            pending: Vec::new(),
-            stage: Stage::Subscribing,
-            backoff_ms: FIRST_BACKOFF_MS,
             retry: core::mem::zeroed(),
             log,
             quiet_log,
-            down_logged: false,
-            subscribed_once: false,
         }));
         for peer in &mut (*sub).peers {
             peer.name_str = ngx_str_t {
@@ -128,7 +110,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         (*retry).log = log;
         (*retry).set_cancelable(1);
         SUBSCRIBER.store(sub, Ordering::Relaxed);
-        connect(sub);
+        run(sub, Event::Timer);
     }
     NGX_OK as ngx_int_t
 }
@@ -193,11 +175,53 @@ fn exiting() -> bool {
     unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0 }
 }
 
-/// Opens a connection to the next server and starts the conversation.
+/// Feeds `event` to the steps and carries out what they ask, in order.
+///
+/// # Safety
+/// `sub` must be this worker's subscriber.
+unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
+    // SAFETY: the subscriber lives until exit_process, in this worker; no
+    // reference into it is held across the calls below, which may run the
+    // steps again (a connection that fails at once).
+    unsafe {
+        let actions = (*sub).steps.handle(event);
+        for action in actions {
+            match action {
+                Action::Connect(server) => connect(sub, server),
+                Action::Send(bytes) => {
+                    (*sub).out = bytes;
+                    (*sub).sent = 0;
+                    send(sub);
+                }
+                Action::Deliver(message) => revoked(&message),
+                Action::Log(note) => {
+                    let level = match note {
+                        Note::Subscribed => NGX_LOG_INFO,
+                        Note::SubscribedAgain => NGX_LOG_NOTICE,
+                        Note::Down(_) => NGX_LOG_WARN,
+                    };
+                    ngx::ngx_log_error!(level, (*sub).log, "auth_oauth2_token: {note}");
+                }
+                Action::Close => {
+                    close(sub);
+                    if exiting() {
+                        return;
+                    }
+                }
+                Action::RetryAfter(ms) => {
+                    ngx_add_timer(ptr::addr_of_mut!((*sub).retry), ms as ngx::ffi::ngx_msec_t);
+                }
+            }
+        }
+    }
+}
+
+/// Opens a connection to the server with index `server`; the steps hear
+/// `Connected` once it is open, `Failed` if it cannot be.
 ///
 /// # Safety
 /// `sub` must be this worker's subscriber, without a connection.
-unsafe fn connect(sub: *mut Subscriber) {
+unsafe fn connect(sub: *mut Subscriber, server: usize) {
     // SAFETY: the subscriber lives until exit_process; the peer's address
     // and name live in it; nginx owns the connection it returns.
     unsafe {
@@ -205,8 +229,7 @@ unsafe fn connect(sub: *mut Subscriber) {
             return;
         }
         let s = &mut *sub;
-        let index = s.next_peer % s.peers.len();
-        s.next_peer = s.next_peer.wrapping_add(1);
+        let index = server % s.peers.len();
         let peer = &mut s.peers[index];
         let mut pc: ngx_peer_connection_t = core::mem::zeroed();
         pc.sockaddr = peer.sockaddr.as_mut_ptr().cast::<sockaddr>();
@@ -221,17 +244,11 @@ unsafe fn connect(sub: *mut Subscriber) {
                 ngx_close_connection(pc.connection);
             }
             let name = String::from_utf8_lossy(&s.peers[index].name).into_owned();
-            fail(sub, &format!("cannot connect to {name}"));
+            run(sub, Event::Failed(Trouble::CannotConnect(name)));
             return;
         }
         let c = pc.connection;
         s.conn = c;
-        s.sent = 0;
-        s.pending.clear();
-        s.stage = match s.preamble_replies {
-            0 => Stage::Subscribing,
-            n => Stage::Preamble(n),
-        };
         (*c).data = sub.cast();
         (*c).log = ptr::addr_of_mut!(s.quiet_log);
         (*(*c).read).log = (*c).log;
@@ -242,17 +259,18 @@ unsafe fn connect(sub: *mut Subscriber) {
         (*(*c).write).set_cancelable(1);
         // A graceful shutdown closes it like an idle keepalive connection.
         (*c).set_idle(1);
-        if rc == NGX_AGAIN as ngx_int_t {
+        s.connecting = rc == NGX_AGAIN as ngx_int_t;
+        if s.connecting {
             ngx_add_timer((*c).write, CONNECT_TIMEOUT_MS as ngx::ffi::ngx_msec_t);
             return;
         }
-        send(sub);
+        run(sub, Event::Connected);
     }
 }
 
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
     // SAFETY: the retry event's data is the subscriber (init_process).
-    unsafe { connect((*ev).data.cast()) }
+    unsafe { run((*ev).data.cast(), Event::Timer) }
 }
 
 unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
@@ -262,17 +280,22 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
         let c = (*ev).data.cast::<ngx_connection_t>();
         let sub = (*c).data.cast::<Subscriber>();
         if (*ev).timedout() != 0 {
-            fail(sub, "connect timed out");
+            run(sub, Event::Failed(Trouble::ConnectTimedOut));
             return;
         }
         if (*ev).timer_set() != 0 {
             ngx_del_timer(ev);
         }
+        if (*sub).connecting {
+            (*sub).connecting = false;
+            run(sub, Event::Connected);
+            return;
+        }
         send(sub);
     }
 }
 
-/// Sends what is left of the hello.
+/// Sends what is left of the bytes the steps asked to send.
 ///
 /// # Safety
 /// `sub` must be this worker's subscriber, with a connection.
@@ -281,22 +304,20 @@ unsafe fn send(sub: *mut Subscriber) {
     unsafe {
         let s = &mut *sub;
         let c = s.conn;
-        while s.sent < s.hello.len() {
+        while s.sent < s.out.len() {
             let Some(send) = (*c).send else {
-                fail(sub, "cannot send");
-                return;
+                return run(sub, Event::Failed(Trouble::CannotSend));
             };
-            let rest = &mut s.hello[s.sent..];
+            let rest = &mut s.out[s.sent..];
             let n = send(c, rest.as_mut_ptr(), rest.len());
             if n == NGX_AGAIN as isize {
                 if ngx_handle_write_event((*c).write, 0) != NGX_OK as ngx_int_t {
-                    fail(sub, "cannot wait to send");
+                    run(sub, Event::Failed(Trouble::CannotWaitToSend));
                 }
                 return;
             }
             if n <= 0 {
-                fail(sub, "connection refused or reset");
-                return;
+                return run(sub, Event::Failed(Trouble::RefusedOrReset));
             }
             s.sent += n as usize;
         }
@@ -316,111 +337,45 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         let mut chunk = [0u8; 4096];
         loop {
             let Some(recv) = (*c).recv else {
-                fail(sub, "cannot read");
-                return;
+                return run(sub, Event::Failed(Trouble::CannotRead));
             };
             let n = recv(c, chunk.as_mut_ptr(), chunk.len());
             if n == NGX_AGAIN as isize {
                 break;
             }
             if n == 0 {
-                fail(sub, "closed by the server");
-                return;
+                return run(sub, Event::Failed(Trouble::ClosedByServer));
             }
             if n < 0 {
-                fail(sub, "connection refused or reset");
-                return;
+                return run(sub, Event::Failed(Trouble::RefusedOrReset));
             }
-            let s = &mut *sub;
-            s.pending.extend_from_slice(&chunk[..n as usize]);
-            if s.pending.len() > MAX_PENDING {
-                fail(sub, "a reply too large for a purge message");
-                return;
-            }
-            if !replies(sub) {
+            run(sub, Event::Received(&chunk[..n as usize]));
+            if (*sub).conn.is_null() {
+                // The steps closed it (something unexpected came).
                 return;
             }
         }
         if ngx_handle_read_event(ev, 0) != NGX_OK as ngx_int_t {
-            fail(sub, "cannot wait to read");
+            run(sub, Event::Failed(Trouble::CannotWaitToRead));
         }
     }
 }
 
-/// Handles every complete reply received; false when the channel failed.
+/// A purge message from the channel (another gateway's purge, or this
+/// one's): the token's entries leave this gateway's zones.
 ///
 /// # Safety
-/// `sub` must be this worker's subscriber, with a connection.
-unsafe fn replies(sub: *mut Subscriber) -> bool {
-    // SAFETY: the subscriber is live; revoked runs in this worker.
-    unsafe {
-        loop {
-            let s = &mut *sub;
-            let (reply, used) = match resp::parse(&s.pending, 1) {
-                Parsed::Incomplete => return true,
-                Parsed::Garbage => {
-                    fail(sub, "unreadable replies");
-                    return false;
-                }
-                Parsed::Done { mut replies, used } => match replies.pop() {
-                    Some(reply) => (reply, used),
-                    None => {
-                        fail(sub, "unreadable replies");
-                        return false;
-                    }
-                },
-            };
-            s.pending.drain(..used);
-            if let Reply::Error(text) = &reply {
-                let kind = resp::error_kind(text).to_owned();
-                fail(sub, &format!("-{kind}"));
-                return false;
-            }
-            match s.stage {
-                Stage::Preamble(left) => {
-                    if !matches!(&reply, Reply::Status(t) if t.as_slice() == b"OK") {
-                        fail(sub, "unexpected reply to AUTH or SELECT");
-                        return false;
-                    }
-                    s.stage = match left {
-                        1 => Stage::Subscribing,
-                        n => Stage::Preamble(n - 1),
-                    };
-                }
-                Stage::Subscribing => {
-                    let confirmed = matches!(&reply, Reply::Array(Some(items))
-                        if matches!(items.first(), Some(Reply::Bulk(Some(kind))) if kind.as_slice() == b"subscribe"));
-                    if !confirmed {
-                        fail(sub, "unexpected reply to SUBSCRIBE");
-                        return false;
-                    }
-                    s.stage = Stage::Subscribed;
-                    s.backoff_ms = FIRST_BACKOFF_MS;
-                    if s.down_logged {
-                        ngx::ngx_log_error!(
-                            NGX_LOG_NOTICE,
-                            s.log,
-                            "auth_oauth2_token: revocation channel subscribed again"
-                        );
-                    } else if !s.subscribed_once {
-                        ngx::ngx_log_error!(
-                            NGX_LOG_INFO,
-                            s.log,
-                            "auth_oauth2_token: revocation channel subscribed"
-                        );
-                    }
-                    s.down_logged = false;
-                    s.subscribed_once = true;
-                }
-                Stage::Subscribed => {
-                    if let Some((channel, payload)) = resp::pubsub_message(&reply) {
-                        if channel == s.channel.as_slice() {
-                            crate::handler::purge::revoked(payload);
-                        }
-                    }
-                }
-            }
-        }
+/// Called by a worker with its cycle set up.
+unsafe fn revoked(message: &[u8]) {
+    // SAFETY: the cycle is set up (this function's contract).
+    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
+        return;
+    };
+    let Some(redis) = main.redis.as_ref() else {
+        return;
+    };
+    if let Some(tag) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
+        zone::purge_tag_everywhere(main, &tag);
     }
 }
 
@@ -437,31 +392,6 @@ unsafe fn close(sub: *mut Subscriber) {
             ngx_close_connection(s.conn);
             s.conn = ptr::null_mut();
         }
-    }
-}
-
-/// The channel failed: close, log once per outage, try again later.
-///
-/// # Safety
-/// `sub` must be this worker's subscriber.
-unsafe fn fail(sub: *mut Subscriber, why: &str) {
-    // SAFETY: as for close; the retry event is the subscriber's own.
-    unsafe {
-        close(sub);
-        if exiting() {
-            return;
-        }
-        let s = &mut *sub;
-        if !s.down_logged {
-            ngx::ngx_log_error!(
-                NGX_LOG_WARN,
-                s.log,
-                "auth_oauth2_token: revocation channel down ({why}); purges from other gateways reach this gateway when its cached entries expire (max_ttl)"
-            );
-            s.down_logged = true;
-        }
-        let retry = ptr::addr_of_mut!(s.retry);
-        ngx_add_timer(retry, s.backoff_ms as ngx::ffi::ngx_msec_t);
-        s.backoff_ms = (s.backoff_ms * 2).min(MAX_BACKOFF_MS);
+        s.connecting = false;
     }
 }

@@ -23,7 +23,7 @@ use super::call::{self, Call, Failure};
 use super::deadline;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
-use crate::oauth::resp::{self, Parsed, Reply};
+use crate::redis::resp::{self, Parsed, Reply};
 
 /// The content handler of a location with `auth_oauth2_token_redis_pass`.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -281,6 +281,6 @@ fn fill(uc: &mut ngx_http_upstream_conf_t, conf: &RedisLocation, upstream: *mut 
         mask |= NGX_HTTP_UPSTREAM_FT_OFF;
     }
     uc.next_upstream = mask as ngx_uint_t;
-    // An L2 write runs on after the client has gone.
+    // A background write to the Redis tier runs on after the client has gone.
     uc.ignore_client_abort = 1;
 }

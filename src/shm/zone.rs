@@ -11,6 +11,7 @@ use ngx::ffi::{
     NGX_OK,
 };
 
+use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::{self, At, Claim, Live, Lookup, Opened, Slab, Table};
@@ -172,6 +173,18 @@ pub unsafe fn purge_tag(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> usize {
         let table = locked.table;
         table::purge_tag(table, &mut locked.pool, &mut Live, tag).unwrap_or(0)
     }
+}
+
+/// Removes the entries of the token with `tag` from every cache zone: what
+/// a purge does on this gateway, and what a purge message from the Redis
+/// tier's channel does. Returns how many entries it removed.
+pub fn purge_tag_everywhere(main: &MainConf, tag: &[u8; 8]) -> usize {
+    main.zones
+        .iter()
+        // SAFETY: every zone in the main conf was set up by a directive and
+        // initialised by nginx before any request or worker event runs.
+        .map(|(_, z)| unsafe { purge_tag(z.cast(), tag) })
+        .sum()
 }
 
 /// nginx's init callback for the zone: builds the table in a new zone, or

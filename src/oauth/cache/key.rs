@@ -158,7 +158,7 @@ impl KeyScope {
     }
 }
 
-/// What names an answer's policy in the shared tier, where every answer
+/// What names an answer's policy in the Redis tier, where every answer
 /// about one token lives in that token's hash: the scope and the
 /// per-request parts, length-prefixed; no token.
 pub fn policy(scope: &KeyScope, parts: &[&[u8]]) -> Vec<u8> {

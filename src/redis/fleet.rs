@@ -1,11 +1,13 @@
-//! What the gateways of a fleet share in Redis, and how nobody else can
-//! read it: the names of a token's entries are keyed hashes (HMAC-SHA-256),
-//! so reading Redis does not tell whether a guessed token is cached; values
+//! What the gateways of a fleet share in the Redis tier, and how nobody
+//! else can read it: the names of a token's entries are keyed hashes
+//! (HMAC-SHA-256), so reading Redis does not tell whether a guessed token
+//! is cached; values
 //! and purge messages are sealed (AES-256-GCM, a random nonce per seal)
 //! and bound to their names, so a value moved to another name does not
 //! open. Two keys are derived from the operator's secret; an old secret is
 //! still accepted for reading during a rotation.
 
+use crate::oauth::cache::Lifetime;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
@@ -146,9 +148,9 @@ impl FleetKeys {
     }
 }
 
-/// A cached answer as the fleet keeps it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SharedEntry {
+/// A cached answer as the Redis tier keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierEntry {
     /// When the IdP gave the answer: every reader counts its own `max_ttl`
     /// from here.
     pub obtained_ms: i64,
@@ -177,14 +179,24 @@ pub fn seal_entry(
     seal(key, &entry_aad(slot, field), &plain)
 }
 
+impl TierEntry {
+    /// How long its writer keeps it: fresh, then stale for the IdP's failures.
+    pub fn lifetime(&self) -> Lifetime {
+        Lifetime {
+            fresh_until: self.fresh_until_ms,
+            stale_until: self.stale_until_ms,
+        }
+    }
+}
+
 /// `None` for anything `seal_entry` did not make with this key for this
 /// slot and field.
-pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<SharedEntry> {
+pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<TierEntry> {
     let plain = open(key, &entry_aad(slot, field), sealed)?;
     let (obtained, rest) = plain.split_first_chunk::<8>()?;
     let (fresh, rest) = rest.split_first_chunk::<8>()?;
     let (stale, entry) = rest.split_first_chunk::<8>()?;
-    Some(SharedEntry {
+    Some(TierEntry {
         obtained_ms: i64::from_le_bytes(*obtained),
         fresh_until_ms: i64::from_le_bytes(*fresh),
         stale_until_ms: i64::from_le_bytes(*stale),
@@ -262,7 +274,7 @@ mod tests {
         let opened = open_entry(&k, b"s", b"f", &sealed).unwrap();
         assert_eq!(
             opened,
-            SharedEntry {
+            TierEntry {
                 obtained_ms: 5,
                 fresh_until_ms: 10,
                 stale_until_ms: 20,

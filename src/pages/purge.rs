@@ -1,15 +1,16 @@
 //! `auth_oauth2_token_purge`: a location that removes every cached answer
 //! for one token (RFC 7009's request shape: `POST`, `token=...`), in every
-//! policy and both kinds, from this gateway's zones and from the shared
-//! tier, and tells the other gateways (`PUBLISH`); and the receiving end of
-//! those messages ([`revoked`]).
+//! policy and both kinds, from this gateway's zones and from the Redis
+//! tier, and tells the other gateways (`PUBLISH`), whose subscribers
+//! (`redis/subscriber.rs`) drop it from their zones.
 //!
 //! POST        -> read the body (anything else: 405)
 //! body read   -> token (none or malformed: 400); this gateway's zones
-//!                purged; no shared tier: 200
-//! shared tier -> `DEL` the token's hashes and `PUBLISH` the purge in one
-//!                subrequest; its end sets the status (200, or 503 when the
-//!                tier failed: the fleet was not told) and resumes the request
+//!                purged; no Redis tier: 200
+//! Redis tier  -> `DEL` the token's hashes and `PUBLISH` the purge in one
+//!                subrequest (`redis/purge.rs`); its end sets the status
+//!                (200, or 503 when the tier failed: the other gateways were
+//!                not told) and resumes the request
 
 use core::ffi::c_void;
 use core::ptr;
@@ -23,14 +24,13 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use crate::conf::MainConf;
 use crate::handler::raw::push_header;
 use crate::module::Module;
 use crate::oauth::cache::key::token_tag;
-use crate::oauth::fleet;
 use crate::oauth::purge::token_of_form;
-use crate::oauth::resp::{self, Reply};
 use crate::redis::call::{self, Failure};
+use crate::redis::purge;
+use crate::redis::resp::Reply;
 use crate::shm::zone;
 
 /// The location's content handler.
@@ -57,7 +57,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-/// The body is in: purge here, then in the shared tier.
+/// The body is in: purge here, then in the Redis tier.
 ///
 /// # Safety
 /// Called by nginx with the live request whose body was read.
@@ -84,7 +84,7 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
             return ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
         };
         let tag = token_tag(&token);
-        let removed = purge_zones(main, &tag);
+        let removed = zone::purge_tag_everywhere(main, &tag);
         ngx::ngx_log_error!(
             NGX_LOG_INFO,
             log,
@@ -93,27 +93,16 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         let (Some(uri), Some(redis)) = (conf.shared_cache_uri(), main.redis.as_ref()) else {
             return ngx_http_finalize_request(r, respond(r, NGX_HTTP_OK as usize));
         };
-        let keys = &redis.keys;
-        let channel = redis.channel();
-        let mut commands = Vec::with_capacity(512);
-        let mut del: Vec<&[u8]> = vec![b"DEL"];
-        let slots: Vec<Vec<u8>> = keys
-            .iter()
-            .map(|k| fleet::token_slot(k, &redis.prefix, &token))
-            .collect();
-        del.extend(slots.iter().map(Vec::as_slice));
-        resp::command(&mut commands, &del);
-        let message = fleet::seal_purge(&keys.current, &channel, &tag);
-        resp::command(&mut commands, &[b"PUBLISH", &channel, &message]);
+        let commands = purge::commands(&redis.keys, &redis.prefix, &redis.channel(), &token, &tag);
         (*r).headers_out.status = 0;
         (*r).write_event_handler = Some(resume);
         if call::start(
             r,
             uri,
             &commands,
-            2,
+            purge::REPLIES,
             false,
-            Some(shared_done),
+            Some(tier_done),
             ptr::null_mut(),
         )
         .is_err()
@@ -123,11 +112,11 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     }
 }
 
-/// The shared tier's answer: 200 when both commands succeeded.
+/// The Redis tier's answer: 200 when both commands succeeded.
 ///
 /// # Safety
 /// Called by `redis::call` with the live purge request.
-unsafe fn shared_done(
+unsafe fn tier_done(
     r: *mut ngx_http_request_t,
     _data: *mut c_void,
     result: Result<Vec<Reply>, Failure>,
@@ -136,6 +125,7 @@ unsafe fn shared_done(
     unsafe {
         let log = (*(*r).connection).log;
         // A failure of the call was logged by it; refusals are noted here.
+        // (The 503's log line keeps its historical words, "shared cache".)
         let failed = match result {
             Err(_) => true,
             Ok(replies) => replies.iter().any(|reply| match reply {
@@ -224,33 +214,5 @@ unsafe fn body(r: *mut ngx_http_request_t) -> Option<Vec<u8>> {
             cl = (*cl).next;
         }
         Some(out)
-    }
-}
-
-/// Removes the entries of the token with `tag` from every cache zone.
-fn purge_zones(main: &MainConf, tag: &[u8; 8]) -> usize {
-    main.zones
-        .iter()
-        // SAFETY: every zone in the main conf was set up by a directive and
-        // initialised by nginx before any request or worker event runs.
-        .map(|(_, z)| unsafe { zone::purge_tag(z.cast(), tag) })
-        .sum()
-}
-
-/// A purge message from the revocation channel (another gateway's purge,
-/// or this one's): the token's entries leave this gateway's zones.
-///
-/// # Safety
-/// Called by a worker with its cycle set up.
-pub unsafe fn revoked(message: &[u8]) {
-    // SAFETY: the cycle is set up (this function's contract).
-    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
-        return;
-    };
-    let Some(redis) = main.redis.as_ref() else {
-        return;
-    };
-    if let Some(tag) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
-        purge_zones(main, &tag);
     }
 }

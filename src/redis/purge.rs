@@ -1,0 +1,116 @@
+//! What a purge sends to the Redis tier (plain): one pipeline of two
+//! commands, `DEL` of the token's hash under every key (the current one,
+//! then the old one during a rotation, so that an entry written before the
+//! rotation goes too), then `PUBLISH` of the token's tag, sealed with the
+//! current key, on the purge channel for the other gateways.
+
+use crate::redis::fleet::{self, FleetKeys};
+use crate::redis::resp;
+
+/// How many replies [`commands`] asks for.
+pub const REPLIES: usize = 2;
+
+/// The pipeline (RESP) purging `token`, whose tag is `tag`, from the tier
+/// with key `prefix`, and telling the gateways subscribed to `channel`.
+pub fn commands(
+    keys: &FleetKeys,
+    prefix: &[u8],
+    channel: &[u8],
+    token: &[u8],
+    tag: &[u8; 8],
+) -> Vec<u8> {
+    let mut commands = Vec::with_capacity(512);
+    let slots: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| fleet::token_slot(k, prefix, token))
+        .collect();
+    let mut del: Vec<&[u8]> = vec![b"DEL"];
+    del.extend(slots.iter().map(Vec::as_slice));
+    resp::command(&mut commands, &del);
+    let message = fleet::seal_purge(&keys.current, channel, tag);
+    resp::command(&mut commands, &[b"PUBLISH", channel, &message]);
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::fleet::FleetKey;
+    use crate::redis::resp::{Parsed, Reply};
+
+    fn key(byte: u8) -> FleetKey {
+        FleetKey::from_secret(&[byte; 32]).unwrap()
+    }
+
+    /// The commands as arrays of bulk strings (RESP reads them like replies).
+    fn read(commands: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let Parsed::Done { replies, used } = resp::parse(commands, REPLIES) else {
+            panic!("not {REPLIES} commands");
+        };
+        assert_eq!(used, commands.len(), "nothing after them");
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Array(Some(args)) => args
+                    .into_iter()
+                    .map(|arg| match arg {
+                        Reply::Bulk(Some(bytes)) => bytes,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deletes_the_token_under_every_key_and_publishes_its_tag() {
+        let keys = FleetKeys {
+            current: key(2),
+            old: Some(key(1)),
+        };
+        let tag = [7; 8];
+        let commands = read(&commands(&keys, b"gw:", b"gw:purge", b"tok", &tag));
+        let [del, publish] = &commands[..] else {
+            panic!("{commands:?}");
+        };
+        assert_eq!(
+            del,
+            &[
+                b"DEL".to_vec(),
+                fleet::token_slot(&key(2), b"gw:", b"tok"),
+                fleet::token_slot(&key(1), b"gw:", b"tok"),
+            ]
+        );
+        assert_eq!(publish[..2], [b"PUBLISH".to_vec(), b"gw:purge".to_vec()]);
+        assert_eq!(publish.len(), 3);
+        // Sealed with the current key: a gateway that has only the new
+        // secret opens it; the token itself is not in it.
+        let only_new = FleetKeys {
+            current: key(2),
+            old: None,
+        };
+        assert_eq!(
+            fleet::open_purge(&only_new, b"gw:purge", &publish[2]),
+            Some(tag)
+        );
+        assert!(!publish[2].windows(3).any(|w| w == b"tok"));
+    }
+
+    #[test]
+    fn without_an_old_key_one_hash_is_deleted() {
+        let keys = FleetKeys {
+            current: key(3),
+            old: None,
+        };
+        let commands = read(&commands(&keys, b"oauth2:", b"oauth2:purge", b"t", &[0; 8]));
+        assert_eq!(
+            commands[0],
+            [
+                b"DEL".to_vec(),
+                fleet::token_slot(&key(3), b"oauth2:", b"t")
+            ]
+        );
+        assert_eq!(commands[1][0], b"PUBLISH");
+    }
+}
