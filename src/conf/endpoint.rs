@@ -19,7 +19,7 @@ pub struct Endpoint {
     pub key_scope: KeyScope,
     /// The same in the Redis tier, where the server is named by its
     /// `server_name`s only.
-    pub fleet_scope: KeyScope,
+    pub tier_scope: KeyScope,
     /// The series of its calls in the metrics.
     pub metrics: EndpointIds,
     /// The first state slot of its circuit breaker, with `auth_oauth2_token_breaker`.

@@ -468,8 +468,8 @@ impl LocationConf {
         (self.introspection.key_scope, self.token_endpoint.key_scope) =
             self.scopes(server, claims_fingerprint);
         (
-            self.introspection.fleet_scope,
-            self.token_endpoint.fleet_scope,
+            self.introspection.tier_scope,
+            self.token_endpoint.tier_scope,
         ) = self.scopes(fleet, claims_fingerprint);
     }
 

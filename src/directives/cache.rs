@@ -1,6 +1,6 @@
 //! The caches of a location: the shared-memory zones of
 //! `introspect_cache` and `exchange_cache` (declared here), `cache_vary`,
-//! and `shared_cache`, which adds the shared tier (Redis).
+//! and `shared_cache`, which adds the Redis tier.
 
 use core::ffi::c_void;
 
@@ -72,7 +72,7 @@ handler!(set_cache_vary, |c| {
 });
 
 // `auth_oauth2_token_shared_cache URI | off;`: this block's caches also
-// use the shared tier (Redis) through the internal location at URI.
+// use the Redis tier through the internal location at URI.
 handler!(set_shared_cache, |c| {
     if c.conf.shared_cache.is_some() {
         return Err("is duplicate".into());

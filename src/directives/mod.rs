@@ -3,7 +3,7 @@
 //! nginx's arguments and handing them to the plain parsers of `conf/`:
 //! `endpoint.rs` (the IdP calls and the client's credentials), `policy.rs`
 //! (what a location asks of a token and how it refuses), `cache.rs`,
-//! `pages.rs` (content handlers), `redis.rs` (the shared tier) and
+//! `pages.rs` (content handlers), `redis.rs` (the Redis tier) and
 //! `curity.rs` (Curity's directive names); `call.rs` is what every handler
 //! gets from nginx.
 

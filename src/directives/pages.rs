@@ -14,7 +14,7 @@ handler!(set_metrics, |c| {
 });
 
 // `auth_oauth2_token_purge;` (location): the location removes a token's
-// cached answers (RFC 7009 request shape), here and in the shared tier.
+// cached answers (RFC 7009 request shape), here and in the Redis tier.
 handler!(set_purge, |c| {
     if c.conf.purge_page {
         return Err("is duplicate".into());

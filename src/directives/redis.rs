@@ -1,4 +1,4 @@
-//! The shared tier's directives: `auth_oauth2_token_redis` (http level:
+//! The Redis tier's directives: `auth_oauth2_token_redis` (http level:
 //! the server, the fleet secrets, the connection's preamble) and the
 //! `auth_oauth2_token_redis_*` directives of the location that carries the
 //! module's Redis calls.
@@ -33,7 +33,7 @@ fn fleet_key<C>(c: &Call<'_, C>, param: &str, name: &[u8]) -> Result<FleetKey, S
 }
 
 // `auth_oauth2_token_redis SERVER key_file=PATH ...;` (http level): the
-// shared tier. Files are read now; the server is an nginx upstream.
+// Redis tier. Files are read now; the server is an nginx upstream.
 handler!(set_redis: MainConf, |c| {
     if c.conf.redis.is_some() {
         return Err("is duplicate".into());

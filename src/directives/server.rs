@@ -50,7 +50,7 @@ pub unsafe fn identity(cf: *mut ngx_conf_t) -> Identity {
 pub struct Identity {
     /// In this gateway's zones: by listen addresses and names.
     pub zone: [u8; 32],
-    /// In the shared tier: by names only, as the gateways of a fleet listen
+    /// In the Redis tier: by names only, as the gateways of a fleet listen
     /// on addresses of their own.
     pub fleet: [u8; 32],
 }

@@ -203,8 +203,8 @@ pub struct Slot<A> {
     /// This request's place in the worker's in-flight table, if any.
     flight: Option<Flight>,
     /// What the Redis tier said, and where the answer lives there.
-    shared: SharedRead,
-    shared_names: Option<SharedNames>,
+    tier: TierRead,
+    tier_names: Option<TierNames>,
     /// When this request asked the IdP (and so stores the answer), and
     /// whether it marked the key for the other workers.
     asked_at_ms: Option<i64>,
@@ -221,8 +221,8 @@ impl<A> Default for Slot<A> {
             stale: None,
             flow: Flow::Look,
             flight: None,
-            shared: SharedRead::NotAsked,
-            shared_names: None,
+            tier: TierRead::NotAsked,
+            tier_names: None,
             asked_at_ms: None,
             claimed: false,
             replaces_old: false,
@@ -233,8 +233,8 @@ impl<A> Default for Slot<A> {
 /// What a leader does once its question is answered.
 pub struct Settled {
     /// The Redis tier's entry that answered, to store in the zone as it is.
-    pub from_shared: Option<TierEntry>,
-    /// When the IdP was asked, if it was (its answer is stored and shared).
+    pub from_tier: Option<TierEntry>,
+    /// When the IdP was asked, if it was (its answer is stored, here and in the Redis tier).
     pub asked_at_ms: Option<i64>,
     /// Whether this request holds the key's mark for the other workers.
     pub claimed: bool,
@@ -259,12 +259,12 @@ impl<A: Clone> Slot<A> {
         self.flight
     }
 
-    pub fn shared_names(&self) -> Option<&SharedNames> {
-        self.shared_names.as_ref()
+    pub fn tier_names(&self) -> Option<&TierNames> {
+        self.tier_names.as_ref()
     }
 
-    pub fn shared_read(&self) -> &SharedRead {
-        &self.shared
+    pub fn tier_read(&self) -> &TierRead {
+        &self.tier
     }
 
     /// A look-up begins (or begins again after another worker's call):
@@ -273,8 +273,8 @@ impl<A: Clone> Slot<A> {
         self.asked_at_ms = None;
         let again = self.flow == Flow::WaitingForWorker;
         if !again {
-            self.shared = SharedRead::NotAsked;
-            self.shared_names = None;
+            self.tier = TierRead::NotAsked;
+            self.tier_names = None;
             self.replaces_old = false;
         }
         again
@@ -352,15 +352,15 @@ impl<A: Clone> Slot<A> {
     }
 
     /// The Redis tier is asked where the answer would live.
-    pub fn ask_shared(&mut self, names: SharedNames) {
-        self.shared_names = Some(names);
-        self.shared = SharedRead::Asking;
-        self.flow = Flow::AskingShared;
+    pub fn ask_tier(&mut self, names: TierNames) {
+        self.tier_names = Some(names);
+        self.tier = TierRead::Asking;
+        self.flow = Flow::AskingRedis;
     }
 
     /// What the Redis tier said (from its call's callback).
-    pub fn shared_said(&mut self, read: SharedRead) {
-        self.shared = read;
+    pub fn tier_said(&mut self, read: TierRead) {
+        self.tier = read;
     }
 
     /// The IdP is asked now (`now_ms`).
@@ -372,12 +372,12 @@ impl<A: Clone> Slot<A> {
     /// The leader's question is answered: what it has to store, and the
     /// mark it held is no longer its business.
     pub fn settle(&mut self, served_stale: bool) -> Settled {
-        let from_shared = match core::mem::replace(&mut self.shared, SharedRead::NotAsked) {
-            SharedRead::Found(found) => Some(found),
+        let from_tier = match core::mem::replace(&mut self.tier, TierRead::NotAsked) {
+            TierRead::Found(found) => Some(found),
             _ => None,
         };
         Settled {
-            from_shared,
+            from_tier,
             asked_at_ms: self.asked_at_ms.filter(|_| !served_stale),
             claimed: core::mem::take(&mut self.claimed),
             replaces_old: self.replaces_old,
@@ -414,19 +414,19 @@ pub enum Flow {
     /// Another worker asks it: look again when the timer fires.
     WaitingForWorker,
     /// This request asks the Redis tier before the IdP.
-    AskingShared,
+    AskingRedis,
 }
 
 /// Where an answer lives in the Redis tier: the token's hash and the
 /// answer's field in it, under the current key and then the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedNames {
+pub struct TierNames {
     pub places: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// What the Redis tier said to a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SharedRead {
+pub enum TierRead {
     NotAsked,
     Asking,
     /// An entry of this question, fresh for this reader.

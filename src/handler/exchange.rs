@@ -71,7 +71,7 @@ impl Question for Exchange {
             params.resource,
             params.requested_token_type,
         ];
-        policy(&conf.token_endpoint.fleet_scope, &parts)
+        policy(&conf.token_endpoint.tier_scope, &parts)
     }
 
     fn body(token: &[u8], (params, _vary): &Self::Inputs<'_>) -> Vec<u8> {

@@ -7,19 +7,19 @@
 //!              waiter -> WaitingForLeader; no cache: AskingIdp
 //! AskingIdp / WaitingForLeader -> NGX_AGAIN until the answer is in (the
 //!              subrequest's callback or the leader put it in the context)
-//!              (with a shared tier, the leader asks it first: AskingShared;
+//!              (with the Redis tier, the leader asks it first: AskingRedis;
 //!              an entry there answers, and is stored in this zone)
-//! answered  -> the leader stores it (and the IdP's answer in the shared
+//! answered  -> the leader stores it (and the IdP's answer in the Redis
 //!              tier, in the background) and wakes its waiters
 
 use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{CacheConf, LocationConf};
-use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, SharedRead, TierEntry};
+use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, TierEntry, TierRead};
 use crate::handler::idp_call::{self, CallNotMade, Refresh};
 use crate::handler::question::{may_serve_stale, Question};
-use crate::handler::{inflight, shared};
+use crate::handler::{inflight, redis_tier};
 use crate::metrics::LookupResult;
 use crate::module::Module;
 use crate::oauth::cache::CacheKey;
@@ -62,7 +62,7 @@ pub unsafe fn step<Q: Question>(
         if !Q::slot(&mut *ctx).is_answered() {
             let step = match Q::slot(&mut *ctx).flow() {
                 Flow::Look | Flow::WaitingForWorker => look::<Q>(r, conf, ctx),
-                Flow::AskingShared => shared_answered::<Q>(r, conf, ctx),
+                Flow::AskingRedis => tier_answered::<Q>(r, conf, ctx),
                 Flow::AskingIdp | Flow::WaitingForLeader => return Step::Again,
             };
             match step {
@@ -115,13 +115,13 @@ unsafe fn store<Q: Question>(
             // Redis tier (only then: junk tokens cost nothing).
             zone::purge_tag(cache.zone.cast(), &key.tag());
             if let (Some(tier), Some(names)) =
-                (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
+                (redis_tier::tier(r, conf), Q::slot(&mut *ctx).tier_names())
             {
-                let _ = shared::forget(r, &tier, names);
+                let _ = redis_tier::forget(r, &tier, names);
             }
         }
         let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
-        let entry = match (settled.from_shared, settled.asked_at_ms) {
+        let entry = match (settled.from_tier, settled.asked_at_ms) {
             (Some(found), _) => {
                 let lifetime = found.lifetime();
                 Some((found.entry, lifetime))
@@ -134,7 +134,7 @@ unsafe fn store<Q: Question>(
         };
         if let (Some(asked_at), Some((entry, lifetime))) = (settled.asked_at_ms, &entry) {
             if let (Some(tier), Some(names)) =
-                (shared::tier(r, conf), Q::slot(&mut *ctx).shared_names())
+                (redis_tier::tier(r, conf), Q::slot(&mut *ctx).tier_names())
             {
                 let found = TierEntry {
                     obtained_ms: asked_at,
@@ -143,7 +143,7 @@ unsafe fn store<Q: Question>(
                     entry: entry.clone(),
                 };
                 // A write that cannot start is a later miss elsewhere.
-                let _ = shared::write(r, &tier, names, &found, now);
+                let _ = redis_tier::write(r, &tier, names, &found, now);
             }
         }
         let stored = entry.is_some_and(|(entry, lifetime)| {
@@ -324,14 +324,14 @@ unsafe fn look<Q: Question>(
             }
         }
         let in_flight = Q::slot(&mut *ctx).flight().is_some();
-        let not_asked = *Q::slot(&mut *ctx).shared_read() == SharedRead::NotAsked;
-        if let (Some(tier), true, true) = (shared::tier(r, conf), in_flight, not_asked) {
+        let not_asked = *Q::slot(&mut *ctx).tier_read() == TierRead::NotAsked;
+        if let (Some(tier), true, true) = (redis_tier::tier(r, conf), in_flight, not_asked) {
             let policy = Q::fleet_policy(conf, &inputs);
-            let names = shared::names(&tier, (*ctx).token(), &policy);
-            Q::slot(&mut *ctx).ask_shared(names);
-            match shared::read::<Q>(r, &tier, ctx) {
+            let names = redis_tier::names(&tier, (*ctx).token(), &policy);
+            Q::slot(&mut *ctx).ask_tier(names);
+            match redis_tier::read::<Q>(r, &tier, ctx) {
                 Ok(()) => return Step::Again,
-                Err(()) => Q::slot(&mut *ctx).shared_said(SharedRead::Missed),
+                Err(()) => Q::slot(&mut *ctx).tier_said(TierRead::Missed),
             }
         }
         ask_idp::<Q>(r, conf, ctx, &inputs)
@@ -343,17 +343,17 @@ unsafe fn look<Q: Question>(
 ///
 /// # Safety
 /// As for [`step`].
-unsafe fn shared_answered<Q: Question>(
+unsafe fn tier_answered<Q: Question>(
     r: *mut ngx_http_request_t,
     conf: &LocationConf,
     ctx: *mut RequestCtx,
 ) -> Step {
     // SAFETY: as for `step`.
     unsafe {
-        let value = match Q::slot(&mut *ctx).shared_read() {
-            SharedRead::Asking => return Step::Again,
-            SharedRead::Found(found) => Q::decode(&found.entry),
-            SharedRead::NotAsked | SharedRead::Missed => None,
+        let value = match Q::slot(&mut *ctx).tier_read() {
+            TierRead::Asking => return Step::Again,
+            TierRead::Found(found) => Q::decode(&found.entry),
+            TierRead::NotAsked | TierRead::Missed => None,
         };
         if let Some(value) = value {
             Q::slot(&mut *ctx).answered(Ok(value));
@@ -366,7 +366,7 @@ unsafe fn shared_answered<Q: Question>(
             }
             return Step::Answered;
         }
-        Q::slot(&mut *ctx).shared_said(SharedRead::Missed);
+        Q::slot(&mut *ctx).tier_said(TierRead::Missed);
         let Some(inputs) = Q::inputs(r, conf) else {
             return Step::Error;
         };

@@ -53,8 +53,8 @@ impl Question for Introspection {
 
     fn fleet_policy(conf: &LocationConf, vary: &&[u8]) -> Vec<u8> {
         match conf.cache_vary {
-            Some(_) => policy(&conf.introspection.fleet_scope, &[vary]),
-            None => policy(&conf.introspection.fleet_scope, &[]),
+            Some(_) => policy(&conf.introspection.tier_scope, &[vary]),
+            None => policy(&conf.introspection.tier_scope, &[]),
         }
     }
 

@@ -72,7 +72,7 @@ pub enum LookupResult {
     Bypass,
     /// An answer past its time served because the IdP failed.
     Stale,
-    /// A miss of this zone that the shared tier (Redis) answered; the
+    /// A miss of this zone that the Redis tier answered; the
     /// look-up is counted as a miss too.
     SharedHit,
 }
@@ -99,7 +99,7 @@ impl LookupResult {
     }
 }
 
-/// Why a call to the shared tier (Redis) gave no answer.
+/// Why a call to the Redis tier gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedFailure {
     Connect,

@@ -1,4 +1,4 @@
-//! The shared tier (Redis) as the cache level between this gateway's zone
+//! The Redis tier as the cache level between this gateway's zone
 //! and the IdP: reading a question's entry on a zone miss, writing the IdP's
 //! answer in the background. Names and values in Redis are keyed hashes and
 //! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
@@ -9,7 +9,7 @@ use ngx::ffi::{ngx_http_request_t, ngx_log_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, RedisTier};
-use crate::handler::ctx::{RequestCtx, SharedNames, SharedRead, TierEntry};
+use crate::handler::ctx::{RequestCtx, TierEntry, TierNames, TierRead};
 use crate::handler::question::Question;
 use crate::handler::raw;
 use crate::module::Module;
@@ -18,7 +18,7 @@ use crate::redis::call::{self, Failure};
 use crate::redis::fleet;
 use crate::redis::resp::{self, Reply};
 
-/// The shared tier a request's questions use: a main request in a location
+/// The Redis tier a request's questions use: a main request in a location
 /// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.
 pub struct Tier<'a> {
     uri: &'a [u8],
@@ -41,7 +41,7 @@ pub unsafe fn tier<'a>(r: *mut ngx_http_request_t, conf: &'a LocationConf) -> Op
 
 /// Where the answer to a question about `token` with `policy` lives, under
 /// the current key and then the old one: computed once per question.
-pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> SharedNames {
+pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> TierNames {
     let keys = &tier.redis.keys;
     let places = keys
         .iter()
@@ -52,11 +52,11 @@ pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> SharedNames {
             )
         })
         .collect();
-    SharedNames { places }
+    TierNames { places }
 }
 
-/// Asks the shared tier for the answer at `ctx.shared_names`; it goes to
-/// `ctx.shared`, then nginx runs the request's phase handler again.
+/// Asks the Redis tier for the answer at `ctx.tier_names`; it goes to
+/// the question's slot, then nginx runs the request's phase handler again.
 ///
 /// # Safety
 /// `r` must be the live main request and `ctx` its context.
@@ -66,7 +66,7 @@ pub unsafe fn read<Q: Question>(
     ctx: *mut RequestCtx,
 ) -> Result<(), ()> {
     // SAFETY: ctx is r's context (this function's contract).
-    let Some(names) = (unsafe { Q::slot(&mut *ctx).shared_names() }) else {
+    let Some(names) = (unsafe { Q::slot(&mut *ctx).tier_names() }) else {
         return Err(());
     };
     let mut commands = Vec::with_capacity(256);
@@ -103,14 +103,14 @@ unsafe fn read_done<Q: Question>(
         let log = (*(*r).connection).log;
         let redis = Module::main_conf(&*r).and_then(|main| main.redis.as_ref());
         let policy = Module::location_conf(&*r).and_then(|conf| Q::endpoint(conf).cache);
-        let read = match (redis, policy, Q::slot(&mut *ctx).shared_names(), result) {
+        let read = match (redis, policy, Q::slot(&mut *ctx).tier_names(), result) {
             (Some(redis), Some(cache), Some(names), Ok(replies)) => {
                 first_fresh(redis, &cache.policy, names, replies, raw::now_ms(), log)
             }
             // A failure was logged by the call.
-            _ => SharedRead::Missed,
+            _ => TierRead::Missed,
         };
-        Q::slot(&mut *ctx).shared_said(read);
+        Q::slot(&mut *ctx).tier_said(read);
     }
 }
 
@@ -119,11 +119,11 @@ unsafe fn read_done<Q: Question>(
 fn first_fresh(
     redis: &RedisTier,
     policy: &CachePolicy,
-    names: &SharedNames,
+    names: &TierNames,
     replies: Vec<Reply>,
     now: i64,
     log: *mut ngx_log_t,
-) -> SharedRead {
+) -> TierRead {
     let keys = redis.keys.iter();
     for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
         match reply {
@@ -131,7 +131,7 @@ fn first_fresh(
                 Some(found)
                     if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
                 {
-                    return SharedRead::Found(found);
+                    return TierRead::Found(found);
                 }
                 Some(_) => {}
                 None => call::note_failure(log, &Failure::Undecryptable),
@@ -140,11 +140,11 @@ fn first_fresh(
             other => {
                 let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
                 call::note_failure(log, &failure);
-                return SharedRead::Missed;
+                return TierRead::Missed;
             }
         }
     }
-    SharedRead::Missed
+    TierRead::Missed
 }
 
 /// Keeps the IdP's answer for the fleet: the sealed entry in the token's
@@ -157,7 +157,7 @@ fn first_fresh(
 pub unsafe fn write(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
-    names: &SharedNames,
+    names: &TierNames,
     found: &TierEntry,
     now_ms: i64,
 ) -> Result<(), ()> {
@@ -211,7 +211,7 @@ pub unsafe fn write(
 pub unsafe fn forget(
     r: *mut ngx_http_request_t,
     tier: &Tier<'_>,
-    names: &SharedNames,
+    names: &TierNames,
 ) -> Result<(), ()> {
     let mut commands = Vec::with_capacity(256);
     for (slot, field) in &names.places {
