@@ -151,7 +151,7 @@ pub struct MainConf {
     pub counters: Counters,
     /// The cache zones, by name, for the metrics page.
     pub zones: Vec<(String, *mut core::ffi::c_void)>,
-    /// `auth_oauth2_token_redis`: the shared tier, when configured.
+    /// `auth_oauth2_token_redis`: the Redis tier, when configured.
     pub redis: Option<RedisTier>,
     /// The `LocationConf`s with `auth_oauth2_token_redis_pass` (opaque
     /// pointers into the configuration pool), wired to the upstream once
@@ -159,7 +159,7 @@ pub struct MainConf {
     pub redis_passes: Vec<*mut core::ffi::c_void>,
 }
 
-/// `auth_oauth2_token_redis`: the Redis server of the shared tier and the
+/// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the
 /// secrets that go with it, read once at configuration time.
 pub struct RedisTier {
     /// The upstream's `ngx_http_upstream_srv_conf_t`, opaque here.
@@ -319,7 +319,7 @@ impl LocationConf {
         self.phantom == Some(true)
     }
 
-    /// The internal location of the shared tier, when this block uses one.
+    /// The internal location of the Redis tier, when this block uses one.
     pub fn shared_cache_uri(&self) -> Option<&[u8]> {
         self.shared_cache.as_ref()?.as_deref()
     }
