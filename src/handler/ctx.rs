@@ -4,11 +4,11 @@
 //! (`start_looking`, `wait_for_leader`, `ask_idp`, `answered` ...); the
 //! stages, the in-flight table and the variable getters call those.
 
-use ngx::ffi::{ngx_event_t, ngx_str_t};
+use ngx::ffi::{ngx_event_t, ngx_shm_zone_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
 use crate::oauth::breaker::BreakerConf;
-use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::cache::{CacheKey, Lifetime, Mark};
 use crate::oauth::call::CallFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
@@ -204,10 +204,11 @@ pub struct Slot<A> {
     /// What the Redis tier said, and where the answer lives there.
     shared: SharedRead,
     shared_names: Option<SharedNames>,
-    /// Whether this request asked the IdP (and so stores the answer), and
-    /// marked the key for the other workers.
+    /// Whether this request asked the IdP (and so stores the answer).
     asked: bool,
-    claimed: bool,
+    /// The key this request marked for the other workers, until its answer
+    /// is settled.
+    mark: Option<HeldMark>,
 }
 
 impl<A> Default for Slot<A> {
@@ -220,7 +221,7 @@ impl<A> Default for Slot<A> {
             shared: SharedRead::NotAsked,
             shared_names: None,
             asked: false,
-            claimed: false,
+            mark: None,
         }
     }
 }
@@ -231,8 +232,16 @@ pub struct Settled {
     pub from_shared: Option<(Vec<u8>, Lifetime)>,
     /// Whether the IdP was asked (its answer is stored and shared).
     pub asked: bool,
-    /// Whether this request holds the key's mark for the other workers.
-    pub claimed: bool,
+    /// The mark this request held for the other workers: taken off when
+    /// the answer is not stored (an answer stored replaces it).
+    pub mark: Option<HeldMark>,
+}
+
+/// A mark this request made in a cache zone for the other workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldMark {
+    pub zone: *mut ngx_shm_zone_t,
+    pub mark: Mark,
 }
 
 impl<A: Clone> Slot<A> {
@@ -332,9 +341,10 @@ impl<A: Clone> Slot<A> {
         self.flow = Flow::WaitingForWorker;
     }
 
-    /// This request marked the key for the other workers.
-    pub fn claimed(&mut self) {
-        self.claimed = true;
+    /// This request marked the key in `zone` for the other workers: the
+    /// mark is taken off when its answer is settled without being stored.
+    pub fn claimed(&mut self, zone: *mut ngx_shm_zone_t, mark: Mark) {
+        self.mark = Some(HeldMark { zone, mark });
     }
 
     /// The Redis tier is asked where the answer would live.
@@ -355,7 +365,7 @@ impl<A: Clone> Slot<A> {
     }
 
     /// The leader's question is answered: what it has to store, and the
-    /// mark it held is no longer its business.
+    /// mark it held, which comes off unless the stored answer replaces it.
     pub fn settle(&mut self, served_stale: bool) -> Settled {
         let from_shared = match core::mem::replace(&mut self.shared, SharedRead::NotAsked) {
             SharedRead::Found(entry, lifetime) => Some((entry, lifetime)),
@@ -364,7 +374,7 @@ impl<A: Clone> Slot<A> {
         Settled {
             from_shared,
             asked: self.asked && !served_stale,
-            claimed: core::mem::take(&mut self.claimed),
+            mark: self.mark.take(),
         }
     }
 
