@@ -160,6 +160,13 @@ impl RequestCtx {
         self.idp_status
     }
 
+    /// The marks this request still holds for the other workers (none once
+    /// its answers are settled), taken from its questions as its pool goes
+    /// away: the request will not store an answer, so they come off.
+    pub fn abandon_marks(&mut self) -> [Option<HeldMark>; 2] {
+        [self.introspection.mark.take(), self.exchange.mark.take()]
+    }
+
     /// Takes this request out of the question it is in flight for, as its
     /// pool goes away.
     pub fn leave_flight(&mut self) -> Option<Flight> {
@@ -207,7 +214,7 @@ pub struct Slot<A> {
     /// Whether this request asked the IdP (and so stores the answer).
     asked: bool,
     /// The key this request marked for the other workers, until its answer
-    /// is settled.
+    /// is settled or the request goes away: either takes the mark off.
     mark: Option<HeldMark>,
 }
 
@@ -342,7 +349,8 @@ impl<A: Clone> Slot<A> {
     }
 
     /// This request marked the key in `zone` for the other workers: the
-    /// mark is taken off when its answer is settled without being stored.
+    /// mark is taken off when its answer is settled without being stored,
+    /// or when the request goes away before (`RequestCtx::abandon_marks`).
     pub fn claimed(&mut self, zone: *mut ngx_shm_zone_t, mark: Mark) {
         self.mark = Some(HeldMark { zone, mark });
     }

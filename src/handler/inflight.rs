@@ -5,7 +5,8 @@
 //! The table holds pointers to request contexts. A request that joins it
 //! registers a pool cleanup that takes it out again, so no pointer outlives
 //! its request; a leader that goes away without an answer sends its waiters
-//! back to look again.
+//! back to look again, and a request that goes away holding the key's mark
+//! for the other workers takes it off.
 
 use core::cell::RefCell;
 use core::ffi::c_void;
@@ -19,7 +20,9 @@ use ngx::ffi::{
 
 use crate::handler::ctx::{Flight, RequestCtx, Role};
 use crate::handler::question::Question;
+use crate::handler::raw::now_ms;
 use crate::oauth::cache::CacheKey;
+use crate::shm::zone;
 
 thread_local! {
     static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());
@@ -145,9 +148,11 @@ pub unsafe fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
     }
 }
 
-/// The request's pool is going away: a leader hands the question back to
-/// its waiters; a waiter leaves the queue. Either way its wake event must
-/// not fire any more.
+/// The request's pool is going away (answered, or ended by nginx: its
+/// client left, a timeout, an error): a mark it still holds for the other
+/// workers comes off, so that they ask at once rather than at the mark's
+/// deadline; a leader hands the question back to its waiters; a waiter
+/// leaves the queue. Either way its wake event must not fire any more.
 unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     let ctx = data.cast::<RequestCtx>();
     // SAFETY: `data` is the context that registered this cleanup; cleanups
@@ -160,6 +165,14 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
         if !ev.is_null() && (*ev).timer_set() != 0 {
             ngx_rbtree_delete(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
             (*ev).set_timer_set(0);
+        }
+        // Before the waiters are sent back, so that the first to look again
+        // can mark the key itself.
+        let now = now_ms();
+        for held in (*ctx).abandon_marks().into_iter().flatten() {
+            if held.mark.taken_off_at(now) {
+                zone::release(held.zone, &held.mark.key);
+            }
         }
         let Some(Flight { key, role }) = (*ctx).leave_flight() else {
             return;
