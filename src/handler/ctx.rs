@@ -4,10 +4,10 @@
 //! (`start_looking`, `wait_for_leader`, `ask_idp`, `answered` ...); the
 //! stages, the in-flight table and the variable getters call those.
 
-use ngx::ffi::{ngx_event_t, ngx_str_t};
+use ngx::ffi::{ngx_event_t, ngx_shm_zone_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::{CacheKey, Mark};
 use crate::oauth::call::CallFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
@@ -161,6 +161,13 @@ impl RequestCtx {
         self.idp_status
     }
 
+    /// The marks this request still holds for the other workers (none once
+    /// its answers are settled), taken from its questions as its pool goes
+    /// away: the request will not store an answer, so they come off.
+    pub fn abandon_marks(&mut self) -> [Option<HeldMark>; 2] {
+        [self.introspection.mark.take(), self.exchange.mark.take()]
+    }
+
     /// Takes this request out of the question it is in flight for, as its
     /// pool goes away.
     pub fn leave_flight(&mut self) -> Option<Flight> {
@@ -205,10 +212,11 @@ pub struct Slot<A> {
     /// What the Redis tier said, and where the answer lives there.
     tier: TierRead,
     tier_names: Option<TierNames>,
-    /// When this request asked the IdP (and so stores the answer), and
-    /// whether it marked the key for the other workers.
+    /// When this request asked the IdP (and so stores the answer).
     asked_at_ms: Option<i64>,
-    claimed: bool,
+    /// The key this request marked for the other workers, until its answer
+    /// is settled or the request goes away: either takes the mark off.
+    mark: Option<HeldMark>,
     /// Whether the zone held an answer to this question past its time,
     /// which a new answer replaces.
     replaces_old: bool,
@@ -224,7 +232,7 @@ impl<A> Default for Slot<A> {
             tier: TierRead::NotAsked,
             tier_names: None,
             asked_at_ms: None,
-            claimed: false,
+            mark: None,
             replaces_old: false,
         }
     }
@@ -236,10 +244,18 @@ pub struct Settled {
     pub from_tier: Option<TierEntry>,
     /// When the IdP was asked, if it was (its answer is stored, here and in the Redis tier).
     pub asked_at_ms: Option<i64>,
-    /// Whether this request holds the key's mark for the other workers.
-    pub claimed: bool,
+    /// The mark this request held for the other workers: taken off when
+    /// the answer is not stored (an answer stored replaces it).
+    pub mark: Option<HeldMark>,
     /// Whether the zone held an answer past its time for the question.
     pub replaces_old: bool,
+}
+
+/// A mark this request made in a cache zone for the other workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldMark {
+    pub zone: *mut ngx_shm_zone_t,
+    pub mark: Mark,
 }
 
 impl<A: Clone> Slot<A> {
@@ -346,9 +362,11 @@ impl<A: Clone> Slot<A> {
         self.flow = Flow::WaitingForWorker;
     }
 
-    /// This request marked the key for the other workers.
-    pub fn claimed(&mut self) {
-        self.claimed = true;
+    /// This request marked the key in `zone` for the other workers: the
+    /// mark is taken off when its answer is settled without being stored,
+    /// or when the request goes away before (`RequestCtx::abandon_marks`).
+    pub fn claimed(&mut self, zone: *mut ngx_shm_zone_t, mark: Mark) {
+        self.mark = Some(HeldMark { zone, mark });
     }
 
     /// The Redis tier is asked where the answer would live.
@@ -370,7 +388,7 @@ impl<A: Clone> Slot<A> {
     }
 
     /// The leader's question is answered: what it has to store, and the
-    /// mark it held is no longer its business.
+    /// mark it held, which comes off unless the stored answer replaces it.
     pub fn settle(&mut self, served_stale: bool) -> Settled {
         let from_tier = match core::mem::replace(&mut self.tier, TierRead::NotAsked) {
             TierRead::Found(found) => Some(found),
@@ -379,7 +397,7 @@ impl<A: Clone> Slot<A> {
         Settled {
             from_tier,
             asked_at_ms: self.asked_at_ms.filter(|_| !served_stale),
-            claimed: core::mem::take(&mut self.claimed),
+            mark: self.mark.take(),
             replaces_old: self.replaces_old,
         }
     }

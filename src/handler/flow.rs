@@ -22,7 +22,8 @@ use crate::handler::question::{may_serve_stale, Question};
 use crate::handler::{inflight, redis_tier};
 use crate::metrics::LookupResult;
 use crate::module::Module;
-use crate::oauth::cache::CacheKey;
+use crate::oauth::cache::mark::CLAIM_MS;
+use crate::oauth::cache::{CacheKey, Mark};
 use crate::oauth::call::CallFailure;
 use crate::resilience::breaker::Admit;
 use crate::shm::table::{At, Claim, Lookup};
@@ -39,9 +40,6 @@ pub enum Step {
     Error,
 }
 
-/// How long a worker's mark on a key it asks the IdP for holds the other
-/// workers back at most (a worker that dies mid-call is waited for no longer).
-const CLAIM_MS: i64 = 5_000;
 /// How often a request waiting for another worker's answer looks again.
 const WORKER_POLL_MS: u64 = 10;
 
@@ -90,7 +88,8 @@ pub unsafe fn step<Q: Question>(
 
 /// The leader stores what answered its question: an entry of the Redis
 /// tier as it was, or the IdP's answer (which the Redis tier gets too, in
-/// the background), and gives up the mark it held for the other workers.
+/// the background), and takes off the mark it held for the other workers
+/// when nothing replaced it (while the mark is still its own).
 ///
 /// # Safety
 /// As for [`step`].
@@ -149,8 +148,10 @@ unsafe fn store<Q: Question>(
         let stored = entry.is_some_and(|(entry, lifetime)| {
             zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
         });
-        if settled.claimed && !stored {
-            zone::release(cache.zone.cast(), &key);
+        if let (Some(held), false) = (settled.mark, stored) {
+            if held.mark.taken_off_at(now) {
+                zone::release(held.zone, &held.mark.key);
+            }
         }
     }
 }
@@ -305,8 +306,9 @@ unsafe fn look<Q: Question>(
                     }
                 }
                 let now = now_ms();
-                match zone::claim(cache.zone.cast(), &key, now, now + CLAIM_MS) {
-                    Claim::Claimed => Q::slot(&mut *ctx).claimed(),
+                let mark = Mark::made(key, now);
+                match zone::claim(cache.zone.cast(), &key, now, mark.until_ms) {
+                    Claim::Claimed => Q::slot(&mut *ctx).claimed(cache.zone.cast(), mark),
                     Claim::Unmarked => {}
                     Claim::Taken => {
                         if !leads {
