@@ -55,7 +55,7 @@ lint:
 	$(CARGO) fmt --check
 	perl scripts/check-layout.pl
 	$(CARGO) clippy $(CARGO_PROFILE_FLAG) --all-targets -- -D warnings -D clippy::undocumented_unsafe_blocks
-	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) clippy --release --all-targets --features logic-only -- -D warnings
+	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) clippy --release --all-targets --no-default-features --features logic-only -- -D warnings
 
 demo: build
 	@scripts/demo.sh
@@ -86,10 +86,11 @@ bench: build
 	@scripts/bench.sh
 	@scripts/bench-instructions.sh
 
-# Built with the nginx glue left out (feature logic-only), in a target dir of
-# its own so that it neither overwrites nor invalidates the module build.
+# Built with the nginx glue and bindings left out (feature logic-only, no
+# default features: no nginx is built), in a target dir of its own so that it
+# neither overwrites nor invalidates the module build.
 bench-micro: deps
-	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) bench --features logic-only --bench logic
+	CARGO_TARGET_DIR=$(CURDIR)/target/micro $(CARGO) bench --no-default-features --features logic-only --bench logic
 
 # Not part of `make test`: nightly, cargo-fuzz (installed if missing), minutes.
 # The fuzz crate builds in fuzz/target, apart from the module and bench-micro.
