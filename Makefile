@@ -8,6 +8,8 @@
 #                   of that build (packaging/debian/), checked by lintian
 #   make e2e-deb    apt-get install that package (as root), nginx -t, the end-to-end suite
 #                   against the installed module, then apt-get remove and purge
+#   make asan       nginx and the module built with AddressSanitizer (nightly; target/asan,
+#                   objs/asan), the end-to-end suite against them; fails on any ASan report
 #   make bench      wrk on loopback: the module's scenarios as ratios to a plain proxy,
 #                   then instructions per request under callgrind (repeatable)
 #   make bench-micro  criterion micro-benchmarks of the plain-Rust logic (no nginx)
@@ -36,7 +38,7 @@ BUILD_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-de
 TEST_PACKAGES  := perl python3 curl gdb prometheus openssl redis-server redis-tools
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-.PHONY: all build deps build-deps test unit e2e e2e-debian debian deb e2e-deb demo soak bench bench-micro fuzz lint clean
+.PHONY: all build deps build-deps test unit e2e e2e-debian debian deb e2e-deb asan demo soak bench bench-micro fuzz lint clean
 
 all: build
 
@@ -86,6 +88,12 @@ deb: debian
 
 e2e-deb: deps deb
 	@scripts/e2e-deb.sh
+
+# Not part of `make test` (CI runs it after): nightly, its own target dir
+# (target/asan) so that it neither overwrites nor invalidates the module build.
+# ASAN_EXTRA_OPTIONS adds ASan options; see scripts/asan.sh.
+asan: deps
+	@scripts/asan.sh
 
 soak: deps build
 	@scripts/deps.sh wrk
