@@ -125,7 +125,7 @@ unsafe fn store<Q: Question>(
             }
         }
         let stored = entry.is_some_and(|(entry, lifetime)| {
-            zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
+            zone::insert(cache.zone.cast(), &key, &entry, lifetime, now, now)
         });
         if settled.claimed && !stored {
             zone::release(cache.zone.cast(), &key);
@@ -199,6 +199,7 @@ unsafe fn look<Q: Question>(
                     let at = At {
                         now_ms: now_ms(),
                         max_ttl_ms: cache.policy.max_ttl_ms,
+                        stale_ms: cache.policy.stale_if_error_ms,
                         refresh_pct: cache.policy.refresh_pct,
                         refresh_for_ms: CLAIM_MS,
                     };
@@ -280,7 +281,8 @@ unsafe fn look<Q: Question>(
                     }
                 }
                 let now = now_ms();
-                match zone::claim(cache.zone.cast(), &key, now, now + CLAIM_MS) {
+                let at = At::reading(&cache.policy, now, CLAIM_MS);
+                match zone::claim(cache.zone.cast(), &key, at, now + CLAIM_MS) {
                     Claim::Claimed => Q::slot(&mut *ctx).claimed(),
                     Claim::Unmarked => {}
                     Claim::Taken => {

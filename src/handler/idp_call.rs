@@ -427,7 +427,14 @@ unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_vo
             Err(_) => None,
         };
         if let Some((entry, lifetime)) = entry {
-            zone::insert(refresh.zone.cast(), &refresh.key, &entry, lifetime, now);
+            zone::insert(
+                refresh.zone.cast(),
+                &refresh.key,
+                &entry,
+                lifetime,
+                now,
+                now,
+            );
         }
         forget_jwt_room(sr, refresh.call);
     }

@@ -24,7 +24,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::MainConf;
-use crate::handler::raw::push_header;
+use crate::handler::raw::{now_ms, push_header};
 use crate::module::Module;
 use crate::oauth::cache::key::token_tag;
 use crate::oauth::fleet;
@@ -229,11 +229,14 @@ unsafe fn body(r: *mut ngx_http_request_t) -> Option<Vec<u8>> {
 
 /// Removes the entries of the token with `tag` from every cache zone.
 fn purge_zones(main: &MainConf, tag: &[u8; 8]) -> usize {
+    let now = now_ms();
     main.zones
         .iter()
         // SAFETY: every zone in the main conf was set up by a directive and
         // initialised by nginx before any request or worker event runs.
-        .map(|(_, z)| unsafe { zone::purge_tag(z.cast(), tag) })
+        .map(|(_, z)| unsafe {
+            zone::purge_tag(z.cast(), tag, now, now + zone::PURGE_CUTOFF_KEEP_MS)
+        })
         .sum()
 }
 
