@@ -2439,3 +2439,6 @@ mod tests {
         assert_eq!(z.check(), 0);
     }
 }
+
+#[cfg(test)]
+mod model;
