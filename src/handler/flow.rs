@@ -15,7 +15,7 @@
 use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleMainConf;
 
-use crate::conf::{CacheConf, LocationConf};
+use crate::conf::{CacheConf, Endpoint, LocationConf};
 use crate::handler::ctx::{CacheStatus, Flight, Flow, RequestCtx, Role, TierEntry, TierRead};
 use crate::handler::idp_call::{self, CallNotMade, Refresh};
 use crate::handler::question::{may_serve_stale, Question};
@@ -108,11 +108,12 @@ unsafe fn store<Q: Question>(
         let settled = Q::slot(&mut *ctx).settle(served_stale);
         let asked = settled.asked_at_ms.is_some();
         let revoked = asked && Q::slot(&mut *ctx).answer().is_some_and(Q::says_revoked);
-        if revoked && settled.replaces_old {
+        if let (true, true, Some(asked_at)) = (revoked, settled.replaces_old, settled.asked_at_ms) {
             // The IdP said no to a token the zone kept an answer for: no
-            // older answer about it stands, in any policy, here or in the
-            // Redis tier (only then: junk tokens cost nothing).
-            zone::purge_tag(cache.zone.cast(), &key.tag());
+            // answer about it obtained before stands, in any policy, here
+            // or in the Redis tier (only then: junk tokens cost nothing).
+            let keep = now.saturating_add(zone::PURGE_CUTOFF_KEEP_MS);
+            zone::purge_tag(cache.zone.cast(), &key.tag(), asked_at - 1, keep);
             if let (Some(tier), Some(names)) =
                 (redis_tier::tier(r, conf), Q::slot(&mut *ctx).tier_names())
             {
@@ -120,18 +121,21 @@ unsafe fn store<Q: Question>(
             }
         }
         let subject_exp = (*ctx).active_claims().and_then(|claims| claims.exp);
+        // What to store, and when the IdP gave it: a purge since then
+        // keeps it out (the zone refuses what its cutoff voids).
         let entry = match (settled.from_tier, settled.asked_at_ms) {
             (Some(found), _) => {
                 let lifetime = found.lifetime();
-                Some((found.entry, lifetime))
+                Some((found.entry, lifetime, found.obtained_ms))
             }
-            (None, Some(_)) => match Q::slot(&mut *ctx).answer() {
-                Some(Ok(value)) => Q::entry(&cache.policy, value, subject_exp, now),
+            (None, Some(asked_at)) => match Q::slot(&mut *ctx).answer() {
+                Some(Ok(value)) => Q::entry(&cache.policy, value, subject_exp, now)
+                    .map(|(entry, lifetime)| (entry, lifetime, asked_at)),
                 _ => None,
             },
             (None, None) => None,
         };
-        if let (Some(asked_at), Some((entry, lifetime))) = (settled.asked_at_ms, &entry) {
+        if let (Some(asked_at), Some((entry, lifetime, _))) = (settled.asked_at_ms, &entry) {
             if let (Some(tier), Some(names)) =
                 (redis_tier::tier(r, conf), Q::slot(&mut *ctx).tier_names())
             {
@@ -145,8 +149,8 @@ unsafe fn store<Q: Question>(
                 let _ = redis_tier::write(r, &tier, names, &found, now);
             }
         }
-        let stored = entry.is_some_and(|(entry, lifetime)| {
-            zone::insert(cache.zone.cast(), &key, &entry, lifetime, now)
+        let stored = entry.is_some_and(|(entry, lifetime, obtained)| {
+            zone::insert(cache.zone.cast(), &key, &entry, lifetime, obtained, now)
         });
         if let (Some(held), false) = (settled.mark, stored) {
             if held.mark.taken_off_at(now) {
@@ -219,12 +223,7 @@ unsafe fn look<Q: Question>(
                 true => {
                     let key = Q::key(conf, (*ctx).token(), &inputs);
                     // SAFETY: the zone was set up by the directive and initialised by nginx.
-                    let at = At {
-                        now_ms: now_ms(),
-                        max_ttl_ms: cache.policy.max_ttl_ms,
-                        refresh_pct: cache.policy.refresh_pct,
-                        refresh_for_ms: CLAIM_MS,
-                    };
+                    let at = At::reading(&cache.policy, now_ms(), CLAIM_MS);
                     match zone::lookup(cache.zone.cast(), &key, at, Q::decode) {
                         Lookup::Hit(value) => {
                             Q::slot(&mut *ctx).answered(Ok(value));
@@ -239,6 +238,7 @@ unsafe fn look<Q: Question>(
                             if r == (*r).main {
                                 let body = Q::body((*ctx).token(), &inputs);
                                 let refresh = Refresh {
+                                    asked_at_ms: now_ms(),
                                     zone: cache.zone,
                                     key,
                                     policy: cache.policy,
@@ -307,7 +307,8 @@ unsafe fn look<Q: Question>(
                 }
                 let now = now_ms();
                 let mark = Mark::made(key, now);
-                match zone::claim(cache.zone.cast(), &key, now, mark.until_ms) {
+                let at = At::reading(&cache.policy, now, CLAIM_MS);
+                match zone::claim(cache.zone.cast(), &key, at, mark.until_ms) {
                     Claim::Claimed => Q::slot(&mut *ctx).claimed(cache.zone.cast(), mark),
                     Claim::Unmarked => {}
                     Claim::Taken => {
@@ -354,6 +355,9 @@ unsafe fn tier_answered<Q: Question>(
     unsafe {
         let value = match Q::slot(&mut *ctx).tier_read() {
             TierRead::Asking => return Step::Again,
+            TierRead::Found(found) if purged_since(Q::endpoint(conf), (*ctx).token(), found) => {
+                None
+            }
             TierRead::Found(found) => Q::decode(&found.entry),
             TierRead::NotAsked | TierRead::Missed => None,
         };
@@ -374,6 +378,19 @@ unsafe fn tier_answered<Q: Question>(
         };
         ask_idp::<Q>(r, conf, ctx, &inputs)
     }
+}
+
+/// Whether the token was purged (here, or by a purge message from the
+/// fleet) at or after `obtained_ms`: an answer from the Redis tier that old
+/// is refused, whether it was written before the purge or replayed since.
+fn purged_since(endpoint: &Endpoint, token: &[u8], found: &TierEntry) -> bool {
+    let Some(cache) = &endpoint.cache else {
+        return false;
+    };
+    let tag = crate::oauth::cache::key::token_tag(token);
+    // SAFETY: the zone was set up by the directive and initialised by nginx.
+    unsafe { zone::cutoff(cache.zone.cast(), &tag) }
+        .is_some_and(|cutoff| found.obtained_ms <= cutoff)
 }
 
 /// Asks the IdP, unless its circuit breaker is open.

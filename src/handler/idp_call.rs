@@ -366,6 +366,8 @@ unsafe fn add_client_credentials(
 /// A cache entry refreshed in the background (`refresh`): what its
 /// answer is stored as, once the IdP gave one.
 pub struct Refresh {
+    /// When the IdP was asked: what its answer is dated.
+    pub asked_at_ms: i64,
     pub zone: *mut c_void,
     pub key: CacheKey,
     pub policy: CachePolicy,
@@ -425,15 +427,28 @@ unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_vo
         let answer = Q::interpret(refresh.call, reply_of(sr, rc), paths);
         if Q::says_revoked(&answer) {
             // The entry being refreshed no longer stands, nor any other
-            // answer about the token.
-            zone::purge_tag(refresh.zone.cast(), &refresh.key.tag());
+            // answer about the token obtained before this one.
+            let keep = now.saturating_add(zone::PURGE_CUTOFF_KEEP_MS);
+            zone::purge_tag(
+                refresh.zone.cast(),
+                &refresh.key.tag(),
+                refresh.asked_at_ms - 1,
+                keep,
+            );
         }
         let entry = match answer {
             Ok(value) => Q::entry(&refresh.policy, &value, refresh.subject_exp, now),
             Err(_) => None,
         };
         if let Some((entry, lifetime)) = entry {
-            zone::insert(refresh.zone.cast(), &refresh.key, &entry, lifetime, now);
+            zone::insert(
+                refresh.zone.cast(),
+                &refresh.key,
+                &entry,
+                lifetime,
+                refresh.asked_at_ms,
+                now,
+            );
         }
         forget_jwt_room(sr, refresh.call);
     }

@@ -1,6 +1,7 @@
 //! A cache table in an nginx shared-memory zone: the zone's slab pool is the
 //! table's [`Slab`], its mutex the lock every operation holds, and a table
-//! left half-changed by a worker that died is cleared by the next one.
+//! left half-changed by a worker that died is cleared by the next one. The
+//! random key of a table's bucket hash is drawn here, when it is made.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -14,7 +15,13 @@ use ngx::ffi::{
 use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{self, At, Claim, Live, Lookup, Opened, Slab, Table};
+use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Slab, Table};
+
+/// How long a purge's cutoff stays in a zone (see `table::purge_tag`): an
+/// hour of purges costs one small node each; a cutoff that leaves earlier
+/// (a full zone) or later still refuses what it refused, through the
+/// table's floor.
+pub const PURGE_CUTOFF_KEEP_MS: i64 = 3_600_000;
 
 /// The smallest zone accepted: the same floor nginx's own zones use.
 ///
@@ -57,6 +64,41 @@ impl Slab for SlabPool {
     }
 }
 
+/// The key of a new table's bucket hash: 16 bytes from OpenSSL's generator
+/// (getrandom), else from `/dev/urandom`. With neither (never seen on
+/// Linux) the time and the process id stand in: the cache still works, only
+/// a client who guesses them can aim tokens at one chain again.
+fn bucket_key() -> [u8; 16] {
+    use std::io::Read;
+    let mut key = [0u8; 16];
+    if openssl::rand::rand_bytes(&mut key).is_ok() {
+        return key;
+    }
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .is_ok()
+    {
+        return key;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = [
+        &nanos.to_le_bytes()[..],
+        &std::process::id().to_le_bytes()[..],
+    ]
+    .concat();
+    CacheKey::from_parts(&[&seed]).0[..16]
+        .try_into()
+        .expect("16 bytes")
+}
+
+/// nginx's cached time, in ms since the epoch.
+fn now_ms() -> i64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec * 1000 + tp.msec as i64
+}
+
 /// Holds the zone's mutex for as long as it lives, with its table open.
 struct Locked {
     pool: SlabPool,
@@ -70,19 +112,26 @@ impl Locked {
     /// `zone` must be a zone initialised by [`init_zone`].
     unsafe fn new(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
         // SAFETY: an initialised zone's mapping starts with its slab pool,
-        // whose `data` is the table `table::open` made.
+        // whose `data` is the table `table::open` made (or null, when a
+        // worker died while making one); `open` writes it in place.
         unsafe {
             let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
             ngx_shmtx_lock(&mut (*pool).mutex);
             let mut slab = SlabPool(pool);
-            let mut root = (*pool).data.cast::<Table>();
-            let opened = table::open(&mut root, &mut slab, (*zone).shm.size);
-            (*pool).data = root.cast();
+            let root = &mut *ptr::addr_of_mut!((*pool).data).cast::<*mut Table>();
+            // A table a worker makes replaces one that was damaged or lost:
+            // the cutoffs it held are gone, so it refuses what was obtained
+            // before it.
+            let fresh = || Fresh {
+                bucket_key: bucket_key(),
+                floor_ms: now_ms(),
+            };
+            let opened = table::open(root, &mut slab, (*zone).shm.size, fresh);
             let Some((table, how)) = opened else {
                 ngx_shmtx_unlock(&mut (*pool).mutex);
                 return None;
             };
-            if how == Opened::Repaired {
+            if how != Opened::Ready {
                 log_repair(zone, (*zone).shm.log);
             }
             Some(Locked { pool: slab, table })
@@ -127,8 +176,10 @@ pub unsafe fn lookup<T>(
     }
 }
 
-/// Stores `value` under `key` (see `table::insert`); false when it was not
-/// stored, which the request does not notice.
+/// Stores `value`, an answer obtained at `obtained_ms`, under `key` (see
+/// `table::insert`); false when it was not stored (obtained at or before
+/// the token's purge cutoff, too large, no room), which the request does
+/// not notice.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
@@ -137,6 +188,7 @@ pub unsafe fn insert(
     key: &CacheKey,
     value: &[u8],
     lifetime: Lifetime,
+    obtained_ms: i64,
     now_ms: i64,
 ) -> bool {
     // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
@@ -152,26 +204,59 @@ pub unsafe fn insert(
             key,
             value,
             lifetime,
+            obtained_ms,
             now_ms,
         )
         .unwrap_or(false)
     }
 }
 
-/// Removes every entry and mark of the token whose tag is `tag` (see
-/// `table::purge_tag`): one chain walked, never the whole zone. Returns how
+/// Removes every entry and mark of the token whose tag is `tag` and leaves
+/// its cutoff (see `table::purge_tag`): answers about it obtained at or
+/// before `cutoff_ms` are not stored until `keep_until_ms` (nor after, by
+/// the table's floor). One chain walked, never the whole zone. Returns how
 /// many entries it removed; a zone that cannot be used holds none.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
-pub unsafe fn purge_tag(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> usize {
+pub unsafe fn purge_tag(
+    zone: *mut ngx_shm_zone_t,
+    tag: &[u8; 8],
+    cutoff_ms: i64,
+    keep_until_ms: i64,
+) -> usize {
     // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return 0;
         };
         let table = locked.table;
-        table::purge_tag(table, &mut locked.pool, &mut Live, tag).unwrap_or(0)
+        table::purge_tag(
+            table,
+            &mut locked.pool,
+            &mut Live,
+            tag,
+            cutoff_ms,
+            keep_until_ms,
+        )
+        .unwrap_or(0)
+    }
+}
+
+/// The time at or before which an answer about the token with `tag` must
+/// not be used (see `table::cutoff`), for an answer that is not stored
+/// here; `None` when there is none. A zone that cannot be used says
+/// `Some(i64::MAX)`: nothing is known to be after its cutoff.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn cutoff(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> Option<i64> {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(locked) = Locked::new(zone) else {
+            return Some(i64::MAX);
+        };
+        table::cutoff(locked.table, tag)
     }
 }
 
@@ -179,29 +264,37 @@ pub unsafe fn purge_tag(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> usize {
 /// a purge does on this gateway, and what a purge message from the Redis
 /// tier's channel does. Returns how many entries it removed.
 pub fn purge_tag_everywhere(main: &MainConf, tag: &[u8; 8]) -> usize {
+    let tp = ngx::ffi::ngx_timeofday();
+    let now = tp.sec * 1000 + tp.msec as i64;
+    let keep = now.saturating_add(PURGE_CUTOFF_KEEP_MS);
     main.zones
         .iter()
         // SAFETY: every zone in the main conf was set up by a directive and
         // initialised by nginx before any request or worker event runs.
-        .map(|(_, z)| unsafe { purge_tag(z.cast(), tag) })
+        .map(|(_, z)| unsafe { purge_tag(z.cast(), tag, now, keep) })
         .sum()
 }
 
 /// nginx's init callback for the zone: builds the table in a new zone, or
 /// keeps the existing one when a reload finds the zone unchanged. A table of
 /// another layout (another version of the module) cannot be shared with the
-/// old workers that still use it: nginx must be restarted.
+/// old workers that still use it: nginx must be restarted. A zone without a
+/// table (a worker died while making one) gets one from its next user.
 ///
 /// # Safety
 /// Called by nginx only, with a zone this module declared.
 pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this once per cycle with the zone mapped and its
-    // slab pool initialised; `old_data` is what we stored in the previous cycle.
+    // slab pool initialised; `old_data` is what we stored in the previous
+    // cycle (never null once the zone was set up), and a new zone is used by
+    // no worker yet.
     unsafe {
         let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
+        // Not null: tells the next cycle the zone is set up.
+        (*zone).data = pool.cast();
         if !old_data.is_null() || (*zone).shm.exists != 0 {
             let table = (*pool).data.cast::<Table>();
-            if table.is_null() || !table::has_current_layout(table) {
+            if !table.is_null() && !table::has_current_layout(table) {
                 ngx::ngx_log_error!(
                     NGX_LOG_EMERG,
                     (*zone).shm.log,
@@ -210,17 +303,20 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
                 );
                 return NGX_ERROR as ngx_int_t;
             }
-            (*zone).data = table.cast();
             return NGX_OK as ngx_int_t;
         }
         (*pool).set_log_nomem(0);
         let mut slab = SlabPool(pool);
-        let mut root: *mut Table = ptr::null_mut();
-        if table::open(&mut root, &mut slab, (*zone).shm.size).is_none() {
+        (*pool).data = ptr::null_mut();
+        let root = &mut *ptr::addr_of_mut!((*pool).data).cast::<*mut Table>();
+        // A new zone: nothing was purged in it yet.
+        let fresh = || Fresh {
+            bucket_key: bucket_key(),
+            floor_ms: i64::MIN,
+        };
+        if table::open(root, &mut slab, (*zone).shm.size, fresh).is_none() {
             return NGX_ERROR as ngx_int_t;
         }
-        (*pool).data = root.cast();
-        (*zone).data = root.cast();
         NGX_OK as ngx_int_t
     }
 }
@@ -255,24 +351,19 @@ pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
     }
 }
 
-/// Marks `key` as being asked by this worker (see `table::claim`); a zone
-/// that cannot be used leaves it unmarked.
+/// Marks `key` as being asked by this worker, a reader with the policy
+/// `at` (see `table::claim`); a zone that cannot be used leaves it unmarked.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
-pub unsafe fn claim(
-    zone: *mut ngx_shm_zone_t,
-    key: &CacheKey,
-    now_ms: i64,
-    deadline_ms: i64,
-) -> Claim {
+pub unsafe fn claim(zone: *mut ngx_shm_zone_t, key: &CacheKey, at: At, deadline_ms: i64) -> Claim {
     // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return Claim::Unmarked;
         };
         let table = locked.table;
-        table::claim(table, &mut locked.pool, &mut Live, key, now_ms, deadline_ms)
+        table::claim(table, &mut locked.pool, &mut Live, key, at, deadline_ms)
             .unwrap_or(Claim::Unmarked)
     }
 }

@@ -6,9 +6,10 @@
 //! Every key made from a token begins with the token's tag
 //! ([`token_tag`], a fast hash of the token): bytes 0..8 are the tag, bytes 8..32 are bytes 8..32 of
 //! the digest over everything that decides the answer. The shared-memory
-//! table picks a key's bucket from its first 8 bytes, so all the entries of
-//! one token, in every policy, share one chain, and a purge of the token
-//! walks that chain only.
+//! table picks a key's bucket from its first 8 bytes (a keyed hash of them,
+//! with a random key per zone, so nobody can aim tokens at a chain), so all
+//! the entries of one token, in every policy, share one chain, and a purge
+//! of the token walks that chain only.
 
 use sha2::{Digest, Sha256};
 
@@ -29,8 +30,9 @@ impl CacheKey {
         CacheKey(hasher.finalize().into())
     }
 
-    /// A well-mixed 64-bit slice of the digest for bucket selection: for a
-    /// key made from a token, its tag.
+    /// A well-mixed 64-bit slice of the digest: for a key made from a
+    /// token, its tag. (The zone's table hashes it again with a key of its
+    /// own to pick a bucket.)
     pub fn bucket_hash(&self) -> u64 {
         u64::from_le_bytes(self.tag())
     }

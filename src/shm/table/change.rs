@@ -1,0 +1,390 @@
+//! A change to the table in progress (`Change`: marked from `begin` to
+//! `done`, stoppable after every step for the death tests) and the chain and
+//! queue primitives it is made of: the keyed bucket hash, links, look-ups
+//! by key and by a token's cutoff.
+
+use core::ptr;
+use core::sync::atomic::{compiler_fence, Ordering};
+
+use super::layout::*;
+use crate::oauth::cache::CacheKey;
+
+/// Which nodes [`Change::cap_chain`] may remove from a full chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Room {
+    /// For an answer or a cutoff: an entry or a mark, or a cutoff when the
+    /// chain holds nothing else.
+    Any,
+    /// For a mark: other marks only; a mark never evicts an answer.
+    MarksOnly,
+}
+
+/// A change in progress: `changing` stays set until `done`, also if the
+/// change stops halfway (a dying worker leaves it set).
+pub(super) struct Change<'t, S: Slab, D: Steps> {
+    pub(super) table: *mut Table,
+    pub(super) slab: &'t mut S,
+    pub(super) steps: &'t mut D,
+}
+
+impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
+    /// # Safety
+    /// `table` must be a table returned by `table::open`, the lock held.
+    pub(super) unsafe fn begin(table: *mut Table, slab: &'t mut S, steps: &'t mut D) -> Self {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*table).changing.store(1, Ordering::Release) };
+        // No store of the change may be moved before the mark.
+        compiler_fence(Ordering::SeqCst);
+        Change { table, slab, steps }
+    }
+
+    pub(super) fn done(self) {
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: the table outlives the change (see `begin`).
+        unsafe { (*self.table).changing.store(0, Ordering::Release) };
+    }
+
+    pub(super) fn step(&mut self) -> Result<(), Died> {
+        self.steps.step()
+    }
+
+    /// # Safety
+    /// The table's chains hold only live nodes.
+    pub(super) unsafe fn bucket(&self, key: &[u8; 32]) -> *mut *mut Node {
+        // SAFETY: guaranteed by the caller.
+        unsafe { bucket_of(self.table, key[..8].try_into().expect("8 bytes")) }
+    }
+
+    /// Raises the table's floor to `ms` (see `Table::floor_ms`).
+    pub(super) fn raise_floor(&mut self, ms: i64) -> Result<(), Died> {
+        // SAFETY: the table outlives the change; one word, under the mark.
+        unsafe { (*self.table).floor_ms = (*self.table).floor_ms.max(ms) };
+        self.step()
+    }
+
+    /// Makes room in `key`'s chain for one more node: when it holds
+    /// [`MAX_CHAIN`] nodes already, removes one that `room` allows, so a
+    /// look-up never walks more than `MAX_CHAIN` nodes. The one removed is
+    /// the last such node in the chain with the same first 8 bytes (the
+    /// same token) as `key`, or the chain's last such node when there is
+    /// none: a new node goes to the front of its chain, so the last is the
+    /// one inserted longest ago, and a token that fills a chain pushes out
+    /// its own nodes before another's. Cutoffs go only when the chain holds
+    /// nothing else, and only for an answer or a cutoff. `Ok(false)` when
+    /// the chain is full and nothing may go. One walk of the chain and one
+    /// removal: bounded work.
+    ///
+    /// # Safety
+    /// The table's chains hold only live nodes; `key`'s own node, if any,
+    /// was removed already.
+    pub(super) unsafe fn cap_chain(&mut self, key: &[u8; 32], room: Room) -> Result<bool, Died> {
+        // SAFETY: chains hold live nodes of this table.
+        unsafe {
+            let mut len = 0;
+            let mut last = ptr::null_mut::<Node>();
+            let mut last_of_token = ptr::null_mut::<Node>();
+            let mut last_cutoff = ptr::null_mut::<Node>();
+            let mut node = *self.bucket(key);
+            while !node.is_null() {
+                len += 1;
+                let may_go = match (*node).kind {
+                    ENTRY => room == Room::Any,
+                    MARK => true,
+                    _ => false,
+                };
+                if may_go {
+                    last = node;
+                    if Node::has_tag(node, key) {
+                        last_of_token = node;
+                    }
+                } else if (*node).kind == CUTOFF {
+                    last_cutoff = node;
+                }
+                node = (*node).next;
+            }
+            if len < MAX_CHAIN {
+                return Ok(true);
+            }
+            let victim = match (last_of_token.is_null(), last.is_null(), room) {
+                (false, _, _) => last_of_token,
+                (true, false, _) => last,
+                (true, true, Room::Any) if !last_cutoff.is_null() => last_cutoff,
+                _ => return Ok(false),
+            };
+            self.evict(victim)?;
+            Ok(true)
+        }
+    }
+
+    /// Removes `node` to make room for another: counted when it is an entry.
+    ///
+    /// # Safety
+    /// As for [`Change::remove`].
+    pub(super) unsafe fn evict(&mut self, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if (*node).kind == ENTRY {
+                (*self.table).stats.evictions += 1;
+            }
+            self.remove(node)
+        }
+    }
+
+    /// Unlinks `node` from its chain and the queue and frees it; a cutoff
+    /// leaves its time in the table's floor first. A node not found in its
+    /// chain means the table is damaged: `Err`, and the change is left
+    /// marked, so the next holder clears the table.
+    ///
+    /// # Safety
+    /// `node` must be a node of this table, linked in the queue.
+    pub(super) unsafe fn remove(&mut self, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: chains and the queue hold live nodes of this table.
+        unsafe {
+            if (*node).kind == CUTOFF {
+                self.raise_floor((*node).expires_ms)?;
+            }
+            let mut link = self.bucket(&(*node).key);
+            while *link != node {
+                if (*link).is_null() {
+                    return Err(Died);
+                }
+                link = ptr::addr_of_mut!((**link).next);
+            }
+            *link = (*node).next;
+            self.step()?;
+            unlink(ptr::addr_of_mut!((*node).queue));
+            self.step()?;
+            let was_entry = (*node).kind == ENTRY;
+            self.slab.free(node.cast());
+            if was_entry {
+                (*self.table).stats.entries = (*self.table).stats.entries.saturating_sub(1);
+            }
+            self.step()
+        }
+    }
+
+    /// Reclaims up to [`REAP_PER_INSERT`] nodes of no use to anyone from
+    /// the queue's tail.
+    ///
+    /// # Safety
+    /// The queue holds live nodes.
+    pub(super) unsafe fn reap(&mut self, now_ms: i64) -> Result<(), Died> {
+        // SAFETY: nodes in the queue are live.
+        unsafe {
+            for _ in 0..REAP_PER_INSERT {
+                match oldest(self.table) {
+                    Some(node) if (*node).stale_until_ms <= now_ms => self.remove(node)?,
+                    _ => break,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The tail node that may be evicted: marked nodes on the way get their
+    /// second chance (back to the head, unmarked), a bounded number of them.
+    ///
+    /// # Safety
+    /// The queue holds live nodes.
+    pub(super) unsafe fn victim(&mut self) -> Result<Option<*mut Node>, Died> {
+        // SAFETY: nodes in the queue are live.
+        unsafe {
+            for _ in 0..MAX_SECOND_CHANCES_PER_INSERT {
+                let Some(node) = oldest(self.table) else {
+                    return Ok(None);
+                };
+                if (*node).used == 0 {
+                    return Ok(Some(node));
+                }
+                (*node).used = 0;
+                self.step()?;
+                unlink(ptr::addr_of_mut!((*node).queue));
+                self.step()?;
+                push_front(self.table, node);
+                self.step()?;
+            }
+            Ok(oldest(self.table))
+        }
+    }
+
+    /// `size` bytes for a node, evicting nodes not used lately (a bounded
+    /// number) when the region is full; null when no room was made.
+    ///
+    /// # Safety
+    /// The queue holds live nodes.
+    pub(super) unsafe fn alloc_evicting(&mut self, size: usize) -> Result<*mut Node, Died> {
+        // SAFETY: nodes in the queue are live.
+        unsafe {
+            let mut node = self.slab.alloc(size).cast::<Node>();
+            self.step()?;
+            let mut evictions = 0;
+            while node.is_null() && evictions < MAX_EVICTIONS_PER_INSERT {
+                let Some(victim) = self.victim()? else {
+                    break;
+                };
+                self.evict(victim)?;
+                evictions += 1;
+                node = self.slab.alloc(size).cast::<Node>();
+                self.step()?;
+            }
+            Ok(node)
+        }
+    }
+
+    /// Puts a node written whole at the front of its chain and of the queue.
+    ///
+    /// # Safety
+    /// `node` must be a live node linked nowhere, with its key set.
+    pub(super) unsafe fn link(&mut self, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let bucket = self.bucket(&(*node).key);
+            (*node).next = *bucket;
+            self.step()?;
+            *bucket = node;
+            self.step()?;
+            push_front(self.table, node);
+            self.step()
+        }
+    }
+}
+
+/// SipHash (Aumasson and Bernstein) of one 64-bit word under a 128-bit key,
+/// with `C` compression and `D` finalization rounds, as the paper defines
+/// it for an 8-byte message: the word, then the length block (8 << 56).
+pub(super) fn siphash<const C: usize, const D: usize>(key: [u64; 2], word: u64) -> u64 {
+    let mut v = [
+        key[0] ^ 0x736f_6d65_7073_6575,
+        key[1] ^ 0x646f_7261_6e64_6f6d,
+        key[0] ^ 0x6c79_6765_6e65_7261,
+        key[1] ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    for block in [word, 8u64 << 56] {
+        v[3] ^= block;
+        for _ in 0..C {
+            round(&mut v);
+        }
+        v[0] ^= block;
+    }
+    v[2] ^= 0xff;
+    for _ in 0..D {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// The chain slot of keys that begin with `tag`: SipHash-1-3 of the tag
+/// under the table's random key. The tag is an unkeyed hash of the token
+/// that anyone can compute, so an index taken from its bits would let a
+/// client pick junk tokens that share a victim's chain; a keyed PRF of it
+/// does not, as long as the key stays in the zone. SipHash is made for
+/// exactly this (hash-flooding resistance with a secret key, small inputs);
+/// 1-3 rounds, as Rust's own `HashMap` uses, because whoever probes learns
+/// at most which of their own tokens share a chain, by timing, never a
+/// hash value: five SipRounds, a few nanoseconds beside the key's SHA-256.
+///
+/// # Safety
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn bucket_of(table: *mut Table, tag: [u8; 8]) -> *mut *mut Node {
+    // SAFETY: the index is masked to the bucket array's length.
+    unsafe {
+        let hash = siphash::<1, 3>((*table).bucket_key, u64::from_le_bytes(tag));
+        (*table).buckets.add(hash as usize & (*table).mask)
+    }
+}
+
+/// # Safety
+/// `link` must be linked in a queue.
+pub(super) unsafe fn unlink(link: *mut Link) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        (*(*link).prev).next = (*link).next;
+        (*(*link).next).prev = (*link).prev;
+        (*link).prev = ptr::null_mut();
+        (*link).next = ptr::null_mut();
+    }
+}
+
+/// # Safety
+/// `node` must be a live node not linked in the queue.
+pub(super) unsafe fn push_front(table: *mut Table, node: *mut Node) {
+    // SAFETY: guaranteed by the caller; the head is part of the table.
+    unsafe {
+        let head = ptr::addr_of_mut!((*table).queue);
+        let link = ptr::addr_of_mut!((*node).queue);
+        (*link).prev = head;
+        (*link).next = (*head).next;
+        (*(*head).next).prev = link;
+        (*head).next = link;
+    }
+}
+
+/// # Safety
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn oldest(table: *mut Table) -> Option<*mut Node> {
+    // SAFETY: the head is part of the table; its prev is the tail.
+    unsafe {
+        let head = ptr::addr_of_mut!((*table).queue);
+        let last = (*head).prev;
+        (last != head).then_some(last.cast::<Node>())
+    }
+}
+
+/// The entry or mark of `key` (never a cutoff), or null.
+///
+/// # Safety
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
+    // SAFETY: chains hold only live nodes of this table.
+    unsafe {
+        let mut node = *bucket_of(table, key.tag());
+        while !node.is_null() && ((*node).key != key.0 || (*node).kind == CUTOFF) {
+            node = (*node).next;
+        }
+        node
+    }
+}
+
+/// The cutoff of the token with `tag`, or null.
+///
+/// # Safety
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn find_cutoff(table: *mut Table, tag: &[u8; 8]) -> *mut Node {
+    // SAFETY: chains hold only live nodes of this table.
+    unsafe {
+        let mut node = *bucket_of(table, *tag);
+        while !node.is_null() && ((*node).kind != CUTOFF || !Node::has_tag(node, tag)) {
+            node = (*node).next;
+        }
+        node
+    }
+}
+
+/// The time at or before which answers about the token with `tag` are not
+/// stored: its purge's cutoff or the table's floor, whichever is later.
+///
+/// # Safety
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn refused_until(table: *mut Table, tag: &[u8; 8]) -> i64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let cutoff = find_cutoff(table, tag);
+        let floor = (*table).floor_ms;
+        match cutoff.is_null() {
+            true => floor,
+            false => floor.max((*cutoff).expires_ms),
+        }
+    }
+}

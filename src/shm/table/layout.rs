@@ -1,0 +1,188 @@
+//! How the table lies in the zone: its header, its nodes and their kinds,
+//! the bounds every operation keeps, and what the table asks of the region
+//! it lives in (`Slab`) and of the tests (`Steps`).
+
+use core::mem::size_of;
+use core::sync::atomic::AtomicU32;
+
+/// Marks a table laid out by this version of the module.
+/// Bump it with every change of `Table` or `Node` (the size checks below
+/// catch most) or of what a key or a node means: a reload keeps a zone of
+/// the same magic and reads it as this version's.
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c6");
+const _: () = assert!(
+    size_of::<Node>() == 104,
+    "a new Node layout needs a new LAYOUT_MAGIC"
+);
+const _: () = assert!(
+    size_of::<Table>() == 96,
+    "a new Table layout needs a new LAYOUT_MAGIC"
+);
+/// Zone bytes per hash bucket: about two nodes per bucket when full.
+pub(super) const BYTES_PER_BUCKET: usize = 512;
+/// Nodes one insert may evict to make room before giving up.
+pub(super) const MAX_EVICTIONS_PER_INSERT: usize = 64;
+/// Marked nodes one insert may send back to the head before it evicts
+/// whatever is at the tail.
+pub(super) const MAX_SECOND_CHANCES_PER_INSERT: usize = 64;
+/// Expired nodes an insert reclaims from the queue's tail in passing.
+pub(super) const REAP_PER_INSERT: usize = 2;
+/// The most nodes (entries, marks and cutoffs) one chain holds. A key made
+/// from a token begins with the token's tag and the bucket is chosen by
+/// those bytes, so all the entries of one token share a chain; a client that
+/// controls many variants of one token's key (`cache_vary` values, exchange
+/// parameters) could otherwise make one chain, and every look-up in it, as
+/// long as it likes. An insert into a full chain first removes one of its
+/// nodes (see `Change::cap_chain`).
+pub const MAX_CHAIN: usize = 16;
+/// The largest value stored. A hit copies its value while the zone's lock
+/// is held, so this bounds how long one hit can hold up the others: a
+/// 64 KiB phantom JWT with its claims fits, a copy of this size takes a few
+/// microseconds.
+pub const MAX_VALUE_BYTES: usize = 80 * 1024;
+
+/// `Node::kind`: an answer, with its value.
+pub(super) const ENTRY: u32 = 0;
+/// `Node::kind`: a marker without a value: a worker is asking the IdP for
+/// this key until `expires_ms` (see `claim`).
+pub(super) const MARK: u32 = 1;
+/// `Node::kind`: a purge's cutoff for the token whose tag begins its key:
+/// answers obtained at or before `expires_ms` are not stored; kept until
+/// `stale_until_ms` (see `purge_tag`). Found by its kind, never by its
+/// key, so no key, whatever its bytes, is ever taken for a cutoff.
+pub(super) const CUTOFF: u32 = 2;
+/// Bytes 8..32 of a cutoff's key (after the tag): not a digest anyone made.
+pub(super) const CUTOFF_FILL: [u8; 24] = *b"purge cutoff, not a key!";
+
+/// The allocator of the region the table lives in.
+pub trait Slab {
+    /// `size` bytes aligned for a pointer, or null when the region is full.
+    fn alloc(&mut self, size: usize) -> *mut u8;
+    /// Returns an allocation made by `alloc`.
+    fn free(&mut self, p: *mut u8);
+    /// Forgets every allocation: the region is empty again.
+    fn reset(&mut self);
+    /// The largest allocation that could succeed in the empty region.
+    fn capacity(&self) -> usize;
+}
+
+/// Where a worker may die in the middle of a change. Production code never
+/// does ([`Live`]); the tests stop an operation after each step.
+pub trait Steps {
+    fn step(&mut self) -> Result<(), Died>;
+}
+
+/// The operation stopped halfway, as if its worker had died.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Died;
+
+/// Runs every operation to its end.
+pub struct Live;
+
+impl Steps for Live {
+    #[inline(always)]
+    fn step(&mut self) -> Result<(), Died> {
+        Ok(())
+    }
+}
+
+#[repr(C)]
+pub(super) struct Link {
+    pub(super) prev: *mut Link,
+    pub(super) next: *mut Link,
+}
+
+#[repr(C)]
+pub struct Table {
+    pub(super) magic: u64,
+    /// Set while a lock holder changes the table or the slab under it.
+    pub(super) changing: AtomicU32,
+    pub(super) mask: usize,
+    pub(super) buckets: *mut *mut Node,
+    /// The eviction queue's head: its `next` is the newest node, its `prev`
+    /// the oldest.
+    pub(super) queue: Link,
+    pub(super) stats: Stats,
+    /// The key of the bucket hash (`bucket_of`), drawn when the table was made.
+    pub(super) bucket_key: [u64; 2],
+    /// Answers obtained at or before this time are not stored, whatever
+    /// their token. A cutoff that leaves the table (past its time, evicted,
+    /// pushed out of a full chain) raises it to its own time, and a table
+    /// made in place of a damaged one starts with it at the time it was
+    /// made (`Fresh::floor_ms`): a cutoff is never simply forgotten.
+    pub(super) floor_ms: i64,
+}
+
+/// What the metrics page shows of a table; kept under the lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub entries: u64,
+    pub evictions: u64,
+    /// Entries not stored: too large, or no room made within the bounds.
+    pub refused: u64,
+}
+
+#[repr(C)]
+pub(super) struct Node {
+    /// First field: a queue link is also a pointer to its node.
+    pub(super) queue: Link,
+    pub(super) next: *mut Node,
+    pub(super) key: [u8; 32],
+    /// An entry's end as its writer set it (never past the token's `exp`);
+    /// a mark's deadline; a cutoff's time.
+    pub(super) expires_ms: i64,
+    /// Until when an entry may still be served when the IdP fails (the
+    /// writer's `stale_if_error`, never past `exp`); for every kind, the
+    /// time from which the node is of no use to anyone and may be reaped.
+    pub(super) stale_until_ms: i64,
+    /// When the entry's answer was obtained: readers count their `max_ttl`
+    /// from it.
+    pub(super) stored_ms: i64,
+    pub(super) len: u32,
+    /// Set by a hit, cleared when the node gets its second chance.
+    pub(super) used: u32,
+    /// [`ENTRY`], [`MARK`] or [`CUTOFF`].
+    pub(super) kind: u32,
+    /// Until when a request refreshes this entry in the background.
+    pub(super) refreshing_until_ms: i64,
+    // `len` bytes of value follow.
+}
+
+impl Node {
+    /// Whether the node's key begins with `tag` (is the token's).
+    ///
+    /// # Safety
+    /// `node` must be a live node.
+    pub(super) unsafe fn has_tag(node: *const Node, tag: &[u8]) -> bool {
+        // SAFETY: guaranteed by the caller; the key is copied, not borrowed.
+        let key = unsafe { (*node).key };
+        key[..8] == tag[..8]
+    }
+
+    /// # Safety
+    /// `node` must be a live node.
+    pub(super) unsafe fn value<'a>(node: *mut Node) -> &'a [u8] {
+        // SAFETY: the value was allocated right after the node header.
+        unsafe {
+            core::slice::from_raw_parts(
+                node.cast::<u8>().add(size_of::<Node>()),
+                (*node).len as usize,
+            )
+        }
+    }
+
+    /// The end of an entry's fresh life for a reader whose `max_ttl` is
+    /// `max_ttl_ms`: the writer's end, or `max_ttl` after the answer was
+    /// obtained, whichever comes first.
+    ///
+    /// # Safety
+    /// `node` must be a live entry.
+    pub(super) unsafe fn fresh_end(node: *const Node, max_ttl_ms: i64) -> i64 {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            (*node)
+                .expires_ms
+                .min((*node).stored_ms.saturating_add(max_ttl_ms))
+        }
+    }
+}
