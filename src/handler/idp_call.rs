@@ -25,7 +25,7 @@ use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::oauth::client_auth;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
-use crate::resilience::breaker::{Health, Transition};
+use crate::resilience::breaker::{Breaker, Health, Transition, REFUSAL_LOG_INTERVAL_S};
 use crate::shm::zone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -301,28 +301,65 @@ unsafe fn count_call(
     };
     let answered = matches!(result, CallResult::Status(2..=4));
     // SAFETY: sr is the finished subrequest (this function's contract).
-    let health = Health::of(answered, reply.status, unsafe { retry_after(sr) });
+    let retry_after = unsafe { retry_after(sr) };
+    let health = Health::of(answered, reply.status, retry_after);
     let now = u64::try_from(crate::handler::raw::now_ms()).unwrap_or(0);
-    // SAFETY: as above; its connection log is valid for logging.
-    let log = unsafe { (*(*sr).connection).log };
+    // SAFETY: as above; its connection log is valid for logging, its URI
+    // (the internal location's) lives in its pool.
+    let (log, uri) = unsafe { ((*(*sr).connection).log, (*sr).uri) };
+    let uri = String::from_utf8_lossy(uri.as_bytes());
     match state.report(&conf, now, health) {
         Transition::Opened { for_ms } => {
             let seconds = for_ms / 1000;
+            let why = match (health, retry_after) {
+                (Health::Busy(_), Some(asked)) if asked.saturating_mul(1000) > for_ms => {
+                    format!("503 with Retry-After: {asked}, capped at open")
+                }
+                (Health::Busy(_), _) => "503 with Retry-After".to_string(),
+                _ => format!("{} failed calls in a row", conf.failures),
+            };
             ngx::ngx_log_error!(
                 ngx::ffi::NGX_LOG_WARN,
                 log,
-                "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s"
+                "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s ({why}): \"{uri}\""
             );
         }
         Transition::Closed => {
             ngx::ngx_log_error!(
                 ngx::ffi::NGX_LOG_NOTICE,
                 log,
-                "auth_oauth2_token: circuit breaker of the IdP endpoint closed"
+                "auth_oauth2_token: circuit breaker of the IdP endpoint closed: \"{uri}\""
             );
         }
         Transition::None => {}
     }
+}
+
+/// A request the open breaker of `endpoint` refused: one error-log line
+/// per endpoint every `REFUSAL_LOG_INTERVAL_S`, whichever worker refuses
+/// (the request's own refusal is not logged again by its verdict).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn note_refusal(
+    r: *mut ngx_http_request_t,
+    breaker: &Breaker<'_>,
+    endpoint: &Endpoint,
+    retry_after_s: u64,
+) {
+    let now_s = u64::try_from(crate::handler::raw::now_ms() / 1000).unwrap_or(0);
+    if !breaker.may_log_refusal(now_s) {
+        return;
+    }
+    // SAFETY: r is live (this function's contract); its connection log is
+    // valid for logging.
+    let log = unsafe { (*(*r).connection).log };
+    let uri = String::from_utf8_lossy(endpoint.uri());
+    ngx::ngx_log_error!(
+        ngx::ffi::NGX_LOG_ERR,
+        log,
+        "auth_oauth2_token: IdP endpoint \"{uri}\" not asked: its circuit breaker is open (retry in {retry_after_s} s); such refusals are logged once per {REFUSAL_LOG_INTERVAL_S} s"
+    );
 }
 
 /// Appends this gateway's client credentials to an IdP request body: the
