@@ -5,6 +5,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use std::borrow::Cow;
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_request_body_t,
@@ -25,6 +26,7 @@ use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::oauth::client_auth;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
+use crate::oauth::trace_context;
 use crate::resilience::breaker::{Breaker, Health, Transition, REFUSAL_LOG_INTERVAL_S};
 use crate::shm::zone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
@@ -161,9 +163,11 @@ unsafe fn make_post(
 }
 
 /// The client's W3C trace context (`traceparent`, `tracestate`) goes to the
-/// IdP too, so a trace does not stop at the gateway; a header the client
-/// sent more than once is not valid there and is left out. Nothing else of
-/// the client's reaches the IdP.
+/// IdP too, so a trace does not stop at the gateway, but only as far as
+/// `oauth/trace_context.rs` finds it valid: one `traceparent` of the
+/// grammar, and a `tracestate` of the grammar and size only with it (the
+/// lines a client split it into joined into one). Whatever is not valid is
+/// left out; the request goes on. Nothing else of the client's reaches the IdP.
 ///
 /// # Safety
 /// `r` must be the request that made `sr`, a subrequest just made a POST.
@@ -171,23 +175,40 @@ unsafe fn pass_trace_context(
     r: *mut ngx_http_request_t,
     sr: *mut ngx_http_request_t,
 ) -> Result<(), CallNotMade> {
-    const TRACE_HEADERS: [(&[u8], &[u8]); 2] = [
-        (b"traceparent", b"traceparent"),
-        (b"tracestate", b"tracestate"),
-    ];
-    // SAFETY: both header lists are initialised lists of live requests, and
-    // the values live in request memory shared by the two (one pool).
+    // More lines than a valid list can have are enough to refuse it.
+    const LINES: usize = trace_context::MAX_TRACESTATE_MEMBERS + 1;
+    // SAFETY: both header lists are initialised lists of live requests; the
+    // client's values live in request memory shared by the two (one pool),
+    // a joined tracestate is copied into that pool.
     unsafe {
-        for (name, lowcase) in TRACE_HEADERS {
-            if let ([value], 1) = header_values::<1>(&(*r).headers_in.headers, name) {
-                let value = ngx_str_t {
-                    len: value.len(),
-                    data: value.as_ptr().cast_mut(),
-                };
-                let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
-                push_header(headers, name, lowcase, value).ok_or(CallNotMade::NoMemory)?;
-            }
-        }
+        let client = &(*r).headers_in.headers;
+        let (parents, parent_count) = header_values::<2>(client, b"traceparent");
+        let (states, state_count) = header_values::<LINES>(client, b"tracestate");
+        let forward = trace_context::to_forward(
+            &parents[..parent_count.min(2)],
+            &states[..state_count.min(LINES)],
+        );
+        let Some(forward) = forward else {
+            return Ok(());
+        };
+        let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
+        let borrowed = |v: &[u8]| ngx_str_t {
+            len: v.len(),
+            data: v.as_ptr().cast_mut(),
+        };
+        push_header(
+            headers,
+            b"traceparent",
+            b"traceparent",
+            borrowed(forward.traceparent),
+        )
+        .ok_or(CallNotMade::NoMemory)?;
+        let state = match forward.tracestate {
+            None => return Ok(()),
+            Some(Cow::Borrowed(value)) => borrowed(value),
+            Some(Cow::Owned(joined)) => pool_str(sr, &joined).ok_or(CallNotMade::NoMemory)?,
+        };
+        push_header(headers, b"tracestate", b"tracestate", state).ok_or(CallNotMade::NoMemory)?;
     }
     Ok(())
 }
