@@ -1,5 +1,6 @@
 # DIRECTIVES.md documents exactly the directives and variables the code
-# registers, each with syntax, default, context and an example.
+# registers, each with syntax, default, context and an example, and exactly
+# the metrics the metrics page shows (a row of its table each).
 use strict;
 use warnings;
 use Test::More;
@@ -45,6 +46,27 @@ for my $heading (sort keys %sections) {
     (my $name = $heading) =~ s/^\$//;
     ok($code_directives{$name} || $code_variables{$name},
        "documented $heading exists in the code");
+}
+
+# The metrics: every family name the Prometheus text is written with
+# (src/metrics/) has a row in the table of auth_oauth2_token_metrics, and
+# every row names one.
+my %code_metrics;
+find(sub {
+    return unless /\.rs$/;
+    open my $fh, '<', $_ or die "$File::Find::name: $!";
+    my $src = do { local $/; <$fh> };
+    $src =~ s/^#\[cfg\(test\)\].*//ms;
+    $code_metrics{$1} = 1 while $src =~ /"(oauth2_token_[a-z0-9_]+)"/g;
+}, 'src/metrics');
+ok(scalar(keys %code_metrics) >= 10, 'found the metric names in src/metrics/');
+my $metrics_doc = $sections{auth_oauth2_token_metrics} // '';
+my %doc_metrics = map { $_ => 1 } $metrics_doc =~ /^\| `(oauth2_token_[a-z0-9_]+)` \|/mg;
+for my $name (sort keys %code_metrics) {
+    ok($doc_metrics{$name}, "metric $name is in the table of auth_oauth2_token_metrics");
+}
+for my $name (sort keys %doc_metrics) {
+    ok($code_metrics{$name}, "documented metric $name exists in the code");
 }
 
 done_testing();

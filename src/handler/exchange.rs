@@ -12,7 +12,7 @@ use crate::handler::raw::evaluate;
 use crate::handler::upstream;
 use crate::oauth::cache::key::{exchange_key, policy};
 use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, Lifetime};
-use crate::oauth::call::KindFailure;
+use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
 use crate::oauth::idp_reply::IdpReply;
@@ -130,7 +130,10 @@ pub unsafe fn run<'c>(
         Some(Err(failure)) => {
             // SAFETY: r is live; its connection log is valid for logging.
             let log = unsafe { (*(*r).connection).log };
-            ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            // An open breaker's refusals are logged where it refused, once per interval.
+            if !matches!(failure.call(), Some(CallFailure::BreakerOpen(_))) {
+                ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            }
             match failure {
                 ExchangeFailure::InvalidGrant => Outcome::Refuse(BearerError::InvalidToken),
                 ExchangeFailure::NotPermitted(_) => {

@@ -411,6 +411,7 @@ unsafe fn ask_idp<Q: Question>(
             if let Some(state) = main.counters.breaker(slot) {
                 let now = u64::try_from(now_ms()).unwrap_or(0);
                 if let Admit::Refuse { retry_after_s } = state.admit(&breaker, now) {
+                    idp_call::note_refusal(r, &state, endpoint, retry_after_s);
                     let open = CallFailure::BreakerOpen(retry_after_s);
                     Q::slot(&mut *ctx).answered(Err(open.into()));
                     return Step::Answered;

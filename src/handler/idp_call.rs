@@ -5,6 +5,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use std::borrow::Cow;
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_request_body_t,
@@ -25,7 +26,8 @@ use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::oauth::client_auth;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
-use crate::resilience::breaker::{Health, Transition};
+use crate::oauth::trace_context;
+use crate::resilience::breaker::{Breaker, Health, Transition, REFUSAL_LOG_INTERVAL_S};
 use crate::shm::zone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -161,9 +163,11 @@ unsafe fn make_post(
 }
 
 /// The client's W3C trace context (`traceparent`, `tracestate`) goes to the
-/// IdP too, so a trace does not stop at the gateway; a header the client
-/// sent more than once is not valid there and is left out. Nothing else of
-/// the client's reaches the IdP.
+/// IdP too, so a trace does not stop at the gateway, but only as far as
+/// `oauth/trace_context.rs` finds it valid: one `traceparent` of the
+/// grammar, and a `tracestate` of the grammar and size only with it (the
+/// lines a client split it into joined into one). Whatever is not valid is
+/// left out; the request goes on. Nothing else of the client's reaches the IdP.
 ///
 /// # Safety
 /// `r` must be the request that made `sr`, a subrequest just made a POST.
@@ -171,23 +175,40 @@ unsafe fn pass_trace_context(
     r: *mut ngx_http_request_t,
     sr: *mut ngx_http_request_t,
 ) -> Result<(), CallNotMade> {
-    const TRACE_HEADERS: [(&[u8], &[u8]); 2] = [
-        (b"traceparent", b"traceparent"),
-        (b"tracestate", b"tracestate"),
-    ];
-    // SAFETY: both header lists are initialised lists of live requests, and
-    // the values live in request memory shared by the two (one pool).
+    // More lines than a valid list can have are enough to refuse it.
+    const LINES: usize = trace_context::MAX_TRACESTATE_MEMBERS + 1;
+    // SAFETY: both header lists are initialised lists of live requests; the
+    // client's values live in request memory shared by the two (one pool),
+    // a joined tracestate is copied into that pool.
     unsafe {
-        for (name, lowcase) in TRACE_HEADERS {
-            if let ([value], 1) = header_values::<1>(&(*r).headers_in.headers, name) {
-                let value = ngx_str_t {
-                    len: value.len(),
-                    data: value.as_ptr().cast_mut(),
-                };
-                let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
-                push_header(headers, name, lowcase, value).ok_or(CallNotMade::NoMemory)?;
-            }
-        }
+        let client = &(*r).headers_in.headers;
+        let (parents, parent_count) = header_values::<2>(client, b"traceparent");
+        let (states, state_count) = header_values::<LINES>(client, b"tracestate");
+        let forward = trace_context::to_forward(
+            &parents[..parent_count.min(2)],
+            &states[..state_count.min(LINES)],
+        );
+        let Some(forward) = forward else {
+            return Ok(());
+        };
+        let headers = ptr::addr_of_mut!((*sr).headers_in.headers);
+        let borrowed = |v: &[u8]| ngx_str_t {
+            len: v.len(),
+            data: v.as_ptr().cast_mut(),
+        };
+        push_header(
+            headers,
+            b"traceparent",
+            b"traceparent",
+            borrowed(forward.traceparent),
+        )
+        .ok_or(CallNotMade::NoMemory)?;
+        let state = match forward.tracestate {
+            None => return Ok(()),
+            Some(Cow::Borrowed(value)) => borrowed(value),
+            Some(Cow::Owned(joined)) => pool_str(sr, &joined).ok_or(CallNotMade::NoMemory)?,
+        };
+        push_header(headers, b"tracestate", b"tracestate", state).ok_or(CallNotMade::NoMemory)?;
     }
     Ok(())
 }
@@ -301,28 +322,65 @@ unsafe fn count_call(
     };
     let answered = matches!(result, CallResult::Status(2..=4));
     // SAFETY: sr is the finished subrequest (this function's contract).
-    let health = Health::of(answered, reply.status, unsafe { retry_after(sr) });
+    let retry_after = unsafe { retry_after(sr) };
+    let health = Health::of(answered, reply.status, retry_after);
     let now = u64::try_from(crate::handler::raw::now_ms()).unwrap_or(0);
-    // SAFETY: as above; its connection log is valid for logging.
-    let log = unsafe { (*(*sr).connection).log };
+    // SAFETY: as above; its connection log is valid for logging, its URI
+    // (the internal location's) lives in its pool.
+    let (log, uri) = unsafe { ((*(*sr).connection).log, (*sr).uri) };
+    let uri = String::from_utf8_lossy(uri.as_bytes());
     match state.report(&conf, now, health) {
         Transition::Opened { for_ms } => {
             let seconds = for_ms / 1000;
+            let why = match (health, retry_after) {
+                (Health::Busy(_), Some(asked)) if asked.saturating_mul(1000) > for_ms => {
+                    format!("503 with Retry-After: {asked}, capped at open")
+                }
+                (Health::Busy(_), _) => "503 with Retry-After".to_string(),
+                _ => format!("{} failed calls in a row", conf.failures),
+            };
             ngx::ngx_log_error!(
                 ngx::ffi::NGX_LOG_WARN,
                 log,
-                "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s"
+                "auth_oauth2_token: circuit breaker of the IdP endpoint opened for {seconds} s ({why}): \"{uri}\""
             );
         }
         Transition::Closed => {
             ngx::ngx_log_error!(
                 ngx::ffi::NGX_LOG_NOTICE,
                 log,
-                "auth_oauth2_token: circuit breaker of the IdP endpoint closed"
+                "auth_oauth2_token: circuit breaker of the IdP endpoint closed: \"{uri}\""
             );
         }
         Transition::None => {}
     }
+}
+
+/// A request the open breaker of `endpoint` refused: one error-log line
+/// per endpoint every `REFUSAL_LOG_INTERVAL_S`, whichever worker refuses
+/// (the request's own refusal is not logged again by its verdict).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn note_refusal(
+    r: *mut ngx_http_request_t,
+    breaker: &Breaker<'_>,
+    endpoint: &Endpoint,
+    retry_after_s: u64,
+) {
+    let now_s = u64::try_from(crate::handler::raw::now_ms() / 1000).unwrap_or(0);
+    if !breaker.may_log_refusal(now_s) {
+        return;
+    }
+    // SAFETY: r is live (this function's contract); its connection log is
+    // valid for logging.
+    let log = unsafe { (*(*r).connection).log };
+    let uri = String::from_utf8_lossy(endpoint.uri());
+    ngx::ngx_log_error!(
+        ngx::ffi::NGX_LOG_ERR,
+        log,
+        "auth_oauth2_token: IdP endpoint \"{uri}\" not asked: its circuit breaker is open (retry in {retry_after_s} s); such refusals are logged once per {REFUSAL_LOG_INTERVAL_S} s"
+    );
 }
 
 /// Appends this gateway's client credentials to an IdP request body: the

@@ -8,7 +8,7 @@ use crate::conf::{require_args, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
-use crate::oauth::call::KindFailure;
+use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 use crate::oauth::verdict::{self, Verdict};
@@ -33,7 +33,10 @@ pub unsafe fn run<'c>(
             return Outcome::Refuse(BearerError::InvalidToken);
         }
         Some(Err(failure)) => {
-            ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            // An open breaker's refusals are logged where it refused, once per interval.
+            if !matches!(failure.call(), Some(CallFailure::BreakerOpen(_))) {
+                ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");
+            }
             return Outcome::failed(failure.status(), failure.call());
         }
         None => return Outcome::Error,

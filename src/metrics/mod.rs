@@ -6,8 +6,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+mod breaker;
+
 use crate::oauth::idp_reply::{IdpReply, Transport};
-use crate::resilience::breaker::Breaker;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -218,8 +219,9 @@ enum Family {
     CoalescedWaits,
     IdpRequests,
     IdpDuration,
-    /// Not shown: the state words of a circuit breaker.
+    /// Not shown: the state words of a circuit breaker (`breaker.rs`).
     BreakerState,
+    BreakerOpenings,
 }
 
 #[derive(Debug, Clone)]
@@ -405,30 +407,6 @@ impl Catalogue {
         ids
     }
 
-    /// Four state words for the circuit breaker of calls of `kind` to
-    /// `endpoint` in the server `server` (hex), made on first use; the id of the first.
-    pub fn breaker(&mut self, server: &str, endpoint: &str, kind: &'static str) -> usize {
-        let labels = format!(
-            "{{server=\"{server}\",endpoint=\"{}\",kind=\"{kind}\"}}",
-            label_value(endpoint)
-        );
-        if let Some(id) = self
-            .series
-            .iter()
-            .position(|s| s.family == Family::BreakerState && s.labels.ends_with(&labels))
-        {
-            return id;
-        }
-        let first = self.series.len();
-        for word in ["failures", "last_failure", "open_until", "probe"] {
-            self.series.push(Series {
-                family: Family::BreakerState,
-                labels: format!("{word}{labels}"),
-            });
-        }
-        first
-    }
-
     /// The Prometheus text exposition (version 0.0.4): `value` gives each
     /// series' counter, `zones` each zone's gauges.
     pub fn render(&self, value: impl Fn(usize) -> u64, zones: &[(String, ZoneGauges)]) -> String {
@@ -492,6 +470,7 @@ impl Catalogue {
             "histogram",
             "How long IdP calls took.",
         );
+        self.render_breakers(&mut out, &value);
         let gauges: [ZoneFamily; 5] = [
             (
                 "oauth2_token_cache_entries",
@@ -561,16 +540,6 @@ impl Counters {
 
     fn slot(&self, id: usize) -> Option<&AtomicU64> {
         self.slots.get(id).copied().flatten()
-    }
-
-    /// The circuit breaker whose four words start at `first`.
-    pub fn breaker(&self, first: usize) -> Option<Breaker<'_>> {
-        Some(Breaker {
-            failures: self.slot(first)?,
-            last_failure_ms: self.slot(first + 1)?,
-            open_until_ms: self.slot(first + 2)?,
-            probe_ms: self.slot(first + 3)?,
-        })
     }
 }
 

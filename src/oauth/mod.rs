@@ -18,6 +18,7 @@ pub mod introspection;
 pub mod jwt;
 pub mod purge;
 pub mod scope;
+pub mod trace_context;
 pub mod verdict;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::oauth::carriers;
 use crate::oauth::claim_rule::ClaimRule;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{self, ClaimPaths, IntrospectionResult, TokenClaims};
+use crate::oauth::trace_context;
 
 /// Query strings and cookie headers built from the characters that matter
 /// to their syntax, so that names collide often.
@@ -58,6 +59,31 @@ fn claims() -> impl Strategy<Value = TokenClaims> {
             phantom,
             ..TokenClaims::default()
         })
+}
+
+/// A `traceparent` of version 00, valid but for all-zero ids (rare).
+fn traceparent() -> impl Strategy<Value = String> {
+    "00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"
+}
+
+/// `tracestate` members: valid ones with distinct keys (the index is in
+/// the key), and the odd empty one.
+fn tracestate_lines() -> impl Strategy<Value = Vec<String>> {
+    let member = (
+        "[a-z0-9][a-z0-9_*/@-]{0,6}",
+        "[ -+\\--<>-~]{0,10}[!-+\\--<>-~]",
+        "[ \t]{0,1}",
+    );
+    proptest::collection::vec(member, 0..12).prop_map(|members| {
+        members
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value, ows))| match i % 7 {
+                6 => ows.to_string(),
+                _ => format!("{ows}{key}{i}={value}{ows}"),
+            })
+            .collect()
+    })
 }
 
 fn exposed_claims_are_header_safe(claims: &TokenClaims) -> bool {
@@ -180,6 +206,63 @@ proptest! {
             args.extend(values.iter().map(|v| v.as_bytes()));
             if let Ok(rule) = ClaimRule::parse(&args) {
                 let _ = rule.is_met_by_json(Some(&json));
+            }
+        }
+    }
+
+    #[test]
+    fn valid_trace_contexts_go_through_unchanged(tp in traceparent(), lines in tracestate_lines()) {
+        let ids_zero = tp[3..35].bytes().all(|b| b == b'0') || tp[36..52].bytes().all(|b| b == b'0');
+        prop_assert_eq!(trace_context::is_valid_traceparent(tp.as_bytes()), !ids_zero);
+        let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let forward = trace_context::to_forward(&[tp.as_bytes()], &lines);
+        prop_assert_eq!(forward.is_some(), !ids_zero);
+        if let Some(forward) = forward {
+            prop_assert_eq!(forward.traceparent, tp.as_bytes());
+            let joined = lines.join(&b","[..]);
+            let has_member = joined.contains(&b'=');
+            prop_assert_eq!(forward.tracestate.as_deref(), has_member.then_some(&joined[..]));
+        }
+    }
+
+    #[test]
+    fn a_traceparent_with_one_byte_changed_is_refused(tp in traceparent(), at in 0usize..55, byte in any::<u8>()) {
+        let mut changed = tp.clone().into_bytes();
+        let dash = matches!(at, 2 | 35 | 52);
+        let same_class = changed[at] != byte && match dash {
+            true => byte == b'-',
+            false => byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte),
+        };
+        changed[at] = byte;
+        if !same_class && changed != tp.as_bytes() {
+            prop_assert!(!trace_context::is_valid_traceparent(&changed));
+        }
+    }
+
+    #[test]
+    fn whatever_the_client_sends_what_goes_on_is_small_and_printable(
+        tp in prop_oneof![traceparent().prop_map(String::into_bytes), proptest::collection::vec(any::<u8>(), 50..60)],
+        lines in prop_oneof![
+            tracestate_lines().prop_map(|lines| lines.into_iter().map(String::into_bytes).collect::<Vec<_>>()),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4),
+        ],
+        insert in proptest::option::of((any::<usize>(), any::<usize>(), any::<u8>())),
+    ) {
+        // A valid list with one byte slipped in somewhere, now and then.
+        let mut lines = lines;
+        if let Some((line, at, byte)) = insert.filter(|_| !lines.is_empty()) {
+            let count = lines.len();
+            let line = &mut lines[line % count];
+            line.insert(at % (line.len() + 1), byte);
+        }
+        let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        if let Some(forward) = trace_context::to_forward(&[&tp], &lines) {
+            prop_assert!(trace_context::is_valid_traceparent(forward.traceparent));
+            prop_assert!(forward.traceparent.iter().all(|b| (0x21..=0x7e).contains(b)));
+            if let Some(state) = forward.tracestate {
+                prop_assert!(state.len() <= trace_context::MAX_TRACESTATE_BYTES);
+                prop_assert!(state.iter().all(|b| *b == b'\t' || (0x20..=0x7e).contains(b)));
+                prop_assert!(trace_context::tracestate_members(&state).is_some_and(|n| n > 0));
             }
         }
     }

@@ -3,10 +3,12 @@
 //! (series digest, value) slots: the master appends the series the
 //! configuration defines when a cycle starts (reusing the slot of a series
 //! it already had), and workers only ever add to a slot atomically, without
-//! a lock. A worker that dies mid-add leaves a whole value behind.
+//! a lock. A worker that dies mid-add leaves a whole value behind. The
+//! circuit breakers' state lives here too, and starts again from zero in
+//! every cycle: a reload closes every breaker (`Catalogue::resets_on_reload`).
 
 use core::ffi::c_void;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 
 use ngx::ffi::{
@@ -67,13 +69,13 @@ pub unsafe fn declare(cf: *mut ngx_conf_t, main: *mut MainConf) -> Option<()> {
 }
 
 /// nginx's init callback: registers the catalogue's series in the zone
-/// (new, or kept from the previous cycle) and points the cycle's counters
-/// at their slots.
+/// (new, or kept from the previous cycle, but for the breakers' state,
+/// cleared) and points the cycle's counters at their slots.
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old_data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this in the master, before any worker of this cycle
     // runs, with the zone mapped, its slab pool initialised, and `data` as
-    // `declare` set it. Workers of the previous cycle only add to slots
-    // below `len`.
+    // `declare` set it. Workers of the previous cycle only touch slots
+    // below `len`, and only atomically, as the breakers' words cleared here are.
     unsafe {
         let main = &mut *(*zone).data.cast::<MainConf>();
         // The registry is the one allocation of the zone's slab pool.
@@ -102,7 +104,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, _old_data: *mut c_void
         for id in 0..catalogue.len() {
             let key = CacheKey::from_parts(&[catalogue.name(id).as_bytes()]).0;
             let index = match known.get(&key) {
-                Some(&i) => Some(i),
+                Some(&i) => {
+                    if catalogue.resets_on_reload(id) {
+                        (*slots.add(i)).value.store(0, Ordering::Release);
+                    }
+                    Some(i)
+                }
                 None if ((*header).len as usize) < capacity => {
                     let i = (*header).len as usize;
                     slots.add(i).write(Slot {
