@@ -136,9 +136,15 @@ unsafe fn store<Q: Question>(
             (None, None) => None,
         };
         if let (Some(asked_at), Some((entry, lifetime, _))) = (settled.asked_at_ms, &entry) {
-            if let (Some(tier), Some(names)) =
-                (redis_tier::tier(r, conf), Q::slot(&mut *ctx).tier_names())
-            {
+            // An answer asked for before a purge of the token (a call in
+            // flight) goes nowhere: the zone refuses it below, and the Redis
+            // tier does not get it.
+            let voided = zone::cutoff(cache.zone.cast(), &key.tag()).is_some_and(|c| asked_at <= c);
+            if let (Some(tier), Some(names), false) = (
+                redis_tier::tier(r, conf),
+                Q::slot(&mut *ctx).tier_names(),
+                voided,
+            ) {
                 let found = TierEntry {
                     obtained_ms: asked_at,
                     fresh_until_ms: lifetime.fresh_until,
