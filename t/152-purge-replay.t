@@ -10,6 +10,7 @@ use OAuth2Test;
 use RedisTest;
 use Test::More;
 use Time::HiRes qw(time);
+use POSIX ();
 
 start_servers();
 my $SHARED = OAuth2Test::reserve_port();
@@ -22,7 +23,8 @@ sub st { my ($r) = @_; return $r ? "$r->{status} $r->{cache}" : 'no answer' }
 
 my $redis = redis_start() or BAIL_OUT('redis');
 # Revoked at the IdP right after its first answer; "later" is active throughout.
-idp_setup({ replayed => [$active, $inactive], later => $active });
+idp_setup({ replayed => [$active, $inactive], later => $active,
+    inflight => [{ delay => 1, json => { active => \1, sub => 'bob', exp => $FAR } }, $active] });
 start_nginx(block_from(name => 'gw1',
     fleet_config(name => 'gw1', redis_port => $redis->port, shared_port => $SHARED, key_file => $KEY)))
     or BAIL_OUT('gateway');
@@ -45,6 +47,22 @@ is(scalar($redis->keys), 1, 'the recorded value is back in Redis');
 is(st(api($SHARED, '/api/a', 'replayed')), '401 MISS',
     'the replayed value is older than the purge: refused, the IdP is asked and says inactive');
 is(calls_for('replayed'), 2, 'one more IdP call');
+
+# An IdP call under way when the purge runs: its answer serves the request
+# that asked, but is not stored: the next request asks again.
+my $pid = fork() // BAIL_OUT('fork');
+if (!$pid) {
+    my $got = st(api($SHARED, '/api/a', 'inflight'));
+    POSIX::_exit($got eq '200 MISS' ? 0 : 1);
+}
+ok(wait_until(3, sub { calls_for('inflight') == 1 }), 'in flight: the IdP is being asked');
+$r = http_request({ method => 'POST', uri => '/purge', port => $GW,
+    headers => ['Content-Type: application/x-www-form-urlencoded'], body => 'token=inflight' });
+is($r->{status}, 200, 'in flight: purged meanwhile');
+waitpid($pid, 0);
+is($? >> 8, 0, 'in flight: the request that asked got the IdP\'s answer (200 MISS)');
+is(st(api($SHARED, '/api/a', 'inflight')), '200 MISS', 'in flight: that answer was not stored; the next request asks again');
+is(calls_for('inflight'), 2, 'in flight: two IdP calls');
 
 # An answer obtained after the purge is cached and served as usual.
 is(st(api($SHARED, '/api/a', 'later')), '200 MISS', 'another token: asked');
