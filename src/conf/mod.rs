@@ -441,7 +441,14 @@ impl LocationConf {
                 if self.assertion_alg.is_some_and(|alg| alg != Alg::HS256) {
                     return Err("\"auth_oauth2_token_client_assertion_alg\" must be HS256 with client_secret_jwt".into());
                 }
-                self.assertion_key = Some(AssertionKey::from_secret(secret)?);
+                let key = AssertionKey::from_secret(secret).map_err(|e| {
+                    let directive = match self.client_secret {
+                        Some((SecretSource::File, _)) => "auth_oauth2_token_client_secret_file",
+                        _ => "auth_oauth2_token_client_secret",
+                    };
+                    format!("\"auth_oauth2_token_client_auth client_secret_jwt\" signs with the client secret, and the one of \"{directive}\" {e}")
+                })?;
+                self.assertion_key = Some(key);
             }
             ClientAuth::PrivateKeyJwt => {
                 let Some(pem) = &self.client_key_pem else {
@@ -697,10 +704,13 @@ mod tests {
         public.merge(&parent).unwrap();
     }
 
+    const SECRET_32: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     #[test]
     fn signed_and_tls_methods_need_what_they_use() {
         let mut jwt = LocationConf {
             client_auth: Some(ClientAuth::SecretJwt),
+            client_secret: Some((SecretSource::Inline, SECRET_32.to_vec())),
             ..enabled()
         };
         let err = jwt.merge(&LocationConf::default()).unwrap_err();
@@ -710,6 +720,7 @@ mod tests {
         );
         let mut jwt = LocationConf {
             client_auth: Some(ClientAuth::SecretJwt),
+            client_secret: Some((SecretSource::File, SECRET_32.to_vec())),
             assertion_audience: Some("https://idp".into()),
             ..enabled()
         };
@@ -731,6 +742,25 @@ mod tests {
         tls.merge(&LocationConf::default()).unwrap();
         assert!(tls.client_authorization.is_empty());
         assert_eq!(tls.client_credentials_form, b"&client_id=gw");
+    }
+
+    #[test]
+    fn client_secret_jwt_refuses_a_secret_shorter_than_the_hash() {
+        for (source, directive) in [
+            (SecretSource::Inline, "\"auth_oauth2_token_client_secret\""),
+            (SecretSource::File, "\"auth_oauth2_token_client_secret_file\""),
+        ] {
+            let mut jwt = LocationConf {
+                client_auth: Some(ClientAuth::SecretJwt),
+                client_secret: Some((source, SECRET_32[..31].to_vec())),
+                assertion_audience: Some("https://idp".into()),
+                ..enabled()
+            };
+            let err = jwt.merge(&LocationConf::default()).unwrap_err();
+            assert!(err.contains("client_secret_jwt") && err.contains(directive), "{err}");
+            assert!(err.contains("at least 32 bytes") && err.contains("RFC 7518"), "{err}");
+            assert!(!err.contains("0123456789"), "the secret is not printed: {err}");
+        }
     }
 
     #[test]

@@ -146,8 +146,16 @@ impl AssertionKey {
         Ok(AssertionKey { alg, key, kid })
     }
 
-    /// The client secret as an HS256 key (client_secret_jwt).
+    /// The client secret as an HS256 key (client_secret_jwt): at least
+    /// [`MIN_HS256_SECRET_BYTES`] of it, as RFC 7518 §3.2 asks of an HMAC key
+    /// (no shorter than the hash's output).
     pub fn from_secret(secret: &[u8]) -> Result<AssertionKey, String> {
+        if secret.len() < MIN_HS256_SECRET_BYTES {
+            return Err(format!(
+                "is {} bytes: HS256 needs a key of at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 §3.2)",
+                secret.len()
+            ));
+        }
         let key =
             PKey::hmac(secret).map_err(|_| "cannot use the client secret as a key".to_string())?;
         Ok(AssertionKey {
@@ -192,6 +200,10 @@ impl AssertionKey {
         }
     }
 }
+
+/// The shortest client secret `client_secret_jwt` signs with: the output
+/// size of SHA-256 (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 /// A fresh `jti`: 128 random bits.
 pub fn new_jti() -> Result<String, String> {
@@ -296,6 +308,8 @@ mod tests {
     use openssl::nid::Nid;
     use openssl::rsa::Rsa;
 
+    const SECRET_32: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     fn decode(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
@@ -351,10 +365,10 @@ mod tests {
 
     #[test]
     fn client_secret_jwt_is_hs256_over_the_secret() {
-        let key = AssertionKey::from_secret(b"s3cret").unwrap();
+        let key = AssertionKey::from_secret(SECRET_32).unwrap();
         let jws = assertion(&key, "gw", "aud", "j", 10).unwrap();
         let (input, signature) = jws.rsplit_once('.').unwrap();
-        let hmac = PKey::hmac(b"s3cret").unwrap();
+        let hmac = PKey::hmac(SECRET_32).unwrap();
         let mut signer = Signer::new(MessageDigest::sha256(), &hmac).unwrap();
         signer.update(input.as_bytes()).unwrap();
         assert_eq!(
@@ -386,8 +400,17 @@ mod tests {
         let err =
             AssertionKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nnope\n", None, None).unwrap_err();
         assert_eq!(err, "cannot read a PEM private key from the file");
-        let debug = format!("{:?}", AssertionKey::from_secret(b"s3cret").unwrap());
-        assert!(!debug.contains("s3cret"));
+        let debug = format!("{:?}", AssertionKey::from_secret(SECRET_32).unwrap());
+        assert!(!debug.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn hs256_secrets_shorter_than_the_hash_are_refused() {
+        let err = AssertionKey::from_secret(&SECRET_32[..31]).unwrap_err();
+        assert!(err.contains("31 bytes") && err.contains("at least 32"), "{err}");
+        assert!(!err.contains("0123456789"), "{err}");
+        assert!(AssertionKey::from_secret(b"").is_err());
+        assert!(AssertionKey::from_secret(SECRET_32).is_ok());
     }
 
     #[test]
