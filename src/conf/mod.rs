@@ -543,6 +543,31 @@ pub fn is_valid_endpoint(uri: &[u8]) -> bool {
     }
 }
 
+/// What a secret file's permission bits let others do, when they let
+/// anyone but its owner read or write it (`mode & 0o077`): the warning's
+/// words. nginx reads its files as the user that starts it (root, usually),
+/// so `0600` or `0400` always works.
+pub fn secret_file_too_open(mode: u32) -> Option<String> {
+    let open = mode & 0o077;
+    if open == 0 {
+        return None;
+    }
+    let who = match (open & 0o070 != 0, open & 0o007 != 0) {
+        (true, true) => "its group and others",
+        (true, false) => "its group",
+        _ => "others",
+    };
+    let what = match (open & 0o044 != 0, open & 0o022 != 0) {
+        (true, true) => "read and write",
+        (true, false) => "read",
+        _ => "write",
+    };
+    Some(format!(
+        "{who} may {what} it (mode {:04o}): make it 0600 or 0400",
+        mode & 0o7777
+    ))
+}
+
 /// A secret file holds the secret on its first line; the line ending is not part of it.
 pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
     let end = contents
@@ -577,6 +602,33 @@ mod tests {
             client_secret: Some((SecretSource::Inline, b"s3cret".to_vec())),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn secret_files_open_to_others_are_named() {
+        assert_eq!(secret_file_too_open(0o100600), None);
+        assert_eq!(secret_file_too_open(0o400), None);
+        assert_eq!(secret_file_too_open(0o700), None);
+        assert_eq!(
+            secret_file_too_open(0o100644).as_deref(),
+            Some("its group and others may read it (mode 0644): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o640).as_deref(),
+            Some("its group may read it (mode 0640): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o604).as_deref(),
+            Some("others may read it (mode 0604): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o666).as_deref(),
+            Some("its group and others may read and write it (mode 0666): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o620).as_deref(),
+            Some("its group may write it (mode 0620): make it 0600 or 0400")
+        );
     }
 
     #[test]
