@@ -6,6 +6,7 @@ pub mod checks;
 pub mod endpoint;
 pub mod redis_args;
 pub mod require_args;
+pub mod scopes;
 
 use crate::metrics::{Catalogue, Counters};
 use crate::oauth::cache::key::KeyScope;
@@ -157,6 +158,10 @@ pub struct MainConf {
     /// pointers into the configuration pool), wired to the upstream once
     /// the http block is parsed.
     pub redis_passes: Vec<*mut core::ffi::c_void>,
+    /// The Redis tier's scopes of the locations merged so far, each with
+    /// its zone scope and where it was met
+    /// (`checks::redis_keeps_apart_what_zones_do`).
+    pub fleet_scopes: std::collections::HashMap<KeyScope, (KeyScope, String)>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the shared tier and the
@@ -288,6 +293,9 @@ pub struct LocationConf {
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared
     /// tier (Redis), or `off` (`Some(None)`).
     pub shared_cache: Option<Option<Vec<u8>>>,
+    /// `auth_oauth2_token_shared_cache_tenant`: whose answers these are, as
+    /// the operator names them; part of every cache key.
+    pub shared_tenant: Option<Vec<u8>>,
     /// Scopes the challenge announces (Curity's `phantom_token_scopes`).
     pub announced_scopes: Option<String>,
     /// The same one by one (Curity's `phantom_token_scope`); `announced_scopes` wins.
@@ -338,6 +346,7 @@ impl LocationConf {
         inherit(&mut self.introspect, &prev.introspect);
         self.introspection.inherit(&prev.introspection);
         inherit(&mut self.shared_cache, &prev.shared_cache);
+        inherit(&mut self.shared_tenant, &prev.shared_tenant);
         inherit(&mut self.client_id, &prev.client_id);
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);
@@ -468,37 +477,6 @@ impl LocationConf {
 }
 
 impl LocationConf {
-    /// Derives the cache keys' scopes of a merged location: the server
-    /// block it belongs to (`oauth::cache::key::server_identity`), its
-    /// endpoints, its client and secret, and the http-level claim lists.
-    pub fn scope_caches(&mut self, server: &[u8; 32], fleet: &[u8; 32], claims_fingerprint: &[u8]) {
-        (self.introspection.key_scope, self.token_endpoint.key_scope) =
-            self.scopes(server, claims_fingerprint);
-        (
-            self.introspection.fleet_scope,
-            self.token_endpoint.fleet_scope,
-        ) = self.scopes(fleet, claims_fingerprint);
-    }
-
-    /// The introspection and exchange scopes of this location in `server`.
-    fn scopes(&self, server: &[u8; 32], claims_fingerprint: &[u8]) -> (KeyScope, KeyScope) {
-        let client_id = self.client_id.as_deref().unwrap_or_default();
-        let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
-        let introspection = KeyScope::introspection(
-            server,
-            self.introspection.uri(),
-            client_id,
-            secret,
-            self.phantom_enabled(),
-            claims_fingerprint,
-            self.cache_vary.is_some(),
-        );
-        let exchange = KeyScope::exchange(server, self.token_endpoint.uri(), client_id, secret);
-        (introspection, exchange)
-    }
-}
-
-impl LocationConf {
     /// Gives the location's IdP calls their series, by internal location
     /// and kind (locations calling the same one share them).
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
@@ -580,19 +558,6 @@ pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl LocationConf {
-        fn clone_for_test(&self) -> LocationConf {
-            LocationConf {
-                introspect: self.introspect,
-                introspection: self.introspection.clone(),
-                client_id: self.client_id.clone(),
-                client_secret: self.client_secret.clone(),
-                phantom: self.phantom,
-                ..Default::default()
-            }
-        }
-    }
 
     fn enabled() -> LocationConf {
         LocationConf {
@@ -800,7 +765,10 @@ mod tests {
     fn client_secret_jwt_refuses_a_secret_shorter_than_the_hash() {
         for (source, directive) in [
             (SecretSource::Inline, "\"auth_oauth2_token_client_secret\""),
-            (SecretSource::File, "\"auth_oauth2_token_client_secret_file\""),
+            (
+                SecretSource::File,
+                "\"auth_oauth2_token_client_secret_file\"",
+            ),
         ] {
             let mut jwt = LocationConf {
                 client_auth: Some(ClientAuth::SecretJwt),
@@ -809,9 +777,18 @@ mod tests {
                 ..enabled()
             };
             let err = jwt.merge(&LocationConf::default()).unwrap_err();
-            assert!(err.contains("client_secret_jwt") && err.contains(directive), "{err}");
-            assert!(err.contains("at least 32 bytes") && err.contains("RFC 7518"), "{err}");
-            assert!(!err.contains("0123456789"), "the secret is not printed: {err}");
+            assert!(
+                err.contains("client_secret_jwt") && err.contains(directive),
+                "{err}"
+            );
+            assert!(
+                err.contains("at least 32 bytes") && err.contains("RFC 7518"),
+                "{err}"
+            );
+            assert!(
+                !err.contains("0123456789"),
+                "the secret is not printed: {err}"
+            );
         }
     }
 
@@ -976,36 +953,6 @@ mod tests {
         };
         let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("\"auth_oauth2_token_require\" needs"), "{err}");
-    }
-
-    #[test]
-    fn cache_scopes_follow_server_client_secret_and_kind() {
-        let scoped = |conf: &LocationConf, server: &[u8; 32], claims: &[u8]| {
-            let mut conf = LocationConf {
-                token_endpoint: Endpoint::at(b"/t"),
-                ..conf.clone_for_test()
-            };
-            conf.merge(&LocationConf::default()).unwrap();
-            conf.scope_caches(server, &[0; 32], claims);
-            (conf.introspection.key_scope, conf.token_endpoint.key_scope)
-        };
-        let base = scoped(&enabled(), &[1; 32], b"");
-        assert_eq!(base, scoped(&enabled(), &[1; 32], b""));
-        assert_ne!(base.0, base.1);
-        let other_server = scoped(&enabled(), &[2; 32], b"");
-        assert!(base.0 != other_server.0 && base.1 != other_server.1);
-        let rotated = LocationConf {
-            client_secret: Some((SecretSource::Inline, b"rotated".to_vec())),
-            ..enabled()
-        };
-        let rotated = scoped(&rotated, &[1; 32], b"");
-        assert!(base.0 != rotated.0 && base.1 != rotated.1);
-        let phantom = LocationConf {
-            phantom: Some(true),
-            ..enabled()
-        };
-        assert_ne!(base.0, scoped(&phantom, &[1; 32], b"").0);
-        assert_ne!(base.0, scoped(&enabled(), &[1; 32], b"fingerprint").0);
     }
 
     #[test]

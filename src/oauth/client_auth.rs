@@ -169,6 +169,28 @@ impl AssertionKey {
         self.alg
     }
 
+    /// What names this key in the cache keys, with nothing secret in it:
+    /// SHA-256 over the algorithm, the `kid` and the public half (DER);
+    /// `None` for an HS256 key, which is the client secret (the keys hold
+    /// that already).
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        if self.alg == Alg::HS256 {
+            return None;
+        }
+        let public = self.key.public_key_to_der().ok()?;
+        let mut hasher = Sha256::new();
+        for part in [
+            self.alg.name().as_bytes(),
+            self.kid.as_deref().unwrap_or_default().as_bytes(),
+            &public,
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        Some(hasher.finalize().into())
+    }
+
     fn sign(&self, input: &[u8]) -> Result<Vec<u8>, String> {
         let failed = |_| "cannot sign the client assertion".to_string();
         match self.alg {
@@ -407,10 +429,42 @@ mod tests {
     #[test]
     fn hs256_secrets_shorter_than_the_hash_are_refused() {
         let err = AssertionKey::from_secret(&SECRET_32[..31]).unwrap_err();
-        assert!(err.contains("31 bytes") && err.contains("at least 32"), "{err}");
+        assert!(
+            err.contains("31 bytes") && err.contains("at least 32"),
+            "{err}"
+        );
         assert!(!err.contains("0123456789"), "{err}");
         assert!(AssertionKey::from_secret(b"").is_err());
         assert!(AssertionKey::from_secret(SECRET_32).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_name_the_public_key_and_kid_never_a_secret() {
+        let mut seen = Vec::new();
+        for (key, asked, _) in keys() {
+            let pem = key.private_key_to_pem_pkcs8().unwrap();
+            let a = AssertionKey::from_pem(&pem, asked, Some("k1".into())).unwrap();
+            let again = AssertionKey::from_pem(&pem, asked, Some("k1".into())).unwrap();
+            let other_kid = AssertionKey::from_pem(&pem, asked, Some("k2".into())).unwrap();
+            let fp = a.fingerprint().unwrap();
+            assert_eq!(Some(fp), again.fingerprint(), "stable across loads");
+            assert_ne!(Some(fp), other_kid.fingerprint());
+            assert_ne!(
+                Some(fp),
+                AssertionKey::from_pem(&pem, asked, None)
+                    .unwrap()
+                    .fingerprint()
+            );
+            seen.push(fp);
+        }
+        // RS256 and PS256 share the RSA key: the algorithm tells them apart.
+        for (i, a) in seen.iter().enumerate() {
+            assert!(!seen[i + 1..].contains(a), "fingerprint {i}");
+        }
+        assert_eq!(
+            AssertionKey::from_secret(SECRET_32).unwrap().fingerprint(),
+            None
+        );
     }
 
     #[test]
