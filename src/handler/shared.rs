@@ -107,7 +107,8 @@ unsafe fn read_done<Q: Question>(
         let policy = Module::location_conf(&*r).and_then(|conf| Q::endpoint(conf).cache);
         let read = match (redis, policy, Q::slot(&mut *ctx).shared_names(), result) {
             (Some(redis), Some(cache), Some(names), Ok(replies)) => {
-                first_fresh(redis, &cache.policy, names, replies, raw::now_ms(), log)
+                let now = raw::now_ms();
+                first_fresh(redis, &cache.policy, names, replies, Q::sound, now, log)
             }
             // A failure was logged by the call.
             _ => SharedRead::Missed,
@@ -116,13 +117,16 @@ unsafe fn read_done<Q: Question>(
     }
 }
 
-/// The first entry among the replies that opens and is fresh for this
-/// reader's `policy`; what does not open and what Redis refused are logged.
+/// The first entry among the replies that opens, is fresh for this
+/// reader's `policy` and is `sound` (passes the checks a fresh answer
+/// gets); what does not open or is not sound (both "undecryptable") and
+/// what Redis refused are logged.
 fn first_fresh(
     redis: &RedisTier,
     policy: &CachePolicy,
     names: &SharedNames,
     replies: Vec<Reply>,
+    sound: fn(&[u8]) -> bool,
     now: i64,
     log: *mut ngx_log_t,
 ) -> SharedRead {
@@ -130,6 +134,9 @@ fn first_fresh(
     for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
         match reply {
             Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
+                Some(found) if !sound(&found.entry) => {
+                    call::note_failure(log, &Failure::Undecryptable);
+                }
                 Some(found)
                     if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
                 {

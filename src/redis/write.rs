@@ -195,16 +195,16 @@ mod tests {
             err("ERR wrong number of arguments for 'pexpire' command"),
         ];
         assert_eq!(learn(Expiry::Probing, &redis6), (Expiry::Replaces, None));
-        for other in [
-            err("ERR syntax error"),
-            err("ERR Unsupported option GT"),
-        ] {
+        for other in [err("ERR syntax error"), err("ERR Unsupported option GT")] {
             let replies = [Reply::Integer(1), Reply::Integer(1), other];
             assert_eq!(learn(Expiry::Probing, &replies).0, Expiry::Replaces);
         }
         // Refused for another reason: nothing learnt, the refusal is noted.
         let oom = [err("OOM command not allowed"), err("OOM x"), err("OOM y")];
-        assert_eq!(learn(Expiry::Probing, &oom), (Expiry::Probing, Some(&oom[0])));
+        assert_eq!(
+            learn(Expiry::Probing, &oom),
+            (Expiry::Probing, Some(&oom[0]))
+        );
         let noperm = [
             Reply::Integer(1),
             Reply::Integer(1),
