@@ -119,6 +119,20 @@ pub mod registration {
                 return NGX_CONF_ERROR;
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
+            // The Redis tier keeps apart at least what the zones do.
+            let redis_scopes = checks::shared_cache_knows_whose_answers(conf)
+                .map_err(|message| format!("{message} ({})", server.place))
+                .and_then(|()| {
+                    checks::redis_keeps_apart_what_zones_do(
+                        &mut main.tier_scopes,
+                        conf,
+                        &server.place,
+                    )
+                });
+            if let Err(message) = redis_scopes {
+                ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
+                return NGX_CONF_ERROR;
+            }
             conf.register_metrics(&mut main.metrics, &server.zone);
         }
         ptr::null_mut()

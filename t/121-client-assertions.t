@@ -26,14 +26,18 @@ for my $k (qw(rsa ec ed)) {
     openssl('pkey', '-in', "$keys/$k.pem", '-pubout', '-out', "$keys/$k.pub");
 }
 
+# client_secret_jwt signs with it: at least 32 bytes (RFC 7518 §3.2).
+my $SECRET = 's3cret-s3cret-s3cret-s3cret-s3cret';
+
 sub location {
-    my ($method, $extra) = @_;
+    my ($method, $extra, $secret) = @_;
+    $secret //= $SECRET;
     return <<CONF;
 location / {
     auth_oauth2_token_introspect on;
     auth_oauth2_token_introspect_endpoint /_introspect;
     auth_oauth2_token_client_id gateway-1;
-    auth_oauth2_token_client_secret s3cret;
+    auth_oauth2_token_client_secret $secret;
     auth_oauth2_token_client_auth $method;
     auth_oauth2_token_client_assertion_audience https://idp.example/token;
     $extra
@@ -118,7 +122,7 @@ for my $case (
     } else {
         require Digest::SHA;
         my ($hh, $pp, $ss) = split /\./, $forms[0]{client_assertion};
-        is($ss, do { my $m = Digest::SHA::hmac_sha256_base64("$hh.$pp", 's3cret'); $m =~ tr{+/}{-_}; $m },
+        is($ss, do { my $m = Digest::SHA::hmac_sha256_base64("$hh.$pp", $SECRET); $m =~ tr{+/}{-_}; $m },
             'HS256: the HMAC over the client secret verifies');
     }
     stop_nginx();
@@ -144,15 +148,17 @@ for my $case (
     ['private_key_jwt', '', qr/needs "auth_oauth2_token_client_key_file"/],
     ['private_key_jwt', "auth_oauth2_token_client_key_file $keys/ed.pem; auth_oauth2_token_client_assertion_alg RS256;", qr/"auth_oauth2_token_client_key_file" holds a key that cannot sign RS256/],
     ['client_secret_jwt', 'auth_oauth2_token_client_assertion_alg ES256;', qr/must be HS256 with client_secret_jwt/],
+    ['client_secret_jwt', '', qr/"auth_oauth2_token_client_auth client_secret_jwt" signs with the client secret, and the one of "auth_oauth2_token_client_secret" is 31 bytes: HS256 needs a key of at least 32 bytes \(RFC 7518 §3\.2\)/,
+        'x' x 31],
     ['private_jwt', '', qr/"auth_oauth2_token_client_auth" directive takes/],
 ) {
-    my ($method, $extra, $error) = @$case;
+    my ($method, $extra, $error, $secret) = @$case;
     my $dir = tempdir(CLEANUP => 1);
     mkdir "$dir/logs";
     open my $fh, '>', "$dir/nginx.conf" or die;
     print $fh "load_module $module;\nerror_log logs/error.log;\nevents {}\nhttp {\n"
         . "upstream idp { server 127.0.0.1:1; }\nupstream backend { server 127.0.0.1:1; }\n"
-        . "server {\nlisten 127.0.0.1:1;\n" . location($method, $extra) . "}\n}\n";
+        . "server {\nlisten 127.0.0.1:1;\n" . location($method, $extra, $secret) . "}\n}\n";
     close $fh;
     my $out = `$nginx -t -p $dir -c nginx.conf 2>&1`;
     isnt($?, 0, "nginx -t refuses: $method $extra");

@@ -2,7 +2,10 @@
 //! where more than this block's configuration is known (the http block's).
 //! Each error is the text `nginx -t` prints.
 
+use std::collections::hash_map::{Entry, HashMap};
+
 use super::LocationConf;
+use crate::oauth::cache::key::KeyScope;
 
 /// `auth_oauth2_token_shared_cache` (a location or an enclosing block)
 /// needs `auth_oauth2_token_redis` in the http block; `redis_configured`
@@ -16,6 +19,58 @@ pub fn shared_cache_needs_redis(
             "\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_redis\" in the http block"
                 .into(),
         );
+    }
+    Ok(())
+}
+
+/// With `auth_oauth2_token_shared_cache`, a location whose IdP
+/// credentials the module cannot see (mutual TLS: the internal location's
+/// certificate; Curity's `phantom_token on`: its headers) needs
+/// `auth_oauth2_token_shared_cache_tenant`: nothing else in its Redis names
+/// tells whose answers they are, on another gateway of the fleet.
+pub fn shared_cache_knows_whose_answers(location: &LocationConf) -> Result<(), String> {
+    if location.shared_endpoints().next().is_none() || location.shared_tenant.is_some() {
+        return Ok(());
+    }
+    match location.credentials_out_of_sight() {
+        Some(why) => Err(format!(
+            "\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_shared_cache_tenant\" here: {why}, which the module cannot see, so nothing in the Redis tier's names tells whose answers these are; name them (the same id on every gateway that reaches the same IdP with the same credentials)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The Redis tier must keep apart what this gateway's zones keep apart.
+/// It names a server by its `server_name`s only (gateways listen on
+/// addresses of their own), so two server blocks of one configuration that
+/// differ only by `listen` would share answers there while their zones do
+/// not: refused, unless the operator named a tenant
+/// (`auth_oauth2_token_shared_cache_tenant`: different ids keep them apart,
+/// the same id says they may share). `place` names the location and its
+/// server for the message; `seen` collects every location's Redis tier
+/// scopes, each with its zone scope and where it was met.
+pub fn redis_keeps_apart_what_zones_do(
+    seen: &mut HashMap<KeyScope, (KeyScope, String)>,
+    location: &LocationConf,
+    place: &str,
+) -> Result<(), String> {
+    if location.shared_tenant.is_some() {
+        return Ok(());
+    }
+    for endpoint in location.shared_endpoints() {
+        match seen.entry(endpoint.tier_scope) {
+            Entry::Vacant(slot) => {
+                slot.insert((endpoint.key_scope, place.to_owned()));
+            }
+            Entry::Occupied(met) if met.get().0 == endpoint.key_scope => {}
+            Entry::Occupied(met) => {
+                return Err(format!(
+                    "{place} and {} would share their answers from \"{}\" in the Redis tier (\"auth_oauth2_token_shared_cache\"), which knows a server by its server_name only, while this gateway's caches keep them apart by \"listen\": set \"auth_oauth2_token_shared_cache_tenant\" in both, different ids to keep them apart, the same id to let them share",
+                    met.get().1,
+                    String::from_utf8_lossy(endpoint.uri()),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -45,6 +100,170 @@ mod tests {
             shared_cache_needs_redis(&shared_cache(Some(b"/_redis")), true),
             Ok(())
         );
+    }
+
+    use crate::conf::{CacheConf, ClientAuth, Endpoint, SecretSource};
+
+    /// A merged location that keeps its introspection answers in the Redis
+    /// tier, scoped in a server known by `listens` and `names` here and by
+    /// `names` in the Redis tier.
+    fn in_server(conf: LocationConf, listens: &[&[u8]], names: &[&[u8]]) -> LocationConf {
+        use crate::oauth::cache::key::server_identity;
+        let mut conf = LocationConf {
+            introspect: Some(true),
+            introspection: Endpoint {
+                cache: Some(CacheConf {
+                    zone: core::ptr::null_mut(),
+                    policy: Default::default(),
+                    metrics: Default::default(),
+                }),
+                ..Endpoint::at(b"/_introspect")
+            },
+            client_id: Some(b"gw".to_vec()),
+            shared_cache: Some(Some(b"/_redis".to_vec())),
+            ..conf
+        };
+        conf.merge(&LocationConf::default()).unwrap();
+        conf.scope_caches(
+            &server_identity(listens, names),
+            &server_identity(&[], names),
+            b"",
+        );
+        conf
+    }
+
+    fn tenant(id: &[u8]) -> LocationConf {
+        LocationConf {
+            shared_tenant: Some(id.to_vec()),
+            ..Default::default()
+        }
+    }
+
+    fn check_all(locations: &[(&LocationConf, &str)]) -> Result<(), String> {
+        let mut seen = HashMap::new();
+        for (location, place) in locations {
+            redis_keeps_apart_what_zones_do(&mut seen, location, place)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn servers_apart_only_by_listen_are_refused_naming_the_tenant_directive() {
+        let a = in_server(LocationConf::default(), &[b"127.0.0.1:8081"], &[]);
+        let b = in_server(LocationConf::default(), &[b"127.0.0.1:8082"], &[]);
+        let err = check_all(&[(&a, "location \"/a\""), (&b, "location \"/b\"")]).unwrap_err();
+        assert!(
+            err.starts_with("location \"/b\" and location \"/a\" would share"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"auth_oauth2_token_shared_cache_tenant\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"/_introspect\"") && err.contains("\"listen\""),
+            "{err}"
+        );
+
+        // The same server_name, other listens: the same.
+        let a = in_server(LocationConf::default(), &[b"127.0.0.1:80"], &[b"api"]);
+        let b = in_server(LocationConf::default(), &[b"127.0.0.1:443"], &[b"api"]);
+        assert!(check_all(&[(&a, "a"), (&b, "b")]).is_err());
+    }
+
+    #[test]
+    fn tenants_names_or_credentials_that_differ_keep_them_apart() {
+        let l1: &[&[u8]] = &[b"127.0.0.1:8081"];
+        let l2: &[&[u8]] = &[b"127.0.0.1:8082"];
+        let secret = |s: &[u8]| LocationConf {
+            client_secret: Some((SecretSource::Inline, s.to_vec())),
+            ..Default::default()
+        };
+        let pairs = [
+            (
+                in_server(tenant(b"a"), l1, &[]),
+                in_server(tenant(b"b"), l2, &[]),
+            ),
+            // The same tenant: the operator lets them share.
+            (
+                in_server(tenant(b"a"), l1, &[]),
+                in_server(tenant(b"a"), l2, &[]),
+            ),
+            (
+                in_server(LocationConf::default(), l1, &[b"a.test"]),
+                in_server(LocationConf::default(), l2, &[b"b.test"]),
+            ),
+            (
+                in_server(secret(b"one"), l1, &[]),
+                in_server(secret(b"two"), l2, &[]),
+            ),
+            // One server, two locations: one zone scope.
+            (
+                in_server(LocationConf::default(), l1, &[]),
+                in_server(LocationConf::default(), l1, &[]),
+            ),
+        ];
+        for (i, (a, b)) in pairs.iter().enumerate() {
+            assert_eq!(check_all(&[(a, "a"), (b, "b")]), Ok(()), "pair {i}");
+        }
+        // A tenant on one side only: their Redis names differ.
+        let a = in_server(tenant(b"a"), l1, &[]);
+        let b = in_server(LocationConf::default(), l2, &[]);
+        assert_eq!(check_all(&[(&a, "a"), (&b, "b")]), Ok(()));
+        assert_eq!(check_all(&[(&b, "b"), (&a, "a")]), Ok(()));
+    }
+
+    #[test]
+    fn locations_without_the_redis_tier_are_not_compared() {
+        let l1: &[&[u8]] = &[b"127.0.0.1:8081"];
+        let l2: &[&[u8]] = &[b"127.0.0.1:8082"];
+        let a = in_server(LocationConf::default(), l1, &[]);
+        let mut b = in_server(LocationConf::default(), l2, &[]);
+        assert!(check_all(&[(&a, "a"), (&b, "b")]).is_err());
+        b.shared_cache = Some(None);
+        assert_eq!(check_all(&[(&a, "a"), (&b, "b")]), Ok(()));
+    }
+
+    #[test]
+    fn tls_and_curity_locations_with_the_redis_tier_need_a_tenant() {
+        for conf in [
+            LocationConf {
+                client_auth: Some(ClientAuth::TlsClientAuth),
+                ..Default::default()
+            },
+            LocationConf {
+                client_auth: Some(ClientAuth::SelfSignedTlsClientAuth),
+                ..Default::default()
+            },
+            LocationConf {
+                phantom: Some(true),
+                credentials_in_location: Some(true),
+                client_id: None,
+                ..Default::default()
+            },
+        ] {
+            let location = in_server(conf, &[b"127.0.0.1:80"], &[b"api"]);
+            let err = shared_cache_knows_whose_answers(&location).unwrap_err();
+            assert!(
+                err.contains("\"auth_oauth2_token_shared_cache_tenant\""),
+                "{err}"
+            );
+            let named = LocationConf {
+                shared_tenant: Some(b"acme".to_vec()),
+                ..location
+            };
+            assert_eq!(shared_cache_knows_whose_answers(&named), Ok(()));
+            let mut alone = named;
+            alone.shared_tenant = None;
+            alone.shared_cache = Some(None);
+            assert_eq!(
+                shared_cache_knows_whose_answers(&alone),
+                Ok(()),
+                "no Redis tier"
+            );
+        }
+        let basic = in_server(LocationConf::default(), &[b"127.0.0.1:80"], &[b"api"]);
+        assert_eq!(shared_cache_knows_whose_answers(&basic), Ok(()));
     }
 
     #[test]

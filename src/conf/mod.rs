@@ -6,6 +6,7 @@ pub mod checks;
 pub mod endpoint;
 pub mod redis_args;
 pub mod require_args;
+pub mod scopes;
 
 use crate::metrics::{Catalogue, Counters};
 use crate::oauth::cache::key::KeyScope;
@@ -157,6 +158,10 @@ pub struct MainConf {
     /// pointers into the configuration pool), wired to the upstream once
     /// the http block is parsed.
     pub redis_passes: Vec<*mut core::ffi::c_void>,
+    /// The Redis tier's scopes of the locations merged so far, each with
+    /// its zone scope and where it was met
+    /// (`checks::redis_keeps_apart_what_zones_do`).
+    pub tier_scopes: std::collections::HashMap<KeyScope, (KeyScope, String)>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the
@@ -288,6 +293,9 @@ pub struct LocationConf {
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared
     /// tier (Redis), or `off` (`Some(None)`).
     pub shared_cache: Option<Option<Vec<u8>>>,
+    /// `auth_oauth2_token_shared_cache_tenant`: whose answers these are, as
+    /// the operator names them; part of every cache key.
+    pub shared_tenant: Option<Vec<u8>>,
     /// Scopes the challenge announces (Curity's `phantom_token_scopes`).
     pub announced_scopes: Option<String>,
     /// The same one by one (Curity's `phantom_token_scope`); `announced_scopes` wins.
@@ -338,6 +346,7 @@ impl LocationConf {
         inherit(&mut self.introspect, &prev.introspect);
         self.introspection.inherit(&prev.introspection);
         inherit(&mut self.shared_cache, &prev.shared_cache);
+        inherit(&mut self.shared_tenant, &prev.shared_tenant);
         inherit(&mut self.client_id, &prev.client_id);
         inherit(&mut self.client_secret, &prev.client_secret);
         inherit(&mut self.realm, &prev.realm);
@@ -441,7 +450,14 @@ impl LocationConf {
                 if self.assertion_alg.is_some_and(|alg| alg != Alg::HS256) {
                     return Err("\"auth_oauth2_token_client_assertion_alg\" must be HS256 with client_secret_jwt".into());
                 }
-                self.assertion_key = Some(AssertionKey::from_secret(secret)?);
+                let key = AssertionKey::from_secret(secret).map_err(|e| {
+                    let directive = match self.client_secret {
+                        Some((SecretSource::File, _)) => "auth_oauth2_token_client_secret_file",
+                        _ => "auth_oauth2_token_client_secret",
+                    };
+                    format!("\"auth_oauth2_token_client_auth client_secret_jwt\" signs with the client secret, and the one of \"{directive}\" {e}")
+                })?;
+                self.assertion_key = Some(key);
             }
             ClientAuth::PrivateKeyJwt => {
                 let Some(pem) = &self.client_key_pem else {
@@ -457,37 +473,6 @@ impl LocationConf {
             return Err("client assertions need \"auth_oauth2_token_client_assertion_audience\": the IdP's issuer or endpoint URL, which the module cannot know from an internal location".into());
         }
         Ok(())
-    }
-}
-
-impl LocationConf {
-    /// Derives the cache keys' scopes of a merged location: the server
-    /// block it belongs to (`oauth::cache::key::server_identity`), its
-    /// endpoints, its client and secret, and the http-level claim lists.
-    pub fn scope_caches(&mut self, server: &[u8; 32], fleet: &[u8; 32], claims_fingerprint: &[u8]) {
-        (self.introspection.key_scope, self.token_endpoint.key_scope) =
-            self.scopes(server, claims_fingerprint);
-        (
-            self.introspection.tier_scope,
-            self.token_endpoint.tier_scope,
-        ) = self.scopes(fleet, claims_fingerprint);
-    }
-
-    /// The introspection and exchange scopes of this location in `server`.
-    fn scopes(&self, server: &[u8; 32], claims_fingerprint: &[u8]) -> (KeyScope, KeyScope) {
-        let client_id = self.client_id.as_deref().unwrap_or_default();
-        let secret = self.client_secret.as_ref().map_or(&[][..], |(_, s)| s);
-        let introspection = KeyScope::introspection(
-            server,
-            self.introspection.uri(),
-            client_id,
-            secret,
-            self.phantom_enabled(),
-            claims_fingerprint,
-            self.cache_vary.is_some(),
-        );
-        let exchange = KeyScope::exchange(server, self.token_endpoint.uri(), client_id, secret);
-        (introspection, exchange)
     }
 }
 
@@ -536,6 +521,31 @@ pub fn is_valid_endpoint(uri: &[u8]) -> bool {
     }
 }
 
+/// What a secret file's permission bits let others do, when they let
+/// anyone but its owner read or write it (`mode & 0o077`): the warning's
+/// words. nginx reads its files as the user that starts it (root, usually),
+/// so `0600` or `0400` always works.
+pub fn secret_file_too_open(mode: u32) -> Option<String> {
+    let open = mode & 0o077;
+    if open == 0 {
+        return None;
+    }
+    let who = match (open & 0o070 != 0, open & 0o007 != 0) {
+        (true, true) => "its group and others",
+        (true, false) => "its group",
+        _ => "others",
+    };
+    let what = match (open & 0o044 != 0, open & 0o022 != 0) {
+        (true, true) => "read and write",
+        (true, false) => "read",
+        _ => "write",
+    };
+    Some(format!(
+        "{who} may {what} it (mode {:04o}): make it 0600 or 0400",
+        mode & 0o7777
+    ))
+}
+
 /// A secret file holds the secret on its first line; the line ending is not part of it.
 pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
     let end = contents
@@ -549,19 +559,6 @@ pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    impl LocationConf {
-        fn clone_for_test(&self) -> LocationConf {
-            LocationConf {
-                introspect: self.introspect,
-                introspection: self.introspection.clone(),
-                client_id: self.client_id.clone(),
-                client_secret: self.client_secret.clone(),
-                phantom: self.phantom,
-                ..Default::default()
-            }
-        }
-    }
-
     fn enabled() -> LocationConf {
         LocationConf {
             introspect: Some(true),
@@ -570,6 +567,33 @@ mod tests {
             client_secret: Some((SecretSource::Inline, b"s3cret".to_vec())),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn secret_files_open_to_others_are_named() {
+        assert_eq!(secret_file_too_open(0o100600), None);
+        assert_eq!(secret_file_too_open(0o400), None);
+        assert_eq!(secret_file_too_open(0o700), None);
+        assert_eq!(
+            secret_file_too_open(0o100644).as_deref(),
+            Some("its group and others may read it (mode 0644): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o640).as_deref(),
+            Some("its group may read it (mode 0640): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o604).as_deref(),
+            Some("others may read it (mode 0604): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o666).as_deref(),
+            Some("its group and others may read and write it (mode 0666): make it 0600 or 0400")
+        );
+        assert_eq!(
+            secret_file_too_open(0o620).as_deref(),
+            Some("its group may write it (mode 0620): make it 0600 or 0400")
+        );
     }
 
     #[test]
@@ -697,10 +721,13 @@ mod tests {
         public.merge(&parent).unwrap();
     }
 
+    const SECRET_32: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     #[test]
     fn signed_and_tls_methods_need_what_they_use() {
         let mut jwt = LocationConf {
             client_auth: Some(ClientAuth::SecretJwt),
+            client_secret: Some((SecretSource::Inline, SECRET_32.to_vec())),
             ..enabled()
         };
         let err = jwt.merge(&LocationConf::default()).unwrap_err();
@@ -710,6 +737,7 @@ mod tests {
         );
         let mut jwt = LocationConf {
             client_auth: Some(ClientAuth::SecretJwt),
+            client_secret: Some((SecretSource::File, SECRET_32.to_vec())),
             assertion_audience: Some("https://idp".into()),
             ..enabled()
         };
@@ -731,6 +759,37 @@ mod tests {
         tls.merge(&LocationConf::default()).unwrap();
         assert!(tls.client_authorization.is_empty());
         assert_eq!(tls.client_credentials_form, b"&client_id=gw");
+    }
+
+    #[test]
+    fn client_secret_jwt_refuses_a_secret_shorter_than_the_hash() {
+        for (source, directive) in [
+            (SecretSource::Inline, "\"auth_oauth2_token_client_secret\""),
+            (
+                SecretSource::File,
+                "\"auth_oauth2_token_client_secret_file\"",
+            ),
+        ] {
+            let mut jwt = LocationConf {
+                client_auth: Some(ClientAuth::SecretJwt),
+                client_secret: Some((source, SECRET_32[..31].to_vec())),
+                assertion_audience: Some("https://idp".into()),
+                ..enabled()
+            };
+            let err = jwt.merge(&LocationConf::default()).unwrap_err();
+            assert!(
+                err.contains("client_secret_jwt") && err.contains(directive),
+                "{err}"
+            );
+            assert!(
+                err.contains("at least 32 bytes") && err.contains("RFC 7518"),
+                "{err}"
+            );
+            assert!(
+                !err.contains("0123456789"),
+                "the secret is not printed: {err}"
+            );
+        }
     }
 
     #[test]
@@ -894,36 +953,6 @@ mod tests {
         };
         let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
         assert!(err.contains("\"auth_oauth2_token_require\" needs"), "{err}");
-    }
-
-    #[test]
-    fn cache_scopes_follow_server_client_secret_and_kind() {
-        let scoped = |conf: &LocationConf, server: &[u8; 32], claims: &[u8]| {
-            let mut conf = LocationConf {
-                token_endpoint: Endpoint::at(b"/t"),
-                ..conf.clone_for_test()
-            };
-            conf.merge(&LocationConf::default()).unwrap();
-            conf.scope_caches(server, &[0; 32], claims);
-            (conf.introspection.key_scope, conf.token_endpoint.key_scope)
-        };
-        let base = scoped(&enabled(), &[1; 32], b"");
-        assert_eq!(base, scoped(&enabled(), &[1; 32], b""));
-        assert_ne!(base.0, base.1);
-        let other_server = scoped(&enabled(), &[2; 32], b"");
-        assert!(base.0 != other_server.0 && base.1 != other_server.1);
-        let rotated = LocationConf {
-            client_secret: Some((SecretSource::Inline, b"rotated".to_vec())),
-            ..enabled()
-        };
-        let rotated = scoped(&rotated, &[1; 32], b"");
-        assert!(base.0 != rotated.0 && base.1 != rotated.1);
-        let phantom = LocationConf {
-            phantom: Some(true),
-            ..enabled()
-        };
-        assert_ne!(base.0, scoped(&phantom, &[1; 32], b"").0);
-        assert_ne!(base.0, scoped(&enabled(), &[1; 32], b"fingerprint").0);
     }
 
     #[test]

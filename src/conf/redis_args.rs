@@ -167,6 +167,21 @@ pub fn parse_buffer_size(arg: &[u8]) -> Result<usize, String> {
         .ok_or("needs a size from 1k to 1m".into())
 }
 
+/// The longest tenant id (`auth_oauth2_token_shared_cache_tenant`).
+pub const MAX_TENANT_BYTES: usize = 128;
+
+/// `auth_oauth2_token_shared_cache_tenant ID`: letters, digits and
+/// `-._:/@`, at most [`MAX_TENANT_BYTES`]; it is part of every cache key.
+pub fn parse_tenant(arg: &[u8]) -> Result<Vec<u8>, String> {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._:/@".contains(b);
+    if arg.is_empty() || arg.len() > MAX_TENANT_BYTES || !arg.iter().all(allowed) {
+        return Err(format!(
+            "needs an id of 1 to {MAX_TENANT_BYTES} letters, digits and \"-._:/@\""
+        ));
+    }
+    Ok(arg.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +256,27 @@ mod tests {
         assert!(parse_timeout(b"x").is_err());
         assert_eq!(parse_buffer_size(b"16k"), Ok(16384));
         assert!(parse_buffer_size(b"10").is_err());
+    }
+
+    #[test]
+    fn tenant_ids() {
+        for ok in [
+            &b"acme"[..],
+            b"fleet-1.eu:prod/api@2026",
+            &[b'a'; MAX_TENANT_BYTES],
+        ] {
+            assert_eq!(parse_tenant(ok), Ok(ok.to_vec()));
+        }
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\"b",
+            b"a;b",
+            b"\xc3\xa9",
+            &[b'a'; MAX_TENANT_BYTES + 1],
+        ] {
+            let err = parse_tenant(bad).unwrap_err();
+            assert!(err.contains("letters, digits"), "{err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The caches of a location: the shared-memory zones of
 //! `introspect_cache` and `exchange_cache` (declared here), `cache_vary`,
-//! and `shared_cache`, which adds the Redis tier.
+//! `shared_cache`, which adds the Redis tier, and
+//! `shared_cache_tenant`, whose answers they are.
 
 use core::ffi::c_void;
 
@@ -8,7 +9,7 @@ use ngx::ffi::{ngx_shared_memory_add, ngx_str_t};
 use ngx::http::HttpModule;
 
 use super::call::{args_of, handler, set_once, Call};
-use crate::conf::{cache_args, CacheConf};
+use crate::conf::{cache_args, redis_args, CacheConf};
 use crate::module::Module;
 use crate::shm::{counters, zone};
 
@@ -85,3 +86,12 @@ handler!(set_shared_cache, |c| {
     c.conf.shared_cache = Some(uri);
     Ok(())
 });
+
+// `auth_oauth2_token_shared_cache_tenant ID;`: whose answers this block's
+// caches keep, part of every cache key (and the only thing that tells
+// tenants apart in the Redis tier when their credentials are out of the
+// module's sight).
+handler!(set_shared_cache_tenant, |c| set_once(
+    &mut c.conf.shared_tenant,
+    redis_args::parse_tenant(c.arg)?
+));

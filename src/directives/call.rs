@@ -13,7 +13,7 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_add_variable,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
     ngx_http_get_variable_pt, ngx_http_handler_pt, ngx_str_t, ngx_uint_t, NGX_HTTP_VAR_NOCACHEABLE,
-    NGX_LOG_EMERG,
+    NGX_LOG_EMERG, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -117,6 +117,36 @@ impl<C> Call<'_, C> {
             return Err("cannot resolve the file name".into());
         }
         Ok(std::ffi::OsStr::from_bytes(path.as_bytes()).into())
+    }
+
+    /// Reads a file of secrets named by `arg` (relative to nginx's prefix):
+    /// a client secret, a private key, a fleet key or a password. A file
+    /// that users other than its owner may read or write is read, with a
+    /// warning naming the directive (and `param`, a parameter's name) and
+    /// the file, never its content.
+    pub(super) fn read_secret_file(&self, param: &str, arg: &[u8]) -> Result<Vec<u8>, String> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.full_name(arg)?;
+        let shown = path.to_string_lossy();
+        let cannot = |e: std::io::Error| format!("cannot read \"{shown}\": {e}");
+        let mut file = std::fs::File::open(&path).map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.mode();
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents).map_err(cannot)?;
+        if let Some(why) = crate::conf::secret_file_too_open(mode) {
+            let name = String::from_utf8_lossy(self.name);
+            let param = match param {
+                "" => String::new(),
+                param => format!(" {param}"),
+            };
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                self.cf,
+                "\"{name}\" directive:{param} \"{shown}\" holds secrets, but {why}"
+            );
+        }
+        Ok(contents)
     }
 
     /// Defines the variable `$name`, read by `get` with `data`.

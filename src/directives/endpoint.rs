@@ -91,9 +91,7 @@ handler!(set_client_secret, |c| {
 });
 
 handler!(set_client_secret_file, |c| {
-    let path = c.full_name(c.arg)?;
-    let contents = std::fs::read(&path)
-        .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
+    let contents = c.read_secret_file("", c.arg)?;
     set_secret(
         c.conf,
         SecretSource::File,
@@ -125,9 +123,7 @@ handler!(set_client_assertion_audience, |c| {
 });
 
 handler!(set_client_key_file, |c| {
-    let path = c.full_name(c.arg)?;
-    let pem = std::fs::read(&path)
-        .map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))?;
+    let pem = c.read_secret_file("", c.arg)?;
     // Checked now, so that a wrong file fails here, naming this directive.
     AssertionKey::from_pem(&pem, None, None)?;
     set_once(&mut c.conf.client_key_pem, pem)

@@ -26,7 +26,10 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use cache::{set_cache_vary, set_exchange_cache, set_introspect_cache, set_shared_cache};
+use cache::{
+    set_cache_vary, set_exchange_cache, set_introspect_cache, set_shared_cache,
+    set_shared_cache_tenant,
+};
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
 use endpoint::{
     set_audience, set_breaker, set_client_assertion_alg, set_client_assertion_audience,
@@ -84,7 +87,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 48] = [
+pub static mut COMMANDS: [ngx_command_t; 49] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -270,6 +273,11 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         ngx_string!("auth_oauth2_token_shared_cache"),
         NGX_CONF_TAKE1,
         set_shared_cache,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_shared_cache_tenant"),
+        NGX_CONF_TAKE1,
+        set_shared_cache_tenant,
     ),
     location_directive(
         ngx_string!("auth_oauth2_token_purge"),

@@ -12,16 +12,10 @@ use crate::conf::{redis_args, secret_from_file_contents, LocationConf, MainConf,
 use crate::redis::fleet::{FleetKey, FleetKeys};
 use crate::redis::resp;
 
-/// Reads a file named by a directive argument (relative to nginx's prefix).
-fn read_file<C>(c: &Call<'_, C>, name: &[u8]) -> Result<Vec<u8>, String> {
-    let path = c.full_name(name)?;
-    std::fs::read(&path).map_err(|e| format!("cannot read \"{}\": {e}", path.to_string_lossy()))
-}
-
 /// A fleet secret from `key_file=` / `old_key_file=`; the error names the
 /// parameter and the file, never the bytes.
 fn fleet_key<C>(c: &Call<'_, C>, param: &str, name: &[u8]) -> Result<FleetKey, String> {
-    let contents = read_file(c, name)?;
+    let contents = c.read_secret_file(param, name)?;
     let secret = redis_args::fleet_secret(&contents);
     if secret.len() < 32 {
         return Err(format!(
@@ -48,7 +42,7 @@ handler!(set_redis: MainConf, |c| {
     let mut preamble = Vec::new();
     let mut preamble_replies = 0;
     if let Some(name) = parsed.password_file {
-        let password = secret_from_file_contents(&read_file(c, name)?);
+        let password = secret_from_file_contents(&c.read_secret_file("password_file", name)?);
         if password.is_empty() {
             return Err("has an empty \"password_file\"".into());
         }

@@ -1,12 +1,15 @@
 //! The server block a location is merged into, as the cache keys name it:
 //! its listen addresses and server names, read from nginx's configuration
-//! while the locations are merged (glue).
+//! while the locations are merged (glue); and the location and its server
+//! in words, for the messages of `nginx -t`.
 
 use ngx::ffi::{
     ngx_conf_t, ngx_http_conf_addr_t, ngx_http_conf_ctx_t, ngx_http_conf_port_t,
     ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_core_srv_conf_t,
     ngx_http_server_name_t,
 };
+
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 
 use crate::oauth::cache::key::server_identity;
 
@@ -39,9 +42,12 @@ pub unsafe fn identity(cf: *mut ngx_conf_t) -> Identity {
                 }
             }
         }
+        let location =
+            NgxHttpCoreModule::location_conf(&*cf).map_or(&[][..], |clcf| clcf.name.as_bytes());
         Identity {
             zone: server_identity(&listens, &names),
             fleet: server_identity(&[], &names),
+            place: place(location, &listens, &names),
         }
     }
 }
@@ -53,6 +59,30 @@ pub struct Identity {
     /// In the Redis tier: by names only, as the gateways of a fleet listen
     /// on addresses of their own.
     pub fleet: [u8; 32],
+    /// The location being merged and its server, in words, for `nginx -t`:
+    /// `location "/api/" of server { listen 127.0.0.1:8080; server_name api; }`.
+    pub place: String,
+}
+
+/// How `nginx -t` names a location (empty: the server block's own
+/// configuration) of the server with `listens` and `names`.
+fn place(location: &[u8], listens: &[&[u8]], names: &[&[u8]]) -> String {
+    let words = |items: &[&[u8]]| {
+        let words: Vec<_> = items.iter().map(|i| String::from_utf8_lossy(i)).collect();
+        match words.is_empty() {
+            true => "\"\"".to_string(),
+            false => words.join(" "),
+        }
+    };
+    let server = format!(
+        "server {{ listen {}; server_name {}; }}",
+        words(listens),
+        words(names)
+    );
+    match location {
+        [] => server,
+        name => format!("location \"{}\" of {server}", String::from_utf8_lossy(name)),
+    }
 }
 
 /// The elements of an `ngx_array_t` of `T`.

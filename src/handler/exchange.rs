@@ -99,6 +99,10 @@ impl Question for Exchange {
     fn decode(entry: &[u8]) -> Option<IssuedToken> {
         CachedExchange::decode(entry)
     }
+
+    fn sound(entry: &[u8]) -> bool {
+        CachedExchange::decode_checked(entry).is_some()
+    }
 }
 
 /// Moves the exchange on; once the token endpoint answered, the issued token

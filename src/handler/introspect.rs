@@ -86,6 +86,10 @@ impl Question for Introspection {
     fn decode(entry: &[u8]) -> Option<IntrospectionResult> {
         CachedIntrospection::decode(entry)
     }
+
+    fn sound(entry: &[u8]) -> bool {
+        CachedIntrospection::decode_checked(entry).is_some()
+    }
 }
 
 /// Moves the introspection on; the verdict comes next once it is known.

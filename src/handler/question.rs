@@ -68,6 +68,11 @@ pub trait Question {
 
     /// A cached entry as a value; `None` if it cannot be read.
     fn decode(entry: &[u8]) -> Option<Self::Value>;
+
+    /// Whether an entry this gateway did not write (the Redis tier's)
+    /// passes the checks a fresh answer gets before it reaches headers;
+    /// one that does not is a miss.
+    fn sound(entry: &[u8]) -> bool;
 }
 
 /// What a question's slot holds once answered.

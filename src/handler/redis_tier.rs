@@ -4,6 +4,7 @@
 //! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use ngx::ffi::{ngx_http_request_t, ngx_log_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
@@ -17,6 +18,7 @@ use crate::oauth::cache::CachePolicy;
 use crate::redis::call::{self, Failure};
 use crate::redis::fleet;
 use crate::redis::resp::{self, Reply};
+use crate::redis::write::{self, Expiry};
 
 /// The Redis tier a request's questions use: a main request in a location
 /// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.
@@ -105,7 +107,8 @@ unsafe fn read_done<Q: Question>(
         let policy = Module::location_conf(&*r).and_then(|conf| Q::endpoint(conf).cache);
         let read = match (redis, policy, Q::slot(&mut *ctx).tier_names(), result) {
             (Some(redis), Some(cache), Some(names), Ok(replies)) => {
-                first_fresh(redis, &cache.policy, names, replies, raw::now_ms(), log)
+                let now = raw::now_ms();
+                first_fresh(redis, &cache.policy, names, replies, Q::sound, now, log)
             }
             // A failure was logged by the call.
             _ => TierRead::Missed,
@@ -114,13 +117,16 @@ unsafe fn read_done<Q: Question>(
     }
 }
 
-/// The first entry among the replies that opens and is fresh for this
-/// reader's `policy`; what does not open and what Redis refused are logged.
+/// The first entry among the replies that opens, is fresh for this
+/// reader's `policy` and is `sound` (passes the checks a fresh answer
+/// gets); what does not open or is not sound (both "undecryptable") and
+/// what Redis refused are logged.
 fn first_fresh(
     redis: &RedisTier,
     policy: &CachePolicy,
     names: &TierNames,
     replies: Vec<Reply>,
+    sound: fn(&[u8]) -> bool,
     now: i64,
     log: *mut ngx_log_t,
 ) -> TierRead {
@@ -128,6 +134,9 @@ fn first_fresh(
     for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
         match reply {
             Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
+                Some(found) if !sound(&found.entry) => {
+                    call::note_failure(log, &Failure::Undecryptable);
+                }
                 Some(found)
                     if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
                 {
@@ -147,10 +156,16 @@ fn first_fresh(
     TierRead::Missed
 }
 
+/// What this worker knows of the server's `PEXPIRE NX`/`GT`
+/// (`redis::write::Expiry`, by its code): learnt from the replies to its
+/// writes.
+static EXPIRY: AtomicU8 = AtomicU8::new(0);
+
 /// Keeps the IdP's answer for the fleet: the sealed entry in the token's
-/// hash (under the current key), which expires when the entry stops being
-/// fresh (never past `exp`). A background subrequest: the client's request
-/// does not wait for it.
+/// hash (under the current key), which lives at least until the entry stops
+/// being fresh (never past `exp`): a write extends the hash's lifetime,
+/// never shortens it, where the server allows (`redis/write.rs`). A
+/// background subrequest: the client's request does not wait for it.
 ///
 /// # Safety
 /// `r` must be the live main request.
@@ -177,29 +192,51 @@ pub unsafe fn write(
         lifetime.stale_until,
         &found.entry,
     );
-    let mut commands = Vec::with_capacity(sealed.len() + 256);
-    resp::command(&mut commands, &[b"HSET", slot, field, &sealed]);
     // Relative, so Redis' clock does not matter; from the clock now, not
     // nginx's cached time, which may be some milliseconds behind.
     let ttl_ms = lifetime.fresh_until - clock_ms();
     if ttl_ms <= 0 {
         return Ok(());
     }
-    resp::command(
-        &mut commands,
-        &[b"PEXPIRE", slot, ttl_ms.to_string().as_bytes()],
-    );
-    // SAFETY: r is the live main request (this function's contract).
+    let expiry = Expiry::from_code(EXPIRY.load(Ordering::Relaxed));
+    let (commands, replies) = write::commands(expiry, slot, field, &sealed, ttl_ms);
+    // SAFETY: r is the live main request (this function's contract). The
+    // callback's data is how the write was sent, as a number, never read
+    // through.
     unsafe {
         call::start(
             r,
             tier.uri,
             &commands,
-            2,
+            replies,
             true,
             Some(write_done),
-            core::ptr::null_mut(),
+            usize::from(expiry.code()) as *mut c_void,
         )
+    }
+}
+
+/// What the replies to a write teach about the server (kept for this
+/// worker's next writes), and the refusals noted (`-OOM`, `-READONLY`, ...).
+///
+/// # Safety
+/// Called by `redis::call` with a live request, and the data [`write`] gave.
+unsafe fn write_done(
+    r: *mut ngx_http_request_t,
+    data: *mut c_void,
+    result: Result<Vec<Reply>, Failure>,
+) {
+    // SAFETY: r is a live request.
+    let log: *mut ngx_log_t = unsafe { (*(*r).connection).log };
+    // A failure was logged by the call.
+    let Ok(replies) = result else {
+        return;
+    };
+    let sent = Expiry::from_code(u8::try_from(data as usize).unwrap_or(0));
+    let (next, refused) = write::learn(sent, &replies);
+    EXPIRY.store(next.code(), Ordering::Relaxed);
+    if let Some(failure) = refused.and_then(call::error_reply) {
+        call::note_failure(log, &failure);
     }
 }
 
@@ -225,17 +262,17 @@ pub unsafe fn forget(
             &commands,
             names.places.len(),
             true,
-            Some(write_done),
+            Some(refusals_noted),
             core::ptr::null_mut(),
         )
     }
 }
 
-/// Notes a write the tier refused (`-OOM`, `-READONLY`, ...).
+/// Notes a removal the tier refused (`-OOM`, `-READONLY`, ...).
 ///
 /// # Safety
 /// Called by `redis::call` with a live request.
-unsafe fn write_done(
+unsafe fn refusals_noted(
     r: *mut ngx_http_request_t,
     _data: *mut c_void,
     result: Result<Vec<Reply>, Failure>,

@@ -146,8 +146,16 @@ impl AssertionKey {
         Ok(AssertionKey { alg, key, kid })
     }
 
-    /// The client secret as an HS256 key (client_secret_jwt).
+    /// The client secret as an HS256 key (client_secret_jwt): at least
+    /// [`MIN_HS256_SECRET_BYTES`] of it, as RFC 7518 §3.2 asks of an HMAC key
+    /// (no shorter than the hash's output).
     pub fn from_secret(secret: &[u8]) -> Result<AssertionKey, String> {
+        if secret.len() < MIN_HS256_SECRET_BYTES {
+            return Err(format!(
+                "is {} bytes: HS256 needs a key of at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 §3.2)",
+                secret.len()
+            ));
+        }
         let key =
             PKey::hmac(secret).map_err(|_| "cannot use the client secret as a key".to_string())?;
         Ok(AssertionKey {
@@ -159,6 +167,28 @@ impl AssertionKey {
 
     pub fn alg(&self) -> Alg {
         self.alg
+    }
+
+    /// What names this key in the cache keys, with nothing secret in it:
+    /// SHA-256 over the algorithm, the `kid` and the public half (DER);
+    /// `None` for an HS256 key, which is the client secret (the keys hold
+    /// that already).
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        if self.alg == Alg::HS256 {
+            return None;
+        }
+        let public = self.key.public_key_to_der().ok()?;
+        let mut hasher = Sha256::new();
+        for part in [
+            self.alg.name().as_bytes(),
+            self.kid.as_deref().unwrap_or_default().as_bytes(),
+            &public,
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        Some(hasher.finalize().into())
     }
 
     fn sign(&self, input: &[u8]) -> Result<Vec<u8>, String> {
@@ -192,6 +222,10 @@ impl AssertionKey {
         }
     }
 }
+
+/// The shortest client secret `client_secret_jwt` signs with: the output
+/// size of SHA-256 (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 /// A fresh `jti`: 128 random bits.
 pub fn new_jti() -> Result<String, String> {
@@ -296,6 +330,8 @@ mod tests {
     use openssl::nid::Nid;
     use openssl::rsa::Rsa;
 
+    const SECRET_32: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     fn decode(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
@@ -351,10 +387,10 @@ mod tests {
 
     #[test]
     fn client_secret_jwt_is_hs256_over_the_secret() {
-        let key = AssertionKey::from_secret(b"s3cret").unwrap();
+        let key = AssertionKey::from_secret(SECRET_32).unwrap();
         let jws = assertion(&key, "gw", "aud", "j", 10).unwrap();
         let (input, signature) = jws.rsplit_once('.').unwrap();
-        let hmac = PKey::hmac(b"s3cret").unwrap();
+        let hmac = PKey::hmac(SECRET_32).unwrap();
         let mut signer = Signer::new(MessageDigest::sha256(), &hmac).unwrap();
         signer.update(input.as_bytes()).unwrap();
         assert_eq!(
@@ -386,8 +422,49 @@ mod tests {
         let err =
             AssertionKey::from_pem(b"-----BEGIN PRIVATE KEY-----\nnope\n", None, None).unwrap_err();
         assert_eq!(err, "cannot read a PEM private key from the file");
-        let debug = format!("{:?}", AssertionKey::from_secret(b"s3cret").unwrap());
-        assert!(!debug.contains("s3cret"));
+        let debug = format!("{:?}", AssertionKey::from_secret(SECRET_32).unwrap());
+        assert!(!debug.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn hs256_secrets_shorter_than_the_hash_are_refused() {
+        let err = AssertionKey::from_secret(&SECRET_32[..31]).unwrap_err();
+        assert!(
+            err.contains("31 bytes") && err.contains("at least 32"),
+            "{err}"
+        );
+        assert!(!err.contains("0123456789"), "{err}");
+        assert!(AssertionKey::from_secret(b"").is_err());
+        assert!(AssertionKey::from_secret(SECRET_32).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_name_the_public_key_and_kid_never_a_secret() {
+        let mut seen = Vec::new();
+        for (key, asked, _) in keys() {
+            let pem = key.private_key_to_pem_pkcs8().unwrap();
+            let a = AssertionKey::from_pem(&pem, asked, Some("k1".into())).unwrap();
+            let again = AssertionKey::from_pem(&pem, asked, Some("k1".into())).unwrap();
+            let other_kid = AssertionKey::from_pem(&pem, asked, Some("k2".into())).unwrap();
+            let fp = a.fingerprint().unwrap();
+            assert_eq!(Some(fp), again.fingerprint(), "stable across loads");
+            assert_ne!(Some(fp), other_kid.fingerprint());
+            assert_ne!(
+                Some(fp),
+                AssertionKey::from_pem(&pem, asked, None)
+                    .unwrap()
+                    .fingerprint()
+            );
+            seen.push(fp);
+        }
+        // RS256 and PS256 share the RSA key: the algorithm tells them apart.
+        for (i, a) in seen.iter().enumerate() {
+            assert!(!seen[i + 1..].contains(a), "fingerprint {i}");
+        }
+        assert_eq!(
+            AssertionKey::from_secret(SECRET_32).unwrap().fingerprint(),
+            None
+        );
     }
 
     #[test]

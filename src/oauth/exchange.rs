@@ -165,28 +165,46 @@ pub fn interpret(reply: IdpReply<'_>) -> Result<IssuedToken, ExchangeFailure> {
         Some(serde_json::Value::String(t)) if !t.is_empty() => t,
         _ => return Err(ExchangeFailure::MissingMember("issued_token_type")),
     };
-    if !crate::oauth::bearer::is_b64token(access_token.as_bytes()) {
-        return Err(ExchangeFailure::InvalidIssuedToken);
-    }
     let token_type = match wire.token_type {
         Some(serde_json::Value::String(t)) => Some(t),
         _ => None,
     };
-    // Both may reach headers: `$oauth2_token_new_token_type`, logs.
-    if !is_header_safe(&issued_token_type) {
-        return Err(ExchangeFailure::UnsafeMember("issued_token_type"));
-    }
-    if !token_type.as_deref().is_none_or(is_header_safe) {
-        return Err(ExchangeFailure::UnsafeMember("token_type"));
-    }
-    Ok(IssuedToken {
+    let token = IssuedToken {
         access_token,
         issued_token_type,
         token_type,
         expires_in: wire
             .expires_in
             .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
-    })
+    };
+    check_for_headers(&token)?;
+    Ok(token)
+}
+
+/// What an issued token passes before it reaches a header: the token goes
+/// into the upstream's `Authorization` (a bearer token's characters), its
+/// types into `$oauth2_token_new_token_type` and logs (no control
+/// characters).
+fn check_for_headers(token: &IssuedToken) -> Result<(), ExchangeFailure> {
+    if !crate::oauth::bearer::is_b64token(token.access_token.as_bytes()) {
+        return Err(ExchangeFailure::InvalidIssuedToken);
+    }
+    if !is_header_safe(&token.issued_token_type) {
+        return Err(ExchangeFailure::UnsafeMember("issued_token_type"));
+    }
+    if !token.token_type.as_deref().is_none_or(is_header_safe) {
+        return Err(ExchangeFailure::UnsafeMember("token_type"));
+    }
+    Ok(())
+}
+
+/// Whether an issued token that did not come from the token endpoint just
+/// now (a cached entry another gateway wrote into the Redis tier) passes
+/// the checks a fresh one gets: both members present, and safe in headers.
+pub fn fit_for_headers(token: &IssuedToken) -> bool {
+    !token.access_token.is_empty()
+        && !token.issued_token_type.is_empty()
+        && check_for_headers(token).is_ok()
 }
 
 /// RFC 6749 error codes are `%x20-21 / %x23-5B / %x5D-7E`; anything else is not logged.
@@ -292,6 +310,37 @@ mod tests {
             interpret(R::new(0, 200, body)),
             Err(ExchangeFailure::InvalidIssuedToken)
         );
+    }
+
+    #[test]
+    fn a_cached_token_passes_the_checks_a_fresh_one_does() {
+        let cases = [
+            ("eyJ.x.y", "urn:x", Some("Bearer"), true),
+            ("abc==", "urn:x", None, true),
+            ("a\r\nX-Evil: 1", "urn:x", None, false),
+            ("a b", "urn:x", None, false),
+            ("", "urn:x", None, false),
+            ("abc", "urn:x\n", None, false),
+            ("abc", "", None, false),
+            ("abc", "urn:x", Some("Bearer\u{7f}"), false),
+        ];
+        for (access_token, issued_token_type, token_type, ok) in cases {
+            let body = serde_json::json!({
+                "access_token": access_token,
+                "issued_token_type": issued_token_type,
+                "token_type": token_type,
+            })
+            .to_string();
+            let fresh = interpret(R::new(0, 200, body.as_bytes()));
+            assert_eq!(fresh.is_ok(), ok, "{body}");
+            let cached = IssuedToken {
+                access_token: access_token.into(),
+                issued_token_type: issued_token_type.into(),
+                token_type: token_type.map(str::to_owned),
+                expires_in: None,
+            };
+            assert_eq!(fit_for_headers(&cached), ok, "{body}");
+        }
     }
 
     #[test]

@@ -203,27 +203,37 @@ fn header_safe(
     let IntrospectionResult::Active(claims) = &result else {
         return Ok(result);
     };
-    let named = [
-        ("sub", &claims.sub),
-        ("scope", &claims.scope),
-        ("client_id", &claims.client_id),
-    ];
-    let unsafe_claim = named
+    let name = match first_unsafe_claim(claims) {
+        None => return Ok(result),
+        Some(i @ 0..=2) => ["sub", "scope", "client_id"][i],
+        Some(i) => paths.rendered.get(i - 3).map_or("claim", String::as_str),
+    };
+    Err(IdpFailure::UnsafeClaim(name.to_string()))
+}
+
+/// The position of the first exposed claim that could split a header:
+/// `sub`, `scope`, `client_id`, then the `claim_set` values in order.
+fn first_unsafe_claim(claims: &TokenClaims) -> Option<usize> {
+    [&claims.sub, &claims.scope, &claims.client_id]
         .into_iter()
-        .find(|(_, value)| !value.as_deref().is_none_or(claims::is_header_safe))
-        .map(|(name, _)| name)
-        .or_else(|| {
-            paths
-                .rendered
-                .iter()
-                .zip(&claims.extra)
-                .find(|(_, value)| !value.as_deref().is_none_or(claims::is_header_safe))
-                .map(|(path, _)| path.as_str())
-        });
-    match unsafe_claim {
-        Some(name) => Err(IdpFailure::UnsafeClaim(name.to_string())),
-        None => Ok(result),
-    }
+        .chain(&claims.extra)
+        .position(|value| !value.as_deref().is_none_or(claims::is_header_safe))
+}
+
+/// Whether an answer that did not come from the IdP just now (a cached
+/// entry another gateway wrote into the Redis tier) passes the checks a
+/// fresh answer gets before its claims reach variables and its JWT the
+/// upstream's `Authorization`: every exposed claim safe in a header, a
+/// phantom JWT a compact JWS with a JSON header and payload.
+pub fn fit_for_headers(result: &IntrospectionResult) -> bool {
+    let IntrospectionResult::Active(claims) = result else {
+        return true;
+    };
+    first_unsafe_claim(claims).is_none()
+        && claims
+            .phantom
+            .as_deref()
+            .is_none_or(|jwt| jwt::claims(jwt).is_ok())
 }
 
 fn interpret_phantom_answer(
@@ -703,6 +713,28 @@ mod tests {
             interpret(R::new(0, 200, body), &paths),
             Ok(IntrospectionResult::Inactive)
         );
+    }
+
+    #[test]
+    fn a_cached_answer_passes_the_checks_a_fresh_one_does() {
+        let paths = ClaimPaths {
+            rendered: vec!["tenant".into()],
+            checked: vec![],
+        };
+        let cases = [
+            (r#"{"active":true,"sub":"alice","tenant":"a"}"#, true),
+            (r#"{"active":true,"sub":"a\r\nb"}"#, false),
+            (r#"{"active":true,"scope":"read\u0000"}"#, false),
+            (r#"{"active":true,"client_id":"\u007f"}"#, false),
+            (r#"{"active":true,"tenant":"a\nb"}"#, false),
+            (r#"{"active":false,"sub":"a\r\nb"}"#, true),
+        ];
+        for (body, ok) in cases {
+            let fresh = interpret(R::new(0, 200, body.as_bytes()), &paths);
+            assert_eq!(fresh.is_ok(), ok, "{body}");
+            let unchecked = interpret_json(R::new(0, 200, body.as_bytes()), &paths);
+            assert_eq!(fit_for_headers(&unchecked.unwrap()), ok, "{body}");
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub enum Failure {
     /// its own commands: the error's first word (`NOAUTH`, `WRONGPASS`,
     /// `READONLY`, `OOM`, ...).
     ErrorReply(String),
-    /// A value that did not open (the caller's to report).
+    /// A value that did not open, or opened to an answer that fails the
+    /// checks a fresh one gets (the caller's to report).
     Undecryptable,
     /// The subrequest could not run (no memory, a URI that is not a
     /// location with `auth_oauth2_token_redis_pass`, ...): nginx's status.
@@ -100,7 +101,7 @@ impl Failure {
             Failure::ErrorReply(kind) => ("error reply", format!("-{kind}")),
             Failure::Undecryptable => (
                 "undecryptable value",
-                "a value that does not open with the fleet keys".into(),
+                "a value that does not open with the fleet keys, or fails the checks of a fresh answer".into(),
             ),
             Failure::Internal(status) => (
                 "internal",

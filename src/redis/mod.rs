@@ -4,6 +4,7 @@
 //! Plain (no nginx types; `cargo test`, checked by `scripts/check-layout.pl`):
 //! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
 //! what can go wrong with a call; `purge.rs`, what a purge sends;
+//! `write.rs`, what a write of an answer sends and what its replies tell;
 //! `subscription.rs`, the revocation channel's steps. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`.
@@ -13,6 +14,7 @@ pub mod fleet;
 pub mod purge;
 pub mod resp;
 pub mod subscription;
+pub mod write;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod call;

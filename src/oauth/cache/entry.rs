@@ -1,8 +1,8 @@
 //! The value of a cache entry: the verdict and the claims the module exposes,
 //! as length-prefixed bytes, so a hit needs no JSON parsing.
 
-use crate::oauth::exchange::IssuedToken;
-use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+use crate::oauth::exchange::{self, IssuedToken};
+use crate::oauth::introspection::{self, IntrospectionResult, TokenClaims};
 
 /// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
 /// client_id, each as a flag byte, u32 length and bytes; then the
@@ -72,6 +72,13 @@ impl CachedIntrospection {
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
     }
+
+    /// [`decode`](Self::decode), then the checks a fresh answer gets
+    /// (`introspection::fit_for_headers`): for an entry this gateway did not
+    /// write, the Redis tier's. `None` is a miss.
+    pub fn decode_checked(bytes: &[u8]) -> Option<IntrospectionResult> {
+        Self::decode(bytes).filter(introspection::fit_for_headers)
+    }
 }
 
 /// A token issued by the token endpoint, as the exchange cache keeps it:
@@ -108,6 +115,13 @@ impl CachedExchange {
             },
         };
         r.0.is_empty().then_some(token)
+    }
+
+    /// [`decode`](Self::decode), then the checks a fresh token gets
+    /// (`exchange::fit_for_headers`): for an entry this gateway did not
+    /// write, the Redis tier's. `None` is a miss.
+    pub fn decode_checked(bytes: &[u8]) -> Option<IssuedToken> {
+        Self::decode(bytes).filter(exchange::fit_for_headers)
     }
 }
 
@@ -229,6 +243,117 @@ mod tests {
         }
         assert_eq!(CachedExchange::decode(&[1, 0, 0, 0, 0, 0]), None);
         assert_eq!(CachedExchange::decode(&[0]), None);
+    }
+
+    #[test]
+    fn entries_from_elsewhere_get_the_checks_of_a_fresh_answer() {
+        let jwt = crate::oauth::jwt::compact(r#"{"alg":"ES256"}"#, r#"{"sub":"a"}"#, b"sig");
+        let active = |claims: TokenClaims| IntrospectionResult::Active(claims);
+        let good = [
+            IntrospectionResult::Inactive,
+            active(TokenClaims {
+                sub: Some("alice\tsmith".into()),
+                extra: vec![Some("x".into()), None],
+                // Claims only checked by require_claim never reach a header.
+                checked: vec![Some("a\r\nb".into())],
+                phantom: Some(jwt.clone().into_bytes()),
+                ..TokenClaims::default()
+            }),
+        ];
+        for result in good {
+            let bytes = CachedIntrospection::encode(&result);
+            assert_eq!(CachedIntrospection::decode_checked(&bytes), Some(result));
+        }
+        let split = Some("a\r\nX-Injected: 1".to_string());
+        let bad = [
+            TokenClaims {
+                sub: split.clone(),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                scope: Some("read\0".into()),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                client_id: Some("\x7f".into()),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                extra: vec![None, split],
+                ..TokenClaims::default()
+            },
+            // Phantom JWTs that are no JWTs, or could split the header.
+            TokenClaims {
+                phantom: Some(b"{\"active\":false}".to_vec()),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                phantom: Some(format!("{jwt}\r\nX-Injected: 1").into_bytes()),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                phantom: Some(
+                    crate::oauth::jwt::compact(r#"{"alg":"none"}"#, "{}", b"s").into_bytes(),
+                ),
+                ..TokenClaims::default()
+            },
+            TokenClaims {
+                phantom: Some(Vec::new()),
+                ..TokenClaims::default()
+            },
+        ];
+        for (i, claims) in bad.into_iter().enumerate() {
+            let bytes = CachedIntrospection::encode(&active(claims));
+            assert!(
+                CachedIntrospection::decode(&bytes).is_some(),
+                "entry {i} decodes"
+            );
+            assert_eq!(
+                CachedIntrospection::decode_checked(&bytes),
+                None,
+                "entry {i}"
+            );
+        }
+        assert_eq!(CachedIntrospection::decode_checked(&[7]), None);
+
+        let issued = IssuedToken {
+            access_token: "eyJ.x.y".into(),
+            issued_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+            token_type: Some("Bearer".into()),
+            expires_in: Some(60),
+        };
+        let bytes = CachedExchange::encode(&issued);
+        assert_eq!(CachedExchange::decode_checked(&bytes), Some(issued.clone()));
+        for bad in [
+            IssuedToken {
+                access_token: "tok\r\nX-Injected: 1".into(),
+                ..issued.clone()
+            },
+            IssuedToken {
+                access_token: "two words".into(),
+                ..issued.clone()
+            },
+            IssuedToken {
+                access_token: String::new(),
+                ..issued.clone()
+            },
+            IssuedToken {
+                issued_token_type: "urn:x\n".into(),
+                ..issued.clone()
+            },
+            IssuedToken {
+                issued_token_type: String::new(),
+                ..issued.clone()
+            },
+            IssuedToken {
+                token_type: Some("Bearer\r".into()),
+                ..issued.clone()
+            },
+        ] {
+            let bytes = CachedExchange::encode(&bad);
+            assert!(CachedExchange::decode(&bytes).is_some());
+            assert_eq!(CachedExchange::decode_checked(&bytes), None, "{bad:?}");
+        }
     }
 
     #[test]

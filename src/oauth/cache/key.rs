@@ -100,24 +100,40 @@ pub fn server_identity(listens: &[&[u8]], names: &[&[u8]]) -> [u8; 32] {
     CacheKey::from_parts(&parts).0
 }
 
+/// Who asks the IdP, as a cache key names it: the client id, what
+/// authenticates it (the secret; for `private_key_jwt` a digest of the
+/// public half of its key, [`crate::oauth::client_auth::AssertionKey::fingerprint`]),
+/// and the tenant the operator named (`auth_oauth2_token_shared_cache_tenant`).
+/// A key or tenant that is absent adds nothing, so the keys of a
+/// configuration without them stay what they were.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    pub id: &'a [u8],
+    pub secret: &'a [u8],
+    pub key: Option<&'a [u8; 32]>,
+    pub tenant: Option<&'a [u8]>,
+}
+
 /// What decides an IdP's answer besides the token and per-request values,
 /// fixed per location when the configuration is loaded: the server block,
 /// the endpoint (an internal location of that server), the client and a
 /// digest of its secret (a rotated secret does not serve answers obtained
-/// with the old one), and what kind of answer is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// with the old one) or key, the tenant, and what kind of answer is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct KeyScope(pub [u8; 32]);
 
 impl KeyScope {
-    fn new(
-        server: &[u8; 32],
-        endpoint: &[u8],
-        client_id: &[u8],
-        client_secret: &[u8],
-        kind: &[&[u8]],
-    ) -> KeyScope {
-        let mut parts = vec![&server[..], endpoint, client_id, client_secret];
+    fn new(server: &[u8; 32], endpoint: &[u8], client: &Client<'_>, kind: &[&[u8]]) -> KeyScope {
+        let mut parts = vec![&server[..], endpoint, client.id, client.secret];
         parts.extend_from_slice(kind);
+        // Labelled, after the fixed parts: present or not, they cannot be
+        // taken for one another or for a part of the kind.
+        if let Some(key) = client.key {
+            parts.extend_from_slice(&[b"client key", &key[..]]);
+        }
+        if let Some(tenant) = client.tenant {
+            parts.extend_from_slice(&[b"tenant", tenant]);
+        }
         KeyScope(CacheKey::from_parts(&parts).0)
     }
 
@@ -127,8 +143,7 @@ impl KeyScope {
     pub fn introspection(
         server: &[u8; 32],
         endpoint: &[u8],
-        client_id: &[u8],
-        client_secret: &[u8],
+        client: &Client<'_>,
         phantom: bool,
         claims_fingerprint: &[u8],
         varies: bool,
@@ -140,8 +155,7 @@ impl KeyScope {
         KeyScope::new(
             server,
             endpoint,
-            client_id,
-            client_secret,
+            client,
             &[
                 answer,
                 claims_fingerprint,
@@ -150,13 +164,8 @@ impl KeyScope {
         )
     }
 
-    pub fn exchange(
-        server: &[u8; 32],
-        endpoint: &[u8],
-        client_id: &[u8],
-        client_secret: &[u8],
-    ) -> KeyScope {
-        KeyScope::new(server, endpoint, client_id, client_secret, &[b"exchange"])
+    pub fn exchange(server: &[u8; 32], endpoint: &[u8], client: &Client<'_>) -> KeyScope {
+        KeyScope::new(server, endpoint, client, &[b"exchange"])
     }
 }
 
@@ -220,8 +229,23 @@ mod tests {
 
     const SERVER: [u8; 32] = [7; 32];
 
+    fn client<'a>(id: &'a [u8], secret: &'a [u8]) -> Client<'a> {
+        Client {
+            id,
+            secret,
+            ..Client::default()
+        }
+    }
+
     fn scope(endpoint: &[u8], client_id: &[u8], secret: &[u8]) -> KeyScope {
-        KeyScope::introspection(&SERVER, endpoint, client_id, secret, false, b"", false)
+        KeyScope::introspection(
+            &SERVER,
+            endpoint,
+            &client(client_id, secret),
+            false,
+            b"",
+            false,
+        )
     }
 
     #[test]
@@ -238,17 +262,17 @@ mod tests {
             introspection_key(&scope(b"/i", b"gw", b"rotated"), b"tok", None),
             introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", Some(b"tenant-a")),
             introspection_key(
-                &KeyScope::introspection(&[8; 32], b"/i", b"gw", b"s", false, b"", false),
+                &KeyScope::introspection(&[8; 32], b"/i", &client(b"gw", b"s"), false, b"", false),
                 b"tok",
                 None,
             ),
             introspection_key(
-                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b"", false),
+                &KeyScope::introspection(&SERVER, b"/i", &client(b"gw", b"s"), true, b"", false),
                 b"tok",
                 None,
             ),
             introspection_key(
-                &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"fp", false),
+                &KeyScope::introspection(&SERVER, b"/i", &client(b"gw", b"s"), false, b"fp", false),
                 b"tok",
                 None,
             ),
@@ -268,7 +292,7 @@ mod tests {
         // With cache_vary the scope differs too, so an empty value never
         // meets a location without it.
         assert_ne!(
-            KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", false, b"", true),
+            KeyScope::introspection(&SERVER, b"/i", &client(b"gw", b"s"), false, b"", true),
             scope(b"/i", b"gw", b"s")
         );
     }
@@ -285,10 +309,57 @@ mod tests {
     }
 
     #[test]
+    fn client_key_and_tenant_are_in_the_scope_and_absent_ones_change_nothing() {
+        let bare = client(b"gw", b"");
+        let plain = KeyScope::introspection(&SERVER, b"/i", &bare, false, b"", false);
+        // Without a key or tenant the scope is the digest it always was, so
+        // entries written before both existed are still found.
+        let parts: [&[u8]; 7] = [&SERVER, b"/i", b"gw", b"", b"introspection", b"", b""];
+        assert_eq!(plain.0, CacheKey::from_parts(&parts).0);
+        let (key_a, key_b) = ([1u8; 32], [2u8; 32]);
+        let with = |key: Option<&[u8; 32]>, tenant: Option<&[u8]>| {
+            let client = Client {
+                key,
+                tenant,
+                ..bare
+            };
+            KeyScope::introspection(&SERVER, b"/i", &client, false, b"", false)
+        };
+        let scopes = [
+            plain,
+            with(Some(&key_a), None),
+            with(Some(&key_b), None),
+            with(None, Some(b"a")),
+            with(None, Some(b"b")),
+            with(None, Some(b"")),
+            with(None, Some(&key_a[..])),
+            with(Some(&key_a), Some(b"a")),
+            KeyScope::exchange(&SERVER, b"/i", &bare),
+            KeyScope::exchange(
+                &SERVER,
+                b"/i",
+                &Client {
+                    tenant: Some(b"a"),
+                    ..bare
+                },
+            ),
+        ];
+        for (i, a) in scopes.iter().enumerate() {
+            for b in &scopes[i + 1..] {
+                assert_ne!(a, b, "scope {i}");
+            }
+        }
+        assert_eq!(
+            with(Some(&key_a), Some(b"a")),
+            with(Some(&key_a), Some(b"a"))
+        );
+    }
+
+    #[test]
     fn introspection_and_exchange_scopes_never_meet() {
         assert_ne!(
-            KeyScope::introspection(&SERVER, b"/e", b"gw", b"s", false, b"", false),
-            KeyScope::exchange(&SERVER, b"/e", b"gw", b"s")
+            KeyScope::introspection(&SERVER, b"/e", &client(b"gw", b"s"), false, b"", false),
+            KeyScope::exchange(&SERVER, b"/e", &client(b"gw", b"s"))
         );
     }
 
@@ -319,7 +390,7 @@ mod tests {
 
     #[test]
     fn exchange_key_depends_on_every_parameter() {
-        let scope = KeyScope::exchange(&SERVER, b"/t", b"gw", b"s");
+        let scope = KeyScope::exchange(&SERVER, b"/t", &client(b"gw", b"s"));
         let params = ExchangeParams {
             audience: b"orders",
             scope: b"read",
@@ -356,7 +427,7 @@ mod tests {
         }
         assert_ne!(base, exchange_key(&scope, b"tok2", b"", &params));
         assert_ne!(base, exchange_key(&scope, b"tok", b"t", &params));
-        let rotated = KeyScope::exchange(&SERVER, b"/t", b"gw", b"s2");
+        let rotated = KeyScope::exchange(&SERVER, b"/t", &client(b"gw", b"s2"));
         assert_ne!(base, exchange_key(&rotated, b"tok", b"", &params));
     }
 
@@ -397,18 +468,25 @@ mod tests {
                 introspection_key(&scope(b"/i", b"gw", b"s"), token, Some(b"tenant-a")),
                 introspection_key(&scope(b"/other", b"gw2", b"s2"), token, None),
                 introspection_key(
-                    &KeyScope::introspection(&SERVER, b"/i", b"gw", b"s", true, b"fp", true),
+                    &KeyScope::introspection(
+                        &SERVER,
+                        b"/i",
+                        &client(b"gw", b"s"),
+                        true,
+                        b"fp",
+                        true,
+                    ),
                     token,
                     Some(b"x"),
                 ),
                 exchange_key(
-                    &KeyScope::exchange(&SERVER, b"/t", b"gw", b"s"),
+                    &KeyScope::exchange(&SERVER, b"/t", &client(b"gw", b"s")),
                     token,
                     b"",
                     &params,
                 ),
                 exchange_key(
-                    &KeyScope::exchange(&[8; 32], b"/t", b"gw", b"s"),
+                    &KeyScope::exchange(&[8; 32], b"/t", &client(b"gw", b"s")),
                     token,
                     b"v",
                     &ExchangeParams {
