@@ -211,7 +211,7 @@ pub unsafe fn write(
             replies,
             true,
             Some(write_done),
-            core::ptr::without_provenance_mut(usize::from(expiry.code())),
+            usize::from(expiry.code()) as *mut c_void,
         )
     }
 }
@@ -232,7 +232,7 @@ unsafe fn write_done(
     let Ok(replies) = result else {
         return;
     };
-    let sent = Expiry::from_code(u8::try_from(data.addr()).unwrap_or(0));
+    let sent = Expiry::from_code(u8::try_from(data as usize).unwrap_or(0));
     let (next, refused) = write::learn(sent, &replies);
     EXPIRY.store(next.code(), Ordering::Relaxed);
     if let Some(failure) = refused.and_then(call::error_reply) {
