@@ -66,6 +66,8 @@ sub nginx_t {
     open my $s, '>', "$prefix/secrets/idp-client-secret" or die $!;
     print $s "example-secret\n";
     close $s;
+    # As MIGRATION.md says; a file open to others gets a warning.
+    chmod 0600, "$prefix/secrets/idp-client-secret" or die $!;
     open my $out, '>', "$prefix/nginx.conf" or die $!;
     print $out $conf;
     close $out;

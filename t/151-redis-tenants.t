@@ -111,7 +111,8 @@ sub probe {
             server_block(port => $PORT_B, idp => 'b', name => $name));
         my ($rc, $out) = nginx_t($redis->port, @servers);
         isnt($rc, 0, "$what, apart by listen: nginx -t refuses");
-        like($out, qr/\[emerg\] location "\/api\/" of server \{ listen 127\.0\.0\.1:$PORT_B; server_name [^}]*\} and location "\/api\/" of server \{ listen 127\.0\.0\.1:$PORT_A;[^}]*\} would share their answers from "\/_introspect" in the Redis tier/,
+        my $shown = defined $name ? $name : '""';
+        like($out, qr/\[emerg\] location "\/api\/" of server \{ listen 127\.0\.0\.1:$PORT_B; server_name \Q$shown\E; \} and location "\/api\/" of server \{ listen 127\.0\.0\.1:$PORT_A; server_name \Q$shown\E; \} would share their answers from "\/_introspect" in the Redis tier/,
             "$what: the message names both locations and their servers") or diag($out);
         like($out, qr/set "auth_oauth2_token_shared_cache_tenant" in both, different ids to keep them apart, the same id to let them share/,
             "$what: the message names the directive to set");

@@ -67,8 +67,15 @@ pub struct Identity {
 /// How `nginx -t` names a location (empty: the server block's own
 /// configuration) of the server with `listens` and `names`.
 fn place(location: &[u8], listens: &[&[u8]], names: &[&[u8]]) -> String {
+    // An empty name (a server without server_name has one) is `""`.
     let words = |items: &[&[u8]]| {
-        let words: Vec<_> = items.iter().map(|i| String::from_utf8_lossy(i)).collect();
+        let words: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                [] => "\"\"".to_string(),
+                i => String::from_utf8_lossy(i).into_owned(),
+            })
+            .collect();
         match words.is_empty() {
             true => "\"\"".to_string(),
             false => words.join(" "),
