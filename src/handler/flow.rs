@@ -178,7 +178,9 @@ unsafe fn serve_stale<Q: Question>(
     conf: &LocationConf,
     ctx: *mut RequestCtx,
 ) -> bool {
-    // SAFETY: as for `step`.
+    // SAFETY: r is the live request nginx runs the phase handler for, and
+    // ctx its context in r's pool (`step`'s contract, passed down unchanged);
+    // no `&mut` to the context is held across a call that runs variable getters.
     unsafe {
         if !Q::slot(&mut *ctx).serve_stale(may_serve_stale) {
             return false;
@@ -217,7 +219,9 @@ unsafe fn look<Q: Question>(
     conf: &LocationConf,
     ctx: *mut RequestCtx,
 ) -> Step {
-    // SAFETY: as for `step`.
+    // SAFETY: r is the live request nginx runs the phase handler for, and
+    // ctx its context in r's pool (`step`'s contract, passed down unchanged);
+    // no `&mut` to the context is held across a call that runs variable getters.
     unsafe {
         // Looking again while another worker asks is not another look-up.
         let relook = Q::slot(&mut *ctx).start_looking();
@@ -357,7 +361,9 @@ unsafe fn tier_answered<Q: Question>(
     conf: &LocationConf,
     ctx: *mut RequestCtx,
 ) -> Step {
-    // SAFETY: as for `step`.
+    // SAFETY: r is the live request nginx runs the phase handler for, and
+    // ctx its context in r's pool (`step`'s contract, passed down unchanged);
+    // no `&mut` to the context is held across a call that runs variable getters.
     unsafe {
         let value = match Q::slot(&mut *ctx).tier_read() {
             TierRead::Asking => return Step::Again,
@@ -409,7 +415,9 @@ unsafe fn ask_idp<Q: Question>(
     ctx: *mut RequestCtx,
     inputs: &Q::Inputs<'_>,
 ) -> Step {
-    // SAFETY: as for `step`.
+    // SAFETY: r is the live request nginx runs the phase handler for, and
+    // ctx its context in r's pool (`step`'s contract, passed down unchanged);
+    // no `&mut` to the context is held across a call that runs variable getters.
     unsafe {
         let endpoint = Q::endpoint(conf);
         let breaker = endpoint.breaker.zip(conf.breaker);

@@ -256,7 +256,8 @@ unsafe fn reply_of<'a>(sr: *mut ngx_http_request_t, rc: ngx_int_t) -> IdpReply<'
 /// `data` must be the RequestCtx of the request that asked, in the main
 /// request's pool; `sr` the finished subrequest.
 unsafe fn done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: as this function requires.
+    // SAFETY: `ask` registered `data` as the asking request's RequestCtx, in
+    // the main request's pool, which outlives the finished subrequest `sr`.
     unsafe {
         let ctx = data.cast::<RequestCtx>();
         let main = Module::main_conf(&*sr);
@@ -284,7 +285,8 @@ unsafe fn forget_jwt_room(sr: *mut ngx_http_request_t, call: IdpCall) {
     let IdpCall::PhantomIntrospection = call else {
         return;
     };
-    // SAFETY: as this function requires.
+    // SAFETY: sr is a finished subrequest (this function's contract): its
+    // `out` chain and pool are nginx's and still allocated.
     unsafe {
         let out = (*sr).out;
         if !out.is_null() && !(*out).buf.is_null() && !(*(*out).buf).start.is_null() {
@@ -476,7 +478,9 @@ pub unsafe fn refresh<Q: Question>(
 /// `data` must be the Refresh `refresh` made for the finished subrequest
 /// `sr`, in the main request's pool.
 unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: as this function requires; the zone was initialised by nginx.
+    // SAFETY: `refresh` wrote `data` as a Refresh in the main request's pool,
+    // alive until the background subrequest `sr` is done; its zone was
+    // initialised by nginx before any request ran.
     unsafe {
         let refresh = &*data.cast::<Refresh>();
         let now = crate::handler::raw::now_ms();

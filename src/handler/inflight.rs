@@ -141,7 +141,8 @@ unsafe fn leave_on_cleanup_registered(
 /// # Safety
 /// Every context in the table is live (each leaves it in its pool cleanup).
 pub unsafe fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
-    // SAFETY: as this function requires.
+    // SAFETY: every context in the table is live: each registers a pool
+    // cleanup (leave_on_cleanup) that takes it out before its pool goes.
     unsafe {
         for waiter in IN_FLIGHT
             .with_borrow_mut(|map| map.remove(&key))

@@ -94,7 +94,7 @@ unsafe fn record_of(r: *mut ngx_http_request_t) -> Option<*mut Record> {
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn is_ours(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: as this function requires.
+    // SAFETY: r is a live request (this function's contract), all record_of needs.
     unsafe { record_of(r).is_some() }
 }
 
@@ -103,7 +103,8 @@ pub unsafe fn is_ours(r: *mut ngx_http_request_t) -> bool {
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn data_of(r: *mut ngx_http_request_t, on_done: OnDone) -> Option<*mut c_void> {
-    // SAFETY: as this function requires; the record lives in r's pool.
+    // SAFETY: r is a live request (this function's contract); a record
+    // record_of returns is the one `start` wrote into r's pool, alive with it.
     unsafe {
         let record = record_of(r)?;
         ((*record).on_done as usize == on_done as usize).then(|| (*record).data)
