@@ -374,8 +374,8 @@ unsafe fn revoked(message: &[u8]) {
     let Some(redis) = main.redis.as_ref() else {
         return;
     };
-    if let Some(tag) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
-        zone::purge_tag_everywhere(main, &tag);
+    if let Some(purge) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
+        zone::purge_tag_everywhere(main, &purge.tag);
     }
 }
 
