@@ -10,6 +10,7 @@ use crate::oauth::idp_reply::{IdpReply, Transport};
 use crate::resilience::breaker::Breaker;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+pub mod channel;
 
 /// Why a checked request ended as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,12 +221,13 @@ enum Family {
     IdpDuration,
     /// Not shown: the state words of a circuit breaker.
     BreakerState,
+    Channel,
 }
 
 #[derive(Debug, Clone)]
 struct Series {
     family: Family,
-    /// `{…}` with the series' labels.
+    /// `{…}` with the series' labels (`Channel`: name and labels).
     labels: String,
 }
 
@@ -299,8 +301,7 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
-    /// The global series (requests by phase and outcome, the shared
-    /// tier's failures by kind) take the first ids.
+    /// The global series (requests by phase and outcome, shared tier failures) take the first ids.
     pub fn new() -> Catalogue {
         let mut series = Vec::new();
         for phase in PHASES {
@@ -524,6 +525,7 @@ impl Catalogue {
                 |g| g.refused,
             ),
         ];
+        self.render_channel(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {
@@ -572,9 +574,7 @@ impl Counters {
             probe_ms: self.slot(first + 3)?,
         })
     }
-}
 
-impl Counters {
     /// Counts one IdP call of the endpoint `ids`: its result and duration.
     pub fn idp_call(&self, ids: EndpointIds, result: CallResult, micros: u64) {
         self.add(ids.result(result), 1);
