@@ -378,17 +378,6 @@ pub fn error_kind(text: &[u8]) -> &str {
     }
 }
 
-/// A pub/sub push `["message", channel, payload]`.
-pub fn pubsub_message(reply: &Reply) -> Option<(&[u8], &[u8])> {
-    match push(reply)? {
-        Push::Message {
-            channel,
-            payload: Some(payload),
-        } => Some((channel, payload)),
-        _ => None,
-    }
-}
-
 /// What a subscribed connection receives (RESP2 pub/sub): three arrays of
 /// plain values, nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

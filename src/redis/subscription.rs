@@ -21,6 +21,11 @@
 //!               STABLE_MS)
 //! ```
 //!
+//! An outage lasts until a link stays subscribed [`STABLE_MS`]: its first
+//! failure is logged, and the first subscription after it; a link that
+//! drops again sooner belongs to the same outage (no line, the backoff
+//! keeps growing), so a flapping server costs two lines, not two per flap.
+//!
 //! Anything unexpected from the server (an error reply, a reply that is not
 //! the one awaited, garbage, an array that pub/sub does not send) is a
 //! failure. What a publisher can put on the channel is a message's payload
@@ -217,8 +222,10 @@ pub struct Subscription {
     backoff_ms: u64,
     /// When the link last subscribed, while it is.
     subscribed_at: Option<i64>,
-    /// The outage was logged; the next subscription is logged as its end.
+    /// An outage was logged and no link was stable since; the first
+    /// subscription after it was logged (`back_logged`).
     down_logged: bool,
+    back_logged: bool,
     subscribed_once: bool,
     open: Opener,
     /// Messages applied, oldest first, and the same as a set.
@@ -254,6 +261,7 @@ impl Subscription {
             backoff_ms: FIRST_BACKOFF_MS,
             subscribed_at: None,
             down_logged: false,
+            back_logged: false,
             subscribed_once: false,
             open,
             applied: VecDeque::new(),
@@ -380,11 +388,13 @@ impl Subscription {
         out.push(Action::Watch(PING_EVERY_MS));
         out.push(Action::Up(true));
         if self.down_logged {
-            out.push(Action::Log(Note::SubscribedAgain));
+            if !self.back_logged {
+                out.push(Action::Log(Note::SubscribedAgain));
+                self.back_logged = true;
+            }
         } else if !self.subscribed_once {
             out.push(Action::Log(Note::Subscribed));
         }
-        self.down_logged = false;
         self.subscribed_once = true;
     }
 
@@ -435,14 +445,17 @@ impl Subscription {
         if was_up {
             out.push(Action::Up(false));
         }
+        let stable = (self.subscribed_at.take())
+            .is_some_and(|since| now_ms.saturating_sub(since) >= STABLE_MS);
+        if stable {
+            // The last outage is over: this failure starts a new one.
+            self.backoff_ms = FIRST_BACKOFF_MS;
+            self.down_logged = false;
+            self.back_logged = false;
+        }
         if !self.down_logged {
             out.push(Action::Log(Note::Down(trouble)));
             self.down_logged = true;
-        }
-        if let Some(since) = self.subscribed_at.take() {
-            if now_ms.saturating_sub(since) >= STABLE_MS {
-                self.backoff_ms = FIRST_BACKOFF_MS;
-            }
         }
         out.push(Action::RetryAfter(self.backoff_ms));
         self.backoff_ms = (self.backoff_ms * 2).min(MAX_BACKOFF_MS);
@@ -663,22 +676,29 @@ mod tests {
         }
         assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
         // The end of the outage is logged; a link that fails before it
-        // was stable keeps the backoff where it was.
+        // was stable keeps the backoff where it was, and belongs to the
+        // same outage: nothing is logged.
         s.handle(NOW, Event::Timer);
         s.handle(NOW, Event::Connected);
         assert_eq!(s.handle(NOW, Event::Received(CONFIRMED)), confirmed(false));
         assert_eq!(
             s.handle(NOW + STABLE_MS - 1, Event::Failed(Trouble::ClosedByServer)),
-            down_from_up(Trouble::ClosedByServer, 5000)
+            vec![Action::Close, Action::Up(false), Action::RetryAfter(5000)]
         );
-        // One that stayed up STABLE_MS starts it over.
         s.handle(NOW, Event::Timer);
         s.handle(NOW, Event::Connected);
-        s.handle(NOW, Event::Received(CONFIRMED));
+        assert_eq!(
+            s.handle(NOW, Event::Received(CONFIRMED)),
+            vec![Action::Watch(PING_EVERY_MS), Action::Up(true)]
+        );
+        // One that stayed up STABLE_MS ended the outage: the next failure
+        // is a new one, logged, and the backoff starts over.
         assert_eq!(
             s.handle(NOW + STABLE_MS, Event::Failed(Trouble::ClosedByServer)),
             down_from_up(Trouble::ClosedByServer, 100)
         );
+        s.handle(NOW, Event::Timer);
+        assert_eq!(s.handle(NOW, Event::Received(CONFIRMED)), confirmed(false));
     }
 
     #[test]
@@ -688,17 +708,29 @@ mod tests {
         let mut s = new(b"", 0, 1);
         let mut now = NOW;
         let mut waits = Vec::new();
+        let mut lines = Vec::new();
         for _ in 0..8 {
             s.handle(now, Event::Timer);
             s.handle(now, Event::Connected);
-            s.handle(now, Event::Received(CONFIRMED));
+            let mut actions = s.handle(now, Event::Received(CONFIRMED));
             now += 1000;
-            match s.handle(now, Event::Failed(Trouble::ClosedByServer)).last() {
+            actions.extend(s.handle(now, Event::Failed(Trouble::ClosedByServer)));
+            match actions.last() {
                 Some(Action::RetryAfter(ms)) => waits.push(*ms),
                 other => panic!("{other:?}"),
             }
+            lines.extend(actions.into_iter().filter(|a| matches!(a, Action::Log(_))));
         }
         assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // One outage: its start, its first end, nothing per flap.
+        assert_eq!(
+            lines,
+            [
+                Action::Log(Note::Subscribed),
+                Action::Log(Note::Down(Trouble::ClosedByServer)),
+                Action::Log(Note::SubscribedAgain)
+            ]
+        );
     }
 
     #[test]
