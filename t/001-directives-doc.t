@@ -1,5 +1,6 @@
 # DIRECTIVES.md documents exactly the directives and variables the code
-# registers, each with syntax, default, context and an example.
+# registers, each with syntax, default, context and an example, and its
+# metrics table names exactly the metrics src/metrics/ renders.
 use strict;
 use warnings;
 use Test::More;
@@ -45,6 +46,25 @@ for my $heading (sort keys %sections) {
     (my $name = $heading) =~ s/^\$//;
     ok($code_directives{$name} || $code_variables{$name},
        "documented $heading exists in the code");
+}
+
+# The metrics: each name the page can show (a string literal in the code of
+# src/metrics/, before its tests) is a row of the table, and the reverse.
+my %code_metrics;
+find(sub {
+    return unless /\.rs$/;
+    open my $fh, '<', $_ or die "$File::Find::name: $!";
+    my $src = do { local $/; <$fh> };
+    $src =~ s/^#\[cfg\(test\)\].*//ms;
+    $code_metrics{$1} = 1 while $src =~ /"(oauth2_token_[a-z0-9_]+)"/g;
+}, 'src/metrics');
+my %doc_metrics = map { $_ => 1 } $doc =~ /^\| `(oauth2_token_[a-z0-9_]+)` \|/mg;
+ok(scalar(keys %code_metrics) >= 10, 'found the metric names in src/metrics/');
+for my $name (sort keys %code_metrics) {
+    ok($doc_metrics{$name}, "metric $name is in DIRECTIVES.md's table");
+}
+for my $name (sort keys %doc_metrics) {
+    ok($code_metrics{$name}, "documented metric $name exists in the code");
 }
 
 done_testing();
