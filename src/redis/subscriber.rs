@@ -20,6 +20,8 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 
+use crate::metrics::channel::ChannelIds;
+use crate::metrics::Counters;
 use crate::module::Module;
 use crate::redis::fleet::{self, Purge};
 use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
@@ -50,6 +52,8 @@ struct Subscriber {
     retry: ngx_event_t,
     /// The steps' watch over the connection (handshake and PING deadlines).
     watch: ngx_event_t,
+    /// The channel's series in the metrics.
+    ids: Option<ChannelIds>,
     /// The cycle's log, for our own lines.
     log: *mut ngx_log_t,
     /// A copy at `crit`, for the connection: nginx's own line per failed
@@ -103,6 +107,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             sent: 0,
             retry: core::mem::zeroed(),
             watch: core::mem::zeroed(),
+            ids: Module::main_conf(&*cycle).and_then(|m| m.metrics.channel_ids()),
             log,
             quiet_log,
         }));
@@ -125,7 +130,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         SUBSCRIBER.store(sub, Ordering::Relaxed);
         // Down until subscribed (the gauge outlives a reload, and the
         // worker 0 before this one).
-        gauge(false);
+        gauge((*sub).ids, false);
         run(sub, Event::Timer);
     }
     NGX_OK as ngx_int_t
@@ -206,20 +211,20 @@ fn open(message: &[u8]) -> Option<Purge> {
     fleet::open_purge(&redis.keys, &redis.channel(), message)
 }
 
-/// Applies `f` to the metrics' counters and the channel's series, when the
-/// configuration has them.
-fn metrics(f: impl FnOnce(&crate::metrics::Counters, crate::metrics::channel::ChannelIds)) {
+/// Applies `f` to the metrics' counters and the channel's series `ids`,
+/// when the configuration has them.
+fn metrics(ids: Option<ChannelIds>, f: impl FnOnce(&Counters, ChannelIds)) {
     // SAFETY: as for `open`.
     let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
         return;
     };
-    if let Some(ids) = main.metrics.channel_ids() {
+    if let Some(ids) = ids {
         f(&main.counters, ids);
     }
 }
 
-fn gauge(up: bool) {
-    metrics(|counters, ids| counters.set(ids.up(), u64::from(up)));
+fn gauge(ids: Option<ChannelIds>, up: bool) {
+    metrics(ids, |counters, ids| counters.set(ids.up(), u64::from(up)));
 }
 
 /// Feeds `event` to the steps and carries out what they ask, in order.
@@ -244,11 +249,14 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
                 }
                 Action::Purge(purge) => revoked(&purge),
                 Action::Count(delivery) => {
-                    metrics(|counters, ids| counters.add(ids.messages(delivery), 1));
+                    let count = |counters: &Counters, ids: ChannelIds| {
+                        counters.add(ids.messages(delivery), 1)
+                    };
+                    metrics((*sub).ids, count);
                 }
                 // A worker on its way out leaves the gauge to the new one.
                 Action::Up(_) if exiting() => {}
-                Action::Up(up) => gauge(up),
+                Action::Up(up) => gauge((*sub).ids, up),
                 Action::Log(note) => {
                     let level = match note {
                         Note::Subscribed => NGX_LOG_INFO,
