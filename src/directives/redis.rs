@@ -68,6 +68,8 @@ handler!(set_redis: MainConf, |c| {
     if upstream.is_null() {
         return Err("has an invalid server (see the message above)".into());
     }
+    // The revocation channel's series (worker 0 subscribes with a tier).
+    c.conf.metrics.channel();
     c.conf.redis = Some(RedisTier {
         upstream: upstream.cast(),
         keys: FleetKeys { current, old },

@@ -11,6 +11,7 @@ mod breaker;
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+pub mod channel;
 
 /// Why a checked request ended as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,12 +223,13 @@ enum Family {
     /// Not shown: the state words of a circuit breaker (`breaker.rs`).
     BreakerState,
     BreakerOpenings,
+    Channel,
 }
 
 #[derive(Debug, Clone)]
 struct Series {
     family: Family,
-    /// `{…}` with the series' labels.
+    /// `{…}` with the series' labels (`Channel`: name and labels).
     labels: String,
 }
 
@@ -301,8 +303,7 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
-    /// The global series (requests by phase and outcome, the shared
-    /// tier's failures by kind) take the first ids.
+    /// The global series (requests by phase and outcome, shared tier failures) take the first ids.
     pub fn new() -> Catalogue {
         let mut series = Vec::new();
         for phase in PHASES {
@@ -503,6 +504,7 @@ impl Catalogue {
                 |g| g.refused,
             ),
         ];
+        self.render_channel(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {

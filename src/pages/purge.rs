@@ -24,7 +24,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use crate::handler::raw::push_header;
+use crate::handler::raw::{now_ms, push_header};
 use crate::module::Module;
 use crate::oauth::cache::key::token_tag;
 use crate::oauth::purge::token_of_form;
@@ -93,7 +93,14 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         let (Some(uri), Some(redis)) = (conf.shared_cache_uri(), main.redis.as_ref()) else {
             return ngx_http_finalize_request(r, respond(r, NGX_HTTP_OK as usize));
         };
-        let commands = purge::commands(&redis.keys, &redis.prefix, &redis.channel(), &token, &tag);
+        let commands = purge::commands(
+            &redis.keys,
+            &redis.prefix,
+            &redis.channel(),
+            &token,
+            &tag,
+            now_ms(),
+        );
         (*r).headers_out.status = 0;
         (*r).write_event_handler = Some(resume);
         if call::start(

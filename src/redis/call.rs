@@ -26,7 +26,7 @@ use super::failure::{self, KINDS, LOG_INTERVAL_S};
 use crate::metrics::Catalogue;
 use crate::module::Module;
 use crate::nginx::subrequest;
-use crate::redis::resp::Reply;
+use crate::redis::resp::{Limits, Reader, Reply};
 use crate::resilience::log_gate::LogGate;
 
 // The plain codes `Failure::of_ending` reads are nginx's.
@@ -56,6 +56,12 @@ pub struct Call {
     data: *mut c_void,
     /// What the upstream made of the replies (set by `redis/upstream.rs`).
     pub(super) outcome: Option<Result<Vec<Reply>, Failure>>,
+    /// The replies read so far, the reader that keeps its place between
+    /// the upstream's reads, and how many bytes of the upstream's buffer it
+    /// was given (`redis/upstream.rs`).
+    pub(super) replies: Vec<Reply>,
+    pub(super) reader: Reader,
+    pub(super) fed: usize,
     /// When the call gives up, and whether it did.
     pub(super) deadline: Deadline,
 }
@@ -87,6 +93,9 @@ pub unsafe fn start(
         done,
         data,
         outcome: None,
+        replies: Vec::new(),
+        reader: Reader::new(Limits::CALLS),
+        fed: 0,
         deadline: Deadline::new(),
     };
     // SAFETY: r is live; the call is allocated in its pool, which every

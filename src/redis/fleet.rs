@@ -204,16 +204,41 @@ pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> O
     })
 }
 
-/// A purge of the token with `tag`, for the other gateways.
-pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8]) -> Vec<u8> {
-    seal(key, channel, tag)
+/// A purge as the channel carries it: the token's tag, and when the
+/// purging gateway purged it (its clock, ms since the epoch), which bounds
+/// how long a recorded message can be played again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purge {
+    pub tag: [u8; 8],
+    pub purged_at_ms: i64,
 }
 
-/// The tag of a purge message, opened with the current or the old key.
-pub fn open_purge(keys: &FleetKeys, channel: &[u8], message: &[u8]) -> Option<[u8; 8]> {
-    keys.iter()
-        .find_map(|key| open(key, channel, message))
-        .and_then(|tag| tag.try_into().ok())
+/// The length of every purge message: version, nonce, tag and time, GCM tag.
+pub const PURGE_MESSAGE_BYTES: usize = 1 + NONCE_BYTES + 16 + TAG_BYTES;
+
+/// A purge of the token with `tag` at `purged_at_ms`, for the other gateways.
+pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8], purged_at_ms: i64) -> Vec<u8> {
+    seal(
+        key,
+        channel,
+        &[&tag[..], &purged_at_ms.to_le_bytes()].concat(),
+    )
+}
+
+/// The purge a message carries, opened with the current or the old key.
+/// Anything else is `None`, without AES work when its length is not a
+/// purge message's: also a message of the module's versions before the
+/// purge time was sealed in (a tag alone), which cannot be told fresh.
+pub fn open_purge(keys: &FleetKeys, channel: &[u8], message: &[u8]) -> Option<Purge> {
+    if message.len() != PURGE_MESSAGE_BYTES {
+        return None;
+    }
+    let plain = keys.iter().find_map(|key| open(key, channel, message))?;
+    let (tag, at) = plain.split_first_chunk::<8>()?;
+    Some(Purge {
+        tag: *tag,
+        purged_at_ms: i64::from_le_bytes(at.try_into().ok()?),
+    })
 }
 
 #[cfg(test)]
@@ -359,14 +384,19 @@ mod tests {
     #[test]
     fn purge_messages_open_with_the_current_or_the_old_key() {
         let (old, new) = (key(1), key(2));
-        let message = seal_purge(&old, b"oauth2:purge", &[9; 8]);
+        let at = 1_790_000_000_123;
+        let message = seal_purge(&old, b"oauth2:purge", &[9; 8], at);
+        let purge = Purge {
+            tag: [9; 8],
+            purged_at_ms: at,
+        };
         let rotating = FleetKeys {
             current: key(2),
             old: Some(key(1)),
         };
         assert_eq!(
             open_purge(&rotating, b"oauth2:purge", &message),
-            Some([9; 8])
+            Some(purge)
         );
         let without_old = FleetKeys {
             current: new,
@@ -378,7 +408,8 @@ mod tests {
             old: None,
         };
         assert_eq!(open_purge(&only_old, b"other:purge", &message), None);
-        assert_eq!(message.len(), 1 + 12 + 8 + 16);
+        assert_eq!(message.len(), PURGE_MESSAGE_BYTES);
+        assert_eq!(message.len(), 1 + 12 + 8 + 8 + 16);
         for i in 0..message.len() {
             let mut tampered = message.clone();
             tampered[i] ^= 0x80;
@@ -388,13 +419,34 @@ mod tests {
                 "byte {i}"
             );
         }
+        for cut in 0..message.len() {
+            assert_eq!(
+                open_purge(&rotating, b"oauth2:purge", &message[..cut]),
+                None
+            );
+        }
         assert_ne!(
             message,
-            seal_purge(&key(1), b"oauth2:purge", &[9; 8]),
+            seal_purge(&key(1), b"oauth2:purge", &[9; 8], at),
             "a nonce per seal"
         );
         // A sealed entry published on the channel is not a purge.
         let entry = seal_entry(&key(2), b"oauth2:purge", b"", 0, 1, 2, b"");
         assert_eq!(open_purge(&rotating, b"oauth2:purge", &entry), None);
+    }
+
+    #[test]
+    fn a_purge_message_of_before_the_purge_time_does_not_open() {
+        // What versions before the time was sealed in published: the tag alone.
+        let k = key(1);
+        let keys = FleetKeys {
+            current: key(1),
+            old: None,
+        };
+        let tag_only = seal(&k, b"oauth2:purge", &[9; 8]);
+        assert_eq!(tag_only.len(), PURGE_MESSAGE_BYTES - 8);
+        assert_eq!(open_purge(&keys, b"oauth2:purge", &tag_only), None);
+        let longer = seal(&k, b"oauth2:purge", &[9; 17]);
+        assert_eq!(open_purge(&keys, b"oauth2:purge", &longer), None);
     }
 }

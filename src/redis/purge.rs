@@ -1,8 +1,9 @@
 //! What a purge sends to the Redis tier (plain): one pipeline of two
 //! commands, `DEL` of the token's hash under every key (the current one,
 //! then the old one during a rotation, so that an entry written before the
-//! rotation goes too), then `PUBLISH` of the token's tag, sealed with the
-//! current key, on the purge channel for the other gateways.
+//! rotation goes too), then `PUBLISH` of the token's tag and the purge's
+//! time, sealed with the current key, on the purge channel for the other
+//! gateways (whose subscribers refuse a message too old to be this purge).
 
 use crate::redis::fleet::{self, FleetKeys};
 use crate::redis::resp;
@@ -11,13 +12,15 @@ use crate::redis::resp;
 pub const REPLIES: usize = 2;
 
 /// The pipeline (RESP) purging `token`, whose tag is `tag`, from the tier
-/// with key `prefix`, and telling the gateways subscribed to `channel`.
+/// with key `prefix` at `now_ms`, and telling the gateways subscribed to
+/// `channel`.
 pub fn commands(
     keys: &FleetKeys,
     prefix: &[u8],
     channel: &[u8],
     token: &[u8],
     tag: &[u8; 8],
+    now_ms: i64,
 ) -> Vec<u8> {
     let mut commands = Vec::with_capacity(512);
     let slots: Vec<Vec<u8>> = keys
@@ -27,7 +30,7 @@ pub fn commands(
     let mut del: Vec<&[u8]> = vec![b"DEL"];
     del.extend(slots.iter().map(Vec::as_slice));
     resp::command(&mut commands, &del);
-    let message = fleet::seal_purge(&keys.current, channel, tag);
+    let message = fleet::seal_purge(&keys.current, channel, tag, now_ms);
     resp::command(&mut commands, &[b"PUBLISH", channel, &message]);
     commands
 }
@@ -70,7 +73,7 @@ mod tests {
             old: Some(key(1)),
         };
         let tag = [7; 8];
-        let commands = read(&commands(&keys, b"gw:", b"gw:purge", b"tok", &tag));
+        let commands = read(&commands(&keys, b"gw:", b"gw:purge", b"tok", &tag, 1234));
         let [del, publish] = &commands[..] else {
             panic!("{commands:?}");
         };
@@ -92,7 +95,10 @@ mod tests {
         };
         assert_eq!(
             fleet::open_purge(&only_new, b"gw:purge", &publish[2]),
-            Some(tag)
+            Some(fleet::Purge {
+                tag,
+                purged_at_ms: 1234
+            })
         );
         assert!(!publish[2].windows(3).any(|w| w == b"tok"));
     }
@@ -103,7 +109,14 @@ mod tests {
             current: key(3),
             old: None,
         };
-        let commands = read(&commands(&keys, b"oauth2:", b"oauth2:purge", b"t", &[0; 8]));
+        let commands = read(&commands(
+            &keys,
+            b"oauth2:",
+            b"oauth2:purge",
+            b"t",
+            &[0; 8],
+            0,
+        ));
         assert_eq!(
             commands[0],
             [

@@ -1,10 +1,12 @@
 //! The revocation channel's glue: worker 0 of each gateway subscribes to
 //! `<prefix>purge` on the Redis tier and drops the token of every message
-//! from this gateway's zones (`shm/zone.rs`). One non-blocking connection,
-//! outside any request, whose steps (what to send, what the replies mean,
-//! when to reconnect) are the plain `redis/subscription.rs`: this file
-//! feeds it the connection's events and carries out its actions. Every
-//! timer is cancelable, so a graceful shutdown never waits for it.
+//! it applies from this gateway's zones (`shm/zone.rs`). One non-blocking
+//! connection, outside any request, whose steps (what to send, what the
+//! replies mean, which messages to apply, when to ping and when to
+//! reconnect) are the plain `redis/subscription.rs`: this file feeds it the
+//! connection's events with nginx's clock and carries out its actions,
+//! counting them in the metrics (`metrics/channel.rs`). Every timer is
+//! cancelable, so a graceful shutdown never waits for it.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -18,12 +20,16 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 
+use crate::metrics::channel::ChannelIds;
+use crate::metrics::Counters;
 use crate::module::Module;
-use crate::redis::fleet;
+use crate::redis::fleet::{self, Purge};
 use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
 use crate::shm::zone;
 
 const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Bytes read from the connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One Redis server: its address, copied out of the upstream.
 struct Peer {
@@ -44,6 +50,10 @@ struct Subscriber {
     out: Vec<u8>,
     sent: usize,
     retry: ngx_event_t,
+    /// The steps' watch over the connection (handshake and PING deadlines).
+    watch: ngx_event_t,
+    /// The channel's series in the metrics.
+    ids: Option<ChannelIds>,
     /// The cycle's log, for our own lines.
     log: *mut ngx_log_t,
     /// A copy at `crit`, for the connection: nginx's own line per failed
@@ -84,6 +94,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             tier.preamble_replies,
             &tier.channel(),
             peers.len(),
+            Box::new(open),
         );
         let mut quiet_log = *log;
         quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
@@ -95,6 +106,8 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             out: Vec::new(),
             sent: 0,
             retry: core::mem::zeroed(),
+            watch: core::mem::zeroed(),
+            ids: Module::main_conf(&*cycle).and_then(|m| m.metrics.channel_ids()),
             log,
             quiet_log,
         }));
@@ -109,7 +122,15 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         (*retry).handler = Some(on_retry);
         (*retry).log = log;
         (*retry).set_cancelable(1);
+        let watch = ptr::addr_of_mut!((*sub).watch);
+        (*watch).data = sub.cast();
+        (*watch).handler = Some(on_watch);
+        (*watch).log = log;
+        (*watch).set_cancelable(1);
         SUBSCRIBER.store(sub, Ordering::Relaxed);
+        // Down until subscribed (the gauge outlives a reload, and the
+        // worker 0 before this one).
+        gauge((*sub).ids, false);
         run(sub, Event::Timer);
     }
     NGX_OK as ngx_int_t
@@ -175,6 +196,37 @@ fn exiting() -> bool {
     unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0 }
 }
 
+/// nginx's cached time, as purge messages carry it (ms since the epoch).
+fn now_ms() -> i64 {
+    let tp = ngx::ffi::ngx_timeofday();
+    tp.sec * 1000 + tp.msec as i64
+}
+
+/// Opens a message with the keys of this worker's configuration.
+fn open(message: &[u8]) -> Option<Purge> {
+    // SAFETY: a worker's cycle is set up before any of its events run; the
+    // main conf lives as long as the cycle.
+    let main = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }?;
+    let redis = main.redis.as_ref()?;
+    fleet::open_purge(&redis.keys, &redis.channel(), message)
+}
+
+/// Applies `f` to the metrics' counters and the channel's series `ids`,
+/// when the configuration has them.
+fn metrics(ids: Option<ChannelIds>, f: impl FnOnce(&Counters, ChannelIds)) {
+    // SAFETY: as for `open`.
+    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
+        return;
+    };
+    if let Some(ids) = ids {
+        f(&main.counters, ids);
+    }
+}
+
+fn gauge(ids: Option<ChannelIds>, up: bool) {
+    metrics(ids, |counters, ids| counters.set(ids.up(), u64::from(up)));
+}
+
 /// Feeds `event` to the steps and carries out what they ask, in order.
 ///
 /// # Safety
@@ -184,21 +236,32 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
     // reference into it is held across the calls below, which may run the
     // steps again (a connection that fails at once).
     unsafe {
-        let actions = (*sub).steps.handle(event);
+        let actions = (*sub).steps.handle(now_ms(), event);
         for action in actions {
             match action {
                 Action::Connect(server) => connect(sub, server),
                 Action::Send(bytes) => {
-                    (*sub).out = bytes;
-                    (*sub).sent = 0;
+                    let s = &mut *sub;
+                    s.out.drain(..s.sent.min(s.out.len()));
+                    s.sent = 0;
+                    s.out.extend_from_slice(&bytes);
                     send(sub);
                 }
-                Action::Deliver(message) => revoked(&message),
+                Action::Purge(purge) => revoked(&purge),
+                Action::Count(delivery) => {
+                    let count = |counters: &Counters, ids: ChannelIds| {
+                        counters.add(ids.messages(delivery), 1)
+                    };
+                    metrics((*sub).ids, count);
+                }
+                // A worker on its way out leaves the gauge to the new one.
+                Action::Up(_) if exiting() => {}
+                Action::Up(up) => gauge((*sub).ids, up),
                 Action::Log(note) => {
                     let level = match note {
                         Note::Subscribed => NGX_LOG_INFO,
                         Note::SubscribedAgain => NGX_LOG_NOTICE,
-                        Note::Down(_) => NGX_LOG_WARN,
+                        Note::Down(_) | Note::Refused { .. } => NGX_LOG_WARN,
                     };
                     ngx::ngx_log_error!(level, (*sub).log, "auth_oauth2_token: {note}");
                 }
@@ -207,6 +270,9 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
                     if exiting() {
                         return;
                     }
+                }
+                Action::Watch(ms) => {
+                    ngx_add_timer(ptr::addr_of_mut!((*sub).watch), ms as ngx::ffi::ngx_msec_t);
                 }
                 Action::RetryAfter(ms) => {
                     ngx_add_timer(ptr::addr_of_mut!((*sub).retry), ms as ngx::ffi::ngx_msec_t);
@@ -273,6 +339,11 @@ unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
     unsafe { run((*ev).data.cast(), Event::Timer) }
 }
 
+unsafe extern "C" fn on_watch(ev: *mut ngx_event_t) {
+    // SAFETY: the watch event's data is the subscriber (init_process).
+    unsafe { run((*ev).data.cast(), Event::Watch) }
+}
+
 unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     // SAFETY: the connection's data is the subscriber (connect); nginx
     // calls the handler with the connection's write event.
@@ -334,7 +405,7 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
             close(sub);
             return;
         }
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; READ_CHUNK];
         loop {
             let Some(recv) = (*c).recv else {
                 return run(sub, Event::Failed(Trouble::CannotRead));
@@ -361,31 +432,27 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     }
 }
 
-/// A purge message from the channel (another gateway's purge, or this
-/// one's): the token's entries leave this gateway's zones.
+/// A purge the steps applied (another gateway's purge, or this one's):
+/// the token's entries leave this gateway's zones.
 ///
 /// # Safety
 /// Called by a worker with its cycle set up.
-unsafe fn revoked(message: &[u8]) {
+unsafe fn revoked(purge: &Purge) {
     // SAFETY: the cycle is set up (this function's contract).
-    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
-        return;
-    };
-    let Some(redis) = main.redis.as_ref() else {
-        return;
-    };
-    if let Some(tag) = fleet::open_purge(&redis.keys, &redis.channel(), message) {
-        zone::purge_tag_everywhere(main, &tag);
+    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
+        zone::purge_tag_everywhere(main, &purge.tag);
     }
 }
 
-/// Closes the connection, if any.
+/// Closes the connection, if any, and drops its watch and what it had
+/// left to send.
 ///
 /// # Safety
 /// `sub` must be this worker's subscriber.
 unsafe fn close(sub: *mut Subscriber) {
     // SAFETY: the connection is ours; ngx_close_connection removes its
-    // timers and events.
+    // timers and events; the watch is the subscriber's own event, in the
+    // timer tree only while timer_set is on.
     unsafe {
         let s = &mut *sub;
         if !s.conn.is_null() {
@@ -393,5 +460,11 @@ unsafe fn close(sub: *mut Subscriber) {
             s.conn = ptr::null_mut();
         }
         s.connecting = false;
+        s.out.clear();
+        s.sent = 0;
+        let watch = ptr::addr_of_mut!(s.watch);
+        if (*watch).timer_set() != 0 {
+            ngx_del_timer(watch);
+        }
     }
 }

@@ -23,7 +23,7 @@ use super::call::{self, Call, Failure};
 use super::deadline;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
-use crate::redis::resp::{self, Parsed, Reply};
+use crate::redis::resp::{Progress, Reply};
 
 /// The content handler of a location with `auth_oauth2_token_redis_pass`.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -122,12 +122,15 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Another server of the upstream gets the whole pipeline again, and a
-/// deadline of its own.
+/// deadline of its own; its replies are read from the start.
 unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: as for create_request.
     unsafe {
         if let Some((_, call)) = parts(r) {
             call.outcome = None;
+            call.replies.clear();
+            call.reader.reset();
+            call.fed = 0;
             if let Some(loc) = Module::location_conf(&*r) {
                 let (ms, fails_over) =
                     (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
@@ -139,9 +142,12 @@ unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Reads the replies: the preamble's, which must be `+OK`, then the call's.
+/// nginx calls this each time more bytes are in the buffer; the call's
+/// reader keeps its place, so only the new bytes are read.
 unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls this with the live subrequest; u->buffer holds
-    // what was received so far (pos..last within start..end); u->state is
+    // what was received so far (pos..last within start..end; pos stays
+    // where the first reply starts until the last is read); u->state is
     // set once the upstream connected.
     unsafe {
         let Some((tier, call)) = parts(r) else {
@@ -151,18 +157,25 @@ unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
         let b = &mut (*u).buffer;
         let received = core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize);
         let wanted = tier.preamble_replies + call.count;
-        let (mut replies, used) = match resp::parse(received, wanted) {
-            Parsed::Incomplete if b.last != b.end => return NGX_AGAIN as ngx_int_t,
-            Parsed::Incomplete | Parsed::Garbage => {
-                call.outcome = Some(Err(Failure::Protocol));
-                return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+        let mut at = call.fed.min(received.len());
+        while call.replies.len() < wanted {
+            let (used, progress) = call.reader.read(&received[at..]);
+            at += used;
+            match progress {
+                Progress::Reply(reply) => call.replies.push(reply),
+                Progress::More if b.last != b.end => {
+                    call.fed = at;
+                    return NGX_AGAIN as ngx_int_t;
+                }
+                // Garbage, or replies larger than the buffer.
+                Progress::More | Progress::Garbage => {
+                    call.outcome = Some(Err(Failure::Protocol));
+                    return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+                }
             }
-            Parsed::Done { replies, used } => (replies, used),
-        };
-        if replies.len() != wanted {
-            call.outcome = Some(Err(Failure::Protocol));
-            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
         }
+        call.fed = at;
+        let mut replies = core::mem::take(&mut call.replies);
         let own = replies.split_off(tier.preamble_replies);
         if let Some(bad) = replies.iter().find(|reply| !is_ok(reply)) {
             let failure = call::error_reply(bad).unwrap_or(Failure::Protocol);
@@ -177,7 +190,7 @@ unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         // Anything after the replies means the connection is out of step:
         // it is not reused.
-        (*u).set_keepalive(u32::from(used == received.len()));
+        (*u).set_keepalive(u32::from(at == received.len()));
         b.pos = b.last;
     }
     NGX_OK as ngx_int_t

@@ -81,6 +81,17 @@ no RESP reply) as soon as it connects, then reads and discards what comes
 and closes after 1 s. Methods: port, connections (how many it accepted,
 counted in a file), stop.
 
+=head2 A mute server
+
+C<mute_server(%opt)> forks a Perl listener on 127.0.0.1 that accepts every
+connection and never answers what it reads: a Redis that accepts and then
+stays silent. Options: C<port> (default: a fresh one; the reserved port of a
+stopped Redis works too, to start that Redis there again later),
+C<greeting> (bytes written once as each connection is accepted), C<close>
+(true: close each connection as soon as the client has sent something,
+after the greeting). Methods: port,
+connections (how many it accepted), stop (its connections close with it).
+
 =head2 A second gateway
 
 C<start_gateway(%sections)> writes nginx.conf from the same sections as
@@ -164,7 +175,7 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 use OAuth2Test ();
 
-our @EXPORT = qw(redis_start garbage_server start_gateway new_gateway write_secret wait_until header
+our @EXPORT = qw(redis_start garbage_server mute_server start_gateway new_gateway write_secret wait_until header
   fleet_config api on_gateway calls_for);
 
 my $REDIS_SERVER = $ENV{TEST_REDIS_SERVER} || '/usr/bin/redis-server';
@@ -404,6 +415,40 @@ sub garbage_server {
                 $sel->remove($c);
                 close $c;
                 delete $open{$fd};
+            }
+        }
+    }
+    my $self = bless { pid => $pid, port => $listener->sockport, count_file => $count_file }, 'RedisTest::Garbage';
+    close $listener;
+    push @GARBAGE, $self;
+    return $self;
+}
+
+sub mute_server {
+    my (%o) = @_;
+    my $listener = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $o{port} // 0, Listen => 64,
+        ReuseAddr => 1, Proto => 'tcp') or die "mute server: listen: $!\n";
+    my $count_file = OAuth2Test::prefix() . "/mute-" . $listener->sockport . ".count";
+    unlink $count_file;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+        $SIG{PIPE} = 'IGNORE';
+        my $sel = IO::Select->new($listener);
+        my $n = 0;
+        while (1) {
+            getppid() == 1 and POSIX::_exit(0);
+            for my $s ($sel->can_read(0.1)) {
+                if ($s == $listener) {
+                    my $c = $listener->accept or next;
+                    $n++;
+                    if (open my $fh, '>', "$count_file.tmp") { print $fh $n; close $fh; rename "$count_file.tmp", $count_file }
+                    syswrite($c, $o{greeting}) if defined $o{greeting};
+                    $sel->add($c);
+                } else {
+                    my $r = sysread($s, my $buf, 65536);
+                    if (!$r || $o{close}) { $sel->remove($s); close $s }
+                }
             }
         }
     }
