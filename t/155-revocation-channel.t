@@ -5,7 +5,8 @@
 # stops the next real purge; a Redis that accepts and never answers, or stops
 # answering PING, is noticed (a log line, oauth2_token_revocation_channel_up
 # 0) and the channel comes back with it; a server that drops every
-# subscription is not reconnected to every 100 ms.
+# subscription is not reconnected to every 100 ms; the Redis tier's calls read
+# replies that come a few bytes at a time (section 7).
 #
 # Every wait polls a condition with a deadline. Crafted purge messages are
 # sealed with Python's `cryptography` (AES-256-GCM) under keys derived as
@@ -20,6 +21,12 @@ use Test::More;
 use IO::Socket::INET;
 use Digest::SHA qw(hmac_sha256);
 use Time::HiRes qw(time);
+use POSIX ();
+use IO::Select;
+
+# The dribbling server of section 7, stopped however the test ends.
+our $DRIBBLE;
+END { kill 'KILL', $DRIBBLE if $DRIBBLE }
 
 start_servers();
 my $SHARED = OAuth2Test::reserve_port();
@@ -284,6 +291,76 @@ stop_nginx();
     is($downs, 1, 'flapping: one line for the outage');
     $gw4->stop;
     $flap->stop;
+}
+
+# ---- 7. the Redis tier's replies a few bytes at a time (item 10, the calls' side) ----------------
+# A server that answers every command a few bytes per write: HGET with a
+# 3000-byte value (not sealed: it must be read whole, then refused as
+# undecryptable, not as a protocol error), anything else with :1. The call
+# reads each piece where the last stopped.
+{
+    my $listener = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 16, ReuseAddr => 1)
+        or die "dribble: $!";
+    my $port = $listener->sockport;
+    my $count = OAuth2Test::prefix() . '/dribble.count';
+    $DRIBBLE = fork // die "fork: $!";
+    if (!$DRIBBLE) {
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+        $SIG{PIPE} = 'IGNORE';
+        my $sel = IO::Select->new($listener);
+        my %buf;
+        while (1) {
+            getppid() == 1 and POSIX::_exit(0);
+            for my $s ($sel->can_read(0.2)) {
+                if ($s == $listener) {
+                    my $c = $listener->accept or next;
+                    $sel->add($c);
+                    $buf{ fileno $c } = '';
+                    next;
+                }
+                my $b = \$buf{ fileno $s };
+                my @cmds;
+                my $open = eval {
+                    push @cmds, RedisTest::resp_read($s, $b, time + 2);
+                    push @cmds, RedisTest::resp_read($s, $b, time + 1) while length $$b;
+                    1;
+                };
+                for my $cmd (@cmds) {
+                    open my $fh, '>>', $count; print $fh uc($cmd->[0]), "\n"; close $fh;
+                    my $reply = uc($cmd->[0]) eq 'HGET' ? "\$3000\r\n" . ('z' x 3000) . "\r\n" : ":1\r\n";
+                    while (length $reply) {
+                        syswrite($s, substr($reply, 0, 7, '')) or last;
+                        select(undef, undef, undef, 0.001);
+                    }
+                }
+                next if $open;
+                $sel->remove($s);
+                delete $buf{ fileno $s };
+                close $s;
+            }
+        }
+    }
+    close $listener;
+    my $gw5 = start_gateway(%{ gw('gw5', $port, listen => '127.0.0.1:' . OAuth2Test::reserve_port(),
+        redis_location => 'auth_oauth2_token_redis_read_timeout 10s;') }) or BAIL_OUT('gateway 5');
+    idp(D => $ACTIVE);
+    my ($listen) = $gw5->{sections}{http_config} =~ /listen (127\.0\.0\.1:\d+)/;
+    my ($dport) = $listen =~ /:(\d+)$/;
+    my $r = api($dport, '/api/a', 'D');
+    is(st($r), '200 MISS', 'pieces: the request gets the IdP\'s answer');
+    ok(wait_until(10, sub { (OAuth2Test::slurp($count) =~ tr/\n//) >= 3 }), 'pieces: the lookup and the write reached the server')
+        or diag(OAuth2Test::slurp($count));
+    my $m = {};
+    ok(wait_until(10, sub { $m = metrics($gw5->port);
+        ($m->{'oauth2_token_shared_cache_failures_total{kind="undecryptable"}'} // 0) == 1 }),
+        'pieces: the 3000-byte value was read whole (and refused as not sealed)') or diag(explain($m));
+    is($m->{"oauth2_token_shared_cache_failures_total{kind=\"$_\"}"} // 'none', 0, "pieces: no $_ failure")
+        for qw(protocol timeout connect);
+    is(st(api($dport, '/api/a', 'D')), '200 HIT', 'pieces: then from the zone');
+    $gw5->stop;
+    kill 'KILL', $DRIBBLE;
+    waitpid($DRIBBLE, 0);
+    undef $DRIBBLE;
 }
 
 done_testing();
