@@ -87,13 +87,13 @@ sub secrets_absent {
     my ($rc, $out, $dir, $pem) = nginx_t('client.secret' => 0644, 'client.pem' => 0640,
         'fleet.key' => 0604, 'old.key' => 0400, 'redis.pw' => 0660);
     is($rc, 0, 'open files: nginx -t still passes (a warning, not an error)') or diag($out);
-    like($out, qr{\[warn\] "auth_oauth2_token_client_secret_file" directive: "\Q$dir\E/client\.secret" holds secrets, but its group and others may read it \(mode 0644\): make it 0600 or 0400},
+    like($out, qr{\[warn\] (?:\d+#\d+: )?"auth_oauth2_token_client_secret_file" directive: "\Q$dir\E/client\.secret" holds secrets, but its group and others may read it \(mode 0644\): make it 0600 or 0400},
         'client secret file 0644: warned, naming the directive and the file');
-    like($out, qr{\[warn\] "auth_oauth2_token_client_key_file" directive: "\Q$dir\E/client\.pem" holds secrets, but its group may read it \(mode 0640\)},
+    like($out, qr{\[warn\] (?:\d+#\d+: )?"auth_oauth2_token_client_key_file" directive: "\Q$dir\E/client\.pem" holds secrets, but its group may read it \(mode 0640\)},
         'private key 0640: warned');
-    like($out, qr{\[warn\] "auth_oauth2_token_redis" directive: key_file "\Q$dir\E/fleet\.key" holds secrets, but others may read it \(mode 0604\)},
+    like($out, qr{\[warn\] (?:\d+#\d+: )?"auth_oauth2_token_redis" directive: key_file "\Q$dir\E/fleet\.key" holds secrets, but others may read it \(mode 0604\)},
         'fleet key 0604: warned, naming the parameter');
-    like($out, qr{\[warn\] "auth_oauth2_token_redis" directive: password_file "\Q$dir\E/redis\.pw" holds secrets, but its group may read and write it \(mode 0660\)},
+    like($out, qr{\[warn\] (?:\d+#\d+: )?"auth_oauth2_token_redis" directive: password_file "\Q$dir\E/redis\.pw" holds secrets, but its group may read and write it \(mode 0660\)},
         'Redis password 0660: warned');
     unlike($out, qr/old\.key/, 'old_key_file 0400: no warning');
     my $warnings = () = $out =~ /\[warn\]/g;
