@@ -559,7 +559,9 @@ pub fn secret_from_file_contents(contents: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn enabled() -> LocationConf {
+    /// A location that introspects, with a client and a secret (also the
+    /// fixture of `conf/scopes.rs`'s tests).
+    pub(crate) fn enabled() -> LocationConf {
         LocationConf {
             introspect: Some(true),
             introspection: Endpoint::at(b"/_introspect"),

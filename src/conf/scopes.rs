@@ -82,17 +82,8 @@ impl LocationConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conf::tests::enabled;
     use crate::conf::{CacheConf, SecretSource};
-
-    fn enabled() -> LocationConf {
-        LocationConf {
-            introspect: Some(true),
-            introspection: Endpoint::at(b"/_introspect"),
-            client_id: Some(b"gw".to_vec()),
-            client_secret: Some((SecretSource::Inline, b"s3cret".to_vec())),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn cache_scopes_follow_server_client_secret_and_kind() {

@@ -39,31 +39,13 @@ pub fn commands(
 mod tests {
     use super::*;
     use crate::redis::fleet::FleetKey;
-    use crate::redis::resp::{Parsed, Reply};
 
     fn key(byte: u8) -> FleetKey {
         FleetKey::from_secret(&[byte; 32]).unwrap()
     }
 
-    /// The commands as arrays of bulk strings (RESP reads them like replies).
     fn read(commands: &[u8]) -> Vec<Vec<Vec<u8>>> {
-        let Parsed::Done { replies, used } = resp::parse(commands, REPLIES) else {
-            panic!("not {REPLIES} commands");
-        };
-        assert_eq!(used, commands.len(), "nothing after them");
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Reply::Array(Some(args)) => args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        Reply::Bulk(Some(bytes)) => bytes,
-                        other => panic!("{other:?}"),
-                    })
-                    .collect(),
-                other => panic!("{other:?}"),
-            })
-            .collect()
+        resp::read_commands(commands, REPLIES)
     }
 
     #[test]

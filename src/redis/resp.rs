@@ -422,6 +422,30 @@ pub fn push(reply: &Reply) -> Option<Push<'_>> {
     }
 }
 
+/// `count` commands as `command` wrote them, read back as lists of
+/// arguments (RESP reads commands like replies): for the tests of the files
+/// that build pipelines.
+#[cfg(test)]
+pub fn read_commands(commands: &[u8], count: usize) -> Vec<Vec<Vec<u8>>> {
+    let Parsed::Done { replies, used } = parse(commands, count) else {
+        panic!("not {count} commands");
+    };
+    assert_eq!(used, commands.len(), "nothing after them");
+    replies
+        .into_iter()
+        .map(|reply| match reply {
+            Reply::Array(Some(args)) => args
+                .into_iter()
+                .map(|arg| match arg {
+                    Reply::Bulk(Some(bytes)) => bytes,
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,25 +126,15 @@ pub fn learn(sent: Expiry, replies: &[Reply]) -> (Expiry, Option<&Reply>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::resp::Parsed;
 
-    /// The commands as lists of words (RESP reads them like replies).
+    /// The commands as lists of words.
     fn read(commands: &[u8], count: usize) -> Vec<Vec<String>> {
-        let Parsed::Done { replies, used } = resp::parse(commands, count) else {
-            panic!("not {count} commands");
-        };
-        assert_eq!(used, commands.len(), "nothing after them");
-        replies
+        resp::read_commands(commands, count)
             .into_iter()
-            .map(|reply| match reply {
-                Reply::Array(Some(args)) => args
-                    .into_iter()
-                    .map(|arg| match arg {
-                        Reply::Bulk(Some(bytes)) => String::from_utf8(bytes).unwrap(),
-                        other => panic!("{other:?}"),
-                    })
-                    .collect(),
-                other => panic!("{other:?}"),
+            .map(|args| {
+                args.into_iter()
+                    .map(|a| String::from_utf8(a).unwrap())
+                    .collect()
             })
             .collect()
     }
