@@ -177,14 +177,26 @@ pub enum Step {
 
 /// Moves the question on, as far as it can.
 pub fn step<E: Env>(env: &mut E) -> Step {
-    if !env.slot().is_answered() {
-        let step = match env.slot().flow() {
-            Flow::Look | Flow::WaitingForWorker => look(env),
-            Flow::AskingRedis => tier_answered(env),
-            Flow::AskingIdp | Flow::WaitingForLeader => return Step::Again,
-        };
-        if step != Step::Answered {
-            return step;
+    loop {
+        if !env.slot().is_answered() {
+            let step = match env.slot().flow() {
+                Flow::Look | Flow::WaitingForWorker => look(env),
+                Flow::AskingRedis => tier_answered(env),
+                Flow::AskingIdp | Flow::WaitingForLeader => return Step::Again,
+            };
+            if step != Step::Answered {
+                return step;
+            }
+        }
+        if !purged_since_look(env) {
+            break;
+        }
+        // An answer asked for, or a stale one read, before a purge of the
+        // token is no answer: the question starts again.
+        if let Some(held) = env.slot().start_over() {
+            if held.mark.taken_off_at(env.now_ms()) {
+                held.zone.release(&held.mark.key);
+            }
         }
     }
     let served_stale = serve_stale(env);
@@ -206,7 +218,8 @@ pub fn step<E: Env>(env: &mut E) -> Step {
 /// worker, or asks the Redis tier or the IdP.
 fn look<E: Env>(env: &mut E) -> Step {
     // Looking again while another worker asks is not another look-up.
-    let relook = env.slot().start_looking();
+    let now = env.now_ms();
+    let relook = env.slot().start_looking(now);
     if !env.prepare() {
         return Step::Error;
     }
@@ -272,8 +285,8 @@ fn looked<E: Env>(
             }
             (CacheStatus::Hit, None)
         }
-        Lookup::Stale(value) => {
-            env.slot().keep_stale(Ok(value));
+        Lookup::Stale(value, until_ms) => {
+            env.slot().keep_stale(Ok(value), until_ms);
             (CacheStatus::Expired, Some(key))
         }
         Lookup::Expired => {
@@ -357,6 +370,20 @@ fn purged_since<Z: CacheZone>(zone: Option<Z>, tag: &[u8; 8], found: &TierEntry)
         .is_some_and(|cutoff| found.obtained_ms <= cutoff)
 }
 
+/// Whether the token was purged since the look-up that what the slot
+/// holds comes from (an IdP's answer, a stale answer): a hit holds
+/// neither, and costs no second look at the zone.
+fn purged_since_look<E: Env>(env: &mut E) -> bool {
+    let Some(looked_at) = env.slot().looked_at_ms() else {
+        return false;
+    };
+    let Some((zone, _)) = env.cache() else {
+        return false;
+    };
+    zone.cutoff(&env.token_tag())
+        .is_some_and(|cutoff| cutoff >= looked_at)
+}
+
 /// Asks the IdP, unless its circuit breaker is open.
 fn ask_idp<E: Env>(env: &mut E) -> Step {
     if let Err(retry_after_s) = env.admit() {
@@ -376,7 +403,8 @@ fn ask_idp<E: Env>(env: &mut E) -> Step {
 /// the reader's `stale_if_error`, that answer stands in for the failure;
 /// it is not stored again.
 fn serve_stale<E: Env>(env: &mut E) -> bool {
-    if !env.slot().serve_stale(may_serve_stale) {
+    let now = env.now_ms();
+    if !env.slot().serve_stale(may_serve_stale, now) {
         return false;
     }
     env.served_from(CacheStatus::Stale);
@@ -429,11 +457,8 @@ fn store<E: Env>(
         (None, None) => None,
     };
     if let (Some(asked_at), Some((entry, lifetime, _))) = (settled.asked_at_ms, &entry) {
-        // An answer asked for before a purge of the token (a call in
-        // flight) goes nowhere: the zone refuses it below, and the Redis
-        // tier does not get it.
-        let voided = zone.cutoff(&key.tag()).is_some_and(|c| asked_at <= c);
-        if !voided && env.slot().tier_names().is_some() {
+        // No purge came since the look-up (`step` asked again otherwise).
+        if env.slot().tier_names().is_some() {
             let found = TierEntry {
                 obtained_ms: asked_at,
                 fresh_until_ms: lifetime.fresh_until,
@@ -480,3 +505,6 @@ pub fn refreshed<K: Kind, Z: CacheZone>(
         zone.insert(&key, &entry, lifetime, asked_at_ms, now_ms);
     }
 }
+
+#[cfg(test)]
+mod promise;

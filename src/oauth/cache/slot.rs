@@ -13,8 +13,9 @@ pub use crate::redis::fleet::TierEntry;
 #[derive(Debug)]
 pub struct Slot<A, Z> {
     answer: Option<A>,
-    /// A cached answer past its time, served if the IdP fails (`stale_if_error`).
-    stale: Option<A>,
+    /// A cached answer past its time, served if the IdP fails
+    /// (`stale_if_error`) before the reader's stale window ends (ms).
+    stale: Option<(A, i64)>,
     flow: Flow,
     /// This request's place in the worker's in-flight table, if any.
     flight: Option<Flight>,
@@ -23,6 +24,9 @@ pub struct Slot<A, Z> {
     tier_names: Option<TierNames>,
     /// When this request asked the IdP (and so stores the answer).
     asked_at_ms: Option<i64>,
+    /// When the last look-up began: a purge since voids what the request
+    /// got from then on.
+    looked_at_ms: i64,
     /// The key this request marked for the other workers, until its answer
     /// is settled or the request goes away: either takes the mark off.
     mark: Option<HeldMark<Z>>,
@@ -41,6 +45,7 @@ impl<A, Z> Default for Slot<A, Z> {
             tier: TierRead::NotAsked,
             tier_names: None,
             asked_at_ms: None,
+            looked_at_ms: i64::MIN,
             mark: None,
             replaces_old: false,
         }
@@ -93,10 +98,13 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         &self.tier
     }
 
-    /// A look-up begins (or begins again after another worker's call):
-    /// `true` when it is such a look again, which is not counted twice.
-    pub fn start_looking(&mut self) -> bool {
+    /// A look-up begins at `now_ms` (or begins again after another
+    /// worker's call): `true` when it is such a look again, which is not
+    /// counted twice. A stale answer is kept only if this look-up finds it.
+    pub fn start_looking(&mut self, now_ms: i64) -> bool {
         self.asked_at_ms = None;
+        self.looked_at_ms = now_ms;
+        self.stale = None;
         let again = self.flow == Flow::WaitingForWorker;
         if !again {
             self.tier = TierRead::NotAsked;
@@ -104,6 +112,26 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
             self.replaces_old = false;
         }
         again
+    }
+
+    /// When the look-up began that what the slot holds comes from, if it
+    /// holds what a purge since would void: an IdP's answer, or a stale one.
+    pub fn looked_at_ms(&self) -> Option<i64> {
+        let from_look = self.asked_at_ms.is_some() || self.stale.is_some();
+        from_look.then_some(self.looked_at_ms)
+    }
+
+    /// The token was purged since the look-up: what the slot holds goes,
+    /// and the question starts again (as the same leader). The mark it held
+    /// is handed back, to take off before it looks again.
+    pub fn start_over(&mut self) -> Option<HeldMark<Z>> {
+        self.answer = None;
+        self.stale = None;
+        self.asked_at_ms = None;
+        self.tier = TierRead::NotAsked;
+        self.tier_names = None;
+        self.flow = Flow::Look;
+        self.mark.take()
     }
 
     /// The answer is in (cache, Redis tier, IdP, or an open breaker).
@@ -121,9 +149,10 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         true
     }
 
-    /// A cached answer past its time, kept in case the IdP fails.
-    pub fn keep_stale(&mut self, answer: A) {
-        self.stale = Some(answer);
+    /// A cached answer past its time, kept in case the IdP fails before
+    /// `until_ms`.
+    pub fn keep_stale(&mut self, answer: A, until_ms: i64) {
+        self.stale = Some((answer, until_ms));
         self.replaces_old = true;
     }
 
@@ -132,13 +161,19 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         self.replaces_old = true;
     }
 
-    /// A failed answer gives way to the stale one, if there is one.
-    pub fn serve_stale(&mut self, failed: impl Fn(&A) -> bool) -> bool {
-        if !self.answer.as_ref().is_some_and(failed) || self.stale.is_none() {
+    /// A failed answer gives way to the stale one, if there is one whose
+    /// window has not ended by `now_ms` (the IdP may have taken long).
+    pub fn serve_stale(&mut self, failed: impl Fn(&A) -> bool, now_ms: i64) -> bool {
+        if !self.answer.as_ref().is_some_and(failed) {
             return false;
         }
-        self.answer = self.stale.take();
-        true
+        match self.stale.take() {
+            Some((stale, until_ms)) if now_ms < until_ms => {
+                self.answer = Some(stale);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A subrequest asks for itself, outside the in-flight table (nginx
