@@ -507,4 +507,6 @@ pub fn refreshed<K: Kind, Z: CacheZone>(
 }
 
 #[cfg(test)]
+mod new_kind;
+#[cfg(test)]
 mod promise;
