@@ -169,7 +169,7 @@ sub two_deaths {
     # After the region is emptied, the table is the first allocation; stop
     # when its `changing` word (bytes 8..12) becomes 0.
     my ($second, $gdb) = two_deaths('mark cleared', 'finish', 'delete', 'break ngx_slab_alloc_locked', 'continue', 'finish',
-        'set $t = (char *) $rax', 'delete', 'watch -l *(int *)($t + 8)', 'condition $bpnum *(int *)($t + 8) == 0',
+        'set language c', 'set $t = (char *) $rax', 'delete', 'watch -l *(int *)($t + 8)', 'condition $bpnum *(int *)($t + 8) == 0',
         'continue');
     like($gdb // '', qr/Old value = 1\s+New value = 0/, 'mark cleared: the second worker was stopped as it cleared the mark');
     my $mark = length error_log_text();

@@ -191,8 +191,17 @@ pub fn step<E: Env>(env: &mut E) -> Step {
         if !purged_since_look(env) {
             break;
         }
-        // An answer asked for, or a stale one read, before a purge of the
-        // token is no answer: the question starts again.
+        // The token was purged since the look-up. A stale answer read
+        // before may not stand in for a failure; an IdP's answer that would
+        // let the request pass, asked for before, is no answer: the
+        // question starts again. ("No" and failures stand.)
+        let passes =
+            |answer: &Answer<E::Kind>| answer.is_ok() && !<E::Kind as Kind>::says_revoked(answer);
+        let slot = env.slot();
+        if !(slot.asked_idp() && slot.answer().is_some_and(passes)) {
+            slot.forget_stale();
+            break;
+        }
         if let Some(held) = env.slot().start_over() {
             if held.mark.taken_off_at(env.now_ms()) {
                 held.zone.release(&held.mark.key);

@@ -121,6 +121,17 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         from_look.then_some(self.looked_at_ms)
     }
 
+    /// Whether the answer is the IdP's, to a call this request made.
+    pub fn asked_idp(&self) -> bool {
+        self.asked_at_ms.is_some()
+    }
+
+    /// The stale answer may not stand in for a failure any more (the token
+    /// was purged since it was read).
+    pub fn forget_stale(&mut self) {
+        self.stale = None;
+    }
+
     /// The token was purged since the look-up: what the slot holds goes,
     /// and the question starts again (as the same leader). The mark it held
     /// is handed back, to take off before it looks again.
