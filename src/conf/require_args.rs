@@ -8,25 +8,41 @@ pub struct RequireArgs<'a> {
     pub status: u16,
 }
 
+/// Each error names the rule broken and the argument that broke it; the
+/// glue puts the directive's name in front.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RequireArgs<'a>, String> {
     let mut variables = Vec::new();
-    let mut status = 401;
+    let mut status: Option<(u16, &[u8])> = None;
+    let shown = |arg: &[u8]| String::from_utf8_lossy(arg).into_owned();
     for arg in args {
         if let Some(code) = arg.strip_prefix(b"error=") {
-            status = super::parse_error_status(code)
-                .ok_or("has an invalid error code: it must be 400-599, excluding 444 and 499")?;
+            if let Some((_, first)) = status {
+                return Err(format!(
+                    "sets the error code twice (\"{}\" and \"{}\"): one error= per directive; put variables that need another code in a directive of their own",
+                    shown(first),
+                    shown(arg)
+                ));
+            }
+            let code = super::parse_error_status(code).ok_or_else(|| {
+                format!(
+                    "has an invalid error code \"{}\": it must be 400-599, excluding 444 and 499",
+                    shown(arg)
+                )
+            })?;
+            status = Some((code, arg));
         } else if arg.first() == Some(&b'$') && arg.len() > 1 {
             variables.push(*arg);
         } else {
             return Err(format!(
-                "takes variables, not \"{}\"",
-                String::from_utf8_lossy(arg)
+                "takes variables (and error=code), not \"{}\"",
+                shown(arg)
             ));
         }
     }
     if variables.is_empty() {
         return Err("needs at least one variable".into());
     }
+    let status = status.map_or(401, |(code, _)| code);
     Ok(RequireArgs { variables, status })
 }
 
@@ -67,12 +83,24 @@ mod tests {
             b"error=x",
             b"error=",
         ] {
-            assert!(
-                parse(&[b"$a", bad]).unwrap_err().contains("400-599"),
-                "{:?}",
-                bad
+            let err = parse(&[b"$a", bad]).unwrap_err();
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(
+                err,
+                format!("has an invalid error code \"{shown}\": it must be 400-599, excluding 444 and 499")
             );
         }
+    }
+
+    #[test]
+    fn one_error_code_per_directive() {
+        let err = parse(&[b"$a", b"error=403", b"error=401"]).unwrap_err();
+        assert!(
+            err.starts_with("sets the error code twice (\"error=403\" and \"error=401\")"),
+            "{err}"
+        );
+        // Even twice the same: the second says nothing the first did not.
+        assert!(parse(&[b"error=403", b"$a", b"error=403"]).is_err());
     }
 
     #[test]
