@@ -114,7 +114,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: exchange only: the requirement is not evaluated (an empty variable does not refuse), the token is exchanged
+=== TEST 1: exception [require where tokens are only exchanged]: exchange only: the requirement is not evaluated (an empty variable does not refuse), the token is exchanged
 --- config
 location /orders/ {
     auth_oauth2_token_exchange       on;
@@ -137,7 +137,7 @@ Authorization: Bearer narrow
 --- error_log
 /\[warn\] .*"auth_oauth2_token_require" is not evaluated in location "\/orders\/" of server/
 
-=== TEST 2: exchange only: a token the token endpoint refuses is still refused (401)
+=== TEST 2: exception [require where tokens are only exchanged]: exchange only: a token the token endpoint refuses is still refused (401)
 --- config
 location /orders/ {
     auth_oauth2_token_exchange       on;
@@ -156,7 +156,7 @@ Authorization: Bearer t
 --- error_code: 401
 --- backend_calls: 0
 
-=== TEST 3: exchange only: no token is 401, as without the requirement
+=== TEST 3: exception [require where tokens are only exchanged]: exchange only: no token is 401, as without the requirement
 --- config
 location /orders/ {
     auth_oauth2_token_exchange       on;
@@ -172,7 +172,7 @@ GET /orders/1
 --- idp_calls: 0
 --- backend_calls: 0
 
-=== TEST 4: the same requirement inherited into a location that introspects is evaluated there (401)
+=== TEST 4: exception [require where tokens are only exchanged]: the same requirement inherited into a location that introspects is evaluated there (401)
 --- config
 auth_oauth2_token_client_id      gw;
 auth_oauth2_token_token_endpoint /_token;

@@ -33,7 +33,7 @@ location / { auth_oauth2_token_require $http_x_ok error=forbidden; }
 --- error_log
 "auth_oauth2_token_require" directive has an invalid error code "error=forbidden"
 
-=== TEST 4: two error codes in one directive: refused, not the last one silently kept
+=== TEST 4: exception [two error= codes in one auth_oauth2_token_require]: two error codes in one directive: refused, not the last one silently kept
 --- config
 location / { auth_oauth2_token_require $http_x_ok error=403 error=401; }
 --- must_die
@@ -75,7 +75,7 @@ location / { auth_oauth2_token_require "${http_x_ok"; }
 --- error_log
 "auth_oauth2_token_require" directive has an invalid variable reference
 
-=== TEST 10: inside limit_except (which the C module accepts; MIGRATION.md, "Two exceptions"): nginx names the directive
+=== TEST 10: exception [require inside limit_except]: the C module accepts it; nginx names the directive
 --- config
 location / { limit_except GET { auth_oauth2_token_require $http_x_ok; } }
 --- must_die
