@@ -58,6 +58,7 @@ pub mod registration {
                 return NGX_ERROR as ngx_int_t;
             };
             main.error_variable = variables::error_variable_index(cf);
+            directives::warn_undefined_require_variables(cf, main);
             if crate::shm::counters::declare(cf, main).is_none() {
                 return NGX_ERROR as ngx_int_t;
             }

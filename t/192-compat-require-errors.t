@@ -2,7 +2,8 @@
 # names the directive, the rule broken and the argument that broke it, where
 # it is written (nginx's "in FILE:LINE"). The rules are the C module's
 # documented ones: `$value ... [error=code]`, at least one variable, one
-# error code of 400-599 other than 444 and 499.
+# error code of 400-599 other than 444 and 499; and, as for any directive,
+# variables that something defines.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -75,14 +76,29 @@ location / { auth_oauth2_token_require "${http_x_ok"; }
 --- error_log
 "auth_oauth2_token_require" directive has an invalid variable reference
 
-=== TEST 10: exception [require inside limit_except]: the C module accepts it; nginx names the directive
+=== TEST 10: a variable nothing defines: nginx's "unknown variable" names neither the directive nor the line; a warning before it does
+--- http_config
+map $http_x_tenant $tenant_ok { default 0; acme 1; }
+--- config
+location / {
+    auth_oauth2_token_require $tenant_ok ${http_x_ok}-$1 error=403;
+    auth_oauth2_token_require $tenant_okk;
+}
+--- must_die
+--- error_log
+/\[warn\] "auth_oauth2_token_require" directive uses "\$tenant_okk", which no module or directive defines: nginx refuses it as an unknown variable; it is written in \S+nginx\.conf:\d+/
+unknown "tenant_okk" variable
+--- error_log_count
+which no module or directive defines: 1
+
+=== TEST 11: exception [require inside limit_except]: the C module accepts it; nginx names the directive
 --- config
 location / { limit_except GET { auth_oauth2_token_require $http_x_ok; } }
 --- must_die
 --- error_log
 "auth_oauth2_token_require" directive is not allowed here
 
-=== TEST 11: one error code, anywhere among the variables, is accepted
+=== TEST 12: one error code, anywhere among the variables, is accepted; variables that are defined get no warning
 --- config
 location / {
     auth_oauth2_token_introspect on;
@@ -102,3 +118,5 @@ X-Ok: 1
 --- error_code: 403
 --- response_headers
 WWW-Authenticate: Bearer realm="api", error="insufficient_scope"
+--- no_error_log
+which no module or directive defines

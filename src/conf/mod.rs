@@ -162,6 +162,9 @@ pub struct MainConf {
     /// its zone scope and where it was met
     /// (`checks::redis_keeps_apart_what_zones_do`).
     pub tier_scopes: std::collections::HashMap<KeyScope, (KeyScope, String)>,
+    /// The variables `auth_oauth2_token_require` refers to, each with where
+    /// it is written ("FILE:LINE"), checked once every variable is declared.
+    pub require_variables: Vec<(Vec<u8>, String)>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the

@@ -46,6 +46,51 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RequireArgs<'a>, String> {
     Ok(RequireArgs { variables, status })
 }
 
+/// The names of the variables `arg` refers to, as nginx's scripts read them:
+/// `$name` (letters, digits, `_`) or `${name}`; `$1`..`$9` are regex captures,
+/// not variables. Lowercased, as nginx keeps variable names.
+pub fn variable_names(arg: &[u8]) -> Vec<Vec<u8>> {
+    let mut names = Vec::new();
+    let mut rest = arg;
+    while let Some(at) = rest.iter().position(|&b| b == b'$') {
+        rest = &rest[at + 1..];
+        let name = match rest.first() {
+            Some(b'0'..=b'9') => {
+                rest = &rest[1..];
+                continue;
+            }
+            Some(b'{') => {
+                let Some(end) = rest.iter().position(|&b| b == b'}') else {
+                    break;
+                };
+                let name = &rest[1..end];
+                rest = &rest[end + 1..];
+                name
+            }
+            _ => {
+                let len = rest
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .count();
+                let name = &rest[..len];
+                rest = &rest[len..];
+                name
+            }
+        };
+        if !name.is_empty() {
+            names.push(name.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// Whether nginx knows the variable `name` (lowercase): one of the names
+/// `defined` so far, or one that starts with a prefix of `prefixed`
+/// (`http_`, `arg_`, `cookie_`...), as nginx resolves them.
+pub fn is_defined(name: &[u8], defined: &[&[u8]], prefixed: &[&[u8]]) -> bool {
+    defined.contains(&name) || prefixed.iter().any(|p| name.starts_with(p))
+}
+
 /// A requirement holds when its value is neither empty nor "0".
 pub fn is_satisfied(value: &[u8]) -> bool {
     !value.is_empty() && value != b"0"
@@ -112,6 +157,32 @@ mod tests {
             .unwrap_err()
             .contains("takes variables"));
         assert!(parse(&[b"$"]).is_err());
+    }
+
+    #[test]
+    fn names_of_the_variables_an_argument_refers_to() {
+        let names = |arg: &[u8]| -> Vec<String> {
+            variable_names(arg)
+                .into_iter()
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect()
+        };
+        assert_eq!(names(b"$tenant_ok"), ["tenant_ok"]);
+        assert_eq!(names(b"$a$B_2"), ["a", "b_2"]);
+        assert_eq!(names(b"${aud}ok:$http_x_y-$1"), ["aud", "http_x_y"]);
+        assert_eq!(names(b"$"), Vec::<String>::new());
+        assert_eq!(names(b"${open"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn defined_by_name_or_by_prefix() {
+        let defined: &[&[u8]] = &[b"tenant_ok", b"oauth2_token_sub"];
+        let prefixed: &[&[u8]] = &[b"http_", b"arg_"];
+        assert!(is_defined(b"tenant_ok", defined, prefixed));
+        assert!(is_defined(b"http_x_ok", defined, prefixed));
+        assert!(is_defined(b"arg_a", defined, prefixed));
+        assert!(!is_defined(b"tenant_okk", defined, prefixed));
+        assert!(!is_defined(b"http", defined, prefixed));
     }
 
     #[test]
