@@ -36,7 +36,7 @@ pub mod registration {
     use ngx::ffi::{
         ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
         ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE, ngx_int_t,
-        ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_OK,
+        ngx_module_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
     };
     use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -58,6 +58,7 @@ pub mod registration {
                 return NGX_ERROR as ngx_int_t;
             };
             main.error_variable = variables::error_variable_index(cf);
+            directives::warn_undefined_require_variables(cf, main);
             if crate::shm::counters::declare(cf, main).is_none() {
                 return NGX_ERROR as ngx_int_t;
             }
@@ -117,6 +118,9 @@ pub mod registration {
             if let Err(message) = checks::shared_cache_needs_redis(conf, main.redis.is_some()) {
                 ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
                 return NGX_CONF_ERROR;
+            }
+            if let Some(warning) = checks::require_not_evaluated(conf, &server.place) {
+                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "{warning}");
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
             // The Redis tier keeps apart at least what the zones do.

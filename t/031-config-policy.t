@@ -183,14 +183,17 @@ location / { auth_oauth2_token_pass_options yes; }
 --- error_log
 "auth_oauth2_token_pass_options" directive takes "on" or "off"
 
-=== TEST 24: require in a location that only exchanges tokens
+=== TEST 24: require in a location that only exchanges tokens: not an error, a warning (t/191)
 --- config
 location / {
     auth_oauth2_token_exchange on;
     auth_oauth2_token_token_endpoint /_t;
     auth_oauth2_token_client_id gw;
     auth_oauth2_token_require $http_x_ok;
+    proxy_pass http://backend;
 }
---- must_die
+--- request
+GET /
+--- error_code: 401
 --- error_log
-"auth_oauth2_token_require" needs "auth_oauth2_token_introspect on"
+"auth_oauth2_token_require" is not evaluated in location "/" of server

@@ -45,7 +45,7 @@ Authorization: Bearer client-tok
 Cookie: c=1
 --- error_code: 200
 --- response_headers
-X-New-Type: urn:ietf:params:oauth:token-type:access_token
+X-New-Type: Bearer
 --- idp_calls: 1
 --- idp_request
 method: POST

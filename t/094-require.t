@@ -142,7 +142,7 @@ Authorization: Bearer t
 location / { auth_oauth2_token_require $trusted_client error=444; }
 --- must_die
 --- error_log
-"auth_oauth2_token_require" directive has an invalid error code: it must be 400-599, excluding 444 and 499
+"auth_oauth2_token_require" directive has an invalid error code "error=444": it must be 400-599, excluding 444 and 499
 
 === TEST 9: a requirement without a variable fails nginx -t
 --- config

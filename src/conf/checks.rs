@@ -23,6 +23,24 @@ pub fn shared_cache_needs_redis(
     Ok(())
 }
 
+/// `auth_oauth2_token_require` (this block's or inherited) where the token
+/// is only exchanged: accepted, as the C module of the same name accepts it
+/// there, but never evaluated, since it is checked on the answer of an
+/// introspection and none is made. The warning `nginx -t` prints, naming
+/// the block (`place`), or `None` where every requirement is evaluated or
+/// nothing is checked at all.
+pub fn require_not_evaluated(location: &LocationConf, place: &str) -> Option<String> {
+    let exchange_only = location.exchange_enabled() && !location.introspection_enabled();
+    if !exchange_only || location.require.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "\"auth_oauth2_token_require\" is not evaluated in {place} ({} requirement{}): it is checked on the answer of an introspection, and \"auth_oauth2_token_introspect\" is off where tokens are only exchanged (\"auth_oauth2_token_exchange on\"); set \"auth_oauth2_token_introspect on\" to have it checked",
+        location.require.len(),
+        if location.require.len() == 1 { "" } else { "s" },
+    ))
+}
+
 /// With `auth_oauth2_token_shared_cache`, a location whose IdP
 /// credentials the module cannot see (mutual TLS: the internal location's
 /// certificate; Curity's `phantom_token on`: its headers) needs
@@ -92,6 +110,39 @@ mod tests {
             shared_cache_needs_redis(&shared_cache(Some(b"/_redis")), false),
             Err("\"auth_oauth2_token_shared_cache\" needs \"auth_oauth2_token_redis\" in the http block".into())
         );
+    }
+
+    #[test]
+    fn require_where_tokens_are_only_exchanged_is_not_evaluated_and_said_so() {
+        use crate::conf::{Requirement, Template};
+        let requirement = || Requirement {
+            variables: vec![Template(core::ptr::null_mut())],
+            status: 401,
+        };
+        let block = |introspect, exchange, require: usize| LocationConf {
+            introspect: Some(introspect),
+            exchange: Some(exchange),
+            require: (0..require).map(|_| requirement()).collect(),
+            ..Default::default()
+        };
+        let warning = require_not_evaluated(&block(false, true, 2), "location \"/x\"").unwrap();
+        assert!(
+            warning.starts_with("\"auth_oauth2_token_require\" is not evaluated in location \"/x\" (2 requirements)"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("\"auth_oauth2_token_introspect\" is off"),
+            "{warning}"
+        );
+        assert!(require_not_evaluated(&block(false, true, 1), "")
+            .unwrap()
+            .contains("(1 requirement)"));
+        // Evaluated after introspection; nothing checked where both are off;
+        // nothing to say without a requirement.
+        assert_eq!(require_not_evaluated(&block(true, true, 1), ""), None);
+        assert_eq!(require_not_evaluated(&block(true, false, 1), ""), None);
+        assert_eq!(require_not_evaluated(&block(false, false, 1), ""), None);
+        assert_eq!(require_not_evaluated(&block(false, true, 0), ""), None);
     }
 
     #[test]

@@ -162,6 +162,9 @@ pub struct MainConf {
     /// its zone scope and where it was met
     /// (`checks::redis_keeps_apart_what_zones_do`).
     pub tier_scopes: std::collections::HashMap<KeyScope, (KeyScope, String)>,
+    /// The variables `auth_oauth2_token_require` refers to, each with where
+    /// it is written ("FILE:LINE"), checked once every variable is declared.
+    pub require_variables: Vec<(Vec<u8>, String)>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the
@@ -400,9 +403,9 @@ impl LocationConf {
             if !self.require_claim.is_empty() {
                 return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());
             }
-            if !self.require.is_empty() {
-                return Err("\"auth_oauth2_token_require\" needs \"auth_oauth2_token_introspect on\": requirements are checked on the introspected token".into());
-            }
+            // `auth_oauth2_token_require` is not refused here: the C module's
+            // configurations have it where tokens are only exchanged, where
+            // it is not evaluated (checks::require_not_evaluated warns).
         }
         if self.phantom_enabled() {
             if !self.introspection_enabled() {
@@ -941,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn require_needs_introspection_too() {
+    fn require_where_tokens_are_only_exchanged_is_kept_not_refused() {
         let t = |n: usize| Template(n as *mut core::ffi::c_void);
         let mut exchange_only = LocationConf {
             exchange: Some(true),
@@ -953,8 +956,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let err = exchange_only.merge(&LocationConf::default()).unwrap_err();
-        assert!(err.contains("\"auth_oauth2_token_require\" needs"), "{err}");
+        assert_eq!(exchange_only.merge(&LocationConf::default()), Ok(()));
+        assert_eq!(exchange_only.require.len(), 1);
+        assert!(checks::require_not_evaluated(&exchange_only, "").is_some());
     }
 
     #[test]

@@ -8,26 +8,87 @@ pub struct RequireArgs<'a> {
     pub status: u16,
 }
 
+/// Each error names the rule broken and the argument that broke it; the
+/// glue puts the directive's name in front.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RequireArgs<'a>, String> {
     let mut variables = Vec::new();
-    let mut status = 401;
+    let mut status: Option<(u16, &[u8])> = None;
+    let shown = |arg: &[u8]| String::from_utf8_lossy(arg).into_owned();
     for arg in args {
         if let Some(code) = arg.strip_prefix(b"error=") {
-            status = super::parse_error_status(code)
-                .ok_or("has an invalid error code: it must be 400-599, excluding 444 and 499")?;
+            if let Some((_, first)) = status {
+                return Err(format!(
+                    "sets the error code twice (\"{}\" and \"{}\"): one error= per directive; put variables that need another code in a directive of their own",
+                    shown(first),
+                    shown(arg)
+                ));
+            }
+            let code = super::parse_error_status(code).ok_or_else(|| {
+                format!(
+                    "has an invalid error code \"{}\": it must be 400-599, excluding 444 and 499",
+                    shown(arg)
+                )
+            })?;
+            status = Some((code, arg));
         } else if arg.first() == Some(&b'$') && arg.len() > 1 {
             variables.push(*arg);
         } else {
             return Err(format!(
-                "takes variables, not \"{}\"",
-                String::from_utf8_lossy(arg)
+                "takes variables (and error=code), not \"{}\"",
+                shown(arg)
             ));
         }
     }
     if variables.is_empty() {
         return Err("needs at least one variable".into());
     }
+    let status = status.map_or(401, |(code, _)| code);
     Ok(RequireArgs { variables, status })
+}
+
+/// The names of the variables `arg` refers to, as nginx's scripts read them:
+/// `$name` (letters, digits, `_`) or `${name}`; `$1`..`$9` are regex captures,
+/// not variables. Lowercased, as nginx keeps variable names.
+pub fn variable_names(arg: &[u8]) -> Vec<Vec<u8>> {
+    let mut names = Vec::new();
+    let mut rest = arg;
+    while let Some(at) = rest.iter().position(|&b| b == b'$') {
+        rest = &rest[at + 1..];
+        let name = match rest.first() {
+            Some(b'0'..=b'9') => {
+                rest = &rest[1..];
+                continue;
+            }
+            Some(b'{') => {
+                let Some(end) = rest.iter().position(|&b| b == b'}') else {
+                    break;
+                };
+                let name = &rest[1..end];
+                rest = &rest[end + 1..];
+                name
+            }
+            _ => {
+                let len = rest
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .count();
+                let name = &rest[..len];
+                rest = &rest[len..];
+                name
+            }
+        };
+        if !name.is_empty() {
+            names.push(name.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// Whether nginx knows the variable `name` (lowercase): one of the names
+/// `defined` so far, or one that starts with a prefix of `prefixed`
+/// (`http_`, `arg_`, `cookie_`...), as nginx resolves them.
+pub fn is_defined(name: &[u8], defined: &[&[u8]], prefixed: &[&[u8]]) -> bool {
+    defined.contains(&name) || prefixed.iter().any(|p| name.starts_with(p))
 }
 
 /// A requirement holds when its value is neither empty nor "0".
@@ -67,12 +128,24 @@ mod tests {
             b"error=x",
             b"error=",
         ] {
-            assert!(
-                parse(&[b"$a", bad]).unwrap_err().contains("400-599"),
-                "{:?}",
-                bad
+            let err = parse(&[b"$a", bad]).unwrap_err();
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(
+                err,
+                format!("has an invalid error code \"{shown}\": it must be 400-599, excluding 444 and 499")
             );
         }
+    }
+
+    #[test]
+    fn one_error_code_per_directive() {
+        let err = parse(&[b"$a", b"error=403", b"error=401"]).unwrap_err();
+        assert!(
+            err.starts_with("sets the error code twice (\"error=403\" and \"error=401\")"),
+            "{err}"
+        );
+        // Even twice the same: the second says nothing the first did not.
+        assert!(parse(&[b"error=403", b"$a", b"error=403"]).is_err());
     }
 
     #[test]
@@ -84,6 +157,32 @@ mod tests {
             .unwrap_err()
             .contains("takes variables"));
         assert!(parse(&[b"$"]).is_err());
+    }
+
+    #[test]
+    fn names_of_the_variables_an_argument_refers_to() {
+        let names = |arg: &[u8]| -> Vec<String> {
+            variable_names(arg)
+                .into_iter()
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect()
+        };
+        assert_eq!(names(b"$tenant_ok"), ["tenant_ok"]);
+        assert_eq!(names(b"$a$B_2"), ["a", "b_2"]);
+        assert_eq!(names(b"${aud}ok:$http_x_y-$1"), ["aud", "http_x_y"]);
+        assert_eq!(names(b"$"), Vec::<String>::new());
+        assert_eq!(names(b"${open"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn defined_by_name_or_by_prefix() {
+        let defined: &[&[u8]] = &[b"tenant_ok", b"oauth2_token_sub"];
+        let prefixed: &[&[u8]] = &[b"http_", b"arg_"];
+        assert!(is_defined(b"tenant_ok", defined, prefixed));
+        assert!(is_defined(b"http_x_ok", defined, prefixed));
+        assert!(is_defined(b"arg_a", defined, prefixed));
+        assert!(!is_defined(b"tenant_okk", defined, prefixed));
+        assert!(!is_defined(b"http", defined, prefixed));
     }
 
     #[test]

@@ -186,6 +186,20 @@ impl<C> Call<'_, C> {
         Ok(())
     }
 
+    /// Where the directive is written, as nginx prints it: "FILE:LINE".
+    pub(super) fn source(&self) -> String {
+        // SAFETY: cf is the configuration being parsed (see `Call`); while a
+        // directive's handler runs, nginx's conf_file is the file being read.
+        unsafe {
+            let file = (*self.cf).conf_file;
+            if file.is_null() {
+                return String::new();
+            }
+            let name = String::from_utf8_lossy((*file).file.name.as_bytes());
+            format!("{name}:{}", (*file).line)
+        }
+    }
+
     /// This module's http-level configuration.
     pub(super) fn main_conf(&mut self) -> Result<&mut MainConf, String> {
         // SAFETY: cf is the configuration being parsed (see `Call`), inside

@@ -16,6 +16,8 @@ mod policy;
 mod redis;
 pub mod server;
 
+pub use policy::warn_undefined_require_variables;
+
 use core::ffi::{c_char, c_void};
 use core::ptr;
 

@@ -4,6 +4,9 @@
 //! `require_claim`), the refusal (`realm`, `www_authenticate`, `status`),
 //! and the claims it exposes as variables (`claim_set`, http level).
 
+use ngx::ffi::{ngx_conf_t, ngx_hash_key_t, ngx_http_variable_t, NGX_LOG_WARN};
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
+
 use super::call::{args_of, flag, handler, set_once, utf8};
 use crate::conf::{
     parse_error_status, require_args, Challenge, MainConf, Phase, Requirement, Situation,
@@ -75,8 +78,14 @@ handler!(set_www_authenticate, |c| {
 handler!(set_require, |c| {
     let parsed = require_args::parse(&args_of(c))?;
     let mut variables = Vec::with_capacity(parsed.variables.len());
+    let source = c.source();
     for variable in parsed.variables {
         variables.push(c.template(variable)?);
+        let names = require_args::variable_names(variable);
+        let main = c.main_conf()?;
+        for name in names {
+            main.require_variables.push((name, source.clone()));
+        }
     }
     c.conf.require.push(Requirement {
         variables,
@@ -130,3 +139,51 @@ handler!(set_claim_set: MainConf, |c| {
     c.conf.claims.rendered.push(path);
     Ok(())
 });
+
+/// Once every variable is declared (postconfiguration), a warning for each
+/// variable `auth_oauth2_token_require` uses that nothing defines: nginx
+/// then refuses it as `unknown "NAME" variable`, naming neither the
+/// directive nor where it is written; this line does.
+///
+/// # Safety
+/// `cf` must be the http configuration nginx passes to postconfiguration,
+/// and `main` this module's main conf in it.
+pub unsafe fn warn_undefined_require_variables(cf: *mut ngx_conf_t, main: &MainConf) {
+    // SAFETY: guaranteed by the caller: the core module's main conf holds
+    // the declared variables' keys (freed only after postconfiguration) and
+    // the prefixed variables; both are read, not changed.
+    unsafe {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf(&*cf) else {
+            return;
+        };
+        if main.require_variables.is_empty() || cmcf.variables_keys.is_null() {
+            return;
+        }
+        let keys = &(*cmcf.variables_keys).keys;
+        let defined: Vec<&[u8]> = match keys.nelts {
+            0 => Vec::new(),
+            n => core::slice::from_raw_parts(keys.elts.cast::<ngx_hash_key_t>(), n)
+                .iter()
+                .map(|k| k.key.as_bytes())
+                .collect(),
+        };
+        let prefixes = &cmcf.prefix_variables;
+        let prefixed: Vec<&[u8]> = match prefixes.nelts {
+            0 => Vec::new(),
+            n => core::slice::from_raw_parts(prefixes.elts.cast::<ngx_http_variable_t>(), n)
+                .iter()
+                .map(|v| v.name.as_bytes())
+                .collect(),
+        };
+        for (name, source) in &main.require_variables {
+            if !require_args::is_defined(name, &defined, &prefixed) {
+                let name = String::from_utf8_lossy(name);
+                ngx::ngx_log_error!(
+                    NGX_LOG_WARN,
+                    (*cf).log,
+                    "\"auth_oauth2_token_require\" directive uses \"${name}\", which no module or directive defines: nginx refuses it as an unknown variable; it is written in {source}"
+                );
+            }
+        }
+    }
+}

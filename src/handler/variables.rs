@@ -24,12 +24,14 @@ enum Claim {
     Exp,
     CacheStatus,
     NewToken,
+    /// The token endpoint's `token_type` (`Bearer`), as the C module's variable.
     NewTokenType,
+    IssuedTokenType,
     IdpDuration,
     IdpStatus,
 }
 
-const VARIABLES: [(ngx_str_t, Claim); 10] = [
+const VARIABLES: [(ngx_str_t, Claim); 11] = [
     (ngx_string!("oauth2_token_active"), Claim::Active),
     (ngx_string!("oauth2_token_sub"), Claim::Sub),
     (ngx_string!("oauth2_token_scope"), Claim::Scope),
@@ -40,6 +42,10 @@ const VARIABLES: [(ngx_str_t, Claim); 10] = [
     (
         ngx_string!("oauth2_token_new_token_type"),
         Claim::NewTokenType,
+    ),
+    (
+        ngx_string!("oauth2_token_issued_token_type"),
+        Claim::IssuedTokenType,
     ),
     (ngx_string!("oauth2_token_idp_duration"), Claim::IdpDuration),
     (ngx_string!("oauth2_token_idp_status"), Claim::IdpStatus),
@@ -58,6 +64,7 @@ impl Claim {
             | Claim::CacheStatus
             | Claim::NewToken
             | Claim::NewTokenType
+            | Claim::IssuedTokenType
             | Claim::IdpDuration
             | Claim::IdpStatus => None,
             Claim::Sub => claims.sub.clone(),
@@ -177,7 +184,8 @@ unsafe extern "C" fn get_variable(
         let introspected = state.and_then(|s| s.introspection().answer()?.as_ref().ok());
         let value = match (state, VARIABLES.get(data)) {
             (_, Some((_, Claim::NewToken))) => issued.map(|i| i.access_token.clone()),
-            (_, Some((_, Claim::NewTokenType))) => issued.map(|i| i.issued_token_type.clone()),
+            (_, Some((_, Claim::NewTokenType))) => issued.and_then(|i| i.token_type.clone()),
+            (_, Some((_, Claim::IssuedTokenType))) => issued.map(|i| i.issued_token_type.clone()),
             (Some(state), Some((_, Claim::CacheStatus))) => {
                 state.cache_status().map(|s| s.as_str().to_string())
             }

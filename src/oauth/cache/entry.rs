@@ -245,6 +245,33 @@ mod tests {
         assert_eq!(CachedExchange::decode(&[0]), None);
     }
 
+    /// Zones kept across a reload and the Redis tier hold entries other
+    /// builds wrote: the layout is fixed, and `token_type` (what
+    /// `$oauth2_token_new_token_type` shows) has always been in it.
+    #[test]
+    fn exchanged_tokens_written_by_other_builds_keep_their_token_type() {
+        let mut written = vec![1, 3, 0, 0, 0];
+        written.extend_from_slice(b"a.b");
+        written.extend_from_slice(&[1, 5, 0, 0, 0]);
+        written.extend_from_slice(b"urn:x");
+        written.extend_from_slice(&[1, 6, 0, 0, 0]);
+        written.extend_from_slice(b"Bearer");
+        written.extend_from_slice(&[1, 60, 0, 0, 0, 0, 0, 0, 0]);
+        let token = IssuedToken {
+            access_token: "a.b".into(),
+            issued_token_type: "urn:x".into(),
+            token_type: Some("Bearer".into()),
+            expires_in: Some(60),
+        };
+        assert_eq!(CachedExchange::encode(&token), written);
+        assert_eq!(CachedExchange::decode_checked(&written), Some(token));
+        // An answer without token_type: the flag byte 0, nothing else.
+        let mut bare = written[..5 + 3 + 5 + 5].to_vec();
+        bare.extend_from_slice(&[0, 0]);
+        let decoded = CachedExchange::decode_checked(&bare).unwrap();
+        assert_eq!((decoded.token_type, decoded.expires_in), (None, None));
+    }
+
     #[test]
     fn entries_from_elsewhere_get_the_checks_of_a_fresh_answer() {
         let jwt = crate::oauth::jwt::compact(r#"{"alg":"ES256"}"#, r#"{"sub":"a"}"#, b"sig");
