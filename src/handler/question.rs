@@ -7,6 +7,7 @@ use ngx::ffi::ngx_http_request_t;
 
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{RequestCtx, Slot};
+use crate::nginx::req::Req;
 use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
@@ -32,12 +33,23 @@ pub trait Question {
     /// How the IdP is asked and its answer read.
     fn call(conf: &LocationConf) -> IdpCall;
 
+    /// The question's inputs for this request (directive values evaluated
+    /// into its pool).
+    fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>>;
+
+    /// [`Question::read_inputs`] of a raw request.
+    ///
     /// # Safety
-    /// `r` must be a live request.
+    /// `r` must be a live request for the whole of `'r`.
+    // shim for flow.rs until it takes Req
     unsafe fn inputs<'r>(
         r: *mut ngx_http_request_t,
         conf: &'r LocationConf,
-    ) -> Option<Self::Inputs<'r>>;
+    ) -> Option<Self::Inputs<'r>> {
+        // SAFETY: `r` is live for 'r (this function's contract), a lifetime
+        // of the caller's, not a local of this function.
+        Self::read_inputs(&mut unsafe { Req::from_raw(r) }, conf)
+    }
 
     /// The cache key of this request's question.
     fn key(conf: &LocationConf, token: &[u8], inputs: &Self::Inputs<'_>) -> CacheKey;

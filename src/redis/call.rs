@@ -12,19 +12,18 @@
 
 use core::cell::RefCell;
 use core::ffi::c_void;
-use core::ptr;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_pool_cleanup_add, NGX_HTTP_BAD_GATEWAY,
-    NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
+    ngx_int_t, ngx_log_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::deadline::{self, Deadline};
+use super::deadline::Deadline;
 pub use super::failure::Failure;
 use super::failure::{self, KINDS, LOG_INTERVAL_S};
 use crate::metrics::Catalogue;
 use crate::module::Module;
+use crate::nginx::req::Req;
 use crate::nginx::subrequest;
 use crate::redis::resp::{Limits, Reader, Reply};
 use crate::resilience::log_gate::LogGate;
@@ -40,11 +39,8 @@ const _: () = assert!(
 /// again) and the caller's `data`. `Ok` holds one reply per command of the
 /// caller, in order; an `-ERR` among them is a `Reply::Error` (see
 /// [`error_reply`]). A `Failure` was already logged ([`note_failure`]).
-pub type Done = unsafe fn(
-    parent: *mut ngx_http_request_t,
-    data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-);
+pub type Done =
+    unsafe fn(parent: &mut Req<'_>, data: *mut c_void, result: Result<Vec<Reply>, Failure>);
 
 /// One call's state, in the request pool.
 pub struct Call {
@@ -76,10 +72,10 @@ pub struct Call {
 /// write to the Redis tier); `done` may be `None`.
 ///
 /// # Safety
-/// `r` must be a live request that is not an in-memory subrequest; `data`
-/// must stay valid until `done` runs (request-pool memory does).
+/// `req` must not be an in-memory subrequest; `data` must be what `done`
+/// expects, valid until it runs (request-pool memory is).
 pub unsafe fn start(
-    r: *mut ngx_http_request_t,
+    req: &mut Req<'_>,
     uri: &[u8],
     commands: &[u8],
     count: usize,
@@ -98,40 +94,18 @@ pub unsafe fn start(
         fed: 0,
         deadline: Deadline::new(),
     };
-    // SAFETY: r is live; the call is allocated in its pool, which every
-    // subrequest shares and which outlives them; the call is written only
-    // after both allocations succeeded, and the cleanup drops it with the pool.
-    unsafe {
-        let pool = (*r).pool;
-        let p = ngx::ffi::ngx_palloc(pool, size_of::<Call>()).cast::<Call>();
-        let cleanup = ngx_pool_cleanup_add(pool, 0);
-        if p.is_null() || cleanup.is_null() {
-            return Err(());
-        }
-        p.write(call);
-        (*cleanup).handler = Some(drop_call);
-        (*cleanup).data = p.cast();
-        subrequest::start(r, uri, background, call_done, p.cast()).map(|_| ())
-    }
+    // In the request pool, which every subrequest shares and which
+    // outlives them; dropped with it (its deadline disarmed first).
+    let call = req.keep(call).ok_or(())?;
+    // SAFETY: `call` is a Call, as call_done expects, in the request's pool.
+    unsafe { subrequest::start(req, uri, background, call_done, call.as_ptr().cast()) }.map(|_| ())
 }
 
-unsafe extern "C" fn drop_call(data: *mut c_void) {
-    // SAFETY: `data` is the Call `start` wrote; the pool runs each cleanup
-    // once; its deadline leaves the timer tree before its memory goes.
-    unsafe {
-        let call = data.cast::<Call>();
-        deadline::disarm(ptr::addr_of_mut!((*call).deadline));
-        ptr::drop_in_place(call);
-    }
-}
-
-/// The call a subrequest makes, when it is one of ours.
-///
-/// # Safety
-/// `r` must be a live request.
-pub(super) unsafe fn of(r: *mut ngx_http_request_t) -> Option<*mut Call> {
-    // SAFETY: as this function requires; data made with call_done is a Call.
-    unsafe { subrequest::data_of(r, call_done).map(|data| data.cast()) }
+/// The call a subrequest makes, when it is one of ours: a Call in the
+/// request's pool.
+pub(super) fn of(req: &Req<'_>) -> Option<*mut Call> {
+    // Data made with call_done is a Call (`start`).
+    subrequest::data_of(req, call_done).map(|data| data.cast())
 }
 
 /// The subrequest is finalized: the replies (or the failure) go to the caller.
@@ -139,22 +113,22 @@ pub(super) unsafe fn of(r: *mut ngx_http_request_t) -> Option<*mut Call> {
 /// # Safety
 /// `data` is the Call `start` registered with the finished subrequest `sr`,
 /// in the pool it shares with its parent.
-unsafe fn call_done(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: as this function requires.
-    unsafe {
-        let call = &mut *data.cast::<Call>();
-        deadline::disarm(&mut call.deadline);
-        let status = (*sr).headers_out.status;
-        let result = match call.outcome.take() {
-            Some(outcome) => outcome,
-            None => Err(Failure::of_ending(call.deadline.passed, rc, status)),
-        };
-        if let Err(failure) = &result {
-            note_failure((*(*sr).connection).log, failure);
-        }
-        if let Some(done) = call.done {
-            done((*sr).parent, call.data, result);
-        }
+unsafe fn call_done(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t) {
+    // SAFETY: `data` is that Call (this function's contract); nginx runs
+    // no other callback of the subrequest meanwhile, so this is the only
+    // reference to it.
+    let call = unsafe { &mut *data.cast::<Call>() };
+    call.deadline.disarm();
+    let result = match call.outcome.take() {
+        Some(outcome) => outcome,
+        None => Err(Failure::of_ending(call.deadline.passed, rc, sr.status())),
+    };
+    if let Err(failure) = &result {
+        note_failure(sr.log(), failure);
+    }
+    if let (Some(done), Some(mut parent)) = (call.done, sr.parent()) {
+        // SAFETY: `call.data` is what the caller of `start` gave for `done`.
+        unsafe { done(&mut parent, call.data, result) };
     }
 }
 
