@@ -359,7 +359,8 @@ unsafe fn refresh_done<Q: Question>(sr: &mut Req<'_>, data: *mut c_void, rc: ngx
     };
     if let Some((entry, lifetime)) = entry {
         let (key, asked_at) = (&refresh.key, refresh.asked_at_ms);
-        // SAFETY: as above.
+        // SAFETY: the zone was set up by its directive and initialised by
+        // nginx before any request ran; it lives with the cycle.
         unsafe { zone::insert(zone, key, &entry, lifetime, asked_at, now) };
     }
     forget_jwt_room(sr, refresh.call);

@@ -86,7 +86,8 @@ fn ensure_wake(req: &mut Req<'_>, ctx: *mut RequestCtx) -> Option<()> {
         (*wake).data = req.as_ptr().cast();
         (*wake).log = req.log();
     }
-    // SAFETY: as above; the `&mut` lasts for this call.
+    // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+    // lasts for this call, which reaches no nginx code.
     unsafe { (*ctx).set_wake_event(wake) };
     Some(())
 }
@@ -169,7 +170,8 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     // is in the same pool.
     let ev = unsafe { (*ctx).wake_event() };
     if !ev.is_null() {
-        // SAFETY: as above; nginx's posted queue and timer tree are this
+        // SAFETY: `ev` is the context's wake event, in the pool that runs
+        // this cleanup; nginx's posted queue and timer tree are this
         // worker's, and hold the event only while its flags say so.
         unsafe {
             if (*ev).posted() != 0 {
@@ -184,7 +186,8 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     // Before the waiters are sent back, so that the first to look again
     // can mark the key itself.
     let now = now_ms();
-    // SAFETY: as above; the `&mut` lasts for the call.
+    // SAFETY: `ctx` is the context that registered this cleanup, not yet
+    // dropped (above); the `&mut` lasts for the call, which reaches no nginx code.
     for held in unsafe { (*ctx).abandon_marks() }.into_iter().flatten() {
         if held.mark.taken_off_at(now) {
             // SAFETY: the mark's zone is the one it was claimed in, set up
@@ -192,7 +195,8 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
             unsafe { zone::release(held.zone, &held.mark.key) };
         }
     }
-    // SAFETY: as above.
+    // SAFETY: `ctx` is the context that registered this cleanup, not yet
+    // dropped (above); the `&mut` lasts for the call.
     let Some(Flight { key, role }) = (unsafe { (*ctx).leave_flight() }) else {
         return;
     };
@@ -235,12 +239,12 @@ unsafe fn wake(ctx: *mut RequestCtx) {
 /// (see [`watch_client`]) and runs its phases again, which brings it back to
 /// the phase handler, and whatever that posted.
 unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
-    // SAFETY: `ev` is a wake event `ensure_wake` made, whose `data` is the
-    // request that owns it; a posted event or an armed timer of it is
-    // removed when the request's pool goes (`leave_on_cleanup`), so nginx
-    // runs this handler while the request is live.
+    // SAFETY: nginx runs an event's handler with the event, here a wake
+    // event `ensure_wake` made in the pool of the request its `data` names.
     let r = unsafe { (*ev).data.cast::<ngx_http_request_t>() };
-    // SAFETY: as above.
+    // SAFETY: `r` is live: a posted wake event or its armed timer is taken
+    // out of nginx's queue and tree when the request's pool goes
+    // (`leave_on_cleanup`), so nginx runs this handler only before.
     let (c, write_handler) = unsafe {
         Req::with(r, |req| {
             req.write(|r| {

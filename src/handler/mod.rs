@@ -58,7 +58,8 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 /// PREACCESS's checker treats NGX_OK as "skip the rest of the phase", so a
 /// pass is NGX_DECLINED here, letting limit_req and friends run after us.
 pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: as for `access_handler`.
+    // SAFETY: nginx calls a phase handler with a live request
+    // (ngx_http_core_run_phases), which it frees only after the call.
     unsafe { Req::with(r, preaccess) }
 }
 
@@ -127,8 +128,9 @@ fn run_stages<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCt
             Stage::Exchange => exchange::run(req, conf, ctx),
         };
         match outcome {
-            // SAFETY: as above; the `&mut` lasts for this call, which
-            // reaches no nginx code (no variable getter reads the context).
+            // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+            // lasts for this call, which reaches no nginx code (no variable
+            // getter reads the context meanwhile).
             Outcome::Next(stage) => unsafe { (*ctx).enter(stage) },
             decided => return decided,
         }

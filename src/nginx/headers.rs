@@ -37,7 +37,8 @@ impl<'r> Req<'r> {
     /// subrequest's answer).
     pub fn response_header_values<const N: usize>(&self, name: &[u8]) -> ([&'r [u8]; N], usize) {
         let list = self.read(|r| ptr::addr_of!(r.headers_out.headers));
-        // SAFETY: as for `header_values`.
+        // SAFETY: the response's header list is initialised (nginx makes it
+        // with the request) and lives in its pool, as do its keys and values.
         unsafe { values_in(list, name) }
     }
 
@@ -49,7 +50,8 @@ impl<'r> Req<'r> {
         mut f: impl FnMut(&'r [u8]) -> Option<T>,
     ) -> Option<T> {
         let list = self.read(|r| ptr::addr_of!(r.headers_in.headers));
-        // SAFETY: as for `header_values`.
+        // SAFETY: the request's header list is initialised and lives in its
+        // pool, as do its keys and values.
         unsafe { elements(list) }
             .filter(|h| h.0.eq_ignore_ascii_case(name))
             .find_map(|(_, value)| f(value))
@@ -77,7 +79,8 @@ impl<'r> Req<'r> {
         value: &'r [u8],
     ) -> Option<NonNull<ngx_table_elt_t>> {
         let list = self.write(|r| ptr::addr_of_mut!(r.headers_out.headers));
-        // SAFETY: as for `push_header`, the response's list.
+        // SAFETY: the response's header list is initialised, in the
+        // request's pool; the value is request memory or static.
         unsafe { push(list, key, lowcase, value) }
     }
 
@@ -96,8 +99,10 @@ impl<'r> Req<'r> {
         let list = self.write(|r| ptr::addr_of_mut!(r.headers_in.headers));
         // SAFETY: the header list is the live request's; its elements are
         // only changed in place, never moved.
-        let found = unsafe { element_ptrs(list) }
-            .find(|&h| unsafe { bytes((*h).key) }.eq_ignore_ascii_case(b"Authorization"));
+        let found = unsafe { element_ptrs(list) }.find(|&h| {
+            // SAFETY: `h` is an element of that list, its key in request memory.
+            unsafe { bytes((*h).key) }.eq_ignore_ascii_case(b"Authorization")
+        });
         let h = match found {
             Some(h) => {
                 // SAFETY: `h` is an element of that list.
@@ -154,7 +159,7 @@ impl<'r> Req<'r> {
                 HeaderEdit::Remove => false,
                 HeaderEdit::Rewrite(rest) => {
                     match self.pool_copy(&rest) {
-                        // SAFETY: as above.
+                        // SAFETY: `h` is an element of the old list, in the pool.
                         Some(value) => unsafe { (*h).value = ngx_str(value) },
                         None => failed = true,
                     }
@@ -167,7 +172,7 @@ impl<'r> Req<'r> {
             // SAFETY: `headers` is the request's new list.
             let copy = unsafe { ngx_list_push(headers) }.cast::<ngx_table_elt_t>();
             if copy.is_null() {
-                // SAFETY: as for the first write back.
+                // SAFETY: `headers` is the request's list, written back as it was.
                 unsafe { ptr::write(headers, old) };
                 return None;
             }
@@ -184,7 +189,8 @@ impl<'r> Req<'r> {
 /// `list` is an initialised header list whose parts live for as long as
 /// the iterator is used.
 unsafe fn element_ptrs(list: *const ngx_list_t) -> impl Iterator<Item = *mut ngx_table_elt_t> {
-    // SAFETY: this function's contract.
+    // SAFETY: `list` is an initialised list (this function's contract),
+    // whose first part is inside it.
     let mut part: *const ngx_list_part_t = unsafe { ptr::addr_of!((*list).part) };
     let mut i = 0;
     core::iter::from_fn(move || loop {
@@ -206,24 +212,31 @@ unsafe fn element_ptrs(list: *const ngx_list_t) -> impl Iterator<Item = *mut ngx
 /// The (key, value) of each element of a request's header list.
 ///
 /// # Safety
-/// As for [`element_ptrs`], with keys and values in memory of `'r`.
+/// `list` is an initialised header list whose parts live for as long as
+/// the iterator is used, its keys and values in memory of `'r`.
 unsafe fn elements<'r>(list: *const ngx_list_t) -> impl Iterator<Item = (&'r [u8], &'r [u8])> {
-    // SAFETY: this function's contract.
+    // SAFETY: `list` is an initialised list whose parts outlive the
+    // iterator (this function's contract).
     unsafe { element_ptrs(list) }.map(|h| {
         // SAFETY: `h` is an element of the list; its key and value live for 'r.
         unsafe { (bytes((*h).key), bytes((*h).value)) }
     })
 }
 
+/// The values of the headers of `list` named `name` (ASCII
+/// case-insensitive), up to `N`, and how many there were in all.
+///
 /// # Safety
-/// As for [`elements`].
+/// `list` is an initialised header list in memory of `'r`, with its keys
+/// and values.
 unsafe fn values_in<'r, const N: usize>(
     list: *const ngx_list_t,
     name: &[u8],
 ) -> ([&'r [u8]; N], usize) {
     let mut found = [&[][..]; N];
     let mut count = 0;
-    // SAFETY: this function's contract.
+    // SAFETY: `list` is an initialised list in memory of 'r, keys and values
+    // too (this function's contract).
     for (key, value) in unsafe { elements(list) } {
         if key.eq_ignore_ascii_case(name) {
             if count < N {
@@ -247,8 +260,8 @@ unsafe fn push(
     lowcase: &'static [u8],
     value: &[u8],
 ) -> Option<NonNull<ngx_table_elt_t>> {
-    // SAFETY: this function's contract: ngx_list_push returns room for one
-    // element or null.
+    // SAFETY: `list` is an initialised list of a live request (this
+    // function's contract); ngx_list_push returns room for one element or null.
     let h = NonNull::new(unsafe { ngx_list_push(list) }.cast::<ngx_table_elt_t>())?;
     let elt = ngx_table_elt_t {
         hash: header_hash(lowcase),

@@ -89,7 +89,9 @@ impl<'r> Req<'r> {
 
     /// Changes fields of the request.
     pub fn write<T>(&mut self, fields: impl FnOnce(&mut ngx_http_request_t) -> T) -> T {
-        // SAFETY: as for `read`; `&mut self` is the one `Req` in use.
+        // SAFETY: the request is live (`Req`'s invariant); the reference
+        // lasts for this call, in which nothing else reaches the request
+        // (`&mut self` is borrowed, and nginx is not called).
         fields(unsafe { self.r.as_mut() })
     }
 
@@ -143,7 +145,7 @@ impl<'r> Req<'r> {
     }
 
     pub fn location_conf(&self) -> Option<&'static LocationConf> {
-        // SAFETY: as for `main_conf`.
+        // SAFETY: the request is live; the reference lasts for the call.
         Module::location_conf(unsafe { self.r.as_ref() })
     }
 
@@ -182,7 +184,8 @@ impl<'r> Req<'r> {
 
     /// The request line's URI, as the client sent it.
     pub fn unparsed_uri(&self) -> &'r [u8] {
-        // SAFETY: as for `args`.
+        // SAFETY: the request line lives in request memory (nginx's, or a
+        // pool copy of `set_unparsed_uri`).
         self.read(|r| unsafe { bytes(r.unparsed_uri) })
     }
 
@@ -293,7 +296,9 @@ impl<'r> Req<'r> {
     pub fn set_module_ctx<T: ModuleCtx>(&mut self, value: T) -> Option<NonNull<T>> {
         let p = self.keep(value)?;
         let index = Module::module().ctx_index;
-        // SAFETY: as for `module_ctx`.
+        // SAFETY: `ctx` is nginx's array of one slot per http module, and
+        // `ctx_index` is this module's; `p` is a `ModuleCtx`, the one type
+        // `module_ctx` reads back.
         self.write(|r| unsafe { *r.ctx.add(index) = p.as_ptr().cast() });
         Some(p)
     }
@@ -364,7 +369,8 @@ pub fn ngx_str(bytes: &[u8]) -> ngx_str_t {
 pub(super) unsafe fn bytes<'a>(s: ngx_str_t) -> &'a [u8] {
     match s.len {
         0 => &[],
-        // SAFETY: this function's contract.
+        // SAFETY: `s` points at `len` bytes that live for 'a (this
+        // function's contract).
         len => unsafe { core::slice::from_raw_parts(s.data, len) },
     }
 }

@@ -65,7 +65,8 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // keeps until the request is finalized.
     let rc = unsafe { Req::with(r, purge) };
     if let Some(rc) = rc {
-        // SAFETY: as above; the request is not used after this.
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
         unsafe { ngx_http_finalize_request(r, rc) };
     }
 }
@@ -170,7 +171,8 @@ unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
         })
     };
     if let Some(rc) = rc {
-        // SAFETY: as above; the request is not used after this.
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
         unsafe { ngx_http_finalize_request(r, rc) };
     }
 }
@@ -190,7 +192,7 @@ fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
         return rc;
     }
-    // SAFETY: as above, its header sent.
+    // SAFETY: the request is live (`Req`), its header sent just above.
     unsafe { ngx_http_send_special(req.as_ptr(), NGX_HTTP_LAST as ngx_uint_t) }
 }
 

@@ -214,7 +214,8 @@ fn open(message: &[u8]) -> Option<Purge> {
 /// Applies `f` to the metrics' counters and the channel's series `ids`,
 /// when the configuration has them.
 fn metrics(ids: Option<ChannelIds>, f: impl FnOnce(&Counters, ChannelIds)) {
-    // SAFETY: as for `open`.
+    // SAFETY: a worker's cycle is set up before any of its events run; the
+    // main conf lives as long as the cycle.
     let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
         return;
     };
@@ -396,7 +397,8 @@ unsafe fn send(sub: *mut Subscriber) {
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
-    // SAFETY: as for on_write.
+    // SAFETY: the connection's data is the subscriber (connect); nginx
+    // calls the handler with the connection's read event.
     unsafe {
         let c = (*ev).data.cast::<ngx_connection_t>();
         let sub = (*c).data.cast::<Subscriber>();

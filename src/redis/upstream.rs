@@ -149,7 +149,8 @@ fn read_again(req: &mut Req<'_>) {
     let Some((_, call)) = parts(req) else {
         return;
     };
-    // SAFETY: as in `request_bufs`.
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
     let call = unsafe { &mut *call };
     call.outcome = None;
     call.replies.clear();
@@ -176,14 +177,15 @@ fn read_replies(req: &mut Req<'_>) -> ngx_int_t {
     let Some((tier, call)) = parts(req) else {
         return NGX_ERROR as ngx_int_t;
     };
-    // SAFETY: as in `request_bufs`.
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
     let call = unsafe { &mut *call };
     let u = req.read(|r| r.upstream);
     // SAFETY: the upstream nginx runs this for; u->buffer holds what was
     // received so far (pos..last within start..end; pos stays where the
     // first reply starts until the last is read).
     let b = unsafe { &mut (*u).buffer };
-    // SAFETY: as above: `pos..last` is received bytes.
+    // SAFETY: `b` is that buffer, whose `pos..last` is received bytes.
     let received =
         unsafe { core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) };
     let wanted = tier.preamble_replies + call.count;
@@ -217,7 +219,8 @@ fn read_replies(req: &mut Req<'_>) -> ngx_int_t {
     // it is not reused.
     let keepalive = u32::from(at == received.len());
     b.pos = b.last;
-    // SAFETY: as above; u->state is set once the upstream connected.
+    // SAFETY: `u` is the upstream nginx runs this callback for, in the
+    // request's pool; u->state is null or set once the upstream connected.
     unsafe {
         (*u).headers_in.status_n = 200;
         (*u).headers_in.content_length_n = 0;

@@ -50,8 +50,9 @@ struct Slot {
 /// `cf` must be the http configuration; `main` its MainConf, which lives as
 /// long as the cycle.
 pub unsafe fn declare(cf: *mut ngx_conf_t, main: *mut MainConf) -> Option<()> {
-    // SAFETY: guaranteed by the caller; nginx copies nothing of the name,
-    // which is static.
+    // SAFETY: `cf` is the http configuration and `main` its MainConf,
+    // alive with the cycle (this function's contract); nginx keeps the
+    // name's pointer, which is static.
     unsafe {
         let mut name = ngx_str_t {
             len: ZONE_NAME.len(),

@@ -42,12 +42,14 @@ impl Slab for SlabPool {
     }
 
     fn free(&mut self, p: *mut u8) {
-        // SAFETY: as above; `p` came from `alloc`.
+        // SAFETY: the pool is initialised and its mutex held (see `Locked`);
+        // `p` came from `alloc` on this pool.
         unsafe { ngx_slab_free_locked(self.0, p.cast()) }
     }
 
     fn reset(&mut self) {
-        // SAFETY: as above. ngx_slab_init rebuilds the pool's page and slot
+        // SAFETY: the pool is initialised and its mutex held (see `Locked`).
+        // ngx_slab_init rebuilds the pool's page and slot
         // lists from its fixed fields (start of slots, end, min_shift) and
         // leaves the mutex alone; no worker keeps a pointer into the pool
         // between two lock holds (the table is reached through `data`).
@@ -166,7 +168,9 @@ pub unsafe fn lookup<T>(
     at: At,
     read: impl FnOnce(&[u8]) -> Option<T>,
 ) -> Lookup<T> {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return Lookup::Miss;
@@ -191,7 +195,9 @@ pub unsafe fn insert(
     obtained_ms: i64,
     now_ms: i64,
 ) -> bool {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return false;
@@ -225,7 +231,9 @@ pub unsafe fn purge_tag(
     cutoff_ms: i64,
     keep_until_ms: i64,
 ) -> usize {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return 0;
@@ -251,7 +259,9 @@ pub unsafe fn purge_tag(
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn cutoff(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> Option<i64> {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(locked) = Locked::new(zone) else {
             return Some(i64::MAX);
@@ -327,8 +337,9 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked`
-    // lives, and the pool's page counters are read under it.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table and the pool's page
+    // counters are read while `locked` holds the zone's mutex.
     unsafe {
         let size = (*zone).shm.size as u64;
         let Some(locked) = Locked::new(zone) else {
@@ -357,7 +368,9 @@ pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn claim(zone: *mut ngx_shm_zone_t, key: &CacheKey, at: At, deadline_ms: i64) -> Claim {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return Claim::Unmarked;
@@ -373,7 +386,9 @@ pub unsafe fn claim(zone: *mut ngx_shm_zone_t, key: &CacheKey, at: At, deadline_
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         if let Some(mut locked) = Locked::new(zone) {
             let table = locked.table;
