@@ -95,11 +95,16 @@ pub fn saved<'r>(req: &Req<'r>) -> Option<&'r [u8]> {
     if !req.is_internal() {
         return None;
     }
-    let data = req.cleanup_data(Some(saved_token_marker))?;
-    // SAFETY: a cleanup with this handler is one `save` added, whose data
-    // is a SavedToken; the tag rules out another function at the same address.
-    let saved = unsafe { &*data.cast::<SavedToken>() };
-    // SAFETY: `save` took the token as `&'r` of this request.
-    (saved.tag == SAVED_TOKEN_TAG)
-        .then(|| unsafe { core::slice::from_raw_parts(saved.token.data, saved.token.len) })
+    let saved = req
+        .cleanup_data(Some(saved_token_marker))
+        .map(|data| data.cast::<SavedToken>())
+        // SAFETY: the request's cleanups with this handler's address are the
+        // ones `save` added, whose data is a SavedToken: the module's other
+        // cleanups run code (`Req::keep` registers none for a value that
+        // needs no drop), which the empty marker cannot share. The tag is
+        // checked all the same.
+        .find(|&saved| unsafe { (*saved).tag } == SAVED_TOKEN_TAG)?;
+    // SAFETY: `saved` is a SavedToken, whose token `save` took as `&'r` of
+    // this request.
+    Some(unsafe { core::slice::from_raw_parts((*saved).token.data, (*saved).token.len) })
 }

@@ -35,21 +35,17 @@ pub enum CallNotMade {
 }
 
 /// Starts a POST of `body` to the internal location `endpoint`; `on_done`
-/// gets the answer when the subrequest finishes.
-///
-/// # Safety
-/// `data` must be what `on_done` expects, valid until it runs.
-unsafe fn start(
+/// gets the answer, and `data`, when the subrequest finishes.
+fn start<T: 'static>(
     req: &mut Req<'_>,
     call: IdpCall,
     endpoint: &[u8],
     body: &[u8],
     authorization: &[u8],
-    (on_done, data): (subrequest::OnDone, *mut c_void),
     background: bool,
+    (data, on_done): (T, fn(&mut Req<'_>, &mut T, ngx_int_t)),
 ) -> Result<(), CallNotMade> {
-    // SAFETY: `data` is what `on_done` expects (this function's contract).
-    let mut sr = unsafe { subrequest::start(req, endpoint, background, on_done, data) }
+    let mut sr = subrequest::start(req, endpoint, background, data, on_done)
         .map_err(|()| CallNotMade::NoMemory)?;
     let no_memory = CallNotMade::NoMemory;
     subrequest::make_post(&mut sr, body).ok_or(no_memory)?;
@@ -116,17 +112,16 @@ fn reply_of<'a>(sr: &'a Req<'_>, rc: ngx_int_t) -> IdpReply<'a> {
     IdpReply::new(rc, sr.status(), subrequest::answer(sr)).with_content_type(sr.content_type())
 }
 
-/// The answer to a question of kind `Q` is in: read it into the slot.
-///
-/// # Safety
-/// `data` must be the RequestCtx of the request that asked (`ask`), in
-/// the main request's pool.
-unsafe fn done<Q: Question>(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: `ask` registered `data` as the asking request's RequestCtx, in
-    // the main request's pool, which outlives the finished subrequest; the
-    // asking request is suspended (NGX_AGAIN), so no other reference to
-    // its context is in use.
-    let ctx = unsafe { &mut *data.cast::<RequestCtx>() };
+/// The answer to a question of kind `Q` is in: read it into the slot of
+/// the request that asked, the subrequest's parent.
+fn done<Q: Question>(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
+    let Some(ctx) = sr.parent().and_then(|asked| RequestCtx::of(&asked)) else {
+        return;
+    };
+    // SAFETY: `ctx` is the asking request's context, in its pool, which
+    // outlives the finished subrequest; that request is suspended
+    // (NGX_AGAIN), so no other reference to its context is in use.
+    let ctx = unsafe { &mut *ctx };
     let main = sr.main_conf();
     let no_paths = ClaimPaths::default();
     let paths = main.map_or(&no_paths, |m| &m.claims);
@@ -267,7 +262,7 @@ fn add_client_credentials(
     Ok(())
 }
 
-/// A cache entry refreshed in the background (`refresh`): what its
+/// A cache entry refreshed in the background (`post_refresh`): what its
 /// answer is stored as, once the IdP gave one.
 pub struct Refresh {
     /// When the IdP was asked: what its answer is dated.
@@ -292,23 +287,13 @@ pub fn post_refresh<Q: Question>(
 ) -> Result<(), CallNotMade> {
     add_client_credentials(req, conf, &mut body)?;
     let call = refresh.call;
-    let data = req.keep(refresh).ok_or(CallNotMade::NoMemory)?;
     let authorization = &conf.client_authorization;
-    let on_done: subrequest::OnDone = refresh_done::<Q>;
-    // SAFETY: `data` is a Refresh, as refresh_done expects, in the pool of
-    // the main request, which the background subrequest keeps alive until
-    // it is done.
-    unsafe {
-        start(
-            req,
-            call,
-            endpoint.uri(),
-            &body,
-            authorization,
-            (on_done, data.as_ptr().cast()),
-            true,
-        )
-    }
+    let uri = endpoint.uri();
+    let done = (
+        refresh,
+        refresh_done::<Q> as fn(&mut Req<'_>, &mut Refresh, ngx_int_t),
+    );
+    start(req, call, uri, &body, authorization, true, done)
 }
 
 /// [`post_refresh`] of a raw request.
@@ -332,14 +317,7 @@ pub unsafe fn refresh<Q: Question>(
 }
 
 /// Stores a background refresh's answer when it is one to keep.
-///
-/// # Safety
-/// `data` must be the Refresh `post_refresh` kept for the finished
-/// subrequest `sr`, in the main request's pool.
-unsafe fn refresh_done<Q: Question>(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: `post_refresh` kept `data` as a Refresh in the main request's
-    // pool, alive until the background subrequest `sr` is done.
-    let refresh = unsafe { &*data.cast::<Refresh>() };
+fn refresh_done<Q: Question>(sr: &mut Req<'_>, refresh: &mut Refresh, rc: ngx_int_t) {
     let now = now_ms();
     let no_paths = ClaimPaths::default();
     let paths = sr.main_conf().map_or(&no_paths, |m| &m.claims);
@@ -386,20 +364,8 @@ pub fn post_question<Q: Question>(
             breaker: endpoint.breaker.zip(conf.breaker),
         })
     };
-    let on_done: subrequest::OnDone = done::<Q>;
-    // SAFETY: `ctx` is a RequestCtx, as `done` expects, in the request's
-    // pool, which outlives the waited subrequest.
-    unsafe {
-        start(
-            req,
-            Q::call(conf),
-            endpoint.uri(),
-            &body,
-            &conf.client_authorization,
-            (on_done, ctx.cast()),
-            false,
-        )
-    }
+    let (call, uri, authorization) = (Q::call(conf), endpoint.uri(), &conf.client_authorization);
+    start(req, call, uri, &body, authorization, false, ((), done::<Q>))
 }
 
 /// [`post_question`] of a raw request; `ctx` is its context.

@@ -15,7 +15,7 @@ use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 
 /// One kind of IdP question: which endpoint is asked, where its answer goes
 /// in the context, and what the question and its answer are made of.
-pub trait Question {
+pub trait Question: 'static {
     type Value: Clone;
     type Failure: KindFailure + From<CallFailure>;
     /// What the question is made of beyond the token, evaluated once per

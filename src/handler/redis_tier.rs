@@ -3,8 +3,6 @@
 //! answer in the background. Names and values in Redis are keyed hashes and
 //! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
 
-use core::ffi::c_void;
-use core::ptr;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use ngx::ffi::{ngx_http_request_t, ngx_log_t};
@@ -79,20 +77,7 @@ pub fn ask<Q: Question>(req: &mut Req<'_>, tier: &Tier<'_>) -> Result<(), ()> {
         resp::command(&mut commands, &[b"HGET", slot, field]);
     }
     let count = names.places.len();
-    let done: call::Done = read_done::<Q>;
-    // SAFETY: `ctx` is the request's RequestCtx, as read_done expects, in
-    // its pool, which outlives the waited call.
-    unsafe {
-        call::start(
-            req,
-            tier.uri,
-            &commands,
-            count,
-            false,
-            Some(done),
-            ctx.cast(),
-        )
-    }
+    call::start(req, tier.uri, &commands, count, false, read_done::<Q>)
 }
 
 /// [`ask`] with a raw request; `ctx` is its context.
@@ -109,19 +94,16 @@ pub unsafe fn read<Q: Question>(
     unsafe { Req::with(r, |req| ask::<Q>(req, tier)) }
 }
 
-/// The reply to [`ask`]: the first entry that opens and is still fresh.
-///
-/// # Safety
-/// `data` is the RequestCtx of `req`, the request that asked.
-unsafe fn read_done<Q: Question>(
-    req: &mut Req<'_>,
-    data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-) {
-    // SAFETY: `data` is the request's context, in its pool (this
-    // function's contract); the request waits for this call (NGX_AGAIN), so
-    // no other reference to the context is in use.
-    let slot = Q::slot(unsafe { &mut *data.cast::<RequestCtx>() });
+/// The reply to [`ask`], for `req`, the request that asked: the first
+/// entry that opens and is still fresh.
+fn read_done<Q: Question>(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
+    let Some(ctx) = RequestCtx::of(req) else {
+        return;
+    };
+    // SAFETY: `ctx` is the request's context, in its pool; the request
+    // waits for this call (NGX_AGAIN), so no other reference to the
+    // context is in use.
+    let slot = Q::slot(unsafe { &mut *ctx });
     let log = req.log();
     let redis = req.main_conf().and_then(|main| main.redis.as_ref());
     let policy = req.location_conf().and_then(|conf| Q::endpoint(conf).cache);
@@ -216,11 +198,8 @@ pub fn store(
     }
     let expiry = Expiry::from_code(EXPIRY.load(Ordering::Relaxed));
     let (commands, replies) = write::commands(expiry, slot, field, &sealed, ttl_ms);
-    let done: call::Done = write_done;
-    let sent = usize::from(expiry.code()) as *mut c_void;
-    // SAFETY: write_done takes its data as a number (how the write was
-    // sent), never read through. The tier's requests are main requests.
-    unsafe { call::start(req, tier.uri, &commands, replies, true, Some(done), sent) }
+    let done = move |req: &mut Req<'_>, result| write_done(req, expiry, result);
+    call::start(req, tier.uri, &commands, replies, true, done)
 }
 
 /// [`store`] with a raw request.
@@ -243,13 +222,12 @@ pub unsafe fn write(
 /// worker's next writes), and the refusals noted (`-OOM`, `-READONLY`, ...).
 ///
 /// `data` is what [`store`] gave: a number, never read through.
-fn write_done(req: &mut Req<'_>, data: *mut c_void, result: Result<Vec<Reply>, Failure>) {
+fn write_done(req: &mut Req<'_>, sent: Expiry, result: Result<Vec<Reply>, Failure>) {
     let log = req.log();
     // A failure was logged by the call.
     let Ok(replies) = result else {
         return;
     };
-    let sent = Expiry::from_code(u8::try_from(data as usize).unwrap_or(0));
     let (next, refused) = write::learn(sent, &replies);
     EXPIRY.store(next.code(), Ordering::Relaxed);
     if let Some(failure) = refused.and_then(call::error_reply) {
@@ -265,20 +243,7 @@ pub fn remove(req: &mut Req<'_>, tier: &Tier<'_>, names: &TierNames) -> Result<(
         resp::command(&mut commands, &[b"HDEL", slot, field]);
     }
     let count = names.places.len();
-    let done: call::Done = refusals_noted;
-    // SAFETY: refusals_noted reads no data. The tier's requests are main
-    // requests.
-    unsafe {
-        call::start(
-            req,
-            tier.uri,
-            &commands,
-            count,
-            true,
-            Some(done),
-            ptr::null_mut(),
-        )
-    }
+    call::start(req, tier.uri, &commands, count, true, refusals_noted)
 }
 
 /// [`remove`] with a raw request.
@@ -296,7 +261,7 @@ pub unsafe fn forget(
 }
 
 /// Notes a removal the tier refused (`-OOM`, `-READONLY`, ...).
-fn refusals_noted(req: &mut Req<'_>, _data: *mut c_void, result: Result<Vec<Reply>, Failure>) {
+fn refusals_noted(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
     let log = req.log();
     // A failure was logged by the call; refusals (-OOM, -READONLY) are noted here.
     if let Ok(replies) = result {

@@ -237,13 +237,18 @@ impl<'r> Req<'r> {
     }
 
     /// Moves `value` into the request pool; it is dropped when the pool is
-    /// destroyed. (ngx 0.5.1's `Pool::allocate` writes the value before
-    /// checking the allocation.)
+    /// destroyed (by a cleanup, only when it needs dropping). (ngx 0.5.1's
+    /// `Pool::allocate` writes the value before checking the allocation.)
     pub fn keep<T>(&mut self, value: T) -> Option<NonNull<T>> {
         const { assert!(core::mem::align_of::<T>() <= NGX_ALIGNMENT) };
         let pool = self.pool();
         // SAFETY: the pool is the live request's.
         let p = NonNull::new(unsafe { ngx_palloc(pool, size_of::<T>()) }.cast::<T>())?;
+        if !core::mem::needs_drop::<T>() {
+            // SAFETY: `p` is room for a T, aligned to NGX_ALIGNMENT (checked above).
+            unsafe { p.write(value) };
+            return Some(p);
+        }
         let cleanup = self.add_cleanup(0)?;
         // SAFETY: `p` is room for a T, aligned to NGX_ALIGNMENT (checked
         // above); the cleanup is the one just added, which drops the value
@@ -263,21 +268,28 @@ impl<'r> Req<'r> {
         NonNull::new(unsafe { ngx_pool_cleanup_add(self.pool(), size) })
     }
 
-    /// The data of the latest pool cleanup registered with `handler`.
-    pub fn cleanup_data(&self, handler: ngx_pool_cleanup_pt) -> Option<*mut c_void> {
-        let wanted = handler.map(|h| h as usize)?;
-        // SAFETY: the pool is the live request's; its cleanup list is
-        // nginx's, each a node in the pool, the last one's `next` null.
+    /// The data of each pool cleanup registered with `handler`, latest
+    /// first. Another function may share `handler`'s address (identical
+    /// code is merged): the data says whose a cleanup is.
+    pub fn cleanup_data(
+        &self,
+        handler: ngx_pool_cleanup_pt,
+    ) -> impl Iterator<Item = *mut c_void> + '_ {
+        let wanted = handler.map(|h| h as usize);
+        // SAFETY: the pool is the live request's.
         let mut c = unsafe { (*self.pool()).cleanup };
-        while !c.is_null() {
-            // SAFETY: `c` is a node of that list.
+        core::iter::from_fn(move || loop {
+            if c.is_null() {
+                return None;
+            }
+            // SAFETY: `c` is a node of the pool's cleanup list, nginx's,
+            // each in the pool, the last one's `next` null.
             let (h, data, next) = unsafe { ((*c).handler, (*c).data, (*c).next) };
-            if h.map(|h| h as usize) == Some(wanted) {
+            c = next;
+            if wanted.is_some() && h.map(|h| h as usize) == wanted {
                 return Some(data);
             }
-            c = next;
-        }
-        None
+        })
     }
 
     // ---- the module's context -----------------------------------------------

@@ -2,8 +2,9 @@
 //! waited or in the background, and finished through one post-subrequest
 //! handler, which is also how the module knows its own subrequests.
 
+use core::any::TypeId;
 use core::ffi::c_void;
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
@@ -15,43 +16,52 @@ use ngx::ffi::{
 
 use crate::nginx::req::{ngx_str, Req};
 
-/// Runs once, when the subrequest `sr` is finalized with `rc`, with the
-/// `data` its caller gave.
-pub type OnDone = unsafe fn(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t);
+/// The caller's callback, with its value, as `finished` runs it.
+type Deliver = Box<dyn FnOnce(&mut Req<'_>, ngx_int_t)>;
 
-/// What nginx hands back to [`finished`]: the caller's callback and data.
+/// What nginx hands back to [`finished`]: the caller's callback, and the
+/// value it gave, found again by [`data_of`].
 struct Record {
-    on_done: OnDone,
-    data: *mut c_void,
-    reported: bool,
+    /// Taken when the subrequest is reported finished.
+    on_done: Option<Deliver>,
+    /// The caller's value, a `kind` in the request's pool.
+    data: NonNull<c_void>,
+    kind: TypeId,
 }
 
 /// Starts an in-memory subrequest of `req` to the internal location `uri`,
-/// and returns it. Waited, nginx runs `req`'s phase handler again once
-/// `on_done` ran; in the background (after the client's request, as
+/// and returns it. `data` is kept in `req`'s pool (dropped with it), and
+/// `on_done` gets it when the subrequest is finalized, with its code.
+/// Waited, nginx runs `req`'s phase handler again once `on_done` ran; in
+/// the background (after the client's request, as
 /// proxy_cache_background_update), the client's request does not wait for it.
-///
-/// # Safety
-/// `data` must be what `on_done` expects, valid until it runs
-/// (request-pool memory is).
-pub unsafe fn start<'r>(
+pub fn start<'r, T: 'static>(
     req: &mut Req<'r>,
     uri: &[u8],
     background: bool,
-    on_done: OnDone,
-    data: *mut c_void,
+    data: T,
+    on_done: fn(&mut Req<'_>, &mut T, ngx_int_t),
 ) -> Result<Req<'r>, ()> {
     let uri = req.pool_copy(uri).ok_or(())?;
-    let record = req.pool_zeroed::<Record>().ok_or(())?;
+    let data = req.keep(data).ok_or(())?;
+    let deliver = move |sr: &mut Req<'_>, rc: ngx_int_t| {
+        // SAFETY: `data` is a T kept in the pool the subrequest shares with
+        // `req`, which is destroyed after the subrequest is finalized; while
+        // nginx runs its post-subrequest handler, no other callback of the
+        // subrequest (the only other users of `data`) runs.
+        on_done(sr, unsafe { &mut *data.as_ptr() }, rc)
+    };
+    let record = req
+        .keep(Record {
+            on_done: Some(Box::new(deliver)),
+            data: data.cast(),
+            kind: TypeId::of::<T>(),
+        })
+        .ok_or(())?;
     let ps = req.pool_zeroed::<ngx_http_post_subrequest_t>().ok_or(())?;
-    // SAFETY: both are room in the request's pool, which the subrequest
-    // shares and which outlives it.
+    // SAFETY: `ps` is zeroed room in the request's pool, which the
+    // subrequest shares and which outlives it.
     unsafe {
-        record.write(Record {
-            on_done,
-            data,
-            reported: false,
-        });
         (*ps.as_ptr()).handler = Some(finished);
         (*ps.as_ptr()).data = record.as_ptr().cast();
     }
@@ -182,7 +192,7 @@ pub fn forget_answer(sr: &mut Req<'_>) {
 }
 
 /// The record of `req`, when it is one of the module's subrequests.
-fn record_of(req: &Req<'_>) -> Option<*mut Record> {
+fn record_of(req: &Req<'_>) -> Option<NonNull<Record>> {
     let ps = req.post_subrequest();
     if ps.is_null() {
         return None;
@@ -191,8 +201,8 @@ fn record_of(req: &Req<'_>) -> Option<*mut Record> {
     // gave, in request memory.
     let (handler, data) = unsafe { ((*ps).handler, (*ps).data) };
     // Ours have `finished` as handler and a Record as data.
-    (handler.map(|h| h as *const () as usize) == Some(finished as *const () as usize))
-        .then(|| data.cast())
+    let ours = handler.map(|h| h as *const () as usize) == Some(finished as *const () as usize);
+    ours.then(|| NonNull::new(data.cast())).flatten()
 }
 
 /// Whether `req` is one of the module's own subrequests, which the token
@@ -201,13 +211,14 @@ pub fn is_ours(req: &Req<'_>) -> bool {
     record_of(req).is_some()
 }
 
-/// The data of the module's subrequest `req` made with `on_done`.
-pub fn data_of(req: &Req<'_>, on_done: OnDone) -> Option<*mut c_void> {
+/// The value the module's subrequest `req` was started with, when it is a
+/// `T`: in the pool the subrequest shares with its parent.
+pub fn data_of<T: 'static>(req: &Req<'_>) -> Option<NonNull<T>> {
     let record = record_of(req)?;
-    // SAFETY: a record `record_of` returns is the one `start` wrote into
-    // the pool the subrequest shares with its parent.
-    let (done, data) = unsafe { ((*record).on_done, (*record).data) };
-    (done as usize == on_done as usize).then_some(data)
+    // SAFETY: a record `record_of` returns is the one `start` kept in the
+    // pool the subrequest shares with its parent; two words are read.
+    let (kind, data) = unsafe { ((*record.as_ptr()).kind, (*record.as_ptr()).data) };
+    (kind == TypeId::of::<T>()).then(|| data.cast())
 }
 
 /// nginx calls this when the subrequest is finalized, possibly more than
@@ -220,15 +231,13 @@ unsafe extern "C" fn finished(
     if rc == NGX_AGAIN as ngx_int_t {
         return rc;
     }
-    // SAFETY: `data` is the Record `start` registered with this subrequest,
-    // in the pool it shares with its parent; nothing else refers to it now.
-    let record = unsafe { &mut *data.cast::<Record>() };
-    if !record.reported {
-        record.reported = true;
+    // SAFETY: `data` is the Record `start` kept with this subrequest, in
+    // the pool it shares with its parent; nothing else refers to it now.
+    let on_done = unsafe { (*data.cast::<Record>()).on_done.take() };
+    if let Some(on_done) = on_done {
         // SAFETY: nginx calls a post-subrequest handler with the live
-        // subrequest (ngx_http_finalize_request); `record.data` is what the
-        // caller of `start` gave for `on_done`.
-        unsafe { Req::with(sr, |sr| (record.on_done)(sr, record.data, rc)) };
+        // subrequest (ngx_http_finalize_request).
+        unsafe { Req::with(sr, |sr| on_done(sr, rc)) };
     }
     rc
 }

@@ -12,9 +12,6 @@
 //!                (200, or 503 when the tier failed: the other gateways were
 //!                not told) and resumes the request
 
-use core::ffi::c_void;
-use core::ptr;
-
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
     ngx_http_request_t, ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_uint_t,
@@ -113,24 +110,12 @@ fn purge(req: &mut Req<'_>) -> Option<ngx_int_t> {
     );
     req.set_status(0);
     req.write(|r| r.write_event_handler = Some(resume));
-    let done: call::Done = tier_done;
-    // SAFETY: tier_done reads no data; the purge request is a main request.
-    let started = unsafe {
-        call::start(
-            req,
-            uri,
-            &commands,
-            purge::REPLIES,
-            false,
-            Some(done),
-            ptr::null_mut(),
-        )
-    };
+    let started = call::start(req, uri, &commands, purge::REPLIES, false, tier_done);
     started.err().map(|()| NGX_ERROR as ngx_int_t)
 }
 
 /// The Redis tier's answer: 200 when both commands succeeded.
-fn tier_done(req: &mut Req<'_>, _data: *mut c_void, result: Result<Vec<Reply>, Failure>) {
+fn tier_done(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
     let log = req.log();
     // A failure of the call was logged by it; refusals are noted here.
     // (The 503's log line keeps its historical words, "shared cache".)

@@ -4,14 +4,15 @@
 //! replies into the call; the post-subrequest handler hands them over.
 //!
 //! The call lives in the request pool and is found from the subrequest
-//! through its record (`nginx/subrequest.rs`, made with [`call_done`]): the
-//! module's context slot of the subrequest belongs to the ACCESS/PREACCESS code.
+//! through its record, as the value the subrequest was started with
+//! (`nginx/subrequest.rs`): the module's context slot of the subrequest
+//! belongs to the ACCESS/PREACCESS code.
 //!
 //! A failed call is logged here ([`note_failure`]): at most one line per
 //! kind of failure every 10 s per worker, never per request.
 
 use core::cell::RefCell;
-use core::ffi::c_void;
+use core::ptr::NonNull;
 
 use ngx::ffi::{
     ngx_int_t, ngx_log_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
@@ -36,11 +37,10 @@ const _: () = assert!(
 
 /// Called once per call, from the post-subrequest handler, with the parent
 /// request (for waited calls nginx then runs the parent's phase handler
-/// again) and the caller's `data`. `Ok` holds one reply per command of the
-/// caller, in order; an `-ERR` among them is a `Reply::Error` (see
-/// [`error_reply`]). A `Failure` was already logged ([`note_failure`]).
-pub type Done =
-    unsafe fn(parent: &mut Req<'_>, data: *mut c_void, result: Result<Vec<Reply>, Failure>);
+/// again). `Ok` holds one reply per command of the caller, in order; an
+/// `-ERR` among them is a `Reply::Error` (see [`error_reply`]). A
+/// `Failure` was already logged ([`note_failure`]).
+type Done = Box<dyn FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>)>;
 
 /// One call's state, in the request pool.
 pub struct Call {
@@ -49,7 +49,6 @@ pub struct Call {
     /// How many replies they ask for.
     pub(super) count: usize,
     done: Option<Done>,
-    data: *mut c_void,
     /// What the upstream made of the replies (set by `redis/upstream.rs`).
     pub(super) outcome: Option<Result<Vec<Reply>, Failure>>,
     /// The replies read so far, the reader that keeps its place between
@@ -64,60 +63,45 @@ pub struct Call {
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
 /// configured `AUTH`/`SELECT`, through the internal location `uri` (a
-/// location of this server with `auth_oauth2_token_redis_pass`).
+/// location of this server with `auth_oauth2_token_redis_pass`). `req` is
+/// not itself an in-memory subrequest (the tier's requests are main
+/// requests, the purge page a client's).
 ///
 /// Waited (`background == false`): return `NGX_AGAIN` from the phase
 /// handler; `done` runs when the replies are in, then nginx runs the phase
 /// handler again. Background: the client's request never waits for it (a
-/// write to the Redis tier); `done` may be `None`.
-///
-/// # Safety
-/// `req` must not be an in-memory subrequest; `data` must be what `done`
-/// expects, valid until it runs (request-pool memory is).
-pub unsafe fn start(
+/// write to the Redis tier).
+pub fn start(
     req: &mut Req<'_>,
     uri: &[u8],
     commands: &[u8],
     count: usize,
     background: bool,
-    done: Option<Done>,
-    data: *mut c_void,
+    done: impl FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>) + 'static,
 ) -> Result<(), ()> {
     let call = Call {
         commands: commands.to_vec(),
         count,
-        done,
-        data,
+        done: Some(Box::new(done)),
         outcome: None,
         replies: Vec::new(),
         reader: Reader::new(Limits::CALLS),
         fed: 0,
         deadline: Deadline::new(),
     };
-    // In the request pool, which every subrequest shares and which
+    // Kept in the request pool, which every subrequest shares and which
     // outlives them; dropped with it (its deadline disarmed first).
-    let call = req.keep(call).ok_or(())?;
-    // SAFETY: `call` is a Call, as call_done expects, in the request's pool.
-    unsafe { subrequest::start(req, uri, background, call_done, call.as_ptr().cast()) }.map(|_| ())
+    subrequest::start(req, uri, background, call, call_done).map(|_| ())
 }
 
 /// The call a subrequest makes, when it is one of ours: a Call in the
 /// request's pool.
-pub(super) fn of(req: &Req<'_>) -> Option<*mut Call> {
-    // Data made with call_done is a Call (`start`).
-    subrequest::data_of(req, call_done).map(|data| data.cast())
+pub(super) fn of(req: &Req<'_>) -> Option<NonNull<Call>> {
+    subrequest::data_of::<Call>(req)
 }
 
 /// The subrequest is finalized: the replies (or the failure) go to the caller.
-///
-/// # Safety
-/// `data` is the Call `start` registered with the finished subrequest `sr`,
-/// in the pool it shares with its parent.
-unsafe fn call_done(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: `data` is that Call (this function's contract); nginx runs
-    // no other callback of the subrequest meanwhile, so this is the only
-    // reference to it.
-    let call = unsafe { &mut *data.cast::<Call>() };
+fn call_done(sr: &mut Req<'_>, call: &mut Call, rc: ngx_int_t) {
     call.deadline.disarm();
     let result = match call.outcome.take() {
         Some(outcome) => outcome,
@@ -126,9 +110,8 @@ unsafe fn call_done(sr: &mut Req<'_>, data: *mut c_void, rc: ngx_int_t) {
     if let Err(failure) = &result {
         note_failure(sr.log(), failure);
     }
-    if let (Some(done), Some(mut parent)) = (call.done, sr.parent()) {
-        // SAFETY: `call.data` is what the caller of `start` gave for `done`.
-        unsafe { done(&mut parent, call.data, result) };
+    if let (Some(done), Some(mut parent)) = (call.done.take(), sr.parent()) {
+        done(&mut parent, result);
     }
 }
 

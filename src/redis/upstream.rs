@@ -81,7 +81,14 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
     // SAFETY: the call's deadline is in the request's pool, where the call
     // stays until the pool goes (`call::start`).
-    unsafe { deadline::arm(req, ptr::addr_of_mut!((*call).deadline), ms, fails_over) };
+    unsafe {
+        deadline::arm(
+            req,
+            ptr::addr_of_mut!((*call.as_ptr()).deadline),
+            ms,
+            fails_over,
+        )
+    };
     req.main().write(|main| main.set_count(main.count() + 1));
     // SAFETY: the request is live, its upstream made and set up above.
     unsafe { ngx_http_upstream_init(req.as_ptr()) };
@@ -92,7 +99,7 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
 /// into the request's pool, made a reference where it is used.
 fn parts(req: &Req<'_>) -> Option<(&'static RedisTier, *mut Call)> {
     let tier = req.main_conf()?.redis.as_ref()?;
-    Some((tier, call::of(req)?))
+    Some((tier, call::of(req)?.as_ptr()))
 }
 
 unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -246,7 +253,7 @@ unsafe extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t
     if let Some(call) = call {
         // SAFETY: the call lives in the request's pool; no other reference
         // to it is in use while nginx runs this callback.
-        unsafe { (*call).deadline.disarm() };
+        unsafe { (*call.as_ptr()).deadline.disarm() };
     }
 }
 
