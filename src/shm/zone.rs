@@ -295,39 +295,48 @@ pub fn purge_tag_everywhere(main: &MainConf, tag: &[u8; 8]) -> usize {
 /// Called by nginx only, with a zone this module declared.
 pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this once per cycle with the zone mapped and its
-    // slab pool initialised; `old_data` is what we stored in the previous
-    // cycle (never null once the zone was set up), and a new zone is used by
-    // no worker yet.
-    unsafe {
+    // slab pool initialised at its start; `data` not null tells the next
+    // cycle the zone is set up.
+    let (pool, exists, log) = unsafe {
         let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-        // Not null: tells the next cycle the zone is set up.
         (*zone).data = pool.cast();
-        if !old_data.is_null() || (*zone).shm.exists != 0 {
-            let table = (*pool).data.cast::<Table>();
-            if !table.is_null() && !table::has_current_layout(table) {
-                ngx::ngx_log_error!(
-                    NGX_LOG_EMERG,
-                    (*zone).shm.log,
-                    "auth_oauth2_token: zone \"{}\" was made by another version of the module; restart nginx",
-                    String::from_utf8_lossy((*zone).shm.name.as_bytes())
-                );
-                return NGX_ERROR as ngx_int_t;
-            }
-            return NGX_OK as ngx_int_t;
+        (pool, (*zone).shm.exists != 0, (*zone).shm.log)
+    };
+    // `old_data` is what this function stored in the previous cycle.
+    if !old_data.is_null() || exists {
+        // SAFETY: the pool's `data` is null or a table `table::open` made,
+        // which begins with the magic number of its module's version.
+        let table = unsafe { (*pool).data.cast::<Table>() };
+        // SAFETY: `table` is such a table (above).
+        if !table.is_null() && !unsafe { table::has_current_layout(table) } {
+            // SAFETY: the zone's name lives as long as the cycle.
+            let name = unsafe { String::from_utf8_lossy((*zone).shm.name.as_bytes()) };
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "auth_oauth2_token: zone \"{name}\" was made by another version of the module; restart nginx"
+            );
+            return NGX_ERROR as ngx_int_t;
         }
+        return NGX_OK as ngx_int_t;
+    }
+    // A new zone: nothing was purged in it yet.
+    let fresh = || Fresh {
+        bucket_key: bucket_key(),
+        floor_ms: i64::MIN,
+    };
+    // SAFETY: a new zone's pool is used by no worker yet, so no lock is
+    // needed; its `data` is set to null before `open` makes the table there.
+    let opened = unsafe {
         (*pool).set_log_nomem(0);
         let mut slab = SlabPool(pool);
         (*pool).data = ptr::null_mut();
         let root = &mut *ptr::addr_of_mut!((*pool).data).cast::<*mut Table>();
-        // A new zone: nothing was purged in it yet.
-        let fresh = || Fresh {
-            bucket_key: bucket_key(),
-            floor_ms: i64::MIN,
-        };
-        if table::open(root, &mut slab, (*zone).shm.size, fresh).is_none() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        NGX_OK as ngx_int_t
+        table::open(root, &mut slab, (*zone).shm.size, fresh)
+    };
+    match opened {
+        Some(_) => NGX_OK as ngx_int_t,
+        None => NGX_ERROR as ngx_int_t,
     }
 }
 
