@@ -247,10 +247,8 @@ unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
     // (`leave_on_cleanup`), so nginx runs this handler only before.
     let (c, write_handler) = unsafe {
         Req::with(r, |req| {
-            req.write(|r| {
-                r.read_event_handler = Some(ngx_http_block_reading);
-                (r.connection, r.write_event_handler)
-            })
+            req.set_read_handler(Some(ngx_http_block_reading));
+            (req.connection(), req.write_handler())
         })
     };
     // SAFETY: what nginx's own ngx_http_request_handler does: the request's
@@ -325,6 +323,6 @@ fn watch_client(req: &mut Req<'_>) -> Option<()> {
     if !armed {
         return None;
     }
-    req.write(|r| r.read_event_handler = Some(ngx_http_test_reading));
+    req.set_read_handler(Some(ngx_http_test_reading));
     Some(())
 }

@@ -23,9 +23,10 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use ngx::ffi::{
-    ngx_connection_t, ngx_http_complex_value, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_palloc,
-    ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t,
-    ngx_str_t, ngx_uint_t, NGX_OK,
+    ngx_connection_t, ngx_http_complex_value, ngx_http_event_handler_pt, ngx_http_request_body_t,
+    ngx_http_request_t, ngx_http_upstream_t, ngx_int_t, ngx_log_t, ngx_palloc, ngx_pnalloc,
+    ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t, ngx_str_t,
+    ngx_uint_t, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -80,15 +81,16 @@ impl<'r> Req<'r> {
         self.r.as_ptr()
     }
 
-    /// Reads fields of the request.
-    pub fn read<T>(&self, fields: impl FnOnce(&ngx_http_request_t) -> T) -> T {
+    /// Reads fields of the request. Within `nginx/` only, where no closure
+    /// reaches another `Req` (`main`, `parent`) of the same request.
+    pub(super) fn read<T>(&self, fields: impl FnOnce(&ngx_http_request_t) -> T) -> T {
         // SAFETY: the request is live (`Req`'s invariant); the reference
         // lasts for this call, in which nothing else reaches the request.
         fields(unsafe { self.r.as_ref() })
     }
 
-    /// Changes fields of the request.
-    pub fn write<T>(&mut self, fields: impl FnOnce(&mut ngx_http_request_t) -> T) -> T {
+    /// Changes fields of the request; within `nginx/` only, as `read`.
+    pub(super) fn write<T>(&mut self, fields: impl FnOnce(&mut ngx_http_request_t) -> T) -> T {
         // SAFETY: the request is live (`Req`'s invariant); the reference
         // lasts for this call, in which nothing else reaches the request
         // (`&mut self` is borrowed, and nginx is not called).
@@ -147,6 +149,68 @@ impl<'r> Req<'r> {
     pub fn location_conf(&self) -> Option<&'static LocationConf> {
         // SAFETY: the request is live; the reference lasts for the call.
         Module::location_conf(unsafe { self.r.as_ref() })
+    }
+
+    /// The upstream the request's content handler made (null: none).
+    pub fn upstream(&self) -> *mut ngx_http_upstream_t {
+        self.read(|r| r.upstream)
+    }
+
+    /// One more reference to the main request, as a content handler that
+    /// answers later (an upstream) takes; finalizing with NGX_DONE drops it.
+    pub fn add_main_reference(&mut self) {
+        self.main().write(|main| main.set_count(main.count() + 1));
+    }
+
+    /// What nginx runs when the client's connection can be read.
+    pub fn set_read_handler(&mut self, handler: ngx_http_event_handler_pt) {
+        self.write(|r| r.read_event_handler = handler);
+    }
+
+    /// What nginx runs when the request is resumed (posted, or its
+    /// connection can be written).
+    pub fn set_write_handler(&mut self, handler: ngx_http_event_handler_pt) {
+        self.write(|r| r.write_event_handler = handler);
+    }
+
+    pub fn write_handler(&self) -> ngx_http_event_handler_pt {
+        self.read(|r| r.write_event_handler)
+    }
+
+    /// The body nginx read (null: none, or not read).
+    pub fn request_body(&self) -> *mut ngx_http_request_body_t {
+        self.read(|r| r.request_body)
+    }
+
+    /// Asks nginx to read the body into one buffer.
+    pub fn want_body_in_one_buffer(&mut self) {
+        self.write(|r| r.set_request_body_in_single_buf(1));
+    }
+
+    /// Sets the response's status, length and (static) content type.
+    pub fn set_response(
+        &mut self,
+        status: ngx_uint_t,
+        length: usize,
+        content_type: Option<&'static str>,
+    ) {
+        self.write(|r| {
+            r.headers_out.status = status;
+            r.headers_out.content_length_n = length as i64;
+            if let Some(content_type) = content_type {
+                r.headers_out.content_type = ngx_str(content_type.as_bytes());
+                r.headers_out.content_type_len = content_type.len();
+            }
+        });
+    }
+
+    /// The response is its header only (HEAD, or made so).
+    pub fn set_header_only(&mut self) {
+        self.write(|r| r.set_header_only(1));
+    }
+
+    pub fn is_header_only(&self) -> bool {
+        self.read(|r| r.header_only() != 0)
     }
 
     /// The response status set so far (0: none).

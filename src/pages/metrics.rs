@@ -9,7 +9,7 @@ use ngx::ffi::{
     NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
-use crate::nginx::req::{ngx_str, Req};
+use crate::nginx::req::Req;
 use crate::shm::zone;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,18 +46,10 @@ fn page(req: &mut Req<'_>) -> ngx_int_t {
 
 /// Sends `body` as the whole 200 answer (the request is in its content phase).
 fn send(req: &mut Req<'_>, body: &[u8]) -> ngx_int_t {
-    req.write(|r| {
-        r.headers_out.status = 200;
-        r.headers_out.content_length_n = body.len() as i64;
-        r.headers_out.content_type = ngx_str(CONTENT_TYPE.as_bytes());
-        r.headers_out.content_type_len = CONTENT_TYPE.len();
-    });
+    req.set_response(200, body.len(), Some(CONTENT_TYPE));
     // SAFETY: the request is live (`Req`), its response not yet sent.
     let rc = unsafe { ngx_http_send_header(req.as_ptr()) };
-    if rc == NGX_ERROR as ngx_int_t
-        || rc > NGX_OK as ngx_int_t
-        || req.read(|r| r.header_only()) != 0
-    {
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req.is_header_only() {
         return rc;
     }
     // SAFETY: the pool is the live request's.

@@ -45,7 +45,7 @@ fn read_body(req: &mut Req<'_>) -> ngx_int_t {
         }
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    req.write(|r| r.set_request_body_in_single_buf(1));
+    req.want_body_in_one_buffer();
     // SAFETY: the request is live; nginx calls `body_read` with it once the
     // body is in.
     let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
@@ -109,7 +109,7 @@ fn purge(req: &mut Req<'_>) -> Option<ngx_int_t> {
         now_ms(),
     );
     req.set_status(0);
-    req.write(|r| r.write_event_handler = Some(resume));
+    req.set_write_handler(Some(resume));
     let started = call::start(req, uri, &commands, purge::REPLIES, false, tier_done);
     started.err().map(|()| NGX_ERROR as ngx_int_t)
 }
@@ -167,11 +167,8 @@ fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
     if status != NGX_HTTP_OK as usize {
         return status as ngx_int_t;
     }
-    req.write(|r| {
-        r.headers_out.status = status;
-        r.headers_out.content_length_n = 0;
-        r.set_header_only(1);
-    });
+    req.set_response(status, 0, None);
+    req.set_header_only();
     // SAFETY: the request is live (`Req`), its response not yet sent.
     let rc = unsafe { ngx_http_send_header(req.as_ptr()) };
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
@@ -184,7 +181,7 @@ fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
 /// The request body, if it is in memory (a purge body is a few bytes; one
 /// that went to a file is refused).
 fn body(req: &Req<'_>) -> Option<Vec<u8>> {
-    let rb = req.read(|r| r.request_body);
+    let rb = req.request_body();
     if rb.is_null() {
         return Some(Vec::new());
     }

@@ -50,7 +50,7 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     if unsafe { ngx_http_upstream_create(req.as_ptr()) } != NGX_OK as ngx_int_t {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    let u = req.read(|r| r.upstream);
+    let u = req.upstream();
     // SAFETY: `u` is the upstream nginx just made in the request's pool;
     // `conf` is the upstream conf `init_main_conf` made for this location,
     // which lives with the configuration.
@@ -89,7 +89,7 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
             fails_over,
         )
     };
-    req.main().write(|main| main.set_count(main.count() + 1));
+    req.add_main_reference();
     // SAFETY: the request is live, its upstream made and set up above.
     unsafe { ngx_http_upstream_init(req.as_ptr()) };
     NGX_DONE as ngx_int_t
@@ -138,7 +138,7 @@ fn request_bufs(req: &mut Req<'_>) -> ngx_int_t {
         (*b).set_last_buf(1);
         (*cl).buf = b;
         (*cl).next = ptr::null_mut();
-        (*req.read(|r| r.upstream)).request_bufs = cl;
+        (*req.upstream()).request_bufs = cl;
     }
     NGX_OK as ngx_int_t
 }
@@ -187,7 +187,7 @@ fn read_replies(req: &mut Req<'_>) -> ngx_int_t {
     // SAFETY: the call lives in the request's pool; nginx runs one
     // callback of a request at a time, so no other reference to it is in use.
     let call = unsafe { &mut *call };
-    let u = req.read(|r| r.upstream);
+    let u = req.upstream();
     // SAFETY: the upstream nginx runs this for; u->buffer holds what was
     // received so far (pos..last within start..end; pos stays where the
     // first reply starts until the last is read).
