@@ -107,7 +107,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         sent: 0,
         // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         retry: unsafe { core::mem::zeroed() },
-        // SAFETY: as for `retry`, an idle event.
+        // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         watch: unsafe { core::mem::zeroed() },
         ids: main.and_then(|m| m.metrics.channel_ids()),
         log,
@@ -251,9 +251,9 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
         unsafe { ((*sub).steps.handle(now_ms(), event), (*sub).ids, (*sub).log) };
     for action in actions {
         match action {
-            // SAFETY: `sub` is this worker's subscriber (as above).
+            // SAFETY: `sub` is this worker's subscriber (this function's contract).
             Action::Connect(server) => unsafe { connect(sub, server) },
-            // SAFETY: `sub` is this worker's subscriber (as above); the
+            // SAFETY: `sub` is this worker's subscriber (this function's contract); the
             // `&mut` ends before `send`.
             Action::Send(bytes) => unsafe {
                 let s = &mut *sub;
@@ -280,18 +280,19 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
                 ngx::ngx_log_error!(level, log, "auth_oauth2_token: {note}");
             }
             Action::Close => {
-                // SAFETY: `sub` is this worker's subscriber (as above).
+                // SAFETY: `sub` is this worker's subscriber (this function's contract).
                 unsafe { close(sub) };
                 if exiting() {
                     return;
                 }
             }
-            // SAFETY: the watch and retry events are the subscriber's own,
-            // which lives until exit_process (as above).
+            // SAFETY: the watch event is the subscriber's own, which lives
+            // until exit_process (this function's contract).
             Action::Watch(ms) => unsafe {
                 ngx_add_timer(ptr::addr_of_mut!((*sub).watch), ms as ngx::ffi::ngx_msec_t);
             },
-            // SAFETY: as for the watch.
+            // SAFETY: the retry event is the subscriber's own, which lives
+            // until exit_process (this function's contract).
             Action::RetryAfter(ms) => unsafe {
                 ngx_add_timer(ptr::addr_of_mut!((*sub).retry), ms as ngx::ffi::ngx_msec_t);
             },
@@ -422,40 +423,50 @@ unsafe fn send(sub: *mut Subscriber) {
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
-    // SAFETY: the connection's data is the subscriber (connect); nginx
-    // calls the handler with the connection's read event.
-    unsafe {
+    // SAFETY: nginx runs the handler with the read event of the connection
+    // `connect` made, whose data is this worker's subscriber.
+    let (c, sub) = unsafe {
         let c = (*ev).data.cast::<ngx_connection_t>();
-        let sub = (*c).data.cast::<Subscriber>();
-        if (*c).close() != 0 {
-            // Graceful shutdown: closed for good.
-            close(sub);
+        (c, (*c).data.cast::<Subscriber>())
+    };
+    // SAFETY: `c` is that live connection.
+    if unsafe { (*c).close() } != 0 {
+        // Graceful shutdown: closed for good.
+        // SAFETY: `sub` is this worker's subscriber.
+        unsafe { close(sub) };
+        return;
+    }
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        // SAFETY: `c` is live: only `close` closes it, after which this
+        // loop ends (`conn` is null).
+        let Some(recv) = (unsafe { (*c).recv }) else {
+            // SAFETY: `sub` is this worker's subscriber.
+            return unsafe { run(sub, Event::Failed(Trouble::CannotRead)) };
+        };
+        // SAFETY: `c` is live (above); `chunk` is room for its length.
+        let n = unsafe { recv(c, chunk.as_mut_ptr(), chunk.len()) };
+        let event = match n {
+            n if n == NGX_AGAIN as isize => break,
+            0 => Event::Failed(Trouble::ClosedByServer),
+            n if n < 0 => Event::Failed(Trouble::RefusedOrReset),
+            n => Event::Received(&chunk[..n as usize]),
+        };
+        let received = matches!(event, Event::Received(_));
+        // SAFETY: `sub` is this worker's subscriber; no reference into it
+        // is held.
+        unsafe { run(sub, event) };
+        // The steps closed it (something unexpected came).
+        // SAFETY: `sub` is this worker's subscriber, alive until
+        // exit_process; one word of it is read.
+        if !received || unsafe { (*sub).conn }.is_null() {
             return;
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        loop {
-            let Some(recv) = (*c).recv else {
-                return run(sub, Event::Failed(Trouble::CannotRead));
-            };
-            let n = recv(c, chunk.as_mut_ptr(), chunk.len());
-            if n == NGX_AGAIN as isize {
-                break;
-            }
-            if n == 0 {
-                return run(sub, Event::Failed(Trouble::ClosedByServer));
-            }
-            if n < 0 {
-                return run(sub, Event::Failed(Trouble::RefusedOrReset));
-            }
-            run(sub, Event::Received(&chunk[..n as usize]));
-            if (*sub).conn.is_null() {
-                // The steps closed it (something unexpected came).
-                return;
-            }
-        }
-        if ngx_handle_read_event(ev, 0) != NGX_OK as ngx_int_t {
-            run(sub, Event::Failed(Trouble::CannotWaitToRead));
-        }
+    }
+    // SAFETY: `ev` is the live connection's read event (above).
+    if unsafe { ngx_handle_read_event(ev, 0) } != NGX_OK as ngx_int_t {
+        // SAFETY: `sub` is this worker's subscriber.
+        unsafe { run(sub, Event::Failed(Trouble::CannotWaitToRead)) };
     }
 }
 

@@ -140,7 +140,9 @@ unsafe fn register(
     // SAFETY: `header` is the registry (this function's contract); its
     // slots are its own memory.
     let slots = unsafe { core::ptr::addr_of_mut!((*header).slots).cast::<Slot>() };
-    // SAFETY: as above; `len` is written only by the master, now.
+    // SAFETY: `header` is the registry (this function's contract); `len`
+    // is written only by the master, which runs this before any worker of
+    // the cycle, and read by no worker.
     let len = unsafe { &mut (*header).len };
     let mut known: HashMap<[u8; 32], usize> = HashMap::new();
     for i in 0..*len as usize {
