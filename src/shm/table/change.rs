@@ -121,10 +121,10 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// Removes `node` to make room for another: counted when it is an entry.
     ///
     /// # Safety
-    /// As for [`Change::remove`].
+    /// `node` must be a node of this table, linked in the queue.
     pub(super) unsafe fn evict(&mut self, node: *mut Node) -> Result<(), Died> {
-        // SAFETY: `node` is a live node of the change's table, linked in
-        // its chain and queue (`remove`'s contract, this function's too).
+        // SAFETY: `node` is a node of the change's table, linked in the
+        // queue (this function's contract, as `remove` needs).
         unsafe {
             if (*node).kind == ENTRY {
                 (*self.table).stats.evictions += 1;
