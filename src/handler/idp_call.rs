@@ -115,7 +115,10 @@ fn reply_of<'a>(sr: &'a Req<'_>, rc: ngx_int_t) -> IdpReply<'a> {
 /// The answer to a question of kind `Q` is in: read it into the slot of
 /// the request that asked, the subrequest's parent.
 fn done<Q: Question>(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
-    let Some(ctx) = sr.parent().and_then(|asked| RequestCtx::of(&asked)) else {
+    let Some(asked) = sr.parent() else {
+        return;
+    };
+    let Some(ctx) = RequestCtx::of(&asked) else {
         return;
     };
     // SAFETY: `ctx` is the asking request's context, in its pool, which
@@ -125,8 +128,9 @@ fn done<Q: Question>(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
     let main = sr.main_conf();
     let no_paths = ClaimPaths::default();
     let paths = main.map_or(&no_paths, |m| &m.claims);
-    let conf = sr.parent().and_then(|parent| parent.location_conf());
-    let call = conf.map_or(IdpCall::Introspection, Q::call);
+    let call = asked
+        .location_conf()
+        .map_or(IdpCall::Introspection, Q::call);
     let reply = reply_of(sr, rc);
     count_call(sr, ctx, main, &reply, call.limit());
     Q::slot(ctx).answered_once(|| Q::interpret(call, reply, paths));
