@@ -51,41 +51,50 @@ pub mod registration {
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        // SAFETY: nginx passes the http configuration; the core main conf and
-        // its phase arrays exist by now.
-        unsafe {
-            let Some(main) = Module::main_conf_mut(&*cf) else {
-                return NGX_ERROR as ngx_int_t;
-            };
-            main.error_variable = variables::error_variable_index(cf);
-            directives::warn_undefined_require_variables(cf, main);
-            if crate::shm::counters::declare(cf, main).is_none() {
+        // SAFETY: nginx passes the http configuration, whose main confs
+        // (ours, the core module's) exist by now.
+        let (main, cmcf) = unsafe {
+            (
+                Module::main_conf_mut(&*cf),
+                NgxHttpCoreModule::main_conf_mut(&*cf),
+            )
+        };
+        let (Some(main), Some(cmcf)) = (main, cmcf) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        // SAFETY: `cf` is the http configuration, fully parsed.
+        main.error_variable = unsafe { variables::error_variable_index(cf) };
+        // SAFETY: `cf` is the http configuration, fully parsed: the core
+        // module's variables are all declared.
+        unsafe { directives::warn_undefined_require_variables(cf, main) };
+        // SAFETY: `cf` is the http configuration and `main` its MainConf,
+        // alive with the cycle.
+        if unsafe { crate::shm::counters::declare(cf, main) }.is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        // Registered after the static modules, so within PREACCESS we
+        // run before limit_req and limit_conn, which can then use our
+        // variables.
+        let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
+            (
+                ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
+                handler::preaccess_handler,
+            ),
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                handler::access_handler,
+            ),
+        ];
+        for (phase, handler) in handlers {
+            let list = &mut cmcf.phases[phase as usize].handlers;
+            // SAFETY: the phase's handler array is nginx's, initialised
+            // for handlers (ngx_http_init_phases ran before postconfiguration).
+            let slot = unsafe { ngx_array_push(list) }.cast::<ngx_http_handler_pt>();
+            if slot.is_null() {
                 return NGX_ERROR as ngx_int_t;
             }
-            let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
-                return NGX_ERROR as ngx_int_t;
-            };
-            // Registered after the static modules, so within PREACCESS we
-            // run before limit_req and limit_conn, which can then use our
-            // variables.
-            let handlers: [(u32, unsafe extern "C" fn(_) -> _); 2] = [
-                (
-                    ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
-                    handler::preaccess_handler,
-                ),
-                (
-                    ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-                    handler::access_handler,
-                ),
-            ];
-            for (phase, handler) in handlers {
-                let list = &mut cmcf.phases[phase as usize].handlers;
-                let slot = ngx_array_push(list).cast::<ngx_http_handler_pt>();
-                if slot.is_null() {
-                    return NGX_ERROR as ngx_int_t;
-                }
-                *slot = Some(handler);
-            }
+            // SAFETY: `slot` is room for one handler in that array.
+            unsafe { *slot = Some(handler) };
         }
         NGX_OK as ngx_int_t
     }

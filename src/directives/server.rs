@@ -20,8 +20,10 @@ use crate::oauth::cache::key::server_identity;
 /// servers are merged its context's `srv_conf` is the server's, and every
 /// `listen` (and the implicit default one) is in the core module's ports.
 pub unsafe fn identity(cf: *mut ngx_conf_t) -> Identity {
-    // SAFETY: guaranteed by the caller; the arrays are nginx's, fully built
-    // by the time locations are merged, and only read here.
+    // SAFETY: `cf` is what nginx passes to `merge_loc_conf` (this
+    // function's contract): its `ctx` holds the server's and the http
+    // block's core confs; their arrays are nginx's, fully built by the time
+    // locations are merged, and only read here.
     unsafe {
         let ctx = (*cf).ctx.cast::<ngx_http_conf_ctx_t>();
         let index = ngx_http_core_module.ctx_index;
@@ -100,6 +102,7 @@ unsafe fn array<T>(a: &ngx::ffi::ngx_array_t) -> &[T] {
     if a.nelts == 0 || a.elts.is_null() {
         return &[];
     }
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `a` is initialised and holds `nelts` elements of type T at
+    // `elts` (this function's contract), which live as long as `a`.
     unsafe { core::slice::from_raw_parts(a.elts.cast::<T>(), a.nelts) }
 }

@@ -1,10 +1,9 @@
 //! The client's token in the request: found where `auth_oauth2_token_source`
 //! says, and remembered across internal redirects.
 
-use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_str_t};
-use ngx::http::list_iterator;
+use ngx::ffi::ngx_str_t;
 
-use crate::handler::raw::{header_values, pool_str};
+use crate::nginx::req::{ngx_str, Req};
 use crate::oauth::bearer::{self, BearerToken, Malformed};
 use crate::oauth::carriers::{self, TokenSource};
 
@@ -13,16 +12,12 @@ pub const DEFAULT_SOURCES: &[TokenSource] = &[TokenSource::Bearer];
 
 /// The first token found in `sources`, and the source it came from. A
 /// malformed value ends the search: the client did try to send a token.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn find<'r>(
-    r: *mut ngx_http_request_t,
-    sources: &[TokenSource],
-) -> (BearerToken<'r>, Option<&TokenSource>) {
+pub fn find<'r, 's>(
+    req: &Req<'r>,
+    sources: &'s [TokenSource],
+) -> (BearerToken<'r>, Option<&'s TokenSource>) {
     for source in sources {
-        // SAFETY: r is live (this function's contract).
-        let found = unsafe { look_in(r, source) };
+        let found = look_in(req, source);
         if found != BearerToken::Missing {
             return (found, Some(source));
         }
@@ -30,53 +25,36 @@ pub unsafe fn find<'r>(
     (BearerToken::Missing, None)
 }
 
-/// # Safety
-/// `r` must be a live request.
-unsafe fn look_in<'r>(r: *mut ngx_http_request_t, source: &TokenSource) -> BearerToken<'r> {
-    // SAFETY: the header list and args of a live request are initialised and
-    // live in its pool, as does the decoded copy of a query value.
-    unsafe {
-        let headers = &(*r).headers_in.headers;
-        match source {
-            // nginx keeps its own pointer to the one Authorization header it
-            // accepts (a second one is a 400 before any module runs): no
-            // need to walk the header list on every request.
-            TokenSource::Bearer => match (*r).headers_in.authorization.as_ref() {
-                Some(h) => bearer::from_authorization(&[h.value.as_bytes()]),
-                None => BearerToken::Missing,
+fn look_in<'r>(req: &Req<'r>, source: &TokenSource) -> BearerToken<'r> {
+    match source {
+        // nginx keeps its own pointer to the one Authorization header it
+        // accepts (a second one is a 400 before any module runs): no
+        // need to walk the header list on every request.
+        TokenSource::Bearer => match req.authorization() {
+            Some(value) => bearer::from_authorization(&[value]),
+            None => BearerToken::Missing,
+        },
+        TokenSource::Header(name) => match req.header_values::<1>(name) {
+            (_, 0) => BearerToken::Missing,
+            ([value], 1) => carriers::raw_token(value),
+            _ => BearerToken::Malformed(Malformed::DuplicateHeader),
+        },
+        TokenSource::Query(name) => match carriers::query_value(req.args(), name) {
+            None => BearerToken::Missing,
+            Some(std::borrow::Cow::Borrowed(value)) => carriers::raw_token(value),
+            Some(std::borrow::Cow::Owned(decoded)) => match req.pool_copy(&decoded) {
+                Some(copy) if !copy.is_empty() => carriers::raw_token(copy),
+                _ => BearerToken::Missing,
             },
-            TokenSource::Header(name) => match header_values::<1>(headers, name) {
-                (_, 0) => BearerToken::Missing,
-                ([value], 1) => carriers::raw_token(value),
-                _ => BearerToken::Malformed(Malformed::DuplicateHeader),
-            },
-            TokenSource::Query(name) => {
-                let args = (*r).args.as_bytes();
-                match carriers::query_value(args, name) {
-                    None => BearerToken::Missing,
-                    Some(std::borrow::Cow::Borrowed(value)) => carriers::raw_token(value),
-                    Some(std::borrow::Cow::Owned(decoded)) => match pool_str(r, &decoded) {
-                        Some(copy) if copy.len > 0 => {
-                            carriers::raw_token(core::slice::from_raw_parts(copy.data, copy.len))
-                        }
-                        _ => BearerToken::Missing,
-                    },
-                }
-            }
-            TokenSource::Cookie(name) => {
-                for (key, value) in list_iterator(headers) {
-                    if key.as_bytes().eq_ignore_ascii_case(b"Cookie") {
-                        // An empty cookie is no token: a later header may carry one.
-                        let found = carriers::cookie_value(value.as_bytes(), name)
-                            .map_or(BearerToken::Missing, carriers::raw_token);
-                        if found != BearerToken::Missing {
-                            return found;
-                        }
-                    }
-                }
-                BearerToken::Missing
-            }
-        }
+        },
+        // An empty cookie is no token: a later header may carry one.
+        TokenSource::Cookie(name) => req
+            .find_header(b"Cookie", |value| {
+                carriers::cookie_value(value, name)
+                    .map(carriers::raw_token)
+                    .filter(|found| *found != BearerToken::Missing)
+            })
+            .unwrap_or(BearerToken::Missing),
     }
 }
 
@@ -96,57 +74,37 @@ struct SavedToken {
 
 const SAVED_TOKEN_TAG: u64 = u64::from_be_bytes(*b"oauth2tk");
 
-fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
-    handler.map(|h| h as usize) == Some(saved_token_marker as *const () as usize)
-}
-
-/// Remembers `token` for the rest of the request.
-///
-/// # Safety
-/// `r` must be a live request; `token` must live in request memory.
-pub unsafe fn save(r: *mut ngx_http_request_t, token: &[u8]) -> Option<()> {
-    // SAFETY: the cleanup and its data live in r's pool.
+/// Remembers `token` (request memory) for the rest of the request.
+pub fn save<'r>(req: &mut Req<'r>, token: &'r [u8]) -> Option<()> {
+    let c = req.add_cleanup(size_of::<SavedToken>())?;
+    let saved = SavedToken {
+        tag: SAVED_TOKEN_TAG,
+        token: ngx_str(token),
+    };
+    // SAFETY: `c` is the cleanup just added, whose data is room for a
+    // SavedToken (nginx aligns pool data to a word).
     unsafe {
-        let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedToken>());
-        if c.is_null() {
-            return None;
-        }
-        (*c).handler = Some(saved_token_marker);
-        (*c).data.cast::<SavedToken>().write(SavedToken {
-            tag: SAVED_TOKEN_TAG,
-            token: ngx_str_t {
-                len: token.len(),
-                data: token.as_ptr().cast_mut(),
-            },
-        });
-        Some(())
+        (*c.as_ptr()).handler = Some(saved_token_marker);
+        (*c.as_ptr()).data.cast::<SavedToken>().write(saved);
     }
+    Some(())
 }
 
 /// The token [`save`] remembered, after an internal redirect.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn saved<'r>(r: *mut ngx_http_request_t) -> Option<&'r [u8]> {
-    // SAFETY: the cleanup list of a live pool is well formed; ours hold an
-    // ngx_str_t pointing into request memory.
-    unsafe {
-        if (*r).internal() == 0 {
-            return None;
-        }
-        let mut c = (*(*r).pool).cleanup;
-        while !c.is_null() {
-            if is_marker((*c).handler) {
-                let saved = &*(*c).data.cast::<SavedToken>();
-                if saved.tag == SAVED_TOKEN_TAG {
-                    return Some(core::slice::from_raw_parts(
-                        saved.token.data,
-                        saved.token.len,
-                    ));
-                }
-            }
-            c = (*c).next;
-        }
-        None
+pub fn saved<'r>(req: &Req<'r>) -> Option<&'r [u8]> {
+    if !req.is_internal() {
+        return None;
     }
+    let saved = req
+        .cleanup_data(Some(saved_token_marker))
+        .map(|data| data.cast::<SavedToken>())
+        // SAFETY: the request's cleanups with this handler's address are the
+        // ones `save` added, whose data is a SavedToken: the module's other
+        // cleanups run code (`Req::keep` registers none for a value that
+        // needs no drop), which the empty marker cannot share. The tag is
+        // checked all the same.
+        .find(|&saved| unsafe { (*saved).tag } == SAVED_TOKEN_TAG)?;
+    // SAFETY: `saved` is a SavedToken, whose token `save` took as `&'r` of
+    // this request.
+    Some(unsafe { core::slice::from_raw_parts((*saved).token.data, (*saved).token.len) })
 }

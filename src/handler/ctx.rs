@@ -7,6 +7,7 @@
 use ngx::ffi::{ngx_event_t, ngx_str_t};
 
 use crate::metrics::{self, EndpointIds};
+use crate::nginx::req::{ngx_str, ModuleCtx, Req};
 use crate::oauth::cache::slot;
 pub use crate::oauth::cache::slot::{CacheStatus, Flight, Role, TierEntry, TierNames, TierRead};
 use crate::oauth::call::CallFailure;
@@ -47,14 +48,15 @@ pub struct RequestCtx {
     idp_status: Option<u16>,
 }
 
+// SAFETY: the only type this module keeps in a request's context slot.
+unsafe impl ModuleCtx for RequestCtx {}
+
 impl RequestCtx {
-    /// `token` must live in request memory, as long as the context.
-    pub fn new(token: &[u8], stage: Stage) -> RequestCtx {
-        RequestCtx {
-            token: ngx_str_t {
-                len: token.len(),
-                data: token.as_ptr().cast_mut(),
-            },
+    /// Makes the context of `req`, in its pool, for the client's `token`
+    /// (request memory, or static); `None` when nginx is out of memory.
+    pub fn attach<'r>(req: &mut Req<'r>, token: &'r [u8], stage: Stage) -> Option<*mut RequestCtx> {
+        let ctx = RequestCtx {
+            token: ngx_str(token),
             stage,
             introspection: Slot::default(),
             exchange: Slot::default(),
@@ -64,13 +66,21 @@ impl RequestCtx {
             call: None,
             idp_micros: None,
             idp_status: None,
-        }
+        };
+        req.set_module_ctx(ctx).map(|p| p.as_ptr())
+    }
+
+    /// The context of `req`, once `attach` made it. A raw pointer: the
+    /// variable getters read the context while a stage runs, so no `&mut`
+    /// to it is held across a call into nginx.
+    pub fn of(req: &Req<'_>) -> Option<*mut RequestCtx> {
+        req.module_ctx::<RequestCtx>().map(|p| p.as_ptr())
     }
 
     /// The client's token.
     pub fn token(&self) -> &[u8] {
-        // SAFETY: `token` points at request memory (`new`'s contract), which
-        // lives as long as the context, itself in the request pool.
+        // SAFETY: `attach`, the only constructor, took `token` as `&'r` of
+        // the request whose pool holds the context: the bytes outlive it.
         unsafe { core::slice::from_raw_parts(self.token.data, self.token.len) }
     }
 

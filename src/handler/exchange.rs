@@ -2,14 +2,14 @@
 //! the upstream, through the cache flow; the issued token becomes the
 //! upstream's `Authorization`.
 
-use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR};
+use ngx::ffi::NGX_LOG_ERR;
 
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{Exchanged, Outcome, RequestCtx, Slot};
 use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
-use crate::handler::raw::evaluate;
 use crate::handler::upstream;
+use crate::nginx::req::Req;
 use crate::oauth::cache::key::{exchange_key, policy};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
@@ -41,20 +41,14 @@ impl Question for Exchange {
         IdpCall::Exchange
     }
 
-    unsafe fn inputs<'r>(
-        r: *mut ngx_http_request_t,
-        conf: &'r LocationConf,
-    ) -> Option<Self::Inputs<'r>> {
-        // SAFETY: r is a live request; templates come from the directives.
-        unsafe {
-            let params = ExchangeParams {
-                audience: evaluate(r, conf.audience)?,
-                scope: evaluate(r, conf.scope)?,
-                resource: evaluate(r, conf.resource)?,
-                requested_token_type: conf.requested_token_type.as_deref().unwrap_or_default(),
-            };
-            Some((params, evaluate(r, conf.cache_vary)?))
-        }
+    fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>> {
+        let params = ExchangeParams {
+            audience: req.evaluate(conf.audience)?,
+            scope: req.evaluate(conf.scope)?,
+            resource: req.evaluate(conf.resource)?,
+            requested_token_type: conf.requested_token_type.as_deref().unwrap_or_default(),
+        };
+        Some((params, req.evaluate(conf.cache_vary)?))
     }
 
     fn key(conf: &LocationConf, token: &[u8], (params, vary): &Self::Inputs<'_>) -> CacheKey {
@@ -82,34 +76,29 @@ impl Question for Exchange {
 }
 
 /// Moves the exchange on; once the token endpoint answered, the issued token
-/// goes upstream, or the request is refused.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn run<'c>(
-    r: *mut ngx_http_request_t,
+/// goes upstream, or the request is refused. `ctx` is the request's
+/// context (`RequestCtx::of`).
+pub fn run<'r, 'c: 'r>(
+    req: &mut Req<'r>,
     conf: &'c LocationConf,
     ctx: *mut RequestCtx,
 ) -> Outcome<'c> {
-    // SAFETY: guaranteed by the caller.
-    match unsafe { flow::step::<Exchange>(r, conf, ctx) } {
+    match flow::step::<Exchange>(req, conf, ctx) {
         Step::Answered => {}
         Step::Again => return Outcome::Again,
         Step::Error => return Outcome::Error,
     }
-    // SAFETY: as above; nothing below runs variable getters.
+    // SAFETY: `ctx` is the request's context, in its pool; nothing below
+    // runs variable getters (`authorize` evaluates no template), so the
+    // shared reference is the only one while it is used.
     let answer = unsafe { (*ctx).exchange().answer() };
     match answer {
-        Some(Ok(issued)) => {
-            // SAFETY: as above.
-            match unsafe { upstream::authorize(r, issued.access_token.as_bytes()) } {
-                Some(()) => Outcome::Pass,
-                None => Outcome::Error,
-            }
-        }
+        Some(Ok(issued)) => match upstream::authorize(req, issued.access_token.as_bytes()) {
+            Some(()) => Outcome::Pass,
+            None => Outcome::Error,
+        },
         Some(Err(failure)) => {
-            // SAFETY: r is live; its connection log is valid for logging.
-            let log = unsafe { (*(*r).connection).log };
+            let log = req.log();
             // An open breaker's refusals are logged where it refused, once per interval.
             if !matches!(failure.call(), Some(CallFailure::BreakerOpen(_))) {
                 ngx::ngx_log_error!(NGX_LOG_ERR, log, "auth_oauth2_token: {failure}");

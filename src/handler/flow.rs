@@ -3,16 +3,14 @@
 //! context's slot, the zone of shared memory, this worker's in-flight
 //! table, the Redis tier, the IdP's subrequest, the breaker, the metrics).
 
-use ngx::ffi::ngx_http_request_t;
-use ngx::http::HttpModuleMainConf;
-
-use crate::conf::LocationConf;
+use crate::conf::{LocationConf, MainConf};
 use crate::handler::ctx::{CacheStatus, RequestCtx, Role, Slot, TierEntry, TierNames};
 use crate::handler::idp_call::{self, Refresh};
+use crate::handler::inflight;
 use crate::handler::question::{Answer, Question};
-use crate::handler::{inflight, redis_tier};
+use crate::handler::redis_tier::{self, Tier};
 use crate::metrics::LookupResult;
-use crate::module::Module;
+use crate::nginx::req::{now_ms, Req};
 pub use crate::oauth::cache::flow::Step;
 use crate::oauth::cache::flow::{self, Env, Refreshing};
 use crate::oauth::cache::key::token_tag;
@@ -20,19 +18,15 @@ use crate::oauth::cache::{CacheKey, CachePolicy};
 use crate::resilience::breaker::Admit;
 use crate::shm::zone::ShmZone;
 
-pub use crate::handler::raw::now_ms;
-
-/// Moves the question of the request's current stage on, as far as it can.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn step<Q: Question>(
-    r: *mut ngx_http_request_t,
-    conf: &LocationConf,
+/// Moves the question of the request's current stage on, as far as it
+/// can; `ctx` is the request's context (`RequestCtx::of`).
+pub fn step<'r, Q: Question>(
+    req: &mut Req<'r>,
+    conf: &'r LocationConf,
     ctx: *mut RequestCtx,
 ) -> Step {
     let mut env = Nginx::<Q> {
-        r,
+        req,
         conf,
         ctx,
         inputs: None,
@@ -41,27 +35,27 @@ pub unsafe fn step<Q: Question>(
 }
 
 /// One request's question, as the flow sees it.
-struct Nginx<'c, Q: Question> {
-    /// A live request (`step`'s contract) ...
-    r: *mut ngx_http_request_t,
-    conf: &'c LocationConf,
-    /// ... and its context, in its pool. Only reached through short-lived
-    /// references: variable getters (run by `Q::inputs`) read it too.
+struct Nginx<'a, 'r, Q: Question> {
+    req: &'a mut Req<'r>,
+    conf: &'r LocationConf,
+    /// The request's context, in its pool. Only reached through
+    /// short-lived references: variable getters (run by `Q::read_inputs`)
+    /// read it too.
     ctx: *mut RequestCtx,
     /// What the question is made of, read once per look.
-    inputs: Option<Q::Inputs<'c>>,
+    inputs: Option<Q::Inputs<'r>>,
 }
 
-impl<'c, Q: Question> Nginx<'c, Q> {
+impl<Q: Question> Nginx<'_, '_, Q> {
     fn ctx(&self) -> &RequestCtx {
-        // SAFETY: ctx is r's context, in r's pool, which outlives this value
-        // (made and dropped within one call of the phase handler).
+        // SAFETY: `ctx` is the request's context, in its pool, which
+        // outlives this value (made and dropped within one phase handler
+        // call); no `&mut` to it is held while this reference lives.
         unsafe { &*self.ctx }
     }
 
-    fn main(&self) -> Option<&crate::conf::MainConf> {
-        // SAFETY: r is a live request; its main conf lives as long as the cycle.
-        unsafe { Module::main_conf(&*self.r) }
+    fn main(&self) -> Option<&'static MainConf> {
+        self.req.main_conf()
     }
 
     /// Serving answers past their time is logged once a minute at most
@@ -72,11 +66,9 @@ impl<'c, Q: Question> Nginx<'c, Q> {
             return;
         }
         LAST_STALE_LOG.set(now);
-        // SAFETY: r is a live request; its connection's log is valid for logging.
-        let log = unsafe { (*(*self.r).connection).log };
         ngx::ngx_log_error!(
             ngx::ffi::NGX_LOG_WARN,
-            log,
+            self.req.log(),
             "auth_oauth2_token: the IdP failed; serving cached answers past their time (stale_if_error)"
         );
     }
@@ -88,7 +80,13 @@ impl<'c, Q: Question> Nginx<'c, Q> {
     }
 }
 
-impl<'c, Q: Question> Env for Nginx<'c, Q> {
+impl<'r, Q: Question> Nginx<'_, 'r, Q> {
+    fn tier(&self) -> Option<Tier<'r>> {
+        Tier::of(self.req, self.conf)
+    }
+}
+
+impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
     type Kind = Q;
     type Zone = ShmZone;
 
@@ -104,8 +102,7 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
     }
 
     fn is_subrequest(&self) -> bool {
-        // SAFETY: r is a live request.
-        unsafe { self.r != (*self.r).main }
+        !self.req.is_main()
     }
 
     fn cache(&self) -> Option<(ShmZone, CachePolicy)> {
@@ -117,8 +114,7 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
     }
 
     fn prepare(&mut self) -> bool {
-        // SAFETY: r is a live request; no reference to the context is held.
-        self.inputs = unsafe { Q::inputs(self.r, self.conf) };
+        self.inputs = Q::read_inputs(self.req, self.conf);
         self.inputs.is_some()
     }
 
@@ -145,8 +141,7 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
             call: Q::call(self.conf),
         };
         let endpoint = Q::endpoint(self.conf);
-        // SAFETY: r is the live main request (the flow refreshes only for one).
-        let _ = unsafe { idp_call::refresh::<Q>(self.r, self.conf, endpoint, body, refresh) };
+        let _ = idp_call::post_refresh::<Q>(self.req, self.conf, endpoint, body, refresh);
     }
 
     fn looked_up(&mut self, status: CacheStatus, count: bool) {
@@ -188,66 +183,56 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
     }
 
     fn join(&mut self, key: CacheKey) -> Option<Role> {
-        // SAFETY: r is a live request and ctx its context.
-        unsafe { inflight::join::<Q>(self.r, self.ctx, key) }
+        inflight::join_flight::<Q>(self.req, key)
     }
 
     fn wake_in(&mut self, ms: u64) -> bool {
-        // SAFETY: r is a live request and ctx its context.
-        unsafe { inflight::wake_in(self.r, self.ctx, ms) }.is_some()
+        inflight::wake_after(self.req, ms).is_some()
     }
 
     fn tier_names(&mut self) -> Option<TierNames> {
-        // SAFETY: r is a live request.
-        let tier = unsafe { redis_tier::tier(self.r, self.conf) }?;
+        let tier = self.tier()?;
         let inputs = self.inputs.as_ref()?;
         let policy = Q::fleet_policy(self.conf, inputs);
         Some(redis_tier::names(&tier, self.ctx().token(), &policy))
     }
 
     fn read_tier(&mut self) -> bool {
-        // SAFETY: r is a live request and ctx its context.
-        unsafe {
-            let Some(tier) = redis_tier::tier(self.r, self.conf) else {
-                return false;
-            };
-            redis_tier::read::<Q>(self.r, &tier, self.ctx).is_ok()
-        }
+        let Some(tier) = self.tier() else {
+            return false;
+        };
+        redis_tier::ask::<Q>(self.req, &tier).is_ok()
     }
 
     fn write_tier(&mut self, entry: &TierEntry, now_ms: i64) {
-        // SAFETY: r is a live request; the names are read from its context
-        // before the write starts (no variable getter runs meanwhile).
-        unsafe {
-            let (Some(tier), Some(names)) = (
-                redis_tier::tier(self.r, self.conf),
-                Q::slot(&mut *self.ctx).tier_names(),
-            ) else {
-                return;
-            };
-            // A write that cannot start is a later miss elsewhere.
-            let _ = redis_tier::write(self.r, &tier, names, entry, now_ms);
-        }
+        let Some(tier) = self.tier() else {
+            return;
+        };
+        // SAFETY: as in `ctx`; the names are borrowed from the context for
+        // the write, which runs no variable getter.
+        let Some(names) = Q::slot(unsafe { &mut *self.ctx }).tier_names() else {
+            return;
+        };
+        // A write that cannot start is a later miss elsewhere.
+        let _ = redis_tier::store(self.req, &tier, names, entry, now_ms);
     }
 
     fn forget_in_tier(&mut self) {
-        // SAFETY: as for `write_tier`.
-        unsafe {
-            let (Some(tier), Some(names)) = (
-                redis_tier::tier(self.r, self.conf),
-                Q::slot(&mut *self.ctx).tier_names(),
-            ) else {
-                return;
-            };
-            let _ = redis_tier::forget(self.r, &tier, names);
-        }
+        let Some(tier) = self.tier() else {
+            return;
+        };
+        // SAFETY: as in `ctx`; the names are borrowed from the context for
+        // the removal, which runs no variable getter.
+        let Some(names) = Q::slot(unsafe { &mut *self.ctx }).tier_names() else {
+            return;
+        };
+        let _ = redis_tier::remove(self.req, &tier, names);
     }
 
     fn admit(&mut self) -> Result<(), u64> {
         let endpoint = Q::endpoint(self.conf);
-        let (Some((slot, breaker)), Some(main)) =
-            (endpoint.breaker.zip(self.conf.breaker), self.main())
-        else {
+        let breaker = endpoint.breaker.zip(self.conf.breaker);
+        let (Some((slot, breaker)), Some(main)) = (breaker, self.main()) else {
             return Ok(());
         };
         let Some(state) = main.counters.breaker(slot) else {
@@ -256,8 +241,7 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
         let now = u64::try_from(now_ms()).unwrap_or(0);
         match state.admit(&breaker, now) {
             Admit::Refuse { retry_after_s } => {
-                // SAFETY: r is a live request.
-                unsafe { idp_call::note_refusal(self.r, &state, endpoint, retry_after_s) };
+                idp_call::log_refusal(self.req, &state, endpoint, retry_after_s);
                 Err(retry_after_s)
             }
             _ => Ok(()),
@@ -270,18 +254,15 @@ impl<'c, Q: Question> Env for Nginx<'c, Q> {
         };
         let body = Q::body(self.ctx().token(), inputs);
         let endpoint = Q::endpoint(self.conf);
-        // SAFETY: r is a live request and ctx its context.
-        unsafe { idp_call::ask::<Q>(self.r, self.conf, endpoint, body, self.ctx) }.is_ok()
+        idp_call::post_question::<Q>(self.req, self.conf, endpoint, body).is_ok()
     }
 
     fn hand_over(&mut self, key: CacheKey, answer: Option<Answer<Q>>) {
-        // SAFETY: the waiters' contexts live in their requests' pools while
-        // they are in the table (their cleanup takes them out).
-        unsafe {
-            inflight::finish(key, |waiter| {
-                Q::slot(&mut *waiter).delivered(answer.clone());
-            });
-        }
+        inflight::finish(key, |waiter| {
+            // SAFETY: a waiter's context lives in its request's pool while
+            // it is in the table (its cleanup takes it out).
+            Q::slot(unsafe { &mut *waiter }).delivered(answer.clone());
+        });
     }
 }
 

@@ -17,13 +17,13 @@ use std::collections::HashMap;
 use ngx::ffi::{
     ngx_current_msec, ngx_delete_posted_event, ngx_event_t, ngx_event_timer_rbtree,
     ngx_handle_read_event, ngx_http_block_reading, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_http_test_reading, ngx_pool_cleanup_add, ngx_post_event,
-    ngx_posted_events, ngx_rbtree_delete, ngx_rbtree_insert, NGX_OK,
+    ngx_http_run_posted_requests, ngx_http_test_reading, ngx_post_event, ngx_posted_events,
+    ngx_rbtree_delete, ngx_rbtree_insert, NGX_OK,
 };
 
 use crate::handler::ctx::{Flight, RequestCtx, Role};
 use crate::handler::question::Question;
-use crate::handler::raw::now_ms;
+use crate::nginx::req::{now_ms, Req};
 use crate::oauth::cache::flow::CacheZone;
 use crate::oauth::cache::CacheKey;
 
@@ -31,126 +31,105 @@ thread_local! {
     static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());
 }
 
-/// Registers `ctx` for `key`: the first becomes the leader, the others wait
-/// for it. `None` when nginx is out of memory; the request is then not in
-/// the table.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn join<Q: Question>(
-    r: *mut ngx_http_request_t,
-    ctx: *mut RequestCtx,
-    key: CacheKey,
-) -> Option<Role> {
-    // SAFETY: r is live and ctx its context (this function's contract); the
-    // cleanup and the event live in r's pool, as long as ctx.
-    unsafe {
-        leave_on_cleanup_registered(r, ctx)?;
-        let leads = IN_FLIGHT.with_borrow(|map| !map.contains_key(&key));
-        if !leads {
-            ensure_wake(r, ctx)?;
-            watch_client(r)?;
-        }
-        let role = IN_FLIGHT.with_borrow_mut(|map| match map.get_mut(&key) {
-            Some(waiters) => {
-                waiters.push(ctx);
-                Role::Waiter
-            }
-            None => {
-                map.insert(key, Vec::new());
-                Role::Leader
-            }
-        });
-        Q::slot(&mut *ctx).joined(key, role);
-        Some(role)
+/// Registers the request's context for `key`: the first becomes the
+/// leader, the others wait for it. `None` when nginx is out of memory (or
+/// the request has no context); the request is then not in the table.
+pub fn join_flight<Q: Question>(req: &mut Req<'_>, key: CacheKey) -> Option<Role> {
+    let ctx = RequestCtx::of(req)?;
+    leave_on_cleanup_registered(req, ctx)?;
+    let leads = IN_FLIGHT.with_borrow(|map| !map.contains_key(&key));
+    if !leads {
+        ensure_wake(req, ctx)?;
+        watch_client(req)?;
     }
+    let role = IN_FLIGHT.with_borrow_mut(|map| match map.get_mut(&key) {
+        Some(waiters) => {
+            waiters.push(ctx);
+            Role::Waiter
+        }
+        None => {
+            map.insert(key, Vec::new());
+            Role::Leader
+        }
+    });
+    // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+    // lasts for this call, which reaches no nginx code.
+    unsafe { Q::slot(&mut *ctx).joined(key, role) };
+    Some(role)
 }
 
-/// Gives `ctx` the event that resumes its request, made in `r`'s pool.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-unsafe fn ensure_wake(r: *mut ngx_http_request_t, ctx: *mut RequestCtx) -> Option<()> {
-    // SAFETY: guaranteed by the caller; a zeroed event is nginx's idle state.
-    unsafe {
-        if (*ctx).wake_event().is_null() {
-            let wake =
-                ngx::ffi::ngx_pcalloc((*r).pool, size_of::<ngx_event_t>()).cast::<ngx_event_t>();
-            if wake.is_null() {
-                return None;
-            }
-            (*wake).handler = Some(resume);
-            (*wake).data = r.cast();
-            (*wake).log = (*(*r).connection).log;
-            (*ctx).set_wake_event(wake);
-        }
-        Some(())
+/// Gives `ctx`, the request's context, the event that resumes the
+/// request, made in its pool.
+fn ensure_wake(req: &mut Req<'_>, ctx: *mut RequestCtx) -> Option<()> {
+    // SAFETY: `ctx` is the request's context, in its pool.
+    if !unsafe { (*ctx).wake_event() }.is_null() {
+        return Some(());
     }
+    let wake = req.pool_zeroed::<ngx_event_t>()?.as_ptr();
+    // SAFETY: `wake` is zeroed room in the request's pool (an idle event).
+    unsafe {
+        (*wake).handler = Some(resume);
+        (*wake).data = req.as_ptr().cast();
+        (*wake).log = req.log();
+    }
+    // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+    // lasts for this call, which reaches no nginx code.
+    unsafe { (*ctx).set_wake_event(wake) };
+    Some(())
 }
 
 /// Resumes the request in `ms` milliseconds (a timer on its wake event),
-/// while another worker asks the IdP.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn wake_in(r: *mut ngx_http_request_t, ctx: *mut RequestCtx, ms: u64) -> Option<()> {
-    // SAFETY: guaranteed by the caller; the cleanup registered here takes
-    // the timer out of nginx's tree if the request goes away first.
+/// while another worker asks the IdP. `None` when nginx is out of memory.
+pub fn wake_after(req: &mut Req<'_>, ms: u64) -> Option<()> {
+    let ctx = RequestCtx::of(req)?;
+    // The cleanup registered here takes the timer out of nginx's tree if
+    // the request goes away first.
+    leave_on_cleanup_registered(req, ctx)?;
+    ensure_wake(req, ctx)?;
+    watch_client(req)?;
+    // SAFETY: `ctx` is the request's context, in its pool, whose wake
+    // event `ensure_wake` made there.
+    let ev = unsafe { (*ctx).wake_event() };
+    // SAFETY: `ev` is that event; nginx's timer tree is this worker's.
     unsafe {
-        leave_on_cleanup_registered(r, ctx)?;
-        ensure_wake(r, ctx)?;
-        watch_client(r)?;
-        let ev = (*ctx).wake_event();
         if (*ev).timer_set() == 0 {
             (*ev).timer.key = ngx_current_msec.wrapping_add(ms as ngx::ffi::ngx_msec_t);
             ngx_rbtree_insert(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
             (*ev).set_timer_set(1);
         }
-        Some(())
     }
+    Some(())
 }
 
 /// Registers, once per request, the pool cleanup that takes the request
-/// out of the in-flight table (and its wake timer out of nginx's tree).
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context, in its pool.
-unsafe fn leave_on_cleanup_registered(
-    r: *mut ngx_http_request_t,
-    ctx: *mut RequestCtx,
-) -> Option<()> {
-    // SAFETY: guaranteed by the caller; the cleanup runs with the pool,
-    // which holds ctx until then.
-    unsafe {
-        if !(*ctx).leaves_on_cleanup() {
-            let cleanup = ngx_pool_cleanup_add((*r).pool, 0);
-            if cleanup.is_null() {
-                return None;
-            }
-            (*cleanup).handler = Some(leave_on_cleanup);
-            (*cleanup).data = ctx.cast();
-            (*ctx).cleanup_registered();
-        }
-        Some(())
+/// out of the in-flight table (and its wake timer out of nginx's tree);
+/// `ctx` is the request's context.
+fn leave_on_cleanup_registered(req: &mut Req<'_>, ctx: *mut RequestCtx) -> Option<()> {
+    // SAFETY: `ctx` is the request's context, in its pool.
+    if unsafe { (*ctx).leaves_on_cleanup() } {
+        return Some(());
     }
+    let cleanup = req.add_cleanup(0)?;
+    // SAFETY: `cleanup` was just added to the request's pool, which holds
+    // `ctx` until the cleanup ran (cleanups run before the pool is freed).
+    unsafe {
+        (*cleanup.as_ptr()).handler = Some(leave_on_cleanup);
+        (*cleanup.as_ptr()).data = ctx.cast();
+        (*ctx).cleanup_registered();
+    }
+    Some(())
 }
 
 /// The leader of `key` has its answer: `deliver` copies it into every
-/// waiter, which is then woken.
-///
-/// # Safety
-/// Every context in the table is live (each leaves it in its pool cleanup).
-pub unsafe fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
-    // SAFETY: every context in the table is live: each registers a pool
-    // cleanup (leave_on_cleanup) that takes it out before its pool goes.
-    unsafe {
-        for waiter in IN_FLIGHT
-            .with_borrow_mut(|map| map.remove(&key))
-            .unwrap_or_default()
-        {
-            deliver(waiter);
-            wake(waiter);
-        }
+/// waiter (a live context: each takes itself out of the table in its pool
+/// cleanup), which is then woken.
+pub fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
+    let waiters = IN_FLIGHT.with_borrow_mut(|map| map.remove(&key));
+    for waiter in waiters.unwrap_or_default() {
+        deliver(waiter);
+        // SAFETY: a context in the table is live: it leaves the table in
+        // its pool cleanup (`leave_on_cleanup`).
+        unsafe { wake(waiter) };
     }
 }
 
@@ -161,54 +140,71 @@ pub unsafe fn finish(key: CacheKey, deliver: impl Fn(*mut RequestCtx)) {
 /// leaves the queue. Either way its wake event must not fire any more.
 unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
     let ctx = data.cast::<RequestCtx>();
-    // SAFETY: `data` is the context that registered this cleanup; cleanups
-    // run in reverse order of registration, so before the context is dropped.
-    unsafe {
-        let ev = (*ctx).wake_event();
-        if !ev.is_null() && (*ev).posted() != 0 {
-            ngx_delete_posted_event(ev);
-        }
-        if !ev.is_null() && (*ev).timer_set() != 0 {
-            ngx_rbtree_delete(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
-            (*ev).set_timer_set(0);
-        }
-        // Before the waiters are sent back, so that the first to look again
-        // can mark the key itself.
-        let now = now_ms();
-        for held in (*ctx).abandon_marks().into_iter().flatten() {
-            if held.mark.taken_off_at(now) {
-                held.zone.release(&held.mark.key);
+    // SAFETY: `data` is the context that registered this cleanup, in the
+    // pool that runs it; cleanups run in reverse order of registration,
+    // so before the context is dropped. Its wake event, when it has one,
+    // is in the same pool.
+    let ev = unsafe { (*ctx).wake_event() };
+    if !ev.is_null() {
+        // SAFETY: `ev` is the context's wake event, in the pool that runs
+        // this cleanup; nginx's posted queue and timer tree are this
+        // worker's, and hold the event only while its flags say so.
+        unsafe {
+            if (*ev).posted() != 0 {
+                ngx_delete_posted_event(ev);
+            }
+            if (*ev).timer_set() != 0 {
+                ngx_rbtree_delete(&raw mut ngx_event_timer_rbtree, &raw mut (*ev).timer);
+                (*ev).set_timer_set(0);
             }
         }
-        let Some(Flight { key, role }) = (*ctx).leave_flight() else {
-            return;
-        };
-        let restart = IN_FLIGHT.with_borrow_mut(|map| match role {
-            Role::Leader => map.remove(&key).unwrap_or_default(),
-            Role::Waiter => {
-                if let Some(waiters) = map.get_mut(&key) {
-                    waiters.retain(|w| *w != ctx);
-                }
-                Vec::new()
+    }
+    // Before the waiters are sent back, so that the first to look again
+    // can mark the key itself.
+    let now = now_ms();
+    // SAFETY: `ctx` is the context that registered this cleanup, not yet
+    // dropped (above); the `&mut` lasts for the call, which reaches no nginx code.
+    for held in unsafe { (*ctx).abandon_marks() }.into_iter().flatten() {
+        if held.mark.taken_off_at(now) {
+            held.zone.release(&held.mark.key);
+        }
+    }
+    // SAFETY: `ctx` is the context that registered this cleanup, not yet
+    // dropped (above); the `&mut` lasts for the call.
+    let Some(Flight { key, role }) = (unsafe { (*ctx).leave_flight() }) else {
+        return;
+    };
+    let restart = IN_FLIGHT.with_borrow_mut(|map| match role {
+        Role::Leader => map.remove(&key).unwrap_or_default(),
+        Role::Waiter => {
+            if let Some(waiters) = map.get_mut(&key) {
+                waiters.retain(|w| *w != ctx);
             }
-            Role::Alone => Vec::new(),
-        });
-        for waiter in restart {
+            Vec::new()
+        }
+        Role::Alone => Vec::new(),
+    });
+    for waiter in restart {
+        // SAFETY: a context in the table is live (it leaves the table in
+        // its own pool cleanup), and another request's than `ctx`.
+        unsafe {
             (*waiter).sent_back();
             wake(waiter);
         }
     }
 }
 
-/// Posts the waiter's event; nginx then runs its phases again.
+/// Posts the wake event of `ctx`; nginx then runs its phases again.
 ///
 /// # Safety
-/// `ctx` must be a live context.
+/// `ctx` is a live context (one of the in-flight table).
 unsafe fn wake(ctx: *mut RequestCtx) {
-    // SAFETY: the event lives in the request pool; the posted queue is nginx's.
+    // SAFETY: `ctx` is live (this function's contract); its event, when it
+    // has one, lives in the same pool; the posted queue is this worker's.
     unsafe {
-        if !(*ctx).wake_event().is_null() {
-            ngx_post_event((*ctx).wake_event(), &raw mut ngx_posted_events);
+        let ev = (*ctx).wake_event();
+        if !ev.is_null() {
+            ngx_post_event(ev, &raw mut ngx_posted_events);
         }
     }
 }
@@ -217,13 +213,24 @@ unsafe fn wake(ctx: *mut RequestCtx) {
 /// (see [`watch_client`]) and runs its phases again, which brings it back to
 /// the phase handler, and whatever that posted.
 unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
-    // SAFETY: `data` is the request whose context owns this event; a posted
-    // event is removed when the request's pool goes, so the request is live.
+    // SAFETY: nginx runs an event's handler with the event, here a wake
+    // event `ensure_wake` made in the pool of the request its `data` names.
+    let r = unsafe { (*ev).data.cast::<ngx_http_request_t>() };
+    // SAFETY: `r` is live: a posted wake event or its armed timer is taken
+    // out of nginx's queue and tree when the request's pool goes
+    // (`leave_on_cleanup`), so nginx runs this handler only before.
+    let (c, write_handler) = unsafe {
+        Req::with(r, |req| {
+            req.set_read_handler(Some(ngx_http_block_reading));
+            (req.connection(), req.write_handler())
+        })
+    };
+    // SAFETY: what nginx's own ngx_http_request_handler does: the request's
+    // write handler with the live request (which it may finalize: `r` is
+    // not used after it), then the connection's posted requests (nginx
+    // never frees a connection, and checks whether it was closed).
     unsafe {
-        let r = (*ev).data.cast::<ngx_http_request_t>();
-        let c = (*r).connection;
-        (*r).read_event_handler = Some(ngx_http_block_reading);
-        if let Some(handler) = (*r).write_event_handler {
+        if let Some(handler) = write_handler {
             handler(r);
         }
         ngx_http_run_posted_requests(c);
@@ -270,25 +277,26 @@ unsafe extern "C" fn resume(ev: *mut ngx_event_t) {
 /// proxy does unless `proxy_ignore_client_abort` is on.
 ///
 /// `None` when the read event cannot be armed.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn watch_client(r: *mut ngx_http_request_t) -> Option<()> {
-    // SAFETY: r is live (the caller's contract), and so its connection and
-    // the connection's read event; nginx's posted queue is this worker's.
-    unsafe {
-        if r != (*r).main {
-            // Not reached (only main requests wait), and a subrequest is not
-            // the one that reads the client's connection.
-            return Some(());
-        }
-        let rev = (*(*r).connection).read;
+fn watch_client(req: &mut Req<'_>) -> Option<()> {
+    if !req.is_main() {
+        // Not reached (only main requests wait), and a subrequest is not
+        // the one that reads the client's connection.
+        return Some(());
+    }
+    // SAFETY: a live request's connection is live, and so its read event.
+    let rev = unsafe { (*req.connection()).read };
+    // SAFETY: `rev` is that event; nginx's posted queue is this worker's.
+    let armed = unsafe {
         if (*rev).ready() != 0 {
             ngx_post_event(rev, &raw mut ngx_posted_events);
-        } else if ngx_handle_read_event(rev, 0) != NGX_OK as ngx::ffi::ngx_int_t {
-            return None;
+            true
+        } else {
+            ngx_handle_read_event(rev, 0) == NGX_OK as ngx::ffi::ngx_int_t
         }
-        (*r).read_event_handler = Some(ngx_http_test_reading);
-        Some(())
+    };
+    if !armed {
+        return None;
     }
+    req.set_read_handler(Some(ngx_http_test_reading));
+    Some(())
 }

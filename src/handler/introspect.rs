@@ -1,13 +1,11 @@
 //! The introspection stage: the IdP's verdict on the client's token (RFC
 //! 7662, or a phantom token's JWT), through the cache flow.
 
-use ngx::ffi::ngx_http_request_t;
-
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{Introspected, Outcome, RequestCtx, Slot, Stage};
 use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
-use crate::handler::raw::evaluate;
+use crate::nginx::req::Req;
 use crate::oauth::cache::key::{introspection_key, policy};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::form;
@@ -39,9 +37,8 @@ impl Question for Introspection {
         }
     }
 
-    unsafe fn inputs(r: *mut ngx_http_request_t, conf: &LocationConf) -> Option<&[u8]> {
-        // SAFETY: r is a live request; the template comes from the directive.
-        unsafe { evaluate(r, conf.cache_vary) }
+    fn read_inputs<'r>(req: &mut Req<'r>, conf: &LocationConf) -> Option<&'r [u8]> {
+        req.evaluate(conf.cache_vary)
     }
 
     fn key(conf: &LocationConf, token: &[u8], vary: &&[u8]) -> CacheKey {
@@ -69,16 +66,13 @@ impl Question for Introspection {
 }
 
 /// Moves the introspection on; the verdict comes next once it is known.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-pub unsafe fn run(
-    r: *mut ngx_http_request_t,
-    conf: &LocationConf,
+/// `ctx` is the request's context (`RequestCtx::of`).
+pub fn run<'r>(
+    req: &mut Req<'r>,
+    conf: &'r LocationConf,
     ctx: *mut RequestCtx,
 ) -> Outcome<'static> {
-    // SAFETY: guaranteed by the caller.
-    match unsafe { flow::step::<Introspection>(r, conf, ctx) } {
+    match flow::step::<Introspection>(req, conf, ctx) {
         Step::Answered => Outcome::Next(Stage::Verdict),
         Step::Again => Outcome::Again,
         Step::Error => Outcome::Error,

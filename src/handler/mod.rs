@@ -24,7 +24,6 @@ pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
 pub mod question;
-pub mod raw;
 pub mod redis_tier;
 pub mod refusal;
 pub mod upstream;
@@ -34,13 +33,11 @@ pub mod verdict;
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_OPTIONS, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, Phase};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
-use crate::handler::raw::create_ctx;
 use crate::metrics::{self, Catalogue};
-use crate::module::Module;
+use crate::nginx::req::Req;
 use crate::nginx::subrequest;
 use crate::oauth::bearer::{BearerToken, Malformed};
 use crate::oauth::carriers::TokenSource;
@@ -48,8 +45,9 @@ use crate::oauth::challenge::BearerError;
 
 /// The ACCESS-phase entry point (the default phase).
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    unsafe { run_in(Some(Phase::Access), r) }
+    // SAFETY: nginx calls a phase handler with a live request
+    // (ngx_http_core_run_phases), which it frees only after the call.
+    unsafe { Req::with(r, |req| run_in(Some(Phase::Access), req)) }
 }
 
 /// The PREACCESS-phase entry point, for `auth_oauth2_token_phase preaccess`,
@@ -59,27 +57,26 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 /// PREACCESS's checker treats NGX_OK as "skip the rest of the phase", so a
 /// pass is NGX_DECLINED here, letting limit_req and friends run after us.
 pub unsafe extern "C" fn preaccess_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    unsafe {
-        let phase = match r == (*r).main {
-            true => Some(Phase::Preaccess),
-            false if subrequest::is_ours(r) => return NGX_DECLINED as ngx_int_t,
-            false => None,
-        };
-        match run_in(phase, r) {
-            rc if rc == NGX_OK as ngx_int_t => NGX_DECLINED as ngx_int_t,
-            rc => rc,
-        }
+    // SAFETY: nginx calls a phase handler with a live request
+    // (ngx_http_core_run_phases), which it frees only after the call.
+    unsafe { Req::with(r, preaccess) }
+}
+
+fn preaccess(req: &mut Req<'_>) -> ngx_int_t {
+    let phase = match req.is_main() {
+        true => Some(Phase::Preaccess),
+        false if subrequest::is_ours(req) => return NGX_DECLINED as ngx_int_t,
+        false => None,
+    };
+    match run_in(phase, req) {
+        rc if rc == NGX_OK as ngx_int_t => NGX_DECLINED as ngx_int_t,
+        rc => rc,
     }
 }
 
 /// Runs the check when the location has one for `phase` (any phase: `None`).
-///
-/// # Safety
-/// `r` must be a live request whose loc_conf has our LocationConf.
-unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: guaranteed by the caller.
-    let conf = match unsafe { Module::location_conf(&*r) } {
+fn run_in(phase: Option<Phase>, req: &mut Req<'_>) -> ngx_int_t {
+    let conf = match req.location_conf() {
         Some(conf)
             if phase.is_none_or(|phase| conf.phase() == phase)
                 && (conf.introspection_enabled() || conf.exchange_enabled()) =>
@@ -88,14 +85,10 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
         }
         _ => return NGX_DECLINED as ngx_int_t,
     };
-    // SAFETY: r is live, and only this module stores a RequestCtx in its slot.
-    let outcome = match unsafe { raw::ctx::<RequestCtx>(r) } {
-        // SAFETY: as above.
-        Some(ctx) => unsafe { run_stages(r, conf, ctx) },
-        // SAFETY: as above.
-        None => match unsafe { begin(r, conf) } {
-            // SAFETY: as above.
-            Ok(ctx) => unsafe { run_stages(r, conf, ctx) },
+    let outcome = match RequestCtx::of(req) {
+        Some(ctx) => run_stages(req, conf, ctx),
+        None => match begin(req, conf) {
+            Ok(ctx) => run_stages(req, conf, ctx),
             Err(outcome) => outcome,
         },
     };
@@ -103,52 +96,44 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
         Some(Phase::Access) => metrics::Phase::Access,
         _ => metrics::Phase::Preaccess,
     };
-    // SAFETY: r is a live request.
-    unsafe {
-        if let Some(outcome) = outcome.counted_as() {
-            if let Some(main) = Module::main_conf(&*r) {
-                main.counters.add(Catalogue::request(counted, outcome), 1);
-            }
-        }
-        match outcome {
-            Outcome::Next(_) | Outcome::Error => NGX_ERROR as ngx_int_t,
-            Outcome::Again => NGX_AGAIN as ngx_int_t,
-            Outcome::Pass => NGX_OK as ngx_int_t,
-            Outcome::Unchecked => NGX_DECLINED as ngx_int_t,
-            Outcome::Refuse(error) => refusal::refuse(r, conf, error),
-            Outcome::Deny(status) => refusal::deny(r, status),
-            Outcome::Fail {
-                timeout,
-                status,
-                retry_after,
-            } => refusal::fail(r, conf, timeout, status, retry_after),
-        }
+    if let (Some(outcome), Some(main)) = (outcome.counted_as(), req.main_conf()) {
+        main.counters.add(Catalogue::request(counted, outcome), 1);
+    }
+    match outcome {
+        Outcome::Next(_) | Outcome::Error => NGX_ERROR as ngx_int_t,
+        Outcome::Again => NGX_AGAIN as ngx_int_t,
+        Outcome::Pass => NGX_OK as ngx_int_t,
+        Outcome::Unchecked => NGX_DECLINED as ngx_int_t,
+        Outcome::Refuse(error) => refusal::refuse(req, conf, error),
+        Outcome::Deny(status) => refusal::deny(req, status),
+        Outcome::Fail {
+            timeout,
+            status,
+            retry_after,
+        } => refusal::fail(req, conf, timeout, status, retry_after),
     }
 }
 
 /// Runs the stage the context names, and the next, until one decides.
-///
-/// # Safety
-/// `r` must be a live request and `ctx` its context.
-unsafe fn run_stages<'c>(
-    r: *mut ngx_http_request_t,
+/// `ctx` is the request's context (`RequestCtx::of`).
+fn run_stages<'r, 'c: 'r>(
+    req: &mut Req<'r>,
     conf: &'c LocationConf,
     ctx: *mut RequestCtx,
 ) -> Outcome<'c> {
     loop {
-        // SAFETY: ctx is r's context, and r a live request. The
-        // context is handled through a raw pointer: variable getters read it
-        // while the stages run (`require` values, templates), so no `&mut`
-        // to it may be held across those calls.
-        let outcome = unsafe {
-            match (*ctx).stage() {
-                Stage::Introspect => introspect::run(r, conf, ctx),
-                Stage::Verdict => verdict::run(r, conf, ctx),
-                Stage::Exchange => exchange::run(r, conf, ctx),
-            }
+        // SAFETY: `ctx` is the request's context, in its pool (made by
+        // `RequestCtx::attach`); the stage is copied out, no reference kept.
+        let stage = unsafe { (*ctx).stage() };
+        let outcome = match stage {
+            Stage::Introspect => introspect::run(req, conf, ctx),
+            Stage::Verdict => verdict::run(req, conf, ctx),
+            Stage::Exchange => exchange::run(req, conf, ctx),
         };
         match outcome {
-            // SAFETY: as above.
+            // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+            // lasts for this call, which reaches no nginx code (no variable
+            // getter reads the context meanwhile).
             Outcome::Next(stage) => unsafe { (*ctx).enter(stage) },
             decided => return decided,
         }
@@ -161,36 +146,26 @@ unsafe fn run_stages<'c>(
 /// A subrequest shares its parent's header elements and pool: it gets a
 /// header list of its own before anything is withheld or replaced, and
 /// neither remembers nor looks for a token remembered across redirects.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn begin<'c>(
-    r: *mut ngx_http_request_t,
-    conf: &'c LocationConf,
-) -> Result<*mut RequestCtx, Outcome<'c>> {
+fn begin<'c>(req: &mut Req<'_>, conf: &'c LocationConf) -> Result<*mut RequestCtx, Outcome<'c>> {
     let sources = conf
         .token_source
         .as_deref()
         .unwrap_or(credentials::DEFAULT_SOURCES);
-    // SAFETY: r is a live request.
-    let subrequest = unsafe { r != (*r).main };
+    let subrequest = !req.is_main();
     // After an internal redirect the check runs again, with the token the
     // first pass found: the request may no longer carry it.
     let remembered = match subrequest {
         true => None,
-        // SAFETY: r is a live request.
-        false => unsafe { credentials::saved(r) },
+        false => credentials::saved(req),
     };
     let (found, source, saved) = match remembered {
         Some(token) => (BearerToken::Present(token), None, true),
         None => {
-            // SAFETY: as above.
-            let (found, source) = unsafe { credentials::find(r, sources) };
+            let (found, source) = credentials::find(req, sources);
             (found, source, false)
         }
     };
-    // SAFETY: r is a live request.
-    let is_options = unsafe { (*r).method } == NGX_HTTP_OPTIONS as usize;
+    let is_options = req.method() == NGX_HTTP_OPTIONS as usize;
     let token = match found {
         BearerToken::Missing if conf.passes_preflight() && is_options => {
             return Err(Outcome::Unchecked);
@@ -207,30 +182,27 @@ unsafe fn begin<'c>(
     };
     let withholds = sources.iter().any(|s| *s != TokenSource::Bearer);
     let changes_request = withholds || conf.phantom_enabled() || conf.exchange_enabled();
-    // SAFETY: r is a live request.
-    if subrequest && changes_request && unsafe { raw::detach_headers(r) }.is_none() {
+    if subrequest && changes_request && req.detach_headers().is_none() {
         return Err(Outcome::Error);
     }
     if withholds {
         // After a redirect the carriers this location names go too; the
         // Authorization header stays as the first pass left it.
         let used = source.unwrap_or(&TokenSource::Bearer);
-        // SAFETY: r is live; `token` points at memory withhold() leaves alone.
-        if unsafe { upstream::withhold(r, sources, used) }.is_none() {
+        // `token` points at memory withhold() leaves alone.
+        if upstream::withhold(req, sources, used).is_none() {
             return Err(Outcome::Error);
         }
     }
     // Remember the token when this pass changes what the request carries.
-    // SAFETY: r is live; `token` lives in request memory.
-    if !saved && !subrequest && changes_request && unsafe { credentials::save(r, token) }.is_none()
-    {
+    if !saved && !subrequest && changes_request && credentials::save(req, token).is_none() {
         return Err(Outcome::Error);
     }
     let stage = match conf.introspection_enabled() {
         true => Stage::Introspect,
         false => Stage::Exchange,
     };
-    // SAFETY: the ctx lives in r's pool, as the subrequest callback and the
-    // wake event need.
-    unsafe { create_ctx(r, RequestCtx::new(token, stage)) }.ok_or(Outcome::Error)
+    // The ctx lives in the request's pool, as the subrequest callback and
+    // the wake event need.
+    RequestCtx::attach(req, token, stage).ok_or(Outcome::Error)
 }

@@ -3,10 +3,9 @@
 //! made of. Introspection and exchange are its implementations; a new kind
 //! of call is one more `Endpoint` and one more implementation.
 
-use ngx::ffi::ngx_http_request_t;
-
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{RequestCtx, Slot};
+use crate::nginx::req::Req;
 pub use crate::oauth::cache::flow::Answer;
 use crate::oauth::cache::flow::Kind;
 use crate::oauth::cache::CacheKey;
@@ -16,7 +15,7 @@ use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 /// One kind of IdP question, on nginx's side: which endpoint is asked,
 /// where its answer goes in the context, and what the question is made of
 /// (what its answer is made of is its `Kind`).
-pub trait Question: Kind {
+pub trait Question: Kind + 'static {
     /// What the question is made of beyond the token, evaluated once per
     /// look so that the key and the IdP request agree.
     type Inputs<'r>;
@@ -32,12 +31,9 @@ pub trait Question: Kind {
     /// How the IdP is asked and its answer read.
     fn call(conf: &LocationConf) -> IdpCall;
 
-    /// # Safety
-    /// `r` must be a live request.
-    unsafe fn inputs<'r>(
-        r: *mut ngx_http_request_t,
-        conf: &'r LocationConf,
-    ) -> Option<Self::Inputs<'r>>;
+    /// The question's inputs for this request (directive values evaluated
+    /// into its pool).
+    fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>>;
 
     /// The cache key of this request's question.
     fn key(conf: &LocationConf, token: &[u8], inputs: &Self::Inputs<'_>) -> CacheKey;

@@ -3,17 +3,12 @@
 //! answer in the background. Names and values in Redis are keyed hashes and
 //! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
 
-use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, Ordering};
-
-use ngx::ffi::{ngx_http_request_t, ngx_log_t};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use crate::conf::{LocationConf, RedisTier};
 use crate::handler::ctx::{RequestCtx, TierEntry, TierNames, TierRead};
 use crate::handler::question::Question;
-use crate::handler::raw;
-use crate::module::Module;
+use crate::nginx::req::{now_ms, Req};
 use crate::redis::call::{self, Failure};
 use crate::redis::resp::{self, Reply};
 use crate::redis::write::{self, Expiry};
@@ -26,16 +21,14 @@ pub struct Tier<'a> {
     redis: &'a RedisTier,
 }
 
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn tier<'a>(r: *mut ngx_http_request_t, conf: &'a LocationConf) -> Option<Tier<'a>> {
-    // SAFETY: r is a live request (this function's contract).
-    unsafe {
-        if r != (*r).main {
+impl<'a> Tier<'a> {
+    /// The tier of `req`'s questions, if it has one.
+    pub fn of(req: &Req<'_>, conf: &'a LocationConf) -> Option<Tier<'a>> {
+        if !req.is_main() {
             return None;
         }
         let uri = conf.shared_cache_uri()?;
-        let redis = Module::main_conf(&*r)?.redis.as_ref()?;
+        let redis = req.main_conf()?.redis.as_ref()?;
         Some(Tier { uri, redis })
     }
 }
@@ -56,17 +49,13 @@ pub fn names(tier: &Tier<'_>, token: &[u8], policy: &[u8]) -> TierNames {
     TierNames { places }
 }
 
-/// Asks the Redis tier for the answer at `ctx.tier_names`; it goes to
-/// the question's slot, then nginx runs the request's phase handler again.
-///
-/// # Safety
-/// `r` must be the live main request and `ctx` its context.
-pub unsafe fn read<Q: Question>(
-    r: *mut ngx_http_request_t,
-    tier: &Tier<'_>,
-    ctx: *mut RequestCtx,
-) -> Result<(), ()> {
-    // SAFETY: ctx is r's context (this function's contract).
+/// Asks the Redis tier for the answer at the tier names of the request's
+/// question; it goes to the question's slot, then nginx runs the request's
+/// phase handler again.
+pub fn ask<Q: Question>(req: &mut Req<'_>, tier: &Tier<'_>) -> Result<(), ()> {
+    let ctx = RequestCtx::of(req).ok_or(())?;
+    // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+    // lasts while the names are read, which reaches no nginx code.
     let Some(names) = (unsafe { Q::slot(&mut *ctx).tier_names() }) else {
         return Err(());
     };
@@ -75,54 +64,40 @@ pub unsafe fn read<Q: Question>(
         resp::command(&mut commands, &[b"HGET", slot, field]);
     }
     let count = names.places.len();
-    // SAFETY: as above; the callback runs while r and its pool live.
-    unsafe {
-        call::start(
-            r,
-            tier.uri,
-            &commands,
-            count,
-            false,
-            Some(read_done::<Q>),
-            ctx.cast(),
-        )
-    }
+    call::start(req, tier.uri, &commands, count, false, read_done::<Q>)
 }
 
-/// The reply to [`read`]: the first entry that opens and is still fresh.
-///
-/// # Safety
-/// Called by `redis::call` with the main request and its context.
-unsafe fn read_done<Q: Question>(
-    r: *mut ngx_http_request_t,
-    data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-) {
-    let ctx = data.cast::<RequestCtx>();
-    // SAFETY: r is the live main request whose context is `data`.
-    unsafe {
-        let log = (*(*r).connection).log;
-        let redis = Module::main_conf(&*r).and_then(|main| main.redis.as_ref());
-        let policy = Module::location_conf(&*r).and_then(|conf| Q::endpoint(conf).cache);
-        let read = match (redis, policy, Q::slot(&mut *ctx).tier_names(), result) {
-            (Some(redis), Some(cache), Some(names), Ok(replies)) => {
-                let now = raw::now_ms();
-                let note = |failure| call::note_failure(log, &failure);
-                tier_read::first_fresh(
-                    &redis.keys,
-                    &cache.policy,
-                    names,
-                    replies,
-                    Q::sound,
-                    now,
-                    note,
-                )
-            }
-            // A failure was logged by the call.
-            _ => TierRead::Missed,
-        };
-        Q::slot(&mut *ctx).tier_said(read);
-    }
+/// The reply to [`ask`], for `req`, the request that asked: the first
+/// entry that opens and is still fresh.
+fn read_done<Q: Question>(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
+    let Some(ctx) = RequestCtx::of(req) else {
+        return;
+    };
+    // SAFETY: `ctx` is the request's context, in its pool; the request
+    // waits for this call (NGX_AGAIN), so no other reference to the
+    // context is in use.
+    let slot = Q::slot(unsafe { &mut *ctx });
+    let log = req.log();
+    let redis = req.main_conf().and_then(|main| main.redis.as_ref());
+    let policy = req.location_conf().and_then(|conf| Q::endpoint(conf).cache);
+    let read = match (redis, policy, slot.tier_names(), result) {
+        (Some(redis), Some(cache), Some(names), Ok(replies)) => {
+            let now = now_ms();
+            let note = |failure| call::note_failure(log, &failure);
+            tier_read::first_fresh(
+                &redis.keys,
+                &cache.policy,
+                names,
+                replies,
+                Q::sound,
+                now,
+                note,
+            )
+        }
+        // A failure was logged by the call.
+        _ => TierRead::Missed,
+    };
+    slot.tier_said(read);
 }
 
 /// What this worker knows of the server's `PEXPIRE NX`/`GT`
@@ -135,11 +110,8 @@ static EXPIRY: AtomicU8 = AtomicU8::new(0);
 /// being fresh (never past `exp`): a write extends the hash's lifetime,
 /// never shortens it, where the server allows (`redis/write.rs`). A
 /// background subrequest: the client's request does not wait for it.
-///
-/// # Safety
-/// `r` must be the live main request.
-pub unsafe fn write(
-    r: *mut ngx_http_request_t,
+pub fn store(
+    req: &mut Req<'_>,
     tier: &Tier<'_>,
     names: &TierNames,
     found: &TierEntry,
@@ -169,39 +141,20 @@ pub unsafe fn write(
     }
     let expiry = Expiry::from_code(EXPIRY.load(Ordering::Relaxed));
     let (commands, replies) = write::commands(expiry, slot, field, &sealed, ttl_ms);
-    // SAFETY: r is the live main request (this function's contract). The
-    // callback's data is how the write was sent, as a number, never read
-    // through.
-    unsafe {
-        call::start(
-            r,
-            tier.uri,
-            &commands,
-            replies,
-            true,
-            Some(write_done),
-            usize::from(expiry.code()) as *mut c_void,
-        )
-    }
+    let done = move |req: &mut Req<'_>, result| write_done(req, expiry, result);
+    call::start(req, tier.uri, &commands, replies, true, done)
 }
 
 /// What the replies to a write teach about the server (kept for this
 /// worker's next writes), and the refusals noted (`-OOM`, `-READONLY`, ...).
 ///
-/// # Safety
-/// Called by `redis::call` with a live request, and the data [`write`] gave.
-unsafe fn write_done(
-    r: *mut ngx_http_request_t,
-    data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-) {
-    // SAFETY: r is a live request.
-    let log: *mut ngx_log_t = unsafe { (*(*r).connection).log };
+/// `data` is what [`store`] gave: a number, never read through.
+fn write_done(req: &mut Req<'_>, sent: Expiry, result: Result<Vec<Reply>, Failure>) {
+    let log = req.log();
     // A failure was logged by the call.
     let Ok(replies) = result else {
         return;
     };
-    let sent = Expiry::from_code(u8::try_from(data as usize).unwrap_or(0));
     let (next, refused) = write::learn(sent, &replies);
     EXPIRY.store(next.code(), Ordering::Relaxed);
     if let Some(failure) = refused.and_then(call::error_reply) {
@@ -211,43 +164,18 @@ unsafe fn write_done(
 
 /// Removes the answer at `names` from the Redis tier (under every key), in
 /// the background: the IdP said no to the token since it was written.
-///
-/// # Safety
-/// `r` must be the live main request.
-pub unsafe fn forget(
-    r: *mut ngx_http_request_t,
-    tier: &Tier<'_>,
-    names: &TierNames,
-) -> Result<(), ()> {
+pub fn remove(req: &mut Req<'_>, tier: &Tier<'_>, names: &TierNames) -> Result<(), ()> {
     let mut commands = Vec::with_capacity(256);
     for (slot, field) in &names.places {
         resp::command(&mut commands, &[b"HDEL", slot, field]);
     }
-    // SAFETY: r is the live main request (this function's contract).
-    unsafe {
-        call::start(
-            r,
-            tier.uri,
-            &commands,
-            names.places.len(),
-            true,
-            Some(refusals_noted),
-            core::ptr::null_mut(),
-        )
-    }
+    let count = names.places.len();
+    call::start(req, tier.uri, &commands, count, true, refusals_noted)
 }
 
 /// Notes a removal the tier refused (`-OOM`, `-READONLY`, ...).
-///
-/// # Safety
-/// Called by `redis::call` with a live request.
-unsafe fn refusals_noted(
-    r: *mut ngx_http_request_t,
-    _data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-) {
-    // SAFETY: r is a live request.
-    let log: *mut ngx_log_t = unsafe { (*(*r).connection).log };
+fn refusals_noted(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
+    let log = req.log();
     // A failure was logged by the call; refusals (-OOM, -READONLY) are noted here.
     if let Ok(replies) = result {
         if let Some(failure) = replies.iter().find_map(call::error_reply) {

@@ -2,26 +2,16 @@
 //! the one `auth_oauth2_token_status` chose), the `WWW-Authenticate`
 //! challenge, and the reason in `$oauth2_token_error`.
 
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR};
-use ngx::http::HttpModuleMainConf;
+use ngx::ffi::{ngx_int_t, NGX_ERROR};
 
 use crate::conf::{Challenge, LocationConf, Situation};
-use crate::handler::raw::{evaluate, pool_str, push_header};
-use crate::handler::variables;
-use crate::module::Module;
+use crate::nginx::req::Req;
 use crate::oauth::challenge::{challenge, BearerError};
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
 /// operator's.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn refuse(
-    r: *mut ngx_http_request_t,
-    conf: &LocationConf,
-    error: BearerError<'_>,
-) -> ngx_int_t {
+pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) -> ngx_int_t {
     let situation = match error {
         BearerError::NoToken => Situation::Missing,
         BearerError::InvalidRequest(_)
@@ -31,50 +21,31 @@ pub unsafe fn refuse(
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
-    // SAFETY: r is live (this function's contract).
-    unsafe { record_error(r, error.code()) };
+    record_error(req, error.code());
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,
-        // SAFETY: r is live; the value is copied into its pool.
-        Challenge::Standard => unsafe {
-            pool_str(
-                r,
-                challenge(conf.realm(), conf.announced_scopes(), error).as_bytes(),
-            )
-        },
-        // SAFETY: r is live; custom values are evaluated into its pool.
-        Challenge::Custom(template) => unsafe {
-            evaluate(r, Some(template)).map(|v| ngx_str_t {
-                len: v.len(),
-                data: v.as_ptr().cast_mut(),
-            })
-        },
+        Challenge::Standard => {
+            req.pool_copy(challenge(conf.realm(), conf.announced_scopes(), error).as_bytes())
+        }
+        Challenge::Custom(template) => req.evaluate(Some(template)),
     };
     let Some(value) = value else {
         return NGX_ERROR as ngx_int_t;
     };
     // An operator's value whose variables came out empty sends no header,
     // as the C module does, rather than an empty one.
-    if value.len == 0 {
+    if value.is_empty() {
         return status;
     }
-    // SAFETY: the header lives in r's pool and list, as nginx's own modules do it.
-    unsafe {
-        let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
-        match push_header(headers, b"WWW-Authenticate", b"www-authenticate", value) {
-            Some(h) => (*r).headers_out.www_authenticate = h,
-            None => return NGX_ERROR as ngx_int_t,
-        }
+    match req.set_www_authenticate(value) {
+        Some(()) => status,
+        None => NGX_ERROR as ngx_int_t,
     }
-    status
 }
 
 /// Answers an IdP failure with its status, or the one the location chose.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn fail(
-    r: *mut ngx_http_request_t,
+pub fn fail(
+    req: &mut Req<'_>,
     conf: &LocationConf,
     timeout: bool,
     status: u16,
@@ -84,46 +55,31 @@ pub unsafe fn fail(
         true => (Situation::IdpTimeout, "idp_timeout"),
         false => (Situation::IdpError, "idp_error"),
     };
-    // SAFETY: r is live (this function's contract).
-    unsafe { record_error(r, code) };
+    record_error(req, code);
     if let Some(seconds) = retry_after {
-        // SAFETY: as above; the value is copied into r's pool, the header
-        // pushed on its own list.
-        unsafe {
-            let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
-            let Some(value) = pool_str(r, seconds.to_string().as_bytes()) else {
-                return NGX_ERROR as ngx_int_t;
-            };
-            if push_header(headers, b"Retry-After", b"retry-after", value).is_none() {
-                return NGX_ERROR as ngx_int_t;
-            }
+        let Some(value) = req.pool_copy(seconds.to_string().as_bytes()) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        if req
+            .push_response_header(b"Retry-After", b"retry-after", value)
+            .is_none()
+        {
+            return NGX_ERROR as ngx_int_t;
         }
     }
     conf.statuses.get(situation).unwrap_or(status) as ngx_int_t
 }
 
 /// Answers with the status of an `auth_oauth2_token_require` rule.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn deny(r: *mut ngx_http_request_t, status: u16) -> ngx_int_t {
-    // SAFETY: r is live (this function's contract).
-    unsafe { record_error(r, "access_denied") };
+pub fn deny(req: &mut Req<'_>, status: u16) -> ngx_int_t {
+    record_error(req, "access_denied");
     status as ngx_int_t
 }
 
-/// Sets `$oauth2_token_error`.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn record_error(r: *mut ngx_http_request_t, code: &'static str) {
-    // SAFETY: the main conf exists for every request of an http block
-    // where our directives are; the index was set at postconfiguration.
-    unsafe {
-        if let Some(main) = Module::main_conf(&*r) {
-            if let Some(index) = main.error_variable {
-                variables::set_error(r, index, code);
-            }
-        }
+/// Sets `$oauth2_token_error`, when some directive refers to it (the
+/// index was set at postconfiguration).
+fn record_error(req: &mut Req<'_>, code: &'static str) {
+    if let Some(index) = req.main_conf().and_then(|main| main.error_variable) {
+        req.set_variable(index, code);
     }
 }

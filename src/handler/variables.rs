@@ -12,7 +12,7 @@ use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::handler::ctx::RequestCtx;
-use crate::handler::raw::{ctx_ref, pool_str};
+use crate::nginx::req::Req;
 use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
 
 /// How each variable is read from a finished introspection.
@@ -98,7 +98,9 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
     }
     let mut name = ERROR_VARIABLE;
-    // SAFETY: as above; the value is set by `set_error`, never computed.
+    // SAFETY: `cf` is the configuration being parsed (this function's
+    // contract); nginx copies the name; the variable returned is ours to
+    // fill. Its value is set by `Req::set_variable`, never computed.
     unsafe {
         let var = ngx_http_add_variable(cf, &mut name, 0);
         if var.is_null() {
@@ -144,31 +146,14 @@ unsafe extern "C" fn get_unset(
     NGX_OK as ngx_int_t
 }
 
-/// Records why the request was refused in `$oauth2_token_error`.
-///
-/// # Safety
-/// `r` must be a live request and `index` the variable's index.
-pub unsafe fn set_error(r: *mut ngx_http_request_t, index: usize, code: &'static str) {
-    // SAFETY: r->variables has a slot per indexed variable; `code` is static.
-    unsafe {
-        let v = &mut *(*r).variables.add(index);
-        v.set_len(code.len() as u32);
-        v.data = code.as_ptr().cast_mut();
-        v.set_valid(1);
-        v.set_no_cacheable(0);
-        v.set_not_found(0);
-    }
-}
-
-/// The context of the check that concerns `r`: its own when the module
+/// The context of the check that concerns `req`: its own when the module
 /// checked this (sub)request, else the main request's.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn checked_ctx<'r>(r: *mut ngx_http_request_t) -> Option<&'r RequestCtx> {
-    // SAFETY: guaranteed by the caller; a request and its main one are live
-    // together, and only this module stores a RequestCtx in its slot.
-    unsafe { ctx_ref::<RequestCtx>(r).or_else(|| ctx_ref::<RequestCtx>((*r).main)) }
+fn checked_ctx<'a>(req: &'a Req<'_>) -> Option<&'a RequestCtx> {
+    let ctx = RequestCtx::of(req).or_else(|| RequestCtx::of(&req.main()))?;
+    // SAFETY: the context lives in the pool of the request, or of its main
+    // request, which outlives it. A stage that runs while nginx calls a
+    // getter holds no `&mut` to the context across that call.
+    Some(unsafe { &*ctx })
 }
 
 unsafe extern "C" fn get_variable(
@@ -176,58 +161,45 @@ unsafe extern "C" fn get_variable(
     v: *mut ngx_http_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx passes a live request and a value slot to fill; `data` is
-    // the index we registered.
-    unsafe {
-        let state = checked_ctx(r);
-        let issued = state.and_then(|s| s.exchange().answer()?.as_ref().ok());
-        let introspected = state.and_then(|s| s.introspection().answer()?.as_ref().ok());
-        let value = match (state, VARIABLES.get(data)) {
-            (_, Some((_, Claim::NewToken))) => issued.map(|i| i.access_token.clone()),
-            (_, Some((_, Claim::NewTokenType))) => issued.and_then(|i| i.token_type.clone()),
-            (_, Some((_, Claim::IssuedTokenType))) => issued.map(|i| i.issued_token_type.clone()),
-            (Some(state), Some((_, Claim::CacheStatus))) => {
-                state.cache_status().map(|s| s.as_str().to_string())
-            }
-            // Seconds with millisecond resolution, as $upstream_response_time.
-            (Some(state), Some((_, Claim::IdpDuration))) => state
-                .idp_micros()
-                .map(|us| format!("{}.{:03}", us / 1_000_000, us / 1_000 % 1_000)),
-            (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status().map(|s| s.to_string()),
-            (None, Some((_, Claim::IdpDuration | Claim::IdpStatus))) => None,
-            (_, Some((_, claim))) => introspected.and_then(|result| claim.value(result)),
-            _ => None,
-        };
-        set_value(r, v, value)
+    // SAFETY: nginx calls a variable getter with a live request and `v`,
+    // the value slot to fill (ngx_http_get_indexed_variable and friends).
+    unsafe { Req::with(r, |req| fill(req, &mut *v, variable(req, data))) }
+}
+
+/// The value of the variable registered with index `data`.
+fn variable(req: &Req<'_>, data: usize) -> Option<String> {
+    let state = checked_ctx(req);
+    let issued = state.and_then(|s| s.exchange().answer()?.as_ref().ok());
+    let introspected = state.and_then(|s| s.introspection().answer()?.as_ref().ok());
+    match (state, VARIABLES.get(data)) {
+        (_, Some((_, Claim::NewToken))) => issued.map(|i| i.access_token.clone()),
+        (_, Some((_, Claim::NewTokenType))) => issued.and_then(|i| i.token_type.clone()),
+        (_, Some((_, Claim::IssuedTokenType))) => issued.map(|i| i.issued_token_type.clone()),
+        (Some(state), Some((_, Claim::CacheStatus))) => {
+            state.cache_status().map(|s| s.as_str().to_string())
+        }
+        // Seconds with millisecond resolution, as $upstream_response_time.
+        (Some(state), Some((_, Claim::IdpDuration))) => state
+            .idp_micros()
+            .map(|us| format!("{}.{:03}", us / 1_000_000, us / 1_000 % 1_000)),
+        (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status().map(|s| s.to_string()),
+        (None, Some((_, Claim::IdpDuration | Claim::IdpStatus))) => None,
+        (_, Some((_, claim))) => introspected.and_then(|result| claim.value(result)),
+        _ => None,
     }
 }
 
 /// Fills `v` with `value` copied into the request pool, or marks it not found.
-///
-/// # Safety
-/// `r` must be a live request and `v` the value slot nginx passed.
-unsafe fn set_value(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    value: Option<String>,
-) -> ngx_int_t {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let stored = match value {
-            Some(text) => pool_str(r, text.as_bytes()),
-            None => None,
-        };
-        let v = &mut *v;
-        match stored {
-            Some(s) => {
-                v.set_len(s.len as u32);
-                v.data = s.data;
-                v.set_valid(1);
-                v.set_no_cacheable(0);
-                v.set_not_found(0);
-            }
-            None => v.set_not_found(1),
+fn fill(req: &Req<'_>, v: &mut ngx_http_variable_value_t, value: Option<String>) -> ngx_int_t {
+    match value.and_then(|text| req.pool_copy(text.as_bytes())) {
+        Some(copy) => {
+            v.set_len(copy.len() as u32);
+            v.data = copy.as_ptr().cast_mut();
+            v.set_valid(1);
+            v.set_no_cacheable(0);
+            v.set_not_found(0);
         }
+        None => v.set_not_found(1),
     }
     NGX_OK as ngx_int_t
 }
@@ -239,11 +211,14 @@ pub unsafe extern "C" fn get_claim(
     v: *mut ngx_http_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
-    // SAFETY: as for get_variable.
-    unsafe {
-        let value = checked_ctx(r)
-            .and_then(RequestCtx::active_claims)
-            .and_then(|claims| claims.extra.get(data).cloned().flatten());
-        set_value(r, v, value)
-    }
+    // SAFETY: nginx calls a variable getter with a live request and `v`,
+    // the value slot to fill (ngx_http_get_indexed_variable and friends).
+    unsafe { Req::with(r, |req| fill(req, &mut *v, claim(req, data))) }
+}
+
+/// The value of the claim at index `data`, when the token is active.
+fn claim(req: &Req<'_>, data: usize) -> Option<String> {
+    checked_ctx(req)
+        .and_then(RequestCtx::active_claims)
+        .and_then(|claims| claims.extra.get(data).cloned().flatten())
 }

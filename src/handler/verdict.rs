@@ -2,29 +2,24 @@
 //! location asks of an active one (`oauth::verdict`), then where the request
 //! goes: upstream as it is, with the phantom JWT, or on to the exchange.
 
-use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ffi::{NGX_LOG_ERR, NGX_LOG_INFO};
 
 use crate::conf::{require_args, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
-use crate::handler::raw::evaluate;
 use crate::handler::upstream;
+use crate::nginx::req::Req;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 use crate::oauth::verdict::{self, Verdict};
 
-/// # Safety
-/// `r` must be a live request and `ctx` its context, whose
-/// introspection answer is known.
-pub unsafe fn run<'c>(
-    r: *mut ngx_http_request_t,
-    conf: &'c LocationConf,
-    ctx: *mut RequestCtx,
-) -> Outcome<'c> {
-    // SAFETY: r is live; its connection log is valid for logging.
-    let log = unsafe { (*(*r).connection).log };
-    // SAFETY: ctx is r's context. Only shared references to it exist while
-    // `require` values are evaluated, as the variable getters read it too.
+/// `ctx` is the request's context (`RequestCtx::of`), whose introspection
+/// answer is known.
+pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) -> Outcome<'c> {
+    let log = req.log();
+    // SAFETY: `ctx` is the request's context, in its pool, alive for this
+    // call. Only shared references to it exist while `require` values are
+    // evaluated, as the variable getters read it too.
     let answer = unsafe { (*ctx).introspection().answer() };
     let claims = match answer {
         Some(Ok(IntrospectionResult::Active(claims))) => claims,
@@ -42,8 +37,7 @@ pub unsafe fn run<'c>(
         None => return Outcome::Error,
     };
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
-    // SAFETY: r is a live request.
-    let unmet = || unsafe { unmet_requirement(r, conf) };
+    let unmet = || unmet_requirement(req, conf);
     let audience = conf.require_audience.as_ref();
     match verdict::check(claims, audience, scopes, &conf.require_claim, unmet) {
         Verdict::Pass => {}
@@ -92,8 +86,7 @@ pub unsafe fn run<'c>(
                 retry_after: None,
             };
         };
-        // SAFETY: r is a live request.
-        return match unsafe { upstream::authorize(r, jwt) } {
+        return match upstream::authorize(req, jwt) {
             Some(()) => Outcome::Pass,
             None => Outcome::Error,
         };
@@ -106,17 +99,11 @@ pub unsafe fn run<'c>(
 
 /// The answer for the first `auth_oauth2_token_require` that does not hold,
 /// with the challenge that fits its status; `None` when all hold.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn unmet_requirement<'c>(
-    r: *mut ngx_http_request_t,
-    conf: &LocationConf,
-) -> Option<Outcome<'c>> {
+fn unmet_requirement<'c>(req: &mut Req<'_>, conf: &LocationConf) -> Option<Outcome<'c>> {
     let failed = conf.require.iter().find(|requirement| {
         requirement.variables.iter().any(|variable| {
-            // SAFETY: r is live; the template was compiled by the directive.
-            !unsafe { evaluate(r, Some(*variable)) }.is_some_and(require_args::is_satisfied)
+            !req.evaluate(Some(*variable))
+                .is_some_and(require_args::is_satisfied)
         })
     })?;
     Some(match failed.status {

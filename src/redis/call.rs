@@ -4,27 +4,27 @@
 //! replies into the call; the post-subrequest handler hands them over.
 //!
 //! The call lives in the request pool and is found from the subrequest
-//! through its record (`nginx/subrequest.rs`, made with [`call_done`]): the
-//! module's context slot of the subrequest belongs to the ACCESS/PREACCESS code.
+//! through its record, as the value the subrequest was started with
+//! (`nginx/subrequest.rs`): the module's context slot of the subrequest
+//! belongs to the ACCESS/PREACCESS code.
 //!
 //! A failed call is logged here ([`note_failure`]): at most one line per
 //! kind of failure every 10 s per worker, never per request.
 
 use core::cell::RefCell;
-use core::ffi::c_void;
-use core::ptr;
+use core::ptr::NonNull;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_pool_cleanup_add, NGX_HTTP_BAD_GATEWAY,
-    NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
+    ngx_int_t, ngx_log_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::deadline::{self, Deadline};
+use super::deadline::Deadline;
 pub use super::failure::Failure;
 use super::failure::{self, KINDS, LOG_INTERVAL_S};
 use crate::metrics::Catalogue;
 use crate::module::Module;
+use crate::nginx::req::Req;
 use crate::nginx::subrequest;
 use crate::redis::resp::{Limits, Reader, Reply};
 use crate::resilience::log_gate::LogGate;
@@ -37,14 +37,10 @@ const _: () = assert!(
 
 /// Called once per call, from the post-subrequest handler, with the parent
 /// request (for waited calls nginx then runs the parent's phase handler
-/// again) and the caller's `data`. `Ok` holds one reply per command of the
-/// caller, in order; an `-ERR` among them is a `Reply::Error` (see
-/// [`error_reply`]). A `Failure` was already logged ([`note_failure`]).
-pub type Done = unsafe fn(
-    parent: *mut ngx_http_request_t,
-    data: *mut c_void,
-    result: Result<Vec<Reply>, Failure>,
-);
+/// again). `Ok` holds one reply per command of the caller, in order; an
+/// `-ERR` among them is a `Reply::Error` (see [`error_reply`]). A
+/// `Failure` was already logged ([`note_failure`]).
+type Done = Box<dyn FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>)>;
 
 /// One call's state, in the request pool.
 pub struct Call {
@@ -53,7 +49,6 @@ pub struct Call {
     /// How many replies they ask for.
     pub(super) count: usize,
     done: Option<Done>,
-    data: *mut c_void,
     /// What the upstream made of the replies (set by `redis/upstream.rs`).
     pub(super) outcome: Option<Result<Vec<Reply>, Failure>>,
     /// The replies read so far, the reader that keeps its place between
@@ -68,93 +63,55 @@ pub struct Call {
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
 /// configured `AUTH`/`SELECT`, through the internal location `uri` (a
-/// location of this server with `auth_oauth2_token_redis_pass`).
+/// location of this server with `auth_oauth2_token_redis_pass`). `req` is
+/// not itself an in-memory subrequest (the tier's requests are main
+/// requests, the purge page a client's).
 ///
 /// Waited (`background == false`): return `NGX_AGAIN` from the phase
 /// handler; `done` runs when the replies are in, then nginx runs the phase
 /// handler again. Background: the client's request never waits for it (a
-/// write to the Redis tier); `done` may be `None`.
-///
-/// # Safety
-/// `r` must be a live request that is not an in-memory subrequest; `data`
-/// must stay valid until `done` runs (request-pool memory does).
-pub unsafe fn start(
-    r: *mut ngx_http_request_t,
+/// write to the Redis tier).
+pub fn start(
+    req: &mut Req<'_>,
     uri: &[u8],
     commands: &[u8],
     count: usize,
     background: bool,
-    done: Option<Done>,
-    data: *mut c_void,
+    done: impl FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>) + 'static,
 ) -> Result<(), ()> {
     let call = Call {
         commands: commands.to_vec(),
         count,
-        done,
-        data,
+        done: Some(Box::new(done)),
         outcome: None,
         replies: Vec::new(),
         reader: Reader::new(Limits::CALLS),
         fed: 0,
         deadline: Deadline::new(),
     };
-    // SAFETY: r is live; the call is allocated in its pool, which every
-    // subrequest shares and which outlives them; the call is written only
-    // after both allocations succeeded, and the cleanup drops it with the pool.
-    unsafe {
-        let pool = (*r).pool;
-        let p = ngx::ffi::ngx_palloc(pool, size_of::<Call>()).cast::<Call>();
-        let cleanup = ngx_pool_cleanup_add(pool, 0);
-        if p.is_null() || cleanup.is_null() {
-            return Err(());
-        }
-        p.write(call);
-        (*cleanup).handler = Some(drop_call);
-        (*cleanup).data = p.cast();
-        subrequest::start(r, uri, background, call_done, p.cast()).map(|_| ())
-    }
+    // Kept in the request pool, which every subrequest shares and which
+    // outlives them; dropped with it (its deadline disarmed first).
+    subrequest::start(req, uri, background, call, call_done).map(|_| ())
 }
 
-unsafe extern "C" fn drop_call(data: *mut c_void) {
-    // SAFETY: `data` is the Call `start` wrote; the pool runs each cleanup
-    // once; its deadline leaves the timer tree before its memory goes.
-    unsafe {
-        let call = data.cast::<Call>();
-        deadline::disarm(ptr::addr_of_mut!((*call).deadline));
-        ptr::drop_in_place(call);
-    }
-}
-
-/// The call a subrequest makes, when it is one of ours.
-///
-/// # Safety
-/// `r` must be a live request.
-pub(super) unsafe fn of(r: *mut ngx_http_request_t) -> Option<*mut Call> {
-    // SAFETY: as this function requires; data made with call_done is a Call.
-    unsafe { subrequest::data_of(r, call_done).map(|data| data.cast()) }
+/// The call a subrequest makes, when it is one of ours: a Call in the
+/// request's pool.
+pub(super) fn of(req: &Req<'_>) -> Option<NonNull<Call>> {
+    subrequest::data_of::<Call>(req)
 }
 
 /// The subrequest is finalized: the replies (or the failure) go to the caller.
-///
-/// # Safety
-/// `data` is the Call `start` registered with the finished subrequest `sr`,
-/// in the pool it shares with its parent.
-unsafe fn call_done(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) {
-    // SAFETY: as this function requires.
-    unsafe {
-        let call = &mut *data.cast::<Call>();
-        deadline::disarm(&mut call.deadline);
-        let status = (*sr).headers_out.status;
-        let result = match call.outcome.take() {
-            Some(outcome) => outcome,
-            None => Err(Failure::of_ending(call.deadline.passed, rc, status)),
-        };
-        if let Err(failure) = &result {
-            note_failure((*(*sr).connection).log, failure);
-        }
-        if let Some(done) = call.done {
-            done((*sr).parent, call.data, result);
-        }
+fn call_done(sr: &mut Req<'_>, call: &mut Call, rc: ngx_int_t) {
+    call.deadline.disarm();
+    let result = match call.outcome.take() {
+        Some(outcome) => outcome,
+        None => Err(Failure::of_ending(call.deadline.passed, rc, sr.status())),
+    };
+    if let Err(failure) = &result {
+        note_failure(sr.log(), failure);
+    }
+    if let (Some(done), Some(mut parent)) = (call.done.take(), sr.parent()) {
+        done(&mut parent, result);
     }
 }
 

@@ -13,6 +13,8 @@ use ngx::ffi::{
     ngx_post_event, ngx_posted_events, NGX_ERROR,
 };
 
+use crate::nginx::req::Req;
+
 /// How much later than the module's deadline nginx's own timers fire.
 pub const BACKSTOP_MS: u64 = 1000;
 
@@ -38,46 +40,47 @@ impl Deadline {
             passed: false,
         }
     }
-}
 
-/// Arms `deadline`, the one of subrequest `r`'s call, `ms` from now (again
-/// for another server of the upstream). A deadline that passes fails the
-/// read, which nginx treats as an error: moving on to the next server then
-/// needs `error` in nginx's mask, and `fails_over` says whether it may.
-///
-/// # Safety
-/// `r` must be a live Redis subrequest and `deadline` its call's, in its
-/// pool, where it must not move.
-pub unsafe fn arm(r: *mut ngx_http_request_t, deadline: *mut Deadline, ms: u64, fails_over: bool) {
-    // SAFETY: the deadline lives in the request pool; it is taken out of the
-    // timer tree before the pool goes (`disarm`, from the call's cleanup).
-    unsafe {
-        disarm(deadline);
-        (*deadline).request = r;
-        (*deadline).ms = ms;
-        (*deadline).fails_over = fails_over;
-        (*deadline).passed = false;
-        let ev = ptr::addr_of_mut!((*deadline).ev);
-        (*ev).handler = Some(passed);
-        (*ev).data = deadline.cast();
-        (*ev).log = (*(*r).connection).log;
-        ngx_add_timer(ev, ms as ngx_msec_t);
-    }
-}
-
-/// Takes the deadline out of the timer tree, if it is there.
-///
-/// # Safety
-/// `deadline` must be live.
-pub unsafe fn disarm(deadline: *mut Deadline) {
-    // SAFETY: the event is the deadline's own; nginx's timer tree holds it
-    // only while timer_set is on.
-    unsafe {
-        let ev = ptr::addr_of_mut!((*deadline).ev);
-        if (*ev).timer_set() != 0 {
-            ngx_del_timer(ev);
+    /// Takes the deadline out of the timer tree, if it is there.
+    pub fn disarm(&mut self) {
+        if self.ev.timer_set() != 0 {
+            // SAFETY: the event is this deadline's own, in nginx's timer
+            // tree while `timer_set` is on.
+            unsafe { ngx_del_timer(&mut self.ev) };
         }
     }
+}
+
+impl Drop for Deadline {
+    /// A deadline leaves the timer tree before its memory goes.
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// Arms `deadline`, the one of the Redis subrequest `sr`'s call, `ms` from
+/// now (again for another server of the upstream). A deadline that passes
+/// fails the read, which nginx treats as an error: moving on to the next
+/// server then needs `error` in nginx's mask, and `fails_over` says
+/// whether it may.
+///
+/// # Safety
+/// `deadline` is the call's, in the subrequest's pool, where it does not
+/// move until it is dropped (which disarms it).
+pub unsafe fn arm(sr: &Req<'_>, deadline: *mut Deadline, ms: u64, fails_over: bool) {
+    // SAFETY: `deadline` lives, unmoved, in the request pool (this
+    // function's contract); the `&mut` lasts for this call.
+    let deadline = unsafe { &mut *deadline };
+    deadline.disarm();
+    deadline.request = sr.as_ptr();
+    deadline.ms = ms;
+    deadline.fails_over = fails_over;
+    deadline.passed = false;
+    deadline.ev.handler = Some(passed);
+    deadline.ev.data = ptr::from_mut(deadline).cast();
+    deadline.ev.log = sr.log();
+    // SAFETY: the event stays where it is until it is disarmed (above).
+    unsafe { ngx_add_timer(&mut deadline.ev, ms as ngx_msec_t) };
 }
 
 /// The deadline passed: the call has timed out; its connection's next read

@@ -66,73 +66,83 @@ static SUBSCRIBER: AtomicPtr<Subscriber> = AtomicPtr::new(ptr::null_mut());
 
 /// `init_process`: worker 0 subscribes when the Redis tier is configured.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    // SAFETY: nginx calls init_process in the new process with its cycle;
-    // the main conf lives as long as the cycle; the subscriber is leaked
-    // into SUBSCRIBER and freed by exit_process.
-    unsafe {
-        let process = ngx::ffi::ngx_process as u32;
-        if (process != NGX_PROCESS_WORKER && process != NGX_PROCESS_SINGLE)
-            || ngx::ffi::ngx_worker != 0
-        {
-            return NGX_OK as ngx_int_t;
-        }
-        let Some(tier) = Module::main_conf(&*cycle).and_then(|m| m.redis.as_ref()) else {
-            return NGX_OK as ngx_int_t;
-        };
-        let log = (*cycle).log;
-        let peers = peers_of(tier.upstream.cast());
-        if peers.is_empty() {
-            ngx::ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "auth_oauth2_token: revocation channel: the Redis upstream has no usable server"
-            );
-            return NGX_OK as ngx_int_t;
-        }
-        let steps = Subscription::new(
-            &tier.preamble,
-            tier.preamble_replies,
-            &tier.channel(),
-            peers.len(),
-            Box::new(open),
-        );
-        let mut quiet_log = *log;
-        quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
-        let sub = Box::into_raw(Box::new(Subscriber {
-            peers,
-            steps,
-            conn: ptr::null_mut(),
-            connecting: false,
-            out: Vec::new(),
-            sent: 0,
-            retry: core::mem::zeroed(),
-            watch: core::mem::zeroed(),
-            ids: Module::main_conf(&*cycle).and_then(|m| m.metrics.channel_ids()),
-            log,
-            quiet_log,
-        }));
-        for peer in &mut (*sub).peers {
-            peer.name_str = ngx_str_t {
-                len: peer.name.len(),
-                data: peer.name.as_mut_ptr(),
-            };
-        }
-        let retry = ptr::addr_of_mut!((*sub).retry);
-        (*retry).data = sub.cast();
-        (*retry).handler = Some(on_retry);
-        (*retry).log = log;
-        (*retry).set_cancelable(1);
-        let watch = ptr::addr_of_mut!((*sub).watch);
-        (*watch).data = sub.cast();
-        (*watch).handler = Some(on_watch);
-        (*watch).log = log;
-        (*watch).set_cancelable(1);
-        SUBSCRIBER.store(sub, Ordering::Relaxed);
-        // Down until subscribed (the gauge outlives a reload, and the
-        // worker 0 before this one).
-        gauge((*sub).ids, false);
-        run(sub, Event::Timer);
+    // SAFETY: nginx sets which process this is before it calls init_process.
+    let (process, worker) = unsafe { (ngx::ffi::ngx_process as u32, ngx::ffi::ngx_worker) };
+    if (process != NGX_PROCESS_WORKER && process != NGX_PROCESS_SINGLE) || worker != 0 {
+        return NGX_OK as ngx_int_t;
     }
+    // SAFETY: nginx calls init_process in the new process with its cycle,
+    // whose main conf and log live as long as it.
+    let (main, log) = unsafe { (Module::main_conf(&*cycle), (*cycle).log) };
+    let Some(tier) = main.and_then(|m| m.redis.as_ref()) else {
+        return NGX_OK as ngx_int_t;
+    };
+    // SAFETY: the tier's upstream was set up by nginx's upstream init
+    // (init_main_conf) before any process started.
+    let peers = unsafe { peers_of(tier.upstream.cast()) };
+    if peers.is_empty() {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "auth_oauth2_token: revocation channel: the Redis upstream has no usable server"
+        );
+        return NGX_OK as ngx_int_t;
+    }
+    let steps = Subscription::new(
+        &tier.preamble,
+        tier.preamble_replies,
+        &tier.channel(),
+        peers.len(),
+        Box::new(open),
+    );
+    // SAFETY: `log` is the cycle's, live (above); it is copied.
+    let mut quiet_log = unsafe { *log };
+    quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
+    let mut sub = Box::new(Subscriber {
+        peers,
+        steps,
+        conn: ptr::null_mut(),
+        connecting: false,
+        out: Vec::new(),
+        sent: 0,
+        // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
+        retry: unsafe { core::mem::zeroed() },
+        // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
+        watch: unsafe { core::mem::zeroed() },
+        ids: main.and_then(|m| m.metrics.channel_ids()),
+        log,
+        quiet_log,
+    });
+    // The names stay where they are: each is a Vec's heap bytes.
+    for peer in &mut sub.peers {
+        peer.name_str = ngx_str_t {
+            len: peer.name.len(),
+            data: peer.name.as_mut_ptr(),
+        };
+    }
+    let ids = sub.ids;
+    let sub = Box::into_raw(sub);
+    // SAFETY: `sub` was just leaked, and is freed only by exit_process,
+    // after it took these events out of the timer tree; they are its own.
+    let events = unsafe {
+        [
+            (&mut (*sub).retry, on_retry as unsafe extern "C" fn(_)),
+            (&mut (*sub).watch, on_watch),
+        ]
+    };
+    for (ev, handler) in events {
+        ev.data = sub.cast();
+        ev.handler = Some(handler);
+        ev.log = log;
+        ev.set_cancelable(1);
+    }
+    SUBSCRIBER.store(sub, Ordering::Relaxed);
+    // Down until subscribed (the gauge outlives a reload, and the
+    // worker 0 before this one).
+    gauge(ids, false);
+    // SAFETY: `sub` is this worker's subscriber, leaked just above and
+    // freed only by exit_process.
+    unsafe { run(sub, Event::Timer) };
     NGX_OK as ngx_int_t
 }
 
@@ -214,7 +224,8 @@ fn open(message: &[u8]) -> Option<Purge> {
 /// Applies `f` to the metrics' counters and the channel's series `ids`,
 /// when the configuration has them.
 fn metrics(ids: Option<ChannelIds>, f: impl FnOnce(&Counters, ChannelIds)) {
-    // SAFETY: as for `open`.
+    // SAFETY: a worker's cycle is set up before any of its events run; the
+    // main conf lives as long as the cycle.
     let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
         return;
     };
@@ -232,52 +243,59 @@ fn gauge(ids: Option<ChannelIds>, up: bool) {
 /// # Safety
 /// `sub` must be this worker's subscriber.
 unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
-    // SAFETY: the subscriber lives until exit_process, in this worker; no
-    // reference into it is held across the calls below, which may run the
-    // steps again (a connection that fails at once).
-    unsafe {
-        let actions = (*sub).steps.handle(now_ms(), event);
-        for action in actions {
-            match action {
-                Action::Connect(server) => connect(sub, server),
-                Action::Send(bytes) => {
-                    let s = &mut *sub;
-                    s.out.drain(..s.sent.min(s.out.len()));
-                    s.sent = 0;
-                    s.out.extend_from_slice(&bytes);
-                    send(sub);
-                }
-                Action::Purge(purge) => revoked(&purge),
-                Action::Count(delivery) => {
-                    let count = |counters: &Counters, ids: ChannelIds| {
-                        counters.add(ids.messages(delivery), 1)
-                    };
-                    metrics((*sub).ids, count);
-                }
-                // A worker on its way out leaves the gauge to the new one.
-                Action::Up(_) if exiting() => {}
-                Action::Up(up) => gauge((*sub).ids, up),
-                Action::Log(note) => {
-                    let level = match note {
-                        Note::Subscribed => NGX_LOG_INFO,
-                        Note::SubscribedAgain => NGX_LOG_NOTICE,
-                        Note::Down(_) | Note::Refused { .. } => NGX_LOG_WARN,
-                    };
-                    ngx::ngx_log_error!(level, (*sub).log, "auth_oauth2_token: {note}");
-                }
-                Action::Close => {
-                    close(sub);
-                    if exiting() {
-                        return;
-                    }
-                }
-                Action::Watch(ms) => {
-                    ngx_add_timer(ptr::addr_of_mut!((*sub).watch), ms as ngx::ffi::ngx_msec_t);
-                }
-                Action::RetryAfter(ms) => {
-                    ngx_add_timer(ptr::addr_of_mut!((*sub).retry), ms as ngx::ffi::ngx_msec_t);
+    // SAFETY: `sub` is this worker's subscriber (this function's contract),
+    // alive until exit_process; the `&mut` lasts for the call. No reference
+    // into it is held across the calls below, which may run the steps
+    // again (a connection that fails at once).
+    let (actions, ids, log) =
+        unsafe { ((*sub).steps.handle(now_ms(), event), (*sub).ids, (*sub).log) };
+    for action in actions {
+        match action {
+            // SAFETY: `sub` is this worker's subscriber (this function's contract).
+            Action::Connect(server) => unsafe { connect(sub, server) },
+            // SAFETY: `sub` is this worker's subscriber (this function's contract); the
+            // `&mut` ends before `send`.
+            Action::Send(bytes) => unsafe {
+                let s = &mut *sub;
+                s.out.drain(..s.sent.min(s.out.len()));
+                s.sent = 0;
+                s.out.extend_from_slice(&bytes);
+                send(sub);
+            },
+            Action::Purge(purge) => revoked(&purge),
+            Action::Count(delivery) => {
+                let count =
+                    |counters: &Counters, ids: ChannelIds| counters.add(ids.messages(delivery), 1);
+                metrics(ids, count);
+            }
+            // A worker on its way out leaves the gauge to the new one.
+            Action::Up(_) if exiting() => {}
+            Action::Up(up) => gauge(ids, up),
+            Action::Log(note) => {
+                let level = match note {
+                    Note::Subscribed => NGX_LOG_INFO,
+                    Note::SubscribedAgain => NGX_LOG_NOTICE,
+                    Note::Down(_) | Note::Refused { .. } => NGX_LOG_WARN,
+                };
+                ngx::ngx_log_error!(level, log, "auth_oauth2_token: {note}");
+            }
+            Action::Close => {
+                // SAFETY: `sub` is this worker's subscriber (this function's contract).
+                unsafe { close(sub) };
+                if exiting() {
+                    return;
                 }
             }
+            // SAFETY: the watch event is the subscriber's own, which lives
+            // until exit_process (this function's contract).
+            Action::Watch(ms) => unsafe {
+                ngx_add_timer(ptr::addr_of_mut!((*sub).watch), ms as ngx::ffi::ngx_msec_t);
+            },
+            // SAFETY: the retry event is the subscriber's own, which lives
+            // until exit_process (this function's contract).
+            Action::RetryAfter(ms) => unsafe {
+                ngx_add_timer(ptr::addr_of_mut!((*sub).retry), ms as ngx::ffi::ngx_msec_t);
+            },
         }
     }
 }
@@ -288,33 +306,42 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
 /// # Safety
 /// `sub` must be this worker's subscriber, without a connection.
 unsafe fn connect(sub: *mut Subscriber, server: usize) {
-    // SAFETY: the subscriber lives until exit_process; the peer's address
-    // and name live in it; nginx owns the connection it returns.
+    if exiting() {
+        return;
+    }
+    // SAFETY: `sub` is this worker's subscriber (this function's contract);
+    // `s` is not used once `run` is called below.
+    let s = unsafe { &mut *sub };
+    let index = server % s.peers.len();
+    let peer = &mut s.peers[index];
+    // SAFETY: an all-zero ngx_peer_connection_t is an empty one (nginx
+    // pcallocs them).
+    let mut pc: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
+    pc.sockaddr = peer.sockaddr.as_mut_ptr().cast::<sockaddr>();
+    pc.socklen = peer.socklen;
+    pc.name = ptr::addr_of_mut!(peer.name_str);
+    pc.get = Some(ngx_event_get_peer);
+    pc.log = ptr::addr_of_mut!(s.quiet_log);
+    pc.tries = 1;
+    // SAFETY: the address, name and log `pc` points at live in the
+    // subscriber until exit_process; nginx owns the connection it makes.
+    let rc = unsafe { ngx_event_connect_peer(&mut pc) };
+    let c = pc.connection;
+    if c.is_null() || (rc != NGX_OK as ngx_int_t && rc != NGX_AGAIN as ngx_int_t) {
+        if !c.is_null() {
+            // SAFETY: `c` is the connection nginx just made for `pc`, ours.
+            unsafe { ngx_close_connection(c) };
+        }
+        let name = String::from_utf8_lossy(&s.peers[index].name).into_owned();
+        // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
+        unsafe { run(sub, Event::Failed(Trouble::CannotConnect(name))) };
+        return;
+    }
+    s.conn = c;
+    s.connecting = rc == NGX_AGAIN as ngx_int_t;
+    // SAFETY: `c` is the connection nginx just made, with its read and
+    // write events; the log is the subscriber's own.
     unsafe {
-        if exiting() {
-            return;
-        }
-        let s = &mut *sub;
-        let index = server % s.peers.len();
-        let peer = &mut s.peers[index];
-        let mut pc: ngx_peer_connection_t = core::mem::zeroed();
-        pc.sockaddr = peer.sockaddr.as_mut_ptr().cast::<sockaddr>();
-        pc.socklen = peer.socklen;
-        pc.name = ptr::addr_of_mut!(peer.name_str);
-        pc.get = Some(ngx_event_get_peer);
-        pc.log = ptr::addr_of_mut!(s.quiet_log);
-        pc.tries = 1;
-        let rc = ngx_event_connect_peer(&mut pc);
-        if pc.connection.is_null() || (rc != NGX_OK as ngx_int_t && rc != NGX_AGAIN as ngx_int_t) {
-            if !pc.connection.is_null() {
-                ngx_close_connection(pc.connection);
-            }
-            let name = String::from_utf8_lossy(&s.peers[index].name).into_owned();
-            run(sub, Event::Failed(Trouble::CannotConnect(name)));
-            return;
-        }
-        let c = pc.connection;
-        s.conn = c;
         (*c).data = sub.cast();
         (*c).log = ptr::addr_of_mut!(s.quiet_log);
         (*(*c).read).log = (*c).log;
@@ -325,13 +352,13 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
         (*(*c).write).set_cancelable(1);
         // A graceful shutdown closes it like an idle keepalive connection.
         (*c).set_idle(1);
-        s.connecting = rc == NGX_AGAIN as ngx_int_t;
         if s.connecting {
             ngx_add_timer((*c).write, CONNECT_TIMEOUT_MS as ngx::ffi::ngx_msec_t);
             return;
         }
-        run(sub, Event::Connected);
     }
+    // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
+    unsafe { run(sub, Event::Connected) };
 }
 
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
@@ -396,49 +423,58 @@ unsafe fn send(sub: *mut Subscriber) {
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
-    // SAFETY: as for on_write.
-    unsafe {
+    // SAFETY: nginx runs the handler with the read event of the connection
+    // `connect` made, whose data is this worker's subscriber.
+    let (c, sub) = unsafe {
         let c = (*ev).data.cast::<ngx_connection_t>();
-        let sub = (*c).data.cast::<Subscriber>();
-        if (*c).close() != 0 {
-            // Graceful shutdown: closed for good.
-            close(sub);
+        (c, (*c).data.cast::<Subscriber>())
+    };
+    // SAFETY: `c` is that live connection.
+    if unsafe { (*c).close() } != 0 {
+        // Graceful shutdown: closed for good.
+        // SAFETY: `sub` is this worker's subscriber.
+        unsafe { close(sub) };
+        return;
+    }
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        // SAFETY: `c` is live: only `close` closes it, after which this
+        // loop ends (`conn` is null).
+        let Some(recv) = (unsafe { (*c).recv }) else {
+            // SAFETY: `sub` is this worker's subscriber.
+            return unsafe { run(sub, Event::Failed(Trouble::CannotRead)) };
+        };
+        // SAFETY: `c` is live (above); `chunk` is room for its length.
+        let n = unsafe { recv(c, chunk.as_mut_ptr(), chunk.len()) };
+        let event = match n {
+            n if n == NGX_AGAIN as isize => break,
+            0 => Event::Failed(Trouble::ClosedByServer),
+            n if n < 0 => Event::Failed(Trouble::RefusedOrReset),
+            n => Event::Received(&chunk[..n as usize]),
+        };
+        let received = matches!(event, Event::Received(_));
+        // SAFETY: `sub` is this worker's subscriber; no reference into it
+        // is held.
+        unsafe { run(sub, event) };
+        // The steps closed it (something unexpected came).
+        // SAFETY: `sub` is this worker's subscriber, alive until
+        // exit_process; one word of it is read.
+        if !received || unsafe { (*sub).conn }.is_null() {
             return;
         }
-        let mut chunk = [0u8; READ_CHUNK];
-        loop {
-            let Some(recv) = (*c).recv else {
-                return run(sub, Event::Failed(Trouble::CannotRead));
-            };
-            let n = recv(c, chunk.as_mut_ptr(), chunk.len());
-            if n == NGX_AGAIN as isize {
-                break;
-            }
-            if n == 0 {
-                return run(sub, Event::Failed(Trouble::ClosedByServer));
-            }
-            if n < 0 {
-                return run(sub, Event::Failed(Trouble::RefusedOrReset));
-            }
-            run(sub, Event::Received(&chunk[..n as usize]));
-            if (*sub).conn.is_null() {
-                // The steps closed it (something unexpected came).
-                return;
-            }
-        }
-        if ngx_handle_read_event(ev, 0) != NGX_OK as ngx_int_t {
-            run(sub, Event::Failed(Trouble::CannotWaitToRead));
-        }
+    }
+    // SAFETY: `ev` is the live connection's read event (above).
+    if unsafe { ngx_handle_read_event(ev, 0) } != NGX_OK as ngx_int_t {
+        // SAFETY: `sub` is this worker's subscriber.
+        unsafe { run(sub, Event::Failed(Trouble::CannotWaitToRead)) };
     }
 }
 
 /// A purge the steps applied (another gateway's purge, or this one's):
 /// the token's entries leave this gateway's zones.
-///
-/// # Safety
-/// Called by a worker with its cycle set up.
-unsafe fn revoked(purge: &Purge) {
-    // SAFETY: the cycle is set up (this function's contract).
+fn revoked(purge: &Purge) {
+    // SAFETY: a worker's cycle is set up before any of its events run; the
+    // main conf lives as long as the cycle.
     if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
         zone::purge_tag_everywhere(main, &purge.tag);
     }

@@ -17,33 +17,44 @@ use ngx::ffi::{
     NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
     NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::HttpModule;
 
 use super::call::{self, Call, Failure};
 use super::deadline;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
+use crate::nginx::req::Req;
 use crate::redis::resp::{Progress, Reply};
 
 /// The content handler of a location with `auth_oauth2_token_redis_pass`.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request; the
-    // upstream conf was made by `configure` for this location and lives as
-    // long as the configuration.
+    // SAFETY: nginx calls a content handler with a live request
+    // (ngx_http_core_content_phase).
+    unsafe { Req::with(r, start_upstream) }
+}
+
+fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
+    // Only the module's own calls: a client (or another module's
+    // subrequest) finds nothing here.
+    let Some(call) = call::of(req) else {
+        return NGX_HTTP_NOT_FOUND as ngx_int_t;
+    };
+    let Some(loc) = req.location_conf() else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let conf = match loc.redis.pass {
+        Some(uc) if !uc.is_null() => uc.cast::<ngx_http_upstream_conf_t>(),
+        _ => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    };
+    // SAFETY: the request is live (`Req`).
+    if unsafe { ngx_http_upstream_create(req.as_ptr()) } != NGX_OK as ngx_int_t {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let u = req.upstream();
+    // SAFETY: `u` is the upstream nginx just made in the request's pool;
+    // `conf` is the upstream conf `init_main_conf` made for this location,
+    // which lives with the configuration.
     unsafe {
-        // Only the module's own calls: a client (or another module's
-        // subrequest) finds nothing here.
-        if call::of(r).is_none() {
-            return NGX_HTTP_NOT_FOUND as ngx_int_t;
-        }
-        let conf = match Module::location_conf(&*r).and_then(|c| c.redis.pass) {
-            Some(uc) if !uc.is_null() => uc.cast::<ngx_http_upstream_conf_t>(),
-            _ => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-        };
-        if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        let u = (*r).upstream;
         // A Redis that is down fails every call: the module says so once per
         // interval (`redis/failure.rs`), and nginx's own lines about the
         // connection (connect, recv, send errors and their timeouts) go to
@@ -65,50 +76,61 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         (*u).finalize_request = Some(finalize_request);
         (*u).input_filter_init = Some(filter_init);
         (*u).input_filter = Some(filter);
-        (*u).input_filter_ctx = r.cast();
-        if let (Some(call), Some(loc)) = (call::of(r), Module::location_conf(&*r)) {
-            let d = ptr::addr_of_mut!((*call).deadline);
-            deadline::arm(
-                r,
-                d,
-                loc.redis.deadline_ms(),
-                loc.redis.fails_over_on_deadline(),
-            );
-        }
-        let main = (*r).main;
-        (*main).set_count((*main).count() + 1);
-        ngx_http_upstream_init(r);
+        (*u).input_filter_ctx = req.as_ptr().cast();
     }
+    let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
+    // SAFETY: the call's deadline is in the request's pool, where the call
+    // stays until the pool goes (`call::start`).
+    unsafe {
+        deadline::arm(
+            req,
+            ptr::addr_of_mut!((*call.as_ptr()).deadline),
+            ms,
+            fails_over,
+        )
+    };
+    req.add_main_reference();
+    // SAFETY: the request is live, its upstream made and set up above.
+    unsafe { ngx_http_upstream_init(req.as_ptr()) };
     NGX_DONE as ngx_int_t
 }
 
-/// The tier and the call of a Redis subrequest.
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn parts<'r>(r: *mut ngx_http_request_t) -> Option<(&'r RedisTier, &'r mut Call)> {
-    // SAFETY: the main conf lives as long as the configuration; the call in
-    // the request pool; nginx runs one callback of a request at a time.
-    unsafe {
-        let tier = Module::main_conf(&*r)?.redis.as_ref()?;
-        let call = &mut *call::of(r)?;
-        Some((tier, call))
-    }
+/// The tier and the call of a Redis subrequest: the call is a raw pointer
+/// into the request's pool, made a reference where it is used.
+fn parts(req: &Req<'_>) -> Option<(&'static RedisTier, *mut Call)> {
+    let tier = req.main_conf()?.redis.as_ref()?;
+    Some((tier, call::of(req)?.as_ptr()))
 }
 
 unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls this with the live subrequest whose upstream the
-    // handler created; the buffer and chain link live in its pool.
+    // SAFETY: nginx calls an upstream's create_request with the live
+    // request whose upstream the handler made (ngx_http_upstream_init_request).
+    unsafe { Req::with(r, request_bufs) }
+}
+
+/// The upstream's request: the tier's preamble, then the call's commands.
+fn request_bufs(req: &mut Req<'_>) -> ngx_int_t {
+    let Some((tier, call)) = parts(req) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    let call = unsafe { &*call };
+    let len = tier.preamble.len() + call.commands.len();
+    let pool = req.pool();
+    // SAFETY: the pool is the live request's.
+    let (b, cl) = unsafe {
+        (
+            ngx_create_temp_buf(pool, len.max(1)),
+            ngx_alloc_chain_link(pool),
+        )
+    };
+    if b.is_null() || cl.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: `b` is a fresh buffer of `len` bytes or more, `cl` a fresh
+    // link, both in the request's pool; its upstream was made by the handler.
     unsafe {
-        let Some((tier, call)) = parts(r) else {
-            return NGX_ERROR as ngx_int_t;
-        };
-        let len = tier.preamble.len() + call.commands.len();
-        let b = ngx_create_temp_buf((*r).pool, len.max(1));
-        let cl = ngx_alloc_chain_link((*r).pool);
-        if b.is_null() || cl.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
         for part in [&tier.preamble[..], &call.commands[..]] {
             ptr::copy_nonoverlapping(part.as_ptr(), (*b).last, part.len());
             (*b).last = (*b).last.add(part.len());
@@ -116,7 +138,7 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
         (*b).set_last_buf(1);
         (*cl).buf = b;
         (*cl).next = ptr::null_mut();
-        (*(*r).upstream).request_bufs = cl;
+        (*req.upstream()).request_bufs = cl;
     }
     NGX_OK as ngx_int_t
 }
@@ -124,74 +146,95 @@ unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// Another server of the upstream gets the whole pipeline again, and a
 /// deadline of its own; its replies are read from the start.
 unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: as for create_request.
-    unsafe {
-        if let Some((_, call)) = parts(r) {
-            call.outcome = None;
-            call.replies.clear();
-            call.reader.reset();
-            call.fed = 0;
-            if let Some(loc) = Module::location_conf(&*r) {
-                let (ms, fails_over) =
-                    (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
-                deadline::arm(r, &mut call.deadline, ms, fails_over);
-            }
-        }
-    }
+    // SAFETY: nginx calls an upstream's reinit_request with the live
+    // request (ngx_http_upstream_reinit).
+    unsafe { Req::with(r, read_again) };
     NGX_OK as ngx_int_t
+}
+
+fn read_again(req: &mut Req<'_>) {
+    let Some((_, call)) = parts(req) else {
+        return;
+    };
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    let call = unsafe { &mut *call };
+    call.outcome = None;
+    call.replies.clear();
+    call.reader.reset();
+    call.fed = 0;
+    if let Some(loc) = req.location_conf() {
+        let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
+        // SAFETY: the call's deadline is in the request's pool, where the
+        // call stays until the pool goes (`call::start`).
+        unsafe { deadline::arm(req, &mut call.deadline, ms, fails_over) };
+    }
 }
 
 /// Reads the replies: the preamble's, which must be `+OK`, then the call's.
 /// nginx calls this each time more bytes are in the buffer; the call's
 /// reader keeps its place, so only the new bytes are read.
 unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls this with the live subrequest; u->buffer holds
-    // what was received so far (pos..last within start..end; pos stays
-    // where the first reply starts until the last is read); u->state is
-    // set once the upstream connected.
-    unsafe {
-        let Some((tier, call)) = parts(r) else {
-            return NGX_ERROR as ngx_int_t;
-        };
-        let u = (*r).upstream;
-        let b = &mut (*u).buffer;
-        let received = core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize);
-        let wanted = tier.preamble_replies + call.count;
-        let mut at = call.fed.min(received.len());
-        while call.replies.len() < wanted {
-            let (used, progress) = call.reader.read(&received[at..]);
-            at += used;
-            match progress {
-                Progress::Reply(reply) => call.replies.push(reply),
-                Progress::More if b.last != b.end => {
-                    call.fed = at;
-                    return NGX_AGAIN as ngx_int_t;
-                }
-                // Garbage, or replies larger than the buffer.
-                Progress::More | Progress::Garbage => {
-                    call.outcome = Some(Err(Failure::Protocol));
-                    return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
-                }
+    // SAFETY: nginx calls an upstream's process_header with the live
+    // request (ngx_http_upstream_process_header).
+    unsafe { Req::with(r, read_replies) }
+}
+
+fn read_replies(req: &mut Req<'_>) -> ngx_int_t {
+    let Some((tier, call)) = parts(req) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    let call = unsafe { &mut *call };
+    let u = req.upstream();
+    // SAFETY: the upstream nginx runs this for; u->buffer holds what was
+    // received so far (pos..last within start..end; pos stays where the
+    // first reply starts until the last is read).
+    let b = unsafe { &mut (*u).buffer };
+    // SAFETY: `b` is that buffer, whose `pos..last` is received bytes.
+    let received =
+        unsafe { core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) };
+    let wanted = tier.preamble_replies + call.count;
+    let mut at = call.fed.min(received.len());
+    while call.replies.len() < wanted {
+        let (used, progress) = call.reader.read(&received[at..]);
+        at += used;
+        match progress {
+            Progress::Reply(reply) => call.replies.push(reply),
+            Progress::More if b.last != b.end => {
+                call.fed = at;
+                return NGX_AGAIN as ngx_int_t;
+            }
+            // Garbage, or replies larger than the buffer.
+            Progress::More | Progress::Garbage => {
+                call.outcome = Some(Err(Failure::Protocol));
+                return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
             }
         }
-        call.fed = at;
-        let mut replies = core::mem::take(&mut call.replies);
-        let own = replies.split_off(tier.preamble_replies);
-        if let Some(bad) = replies.iter().find(|reply| !is_ok(reply)) {
-            let failure = call::error_reply(bad).unwrap_or(Failure::Protocol);
-            call.outcome = Some(Err(failure));
-            return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
-        }
-        call.outcome = Some(Ok(own));
+    }
+    call.fed = at;
+    let mut replies = core::mem::take(&mut call.replies);
+    let own = replies.split_off(tier.preamble_replies);
+    if let Some(bad) = replies.iter().find(|reply| !is_ok(reply)) {
+        let failure = call::error_reply(bad).unwrap_or(Failure::Protocol);
+        call.outcome = Some(Err(failure));
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t;
+    }
+    call.outcome = Some(Ok(own));
+    // Anything after the replies means the connection is out of step:
+    // it is not reused.
+    let keepalive = u32::from(at == received.len());
+    b.pos = b.last;
+    // SAFETY: `u` is the upstream nginx runs this callback for, in the
+    // request's pool; u->state is null or set once the upstream connected.
+    unsafe {
         (*u).headers_in.status_n = 200;
         (*u).headers_in.content_length_n = 0;
         if !(*u).state.is_null() {
             (*(*u).state).status = 200;
         }
-        // Anything after the replies means the connection is out of step:
-        // it is not reused.
-        (*u).set_keepalive(u32::from(at == received.len()));
-        b.pos = b.last;
+        (*u).set_keepalive(keepalive);
     }
     NGX_OK as ngx_int_t
 }
@@ -204,23 +247,28 @@ unsafe extern "C" fn abort_request(_r: *mut ngx_http_request_t) {}
 
 /// The upstream is done with the call: its deadline goes.
 unsafe extern "C" fn finalize_request(r: *mut ngx_http_request_t, _rc: ngx_int_t) {
-    // SAFETY: nginx calls this with the live subrequest.
-    if let Some(call) = unsafe { call::of(r) } {
-        // SAFETY: the call lives in the subrequest's pool.
-        unsafe { deadline::disarm(ptr::addr_of_mut!((*call).deadline)) };
+    // SAFETY: nginx calls an upstream's finalize_request with the live
+    // request (ngx_http_upstream_finalize_request).
+    let call = unsafe { Req::with(r, |req| call::of(req)) };
+    if let Some(call) = call {
+        // SAFETY: the call lives in the request's pool; no other reference
+        // to it is in use while nginx runs this callback.
+        unsafe { (*call.as_ptr()).deadline.disarm() };
     }
 }
 
 /// The answer has no body: the subrequest ends as soon as its header is in.
 unsafe extern "C" fn filter_init(data: *mut c_void) -> ngx_int_t {
-    // SAFETY: input_filter_ctx is the subrequest (set by the handler).
+    // SAFETY: nginx passes the upstream's input_filter_ctx, which the
+    // handler set to the live subrequest, whose upstream is filtering.
     unsafe { (*(*data.cast::<ngx_http_request_t>()).upstream).length = 0 };
     NGX_OK as ngx_int_t
 }
 
 /// Bytes past the replies: dropped, and the connection is not reused.
 unsafe extern "C" fn filter(data: *mut c_void, _bytes: isize) -> ngx_int_t {
-    // SAFETY: as for filter_init.
+    // SAFETY: nginx passes the upstream's input_filter_ctx, which the
+    // handler set to the live subrequest, whose upstream is filtering.
     unsafe {
         let u = (*data.cast::<ngx_http_request_t>()).upstream;
         (*u).set_keepalive(0);

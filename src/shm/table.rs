@@ -112,14 +112,17 @@ pub unsafe fn open<S: Slab>(
     zone_bytes: usize,
     fresh: impl FnOnce() -> Fresh,
 ) -> Option<(*mut Table, Opened)> {
-    // SAFETY: guaranteed by the caller; `Live` never stops halfway.
+    // SAFETY: `root` is null or what an earlier `open` left, and the lock is
+    // held (this function's contract), as `open_in_steps` needs; `Live`
+    // never stops halfway.
     unsafe { open_in_steps(root, slab, &mut Live, zone_bytes, fresh) }.unwrap_or(None)
 }
 
 /// [`open`], stopping where `steps` says.
 ///
 /// # Safety
-/// As for [`open`].
+/// `root` must be null or the value an earlier `open` on this slab left in
+/// it, and the caller must hold the lock that guards the region.
 unsafe fn open_in_steps<S: Slab, D: Steps>(
     root: &mut *mut Table,
     slab: &mut S,
@@ -230,7 +233,8 @@ unsafe fn make<S: Slab, D: Steps>(
 /// # Safety
 /// `table` must be a table returned by [`open`], the lock held.
 pub unsafe fn cutoff(table: *mut Table, tag: &[u8; 8]) -> Option<i64> {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `table` was returned by `open` and the lock is held (this
+    // function's contract), as `refused_until` needs.
     let until = unsafe { refused_until(table, tag) };
     (until != i64::MIN).then_some(until)
 }
@@ -256,8 +260,9 @@ pub unsafe fn claim<S: Slab, D: Steps>(
     deadline_ms: i64,
 ) -> Result<Claim, Died> {
     let now_ms = at.now_ms;
-    // SAFETY: guaranteed by the caller; a new node is fully written before
-    // it is linked.
+    // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
+    // function's contract); its chains hold only live nodes, and a new
+    // node is fully written before it is linked.
     unsafe {
         let node = find(table, key);
         if !node.is_null() {
@@ -307,14 +312,15 @@ pub unsafe fn claim<S: Slab, D: Steps>(
 /// Takes this worker's mark off `key` when its answer is not stored.
 ///
 /// # Safety
-/// As for [`claim`].
+/// `table` must be a table returned by [`open`] on `slab`, the lock held.
 pub unsafe fn release<S: Slab, D: Steps>(
     table: *mut Table,
     slab: &mut S,
     steps: &mut D,
     key: &CacheKey,
 ) -> Result<(), Died> {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
+    // function's contract); its chains hold only live nodes.
     unsafe {
         let node = find(table, key);
         if node.is_null() || (*node).kind != MARK {
@@ -353,8 +359,9 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
     cutoff_ms: i64,
     keep_until_ms: i64,
 ) -> Result<usize, Died> {
-    // SAFETY: guaranteed by the caller; chains hold only live nodes, and a
-    // new node is fully written before it is linked.
+    // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
+    // function's contract); chains hold only live nodes, and a new node
+    // is fully written before it is linked.
     unsafe {
         let bucket = bucket_of(table, *tag);
         let mut change = Change::begin(table, slab, steps);
@@ -424,7 +431,8 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
 /// # Safety
 /// `table` must be a table returned by [`open`], the lock held.
 pub unsafe fn stats(table: *mut Table) -> Stats {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `table` was returned by `open` and the lock is held (this
+    // function's contract); its counters are plain words.
     unsafe { (*table).stats }
 }
 
@@ -486,7 +494,8 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
         refresh_pct,
         refresh_for_ms,
     } = at;
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
+    // function's contract); its chains hold only live nodes.
     unsafe {
         let node = find(table, key);
         if node.is_null() {
@@ -560,21 +569,24 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     obtained_ms: i64,
     now_ms: i64,
 ) -> Result<bool, Died> {
-    // SAFETY: guaranteed by the caller; a look, no change.
+    // SAFETY: `table` was returned by `open` and the lock is held (this
+    // function's contract); a look, no change.
     if obtained_ms <= unsafe { refused_until(table, &key.tag()) } {
         return Ok(false);
     }
     let size = size_of::<Node>() + value.len();
     if value.len() > MAX_VALUE_BYTES || size > slab.capacity() {
-        // SAFETY: guaranteed by the caller; a counter, no link.
+        // SAFETY: `table` was returned by `open` and the lock is held (this
+        // function's contract); a counter of it is raised, no link changed.
         unsafe { (*table).stats.refused += 1 };
         return Ok(false);
     }
     let Ok(len) = u32::try_from(value.len()) else {
         return Ok(false);
     };
-    // SAFETY: guaranteed by the caller; a new node is fully written before
-    // it is linked.
+    // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
+    // function's contract), as `Change::begin` needs; a new node is fully
+    // written before it is linked.
     unsafe {
         let mut change = Change::begin(table, slab, steps);
         let existing = find(table, key);
@@ -896,7 +908,8 @@ pub(crate) mod tests {
             let mine = unsafe { bucket_of(table, tag) };
             (0u64..)
                 .map(|i| (i | 0x6e00_0000_0000_0000).to_le_bytes())
-                // SAFETY: as above.
+                // SAFETY: the table was just opened; `bucket_of` only
+                // indexes its bucket array.
                 .filter(|other| *other != tag && unsafe { bucket_of(table, *other) } == mine)
                 .take(n)
                 .collect()
@@ -1867,7 +1880,8 @@ pub(crate) mod tests {
         let (table, _) = z.open();
         let node = oldest_for_test(table);
         // Removing it through the chain finds null and reports damage.
-        // SAFETY: as above.
+        // SAFETY: the table was just opened again, by this test's only
+        // user; `node` is its one node, still in the queue.
         let removed = unsafe { Change::begin(table, &mut z.slab, &mut Live).remove(node) };
         assert_eq!(removed, Err(Died));
         assert_eq!(z.open().1, Opened::Repaired);

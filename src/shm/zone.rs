@@ -39,12 +39,14 @@ impl Slab for SlabPool {
     }
 
     fn free(&mut self, p: *mut u8) {
-        // SAFETY: as above; `p` came from `alloc`.
+        // SAFETY: the pool is initialised and its mutex held (see `Locked`);
+        // `p` came from `alloc` on this pool.
         unsafe { ngx_slab_free_locked(self.0, p.cast()) }
     }
 
     fn reset(&mut self) {
-        // SAFETY: as above. ngx_slab_init rebuilds the pool's page and slot
+        // SAFETY: the pool is initialised and its mutex held (see `Locked`).
+        // ngx_slab_init rebuilds the pool's page and slot
         // lists from its fixed fields (start of slots, end, min_shift) and
         // leaves the mutex alone; no worker keeps a pointer into the pool
         // between two lock holds (the table is reached through `data`).
@@ -163,7 +165,9 @@ pub unsafe fn lookup<T>(
     at: At,
     read: impl FnOnce(&[u8]) -> Option<T>,
 ) -> Lookup<T> {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return Lookup::Miss;
@@ -188,7 +192,9 @@ pub unsafe fn insert(
     obtained_ms: i64,
     now_ms: i64,
 ) -> bool {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return false;
@@ -222,7 +228,9 @@ pub unsafe fn purge_tag(
     cutoff_ms: i64,
     keep_until_ms: i64,
 ) -> usize {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return 0;
@@ -248,7 +256,9 @@ pub unsafe fn purge_tag(
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn cutoff(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> Option<i64> {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(locked) = Locked::new(zone) else {
             return Some(i64::MAX);
@@ -282,39 +292,48 @@ pub fn purge_tag_everywhere(main: &MainConf, tag: &[u8; 8]) -> usize {
 /// Called by nginx only, with a zone this module declared.
 pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls this once per cycle with the zone mapped and its
-    // slab pool initialised; `old_data` is what we stored in the previous
-    // cycle (never null once the zone was set up), and a new zone is used by
-    // no worker yet.
-    unsafe {
+    // slab pool initialised at its start; `data` not null tells the next
+    // cycle the zone is set up.
+    let (pool, exists, log) = unsafe {
         let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-        // Not null: tells the next cycle the zone is set up.
         (*zone).data = pool.cast();
-        if !old_data.is_null() || (*zone).shm.exists != 0 {
-            let table = (*pool).data.cast::<Table>();
-            if !table.is_null() && !table::has_current_layout(table) {
-                ngx::ngx_log_error!(
-                    NGX_LOG_EMERG,
-                    (*zone).shm.log,
-                    "auth_oauth2_token: zone \"{}\" was made by another version of the module; restart nginx",
-                    String::from_utf8_lossy((*zone).shm.name.as_bytes())
-                );
-                return NGX_ERROR as ngx_int_t;
-            }
-            return NGX_OK as ngx_int_t;
+        (pool, (*zone).shm.exists != 0, (*zone).shm.log)
+    };
+    // `old_data` is what this function stored in the previous cycle.
+    if !old_data.is_null() || exists {
+        // SAFETY: the pool's `data` is null or a table `table::open` made,
+        // which begins with the magic number of its module's version.
+        let table = unsafe { (*pool).data.cast::<Table>() };
+        // SAFETY: `table` is such a table (above).
+        if !table.is_null() && !unsafe { table::has_current_layout(table) } {
+            // SAFETY: the zone's name lives as long as the cycle.
+            let name = unsafe { String::from_utf8_lossy((*zone).shm.name.as_bytes()) };
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "auth_oauth2_token: zone \"{name}\" was made by another version of the module; restart nginx"
+            );
+            return NGX_ERROR as ngx_int_t;
         }
+        return NGX_OK as ngx_int_t;
+    }
+    // A new zone: nothing was purged in it yet.
+    let fresh = || Fresh {
+        bucket_key: bucket_key(),
+        floor_ms: i64::MIN,
+    };
+    // SAFETY: a new zone's pool is used by no worker yet, so no lock is
+    // needed; its `data` is set to null before `open` makes the table there.
+    let opened = unsafe {
         (*pool).set_log_nomem(0);
         let mut slab = SlabPool(pool);
         (*pool).data = ptr::null_mut();
         let root = &mut *ptr::addr_of_mut!((*pool).data).cast::<*mut Table>();
-        // A new zone: nothing was purged in it yet.
-        let fresh = || Fresh {
-            bucket_key: bucket_key(),
-            floor_ms: i64::MIN,
-        };
-        if table::open(root, &mut slab, (*zone).shm.size, fresh).is_none() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        NGX_OK as ngx_int_t
+        table::open(root, &mut slab, (*zone).shm.size, fresh)
+    };
+    match opened {
+        Some(_) => NGX_OK as ngx_int_t,
+        None => NGX_ERROR as ngx_int_t,
     }
 }
 
@@ -324,8 +343,9 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked`
-    // lives, and the pool's page counters are read under it.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table and the pool's page
+    // counters are read while `locked` holds the zone's mutex.
     unsafe {
         let size = (*zone).shm.size as u64;
         let Some(locked) = Locked::new(zone) else {
@@ -354,7 +374,9 @@ pub unsafe fn gauges(zone: *mut ngx_shm_zone_t) -> ZoneGauges {
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn claim(zone: *mut ngx_shm_zone_t, key: &CacheKey, at: At, deadline_ms: i64) -> Claim {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
             return Claim::Unmarked;
@@ -370,7 +392,9 @@ pub unsafe fn claim(zone: *mut ngx_shm_zone_t, key: &CacheKey, at: At, deadline_
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
-    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
     unsafe {
         if let Some(mut locked) = Locked::new(zone) {
             let table = locked.table;

@@ -31,7 +31,8 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// # Safety
     /// `table` must be a table returned by `table::open`, the lock held.
     pub(super) unsafe fn begin(table: *mut Table, slab: &'t mut S, steps: &'t mut D) -> Self {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: `table` is an open table and its lock is held (this
+        // function's contract); `changing` is an atomic word of it.
         unsafe { (*table).changing.store(1, Ordering::Release) };
         // No store of the change may be moved before the mark.
         compiler_fence(Ordering::SeqCst);
@@ -51,7 +52,8 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// # Safety
     /// The table's chains hold only live nodes.
     pub(super) unsafe fn bucket(&self, key: &[u8; 32]) -> *mut *mut Node {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: the change's table is open (`begin`), its lock held while
+        // the change lives; `bucket_of` only indexes its bucket array.
         unsafe { bucket_of(self.table, key[..8].try_into().expect("8 bytes")) }
     }
 
@@ -119,9 +121,10 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// Removes `node` to make room for another: counted when it is an entry.
     ///
     /// # Safety
-    /// As for [`Change::remove`].
+    /// `node` must be a node of this table, linked in the queue.
     pub(super) unsafe fn evict(&mut self, node: *mut Node) -> Result<(), Died> {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: `node` is a node of the change's table, linked in the
+        // queue (this function's contract, as `remove` needs).
         unsafe {
             if (*node).kind == ENTRY {
                 (*self.table).stats.evictions += 1;
@@ -236,7 +239,9 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// # Safety
     /// `node` must be a live node linked nowhere, with its key set.
     pub(super) unsafe fn link(&mut self, node: *mut Node) -> Result<(), Died> {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: `node` is a live node linked nowhere, its key set (this
+        // function's contract); the chains hold only live nodes, as
+        // `bucket` needs, and the lock is held while the change lives.
         unsafe {
             let bucket = self.bucket(&(*node).key);
             (*node).next = *bucket;
@@ -308,7 +313,8 @@ pub(super) unsafe fn bucket_of(table: *mut Table, tag: [u8; 8]) -> *mut *mut Nod
 /// # Safety
 /// `link` must be linked in a queue.
 pub(super) unsafe fn unlink(link: *mut Link) {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `link` is linked in a queue (this function's contract), so
+    // its neighbours are live links of it (the head or a node's).
     unsafe {
         (*(*link).prev).next = (*link).next;
         (*(*link).next).prev = (*link).prev;
@@ -320,7 +326,8 @@ pub(super) unsafe fn unlink(link: *mut Link) {
 /// # Safety
 /// `node` must be a live node not linked in the queue.
 pub(super) unsafe fn push_front(table: *mut Table, node: *mut Node) {
-    // SAFETY: guaranteed by the caller; the head is part of the table.
+    // SAFETY: `node` is a live node outside the queue (this function's
+    // contract); the head is part of the table, and its `next` a live link.
     unsafe {
         let head = ptr::addr_of_mut!((*table).queue);
         let link = ptr::addr_of_mut!((*node).queue);
@@ -378,7 +385,8 @@ pub(super) unsafe fn find_cutoff(table: *mut Table, tag: &[u8; 8]) -> *mut Node 
 /// # Safety
 /// `table` must be a table returned by `table::open`.
 pub(super) unsafe fn refused_until(table: *mut Table, tag: &[u8; 8]) -> i64 {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: `table` is an open table (this function's contract), whose
+    // chains hold only live nodes, as `find_cutoff` needs.
     unsafe {
         let cutoff = find_cutoff(table, tag);
         let floor = (*table).floor_ms;

@@ -154,7 +154,8 @@ impl Node {
     /// # Safety
     /// `node` must be a live node.
     pub(super) unsafe fn has_tag(node: *const Node, tag: &[u8]) -> bool {
-        // SAFETY: guaranteed by the caller; the key is copied, not borrowed.
+        // SAFETY: `node` is a live node (this function's contract); its key
+        // is copied, not borrowed.
         let key = unsafe { (*node).key };
         key[..8] == tag[..8]
     }
@@ -178,7 +179,8 @@ impl Node {
     /// # Safety
     /// `node` must be a live entry.
     pub(super) unsafe fn fresh_end(node: *const Node, max_ttl_ms: i64) -> i64 {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: `node` is a live entry (this function's contract); two of
+        // its words are read.
         unsafe {
             (*node)
                 .expires_ms
