@@ -4,6 +4,9 @@
 //! first call  -> the token from the configured sources (none or malformed:
 //!                refuse), carriers withheld from the upstream, a context
 //!                whose stage is Introspect (or Exchange, exchange-only)
+//! Jwt         -> a JWT access token checked here (`jwt`, no IdP call):
+//!                refused: 401; verified: Verdict (or Introspect, when the
+//!                location introspects too, as an opaque token does)
 //! Introspect  -> cache, another request's IdP call, or our own (`flow`):
 //!                NGX_AGAIN until the answer is in, then Verdict
 //! Verdict     -> inactive: 401; IdP failure: 502/503/504; scopes, require
@@ -23,6 +26,7 @@ pub mod flow;
 pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
+pub mod jwt;
 pub mod question;
 pub mod raw;
 pub mod redis_tier;
@@ -82,7 +86,9 @@ unsafe fn run_in(phase: Option<Phase>, r: *mut ngx_http_request_t) -> ngx_int_t 
     let conf = match unsafe { Module::location_conf(&*r) } {
         Some(conf)
             if phase.is_none_or(|phase| conf.phase() == phase)
-                && (conf.introspection_enabled() || conf.exchange_enabled()) =>
+                && (conf.introspection_enabled()
+                    || conf.exchange_enabled()
+                    || conf.jwt_enabled()) =>
         {
             conf
         }
@@ -142,6 +148,7 @@ unsafe fn run_stages<'c>(
         // to it may be held across those calls.
         let outcome = unsafe {
             match (*ctx).stage() {
+                Stage::Jwt => jwt::run(r, conf, ctx),
                 Stage::Introspect => introspect::run(r, conf, ctx),
                 Stage::Verdict => verdict::run(r, conf, ctx),
                 Stage::Exchange => exchange::run(r, conf, ctx),
@@ -226,9 +233,10 @@ unsafe fn begin<'c>(
     {
         return Err(Outcome::Error);
     }
-    let stage = match conf.introspection_enabled() {
-        true => Stage::Introspect,
-        false => Stage::Exchange,
+    let stage = match (conf.jwt_enabled(), conf.introspection_enabled()) {
+        (true, _) => Stage::Jwt,
+        (false, true) => Stage::Introspect,
+        (false, false) => Stage::Exchange,
     };
     // SAFETY: the ctx lives in r's pool, as the subrequest callback and the
     // wake event need.

@@ -152,9 +152,12 @@ impl Algorithms {
     /// The list from names (`RS256 ES256 ...`); an unknown name is the error.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Result<Algorithms, String> {
         names.into_iter().try_fold(Algorithms::none(), |set, name| {
-            Alg::parse(name)
-                .map(|alg| set.with(alg))
-                .ok_or_else(|| format!("unknown algorithm \"{}\"", String::from_utf8_lossy(name)))
+            Alg::parse(name).map(|alg| set.with(alg)).ok_or_else(|| {
+                format!(
+                    "has an unknown algorithm \"{}\"",
+                    String::from_utf8_lossy(name)
+                )
+            })
         })
     }
 
