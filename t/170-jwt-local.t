@@ -1,4 +1,4 @@
-# JWT access tokens checked at the gateway (auth_oauth2_token_jwt_*, RFC
+# JWT access tokens checked at the gateway (auth_oauth2_token_jwt, RFC
 # 9068) with keys from a local JWK Set file: tokens signed here with openssl
 # (RS256, PS256, ES256, EdDSA) pass with their claims in the variables and
 # the policy, cached in the zone; every refusal is a 401 invalid_token whose
@@ -102,6 +102,7 @@ sub token {
 }
 
 my $config = <<CONF;
+auth_oauth2_token_jwt on;
 auth_oauth2_token_jwt_issuer $ISS;
 auth_oauth2_token_jwt_keys_file $keys/jwks.json;
 auth_oauth2_token_require_audience api;
@@ -256,16 +257,19 @@ my $module = Cwd::abs_path($ENV{TEST_NGINX_MODULE} || 'objs/ngx_http_auth_oauth2
 spew_file("$keys/empty.json", '{"keys":[{"kty":"EC","crv":"P-521","x":"AA","y":"AA"}]}');
 spew_file("$keys/secret", "short\n");
 for my $case (
-    ["auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_jwt_keys_file $keys/jwks.json;",
-        qr/"auth_oauth2_token_jwt_issuer" needs "auth_oauth2_token_require_audience"/],
-    ["auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_require_audience api;",
-        qr/needs "auth_oauth2_token_jwt_keys_file"/],
+    ["auth_oauth2_token_jwt on; auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_jwt_keys_file $keys/jwks.json;",
+        qr/"auth_oauth2_token_jwt" needs "auth_oauth2_token_require_audience"/],
+    ["auth_oauth2_token_jwt on; auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_require_audience api;",
+        qr/"auth_oauth2_token_jwt" needs "auth_oauth2_token_jwt_keys_file"/],
+    ["auth_oauth2_token_jwt on; auth_oauth2_token_jwt_keys_file $keys/jwks.json; auth_oauth2_token_require_audience api;",
+        qr/"auth_oauth2_token_jwt" is on but "auth_oauth2_token_jwt_issuer" is not set/],
+    ["auth_oauth2_token_jwt yes;", qr/"auth_oauth2_token_jwt" directive takes "on" or "off"/],
     ["auth_oauth2_token_jwt_keys_file $keys/private.json;",
         qr/"auth_oauth2_token_jwt_keys_file" directive ".*private\.json" is not a usable JWK Set: a public key set holds private or symmetric key material \(member "d"\)/],
     ["auth_oauth2_token_jwt_keys_file $keys/empty.json;", qr/holds no key the module can verify with/],
     ["auth_oauth2_token_jwt_keys_file $keys/missing.json;", qr/"auth_oauth2_token_jwt_keys_file" directive cannot read/],
     ["auth_oauth2_token_jwt_algorithms RS256 none;", qr/"auth_oauth2_token_jwt_algorithms" directive has an unknown algorithm "none"/],
-    ["auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_jwt_keys_file $keys/jwks.json; auth_oauth2_token_require_audience api; auth_oauth2_token_jwt_algorithms HS256;",
+    ["auth_oauth2_token_jwt on; auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_jwt_keys_file $keys/jwks.json; auth_oauth2_token_require_audience api; auth_oauth2_token_jwt_algorithms HS256;",
         qr/HS256 in "auth_oauth2_token_jwt_algorithms" needs "auth_oauth2_token_jwt_secret_file"/],
     ["auth_oauth2_token_jwt_secret_file $keys/secret;", qr/holds a secret that cannot be an HS256 key: HMAC secret of 5 bytes/],
     ["auth_oauth2_token_jwt_leeway 1h;", qr/"auth_oauth2_token_jwt_leeway" directive needs a time in whole seconds, at most 600s/],

@@ -16,7 +16,9 @@ pub const DEFAULT_LEEWAY_S: i64 = 30;
 /// A location's JWT settings; `policy` is derived once merged.
 #[derive(Debug, Default, Clone)]
 pub struct JwtConf {
-    /// `auth_oauth2_token_jwt_issuer`: turns local verification on.
+    /// `auth_oauth2_token_jwt`: turns the check on.
+    pub on: Option<bool>,
+    /// `auth_oauth2_token_jwt_issuer`.
     pub issuer: Option<String>,
     /// `auth_oauth2_token_jwt_keys_file`: the file, as named, and its keys.
     pub keys_file: Option<(String, Vec<Jwk>)>,
@@ -50,6 +52,7 @@ impl JwtConf {
                 own.clone_from(outer);
             }
         }
+        take(&mut self.on, &prev.on);
         take(&mut self.issuer, &prev.issuer);
         take(&mut self.keys_file, &prev.keys_file);
         take(&mut self.secret, &prev.secret);
@@ -66,14 +69,17 @@ impl JwtConf {
     /// `auth_oauth2_token_require_audience` (RFC 9068 §4: the audience
     /// must be checked).
     pub fn finish(&mut self, audience: Option<&AudienceRule>) -> Result<(), String> {
+        if self.on != Some(true) {
+            return Ok(());
+        }
         let Some(issuer) = &self.issuer else {
-            return match (&self.keys_file, &self.secret) {
-                (None, None) => Ok(()),
-                _ => Err("JWT keys are set but \"auth_oauth2_token_jwt_issuer\" is not".into()),
-            };
+            return Err(
+                "\"auth_oauth2_token_jwt\" is on but \"auth_oauth2_token_jwt_issuer\" is not set"
+                    .into(),
+            );
         };
         let Some(audience) = audience else {
-            return Err("\"auth_oauth2_token_jwt_issuer\" needs \"auth_oauth2_token_require_audience\": RFC 9068 §4 asks that a JWT access token's audience be checked".into());
+            return Err("\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_require_audience\": RFC 9068 §4 asks that a JWT access token's audience be checked".into());
         };
         let algorithms = self.algorithms.unwrap_or_else(Algorithms::asymmetric);
         let mut keys = self
@@ -92,8 +98,8 @@ impl JwtConf {
             .any(|key| algorithms.iter().any(|alg| key.verifies(alg)))
         {
             return Err(match &self.keys_file {
-                Some((name, _)) => format!("\"auth_oauth2_token_jwt_issuer\" has no key: none in \"{name}\" verifies an algorithm of \"auth_oauth2_token_jwt_algorithms\""),
-                None => "\"auth_oauth2_token_jwt_issuer\" needs \"auth_oauth2_token_jwt_keys_file\"".into(),
+                Some((name, _)) => format!("\"auth_oauth2_token_jwt\" has no key: none in \"{name}\" verifies an algorithm of \"auth_oauth2_token_jwt_algorithms\""),
+                None => "\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_jwt_keys_file\"".into(),
             });
         }
         self.policy = Some(AccessTokenPolicy {
@@ -195,6 +201,7 @@ mod tests {
 
     fn configured() -> JwtConf {
         JwtConf {
+            on: Some(true),
             issuer: Some("https://idp.example".into()),
             keys_file: Some(("jwks.json".into(), keys(r#","kid":"k1""#))),
             ..JwtConf::default()
@@ -226,9 +233,15 @@ mod tests {
             issuer: None,
             ..configured()
         };
-        assert!(
-            err(no_issuer, Some(&audience())).contains("\"auth_oauth2_token_jwt_issuer\" is not")
-        );
+        assert!(err(no_issuer, Some(&audience()))
+            .contains("\"auth_oauth2_token_jwt_issuer\" is not set"));
+        // Off, nothing is asked of the rest (set at http level for others).
+        let mut off = JwtConf {
+            on: Some(false),
+            ..configured()
+        };
+        off.finish(None).unwrap();
+        assert!(!off.enabled());
         let no_keys = JwtConf {
             keys_file: None,
             ..configured()

@@ -326,7 +326,7 @@ impl LocationConf {
         self.exchange == Some(true)
     }
 
-    /// JWT access tokens are verified here (`auth_oauth2_token_jwt_issuer`).
+    /// JWT access tokens are verified here (`auth_oauth2_token_jwt on`).
     pub fn jwt_enabled(&self) -> bool {
         self.jwt.enabled()
     }

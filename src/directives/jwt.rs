@@ -1,13 +1,15 @@
-//! JWT access tokens checked at the gateway: `jwt_issuer` (which turns
-//! the check on), `jwt_keys_file` (a JWK Set, read and checked now),
+//! JWT access tokens checked at the gateway: `jwt` (which turns the check
+//! on), `jwt_issuer`, `jwt_keys_file` (a JWK Set, read and checked now),
 //! `jwt_secret_file` (HS256), `jwt_algorithms`, `jwt_leeway` and `jwt_typ`.
 //! The cache, `jwt_cache`, is with the other caches (`cache.rs`).
 
-use super::call::{args_of, handler, set_once, utf8};
+use super::call::{args_of, flag, handler, set_once, utf8};
 use crate::conf::jwt::{keys_from_file, parse_leeway};
 use crate::conf::{cache_args, secret_from_file_contents};
 use crate::oauth::jose::alg::Algorithms;
 use crate::oauth::jose::jwk::Jwk;
+
+handler!(set_jwt, |c| set_once(&mut c.conf.jwt.on, flag(c.arg)?));
 
 handler!(set_jwt_issuer, |c| {
     if c.arg.is_empty() || c.arg.iter().any(|b| b.is_ascii_control()) {

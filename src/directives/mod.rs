@@ -40,8 +40,8 @@ use endpoint::{
     set_requested_token_type, set_resource, set_scope, set_token_endpoint,
 };
 use jwt::{
-    set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway, set_jwt_secret_file,
-    set_jwt_typ,
+    set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway,
+    set_jwt_secret_file, set_jwt_typ,
 };
 use pages::{set_metrics, set_purge};
 use policy::{
@@ -93,7 +93,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 56] = [
+pub static mut COMMANDS: [ngx_command_t; 57] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -249,6 +249,7 @@ pub static mut COMMANDS: [ngx_command_t; 56] = [
         NGX_CONF_TAKE2,
         set_status,
     ),
+    directive(ngx_string!("auth_oauth2_token_jwt"), NGX_CONF_FLAG, set_jwt),
     directive(
         ngx_string!("auth_oauth2_token_jwt_issuer"),
         NGX_CONF_TAKE1,

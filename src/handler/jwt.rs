@@ -48,9 +48,9 @@ pub unsafe fn run<'c>(
     // SAFETY: ctx is r's context; the token lives in request memory, and no
     // `&mut` to the context is held across a call that runs variable getters.
     let token = unsafe { (*ctx).token() };
-    let key = introspection_key(&conf.jwt.key_scope, token, None);
+    let key = cache.map(|_| introspection_key(&conf.jwt.key_scope, token, None));
     let now = now_ms();
-    if let Some(cache) = cache {
+    if let (Some(cache), Some(key)) = (cache, key) {
         let at = At::reading(&cache.policy, now, 0);
         // SAFETY: the zone was set up by the directive and initialised by nginx.
         let found =
@@ -95,7 +95,7 @@ pub unsafe fn run<'c>(
         }
     };
     let result = IntrospectionResult::Active(claims);
-    if let Some(cache) = cache {
+    if let (Some(cache), Some(key)) = (cache, key) {
         if let Some(lifetime) = cache.policy.lifetime(&result, now) {
             let entry = CachedIntrospection::encode(&result);
             // SAFETY: as above. A full zone evicts; a store that fails is a later miss.

@@ -44,7 +44,7 @@ pub fn verify(
 /// The key of `keys` whose signature `jws` carries. `NoKey` when no key
 /// fits the token's `kid` and algorithm (a key set that may be out of
 /// date), `BadSignature` when keys fit and none verifies.
-pub fn verify_signature<'k>(jws: &Jws<'_>, keys: &'k [Jwk]) -> Result<&'k Jwk, Refusal> {
+pub fn verify_signature<'k>(jws: &'k Jws<'_>, keys: &'k [Jwk]) -> Result<&'k Jwk, Refusal> {
     let mut tried = false;
     for key in candidates(keys, &jws.header).take(MAX_KEYS_TRIED) {
         tried = true;
@@ -65,14 +65,10 @@ pub fn verify_signature<'k>(jws: &Jws<'_>, keys: &'k [Jwk]) -> Result<&'k Jwk, R
 /// The keys that may have signed a token with `header`: of the kind its
 /// algorithm needs (and that algorithm, if the key names one), with its
 /// `kid` when it names one.
-pub fn candidates<'k>(keys: &'k [Jwk], header: &Header) -> impl Iterator<Item = &'k Jwk> {
-    let alg = header.alg;
-    let kid = header.kid.clone();
+pub fn candidates<'k>(keys: &'k [Jwk], header: &'k Header) -> impl Iterator<Item = &'k Jwk> {
+    let (alg, kid) = (header.alg, header.kid.as_deref());
     keys.iter().filter(move |key| {
-        key.verifies(alg)
-            && kid
-                .as_deref()
-                .is_none_or(|kid| key.kid.as_deref() == Some(kid))
+        key.verifies(alg) && kid.is_none_or(|kid| key.kid.as_deref() == Some(kid))
     })
 }
 
