@@ -136,6 +136,7 @@ location /both/ {
     proxy_pass http://backend;
 }
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
+location = /metrics { auth_oauth2_token_jwt off; auth_oauth2_token_metrics; }
 CONF
 my $http = 'auth_oauth2_token_claim_set $jwt_tier tier;';
 
@@ -215,6 +216,11 @@ is(scalar @{ idp_requests() }, 0, 'no refused JWT reached the IdP');
 my $log = join "\n", grep { /auth_oauth2_token/ } split /\n/, error_log_text();
 unlike($log, qr/\Q$rsa_ok\E|\Q$flipped\E|alice\r|X-Admin/, 'no token or claim value in the module\'s log lines');
 like($log, qr/auth_oauth2_token: JWT refused: signature does not verify/, 'the reason is logged');
+
+my $metrics = get('/metrics')->{body};
+for (['verified', 6], ['lifetime', 4], ['claims', 6], ['malformed', 3], ['signature', 2], ['no_key', 2]) {
+    like($metrics, qr/^oauth2_token_jwt_checks_total\{result="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] $_->[0]");
+}
 
 # 3. The location's policy applies to a verified JWT.
 is(get('/write/x', $rsa_ok)->{status}, 403, 'a required scope the JWT lacks: 403');

@@ -4,6 +4,7 @@
 
 use super::cache_args::{self, CacheArgs};
 use super::endpoint::CacheConf;
+use crate::metrics::jwt::JwtIds;
 use crate::oauth::cache::key::{CacheKey, KeyScope};
 use crate::oauth::jose::access_token::{AccessTokenPolicy, MAX_LEEWAY_S};
 use crate::oauth::jose::alg::{Alg, Algorithms};
@@ -38,6 +39,8 @@ pub struct JwtConf {
     /// Derived once the server block is known: what the cache keys include
     /// besides the token.
     pub key_scope: KeyScope,
+    /// The series the checks count in, once registered.
+    pub metrics: Option<JwtIds>,
 }
 
 impl JwtConf {

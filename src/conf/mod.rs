@@ -490,6 +490,9 @@ impl LocationConf {
     /// Gives the location's IdP calls their series, by internal location
     /// and kind (locations calling the same one share them).
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
+        if self.jwt_enabled() {
+            self.jwt.metrics = Some(catalogue.jwt());
+        }
         let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
         let breaker = self.breaker.is_some();
         let (introspects, exchanges) = (self.introspection_enabled(), self.exchange_enabled());

@@ -16,6 +16,7 @@ use ngx::http::HttpModuleMainConf;
 use crate::conf::LocationConf;
 use crate::handler::ctx::{CacheStatus, Outcome, RequestCtx, Stage};
 use crate::handler::raw::now_ms;
+use crate::metrics::jwt::JwtResult;
 use crate::metrics::LookupResult;
 use crate::module::Module;
 use crate::oauth::cache::key::introspection_key;
@@ -76,6 +77,12 @@ pub unsafe fn run<'c>(
         }
     }
     let verified = verify::verify(token, &conf.jwt.keys, policy, &main.claims, now / 1000);
+    if let Some(ids) = conf.jwt.metrics {
+        let result = verified
+            .as_ref()
+            .map_or_else(JwtResult::of, |_| JwtResult::Verified);
+        main.counters.add(ids.result(result), 1);
+    }
     let claims = match verified {
         Ok(_) if combined => return Outcome::Next(Stage::Introspect),
         Err(Refusal::Malformed(JwsError::NotThreeParts)) if combined => {
