@@ -8,6 +8,8 @@
 //! - `jwk.rs` — public JWKs and key sets, RFC 7638 thumbprints.
 //! - `access_token.rs` — RFC 9068 §4's checks and the refusals' descriptions.
 //! - `verify.rs` — all of it for one token, into the module's claims.
+//! - `refresh.rs` — when a key set fetched from the issuer is used, refreshed
+//!   or fetched again (the decisions of the `jwks_uri` fetch to come).
 //! - `properties.rs` — proptests over all of it.
 //!
 //! `oauth/jwt.rs` is apart: the shape of phantom tokens, which the module
@@ -18,6 +20,7 @@ pub mod alg;
 pub mod jwk;
 pub mod jws;
 pub mod key;
+pub mod refresh;
 pub mod verify;
 
 #[cfg(test)]
