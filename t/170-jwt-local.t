@@ -31,6 +31,8 @@ openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-ou
 openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', "$keys/ec.pem");
 openssl('genpkey', '-algorithm', 'ED25519', '-out', "$keys/ed.pem");
 openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', "$keys/other.pem");
+openssl('genpkey', '-algorithm', 'ED25519', '-out', "$keys/b.pem");
+openssl('pkey', '-in', "$keys/b.pem", '-pubout', '-outform', 'DER', '-out', "$keys/b.der");
 for my $k (qw(rsa ec ed)) {
     openssl('pkey', '-in', "$keys/$k.pem", '-pubout', '-out', "$keys/$k.pub");
     openssl('pkey', '-in', "$keys/$k.pem", '-pubout', '-outform', 'DER', '-out', "$keys/$k.der");
@@ -50,6 +52,9 @@ my $jwks = {
     ],
 };
 spew_file("$keys/jwks.json", encode_json($jwks));
+# A second issuer's own key set.
+spew_file("$keys/b.json", encode_json({ keys => [
+    { kty => 'OKP', kid => 'b-1', crv => 'Ed25519', x => encode_base64url(substr(slurp_file("$keys/b.der"), -32)) } ] }));
 my $with_private = { keys => [ { %{ $jwks->{keys}[0] }, d => 'AQAB' } ] };
 spew_file("$keys/private.json", encode_json($with_private));
 
@@ -126,6 +131,12 @@ location /write/ {
 }
 location /gold/ {
     auth_oauth2_token_require_claim tier string gold;
+    proxy_pass http://backend;
+}
+location /multi/ {
+    auth_oauth2_token_jwt_issuer $ISS;
+    auth_oauth2_token_jwt_issuer https://b.test keys=$keys/b.json algorithms=EdDSA;
+    proxy_set_header X-Sub \$oauth2_token_sub;
     proxy_pass http://backend;
 }
 location /both/ {
@@ -227,6 +238,29 @@ is(get('/write/x', $rsa_ok)->{status}, 403, 'a required scope the JWT lacks: 403
 is(get('/gold/x', $rsa_ok)->{status}, 200, 'a require_claim the JWT meets: 200');
 is(get('/gold/x', token(alg => 'EdDSA', kid => 'ed-1'))->{status}, 403, 'a require_claim the JWT does not meet: 403');
 
+# 3b. Two issuers on one location: each token is checked with the keys of
+# the issuer it names, never another's.
+my %b = (alg => 'EdDSA', key => "$keys/b.pem");
+for my $case (
+    ['issuer A\'s token', token(kid => 'rsa-1'), 200, undef],
+    ['issuer B\'s token', token(%b, kid => 'b-1', claims => claims(iss => 'https://b.test', sub => 'bob')), 200, undef],
+    ['B\'s key claiming to be A', token(%b, kid => 'b-1'), 401, 'no key is known for the token'],
+    ['A\'s key claiming to be B', token(alg => 'EdDSA', claims => claims(iss => 'https://b.test')), 401,
+        'the token\'s signature is invalid'],
+    ['B with an algorithm B does not use', token(alg => 'ES256', kid => 'ec-1', claims => claims(iss => 'https://b.test')), 401,
+        'the token\'s algorithm is not accepted'],
+    ['an issuer the location does not name', token(kid => 'rsa-1', claims => claims(iss => 'https://c.test')), 401,
+        'the token\'s issuer is not accepted'],
+) {
+    my ($name, $t, $status, $description) = @$case;
+    my $r = get('/multi/x', $t);
+    is($r->{status}, $status, "two issuers: $name: $status");
+    like($r->{h}{'www-authenticate'}, qr/error_description="\Q$description\E"/, "two issuers: $name: why")
+        if $description;
+}
+get('/multi/x', token(%b, kid => 'b-1', claims => claims(iss => 'https://b.test', sub => 'bob')));
+is(backend_header('X-Sub'), 'bob', 'two issuers: the claims are the token\'s');
+
 # 4. The cache: the second request is a hit; refused tokens are never stored.
 my $cached = token(alg => 'ES256', kid => 'ec-1');
 my @r = map { get('/cached/x', $cached) } 1 .. 2;
@@ -270,6 +304,10 @@ for my $case (
     ["auth_oauth2_token_jwt on; auth_oauth2_token_jwt_keys_file $keys/jwks.json; auth_oauth2_token_require_audience api;",
         qr/"auth_oauth2_token_jwt" is on but "auth_oauth2_token_jwt_issuer" is not set/],
     ["auth_oauth2_token_jwt yes;", qr/"auth_oauth2_token_jwt" directive takes "on" or "off"/],
+    ["auth_oauth2_token_jwt_issuer $ISS; auth_oauth2_token_jwt_issuer $ISS;",
+        qr/"auth_oauth2_token_jwt_issuer" directive names the issuer "https:\/\/idp.test" twice/],
+    ["auth_oauth2_token_jwt_issuer $ISS keys=$keys/missing.json;", qr/"auth_oauth2_token_jwt_issuer" directive cannot read/],
+    ["auth_oauth2_token_jwt_issuer $ISS algorithms=HS256;", qr/cannot list HS256 for one issuer/],
     ["auth_oauth2_token_jwt_keys_file $keys/private.json;",
         qr/"auth_oauth2_token_jwt_keys_file" directive ".*private\.json" is not a usable JWK Set: a public key set holds private or symmetric key material \(member "d"\)/],
     ["auth_oauth2_token_jwt_keys_file $keys/empty.json;", qr/holds no key the module can verify with/],

@@ -59,6 +59,19 @@ fuzz_target!(|data: &[u8]| {
         rendered: vec!["sub".into(), "a.b".into()],
         checked: vec!["aud".into()],
     };
+    // Two issuers, each with half of the keys: the token's iss picks one.
+    let half = keys.len() / 2;
+    let issuers = [
+        verify::Issuer { policy: policy.clone(), keys: keys[..half].to_vec() },
+        verify::Issuer {
+            policy: AccessTokenPolicy { issuer: "https://other.example".into(), ..policy.clone() },
+            keys: keys[half..].to_vec(),
+        },
+    ];
+    if let Err(refusal) = verify::verify_issuers(token, &issuers, &paths, 1_800_000_000) {
+        assert!(fits_a_challenge(refusal.description()));
+    }
+
     match verify::verify(token, &keys, &policy, &paths, 1_800_000_000) {
         // Only a token signed with a key of the set gets here.
         Ok(claims) => {

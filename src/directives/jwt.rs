@@ -3,28 +3,38 @@
 //! `jwt_secret_file` (HS256), `jwt_algorithms`, `jwt_leeway` and `jwt_typ`.
 //! The cache, `jwt_cache`, is with the other caches (`cache.rs`).
 
-use super::call::{args_of, flag, handler, set_once, utf8};
-use crate::conf::jwt::{keys_from_file, parse_leeway};
+use super::call::{args_of, flag, handler, set_once, Call};
+use crate::conf::jwt::{keys_from_file, parse_issuer, parse_leeway};
 use crate::conf::{cache_args, secret_from_file_contents};
 use crate::oauth::jose::alg::Algorithms;
 use crate::oauth::jose::jwk::Jwk;
 
 handler!(set_jwt, |c| set_once(&mut c.conf.jwt.on, flag(c.arg)?));
 
+// `auth_oauth2_token_jwt_issuer ISSUER [keys=FILE] [algorithms=A,B];`,
+// once per issuer: a key file of its own is read now, as the block's is.
 handler!(set_jwt_issuer, |c| {
-    if c.arg.is_empty() || c.arg.iter().any(|b| b.is_ascii_control()) {
-        return Err("needs an issuer identifier without control characters".into());
-    }
-    set_once(&mut c.conf.jwt.issuer, utf8(c.arg)?)
+    let read = |file: &[u8]| c.key_set_file(file);
+    let issuer = parse_issuer(&args_of(c), read)?;
+    c.conf.jwt.add_issuer(issuer)
 });
 
 handler!(set_jwt_keys_file, |c| {
-    let path = c.full_name(c.arg)?;
-    let shown = path.to_string_lossy().into_owned();
-    let contents = std::fs::read(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
-    let keys = keys_from_file(&contents).map_err(|e| format!("\"{shown}\" {e}"))?;
-    set_once(&mut c.conf.jwt.keys_file, (shown, keys))
+    let keys = c.key_set_file(c.arg)?;
+    set_once(&mut c.conf.jwt.keys_file, keys)
 });
+
+impl<C> Call<'_, C> {
+    /// A JWK Set file (relative to nginx's prefix), read and checked: its
+    /// name as resolved, and its keys.
+    fn key_set_file(&self, arg: &[u8]) -> Result<(String, Vec<Jwk>), String> {
+        let path = self.full_name(arg)?;
+        let shown = path.to_string_lossy().into_owned();
+        let contents = std::fs::read(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+        let keys = keys_from_file(&contents).map_err(|e| format!("\"{shown}\" {e}"))?;
+        Ok((shown, keys))
+    }
+}
 
 handler!(set_jwt_secret_file, |c| {
     let contents = c.read_secret_file("", c.arg)?;

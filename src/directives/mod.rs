@@ -252,7 +252,7 @@ pub static mut COMMANDS: [ngx_command_t; 57] = [
     directive(ngx_string!("auth_oauth2_token_jwt"), NGX_CONF_FLAG, set_jwt),
     directive(
         ngx_string!("auth_oauth2_token_jwt_issuer"),
-        NGX_CONF_TAKE1,
+        NGX_CONF_1MORE,
         set_jwt_issuer,
     ),
     directive(

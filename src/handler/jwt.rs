@@ -36,11 +36,8 @@ pub unsafe fn run<'c>(
     conf: &'c LocationConf,
     ctx: *mut RequestCtx,
 ) -> Outcome<'c> {
-    let (Some(policy), Some(main)) = (
-        conf.jwt.policy.as_ref(),
-        // SAFETY: r is a live request of this module's location.
-        unsafe { Module::main_conf(&*r) },
-    ) else {
+    // SAFETY: r is a live request of this module's location.
+    let Some(main) = (unsafe { Module::main_conf(&*r) }) else {
         return Outcome::Error;
     };
     let combined = conf.introspection_enabled();
@@ -76,7 +73,7 @@ pub unsafe fn run<'c>(
             }
         }
     }
-    let verified = verify::verify(token, &conf.jwt.keys, policy, &main.claims, now / 1000);
+    let verified = verify::verify_issuers(token, &conf.jwt.issuers_ready, &main.claims, now / 1000);
     if let Some(ids) = conf.jwt.metrics {
         let result = verified
             .as_ref()

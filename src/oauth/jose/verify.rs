@@ -19,6 +19,53 @@ use crate::oauth::jose::jws::{self, Header, Jws};
 /// forged token can cause.
 pub const MAX_KEYS_TRIED: usize = 4;
 
+/// One issuer a location accepts: what its tokens must meet, and its keys.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub policy: AccessTokenPolicy,
+    pub keys: Vec<Jwk>,
+}
+
+/// Checks `token` against the location's issuers: with several, the one its
+/// (not yet verified) `iss` names, whose keys alone may then verify it (a
+/// token cannot pick another issuer's keys by claiming its name: the keys
+/// are that name's, and the signature must hold with them).
+pub fn verify_issuers(
+    token: &[u8],
+    issuers: &[Issuer],
+    paths: &ClaimPaths,
+    now_s: i64,
+) -> Result<TokenClaims, Refusal> {
+    let jws = jws::parse(token)?;
+    let issuer = match issuers {
+        [one] => one,
+        many => {
+            let claimed = claimed_issuer(&jws.payload)?;
+            many.iter()
+                .find(|issuer| issuer.policy.issuer == claimed)
+                .ok_or(Refusal::WrongIssuer)?
+        }
+    };
+    verify_parsed(&jws, &issuer.keys, &issuer.policy, paths, now_s)
+}
+
+/// The `iss` a payload claims, read only to choose the keys.
+fn claimed_issuer(payload: &[u8]) -> Result<String, Refusal> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: Option<serde_json::Value>,
+    }
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Refusal::BadPayload);
+    }
+    let wire: Iss = serde_json::from_slice(payload).map_err(|_| Refusal::BadPayload)?;
+    match wire.iss {
+        Some(serde_json::Value::String(iss)) => Ok(iss),
+        None | Some(serde_json::Value::Null) => Err(Refusal::NoIssuer),
+        Some(_) => Err(Refusal::BadClaim("iss")),
+    }
+}
+
 /// Checks `token` against `keys` and `policy` at `now_s`; on success, the
 /// claims the policy and the variables read (`paths`: the configured ones).
 pub fn verify(
@@ -28,14 +75,23 @@ pub fn verify(
     paths: &ClaimPaths,
     now_s: i64,
 ) -> Result<TokenClaims, Refusal> {
-    let jws = jws::parse(token)?;
+    verify_parsed(&jws::parse(token)?, keys, policy, paths, now_s)
+}
+
+fn verify_parsed(
+    jws: &Jws<'_>,
+    keys: &[Jwk],
+    policy: &AccessTokenPolicy,
+    paths: &ClaimPaths,
+    now_s: i64,
+) -> Result<TokenClaims, Refusal> {
     if !policy.algorithms.allows(jws.header.alg) {
         return Err(Refusal::AlgorithmNotAllowed);
     }
     if !access_token::type_accepted(jws.header.typ.as_deref(), policy.typ_relaxed) {
         return Err(Refusal::WrongType);
     }
-    verify_signature(&jws, keys)?;
+    verify_signature(jws, keys)?;
     let claims = access_token::claims_object(&jws.payload)?;
     access_token::check(jws.header.typ.as_deref(), &claims, policy, now_s)?;
     introspection::verified_claims(&claims, paths).map_err(Refusal::UnsafeClaim)
@@ -87,13 +143,13 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
-    struct Issuer {
+    struct Fixture {
         rsa: PKey<Private>,
         ec: PKey<Private>,
         keys: Vec<Jwk>,
     }
 
-    fn issuer() -> Issuer {
+    fn issuer() -> Fixture {
         let rsa = crate::oauth::jose::key::tests::pair(KeyKind::Rsa).0;
         let ec = crate::oauth::jose::key::tests::pair(KeyKind::P256).0;
         let set = format!(
@@ -101,7 +157,7 @@ mod tests {
             jwk_json(&rsa, KeyKind::Rsa, r#","kid":"r1","use":"sig""#),
             jwk_json(&ec, KeyKind::P256, r#","kid":"e1","alg":"ES256""#)
         );
-        Issuer {
+        Fixture {
             keys: parse_jwks(set.as_bytes()).unwrap(),
             rsa,
             ec,
@@ -135,7 +191,7 @@ mod tests {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
-    fn check(issuer: &Issuer, token: &str) -> Result<TokenClaims, Refusal> {
+    fn check(issuer: &Fixture, token: &str) -> Result<TokenClaims, Refusal> {
         verify(
             token.as_bytes(),
             &issuer.keys,
@@ -342,6 +398,75 @@ mod tests {
         assert_eq!(
             verify(t.as_bytes(), &keys, &policy, &ClaimPaths::default(), NOW),
             Err(Refusal::BadSignature)
+        );
+    }
+
+    /// Two issuers, each with its own key: a token is checked with the keys
+    /// of the issuer it names, never with the other's.
+    #[test]
+    fn several_issuers_each_with_its_keys() {
+        let a = issuer();
+        let b = issuer();
+        let with_iss = |iss: &str| {
+            let mut c = claims();
+            c["iss"] = json!(iss);
+            c
+        };
+        let issuers = [
+            Issuer {
+                policy: policy(),
+                keys: a.keys.clone(),
+            },
+            Issuer {
+                policy: AccessTokenPolicy {
+                    issuer: "https://other.example".into(),
+                    ..policy()
+                },
+                keys: b.keys.clone(),
+            },
+        ];
+        let paths = ClaimPaths::default();
+        let check = |t: &str| verify_issuers(t.as_bytes(), &issuers, &paths, NOW);
+        let h = json!({"alg": "ES256", "typ": "at+jwt", "kid": "e1"});
+        assert!(check(&token(&a.ec, h.clone(), claims())).is_ok());
+        assert!(check(&token(&b.ec, h.clone(), with_iss("https://other.example"))).is_ok());
+        // B's key claiming A's name, and the reverse.
+        assert_eq!(
+            check(&token(&b.ec, h.clone(), claims())),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(
+            check(&token(&a.ec, h.clone(), with_iss("https://other.example"))),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(
+            check(&token(
+                &a.ec,
+                h.clone(),
+                with_iss("https://unknown.example")
+            )),
+            Err(Refusal::WrongIssuer)
+        );
+        let mut no_iss = claims();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert_eq!(
+            check(&token(&a.ec, h.clone(), no_iss)),
+            Err(Refusal::NoIssuer)
+        );
+        assert_eq!(
+            check(&token(&a.ec, h.clone(), json!({"iss": 1}))),
+            Err(Refusal::BadClaim("iss"))
+        );
+        assert_eq!(
+            check("a.b"),
+            Err(Refusal::Malformed(JwsError::NotThreeParts))
+        );
+        // One issuer: no choice made before the checks.
+        let one = &issuers[..1];
+        let t = token(&a.ec, h, with_iss("https://unknown.example"));
+        assert_eq!(
+            verify_issuers(t.as_bytes(), one, &paths, NOW),
+            Err(Refusal::WrongIssuer)
         );
     }
 
