@@ -34,7 +34,8 @@ BUILD_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-de
                   zlib1g-dev
 # The end-to-end suite, the demo and the benchmarks on top of that: the harness
 # (perl), the test IdP (python3), curl, openssl (test keys and certificates),
-# gdb (t/053 stops a worker mid-insert), promtool (prometheus), Redis.
+# gdb (t/053 and t/158 stop workers mid-insert and mid-repair), promtool
+# (prometheus), Redis.
 TEST_PACKAGES  := perl python3 curl gdb prometheus openssl redis-server redis-tools
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 

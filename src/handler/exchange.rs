@@ -11,18 +11,16 @@ use crate::handler::question::{IdpCall, Question};
 use crate::handler::raw::evaluate;
 use crate::handler::upstream;
 use crate::oauth::cache::key::{exchange_key, policy};
-use crate::oauth::cache::{CacheKey, CachePolicy, CachedExchange, Lifetime};
+use crate::oauth::cache::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
-use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams, IssuedToken};
+use crate::oauth::exchange::{self, ExchangeFailure, ExchangeParams};
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::ClaimPaths;
 
-pub struct Exchange;
+pub use crate::oauth::cache::kinds::Exchange;
 
 impl Question for Exchange {
-    type Value = IssuedToken;
-    type Failure = ExchangeFailure;
     /// The exchange's parameters, and the values of `auth_oauth2_token_cache_vary`.
     type Inputs<'r> = (ExchangeParams<'r>, &'r [u8]);
 
@@ -80,28 +78,6 @@ impl Question for Exchange {
 
     fn interpret(_call: IdpCall, reply: IdpReply<'_>, _paths: &ClaimPaths) -> Exchanged {
         exchange::interpret(reply)
-    }
-
-    fn entry(
-        policy: &CachePolicy,
-        issued: &IssuedToken,
-        subject_exp: Option<i64>,
-        now_ms: i64,
-    ) -> Option<(Vec<u8>, Lifetime)> {
-        let lifetime = policy.exchange_lifetime(issued.expires_in, subject_exp, now_ms)?;
-        Some((CachedExchange::encode(issued), lifetime))
-    }
-
-    fn says_revoked(answer: &Exchanged) -> bool {
-        matches!(answer, Err(ExchangeFailure::InvalidGrant))
-    }
-
-    fn decode(entry: &[u8]) -> Option<IssuedToken> {
-        CachedExchange::decode(entry)
-    }
-
-    fn sound(entry: &[u8]) -> bool {
-        CachedExchange::decode_checked(entry).is_some()
     }
 }
 

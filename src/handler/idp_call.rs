@@ -22,13 +22,13 @@ use crate::handler::raw::{header_values, pool_str, push_header};
 use crate::metrics::CallResult;
 use crate::module::Module;
 use crate::nginx::subrequest;
-use crate::oauth::cache::{CacheKey, CachePolicy};
+use crate::oauth::cache::flow::{self, Refreshing};
 use crate::oauth::client_auth;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 use crate::oauth::trace_context;
 use crate::resilience::breaker::{Breaker, Health, Transition, REFUSAL_LOG_INTERVAL_S};
-use crate::shm::zone;
+use crate::shm::zone::ShmZone;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 /// Why an IdP call could not be made; either way the request ends with
@@ -424,16 +424,10 @@ unsafe fn add_client_credentials(
 }
 
 /// A cache entry refreshed in the background (`refresh`): what its
-/// answer is stored as, once the IdP gave one.
+/// answer is stored as, and how the answer is read.
 pub struct Refresh {
-    /// When the IdP was asked: what its answer is dated.
-    pub asked_at_ms: i64,
-    pub zone: *mut c_void,
-    pub key: CacheKey,
-    pub policy: CachePolicy,
+    pub refreshing: Refreshing<ShmZone>,
     pub call: IdpCall,
-    /// The subject token's `exp`, which bounds an exchanged token.
-    pub subject_exp: Option<i64>,
 }
 
 /// Asks the IdP again for an entry that is late in its life, after the
@@ -483,35 +477,10 @@ unsafe fn refresh_done<Q: Question>(sr: *mut ngx_http_request_t, data: *mut c_vo
     // initialised by nginx before any request ran.
     unsafe {
         let refresh = &*data.cast::<Refresh>();
-        let now = crate::handler::raw::now_ms();
         let no_paths = ClaimPaths::default();
         let paths = Module::main_conf(&*sr).map_or(&no_paths, |m| &m.claims);
         let answer = Q::interpret(refresh.call, reply_of(sr, rc), paths);
-        if Q::says_revoked(&answer) {
-            // The entry being refreshed no longer stands, nor any other
-            // answer about the token obtained before this one.
-            let keep = now.saturating_add(zone::PURGE_CUTOFF_KEEP_MS);
-            zone::purge_tag(
-                refresh.zone.cast(),
-                &refresh.key.tag(),
-                refresh.asked_at_ms - 1,
-                keep,
-            );
-        }
-        let entry = match answer {
-            Ok(value) => Q::entry(&refresh.policy, &value, refresh.subject_exp, now),
-            Err(_) => None,
-        };
-        if let Some((entry, lifetime)) = entry {
-            zone::insert(
-                refresh.zone.cast(),
-                &refresh.key,
-                &entry,
-                lifetime,
-                refresh.asked_at_ms,
-                now,
-            );
-        }
+        flow::refreshed::<Q, _>(&refresh.refreshing, answer, crate::handler::raw::now_ms());
         forget_jwt_room(sr, refresh.call);
     }
 }

@@ -24,8 +24,8 @@ use ngx::ffi::{
 use crate::handler::ctx::{Flight, RequestCtx, Role};
 use crate::handler::question::Question;
 use crate::handler::raw::now_ms;
+use crate::oauth::cache::flow::CacheZone;
 use crate::oauth::cache::CacheKey;
-use crate::shm::zone;
 
 thread_local! {
     static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());
@@ -177,7 +177,7 @@ unsafe extern "C" fn leave_on_cleanup(data: *mut c_void) {
         let now = now_ms();
         for held in (*ctx).abandon_marks().into_iter().flatten() {
             if held.mark.taken_off_at(now) {
-                zone::release(held.zone, &held.mark.key);
+                held.zone.release(&held.mark.key);
             }
         }
         let Some(Flight { key, role }) = (*ctx).leave_flight() else {

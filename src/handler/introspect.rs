@@ -9,16 +9,14 @@ use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
 use crate::handler::raw::evaluate;
 use crate::oauth::cache::key::{introspection_key, policy};
-use crate::oauth::cache::{CacheKey, CachePolicy, CachedIntrospection, Lifetime};
+use crate::oauth::cache::CacheKey;
 use crate::oauth::form;
 use crate::oauth::idp_reply::IdpReply;
-use crate::oauth::introspection::{self, ClaimPaths, IdpFailure, IntrospectionResult};
+use crate::oauth::introspection::{self, ClaimPaths};
 
-pub struct Introspection;
+pub use crate::oauth::cache::kinds::Introspection;
 
 impl Question for Introspection {
-    type Value = IntrospectionResult;
-    type Failure = IdpFailure;
     /// The values of `auth_oauth2_token_cache_vary`.
     type Inputs<'r> = &'r [u8];
 
@@ -67,28 +65,6 @@ impl Question for Introspection {
             IdpCall::PhantomIntrospection => introspection::interpret_phantom(reply, paths),
             _ => introspection::interpret(reply, paths),
         }
-    }
-
-    fn entry(
-        policy: &CachePolicy,
-        result: &IntrospectionResult,
-        _subject_exp: Option<i64>,
-        now_ms: i64,
-    ) -> Option<(Vec<u8>, Lifetime)> {
-        let lifetime = policy.lifetime(result, now_ms)?;
-        Some((CachedIntrospection::encode(result), lifetime))
-    }
-
-    fn says_revoked(answer: &Introspected) -> bool {
-        matches!(answer, Ok(IntrospectionResult::Inactive))
-    }
-
-    fn decode(entry: &[u8]) -> Option<IntrospectionResult> {
-        CachedIntrospection::decode(entry)
-    }
-
-    fn sound(entry: &[u8]) -> bool {
-        CachedIntrospection::decode_checked(entry).is_some()
     }
 }
 

@@ -55,7 +55,7 @@ pub unsafe fn run<'c>(
             unsafe { zone::lookup(cache.zone.cast(), &key, at, CachedIntrospection::decode) };
         let (status, result) = match found {
             Lookup::Hit(value) | Lookup::Due(value) => (CacheStatus::Hit, Some(value)),
-            Lookup::Expired | Lookup::Stale(_) => (CacheStatus::Expired, None),
+            Lookup::Expired | Lookup::Stale(..) => (CacheStatus::Expired, None),
             Lookup::Miss | Lookup::Pending => (CacheStatus::Miss, None),
         };
         let counted = match status {

@@ -7,16 +7,16 @@ use ngx::ffi::ngx_http_request_t;
 
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{RequestCtx, Slot};
-use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
-use crate::oauth::call::{CallFailure, KindFailure};
+pub use crate::oauth::cache::flow::Answer;
+use crate::oauth::cache::flow::Kind;
+use crate::oauth::cache::CacheKey;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
 
-/// One kind of IdP question: which endpoint is asked, where its answer goes
-/// in the context, and what the question and its answer are made of.
-pub trait Question {
-    type Value: Clone;
-    type Failure: KindFailure + From<CallFailure>;
+/// One kind of IdP question, on nginx's side: which endpoint is asked,
+/// where its answer goes in the context, and what the question is made of
+/// (what its answer is made of is its `Kind`).
+pub trait Question: Kind {
     /// What the question is made of beyond the token, evaluated once per
     /// look so that the key and the IdP request agree.
     type Inputs<'r>;
@@ -43,7 +43,7 @@ pub trait Question {
     fn key(conf: &LocationConf, token: &[u8], inputs: &Self::Inputs<'_>) -> CacheKey;
 
     /// What names this question's answer in its token's hash in the Redis
-    /// tier, where the server is named by its `server_name`s only.
+    /// tier.
     fn fleet_policy(conf: &LocationConf, inputs: &Self::Inputs<'_>) -> Vec<u8>;
 
     /// The request body, before the client's credentials.
@@ -51,36 +51,6 @@ pub trait Question {
 
     /// The IdP's answer, read.
     fn interpret(call: IdpCall, reply: IdpReply<'_>, paths: &ClaimPaths) -> Answer<Self>;
-
-    /// The entry to store for `value` and how long it lives, or `None` when
-    /// it must not be cached; `subject_exp` is the client token's `exp`,
-    /// when introspection told it.
-    fn entry(
-        policy: &CachePolicy,
-        value: &Self::Value,
-        subject_exp: Option<i64>,
-        now_ms: i64,
-    ) -> Option<(Vec<u8>, Lifetime)>;
-
-    /// Whether the IdP said the token is no good (inactive, `invalid_grant`):
-    /// then no older answer about it may stand.
-    fn says_revoked(answer: &Answer<Self>) -> bool;
-
-    /// A cached entry as a value; `None` if it cannot be read.
-    fn decode(entry: &[u8]) -> Option<Self::Value>;
-
-    /// Whether an entry this gateway did not write (the Redis tier's)
-    /// passes the checks a fresh answer gets before it reaches headers;
-    /// one that does not is a miss.
-    fn sound(entry: &[u8]) -> bool;
-}
-
-/// What a question's slot holds once answered.
-pub type Answer<Q> = Result<<Q as Question>::Value, <Q as Question>::Failure>;
-
-/// Whether `answer` is a failure of the IdP that a stale answer may stand in for.
-pub fn may_serve_stale<V, F: KindFailure>(answer: &Result<V, F>) -> bool {
-    answer.as_ref().is_err_and(F::allows_stale)
 }
 
 /// Which IdP call a subrequest makes; decides how its answer is read.

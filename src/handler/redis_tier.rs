@@ -14,11 +14,10 @@ use crate::handler::ctx::{RequestCtx, TierEntry, TierNames, TierRead};
 use crate::handler::question::Question;
 use crate::handler::raw;
 use crate::module::Module;
-use crate::oauth::cache::CachePolicy;
 use crate::redis::call::{self, Failure};
-use crate::redis::fleet;
 use crate::redis::resp::{self, Reply};
 use crate::redis::write::{self, Expiry};
+use crate::redis::{fleet, tier_read};
 
 /// The Redis tier a request's questions use: a main request in a location
 /// with `auth_oauth2_token_shared_cache` and `auth_oauth2_token_redis`.
@@ -108,52 +107,22 @@ unsafe fn read_done<Q: Question>(
         let read = match (redis, policy, Q::slot(&mut *ctx).tier_names(), result) {
             (Some(redis), Some(cache), Some(names), Ok(replies)) => {
                 let now = raw::now_ms();
-                first_fresh(redis, &cache.policy, names, replies, Q::sound, now, log)
+                let note = |failure| call::note_failure(log, &failure);
+                tier_read::first_fresh(
+                    &redis.keys,
+                    &cache.policy,
+                    names,
+                    replies,
+                    Q::sound,
+                    now,
+                    note,
+                )
             }
             // A failure was logged by the call.
             _ => TierRead::Missed,
         };
         Q::slot(&mut *ctx).tier_said(read);
     }
-}
-
-/// The first entry among the replies that opens, is fresh for this
-/// reader's `policy` and is `sound` (passes the checks a fresh answer
-/// gets); what does not open or is not sound (both "undecryptable") and
-/// what Redis refused are logged.
-fn first_fresh(
-    redis: &RedisTier,
-    policy: &CachePolicy,
-    names: &TierNames,
-    replies: Vec<Reply>,
-    sound: fn(&[u8]) -> bool,
-    now: i64,
-    log: *mut ngx_log_t,
-) -> TierRead {
-    let keys = redis.keys.iter();
-    for ((key, (slot, field)), reply) in keys.zip(&names.places).zip(replies) {
-        match reply {
-            Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
-                Some(found) if !sound(&found.entry) => {
-                    call::note_failure(log, &Failure::Undecryptable);
-                }
-                Some(found)
-                    if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now) =>
-                {
-                    return TierRead::Found(found);
-                }
-                Some(_) => {}
-                None => call::note_failure(log, &Failure::Undecryptable),
-            },
-            Reply::Bulk(None) => {}
-            other => {
-                let failure = call::error_reply(&other).unwrap_or(Failure::Protocol);
-                call::note_failure(log, &failure);
-                return TierRead::Missed;
-            }
-        }
-    }
-    TierRead::Missed
 }
 
 /// What this worker knows of the server's `PEXPIRE NX`/`GT`

@@ -5,6 +5,7 @@
 //! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
 //! what can go wrong with a call; `purge.rs`, what a purge sends;
 //! `write.rs`, what a write of an answer sends and what its replies tell;
+//! `tier_read.rs`, which entry of a read answers a question;
 //! `subscription.rs`, the revocation channel's steps. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`.
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod purge;
 pub mod resp;
 pub mod subscription;
+pub mod tier_read;
 pub mod write;
 
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -48,9 +48,9 @@ pub enum Lookup<T> {
     /// A hit late in the entry's life: serve it, and refresh it (this
     /// request only: the entry is marked as being refreshed).
     Due(T),
-    /// Past the reader's fresh end, within its stale window: serve it only
-    /// if the IdP fails.
-    Stale(T),
+    /// Past the reader's fresh end, within its stale window, which ends at
+    /// the time given: serve it only if the IdP fails before then.
+    Stale(T, i64),
     /// Another worker is asking the IdP for this key.
     Pending,
     /// An entry this reader may not use (it may still serve a reader with
@@ -510,7 +510,7 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
             // An entry this reader may not use is not read.
             false => Lookup::Expired,
             true => match read(Node::value(node)) {
-                Some(value) if !fresh => return Ok(Lookup::Stale(value)),
+                Some(value) if !fresh => return Ok(Lookup::Stale(value, stale_end)),
                 Some(value) => {
                     (*node).used = 1;
                     let life = fresh_end - (*node).stored_ms;
@@ -619,7 +619,7 @@ pub unsafe fn insert<S: Slab, D: Steps>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
@@ -666,7 +666,7 @@ mod tests {
     }
 
     /// Dies at the `n`-th step.
-    pub(super) struct DieAt(pub(super) usize);
+    pub(crate) struct DieAt(pub(crate) usize);
 
     impl Steps for DieAt {
         fn step(&mut self) -> Result<(), Died> {
@@ -722,11 +722,11 @@ mod tests {
 
     /// A budget for the table and `n` nodes of 10-byte values (128 buckets
     /// for the 64 KiB the tests' zones claim).
-    pub(super) fn room_for(n: usize) -> usize {
+    pub(crate) fn room_for(n: usize) -> usize {
         size_of::<Table>() + 128 * size_of::<*mut Node>() + n * (size_of::<Node>() + 10)
     }
 
-    pub(super) struct Zone {
+    pub(crate) struct Zone {
         pub(super) root: *mut Table,
         slab: TestSlab,
         /// What a table made by `open` starts with.
@@ -738,7 +738,7 @@ mod tests {
             Zone::with_key(budget, TEST_KEY)
         }
 
-        pub(super) fn with_key(budget: usize, bucket_key: [u8; 16]) -> Zone {
+        pub(crate) fn with_key(budget: usize, bucket_key: [u8; 16]) -> Zone {
             let mut zone = Zone {
                 root: ptr::null_mut(),
                 slab: TestSlab::new(budget),
@@ -757,7 +757,7 @@ mod tests {
                 .expect("room for a table")
         }
 
-        pub(super) fn open_with<D: Steps>(
+        pub(crate) fn open_with<D: Steps>(
             &mut self,
             steps: &mut D,
         ) -> Result<Option<(*mut Table, Opened)>, Died> {
@@ -784,7 +784,7 @@ mod tests {
             self.insert_at(steps, key, value, fresh(NOW + TTL), NOW, NOW)
         }
 
-        pub(super) fn insert_at<D: Steps>(
+        pub(crate) fn insert_at<D: Steps>(
             &mut self,
             steps: &mut D,
             key: &CacheKey,
@@ -809,6 +809,18 @@ mod tests {
             }
         }
 
+        /// Looks `key` up, reading a hit with `read`.
+        pub(crate) fn lookup_with<T>(
+            &mut self,
+            key: &CacheKey,
+            at: At,
+            read: impl FnOnce(&[u8]) -> Option<T>,
+        ) -> Lookup<T> {
+            let (table, _) = self.open();
+            // SAFETY: the table was just opened on this slab.
+            unsafe { lookup(table, &mut self.slab, &mut Live, key, at, read) }.expect("live")
+        }
+
         pub(super) fn look<D: Steps>(
             &mut self,
             steps: &mut D,
@@ -824,7 +836,7 @@ mod tests {
             self.look(&mut Live, key, at(NOW + 1, TTL)).expect("live")
         }
 
-        pub(super) fn claim_at<D: Steps>(
+        pub(crate) fn claim_at<D: Steps>(
             &mut self,
             steps: &mut D,
             key: &CacheKey,
@@ -841,7 +853,7 @@ mod tests {
                 .expect("live")
         }
 
-        pub(super) fn release_with<D: Steps>(
+        pub(crate) fn release_with<D: Steps>(
             &mut self,
             steps: &mut D,
             key: &CacheKey,
@@ -851,7 +863,7 @@ mod tests {
             unsafe { release(table, &mut self.slab, steps, key) }
         }
 
-        pub(super) fn purge_at<D: Steps>(
+        pub(crate) fn purge_at<D: Steps>(
             &mut self,
             steps: &mut D,
             tag: [u8; 8],
@@ -871,7 +883,7 @@ mod tests {
             self.purge_with(&mut Live, tag).expect("live")
         }
 
-        pub(super) fn cutoff(&mut self, tag: [u8; 8]) -> Option<i64> {
+        pub(crate) fn cutoff(&mut self, tag: [u8; 8]) -> Option<i64> {
             let (table, _) = self.open();
             // SAFETY: the table was just opened.
             unsafe { cutoff(table, &tag) }
@@ -938,7 +950,7 @@ mod tests {
         }
 
         /// How many cutoffs the table holds.
-        pub(super) fn cutoffs(&mut self) -> usize {
+        pub(crate) fn cutoffs(&mut self) -> usize {
             self.census().1
         }
 
@@ -1038,11 +1050,11 @@ mod tests {
         assert_eq!(look(&mut z, NOW + 500), Ok(Lookup::Hit(b"one".to_vec())));
         assert_eq!(
             look(&mut z, NOW + 1_000),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 5_000))
         );
         assert_eq!(
             look(&mut z, NOW + 4_999),
-            Ok(Lookup::Stale(b"one".to_vec())),
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 5_000)),
             "never past the writer's stale limit (never past exp)"
         );
         assert_eq!(z.check(), 1, "a stale entry stays");
@@ -1065,7 +1077,7 @@ mod tests {
         assert_eq!(z.check(), 1, "kept for the readers that have one");
         assert_eq!(
             lenient(&mut z, NOW + 1_001),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 5_000))
         );
         assert_eq!(strict(&mut z, NOW + 4_999), Ok(Lookup::Expired));
         assert_eq!(z.check(), 1);
@@ -1090,11 +1102,11 @@ mod tests {
         assert_eq!(short(&mut z, NOW + 9_999), Ok(Lookup::Hit(b"one".to_vec())));
         assert_eq!(
             short(&mut z, NOW + 10_000),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 15_000))
         );
         assert_eq!(
             short(&mut z, NOW + 14_999),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 15_000))
         );
         assert_eq!(short(&mut z, NOW + 15_000), Ok(Lookup::Expired));
         assert_eq!(z.check(), 1, "the writer's location still uses it");
@@ -1103,11 +1115,11 @@ mod tests {
         assert_eq!(long(&mut z, NOW + 59_999), Ok(Lookup::Hit(b"one".to_vec())));
         assert_eq!(
             long(&mut z, NOW + 60_000),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 120_000))
         );
         assert_eq!(
             long(&mut z, NOW + 119_999),
-            Ok(Lookup::Stale(b"one".to_vec()))
+            Ok(Lookup::Stale(b"one".to_vec(), NOW + 120_000))
         );
         assert_eq!(long(&mut z, NOW + 120_000), Ok(Lookup::Expired));
         assert_eq!(z.check(), 0);

@@ -14,14 +14,11 @@ use ngx::ffi::{
 
 use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
+use crate::oauth::cache::flow::CacheZone;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Slab, Table};
 
-/// How long a purge's cutoff stays in a zone (see `table::purge_tag`): an
-/// hour of purges costs one small node each; a cutoff that leaves earlier
-/// (a full zone) or later still refuses what it refused, through the
-/// table's floor.
-pub const PURGE_CUTOFF_KEEP_MS: i64 = 3_600_000;
+pub use crate::oauth::cache::flow::PURGE_CUTOFF_KEEP_MS;
 
 /// The smallest zone accepted: the same floor nginx's own zones use.
 ///
@@ -379,5 +376,62 @@ pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
             let table = locked.table;
             let _ = table::release(table, &mut locked.pool, &mut Live, key);
         }
+    }
+}
+
+/// A cache zone as the cache flow uses it: one of this module's zones,
+/// initialised by nginx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmZone(*mut ngx_shm_zone_t);
+
+impl ShmZone {
+    /// # Safety
+    /// `zone` must be a zone initialised by [`init_zone`] (a cache
+    /// directive's zone, once nginx has run its init callback), which lives
+    /// as long as the cycle.
+    pub unsafe fn new(zone: *mut ngx_shm_zone_t) -> ShmZone {
+        ShmZone(zone)
+    }
+}
+
+// SAFETY (every call below): `self.0` is a zone initialised by `init_zone`
+// (`ShmZone::new`'s contract), alive for the whole cycle; each function
+// takes the zone's lock for itself.
+impl CacheZone for ShmZone {
+    fn lookup<T>(self, key: &CacheKey, at: At, read: impl FnOnce(&[u8]) -> Option<T>) -> Lookup<T> {
+        // SAFETY: see the impl.
+        unsafe { lookup(self.0, key, at, read) }
+    }
+
+    fn claim(self, key: &CacheKey, at: At, until_ms: i64) -> Claim {
+        // SAFETY: see the impl.
+        unsafe { claim(self.0, key, at, until_ms) }
+    }
+
+    fn release(self, key: &CacheKey) {
+        // SAFETY: see the impl.
+        unsafe { release(self.0, key) }
+    }
+
+    fn insert(
+        self,
+        key: &CacheKey,
+        entry: &[u8],
+        lifetime: Lifetime,
+        obtained_ms: i64,
+        now_ms: i64,
+    ) -> bool {
+        // SAFETY: see the impl.
+        unsafe { insert(self.0, key, entry, lifetime, obtained_ms, now_ms) }
+    }
+
+    fn cutoff(self, tag: &[u8; 8]) -> Option<i64> {
+        // SAFETY: see the impl.
+        unsafe { cutoff(self.0, tag) }
+    }
+
+    fn purge_tag(self, tag: &[u8; 8], cutoff_ms: i64, keep_until_ms: i64) {
+        // SAFETY: see the impl.
+        unsafe { purge_tag(self.0, tag, cutoff_ms, keep_until_ms) };
     }
 }

@@ -4,9 +4,12 @@
 //! shared-memory table itself is in `shm/`.
 
 pub mod entry;
+pub mod flow;
 pub mod key;
+pub mod kinds;
 pub mod mark;
 pub mod policy;
+pub mod slot;
 
 pub use entry::{CachedExchange, CachedIntrospection};
 pub use key::CacheKey;

@@ -397,7 +397,7 @@ impl Model {
     fn check_lookup(&mut self, k: usize, at: At, found: Lookup<Vec<u8>>) {
         let judged = self.judge(k, at);
         let id_of = |v: &[u8]| u64::from_le_bytes(v[..8].try_into().expect("an id"));
-        if let Lookup::Hit(v) | Lookup::Due(v) | Lookup::Stale(v) = &found {
+        if let Lookup::Hit(v) | Lookup::Due(v) | Lookup::Stale(v, _) = &found {
             let a = self.answers[&id_of(v)];
             assert_eq!(a.key, k, "another key's answer");
             let refused = self.refused_until(k / self.per_tag);
@@ -416,7 +416,9 @@ impl Model {
                     refreshing_until: at.now_ms + at.refresh_for_ms,
                 };
             }
-            (Lookup::Stale(v), Judged::Stale(id)) if same(v, id) => {}
+            (Lookup::Stale(v, until), Judged::Stale(id)) if same(v, id) => {
+                assert!(at.now_ms < *until, "a stale window that has ended");
+            }
             (Lookup::Pending, Judged::Pending) | (Lookup::Expired, Judged::Expired) => {}
             (Lookup::Expired | Lookup::Miss, Judged::Dead) | (Lookup::Miss, Judged::Nothing) => {
                 self.slots[k] = Slot::Empty;
