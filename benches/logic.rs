@@ -17,6 +17,9 @@ use ngx_http_auth_oauth2_token_module::oauth::claim_rule::ClaimRule;
 use ngx_http_auth_oauth2_token_module::oauth::introspection::{
     self, ClaimPaths, IntrospectionResult,
 };
+use ngx_http_auth_oauth2_token_module::oauth::jose::access_token::AccessTokenPolicy;
+use ngx_http_auth_oauth2_token_module::oauth::jose::alg::Algorithms;
+use ngx_http_auth_oauth2_token_module::oauth::jose::{jwk, verify};
 use ngx_http_auth_oauth2_token_module::oauth::{carriers, claims, jwt, scope};
 
 /// A Keycloak-style answer for an active access token (about 700 bytes);
@@ -242,6 +245,87 @@ fn request_checks(c: &mut Criterion) {
     g.finish();
 }
 
+/// A JWT access token checked at the gateway, from its bytes to its claims:
+/// RS256 (2048-bit key) and ES256, about 800 bytes each, with a key set of
+/// two keys made ready once, as the configuration makes them.
+fn jwt_verification(c: &mut Criterion) {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
+
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let rsa = PKey::from_rsa(Rsa::generate(2048).expect("an RSA key")).expect("a key");
+    let ec = EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256"))
+        .expect("an EC key");
+    let (mut x, mut y) = (
+        openssl::bn::BigNum::new().expect("bn"),
+        openssl::bn::BigNum::new().expect("bn"),
+    );
+    let mut ctx = openssl::bn::BigNumContext::new().expect("ctx");
+    ec.public_key()
+        .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+        .expect("coordinates");
+    let set = format!(
+        r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{}","e":"{}"}},{{"kty":"EC","kid":"e","crv":"P-256","x":"{}","y":"{}"}}]}}"#,
+        b64(&rsa.rsa().expect("rsa").n().to_vec()),
+        b64(&rsa.rsa().expect("rsa").e().to_vec()),
+        b64(&x.to_vec_padded(32).expect("x")),
+        b64(&y.to_vec_padded(32).expect("y")),
+    );
+    let keys = jwk::parse_jwks(set.as_bytes()).expect("a key set");
+    let ec = PKey::from_ec_key(ec).expect("a key");
+    let policy = AccessTokenPolicy {
+        issuer: "https://sso.example.com/realms/acme".into(),
+        audiences: vec!["orders-api".into()],
+        algorithms: Algorithms::asymmetric(),
+        leeway_s: 30,
+        typ_relaxed: false,
+    };
+    let claims = concat!(
+        r#"{"exp":1767229200,"iat":1767225600,"jti":"5f0c8a52-3c1e-4e0b-9a7d-2b8f6f0e9c41","#,
+        r#""iss":"https://sso.example.com/realms/acme","aud":["orders-api","billing-api"],"#,
+        r#""sub":"f4c3e2a1-7b6d-4c59-8e0f-1a2b3c4d5e6f","client_id":"web-shop","#,
+        r#""scope":"openid profile email orders:read orders:write"}"#,
+    );
+    let paths = claim_paths();
+    let mut g = c.benchmark_group("jwt_verify");
+    for (alg, kid, key) in [("RS256", "r", &rsa), ("ES256", "e", &ec)] {
+        let input = format!(
+            "{}.{}",
+            b64(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#).as_bytes()),
+            b64(claims.as_bytes())
+        );
+        let mut signer = Signer::new(MessageDigest::sha256(), key).expect("a signer");
+        let mut signature = signer
+            .sign_oneshot_to_vec(input.as_bytes())
+            .expect("signed");
+        if alg == "ES256" {
+            let sig = EcdsaSig::from_der(&signature).expect("DER");
+            signature = sig.r().to_vec_padded(32).expect("r");
+            signature.extend(sig.s().to_vec_padded(32).expect("s"));
+        }
+        let token = format!("{input}.{}", b64(&signature));
+        let now = 1_767_227_000;
+        assert!(verify::verify(token.as_bytes(), &keys, &policy, &paths, now).is_ok());
+        g.bench_function(format!("{alg}_{}B", token.len()), |b| {
+            b.iter(|| {
+                verify::verify(
+                    black_box(token.as_bytes()),
+                    &keys,
+                    &policy,
+                    black_box(&paths),
+                    now,
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 /// About 2 s a benchmark, so the whole suite stays under a minute.
 fn config() -> Criterion {
     Criterion::default()
@@ -253,6 +337,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = introspection_answers, cache, request_checks
+    targets = introspection_answers, cache, request_checks, jwt_verification
 }
 criterion_main!(benches);

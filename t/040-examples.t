@@ -1,5 +1,6 @@
 # Every example configuration in nginx-conf/ passes `nginx -t` with the module
-# built here (only the load_module path and the secret files are provided).
+# built here (only the load_module path, the secret files and a public key set
+# are provided).
 use strict;
 use warnings;
 use Test::More;
@@ -24,6 +25,17 @@ for my $example (@examples) {
         print $s $_->[1];
         close $s;
     }
+
+    # A public JWK Set for auth_oauth2_token_jwt_keys_file: RFC 7517
+    # Appendix A.1's RSA key (the example key of RFC 7638 too).
+    make_path("$prefix/conf");
+    open my $jwks, '>', "$prefix/conf/idp-jwks.json" or die $!;
+    print $jwks '{"keys":[{"kty":"RSA","kid":"2011-04-29","alg":"RS256","e":"AQAB","n":"'
+        . '0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP'
+        . 'ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY'
+        . '368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f'
+        . 'M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}]}';
+    close $jwks;
 
     open my $in, '<', $example or die "$example: $!";
     my $conf = do { local $/; <$in> };

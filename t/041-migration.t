@@ -30,11 +30,12 @@ my %before = (
     'curity'              => ['module'],   # Curity's phantom_token directives are accepted
     'auth-request-recipe' => ['stock'],
     'njs-introspection'   => ['skip', 'needs the njs module (js_import, js_content)'],
+    'kjdev-auth-jwt'      => ['skip', 'needs kjdev\'s nginx-auth-jwt module'],
 );
 
 # One "after" per migration of the guide.
 my @expected_after = qw(c-module curity-directives curity-native auth-request-recipe
-                        njs-introspection acm-introspection);
+                        njs-introspection acm-introspection kjdev-auth-jwt);
 
 open my $in, '<', $guide or die "$guide: $!";
 my $text = do { local $/; <$in> };
@@ -58,7 +59,8 @@ for my $name (@expected_after) {
 }
 
 # Writes $conf as nginx.conf into a fresh prefix (logs/, cache/ for the
-# proxy_cache_path of the recipes, the secret file) and runs `nginx -t` there.
+# proxy_cache_path of the recipes, the secret file, a public key set) and runs
+# `nginx -t` there.
 sub nginx_t {
     my ($conf) = @_;
     my $prefix = tempdir(CLEANUP => 1);
@@ -68,6 +70,16 @@ sub nginx_t {
     close $s;
     # As MIGRATION.md says; a file open to others gets a warning.
     chmod 0600, "$prefix/secrets/idp-client-secret" or die $!;
+    # The issuer's public keys for auth_oauth2_token_jwt_keys_file: RFC 7517
+    # Appendix A.1's RSA key.
+    make_path("$prefix/conf");
+    open my $jwks, '>', "$prefix/conf/idp-jwks.json" or die $!;
+    print $jwks '{"keys":[{"kty":"RSA","kid":"2011-04-29","alg":"RS256","e":"AQAB","n":"'
+        . '0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP'
+        . 'ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY'
+        . '368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f'
+        . 'M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}]}';
+    close $jwks;
     open my $out, '>', "$prefix/nginx.conf" or die $!;
     print $out $conf;
     close $out;

@@ -4,6 +4,7 @@
 pub mod cache_args;
 pub mod checks;
 pub mod endpoint;
+pub mod jwt;
 pub mod redis_args;
 pub mod require_args;
 pub mod scopes;
@@ -306,6 +307,8 @@ pub struct LocationConf {
     /// Whether the internal location supplies the IdP credentials itself, as
     /// Curity's configurations do (`phantom_token on`): no client id needed.
     pub credentials_in_location: Option<bool>,
+    /// `auth_oauth2_token_jwt_*`: JWT access tokens checked at the gateway.
+    pub jwt: jwt::JwtConf,
 }
 
 impl LocationConf {
@@ -324,6 +327,11 @@ impl LocationConf {
 
     pub fn exchange_enabled(&self) -> bool {
         self.exchange == Some(true)
+    }
+
+    /// JWT access tokens are verified here (`auth_oauth2_token_jwt on`).
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwt.enabled()
     }
 
     pub fn phantom_enabled(&self) -> bool {
@@ -392,8 +400,10 @@ impl LocationConf {
         let own = std::mem::take(&mut self.require_claim);
         self.require_claim = prev.require_claim.iter().cloned().chain(own).collect();
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
+        self.jwt.inherit(&prev.jwt);
+        self.jwt.finish(self.require_audience.as_ref())?;
 
-        if !self.introspection_enabled() && self.exchange_enabled() {
+        if !self.introspection_enabled() && !self.jwt_enabled() && self.exchange_enabled() {
             if self.require_scope.is_some() {
                 return Err("\"auth_oauth2_token_require_scope\" needs \"auth_oauth2_token_introspect on\": scopes come from introspection".into());
             }
@@ -483,6 +493,9 @@ impl LocationConf {
     /// Gives the location's IdP calls their series, by internal location
     /// and kind (locations calling the same one share them).
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
+        if self.jwt_enabled() {
+            self.jwt.metrics = Some(catalogue.jwt());
+        }
         let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
         let breaker = self.breaker.is_some();
         let (introspects, exchanges) = (self.introspection_enabled(), self.exchange_enabled());

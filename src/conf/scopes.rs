@@ -19,6 +19,12 @@ impl LocationConf {
             self.introspection.tier_scope,
             self.token_endpoint.tier_scope,
         ) = self.scopes(fleet, claims_fingerprint);
+        self.jwt.key_scope = KeyScope::jwt(
+            server,
+            &self.jwt.fingerprint(),
+            claims_fingerprint,
+            self.shared_tenant.as_deref(),
+        );
     }
 
     /// The introspection and exchange scopes of this location in `server`.

@@ -1,5 +1,5 @@
 //! The caches of a location: the shared-memory zones of
-//! `introspect_cache` and `exchange_cache` (declared here), `cache_vary`,
+//! `introspect_cache`, `exchange_cache` and `jwt_cache` (declared here), `cache_vary`,
 //! `shared_cache`, which adds the Redis tier, and
 //! `shared_cache_tenant`, whose answers they are.
 
@@ -9,7 +9,7 @@ use ngx::ffi::{ngx_shared_memory_add, ngx_str_t};
 use ngx::http::HttpModule;
 
 use super::call::{args_of, handler, set_once, Call};
-use crate::conf::{cache_args, redis_args, CacheConf};
+use crate::conf::{cache_args, jwt, redis_args, CacheConf};
 use crate::module::Module;
 use crate::shm::{counters, zone};
 
@@ -65,6 +65,11 @@ handler!(set_introspect_cache, |c| {
 handler!(set_exchange_cache, |c| {
     let zone = c.cache_zone(cache_args::parse_exchange(&args_of(c))?)?;
     set_once(&mut c.conf.token_endpoint.cache, zone)
+});
+
+handler!(set_jwt_cache, |c| {
+    let zone = c.cache_zone(jwt::parse_cache(&args_of(c))?)?;
+    set_once(&mut c.conf.jwt.cache, zone)
 });
 
 handler!(set_cache_vary, |c| {

@@ -2,7 +2,8 @@
 //! table. Its `set` handlers live by directive family, each decoding
 //! nginx's arguments and handing them to the plain parsers of `conf/`:
 //! `endpoint.rs` (the IdP calls and the client's credentials), `policy.rs`
-//! (what a location asks of a token and how it refuses), `cache.rs`,
+//! (what a location asks of a token and how it refuses), `jwt.rs` (JWT
+//! access tokens checked at the gateway), `cache.rs`,
 //! `pages.rs` (content handlers), `redis.rs` (the Redis tier) and
 //! `curity.rs` (Curity's directive names); `call.rs` is what every handler
 //! gets from nginx.
@@ -11,6 +12,7 @@ mod cache;
 mod call;
 mod curity;
 mod endpoint;
+mod jwt;
 mod pages;
 mod policy;
 mod redis;
@@ -29,7 +31,7 @@ use ngx::ffi::{
 use ngx::ngx_string;
 
 use cache::{
-    set_cache_vary, set_exchange_cache, set_introspect_cache, set_shared_cache,
+    set_cache_vary, set_exchange_cache, set_introspect_cache, set_jwt_cache, set_shared_cache,
     set_shared_cache_tenant,
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
@@ -38,6 +40,10 @@ use endpoint::{
     set_client_auth, set_client_id, set_client_key_file, set_client_key_id, set_client_secret,
     set_client_secret_file, set_exchange, set_introspect, set_introspect_endpoint, set_phantom,
     set_requested_token_type, set_resource, set_scope, set_token_endpoint,
+};
+use jwt::{
+    set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway,
+    set_jwt_secret_file, set_jwt_typ,
 };
 use pages::{set_metrics, set_purge};
 use policy::{
@@ -89,7 +95,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 49] = [
+pub static mut COMMANDS: [ngx_command_t; 57] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -244,6 +250,42 @@ pub static mut COMMANDS: [ngx_command_t; 49] = [
         ngx_string!("auth_oauth2_token_status"),
         NGX_CONF_TAKE2,
         set_status,
+    ),
+    directive(ngx_string!("auth_oauth2_token_jwt"), NGX_CONF_FLAG, set_jwt),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_issuer"),
+        NGX_CONF_1MORE,
+        set_jwt_issuer,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_keys_file"),
+        NGX_CONF_TAKE1,
+        set_jwt_keys_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_secret_file"),
+        NGX_CONF_TAKE1,
+        set_jwt_secret_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_algorithms"),
+        NGX_CONF_1MORE,
+        set_jwt_algorithms,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_leeway"),
+        NGX_CONF_TAKE1,
+        set_jwt_leeway,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_typ"),
+        NGX_CONF_TAKE1,
+        set_jwt_typ,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_cache"),
+        NGX_CONF_1MORE,
+        set_jwt_cache,
     ),
     // Curity's phantom token module (2.0), mapped onto ours.
     directive(

@@ -209,6 +209,8 @@ impl RequestCtx {
 /// Where a request's check stands; the handler runs the stage it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Checking a JWT access token at the gateway (`auth_oauth2_token_jwt on`).
+    Jwt,
     /// Finding the introspection verdict.
     Introspect,
     /// The verdict is known: check what the location asks of the token.

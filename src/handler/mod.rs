@@ -4,6 +4,9 @@
 //! first call  -> the token from the configured sources (none or malformed:
 //!                refuse), carriers withheld from the upstream, a context
 //!                whose stage is Introspect (or Exchange, exchange-only)
+//! Jwt         -> a JWT access token checked here (`jwt`, no IdP call):
+//!                refused: 401; verified: Verdict (or Introspect, when the
+//!                location introspects too, as an opaque token does)
 //! Introspect  -> cache, another request's IdP call, or our own (`flow`):
 //!                NGX_AGAIN until the answer is in, then Verdict
 //! Verdict     -> inactive: 401; IdP failure: 502/503/504; scopes, require
@@ -23,6 +26,7 @@ pub mod flow;
 pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
+pub mod jwt;
 pub mod question;
 pub mod redis_tier;
 pub mod refusal;
@@ -79,7 +83,9 @@ fn run_in(phase: Option<Phase>, req: &mut Req<'_>) -> ngx_int_t {
     let conf = match req.location_conf() {
         Some(conf)
             if phase.is_none_or(|phase| conf.phase() == phase)
-                && (conf.introspection_enabled() || conf.exchange_enabled()) =>
+                && (conf.introspection_enabled()
+                    || conf.exchange_enabled()
+                    || conf.jwt_enabled()) =>
         {
             conf
         }
@@ -126,6 +132,7 @@ fn run_stages<'r, 'c: 'r>(
         // `RequestCtx::attach`); the stage is copied out, no reference kept.
         let stage = unsafe { (*ctx).stage() };
         let outcome = match stage {
+            Stage::Jwt => jwt::run(req, conf, ctx),
             Stage::Introspect => introspect::run(req, conf, ctx),
             Stage::Verdict => verdict::run(req, conf, ctx),
             Stage::Exchange => exchange::run(req, conf, ctx),
@@ -198,9 +205,10 @@ fn begin<'c>(req: &mut Req<'_>, conf: &'c LocationConf) -> Result<*mut RequestCt
     if !saved && !subrequest && changes_request && credentials::save(req, token).is_none() {
         return Err(Outcome::Error);
     }
-    let stage = match conf.introspection_enabled() {
-        true => Stage::Introspect,
-        false => Stage::Exchange,
+    let stage = match (conf.jwt_enabled(), conf.introspection_enabled()) {
+        (true, _) => Stage::Jwt,
+        (false, true) => Stage::Introspect,
+        (false, false) => Stage::Exchange,
     };
     // The ctx lives in the request's pool, as the subrequest callback and
     // the wake event need.

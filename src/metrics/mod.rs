@@ -7,6 +7,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 mod breaker;
+pub mod jwt;
 
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
@@ -224,6 +225,7 @@ enum Family {
     BreakerState,
     BreakerOpenings,
     Channel,
+    Jwt,
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +507,7 @@ impl Catalogue {
             ),
         ];
         self.render_channel(&mut out, &value);
+        self.render_jwt(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {

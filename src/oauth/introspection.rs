@@ -203,12 +203,33 @@ fn header_safe(
     let IntrospectionResult::Active(claims) = &result else {
         return Ok(result);
     };
-    let name = match first_unsafe_claim(claims) {
-        None => return Ok(result),
-        Some(i @ 0..=2) => ["sub", "scope", "client_id"][i],
-        Some(i) => paths.rendered.get(i - 3).map_or("claim", String::as_str),
-    };
-    Err(IdpFailure::UnsafeClaim(name.to_string()))
+    match unsafe_claim_name(claims, paths) {
+        None => Ok(result),
+        Some(name) => Err(IdpFailure::UnsafeClaim(name.to_string())),
+    }
+}
+
+/// The name of the first exposed claim that could split a header.
+fn unsafe_claim_name<'p>(claims: &TokenClaims, paths: &'p ClaimPaths) -> Option<&'p str> {
+    Some(match first_unsafe_claim(claims)? {
+        i @ 0..=2 => ["sub", "scope", "client_id"][i],
+        i => paths.rendered.get(i - 3).map_or("claim", String::as_str),
+    })
+}
+
+/// The claims of an active token that no IdP answer carried (a JWT access
+/// token whose signature the module verified), read as an answer's are and
+/// under the same rule: the name of a claim that could split a header is
+/// the error.
+pub fn verified_claims(
+    map: &Map<String, Value>,
+    paths: &ClaimPaths,
+) -> Result<TokenClaims, String> {
+    let claims = claims_of(map, paths);
+    match unsafe_claim_name(&claims, paths) {
+        None => Ok(claims),
+        Some(name) => Err(name.to_string()),
+    }
 }
 
 /// The position of the first exposed claim that could split a header:

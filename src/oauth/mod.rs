@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod form;
 pub mod idp_reply;
 pub mod introspection;
+pub mod jose;
 pub mod jwt;
 pub mod purge;
 pub mod scope;

@@ -39,7 +39,9 @@ test. C<TEST_OIDC_NODE> / C<TEST_OIDC_NPM> name other binaries.
 =head2 start_oidc_provider(%opts)
 
 Options: C<sub> (the C<sub> of client_credentials tokens, default C<alice>),
-C<token_ttl> (seconds, default 600), C<dir> (where keys, certificates, logs
+C<token_ttl> (seconds, default 600), C<jwt_resource> (a resource indicator:
+a token asked for it with C<token(resource =E<gt> ...)> is a JWT access token,
+RFC 9068, signed with the provider's ES256 key at its C</jwks>), C<dir> (where keys, certificates, logs
 go; default a temporary directory, kept with C<TEST_NGINX_KEEP=1>),
 C<timeout> (seconds to wait for readiness, default 20). Dies with the
 provider's output when it does not come up. Returns an object (a hashref):
@@ -74,7 +76,8 @@ Methods (and exported functions on the provider started last):
 
   token(%o)        oidc_token(%o): an active access token from a
                    client_credentials grant of token-issuer (scope =>
-                   'orders:read' by default; "" asks for none)
+                   'orders:read' by default; "" asks for none; resource =>
+                   the jwt_resource: a JWT access token)
   tokens($n, %o)   oidc_tokens($n, %o): $n of them (one node process)
   inactive_token() oidc_inactive_token(): a token issued, then revoked
                    (the provider knows it and says active: false)
@@ -459,6 +462,7 @@ sub start_oidc_provider {
         OIDC_TLS_CLIENT_DN    => $self->{tls_client}{dn},
         OIDC_TOKEN_SUB        => $o{sub} // 'alice',
         OIDC_TOKEN_TTL        => $o{token_ttl} // 600,
+        OIDC_JWT_RESOURCE     => $o{jwt_resource} // '',
         OIDC_LOG_FILE         => $self->{log_file},
         OIDC_READY_FILE       => $ready,
     );
@@ -592,7 +596,8 @@ sub tokens {
     my $id = $self->{client_for}{client_credentials};
     my $scope = exists $o{scope} ? $o{scope} : 'orders:read';
     my @r = $self->request(map { { path => '/token', basic => [$id, $self->{clients}{$id}{client_secret}],
-        form => [grant_type => 'client_credentials', (length($scope // '') ? (scope => $scope) : ())] } } 1 .. $n);
+        form => [grant_type => 'client_credentials', (length($scope // '') ? (scope => $scope) : ()),
+            ($o{resource} ? (resource => $o{resource}) : ())] } } 1 .. $n);
     return map {
         die "client_credentials grant failed: " . ($_->{error} // "$_->{status} $_->{body}") . "\n"
             unless ($_->{status} // 0) == 200 && $_->{json} && $_->{json}{access_token};

@@ -22,6 +22,10 @@
 //                        default "CN=gw-tls,O=oauth2-test")
 //   OIDC_TOKEN_SUB       the `sub` of client_credentials tokens (default alice)
 //   OIDC_TOKEN_TTL       their lifetime in seconds (default 600)
+//   OIDC_JWT_RESOURCE    a resource indicator (RFC 8707): a client_credentials
+//                        grant with resource=<it> gets a JWT access token
+//                        (RFC 9068, ES256, aud = the resource); without it,
+//                        resource indicators are off and every token is opaque
 //   OIDC_LOG_FILE        also append every recorded request here (JSON lines)
 //   OIDC_READY_FILE      written (atomically) once listening: JSON with the
 //                        issuer, port, pid, endpoints and clients (ids, methods,
@@ -64,6 +68,7 @@ const tls = Boolean(env.OIDC_TLS_KEY && env.OIDC_TLS_CERT);
 const tokenSub = env.OIDC_TOKEN_SUB || 'alice';
 const tokenTtl = Number(env.OIDC_TOKEN_TTL || 600);
 const tlsClientDn = env.OIDC_TLS_CLIENT_DN || 'CN=gw-tls,O=oauth2-test';
+const jwtResource = env.OIDC_JWT_RESOURCE || '';
 
 // ---- clients ---------------------------------------------------------------
 // oidc-provider 9 has one method per client for every endpoint
@@ -237,6 +242,22 @@ const provider = new Provider(issuer, {
     },
     revocation: { enabled: false },
     mTLS,
+    // JWT access tokens for one resource server only, when asked for.
+    resourceIndicators: {
+      enabled: Boolean(jwtResource),
+      defaultResource: async () => undefined,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resource) => {
+        if (resource !== jwtResource) throw new errors.InvalidTarget();
+        return {
+          scope: 'orders:read orders:write',
+          audience: resource,
+          accessTokenTTL: tokenTtl,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        };
+      },
+    },
   },
   // client_credentials tokens have no subject in oidc-provider: give them one.
   // Exchanged access tokens carry what the grant put in token.extra.

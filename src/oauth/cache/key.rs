@@ -170,6 +170,22 @@ impl KeyScope {
     pub fn exchange(server: &[u8; 32], endpoint: &[u8], client: &Client<'_>) -> KeyScope {
         KeyScope::new(server, endpoint, client, &[b"exchange"])
     }
+
+    /// The scope of a JWT access token's verdict, verified at the gateway:
+    /// no IdP and no client ask, so the JWT policy and keys
+    /// (`conf::jwt::JwtConf::fingerprint`) stand in for them.
+    pub fn jwt(
+        server: &[u8; 32],
+        policy: &[u8; 32],
+        claims_fingerprint: &[u8],
+        tenant: Option<&[u8]>,
+    ) -> KeyScope {
+        let client = Client {
+            tenant,
+            ..Client::default()
+        };
+        KeyScope::new(server, b"", &client, &[b"jwt", policy, claims_fingerprint])
+    }
 }
 
 /// What names an answer's policy in the Redis tier, where every answer
@@ -364,6 +380,25 @@ mod tests {
             KeyScope::introspection(&SERVER, b"/e", &client(b"gw", b"s"), false, b"", false),
             KeyScope::exchange(&SERVER, b"/e", &client(b"gw", b"s"))
         );
+    }
+
+    #[test]
+    fn jwt_scopes_meet_no_idp_scope_and_follow_their_parts() {
+        let jwt = KeyScope::jwt(&SERVER, &[1; 32], b"", None);
+        let bare = client(b"", b"");
+        assert_ne!(
+            jwt,
+            KeyScope::introspection(&SERVER, b"", &bare, false, b"", false)
+        );
+        assert_ne!(jwt, KeyScope::exchange(&SERVER, b"", &bare));
+        for other in [
+            KeyScope::jwt(&[8; 32], &[1; 32], b"", None),
+            KeyScope::jwt(&SERVER, &[2; 32], b"", None),
+            KeyScope::jwt(&SERVER, &[1; 32], b"claims", None),
+            KeyScope::jwt(&SERVER, &[1; 32], b"", Some(b"t")),
+        ] {
+            assert_ne!(jwt, other);
+        }
     }
 
     #[test]

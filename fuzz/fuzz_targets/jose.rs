@@ -1,0 +1,89 @@
+//! JWT access tokens checked at the gateway: a JWK Set (IdP bytes) and a
+//! compact JWS (client bytes) taken apart, the token verified against the
+//! set and RFC 9068's checks. Nothing panics; what comes apart holds its
+//! promises; nothing unsigned or header-unsafe passes.
+//!
+//! Input: the key set on the first line, the token after it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ngx_http_auth_oauth2_token_module::oauth::introspection::ClaimPaths;
+use ngx_http_auth_oauth2_token_module::oauth::jose::access_token::{self, AccessTokenPolicy};
+use ngx_http_auth_oauth2_token_module::oauth::jose::alg::{Alg, Algorithms};
+use ngx_http_auth_oauth2_token_module::oauth::jose::jws::{self, JwsError};
+use ngx_http_auth_oauth2_token_module::oauth::jose::{jwk, verify};
+
+#[path = "common.rs"]
+mod common;
+
+fn fits_a_challenge(text: &str) -> bool {
+    text.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (set, token) = common::first_line(data);
+
+    let keys = match jwk::parse_jwks(set) {
+        Ok(keys) => keys,
+        Err(_) => Vec::new(),
+    };
+    assert!(keys.len() <= jwk::MAX_KEYS);
+    for key in &keys {
+        assert_eq!(key.thumbprint.len(), 43);
+        assert!(key.alg.is_none_or(|alg| key.key.fits(alg)));
+        assert!(!key.key.fits(Alg::HS256), "a key set gave an HMAC key");
+    }
+    let _ = jwk::parse_jwk(set);
+
+    match jws::parse(token) {
+        Ok(parsed) => {
+            assert!(token.len() <= jws::MAX_JWS_BYTES);
+            assert_eq!(token.iter().filter(|&&b| b == b'.').count(), 2);
+            let last_dot = token.iter().rposition(|&b| b == b'.').unwrap();
+            assert_eq!(parsed.signing_input, &token[..last_dot]);
+            assert!(!parsed.signature.is_empty());
+            assert!(parsed.header.kid.as_ref().is_none_or(|k| k.len() <= jws::MAX_KID_BYTES));
+        }
+        Err(e) => assert!(fits_a_challenge(e.description())),
+    }
+
+    let policy = AccessTokenPolicy {
+        issuer: "https://idp.example".into(),
+        audiences: vec!["api".into()],
+        algorithms: Algorithms::asymmetric(),
+        leeway_s: 30,
+        typ_relaxed: token.first().is_some_and(|b| b & 1 == 1),
+    };
+    let paths = ClaimPaths {
+        rendered: vec!["sub".into(), "a.b".into()],
+        checked: vec!["aud".into()],
+    };
+    // Two issuers, each with half of the keys: the token's iss picks one.
+    let half = keys.len() / 2;
+    let issuers = [
+        verify::Issuer { policy: policy.clone(), keys: keys[..half].to_vec() },
+        verify::Issuer {
+            policy: AccessTokenPolicy { issuer: "https://other.example".into(), ..policy.clone() },
+            keys: keys[half..].to_vec(),
+        },
+    ];
+    if let Err(refusal) = verify::verify_issuers(token, &issuers, &paths, 1_800_000_000) {
+        assert!(fits_a_challenge(refusal.description()));
+    }
+
+    match verify::verify(token, &keys, &policy, &paths, 1_800_000_000) {
+        // Only a token signed with a key of the set gets here.
+        Ok(claims) => {
+            let parsed = jws::parse(token).unwrap();
+            assert!(verify::verify_signature(&parsed, &keys).is_ok());
+            assert!(access_token::type_accepted(parsed.header.typ.as_deref(), policy.typ_relaxed));
+            assert!(claims.exp.is_some());
+        }
+        Err(refusal) => {
+            assert!(fits_a_challenge(refusal.description()));
+            assert!(!matches!(refusal, access_token::Refusal::Malformed(JwsError::Unsigned))
+                || token.ends_with(b"."));
+        }
+    }
+});

@@ -1,0 +1,167 @@
+//! The series of JWT access tokens checked at the gateway: how many were
+//! verified and, for the others, which check refused them (a counter per
+//! result). They exist only when a location has `auth_oauth2_token_jwt on`,
+//! which makes them ([`Catalogue::jwt`]).
+
+use std::fmt::Write as _;
+
+use super::{Catalogue, Family, Series};
+use crate::oauth::jose::access_token::Refusal;
+
+/// The counter's name.
+pub const CHECKS: &str = "oauth2_token_jwt_checks_total";
+
+/// What became of a token the gateway checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtResult {
+    Verified,
+    /// Not a JWS the module checks (shape, header, `none`, `crit`), or an
+    /// algorithm off the allow-list.
+    Malformed,
+    /// No key of the set for its `kid` and algorithm.
+    NoKey,
+    Signature,
+    /// `typ`, `iss`, `aud`, a claim of the wrong type or unsafe in a header.
+    Claims,
+    /// `exp`, `nbf`, `iat`.
+    Lifetime,
+}
+
+impl JwtResult {
+    pub const ALL: [JwtResult; 6] = [
+        JwtResult::Verified,
+        JwtResult::Malformed,
+        JwtResult::NoKey,
+        JwtResult::Signature,
+        JwtResult::Claims,
+        JwtResult::Lifetime,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtResult::Verified => "verified",
+            JwtResult::Malformed => "malformed",
+            JwtResult::NoKey => "no_key",
+            JwtResult::Signature => "signature",
+            JwtResult::Claims => "claims",
+            JwtResult::Lifetime => "lifetime",
+        }
+    }
+
+    /// The result a refusal counts as.
+    pub fn of(refusal: &Refusal) -> JwtResult {
+        match refusal {
+            Refusal::Malformed(_) | Refusal::AlgorithmNotAllowed | Refusal::BadPayload => {
+                JwtResult::Malformed
+            }
+            Refusal::NoKey => JwtResult::NoKey,
+            Refusal::BadSignature => JwtResult::Signature,
+            Refusal::NoExpiry
+            | Refusal::Expired
+            | Refusal::NotYetValid
+            | Refusal::IssuedInFuture => JwtResult::Lifetime,
+            Refusal::WrongType
+            | Refusal::NoIssuer
+            | Refusal::WrongIssuer
+            | Refusal::BadClaim(_)
+            | Refusal::NoAudience
+            | Refusal::WrongAudience
+            | Refusal::UnsafeClaim(_) => JwtResult::Claims,
+        }
+    }
+}
+
+/// The series' ids: one counter per result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwtIds {
+    base: usize,
+}
+
+impl JwtIds {
+    pub fn result(self, result: JwtResult) -> usize {
+        self.base + result as usize
+    }
+}
+
+impl Catalogue {
+    /// The JWT series, made on first use.
+    pub fn jwt(&mut self) -> JwtIds {
+        if let Some(ids) = self.jwt_ids() {
+            return ids;
+        }
+        let base = self.series.len();
+        for result in JwtResult::ALL {
+            self.series.push(Series {
+                family: Family::Jwt,
+                labels: format!("{{result=\"{}\"}}", result.name()),
+            });
+        }
+        JwtIds { base }
+    }
+
+    fn jwt_ids(&self) -> Option<JwtIds> {
+        let base = self.series.iter().position(|s| s.family == Family::Jwt)?;
+        Some(JwtIds { base })
+    }
+
+    /// The JWT family in the Prometheus text, when the configuration has it.
+    pub(super) fn render_jwt(&self, out: &mut String, value: &dyn Fn(usize) -> u64) {
+        let Some(ids) = self.jwt_ids() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {CHECKS} JWT access tokens checked at the gateway, by result.\n# TYPE {CHECKS} counter"
+        );
+        for result in JwtResult::ALL {
+            let id = ids.result(result);
+            let _ = writeln!(out, "{CHECKS}{} {}", self.series[id].labels, value(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::jose::jws::JwsError;
+
+    #[test]
+    fn the_series_exist_only_when_made_and_render() {
+        let mut c = Catalogue::new();
+        assert!(!c.render(|_| 0, &[]).contains(CHECKS));
+        let ids = c.jwt();
+        assert_eq!(c.jwt(), ids, "made once");
+        let text = c.render(
+            |id| (id == ids.result(JwtResult::Signature)) as u64 * 7,
+            &[],
+        );
+        assert!(
+            text.contains("# TYPE oauth2_token_jwt_checks_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oauth2_token_jwt_checks_total{result=\"signature\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oauth2_token_jwt_checks_total{result=\"verified\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refusals_count_by_the_check_that_failed() {
+        assert_eq!(
+            JwtResult::of(&Refusal::Malformed(JwsError::Unsecured)),
+            JwtResult::Malformed
+        );
+        assert_eq!(
+            JwtResult::of(&Refusal::AlgorithmNotAllowed),
+            JwtResult::Malformed
+        );
+        assert_eq!(JwtResult::of(&Refusal::NoKey), JwtResult::NoKey);
+        assert_eq!(JwtResult::of(&Refusal::BadSignature), JwtResult::Signature);
+        assert_eq!(JwtResult::of(&Refusal::Expired), JwtResult::Lifetime);
+        assert_eq!(JwtResult::of(&Refusal::WrongAudience), JwtResult::Claims);
+    }
+}
