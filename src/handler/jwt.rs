@@ -47,7 +47,7 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     let now = now_ms();
     if let (Some(cache), Some(key), Some(zone)) = (cache, key, zone) {
         let at = At::reading(&cache.policy, now, 0);
-        let found = zone.lookup(&key, at, CachedIntrospection::decode);
+        let (found, _) = zone.lookup(&key, at, CachedIntrospection::decode);
         let (status, result) = match found {
             Lookup::Hit(value) | Lookup::Due(value) => (CacheStatus::Hit, Some(value)),
             Lookup::Expired | Lookup::Stale(..) => (CacheStatus::Expired, None),

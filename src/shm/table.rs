@@ -343,7 +343,7 @@ pub unsafe fn release<S: Slab, D: Steps>(
 /// obtained at or before `cutoff_ms` (an IdP call under way during the
 /// purge, an entry of the shared tier written before it) is not stored
 /// ([`insert`] refuses it) until `keep_until_ms`. A cutoff already there is
-/// raised, never lowered. When the cutoff finds no room, or leaves the
+/// raised, never lowered, and by 1 ms at least: every purge moves it. When the cutoff finds no room, or leaves the
 /// table before `keep_until_ms`, or at it, the table's floor takes its
 /// time (`Table::floor_ms`): later answers obtained before it are refused
 /// for every token, so `keep_until_ms` trades memory for precision, never
@@ -363,6 +363,10 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
     // function's contract); chains hold only live nodes, and a new node
     // is fully written before it is linked.
     unsafe {
+        // Every purge moves the cutoff, by 1 ms at least: whoever saw the
+        // cutoff before can tell that a purge came since (two purges in one
+        // millisecond are two purges).
+        let cutoff_ms = cutoff_ms.max(refused_until(table, tag).saturating_add(1));
         let bucket = bucket_of(table, *tag);
         let mut change = Change::begin(table, slab, steps);
         let mut removed = 0;
@@ -1533,9 +1537,9 @@ pub(crate) mod tests {
         assert_eq!(get(&mut z, &tagged(TAG, 0)), Lookup::Hit(b"after".to_vec()));
         // Other tokens are not concerned.
         assert!(put(&mut z, &tagged(neighbour, 1), b"n", NOW));
-        // A cutoff is raised, never lowered.
+        // A cutoff is raised, never lowered, and every purge moves it.
         assert_eq!(z.purge_at(&mut Live, TAG, NOW + 50, NOW + 10), Ok(1));
-        assert_eq!(z.cutoff(TAG), Some(NOW + 100));
+        assert_eq!(z.cutoff(TAG), Some(NOW + 101));
         assert_eq!(z.purge_at(&mut Live, TAG, NOW + 150, NOW + TTL), Ok(0));
         assert_eq!(z.cutoff(TAG), Some(NOW + 150));
         assert!(!put(&mut z, &tagged(TAG, 3), b"late", NOW + 150));

@@ -155,7 +155,9 @@ fn log_repair(zone: *mut ngx_shm_zone_t, log: *mut ngx_log_t) {
     );
 }
 
-/// Finds `key` (see `table::lookup`); a zone that cannot be used is a miss.
+/// Finds `key` (see `table::lookup`) and, unless it is served (a hit),
+/// the token's cutoff under the same lock (see `table::cutoff`); a zone
+/// that cannot be used is a miss whose cutoff is `Some(i64::MAX)`.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
@@ -164,16 +166,22 @@ pub unsafe fn lookup<T>(
     key: &CacheKey,
     at: At,
     read: impl FnOnce(&[u8]) -> Option<T>,
-) -> Lookup<T> {
+) -> (Lookup<T>, Option<i64>) {
     // SAFETY: `zone` was initialised by `init_zone` (this function's
     // contract), as `Locked::new` needs; the table is used while `locked`
     // holds the zone's mutex.
     unsafe {
         let Some(mut locked) = Locked::new(zone) else {
-            return Lookup::Miss;
+            return (Lookup::Miss, Some(i64::MAX));
         };
         let table = locked.table;
-        table::lookup(table, &mut locked.pool, &mut Live, key, at, read).unwrap_or(Lookup::Miss)
+        let found = table::lookup(table, &mut locked.pool, &mut Live, key, at, read)
+            .unwrap_or(Lookup::Miss);
+        let cutoff = match found {
+            Lookup::Hit(_) | Lookup::Due(_) => None,
+            _ => table::cutoff(table, &key.tag()),
+        };
+        (found, cutoff)
     }
 }
 
@@ -422,7 +430,12 @@ impl ShmZone {
 // (`ShmZone::new`'s contract), alive for the whole cycle; each function
 // takes the zone's lock for itself.
 impl CacheZone for ShmZone {
-    fn lookup<T>(self, key: &CacheKey, at: At, read: impl FnOnce(&[u8]) -> Option<T>) -> Lookup<T> {
+    fn lookup<T>(
+        self,
+        key: &CacheKey,
+        at: At,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> (Lookup<T>, Option<i64>) {
         // SAFETY: see the impl.
         unsafe { lookup(self.0, key, at, read) }
     }

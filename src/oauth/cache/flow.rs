@@ -76,7 +76,14 @@ pub fn may_serve_stale<V, F: KindFailure>(answer: &Result<V, F>) -> bool {
 /// Every operation holds the zone's lock for itself; a zone that cannot be
 /// used misses, stores nothing and marks nothing.
 pub trait CacheZone: Copy {
-    fn lookup<T>(self, key: &CacheKey, at: At, read: impl FnOnce(&[u8]) -> Option<T>) -> Lookup<T>;
+    /// The entry of `key` for the reader `at`; unless it is served (a hit),
+    /// also the token's cutoff, read under the same lock (see `cutoff`).
+    fn lookup<T>(
+        self,
+        key: &CacheKey,
+        at: At,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> (Lookup<T>, Option<i64>);
     fn claim(self, key: &CacheKey, at: At, until_ms: i64) -> Claim;
     fn release(self, key: &CacheKey);
     /// Whether the entry was stored (not when obtained at or before the
@@ -227,8 +234,7 @@ pub fn step<E: Env>(env: &mut E) -> Step {
 /// worker, or asks the Redis tier or the IdP.
 fn look<E: Env>(env: &mut E) -> Step {
     // Looking again while another worker asks is not another look-up.
-    let now = env.now_ms();
-    let relook = env.slot().start_looking(now);
+    let relook = env.slot().start_looking();
     if !env.prepare() {
         return Step::Error;
     }
@@ -274,7 +280,9 @@ fn looked<E: Env>(
 ) -> (CacheStatus, Option<CacheKey>) {
     let now = env.now_ms();
     let at = At::reading(&policy, now, CLAIM_MS);
-    match zone.lookup(&key, at, <E::Kind as Kind>::decode) {
+    let (found, cutoff) = zone.lookup(&key, at, <E::Kind as Kind>::decode);
+    env.slot().missed_at_cutoff(cutoff);
+    match found {
         Lookup::Hit(value) => {
             env.slot().answered(Ok(value));
             (CacheStatus::Hit, None)
@@ -380,17 +388,16 @@ fn purged_since<Z: CacheZone>(zone: Option<Z>, tag: &[u8; 8], found: &TierEntry)
 }
 
 /// Whether the token was purged since the look-up that what the slot
-/// holds comes from (an IdP's answer, a stale answer): a hit holds
-/// neither, and costs no second look at the zone.
+/// holds comes from (an IdP's answer, a stale answer): its cutoff moved
+/// since. A hit holds neither, and costs no second look at the zone.
 fn purged_since_look<E: Env>(env: &mut E) -> bool {
-    let Some(looked_at) = env.slot().looked_at_ms() else {
+    let Some(seen) = env.slot().cutoff_at_look() else {
         return false;
     };
     let Some((zone, _)) = env.cache() else {
         return false;
     };
-    zone.cutoff(&env.token_tag())
-        .is_some_and(|cutoff| cutoff >= looked_at)
+    zone.cutoff(&env.token_tag()) > seen
 }
 
 /// Asks the IdP, unless its circuit breaker is open.

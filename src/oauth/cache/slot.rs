@@ -24,9 +24,9 @@ pub struct Slot<A, Z> {
     tier_names: Option<TierNames>,
     /// When this request asked the IdP (and so stores the answer).
     asked_at_ms: Option<i64>,
-    /// When the last look-up began: a purge since voids what the request
-    /// got from then on.
-    looked_at_ms: i64,
+    /// The token's purge cutoff in the zone when the last look-up missed:
+    /// a later one (a purge since) voids what the request got from then on.
+    cutoff_at_look: Option<i64>,
     /// The key this request marked for the other workers, until its answer
     /// is settled or the request goes away: either takes the mark off.
     mark: Option<HeldMark<Z>>,
@@ -45,7 +45,7 @@ impl<A, Z> Default for Slot<A, Z> {
             tier: TierRead::NotAsked,
             tier_names: None,
             asked_at_ms: None,
-            looked_at_ms: i64::MIN,
+            cutoff_at_look: None,
             mark: None,
             replaces_old: false,
         }
@@ -98,12 +98,12 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         &self.tier
     }
 
-    /// A look-up begins at `now_ms` (or begins again after another
-    /// worker's call): `true` when it is such a look again, which is not
-    /// counted twice. A stale answer is kept only if this look-up finds it.
-    pub fn start_looking(&mut self, now_ms: i64) -> bool {
+    /// A look-up begins (or begins again after another worker's call):
+    /// `true` when it is such a look again, which is not counted twice. A
+    /// stale answer is kept only if this look-up finds it.
+    pub fn start_looking(&mut self) -> bool {
         self.asked_at_ms = None;
-        self.looked_at_ms = now_ms;
+        self.cutoff_at_look = None;
         self.stale = None;
         let again = self.flow == Flow::WaitingForWorker;
         if !again {
@@ -114,11 +114,16 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         again
     }
 
-    /// When the look-up began that what the slot holds comes from, if it
-    /// holds what a purge since would void: an IdP's answer, or a stale one.
-    pub fn looked_at_ms(&self) -> Option<i64> {
+    /// The look-up missed while the token's cutoff was `cutoff`.
+    pub fn missed_at_cutoff(&mut self, cutoff: Option<i64>) {
+        self.cutoff_at_look = cutoff;
+    }
+
+    /// The cutoff the look-up saw, if the slot holds what a purge since
+    /// would void: an IdP's answer, or a stale one.
+    pub fn cutoff_at_look(&self) -> Option<Option<i64>> {
         let from_look = self.asked_at_ms.is_some() || self.stale.is_some();
-        from_look.then_some(self.looked_at_ms)
+        from_look.then_some(self.cutoff_at_look)
     }
 
     /// Whether the answer is the IdP's, to a call this request made.

@@ -154,6 +154,9 @@ struct Model {
     cutoffs: Vec<Option<i64>>,
     /// When the table was last made in place of a damaged one.
     floor: i64,
+    /// The most a purge may have moved a cutoff to (1 ms past the most the
+    /// table refused before it).
+    moved: i64,
     next_id: u64,
 }
 
@@ -180,6 +183,7 @@ impl Model {
             answers: HashMap::new(),
             cutoffs: vec![None; TAGS],
             floor: i64::MIN,
+            moved: i64::MIN,
             next_id: 0,
         };
         (model, zone)
@@ -349,6 +353,11 @@ impl Model {
             } => {
                 let t = tag as usize % TAGS;
                 let cutoff = now - back_ms;
+                // Every purge moves the cutoff by 1 ms at least, from what
+                // the table refuses now (the model knows it exactly in a
+                // roomy zone; elsewhere, at most up to the floor's bound).
+                let least = self.refused_until(t);
+                let most = self.any_cutoff().max(self.floor).max(self.moved);
                 let removed = z.purge_at(steps, self.tags[t], cutoff, now + keep_ms)?;
                 let (mut live, mut all) = (0, 0);
                 for k in t * self.per_tag..(t + 1) * self.per_tag {
@@ -365,13 +374,14 @@ impl Model {
                         "purge removed {removed} of {live} live entries"
                     );
                 }
-                self.cutoffs[t] = Some(self.cutoffs[t].map_or(cutoff, |c| c.max(cutoff)));
+                self.cutoffs[t] = Some(cutoff.max(least.saturating_add(1)));
+                self.moved = self.moved.max(cutoff.max(most.saturating_add(1)));
             }
             Op::Cutoff { tag } => {
                 let t = tag as usize % TAGS;
                 let got = z.cutoff(self.tags[t]);
                 let least = self.refused_until(t);
-                let most = self.any_cutoff().max(self.floor);
+                let most = self.any_cutoff().max(self.floor).max(self.moved);
                 match got {
                     None => assert_eq!(least, i64::MIN, "a cutoff was lost"),
                     Some(c) => assert!(
@@ -455,6 +465,9 @@ impl Model {
             "a repaired table is empty"
         );
         self.slots.fill(Slot::Empty);
+        // The floor covers every cutoff up to now; a cutoff a purge moved
+        // past now (by its 1 ms) goes with the table.
+        self.cutoffs.fill(None);
         self.floor = self.now;
     }
 }

@@ -80,9 +80,23 @@ thread_local! {
 struct TheZone;
 
 impl crate::oauth::cache::flow::CacheZone for TheZone {
-    fn lookup<T>(self, key: &CacheKey, at: At, read: impl FnOnce(&[u8]) -> Option<T>) -> Lookup<T> {
-        ZONE.with_borrow_mut(|z| z.as_mut().unwrap().lookup_with(key, at, read))
+    fn lookup<T>(
+        self,
+        key: &CacheKey,
+        at: At,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> (Lookup<T>, Option<i64>) {
+        ZONE.with_borrow_mut(|z| {
+            let zone = z.as_mut().unwrap();
+            let found = zone.lookup_with(key, at, read);
+            let cutoff = match found {
+                Lookup::Hit(_) | Lookup::Due(_) => None,
+                _ => zone.cutoff(key.tag()),
+            };
+            (found, cutoff)
+        })
     }
+
     fn claim(self, key: &CacheKey, at: At, until_ms: i64) -> Claim {
         ZONE.with_borrow_mut(|z| z.as_mut().unwrap().claim_at(&mut Live, key, at, until_ms))
             .unwrap()

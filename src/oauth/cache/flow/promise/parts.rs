@@ -127,9 +127,22 @@ thread_local! {
 pub(super) struct Gw(pub(super) usize);
 
 impl CacheZone for Gw {
-    fn lookup<T>(self, key: &CacheKey, at: At, read: impl FnOnce(&[u8]) -> Option<T>) -> Lookup<T> {
-        ZONES.with_borrow_mut(|z| z[self.0].lookup_with(key, at, read))
+    fn lookup<T>(
+        self,
+        key: &CacheKey,
+        at: At,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> (Lookup<T>, Option<i64>) {
+        ZONES.with_borrow_mut(|z| {
+            let found = z[self.0].lookup_with(key, at, read);
+            let cutoff = match found {
+                Lookup::Hit(_) | Lookup::Due(_) => None,
+                _ => z[self.0].cutoff(key.tag()),
+            };
+            (found, cutoff)
+        })
     }
+
     fn claim(self, key: &CacheKey, at: At, until_ms: i64) -> Claim {
         ZONES.with_borrow_mut(|z| {
             z[self.0]
