@@ -15,6 +15,7 @@ pub use crate::oauth::cache::flow::Step;
 use crate::oauth::cache::flow::{self, Env, Refreshing};
 use crate::oauth::cache::key::token_tag;
 use crate::oauth::cache::{CacheKey, CachePolicy};
+use crate::redis::call::{self, Failure};
 use crate::resilience::breaker::Admit;
 use crate::shm::zone::ShmZone;
 
@@ -202,6 +203,10 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
             return false;
         };
         redis_tier::ask::<Q>(self.req, &tier).is_ok()
+    }
+
+    fn tier_entry_refused(&mut self) {
+        call::note_failure(self.req.log(), &Failure::Undecryptable);
     }
 
     fn write_tier(&mut self, entry: &TierEntry, now_ms: i64) {

@@ -84,15 +84,7 @@ fn read_done<Q: Question>(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>
         (Some(redis), Some(cache), Some(names), Ok(replies)) => {
             let now = now_ms();
             let note = |failure| call::note_failure(log, &failure);
-            tier_read::first_fresh(
-                &redis.keys,
-                &cache.policy,
-                names,
-                replies,
-                Q::sound,
-                now,
-                note,
-            )
+            tier_read::first_fresh(&redis.keys, &cache.policy, names, replies, now, note)
         }
         // A failure was logged by the call.
         _ => TierRead::Missed,

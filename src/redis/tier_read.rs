@@ -8,24 +8,22 @@ use crate::redis::failure::Failure;
 use crate::redis::fleet::{self, FleetKeys};
 use crate::redis::resp::Reply;
 
-/// The first entry among the replies that opens, is `sound` (passes the
-/// checks a fresh answer gets) and is fresh for this reader's `policy`
-/// (its `max_ttl` counted from when the IdP gave the answer). What does not
-/// open or is not sound goes to `note` as undecryptable and is passed
-/// over; an error reply goes to `note` and makes the read a miss.
+/// The first entry among the replies that opens and is fresh for this
+/// reader's `policy` (its `max_ttl` counted from when the IdP gave the
+/// answer); the flow then reads it with the checks a fresh answer gets.
+/// What does not open goes to `note` as undecryptable and is passed over;
+/// an error reply goes to `note` and makes the read a miss.
 pub fn first_fresh(
     keys: &FleetKeys,
     policy: &CachePolicy,
     names: &TierNames,
     replies: Vec<Reply>,
-    sound: fn(&[u8]) -> bool,
     now_ms: i64,
     mut note: impl FnMut(Failure),
 ) -> TierRead {
     for ((key, (slot, field)), reply) in keys.iter().zip(&names.places).zip(replies) {
         match reply {
             Reply::Bulk(Some(sealed)) => match fleet::open_entry(key, slot, field, &sealed) {
-                Some(found) if !sound(&found.entry) => note(Failure::Undecryptable),
                 Some(found)
                     if policy.serves_fresh(found.obtained_ms, found.fresh_until_ms, now_ms) =>
                 {

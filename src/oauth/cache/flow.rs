@@ -58,10 +58,10 @@ pub trait Kind {
     /// A cached entry as a value; `None` if it cannot be read.
     fn decode(entry: &[u8]) -> Option<Self::Value>;
 
-    /// Whether an entry this gateway did not write (the Redis tier's)
-    /// passes the checks a fresh answer gets before it reaches headers;
-    /// one that does not is a miss.
-    fn sound(entry: &[u8]) -> bool;
+    /// An entry this gateway did not write (the Redis tier's) as a value,
+    /// if it passes the checks a fresh answer gets before it reaches
+    /// headers; one that does not is a miss.
+    fn decode_foreign(entry: &[u8]) -> Option<Self::Value>;
 }
 
 /// What a question's slot holds once answered.
@@ -156,6 +156,9 @@ pub trait Env {
     fn tier_names(&mut self) -> Option<crate::oauth::cache::slot::TierNames>;
     /// Starts reading the slot's tier names; `false`: it could not start.
     fn read_tier(&mut self) -> bool;
+    /// An entry of the Redis tier that opened did not pass the checks of a
+    /// fresh answer (logged and counted as undecryptable).
+    fn tier_entry_refused(&mut self);
     /// Writes `entry` at the slot's tier names, in the background.
     fn write_tier(&mut self, entry: &TierEntry, now_ms: i64);
     /// Removes what the slot's tier names hold, in the background.
@@ -363,7 +366,13 @@ fn tier_answered<E: Env>(env: &mut E) -> Step {
     let value = match env.slot().tier_read() {
         TierRead::Asking => return Step::Again,
         TierRead::Found(found) if purged_since(zone, &tag, found) => None,
-        TierRead::Found(found) => <E::Kind as Kind>::decode(&found.entry),
+        TierRead::Found(found) => match <E::Kind as Kind>::decode_foreign(&found.entry) {
+            Some(value) => Some(value),
+            None => {
+                env.tier_entry_refused();
+                None
+            }
+        },
         TierRead::NotAsked | TierRead::Missed => None,
     };
     if let Some(value) = value {

@@ -36,8 +36,8 @@ impl Kind for Introspection {
         CachedIntrospection::decode(entry)
     }
 
-    fn sound(entry: &[u8]) -> bool {
-        CachedIntrospection::decode_checked(entry).is_some()
+    fn decode_foreign(entry: &[u8]) -> Option<IntrospectionResult> {
+        CachedIntrospection::decode_checked(entry)
     }
 }
 
@@ -63,7 +63,7 @@ impl Kind for Exchange {
         CachedExchange::decode(entry)
     }
 
-    fn sound(entry: &[u8]) -> bool {
-        CachedExchange::decode_checked(entry).is_some()
+    fn decode_foreign(entry: &[u8]) -> Option<IssuedToken> {
+        CachedExchange::decode_checked(entry)
     }
 }

@@ -66,8 +66,8 @@ impl Kind for KeySet {
     fn decode(entry: &[u8]) -> Option<Vec<u8>> {
         Some(entry.to_vec())
     }
-    fn sound(_entry: &[u8]) -> bool {
-        true
+    fn decode_foreign(entry: &[u8]) -> Option<Vec<u8>> {
+        Some(entry.to_vec())
     }
 }
 
@@ -189,6 +189,7 @@ impl Env for Fetch {
     fn read_tier(&mut self) -> bool {
         false
     }
+    fn tier_entry_refused(&mut self) {}
     fn write_tier(&mut self, _entry: &TierEntry, _now_ms: i64) {}
     fn forget_in_tier(&mut self) {}
     fn admit(&mut self) -> Result<(), u64> {

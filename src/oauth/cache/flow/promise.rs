@@ -66,14 +66,18 @@ fn ops() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run_sequence(ops: Vec<Op>) -> Result<[usize; 3], TestCaseError> {
+fn fresh_world() -> World {
     ZONES.with_borrow_mut(|zones| {
         zones.clear();
         for gw in 0..GATEWAYS {
             zones.push(Zone::with_key(1 << 20, [gw as u8 + 1; 16]));
         }
     });
-    let mut world = World::new();
+    World::new()
+}
+
+fn run_sequence(ops: Vec<Op>) -> Result<[usize; 3], TestCaseError> {
+    let mut world = fresh_world();
     for op in ops {
         world.apply(op)?;
     }
@@ -154,5 +158,44 @@ fn a_stale_answer_stands_in_for_a_failing_idp_and_a_purge_voids_it() {
         run_sequence(ops).unwrap(),
         [1, 0, 0],
         "the purge voids the stale answer"
+    );
+}
+
+#[test]
+fn an_entry_from_redis_that_fails_the_checks_of_a_fresh_answer_is_a_miss() {
+    use crate::oauth::cache::slot::TierEntry;
+    use crate::oauth::cache::CachedIntrospection;
+    use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+    let mut world = fresh_world();
+    // Sealed with the fleet's key (a gateway of another version, or whoever
+    // holds the secret), a claim that would split a header.
+    let claims = TokenClaims {
+        sub: Some("a0\r\nX-Injected: yes".to_string()),
+        ..TokenClaims::default()
+    };
+    let now = world.now();
+    let planted = TierEntry {
+        obtained_ms: now,
+        fresh_until_ms: now + 60_000,
+        stale_until_ms: now + 60_000,
+        entry: CachedIntrospection::encode(&IntrospectionResult::Active(claims)),
+    };
+    world.write_sealed(0, &planted, now);
+    for op in [
+        Op::Request {
+            gw: 0,
+            loc: 0,
+            token: 0,
+        },
+        Op::Deliver { n: 0 },
+        Op::Deliver { n: 0 },
+    ] {
+        world.apply(op).unwrap();
+    }
+    assert_eq!(world.refused_from_tier, 1, "refused, and counted");
+    assert_eq!(
+        world.passes,
+        [1, 0, 0],
+        "the IdP's own answer passed, not Redis'"
     );
 }

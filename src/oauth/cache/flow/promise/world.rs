@@ -11,7 +11,7 @@ use crate::oauth::cache::flow::promise::parts::{
     LOCATIONS, PREFIX, START, TOKENS,
 };
 use crate::oauth::cache::flow::{
-    refreshed, step, Answer, CacheZone, Env, Kind, Refreshing, Step, PURGE_CUTOFF_KEEP_MS,
+    refreshed, step, Answer, CacheZone, Env, Refreshing, Step, PURGE_CUTOFF_KEEP_MS,
 };
 use crate::oauth::cache::key::token_tag;
 use crate::oauth::cache::kinds::Introspection;
@@ -70,6 +70,9 @@ pub(super) struct World {
     waiting: Vec<Request>,
     refreshes: Vec<(Refreshing<Gw>, Option<usize>)>,
     pub(super) passes: [usize; 3],
+    /// Entries of the Redis tier that opened but failed the checks of a
+    /// fresh answer.
+    pub(super) refused_from_tier: usize,
 }
 
 impl World {
@@ -103,7 +106,32 @@ impl World {
             waiting: Vec::new(),
             refreshes: Vec::new(),
             passes: [0; 3],
+            refused_from_tier: 0,
         }
+    }
+
+    /// Seals `entry` at `token`'s names and writes it as the module does.
+    pub(super) fn write_sealed(&mut self, token: usize, entry: &TierEntry, now_ms: i64) {
+        let names = self.names(token);
+        let (slot, field) = &names.places[0];
+        let sealed = fleet::seal_entry(
+            &self.keys.current,
+            slot,
+            field,
+            entry.obtained_ms,
+            entry.fresh_until_ms,
+            entry.stale_until_ms,
+            &entry.entry,
+        );
+        let ttl_ms = entry.fresh_until_ms - now_ms;
+        if ttl_ms > 0 {
+            let (commands, count) = write::commands(Expiry::Extends, slot, field, &sealed, ttl_ms);
+            self.redis.run(&commands, count, now_ms);
+        }
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.now
     }
 
     fn names(&self, token: usize) -> TierNames {
@@ -291,13 +319,11 @@ impl World {
                             .map(|(slot, field)| self.redis.hget(slot, field, self.now))
                             .collect();
                         let policy = LOCATIONS[request.loc];
-                        let sound = <Introspection as Kind>::sound;
                         let read = tier_read::first_fresh(
                             &self.keys,
                             &policy,
                             &names,
                             replies,
-                            sound,
                             self.now,
                             |_| {},
                         );
@@ -465,23 +491,11 @@ impl Env for Around<'_> {
         self.request.wait = Some(Wait::Tier);
         true
     }
+    fn tier_entry_refused(&mut self) {
+        self.world.refused_from_tier += 1;
+    }
     fn write_tier(&mut self, entry: &TierEntry, now_ms: i64) {
-        let names = self.world.names(self.request.token);
-        let (slot, field) = &names.places[0];
-        let sealed = fleet::seal_entry(
-            &self.world.keys.current,
-            slot,
-            field,
-            entry.obtained_ms,
-            entry.fresh_until_ms,
-            entry.stale_until_ms,
-            &entry.entry,
-        );
-        let ttl_ms = entry.fresh_until_ms - now_ms;
-        if ttl_ms > 0 {
-            let (commands, count) = write::commands(Expiry::Extends, slot, field, &sealed, ttl_ms);
-            self.world.redis.run(&commands, count, now_ms);
-        }
+        self.world.write_sealed(self.request.token, entry, now_ms);
     }
     fn forget_in_tier(&mut self) {
         let names = self.world.names(self.request.token);
