@@ -146,7 +146,10 @@ impl<A: Clone, Z: Copy> Slot<A, Z> {
         self.asked_at_ms = None;
         self.tier = TierRead::NotAsked;
         self.tier_names = None;
-        self.flow = Flow::Look;
+        // A look again, as after another worker's call: not counted twice,
+        // and an old entry the first look found is still replaced by what
+        // the IdP says now.
+        self.flow = Flow::WaitingForWorker;
         self.mark.take()
     }
 

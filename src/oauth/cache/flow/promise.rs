@@ -199,3 +199,82 @@ fn an_entry_from_redis_that_fails_the_checks_of_a_fresh_answer_is_a_miss() {
         "the IdP's own answer passed, not Redis'"
     );
 }
+
+/// Found by the model: a request whose look found an old entry, then
+/// started again after a purge, got "inactive" from the IdP; it must still
+/// replace the old knowledge (purge what was obtained before), or another
+/// request's call, asked before the token expired, passes after.
+#[test]
+fn an_inactive_answer_after_a_fresh_start_still_voids_older_answers() {
+    use Op::*;
+    let ops = vec![
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 0,
+        },
+        Deliver { n: 0 },
+        Deliver { n: 0 },
+        Advance { ms: 2000 },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 2,
+        },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 1,
+        },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 1,
+        },
+        Deliver { n: 1 },
+        Request {
+            gw: 0,
+            loc: 1,
+            token: 0,
+        },
+        Abandon { n: 4, died: false },
+        Deliver { n: 7 },
+        Purge { token: 0 },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 0,
+        },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 2,
+        },
+        Advance { ms: 263147 },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 0,
+        },
+        Request {
+            gw: 0,
+            loc: 0,
+            token: 2,
+        },
+        Deliver { n: 2 },
+        Deliver { n: 7 },
+        Request {
+            gw: 0,
+            loc: 1,
+            token: 0,
+        },
+        Advance { ms: 334853 },
+        Deliver { n: 0 },
+        Abandon { n: 0, died: false },
+        Deliver { n: 3 },
+        Deliver { n: 5 },
+        Deliver { n: 5 },
+        Deliver { n: 2 },
+    ];
+    run_sequence(ops).unwrap();
+}
