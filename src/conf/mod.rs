@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod jwt;
 pub mod redis_args;
 pub mod require_args;
+pub mod resource_metadata;
 pub mod scopes;
 
 use crate::metrics::{Catalogue, Counters};
@@ -237,6 +238,19 @@ impl RedisLocation {
 #[derive(Debug, Clone, Copy)]
 pub struct Template(pub *mut core::ffi::c_void);
 
+/// What a location that serves RFC 9728 metadata keeps
+/// (`auth_oauth2_token_resource_metadata`).
+#[derive(Debug, Clone)]
+pub struct ResourceMetadataConf {
+    pub resource: Template,
+    pub authorization_servers: Vec<Template>,
+    pub scopes_supported: Vec<String>,
+    pub bearer_methods_supported: Vec<crate::oauth::resource_metadata::BearerMethod>,
+    pub resource_name: Option<Template>,
+    pub resource_documentation: Option<Template>,
+    pub max_age: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
@@ -292,6 +306,9 @@ pub struct LocationConf {
     pub metrics_page: bool,
     /// `auth_oauth2_token_purge`: the location answers purge requests.
     pub purge_page: bool,
+    /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
+    /// Protected Resource Metadata (this location only).
+    pub resource_metadata: Option<ResourceMetadataConf>,
     /// `auth_oauth2_token_redis_pass` and its timeouts (this location only).
     pub redis: RedisLocation,
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared

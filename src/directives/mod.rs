@@ -45,7 +45,7 @@ use jwt::{
     set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway,
     set_jwt_secret_file, set_jwt_typ,
 };
-use pages::{set_metrics, set_purge};
+use pages::{set_metrics, set_purge, set_resource_metadata};
 use policy::{
     set_claim_set, set_pass_options, set_phase, set_realm, set_require, set_require_audience,
     set_require_claim, set_require_scope, set_source, set_status, set_www_authenticate,
@@ -95,7 +95,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 57] = [
+pub static mut COMMANDS: [ngx_command_t; 58] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -332,6 +332,11 @@ pub static mut COMMANDS: [ngx_command_t; 57] = [
         ngx_string!("auth_oauth2_token_metrics"),
         NGX_CONF_NOARGS,
         set_metrics,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_resource_metadata"),
+        NGX_CONF_1MORE,
+        set_resource_metadata,
     ),
     http_only(
         ngx_string!("auth_oauth2_token_claim_set"),

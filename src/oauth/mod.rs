@@ -18,6 +18,7 @@ pub mod introspection;
 pub mod jose;
 pub mod jwt;
 pub mod purge;
+pub mod resource_metadata;
 pub mod scope;
 pub mod trace_context;
 pub mod verdict;
