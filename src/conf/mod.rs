@@ -309,6 +309,9 @@ pub struct LocationConf {
     /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
     /// Protected Resource Metadata (this location only).
     pub resource_metadata: Option<ResourceMetadataConf>,
+    /// `auth_oauth2_token_resource_metadata_url`: the URL of this resource's
+    /// RFC 9728 metadata, named in every challenge; `off` is `Some(None)`.
+    pub resource_metadata_url: Option<Option<Template>>,
     /// `auth_oauth2_token_redis_pass` and its timeouts (this location only).
     pub redis: RedisLocation,
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared
@@ -364,6 +367,11 @@ impl LocationConf {
         self.announced_scopes.as_deref()
     }
 
+    /// The URL of the resource's metadata the challenges name, if any.
+    pub fn resource_metadata_url(&self) -> Option<Template> {
+        self.resource_metadata_url.flatten()
+    }
+
     pub fn realm(&self) -> &str {
         self.realm.as_deref().unwrap_or(DEFAULT_REALM)
     }
@@ -390,6 +398,7 @@ impl LocationConf {
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
         inherit(&mut self.www_authenticate, &prev.www_authenticate);
+        inherit(&mut self.resource_metadata_url, &prev.resource_metadata_url);
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
         inherit(&mut self.cache_vary, &prev.cache_vary);

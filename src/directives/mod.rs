@@ -48,7 +48,8 @@ use jwt::{
 use pages::{set_metrics, set_purge, set_resource_metadata};
 use policy::{
     set_claim_set, set_pass_options, set_phase, set_realm, set_require, set_require_audience,
-    set_require_claim, set_require_scope, set_source, set_status, set_www_authenticate,
+    set_require_claim, set_require_scope, set_resource_metadata_url, set_source, set_status,
+    set_www_authenticate,
 };
 use redis::{
     set_redis, set_redis_buffer_size, set_redis_connect_timeout, set_redis_next_upstream,
@@ -95,7 +96,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 58] = [
+pub static mut COMMANDS: [ngx_command_t; 59] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -120,6 +121,11 @@ pub static mut COMMANDS: [ngx_command_t; 58] = [
         ngx_string!("auth_oauth2_token_client_secret_file"),
         NGX_CONF_TAKE1,
         set_client_secret_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_resource_metadata_url"),
+        NGX_CONF_TAKE1,
+        set_resource_metadata_url,
     ),
     directive(
         ngx_string!("auth_oauth2_token_realm"),

@@ -75,6 +75,22 @@ handler!(set_www_authenticate, |c| {
     set_once(&mut c.conf.www_authenticate, challenge)
 });
 
+// `auth_oauth2_token_resource_metadata_url URL | off`: the URL of the
+// resource's RFC 9728 metadata, in every challenge (RFC 9728 §5.1).
+handler!(set_resource_metadata_url, |c| {
+    let url = match c.arg {
+        b"off" => None,
+        arg => {
+            if !arg.contains(&b'$') {
+                crate::oauth::resource_metadata::check_url(arg)
+                    .map_err(|why| format!("\"{}\" {why}", String::from_utf8_lossy(arg)))?;
+            }
+            Some(c.template(arg)?)
+        }
+    };
+    set_once(&mut c.conf.resource_metadata_url, url)
+});
+
 handler!(set_require, |c| {
     let parsed = require_args::parse(&args_of(c))?;
     let mut variables = Vec::with_capacity(parsed.variables.len());
