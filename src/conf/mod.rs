@@ -9,6 +9,7 @@ pub mod redis_args;
 pub mod require_args;
 pub mod resource_metadata;
 pub mod scopes;
+pub mod template;
 
 use crate::metrics::{Catalogue, Counters};
 use crate::oauth::cache::key::KeyScope;
@@ -22,6 +23,8 @@ use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
 use crate::resilience::breaker::BreakerConf;
 pub use endpoint::{CacheConf, Endpoint};
+pub use resource_metadata::ResourceMetadataConf;
+pub use template::Template;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
@@ -233,24 +236,6 @@ impl RedisLocation {
     }
 }
 
-/// A directive value that may contain nginx variables: the compiled
-/// `ngx_http_complex_value_t`, opaque to the plain-Rust side.
-#[derive(Debug, Clone, Copy)]
-pub struct Template(pub *mut core::ffi::c_void);
-
-/// What a location that serves RFC 9728 metadata keeps
-/// (`auth_oauth2_token_resource_metadata`).
-#[derive(Debug, Clone)]
-pub struct ResourceMetadataConf {
-    pub resource: Template,
-    pub authorization_servers: Vec<Template>,
-    pub scopes_supported: Vec<String>,
-    pub bearer_methods_supported: Vec<crate::oauth::resource_metadata::BearerMethod>,
-    pub resource_name: Option<Template>,
-    pub resource_documentation: Option<Template>,
-    pub max_age: u32,
-}
-
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
@@ -268,6 +253,10 @@ pub struct LocationConf {
     pub requested_token_type: Option<Vec<u8>>,
     pub require_scope: Option<Vec<String>>,
     pub require_audience: Option<AudienceRule>,
+    /// `auth_oauth2_token_require_acr` (RFC 9470 step-up).
+    pub require_acr: Option<crate::oauth::step_up::AcrRule>,
+    /// `auth_oauth2_token_max_auth_age` (RFC 9470 step-up).
+    pub max_auth_age: Option<crate::oauth::step_up::AgeRule>,
     /// The required scopes as the challenge's `scope` attribute, derived at merge time.
     pub required_scope_text: String,
     pub client_auth: Option<ClientAuth>,
@@ -394,6 +383,8 @@ impl LocationConf {
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.require_scope, &prev.require_scope);
         inherit(&mut self.require_audience, &prev.require_audience);
+        inherit(&mut self.require_acr, &prev.require_acr);
+        inherit(&mut self.max_auth_age, &prev.max_auth_age);
         inherit(&mut self.client_auth, &prev.client_auth);
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
@@ -435,6 +426,9 @@ impl LocationConf {
             }
             if self.require_audience.is_some() {
                 return Err("\"auth_oauth2_token_require_audience\" needs \"auth_oauth2_token_introspect on\": the audience comes from introspection".into());
+            }
+            if self.require_acr.is_some() || self.max_auth_age.is_some() {
+                return Err("\"auth_oauth2_token_require_acr\" and \"auth_oauth2_token_max_auth_age\" need \"auth_oauth2_token_introspect on\" or \"auth_oauth2_token_jwt on\": acr and auth_time come from the token's claims".into());
             }
             if !self.require_claim.is_empty() {
                 return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());

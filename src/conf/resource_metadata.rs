@@ -1,9 +1,11 @@
 //! `auth_oauth2_token_resource_metadata` (RFC 9728 Protected Resource
-//! Metadata served from the configuration): its parameters, checked here.
-//! What the location keeps is `ResourceMetadataConf` (`conf/mod.rs`).
+//! Metadata served from the configuration): its parameters, checked here,
+//! and what the location keeps of them.
 
 use crate::oauth::resource_metadata::{check_url, BearerMethod};
 use crate::oauth::scope;
+
+use super::template::Template;
 
 /// The parameters as written; values that may hold variables are raw, for
 /// the glue to compile.
@@ -16,6 +18,19 @@ pub struct MetadataArgs<'a> {
     pub resource_name: Option<&'a [u8]>,
     pub resource_documentation: Option<&'a [u8]>,
     /// `Cache-Control: max-age` of the answer, in seconds.
+    pub max_age: u32,
+}
+
+/// What a location that serves RFC 9728 metadata keeps
+/// (`auth_oauth2_token_resource_metadata`).
+#[derive(Debug, Clone)]
+pub struct ResourceMetadataConf {
+    pub resource: Template,
+    pub authorization_servers: Vec<Template>,
+    pub scopes_supported: Vec<String>,
+    pub bearer_methods_supported: Vec<BearerMethod>,
+    pub resource_name: Option<Template>,
+    pub resource_documentation: Option<Template>,
     pub max_age: u32,
 }
 

@@ -18,7 +18,8 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
         BearerError::InvalidRequest(_)
         | BearerError::InvalidTokenBecause(_)
         | BearerError::InvalidToken
-        | BearerError::WrongAudience => Situation::Invalid,
+        | BearerError::WrongAudience
+        | BearerError::InsufficientUserAuthentication { .. } => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;

@@ -1,5 +1,8 @@
 //! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3, with RFC
-//! 9728 §5.1's `resource_metadata` parameter.
+//! 9728 §5.1's `resource_metadata` parameter and RFC 9470 §3's step-up
+//! challenge.
+
+use crate::oauth::step_up::Shortfall;
 
 /// Why a request is refused, as far as the client is told.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -17,6 +20,14 @@ pub enum BearerError<'a> {
     /// The token may not have what the request needs (403), with the
     /// scopes it would need when the module knows them.
     InsufficientScope(Option<&'a str>),
+    /// The user's authentication behind the token is too weak or too old
+    /// (RFC 9470, 401): what the location asks, for the client to ask the
+    /// authorization server for it.
+    InsufficientUserAuthentication {
+        shortfall: Shortfall,
+        acr_values: Option<&'a str>,
+        max_age: Option<u64>,
+    },
 }
 
 impl BearerError<'_> {
@@ -25,7 +36,8 @@ impl BearerError<'_> {
             BearerError::NoToken
             | BearerError::InvalidToken
             | BearerError::InvalidTokenBecause(_)
-            | BearerError::WrongAudience => 401,
+            | BearerError::WrongAudience
+            | BearerError::InsufficientUserAuthentication { .. } => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
         }
@@ -43,6 +55,9 @@ impl BearerError<'_> {
             | BearerError::InvalidToken
             | BearerError::WrongAudience => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
+            BearerError::InsufficientUserAuthentication { .. } => {
+                "insufficient_user_authentication"
+            }
         }
     }
 }
@@ -130,6 +145,23 @@ pub fn challenge_with(
                 value.push_str(", scope=\"");
                 value.push_str(scope);
                 value.push('"');
+            }
+        }
+        BearerError::InsufficientUserAuthentication {
+            shortfall,
+            acr_values,
+            max_age,
+        } => {
+            value.push_str(", error=\"insufficient_user_authentication\", error_description=\"");
+            value.push_str(shortfall.description());
+            value.push('"');
+            if let Some(acr_values) = acr_values {
+                value.push_str(", acr_values=\"");
+                value.push_str(acr_values);
+                value.push('"');
+            }
+            if let Some(max_age) = max_age {
+                value.push_str(&format!(", max_age=\"{max_age}\""));
             }
         }
     }
@@ -288,6 +320,33 @@ mod tests {
         assert_eq!(
             challenge_with("api", None, None, BearerError::NoToken),
             challenge("api", None, BearerError::NoToken)
+        );
+    }
+
+    #[test]
+    fn step_up_names_what_the_location_asks() {
+        let e = |acr: bool, age: bool, acr_values, max_age| {
+            BearerError::InsufficientUserAuthentication {
+                shortfall: Shortfall { acr, age },
+                acr_values,
+                max_age,
+            }
+        };
+        let both = e(true, false, Some("phr urn:x:gold"), Some(300));
+        assert_eq!(both.status(), 401);
+        assert_eq!(both.code(), "insufficient_user_authentication");
+        assert_eq!(
+            www_authenticate("api", both),
+            "Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a different authentication level is required\", acr_values=\"phr urn:x:gold\", max_age=\"300\""
+        );
+        assert_eq!(
+            www_authenticate("api", e(false, true, None, Some(5))),
+            "Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"more recent authentication is required\", max_age=\"5\""
+        );
+        let url = Quoted::new(b"https://h/.well-known/oauth-protected-resource").unwrap();
+        assert_eq!(
+            challenge_with("api", Some("s"), Some(&url), e(true, true, Some("phr"), None)),
+            "Bearer realm=\"api\", scope=\"s\", error=\"insufficient_user_authentication\", error_description=\"a different and more recent authentication is required\", acr_values=\"phr\", resource_metadata=\"https://h/.well-known/oauth-protected-resource\""
         );
     }
 }

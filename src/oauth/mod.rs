@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod purge;
 pub mod resource_metadata;
 pub mod scope;
+pub mod step_up;
 pub mod trace_context;
 pub mod verdict;
 
