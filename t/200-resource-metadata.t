@@ -2,7 +2,8 @@
 # served from the configuration. The document (members of RFC 9728 §2, values
 # with variables), its headers (application/json, Cache-Control, CORS), HEAD,
 # a CORS preflight, 405 with Allow, a value that evaluates to no URL, the
-# path-inserted location of §3.1, and configuration mistakes failing nginx -t.
+# path-inserted location of §3.1, the document public where the server checks
+# tokens, and configuration mistakes failing nginx -t.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -117,7 +118,39 @@ GET /mcp
 --- response_headers
 WWW-Authenticate: Bearer realm="api"
 
-=== TEST 9: resource= is required
+=== TEST 9: the document is public where the server checks tokens
+--- config
+auth_oauth2_token_introspect on;
+auth_oauth2_token_introspect_endpoint /_introspect;
+auth_oauth2_token_client_id gw;
+location = /.well-known/oauth-protected-resource {
+    auth_oauth2_token_resource_metadata resource=https://$host;
+}
+location / { proxy_pass http://backend; }
+location = /_introspect { internal; proxy_pass http://idp/introspect; }
+--- request
+GET /.well-known/oauth-protected-resource
+--- more_headers
+Host: api.example.com
+--- error_code: 200
+--- response_body: {"resource":"https://api.example.com"}
+--- idp_calls: 0
+
+=== TEST 10: while the rest of the server asks for a token
+--- config
+auth_oauth2_token_introspect on;
+auth_oauth2_token_introspect_endpoint /_introspect;
+auth_oauth2_token_client_id gw;
+location = /.well-known/oauth-protected-resource {
+    auth_oauth2_token_resource_metadata resource=https://$host;
+}
+location / { proxy_pass http://backend; }
+location = /_introspect { internal; proxy_pass http://idp/introspect; }
+--- request
+GET /anything
+--- error_code: 401
+
+=== TEST 11: resource= is required
 --- config
 location = /.well-known/oauth-protected-resource {
     auth_oauth2_token_resource_metadata authorization_servers=https://as.example.com;
@@ -126,7 +159,7 @@ location = /.well-known/oauth-protected-resource {
 --- error_log
 "auth_oauth2_token_resource_metadata" directive needs resource=
 
-=== TEST 10: a static URL is checked by nginx -t
+=== TEST 12: a static URL is checked by nginx -t
 --- config
 location = /.well-known/oauth-protected-resource {
     auth_oauth2_token_resource_metadata resource=https://api.example.com authorization_servers=as.example.com;
@@ -135,7 +168,7 @@ location = /.well-known/oauth-protected-resource {
 --- error_log
 "auth_oauth2_token_resource_metadata" directive authorization_servers=: "as.example.com" is not an http or https URL
 
-=== TEST 11: unknown parameters and methods are refused
+=== TEST 13: unknown parameters and methods are refused
 --- config
 location = /.well-known/oauth-protected-resource {
     auth_oauth2_token_resource_metadata resource=https://a.example bearer_methods_supported=header,cookie;
@@ -144,7 +177,7 @@ location = /.well-known/oauth-protected-resource {
 --- error_log
 "auth_oauth2_token_resource_metadata" directive bearer_methods_supported=: "cookie" is not header, body or query
 
-=== TEST 12: only in a location, once
+=== TEST 14: only in a location, once
 --- config
 location = /.well-known/oauth-protected-resource {
     auth_oauth2_token_resource_metadata resource=https://a.example;
