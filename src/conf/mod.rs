@@ -253,6 +253,8 @@ pub struct LocationConf {
     pub requested_token_type: Option<Vec<u8>>,
     pub require_scope: Option<Vec<String>>,
     pub require_audience: Option<AudienceRule>,
+    /// `auth_oauth2_token_require_resource`: the URL `aud` must name, and where `aud` is kept.
+    pub require_resource: Option<(Template, usize)>,
     /// `auth_oauth2_token_require_acr` (RFC 9470 step-up).
     pub require_acr: Option<crate::oauth::step_up::AcrRule>,
     /// `auth_oauth2_token_max_auth_age` (RFC 9470 step-up).
@@ -383,6 +385,7 @@ impl LocationConf {
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.require_scope, &prev.require_scope);
         inherit(&mut self.require_audience, &prev.require_audience);
+        inherit(&mut self.require_resource, &prev.require_resource);
         inherit(&mut self.require_acr, &prev.require_acr);
         inherit(&mut self.max_auth_age, &prev.max_auth_age);
         inherit(&mut self.client_auth, &prev.client_auth);
@@ -426,6 +429,9 @@ impl LocationConf {
             }
             if self.require_audience.is_some() {
                 return Err("\"auth_oauth2_token_require_audience\" needs \"auth_oauth2_token_introspect on\": the audience comes from introspection".into());
+            }
+            if self.require_resource.is_some() {
+                return Err("\"auth_oauth2_token_require_resource\" needs \"auth_oauth2_token_introspect on\" or \"auth_oauth2_token_jwt on\": the audience comes from the token's claims".into());
             }
             if self.require_acr.is_some() || self.max_auth_age.is_some() {
                 return Err("\"auth_oauth2_token_require_acr\" and \"auth_oauth2_token_max_auth_age\" need \"auth_oauth2_token_introspect on\" or \"auth_oauth2_token_jwt on\": acr and auth_time come from the token's claims".into());

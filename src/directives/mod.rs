@@ -48,8 +48,8 @@ use jwt::{
 use pages::{set_metrics, set_purge, set_resource_metadata};
 use policy::{
     set_claim_set, set_max_auth_age, set_pass_options, set_phase, set_realm, set_require,
-    set_require_acr, set_require_audience, set_require_claim, set_require_scope,
-    set_resource_metadata_url, set_source, set_status, set_www_authenticate,
+    set_require_acr, set_require_audience, set_require_claim, set_require_resource,
+    set_require_scope, set_resource_metadata_url, set_source, set_status, set_www_authenticate,
 };
 use redis::{
     set_redis, set_redis_buffer_size, set_redis_connect_timeout, set_redis_next_upstream,
@@ -96,7 +96,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 61] = [
+pub static mut COMMANDS: [ngx_command_t; 62] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -121,6 +121,11 @@ pub static mut COMMANDS: [ngx_command_t; 61] = [
         ngx_string!("auth_oauth2_token_client_secret_file"),
         NGX_CONF_TAKE1,
         set_client_secret_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_resource"),
+        NGX_CONF_TAKE1,
+        set_require_resource,
     ),
     directive(
         ngx_string!("auth_oauth2_token_require_acr"),

@@ -75,6 +75,20 @@ handler!(set_www_authenticate, |c| {
     set_once(&mut c.conf.www_authenticate, challenge)
 });
 
+// `auth_oauth2_token_require_resource URL`: the token's `aud` must name
+// this resource (RFC 8707), compared as `oauth/resource.rs` says.
+handler!(set_require_resource, |c| {
+    if !c.arg.contains(&b'$') && !crate::oauth::resource::is_resource_url(c.arg) {
+        return Err(format!(
+            "\"{}\" is not an http or https URL without user information or fragment",
+            String::from_utf8_lossy(c.arg)
+        ));
+    }
+    let template = c.template(c.arg)?;
+    let index = c.main_conf()?.claims.checked_index("aud");
+    set_once(&mut c.conf.require_resource, (template, index))
+});
+
 // `auth_oauth2_token_require_acr VALUE...`: the token's `acr` must be one
 // of these (RFC 9470 step-up), listed in order of preference.
 handler!(set_require_acr, |c| {

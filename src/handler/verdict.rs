@@ -36,6 +36,13 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         }
         None => return Outcome::Error,
     };
+    let resource = match conf.require_resource {
+        Some((template, index)) => match req.evaluate(Some(template)) {
+            Some(url) => Some((url, index)),
+            None => return Outcome::Error,
+        },
+        None => None,
+    };
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
     let unmet = || unmet_requirement(req, conf);
     let audience = conf.require_audience.as_ref();
@@ -47,6 +54,7 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     match verdict::check(
         claims,
         audience,
+        resource,
         scopes,
         &conf.require_claim,
         &step_up,

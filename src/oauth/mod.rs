@@ -18,6 +18,7 @@ pub mod introspection;
 pub mod jose;
 pub mod jwt;
 pub mod purge;
+pub mod resource;
 pub mod resource_metadata;
 pub mod scope;
 pub mod step_up;

@@ -1,11 +1,13 @@
 //! What a location asks of a token the IdP called active, checked in a fixed
-//! order: the audience, the required scopes, then the
+//! order: the audience (`require_audience`, then the resource of
+//! `require_resource`), the required scopes, then the
 //! `auth_oauth2_token_require` rules, then the required claims, then the
 //! user's authentication (RFC 9470 step-up: a token otherwise fine). The
 //! first that fails decides the answer.
 
 use crate::oauth::claim_rule::ClaimCheck;
 use crate::oauth::introspection::TokenClaims;
+use crate::oauth::resource::aud_names_resource;
 use crate::oauth::scope;
 use crate::oauth::step_up::{self, AcrRule, AgeRule, Shortfall};
 
@@ -68,6 +70,7 @@ pub enum Verdict<'c, R> {
 pub fn check<'c, R>(
     claims: &TokenClaims,
     audience: Option<&AudienceRule>,
+    resource: Option<(&[u8], usize)>,
     required_scopes: &[String],
     required_claims: &'c [ClaimCheck],
     step_up: &StepUpRules<'_>,
@@ -75,6 +78,9 @@ pub fn check<'c, R>(
 ) -> Verdict<'c, R> {
     let checked = |index: usize| claims.checked.get(index).and_then(Option::as_deref);
     if audience.is_some_and(|rule| !rule.is_met_by_json(checked(rule.index))) {
+        return Verdict::WrongAudience;
+    }
+    if resource.is_some_and(|(url, index)| !aud_names_resource(checked(index), url)) {
         return Verdict::WrongAudience;
     }
     if !required_scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), required_scopes) {
@@ -124,6 +130,7 @@ mod tests {
         let verdict = check::<()>(
             &claims("", &[]),
             None,
+            None,
             &[],
             &[],
             &StepUpRules::default(),
@@ -138,6 +145,7 @@ mod tests {
         let checks = [rule("tier", "gold", 0)];
         let verdict = check(
             &claims("read", &[Some("\"x\"")]),
+            None,
             None,
             &scopes(&["read", "write"]),
             &checks,
@@ -160,6 +168,7 @@ mod tests {
         let verdict = check(
             &claims("read", &[Some("\"silver\"")]),
             None,
+            None,
             &scopes(&["read"]),
             &checks,
             &StepUpRules::default(),
@@ -174,6 +183,7 @@ mod tests {
         let verdict = check::<()>(
             &claims("read", &[Some("\"gold\""), Some("\"other\"")]),
             None,
+            None,
             &[],
             &checks,
             &StepUpRules::default(),
@@ -183,6 +193,7 @@ mod tests {
         let verdict = check::<()>(
             &claims("read", &[None, None]),
             None,
+            None,
             &[],
             &checks,
             &StepUpRules::default(),
@@ -191,6 +202,7 @@ mod tests {
         assert_eq!(verdict, Verdict::Claim("tier"), "a missing claim fails");
         let verdict = check::<()>(
             &claims("read", &[Some("\"gold\""), Some("\"acme\"")]),
+            None,
             None,
             &[],
             &checks,
@@ -237,6 +249,7 @@ mod tests {
         let verdict = check(
             &claims("", &[Some("\"billing\"")]),
             Some(&rule),
+            None,
             &scopes(&["read"]),
             &[],
             &StepUpRules::default(),
@@ -250,12 +263,29 @@ mod tests {
         let verdict = check::<()>(
             &claims("read", &[Some("\"orders\"")]),
             Some(&rule),
+            None,
             &scopes(&["read"]),
             &[],
             &StepUpRules::default(),
             || None,
         );
         assert_eq!(verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn the_resource_is_an_audience_rule_too() {
+        let token = |aud: &str| claims("read", &[Some(aud)]);
+        let resource = Some((&b"https://mcp.example.com/mcp"[..], 0));
+        let rules = StepUpRules::default();
+        let verdict = |c: &TokenClaims| check::<()>(c, None, resource, &[], &[], &rules, || None);
+        assert_eq!(
+            verdict(&token(r#"["https://MCP.example.com:443/mcp"]"#)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            verdict(&token(r#""https://other.example.com/mcp""#)),
+            Verdict::WrongAudience
+        );
     }
 
     #[test]
@@ -274,12 +304,28 @@ mod tests {
         let token = |tier, acr, auth_time| claims("read", &[Some(tier), acr, auth_time]);
         let strong = token("\"gold\"", Some("\"phr\""), Some("990"));
         assert_eq!(
-            check::<()>(&strong, None, &scopes(&["read"]), &checks, &rules, || None),
+            check::<()>(
+                &strong,
+                None,
+                None,
+                &scopes(&["read"]),
+                &checks,
+                &rules,
+                || None
+            ),
             Verdict::Pass
         );
         let weak = token("\"gold\"", Some("\"pwd\""), Some("900"));
         assert_eq!(
-            check::<()>(&weak, None, &scopes(&["read"]), &checks, &rules, || None),
+            check::<()>(
+                &weak,
+                None,
+                None,
+                &scopes(&["read"]),
+                &checks,
+                &rules,
+                || None
+            ),
             Verdict::StepUp(Shortfall {
                 acr: true,
                 age: true
@@ -289,6 +335,7 @@ mod tests {
         assert_eq!(
             check::<()>(
                 &weak_and_missing_scope,
+                None,
                 None,
                 &scopes(&["write"]),
                 &checks,
@@ -300,7 +347,15 @@ mod tests {
         );
         let weak_and_wrong_claim = token("\"silver\"", None, None);
         assert_eq!(
-            check::<()>(&weak_and_wrong_claim, None, &[], &checks, &rules, || None),
+            check::<()>(
+                &weak_and_wrong_claim,
+                None,
+                None,
+                &[],
+                &checks,
+                &rules,
+                || None
+            ),
             Verdict::Claim("tier")
         );
     }
