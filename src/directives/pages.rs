@@ -34,6 +34,18 @@ handler!(set_resource_metadata, |c| {
     }
     let args = super::call::args_of(c);
     let m = parse(&args)?;
+    // RFC 9728 §3.1: clients look for the document of a resource at one
+    // path; a location elsewhere is a mistake they would not forgive.
+    let want = crate::oauth::resource_metadata::static_metadata_path(m.resource);
+    if let (Some(want), Some(name)) = (want, c.location_path()) {
+        if name != want.as_bytes() && !name.starts_with(b"@") {
+            c.warn(&format!(
+                "clients look for the metadata of \"{}\" at \"{want}\" (RFC 9728 §3.1), not at \"{}\"",
+                String::from_utf8_lossy(m.resource),
+                String::from_utf8_lossy(&name)
+            ));
+        }
+    }
     let optional = |value: Option<&[u8]>| value.map(|v| c.template(v)).transpose();
     let conf = ResourceMetadataConf {
         resource: c.template(m.resource)?,

@@ -222,6 +222,24 @@ pub fn metadata_path(resource: &[u8]) -> Option<String> {
     Some(format!("{WELL_KNOWN}{tail}"))
 }
 
+/// The same for a resource written with nginx variables, when its path does
+/// not depend on them: a variable may stand in the host and port
+/// (`https://$host/mcp`), not in the path or the query, nor end the
+/// authority (`https://$host$uri`, whose path could come from it).
+pub fn static_metadata_path(resource: &[u8]) -> Option<String> {
+    let after = resource.windows(3).position(|w| w == b"://")? + 3;
+    let rest = &resource[after..];
+    let path_at = rest.iter().position(|&b| matches!(b, b'/' | b'?'));
+    let (authority, tail) = rest.split_at(path_at.unwrap_or(rest.len()));
+    if tail.contains(&b'$')
+        || tail.contains(&b'?')
+        || (tail.is_empty() && authority.contains(&b'$'))
+    {
+        return None;
+    }
+    metadata_path(resource)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +373,28 @@ mod tests {
             "/.well-known/oauth-protected-resource/r?x=1"
         );
         assert_eq!(metadata_path(b"mcp"), None);
+    }
+
+    #[test]
+    fn a_path_without_variables_is_known_at_configuration() {
+        let p = |r: &str| static_metadata_path(r.as_bytes());
+        assert_eq!(
+            p("https://$host/mcp").as_deref(),
+            Some("/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(
+            p("https://$host:$server_port/a/").as_deref(),
+            Some("/.well-known/oauth-protected-resource/a/")
+        );
+        assert_eq!(
+            p("https://h").as_deref(),
+            Some("/.well-known/oauth-protected-resource")
+        );
+        assert_eq!(p("https://$host"), None, "the variable could hold a path");
+        assert_eq!(p("https://$host$uri"), None);
+        assert_eq!(p("https://h/$tenant/mcp"), None);
+        assert_eq!(p("https://h/r?x=1"), None, "a location has no query");
+        assert_eq!(p("$resource"), None);
     }
 
     #[test]
