@@ -7,7 +7,9 @@ pub mod endpoint;
 pub mod jwt;
 pub mod redis_args;
 pub mod require_args;
+pub mod resource_metadata;
 pub mod scopes;
+pub mod template;
 
 use crate::metrics::{Catalogue, Counters};
 use crate::oauth::cache::key::KeyScope;
@@ -21,6 +23,8 @@ use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
 use crate::resilience::breaker::BreakerConf;
 pub use endpoint::{CacheConf, Endpoint};
+pub use resource_metadata::ResourceMetadataConf;
+pub use template::Template;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
 pub const DEFAULT_REALM: &str = "api";
@@ -232,11 +236,6 @@ impl RedisLocation {
     }
 }
 
-/// A directive value that may contain nginx variables: the compiled
-/// `ngx_http_complex_value_t`, opaque to the plain-Rust side.
-#[derive(Debug, Clone, Copy)]
-pub struct Template(pub *mut core::ffi::c_void);
-
 #[derive(Debug, Default)]
 pub struct LocationConf {
     pub introspect: Option<bool>,
@@ -254,6 +253,12 @@ pub struct LocationConf {
     pub requested_token_type: Option<Vec<u8>>,
     pub require_scope: Option<Vec<String>>,
     pub require_audience: Option<AudienceRule>,
+    /// `auth_oauth2_token_require_resource`: the URL `aud` must name, and where `aud` is kept.
+    pub require_resource: Option<(Template, usize)>,
+    /// `auth_oauth2_token_require_acr` (RFC 9470 step-up).
+    pub require_acr: Option<crate::oauth::step_up::AcrRule>,
+    /// `auth_oauth2_token_max_auth_age` (RFC 9470 step-up).
+    pub max_auth_age: Option<crate::oauth::step_up::AgeRule>,
     /// The required scopes as the challenge's `scope` attribute, derived at merge time.
     pub required_scope_text: String,
     pub client_auth: Option<ClientAuth>,
@@ -292,6 +297,12 @@ pub struct LocationConf {
     pub metrics_page: bool,
     /// `auth_oauth2_token_purge`: the location answers purge requests.
     pub purge_page: bool,
+    /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
+    /// Protected Resource Metadata (this location only).
+    pub resource_metadata: Option<ResourceMetadataConf>,
+    /// `auth_oauth2_token_resource_metadata_url`: the URL of this resource's
+    /// RFC 9728 metadata, named in every challenge; `off` is `Some(None)`.
+    pub resource_metadata_url: Option<Option<Template>>,
     /// `auth_oauth2_token_redis_pass` and its timeouts (this location only).
     pub redis: RedisLocation,
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared
@@ -347,6 +358,11 @@ impl LocationConf {
         self.announced_scopes.as_deref()
     }
 
+    /// The URL of the resource's metadata the challenges name, if any.
+    pub fn resource_metadata_url(&self) -> Option<Template> {
+        self.resource_metadata_url.flatten()
+    }
+
     pub fn realm(&self) -> &str {
         self.realm.as_deref().unwrap_or(DEFAULT_REALM)
     }
@@ -369,10 +385,14 @@ impl LocationConf {
         inherit(&mut self.requested_token_type, &prev.requested_token_type);
         inherit(&mut self.require_scope, &prev.require_scope);
         inherit(&mut self.require_audience, &prev.require_audience);
+        inherit(&mut self.require_resource, &prev.require_resource);
+        inherit(&mut self.require_acr, &prev.require_acr);
+        inherit(&mut self.max_auth_age, &prev.max_auth_age);
         inherit(&mut self.client_auth, &prev.client_auth);
         inherit(&mut self.pass_options, &prev.pass_options);
         inherit(&mut self.phase, &prev.phase);
         inherit(&mut self.www_authenticate, &prev.www_authenticate);
+        inherit(&mut self.resource_metadata_url, &prev.resource_metadata_url);
         inherit(&mut self.phantom, &prev.phantom);
         inherit(&mut self.token_source, &prev.token_source);
         inherit(&mut self.cache_vary, &prev.cache_vary);
@@ -409,6 +429,12 @@ impl LocationConf {
             }
             if self.require_audience.is_some() {
                 return Err("\"auth_oauth2_token_require_audience\" needs \"auth_oauth2_token_introspect on\": the audience comes from introspection".into());
+            }
+            if self.require_resource.is_some() {
+                return Err("\"auth_oauth2_token_require_resource\" needs \"auth_oauth2_token_introspect on\" or \"auth_oauth2_token_jwt on\": the audience comes from the token's claims".into());
+            }
+            if self.require_acr.is_some() || self.max_auth_age.is_some() {
+                return Err("\"auth_oauth2_token_require_acr\" and \"auth_oauth2_token_max_auth_age\" need \"auth_oauth2_token_introspect on\" or \"auth_oauth2_token_jwt on\": acr and auth_time come from the token's claims".into());
             }
             if !self.require_claim.is_empty() {
                 return Err("\"auth_oauth2_token_require_claim\" needs \"auth_oauth2_token_introspect on\": claims come from introspection".into());

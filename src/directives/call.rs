@@ -186,6 +186,27 @@ impl<C> Call<'_, C> {
         Ok(())
     }
 
+    /// The name of the location being parsed, unless it is a regular
+    /// expression (whose name is no path).
+    pub(super) fn location_path(&self) -> Option<Vec<u8>> {
+        // SAFETY: cf is the configuration being parsed (see `Call`), in a
+        // location, whose core location conf is nginx's; its name is in the
+        // configuration pool.
+        unsafe {
+            let clcf = NgxHttpCoreModule::location_conf_mut(&*self.cf)?;
+            if !clcf.regex.is_null() {
+                return None;
+            }
+            Some(clcf.name.as_bytes().to_vec())
+        }
+    }
+
+    /// Logs a `[warn]` naming the directive; the configuration still loads.
+    pub(super) fn warn(&self, message: &str) {
+        let name = String::from_utf8_lossy(self.name);
+        ngx::ngx_conf_log_error!(NGX_LOG_WARN, self.cf, "\"{name}\" directive: {message}");
+    }
+
     /// Where the directive is written, as nginx prints it: "FILE:LINE".
     pub(super) fn source(&self) -> String {
         // SAFETY: cf is the configuration being parsed (see `Call`); while a

@@ -45,10 +45,11 @@ use jwt::{
     set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway,
     set_jwt_secret_file, set_jwt_typ,
 };
-use pages::{set_metrics, set_purge};
+use pages::{set_metrics, set_purge, set_resource_metadata};
 use policy::{
-    set_claim_set, set_pass_options, set_phase, set_realm, set_require, set_require_audience,
-    set_require_claim, set_require_scope, set_source, set_status, set_www_authenticate,
+    set_claim_set, set_max_auth_age, set_pass_options, set_phase, set_realm, set_require,
+    set_require_acr, set_require_audience, set_require_claim, set_require_resource,
+    set_require_scope, set_resource_metadata_url, set_source, set_status, set_www_authenticate,
 };
 use redis::{
     set_redis, set_redis_buffer_size, set_redis_connect_timeout, set_redis_next_upstream,
@@ -95,7 +96,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 57] = [
+pub static mut COMMANDS: [ngx_command_t; 62] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -120,6 +121,26 @@ pub static mut COMMANDS: [ngx_command_t; 57] = [
         ngx_string!("auth_oauth2_token_client_secret_file"),
         NGX_CONF_TAKE1,
         set_client_secret_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_resource"),
+        NGX_CONF_TAKE1,
+        set_require_resource,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_require_acr"),
+        NGX_CONF_1MORE,
+        set_require_acr,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_max_auth_age"),
+        NGX_CONF_TAKE1,
+        set_max_auth_age,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_resource_metadata_url"),
+        NGX_CONF_TAKE1,
+        set_resource_metadata_url,
     ),
     directive(
         ngx_string!("auth_oauth2_token_realm"),
@@ -332,6 +353,11 @@ pub static mut COMMANDS: [ngx_command_t; 57] = [
         ngx_string!("auth_oauth2_token_metrics"),
         NGX_CONF_NOARGS,
         set_metrics,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_resource_metadata"),
+        NGX_CONF_1MORE,
+        set_resource_metadata,
     ),
     http_only(
         ngx_string!("auth_oauth2_token_claim_set"),

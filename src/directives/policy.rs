@@ -13,7 +13,7 @@ use crate::conf::{
 };
 use crate::oauth::claim_rule::{ClaimCheck, ClaimRule};
 use crate::oauth::verdict::AudienceRule;
-use crate::oauth::{carriers, challenge, scope};
+use crate::oauth::{carriers, challenge, scope, step_up};
 
 handler!(set_realm, |c| {
     if !challenge::is_valid_realm(c.arg) {
@@ -73,6 +73,71 @@ handler!(set_www_authenticate, |c| {
         _ => Challenge::Custom(c.template(c.arg)?),
     };
     set_once(&mut c.conf.www_authenticate, challenge)
+});
+
+// `auth_oauth2_token_require_resource URL`: the token's `aud` must name
+// this resource (RFC 8707), compared as `oauth/resource.rs` says.
+handler!(set_require_resource, |c| {
+    if !c.arg.contains(&b'$') && !crate::oauth::resource::is_resource_url(c.arg) {
+        return Err(format!(
+            "\"{}\" is not an http or https URL without user information or fragment",
+            String::from_utf8_lossy(c.arg)
+        ));
+    }
+    let template = c.template(c.arg)?;
+    let index = c.main_conf()?.claims.checked_index("aud");
+    set_once(&mut c.conf.require_resource, (template, index))
+});
+
+// `auth_oauth2_token_require_acr VALUE...`: the token's `acr` must be one
+// of these (RFC 9470 step-up), listed in order of preference.
+handler!(set_require_acr, |c| {
+    let mut accepted = Vec::with_capacity(c.args.len());
+    for arg in c.args {
+        if !step_up::is_acr_value(arg.as_bytes()) {
+            return Err(format!(
+                "has an invalid value \"{}\": visible ASCII but quotes and backslashes",
+                String::from_utf8_lossy(arg.as_bytes())
+            ));
+        }
+        accepted.push(utf8(arg.as_bytes())?);
+    }
+    let index = c.main_conf()?.claims.checked_index("acr");
+    set_once(
+        &mut c.conf.require_acr,
+        step_up::AcrRule::new(accepted, index),
+    )
+});
+
+// `auth_oauth2_token_max_auth_age TIME`: the user authenticated at most
+// TIME ago (`auth_time`, RFC 9470 step-up).
+handler!(set_max_auth_age, |c| {
+    let seconds = crate::conf::cache_args::parse_time_ms(c.arg)
+        .filter(|ms| *ms >= 0 && ms % 1000 == 0)
+        .ok_or("takes a time in whole seconds (\"300s\", \"5m\", \"1h\")")?
+        / 1000;
+    let index = c.main_conf()?.claims.checked_index("auth_time");
+    let rule = step_up::AgeRule {
+        seconds: seconds as u64,
+        index,
+    };
+    set_once(&mut c.conf.max_auth_age, rule)
+});
+
+// `auth_oauth2_token_resource_metadata_url URL | off`: the URL of the
+// resource's RFC 9728 metadata, in every challenge (RFC 9728 §5.1).
+handler!(set_resource_metadata_url, |c| {
+    let url = match c.arg {
+        b"off" => None,
+        arg => {
+            if !arg.contains(&b'$') {
+                crate::oauth::resource_metadata::check_url(arg)
+                    .map_err(|why| format!("\"{}\" {why}", String::from_utf8_lossy(arg)))?;
+            }
+            Some(c.template(arg)?)
+        }
+    };
+    set_once(&mut c.conf.resource_metadata_url, url)
 });
 
 handler!(set_require, |c| {

@@ -281,6 +281,9 @@ impl Outcome<'_> {
             Outcome::Refuse(BearerError::InsufficientScope(_)) => {
                 metrics::Outcome::InsufficientScope
             }
+            Outcome::Refuse(BearerError::InsufficientUserAuthentication { .. }) => {
+                metrics::Outcome::StepUp
+            }
             Outcome::Deny(_) => metrics::Outcome::Denied,
             Outcome::Fail { timeout: true, .. } => metrics::Outcome::IdpTimeout,
             Outcome::Fail { timeout: false, .. } => metrics::Outcome::IdpError,

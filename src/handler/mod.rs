@@ -81,8 +81,11 @@ fn preaccess(req: &mut Req<'_>) -> ngx_int_t {
 /// Runs the check when the location has one for `phase` (any phase: `None`).
 fn run_in(phase: Option<Phase>, req: &mut Req<'_>) -> ngx_int_t {
     let conf = match req.location_conf() {
+        // A location that serves RFC 9728 metadata is public: clients read
+        // it before they have a token, whatever the blocks around it check.
         Some(conf)
             if phase.is_none_or(|phase| conf.phase() == phase)
+                && conf.resource_metadata.is_none()
                 && (conf.introspection_enabled()
                     || conf.exchange_enabled()
                     || conf.jwt_enabled()) =>

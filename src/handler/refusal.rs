@@ -2,11 +2,12 @@
 //! the one `auth_oauth2_token_status` chose), the `WWW-Authenticate`
 //! challenge, and the reason in `$oauth2_token_error`.
 
-use ngx::ffi::{ngx_int_t, NGX_ERROR};
+use ngx::ffi::{ngx_int_t, NGX_ERROR, NGX_LOG_ERR};
 
 use crate::conf::{Challenge, LocationConf, Situation};
 use crate::nginx::req::Req;
-use crate::oauth::challenge::{challenge, BearerError};
+use crate::oauth::challenge::{challenge_with, BearerError, Quoted};
+use crate::oauth::resource_metadata::check_url;
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
@@ -17,7 +18,8 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
         BearerError::InvalidRequest(_)
         | BearerError::InvalidTokenBecause(_)
         | BearerError::InvalidToken
-        | BearerError::WrongAudience => Situation::Invalid,
+        | BearerError::WrongAudience
+        | BearerError::InsufficientUserAuthentication { .. } => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
@@ -25,7 +27,16 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,
         Challenge::Standard => {
-            req.pool_copy(challenge(conf.realm(), conf.announced_scopes(), error).as_bytes())
+            let Some(metadata) = metadata_url(req, conf) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            let value = challenge_with(
+                conf.realm(),
+                conf.announced_scopes(),
+                metadata.as_ref(),
+                error,
+            );
+            req.pool_copy(value.as_bytes())
         }
         Challenge::Custom(template) => req.evaluate(Some(template)),
     };
@@ -41,6 +52,26 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
         Some(()) => status,
         None => NGX_ERROR as ngx_int_t,
     }
+}
+
+/// The location's `auth_oauth2_token_resource_metadata_url` for this
+/// request, quoted for the challenge: `Some(None)` without one, or when its
+/// value is no URL (logged, and the challenge goes without it); `None` when
+/// nginx could not evaluate it.
+fn metadata_url(req: &mut Req<'_>, conf: &LocationConf) -> Option<Option<Quoted>> {
+    let Some(template) = conf.resource_metadata_url() else {
+        return Some(None);
+    };
+    let url = req.evaluate(Some(template))?;
+    let quoted = check_url(url).ok().and_then(|()| Quoted::new(url));
+    if quoted.is_none() {
+        ngx::ngx_log_error!(
+            NGX_LOG_ERR,
+            req.log(),
+            "auth_oauth2_token: auth_oauth2_token_resource_metadata_url is not a URL here: left out of the challenge"
+        );
+    }
+    Some(quoted)
 }
 
 /// Answers an IdP failure with its status, or the one the location chose.

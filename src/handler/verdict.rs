@@ -7,11 +7,11 @@ use ngx::ffi::{NGX_LOG_ERR, NGX_LOG_INFO};
 use crate::conf::{require_args, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::upstream;
-use crate::nginx::req::Req;
+use crate::nginx::req::{now_ms, Req};
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
-use crate::oauth::verdict::{self, Verdict};
+use crate::oauth::verdict::{self, StepUpRules, Verdict};
 
 /// `ctx` is the request's context (`RequestCtx::of`), whose introspection
 /// answer is known.
@@ -36,10 +36,30 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         }
         None => return Outcome::Error,
     };
+    let resource = match conf.require_resource {
+        Some((template, index)) => match req.evaluate(Some(template)) {
+            Some(url) => Some((url, index)),
+            None => return Outcome::Error,
+        },
+        None => None,
+    };
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
     let unmet = || unmet_requirement(req, conf);
     let audience = conf.require_audience.as_ref();
-    match verdict::check(claims, audience, scopes, &conf.require_claim, unmet) {
+    let step_up = StepUpRules {
+        acr: conf.require_acr.as_ref(),
+        age: conf.max_auth_age.as_ref(),
+        now_s: now_ms().div_euclid(1000),
+    };
+    match verdict::check(
+        claims,
+        audience,
+        resource,
+        scopes,
+        &conf.require_claim,
+        &step_up,
+        unmet,
+    ) {
         Verdict::Pass => {}
         Verdict::WrongAudience => {
             ngx::ngx_log_error!(
@@ -74,6 +94,19 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
                 "auth_oauth2_token: claim \"{path}\" does not meet the requirement"
             );
             return Outcome::Refuse(BearerError::InsufficientScope(None));
+        }
+        Verdict::StepUp(shortfall) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: {}",
+                shortfall.description()
+            );
+            return Outcome::Refuse(BearerError::InsufficientUserAuthentication {
+                shortfall,
+                acr_values: conf.require_acr.as_ref().map(|rule| rule.text.as_str()),
+                max_age: conf.max_auth_age.map(|rule| rule.seconds),
+            });
         }
     }
     if conf.phantom_enabled() {

@@ -23,6 +23,7 @@ pub enum Outcome {
     InvalidToken,
     Audience,
     InsufficientScope,
+    StepUp,
     Denied,
     IdpError,
     IdpTimeout,
@@ -30,13 +31,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 11] = [
         Outcome::Allowed,
         Outcome::NoToken,
         Outcome::InvalidRequest,
         Outcome::InvalidToken,
         Outcome::Audience,
         Outcome::InsufficientScope,
+        Outcome::StepUp,
         Outcome::Denied,
         Outcome::IdpError,
         Outcome::IdpTimeout,
@@ -51,6 +53,7 @@ impl Outcome {
             Outcome::InvalidToken => "invalid_token",
             Outcome::Audience => "audience",
             Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::StepUp => "insufficient_user_authentication",
             Outcome::Denied => "denied",
             Outcome::IdpError => "idp_error",
             Outcome::IdpTimeout => "idp_timeout",

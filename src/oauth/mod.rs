@@ -18,7 +18,10 @@ pub mod introspection;
 pub mod jose;
 pub mod jwt;
 pub mod purge;
+pub mod resource;
+pub mod resource_metadata;
 pub mod scope;
+pub mod step_up;
 pub mod trace_context;
 pub mod verdict;
 

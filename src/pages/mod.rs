@@ -3,3 +3,41 @@
 
 pub mod metrics;
 pub mod purge;
+pub mod resource_metadata;
+
+use ngx::ffi::{
+    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_send_header, ngx_int_t,
+    NGX_ERROR, NGX_OK,
+};
+
+use crate::nginx::req::Req;
+
+/// Sends `body` as the whole 200 answer (the request is in its content phase).
+fn send(req: &mut Req<'_>, content_type: &'static str, body: &[u8]) -> ngx_int_t {
+    req.set_response(200, body.len(), Some(content_type));
+    // SAFETY: the request is live (`Req`), its response not yet sent.
+    let rc = unsafe { ngx_http_send_header(req.as_ptr()) };
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req.is_header_only() {
+        return rc;
+    }
+    // SAFETY: the pool is the live request's.
+    let buf = unsafe { ngx_create_temp_buf(req.pool(), body.len().max(1)) };
+    if buf.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: `buf` is a fresh buffer of at least `body.len()` bytes in the
+    // request's pool, which outlives the output filters' use of it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(body.as_ptr(), (*buf).last, body.len());
+        (*buf).last = (*buf).last.add(body.len());
+        (*buf).set_last_buf(1);
+        (*buf).set_last_in_chain(1);
+    }
+    let mut out = ngx_chain_t {
+        buf,
+        next: core::ptr::null_mut(),
+    };
+    // SAFETY: the request is live, its header sent; `out` outlives the call
+    // (the filters copy what they keep of the chain).
+    unsafe { ngx_http_output_filter(req.as_ptr(), &mut out) }
+}
