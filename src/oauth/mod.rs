@@ -10,6 +10,7 @@ pub mod carriers;
 pub mod challenge;
 pub mod claim_rule;
 pub mod claims;
+pub mod cnf;
 pub mod client_auth;
 pub mod exchange;
 pub mod form;
