@@ -1,8 +1,8 @@
 //! The value of a cache entry: the verdict and the claims the module exposes,
 //! as length-prefixed bytes, so a hit needs no JSON parsing.
 
-use crate::oauth::exchange::{self, IssuedToken};
 use crate::oauth::cnf::Confirmation;
+use crate::oauth::exchange::{self, IssuedToken};
 use crate::oauth::introspection::{self, IntrospectionResult, TokenClaims};
 
 /// Layout: tag (0 inactive, 1 active, 2 active and bound), exp flag + i64,
