@@ -21,6 +21,7 @@
 
 pub mod credentials;
 pub mod ctx;
+pub mod dpop;
 pub mod exchange;
 pub mod flow;
 pub mod idp_call;
@@ -226,6 +227,12 @@ unsafe fn begin<'c>(
         if unsafe { upstream::withhold(r, sources, used) }.is_none() {
             return Err(Outcome::Error);
         }
+    }
+    // The DPoP headers never go upstream; the proof check reads them from
+    // the request's record, across internal redirects too.
+    // SAFETY: r is a live request.
+    if unsafe { dpop::withhold(r) }.is_none() {
+        return Err(Outcome::Error);
     }
     // Remember the token when this pass changes what the request carries.
     // SAFETY: r is live; `token` lives in request memory.

@@ -6,10 +6,13 @@ use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_ERROR};
 use ngx::http::HttpModuleMainConf;
 
 use crate::conf::{Challenge, LocationConf, Situation};
+use crate::handler::credentials;
 use crate::handler::raw::{evaluate, pool_str, push_header};
 use crate::handler::variables;
 use crate::module::Module;
-use crate::oauth::challenge::{challenge, BearerError};
+use crate::oauth::bearer::is_dpop_scheme;
+use crate::oauth::carriers::TokenSource;
+use crate::oauth::challenge::{challenges, BearerError, Offer};
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
@@ -27,7 +30,9 @@ pub unsafe fn refuse(
         BearerError::InvalidRequest(_)
         | BearerError::InvalidTokenBecause(_)
         | BearerError::InvalidToken
-        | BearerError::WrongAudience => Situation::Invalid,
+        | BearerError::WrongAudience
+        | BearerError::InvalidDpopProof(_)
+        | BearerError::InvalidTokenForDpop(_) => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;
@@ -35,13 +40,8 @@ pub unsafe fn refuse(
     unsafe { record_error(r, error.code()) };
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,
-        // SAFETY: r is live; the value is copied into its pool.
-        Challenge::Standard => unsafe {
-            pool_str(
-                r,
-                challenge(conf.realm(), conf.announced_scopes(), error).as_bytes(),
-            )
-        },
+        // SAFETY: r is live (this function's contract).
+        Challenge::Standard => return unsafe { standard(r, conf, error, status) },
         // SAFETY: r is live; custom values are evaluated into its pool.
         Challenge::Custom(template) => unsafe {
             evaluate(r, Some(template)).map(|v| ngx_str_t {
@@ -64,6 +64,56 @@ pub unsafe fn refuse(
         match push_header(headers, b"WWW-Authenticate", b"www-authenticate", value) {
             Some(h) => (*r).headers_out.www_authenticate = h,
             None => return NGX_ERROR as ngx_int_t,
+        }
+    }
+    status
+}
+
+/// The module's own challenges (RFC 6750 §3; RFC 9449 §7.1 beside it where
+/// the `Authorization` header may carry a DPoP-bound token): one
+/// `WWW-Authenticate` header per scheme.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn standard(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    error: BearerError<'_>,
+    status: ngx_int_t,
+) -> ngx_int_t {
+    let sources = conf
+        .token_source
+        .as_deref()
+        .unwrap_or(credentials::DEFAULT_SOURCES);
+    let offer = Offer {
+        bearer: !conf.dpop.binding.require_dpop,
+        dpop_algs: sources
+            .contains(&TokenSource::Bearer)
+            .then_some(conf.dpop.algs_text.as_str()),
+    };
+    // SAFETY: the typed pointer is null or an element of r's header list.
+    let used_dpop = unsafe { (*r).headers_in.authorization.as_ref() }
+        .is_some_and(|h| is_dpop_scheme(h.value.as_bytes().trim_ascii_start()));
+    let values = challenges(
+        conf.realm(),
+        conf.announced_scopes(),
+        offer,
+        used_dpop,
+        error,
+    );
+    for (i, text) in values.iter().enumerate() {
+        // SAFETY: the value and the header live in r's pool and list, as
+        // nginx's own modules do it.
+        unsafe {
+            let Some(value) = pool_str(r, text.as_bytes()) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
+            match push_header(headers, b"WWW-Authenticate", b"www-authenticate", value) {
+                Some(h) if i == 0 => (*r).headers_out.www_authenticate = h,
+                Some(_) => {}
+                None => return NGX_ERROR as ngx_int_t,
+            }
         }
     }
     status

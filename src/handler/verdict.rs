@@ -7,7 +7,7 @@ use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
 use crate::conf::{require_args, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
 use crate::handler::raw::evaluate;
-use crate::handler::upstream;
+use crate::handler::{dpop, upstream};
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
@@ -40,6 +40,20 @@ pub unsafe fn run<'c>(
             return Outcome::failed(failure.status(), failure.call());
         }
         None => return Outcome::Error,
+    };
+    // What the token is bound to, before what it grants: a token that is
+    // not the client's grants nothing.
+    let cnf = claims.cnf;
+    // SAFETY: r is live and ctx its context, which the check writes: the
+    // answer is read again after it.
+    if let Err(refused) = unsafe { dpop::check(r, conf, ctx, &cnf) } {
+        return refused;
+    }
+    // SAFETY: as above.
+    let Some(Ok(IntrospectionResult::Active(claims))) =
+        (unsafe { (*ctx).introspection().answer() })
+    else {
+        return Outcome::Error;
     };
     let scopes = conf.require_scope.as_deref().unwrap_or_default();
     // SAFETY: r is a live request.

@@ -80,6 +80,9 @@ pub struct TokenClaims {
     pub cnf: Confirmation,
 }
 
+/// One per request (in its context) or per cache read: the size of the
+/// active variant (the claims, with their binding) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntrospectionResult {
     Active(TokenClaims),

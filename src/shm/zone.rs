@@ -15,7 +15,7 @@ use ngx::ffi::{
 use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Slab, Table};
+use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Remembered, Slab, Table};
 
 /// How long a purge's cutoff stays in a zone (see `table::purge_tag`): an
 /// hour of purges costs one small node each; a cutoff that leaves earlier
@@ -379,5 +379,28 @@ pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
             let table = locked.table;
             let _ = table::release(table, &mut locked.pool, &mut Live, key);
         }
+    }
+}
+
+/// Records a DPoP proof's name in a replay store's zone until `until_ms`
+/// (see `table::remember`); a zone that cannot be used, or a worker's
+/// death halfway, is `Full`: the proof is refused, never accepted unrecorded.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn remember(
+    zone: *mut ngx_shm_zone_t,
+    key: &CacheKey,
+    until_ms: i64,
+    now_ms: i64,
+) -> Remembered {
+    // SAFETY: guaranteed by the caller; the lock is held while `locked` lives.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return Remembered::Full;
+        };
+        let table = locked.table;
+        table::remember(table, &mut locked.pool, &mut Live, key, until_ms, now_ms)
+            .unwrap_or(Remembered::Full)
     }
 }

@@ -1,0 +1,349 @@
+//! Sender-constrained tokens, nginx side: the request's `DPoP` headers
+//! (read once, kept across internal redirects, withheld from the
+//! upstream), its URI as the proof must name it, the client certificate of
+//! its connection, and the replay store; `oauth/dpop/binding.rs` decides.
+//! Runs in the verdict stage, whatever gave the verdict (introspection, a
+//! verified JWT, a cache hit), so a cached verdict is checked again.
+
+use ngx::ffi::{
+    ngx_http_request_t, ngx_pool_cleanup_add, ngx_ssl_get_raw_certificate, ngx_str_t, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_OK,
+};
+use sha2::{Digest, Sha256};
+
+use crate::conf::LocationConf;
+use crate::handler::ctx::{Outcome, RequestCtx};
+use crate::handler::raw::{header_values, now_ms, retain_headers};
+use crate::oauth::bearer;
+use crate::oauth::cache::CacheKey;
+use crate::oauth::challenge::BearerError;
+use crate::oauth::cnf::Confirmation;
+use crate::oauth::dpop::binding::{self, BindingRefusal, Scheme};
+use crate::oauth::dpop::htu;
+use crate::oauth::dpop::proof::{self, ProofRequest};
+use crate::shm::table::Remembered;
+use crate::shm::zone;
+
+/// The request's `DPoP` headers as the client sent them, and the proof this
+/// request recorded in the replay store (so that the check after an
+/// internal redirect does not take its own proof for a replay).
+#[repr(C)]
+struct SavedProof {
+    tag: u64,
+    /// How many `DPoP` headers the client sent.
+    count: usize,
+    /// The first one's value, in request memory.
+    value: ngx_str_t,
+    recorded: [u8; 32],
+    has_recorded: bool,
+}
+
+const SAVED_PROOF_TAG: u64 = u64::from_be_bytes(*b"dpopprf1");
+
+unsafe extern "C" fn saved_proof_marker(_data: *mut core::ffi::c_void) {}
+
+fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
+    handler.map(|h| h as usize) == Some(saved_proof_marker as *const () as usize)
+}
+
+/// The record of a main request, made on its first pass: the `DPoP`
+/// headers are read and removed from what goes upstream. `None`: no memory.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn record(r: *mut ngx_http_request_t) -> Option<*mut SavedProof> {
+    // SAFETY: the cleanup list of a live pool is well formed; ours hold a
+    // SavedProof written whole when it was added.
+    unsafe {
+        let mut c = (*(*r).pool).cleanup;
+        while !c.is_null() {
+            if is_marker((*c).handler) {
+                let saved = (*c).data.cast::<SavedProof>();
+                if (*saved).tag == SAVED_PROOF_TAG {
+                    return Some(saved);
+                }
+            }
+            c = (*c).next;
+        }
+        let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
+        let value = values[0];
+        if count > 0 {
+            // Header values live in request memory, which the new list
+            // does not free: `value` stays valid.
+            retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(b"DPoP"))?;
+        }
+        let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedProof>());
+        if c.is_null() {
+            return None;
+        }
+        (*c).handler = Some(saved_proof_marker);
+        let saved = (*c).data.cast::<SavedProof>();
+        saved.write(SavedProof {
+            tag: SAVED_PROOF_TAG,
+            count,
+            value: ngx_str_t {
+                len: value.len(),
+                data: value.as_ptr().cast_mut(),
+            },
+            recorded: [0; 32],
+            has_recorded: false,
+        });
+        Some(saved)
+    }
+}
+
+/// Reads and withholds the `DPoP` headers on a main request's first pass
+/// (`begin`), so that the upstream never gets them.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn withhold(r: *mut ngx_http_request_t) -> Option<()> {
+    // SAFETY: r is live; a subrequest's headers are its parent's.
+    unsafe {
+        match r == (*r).main {
+            true => record(r).map(|_| ()),
+            false => Some(()),
+        }
+    }
+}
+
+/// How the client presented its token: the scheme of its `Authorization`
+/// header, if that is where the token came from.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn scheme(r: *mut ngx_http_request_t, token: &[u8]) -> Scheme {
+    // SAFETY: the typed pointer is null or an element of r's header list.
+    let authorization = unsafe { (*r).headers_in.authorization.as_ref() };
+    match authorization {
+        Some(h) if contains(h.value.as_bytes(), token) => {
+            match bearer::is_dpop_scheme(h.value.as_bytes().trim_ascii_start()) {
+                true => Scheme::Dpop,
+                false => Scheme::Bearer,
+            }
+        }
+        _ => Scheme::Other,
+    }
+}
+
+/// Whether `token` is a slice of `value`'s memory (the token found there).
+fn contains(value: &[u8], token: &[u8]) -> bool {
+    let range = value.as_ptr_range();
+    !token.is_empty() && range.contains(&token.as_ptr()) && token.len() <= value.len()
+}
+
+/// Checks the binding of the token whose verdict is `cnf`; `Err` is the
+/// answer when it does not hold.
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+pub unsafe fn check<'c>(
+    r: *mut ngx_http_request_t,
+    conf: &'c LocationConf,
+    ctx: *mut RequestCtx,
+    cnf: &Confirmation,
+) -> Result<(), Outcome<'c>> {
+    if *cnf == Confirmation::Unbound && !conf.dpop.binding.require_dpop {
+        // SAFETY: r is live; ctx is its context.
+        let dpop = unsafe { scheme(r, (*ctx).token()) } == Scheme::Dpop;
+        if !dpop {
+            return Ok(());
+        }
+    }
+    // SAFETY: r is live; ctx is its context.
+    let (scheme, certificate) = unsafe {
+        let certificate = match cnf.x5t_s256() {
+            Some(_) => client_certificate(r),
+            None => None,
+        };
+        (scheme(r, (*ctx).token()), certificate)
+    };
+    if let Some(sha) = certificate {
+        // SAFETY: ctx is r's context; no reference to it is held.
+        unsafe { (*ctx).certificate_presented(sha) };
+    }
+    // SAFETY: r is live, ctx its context.
+    let proof = || unsafe { check_proof(r, conf, ctx) };
+    let decided = binding::decide(cnf, scheme, conf.dpop.binding, certificate.as_ref(), proof);
+    // SAFETY: r is live; its connection log is valid for logging.
+    let log = unsafe { (*(*r).connection).log };
+    let proof = match decided {
+        Ok(None) => return Ok(()),
+        Ok(Some(proof)) => proof,
+        Err(refusal) => {
+            ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: {refusal}");
+            return Err(Outcome::Refuse(challenge_error(&refusal)));
+        }
+    };
+    // SAFETY: ctx is r's context.
+    unsafe { (*ctx).proof_held(proof.jkt) };
+    // SAFETY: r is live; the zone was declared for this location.
+    match unsafe { remember(r, conf, &proof.replay_id, proof.remember_until_s) } {
+        Remembered::New => Ok(()),
+        Remembered::Seen => {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: DPoP proof refused: its jti was used before"
+            );
+            Err(Outcome::Refuse(BearerError::InvalidDpopProof(
+                "the DPoP proof was used before",
+            )))
+        }
+        Remembered::Full => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "auth_oauth2_token: the DPoP replay store is full: proof refused (503); make auth_oauth2_token_dpop_replay_zone larger or the window shorter"
+            );
+            Err(Outcome::Fail {
+                timeout: false,
+                status: 503,
+                retry_after: Some(conf.dpop.proof.window_s.unsigned_abs()),
+            })
+        }
+    }
+}
+
+/// The refusal as the client is told it.
+fn challenge_error(refusal: &BindingRefusal) -> BearerError<'static> {
+    match (refusal.is_proof_error(), refusal.concerns_dpop()) {
+        (true, _) => BearerError::InvalidDpopProof(refusal.description()),
+        (false, true) => BearerError::InvalidTokenForDpop(refusal.description()),
+        (false, false) => BearerError::InvalidTokenBecause(refusal.description()),
+    }
+}
+
+/// The request's proof checked against the request.
+///
+/// # Safety
+/// `r` must be a live request and `ctx` its context.
+unsafe fn check_proof(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    ctx: *mut RequestCtx,
+) -> Result<proof::Proof, proof::ProofError> {
+    // SAFETY: r is live; header values, the method name, the host and the
+    // URI live in request memory; ctx is its context.
+    unsafe {
+        let (values, count) = match r == (*r).main {
+            true => match record(r) {
+                Some(saved) => ((*saved).value.as_bytes(), (*saved).count),
+                None => (&[][..], 0),
+            },
+            false => {
+                let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
+                (values[0], count)
+            }
+        };
+        let headers: Vec<&[u8]> = match count {
+            0 => Vec::new(),
+            1 => vec![values],
+            _ => vec![values, values],
+        };
+        let uri = request_uri(r);
+        let request = ProofRequest {
+            headers: &headers,
+            method: (*r).method_name.as_bytes(),
+            uri: uri.as_deref(),
+            token: (*ctx).token(),
+            now_s: now_ms() / 1000,
+        };
+        proof::check(&request, &conf.dpop.proof)
+    }
+}
+
+/// The request's URI as a proof's `htu` must name it: the scheme of the
+/// connection, the `Host` the client sent (else the server's name), the
+/// request target as sent.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn request_uri(r: *mut ngx_http_request_t) -> Option<String> {
+    // SAFETY: r is live; its connection, host and URI are request memory.
+    unsafe {
+        let scheme = match (*(*r).connection).ssl.is_null() {
+            true => "http",
+            false => "https",
+        };
+        let host = match (*r).headers_in.host.as_ref() {
+            Some(h) => h.value.as_bytes(),
+            None => (*r).headers_in.server.as_bytes(),
+        };
+        htu::request_uri(scheme, host, (*r).unparsed_uri.as_bytes())
+    }
+}
+
+/// The SHA-256 of this connection's client certificate (DER), when the
+/// client sent one over TLS.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn client_certificate(r: *mut ngx_http_request_t) -> Option<[u8; 32]> {
+    let mut pem = ngx_str_t::empty();
+    // SAFETY: r is live; nginx writes the PEM into r's pool, or nothing.
+    unsafe {
+        let c = (*r).connection;
+        if (*c).ssl.is_null() {
+            return None;
+        }
+        if ngx_ssl_get_raw_certificate(c, (*r).pool, &mut pem) != NGX_OK as isize {
+            return None;
+        }
+    }
+    if pem.len == 0 {
+        return None;
+    }
+    // A non-empty value points at pem.len bytes of r's pool.
+    let pem = pem.as_bytes();
+    let der = openssl::x509::X509::from_pem(pem).ok()?.to_der().ok()?;
+    Some(Sha256::digest(der).into())
+}
+
+/// Records the proof in the location's replay store; a proof this request
+/// recorded itself (before an internal redirect) is not a replay.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn remember(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    replay_id: &[u8; 32],
+    until_s: i64,
+) -> Remembered {
+    let Some(store) = conf.dpop.replay_zone else {
+        // A location that checks tokens always has a store: fail closed.
+        return Remembered::Full;
+    };
+    // SAFETY: r is live.
+    let saved = unsafe {
+        match r == (*r).main {
+            true => record(r),
+            false => None,
+        }
+    };
+    // SAFETY: the record lives in r's pool.
+    let recorded_here = saved
+        .is_some_and(|saved| unsafe { (*saved).has_recorded && (*saved).recorded == *replay_id });
+    if recorded_here {
+        return Remembered::New;
+    }
+    // SAFETY: the zone was declared by the configuration and initialised
+    // with the cycle.
+    let found = unsafe {
+        zone::remember(
+            store.cast(),
+            &CacheKey(*replay_id),
+            until_s.saturating_mul(1000),
+            now_ms(),
+        )
+    };
+    if let (Remembered::New, Some(saved)) = (found, saved) {
+        // SAFETY: as above.
+        unsafe {
+            (*saved).recorded = *replay_id;
+            (*saved).has_recorded = true;
+        }
+    }
+    found
+}
