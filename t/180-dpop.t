@@ -119,13 +119,18 @@ my $ALGS = 'RS256 PS256 ES256 EdDSA';
     is($replays, 4, 'the replay is refused by every worker (one store in shared memory)');
 }
 
-# 2. Bearer tokens still pass as before; the challenges name both schemes.
+# 2. Bearer tokens still pass as before; a refusal that does not concern
+# DPoP keeps the one Bearer challenge.
 {
     my $r = send_req(uri => '/api/x', scheme => 'Bearer', token => $UNBOUND);
     is($r->{status}, 200, 'an unbound token passes as Bearer');
     $r = send_req(uri => '/api/x');
     is($r->{status}, 401, 'no token: 401');
-    is(challenges($r), qq{Bearer realm="api" | DPoP realm="api", algs="$ALGS"}, 'no token: both challenges, no error');
+    is(challenges($r), 'Bearer realm="api"', 'no token: the Bearer challenge, no error');
+    $r = send_req(uri => '/api/x', scheme => 'DPoP', token => 'unknown-token');
+    is($r->{status}, 401, 'an inactive token sent with the DPoP scheme: 401');
+    is(challenges($r), qq{Bearer realm="api" | DPoP realm="api", algs="$ALGS", error="invalid_token"},
+        'the DPoP client hears the error in the DPoP challenge');
 }
 
 # 3. Every refusal of a bound token.

@@ -18,7 +18,7 @@ pub const DEFAULT_WINDOW_S: i64 = 60;
 pub const MAX_WINDOW_S: i64 = 600;
 /// The replay store's zone when `auth_oauth2_token_dpop_replay_zone` is unset.
 pub const DEFAULT_REPLAY_ZONE: &str = "auth_oauth2_token_dpop_replay";
-pub const DEFAULT_REPLAY_ZONE_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_REPLAY_ZONE_SIZE: usize = 2 * 1024 * 1024;
 
 /// A location's DPoP settings; `policy` is derived once merged.
 #[derive(Debug, Default, Clone)]

@@ -12,7 +12,7 @@ use crate::handler::variables;
 use crate::module::Module;
 use crate::oauth::bearer::is_dpop_scheme;
 use crate::oauth::carriers::TokenSource;
-use crate::oauth::challenge::{challenges, BearerError, Offer};
+use crate::oauth::challenge::{announces_dpop, challenges, BearerError, Offer};
 
 /// Answers with the status that goes with `error` and, unless the location
 /// turned it off, a `WWW-Authenticate` challenge: ours (RFC 6750 §3) or the
@@ -85,15 +85,16 @@ unsafe fn standard(
         .token_source
         .as_deref()
         .unwrap_or(credentials::DEFAULT_SOURCES);
-    let offer = Offer {
-        bearer: !conf.dpop.binding.require_dpop,
-        dpop_algs: sources
-            .contains(&TokenSource::Bearer)
-            .then_some(conf.dpop.algs_text.as_str()),
-    };
     // SAFETY: the typed pointer is null or an element of r's header list.
     let used_dpop = unsafe { (*r).headers_in.authorization.as_ref() }
         .is_some_and(|h| is_dpop_scheme(h.value.as_bytes().trim_ascii_start()));
+    let requires = conf.dpop.binding.require_dpop;
+    let reads_authorization = sources.contains(&TokenSource::Bearer);
+    let offer = Offer {
+        bearer: !requires,
+        dpop_algs: announces_dpop(reads_authorization, requires, used_dpop, error)
+            .then_some(conf.dpop.algs_text.as_str()),
+    };
     let values = challenges(
         conf.realm(),
         conf.announced_scopes(),

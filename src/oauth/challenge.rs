@@ -75,6 +75,19 @@ pub struct Offer<'a> {
     pub dpop_algs: Option<&'a str>,
 }
 
+/// Whether a refusal announces the `DPoP` scheme beside `Bearer`: where the
+/// `Authorization` header is a token source, when DPoP is in play (the
+/// refusal concerns it, the client used it, or the location requires it).
+/// Other refusals keep the one `Bearer` challenge clients already parse.
+pub fn announces_dpop(
+    reads_authorization: bool,
+    requires_dpop: bool,
+    used_dpop: bool,
+    error: BearerError<'_>,
+) -> bool {
+    reads_authorization && (requires_dpop || used_dpop || error.concerns_dpop())
+}
+
 /// The `WWW-Authenticate` values of a refusal, in order (`Bearer`, then
 /// `DPoP`, RFC 9449 §7.1): the error goes in the challenge of the scheme
 /// it concerns (DPoP's own errors, any error of a client that used the
