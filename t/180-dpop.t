@@ -65,6 +65,7 @@ location /strict/ {
     proxy_pass http://backend;
 }
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
+location = /metrics { auth_oauth2_token_introspect off; auth_oauth2_token_metrics; }
 CONF
 
 idp_setup({
@@ -207,6 +208,18 @@ for my $case (@specs) {
         'dpop_require: only the DPoP challenge');
     my $p = proofs('alice.jwk', { htm => 'GET', htu => "$URL/strict/x", token => $TOKEN });
     is(send_req(uri => '/strict/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs})->{status}, 200, 'dpop_require: a bound token with its proof passes');
+}
+
+# 6. The metrics count proofs by result and the other refusals by reason.
+{
+    my $m = http_request(raw_request('GET', '/metrics', []))->{body};
+    for (['valid', 5], ['replayed', 5], ['key_mismatch', 1], ['htm_htu_mismatch', 4], ['stale', 2],
+        ['ath_mismatch', 1], ['bad_key', 2], ['missing', 2], ['malformed', 4]) {
+        like($m, qr/^oauth2_token_dpop_proofs_total\{result="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] $_->[0] proofs");
+    }
+    for (['bearer_scheme', 2], ['not_dpop_bound', 1], ['dpop_required', 1]) {
+        like($m, qr/^oauth2_token_bindings_refused_total\{reason="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] refused for $_->[0]");
+    }
 }
 
 # nginx's own debug lines print request headers; the module's never carry

@@ -6,6 +6,7 @@
 //! checked wherever it comes. These settings only tune that check, and
 //! `auth_oauth2_token_dpop_require on` refuses unbound tokens.
 
+use crate::metrics::dpop::DpopIds;
 use crate::oauth::dpop::binding::BindingPolicy;
 use crate::oauth::dpop::proof::ProofPolicy;
 use crate::oauth::jose::alg::{Alg, Algorithms};
@@ -37,6 +38,8 @@ pub struct DpopConf {
     pub binding: BindingPolicy,
     /// The `algs` of the `DPoP` challenge.
     pub algs_text: String,
+    /// The series the proofs and bindings count in, once registered.
+    pub metrics: Option<DpopIds>,
 }
 
 impl DpopConf {

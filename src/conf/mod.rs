@@ -498,6 +498,9 @@ impl LocationConf {
         if self.jwt_enabled() {
             self.jwt.metrics = Some(catalogue.jwt());
         }
+        if self.jwt_enabled() || self.introspection_enabled() {
+            self.dpop.metrics = Some(catalogue.dpop());
+        }
         let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
         let breaker = self.breaker.is_some();
         let (introspects, exchanges) = (self.introspection_enabled(), self.exchange_enabled());

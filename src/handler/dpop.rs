@@ -11,9 +11,13 @@ use ngx::ffi::{
 };
 use sha2::{Digest, Sha256};
 
+use ngx::http::HttpModuleMainConf;
+
 use crate::conf::LocationConf;
 use crate::handler::ctx::{Outcome, RequestCtx};
 use crate::handler::raw::{header_values, now_ms, retain_headers};
+use crate::metrics::{self, dpop::DpopIds};
+use crate::module::Module;
 use crate::oauth::bearer;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::challenge::BearerError;
@@ -172,13 +176,28 @@ pub unsafe fn check<'c>(
         Ok(Some(proof)) => proof,
         Err(refusal) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: {refusal}");
+            // SAFETY: r is live.
+            unsafe {
+                count(r, conf, |ids| match metrics::dpop::counted_as(&refusal) {
+                    Ok(result) => ids.proof(result),
+                    Err(reason) => ids.binding(reason),
+                })
+            };
             return Err(Outcome::Refuse(challenge_error(&refusal)));
         }
     };
     // SAFETY: ctx is r's context.
     unsafe { (*ctx).proof_held(proof.jkt) };
     // SAFETY: r is live; the zone was declared for this location.
-    match unsafe { remember(r, conf, &proof.replay_id, proof.remember_until_s) } {
+    let remembered = unsafe { remember(r, conf, &proof.replay_id, proof.remember_until_s) };
+    let result = match remembered {
+        Remembered::New => "valid",
+        Remembered::Seen => "replayed",
+        Remembered::Full => "store_full",
+    };
+    // SAFETY: r is live.
+    unsafe { count(r, conf, |ids| ids.proof(result)) };
+    match remembered {
         Remembered::New => Ok(()),
         Remembered::Seen => {
             ngx::ngx_log_error!(
@@ -202,6 +221,25 @@ pub unsafe fn check<'c>(
                 retry_after: Some(conf.dpop.proof.window_s.unsigned_abs()),
             })
         }
+    }
+}
+
+/// Adds one to the series `pick` names, when the location has the series.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn count(
+    r: *mut ngx_http_request_t,
+    conf: &LocationConf,
+    pick: impl FnOnce(DpopIds) -> Option<usize>,
+) {
+    let Some(id) = conf.dpop.metrics.and_then(pick) else {
+        return;
+    };
+    // SAFETY: r is live; the main conf exists for every request of an http
+    // block where our directives are.
+    if let Some(main) = unsafe { Module::main_conf(&*r) } {
+        main.counters.add(id, 1);
     }
 }
 
