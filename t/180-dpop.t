@@ -64,6 +64,10 @@ location /strict/ {
     auth_oauth2_token_dpop_algorithms ES256;
     proxy_pass http://backend;
 }
+location /behind/ {
+    auth_oauth2_token_dpop_origin https://api.example.com;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
 location = /metrics { auth_oauth2_token_introspect off; auth_oauth2_token_metrics; }
 CONF
@@ -210,10 +214,20 @@ for my $case (@specs) {
     is(send_req(uri => '/strict/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs})->{status}, 200, 'dpop_require: a bound token with its proof passes');
 }
 
+# 5b. Behind a TLS terminator: proofs name the configured origin.
+{
+    my $p = proofs('alice.jwk', { htm => 'GET', htu => 'https://api.example.com/behind/x?y=1', token => $TOKEN });
+    is(send_req(uri => '/behind/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs})->{status}, 200,
+        'dpop_origin: a proof for the public https URL passes');
+    $p = proofs('alice.jwk', { htm => 'GET', htu => "$URL/behind/x", token => $TOKEN });
+    my $r = send_req(uri => '/behind/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs});
+    is($r->{status}, 401, 'dpop_origin: a proof for the gateway\'s own URL does not');
+}
+
 # 6. The metrics count proofs by result and the other refusals by reason.
 {
     my $m = http_request(raw_request('GET', '/metrics', []))->{body};
-    for (['valid', 5], ['replayed', 5], ['key_mismatch', 1], ['htm_htu_mismatch', 4], ['stale', 2],
+    for (['valid', 6], ['replayed', 5], ['key_mismatch', 1], ['htm_htu_mismatch', 5], ['stale', 2],
         ['ath_mismatch', 1], ['bad_key', 2], ['missing', 2], ['malformed', 4]) {
         like($m, qr/^oauth2_token_dpop_proofs_total\{result="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] $_->[0] proofs");
     }

@@ -30,6 +30,9 @@ pub struct DpopConf {
     pub algorithms: Option<Algorithms>,
     /// `auth_oauth2_token_dpop_window`, in seconds.
     pub window_s: Option<i64>,
+    /// `auth_oauth2_token_dpop_origin`: the scheme and authority proofs name
+    /// (normalised), instead of the connection's scheme and `Host`.
+    pub origin: Option<String>,
     /// `auth_oauth2_token_dpop_replay_zone` (an nginx zone, opaque here),
     /// or the default zone the glue declares for a checking location.
     pub replay_zone: Option<*mut core::ffi::c_void>,
@@ -55,6 +58,9 @@ impl DpopConf {
         }
         if self.replay_zone.is_none() {
             self.replay_zone = prev.replay_zone;
+        }
+        if self.origin.is_none() {
+            self.origin.clone_from(&prev.origin);
         }
     }
 
@@ -94,6 +100,13 @@ pub fn parse_window(arg: &[u8]) -> Result<i64, String> {
         Some(ms) if (1000..=MAX_WINDOW_S * 1000).contains(&ms) => Ok(ms / 1000),
         _ => Err(format!("takes a time from 1s to {MAX_WINDOW_S}s")),
     }
+}
+
+/// `auth_oauth2_token_dpop_origin URL`.
+pub fn parse_origin(arg: &[u8]) -> Result<String, String> {
+    crate::oauth::dpop::htu::parse_origin(arg).ok_or_else(|| {
+        "takes an http or https URL without path, query or fragment, such as https://api.example.com".into()
+    })
 }
 
 /// `auth_oauth2_token_dpop_replay_zone NAME:SIZE`.
@@ -148,5 +161,10 @@ mod tests {
             Ok((b"replay".to_vec(), 2 * 1024 * 1024))
         );
         assert!(parse_replay_zone(b"replay").is_err() && parse_replay_zone(b":1m").is_err());
+        assert_eq!(
+            parse_origin(b"https://API.example:443"),
+            Ok("https://api.example".to_string())
+        );
+        assert!(parse_origin(b"https://api.example/v1").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! DPoP: `dpop_require`, `dpop_algorithms`, `dpop_window` and
+//! DPoP: `dpop_require`, `dpop_algorithms`, `dpop_window`, `dpop_origin` and
 //! `dpop_replay_zone` (declared here, as is the default replay zone of a
 //! location that checks tokens without naming one).
 
@@ -25,6 +25,11 @@ handler!(set_dpop_algorithms, |c| {
 handler!(set_dpop_window, |c| {
     let window = dpop::parse_window(c.arg)?;
     set_once(&mut c.conf.dpop.window_s, window)
+});
+
+handler!(set_dpop_origin, |c| {
+    let origin = dpop::parse_origin(c.arg)?;
+    set_once(&mut c.conf.dpop.origin, origin)
 });
 
 handler!(set_dpop_replay_zone, |c| {

@@ -35,7 +35,9 @@ use cache::{
     set_shared_cache_tenant,
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
-use dpop::{set_dpop_algorithms, set_dpop_replay_zone, set_dpop_require, set_dpop_window};
+use dpop::{
+    set_dpop_algorithms, set_dpop_origin, set_dpop_replay_zone, set_dpop_require, set_dpop_window,
+};
 use endpoint::{
     set_audience, set_breaker, set_client_assertion_alg, set_client_assertion_audience,
     set_client_auth, set_client_id, set_client_key_file, set_client_key_id, set_client_secret,
@@ -96,7 +98,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 61] = [
+pub static mut COMMANDS: [ngx_command_t; 62] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -267,6 +269,11 @@ pub static mut COMMANDS: [ngx_command_t; 61] = [
         ngx_string!("auth_oauth2_token_dpop_window"),
         NGX_CONF_TAKE1,
         set_dpop_window,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_origin"),
+        NGX_CONF_TAKE1,
+        set_dpop_origin,
     ),
     directive(
         ngx_string!("auth_oauth2_token_dpop_replay_zone"),

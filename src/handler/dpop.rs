@@ -279,7 +279,10 @@ unsafe fn check_proof(
             1 => vec![values],
             _ => vec![values, values],
         };
-        let uri = request_uri(r);
+        let uri = match &conf.dpop.origin {
+            Some(origin) => htu::request_uri_at(origin, (*r).unparsed_uri.as_bytes()),
+            None => request_uri(r),
+        };
         let request = ProofRequest {
             headers: &headers,
             method: (*r).method_name.as_bytes(),
@@ -291,9 +294,9 @@ unsafe fn check_proof(
     }
 }
 
-/// The request's URI as a proof's `htu` must name it: the scheme of the
-/// connection, the `Host` the client sent (else the server's name), the
-/// request target as sent.
+/// The request's URI as a proof's `htu` must name it, without a configured
+/// origin: the scheme of the connection, the `Host` the client sent (else
+/// the server's name), the request target as sent.
 ///
 /// # Safety
 /// `r` must be a live request.

@@ -151,7 +151,14 @@ mod tests {
         }
         let mut text = String::new();
         catalogue.render_dpop(&mut text, &|id| id as u64);
-        assert!(text.contains("oauth2_token_dpop_proofs_total{result=\"replayed\"} 9"));
-        assert!(text.contains("oauth2_token_bindings_refused_total{reason=\"unverifiable\"} 16"));
+        let replayed = ids.proof("replayed").unwrap();
+        let unverifiable = ids.binding("unverifiable").unwrap();
+        assert_eq!(unverifiable, replayed + 7);
+        assert!(text.contains(&format!(
+            "oauth2_token_dpop_proofs_total{{result=\"replayed\"}} {replayed}\n"
+        )));
+        assert!(text.contains(&format!(
+            "oauth2_token_bindings_refused_total{{reason=\"unverifiable\"}} {unverifiable}\n"
+        )));
     }
 }

@@ -1031,4 +1031,22 @@ mod tests {
         };
         assert_eq!(claims.cnf, Confirmation::Unverifiable);
     }
+
+    /// A verified JWT access token's claims carry its binding as an
+    /// answer's do (RFC 9449 §6.1, RFC 8705 §3.1: `cnf` in the JWT).
+    #[test]
+    fn a_verified_jwts_binding_is_read() {
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let map: Map<String, Value> =
+            serde_json::from_str(&format!(r#"{{"sub":"a","cnf":{{"x5t#S256":"{jkt}"}}}}"#))
+                .unwrap();
+        let claims = verified_claims(&map, &ClaimPaths::default()).unwrap();
+        assert_eq!(
+            claims.cnf.x5t_s256(),
+            crate::oauth::cnf::sha256_b64u(jkt).as_ref()
+        );
+        let map: Map<String, Value> = serde_json::from_str(r#"{"sub":"a"}"#).unwrap();
+        let claims = verified_claims(&map, &ClaimPaths::default()).unwrap();
+        assert_eq!(claims.cnf, Confirmation::Unbound);
+    }
 }

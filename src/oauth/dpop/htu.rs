@@ -58,6 +58,38 @@ pub fn request_uri(scheme: &str, authority: &[u8], target: &[u8]) -> Option<Stri
     }
 }
 
+/// The request's URI under a configured origin (`https://api.example.com`,
+/// for a gateway behind a TLS terminator or another name): the origin's
+/// scheme and authority, the path of the request target as sent.
+pub fn request_uri_at(origin: &str, target: &[u8]) -> Option<String> {
+    let path = match target.first() {
+        Some(b'/') => target,
+        _ => {
+            let after_scheme = target.windows(3).position(|w| w == b"://")? + 3;
+            let rest = &target[after_scheme..];
+            let start = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+            &rest[start..]
+        }
+    };
+    normalise(&[origin.as_bytes(), path].concat())
+}
+
+/// `auth_oauth2_token_dpop_origin`'s value: an `http` or `https` URI with
+/// no path but `/`, no query and no fragment, as its normalised
+/// `scheme://authority`.
+pub fn parse_origin(arg: &[u8]) -> Option<String> {
+    if arg.iter().any(|&b| b == b'?' || b == b'#') {
+        return None;
+    }
+    let normalised = normalise(arg)?;
+    let authority_end = normalised.find("://")? + 3;
+    let path = normalised[authority_end..].find('/')? + authority_end;
+    match &normalised[path..] {
+        "/" => Some(normalised[..path].to_string()),
+        _ => None,
+    }
+}
+
 /// Whether a proof's `htu` names the request's URI (normalised already).
 pub fn matches(htu: &[u8], request: &str) -> bool {
     normalise(htu).is_some_and(|htu| htu == request)
@@ -285,5 +317,33 @@ mod tests {
             Some("http://h:81/p")
         );
         assert_eq!(request_uri("http", b"h", b"*"), None);
+    }
+
+    #[test]
+    fn a_configured_origin() {
+        let origin = parse_origin(b"HTTPS://API.example.com:443/").unwrap();
+        assert_eq!(origin, "https://api.example.com");
+        assert_eq!(
+            parse_origin(b"https://api.example.com:8443").as_deref(),
+            Some("https://api.example.com:8443")
+        );
+        for bad in [
+            &b"https://api.example.com/v1"[..],
+            b"https://a/?x",
+            b"https://a#f",
+            b"ftp://a",
+            b"api.example.com",
+        ] {
+            assert_eq!(parse_origin(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            request_uri_at(&origin, b"/orders/../x?q").as_deref(),
+            Some("https://api.example.com/x")
+        );
+        assert_eq!(
+            request_uri_at(&origin, b"http://internal:8080/x").as_deref(),
+            Some("https://api.example.com/x")
+        );
+        assert_eq!(request_uri_at(&origin, b"*"), None);
     }
 }
