@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         uri: request_uri.as_deref(),
         token: b"token",
         now_s: 1_800_000_000,
+        nonce_key: None,
     };
     match proof::check(&request, &ProofPolicy::default()) {
         Ok(checked) => {

@@ -8,6 +8,7 @@
 
 use crate::metrics::dpop::DpopIds;
 use crate::oauth::dpop::binding::BindingPolicy;
+use crate::oauth::dpop::nonce::NonceKey;
 use crate::oauth::dpop::proof::ProofPolicy;
 use crate::oauth::jose::alg::{Alg, Algorithms};
 
@@ -33,6 +34,8 @@ pub struct DpopConf {
     /// `auth_oauth2_token_dpop_origin`: the scheme and authority proofs name
     /// (normalised), instead of the connection's scheme and `Host`.
     pub origin: Option<String>,
+    /// `auth_oauth2_token_dpop_nonce_key_file`: server nonces (RFC 9449 §9).
+    pub nonce_key: Option<NonceKey>,
     /// `auth_oauth2_token_dpop_replay_zone` (an nginx zone, opaque here),
     /// or the default zone the glue declares for a checking location.
     pub replay_zone: Option<*mut core::ffi::c_void>,
@@ -61,6 +64,9 @@ impl DpopConf {
         }
         if self.origin.is_none() {
             self.origin.clone_from(&prev.origin);
+        }
+        if self.nonce_key.is_none() {
+            self.nonce_key.clone_from(&prev.nonce_key);
         }
     }
 

@@ -1,4 +1,5 @@
-//! DPoP: `dpop_require`, `dpop_algorithms`, `dpop_window`, `dpop_origin` and
+//! DPoP: `dpop_require`, `dpop_algorithms`, `dpop_window`, `dpop_origin`,
+//! `dpop_nonce_key_file` and
 //! `dpop_replay_zone` (declared here, as is the default replay zone of a
 //! location that checks tokens without naming one).
 
@@ -9,7 +10,9 @@ use ngx::http::HttpModule;
 
 use super::call::{args_of, flag, handler, set_once};
 use crate::conf::dpop::{self, DEFAULT_REPLAY_ZONE, DEFAULT_REPLAY_ZONE_SIZE};
+use crate::conf::secret_from_file_contents;
 use crate::module::Module;
+use crate::oauth::dpop::nonce::NonceKey;
 use crate::shm::{counters, zone};
 
 handler!(set_dpop_require, |c| set_once(
@@ -30,6 +33,12 @@ handler!(set_dpop_window, |c| {
 handler!(set_dpop_origin, |c| {
     let origin = dpop::parse_origin(c.arg)?;
     set_once(&mut c.conf.dpop.origin, origin)
+});
+
+handler!(set_dpop_nonce_key_file, |c| {
+    let contents = c.read_secret_file("", c.arg)?;
+    let key = NonceKey::new(&secret_from_file_contents(&contents))?;
+    set_once(&mut c.conf.dpop.nonce_key, key)
 });
 
 handler!(set_dpop_replay_zone, |c| {

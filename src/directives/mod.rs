@@ -36,7 +36,8 @@ use cache::{
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
 use dpop::{
-    set_dpop_algorithms, set_dpop_origin, set_dpop_replay_zone, set_dpop_require, set_dpop_window,
+    set_dpop_algorithms, set_dpop_nonce_key_file, set_dpop_origin, set_dpop_replay_zone,
+    set_dpop_require, set_dpop_window,
 };
 use endpoint::{
     set_audience, set_breaker, set_client_assertion_alg, set_client_assertion_audience,
@@ -98,7 +99,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 62] = [
+pub static mut COMMANDS: [ngx_command_t; 63] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -269,6 +270,11 @@ pub static mut COMMANDS: [ngx_command_t; 62] = [
         ngx_string!("auth_oauth2_token_dpop_window"),
         NGX_CONF_TAKE1,
         set_dpop_window,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_nonce_key_file"),
+        NGX_CONF_TAKE1,
+        set_dpop_nonce_key_file,
     ),
     directive(
         ngx_string!("auth_oauth2_token_dpop_origin"),

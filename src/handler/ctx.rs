@@ -581,7 +581,8 @@ impl Outcome<'_> {
                 BearerError::InvalidToken
                 | BearerError::InvalidTokenBecause(_)
                 | BearerError::InvalidDpopProof(_)
-                | BearerError::InvalidTokenForDpop(_),
+                | BearerError::InvalidTokenForDpop(_)
+                | BearerError::UseDpopNonce(_),
             ) => metrics::Outcome::InvalidToken,
             Outcome::Refuse(BearerError::WrongAudience) => metrics::Outcome::Audience,
             Outcome::Refuse(BearerError::InsufficientScope(_)) => {

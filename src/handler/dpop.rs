@@ -15,7 +15,7 @@ use ngx::http::HttpModuleMainConf;
 
 use crate::conf::LocationConf;
 use crate::handler::ctx::{Outcome, RequestCtx};
-use crate::handler::raw::{header_values, now_ms, retain_headers};
+use crate::handler::raw::{header_values, now_ms, pool_str, push_header, retain_headers};
 use crate::metrics::{self, dpop::DpopIds};
 use crate::module::Module;
 use crate::oauth::bearer;
@@ -183,9 +183,20 @@ pub unsafe fn check<'c>(
                     Err(reason) => ids.binding(reason),
                 })
             };
+            if refusal == BindingRefusal::Proof(proof::ProofError::UseNonce) {
+                // SAFETY: r is live.
+                if unsafe { send_nonce(r, conf) }.is_none() {
+                    return Err(Outcome::Error);
+                }
+            }
             return Err(Outcome::Refuse(challenge_error(&refusal)));
         }
     };
+    // A nonce of the slot before passes; the client gets the current one.
+    // SAFETY: r is live.
+    if proof.nonce_stale && unsafe { send_nonce(r, conf) }.is_none() {
+        return Err(Outcome::Error);
+    }
     // SAFETY: ctx is r's context.
     unsafe { (*ctx).proof_held(proof.jkt) };
     // SAFETY: r is live; the zone was declared for this location.
@@ -243,8 +254,27 @@ unsafe fn count(
     }
 }
 
+/// Adds `DPoP-Nonce` with the current nonce to the answer (RFC 9449 §9),
+/// whether the request passes or is refused.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn send_nonce(r: *mut ngx_http_request_t, conf: &LocationConf) -> Option<()> {
+    let key = conf.dpop.nonce_key.as_ref()?;
+    let nonce = key.issue(now_ms() / 1000);
+    // SAFETY: r is live; the value and the header live in its pool and list.
+    unsafe {
+        let value = pool_str(r, nonce.as_bytes())?;
+        let headers = core::ptr::addr_of_mut!((*r).headers_out.headers);
+        push_header(headers, b"DPoP-Nonce", b"dpop-nonce", value).map(|_| ())
+    }
+}
+
 /// The refusal as the client is told it.
 fn challenge_error(refusal: &BindingRefusal) -> BearerError<'static> {
+    if *refusal == BindingRefusal::Proof(proof::ProofError::UseNonce) {
+        return BearerError::UseDpopNonce(refusal.description());
+    }
     match (refusal.is_proof_error(), refusal.concerns_dpop()) {
         (true, _) => BearerError::InvalidDpopProof(refusal.description()),
         (false, true) => BearerError::InvalidTokenForDpop(refusal.description()),
@@ -289,6 +319,7 @@ unsafe fn check_proof(
             uri: uri.as_deref(),
             token: (*ctx).token(),
             now_s: now_ms() / 1000,
+            nonce_key: conf.dpop.nonce_key.as_ref(),
         };
         proof::check(&request, &conf.dpop.proof)
     }

@@ -32,7 +32,8 @@ pub unsafe fn refuse(
         | BearerError::InvalidToken
         | BearerError::WrongAudience
         | BearerError::InvalidDpopProof(_)
-        | BearerError::InvalidTokenForDpop(_) => Situation::Invalid,
+        | BearerError::InvalidTokenForDpop(_)
+        | BearerError::UseDpopNonce(_) => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
     let status = conf.statuses.get(situation).unwrap_or(error.status()) as ngx_int_t;

@@ -13,7 +13,7 @@ pub const PROOFS: &str = "oauth2_token_dpop_proofs_total";
 pub const BINDINGS: &str = "oauth2_token_bindings_refused_total";
 
 /// What became of a DPoP proof the gateway checked.
-pub const PROOF_RESULTS: [&str; 11] = [
+pub const PROOF_RESULTS: [&str; 12] = [
     "valid",
     "missing",
     "malformed",
@@ -22,6 +22,7 @@ pub const PROOF_RESULTS: [&str; 11] = [
     "htm_htu_mismatch",
     "stale",
     "ath_mismatch",
+    "nonce_required",
     "key_mismatch",
     "replayed",
     "store_full",
@@ -154,6 +155,7 @@ mod tests {
         let replayed = ids.proof("replayed").unwrap();
         let unverifiable = ids.binding("unverifiable").unwrap();
         assert_eq!(unverifiable, replayed + 7);
+        assert!(ids.proof("nonce_required").is_some());
         assert!(text.contains(&format!(
             "oauth2_token_dpop_proofs_total{{result=\"replayed\"}} {replayed}\n"
         )));

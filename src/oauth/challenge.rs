@@ -20,6 +20,10 @@ pub enum BearerError<'a> {
     /// The DPoP proof is missing or does not hold (401,
     /// `invalid_dpop_proof`, RFC 9449 §7.1), told in the `DPoP` challenge.
     InvalidDpopProof(&'a str),
+    /// The location wants the server's nonce in the proof (401,
+    /// `use_dpop_nonce`, RFC 9449 §9), told in the `DPoP` challenge; the
+    /// answer carries a `DPoP-Nonce` header.
+    UseDpopNonce(&'a str),
     /// The token's DPoP binding refuses it (sent as `Bearer`, or with the
     /// `DPoP` scheme while unbound): 401 `invalid_token`, told in the
     /// `DPoP` challenge.
@@ -34,6 +38,7 @@ impl BearerError<'_> {
             | BearerError::InvalidTokenBecause(_)
             | BearerError::WrongAudience
             | BearerError::InvalidDpopProof(_)
+            | BearerError::UseDpopNonce(_)
             | BearerError::InvalidTokenForDpop(_) => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
@@ -54,6 +59,7 @@ impl BearerError<'_> {
             | BearerError::InvalidTokenForDpop(_) => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
             BearerError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            BearerError::UseDpopNonce(_) => "use_dpop_nonce",
         }
     }
 
@@ -61,7 +67,9 @@ impl BearerError<'_> {
     pub fn concerns_dpop(self) -> bool {
         matches!(
             self,
-            BearerError::InvalidDpopProof(_) | BearerError::InvalidTokenForDpop(_)
+            BearerError::InvalidDpopProof(_)
+                | BearerError::UseDpopNonce(_)
+                | BearerError::InvalidTokenForDpop(_)
         )
     }
 }
@@ -149,6 +157,11 @@ fn push_error(value: &mut String, error: BearerError<'_>) {
         BearerError::NoToken => {}
         BearerError::InvalidDpopProof(description) => {
             value.push_str(", error=\"invalid_dpop_proof\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::UseDpopNonce(description) => {
+            value.push_str(", error=\"use_dpop_nonce\", error_description=\"");
             value.push_str(description);
             value.push('"');
         }

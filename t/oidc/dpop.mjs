@@ -1,7 +1,7 @@
 // DPoP proofs for the tests (t/18x), made by the npm `dpop` package (RFC
 // 9449 proofs as clients make them) and, for the proofs a client must not
 // send, by the npm `jose` package. Reads JSON on stdin:
-//   {keyfile, alg, proofs: [{htm, htu, token, ...overrides}]}
+//   {keyfile, alg, proofs: [{htm, htu, token, nonce, ...overrides}]}
 // keyfile: a private JWK file, made (extractable key pair of `alg`) when
 // missing. A proof without overrides is dpop.generateProof's; overrides
 // (iat, jti, ath, typ, alg: "none" | "HS256", private: true, drop: [claim])
@@ -42,6 +42,7 @@ async function custom(spec) {
     htu: spec.htu,
     iat: spec.iat ?? Math.floor(Date.now() / 1000),
     ath: spec.ath ?? ath(spec.token),
+    ...(spec.nonce ? { nonce: spec.nonce } : {}),
   };
   for (const name of spec.drop ?? []) delete claims[name];
   const payload = new TextEncoder().encode(JSON.stringify(claims));
@@ -57,9 +58,9 @@ async function custom(spec) {
 
 const proofs = [];
 for (const spec of input.proofs ?? []) {
-  const { htm, htu, token, ...overrides } = spec;
+  const { htm, htu, token, nonce, ...overrides } = spec;
   if (Object.keys(overrides).length === 0) {
-    proofs.push(await DPoP.generateProof(keyPair, htu, htm, undefined, token));
+    proofs.push(await DPoP.generateProof(keyPair, htu, htm, nonce, token));
   } else {
     proofs.push(await custom(spec));
   }

@@ -148,6 +148,7 @@ mod tests {
             jkt,
             replay_id: [9; 32],
             remember_until_s: 60,
+            nonce_stale: false,
         }
     }
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::oauth::cnf::sha256_b64u;
 use crate::oauth::dpop::htu;
+use crate::oauth::dpop::nonce::{NonceCheck, NonceKey};
 use crate::oauth::jose::alg::{Alg, Algorithms};
 use crate::oauth::jose::jwk::{self, JwkError};
 use crate::oauth::jose::jws::{self, JwsError};
@@ -77,6 +78,8 @@ pub struct ProofRequest<'a> {
     /// The access token the proof goes with.
     pub token: &'a [u8],
     pub now_s: i64,
+    /// Server nonces (RFC 9449 §9), when the location asks for them.
+    pub nonce_key: Option<&'a NonceKey>,
 }
 
 /// A proof that holds.
@@ -90,6 +93,9 @@ pub struct Proof {
     /// Until when (`iat` plus the window) a proof with this `jti` would be
     /// accepted: how long the replay store must remember it.
     pub remember_until_s: i64,
+    /// Whether the client should get a fresh nonce with the answer (its
+    /// nonce is of the slot before).
+    pub nonce_stale: bool,
 }
 
 /// Why a proof is refused.
@@ -129,6 +135,8 @@ pub enum ProofError {
     Future,
     #[error("ath is not the hash of the access token")]
     WrongAth,
+    #[error("nonce missing, stale or not the server's")]
+    UseNonce,
 }
 
 impl ProofError {
@@ -155,6 +163,7 @@ impl ProofError {
             ProofError::Stale => "the DPoP proof is too old",
             ProofError::Future => "the DPoP proof is issued in the future",
             ProofError::WrongAth => "the DPoP proof is for another access token",
+            ProofError::UseNonce => "a DPoP proof with the server's nonce is required",
         }
     }
 
@@ -176,6 +185,7 @@ impl ProofError {
             ProofError::WrongMethod | ProofError::WrongUri => "htm_htu_mismatch",
             ProofError::Stale | ProofError::Future => "stale",
             ProofError::WrongAth => "ath_mismatch",
+            ProofError::UseNonce => "nonce_required",
         }
     }
 }
@@ -196,6 +206,7 @@ struct WireClaims {
     htu: Option<Value>,
     iat: Option<Value>,
     ath: Option<Value>,
+    nonce: Option<Value>,
 }
 
 /// Checks the proof of `request` against `policy`.
@@ -289,6 +300,21 @@ fn check_claims(
     if text(claims.ath, "ath")? != ath_of(request.token) {
         return Err(ProofError::WrongAth);
     }
+    // Last, so that a client's first proof fails for the nonce only.
+    let nonce_stale = match request.nonce_key {
+        None => false,
+        Some(key) => {
+            let nonce = match claims.nonce {
+                Some(Value::String(nonce)) => Some(nonce),
+                _ => None,
+            };
+            match key.check(nonce.as_deref(), request.now_s) {
+                NonceCheck::Current => false,
+                NonceCheck::Previous => true,
+                NonceCheck::Refused => return Err(ProofError::UseNonce),
+            }
+        }
+    };
     let replay_id: [u8; 32] = Sha256::new()
         .chain_update(jkt)
         .chain_update(jti.as_bytes())
@@ -298,6 +324,7 @@ fn check_claims(
         jkt: *jkt,
         replay_id,
         remember_until_s,
+        nonce_stale,
     })
 }
 
@@ -345,6 +372,7 @@ pub(crate) mod tests {
             uri: Some(URI),
             token: TOKEN,
             now_s,
+            nonce_key: None,
         }
     }
 
@@ -392,6 +420,7 @@ pub(crate) mod tests {
             uri: Some(RFC_URI),
             token: RFC_TOKEN,
             now_s: RFC_IAT + 10,
+            nonce_key: None,
         };
         let proof = check(&request, &ProofPolicy::default()).unwrap();
         // RFC 7638 of the example key, computed by the JOSE module.
@@ -670,6 +699,38 @@ pub(crate) mod tests {
             check(&request(&headers, b"GET", NOW), &ProofPolicy::default()),
             Err(ProofError::BadClaims)
         );
+    }
+
+    #[test]
+    fn server_nonces() {
+        let (key, _) = pair(KeyKind::P256);
+        let nonces = NonceKey::new(&[5; 32]).unwrap();
+        let with_nonce = |nonce: Option<String>| {
+            let mut c = claims("n");
+            if let Some(nonce) = nonce {
+                c["nonce"] = json!(nonce);
+            }
+            es256_proof(&key, c)
+        };
+        let at = |proof: &str, now_s| {
+            let headers = [proof.as_bytes()];
+            let request = ProofRequest {
+                nonce_key: Some(&nonces),
+                ..request(&headers, b"GET", now_s)
+            };
+            check(&request, &ProofPolicy::default())
+        };
+        assert_eq!(at(&with_nonce(None), NOW), Err(ProofError::UseNonce));
+        assert_eq!(
+            at(&with_nonce(Some("made-up".into())), NOW),
+            Err(ProofError::UseNonce)
+        );
+        let fresh = with_nonce(Some(nonces.issue(NOW)));
+        assert!(!at(&fresh, NOW).unwrap().nonce_stale);
+        let old = with_nonce(Some(nonces.issue(NOW - 300)));
+        let slot_start = NOW - NOW.rem_euclid(300);
+        assert!(at(&old, slot_start).unwrap().nonce_stale);
+        assert_eq!(ProofError::UseNonce.result(), "nonce_required");
     }
 
     #[test]

@@ -17,6 +17,7 @@ fn request<'a>(headers: &'a [&'a [u8]]) -> ProofRequest<'a> {
         uri: Some(URI),
         token: TOKEN,
         now_s: NOW,
+        nonce_key: None,
     }
 }
 
