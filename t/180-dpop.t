@@ -3,7 +3,8 @@
 # package (and, for those a client must not send, by `jose`) in
 # t/oidc/dpop.mjs. A bound token passes only with the DPoP scheme and a
 # fresh proof by its key for this method and URI; the proof is checked again
-# on cache hits; the DPoP header never reaches the upstream. Every refusal:
+# on cache hits and after internal redirects; the DPoP header never reaches
+# the upstream. Every refusal:
 # status, error and the challenges (Bearer and DPoP).
 use strict;
 use warnings;
@@ -62,6 +63,13 @@ location /cached/ {
 location /strict/ {
     auth_oauth2_token_dpop_require on;
     auth_oauth2_token_dpop_algorithms ES256;
+    proxy_pass http://backend;
+}
+location /redirect/ {
+    try_files /nonexistent \@app;
+}
+location \@app {
+    proxy_set_header X-Jkt \$oauth2_token_dpop_jkt;
     proxy_pass http://backend;
 }
 location /behind/ {
@@ -214,6 +222,18 @@ for my $case (@specs) {
     is(send_req(uri => '/strict/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs})->{status}, 200, 'dpop_require: a bound token with its proof passes');
 }
 
+# 5a. An internal redirect checks the token again with the same proof,
+# which is not taken for its own replay; the DPoP header stays withheld.
+{
+    my $p = proofs('alice.jwk', { htm => 'GET', htu => "$URL/redirect/x", token => $TOKEN });
+    my $r = send_req(uri => '/redirect/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs});
+    is($r->{status}, 200, 'internal redirect: the proof holds in the named location too');
+    is(backend_header('X-Jkt'), $JKT, 'internal redirect: the variable is set by the second check');
+    is(backend_header('DPoP'), undef, 'internal redirect: the DPoP header is still withheld');
+    $r = send_req(uri => '/redirect/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs});
+    is($r->{status}, 401, 'internal redirect: the same proof in a new request is a replay');
+}
+
 # 5b. Behind a TLS terminator: proofs name the configured origin.
 {
     my $p = proofs('alice.jwk', { htm => 'GET', htu => 'https://api.example.com/behind/x?y=1', token => $TOKEN });
@@ -227,7 +247,7 @@ for my $case (@specs) {
 # 6. The metrics count proofs by result and the other refusals by reason.
 {
     my $m = http_request(raw_request('GET', '/metrics', []))->{body};
-    for (['valid', 6], ['replayed', 5], ['key_mismatch', 1], ['htm_htu_mismatch', 5], ['stale', 2],
+    for (['valid', 8], ['replayed', 6], ['key_mismatch', 1], ['htm_htu_mismatch', 5], ['stale', 2],
         ['ath_mismatch', 1], ['bad_key', 2], ['missing', 2], ['malformed', 4]) {
         like($m, qr/^oauth2_token_dpop_proofs_total\{result="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] $_->[0] proofs");
     }

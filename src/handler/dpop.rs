@@ -50,12 +50,14 @@ fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
     handler.map(|h| h as usize) == Some(saved_proof_marker as *const () as usize)
 }
 
-/// The record of a main request, made on its first pass: the `DPoP`
-/// headers are read and removed from what goes upstream. `None`: no memory.
+/// The record of a main request that sent `DPoP` headers, made on its
+/// first pass, when they are read and removed from what goes upstream.
+/// `Ok(None)`: the request sent none (no record is made, so a bearer
+/// request costs one walk of its headers); `Err`: no memory.
 ///
 /// # Safety
 /// `r` must be a live main request.
-unsafe fn record(r: *mut ngx_http_request_t) -> Option<*mut SavedProof> {
+unsafe fn record(r: *mut ngx_http_request_t) -> Result<Option<*mut SavedProof>, ()> {
     // SAFETY: the cleanup list of a live pool is well formed; ours hold a
     // SavedProof written whole when it was added.
     unsafe {
@@ -64,21 +66,22 @@ unsafe fn record(r: *mut ngx_http_request_t) -> Option<*mut SavedProof> {
             if is_marker((*c).handler) {
                 let saved = (*c).data.cast::<SavedProof>();
                 if (*saved).tag == SAVED_PROOF_TAG {
-                    return Some(saved);
+                    return Ok(Some(saved));
                 }
             }
             c = (*c).next;
         }
         let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
         let value = values[0];
-        if count > 0 {
-            // Header values live in request memory, which the new list
-            // does not free: `value` stays valid.
-            retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(b"DPoP"))?;
+        if count == 0 {
+            return Ok(None);
         }
+        // Header values live in request memory, which the new list does
+        // not free: `value` stays valid.
+        retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(b"DPoP")).ok_or(())?;
         let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedProof>());
         if c.is_null() {
-            return None;
+            return Err(());
         }
         (*c).handler = Some(saved_proof_marker);
         let saved = (*c).data.cast::<SavedProof>();
@@ -92,7 +95,7 @@ unsafe fn record(r: *mut ngx_http_request_t) -> Option<*mut SavedProof> {
             recorded: [0; 32],
             has_recorded: false,
         });
-        Some(saved)
+        Ok(Some(saved))
     }
 }
 
@@ -105,7 +108,7 @@ pub unsafe fn withhold(r: *mut ngx_http_request_t) -> Option<()> {
     // SAFETY: r is live; a subrequest's headers are its parent's.
     unsafe {
         match r == (*r).main {
-            true => record(r).map(|_| ()),
+            true => record(r).ok().map(|_| ()),
             false => Some(()),
         }
     }
@@ -295,9 +298,10 @@ unsafe fn check_proof(
     // URI live in request memory; ctx is its context.
     unsafe {
         let (values, count) = match r == (*r).main {
+            // No memory for the record: no proof, refused.
             true => match record(r) {
-                Some(saved) => ((*saved).value.as_bytes(), (*saved).count),
-                None => (&[][..], 0),
+                Ok(Some(saved)) => ((*saved).value.as_bytes(), (*saved).count),
+                Ok(None) | Err(()) => (&[][..], 0),
             },
             false => {
                 let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
@@ -390,7 +394,7 @@ unsafe fn remember(
     // SAFETY: r is live.
     let saved = unsafe {
         match r == (*r).main {
-            true => record(r),
+            true => record(r).ok().flatten(),
             false => None,
         }
     };
