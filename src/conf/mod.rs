@@ -3,6 +3,7 @@
 
 pub mod cache_args;
 pub mod checks;
+pub mod dpop;
 pub mod endpoint;
 pub mod jwt;
 pub mod redis_args;
@@ -309,6 +310,8 @@ pub struct LocationConf {
     pub credentials_in_location: Option<bool>,
     /// `auth_oauth2_token_jwt_*`: JWT access tokens checked at the gateway.
     pub jwt: jwt::JwtConf,
+    /// `auth_oauth2_token_dpop_*`: DPoP proofs and their replay store.
+    pub dpop: dpop::DpopConf,
 }
 
 impl LocationConf {
@@ -402,6 +405,8 @@ impl LocationConf {
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
         self.jwt.inherit(&prev.jwt);
         self.jwt.finish(self.require_audience.as_ref())?;
+        self.dpop.inherit(&prev.dpop);
+        self.dpop.finish();
 
         if !self.introspection_enabled() && !self.jwt_enabled() && self.exchange_enabled() {
             if self.require_scope.is_some() {
@@ -495,6 +500,9 @@ impl LocationConf {
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
         if self.jwt_enabled() {
             self.jwt.metrics = Some(catalogue.jwt());
+        }
+        if self.jwt_enabled() || self.introspection_enabled() {
+            self.dpop.metrics = Some(catalogue.dpop());
         }
         let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
         let breaker = self.breaker.is_some();

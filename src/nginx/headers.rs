@@ -19,6 +19,20 @@ impl<'r> Req<'r> {
         (!h.is_null()).then(|| unsafe { bytes((*h).value) })
     }
 
+    /// The host the client named: its `Host` header (nginx's pointer to
+    /// the one it accepts), else the server name nginx took for it.
+    pub fn host(&self) -> &'r [u8] {
+        let h = self.read(|r| r.headers_in.host);
+        match h.is_null() {
+            // SAFETY: nginx sets `server` from the request line's host or
+            // the Host header (request memory), or leaves it empty.
+            true => self.read(|r| unsafe { bytes(r.headers_in.server) }),
+            // SAFETY: nginx's pointer is an element of the header list, in
+            // request memory, as is its value.
+            false => unsafe { bytes((*h).value) },
+        }
+    }
+
     /// nginx's pointer to the `Authorization` header is dropped (the header
     /// left the list, or its value no longer names the client).
     pub fn forget_authorization(&mut self) {

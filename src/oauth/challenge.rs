@@ -1,4 +1,5 @@
-//! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3.
+//! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3, and the
+//! `DPoP` challenge of RFC 9449 §7.1 beside it where DPoP is accepted.
 
 /// Why a request is refused, as far as the client is told.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -16,6 +17,17 @@ pub enum BearerError<'a> {
     /// The token may not have what the request needs (403), with the
     /// scopes it would need when the module knows them.
     InsufficientScope(Option<&'a str>),
+    /// The DPoP proof is missing or does not hold (401,
+    /// `invalid_dpop_proof`, RFC 9449 §7.1), told in the `DPoP` challenge.
+    InvalidDpopProof(&'a str),
+    /// The location wants the server's nonce in the proof (401,
+    /// `use_dpop_nonce`, RFC 9449 §9), told in the `DPoP` challenge; the
+    /// answer carries a `DPoP-Nonce` header.
+    UseDpopNonce(&'a str),
+    /// The token's DPoP binding refuses it (sent as `Bearer`, or with the
+    /// `DPoP` scheme while unbound): 401 `invalid_token`, told in the
+    /// `DPoP` challenge.
+    InvalidTokenForDpop(&'a str),
 }
 
 impl BearerError<'_> {
@@ -24,7 +36,10 @@ impl BearerError<'_> {
             BearerError::NoToken
             | BearerError::InvalidToken
             | BearerError::InvalidTokenBecause(_)
-            | BearerError::WrongAudience => 401,
+            | BearerError::WrongAudience
+            | BearerError::InvalidDpopProof(_)
+            | BearerError::UseDpopNonce(_)
+            | BearerError::InvalidTokenForDpop(_) => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
         }
@@ -40,10 +55,77 @@ impl BearerError<'_> {
             BearerError::InvalidRequest(_) => "invalid_request",
             BearerError::InvalidTokenBecause(_)
             | BearerError::InvalidToken
-            | BearerError::WrongAudience => "invalid_token",
+            | BearerError::WrongAudience
+            | BearerError::InvalidTokenForDpop(_) => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
+            BearerError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            BearerError::UseDpopNonce(_) => "use_dpop_nonce",
         }
     }
+
+    /// Whether the error is DPoP's own, told in the `DPoP` challenge.
+    pub fn concerns_dpop(self) -> bool {
+        matches!(
+            self,
+            BearerError::InvalidDpopProof(_)
+                | BearerError::UseDpopNonce(_)
+                | BearerError::InvalidTokenForDpop(_)
+        )
+    }
+}
+
+/// The schemes a location accepts, as its challenges announce them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer<'a> {
+    /// `Bearer` (not when the location requires DPoP).
+    pub bearer: bool,
+    /// `DPoP`, with its `algs` (when the `Authorization` header is a source).
+    pub dpop_algs: Option<&'a str>,
+}
+
+/// Whether a refusal announces the `DPoP` scheme beside `Bearer`: where the
+/// `Authorization` header is a token source, when DPoP is in play (the
+/// refusal concerns it, the client used it, or the location requires it).
+/// Other refusals keep the one `Bearer` challenge clients already parse.
+pub fn announces_dpop(
+    reads_authorization: bool,
+    requires_dpop: bool,
+    used_dpop: bool,
+    error: BearerError<'_>,
+) -> bool {
+    reads_authorization && (requires_dpop || used_dpop || error.concerns_dpop())
+}
+
+/// The `WWW-Authenticate` values of a refusal, in order (`Bearer`, then
+/// `DPoP`, RFC 9449 §7.1): the error goes in the challenge of the scheme
+/// it concerns (DPoP's own errors, any error of a client that used the
+/// `DPoP` scheme, or every error where only DPoP is accepted), the other
+/// challenge announces its scheme without one.
+pub fn challenges(
+    realm: &str,
+    scopes: Option<&str>,
+    offer: Offer<'_>,
+    used_dpop: bool,
+    error: BearerError<'_>,
+) -> Vec<String> {
+    let Some(algs) = offer.dpop_algs else {
+        return vec![challenge(realm, scopes, error)];
+    };
+    let in_dpop = !offer.bearer || used_dpop || error.concerns_dpop();
+    let mut values = Vec::with_capacity(2);
+    if offer.bearer {
+        let bearer_error = match in_dpop {
+            true => BearerError::NoToken,
+            false => error,
+        };
+        values.push(challenge(realm, scopes, bearer_error));
+    }
+    let mut dpop = format!("DPoP realm=\"{realm}\", algs=\"{algs}\"");
+    if in_dpop {
+        push_error(&mut dpop, error);
+    }
+    values.push(dpop);
+    values
 }
 
 /// Builds the header value. `realm` and required scopes are checked at
@@ -65,8 +147,29 @@ pub fn challenge(realm: &str, scopes: Option<&str>, error: BearerError<'_>) -> S
         value.push_str(scopes);
         value.push('"');
     }
+    push_error(&mut value, error);
+    value
+}
+
+/// The error's parameters, after the scheme's own.
+fn push_error(value: &mut String, error: BearerError<'_>) {
     match error {
         BearerError::NoToken => {}
+        BearerError::InvalidDpopProof(description) => {
+            value.push_str(", error=\"invalid_dpop_proof\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::UseDpopNonce(description) => {
+            value.push_str(", error=\"use_dpop_nonce\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidTokenForDpop(description) => {
+            value.push_str(", error=\"invalid_token\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
         BearerError::InvalidRequest(description) => {
             value.push_str(", error=\"invalid_request\", error_description=\"");
             value.push_str(description);
@@ -90,7 +193,6 @@ pub fn challenge(realm: &str, scopes: Option<&str>, error: BearerError<'_>) -> S
             }
         }
     }
-    value
 }
 
 /// A realm must fit in a quoted-string without escapes.
@@ -163,6 +265,70 @@ mod tests {
         assert!(!is_valid_realm(b"a\"b"));
         assert!(!is_valid_realm(b"a\\b"));
         assert!(!is_valid_realm(b"a\nb"));
+    }
+
+    #[test]
+    fn dpop_challenges_beside_bearer() {
+        let both = Offer {
+            bearer: true,
+            dpop_algs: Some("ES256 PS256"),
+        };
+        assert_eq!(
+            challenges("api", None, both, false, BearerError::NoToken),
+            vec![
+                "Bearer realm=\"api\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, both, false, BearerError::InvalidDpopProof("x")),
+            vec![
+                "Bearer realm=\"api\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\", error=\"invalid_dpop_proof\", error_description=\"x\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, both, false, BearerError::InvalidToken),
+            vec![
+                "Bearer realm=\"api\", error=\"invalid_token\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, both, true, BearerError::InvalidToken)[1],
+            "DPoP realm=\"api\", algs=\"ES256 PS256\", error=\"invalid_token\""
+        );
+        let dpop_only = Offer {
+            bearer: false,
+            dpop_algs: Some("ES256"),
+        };
+        assert_eq!(
+            challenges("api", None, dpop_only, false, BearerError::InvalidTokenForDpop("y")),
+            vec!["DPoP realm=\"api\", algs=\"ES256\", error=\"invalid_token\", error_description=\"y\"".to_string()]
+        );
+        let bearer_only = Offer {
+            bearer: true,
+            dpop_algs: None,
+        };
+        assert_eq!(
+            challenges(
+                "api",
+                Some("a"),
+                bearer_only,
+                false,
+                BearerError::InvalidToken
+            ),
+            vec!["Bearer realm=\"api\", scope=\"a\", error=\"invalid_token\"".to_string()]
+        );
+        assert_eq!(
+            BearerError::InvalidDpopProof("x").code(),
+            "invalid_dpop_proof"
+        );
+        assert_eq!(BearerError::InvalidDpopProof("x").status(), 401);
+        assert_eq!(
+            BearerError::InvalidTokenForDpop("x").code(),
+            "invalid_token"
+        );
     }
 
     #[test]
