@@ -38,6 +38,10 @@ struct SavedProof {
     count: usize,
     /// The first one's value, in request memory.
     value: ngx_str_t,
+    /// How the token was presented on the first pass: after an internal
+    /// redirect the `Authorization` header may hold a phantom or exchanged
+    /// token instead.
+    scheme: Scheme,
     recorded: [u8; 32],
     has_recorded: bool,
 }
@@ -57,7 +61,10 @@ fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
 ///
 /// # Safety
 /// `r` must be a live main request.
-unsafe fn record(r: *mut ngx_http_request_t) -> Result<Option<*mut SavedProof>, ()> {
+unsafe fn record(
+    r: *mut ngx_http_request_t,
+    token: Option<&[u8]>,
+) -> Result<Option<*mut SavedProof>, ()> {
     // SAFETY: the cleanup list of a live pool is well formed; ours hold a
     // SavedProof written whole when it was added.
     unsafe {
@@ -79,6 +86,7 @@ unsafe fn record(r: *mut ngx_http_request_t) -> Result<Option<*mut SavedProof>, 
         // Header values live in request memory, which the new list does
         // not free: `value` stays valid.
         retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(b"DPoP")).ok_or(())?;
+        let scheme = token.map_or(Scheme::Other, |token| header_scheme(r, token));
         let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedProof>());
         if c.is_null() {
             return Err(());
@@ -92,6 +100,7 @@ unsafe fn record(r: *mut ngx_http_request_t) -> Result<Option<*mut SavedProof>, 
                 len: value.len(),
                 data: value.as_ptr().cast_mut(),
             },
+            scheme,
             recorded: [0; 32],
             has_recorded: false,
         });
@@ -100,26 +109,43 @@ unsafe fn record(r: *mut ngx_http_request_t) -> Result<Option<*mut SavedProof>, 
 }
 
 /// Reads and withholds the `DPoP` headers on a main request's first pass
-/// (`begin`), so that the upstream never gets them.
+/// (`begin`, with the `token` found), so that the upstream never gets them.
 ///
 /// # Safety
-/// `r` must be a live request.
-pub unsafe fn withhold(r: *mut ngx_http_request_t) -> Option<()> {
+/// `r` must be a live request; `token` is in its memory.
+pub unsafe fn withhold(r: *mut ngx_http_request_t, token: &[u8]) -> Option<()> {
     // SAFETY: r is live; a subrequest's headers are its parent's.
     unsafe {
         match r == (*r).main {
-            true => record(r).ok().map(|_| ()),
+            true => record(r, Some(token)).ok().map(|_| ()),
             false => Some(()),
         }
     }
 }
 
-/// How the client presented its token: the scheme of its `Authorization`
-/// header, if that is where the token came from.
+/// How the client presented its token: as the first pass recorded it when
+/// the request sent `DPoP` headers, else from its `Authorization` header.
 ///
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn scheme(r: *mut ngx_http_request_t, token: &[u8]) -> Scheme {
+    // SAFETY: r is live; the record lives in its pool.
+    unsafe {
+        if r == (*r).main {
+            if let Ok(Some(saved)) = record(r, None) {
+                return (*saved).scheme;
+            }
+        }
+        header_scheme(r, token)
+    }
+}
+
+/// The scheme of the `Authorization` header, if that is where the token
+/// came from.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn header_scheme(r: *mut ngx_http_request_t, token: &[u8]) -> Scheme {
     // SAFETY: the typed pointer is null or an element of r's header list.
     let authorization = unsafe { (*r).headers_in.authorization.as_ref() };
     match authorization {
@@ -299,7 +325,7 @@ unsafe fn check_proof(
     unsafe {
         let (values, count) = match r == (*r).main {
             // No memory for the record: no proof, refused.
-            true => match record(r) {
+            true => match record(r, None) {
                 Ok(Some(saved)) => ((*saved).value.as_bytes(), (*saved).count),
                 Ok(None) | Err(()) => (&[][..], 0),
             },
@@ -394,7 +420,7 @@ unsafe fn remember(
     // SAFETY: r is live.
     let saved = unsafe {
         match r == (*r).main {
-            true => record(r).ok().flatten(),
+            true => record(r, None).ok().flatten(),
             false => None,
         }
     };

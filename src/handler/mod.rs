@@ -231,7 +231,7 @@ unsafe fn begin<'c>(
     // The DPoP headers never go upstream; the proof check reads them from
     // the request's record, across internal redirects too.
     // SAFETY: r is a live request.
-    if unsafe { dpop::withhold(r) }.is_none() {
+    if unsafe { dpop::withhold(r, token) }.is_none() {
         return Err(Outcome::Error);
     }
     // Remember the token when this pass changes what the request carries.
