@@ -1,17 +1,19 @@
 //! Sender-constrained tokens, nginx side: the request's `DPoP` headers
 //! (read once, kept across internal redirects, withheld from the
 //! upstream), its URI as the proof must name it, the client certificate of
-//! its connection, and the replay store; `oauth/dpop/binding.rs` decides.
+//! its connection (or a trusted front's `Client-Cert` header, withheld from
+//! the upstream too), and the replay store; `oauth/dpop/binding.rs` decides.
 //! Runs in the verdict stage, whatever gave the verdict (introspection, a
 //! verified JWT, a cache hit), so a cached verdict is checked again.
 
-use ngx::ffi::{
-    ngx_http_request_t, ngx_pool_cleanup_add, ngx_ssl_get_raw_certificate, ngx_str_t, NGX_LOG_ERR,
-    NGX_LOG_INFO, NGX_OK,
-};
-use sha2::{Digest, Sha256};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ngx::ffi::{
+    ngx_http_request_t, ngx_pool_cleanup_add, ngx_ssl_get_raw_certificate, ngx_str_t, sockaddr_in,
+    sockaddr_in6, AF_INET, AF_INET6, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+};
 use ngx::http::HttpModuleMainConf;
+use sha2::{Digest, Sha256};
 
 use crate::conf::LocationConf;
 use crate::handler::ctx::{Outcome, RequestCtx};
@@ -23,6 +25,7 @@ use crate::oauth::cache::CacheKey;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::dpop::binding::{self, BindingRefusal, Scheme};
+use crate::oauth::dpop::client_cert;
 use crate::oauth::dpop::htu;
 use crate::oauth::dpop::proof::{self, ProofRequest};
 use crate::shm::table::Remembered;
@@ -38,6 +41,9 @@ struct SavedProof {
     count: usize,
     /// The first one's value, in request memory.
     value: ngx_str_t,
+    /// The `Client-Cert` headers (RFC 9440) the same way: how many, the first.
+    cert_count: usize,
+    cert_value: ngx_str_t,
     /// How the token was presented on the first pass: after an internal
     /// redirect the `Authorization` header may hold a phantom or exchanged
     /// token instead.
@@ -80,12 +86,18 @@ unsafe fn record(
         }
         let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
         let value = values[0];
-        if count == 0 {
+        let (certs, cert_count) = header_values::<1>(&(*r).headers_in.headers, b"Client-Cert");
+        if count == 0 && cert_count == 0 {
             return Ok(None);
         }
         // Header values live in request memory, which the new list does
-        // not free: `value` stays valid.
-        retain_headers(r, |h| !h.key.as_bytes().eq_ignore_ascii_case(b"DPoP")).ok_or(())?;
+        // not free: the values stay valid. A `Client-Cert` header never
+        // reaches the upstream, whoever sent it.
+        retain_headers(r, |h| {
+            let key = h.key.as_bytes();
+            !key.eq_ignore_ascii_case(b"DPoP") && !key.eq_ignore_ascii_case(b"Client-Cert")
+        })
+        .ok_or(())?;
         let scheme = token.map_or(Scheme::Other, |token| header_scheme(r, token));
         let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedProof>());
         if c.is_null() {
@@ -99,6 +111,11 @@ unsafe fn record(
             value: ngx_str_t {
                 len: value.len(),
                 data: value.as_ptr().cast_mut(),
+            },
+            cert_count,
+            cert_value: ngx_str_t {
+                len: certs[0].len(),
+                data: certs[0].as_ptr().cast_mut(),
             },
             scheme,
             recorded: [0; 32],
@@ -186,7 +203,12 @@ pub unsafe fn check<'c>(
     // SAFETY: r is live; ctx is its context.
     let (scheme, certificate) = unsafe {
         let certificate = match cnf.x5t_s256() {
-            Some(_) => client_certificate(r),
+            Some(_) => match &conf.dpop.client_cert_from {
+                Some(fronts) if peer(r).is_some_and(|ip| client_cert::trusted(fronts, &ip)) => {
+                    forwarded_certificate(r)
+                }
+                _ => client_certificate(r),
+            },
             None => None,
         };
         (scheme(r, (*ctx).token()), certificate)
@@ -373,6 +395,56 @@ unsafe fn request_uri(r: *mut ngx_http_request_t) -> Option<String> {
             None => (*r).headers_in.server.as_bytes(),
         };
         htu::request_uri(scheme, host, (*r).unparsed_uri.as_bytes())
+    }
+}
+
+/// The peer's address, for the trusted fronts.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn peer(r: *mut ngx_http_request_t) -> Option<IpAddr> {
+    // SAFETY: a live connection's sockaddr is a socket address of the
+    // family it names, of at least that family's size.
+    unsafe {
+        let sa = (*(*r).connection).sockaddr;
+        if sa.is_null() {
+            return None;
+        }
+        match u32::from((*sa).sa_family) {
+            AF_INET => {
+                let sin = &*sa.cast::<sockaddr_in>();
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))))
+            }
+            AF_INET6 => {
+                let sin6 = &*sa.cast::<sockaddr_in6>();
+                Some(IpAddr::V6(Ipv6Addr::from(
+                    sin6.sin6_addr.__in6_u.__u6_addr8,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The SHA-256 of the certificate a trusted front forwarded (RFC 9440
+/// `Client-Cert`), when it forwarded exactly one.
+///
+/// # Safety
+/// `r` must be a live main request.
+unsafe fn forwarded_certificate(r: *mut ngx_http_request_t) -> Option<[u8; 32]> {
+    // SAFETY: r is live; the record and the values live in its memory.
+    unsafe {
+        if r != (*r).main {
+            return None;
+        }
+        let saved = record(r, None).ok().flatten()?;
+        let value = (*saved).cert_value.as_bytes();
+        match (*saved).cert_count {
+            1 => client_cert::from_header(&[value]),
+            _ => None,
+        }
     }
 }
 
