@@ -12,7 +12,7 @@ use ngx::ffi::{
     ngx_http_request_t, ngx_pool_cleanup_add, ngx_ssl_get_raw_certificate, ngx_str_t, sockaddr_in,
     sockaddr_in6, AF_INET, AF_INET6, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{list_iterator, HttpModuleMainConf};
 use sha2::{Digest, Sha256};
 
 use crate::conf::LocationConf;
@@ -60,10 +60,12 @@ fn is_marker(handler: ngx::ffi::ngx_pool_cleanup_pt) -> bool {
     handler.map(|h| h as usize) == Some(saved_proof_marker as *const () as usize)
 }
 
-/// The record of a main request that sent `DPoP` headers, made on its
-/// first pass, when they are read and removed from what goes upstream.
-/// `Ok(None)`: the request sent none (no record is made, so a bearer
-/// request costs one walk of its headers); `Err`: no memory.
+/// The record of a main request that sent `DPoP` or `Client-Cert` headers,
+/// made on its first pass (`token` given: `withhold`, before any check),
+/// when they are read and removed from what goes upstream; later calls
+/// (`token` None) only find it. `Ok(None)`: the request sent none (no
+/// record is made, so a bearer request costs one walk of its headers);
+/// `Err`: no memory.
 ///
 /// # Safety
 /// `r` must be a live main request.
@@ -84,9 +86,26 @@ unsafe fn record(
             }
             c = (*c).next;
         }
-        let (values, count) = header_values::<1>(&(*r).headers_in.headers, b"DPoP");
-        let value = values[0];
-        let (certs, cert_count) = header_values::<1>(&(*r).headers_in.headers, b"Client-Cert");
+        // Only the first pass (`withhold`, with the token) reads the headers.
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        // One walk over the headers for both names.
+        let (mut value, mut count, mut cert, mut cert_count) = (&[][..], 0, &[][..], 0);
+        for (key, v) in list_iterator(&(*r).headers_in.headers) {
+            let key = key.as_bytes();
+            if key.eq_ignore_ascii_case(b"DPoP") {
+                if count == 0 {
+                    value = v.as_bytes();
+                }
+                count += 1;
+            } else if key.eq_ignore_ascii_case(b"Client-Cert") {
+                if cert_count == 0 {
+                    cert = v.as_bytes();
+                }
+                cert_count += 1;
+            }
+        }
         if count == 0 && cert_count == 0 {
             return Ok(None);
         }
@@ -98,7 +117,7 @@ unsafe fn record(
             !key.eq_ignore_ascii_case(b"DPoP") && !key.eq_ignore_ascii_case(b"Client-Cert")
         })
         .ok_or(())?;
-        let scheme = token.map_or(Scheme::Other, |token| header_scheme(r, token));
+        let scheme = header_scheme(r, token);
         let c = ngx_pool_cleanup_add((*r).pool, size_of::<SavedProof>());
         if c.is_null() {
             return Err(());
@@ -114,8 +133,8 @@ unsafe fn record(
             },
             cert_count,
             cert_value: ngx_str_t {
-                len: certs[0].len(),
-                data: certs[0].as_ptr().cast_mut(),
+                len: cert.len(),
+                data: cert.as_ptr().cast_mut(),
             },
             scheme,
             recorded: [0; 32],
@@ -148,12 +167,15 @@ pub unsafe fn withhold(r: *mut ngx_http_request_t, token: &[u8]) -> Option<()> {
 pub unsafe fn scheme(r: *mut ngx_http_request_t, token: &[u8]) -> Scheme {
     // SAFETY: r is live; the record lives in its pool.
     unsafe {
-        if r == (*r).main {
+        let from_header = header_scheme(r, token);
+        // The header may have changed since (phantom, exchange): the
+        // record, when there is one, says what the client sent.
+        if from_header != Scheme::Dpop && r == (*r).main {
             if let Ok(Some(saved)) = record(r, None) {
                 return (*saved).scheme;
             }
         }
-        header_scheme(r, token)
+        from_header
     }
 }
 
