@@ -72,6 +72,14 @@ location \@app {
     proxy_set_header X-Jkt \$oauth2_token_dpop_jkt;
     proxy_pass http://backend;
 }
+location /ph/ {
+    auth_oauth2_token_phantom on;
+    try_files /nonexistent \@ph;
+}
+location \@ph {
+    auth_oauth2_token_phantom on;
+    proxy_pass http://backend;
+}
 location /behind/ {
     auth_oauth2_token_dpop_origin https://api.example.com;
     proxy_pass http://backend;
@@ -80,8 +88,9 @@ location = /_introspect { internal; proxy_pass http://idp/introspect; }
 location = /metrics { auth_oauth2_token_introspect off; auth_oauth2_token_metrics; }
 CONF
 
+my $PHANTOM = join '.', map { encode_base64url($_) } '{"alg":"ES256","typ":"JWT"}', '{"sub":"alice"}', 'signature';
 idp_setup({
-    $TOKEN   => { json => { active => \1, sub => 'alice', cnf => { jkt => $JKT } } },
+    $TOKEN   => { json => { active => \1, sub => 'alice', cnf => { jkt => $JKT }, jwt => $PHANTOM } },
     $UNBOUND => { json => { active => \1, sub => 'bob' } },
 });
 start_nginx(block_from(name => 'dpop', config => $config, workers => 2)) or BAIL_OUT('nginx');
@@ -234,6 +243,18 @@ for my $case (@specs) {
     is($r->{status}, 401, 'internal redirect: the same proof in a new request is a replay');
 }
 
+# 5c. Phantom tokens: the answer's cnf binds the client's token; after the
+# internal redirect the Authorization header holds the phantom JWT, and the
+# scheme the client used (recorded on the first pass) still counts.
+{
+    my $p = proofs('alice.jwk', { htm => 'GET', htu => "$URL/ph/x", token => $TOKEN });
+    my $r = send_req(uri => '/ph/x', scheme => 'DPoP', token => $TOKEN, dpop => $p->{proofs});
+    is($r->{status}, 200, 'phantom + internal redirect: the bound token with its proof passes');
+    is(backend_header('Authorization'), "Bearer $PHANTOM", 'phantom: the upstream gets the JWT');
+    $r = send_req(uri => '/ph/x', scheme => 'Bearer', token => $TOKEN);
+    is($r->{status}, 401, 'phantom: the bound token as Bearer is refused');
+}
+
 # 5b. Behind a TLS terminator: proofs name the configured origin.
 {
     my $p = proofs('alice.jwk', { htm => 'GET', htu => 'https://api.example.com/behind/x?y=1', token => $TOKEN });
@@ -247,11 +268,11 @@ for my $case (@specs) {
 # 6. The metrics count proofs by result and the other refusals by reason.
 {
     my $m = http_request(raw_request('GET', '/metrics', []))->{body};
-    for (['valid', 8], ['replayed', 6], ['key_mismatch', 1], ['htm_htu_mismatch', 5], ['stale', 2],
+    for (['valid', 10], ['replayed', 6], ['key_mismatch', 1], ['htm_htu_mismatch', 5], ['stale', 2],
         ['ath_mismatch', 1], ['bad_key', 2], ['missing', 2], ['malformed', 4]) {
         like($m, qr/^oauth2_token_dpop_proofs_total\{result="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] $_->[0] proofs");
     }
-    for (['bearer_scheme', 2], ['not_dpop_bound', 1], ['dpop_required', 1]) {
+    for (['bearer_scheme', 3], ['not_dpop_bound', 1], ['dpop_required', 1]) {
         like($m, qr/^oauth2_token_bindings_refused_total\{reason="$_->[0]"\} $_->[1]$/m, "metrics: $_->[1] refused for $_->[0]");
     }
 }

@@ -54,6 +54,14 @@ location /cached/ {
     auth_oauth2_token_introspect_cache zone=intro:1m max_ttl=60s;
     proxy_pass http://backend;
 }
+location /front/ {
+    auth_oauth2_token_client_cert_from 127.0.0.0/8 ::1;
+    proxy_pass http://backend;
+}
+location /untrusted/ {
+    auth_oauth2_token_client_cert_from 10.0.0.0/8;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
 CONF
 
@@ -112,5 +120,22 @@ is((tls_get(uri => '/cached/x', token => $BOUND, cert => 'alice'))[0], 200, 'cac
 is((tls_get(uri => '/cached/x', token => $BOUND, cert => 'mallory'))[0], 401, 'cache hit with another certificate: 401');
 is((tls_get(uri => '/cached/x', token => $BOUND))[0], 401, 'cache hit without a certificate: 401');
 is(scalar @{ idp_requests() } - $calls, 1, 'one IdP call: the rest were cache hits');
+
+# A trusted front (RFC 9440): the certificate comes in Client-Cert from
+# the configured addresses only, and never reaches the upstream.
+use MIME::Base64 qw(encode_base64);
+sub front_get {
+    my ($uri, @certs) = @_;
+    my @h = ("Authorization: Bearer $BOUND", map { 'Client-Cert: :' . encode_base64(slurp_file("$dir/$_.der"), '') . ':' } @certs);
+    return http_request(raw_request('GET', $uri, \@h))->{status};
+}
+is(front_get('/front/x', 'alice'), 200, 'Client-Cert from a trusted front: the bound certificate passes');
+my $last = backend_requests()->[-1];
+is(scalar(grep { lc $_->[0] eq 'client-cert' } @{ $last->{headers} }), 0, 'the Client-Cert header is not forwarded upstream');
+is(front_get('/front/x', 'mallory'), 401, 'Client-Cert from a trusted front: another certificate is refused');
+is(front_get('/front/x'), 401, 'a trusted front without Client-Cert: refused');
+is(front_get('/front/x', 'alice', 'alice'), 401, 'two Client-Cert headers: refused');
+is(front_get('/untrusted/x', 'alice'), 401, 'Client-Cert from an address that is not a trusted front: ignored, refused');
+is(front_get('/api/x', 'alice'), 401, 'Client-Cert where no front is trusted: ignored, refused');
 
 done_testing();

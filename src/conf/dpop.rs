@@ -8,6 +8,7 @@
 
 use crate::metrics::dpop::DpopIds;
 use crate::oauth::dpop::binding::BindingPolicy;
+use crate::oauth::dpop::client_cert::Cidr;
 use crate::oauth::dpop::nonce::NonceKey;
 use crate::oauth::dpop::proof::ProofPolicy;
 use crate::oauth::jose::alg::{Alg, Algorithms};
@@ -34,6 +35,9 @@ pub struct DpopConf {
     /// `auth_oauth2_token_dpop_origin`: the scheme and authority proofs name
     /// (normalised), instead of the connection's scheme and `Host`.
     pub origin: Option<String>,
+    /// `auth_oauth2_token_client_cert_from`: the fronts whose `Client-Cert`
+    /// header (RFC 9440) stands for the TLS client certificate.
+    pub client_cert_from: Option<Vec<Cidr>>,
     /// `auth_oauth2_token_dpop_nonce_key_file`: server nonces (RFC 9449 §9).
     pub nonce_key: Option<NonceKey>,
     /// `auth_oauth2_token_dpop_replay_zone` (an nginx zone, opaque here),
@@ -64,6 +68,9 @@ impl DpopConf {
         }
         if self.origin.is_none() {
             self.origin.clone_from(&prev.origin);
+        }
+        if self.client_cert_from.is_none() {
+            self.client_cert_from.clone_from(&prev.client_cert_from);
         }
         if self.nonce_key.is_none() {
             self.nonce_key.clone_from(&prev.nonce_key);
@@ -113,6 +120,11 @@ pub fn parse_origin(arg: &[u8]) -> Result<String, String> {
     crate::oauth::dpop::htu::parse_origin(arg).ok_or_else(|| {
         "takes an http or https URL without path, query or fragment, such as https://api.example.com".into()
     })
+}
+
+/// `auth_oauth2_token_client_cert_from CIDR ...`.
+pub fn parse_cert_fronts(args: &[&[u8]]) -> Result<Vec<Cidr>, String> {
+    args.iter().map(|arg| Cidr::parse(arg)).collect()
 }
 
 /// `auth_oauth2_token_dpop_replay_zone NAME:SIZE`.

@@ -1,5 +1,5 @@
 //! DPoP: `dpop_require`, `dpop_algorithms`, `dpop_window`, `dpop_origin`,
-//! `dpop_nonce_key_file` and
+//! `dpop_nonce_key_file`, `client_cert_from` and
 //! `dpop_replay_zone` (declared here, as is the default replay zone of a
 //! location that checks tokens without naming one).
 
@@ -39,6 +39,11 @@ handler!(set_dpop_nonce_key_file, |c| {
     let contents = c.read_secret_file("", c.arg)?;
     let key = NonceKey::new(&secret_from_file_contents(&contents))?;
     set_once(&mut c.conf.dpop.nonce_key, key)
+});
+
+handler!(set_client_cert_from, |c| {
+    let fronts = dpop::parse_cert_fronts(&args_of(c))?;
+    set_once(&mut c.conf.dpop.client_cert_from, fronts)
 });
 
 handler!(set_dpop_replay_zone, |c| {

@@ -38,8 +38,8 @@ use cache::{
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
 use dpop::{
-    set_dpop_algorithms, set_dpop_nonce_key_file, set_dpop_origin, set_dpop_replay_zone,
-    set_dpop_require, set_dpop_window,
+    set_client_cert_from, set_dpop_algorithms, set_dpop_nonce_key_file, set_dpop_origin,
+    set_dpop_replay_zone, set_dpop_require, set_dpop_window,
 };
 use endpoint::{
     set_audience, set_breaker, set_client_assertion_alg, set_client_assertion_audience,
@@ -101,7 +101,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 63] = [
+pub static mut COMMANDS: [ngx_command_t; 64] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -277,6 +277,11 @@ pub static mut COMMANDS: [ngx_command_t; 63] = [
         ngx_string!("auth_oauth2_token_dpop_nonce_key_file"),
         NGX_CONF_TAKE1,
         set_dpop_nonce_key_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_cert_from"),
+        NGX_CONF_1MORE,
+        set_client_cert_from,
     ),
     directive(
         ngx_string!("auth_oauth2_token_dpop_origin"),

@@ -1,7 +1,8 @@
 //! Sender-constrained tokens, nginx side: the request's `DPoP` headers
 //! (read once, kept across internal redirects, withheld from the
 //! upstream), its URI as the proof must name it, the client certificate of
-//! its connection, and the replay store; `oauth/dpop/binding.rs` decides.
+//! its connection (or a trusted front's `Client-Cert` header, withheld from
+//! the upstream too), and the replay store; `oauth/dpop/binding.rs` decides.
 //! Runs in the verdict stage, whatever gave the verdict (introspection, a
 //! verified JWT, a cache hit), so a cached verdict is checked again.
 
@@ -20,6 +21,7 @@ use crate::oauth::carriers::HeaderEdit;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::dpop::binding::{self, BindingRefusal, Scheme};
+use crate::oauth::dpop::client_cert;
 use crate::oauth::dpop::htu;
 use crate::oauth::dpop::proof::{self, ProofRequest};
 use crate::shm::table::Remembered;
@@ -37,6 +39,13 @@ struct SavedProof {
     count: usize,
     /// The first one's value, in request memory.
     value: ngx_str_t,
+    /// The `Client-Cert` headers (RFC 9440) the same way: how many, the first.
+    cert_count: usize,
+    cert_value: ngx_str_t,
+    /// How the token was presented on the first pass: after an internal
+    /// redirect the `Authorization` header may hold a phantom or exchanged
+    /// token instead.
+    scheme: Scheme,
     recorded: [u8; 32],
     has_recorded: bool,
 }
@@ -68,30 +77,41 @@ fn read_record(saved: NonNull<SavedProof>) -> SavedProof {
     unsafe { saved.read() }
 }
 
-/// The record of a main request that sent `DPoP` headers, made on its
-/// first pass, when they are read and removed from what goes upstream.
-/// `Ok(None)`: the request sent none (no record is made, so a bearer
-/// request costs one walk of its headers); `Err`: no memory.
-fn record(req: &mut Req<'_>) -> Result<Option<NonNull<SavedProof>>, ()> {
+/// The record of a main request that sent `DPoP` or `Client-Cert`
+/// headers, made on its first pass (`withhold`, with the `token` found,
+/// before any check), when they are read and removed from what goes
+/// upstream; later calls use [`find_record`]. `Ok(None)`: the request sent
+/// none (no record is made, so a bearer request costs one walk of its
+/// headers); `Err`: no memory.
+fn record(req: &mut Req<'_>, token: &[u8]) -> Result<Option<NonNull<SavedProof>>, ()> {
     if let Some(saved) = find_record(req) {
         return Ok(Some(saved));
     }
-    let ([value], count) = req.header_values::<1>(b"DPoP");
-    if count == 0 {
+    // One walk over the headers for both names.
+    let [([value], count), ([cert], cert_count)] =
+        req.header_values_of::<1, 2>([b"DPoP", b"Client-Cert"]);
+    if count == 0 && cert_count == 0 {
         return Ok(None);
     }
     // Header values live in request memory, which the new list does not
-    // free: `value` stays valid.
-    req.edit_headers(|key, _| match key.eq_ignore_ascii_case(b"DPoP") {
-        true => HeaderEdit::Remove,
-        false => HeaderEdit::Keep,
+    // free: the values stay valid. A `Client-Cert` header never reaches the
+    // upstream, whoever sent it.
+    req.edit_headers(|key, _| {
+        match key.eq_ignore_ascii_case(b"DPoP") || key.eq_ignore_ascii_case(b"Client-Cert") {
+            true => HeaderEdit::Remove,
+            false => HeaderEdit::Keep,
+        }
     })
     .ok_or(())?;
+    let scheme = header_scheme(req, token);
     let c = req.add_cleanup(size_of::<SavedProof>()).ok_or(())?;
     let saved = SavedProof {
         tag: SAVED_PROOF_TAG,
         count,
         value: ngx_str(value),
+        cert_count,
+        cert_value: ngx_str(cert),
+        scheme,
         recorded: [0; 32],
         has_recorded: false,
     };
@@ -106,19 +126,33 @@ fn record(req: &mut Req<'_>) -> Result<Option<NonNull<SavedProof>>, ()> {
     Ok(NonNull::new(saved))
 }
 
-/// Reads and withholds the `DPoP` headers on a main request's first pass
-/// (`begin`), so that the upstream never gets them; a subrequest's headers
-/// are its parent's.
-pub fn withhold(req: &mut Req<'_>) -> Option<()> {
+/// Reads and withholds the `DPoP` and `Client-Cert` headers on a main
+/// request's first pass (`begin`, with the `token` found), so that the
+/// upstream never gets them; a subrequest's headers are its parent's.
+pub fn withhold(req: &mut Req<'_>, token: &[u8]) -> Option<()> {
     match req.is_main() {
-        true => record(req).ok().map(|_| ()),
+        true => record(req, token).ok().map(|_| ()),
         false => Some(()),
     }
 }
 
-/// How the client presented its token: the scheme of its `Authorization`
-/// header, if that is where the token came from.
+/// How the client presented its token: from its `Authorization` header,
+/// unless that no longer says DPoP and the first pass recorded the scheme.
 pub fn scheme(req: &Req<'_>, token: &[u8]) -> Scheme {
+    let from_header = header_scheme(req, token);
+    // The header may have changed since (phantom, exchange): the record,
+    // when there is one, says what the client sent.
+    if from_header != Scheme::Dpop && req.is_main() {
+        if let Some(saved) = find_record(req) {
+            return read_record(saved).scheme;
+        }
+    }
+    from_header
+}
+
+/// The scheme of the `Authorization` header, if that is where the token
+/// came from.
+fn header_scheme(req: &Req<'_>, token: &[u8]) -> Scheme {
     match req.authorization() {
         Some(value) if contains(value, token) => {
             match bearer::is_dpop_scheme(value.trim_ascii_start()) {
@@ -154,7 +188,16 @@ pub fn check<'c>(
         return Ok(());
     }
     let certificate = match cnf.x5t_s256() {
-        Some(_) => client_certificate(req),
+        Some(_) => match &conf.dpop.client_cert_from {
+            Some(fronts)
+                if req
+                    .peer_addr()
+                    .is_some_and(|ip| client_cert::trusted(fronts, &ip)) =>
+            {
+                forwarded_certificate(req)
+            }
+            _ => client_certificate(req),
+        },
         None => None,
     };
     if let Some(sha) = certificate {
@@ -259,14 +302,14 @@ fn challenge_error(refusal: &BindingRefusal) -> BearerError<'static> {
 
 /// The request's proof for `token` checked against the request.
 fn check_proof(
-    req: &mut Req<'_>,
+    req: &Req<'_>,
     conf: &LocationConf,
     token: &[u8],
 ) -> Result<proof::Proof, proof::ProofError> {
     let (value, count) = match req.is_main() {
         // No memory for the record: no proof, refused.
-        true => match record(req) {
-            Ok(Some(saved)) => {
+        true => match find_record(req) {
+            Some(saved) => {
                 let saved = read_record(saved);
                 // SAFETY: `record` took the value from the request's
                 // header list: request memory, alive for this call.
@@ -274,7 +317,7 @@ fn check_proof(
                     unsafe { core::slice::from_raw_parts(saved.value.data, saved.value.len) };
                 (value, saved.count)
             }
-            Ok(None) | Err(()) => (&[][..], 0),
+            None => (&[][..], 0),
         },
         false => {
             let ([value], count) = req.header_values::<1>(b"DPoP");
@@ -312,6 +355,22 @@ fn request_uri(req: &Req<'_>) -> Option<String> {
     htu::request_uri(scheme, req.host(), req.unparsed_uri())
 }
 
+/// The SHA-256 of the certificate a trusted front forwarded (RFC 9440
+/// `Client-Cert`), when it forwarded exactly one.
+fn forwarded_certificate(req: &Req<'_>) -> Option<[u8; 32]> {
+    if !req.is_main() {
+        return None;
+    }
+    let saved = read_record(find_record(req)?);
+    // SAFETY: `record` took the value from the request's header list:
+    // request memory, alive for this call.
+    let value = unsafe { core::slice::from_raw_parts(saved.cert_value.data, saved.cert_value.len) };
+    match saved.cert_count {
+        1 => client_cert::from_header(&[value]),
+        _ => None,
+    }
+}
+
 /// The SHA-256 of this connection's client certificate (DER), when the
 /// client sent one over TLS.
 fn client_certificate(req: &Req<'_>) -> Option<[u8; 32]> {
@@ -322,18 +381,13 @@ fn client_certificate(req: &Req<'_>) -> Option<[u8; 32]> {
 
 /// Records the proof in the location's replay store; a proof this request
 /// recorded itself (before an internal redirect) is not a replay.
-fn remember(
-    req: &mut Req<'_>,
-    conf: &LocationConf,
-    replay_id: &[u8; 32],
-    until_s: i64,
-) -> Remembered {
+fn remember(req: &Req<'_>, conf: &LocationConf, replay_id: &[u8; 32], until_s: i64) -> Remembered {
     let Some(store) = conf.dpop.replay_zone else {
         // A location that checks tokens always has a store: fail closed.
         return Remembered::Full;
     };
     let saved = match req.is_main() {
-        true => record(req).ok().flatten(),
+        true => find_record(req),
         false => None,
     };
     let recorded_here = saved

@@ -204,7 +204,7 @@ fn begin<'c>(req: &mut Req<'_>, conf: &'c LocationConf) -> Result<*mut RequestCt
     }
     // The DPoP headers never go upstream; the proof check reads them from
     // the request's record, across internal redirects too.
-    if dpop::withhold(req).is_none() {
+    if dpop::withhold(req, token).is_none() {
         return Err(Outcome::Error);
     }
     // Remember the token when this pass changes what the request carries.

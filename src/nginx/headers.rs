@@ -47,6 +47,16 @@ impl<'r> Req<'r> {
         unsafe { values_in(list, name) }
     }
 
+    /// [`Req::header_values`] for each of `names`, in one walk of the list.
+    pub fn header_values_of<const N: usize, const K: usize>(
+        &self,
+        names: [&[u8]; K],
+    ) -> [([&'r [u8]; N], usize); K] {
+        let list = self.read(|r| ptr::addr_of!(r.headers_in.headers));
+        // SAFETY: the request's header list is initialised and lives in its pool.
+        unsafe { values_of(list, names) }
+    }
+
     /// As [`Req::header_values`], for the response's headers (a finished
     /// subrequest's answer).
     pub fn response_header_values<const N: usize>(&self, name: &[u8]) -> ([&'r [u8]; N], usize) {
@@ -247,19 +257,35 @@ unsafe fn values_in<'r, const N: usize>(
     list: *const ngx_list_t,
     name: &[u8],
 ) -> ([&'r [u8]; N], usize) {
-    let mut found = [&[][..]; N];
-    let mut count = 0;
+    // SAFETY: `list` is an initialised list in memory of 'r, keys and values
+    // too (this function's contract).
+    let [found] = unsafe { values_of(list, [name]) };
+    found
+}
+
+/// [`values_in`] for each of `names`, in one walk of `list`.
+///
+/// # Safety
+/// `list` is an initialised header list in memory of `'r`, with its keys
+/// and values.
+unsafe fn values_of<'r, const N: usize, const K: usize>(
+    list: *const ngx_list_t,
+    names: [&[u8]; K],
+) -> [([&'r [u8]; N], usize); K] {
+    let mut found = [([&[][..]; N], 0); K];
     // SAFETY: `list` is an initialised list in memory of 'r, keys and values
     // too (this function's contract).
     for (key, value) in unsafe { elements(list) } {
-        if key.eq_ignore_ascii_case(name) {
-            if count < N {
-                found[count] = value;
-            }
-            count += 1;
+        let Some(i) = names.iter().position(|name| key.eq_ignore_ascii_case(name)) else {
+            continue;
+        };
+        let (values, count) = &mut found[i];
+        if *count < N {
+            values[*count] = value;
         }
+        *count += 1;
     }
-    (found, count)
+    found
 }
 
 /// Appends a header to `list`. The element's other fields are zeroed, so

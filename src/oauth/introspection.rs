@@ -317,6 +317,11 @@ fn interpret_phantom_answer(
                             (Some(inner), Some(outer)) => Some(inner.min(outer)),
                             (inner, outer) => inner.or(outer),
                         };
+                        // The answer speaks for the client's token: its
+                        // binding wins over the JWT's.
+                        if map.get("cnf").is_some_and(|cnf| !cnf.is_null()) {
+                            claims.cnf = Confirmation::of(map.get("cnf"));
+                        }
                     }
                     Ok(result)
                 }
@@ -1048,5 +1053,25 @@ mod tests {
         let map: Map<String, Value> = serde_json::from_str(r#"{"sub":"a"}"#).unwrap();
         let claims = verified_claims(&map, &ClaimPaths::default()).unwrap();
         assert_eq!(claims.cnf, Confirmation::Unbound);
+    }
+
+    /// A phantom answer with a `jwt` member: the answer's `cnf` binds the
+    /// client's token, whatever the JWT for the upstream says.
+    #[test]
+    fn a_phantom_answers_binding_is_the_answers() {
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let jwt = crate::oauth::jwt::compact(r#"{"alg":"ES256"}"#, r#"{"sub":"a"}"#, b"sig");
+        let body = format!(r#"{{"active":true,"jwt":"{jwt}","cnf":{{"jkt":"{jkt}"}}}}"#);
+        let reply = IdpReply::new(0, 200, body.as_bytes()).with_content_type(b"application/json");
+        let Ok(IntrospectionResult::Active(claims)) =
+            interpret_phantom(reply, &ClaimPaths::default())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            claims.cnf.jkt(),
+            crate::oauth::cnf::sha256_b64u(jkt).as_ref()
+        );
+        assert!(claims.phantom.is_some());
     }
 }
