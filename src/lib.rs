@@ -116,6 +116,16 @@ pub mod registration {
             ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
             return NGX_CONF_ERROR;
         }
+        // A location that checks tokens remembers DPoP proofs: in the zone
+        // it names, else in the default one (no directive needed).
+        if conf.dpop.replay_zone.is_none() && (conf.introspection_enabled() || conf.jwt_enabled()) {
+            // SAFETY: nginx calls merge_loc_conf with the configuration
+            // being merged in `cf`.
+            match unsafe { directives::dpop::default_replay_zone(cf) } {
+                Some(zone) => conf.dpop.replay_zone = Some(zone),
+                None => return NGX_CONF_ERROR,
+            }
+        }
         // SAFETY: nginx merges locations server by server, with the
         // server's configuration in cf; the claim lists are complete, as
         // every directive was parsed before the first merge.

@@ -1,6 +1,6 @@
 # Every example configuration in nginx-conf/ passes `nginx -t` with the module
-# built here (only the load_module path, the secret files and a public key set
-# are provided).
+# built here (only the load_module path, the secret files (client secret,
+# fleet key, Redis password, DPoP nonce key) and a public key set are provided).
 use strict;
 use warnings;
 use Test::More;
@@ -19,7 +19,8 @@ for my $example (@examples) {
     my $prefix = tempdir(CLEANUP => 1);
     make_path("$prefix/logs", "$prefix/secrets");
     for (['idp-client-secret', "example-secret\n"], ['fleet.key', ('0123456789abcdef' x 4) . "\n"],
-        ['redis-password', "example-redis-password\n"])
+        ['redis-password', "example-redis-password\n"],
+        ['dpop-nonce.key', "an example nonce key of more than thirty-two bytes\n"])
     {
         open my $s, '>', "$prefix/secrets/$_->[0]" or die $!;
         print $s $_->[1];

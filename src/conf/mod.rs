@@ -3,12 +3,14 @@
 
 pub mod cache_args;
 pub mod checks;
+pub mod dpop;
 pub mod endpoint;
 pub mod jwt;
 pub mod redis_args;
 pub mod require_args;
 pub mod resource_metadata;
 pub mod scopes;
+pub mod statuses;
 pub mod template;
 
 use crate::metrics::{Catalogue, Counters};
@@ -24,6 +26,7 @@ use crate::oauth::verdict::AudienceRule;
 use crate::resilience::breaker::BreakerConf;
 pub use endpoint::{CacheConf, Endpoint};
 pub use resource_metadata::ResourceMetadataConf;
+pub use statuses::{parse_error_status, Situation, Statuses};
 pub use template::Template;
 
 /// The realm used in `WWW-Authenticate` when `auth_oauth2_token_realm` is unset.
@@ -57,82 +60,6 @@ pub enum Phase {
     Preaccess,
     /// ACCESS, like auth_basic and auth_request (the default).
     Access,
-}
-
-/// The situations whose status `auth_oauth2_token_status` can change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Situation {
-    /// No token in the request (401).
-    Missing,
-    /// A malformed, inactive or refused token (401; 400 for a malformed request).
-    Invalid,
-    /// A valid token without a required scope or claim (403).
-    Forbidden,
-    /// The IdP failed or answered something unusable (502, or 503 when it said so).
-    IdpError,
-    /// The IdP did not answer in time (504).
-    IdpTimeout,
-}
-
-impl Situation {
-    const ALL: [Situation; 5] = [
-        Situation::Missing,
-        Situation::Invalid,
-        Situation::Forbidden,
-        Situation::IdpError,
-        Situation::IdpTimeout,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Situation::Missing => "missing",
-            Situation::Invalid => "invalid",
-            Situation::Forbidden => "forbidden",
-            Situation::IdpError => "idp_error",
-            Situation::IdpTimeout => "idp_timeout",
-        }
-    }
-
-    pub fn parse(name: &[u8]) -> Option<Situation> {
-        Situation::ALL
-            .into_iter()
-            .find(|s| s.name().as_bytes() == name)
-    }
-}
-
-/// The statuses a block sets with `auth_oauth2_token_status`, per situation.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Statuses([Option<u16>; 5]);
-
-impl Statuses {
-    pub fn get(&self, situation: Situation) -> Option<u16> {
-        self.0[situation as usize]
-    }
-
-    pub fn set(&mut self, situation: Situation, status: u16) -> Result<(), String> {
-        let slot = &mut self.0[situation as usize];
-        if slot.is_some() {
-            return Err(format!("sets \"{}\" twice", situation.name()));
-        }
-        *slot = Some(status);
-        Ok(())
-    }
-
-    /// Each situation not set here takes the enclosing block's status.
-    fn inherit(&mut self, prev: &Statuses) {
-        for (own, outer) in self.0.iter_mut().zip(prev.0) {
-            inherit(own, &outer);
-        }
-    }
-}
-
-/// An error status an operator may configure: 400-599, except nginx's
-/// special 444 (close the connection) and 499 (client closed).
-pub fn parse_error_status(text: &[u8]) -> Option<u16> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|c| c.parse::<u16>().ok())
-        .filter(|c| (400..=599).contains(c) && *c != 444 && *c != 499)
 }
 
 /// Where a client secret came from; only one source may be set per block.
@@ -320,6 +247,8 @@ pub struct LocationConf {
     pub credentials_in_location: Option<bool>,
     /// `auth_oauth2_token_jwt_*`: JWT access tokens checked at the gateway.
     pub jwt: jwt::JwtConf,
+    /// `auth_oauth2_token_dpop_*`: DPoP proofs and their replay store.
+    pub dpop: dpop::DpopConf,
 }
 
 impl LocationConf {
@@ -422,6 +351,8 @@ impl LocationConf {
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
         self.jwt.inherit(&prev.jwt);
         self.jwt.finish(self.require_audience.as_ref())?;
+        self.dpop.inherit(&prev.dpop);
+        self.dpop.finish();
 
         if !self.introspection_enabled() && !self.jwt_enabled() && self.exchange_enabled() {
             if self.require_scope.is_some() {
@@ -521,6 +452,9 @@ impl LocationConf {
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
         if self.jwt_enabled() {
             self.jwt.metrics = Some(catalogue.jwt());
+        }
+        if self.jwt_enabled() || self.introspection_enabled() {
+            self.dpop.metrics = Some(catalogue.dpop());
         }
         let server: String = server[..8].iter().map(|b| format!("{b:02x}")).collect();
         let breaker = self.breaker.is_some();

@@ -3,7 +3,8 @@
 //! nginx's arguments and handing them to the plain parsers of `conf/`:
 //! `endpoint.rs` (the IdP calls and the client's credentials), `policy.rs`
 //! (what a location asks of a token and how it refuses), `jwt.rs` (JWT
-//! access tokens checked at the gateway), `cache.rs`,
+//! access tokens checked at the gateway), `dpop.rs` (DPoP proofs and their
+//! replay store), `cache.rs`,
 //! `pages.rs` (content handlers), `redis.rs` (the Redis tier) and
 //! `curity.rs` (Curity's directive names); `call.rs` is what every handler
 //! gets from nginx.
@@ -11,6 +12,7 @@
 mod cache;
 mod call;
 mod curity;
+pub mod dpop;
 mod endpoint;
 mod jwt;
 mod pages;
@@ -35,6 +37,10 @@ use cache::{
     set_shared_cache_tenant,
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
+use dpop::{
+    set_client_cert_from, set_dpop_algorithms, set_dpop_nonce_key_file, set_dpop_origin,
+    set_dpop_replay_zone, set_dpop_require, set_dpop_window,
+};
 use endpoint::{
     set_audience, set_breaker, set_client_assertion_alg, set_client_assertion_audience,
     set_client_auth, set_client_id, set_client_key_file, set_client_key_id, set_client_secret,
@@ -96,7 +102,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 62] = [
+pub static mut COMMANDS: [ngx_command_t; 69] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -273,6 +279,41 @@ pub static mut COMMANDS: [ngx_command_t; 62] = [
         set_status,
     ),
     directive(ngx_string!("auth_oauth2_token_jwt"), NGX_CONF_FLAG, set_jwt),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_require"),
+        NGX_CONF_FLAG,
+        set_dpop_require,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_algorithms"),
+        NGX_CONF_1MORE,
+        set_dpop_algorithms,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_window"),
+        NGX_CONF_TAKE1,
+        set_dpop_window,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_nonce_key_file"),
+        NGX_CONF_TAKE1,
+        set_dpop_nonce_key_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_client_cert_from"),
+        NGX_CONF_1MORE,
+        set_client_cert_from,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_origin"),
+        NGX_CONF_TAKE1,
+        set_dpop_origin,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_dpop_replay_zone"),
+        NGX_CONF_TAKE1,
+        set_dpop_replay_zone,
+    ),
     directive(
         ngx_string!("auth_oauth2_token_jwt_issuer"),
         NGX_CONF_1MORE,

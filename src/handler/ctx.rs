@@ -46,6 +46,11 @@ pub struct RequestCtx {
     /// and the last one's status (`$oauth2_token_idp_status`).
     idp_micros: Option<u64>,
     idp_status: Option<u16>,
+    /// The thumbprint of the key of a DPoP proof that held
+    /// (`$oauth2_token_dpop_jkt`), and the SHA-256 of the client
+    /// certificate a binding was checked against (`$oauth2_token_cert_thumbprint`).
+    proof_jkt: Option<[u8; 32]>,
+    certificate: Option<[u8; 32]>,
 }
 
 // SAFETY: the only type this module keeps in a request's context slot.
@@ -66,6 +71,8 @@ impl RequestCtx {
             call: None,
             idp_micros: None,
             idp_status: None,
+            proof_jkt: None,
+            certificate: None,
         };
         req.set_module_ctx(ctx).map(|p| p.as_ptr())
     }
@@ -167,6 +174,24 @@ impl RequestCtx {
             self.idp_status = u16::try_from(status).ok();
         }
         Some((call, micros))
+    }
+
+    /// A DPoP proof by the key of this thumbprint held.
+    pub fn proof_held(&mut self, jkt: [u8; 32]) {
+        self.proof_jkt = Some(jkt);
+    }
+
+    /// The connection's client certificate, by its SHA-256, was checked.
+    pub fn certificate_presented(&mut self, sha256: [u8; 32]) {
+        self.certificate = Some(sha256);
+    }
+
+    pub fn proof_jkt(&self) -> Option<&[u8; 32]> {
+        self.proof_jkt.as_ref()
+    }
+
+    pub fn certificate(&self) -> Option<&[u8; 32]> {
+        self.certificate.as_ref()
     }
 
     pub fn idp_micros(&self) -> Option<u64> {
@@ -274,9 +299,13 @@ impl Outcome<'_> {
             Outcome::Pass => metrics::Outcome::Allowed,
             Outcome::Refuse(BearerError::NoToken) => metrics::Outcome::NoToken,
             Outcome::Refuse(BearerError::InvalidRequest(_)) => metrics::Outcome::InvalidRequest,
-            Outcome::Refuse(BearerError::InvalidToken | BearerError::InvalidTokenBecause(_)) => {
-                metrics::Outcome::InvalidToken
-            }
+            Outcome::Refuse(
+                BearerError::InvalidToken
+                | BearerError::InvalidTokenBecause(_)
+                | BearerError::InvalidDpopProof(_)
+                | BearerError::InvalidTokenForDpop(_)
+                | BearerError::UseDpopNonce(_),
+            ) => metrics::Outcome::InvalidToken,
             Outcome::Refuse(BearerError::WrongAudience) => metrics::Outcome::Audience,
             Outcome::Refuse(BearerError::InsufficientScope(_)) => {
                 metrics::Outcome::InsufficientScope

@@ -21,6 +21,7 @@
 
 pub mod credentials;
 pub mod ctx;
+pub mod dpop;
 pub mod exchange;
 pub mod flow;
 pub mod idp_call;
@@ -203,6 +204,11 @@ fn begin<'c>(req: &mut Req<'_>, conf: &'c LocationConf) -> Result<*mut RequestCt
         if upstream::withhold(req, sources, used).is_none() {
             return Err(Outcome::Error);
         }
+    }
+    // The DPoP headers never go upstream; the proof check reads them from
+    // the request's record, across internal redirects too.
+    if dpop::withhold(req, token).is_none() {
+        return Err(Outcome::Error);
     }
     // Remember the token when this pass changes what the request carries.
     if !saved && !subrequest && changes_request && credentials::save(req, token).is_none() {

@@ -5,8 +5,11 @@
 use ngx::ffi::{ngx_int_t, NGX_ERROR, NGX_LOG_ERR};
 
 use crate::conf::{Challenge, LocationConf, Situation};
+use crate::handler::credentials;
 use crate::nginx::req::Req;
-use crate::oauth::challenge::{challenge_with, BearerError, Quoted};
+use crate::oauth::bearer::is_dpop_scheme;
+use crate::oauth::carriers::TokenSource;
+use crate::oauth::challenge::{announces_dpop, challenges, BearerError, Offer, Quoted};
 use crate::oauth::resource_metadata::check_url;
 
 /// Answers with the status that goes with `error` and, unless the location
@@ -19,6 +22,9 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
         | BearerError::InvalidTokenBecause(_)
         | BearerError::InvalidToken
         | BearerError::WrongAudience
+        | BearerError::InvalidDpopProof(_)
+        | BearerError::InvalidTokenForDpop(_)
+        | BearerError::UseDpopNonce(_)
         | BearerError::InsufficientUserAuthentication { .. } => Situation::Invalid,
         BearerError::InsufficientScope(_) => Situation::Forbidden,
     };
@@ -26,18 +32,7 @@ pub fn refuse(req: &mut Req<'_>, conf: &LocationConf, error: BearerError<'_>) ->
     record_error(req, error.code());
     let value = match conf.www_authenticate.unwrap_or(Challenge::Standard) {
         Challenge::Off => return status,
-        Challenge::Standard => {
-            let Some(metadata) = metadata_url(req, conf) else {
-                return NGX_ERROR as ngx_int_t;
-            };
-            let value = challenge_with(
-                conf.realm(),
-                conf.announced_scopes(),
-                metadata.as_ref(),
-                error,
-            );
-            req.pool_copy(value.as_bytes())
-        }
+        Challenge::Standard => return standard(req, conf, error, status),
         Challenge::Custom(template) => req.evaluate(Some(template)),
     };
     let Some(value) = value else {
@@ -72,6 +67,58 @@ fn metadata_url(req: &mut Req<'_>, conf: &LocationConf) -> Option<Option<Quoted>
         );
     }
     Some(quoted)
+}
+
+/// The module's own challenges (RFC 6750 §3; RFC 9449 §7.1 beside it where
+/// the `Authorization` header may carry a DPoP-bound token): one
+/// `WWW-Authenticate` header per scheme.
+fn standard(
+    req: &mut Req<'_>,
+    conf: &LocationConf,
+    error: BearerError<'_>,
+    status: ngx_int_t,
+) -> ngx_int_t {
+    let sources = conf
+        .token_source
+        .as_deref()
+        .unwrap_or(credentials::DEFAULT_SOURCES);
+    let used_dpop = req
+        .authorization()
+        .is_some_and(|value| is_dpop_scheme(value.trim_ascii_start()));
+    let requires = conf.dpop.binding.require_dpop;
+    let reads_authorization = sources.contains(&TokenSource::Bearer);
+    let offer = Offer {
+        bearer: !requires,
+        dpop_algs: announces_dpop(reads_authorization, requires, used_dpop, error)
+            .then_some(conf.dpop.algs_text.as_str()),
+    };
+    let Some(metadata) = metadata_url(req, conf) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let values = challenges(
+        conf.realm(),
+        conf.announced_scopes(),
+        metadata.as_ref(),
+        offer,
+        used_dpop,
+        error,
+    );
+    for (i, text) in values.iter().enumerate() {
+        let Some(value) = req.pool_copy(text.as_bytes()) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        // The first is the one nginx knows by name.
+        let pushed = match i {
+            0 => req.set_www_authenticate(value),
+            _ => req
+                .push_response_header(b"WWW-Authenticate", b"www-authenticate", value)
+                .map(|_| ()),
+        };
+        if pushed.is_none() {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    status
 }
 
 /// Answers an IdP failure with its status, or the one the location chose.

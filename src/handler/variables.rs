@@ -29,9 +29,11 @@ enum Claim {
     IssuedTokenType,
     IdpDuration,
     IdpStatus,
+    DpopJkt,
+    CertThumbprint,
 }
 
-const VARIABLES: [(ngx_str_t, Claim); 11] = [
+const VARIABLES: [(ngx_str_t, Claim); 13] = [
     (ngx_string!("oauth2_token_active"), Claim::Active),
     (ngx_string!("oauth2_token_sub"), Claim::Sub),
     (ngx_string!("oauth2_token_scope"), Claim::Scope),
@@ -49,6 +51,11 @@ const VARIABLES: [(ngx_str_t, Claim); 11] = [
     ),
     (ngx_string!("oauth2_token_idp_duration"), Claim::IdpDuration),
     (ngx_string!("oauth2_token_idp_status"), Claim::IdpStatus),
+    (ngx_string!("oauth2_token_dpop_jkt"), Claim::DpopJkt),
+    (
+        ngx_string!("oauth2_token_cert_thumbprint"),
+        Claim::CertThumbprint,
+    ),
 ];
 
 impl Claim {
@@ -66,7 +73,9 @@ impl Claim {
             | Claim::NewTokenType
             | Claim::IssuedTokenType
             | Claim::IdpDuration
-            | Claim::IdpStatus => None,
+            | Claim::IdpStatus
+            | Claim::DpopJkt
+            | Claim::CertThumbprint => None,
             Claim::Sub => claims.sub.clone(),
             Claim::Scope => claims.scope.clone(),
             Claim::ClientId => claims.client_id.clone(),
@@ -183,10 +192,24 @@ fn variable(req: &Req<'_>, data: usize) -> Option<String> {
             .idp_micros()
             .map(|us| format!("{}.{:03}", us / 1_000_000, us / 1_000 % 1_000)),
         (Some(state), Some((_, Claim::IdpStatus))) => state.idp_status().map(|s| s.to_string()),
-        (None, Some((_, Claim::IdpDuration | Claim::IdpStatus))) => None,
+        // Thumbprints as `cnf` has them: base64url of the SHA-256.
+        (Some(state), Some((_, Claim::DpopJkt))) => state.proof_jkt().map(b64u),
+        (Some(state), Some((_, Claim::CertThumbprint))) => state.certificate().map(b64u),
+        (
+            None,
+            Some((
+                _,
+                Claim::IdpDuration | Claim::IdpStatus | Claim::DpopJkt | Claim::CertThumbprint,
+            )),
+        ) => None,
         (_, Some((_, claim))) => introspected.and_then(|result| claim.value(result)),
         _ => None,
     }
+}
+
+fn b64u(digest: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
 
 /// Fills `v` with `value` copied into the request pool, or marks it not found.

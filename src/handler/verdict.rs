@@ -6,7 +6,7 @@ use ngx::ffi::{NGX_LOG_ERR, NGX_LOG_INFO};
 
 use crate::conf::{require_args, LocationConf};
 use crate::handler::ctx::{Outcome, RequestCtx, Stage};
-use crate::handler::upstream;
+use crate::handler::{dpop, upstream};
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
@@ -35,6 +35,22 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
             return Outcome::failed(failure.status(), failure.call());
         }
         None => return Outcome::Error,
+    };
+    // What the token is bound to, before what it grants: a token that is
+    // not the client's grants nothing.
+    let cnf = claims.cnf;
+    // The check writes the context: `claims` is not used across it, and
+    // the answer is read again after it.
+    if let Err(refused) = dpop::check(req, conf, ctx, &cnf) {
+        return refused;
+    }
+    // SAFETY: `ctx` is the request's context, in its pool, alive for this
+    // call; the `&mut` the binding check took of it has ended, and only
+    // shared references to it exist from here on.
+    let Some(Ok(IntrospectionResult::Active(claims))) =
+        (unsafe { (*ctx).introspection().answer() })
+    else {
+        return Outcome::Error;
     };
     let resource = match conf.require_resource {
         Some((template, index)) => match req.evaluate(Some(template)) {

@@ -7,6 +7,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 mod breaker;
+pub mod dpop;
 pub mod jwt;
 
 use crate::oauth::idp_reply::{IdpReply, Transport};
@@ -229,6 +230,7 @@ enum Family {
     BreakerOpenings,
     Channel,
     Jwt,
+    Dpop,
 }
 
 #[derive(Debug, Clone)]
@@ -511,6 +513,7 @@ impl Catalogue {
         ];
         self.render_channel(&mut out, &value);
         self.render_jwt(&mut out, &value);
+        self.render_dpop(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {

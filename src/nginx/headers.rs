@@ -19,6 +19,20 @@ impl<'r> Req<'r> {
         (!h.is_null()).then(|| unsafe { bytes((*h).value) })
     }
 
+    /// The host the client named: its `Host` header (nginx's pointer to
+    /// the one it accepts), else the server name nginx took for it.
+    pub fn host(&self) -> &'r [u8] {
+        let h = self.read(|r| r.headers_in.host);
+        match h.is_null() {
+            // SAFETY: nginx sets `server` from the request line's host or
+            // the Host header (request memory), or leaves it empty.
+            true => self.read(|r| unsafe { bytes(r.headers_in.server) }),
+            // SAFETY: nginx's pointer is an element of the header list, in
+            // request memory, as is its value.
+            false => unsafe { bytes((*h).value) },
+        }
+    }
+
     /// nginx's pointer to the `Authorization` header is dropped (the header
     /// left the list, or its value no longer names the client).
     pub fn forget_authorization(&mut self) {
@@ -31,6 +45,16 @@ impl<'r> Req<'r> {
         let list = self.read(|r| ptr::addr_of!(r.headers_in.headers));
         // SAFETY: the request's header list is initialised and lives in its pool.
         unsafe { values_in(list, name) }
+    }
+
+    /// [`Req::header_values`] for each of `names`, in one walk of the list.
+    pub fn header_values_of<const N: usize, const K: usize>(
+        &self,
+        names: [&[u8]; K],
+    ) -> [([&'r [u8]; N], usize); K] {
+        let list = self.read(|r| ptr::addr_of!(r.headers_in.headers));
+        // SAFETY: the request's header list is initialised and lives in its pool.
+        unsafe { values_of(list, names) }
     }
 
     /// As [`Req::header_values`], for the response's headers (a finished
@@ -233,19 +257,35 @@ unsafe fn values_in<'r, const N: usize>(
     list: *const ngx_list_t,
     name: &[u8],
 ) -> ([&'r [u8]; N], usize) {
-    let mut found = [&[][..]; N];
-    let mut count = 0;
+    // SAFETY: `list` is an initialised list in memory of 'r, keys and values
+    // too (this function's contract).
+    let [found] = unsafe { values_of(list, [name]) };
+    found
+}
+
+/// [`values_in`] for each of `names`, in one walk of `list`.
+///
+/// # Safety
+/// `list` is an initialised header list in memory of `'r`, with its keys
+/// and values.
+unsafe fn values_of<'r, const N: usize, const K: usize>(
+    list: *const ngx_list_t,
+    names: [&[u8]; K],
+) -> [([&'r [u8]; N], usize); K] {
+    let mut found = [([&[][..]; N], 0); K];
     // SAFETY: `list` is an initialised list in memory of 'r, keys and values
     // too (this function's contract).
     for (key, value) in unsafe { elements(list) } {
-        if key.eq_ignore_ascii_case(name) {
-            if count < N {
-                found[count] = value;
-            }
-            count += 1;
+        let Some(i) = names.iter().position(|name| key.eq_ignore_ascii_case(name)) else {
+            continue;
+        };
+        let (values, count) = &mut found[i];
+        if *count < N {
+            values[*count] = value;
         }
+        *count += 1;
     }
-    (found, count)
+    found
 }
 
 /// Appends a header to `list`. The element's other fields are zeroed, so

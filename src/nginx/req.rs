@@ -21,12 +21,14 @@
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ngx::ffi::{
     ngx_connection_t, ngx_http_complex_value, ngx_http_event_handler_pt, ngx_http_request_body_t,
     ngx_http_request_t, ngx_http_upstream_t, ngx_int_t, ngx_log_t, ngx_palloc, ngx_pnalloc,
-    ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t, ngx_str_t,
-    ngx_uint_t, NGX_OK,
+    ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t,
+    ngx_ssl_get_raw_certificate, ngx_str_t, ngx_uint_t, sockaddr_in, sockaddr_in6, AF_INET,
+    AF_INET6, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -129,6 +131,69 @@ impl<'r> Req<'r> {
 
     pub fn connection(&self) -> *mut ngx_connection_t {
         self.read(|r| r.connection)
+    }
+
+    /// The method's name as the client sent it (`GET`, `POST`, ...).
+    pub fn method_name(&self) -> &'r [u8] {
+        // SAFETY: nginx points `method_name` into the request line, in
+        // request memory (or at a static name for a subrequest).
+        self.read(|r| unsafe { bytes(r.method_name) })
+    }
+
+    /// Whether the client's connection is over TLS.
+    pub fn over_tls(&self) -> bool {
+        // SAFETY: a live request's connection is live; its `ssl` is null
+        // unless the connection is over TLS.
+        self.read(|r| unsafe { !(*r.connection).ssl.is_null() })
+    }
+
+    /// The address of the connection's peer (the client, or a front that
+    /// stands before nginx), when it is an IP address.
+    pub fn peer_addr(&self) -> Option<IpAddr> {
+        // SAFETY: a live request's connection is live.
+        let sa = self.read(|r| unsafe { (*r.connection).sockaddr });
+        if sa.is_null() {
+            return None;
+        }
+        // SAFETY: a live connection's `sockaddr` is nginx's copy of the
+        // peer's address (`socklen` bytes): a socket address of the family
+        // it names, at least that family's structure long.
+        unsafe {
+            match u32::from((*sa).sa_family) {
+                AF_INET => {
+                    let sin = &*sa.cast::<sockaddr_in>();
+                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))))
+                }
+                AF_INET6 => {
+                    let sin6 = &*sa.cast::<sockaddr_in6>();
+                    Some(IpAddr::V6(Ipv6Addr::from(
+                        sin6.sin6_addr.__in6_u.__u6_addr8,
+                    )))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// The client certificate of the request's TLS connection, in PEM, in
+    /// the request's pool; `None` over plain HTTP, when the client sent
+    /// none, or when nginx is out of memory.
+    pub fn client_certificate_pem(&self) -> Option<&'r [u8]> {
+        if !self.over_tls() {
+            return None;
+        }
+        let mut pem = ngx_str_t::empty();
+        // SAFETY: the connection is the live request's, and over TLS (its
+        // `ssl` is set, checked above), as ngx_ssl_get_raw_certificate
+        // needs; it writes `pem` from the request's pool, or leaves it empty.
+        let rc = unsafe { ngx_ssl_get_raw_certificate(self.connection(), self.pool(), &mut pem) };
+        if rc != NGX_OK as ngx_int_t || pem.len == 0 {
+            return None;
+        }
+        // SAFETY: nginx made the PEM in the request's pool, which lives for 'r.
+        Some(unsafe { bytes(pem) })
     }
 
     /// The connection's log, for `ngx_log_error!`.

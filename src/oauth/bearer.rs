@@ -1,5 +1,7 @@
 //! Finding the client's access token in its `Authorization` header
-//! (RFC 6750 §2.1).
+//! (RFC 6750 §2.1), with the `Bearer` scheme or the `DPoP` scheme (RFC 9449
+//! §7.1, the same `b64token` syntax): which one the client used decides
+//! what its token's binding asks (`oauth/dpop/binding.rs`).
 
 /// What the client's `Authorization` headers amount to.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,14 +42,25 @@ pub fn from_authorization<'a>(values: &[&'a [u8]]) -> BearerToken<'a> {
     }
 }
 
+/// Whether an authorization scheme carries an access token here.
+fn is_token_scheme(scheme: &[u8]) -> bool {
+    scheme.eq_ignore_ascii_case(b"Bearer") || scheme.eq_ignore_ascii_case(b"DPoP")
+}
+
+/// Whether an `Authorization` value uses the `DPoP` scheme (case-insensitive,
+/// as every scheme is).
+pub fn is_dpop_scheme(value: &[u8]) -> bool {
+    value.len() > 4 && value[..4].eq_ignore_ascii_case(b"DPoP") && value[4] == b' '
+}
+
 fn parse_one(value: &[u8]) -> BearerToken<'_> {
     let Some(scheme_len) = value.iter().position(|&b| b == b' ') else {
-        return match value.eq_ignore_ascii_case(b"Bearer") {
+        return match is_token_scheme(value) {
             true => BearerToken::Malformed(Malformed::EmptyToken),
             false => BearerToken::Missing,
         };
     };
-    if !value[..scheme_len].eq_ignore_ascii_case(b"Bearer") {
+    if !is_token_scheme(&value[..scheme_len]) {
         return BearerToken::Missing;
     }
     let token = value[scheme_len..].trim_ascii();
@@ -100,6 +113,29 @@ mod tests {
         );
         assert_eq!(from_authorization(&[b"Bearerx abc"]), BearerToken::Missing);
         assert_eq!(from_authorization(&[b"Negotiate"]), BearerToken::Missing);
+    }
+
+    #[test]
+    fn the_dpop_scheme_carries_a_token_too() {
+        assert_eq!(
+            from_authorization(&[b"DPoP abc.DEF-_~+/=="]),
+            BearerToken::Present(b"abc.DEF-_~+/==")
+        );
+        assert_eq!(
+            from_authorization(&[b"dpop tok"]),
+            BearerToken::Present(b"tok")
+        );
+        assert_eq!(
+            from_authorization(&[b"DPoP"]),
+            BearerToken::Malformed(Malformed::EmptyToken)
+        );
+        assert_eq!(
+            from_authorization(&[b"DPoP a b"]),
+            BearerToken::Malformed(Malformed::InvalidCharacters)
+        );
+        assert_eq!(from_authorization(&[b"DPoPx abc"]), BearerToken::Missing);
+        assert!(is_dpop_scheme(b"DPoP abc") && is_dpop_scheme(b"dpop abc"));
+        assert!(!is_dpop_scheme(b"Bearer abc") && !is_dpop_scheme(b"DPoPabc"));
     }
 
     #[test]

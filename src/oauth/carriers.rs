@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::oauth::bearer::{is_b64token, BearerToken, Malformed};
+use crate::oauth::bearer::{self, is_b64token, BearerToken, Malformed};
 use crate::oauth::form;
 
 /// One place to look for the token; header and cookie names as configured.
@@ -328,10 +328,12 @@ impl<'s> Withheld<'s> {
 }
 
 /// Whether an `Authorization` value uses the Bearer scheme (RFC 6750 §2.1:
-/// the scheme is case-insensitive and followed by one or more spaces).
+/// the scheme is case-insensitive and followed by one or more spaces), or
+/// the DPoP scheme, which carries an access token as well (RFC 9449 §7.1).
 fn is_bearer_scheme(value: &[u8]) -> bool {
     let value = trim_blanks(value);
-    value.len() > 6 && value[..6].eq_ignore_ascii_case(b"Bearer") && value[6] == b' '
+    (value.len() > 6 && value[..6].eq_ignore_ascii_case(b"Bearer") && value[6] == b' ')
+        || bearer::is_dpop_scheme(value)
 }
 
 /// What becomes of one request header on the way upstream.
@@ -595,10 +597,17 @@ mod tests {
         let sources = vec![Cookie(b"at".to_vec())];
         let w = Withheld::from_sources(&sources, &Cookie(b"at".to_vec()));
         assert!(w.touches_headers());
-        for bearer in [&b"Bearer x"[..], b"bearer x", b"BEARER  x", b" Bearer x"] {
+        // A DPoP-scheme token is an access token nobody checked as well.
+        for bearer in [
+            &b"Bearer x"[..],
+            b"bearer x",
+            b"BEARER  x",
+            b" Bearer x",
+            b"DPoP x",
+        ] {
             assert_eq!(w.edit_header(b"Authorization", bearer), HeaderEdit::Remove);
         }
-        for other in [&b"Basic dXNlcjpwdw=="[..], b"Bearerx", b"Bearer", b"DPoP x"] {
+        for other in [&b"Basic dXNlcjpwdw=="[..], b"Bearerx", b"Bearer", b"DPoP"] {
             assert_eq!(w.edit_header(b"authorization", other), HeaderEdit::Keep);
         }
         let both = [Bearer, Cookie(b"at".to_vec())];

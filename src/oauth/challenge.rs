@@ -1,4 +1,5 @@
-//! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3, with RFC
+//! The `WWW-Authenticate: Bearer ...` challenge of RFC 6750 §3, the
+//! `DPoP` challenge of RFC 9449 §7.1 beside it where DPoP is accepted, RFC
 //! 9728 §5.1's `resource_metadata` parameter and RFC 9470 §3's step-up
 //! challenge.
 
@@ -28,6 +29,17 @@ pub enum BearerError<'a> {
         acr_values: Option<&'a str>,
         max_age: Option<u64>,
     },
+    /// The DPoP proof is missing or does not hold (401,
+    /// `invalid_dpop_proof`, RFC 9449 §7.1), told in the `DPoP` challenge.
+    InvalidDpopProof(&'a str),
+    /// The location wants the server's nonce in the proof (401,
+    /// `use_dpop_nonce`, RFC 9449 §9), told in the `DPoP` challenge; the
+    /// answer carries a `DPoP-Nonce` header.
+    UseDpopNonce(&'a str),
+    /// The token's DPoP binding refuses it (sent as `Bearer`, or with the
+    /// `DPoP` scheme while unbound): 401 `invalid_token`, told in the
+    /// `DPoP` challenge.
+    InvalidTokenForDpop(&'a str),
 }
 
 impl BearerError<'_> {
@@ -37,6 +49,9 @@ impl BearerError<'_> {
             | BearerError::InvalidToken
             | BearerError::InvalidTokenBecause(_)
             | BearerError::WrongAudience
+            | BearerError::InvalidDpopProof(_)
+            | BearerError::UseDpopNonce(_)
+            | BearerError::InvalidTokenForDpop(_)
             | BearerError::InsufficientUserAuthentication { .. } => 401,
             BearerError::InvalidRequest(_) => 400,
             BearerError::InsufficientScope(_) => 403,
@@ -53,13 +68,87 @@ impl BearerError<'_> {
             BearerError::InvalidRequest(_) => "invalid_request",
             BearerError::InvalidTokenBecause(_)
             | BearerError::InvalidToken
-            | BearerError::WrongAudience => "invalid_token",
+            | BearerError::WrongAudience
+            | BearerError::InvalidTokenForDpop(_) => "invalid_token",
             BearerError::InsufficientScope(_) => "insufficient_scope",
             BearerError::InsufficientUserAuthentication { .. } => {
                 "insufficient_user_authentication"
             }
+            BearerError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            BearerError::UseDpopNonce(_) => "use_dpop_nonce",
         }
     }
+
+    /// Whether the error is DPoP's own, told in the `DPoP` challenge.
+    pub fn concerns_dpop(self) -> bool {
+        matches!(
+            self,
+            BearerError::InvalidDpopProof(_)
+                | BearerError::UseDpopNonce(_)
+                | BearerError::InvalidTokenForDpop(_)
+        )
+    }
+}
+
+/// The schemes a location accepts, as its challenges announce them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer<'a> {
+    /// `Bearer` (not when the location requires DPoP).
+    pub bearer: bool,
+    /// `DPoP`, with its `algs` (when the `Authorization` header is a source).
+    pub dpop_algs: Option<&'a str>,
+}
+
+/// Whether a refusal announces the `DPoP` scheme beside `Bearer`: where the
+/// `Authorization` header is a token source, when DPoP is in play (the
+/// refusal concerns it, the client used it, or the location requires it).
+/// Other refusals keep the one `Bearer` challenge clients already parse.
+pub fn announces_dpop(
+    reads_authorization: bool,
+    requires_dpop: bool,
+    used_dpop: bool,
+    error: BearerError<'_>,
+) -> bool {
+    reads_authorization && (requires_dpop || used_dpop || error.concerns_dpop())
+}
+
+/// The `WWW-Authenticate` values of a refusal, in order (`Bearer`, then
+/// `DPoP`, RFC 9449 §7.1): the error goes in the challenge of the scheme
+/// it concerns (DPoP's own errors, any error of a client that used the
+/// `DPoP` scheme, or every error where only DPoP is accepted), the other
+/// challenge announces its scheme without one.
+pub fn challenges(
+    realm: &str,
+    scopes: Option<&str>,
+    resource_metadata: Option<&Quoted>,
+    offer: Offer<'_>,
+    used_dpop: bool,
+    error: BearerError<'_>,
+) -> Vec<String> {
+    let Some(algs) = offer.dpop_algs else {
+        return vec![challenge_with(realm, scopes, resource_metadata, error)];
+    };
+    let in_dpop = !offer.bearer || used_dpop || error.concerns_dpop();
+    let mut values = Vec::with_capacity(2);
+    if offer.bearer {
+        let bearer_error = match in_dpop {
+            true => BearerError::NoToken,
+            false => error,
+        };
+        values.push(challenge_with(
+            realm,
+            scopes,
+            resource_metadata,
+            bearer_error,
+        ));
+    }
+    let mut dpop = format!("DPoP realm=\"{realm}\", algs=\"{algs}\"");
+    if in_dpop {
+        push_error(&mut dpop, error);
+    }
+    push_metadata(&mut dpop, resource_metadata);
+    values.push(dpop);
+    values
 }
 
 /// Builds the header value. `realm` and required scopes are checked at
@@ -73,6 +162,96 @@ pub fn www_authenticate(realm: &str, error: BearerError<'_>) -> String {
 /// needs) unless the error names the scopes it lacks itself.
 pub fn challenge(realm: &str, scopes: Option<&str>, error: BearerError<'_>) -> String {
     challenge_with(realm, scopes, None, error)
+}
+
+/// The challenge, with `resource_metadata` (RFC 9728 §5.1: the URL of the
+/// resource's metadata) after the RFC 6750 parameters when there is one.
+pub fn challenge_with(
+    realm: &str,
+    scopes: Option<&str>,
+    resource_metadata: Option<&Quoted>,
+    error: BearerError<'_>,
+) -> String {
+    let mut value = format!("Bearer realm=\"{realm}\"");
+    if let (Some(scopes), false) = (
+        scopes,
+        matches!(error, BearerError::InsufficientScope(Some(_))),
+    ) {
+        value.push_str(", scope=\"");
+        value.push_str(scopes);
+        value.push('"');
+    }
+    push_error(&mut value, error);
+    push_metadata(&mut value, resource_metadata);
+    value
+}
+
+fn push_metadata(value: &mut String, resource_metadata: Option<&Quoted>) {
+    if let Some(url) = resource_metadata {
+        value.push_str(", resource_metadata=");
+        value.push_str(url.as_str());
+    }
+}
+
+/// The error's parameters, after the scheme's own.
+fn push_error(value: &mut String, error: BearerError<'_>) {
+    match error {
+        BearerError::NoToken => {}
+        BearerError::InsufficientUserAuthentication {
+            shortfall,
+            acr_values,
+            max_age,
+        } => {
+            value.push_str(", error=\"insufficient_user_authentication\", error_description=\"");
+            value.push_str(shortfall.description());
+            value.push('"');
+            if let Some(acr_values) = acr_values {
+                value.push_str(", acr_values=\"");
+                value.push_str(acr_values);
+                value.push('"');
+            }
+            if let Some(max_age) = max_age {
+                value.push_str(&format!(", max_age=\"{max_age}\""));
+            }
+        }
+        BearerError::InvalidDpopProof(description) => {
+            value.push_str(", error=\"invalid_dpop_proof\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::UseDpopNonce(description) => {
+            value.push_str(", error=\"use_dpop_nonce\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidTokenForDpop(description) => {
+            value.push_str(", error=\"invalid_token\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidRequest(description) => {
+            value.push_str(", error=\"invalid_request\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidTokenBecause(description) => {
+            value.push_str(", error=\"invalid_token\", error_description=\"");
+            value.push_str(description);
+            value.push('"');
+        }
+        BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
+        BearerError::WrongAudience => value.push_str(
+            ", error=\"invalid_token\", error_description=\"the token is not meant for this resource\"",
+        ),
+        BearerError::InsufficientScope(scope) => {
+            value.push_str(", error=\"insufficient_scope\"");
+            if let Some(scope) = scope {
+                value.push_str(", scope=\"");
+                value.push_str(scope);
+                value.push('"');
+            }
+        }
+    }
 }
 
 /// A quoted-string (RFC 9110 §5.6.4, the auth-param value RFC 6750 §3 and
@@ -104,72 +283,6 @@ impl Quoted {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// The challenge, with `resource_metadata` (RFC 9728 §5.1: the URL of the
-/// resource's metadata) after the RFC 6750 parameters when there is one.
-pub fn challenge_with(
-    realm: &str,
-    scopes: Option<&str>,
-    resource_metadata: Option<&Quoted>,
-    error: BearerError<'_>,
-) -> String {
-    let mut value = format!("Bearer realm=\"{realm}\"");
-    if let (Some(scopes), false) = (
-        scopes,
-        matches!(error, BearerError::InsufficientScope(Some(_))),
-    ) {
-        value.push_str(", scope=\"");
-        value.push_str(scopes);
-        value.push('"');
-    }
-    match error {
-        BearerError::NoToken => {}
-        BearerError::InvalidRequest(description) => {
-            value.push_str(", error=\"invalid_request\", error_description=\"");
-            value.push_str(description);
-            value.push('"');
-        }
-        BearerError::InvalidTokenBecause(description) => {
-            value.push_str(", error=\"invalid_token\", error_description=\"");
-            value.push_str(description);
-            value.push('"');
-        }
-        BearerError::InvalidToken => value.push_str(", error=\"invalid_token\""),
-        BearerError::WrongAudience => value.push_str(
-            ", error=\"invalid_token\", error_description=\"the token is not meant for this resource\"",
-        ),
-        BearerError::InsufficientScope(scope) => {
-            value.push_str(", error=\"insufficient_scope\"");
-            if let Some(scope) = scope {
-                value.push_str(", scope=\"");
-                value.push_str(scope);
-                value.push('"');
-            }
-        }
-        BearerError::InsufficientUserAuthentication {
-            shortfall,
-            acr_values,
-            max_age,
-        } => {
-            value.push_str(", error=\"insufficient_user_authentication\", error_description=\"");
-            value.push_str(shortfall.description());
-            value.push('"');
-            if let Some(acr_values) = acr_values {
-                value.push_str(", acr_values=\"");
-                value.push_str(acr_values);
-                value.push('"');
-            }
-            if let Some(max_age) = max_age {
-                value.push_str(&format!(", max_age=\"{max_age}\""));
-            }
-        }
-    }
-    if let Some(url) = resource_metadata {
-        value.push_str(", resource_metadata=");
-        value.push_str(url.as_str());
-    }
-    value
 }
 
 /// A realm must fit in a quoted-string without escapes.
@@ -242,6 +355,71 @@ mod tests {
         assert!(!is_valid_realm(b"a\"b"));
         assert!(!is_valid_realm(b"a\\b"));
         assert!(!is_valid_realm(b"a\nb"));
+    }
+
+    #[test]
+    fn dpop_challenges_beside_bearer() {
+        let both = Offer {
+            bearer: true,
+            dpop_algs: Some("ES256 PS256"),
+        };
+        assert_eq!(
+            challenges("api", None, None, both, false, BearerError::NoToken),
+            vec![
+                "Bearer realm=\"api\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, None, both, false, BearerError::InvalidDpopProof("x")),
+            vec![
+                "Bearer realm=\"api\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\", error=\"invalid_dpop_proof\", error_description=\"x\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, None, both, false, BearerError::InvalidToken),
+            vec![
+                "Bearer realm=\"api\", error=\"invalid_token\"".to_string(),
+                "DPoP realm=\"api\", algs=\"ES256 PS256\"".to_string()
+            ]
+        );
+        assert_eq!(
+            challenges("api", None, None, both, true, BearerError::InvalidToken)[1],
+            "DPoP realm=\"api\", algs=\"ES256 PS256\", error=\"invalid_token\""
+        );
+        let dpop_only = Offer {
+            bearer: false,
+            dpop_algs: Some("ES256"),
+        };
+        assert_eq!(
+            challenges("api", None, None, dpop_only, false, BearerError::InvalidTokenForDpop("y")),
+            vec!["DPoP realm=\"api\", algs=\"ES256\", error=\"invalid_token\", error_description=\"y\"".to_string()]
+        );
+        let bearer_only = Offer {
+            bearer: true,
+            dpop_algs: None,
+        };
+        assert_eq!(
+            challenges(
+                "api",
+                Some("a"),
+                None,
+                bearer_only,
+                false,
+                BearerError::InvalidToken
+            ),
+            vec!["Bearer realm=\"api\", scope=\"a\", error=\"invalid_token\"".to_string()]
+        );
+        assert_eq!(
+            BearerError::InvalidDpopProof("x").code(),
+            "invalid_dpop_proof"
+        );
+        assert_eq!(BearerError::InvalidDpopProof("x").status(), 401);
+        assert_eq!(
+            BearerError::InvalidTokenForDpop("x").code(),
+            "invalid_token"
+        );
     }
 
     #[test]
@@ -347,6 +525,30 @@ mod tests {
         assert_eq!(
             challenge_with("api", Some("s"), Some(&url), e(true, true, Some("phr"), None)),
             "Bearer realm=\"api\", scope=\"s\", error=\"insufficient_user_authentication\", error_description=\"a different and more recent authentication is required\", acr_values=\"phr\", resource_metadata=\"https://h/.well-known/oauth-protected-resource\""
+        );
+    }
+
+    #[test]
+    fn resource_metadata_follows_the_dpop_challenge_too() {
+        let url = Quoted::new(b"https://h/.well-known/oauth-protected-resource").unwrap();
+        let offer = Offer {
+            bearer: true,
+            dpop_algs: Some("ES256"),
+        };
+        let values = challenges(
+            "api",
+            None,
+            Some(&url),
+            offer,
+            true,
+            BearerError::InvalidToken,
+        );
+        assert_eq!(
+            values,
+            [
+                "Bearer realm=\"api\", resource_metadata=\"https://h/.well-known/oauth-protected-resource\"",
+                "DPoP realm=\"api\", algs=\"ES256\", error=\"invalid_token\", resource_metadata=\"https://h/.well-known/oauth-protected-resource\"",
+            ]
         );
     }
 }

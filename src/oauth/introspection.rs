@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use crate::oauth::cache::key::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::claims;
+use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
 
@@ -74,8 +75,14 @@ pub struct TokenClaims {
     /// checked to be a compact JWS, so ASCII, and kept as bytes so that a
     /// cache hit need not check it again.
     pub phantom: Option<Vec<u8>>,
+    /// What the token is bound to (`cnf`, RFC 7800): checked on every
+    /// request, cache hits included (`oauth/binding.rs`).
+    pub cnf: Confirmation,
 }
 
+/// One per request (in its context) or per cache read: the size of the
+/// active variant (the claims, with their binding) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntrospectionResult {
     Active(TokenClaims),
@@ -310,6 +317,11 @@ fn interpret_phantom_answer(
                             (Some(inner), Some(outer)) => Some(inner.min(outer)),
                             (inner, outer) => inner.or(outer),
                         };
+                        // The answer speaks for the client's token: its
+                        // binding wins over the JWT's.
+                        if map.get("cnf").is_some_and(|cnf| !cnf.is_null()) {
+                            claims.cnf = Confirmation::of(map.get("cnf"));
+                        }
                     }
                     Ok(result)
                 }
@@ -351,6 +363,9 @@ struct DecidingMembers {
     _client_id: Option<IgnoredAny>,
     #[serde(rename = "exp")]
     _exp: Option<IgnoredAny>,
+    // Given twice, which binding is the token's?
+    #[serde(rename = "cnf")]
+    _cnf: Option<IgnoredAny>,
 }
 
 /// The same for an RFC 9701 payload, whose verdict is one level down.
@@ -373,6 +388,7 @@ struct WireResponse {
     scope: Option<Value>,
     client_id: Option<Value>,
     exp: Option<Value>,
+    cnf: Option<Value>,
 }
 
 pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
@@ -389,6 +405,7 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
             scope: wire.scope.as_ref().and_then(claim_text),
             client_id: wire.client_id.as_ref().and_then(claim_text),
             exp: wire.exp.as_ref().and_then(numeric_date),
+            cnf: Confirmation::of(wire.cnf.as_ref()),
             ..TokenClaims::default()
         })),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
@@ -436,6 +453,7 @@ fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
             })
             .collect(),
         phantom: None,
+        cnf: Confirmation::of(map.get("cnf")),
     }
 }
 
@@ -988,5 +1006,72 @@ mod tests {
         assert!(body.len() > MAX_RESPONSE_BYTES);
         let (token, _) = upstream_token(phantom(200, "application/json", &body));
         assert_eq!(token.len(), jwt.len());
+    }
+
+    #[test]
+    fn the_binding_is_read_on_every_path_and_given_once() {
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let body = format!(r#"{{"active":true,"sub":"a","cnf":{{"jkt":"{jkt}"}}}}"#);
+        let digest = crate::oauth::cnf::sha256_b64u(jkt).unwrap();
+        let paths = ClaimPaths {
+            rendered: vec!["sub".into()],
+            checked: vec![],
+        };
+        for result in [
+            interpret(R::new(0, 200, body.as_bytes()), &ClaimPaths::default()),
+            interpret(R::new(0, 200, body.as_bytes()), &paths),
+        ] {
+            let Ok(IntrospectionResult::Active(claims)) = result else {
+                panic!("{result:?}")
+            };
+            assert_eq!(claims.cnf.jkt(), Some(&digest));
+        }
+        let twice = format!(r#"{{"active":true,"cnf":{{"jkt":"{jkt}"}},"cnf":null}}"#);
+        for paths in [&ClaimPaths::default(), &paths] {
+            assert!(interpret(R::new(0, 200, twice.as_bytes()), paths).is_err());
+        }
+        let odd = br#"{"active":true,"cnf":{"jkt":"short"}}"#;
+        let Ok(IntrospectionResult::Active(claims)) = parse(odd) else {
+            panic!()
+        };
+        assert_eq!(claims.cnf, Confirmation::Unverifiable);
+    }
+
+    /// A verified JWT access token's claims carry its binding as an
+    /// answer's do (RFC 9449 §6.1, RFC 8705 §3.1: `cnf` in the JWT).
+    #[test]
+    fn a_verified_jwts_binding_is_read() {
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let map: Map<String, Value> =
+            serde_json::from_str(&format!(r#"{{"sub":"a","cnf":{{"x5t#S256":"{jkt}"}}}}"#))
+                .unwrap();
+        let claims = verified_claims(&map, &ClaimPaths::default()).unwrap();
+        assert_eq!(
+            claims.cnf.x5t_s256(),
+            crate::oauth::cnf::sha256_b64u(jkt).as_ref()
+        );
+        let map: Map<String, Value> = serde_json::from_str(r#"{"sub":"a"}"#).unwrap();
+        let claims = verified_claims(&map, &ClaimPaths::default()).unwrap();
+        assert_eq!(claims.cnf, Confirmation::Unbound);
+    }
+
+    /// A phantom answer with a `jwt` member: the answer's `cnf` binds the
+    /// client's token, whatever the JWT for the upstream says.
+    #[test]
+    fn a_phantom_answers_binding_is_the_answers() {
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        let jwt = crate::oauth::jwt::compact(r#"{"alg":"ES256"}"#, r#"{"sub":"a"}"#, b"sig");
+        let body = format!(r#"{{"active":true,"jwt":"{jwt}","cnf":{{"jkt":"{jkt}"}}}}"#);
+        let reply = IdpReply::new(0, 200, body.as_bytes()).with_content_type(b"application/json");
+        let Ok(IntrospectionResult::Active(claims)) =
+            interpret_phantom(reply, &ClaimPaths::default())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            claims.cnf.jkt(),
+            crate::oauth::cnf::sha256_b64u(jkt).as_ref()
+        );
+        assert!(claims.phantom.is_some());
     }
 }

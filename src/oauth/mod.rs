@@ -11,6 +11,8 @@ pub mod challenge;
 pub mod claim_rule;
 pub mod claims;
 pub mod client_auth;
+pub mod cnf;
+pub mod dpop;
 pub mod exchange;
 pub mod form;
 pub mod idp_reply;

@@ -7,6 +7,7 @@ use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CachedIntrospection;
 use crate::oauth::carriers;
 use crate::oauth::claim_rule::ClaimRule;
+use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{self, ClaimPaths, IntrospectionResult, TokenClaims};
 use crate::oauth::trace_context;
@@ -49,16 +50,34 @@ fn claims() -> impl Strategy<Value = TokenClaims> {
         proptest::option::of(any::<i64>()),
         proptest::collection::vec(proptest::option::of(".{0,10}"), 0..3),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+        confirmation(),
     )
-        .prop_map(|(sub, scope, exp, extra, phantom)| TokenClaims {
+        .prop_map(|(sub, scope, exp, extra, phantom, cnf)| TokenClaims {
             sub,
             scope,
             exp,
             checked: extra.clone(),
             extra,
             phantom,
+            cnf,
             ..TokenClaims::default()
         })
+}
+
+/// Every kind of binding a verdict may carry.
+fn confirmation() -> impl Strategy<Value = Confirmation> {
+    prop_oneof![
+        Just(Confirmation::Unbound),
+        Just(Confirmation::Unverifiable),
+        (
+            proptest::option::of(any::<[u8; 32]>()),
+            proptest::option::of(any::<[u8; 32]>())
+        )
+            .prop_map(|(jkt, x5t_s256)| match (jkt, x5t_s256) {
+                (None, None) => Confirmation::Unverifiable,
+                (jkt, x5t_s256) => Confirmation::Bound { jkt, x5t_s256 },
+            }),
+    ]
 }
 
 /// A `traceparent` of version 00, valid but for all-zero ids (rare).

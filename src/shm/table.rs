@@ -39,8 +39,10 @@ use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 
 mod change;
 mod layout;
+mod replay;
 use change::*;
 pub use layout::*;
+pub use replay::{remember, Remembered};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -641,7 +643,7 @@ pub(crate) mod tests {
 
     /// A slab over the system allocator with a byte budget: allocations past
     /// it fail, as a full zone's do.
-    struct TestSlab {
+    pub(super) struct TestSlab {
         budget: usize,
         used: usize,
         live: HashMap<usize, (usize, Vec<u64>)>,
@@ -765,6 +767,12 @@ pub(crate) mod tests {
             };
             assert_eq!(zone.open().1, Opened::Made);
             zone
+        }
+
+        /// The table, opened, and the slab it lives on.
+        pub(super) fn parts(&mut self) -> (*mut Table, &mut TestSlab) {
+            let (table, _) = self.open();
+            (table, &mut self.slab)
         }
 
         pub(super) fn open(&mut self) -> (*mut Table, Opened) {
@@ -1910,6 +1918,84 @@ pub(crate) mod tests {
         let (_, opened) = z.open();
         assert_eq!(opened, Opened::Made);
         assert_eq!(z.check(), 0);
+    }
+}
+
+/// The replay store's operation (`table/replay.rs`), on the tests' zones.
+#[cfg(test)]
+mod replay_tests {
+    use super::tests::{key, room_for, DieAt, Zone, NOW};
+    use super::*;
+
+    fn remember_in(zone: &mut Zone, n: u32, until: i64, now: i64) -> Remembered {
+        let (table, slab) = zone.parts();
+        // SAFETY: the table was just opened on this slab.
+        unsafe { remember(table, slab, &mut Live, &key(n), until, now) }.unwrap()
+    }
+
+    #[test]
+    fn a_name_is_new_once_while_it_lives() {
+        let mut zone = Zone::with_key(room_for(8), *b"replay store key");
+        assert_eq!(remember_in(&mut zone, 1, NOW + 60, NOW), Remembered::New);
+        assert_eq!(
+            remember_in(&mut zone, 1, NOW + 60, NOW + 59),
+            Remembered::Seen
+        );
+        assert_eq!(remember_in(&mut zone, 2, NOW + 60, NOW), Remembered::New);
+        // Past its time, the name may be recorded again (no proof with it
+        // would pass the iat window by then anyway).
+        assert_eq!(
+            remember_in(&mut zone, 1, NOW + 200, NOW + 60),
+            Remembered::New
+        );
+    }
+
+    #[test]
+    fn a_full_store_refuses_rather_than_forgets() {
+        let mut zone = Zone::with_key(room_for(4), *b"replay store key");
+        let mut stored = Vec::new();
+        for n in 0..64 {
+            match remember_in(&mut zone, n, NOW + 60, NOW) {
+                Remembered::New => stored.push(n),
+                Remembered::Full => break,
+                Remembered::Seen => panic!("{n} seen"),
+            }
+        }
+        assert!(!stored.is_empty() && stored.len() < 64);
+        let next = stored.len() as u32;
+        assert_eq!(
+            remember_in(&mut zone, next, NOW + 60, NOW),
+            Remembered::Full
+        );
+        // Nothing recorded was forgotten to make room.
+        for n in &stored {
+            assert_eq!(
+                remember_in(&mut zone, *n, NOW + 60, NOW + 1),
+                Remembered::Seen
+            );
+        }
+        // Once their time has passed, the names make room again.
+        assert_eq!(
+            remember_in(&mut zone, next, NOW + 200, NOW + 60),
+            Remembered::New
+        );
+    }
+
+    #[test]
+    fn a_worker_dying_halfway_leaves_a_table_the_next_one_clears() {
+        for die_at in 0..12 {
+            let mut zone = Zone::with_key(room_for(8), *b"replay store key");
+            assert_eq!(remember_in(&mut zone, 1, NOW + 60, NOW), Remembered::New);
+            let (table, slab) = zone.parts();
+            // SAFETY: the table was just opened on this slab.
+            let result =
+                unsafe { remember(table, slab, &mut DieAt(die_at), &key(2), NOW + 60, NOW) };
+            let (_, opened) = zone.open();
+            match result {
+                Ok(_) => assert_eq!(opened, Opened::Ready, "{die_at}"),
+                Err(Died) => assert_eq!(opened, Opened::Repaired, "{die_at}"),
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::flow::CacheZone;
 use crate::oauth::cache::{CacheKey, Lifetime};
-use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Slab, Table};
+use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Remembered, Slab, Table};
 
 pub use crate::oauth::cache::flow::PURGE_CUTOFF_KEEP_MS;
 
@@ -411,6 +411,31 @@ pub unsafe fn release(zone: *mut ngx_shm_zone_t, key: &CacheKey) {
     }
 }
 
+/// Records a DPoP proof's name in a replay store's zone until `until_ms`
+/// (see `table::remember`); a zone that cannot be used, or a worker's
+/// death halfway, is `Full`: the proof is refused, never accepted unrecorded.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn remember(
+    zone: *mut ngx_shm_zone_t,
+    key: &CacheKey,
+    until_ms: i64,
+    now_ms: i64,
+) -> Remembered {
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return Remembered::Full;
+        };
+        let table = locked.table;
+        table::remember(table, &mut locked.pool, &mut Live, key, until_ms, now_ms)
+            .unwrap_or(Remembered::Full)
+    }
+}
+
 /// A cache zone as the cache flow uses it: one of this module's zones,
 /// initialised by nginx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,10 +444,18 @@ pub struct ShmZone(*mut ngx_shm_zone_t);
 impl ShmZone {
     /// # Safety
     /// `zone` must be a zone initialised by [`init_zone`] (a cache
-    /// directive's zone, once nginx has run its init callback), which lives
-    /// as long as the cycle.
+    /// directive's zone or a DPoP replay store's, once nginx has run its
+    /// init callback), which lives as long as the cycle.
     pub unsafe fn new(zone: *mut ngx_shm_zone_t) -> ShmZone {
         ShmZone(zone)
+    }
+
+    /// Records a DPoP proof's name in this zone, a replay store, until
+    /// `until_ms` (see [`remember`]).
+    pub fn remember(self, key: &CacheKey, until_ms: i64, now_ms: i64) -> Remembered {
+        // SAFETY: `self.0` is a zone initialised by `init_zone`
+        // (`ShmZone::new`'s contract), alive for the whole cycle.
+        unsafe { remember(self.0, key, until_ms, now_ms) }
     }
 }
 

@@ -258,6 +258,10 @@ const provider = new Provider(issuer, {
         };
       },
     },
+    // RFC 9449: a token request with a DPoP proof gets a DPoP-bound token
+    // (token_type DPoP, cnf.jkt in its introspection answer); without one,
+    // a bearer token as before.
+    dPoP: { enabled: true },
   },
   // client_credentials tokens have no subject in oidc-provider: give them one.
   // Exchanged access tokens carry what the grant put in token.extra.

@@ -1,13 +1,22 @@
 //! The value of a cache entry: the verdict and the claims the module exposes,
 //! as length-prefixed bytes, so a hit needs no JSON parsing.
 
+use crate::oauth::cnf::Confirmation;
 use crate::oauth::exchange::{self, IssuedToken};
 use crate::oauth::introspection::{self, IntrospectionResult, TokenClaims};
 
-/// Layout: tag (0 inactive, 1 active), exp flag + i64, then sub, scope and
-/// client_id, each as a flag byte, u32 length and bytes; then the
-/// `claim_set` values and the `require_claim` values, each a u32 count and
-/// strings; then the phantom JWT as a string.
+/// Layout: tag (0 inactive, 1 active, 2 active and bound), exp flag + i64,
+/// then sub, scope and client_id, each as a flag byte, u32 length and bytes;
+/// then the `claim_set` values and the `require_claim` values, each a u32
+/// count and strings; then the phantom JWT as a string; with tag 2, the
+/// binding last: 2 for a `cnf` that cannot be checked, or 1 and a byte of
+/// flags (1: `jkt`, 2: `x5t#S256`) followed by those 32-byte digests.
+///
+/// An unbound token's entry is what it was before bindings were kept (tag
+/// 1), so entries written by an earlier version still decode, as unbound
+/// (they were written by a gateway that did not read `cnf`; see SECURITY.md),
+/// and an earlier version reading a bound entry finds no entry (a miss)
+/// rather than a token without its binding.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CachedIntrospection;
 
@@ -24,7 +33,10 @@ impl CachedIntrospection {
                 .map(|s| 5 + s.as_ref().map_or(0, String::len))
                 .sum::<usize>(),
         );
-        out.push(1);
+        out.push(match claims.cnf {
+            Confirmation::Unbound => 1,
+            _ => 2,
+        });
         match claims.exp {
             Some(exp) => {
                 out.push(1);
@@ -42,17 +54,19 @@ impl CachedIntrospection {
             }
         }
         put_bytes(&mut out, claims.phantom.as_deref());
+        put_binding(&mut out, &claims.cnf);
         out
     }
 
     /// `None` for bytes `encode` did not produce; the caller treats that as a miss.
     pub fn decode(bytes: &[u8]) -> Option<IntrospectionResult> {
         let mut r = Reader(bytes);
-        match r.byte()? {
+        let bound = match r.byte()? {
             0 => return r.0.is_empty().then_some(IntrospectionResult::Inactive),
-            1 => {}
+            1 => false,
+            2 => true,
             _ => return None,
-        }
+        };
         let exp = match r.byte()? {
             0 => None,
             1 => Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?)),
@@ -68,6 +82,10 @@ impl CachedIntrospection {
             extra,
             checked,
             phantom: r.bytes()?.map(<[u8]>::to_vec),
+            cnf: match bound {
+                true => r.binding()?,
+                false => Confirmation::Unbound,
+            },
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
@@ -137,6 +155,21 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// A bound token's binding (nothing for an unbound one: its tag says so).
+fn put_binding(out: &mut Vec<u8>, cnf: &Confirmation) {
+    match cnf {
+        Confirmation::Unbound => {}
+        Confirmation::Unverifiable => out.push(2),
+        Confirmation::Bound { jkt, x5t_s256 } => {
+            out.push(1);
+            out.push(u8::from(jkt.is_some()) | u8::from(x5t_s256.is_some()) << 1);
+            for digest in [jkt, x5t_s256].into_iter().flatten() {
+                out.extend_from_slice(digest);
+            }
+        }
+    }
+}
+
 fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
     put_bytes(out, s.map(str::as_bytes));
 }
@@ -176,6 +209,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// What [`put_binding`] wrote for a bound token.
+    fn binding(&mut self) -> Option<Confirmation> {
+        match self.byte()? {
+            2 => Some(Confirmation::Unverifiable),
+            1 => {
+                let flags = self.byte()?;
+                let mut digest = |present: bool| -> Option<Option<[u8; 32]>> {
+                    match present {
+                        true => Some(Some(self.take(32)?.try_into().ok()?)),
+                        false => Some(None),
+                    }
+                };
+                let (jkt, x5t_s256) = (digest(flags & 1 != 0)?, digest(flags & 2 != 0)?);
+                match (flags & !3, jkt, x5t_s256) {
+                    (0, None, None) | (1.., _, _) => None,
+                    _ => Some(Confirmation::Bound { jkt, x5t_s256 }),
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// A u32 count, then that many strings.
     fn strings(&mut self) -> Option<Vec<Option<String>>> {
         let count = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
@@ -197,14 +252,86 @@ mod tests {
             extra: vec![Some("admin,view".into()), None],
             checked: vec![None, Some(r#"["a"]"#.into())],
             phantom: Some(b"eyJh.eyJz.c2ln".to_vec()),
+            cnf: Confirmation::Unbound,
         });
+        let bound = |cnf| {
+            IntrospectionResult::Active(TokenClaims {
+                sub: Some("alice".into()),
+                cnf,
+                ..TokenClaims::default()
+            })
+        };
         for result in [
             full,
+            bound(Confirmation::Unverifiable),
+            bound(Confirmation::Bound {
+                jkt: Some([7; 32]),
+                x5t_s256: None,
+            }),
+            bound(Confirmation::Bound {
+                jkt: None,
+                x5t_s256: Some([9; 32]),
+            }),
+            bound(Confirmation::Bound {
+                jkt: Some([1; 32]),
+                x5t_s256: Some([2; 32]),
+            }),
             IntrospectionResult::Active(TokenClaims::default()),
             IntrospectionResult::Inactive,
         ] {
             let bytes = CachedIntrospection::encode(&result);
             assert_eq!(CachedIntrospection::decode(&bytes), Some(result));
+        }
+    }
+
+    /// An entry written before bindings were kept (this layout, tag 1)
+    /// still decodes, as an unbound token; a bound entry ends with its binding.
+    #[test]
+    fn entries_without_a_binding_still_decode() {
+        let old = [
+            &[1u8, 1][..],
+            &5i64.to_le_bytes(),
+            &[1, 5, 0, 0, 0],
+            b"alice",
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        let expected = IntrospectionResult::Active(TokenClaims {
+            sub: Some("alice".into()),
+            exp: Some(5),
+            ..TokenClaims::default()
+        });
+        assert_eq!(CachedIntrospection::decode(&old), Some(expected.clone()));
+        assert_eq!(CachedIntrospection::encode(&expected), old);
+        let mut bound = old.clone();
+        bound[0] = 2;
+        for (tail, cnf) in [
+            (vec![2], Some(Confirmation::Unverifiable)),
+            (
+                [&[1u8, 1][..], &[3; 32]].concat(),
+                Some(Confirmation::Bound {
+                    jkt: Some([3; 32]),
+                    x5t_s256: None,
+                }),
+            ),
+            (vec![], None),
+            (vec![1, 0], None),
+            (vec![1, 4], None),
+            ([&[1u8, 1][..], &[3; 31]].concat(), None),
+            ([&[1u8, 2][..], &[3; 33]].concat(), None),
+            (vec![3], None),
+        ] {
+            let entry = [&bound[..], &tail].concat();
+            let decoded = CachedIntrospection::decode(&entry);
+            match cnf {
+                Some(cnf) => {
+                    let IntrospectionResult::Active(claims) = decoded.unwrap() else {
+                        panic!()
+                    };
+                    assert_eq!(claims.cnf, cnf);
+                }
+                None => assert_eq!(decoded, None, "{tail:?}"),
+            }
         }
     }
 

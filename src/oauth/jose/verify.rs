@@ -224,6 +224,7 @@ mod tests {
                 extra: vec![Some("gold".into())],
                 checked: vec![Some(r#"["api"]"#.into())],
                 phantom: None,
+                cnf: Default::default(),
             }
         );
         let t = token(

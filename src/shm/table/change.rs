@@ -210,6 +210,13 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
         }
     }
 
+    /// Room for a node of `size` bytes, or null: nothing is evicted for it.
+    pub(super) fn alloc(&mut self, size: usize) -> Result<*mut Node, Died> {
+        let node = self.slab.alloc(size).cast::<Node>();
+        self.step()?;
+        Ok(node)
+    }
+
     /// `size` bytes for a node, evicting nodes not used lately (a bounded
     /// number) when the region is full; null when no room was made.
     ///
