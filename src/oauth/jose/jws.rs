@@ -201,16 +201,9 @@ fn optional_string(value: Option<Value>, limit: usize) -> Result<Option<String>,
 }
 
 /// Builds a compact JWS from a header, a payload and a signature, for the
-/// tests of this folder and the fuzzers' seeds.
+/// tests of this folder.
 #[cfg(test)]
-pub fn compact(header: &str, payload: &str, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload),
-        URL_SAFE_NO_PAD.encode(signature)
-    )
-}
+pub use crate::oauth::jwt::compact;
 
 #[cfg(test)]
 mod tests {
