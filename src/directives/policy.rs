@@ -214,9 +214,10 @@ handler!(set_claim_set: MainConf, |c| {
 /// `cf` must be the http configuration nginx passes to postconfiguration,
 /// and `main` this module's main conf in it.
 pub unsafe fn warn_undefined_require_variables(cf: *mut ngx_conf_t, main: &MainConf) {
-    // SAFETY: guaranteed by the caller: the core module's main conf holds
-    // the declared variables' keys (freed only after postconfiguration) and
-    // the prefixed variables; both are read, not changed.
+    // SAFETY: `cf` is the http configuration in postconfiguration (this
+    // function's contract): the core module's main conf there holds the
+    // declared variables' keys (freed only after postconfiguration) and the
+    // prefixed variables; both are read, not changed.
     unsafe {
         let Some(cmcf) = NgxHttpCoreModule::main_conf(&*cf) else {
             return;
