@@ -3,7 +3,8 @@
 # with variables), its headers (application/json, Cache-Control, CORS), HEAD,
 # a CORS preflight, 405 with Allow, a value that evaluates to no URL, the
 # path-inserted location of §3.1, the document public where the server checks
-# tokens, and configuration mistakes failing nginx -t.
+# tokens, the DPoP members from the location's DPoP settings, and
+# configuration mistakes failing nginx -t.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -50,7 +51,7 @@ Host: api.example.com
 Content-Type: application/json
 Cache-Control: public, max-age=600
 Access-Control-Allow-Origin: *
---- response_body: {"resource":"https://api.example.com/mcp","authorization_servers":["https://as.example.com","https://as2.example.com/realms/r1"],"scopes_supported":["mcp:tools","mcp:read"],"bearer_methods_supported":["header"],"resource_name":"Example \"MCP\" server","resource_documentation":"https://docs.example.com/mcp"}
+--- response_body: {"resource":"https://api.example.com/mcp","authorization_servers":["https://as.example.com","https://as2.example.com/realms/r1"],"scopes_supported":["mcp:tools","mcp:read"],"bearer_methods_supported":["header"],"resource_name":"Example \"MCP\" server","resource_documentation":"https://docs.example.com/mcp","dpop_signing_alg_values_supported":["RS256","PS256","ES256","EdDSA"]}
 --- idp_calls: 0
 
 === TEST 2: a resource without a path is at the well-known URI itself
@@ -62,7 +63,7 @@ Host: api.example.com
 --- response_headers
 Content-Type: application/json
 Cache-Control: public, max-age=3600
---- response_body: {"resource":"https://api.example.com"}
+--- response_body: {"resource":"https://api.example.com","dpop_signing_alg_values_supported":["RS256","PS256","ES256","EdDSA"]}
 
 === TEST 3: HEAD gets the headers without the body
 --- request
@@ -133,8 +134,22 @@ GET /.well-known/oauth-protected-resource
 --- more_headers
 Host: api.example.com
 --- error_code: 200
---- response_body: {"resource":"https://api.example.com"}
+--- response_body: {"resource":"https://api.example.com","dpop_signing_alg_values_supported":["RS256","PS256","ES256","EdDSA"]}
 --- idp_calls: 0
+
+=== TEST 9b: the DPoP members follow the server's DPoP settings
+--- config
+auth_oauth2_token_dpop_require on;
+auth_oauth2_token_dpop_algorithms ES256 EdDSA;
+location = /.well-known/oauth-protected-resource {
+    auth_oauth2_token_resource_metadata resource=https://$host;
+}
+--- request
+GET /.well-known/oauth-protected-resource
+--- more_headers
+Host: api.example.com
+--- error_code: 200
+--- response_body: {"resource":"https://api.example.com","dpop_signing_alg_values_supported":["ES256","EdDSA"],"dpop_bound_access_tokens_required":true}
 
 === TEST 10: while the rest of the server asks for a token
 --- config

@@ -40,6 +40,12 @@ pub struct Metadata<'a> {
     pub bearer_methods_supported: &'a [BearerMethod],
     pub resource_name: Option<&'a [u8]>,
     pub resource_documentation: Option<&'a [u8]>,
+    /// The algorithms of the DPoP proofs the resource accepts (RFC 9728
+    /// §2, RFC 9449), space-separated; empty: the member is left out.
+    pub dpop_algs: &'a str,
+    /// Whether only DPoP-bound tokens are accepted (`true` is sent; the
+    /// member's default is `false`).
+    pub dpop_required: bool,
 }
 
 /// Why a document cannot be served: which member, and what is wrong.
@@ -105,6 +111,17 @@ pub fn document(m: &Metadata<'_>) -> Result<String, Invalid> {
         out.push(',');
         member(&mut out, "resource_documentation");
         string(&mut out, "resource_documentation", doc)?;
+    }
+    if !m.dpop_algs.is_empty() {
+        out.push(',');
+        member(&mut out, "dpop_signing_alg_values_supported");
+        let algs = m.dpop_algs.split(' ').map(str::as_bytes);
+        array(&mut out, "dpop_signing_alg_values_supported", algs)?;
+    }
+    if m.dpop_required {
+        out.push(',');
+        member(&mut out, "dpop_bound_access_tokens_required");
+        out.push_str("true");
     }
     out.push('}');
     Ok(out)
@@ -271,6 +288,8 @@ mod tests {
             bearer_methods_supported: &methods,
             resource_name: Some(b"Example MCP"),
             resource_documentation: Some(b"https://docs.example.com/mcp"),
+            dpop_algs: "ES256 EdDSA",
+            dpop_required: true,
         };
         assert_eq!(
             document(&m).unwrap(),
@@ -280,7 +299,9 @@ mod tests {
                 r#""scopes_supported":["mcp:tools","mcp:read"],"#,
                 r#""bearer_methods_supported":["header","query"],"#,
                 r#""resource_name":"Example MCP","#,
-                r#""resource_documentation":"https://docs.example.com/mcp"}"#
+                r#""resource_documentation":"https://docs.example.com/mcp","#,
+                r#""dpop_signing_alg_values_supported":["ES256","EdDSA"],"#,
+                r#""dpop_bound_access_tokens_required":true}"#
             )
         );
         let v = doc(&m);

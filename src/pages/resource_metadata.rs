@@ -51,10 +51,10 @@ fn page(req: &mut Req<'_>) -> ngx_int_t {
         }
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    let Some(conf) = req
-        .location_conf()
-        .and_then(|c| c.resource_metadata.as_ref())
-    else {
+    let Some(location) = req.location_conf() else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let Some(conf) = location.resource_metadata.as_ref() else {
         return NGX_ERROR as ngx_int_t;
     };
     let mut values = Vec::with_capacity(conf.authorization_servers.len() + 3);
@@ -81,6 +81,8 @@ fn page(req: &mut Req<'_>) -> ngx_int_t {
         authorization_servers: values[3..].iter().flatten().copied().collect(),
         scopes_supported: &conf.scopes_supported,
         bearer_methods_supported: &conf.bearer_methods_supported,
+        dpop_algs: &location.dpop.algs_text,
+        dpop_required: location.dpop.binding.require_dpop,
     };
     let json = match document(&metadata) {
         Ok(json) => json,
