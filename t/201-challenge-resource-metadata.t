@@ -77,7 +77,7 @@ GET /.well-known/oauth-protected-resource/mcp
 --- more_headers
 Host: mcp.example.com
 --- error_code: 200
---- response_body: {"resource":"https://mcp.example.com/mcp","authorization_servers":["https://as.example.com"]}
+--- response_body: {"resource":"https://mcp.example.com/mcp","authorization_servers":["https://as.example.com"],"dpop_signing_alg_values_supported":["RS256","PS256","ES256","EdDSA"]}
 
 === TEST 3: an inactive token: invalid_token, then resource_metadata
 --- idp
