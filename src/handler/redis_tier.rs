@@ -116,15 +116,6 @@ pub fn store(
     if lifetime.fresh_until <= now_ms {
         return Ok(());
     }
-    let sealed = fleet::seal_entry(
-        &tier.redis.keys.current,
-        slot,
-        field,
-        found.obtained_ms,
-        lifetime.fresh_until,
-        lifetime.stale_until,
-        &found.entry,
-    );
     // Relative, so Redis' clock does not matter; from the clock now, not
     // nginx's cached time, which may be some milliseconds behind.
     let ttl_ms = lifetime.fresh_until - clock_ms();
@@ -132,7 +123,9 @@ pub fn store(
         return Ok(());
     }
     let expiry = Expiry::from_code(EXPIRY.load(Ordering::Relaxed));
-    let (commands, replies) = write::commands(expiry, slot, field, &sealed, ttl_ms);
+    let key = &tier.redis.keys.current;
+    let place = (slot.as_slice(), field.as_slice());
+    let (commands, replies) = write::entry_commands(expiry, key, place, found, ttl_ms);
     let done = move |req: &mut Req<'_>, result| write_done(req, expiry, result);
     call::start(req, tier.uri, &commands, replies, true, done)
 }

@@ -17,6 +17,7 @@
 //! than itself) and is refused where it is not. The first clear answer
 //! decides, until nginx reloads.
 
+use crate::redis::fleet::{self, FleetKey, TierEntry};
 use crate::redis::resp::{self, Reply};
 
 /// What this worker knows of the server's `PEXPIRE` options.
@@ -47,6 +48,28 @@ impl Expiry {
             Expiry::Replaces => 2,
         }
     }
+}
+
+/// The pipeline writing the answer `found`, sealed under `key` for its
+/// place (`slot`, `field`), to live `ttl_ms` more at least, and how many
+/// replies it asks for.
+pub fn entry_commands(
+    expiry: Expiry,
+    key: &FleetKey,
+    (slot, field): (&[u8], &[u8]),
+    found: &TierEntry,
+    ttl_ms: i64,
+) -> (Vec<u8>, usize) {
+    let sealed = fleet::seal_entry(
+        key,
+        slot,
+        field,
+        found.obtained_ms,
+        found.fresh_until_ms,
+        found.stale_until_ms,
+        &found.entry,
+    );
+    commands(expiry, slot, field, &sealed, ttl_ms)
 }
 
 /// The pipeline writing `sealed` at `field` of the hash `slot`, which must

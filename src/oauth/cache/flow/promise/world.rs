@@ -114,18 +114,11 @@ impl World {
     pub(super) fn write_sealed(&mut self, token: usize, entry: &TierEntry, now_ms: i64) {
         let names = self.names(token);
         let (slot, field) = &names.places[0];
-        let sealed = fleet::seal_entry(
-            &self.keys.current,
-            slot,
-            field,
-            entry.obtained_ms,
-            entry.fresh_until_ms,
-            entry.stale_until_ms,
-            &entry.entry,
-        );
         let ttl_ms = entry.fresh_until_ms - now_ms;
         if ttl_ms > 0 {
-            let (commands, count) = write::commands(Expiry::Extends, slot, field, &sealed, ttl_ms);
+            let place = (slot.as_slice(), field.as_slice());
+            let (commands, count) =
+                write::entry_commands(Expiry::Extends, &self.keys.current, place, entry, ttl_ms);
             self.redis.run(&commands, count, now_ms);
         }
     }
