@@ -62,13 +62,26 @@ fuzz_target!(|data: &[u8]| {
     // Two issuers, each with half of the keys: the token's iss picks one.
     let half = keys.len() / 2;
     let issuers = [
-        verify::Issuer { policy: policy.clone(), keys: keys[..half].to_vec() },
+        verify::Issuer {
+            policy: policy.clone(),
+            keys: keys[..half].to_vec(),
+            fetch: None,
+            mode: verify::Mode::Jwt,
+        },
         verify::Issuer {
             policy: AccessTokenPolicy { issuer: "https://other.example".into(), ..policy.clone() },
-            keys: keys[half..].to_vec(),
+            keys: vec![],
+            fetch: None,
+            mode: verify::Mode::Jwt,
         },
     ];
-    if let Err(refusal) = verify::verify_issuers(token, &issuers, &paths, 1_800_000_000) {
+    // The second issuer's keys as if fetched from its endpoint.
+    let two = jws::parse(token).map_err(access_token::Refusal::from).and_then(|parsed| {
+        let chosen = verify::choose(&parsed, &issuers)?;
+        let fetched = if chosen.keys.is_empty() { &keys[half..] } else { &[][..] };
+        verify::verify_chosen(&parsed, chosen, fetched, &paths, 1_800_000_000)
+    });
+    if let Err(refusal) = two {
         assert!(fits_a_challenge(refusal.description()));
     }
 
@@ -76,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
         // Only a token signed with a key of the set gets here.
         Ok(claims) => {
             let parsed = jws::parse(token).unwrap();
-            assert!(verify::verify_signature(&parsed, &keys).is_ok());
+            assert!(verify::verify_signature(&parsed, &[&keys]).is_ok());
             assert!(access_token::type_accepted(parsed.header.typ.as_deref(), policy.typ_relaxed));
             assert!(claims.exp.is_some());
         }

@@ -1,6 +1,7 @@
 //! `auth_oauth2_token_jwt_*`: JWT access tokens checked at the gateway
-//! (RFC 9068) with keys from a local JWK Set file, as plain data and the
-//! rules that fail `nginx -t`. The checks themselves are `oauth/jose/`.
+//! (RFC 9068) with keys from a local JWK Set file or fetched from the
+//! issuer, as plain data and the rules that fail `nginx -t`. The checks
+//! themselves are `oauth/jose/`.
 
 use super::cache_args::{self, CacheArgs};
 use super::endpoint::CacheConf;
@@ -9,20 +10,35 @@ use crate::oauth::cache::key::{CacheKey, KeyScope};
 use crate::oauth::jose::access_token::{AccessTokenPolicy, MAX_LEEWAY_S};
 use crate::oauth::jose::alg::{Alg, Algorithms};
 use crate::oauth::jose::jwk::{self, Jwk};
-use crate::oauth::jose::verify::Issuer;
+use crate::oauth::jose::refresh::RefreshPolicy;
+use crate::oauth::jose::verify::{Issuer, KeysFetch, Mode};
 use crate::oauth::verdict::AudienceRule;
 
 /// The clock difference tolerated when `auth_oauth2_token_jwt_leeway` is unset.
 pub const DEFAULT_LEEWAY_S: i64 = 30;
 
-/// One `auth_oauth2_token_jwt_issuer ISSUER [keys=FILE] [algorithms=A,B]`.
-#[derive(Debug, Clone)]
+/// One `auth_oauth2_token_jwt_issuer ISSUER [keys=FILE | keys_request=URI]
+/// [algorithms=A,B] [mode=MODE]`.
+#[derive(Debug, Clone, Default)]
 pub struct IssuerArgs {
     pub issuer: String,
     /// Its own key file (as named) and keys; else the block's.
     pub keys_file: Option<(String, Vec<Jwk>)>,
+    /// Its own internal location serving its JWK Set; else the block's.
+    pub keys_request: Option<String>,
     /// Its own allow-list; else the block's.
     pub algorithms: Option<Algorithms>,
+    /// What the gateway does with its tokens; else `jwt+introspect` where
+    /// the location introspects, `jwt` where it does not.
+    pub mode: Option<Mode>,
+}
+
+/// `auth_oauth2_token_jwt_keys_cache`: the zone fetched key sets are kept
+/// in, and when they are fetched again.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysCache {
+    pub zone: CacheConf,
+    pub refresh: RefreshPolicy,
 }
 
 /// A location's JWT settings; `issuers_ready` is derived once merged.
@@ -34,6 +50,11 @@ pub struct JwtConf {
     pub issuers: Vec<IssuerArgs>,
     /// `auth_oauth2_token_jwt_keys_file`: the file, as named, and its keys.
     pub keys_file: Option<(String, Vec<Jwk>)>,
+    /// `auth_oauth2_token_jwt_keys_request`: the internal location of the
+    /// issuer's JWK Set.
+    pub keys_request: Option<String>,
+    /// `auth_oauth2_token_jwt_keys_cache`.
+    pub keys_cache: Option<KeysCache>,
     /// `auth_oauth2_token_jwt_secret_file`: the HS256 secret as a key.
     pub secret: Option<Jwk>,
     /// `auth_oauth2_token_jwt_algorithms`.
@@ -81,6 +102,10 @@ impl JwtConf {
             self.issuers.clone_from(&prev.issuers);
         }
         take(&mut self.keys_file, &prev.keys_file);
+        take(&mut self.keys_request, &prev.keys_request);
+        if self.keys_cache.is_none() {
+            self.keys_cache = prev.keys_cache;
+        }
         take(&mut self.secret, &prev.secret);
         take(&mut self.algorithms, &prev.algorithms);
         take(&mut self.leeway_s, &prev.leeway_s);
@@ -93,8 +118,12 @@ impl JwtConf {
     /// Derives each issuer's policy and keys in a merged block, or says
     /// which directive is missing or at odds. `audience` is the block's
     /// `auth_oauth2_token_require_audience` (RFC 9068 §4: the audience
-    /// must be checked).
-    pub fn finish(&mut self, audience: Option<&AudienceRule>) -> Result<(), String> {
+    /// must be checked); `introspects`: whether the block introspects.
+    pub fn finish(
+        &mut self,
+        audience: Option<&AudienceRule>,
+        introspects: bool,
+    ) -> Result<(), String> {
         self.issuers_ready.clear();
         if self.on != Some(true) {
             return Ok(());
@@ -113,33 +142,61 @@ impl JwtConf {
             (None, true) => return Err("HS256 in \"auth_oauth2_token_jwt_algorithms\" needs \"auth_oauth2_token_jwt_secret_file\": an HMAC key never comes from a key set".into()),
             _ => {}
         }
+        if self.keys_file.is_some() && self.keys_request.is_some() {
+            return Err("\"auth_oauth2_token_jwt_keys_file\" and \"auth_oauth2_token_jwt_keys_request\" are both set: an issuer's keys come from one of them (give an issuer its own with keys= or keys_request=)".into());
+        }
         let mut ready = Vec::with_capacity(self.issuers.len());
         for args in &self.issuers {
-            ready.push(self.issuer(args, audience)?);
+            ready.push(self.issuer(args, audience, introspects)?);
         }
         self.issuers_ready = ready;
         Ok(())
     }
 
-    /// One issuer's policy and keys: its own key file and algorithms, else
-    /// the block's; the HS256 secret is the block's.
-    fn issuer(&self, args: &IssuerArgs, audience: &AudienceRule) -> Result<Issuer, String> {
+    /// One issuer's policy and keys: its own key file (or key set request)
+    /// and algorithms, else the block's; the HS256 secret is the block's.
+    fn issuer(
+        &self,
+        args: &IssuerArgs,
+        audience: &AudienceRule,
+        introspects: bool,
+    ) -> Result<Issuer, String> {
+        let name = &args.issuer;
+        let mode = args.mode.unwrap_or(match introspects {
+            true => Mode::JwtIntrospect,
+            false => Mode::Jwt,
+        });
+        if mode != Mode::Jwt && !introspects {
+            return Err(format!("\"auth_oauth2_token_jwt_issuer\" \"{name}\" has mode={} but the location does not introspect (\"auth_oauth2_token_introspect on\")", mode.name()));
+        }
         let algorithms = args
             .algorithms
             .or(self.algorithms)
             .unwrap_or_else(Algorithms::asymmetric);
-        let file = args.keys_file.as_ref().or(self.keys_file.as_ref());
+        let own = args.keys_file.is_some() || args.keys_request.is_some();
+        let file = args
+            .keys_file
+            .as_ref()
+            .or(self.keys_file.as_ref().filter(|_| !own));
+        let request = args
+            .keys_request
+            .as_ref()
+            .or(self.keys_request.as_ref().filter(|_| !own));
+        let fetch = request.map(|uri| KeysFetch::at(uri.clone()));
+        if fetch.is_some() && self.keys_cache.is_none() {
+            return Err(format!("the keys of the issuer \"{name}\" are fetched (\"auth_oauth2_token_jwt_keys_request\" or keys_request=), which needs \"auth_oauth2_token_jwt_keys_cache\": the set is kept in shared memory"));
+        }
         let mut keys = file.map(|(_, keys)| keys.clone()).unwrap_or_default();
         if let (Some(secret), true) = (&self.secret, algorithms.allows(Alg::HS256)) {
             keys.push(secret.clone());
         }
-        if !keys
+        let verifiable = keys
             .iter()
-            .any(|key| algorithms.iter().any(|alg| key.verifies(alg)))
-        {
+            .any(|key| algorithms.iter().any(|alg| key.verifies(alg)));
+        if !verifiable && fetch.is_none() && mode != Mode::Introspect {
             return Err(match file {
-                Some((name, _)) => format!("\"auth_oauth2_token_jwt\" has no key for \"{}\": none in \"{name}\" verifies an algorithm it accepts", args.issuer),
-                None => format!("\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_jwt_keys_file\" (or keys= of the issuer \"{}\")", args.issuer),
+                Some((file, _)) => format!("\"auth_oauth2_token_jwt\" has no key for \"{name}\": none in \"{file}\" verifies an algorithm it accepts"),
+                None => format!("\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_jwt_keys_file\" or \"auth_oauth2_token_jwt_keys_request\" (or keys= or keys_request= of the issuer \"{name}\")"),
             });
         }
         Ok(Issuer {
@@ -151,7 +208,25 @@ impl JwtConf {
                 typ_relaxed: self.typ_relaxed.unwrap_or(false),
             },
             keys,
+            fetch,
+            mode,
         })
+    }
+
+    /// Names each fetched key set in the keys zone, once the server block
+    /// is known (`server`: its identity).
+    pub fn scope_key_sets(&mut self, server: &[u8; 32]) {
+        for issuer in &mut self.issuers_ready {
+            if let Some(fetch) = &mut issuer.fetch {
+                fetch.scope(server, &issuer.policy.issuer);
+            }
+        }
+    }
+
+    /// Whether some issuer's tokens are checked here and not introspected,
+    /// the only verdicts `auth_oauth2_token_jwt_cache` keeps.
+    pub fn caches_verdicts(&self) -> bool {
+        self.issuers_ready.iter().any(|i| i.mode == Mode::Jwt)
     }
 
     /// What decides a verified token's verdict besides the token: each
@@ -163,9 +238,24 @@ impl JwtConf {
             return [0; 32];
         }
         let mut owned: Vec<Vec<u8>> = Vec::new();
-        for Issuer { policy, keys } in &self.issuers_ready {
+        for Issuer {
+            policy,
+            keys,
+            fetch,
+            mode,
+        } in &self.issuers_ready
+        {
             owned.push(b"issuer".to_vec());
             owned.push(policy.issuer.as_bytes().to_vec());
+            owned.push(mode.name().as_bytes().to_vec());
+            // A fetched set changes without a reload: named by where it
+            // comes from, not by its keys.
+            owned.push(
+                fetch
+                    .as_ref()
+                    .map_or(&b""[..], |f| f.uri.as_bytes())
+                    .to_vec(),
+            );
             owned.push(policy.leeway_s.to_be_bytes().to_vec());
             owned.push(policy.algorithms.iter().map(|a| a as u8).collect());
             owned.push(match policy.typ_relaxed {
@@ -200,15 +290,26 @@ pub fn parse_issuer(
     let issuer = String::from_utf8(issuer.to_vec()).map_err(|_| "value is not valid UTF-8")?;
     let mut parsed = IssuerArgs {
         issuer,
-        keys_file: None,
-        algorithms: None,
+        ..IssuerArgs::default()
     };
     for param in params {
         if let Some(file) = param.strip_prefix(b"keys=") {
-            if parsed.keys_file.is_some() {
-                return Err("has \"keys=\" twice".into());
+            if parsed.keys_file.is_some() || parsed.keys_request.is_some() {
+                return Err("takes one of \"keys=\" and \"keys_request=\", once".into());
             }
             parsed.keys_file = Some(read_keys(file)?);
+        } else if let Some(uri) = param.strip_prefix(b"keys_request=") {
+            if parsed.keys_file.is_some() || parsed.keys_request.is_some() {
+                return Err("takes one of \"keys=\" and \"keys_request=\", once".into());
+            }
+            parsed.keys_request = Some(parse_keys_request(uri)?);
+        } else if let Some(name) = param.strip_prefix(b"mode=") {
+            if parsed.mode.is_some() {
+                return Err("has \"mode=\" twice".into());
+            }
+            let mode = Mode::parse(name)
+                .ok_or("takes mode=jwt, mode=jwt+introspect or mode=introspect")?;
+            parsed.mode = Some(mode);
         } else if let Some(names) = param.strip_prefix(b"algorithms=") {
             if parsed.algorithms.is_some() {
                 return Err("has \"algorithms=\" twice".into());
@@ -226,6 +327,69 @@ pub fn parse_issuer(
         }
     }
     Ok(parsed)
+}
+
+/// `auth_oauth2_token_jwt_keys_request URI` (or `keys_request=`): the
+/// URI of an internal location, as `auth_oauth2_token_introspect_endpoint`'s.
+pub fn parse_keys_request(uri: &[u8]) -> Result<String, String> {
+    let valid = uri.first() == Some(&b'/') && uri.iter().all(|b| b.is_ascii_graphic());
+    match (valid, std::str::from_utf8(uri)) {
+        (true, Ok(uri)) => Ok(uri.to_owned()),
+        _ => Err("needs the URI of an internal location, like /_jwks".into()),
+    }
+}
+
+/// `auth_oauth2_token_jwt_keys_cache zone=NAME:SIZE [max_age=TIME]
+/// [min_age=TIME] [default_age=TIME] [stale=TIME] [unknown_kid_interval=TIME]`:
+/// the zone, and the set's lifetime bounds (`Cache-Control: max-age`
+/// within `min_age`..`max_age`, `default_age` without it), how long past
+/// it the set still verifies while fetches fail, and how often a token
+/// with an unknown `kid` may fetch the set again.
+pub fn parse_keys_cache(args: &[&[u8]]) -> Result<(CacheArgs, RefreshPolicy), String> {
+    let mut refresh = RefreshPolicy::default();
+    let mut zone = Vec::new();
+    for arg in args {
+        let (name, value) = match arg.iter().position(|&b| b == b'=') {
+            Some(eq) => (&arg[..eq], &arg[eq + 1..]),
+            None => (&arg[..], &b""[..]),
+        };
+        let field = match name {
+            b"zone" => {
+                zone.push(*arg);
+                continue;
+            }
+            b"max_age" => &mut refresh.max_ttl_ms,
+            b"min_age" => &mut refresh.min_ttl_ms,
+            b"default_age" => &mut refresh.default_ttl_ms,
+            b"stale" => &mut refresh.stale_ms,
+            b"unknown_kid_interval" => &mut refresh.unknown_kid_interval_ms,
+            _ => {
+                return Err(format!(
+                    "has an unknown parameter \"{}\"",
+                    String::from_utf8_lossy(arg)
+                ))
+            }
+        };
+        *field = cache_args::parse_time_ms(value).ok_or_else(|| {
+            format!(
+                "has an invalid time in \"{}\"",
+                String::from_utf8_lossy(arg)
+            )
+        })?;
+    }
+    if zone.is_empty() {
+        return Err("needs \"zone=NAME:SIZE\"".into());
+    }
+    if refresh.min_ttl_ms > refresh.max_ttl_ms {
+        return Err("has min_age above max_age".into());
+    }
+    if refresh.min_ttl_ms < 1000 {
+        return Err(
+            "needs min_age of at least 1s: a key set fetched more often is a load on the IdP"
+                .into(),
+        );
+    }
+    Ok((cache_args::parse(&zone)?, refresh))
 }
 
 /// `auth_oauth2_token_jwt_keys_file`'s contents: a JWK Set of public keys.
@@ -277,8 +441,7 @@ mod tests {
     fn named(issuer: &str) -> IssuerArgs {
         IssuerArgs {
             issuer: issuer.into(),
-            keys_file: None,
-            algorithms: None,
+            ..IssuerArgs::default()
         }
     }
 
@@ -301,7 +464,7 @@ mod tests {
     #[test]
     fn a_configured_issuer_gets_a_policy() {
         let mut conf = configured();
-        conf.finish(Some(&audience())).unwrap();
+        conf.finish(Some(&audience()), false).unwrap();
         assert!(conf.enabled());
         let policy = &conf.issuers_ready[0].policy;
         assert_eq!(policy.audiences, ["api"]);
@@ -310,14 +473,15 @@ mod tests {
         assert!(!policy.typ_relaxed);
         assert_eq!(conf.issuers_ready[0].keys.len(), 1);
         let mut off = JwtConf::default();
-        off.finish(None).unwrap();
+        off.finish(None, false).unwrap();
         assert!(!off.enabled());
     }
 
     #[test]
     fn mistakes_fail_nginx_t() {
-        let err =
-            |mut conf: JwtConf, audience: Option<&AudienceRule>| conf.finish(audience).unwrap_err();
+        let err = |mut conf: JwtConf, audience: Option<&AudienceRule>| {
+            conf.finish(audience, false).unwrap_err()
+        };
         assert!(err(configured(), None).contains("auth_oauth2_token_require_audience"));
         let no_issuer = JwtConf {
             issuers: vec![],
@@ -330,7 +494,7 @@ mod tests {
             on: Some(false),
             ..configured()
         };
-        off.finish(None).unwrap();
+        off.finish(None, false).unwrap();
         assert!(!off.enabled());
         let no_keys = JwtConf {
             keys_file: None,
@@ -361,7 +525,7 @@ mod tests {
             algorithms: Some(Algorithms::asymmetric().with(Alg::HS256)),
             ..configured()
         };
-        with_secret.finish(Some(&audience())).unwrap();
+        with_secret.finish(Some(&audience()), false).unwrap();
         assert_eq!(with_secret.issuers_ready[0].keys.len(), 2);
     }
 
@@ -373,7 +537,7 @@ mod tests {
             ..JwtConf::default()
         };
         inner.inherit(&outer);
-        inner.finish(Some(&audience())).unwrap();
+        inner.finish(Some(&audience()), false).unwrap();
         assert_eq!(inner.issuers_ready[0].policy.issuer, "https://idp.example");
         assert_eq!(inner.issuers_ready[0].policy.leeway_s, 5);
     }
@@ -386,7 +550,7 @@ mod tests {
                 accepted: vec![aud.into()],
                 index: 0,
             };
-            conf.finish(Some(&rule)).unwrap();
+            conf.finish(Some(&rule), false).unwrap();
             conf
         };
         let base = finished(configured(), "api");
@@ -456,13 +620,14 @@ mod tests {
             issuer: "https://b".into(),
             keys_file: Some(("b.json".into(), keys(r#","kid":"b""#))),
             algorithms: Some(Algorithms::none().with(Alg::ES256)),
+            ..IssuerArgs::default()
         };
         conf.add_issuer(own).unwrap();
         assert!(conf
             .add_issuer(named("https://a"))
             .unwrap_err()
             .contains("twice"));
-        conf.finish(Some(&audience())).unwrap();
+        conf.finish(Some(&audience()), false).unwrap();
         let [a, b] = &conf.issuers_ready[..] else {
             panic!("two issuers")
         };
@@ -477,7 +642,7 @@ mod tests {
             ..JwtConf::default()
         };
         inner.inherit(&conf);
-        inner.finish(Some(&audience())).unwrap();
+        inner.finish(Some(&audience()), false).unwrap();
         assert_eq!(inner.issuers_ready.len(), 1);
         assert_eq!(inner.issuers_ready[0].policy.issuer, "https://c");
         let only_rsa = IssuerArgs {
@@ -488,7 +653,7 @@ mod tests {
             issuers: vec![only_rsa],
             ..conf.clone()
         };
-        let err = wrong.finish(Some(&audience())).unwrap_err();
+        let err = wrong.finish(Some(&audience()), false).unwrap_err();
         assert!(err.contains("no key for \"https://d\""), "{err}");
     }
 
@@ -521,12 +686,142 @@ mod tests {
                 &[b"https://a", b"algorithms=ES256", b"algorithms=RS256"],
                 "twice",
             ),
-            (&[b"https://a", b"keys=k.json", b"keys=k.json"], "twice"),
+            (&[b"https://a", b"keys=k.json", b"keys=k.json"], "once"),
+            (&[b"https://a", b"keys=k.json", b"keys_request=/j"], "once"),
+            (&[b"https://a", b"keys_request=jwks"], "internal location"),
+            (&[b"https://a", b"mode=both"], "mode=jwt"),
+            (&[b"https://a", b"mode=jwt", b"mode=jwt"], "twice"),
             (&[b"https://a", b"audience=x"], "unknown parameter"),
             (&[b"https://a\n"], "control characters"),
             (&[b""], "control characters"),
         ] {
             let err = parse_issuer(args, read).unwrap_err();
+            assert!(err.contains(error), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_issuer_may_fetch_its_keys_and_choose_a_mode() {
+        let read = |_: &[u8]| -> Result<(String, Vec<Jwk>), String> { Err("no files".into()) };
+        let args = [
+            &b"https://a"[..],
+            b"keys_request=/_jwks",
+            b"mode=jwt+introspect",
+        ];
+        let parsed = parse_issuer(&args, read).unwrap();
+        assert_eq!(parsed.keys_request.as_deref(), Some("/_jwks"));
+        assert_eq!(parsed.mode, Some(Mode::JwtIntrospect));
+        let keys_cache = || {
+            let (_, refresh) = parse_keys_cache(&[b"zone=jwks:1m"]).unwrap();
+            let zone = CacheConf {
+                zone: core::ptr::null_mut(),
+                policy: crate::oauth::cache::CachePolicy::default(),
+                metrics: Default::default(),
+            };
+            Some(KeysCache { zone, refresh })
+        };
+        let fetching = || JwtConf {
+            on: Some(true),
+            issuers: vec![named("https://a")],
+            keys_request: Some("/_jwks".into()),
+            keys_cache: keys_cache(),
+            ..JwtConf::default()
+        };
+        // No key at hand is no mistake when the set is fetched.
+        let mut conf = fetching();
+        conf.finish(Some(&audience()), false).unwrap();
+        let issuer = &conf.issuers_ready[0];
+        assert_eq!(issuer.fetch.as_ref().unwrap().uri, "/_jwks");
+        assert_eq!(issuer.mode, Mode::Jwt);
+        assert!(conf.caches_verdicts());
+        // Named by the server block: the same URI in another server is another set.
+        let mut other = conf.clone();
+        conf.scope_key_sets(&[1; 32]);
+        other.scope_key_sets(&[2; 32]);
+        let key = |c: &JwtConf| c.issuers_ready[0].fetch.as_ref().unwrap().set_key;
+        assert_ne!(key(&conf), key(&other));
+        // Where the location introspects, both by default; not cached here.
+        let mut both = fetching();
+        both.finish(Some(&audience()), true).unwrap();
+        assert_eq!(both.issuers_ready[0].mode, Mode::JwtIntrospect);
+        assert!(!both.caches_verdicts());
+        assert_ne!(both.fingerprint(), conf.fingerprint());
+        for (conf, introspects, error) in [
+            (
+                JwtConf {
+                    keys_cache: None,
+                    ..fetching()
+                },
+                false,
+                "needs \"auth_oauth2_token_jwt_keys_cache\"",
+            ),
+            (
+                JwtConf {
+                    keys_file: Some(("k.json".into(), keys(""))),
+                    ..fetching()
+                },
+                false,
+                "are both set",
+            ),
+            (
+                JwtConf {
+                    issuers: vec![IssuerArgs {
+                        mode: Some(Mode::Introspect),
+                        ..named("https://a")
+                    }],
+                    ..fetching()
+                },
+                false,
+                "does not introspect",
+            ),
+        ] {
+            let mut conf = conf;
+            let err = conf.finish(Some(&audience()), introspects).unwrap_err();
+            assert!(err.contains(error), "{err}");
+        }
+        // An issuer in introspect mode needs no key.
+        let mut opaque = JwtConf {
+            on: Some(true),
+            issuers: vec![IssuerArgs {
+                mode: Some(Mode::Introspect),
+                ..named("https://a")
+            }],
+            ..JwtConf::default()
+        };
+        opaque.finish(Some(&audience()), true).unwrap();
+        assert_eq!(opaque.issuers_ready[0].mode, Mode::Introspect);
+    }
+
+    #[test]
+    fn keys_cache_arguments() {
+        let (zone, refresh) = parse_keys_cache(&[
+            b"zone=jwks:1m",
+            b"max_age=1h",
+            b"min_age=30s",
+            b"default_age=5m",
+            b"stale=2h",
+            b"unknown_kid_interval=10s",
+        ])
+        .unwrap();
+        assert_eq!(zone.zone_name, b"jwks");
+        assert_eq!(
+            (
+                refresh.max_ttl_ms,
+                refresh.min_ttl_ms,
+                refresh.default_ttl_ms,
+                refresh.stale_ms,
+                refresh.unknown_kid_interval_ms
+            ),
+            (3_600_000, 30_000, 300_000, 7_200_000, 10_000)
+        );
+        for (args, error) in [
+            (&[&b"max_age=1h"[..]][..], "needs \"zone=NAME:SIZE\""),
+            (&[b"zone=jwks:1m", b"max_ttl=1h"], "unknown parameter"),
+            (&[b"zone=jwks:1m", b"stale=soon"], "invalid time"),
+            (&[b"zone=jwks:1m", b"min_age=2h", b"max_age=1h"], "above"),
+            (&[b"zone=jwks:1m", b"min_age=0"], "at least 1s"),
+        ] {
+            let err = parse_keys_cache(args).unwrap_err();
             assert!(err.contains(error), "{err}");
         }
     }

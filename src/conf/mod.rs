@@ -350,7 +350,9 @@ impl LocationConf {
         self.require_claim = prev.require_claim.iter().cloned().chain(own).collect();
         self.required_scope_text = self.require_scope.as_deref().unwrap_or_default().join(" ");
         self.jwt.inherit(&prev.jwt);
-        self.jwt.finish(self.require_audience.as_ref())?;
+        let introspects = self.introspection_enabled();
+        self.jwt
+            .finish(self.require_audience.as_ref(), introspects)?;
         self.dpop.inherit(&prev.dpop);
         self.dpop.finish();
 

@@ -19,6 +19,7 @@ impl LocationConf {
             self.introspection.tier_scope,
             self.token_endpoint.tier_scope,
         ) = self.scopes(fleet, claims_fingerprint);
+        self.jwt.scope_key_sets(server);
         self.jwt.key_scope = KeyScope::jwt(
             server,
             &self.jwt.fingerprint(),

@@ -72,6 +72,12 @@ handler!(set_jwt_cache, |c| {
     set_once(&mut c.conf.jwt.cache, zone)
 });
 
+handler!(set_jwt_keys_cache, |c| {
+    let (zone, refresh) = jwt::parse_keys_cache(&args_of(c))?;
+    let zone = c.cache_zone(zone)?;
+    set_once(&mut c.conf.jwt.keys_cache, jwt::KeysCache { zone, refresh })
+});
+
 handler!(set_cache_vary, |c| {
     let value = c.template(c.arg)?;
     set_once(&mut c.conf.cache_vary, value)

@@ -1,10 +1,12 @@
 //! JWT access tokens checked at the gateway: `jwt` (which turns the check
 //! on), `jwt_issuer`, `jwt_keys_file` (a JWK Set, read and checked now),
+//! `jwt_keys_request` (the internal location of a JWK Set to fetch),
 //! `jwt_secret_file` (HS256), `jwt_algorithms`, `jwt_leeway` and `jwt_typ`.
-//! The cache, `jwt_cache`, is with the other caches (`cache.rs`).
+//! The caches, `jwt_cache` and `jwt_keys_cache`, are with the other caches
+//! (`cache.rs`).
 
 use super::call::{args_of, flag, handler, set_once, Call};
-use crate::conf::jwt::{keys_from_file, parse_issuer, parse_leeway};
+use crate::conf::jwt::{keys_from_file, parse_issuer, parse_keys_request, parse_leeway};
 use crate::conf::{cache_args, secret_from_file_contents};
 use crate::oauth::jose::alg::Algorithms;
 use crate::oauth::jose::jwk::Jwk;
@@ -22,6 +24,11 @@ handler!(set_jwt_issuer, |c| {
 handler!(set_jwt_keys_file, |c| {
     let keys = c.key_set_file(c.arg)?;
     set_once(&mut c.conf.jwt.keys_file, keys)
+});
+
+handler!(set_jwt_keys_request, |c| {
+    let uri = parse_keys_request(c.arg)?;
+    set_once(&mut c.conf.jwt.keys_request, uri)
 });
 
 impl<C> Call<'_, C> {

@@ -33,8 +33,8 @@ use ngx::ffi::{
 use ngx::ngx_string;
 
 use cache::{
-    set_cache_vary, set_exchange_cache, set_introspect_cache, set_jwt_cache, set_shared_cache,
-    set_shared_cache_tenant,
+    set_cache_vary, set_exchange_cache, set_introspect_cache, set_jwt_cache, set_jwt_keys_cache,
+    set_shared_cache, set_shared_cache_tenant,
 };
 use curity::{set_curity_phantom_token, set_curity_scope, set_curity_scopes};
 use dpop::{
@@ -48,8 +48,8 @@ use endpoint::{
     set_requested_token_type, set_resource, set_scope, set_token_endpoint,
 };
 use jwt::{
-    set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_leeway,
-    set_jwt_secret_file, set_jwt_typ,
+    set_jwt, set_jwt_algorithms, set_jwt_issuer, set_jwt_keys_file, set_jwt_keys_request,
+    set_jwt_leeway, set_jwt_secret_file, set_jwt_typ,
 };
 use pages::{set_metrics, set_purge, set_resource_metadata};
 use policy::{
@@ -102,7 +102,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 69] = [
+pub static mut COMMANDS: [ngx_command_t; 71] = [
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,
@@ -323,6 +323,16 @@ pub static mut COMMANDS: [ngx_command_t; 69] = [
         ngx_string!("auth_oauth2_token_jwt_keys_file"),
         NGX_CONF_TAKE1,
         set_jwt_keys_file,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_keys_request"),
+        NGX_CONF_TAKE1,
+        set_jwt_keys_request,
+    ),
+    directive(
+        ngx_string!("auth_oauth2_token_jwt_keys_cache"),
+        NGX_CONF_1MORE,
+        set_jwt_keys_cache,
     ),
     directive(
         ngx_string!("auth_oauth2_token_jwt_secret_file"),

@@ -12,8 +12,11 @@
 
 use ngx::ffi::NGX_LOG_INFO;
 
-use crate::conf::LocationConf;
+use std::rc::Rc;
+
+use crate::conf::{LocationConf, MainConf};
 use crate::handler::ctx::{CacheStatus, Outcome, RequestCtx, Stage};
+use crate::handler::jwks::{self, Keys};
 use crate::metrics::jwt::JwtResult;
 use crate::metrics::LookupResult;
 use crate::nginx::req::{now_ms, Req};
@@ -23,8 +26,9 @@ use crate::oauth::cache::CachedIntrospection;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::IntrospectionResult;
 use crate::oauth::jose::access_token::Refusal;
-use crate::oauth::jose::jws::JwsError;
-use crate::oauth::jose::verify;
+use crate::oauth::jose::jwk::Jwk;
+use crate::oauth::jose::jws::{self, JwsError};
+use crate::oauth::jose::verify::{self, Mode};
 use crate::shm::table::{At, Lookup};
 use crate::shm::zone::ShmZone;
 
@@ -35,8 +39,12 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         return Outcome::Error;
     };
     let combined = conf.introspection_enabled();
-    // With introspection to follow, the verdict is the IdP's, cached as it is.
-    let cache = conf.jwt.cache.filter(|c| !combined && c.policy.enabled());
+    // Only the verdicts of issuers in mode=jwt are the gateway's to keep;
+    // with introspection to follow, the verdict is the IdP's, cached as it is.
+    let cache = conf
+        .jwt
+        .cache
+        .filter(|c| c.policy.enabled() && conf.jwt.caches_verdicts());
     // SAFETY: `ctx` is the request's context, in its pool; the token lives
     // in request memory, and no `&mut` to the context is held meanwhile.
     let token = unsafe { (*ctx).token() };
@@ -69,29 +77,54 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
             }
         }
     }
-    let verified = verify::verify_issuers(token, &conf.jwt.issuers_ready, &main.claims, now / 1000);
-    if let Some(ids) = conf.jwt.metrics {
-        let result = verified
-            .as_ref()
-            .map_or_else(JwtResult::of, |_| JwtResult::Verified);
-        main.counters.add(ids.result(result), 1);
+    let jws = match jws::parse(token) {
+        Ok(jws) => jws,
+        // An opaque token: the IdP's to judge, where the location asks it.
+        Err(JwsError::NotThreeParts) if combined => return Outcome::Next(Stage::Introspect),
+        Err(e) => return refused(req, conf, main, Refusal::Malformed(e)),
+    };
+    let issuer = match verify::choose(&jws, &conf.jwt.issuers_ready) {
+        Ok(issuer) => issuer,
+        Err(refusal) => return refused(req, conf, main, refusal),
+    };
+    if issuer.mode == Mode::Introspect {
+        return Outcome::Next(Stage::Introspect);
     }
-    let claims = match verified {
-        Ok(_) if combined => return Outcome::Next(Stage::Introspect),
-        Err(Refusal::Malformed(JwsError::NotThreeParts)) if combined => {
-            return Outcome::Next(Stage::Introspect)
+    let fetched: Rc<[Jwk]> = match (&issuer.fetch, &conf.jwt.keys_cache) {
+        (Some(fetch), Some(keys_cache)) => {
+            let algorithms = issuer.policy.algorithms;
+            let metrics = conf.jwt.metrics;
+            match jwks::keys(req, keys_cache, fetch, algorithms, &jws.header, metrics) {
+                Keys::Ready(keys) => keys,
+                Keys::Again => return Outcome::Again,
+                Keys::Unknown => return refused(req, conf, main, Refusal::NoKey),
+                Keys::Unavailable => {
+                    count(conf, main, JwtResult::KeysUnavailable);
+                    ngx::ngx_log_error!(
+                        NGX_LOG_INFO,
+                        req.log(),
+                        "auth_oauth2_token: JWT not checked: no key set of its issuer can be had"
+                    );
+                    return Outcome::Fail {
+                        timeout: false,
+                        status: 503,
+                        retry_after: None,
+                    };
+                }
+                Keys::Error => return Outcome::Error,
+            }
+        }
+        _ => Rc::from([]),
+    };
+    let claims = match verify::verify_chosen(&jws, issuer, &fetched, &main.claims, now / 1000) {
+        Ok(_) if issuer.mode == Mode::JwtIntrospect => {
+            count(conf, main, JwtResult::Verified);
+            return Outcome::Next(Stage::Introspect);
         }
         Ok(claims) => claims,
-        Err(refusal) => {
-            // Why, never the token or a claim's value.
-            ngx::ngx_log_error!(
-                NGX_LOG_INFO,
-                req.log(),
-                "auth_oauth2_token: JWT refused: {refusal}"
-            );
-            return Outcome::Refuse(BearerError::InvalidTokenBecause(refusal.description()));
-        }
+        Err(refusal) => return refused(req, conf, main, refusal),
     };
+    count(conf, main, JwtResult::Verified);
     let result = IntrospectionResult::Active(claims);
     if let (Some(cache), Some(key), Some(zone)) = (cache, key, zone) {
         if let Some(lifetime) = cache.policy.lifetime(&result, now) {
@@ -104,4 +137,27 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     // lasts for the call, which runs no variable getter.
     unsafe { (*ctx).introspection_mut().answered(Ok(result)) };
     Outcome::Next(Stage::Verdict)
+}
+
+fn count(conf: &LocationConf, main: &MainConf, result: JwtResult) {
+    if let Some(ids) = conf.jwt.metrics {
+        main.counters.add(ids.result(result), 1);
+    }
+}
+
+/// A JWT that failed a check: counted, logged (why, never the token or a
+/// claim's value), and a 401 that says which check.
+fn refused<'c>(
+    req: &Req<'_>,
+    conf: &LocationConf,
+    main: &MainConf,
+    refusal: Refusal,
+) -> Outcome<'c> {
+    count(conf, main, JwtResult::of(&refusal));
+    ngx::ngx_log_error!(
+        NGX_LOG_INFO,
+        req.log(),
+        "auth_oauth2_token: JWT refused: {refusal}"
+    );
+    Outcome::Refuse(BearerError::InvalidTokenBecause(refusal.description()))
 }

@@ -27,6 +27,7 @@ pub mod flow;
 pub mod idp_call;
 pub mod inflight;
 pub mod introspect;
+pub mod jwks;
 pub mod jwt;
 pub mod question;
 pub mod redis_tier;

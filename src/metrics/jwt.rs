@@ -1,15 +1,43 @@
 //! The series of JWT access tokens checked at the gateway: how many were
 //! verified and, for the others, which check refused them (a counter per
-//! result). They exist only when a location has `auth_oauth2_token_jwt on`,
-//! which makes them ([`Catalogue::jwt`]).
+//! result), and the fetches of issuers' key sets by result. They exist
+//! only when a location has `auth_oauth2_token_jwt on`, which makes them
+//! ([`Catalogue::jwt`]).
 
 use std::fmt::Write as _;
 
 use super::{Catalogue, Family, Series};
 use crate::oauth::jose::access_token::Refusal;
 
-/// The counter's name.
+/// The counters' names.
 pub const CHECKS: &str = "oauth2_token_jwt_checks_total";
+pub const FETCHES: &str = "oauth2_token_jwks_fetches_total";
+
+/// What became of a fetch of an issuer's key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchResult {
+    Fetched,
+    /// No answer, or not a `200`.
+    Failed,
+    /// An answer that is no usable key set.
+    Refused,
+}
+
+impl FetchResult {
+    pub const ALL: [FetchResult; 3] = [
+        FetchResult::Fetched,
+        FetchResult::Failed,
+        FetchResult::Refused,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FetchResult::Fetched => "fetched",
+            FetchResult::Failed => "failed",
+            FetchResult::Refused => "refused",
+        }
+    }
+}
 
 /// What became of a token the gateway checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +53,19 @@ pub enum JwtResult {
     Claims,
     /// `exp`, `nbf`, `iat`.
     Lifetime,
+    /// Not checked: no key set could be had (503).
+    KeysUnavailable,
 }
 
 impl JwtResult {
-    pub const ALL: [JwtResult; 6] = [
+    pub const ALL: [JwtResult; 7] = [
         JwtResult::Verified,
         JwtResult::Malformed,
         JwtResult::NoKey,
         JwtResult::Signature,
         JwtResult::Claims,
         JwtResult::Lifetime,
+        JwtResult::KeysUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +76,7 @@ impl JwtResult {
             JwtResult::Signature => "signature",
             JwtResult::Claims => "claims",
             JwtResult::Lifetime => "lifetime",
+            JwtResult::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -81,6 +113,10 @@ impl JwtIds {
     pub fn result(self, result: JwtResult) -> usize {
         self.base + result as usize
     }
+
+    pub fn fetch(self, result: FetchResult) -> usize {
+        self.base + JwtResult::ALL.len() + result as usize
+    }
 }
 
 impl Catalogue {
@@ -90,10 +126,11 @@ impl Catalogue {
             return ids;
         }
         let base = self.series.len();
-        for result in JwtResult::ALL {
+        let names = JwtResult::ALL.map(JwtResult::name).into_iter();
+        for name in names.chain(FetchResult::ALL.map(FetchResult::name)) {
             self.series.push(Series {
                 family: Family::Jwt,
-                labels: format!("{{result=\"{}\"}}", result.name()),
+                labels: format!("{{result=\"{name}\"}}"),
             });
         }
         JwtIds { base }
@@ -116,6 +153,14 @@ impl Catalogue {
         for result in JwtResult::ALL {
             let id = ids.result(result);
             let _ = writeln!(out, "{CHECKS}{} {}", self.series[id].labels, value(id));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {FETCHES} Fetches of issuers' JWK Sets, by result.\n# TYPE {FETCHES} counter"
+        );
+        for result in FetchResult::ALL {
+            let id = ids.fetch(result);
+            let _ = writeln!(out, "{FETCHES}{} {}", self.series[id].labels, value(id));
         }
     }
 }
@@ -145,6 +190,15 @@ mod tests {
         );
         assert!(
             text.contains("oauth2_token_jwt_checks_total{result=\"verified\"} 0"),
+            "{text}"
+        );
+        let text = c.render(|id| (id == ids.fetch(FetchResult::Refused)) as u64 * 3, &[]);
+        assert!(
+            text.contains("oauth2_token_jwks_fetches_total{result=\"refused\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oauth2_token_jwks_fetches_total{result=\"fetched\"} 0"),
             "{text}"
         );
     }

@@ -9,7 +9,7 @@ use core::ptr::{self, NonNull};
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
     ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
-    ngx_pfree, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_POST,
+    ngx_pfree, ngx_table_elt_t, ngx_uint_t, NGX_AGAIN, NGX_HTTP_GET, NGX_HTTP_POST,
     NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED,
     NGX_OK,
 };
@@ -96,22 +96,7 @@ pub fn start<'r, T: 'static>(
 /// instead of edited (the caller then adds its own).
 pub fn make_post(sr: &mut Req<'_>, body: &[u8]) -> Option<()> {
     let pool = sr.pool();
-    sr.write(|sr| {
-        sr.method = NGX_HTTP_POST as ngx_uint_t;
-        sr.method_name = ngx_str(b"POST");
-        // SAFETY: an all-zero `headers_in` is nginx's empty one (requests
-        // are pcalloc'ed); the list is initialised just below.
-        sr.headers_in = unsafe { core::mem::zeroed() };
-        sr.headers_in.content_length_n = body.len() as i64;
-        sr.headers_in.keep_alive_n = -1;
-    });
-    let headers = sr.write(|sr| ptr::addr_of_mut!(sr.headers_in.headers));
-    // SAFETY: `headers` is the subrequest's list, `pool` its pool.
-    if unsafe { ngx_list_init(headers, pool, 4, size_of::<ngx_table_elt_t>()) }
-        != NGX_OK as ngx_int_t
-    {
-        return None;
-    }
+    without_client_headers(sr, NGX_HTTP_POST as ngx_uint_t, b"POST", body.len())?;
     let data = sr.pool_copy(body)?;
     let rb = sr.pool_zeroed::<ngx_http_request_body_t>()?.as_ptr();
     let buf = sr.pool_zeroed::<ngx_buf_t>()?.as_ptr();
@@ -136,6 +121,40 @@ pub fn make_post(sr: &mut Req<'_>, body: &[u8]) -> Option<()> {
     }
     sr.write(|sr| sr.request_body = rb);
     Some(())
+}
+
+/// Turns the fresh subrequest `sr` into a GET with no header and no body
+/// (nginx made it a GET, but with the client's headers and body).
+pub fn make_get(sr: &mut Req<'_>) -> Option<()> {
+    without_client_headers(sr, NGX_HTTP_GET as ngx_uint_t, b"GET", 0)?;
+    sr.write(|sr| sr.request_body = ptr::null_mut());
+    Some(())
+}
+
+/// Gives `sr` the method `method` and an empty header list in place of
+/// the shallow copy of the client's that nginx gave it.
+fn without_client_headers(
+    sr: &mut Req<'_>,
+    method: ngx_uint_t,
+    name: &'static [u8],
+    content_length: usize,
+) -> Option<()> {
+    let pool = sr.pool();
+    sr.write(|sr| {
+        sr.method = method;
+        sr.method_name = ngx_str(name);
+        // SAFETY: an all-zero `headers_in` is nginx's empty one (requests
+        // are pcalloc'ed); the list is initialised just below.
+        sr.headers_in = unsafe { core::mem::zeroed() };
+        sr.headers_in.content_length_n = content_length as i64;
+        sr.headers_in.keep_alive_n = -1;
+    });
+    let headers = sr.write(|sr| ptr::addr_of_mut!(sr.headers_in.headers));
+    // SAFETY: `headers` is the subrequest's list, `pool` its pool.
+    match unsafe { ngx_list_init(headers, pool, 4, size_of::<ngx_table_elt_t>()) } {
+        rc if rc == NGX_OK as ngx_int_t => Some(()),
+        _ => None,
+    }
 }
 
 /// nginx reads an in-memory subrequest's answer into a buffer of

@@ -43,7 +43,13 @@ C<token_ttl> (seconds, default 600), C<jwt_resource> (a resource indicator:
 a token asked for it with C<token(resource =E<gt> ...)> is a JWT access token,
 RFC 9068, signed with the provider's ES256 key at its C</jwks>), C<dir> (where keys, certificates, logs
 go; default a temporary directory, kept with C<TEST_NGINX_KEEP=1>),
-C<timeout> (seconds to wait for readiness, default 20). Dies with the
+C<signing_keys_file> (the provider's private signing keys as a JWK Set: made
+on first start, read on the next; with C<new_signing_kid>, a new key of that
+C<kid> is put first and signs from then on, the old ones staying in its
+JWK Set: a key rotation across a restart with the same C<port>),
+C<timeout> (seconds to wait for readiness, default 20). C<< $op->restart(%opts) >>
+stops it and starts it again on the same port with the same certificates and
+keys, its options overridden by C<%opts>. Dies with the
 provider's output when it does not come up. Returns an object (a hashref):
 
   port, issuer                 https://127.0.0.1:PORT
@@ -447,7 +453,11 @@ sub start_oidc_provider {
     my $dir = $o{dir} // tempdir('oauth2-oidc-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TEST_NGINX_KEEP});
     make_path($dir);
     Test::More::diag("TEST_NGINX_KEEP: the oidc-provider files are in $dir") if $ENV{TEST_NGINX_KEEP};
-    my $self = bless { dir => $dir, %{ make_keys($dir) } }, __PACKAGE__;
+    # A restart keeps the certificates and keys: the gateway trusts them.
+    my $made = $o{reuse} ? $o{reuse}{made_keys} : make_keys($dir);
+    my %options = %o;
+    delete @options{qw(reuse dir port)};
+    my $self = bless { dir => $dir, made_keys => $made, options => \%options, %$made }, __PACKAGE__;
     $self->{log_file} = "$dir/provider-requests.jsonl";
     my $ready = "$dir/provider.ready.json";
     my $out = "$dir/provider.log";
@@ -463,6 +473,8 @@ sub start_oidc_provider {
         OIDC_TOKEN_SUB        => $o{sub} // 'alice',
         OIDC_TOKEN_TTL        => $o{token_ttl} // 600,
         OIDC_JWT_RESOURCE     => $o{jwt_resource} // '',
+        OIDC_SIGNING_KEYS_FILE => $o{signing_keys_file} // '',
+        OIDC_NEW_SIGNING_KID  => $o{new_signing_kid} // '',
         OIDC_LOG_FILE         => $self->{log_file},
         OIDC_READY_FILE       => $ready,
     );
@@ -509,6 +521,15 @@ sub start_oidc_provider {
     }
     $CURRENT = $self;
     return $self;
+}
+
+# Stops the provider and starts it again on the same port (the same issuer)
+# with the same certificates, its options overridden by %o.
+sub restart {
+    my ($self, %o) = @_;
+    $self->stop;
+    return start_oidc_provider(%{ $self->{options} }, %o,
+        dir => $self->{dir}, port => $self->{port}, reuse => $self);
 }
 
 sub stop {

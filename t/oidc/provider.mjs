@@ -42,7 +42,7 @@
 //                               introspects inactive afterwards)
 //   GET  /__test/health         200 "ok"
 
-import { readFileSync, appendFileSync, writeFileSync, renameSync } from 'node:fs';
+import { readFileSync, appendFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -207,8 +207,26 @@ await new Promise((resolve, reject) => {
 port = server.address().port;
 const issuer = `${tls ? 'https' : 'http'}://${host}:${port}`;
 
-const signingKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  .privateKey.export({ format: 'jwk' });
+// The signing keys: one made now, or (OIDC_SIGNING_KEYS_FILE) those of the
+// file, with a new one first when OIDC_NEW_SIGNING_KID names it (a key
+// rotation across a restart: the new key signs, the old one stays in the
+// JWK Set); the file is written back.
+const newSigningKey = (kid) => ({
+  ...crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }),
+  alg: 'ES256',
+  use: 'sig',
+  kid,
+});
+let signingKeys = [];
+if (env.OIDC_SIGNING_KEYS_FILE && existsSync(env.OIDC_SIGNING_KEYS_FILE)) {
+  signingKeys = JSON.parse(readFileSync(env.OIDC_SIGNING_KEYS_FILE, 'utf8')).keys;
+}
+if (env.OIDC_NEW_SIGNING_KID || signingKeys.length === 0) {
+  signingKeys.unshift(newSigningKey(env.OIDC_NEW_SIGNING_KID || 'test-signing'));
+}
+if (env.OIDC_SIGNING_KEYS_FILE) {
+  writeFileSync(env.OIDC_SIGNING_KEYS_FILE, JSON.stringify({ keys: signingKeys }));
+}
 
 const provider = new Provider(issuer, {
   clients,
@@ -220,7 +238,7 @@ const provider = new Provider(issuer, {
     ...(tls ? ['tls_client_auth', 'self_signed_tls_client_auth'] : []),
   ],
   scopes: ['openid', 'orders:read', 'orders:write'],
-  jwks: { keys: [{ ...signingKey, alg: 'ES256', use: 'sig', kid: 'test-signing' }] },
+  jwks: { keys: signingKeys },
   clientDefaults: { id_token_signed_response_alg: 'ES256' },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),

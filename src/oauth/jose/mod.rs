@@ -9,7 +9,8 @@
 //! - `access_token.rs` — RFC 9068 §4's checks and the refusals' descriptions.
 //! - `verify.rs` — all of it for one token, into the module's claims.
 //! - `refresh.rs` — when a key set fetched from the issuer is used, refreshed
-//!   or fetched again (the decisions of the `jwks_uri` fetch to come).
+//!   or fetched again.
+//! - `fetched.rs` — what a fetch's answer must be, and how a set is kept.
 //! - `properties.rs` — proptests over all of it.
 //!
 //! `oauth/jwt.rs` is apart: the shape of phantom tokens, which the module
@@ -17,6 +18,7 @@
 
 pub mod access_token;
 pub mod alg;
+pub mod fetched;
 pub mod jwk;
 pub mod jws;
 pub mod key;

@@ -9,6 +9,7 @@
 //! The cheap refusals come before the signature check, so junk costs no
 //! public-key operation; no claim is read before the signature holds.
 
+use crate::oauth::cache::CacheKey;
 use crate::oauth::introspection::{self, ClaimPaths, TokenClaims};
 use crate::oauth::jose::access_token::{self, AccessTokenPolicy, Refusal};
 use crate::oauth::jose::jwk::Jwk;
@@ -19,34 +20,106 @@ use crate::oauth::jose::jws::{self, Header, Jws};
 /// forged token can cause.
 pub const MAX_KEYS_TRIED: usize = 4;
 
-/// One issuer a location accepts: what its tokens must meet, and its keys.
+/// One issuer a location accepts: what its tokens must meet, its keys
+/// (from a file, and the HS256 secret), the set it fetches from its
+/// endpoint, if any, and what the gateway does with its tokens.
 #[derive(Debug, Clone)]
 pub struct Issuer {
     pub policy: AccessTokenPolicy,
     pub keys: Vec<Jwk>,
+    pub fetch: Option<KeysFetch>,
+    pub mode: Mode,
 }
 
-/// Checks `token` against the location's issuers: with several, the one its
+/// What the gateway does with an issuer's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Checked here only: revocation is not seen before `exp`.
+    Jwt,
+    /// Checked here, then introspected (the IdP sees revocation): junk
+    /// never reaches the IdP.
+    JwtIntrospect,
+    /// Introspected only, as an opaque token is.
+    Introspect,
+}
+
+impl Mode {
+    pub fn parse(name: &[u8]) -> Option<Mode> {
+        match name {
+            b"jwt" => Some(Mode::Jwt),
+            b"jwt+introspect" => Some(Mode::JwtIntrospect),
+            b"introspect" => Some(Mode::Introspect),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Jwt => "jwt",
+            Mode::JwtIntrospect => "jwt+introspect",
+            Mode::Introspect => "introspect",
+        }
+    }
+}
+
+/// Where an issuer's JWK Set is fetched (an internal location), and the
+/// names it and its fetches have in the keys zone (set once the server
+/// block is known: the location's URI is the server's).
+#[derive(Debug, Clone)]
+pub struct KeysFetch {
+    pub uri: String,
+    pub set_key: CacheKey,
+    /// A fetch under way (a mark), and when the last one started (an entry).
+    pub fetching_key: CacheKey,
+    pub attempt_key: CacheKey,
+}
+
+impl KeysFetch {
+    pub fn at(uri: String) -> KeysFetch {
+        KeysFetch {
+            uri,
+            set_key: CacheKey([0; 32]),
+            fetching_key: CacheKey([0; 32]),
+            attempt_key: CacheKey([0; 32]),
+        }
+    }
+
+    /// Names the set of `issuer` fetched from this URI of the server block
+    /// `server` (`oauth::cache::key::server_identity`).
+    pub fn scope(&mut self, server: &[u8; 32], issuer: &str) {
+        let parts: [&[u8]; 4] = [b"jwks", server, issuer.as_bytes(), self.uri.as_bytes()];
+        self.set_key = CacheKey::from_parts(&parts);
+        self.fetching_key = CacheKey::from_parts(&[b"jwks fetching", &self.set_key.0]);
+        self.attempt_key = CacheKey::from_parts(&[b"jwks attempt", &self.set_key.0]);
+    }
+}
+
+/// The issuer whose keys may verify `jws`: the only one, or the one its
 /// (not yet verified) `iss` names, whose keys alone may then verify it (a
 /// token cannot pick another issuer's keys by claiming its name: the keys
 /// are that name's, and the signature must hold with them).
-pub fn verify_issuers(
-    token: &[u8],
-    issuers: &[Issuer],
-    paths: &ClaimPaths,
-    now_s: i64,
-) -> Result<TokenClaims, Refusal> {
-    let jws = jws::parse(token)?;
-    let issuer = match issuers {
-        [one] => one,
+pub fn choose<'i>(jws: &Jws<'_>, issuers: &'i [Issuer]) -> Result<&'i Issuer, Refusal> {
+    match issuers {
+        [one] => Ok(one),
         many => {
             let claimed = claimed_issuer(&jws.payload)?;
             many.iter()
                 .find(|issuer| issuer.policy.issuer == claimed)
-                .ok_or(Refusal::WrongIssuer)?
+                .ok_or(Refusal::WrongIssuer)
         }
-    };
-    verify_parsed(&jws, &issuer.keys, &issuer.policy, paths, now_s)
+    }
+}
+
+/// Checks `jws`, of `issuer`, with its keys and those `fetched` from its
+/// endpoint.
+pub fn verify_chosen(
+    jws: &Jws<'_>,
+    issuer: &Issuer,
+    fetched: &[Jwk],
+    paths: &ClaimPaths,
+    now_s: i64,
+) -> Result<TokenClaims, Refusal> {
+    verify_parsed(jws, &[&issuer.keys, fetched], &issuer.policy, paths, now_s)
 }
 
 /// The `iss` a payload claims, read only to choose the keys.
@@ -75,12 +148,12 @@ pub fn verify(
     paths: &ClaimPaths,
     now_s: i64,
 ) -> Result<TokenClaims, Refusal> {
-    verify_parsed(&jws::parse(token)?, keys, policy, paths, now_s)
+    verify_parsed(&jws::parse(token)?, &[keys], policy, paths, now_s)
 }
 
 fn verify_parsed(
     jws: &Jws<'_>,
-    keys: &[Jwk],
+    keys: &[&[Jwk]],
     policy: &AccessTokenPolicy,
     paths: &ClaimPaths,
     now_s: i64,
@@ -97,12 +170,13 @@ fn verify_parsed(
     introspection::verified_claims(&claims, paths).map_err(Refusal::UnsafeClaim)
 }
 
-/// The key of `keys` whose signature `jws` carries. `NoKey` when no key
-/// fits the token's `kid` and algorithm (a key set that may be out of
-/// date), `BadSignature` when keys fit and none verifies.
-pub fn verify_signature<'k>(jws: &'k Jws<'_>, keys: &'k [Jwk]) -> Result<&'k Jwk, Refusal> {
+/// The key of `keys` (one or more sets) whose signature `jws` carries.
+/// `NoKey` when no key fits the token's `kid` and algorithm (a key set
+/// that may be out of date), `BadSignature` when keys fit and none verifies.
+pub fn verify_signature<'k>(jws: &'k Jws<'_>, keys: &[&'k [Jwk]]) -> Result<&'k Jwk, Refusal> {
     let mut tried = false;
-    for key in candidates(keys, &jws.header).take(MAX_KEYS_TRIED) {
+    let keys = keys.iter().flat_map(|set| candidates(set, &jws.header));
+    for key in keys.take(MAX_KEYS_TRIED) {
         tried = true;
         if key
             .key
@@ -417,6 +491,8 @@ mod tests {
             Issuer {
                 policy: policy(),
                 keys: a.keys.clone(),
+                fetch: None,
+                mode: Mode::Jwt,
             },
             Issuer {
                 policy: AccessTokenPolicy {
@@ -424,10 +500,16 @@ mod tests {
                     ..policy()
                 },
                 keys: b.keys.clone(),
+                fetch: None,
+                mode: Mode::Jwt,
             },
         ];
         let paths = ClaimPaths::default();
-        let check = |t: &str| verify_issuers(t.as_bytes(), &issuers, &paths, NOW);
+        let check_among = |issuers: &[Issuer], t: &str| {
+            let jws = jws::parse(t.as_bytes())?;
+            verify_chosen(&jws, choose(&jws, issuers)?, &[], &paths, NOW)
+        };
+        let check = |t: &str| check_among(&issuers, t);
         let h = json!({"alg": "ES256", "typ": "at+jwt", "kid": "e1"});
         assert!(check(&token(&a.ec, h.clone(), claims())).is_ok());
         assert!(check(&token(&b.ec, h.clone(), with_iss("https://other.example"))).is_ok());
@@ -465,10 +547,7 @@ mod tests {
         // One issuer: no choice made before the checks.
         let one = &issuers[..1];
         let t = token(&a.ec, h, with_iss("https://unknown.example"));
-        assert_eq!(
-            verify_issuers(t.as_bytes(), one, &paths, NOW),
-            Err(Refusal::WrongIssuer)
-        );
+        assert_eq!(check_among(one, &t), Err(Refusal::WrongIssuer));
     }
 
     #[test]
@@ -484,9 +563,9 @@ mod tests {
         let t = token(&private, json!({"alg": "EdDSA", "typ": "at+jwt"}), claims());
         let jws = jws::parse(t.as_bytes()).unwrap();
         assert_eq!(
-            verify_signature(&jws, &keys).unwrap_err(),
+            verify_signature(&jws, &[&keys]).unwrap_err(),
             Refusal::BadSignature
         );
-        assert!(verify_signature(&jws, &keys[1..]).is_ok());
+        assert!(verify_signature(&jws, &[&keys[1..]]).is_ok());
     }
 }
