@@ -52,6 +52,7 @@ location = /_jwks_garbage {
     access_log logs/jwks_garbage.log;
     proxy_pass http://backend/garbage;
 }
+location = /metrics { auth_oauth2_token_metrics; }
 location /api/ {
     access_log logs/api.log pids;
     auth_oauth2_token_jwt on;
@@ -175,6 +176,17 @@ is($r->{status}, 503, 'past the staleness bound: 503');
 cmp_ok(time - $short_fetched, '>=', 4.5, 'not before the bound (2 s fresh + 3 s stale)');
 like(error_log_text(), qr{JWK Set endpoint .*"/_jwks_short"\); the keys in hand stay}, 'the failed fetches are logged');
 is(get('/api/orders', $jwt)->{status}, 200, 'the other set, still fresh, is not affected');
+
+# The metrics: fetches by result, the sets' key counts and fetch times.
+my $metrics = http_request({ method => 'GET', uri => '/metrics' })->{body};
+my ($fetched) = $metrics =~ /^oauth2_token_jwks_fetches_total\{result="fetched"\} (\d+)$/m;
+is($fetched, fetches('jwks.log') + 1, 'every fetch that brought a set is counted (the short one too)');
+like($metrics, qr/^oauth2_token_jwks_fetches_total\{result="refused"\} [1-9]/m, 'the garbage answers are counted as refused');
+like($metrics, qr/^oauth2_token_jwks_fetches_total\{result="failed"\} [1-9]/m, 'the fetches of a down endpoint as failed');
+like($metrics, qr/^oauth2_token_jwks_keys\{issuer="\Q$issuer\E"\} 2$/m, 'the set holds the old and the new key');
+my ($at) = $metrics =~ /^oauth2_token_jwks_fetched_timestamp_seconds\{issuer="\Q$issuer\E"\} (\d+)$/m;
+cmp_ok(abs(($at // 0) - time), '<', 120, 'and was fetched moments ago');
+like($metrics, qr/^oauth2_token_jwt_checks_total\{result="keys_unavailable"\} [1-9]/m, 'the 503s are counted');
 stop_nginx();
 
 done_testing();

@@ -5,7 +5,7 @@
 
 use super::cache_args::{self, CacheArgs};
 use super::endpoint::CacheConf;
-use crate::metrics::jwt::JwtIds;
+use crate::metrics::jwt::{JwtIds, KeySetIds};
 use crate::oauth::cache::key::{CacheKey, KeyScope};
 use crate::oauth::jose::access_token::{AccessTokenPolicy, MAX_LEEWAY_S};
 use crate::oauth::jose::alg::{Alg, Algorithms};
@@ -72,6 +72,9 @@ pub struct JwtConf {
     pub key_scope: KeyScope,
     /// The series the checks count in, once registered.
     pub metrics: Option<JwtIds>,
+    /// The gauges of each issuer's fetched key set, by its place in
+    /// `issuers_ready`, once registered.
+    pub key_set_metrics: Vec<Option<KeySetIds>>,
 }
 
 impl JwtConf {

@@ -454,6 +454,15 @@ impl LocationConf {
     pub fn register_metrics(&mut self, catalogue: &mut Catalogue, server: &[u8; 32]) {
         if self.jwt_enabled() {
             self.jwt.metrics = Some(catalogue.jwt());
+            let issuers = &self.jwt.issuers_ready;
+            self.jwt.key_set_metrics = issuers
+                .iter()
+                .map(|i| {
+                    i.fetch
+                        .as_ref()
+                        .map(|_| catalogue.key_set(&i.policy.issuer))
+                })
+                .collect();
         }
         if self.jwt_enabled() || self.introspection_enabled() {
             self.dpop.metrics = Some(catalogue.dpop());

@@ -19,7 +19,7 @@ use ngx::ffi::{ngx_int_t, NGX_LOG_INFO, NGX_LOG_WARN};
 
 use crate::conf::jwt::KeysCache;
 use crate::handler::inflight;
-use crate::metrics::jwt::{FetchResult, JwtIds};
+use crate::metrics::jwt::{FetchResult, JwtIds, KeySetIds};
 use crate::nginx::req::{now_ms, Req};
 use crate::nginx::subrequest;
 use crate::oauth::cache::flow::CacheZone;
@@ -75,17 +75,19 @@ struct Fetch {
     refresh: RefreshPolicy,
     algorithms: Algorithms,
     metrics: Option<JwtIds>,
+    gauges: Option<KeySetIds>,
 }
 
 /// The keys for a token with `header`, of an issuer whose set `fetch` names
-/// and which accepts `algorithms`.
+/// and which accepts `algorithms`; `metrics`: the JWT series and the set's
+/// gauges.
 pub fn keys(
     req: &mut Req<'_>,
     cache: &KeysCache,
     fetch: &KeysFetch,
     algorithms: Algorithms,
     header: &Header,
-    metrics: Option<JwtIds>,
+    (metrics, gauges): (Option<JwtIds>, Option<KeySetIds>),
 ) -> Keys {
     let now = now_ms();
     let policy = cache.refresh;
@@ -111,6 +113,7 @@ pub fn keys(
         refresh: policy,
         algorithms,
         metrics,
+        gauges,
     };
     match refresh::decide(&state, &policy, known(&held), now) {
         Decision::Use => held.map_or(Keys::Unavailable, |h| Keys::Ready(h.keys)),
@@ -287,6 +290,11 @@ fn answered(sr: &mut Req<'_>, job: &mut Fetch, rc: ngx_int_t) {
                 );
             }
             HELD.with_borrow_mut(|held| held.insert(job.set_key, set));
+            if let (Some(ids), Some(main)) = (job.gauges, sr.main_conf()) {
+                main.counters.set(ids.keys(), count as u64);
+                main.counters
+                    .set(ids.fetched_at(), u64::try_from(now / 1000).unwrap_or(0));
+            }
             ngx::ngx_log_error!(
                 NGX_LOG_INFO,
                 sr.log(),

@@ -93,7 +93,10 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     let fetched: Rc<[Jwk]> = match (&issuer.fetch, &conf.jwt.keys_cache) {
         (Some(fetch), Some(keys_cache)) => {
             let algorithms = issuer.policy.algorithms;
-            let metrics = conf.jwt.metrics;
+            let issuers = &conf.jwt.issuers_ready;
+            let place = issuers.iter().position(|i| core::ptr::eq(i, issuer));
+            let gauges = place.and_then(|p| conf.jwt.key_set_metrics.get(p).copied().flatten());
+            let metrics = (conf.jwt.metrics, gauges);
             match jwks::keys(req, keys_cache, fetch, algorithms, &jws.header, metrics) {
                 Keys::Ready(keys) => keys,
                 Keys::Again => return Outcome::Again,

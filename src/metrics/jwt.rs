@@ -6,12 +6,32 @@
 
 use std::fmt::Write as _;
 
-use super::{Catalogue, Family, Series};
+use super::{label_value, Catalogue, Family, Series};
 use crate::oauth::jose::access_token::Refusal;
 
 /// The counters' names.
 pub const CHECKS: &str = "oauth2_token_jwt_checks_total";
 pub const FETCHES: &str = "oauth2_token_jwks_fetches_total";
+pub const KEYS: &str = "oauth2_token_jwks_keys";
+pub const FETCHED_AT: &str = "oauth2_token_jwks_fetched_timestamp_seconds";
+
+/// The gauges of one issuer's fetched key set, as this worker last saw
+/// it: its key count, and when it was fetched (seconds since the epoch:
+/// its age is `time() - oauth2_token_jwks_fetched_timestamp_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySetIds {
+    base: usize,
+}
+
+impl KeySetIds {
+    pub fn keys(self) -> usize {
+        self.base
+    }
+
+    pub fn fetched_at(self) -> usize {
+        self.base + 1
+    }
+}
 
 /// What became of a fetch of an issuer's key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +156,55 @@ impl Catalogue {
         JwtIds { base }
     }
 
+    /// The gauges of the key set of `issuer` (locations sharing an issuer
+    /// share them), made on first use: two series in a row.
+    pub fn key_set(&mut self, issuer: &str) -> KeySetIds {
+        let labels = format!("{{issuer=\"{}\"}}", label_value(issuer));
+        let known = self
+            .series
+            .iter()
+            .position(|s| s.family == Family::KeySetKeys && s.labels == labels);
+        if let Some(base) = known {
+            return KeySetIds { base };
+        }
+        let base = self.series.len();
+        for family in [Family::KeySetKeys, Family::KeySetFetchedAt] {
+            self.series.push(Series {
+                family,
+                labels: labels.clone(),
+            });
+        }
+        KeySetIds { base }
+    }
+
+    /// The key sets' gauges in the Prometheus text, when there are any.
+    pub(super) fn render_key_sets(&self, out: &mut String, value: &dyn Fn(usize) -> u64) {
+        let families = [
+            (
+                KEYS,
+                "Keys in the issuer's fetched JWK Set.",
+                Family::KeySetKeys,
+            ),
+            (
+                FETCHED_AT,
+                "When the issuer's JWK Set was last fetched, in seconds since the epoch.",
+                Family::KeySetFetchedAt,
+            ),
+        ];
+        for (name, help, family) in families {
+            let mut ids = (0..self.series.len())
+                .filter(|&id| self.series[id].family == family)
+                .peekable();
+            if ids.peek().is_none() {
+                return;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for id in ids {
+                let _ = writeln!(out, "{name}{} {}", self.series[id].labels, value(id));
+            }
+        }
+    }
+
     fn jwt_ids(&self) -> Option<JwtIds> {
         let base = self.series.iter().position(|s| s.family == Family::Jwt)?;
         Some(JwtIds { base })
@@ -192,7 +261,27 @@ mod tests {
             text.contains("oauth2_token_jwt_checks_total{result=\"verified\"} 0"),
             "{text}"
         );
-        let text = c.render(|id| (id == ids.fetch(FetchResult::Refused)) as u64 * 3, &[]);
+        let set = c.key_set("https://idp.\"x\"");
+        assert_eq!(c.key_set("https://idp.\"x\""), set, "one per issuer");
+        let other = c.key_set("https://other");
+        let text = c.render(
+            |id| match id {
+                id if id == set.keys() => 4,
+                id if id == other.fetched_at() => 1_800_000_000,
+                id => (id == ids.fetch(FetchResult::Refused)) as u64 * 3,
+            },
+            &[],
+        );
+        assert!(
+            text.contains("# TYPE oauth2_token_jwks_keys gauge\noauth2_token_jwks_keys{issuer=\"https://idp.\\\"x\\\"\"} 4\noauth2_token_jwks_keys{issuer=\"https://other\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "oauth2_token_jwks_fetched_timestamp_seconds{issuer=\"https://other\"} 1800000000"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("oauth2_token_jwks_fetches_total{result=\"refused\"} 3"),
             "{text}"

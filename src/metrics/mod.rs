@@ -230,6 +230,9 @@ enum Family {
     BreakerOpenings,
     Channel,
     Jwt,
+    /// The gauges of a fetched key set: its key count, when it was fetched.
+    KeySetKeys,
+    KeySetFetchedAt,
     Dpop,
 }
 
@@ -513,6 +516,7 @@ impl Catalogue {
         ];
         self.render_channel(&mut out, &value);
         self.render_jwt(&mut out, &value);
+        self.render_key_sets(&mut out, &value);
         self.render_dpop(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -582,7 +586,7 @@ fn seconds(us: u64) -> String {
 }
 
 /// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
-fn label_value(value: &str) -> String {
+pub(crate) fn label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
