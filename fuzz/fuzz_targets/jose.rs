@@ -3,7 +3,8 @@
 //! set and RFC 9068's checks. Nothing panics; what comes apart holds its
 //! promises; nothing unsigned or header-unsafe passes.
 //!
-//! Input: the key set on the first line, the token after it.
+//! Input: the key set (also read as a fetched set's answer) on the first
+//! line, the token after it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,7 @@ use ngx_http_auth_oauth2_token_module::oauth::introspection::ClaimPaths;
 use ngx_http_auth_oauth2_token_module::oauth::jose::access_token::{self, AccessTokenPolicy};
 use ngx_http_auth_oauth2_token_module::oauth::jose::alg::{Alg, Algorithms};
 use ngx_http_auth_oauth2_token_module::oauth::jose::jws::{self, JwsError};
-use ngx_http_auth_oauth2_token_module::oauth::jose::{jwk, verify};
+use ngx_http_auth_oauth2_token_module::oauth::jose::{fetched, jwk, verify};
 
 #[path = "common.rs"]
 mod common;
@@ -35,6 +36,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!key.key.fits(Alg::HS256), "a key set gave an HMAC key");
     }
     let _ = jwk::parse_jwk(set);
+    // The same bytes as a fetched set's answer, and as the keys zone keeps it.
+    if let Ok(fetched) = fetched::keys_of_body(set, Algorithms::asymmetric()) {
+        assert_eq!(fetched.len(), keys.len());
+    }
+    let stored = fetched::StoredSet { fetched_ms: 1, fresh_until_ms: 2, body: set };
+    assert_eq!(fetched::StoredSet::decode(&stored.encode()), Some(stored));
 
     match jws::parse(token) {
         Ok(parsed) => {

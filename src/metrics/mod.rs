@@ -230,7 +230,6 @@ enum Family {
     BreakerOpenings,
     Channel,
     Jwt,
-    /// The gauges of a fetched key set: its key count, when it was fetched.
     KeySetKeys,
     KeySetFetchedAt,
     Dpop,
