@@ -6,7 +6,8 @@
 # is down, mute (slow) or answers garbage, each gateway's own store decides:
 # the proof passes once per gateway, a warning is logged and
 # oauth2_token_dpop_proofs_total{result="valid_local_only"} counts it. A
-# location without the Redis tier keeps a store per gateway. Proofs are
+# location without the Redis tier keeps a store per gateway. During a key
+# rotation, gateways on either side still see each other's proofs. Proofs are
 # made by the npm `dpop` package (t/oidc/dpop.mjs).
 use strict;
 use warnings;
@@ -211,6 +212,20 @@ sub falls_back {
     ok(wait_until(5, sub { $r = send_to('gw1', '/api/back', $p = proof('/api/back')); $r->{status} == 200 && proof_keys() }),
         'Redis back: a proof is recorded again');
     replayed_at('gw2', '/api/back', $p, 'Redis back: replayed at the other gateway');
+}
+
+# 5. A key rotation: gateway 1 writes under a new key and still holds the
+# old one, gateway 2 has the old one only; each refuses the other's proofs.
+{
+    my $NEW = write_secret('new.key', ('n' x 40) . "\n");
+    (my $rotated = $http) =~ s/key_file=\Q$KEY\E/key_file=$NEW old_key_file=$KEY/ or die 'no key_file';
+    ok(reload_nginx(block_from(name => 'gw1', %sections, http_config => $rotated)), 'gateway 1 rotates to a new key');
+    my $p = proof('/api/rot1');
+    passes_at('gw1', '/api/rot1', $p, 'rotation: a fresh proof at the rotated gateway');
+    replayed_at('gw2', '/api/rot1', $p, 'rotation: replayed at the gateway with the old key only');
+    my $q = proof('/api/rot2');
+    passes_at('gw2', '/api/rot2', $q, 'rotation: a fresh proof at the gateway with the old key only');
+    replayed_at('gw1', '/api/rot2', $q, 'rotation: replayed at the rotated gateway');
 }
 
 my $log = join "\n", grep { /auth_oauth2_token/ } split /\n/, error_log_text() . $gw2->error_log;
