@@ -88,6 +88,7 @@ mod tests {
     use super::*;
     use crate::redis::fleet::FleetKey;
     use crate::redis::resp::Parsed;
+    use proptest::prelude::*;
 
     fn keys(old: bool) -> FleetKeys {
         FleetKeys {
@@ -213,5 +214,44 @@ mod tests {
             FleetReplay::Failed(Failure::Protocol)
         );
         assert_eq!(classify(&[ok()], 2), FleetReplay::Failed(Failure::Protocol));
+    }
+
+    /// Replies a server (or something posing as one) may send.
+    fn any_reply() -> impl Strategy<Value = Reply> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..6);
+        prop_oneof![
+            Just(Reply::Status(b"OK".to_vec())),
+            Just(Reply::Bulk(None)),
+            bytes().prop_map(Reply::Status),
+            bytes().prop_map(Reply::Error),
+            any::<i64>().prop_map(Reply::Integer),
+            proptest::option::of(bytes()).prop_map(Reply::Bulk),
+            Just(Reply::Array(None)),
+            any::<usize>().prop_map(Reply::Skipped),
+        ]
+    }
+
+    proptest! {
+        /// A proof is new only when every `SET` said `+OK`, and a replay
+        /// only when the rest did and one said nil: never a pass on
+        /// anything else.
+        #[test]
+        fn only_ok_to_every_set_is_new(
+            replies in proptest::collection::vec(any_reply(), 0..4),
+            expected in 0usize..4,
+        ) {
+            let ok = |r: &Reply| *r == Reply::Status(b"OK".to_vec());
+            let nil = |r: &Reply| *r == Reply::Bulk(None);
+            let counted = replies.len() == expected && expected > 0;
+            let said = classify(&replies, expected);
+            prop_assert_eq!(
+                said == FleetReplay::New,
+                counted && replies.iter().all(ok)
+            );
+            prop_assert_eq!(
+                said == FleetReplay::Replayed,
+                counted && replies.iter().all(|r| ok(r) || nil(r)) && replies.iter().any(nil)
+            );
+        }
     }
 }
