@@ -14,6 +14,7 @@ use crate::oauth::call::CallFailure;
 use crate::oauth::challenge::BearerError;
 use crate::oauth::exchange::{ExchangeFailure, IssuedToken};
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+use crate::redis::replay::FleetReplay;
 use crate::resilience::breaker::BreakerConf;
 use crate::shm::zone::ShmZone;
 
@@ -51,6 +52,8 @@ pub struct RequestCtx {
     /// certificate a binding was checked against (`$oauth2_token_cert_thumbprint`).
     proof_jkt: Option<[u8; 32]>,
     certificate: Option<[u8; 32]>,
+    /// The fleet's word on the DPoP proof, with the Redis tier.
+    fleet: FleetCheck,
 }
 
 // SAFETY: the only type this module keeps in a request's context slot.
@@ -73,6 +76,7 @@ impl RequestCtx {
             idp_status: None,
             proof_jkt: None,
             certificate: None,
+            fleet: FleetCheck::Unasked,
         };
         req.set_module_ctx(ctx).map(|p| p.as_ptr())
     }
@@ -186,6 +190,30 @@ impl RequestCtx {
         self.certificate = Some(sha256);
     }
 
+    /// The proof `replay_id`, kept by this gateway's store until `until_s`,
+    /// is to be recorded for the fleet too.
+    pub fn fleet_wanted(&mut self, replay_id: [u8; 32], until_s: i64) {
+        self.fleet = FleetCheck::Wanted { replay_id, until_s };
+    }
+
+    /// The fleet was asked; its reply is not in yet.
+    pub fn fleet_asked(&mut self) {
+        if let FleetCheck::Wanted { replay_id, .. } = self.fleet {
+            self.fleet = FleetCheck::Asked { replay_id };
+        }
+    }
+
+    /// The fleet's reply (or the failure to get one) is in.
+    pub fn fleet_said(&mut self, said: FleetReplay) {
+        if let FleetCheck::Wanted { replay_id, .. } | FleetCheck::Asked { replay_id } = self.fleet {
+            self.fleet = FleetCheck::Said { replay_id, said };
+        }
+    }
+
+    pub fn fleet(&self) -> &FleetCheck {
+        &self.fleet
+    }
+
     pub fn proof_jkt(&self) -> Option<&[u8; 32]> {
         self.proof_jkt.as_ref()
     }
@@ -238,10 +266,34 @@ pub enum Stage {
     Jwt,
     /// Finding the introspection verdict.
     Introspect,
-    /// The verdict is known: check what the location asks of the token.
+    /// The verdict is known: check the token's binding, then what the
+    /// location asks of it.
     Verdict,
+    /// The DPoP proof held and this gateway's store had not seen it: the
+    /// fleet's store (Redis) is asked too.
+    FleetReplay,
+    /// The binding held: check what the location asks of the token.
+    Requirements,
     /// Trading the token for one meant for the upstream.
     Exchange,
+}
+
+/// Where the fleet's check of a request's DPoP proof stands
+/// (`redis/replay.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetCheck {
+    /// Not asked: no proof, no Redis tier, or the proof was recorded by
+    /// this request before an internal redirect.
+    Unasked,
+    /// To ask: the proof's replay name and the end of its window.
+    Wanted { replay_id: [u8; 32], until_s: i64 },
+    /// Asked, the reply not in yet.
+    Asked { replay_id: [u8; 32] },
+    /// What the fleet said.
+    Said {
+        replay_id: [u8; 32],
+        said: FleetReplay,
+    },
 }
 
 /// An IdP call's series and when it started.

@@ -4,15 +4,21 @@
 //! its connection (or a trusted front's `Client-Cert` header, withheld from
 //! the upstream too), and the replay store; `oauth/dpop/binding.rs` decides.
 //! Runs in the verdict stage, whatever gave the verdict (introspection, a
-//! verified JWT, a cache hit), so a cached verdict is checked again.
+//! verified JWT, a cache hit), so a cached verdict is checked again. With
+//! the Redis tier, a proof this gateway's store had not seen is recorded
+//! for the fleet too, in a stage of its own ([`fleet`]): a proof replayed
+//! at another gateway is refused; when Redis fails, this gateway's store
+//! alone decides (logged, counted).
 
+use core::cell::RefCell;
 use core::ptr::NonNull;
 
-use ngx::ffi::{ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ffi::{ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use sha2::{Digest, Sha256};
 
 use crate::conf::LocationConf;
-use crate::handler::ctx::{Outcome, RequestCtx};
+use crate::handler::ctx::{FleetCheck, Outcome, RequestCtx, Stage};
+use crate::handler::redis_tier::{self, Tier};
 use crate::metrics::{self, dpop::DpopIds};
 use crate::nginx::req::{ngx_str, now_ms, Req};
 use crate::oauth::bearer;
@@ -24,6 +30,9 @@ use crate::oauth::dpop::binding::{self, BindingRefusal, Scheme};
 use crate::oauth::dpop::client_cert;
 use crate::oauth::dpop::htu;
 use crate::oauth::dpop::proof::{self, ProofRequest};
+use crate::redis::failure::{Failure, KINDS, LOG_INTERVAL_S};
+use crate::redis::replay::FleetReplay;
+use crate::resilience::log_gate::LogGate;
 use crate::shm::table::Remembered;
 use crate::shm::zone::ShmZone;
 
@@ -48,6 +57,9 @@ struct SavedProof {
     scheme: Scheme,
     recorded: [u8; 32],
     has_recorded: bool,
+    /// Whether the fleet's store has had its word on `recorded` (it was
+    /// new there, or Redis failed and this gateway's store decided).
+    fleet_done: bool,
 }
 
 const SAVED_PROOF_TAG: u64 = u64::from_be_bytes(*b"dpopprf1");
@@ -114,6 +126,7 @@ fn record(req: &mut Req<'_>, token: &[u8]) -> Result<Option<NonNull<SavedProof>>
         scheme,
         recorded: [0; 32],
         has_recorded: false,
+        fleet_done: false,
     };
     // SAFETY: `c` is the cleanup just added, whose data is room for a
     // SavedProof (nginx aligns pool data to a word, SavedProof's alignment).
@@ -170,6 +183,16 @@ fn contains(value: &[u8], token: &[u8]) -> bool {
     !token.is_empty() && range.contains(&token.as_ptr()) && token.len() <= value.len()
 }
 
+/// What [`check`] found when the binding held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Nothing more to check.
+    Held,
+    /// The proof is new to this gateway: the fleet's store must say so
+    /// too (`Stage::FleetReplay`, [`fleet`]).
+    AskFleet,
+}
+
 /// Checks the binding of the token whose verdict is `cnf`; `Err` is the
 /// answer when it does not hold. `ctx` is the request's context
 /// (`RequestCtx::of`); no reference to it is held across this call.
@@ -178,14 +201,14 @@ pub fn check<'c>(
     conf: &'c LocationConf,
     ctx: *mut RequestCtx,
     cnf: &Confirmation,
-) -> Result<(), Outcome<'c>> {
+) -> Result<Checked, Outcome<'c>> {
     // SAFETY: `ctx` is the request's context, in its pool, alive for this
     // call; the token lives in request memory, outside the context, and no
     // `&mut` to the context is held meanwhile.
     let token = unsafe { (*ctx).token() };
     let scheme = scheme(req, token);
     if *cnf == Confirmation::Unbound && !conf.dpop.binding.require_dpop && scheme != Scheme::Dpop {
-        return Ok(());
+        return Ok(Checked::Held);
     }
     let certificate = match cnf.x5t_s256() {
         Some(_) => match &conf.dpop.client_cert_from {
@@ -210,7 +233,7 @@ pub fn check<'c>(
     let decided = binding::decide(cnf, scheme, conf.dpop.binding, certificate.as_ref(), proof);
     let log = req.log();
     let proof = match decided {
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(Checked::Held),
         Ok(Some(proof)) => proof,
         Err(refusal) => {
             ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: {refusal}");
@@ -235,6 +258,17 @@ pub fn check<'c>(
     // reference to the context across `check`.
     unsafe { (*ctx).proof_held(proof.jkt) };
     let remembered = remember(req, conf, &proof.replay_id, proof.remember_until_s);
+    if remembered == Remembered::New
+        && Tier::of(req, conf).is_some()
+        && !fleet_done_here(req, &proof.replay_id)
+    {
+        // Counted once the fleet has said.
+        // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+        // lasts for this call, which reaches no nginx code, and the caller
+        // holds no reference to the context across `check`.
+        unsafe { (*ctx).fleet_wanted(proof.replay_id, proof.remember_until_s) };
+        return Ok(Checked::AskFleet);
+    }
     let result = match remembered {
         Remembered::New => "valid",
         Remembered::Seen => "replayed",
@@ -242,7 +276,7 @@ pub fn check<'c>(
     };
     count(req, conf, |ids| ids.proof(result));
     match remembered {
-        Remembered::New => Ok(()),
+        Remembered::New => Ok(Checked::Held),
         Remembered::Seen => {
             ngx::ngx_log_error!(
                 NGX_LOG_INFO,
@@ -264,6 +298,120 @@ pub fn check<'c>(
                 status: 503,
                 retry_after: Some(conf.dpop.proof.window_s.unsigned_abs()),
             })
+        }
+    }
+}
+
+/// The fleet stage: records the request's proof in the fleet's store
+/// (`redis_tier::record_proof`) and waits for its word; a proof another
+/// gateway accepted before is refused as this gateway's replays are. When
+/// Redis fails (down, slow, an error, garbage), this gateway's store,
+/// which accepted the proof, decides: the request goes on, counted as
+/// `valid_local_only` and logged at `warn` (once per kind of failure per
+/// 10 s per worker), as the Redis tier's other failures are a miss and
+/// not a refusal.
+/// `ctx` is the request's context (`RequestCtx::of`).
+pub fn fleet<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) -> Outcome<'c> {
+    // SAFETY: `ctx` is the request's context, in its pool, alive for this
+    // call; the state is copied out, no reference kept.
+    let state = unsafe { (*ctx).fleet().clone() };
+    let (replay_id, said) = match state {
+        FleetCheck::Wanted { replay_id, until_s } => {
+            let tenant = conf.shared_tenant.as_deref().unwrap_or_default();
+            let started = match Tier::of(req, conf) {
+                Some(tier) => {
+                    redis_tier::record_proof(req, &tier, tenant, &replay_id, until_s).is_ok()
+                }
+                None => false,
+            };
+            if started {
+                // SAFETY: as above; the `&mut` lasts for this call, which
+                // reaches no nginx code.
+                unsafe { (*ctx).fleet_asked() };
+                return Outcome::Again;
+            }
+            let failure = Failure::Internal(500);
+            crate::redis::call::note_failure(req.log(), &failure);
+            (replay_id, FleetReplay::Failed(failure))
+        }
+        // Woken before the reply is in: go on waiting.
+        FleetCheck::Asked { .. } => return Outcome::Again,
+        FleetCheck::Said { replay_id, said } => (replay_id, said),
+        FleetCheck::Unasked => return Outcome::Error,
+    };
+    let log = req.log();
+    match said {
+        FleetReplay::New => {
+            fleet_done(req, &replay_id);
+            count(req, conf, |ids| ids.proof("valid"));
+            Outcome::Next(Stage::Requirements)
+        }
+        FleetReplay::Replayed => {
+            count(req, conf, |ids| ids.proof("replayed_fleet"));
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: DPoP proof refused: its jti was used before at a gateway of the fleet"
+            );
+            Outcome::Refuse(BearerError::InvalidDpopProof(
+                "the DPoP proof was used before",
+            ))
+        }
+        FleetReplay::Failed(failure) => {
+            fleet_done(req, &replay_id);
+            count(req, conf, |ids| ids.proof("valid_local_only"));
+            let allowed = GATE.with(|gate| {
+                gate.borrow_mut()
+                    .allow(failure.slot(), now_s(), LOG_INTERVAL_S)
+            });
+            if allowed {
+                ngx::ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "auth_oauth2_token: the fleet's DPoP replay store (Redis) gave no answer ({}): proofs are checked against this gateway's replay store only",
+                    failure.metric().name()
+                );
+            }
+            Outcome::Next(Stage::Requirements)
+        }
+    }
+}
+
+thread_local! {
+    /// This worker's gate for the fleet store's failure lines, one per kind.
+    static GATE: RefCell<LogGate<KINDS>> = const { RefCell::new(LogGate::new()) };
+}
+
+fn now_s() -> u64 {
+    u64::try_from(now_ms() / 1000).unwrap_or(0)
+}
+
+/// Whether this request had the fleet's word on the proof `replay_id`
+/// before an internal redirect.
+fn fleet_done_here(req: &Req<'_>, replay_id: &[u8; 32]) -> bool {
+    let saved = match req.is_main() {
+        true => find_record(req),
+        false => None,
+    };
+    saved
+        .map(read_record)
+        .is_some_and(|saved| saved.has_recorded && saved.recorded == *replay_id && saved.fleet_done)
+}
+
+/// The fleet had its word on the proof `replay_id`, which this request
+/// recorded: a check after an internal redirect does not ask again.
+fn fleet_done(req: &Req<'_>, replay_id: &[u8; 32]) {
+    let saved = match req.is_main() {
+        true => find_record(req),
+        false => None,
+    };
+    if let Some(saved) = saved {
+        if read_record(saved).recorded == *replay_id {
+            // SAFETY: `saved` is a SavedProof `record` wrote whole into a
+            // cleanup of the request's pool, alive with the request;
+            // nothing borrows it (it is only copied out), so the write is
+            // the only access.
+            unsafe { (*saved.as_ptr()).fleet_done = true };
         }
     }
 }

@@ -9,9 +9,14 @@
 //!                location introspects too, as an opaque token does)
 //! Introspect  -> cache, another request's IdP call, or our own (`flow`):
 //!                NGX_AGAIN until the answer is in, then Verdict
-//! Verdict     -> inactive: 401; IdP failure: 502/503/504; scopes, require
-//!                rules, claims: 403/401/status; phantom: the JWT goes
-//!                upstream; exchange configured: Exchange; else NGX_OK
+//! Verdict     -> inactive: 401; IdP failure: 502/503/504; the binding
+//!                (DPoP proof, certificate): 401; a proof new to this
+//!                gateway with the Redis tier: FleetReplay; else Requirements
+//! FleetReplay -> the proof recorded for the fleet (`SET NX`): NGX_AGAIN
+//!                until Redis answers; used before: 401; else Requirements
+//! Requirements-> scopes, require rules, claims: 403/401/status; phantom:
+//!                the JWT goes upstream; exchange configured: Exchange;
+//!                else NGX_OK
 //! Exchange    -> the same flow for the token endpoint; the issued token
 //!                goes upstream; invalid_grant: 401; invalid_target/scope:
 //!                403; else 502/504
@@ -140,6 +145,8 @@ fn run_stages<'r, 'c: 'r>(
             Stage::Jwt => jwt::run(req, conf, ctx),
             Stage::Introspect => introspect::run(req, conf, ctx),
             Stage::Verdict => verdict::run(req, conf, ctx),
+            Stage::FleetReplay => dpop::fleet(req, conf, ctx),
+            Stage::Requirements => verdict::requirements(req, conf, ctx),
             Stage::Exchange => exchange::run(req, conf, ctx),
         };
         match outcome {

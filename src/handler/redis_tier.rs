@@ -1,7 +1,10 @@
 //! The Redis tier as the cache level between this gateway's zone
 //! and the IdP: reading a question's entry on a zone miss, writing the IdP's
-//! answer in the background. Names and values in Redis are keyed hashes and
-//! sealed entries (`oauth/fleet`); whatever goes wrong is a miss.
+//! answer in the background; and the fleet's DPoP replay store, where a
+//! proof this gateway accepted is recorded (`redis/replay.rs`). Names and
+//! values in Redis are keyed hashes and sealed entries (`redis/fleet.rs`);
+//! whatever goes wrong is a miss (for a proof: this gateway's store alone
+//! decides, `handler/dpop.rs`).
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -10,6 +13,7 @@ use crate::handler::ctx::{RequestCtx, TierEntry, TierNames, TierRead};
 use crate::handler::question::Question;
 use crate::nginx::req::{now_ms, Req};
 use crate::redis::call::{self, Failure};
+use crate::redis::replay::{self, FleetReplay};
 use crate::redis::resp::{self, Reply};
 use crate::redis::write::{self, Expiry};
 use crate::redis::{fleet, tier_read};
@@ -156,6 +160,54 @@ pub fn remove(req: &mut Req<'_>, tier: &Tier<'_>, names: &TierNames) -> Result<(
     }
     let count = names.places.len();
     call::start(req, tier.uri, &commands, count, true, refusals_noted)
+}
+
+/// Records the request's DPoP proof `replay_id` for the fleet, for the
+/// locations of `tenant`, until the end of its window (`until_s`): a
+/// waited call (`SET NX PX`, `redis/replay.rs`); what the fleet said goes
+/// to the request's context, then nginx runs the phase handler again.
+pub fn record_proof(
+    req: &mut Req<'_>,
+    tier: &Tier<'_>,
+    tenant: &[u8],
+    replay_id: &[u8; 32],
+    until_s: i64,
+) -> Result<(), ()> {
+    let redis = tier.redis;
+    let (commands, count) = replay::commands(
+        &redis.keys,
+        &redis.prefix,
+        tenant,
+        replay_id,
+        until_s,
+        clock_ms(),
+    );
+    let done = move |req: &mut Req<'_>, result| proof_recorded(req, count, result);
+    call::start(req, tier.uri, &commands, count, false, done)
+}
+
+/// The replies to [`record_proof`] (`count` asked for), for the request that asked.
+fn proof_recorded(req: &mut Req<'_>, count: usize, result: Result<Vec<Reply>, Failure>) {
+    let Some(ctx) = RequestCtx::of(req) else {
+        return;
+    };
+    let said = match result {
+        Ok(replies) => replay::classify(&replies, count),
+        // Logged and counted by the call.
+        Err(failure) => {
+            // SAFETY: `ctx` is the request's context, in its pool; the
+            // request waits for this call (NGX_AGAIN), so no other
+            // reference to the context is in use.
+            unsafe { (*ctx).fleet_said(FleetReplay::Failed(failure)) };
+            return;
+        }
+    };
+    if let FleetReplay::Failed(failure) = &said {
+        call::note_failure(req.log(), failure);
+    }
+    // SAFETY: as above: the request's context, which nothing else borrows
+    // while the request waits for this call.
+    unsafe { (*ctx).fleet_said(said) };
 }
 
 /// Notes a removal the tier refused (`-OOM`, `-READONLY`, ...).

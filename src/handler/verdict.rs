@@ -1,6 +1,8 @@
-//! The verdict stage: what the IdP said about the token, then what the
-//! location asks of an active one (`oauth::verdict`), then where the request
-//! goes: upstream as it is, with the phantom JWT, or on to the exchange.
+//! The verdict stage: what the IdP said about the token and its binding
+//! (`handler/dpop.rs`; the fleet's replay store, when asked, is a stage of
+//! its own), then the requirements stage: what the location asks of an
+//! active token (`oauth::verdict`), then where the request goes: upstream
+//! as it is, with the phantom JWT, or on to the exchange.
 
 use ngx::ffi::{NGX_LOG_ERR, NGX_LOG_INFO};
 
@@ -41,9 +43,22 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     let cnf = claims.cnf;
     // The check writes the context: `claims` is not used across it, and
     // the answer is read again after it.
-    if let Err(refused) = dpop::check(req, conf, ctx, &cnf) {
-        return refused;
+    match dpop::check(req, conf, ctx, &cnf) {
+        Ok(dpop::Checked::Held) => requirements(req, conf, ctx),
+        Ok(dpop::Checked::AskFleet) => Outcome::Next(Stage::FleetReplay),
+        Err(refused) => refused,
     }
+}
+
+/// The requirements stage: the token's binding held; what the location
+/// asks of it, then where the request goes. `ctx` is the request's context
+/// (`RequestCtx::of`), whose introspection answer is known.
+pub fn requirements<'c>(
+    req: &mut Req<'_>,
+    conf: &'c LocationConf,
+    ctx: *mut RequestCtx,
+) -> Outcome<'c> {
+    let log = req.log();
     // SAFETY: `ctx` is the request's context, in its pool, alive for this
     // call; the `&mut` the binding check took of it has ended, and only
     // shared references to it exist from here on.

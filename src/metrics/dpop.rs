@@ -13,7 +13,7 @@ pub const PROOFS: &str = "oauth2_token_dpop_proofs_total";
 pub const BINDINGS: &str = "oauth2_token_bindings_refused_total";
 
 /// What became of a DPoP proof the gateway checked.
-pub const PROOF_RESULTS: [&str; 12] = [
+pub const PROOF_RESULTS: [&str; 14] = [
     "valid",
     "missing",
     "malformed",
@@ -26,6 +26,10 @@ pub const PROOF_RESULTS: [&str; 12] = [
     "key_mismatch",
     "replayed",
     "store_full",
+    // The fleet's store (Redis): refused, another gateway accepted the
+    // proof before; accepted by this gateway's store alone, Redis failed.
+    "replayed_fleet",
+    "valid_local_only",
 ];
 
 /// Why a binding refused a token, when not for its proof.
@@ -154,7 +158,9 @@ mod tests {
         catalogue.render_dpop(&mut text, &|id| id as u64);
         let replayed = ids.proof("replayed").unwrap();
         let unverifiable = ids.binding("unverifiable").unwrap();
-        assert_eq!(unverifiable, replayed + 7);
+        assert_eq!(unverifiable, replayed + 9);
+        assert_eq!(ids.proof("replayed_fleet"), Some(replayed + 2));
+        assert!(ids.proof("valid_local_only").is_some());
         assert!(ids.proof("nonce_required").is_some());
         assert!(text.contains(&format!(
             "oauth2_token_dpop_proofs_total{{result=\"replayed\"}} {replayed}\n"

@@ -127,7 +127,7 @@ impl SharedFailure {
         SharedFailure::Internal,
     ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             SharedFailure::Connect => "connect",
             SharedFailure::Timeout => "timeout",

@@ -107,6 +107,16 @@ pub fn entry_field(key: &FleetKey, policy: &[u8]) -> Vec<u8> {
     hex(&hmac(&key.mac, &[b"entry\0", policy]))
 }
 
+/// The name under which the fleet records a DPoP proof (`replay_id`:
+/// SHA-256 of its key's thumbprint and its `jti`, `oauth/dpop/proof.rs`)
+/// for the locations of `tenant` (`auth_oauth2_token_shared_cache_tenant`,
+/// empty without one): a keyed hash, so Redis tells nobody which proofs
+/// or keys were seen.
+pub fn proof_name(key: &FleetKey, prefix: &[u8], tenant: &[u8], replay_id: &[u8; 32]) -> Vec<u8> {
+    let name = hex(&hmac(&key.mac, &[b"dpop\0", tenant, b"\0", replay_id]));
+    [prefix, b"d:", &name].concat()
+}
+
 /// `VERSION || nonce || ciphertext || tag`, bound to `aad`; empty when
 /// OpenSSL has no random bytes or memory (an empty value opens to nothing:
 /// a miss, never a reused nonce, never a worker aborted by a panic).

@@ -5,7 +5,8 @@
 //! `resp.rs`, the protocol; `fleet.rs`, the names and seals; `failure.rs`,
 //! what can go wrong with a call; `purge.rs`, what a purge sends;
 //! `write.rs`, what a write of an answer sends and what its replies tell;
-//! `tier_read.rs`, which entry of a read answers a question;
+//! `tier_read.rs`, which entry of a read answers a question; `replay.rs`,
+//! what records a DPoP proof for the fleet and what its replies say;
 //! `subscription.rs`, the revocation channel's steps. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`.
@@ -13,6 +14,7 @@
 pub mod failure;
 pub mod fleet;
 pub mod purge;
+pub mod replay;
 pub mod resp;
 pub mod subscription;
 pub mod tier_read;
