@@ -62,6 +62,12 @@ location /mixed/ {
     proxy_set_header X-Sub \$oauth2_token_sub;
     proxy_pass http://backend;
 }
+location /partners/ {
+    auth_oauth2_token_jwt on;
+    auth_oauth2_token_jwt_issuer https://a.test keys=$dir/a.json audience=api-a;
+    auth_oauth2_token_jwt_issuer https://b.test keys=$dir/b.json audience=api-b,api-b2;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
 CONF
 
@@ -118,6 +124,13 @@ $r = get('/mixed/x', $stranger);
 is($r->{status}, 401, 'an issuer the location does not name: 401');
 is(calls_for($stranger), 0, 'and no IdP call');
 is(scalar @{ idp_requests() }, 3, 'three IdP calls in all: one per token of the modes that introspect');
+
+# Each issuer with its own audience.
+is(get('/partners/x', token('a', 'https://a.test', aud => 'api-a'))->{status}, 200, 'audience=: a token for its issuer\'s audience passes');
+is(get('/partners/x', token('b', 'https://b.test', aud => ['api-b2']))->{status}, 200, 'audience=: any audience of the list');
+$r = get('/partners/x', token('b', 'https://b.test', aud => 'api-a'));
+is($r->{status}, 401, 'audience=: another issuer\'s audience is refused');
+like($r->{h}{'www-authenticate'} // '', qr/error_description="the token is not meant for this resource"/, 'audience=: saying why');
 stop_nginx();
 
 # Mode mistakes fail nginx -t, naming the issuer.

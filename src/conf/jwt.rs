@@ -18,7 +18,7 @@ use crate::oauth::verdict::AudienceRule;
 pub const DEFAULT_LEEWAY_S: i64 = 30;
 
 /// One `auth_oauth2_token_jwt_issuer ISSUER [keys=FILE | keys_request=URI]
-/// [algorithms=A,B] [mode=MODE]`.
+/// [algorithms=A,B] [audience=AUD,...] [mode=MODE]`.
 #[derive(Debug, Clone, Default)]
 pub struct IssuerArgs {
     pub issuer: String,
@@ -28,6 +28,9 @@ pub struct IssuerArgs {
     pub keys_request: Option<String>,
     /// Its own allow-list; else the block's.
     pub algorithms: Option<Algorithms>,
+    /// The audiences its tokens must name; else the block's
+    /// `auth_oauth2_token_require_audience`.
+    pub audiences: Option<Vec<String>>,
     /// What the gateway does with its tokens; else `jwt+introspect` where
     /// the location introspects, `jwt` where it does not.
     pub mode: Option<Mode>,
@@ -137,9 +140,6 @@ impl JwtConf {
                     .into(),
             );
         }
-        let Some(audience) = audience else {
-            return Err("\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_require_audience\": RFC 9068 §4 asks that a JWT access token's audience be checked".into());
-        };
         match (&self.secret, self.algorithms.is_some_and(|a| a.allows(Alg::HS256))) {
             (Some(_), false) => return Err("\"auth_oauth2_token_jwt_secret_file\" is set but HS256 is not among \"auth_oauth2_token_jwt_algorithms\"".into()),
             (None, true) => return Err("HS256 in \"auth_oauth2_token_jwt_algorithms\" needs \"auth_oauth2_token_jwt_secret_file\": an HMAC key never comes from a key set".into()),
@@ -161,10 +161,15 @@ impl JwtConf {
     fn issuer(
         &self,
         args: &IssuerArgs,
-        audience: &AudienceRule,
+        audience: Option<&AudienceRule>,
         introspects: bool,
     ) -> Result<Issuer, String> {
         let name = &args.issuer;
+        let audiences = match (&args.audiences, audience) {
+            (Some(own), _) => own.clone(),
+            (None, Some(block)) => block.accepted.clone(),
+            (None, None) => return Err(format!("\"auth_oauth2_token_jwt\" needs \"auth_oauth2_token_require_audience\" (or audience= of the issuer \"{name}\"): RFC 9068 §4 asks that a JWT access token's audience be checked")),
+        };
         let mode = args.mode.unwrap_or(match introspects {
             true => Mode::JwtIntrospect,
             false => Mode::Jwt,
@@ -205,7 +210,7 @@ impl JwtConf {
         Ok(Issuer {
             policy: AccessTokenPolicy {
                 issuer: args.issuer.clone(),
-                audiences: audience.accepted.clone(),
+                audiences,
                 algorithms,
                 leeway_s: self.leeway_s.unwrap_or(DEFAULT_LEEWAY_S),
                 typ_relaxed: self.typ_relaxed.unwrap_or(false),
@@ -306,6 +311,20 @@ pub fn parse_issuer(
                 return Err("takes one of \"keys=\" and \"keys_request=\", once".into());
             }
             parsed.keys_request = Some(parse_keys_request(uri)?);
+        } else if let Some(list) = param.strip_prefix(b"audience=") {
+            if parsed.audiences.is_some() {
+                return Err("has \"audience=\" twice".into());
+            }
+            let audiences: Vec<String> = list
+                .split(|&b| b == b',')
+                .map(
+                    |a| match a.is_empty() || a.iter().any(|b| !b.is_ascii_graphic()) {
+                        true => Err("needs audience=AUD[,AUD...] with no empty or blank audience"),
+                        false => Ok(String::from_utf8_lossy(a).into_owned()),
+                    },
+                )
+                .collect::<Result<_, _>>()?;
+            parsed.audiences = Some(audiences);
         } else if let Some(name) = param.strip_prefix(b"mode=") {
             if parsed.mode.is_some() {
                 return Err("has \"mode=\" twice".into());
@@ -694,7 +713,9 @@ mod tests {
             (&[b"https://a", b"keys_request=jwks"], "internal location"),
             (&[b"https://a", b"mode=both"], "mode=jwt"),
             (&[b"https://a", b"mode=jwt", b"mode=jwt"], "twice"),
-            (&[b"https://a", b"audience=x"], "unknown parameter"),
+            (&[b"https://a", b"audience=a,,b"], "no empty or blank"),
+            (&[b"https://a", b"audience=a", b"audience=b"], "twice"),
+            (&[b"https://a", b"issuer=x"], "unknown parameter"),
             (&[b"https://a\n"], "control characters"),
             (&[b""], "control characters"),
         ] {
@@ -793,6 +814,33 @@ mod tests {
         };
         opaque.finish(Some(&audience()), true).unwrap();
         assert_eq!(opaque.issuers_ready[0].mode, Mode::Introspect);
+    }
+
+    #[test]
+    fn an_issuer_may_have_its_own_audience() {
+        let read = |_: &[u8]| -> Result<(String, Vec<Jwk>), String> { Err("no files".into()) };
+        let args = [&b"https://b"[..], b"audience=https://b/api,other"];
+        let own = parse_issuer(&args, read).unwrap();
+        assert_eq!(
+            own.audiences.as_deref(),
+            Some(&["https://b/api".to_string(), "other".into()][..])
+        );
+        let mut conf = JwtConf {
+            issuers: vec![named("https://a"), own],
+            ..configured()
+        };
+        // Without the block's audience, only the issuer with its own passes nginx -t.
+        let err = conf.clone().finish(None, false).unwrap_err();
+        assert!(
+            err.contains("audience= of the issuer \"https://a\""),
+            "{err}"
+        );
+        conf.finish(Some(&audience()), false).unwrap();
+        let [a, b] = &conf.issuers_ready[..] else {
+            panic!("two issuers")
+        };
+        assert_eq!(a.policy.audiences, ["api"]);
+        assert_eq!(b.policy.audiences, ["https://b/api", "other"]);
     }
 
     #[test]
