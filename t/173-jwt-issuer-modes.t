@@ -68,7 +68,20 @@ location /partners/ {
     auth_oauth2_token_jwt_issuer https://b.test keys=$dir/b.json audience=api-b,api-b2;
     proxy_pass http://backend;
 }
+location /routed/ {
+    auth_oauth2_token_jwt on;
+    auth_oauth2_token_jwt_issuer https://a.test keys=$dir/a.json introspect=/_introspect_a;
+    auth_oauth2_token_jwt_issuer https://b.test keys=$dir/b.json;
+    auth_oauth2_token_require_audience api;
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_introspect_cache zone=routed:1m;
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_client_secret s3cret;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
+location = /_introspect_a { internal; proxy_pass http://idp/introspect-a; }
 CONF
 
 sub get {
@@ -90,7 +103,11 @@ my $b_revoked = token('b', 'https://b.test');
 my $c_tok = token('b', 'https://c.test');    # signed by a key c has not: c checks nothing here
 my $b_forged = $b_tok;
 substr($b_forged, -5, 1) = substr($b_forged, -5, 1) eq 'A' ? 'B' : 'A';
+my $a_routed = token('a', 'https://a.test');
+my $b_routed = token('b', 'https://b.test');
 idp_setup({
+    $a_routed  => { json => { active => \1, sub => 'user-of-a', aud => 'api' } },
+    $b_routed  => { json => { active => \1, sub => 'user-of-b', aud => 'api' } },
     $b_tok     => { json => { active => \1, sub => 'user-of-b', aud => 'api' } },
     $b_revoked => { json => { active => \0 } },
     $c_tok     => { json => { active => \1, sub => 'carol', aud => 'api' } },
@@ -125,6 +142,14 @@ is($r->{status}, 401, 'an issuer the location does not name: 401');
 is(calls_for($stranger), 0, 'and no IdP call');
 is(scalar @{ idp_requests() }, 3, 'three IdP calls in all: one per token of the modes that introspect');
 
+# Each issuer with its own introspection endpoint (introspect=), or the location's.
+my $asked = scalar @{ idp_requests() };
+is(get('/routed/x', $a_routed)->{status}, 200, 'introspect=: the token passes');
+is(get('/routed/x', $b_routed)->{status}, 200, 'the other issuer\'s token passes');
+is(get('/routed/x', $a_routed)->{status}, 200, 'introspect=: again, from the cache');
+my @paths = map { $_->{path} } @{ idp_requests() }[$asked .. $#{ idp_requests() }];
+is_deeply(\@paths, ['/introspect-a', '/introspect'], 'each issuer\'s token asked at its own endpoint, once');
+
 # Each issuer with its own audience.
 is(get('/partners/x', token('a', 'https://a.test', aud => 'api-a'))->{status}, 200, 'audience=: a token for its issuer\'s audience passes');
 is(get('/partners/x', token('b', 'https://b.test', aud => ['api-b2']))->{status}, 200, 'audience=: any audience of the list');
@@ -143,6 +168,8 @@ for my $case (
         qr/takes mode=jwt, mode=jwt\+introspect or mode=introspect/],
     ["auth_oauth2_token_jwt_issuer https://a.test keys_request=/_jwks;",
         qr/needs "auth_oauth2_token_jwt_keys_cache"/],
+    ["auth_oauth2_token_jwt_issuer https://a.test keys=$dir/a.json introspect=/_a;",
+        qr/"https:\/\/a.test" has introspect= but its tokens are not introspected \(mode=jwt\)/],
 ) {
     my ($directives, $error) = @$case;
     spew_file("$dir/nginx.conf", <<CONF);

@@ -18,7 +18,7 @@ use crate::oauth::verdict::AudienceRule;
 pub const DEFAULT_LEEWAY_S: i64 = 30;
 
 /// One `auth_oauth2_token_jwt_issuer ISSUER [keys=FILE | keys_request=URI]
-/// [algorithms=A,B] [audience=AUD,...] [mode=MODE]`.
+/// [algorithms=A,B] [audience=AUD,...] [mode=MODE] [introspect=URI]`.
 #[derive(Debug, Clone, Default)]
 pub struct IssuerArgs {
     pub issuer: String,
@@ -31,6 +31,8 @@ pub struct IssuerArgs {
     /// The audiences its tokens must name; else the block's
     /// `auth_oauth2_token_require_audience`.
     pub audiences: Option<Vec<String>>,
+    /// Its own introspection endpoint; else the location's.
+    pub introspect: Option<String>,
     /// What the gateway does with its tokens; else `jwt+introspect` where
     /// the location introspects, `jwt` where it does not.
     pub mode: Option<Mode>,
@@ -75,6 +77,12 @@ pub struct JwtConf {
     pub key_scope: KeyScope,
     /// The series the checks count in, once registered.
     pub metrics: Option<JwtIds>,
+    /// Derived at merge: each issuer's own introspection endpoint, by its
+    /// place in `issuers_ready`.
+    pub introspect_at: Vec<Option<String>>,
+    /// Derived once merged: where each issuer's own introspection endpoint
+    /// is in `LocationConf::issuer_endpoints`, by its place in `issuers_ready`.
+    pub issuer_endpoint: Vec<Option<usize>>,
     /// The gauges of each issuer's fetched key set, by its place in
     /// `issuers_ready`, once registered.
     pub key_set_metrics: Vec<Option<KeySetIds>>,
@@ -131,6 +139,7 @@ impl JwtConf {
         introspects: bool,
     ) -> Result<(), String> {
         self.issuers_ready.clear();
+        self.introspect_at.clear();
         if self.on != Some(true) {
             return Ok(());
         }
@@ -150,8 +159,13 @@ impl JwtConf {
         }
         let mut ready = Vec::with_capacity(self.issuers.len());
         for args in &self.issuers {
-            ready.push(self.issuer(args, audience, introspects)?);
+            let issuer = self.issuer(args, audience, introspects)?;
+            if args.introspect.is_some() && issuer.mode == Mode::Jwt {
+                return Err(format!("\"auth_oauth2_token_jwt_issuer\" \"{}\" has introspect= but its tokens are not introspected (mode=jwt)", args.issuer));
+            }
+            ready.push(issuer);
         }
+        self.introspect_at = self.issuers.iter().map(|a| a.introspect.clone()).collect();
         self.issuers_ready = ready;
         Ok(())
     }
@@ -311,6 +325,11 @@ pub fn parse_issuer(
                 return Err("takes one of \"keys=\" and \"keys_request=\", once".into());
             }
             parsed.keys_request = Some(parse_keys_request(uri)?);
+        } else if let Some(uri) = param.strip_prefix(b"introspect=") {
+            if parsed.introspect.is_some() {
+                return Err("has \"introspect=\" twice".into());
+            }
+            parsed.introspect = Some(parse_keys_request(uri)?);
         } else if let Some(list) = param.strip_prefix(b"audience=") {
             if parsed.audiences.is_some() {
                 return Err("has \"audience=\" twice".into());
@@ -351,8 +370,8 @@ pub fn parse_issuer(
     Ok(parsed)
 }
 
-/// `auth_oauth2_token_jwt_keys_request URI` (or `keys_request=`): the
-/// URI of an internal location, as `auth_oauth2_token_introspect_endpoint`'s.
+/// `auth_oauth2_token_jwt_keys_request URI` (or `keys_request=`, or an
+/// issuer's `introspect=`): the URI of an internal location.
 pub fn parse_keys_request(uri: &[u8]) -> Result<String, String> {
     let valid = uri.first() == Some(&b'/') && uri.iter().all(|b| b.is_ascii_graphic());
     match (valid, std::str::from_utf8(uri)) {

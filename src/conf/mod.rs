@@ -247,6 +247,9 @@ pub struct LocationConf {
     pub credentials_in_location: Option<bool>,
     /// `auth_oauth2_token_jwt_*`: JWT access tokens checked at the gateway.
     pub jwt: jwt::JwtConf,
+    /// Derived once merged: the introspection endpoints of issuers with
+    /// their own (`jwt.issuer_endpoint` says whose).
+    pub issuer_endpoints: Vec<Endpoint>,
     /// `auth_oauth2_token_dpop_*`: DPoP proofs and their replay store.
     pub dpop: dpop::DpopConf,
 }
@@ -353,6 +356,7 @@ impl LocationConf {
         let introspects = self.introspection_enabled();
         self.jwt
             .finish(self.require_audience.as_ref(), introspects)?;
+        self.derive_issuer_endpoints();
         self.dpop.inherit(&prev.dpop);
         self.dpop.finish();
 
@@ -474,6 +478,10 @@ impl LocationConf {
             (introspects, &mut self.introspection, "introspection"),
             (exchanges, &mut self.token_endpoint, "exchange"),
         ];
+        let issuers = self.issuer_endpoints.iter_mut();
+        let kinds = kinds
+            .into_iter()
+            .chain(issuers.map(|e| (introspects, e, "introspection")));
         for (enabled, endpoint, kind) in kinds {
             let Some(uri) = endpoint.uri.as_deref().filter(|_| enabled) else {
                 continue;

@@ -13,12 +13,25 @@ impl LocationConf {
     /// block it belongs to (`oauth::cache::key::server_identity`), its
     /// endpoints, its client and secret, and the http-level claim lists.
     pub fn scope_caches(&mut self, server: &[u8; 32], fleet: &[u8; 32], claims_fingerprint: &[u8]) {
-        (self.introspection.key_scope, self.token_endpoint.key_scope) =
-            self.scopes(server, claims_fingerprint);
+        let uris: Vec<Vec<u8>> = self
+            .issuer_endpoints
+            .iter()
+            .map(|e| e.uri().to_vec())
+            .collect();
+        let uris: Vec<&[u8]> = uris.iter().map(Vec::as_slice).collect();
+        let (own, exchange, issuers) = self.scopes(server, claims_fingerprint, &uris);
+        (self.introspection.key_scope, self.token_endpoint.key_scope) = (own, exchange);
+        for (endpoint, scope) in self.issuer_endpoints.iter_mut().zip(issuers) {
+            endpoint.key_scope = scope;
+        }
+        let (own, exchange, issuers) = self.scopes(fleet, claims_fingerprint, &uris);
         (
             self.introspection.tier_scope,
             self.token_endpoint.tier_scope,
-        ) = self.scopes(fleet, claims_fingerprint);
+        ) = (own, exchange);
+        for (endpoint, scope) in self.issuer_endpoints.iter_mut().zip(issuers) {
+            endpoint.tier_scope = scope;
+        }
         self.jwt.scope_key_sets(server);
         self.jwt.key_scope = KeyScope::jwt(
             server,
@@ -28,8 +41,14 @@ impl LocationConf {
         );
     }
 
-    /// The introspection and exchange scopes of this location in `server`.
-    fn scopes(&self, server: &[u8; 32], claims_fingerprint: &[u8]) -> (KeyScope, KeyScope) {
+    /// The introspection and exchange scopes of this location in `server`,
+    /// and the introspection scope at each of `uris` (its issuers' own).
+    fn scopes(
+        &self,
+        server: &[u8; 32],
+        claims_fingerprint: &[u8],
+        uris: &[&[u8]],
+    ) -> (KeyScope, KeyScope, Vec<KeyScope>) {
         let key = self
             .assertion_key
             .as_ref()
@@ -40,16 +59,43 @@ impl LocationConf {
             key: key.as_ref(),
             tenant: self.shared_tenant.as_deref(),
         };
-        let introspection = KeyScope::introspection(
-            server,
-            self.introspection.uri(),
-            &client,
-            self.phantom_enabled(),
-            claims_fingerprint,
-            self.cache_vary.is_some(),
-        );
+        let at = |uri: &[u8]| {
+            KeyScope::introspection(
+                server,
+                uri,
+                &client,
+                self.phantom_enabled(),
+                claims_fingerprint,
+                self.cache_vary.is_some(),
+            )
+        };
         let exchange = KeyScope::exchange(server, self.token_endpoint.uri(), &client);
-        (introspection, exchange)
+        let issuers = uris.iter().map(|uri| at(uri)).collect();
+        (at(self.introspection.uri()), exchange, issuers)
+    }
+
+    /// Gives each issuer with an introspection endpoint of its own
+    /// (`introspect=` of `auth_oauth2_token_jwt_issuer`) the location's
+    /// introspection endpoint at that URI (one per URI); called once merged.
+    pub fn derive_issuer_endpoints(&mut self) {
+        self.issuer_endpoints.clear();
+        let mut places = Vec::with_capacity(self.jwt.introspect_at.len());
+        for uri in &self.jwt.introspect_at {
+            let place = uri.as_deref().map(|uri| {
+                let known = self
+                    .issuer_endpoints
+                    .iter()
+                    .position(|e| e.uri() == uri.as_bytes());
+                known.unwrap_or_else(|| {
+                    let mut endpoint = self.introspection.clone();
+                    endpoint.uri = Some(uri.as_bytes().to_vec());
+                    self.issuer_endpoints.push(endpoint);
+                    self.issuer_endpoints.len() - 1
+                })
+            });
+            places.push(place);
+        }
+        self.jwt.issuer_endpoint = places;
     }
 
     /// The endpoints whose answers this merged location keeps in the Redis
@@ -57,11 +103,13 @@ impl LocationConf {
     /// `auth_oauth2_token_shared_cache`.
     pub fn shared_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         let shared = self.shared_cache_uri().is_some();
+        let issuers = self.issuer_endpoints.iter();
         [
             (self.introspection_enabled(), &self.introspection),
             (self.exchange_enabled(), &self.token_endpoint),
         ]
         .into_iter()
+        .chain(issuers.map(|e| (self.introspection_enabled(), e)))
         .filter(move |(on, endpoint)| {
             shared && *on && endpoint.cache.is_some_and(|c| c.policy.enabled())
         })
@@ -265,5 +313,36 @@ mod tests {
             assert_eq!(conf.credentials_out_of_sight(), None, "{method:?}");
         }
         assert_eq!(enabled().credentials_out_of_sight(), None);
+    }
+
+    #[test]
+    fn an_issuer_with_its_own_introspection_endpoint_gets_one_of_its_own() {
+        let read = |_: &[u8]| -> Result<(String, Vec<crate::oauth::jose::jwk::Jwk>), String> {
+            Err("no files".into())
+        };
+        let issuer = |args: &[&[u8]]| crate::conf::jwt::parse_issuer(args, read).unwrap();
+        let mut conf = enabled();
+        conf.require_audience = Some(crate::oauth::verdict::AudienceRule {
+            accepted: vec!["api".into()],
+            index: 0,
+        });
+        conf.jwt.on = Some(true);
+        for args in [
+            &[&b"https://a"[..], b"mode=introspect", b"introspect=/_a"][..],
+            &[b"https://b", b"mode=introspect"],
+            &[b"https://c", b"mode=introspect", b"introspect=/_a"],
+        ] {
+            conf.jwt.add_issuer(issuer(args)).unwrap();
+        }
+        conf.merge(&LocationConf::default()).unwrap();
+        conf.scope_caches(&[1; 32], &[2; 32], b"");
+        // One endpoint per URI, shared by the issuers naming it.
+        assert_eq!(conf.issuer_endpoints.len(), 1);
+        assert_eq!(conf.jwt.issuer_endpoint, [Some(0), None, Some(0)]);
+        let own = &conf.issuer_endpoints[0];
+        assert_eq!(own.uri(), b"/_a");
+        assert!(own.key_scope != conf.introspection.key_scope);
+        assert!(own.tier_scope != conf.introspection.tier_scope);
+        assert!(own.cache.is_some() == conf.introspection.cache.is_some());
     }
 }

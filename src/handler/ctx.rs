@@ -54,6 +54,9 @@ pub struct RequestCtx {
     certificate: Option<[u8; 32]>,
     /// The fleet's word on the DPoP proof, with the Redis tier.
     fleet: FleetCheck,
+    /// The token's issuer has an introspection endpoint of its own: its
+    /// place in `LocationConf::issuer_endpoints`.
+    issuer_endpoint: Option<usize>,
 }
 
 // SAFETY: the only type this module keeps in a request's context slot.
@@ -77,6 +80,7 @@ impl RequestCtx {
             proof_jkt: None,
             certificate: None,
             fleet: FleetCheck::Unasked,
+            issuer_endpoint: None,
         };
         req.set_module_ctx(ctx).map(|p| p.as_ptr())
     }
@@ -212,6 +216,16 @@ impl RequestCtx {
 
     pub fn fleet(&self) -> &FleetCheck {
         &self.fleet
+    }
+
+    /// The token's issuer asks its own introspection endpoint (`place` in
+    /// `LocationConf::issuer_endpoints`).
+    pub fn introspect_at(&mut self, place: usize) {
+        self.issuer_endpoint = Some(place);
+    }
+
+    pub fn issuer_endpoint(&self) -> Option<usize> {
+        self.issuer_endpoint
     }
 
     pub fn proof_jkt(&self) -> Option<&[u8; 32]> {

@@ -24,7 +24,7 @@ impl Question for Exchange {
     /// The exchange's parameters, and the values of `auth_oauth2_token_cache_vary`.
     type Inputs<'r> = (ExchangeParams<'r>, &'r [u8]);
 
-    fn endpoint(conf: &LocationConf) -> &Endpoint {
+    fn endpoint<'c>(conf: &'c LocationConf, _ctx: &RequestCtx) -> &'c Endpoint {
         &conf.token_endpoint
     }
 
@@ -51,11 +51,20 @@ impl Question for Exchange {
         Some((params, req.evaluate(conf.cache_vary)?))
     }
 
-    fn key(conf: &LocationConf, token: &[u8], (params, vary): &Self::Inputs<'_>) -> CacheKey {
-        exchange_key(&conf.token_endpoint.key_scope, token, vary, params)
+    fn key(
+        _conf: &LocationConf,
+        endpoint: &Endpoint,
+        token: &[u8],
+        (params, vary): &Self::Inputs<'_>,
+    ) -> CacheKey {
+        exchange_key(&endpoint.key_scope, token, vary, params)
     }
 
-    fn fleet_policy(conf: &LocationConf, (params, vary): &Self::Inputs<'_>) -> Vec<u8> {
+    fn fleet_policy(
+        _conf: &LocationConf,
+        endpoint: &Endpoint,
+        (params, vary): &Self::Inputs<'_>,
+    ) -> Vec<u8> {
         let parts = [
             *vary,
             params.audience,
@@ -63,7 +72,7 @@ impl Question for Exchange {
             params.resource,
             params.requested_token_type,
         ];
-        policy(&conf.token_endpoint.tier_scope, &parts)
+        policy(&endpoint.tier_scope, &parts)
     }
 
     fn body(token: &[u8], (params, _vary): &Self::Inputs<'_>) -> Vec<u8> {

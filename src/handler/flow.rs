@@ -3,7 +3,7 @@
 //! context's slot, the zone of shared memory, this worker's in-flight
 //! table, the Redis tier, the IdP's subrequest, the breaker, the metrics).
 
-use crate::conf::{LocationConf, MainConf};
+use crate::conf::{Endpoint, LocationConf, MainConf};
 use crate::handler::ctx::{CacheStatus, RequestCtx, Role, Slot, TierEntry, TierNames};
 use crate::handler::idp_call::{self, Refresh};
 use crate::handler::inflight;
@@ -75,13 +75,19 @@ impl<Q: Question> Nginx<'_, '_, Q> {
     }
 
     fn count(&self, result: LookupResult) {
-        if let (Some(main), Some(cache)) = (self.main(), &Q::endpoint(self.conf).cache) {
+        if let (Some(main), Some(cache)) = (self.main(), &self.endpoint().cache) {
             main.counters.add(cache.metrics.lookup(result), 1);
         }
     }
 }
 
 impl<'r, Q: Question> Nginx<'_, 'r, Q> {
+    /// The endpoint this request asks (the location's, or its token
+    /// issuer's own).
+    fn endpoint(&self) -> &'r Endpoint {
+        Q::endpoint(self.conf, self.ctx())
+    }
+
     fn tier(&self) -> Option<Tier<'r>> {
         Tier::of(self.req, self.conf)
     }
@@ -107,7 +113,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
     }
 
     fn cache(&self) -> Option<(ShmZone, CachePolicy)> {
-        let cache = Q::endpoint(self.conf).cache.as_ref()?;
+        let cache = self.endpoint().cache.as_ref()?;
         // SAFETY: a cache conf's zone was added by its directive and
         // initialised by nginx before any request ran.
         let zone = unsafe { ShmZone::new(cache.zone.cast()) };
@@ -121,7 +127,12 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
 
     fn key(&mut self) -> Option<CacheKey> {
         let inputs = self.inputs.as_ref()?;
-        Some(Q::key(self.conf, self.ctx().token(), inputs))
+        Some(Q::key(
+            self.conf,
+            self.endpoint(),
+            self.ctx().token(),
+            inputs,
+        ))
     }
 
     fn token_tag(&self) -> [u8; 8] {
@@ -141,7 +152,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
             refreshing,
             call: Q::call(self.conf),
         };
-        let endpoint = Q::endpoint(self.conf);
+        let endpoint = self.endpoint();
         let _ = idp_call::post_refresh::<Q>(self.req, self.conf, endpoint, body, refresh);
     }
 
@@ -178,7 +189,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
     }
 
     fn coalesced(&mut self) {
-        if let (Some(main), Some(cache)) = (self.main(), &Q::endpoint(self.conf).cache) {
+        if let (Some(main), Some(cache)) = (self.main(), &self.endpoint().cache) {
             main.counters.add(cache.metrics.coalesced_wait(), 1);
         }
     }
@@ -194,7 +205,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
     fn tier_names(&mut self) -> Option<TierNames> {
         let tier = self.tier()?;
         let inputs = self.inputs.as_ref()?;
-        let policy = Q::fleet_policy(self.conf, inputs);
+        let policy = Q::fleet_policy(self.conf, self.endpoint(), inputs);
         Some(redis_tier::names(&tier, self.ctx().token(), &policy))
     }
 
@@ -235,7 +246,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
     }
 
     fn admit(&mut self) -> Result<(), u64> {
-        let endpoint = Q::endpoint(self.conf);
+        let endpoint = self.endpoint();
         let breaker = endpoint.breaker.zip(self.conf.breaker);
         let (Some((slot, breaker)), Some(main)) = (breaker, self.main()) else {
             return Ok(());
@@ -258,7 +269,7 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
             return false;
         };
         let body = Q::body(self.ctx().token(), inputs);
-        let endpoint = Q::endpoint(self.conf);
+        let endpoint = self.endpoint();
         idp_call::post_question::<Q>(self.req, self.conf, endpoint, body).is_ok()
     }
 

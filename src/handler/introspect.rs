@@ -18,8 +18,10 @@ impl Question for Introspection {
     /// The values of `auth_oauth2_token_cache_vary`.
     type Inputs<'r> = &'r [u8];
 
-    fn endpoint(conf: &LocationConf) -> &Endpoint {
-        &conf.introspection
+    fn endpoint<'c>(conf: &'c LocationConf, ctx: &RequestCtx) -> &'c Endpoint {
+        let own = ctx.issuer_endpoint();
+        own.and_then(|i| conf.issuer_endpoints.get(i))
+            .unwrap_or(&conf.introspection)
     }
 
     fn slot(ctx: &mut RequestCtx) -> &mut Slot<Introspected> {
@@ -41,15 +43,15 @@ impl Question for Introspection {
         req.evaluate(conf.cache_vary)
     }
 
-    fn key(conf: &LocationConf, token: &[u8], vary: &&[u8]) -> CacheKey {
+    fn key(conf: &LocationConf, endpoint: &Endpoint, token: &[u8], vary: &&[u8]) -> CacheKey {
         let vary = conf.cache_vary.map(|_| *vary);
-        introspection_key(&conf.introspection.key_scope, token, vary)
+        introspection_key(&endpoint.key_scope, token, vary)
     }
 
-    fn fleet_policy(conf: &LocationConf, vary: &&[u8]) -> Vec<u8> {
+    fn fleet_policy(conf: &LocationConf, endpoint: &Endpoint, vary: &&[u8]) -> Vec<u8> {
         match conf.cache_vary {
-            Some(_) => policy(&conf.introspection.tier_scope, &[vary]),
-            None => policy(&conf.introspection.tier_scope, &[]),
+            Some(_) => policy(&endpoint.tier_scope, &[vary]),
+            None => policy(&endpoint.tier_scope, &[]),
         }
     }
 

@@ -87,14 +87,14 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         Ok(issuer) => issuer,
         Err(refusal) => return refused(req, conf, main, refusal),
     };
+    let issuers = &conf.jwt.issuers_ready;
+    let place = issuers.iter().position(|i| core::ptr::eq(i, issuer));
     if issuer.mode == Mode::Introspect {
-        return Outcome::Next(Stage::Introspect);
+        return introspect(ctx, conf, place);
     }
     let fetched: Rc<[Jwk]> = match (&issuer.fetch, &conf.jwt.keys_cache) {
         (Some(fetch), Some(keys_cache)) => {
             let algorithms = issuer.policy.algorithms;
-            let issuers = &conf.jwt.issuers_ready;
-            let place = issuers.iter().position(|i| core::ptr::eq(i, issuer));
             let gauges = place.and_then(|p| conf.jwt.key_set_metrics.get(p).copied().flatten());
             let metrics = (conf.jwt.metrics, gauges);
             match jwks::keys(req, keys_cache, fetch, algorithms, &jws.header, metrics) {
@@ -122,7 +122,7 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     let claims = match verify::verify_chosen(&jws, issuer, &fetched, &main.claims, now / 1000) {
         Ok(_) if issuer.mode == Mode::JwtIntrospect => {
             count(conf, main, JwtResult::Verified);
-            return Outcome::Next(Stage::Introspect);
+            return introspect(ctx, conf, place);
         }
         Ok(claims) => claims,
         Err(refusal) => return refused(req, conf, main, refusal),
@@ -140,6 +140,18 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     // lasts for the call, which runs no variable getter.
     unsafe { (*ctx).introspection_mut().answered(Ok(result)) };
     Outcome::Next(Stage::Verdict)
+}
+
+/// On to introspection, at the endpoint of the issuer at `place`, if it
+/// has one of its own.
+fn introspect<'c>(ctx: *mut RequestCtx, conf: &LocationConf, place: Option<usize>) -> Outcome<'c> {
+    let own = place.and_then(|p| conf.jwt.issuer_endpoint.get(p).copied().flatten());
+    if let Some(own) = own {
+        // SAFETY: `ctx` is the request's context, in its pool; the `&mut`
+        // lasts for the call, which runs no variable getter.
+        unsafe { (*ctx).introspect_at(own) };
+    }
+    Outcome::Next(Stage::Introspect)
 }
 
 fn count(conf: &LocationConf, main: &MainConf, result: JwtResult) {

@@ -20,7 +20,9 @@ pub trait Question: Kind + 'static {
     /// look so that the key and the IdP request agree.
     type Inputs<'r>;
 
-    fn endpoint(conf: &LocationConf) -> &Endpoint;
+    /// The endpoint asked for this request (`ctx`: its context, which may
+    /// name an issuer's own).
+    fn endpoint<'c>(conf: &'c LocationConf, ctx: &RequestCtx) -> &'c Endpoint;
 
     fn slot(ctx: &mut RequestCtx) -> &mut Slot<Answer<Self>>;
 
@@ -35,12 +37,18 @@ pub trait Question: Kind + 'static {
     /// into its pool).
     fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>>;
 
-    /// The cache key of this request's question.
-    fn key(conf: &LocationConf, token: &[u8], inputs: &Self::Inputs<'_>) -> CacheKey;
+    /// The cache key of this request's question, asked at `endpoint`.
+    fn key(
+        conf: &LocationConf,
+        endpoint: &Endpoint,
+        token: &[u8],
+        inputs: &Self::Inputs<'_>,
+    ) -> CacheKey;
 
-    /// What names this question's answer in its token's hash in the Redis
-    /// tier.
-    fn fleet_policy(conf: &LocationConf, inputs: &Self::Inputs<'_>) -> Vec<u8>;
+    /// What names this question's answer, asked at `endpoint`, in its
+    /// token's hash in the Redis tier.
+    fn fleet_policy(conf: &LocationConf, endpoint: &Endpoint, inputs: &Self::Inputs<'_>)
+        -> Vec<u8>;
 
     /// The request body, before the client's credentials.
     fn body(token: &[u8], inputs: &Self::Inputs<'_>) -> Vec<u8>;

@@ -80,10 +80,14 @@ fn read_done<Q: Question>(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>
     // SAFETY: `ctx` is the request's context, in its pool; the request
     // waits for this call (NGX_AGAIN), so no other reference to the
     // context is in use.
+    let asked = unsafe { &*ctx };
+    let policy = req
+        .location_conf()
+        .and_then(|conf| Q::endpoint(conf, asked).cache);
+    // SAFETY: as for `asked`, whose use has ended.
     let slot = Q::slot(unsafe { &mut *ctx });
     let log = req.log();
     let redis = req.main_conf().and_then(|main| main.redis.as_ref());
-    let policy = req.location_conf().and_then(|conf| Q::endpoint(conf).cache);
     let read = match (redis, policy, slot.tier_names(), result) {
         (Some(redis), Some(cache), Some(names), Ok(replies)) => {
             let now = now_ms();
