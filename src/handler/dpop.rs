@@ -14,7 +14,6 @@ use core::cell::RefCell;
 use core::ptr::NonNull;
 
 use ngx::ffi::{ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
-use sha2::{Digest, Sha256};
 
 use crate::conf::LocationConf;
 use crate::handler::ctx::{FleetCheck, Outcome, RequestCtx, Stage};
@@ -522,9 +521,7 @@ fn forwarded_certificate(req: &Req<'_>) -> Option<[u8; 32]> {
 /// The SHA-256 of this connection's client certificate (DER), when the
 /// client sent one over TLS.
 fn client_certificate(req: &Req<'_>) -> Option<[u8; 32]> {
-    let pem = req.client_certificate_pem()?;
-    let der = openssl::x509::X509::from_pem(pem).ok()?.to_der().ok()?;
-    Some(Sha256::digest(der).into())
+    req.client_certificate_sha256()
 }
 
 /// Records the proof in the location's replay store; a proof this request

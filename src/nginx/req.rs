@@ -23,12 +23,13 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use foreign_types::ForeignTypeRef;
+
 use ngx::ffi::{
     ngx_connection_t, ngx_http_complex_value, ngx_http_event_handler_pt, ngx_http_request_body_t,
     ngx_http_request_t, ngx_http_upstream_t, ngx_int_t, ngx_log_t, ngx_palloc, ngx_pnalloc,
-    ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t,
-    ngx_ssl_get_raw_certificate, ngx_str_t, ngx_uint_t, sockaddr_in, sockaddr_in6, AF_INET,
-    AF_INET6, NGX_OK,
+    ngx_pool_cleanup_add, ngx_pool_cleanup_pt, ngx_pool_cleanup_t, ngx_pool_t, ngx_str_t,
+    ngx_uint_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -177,23 +178,28 @@ impl<'r> Req<'r> {
         }
     }
 
-    /// The client certificate of the request's TLS connection, in PEM, in
-    /// the request's pool; `None` over plain HTTP, when the client sent
-    /// none, or when nginx is out of memory.
-    pub fn client_certificate_pem(&self) -> Option<&'r [u8]> {
+    /// The SHA-256 of the client certificate this connection presented
+    /// (its DER, as received), when it is over TLS and the client sent one.
+    /// Read from OpenSSL's own copy: nothing is encoded or parsed again.
+    pub fn client_certificate_sha256(&self) -> Option<[u8; 32]> {
         if !self.over_tls() {
             return None;
         }
-        let mut pem = ngx_str_t::empty();
-        // SAFETY: the connection is the live request's, and over TLS (its
-        // `ssl` is set, checked above), as ngx_ssl_get_raw_certificate
-        // needs; it writes `pem` from the request's pool, or leaves it empty.
-        let rc = unsafe { ngx_ssl_get_raw_certificate(self.connection(), self.pool(), &mut pem) };
-        if rc != NGX_OK as ngx_int_t || pem.len == 0 {
+        // SAFETY: a live request's connection is live and over TLS (its
+        // `ssl` is set, checked above); its `connection` is the SSL object.
+        let ssl = self.read(|r| unsafe { (*(*r.connection).ssl).connection });
+        if ssl.is_null() {
             return None;
         }
-        // SAFETY: nginx made the PEM in the request's pool, which lives for 'r.
-        Some(unsafe { bytes(pem) })
+        // SAFETY: `ssl` is nginx's SSL object of this live connection, made
+        // by the same libssl the openssl crate calls; it is borrowed for this
+        // call only, during which nginx does not use it.
+        let ssl = unsafe { openssl::ssl::SslRef::from_ptr(ssl.cast()) };
+        let certificate = ssl.peer_certificate()?;
+        let digest = certificate
+            .digest(openssl::hash::MessageDigest::sha256())
+            .ok()?;
+        digest.as_ref().try_into().ok()
     }
 
     /// The connection's log, for `ngx_log_error!`.

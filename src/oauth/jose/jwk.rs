@@ -190,11 +190,14 @@ fn from_text(json: &str) -> Result<Jwk, JwkError> {
         None => None,
         Some(name) => Some(Alg::parse(name.as_bytes()).ok_or(JwkError::NotForSignatures)?),
     };
-    let (key, members) = match kty {
+    // The key is made (and its checks run) once per worker for the same
+    // members: the thumbprint names them.
+    type Make = Box<dyn FnOnce() -> Result<VerifyingKey, KeyError>>;
+    let (members, make): (Vec<(&str, &str)>, Make) = match kty {
         "RSA" => {
             let (n, e) = (b64(&wire.n, "n")?, b64(&wire.e, "e")?);
-            let key = VerifyingKey::rsa(&n.1, &e.1)?;
-            (key, vec![("e", e.0), ("kty", kty), ("n", n.0)])
+            let members = vec![("e", e.0), ("kty", kty), ("n", n.0)];
+            (members, Box::new(move || VerifyingKey::rsa(&n.1, &e.1)))
         }
         "EC" => {
             let crv = text(&wire.crv, "crv")?.ok_or(JwkError::Malformed("crv"))?;
@@ -204,10 +207,10 @@ fn from_text(json: &str) -> Result<Jwk, JwkError> {
                 _ => return Err(JwkError::Unsupported),
             };
             let (x, y) = (b64(&wire.x, "x")?, b64(&wire.y, "y")?);
-            let key = VerifyingKey::ec(kind, &x.1, &y.1)?;
+            let members = vec![("crv", crv), ("kty", kty), ("x", x.0), ("y", y.0)];
             (
-                key,
-                vec![("crv", crv), ("kty", kty), ("x", x.0), ("y", y.0)],
+                members,
+                Box::new(move || VerifyingKey::ec(kind, &x.1, &y.1)),
             )
         }
         "OKP" => {
@@ -216,11 +219,13 @@ fn from_text(json: &str) -> Result<Jwk, JwkError> {
                 return Err(JwkError::Unsupported);
             }
             let x = b64(&wire.x, "x")?;
-            let key = VerifyingKey::ed25519(&x.1)?;
-            (key, vec![("crv", crv), ("kty", kty), ("x", x.0)])
+            let members = vec![("crv", crv), ("kty", kty), ("x", x.0)];
+            (members, Box::new(move || VerifyingKey::ed25519(&x.1)))
         }
         _ => return Err(JwkError::Unsupported),
     };
+    let thumbprint = thumbprint_of_members(&members);
+    let key = ready_key(&thumbprint, make)?;
     if alg.is_some_and(|alg| !key.fits(alg)) {
         return Err(JwkError::AlgMismatch);
     }
@@ -228,8 +233,40 @@ fn from_text(json: &str) -> Result<Jwk, JwkError> {
         kid: kid.map(str::to_string),
         alg,
         key,
-        thumbprint: thumbprint_of_members(&members),
+        thumbprint,
     })
+}
+
+/// How many keys a worker keeps made: a DPoP client signs every proof with
+/// the same key, whose checks when it is made (a point on the curve, an RSA
+/// modulus) cost more than a signature check; a worker that sees more keys
+/// starts over.
+const READY_KEYS: usize = 512;
+
+thread_local! {
+    /// The keys made lately in this thread (a worker), by RFC 7638
+    /// thumbprint: equal thumbprints are equal members (SHA-256), so equal keys.
+    static READY: std::cell::RefCell<std::collections::HashMap<String, VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The key whose members have `thumbprint`: made lately, or by `make` now
+/// (and kept, if its checks held).
+fn ready_key(
+    thumbprint: &str,
+    make: impl FnOnce() -> Result<VerifyingKey, KeyError>,
+) -> Result<VerifyingKey, JwkError> {
+    if let Some(key) = READY.with_borrow(|ready| ready.get(thumbprint).cloned()) {
+        return Ok(key);
+    }
+    let key = make()?;
+    READY.with_borrow_mut(|ready| {
+        if ready.len() >= READY_KEYS {
+            ready.clear();
+        }
+        ready.insert(thumbprint.to_owned(), key.clone());
+    });
+    Ok(key)
 }
 
 /// `use` must be `sig` when present, and `key_ops` (a list of distinct
@@ -309,6 +346,42 @@ pub(crate) mod tests {
         "M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
     );
     const RFC7638_THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+
+    #[test]
+    fn a_key_is_made_once_per_thumbprint_and_a_failed_one_not_kept() {
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok(pair(KeyKind::P256).1)
+        };
+        let name = "ready-key-test-thumbprint";
+        ready_key(name, make).unwrap();
+        ready_key(name, make).unwrap();
+        assert_eq!(made.get(), 1, "made once");
+        let failing = "ready-key-test-failing";
+        let fails = || {
+            made.set(made.get() + 1);
+            Err(KeyError::EcPointInvalid)
+        };
+        assert!(ready_key(failing, fails).is_err());
+        assert!(ready_key(failing, fails).is_err());
+        assert_eq!(
+            made.get(),
+            3,
+            "a key whose checks failed is made again, never kept"
+        );
+        // The same members parse into the same key; other members, another.
+        let (ec, _) = pair(KeyKind::P256);
+        let json = jwk_json(&ec, KeyKind::P256, "");
+        let (a, b) = (
+            parse_jwk(json.as_bytes()).unwrap(),
+            parse_jwk(json.as_bytes()).unwrap(),
+        );
+        assert_eq!(a.thumbprint, b.thumbprint);
+        let other =
+            parse_jwk(jwk_json(&pair(KeyKind::P256).0, KeyKind::P256, "").as_bytes()).unwrap();
+        assert_ne!(a.thumbprint, other.thumbprint);
+    }
 
     fn b64u(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
