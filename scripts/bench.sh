@@ -267,6 +267,12 @@ rows = []
 for name, rs in runs.items():
     base = bases[rs[0]["base"]]
     ratios = [r["rps"] / base[r["round"]] for r in rs if base.get(r["round"])]
+    # The gateway worker's CPU time per request, and the baseline's over the
+    # row's: what the ratio would be with the gateway saturated (an estimate for
+    # rows the client limits; a worker barely busy pays more per request).
+    cpu_us = lambda r: 1e6 * r["gateway_cpu"] / 100 / r["rps"] if r["rps"] and r["gateway_cpu"] else None
+    base_cpu = {r["round"]: cpu_us(r) for r in runs[next(n for n in runs if n.split(" ")[0] == rs[0]["base"])]}
+    cpu_ratios = [base_cpu[r["round"]] / cpu_us(r) for r in rs if cpu_us(r) and base_cpu.get(r["round"])]
     rows.append({
         "scenario": name,
         "baseline": rs[0]["base"],
@@ -278,6 +284,8 @@ for name, rs in runs.items():
         "idp_calls_during_runs": sum(r["idp_calls"] for r in rs),
         "cached": rs[0]["cached"],
         "gateway_cpu_percent_median": statistics.median(r["gateway_cpu"] for r in rs),
+        "gateway_cpu_us_per_request_median": round(statistics.median(cpu_us(r) or 0 for r in rs), 1),
+        "cpu_ratio_to_baseline_median": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
         # Errors, or IdP calls in a scenario that should have hit the cache,
         # make the row's number meaningless.
         # So does a row whose metrics say its requests were not what it measures.
@@ -299,7 +307,7 @@ PY
 python3 - <<'PY' | tee bench/results.txt
 import json
 d = json.load(open("bench/results.json"))
-print(f"{'scenario':44} {'req/s':>7} {'ratio':>5}  {'per round':24} {'p50':>7} {'p99':>7} {'non-2xx':>7} {'IdP calls':>9} {'gw CPU':>6}  note")
+print(f"{'scenario':44} {'req/s':>7} {'ratio':>5}  {'per round':24} {'p50':>7} {'p99':>7} {'non-2xx':>7} {'IdP calls':>9} {'gw CPU':>6} {'us/req':>6} {'cpu-eq':>6}  note")
 for r in d["scenarios"]:
     notes = []
     if not r["valid"]:
@@ -311,9 +319,12 @@ for r in d["scenarios"]:
     per = " ".join(f"{x:.2f}" for x in r["ratio_per_round"])
     print(f"{r['scenario']:44} {r['requests_per_second_median']:7.0f} {r['ratio_to_baseline_median']:5.2f}  {per:24} "
           f"{r['p50_last']:>7} {r['p99_last']:>7} {r['non_2xx']:7d} {r['idp_calls_during_runs']:9d} "
-          f"{r['gateway_cpu_percent_median']:5.0f}%  {'; '.join(notes)}")
+          f"{r['gateway_cpu_percent_median']:5.0f}% {r['gateway_cpu_us_per_request_median']:6.1f} "
+          f"{r['cpu_ratio_to_baseline_median'] or 0:6.2f}  {'; '.join(notes)}")
 print("ratio: median of the per-round ratios to row 1 (or the row noted); p50/p99: last round; gw CPU: the measured gateway worker's")
-print("CPU use during the runs (median): below ~95% the client side, not the gateway, limits the row")
+print("CPU use during the runs (median): below ~95% the client side, not the gateway, limits the row; us/req: the")
+print("worker's CPU time per request (median); cpu-eq: median per round of the baseline's us/req over the row's,")
+print("the ratio with the gateway saturated (an estimate: a worker that is barely busy pays more per request)")
 f = d["fleet"]
 print(f"two gateways, one Redis: {f['tokens']} tokens through gateway 1 then gateway 2: "
       f"{f['idp_calls_both_gateways']} IdP calls ({f['idp_calls_gateway_1']} from gateway 1), "
