@@ -24,7 +24,10 @@ print(jwt)
 PY
 }
 
-# The peer's nginx.conf. $1: IdP port, $2: backend port, $3: the phantom JWT.
+# The peer's nginx.conf. $1: IdP port, $2: backend port, $3: the phantom JWT,
+# $4: the DPoP key's thumbprint and $5 the client certificate's (cnf.jkt and
+# cnf["x5t#S256"] of the sender-constrained rows' introspection answers), $6:
+# more top-level configuration (bench.sh's TLS front, bench_tls_front).
 # The IdP logs one line per call to logs/idp.log, so runs can count calls.
 bench_peer_conf() {
   cat <<CONF
@@ -32,6 +35,7 @@ worker_processes 1;
 error_log logs/error.log warn;
 pid logs/nginx.pid;
 events { worker_connections 4096; }
+${6:-}
 http {
     log_format calls "\$uri";
     server {
@@ -40,6 +44,14 @@ http {
         location /introspect {
             default_type application/json;
             return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800}';
+        }
+        location /introspect-dpop {
+            default_type application/json;
+            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800,"cnf":{"jkt":"$4"}}';
+        }
+        location /introspect-mtls {
+            default_type application/json;
+            return 200 '{"active":true,"sub":"6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a","scope":"openid profile orders:read","client_id":"web-app-1234","exp":4102444800,"cnf":{"x5t#S256":"$5"}}';
         }
         location /introspect-jwt {
             default_type application/jwt;
@@ -208,4 +220,179 @@ CONF
         }
         location = /_introspect_jwt { internal; proxy_pass http://idp/introspect-jwt; }
 CONF
+}
+
+# ---- the JWT, DPoP and mTLS rows (issues 23 and 24) ----------------------------
+
+# Node.js and t/oidc's npm packages (dpop, jose), installed from the lockfile by
+# the test harness's own routine when missing.
+bench_npm_deps() {
+  perl -It/lib -MOIDCProvider -e 'my $why = oidc_provider_unavailable(); die "bench: $why\n" if $why' >&2
+}
+
+# The issuer's signing keys (openssl) and their public JWK Set, into directory $1:
+# jwt-rs256.pem (RSA 2048, kid bench-rs256), jwt-es256.pem (P-256, kid
+# bench-es256), jwt-jwks.json.
+bench_jwt_keys() {
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/jwt-rs256.pem" 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/jwt-es256.pem" 2>/dev/null
+  node --input-type=module - "$1" >"$1/jwt-jwks.json" <<'JS'
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+const dir = process.argv[2];
+const keys = ['RS256', 'ES256'].map((alg) => {
+  const jwk = createPublicKey(readFileSync(`${dir}/jwt-${alg.toLowerCase()}.pem`)).export({ format: 'jwk' });
+  return { ...jwk, kid: `bench-${alg.toLowerCase()}`, alg, use: 'sig' };
+});
+process.stdout.write(JSON.stringify({ keys }));
+JS
+}
+
+# $3 distinct JWT access tokens (RFC 9068: typ at+jwt) of about 800 bytes, signed
+# with $2 (RS256 or ES256) by the key of bench_jwt_keys in $1, one a line on stdout.
+# Signed by Node's crypto (OpenSSL): openssl's command line would take minutes.
+BENCH_JWT_ISSUER=https://idp.example.com/realms/bench
+bench_jwt_tokens() {
+  node --input-type=module - "$1" "$2" "$3" "$BENCH_JWT_ISSUER" <<'JS'
+import { createPrivateKey, sign, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+const [dir, alg, count, iss] = process.argv.slice(2);
+const key = createPrivateKey(readFileSync(`${dir}/jwt-${alg.toLowerCase()}.pem`));
+const b64 = (x) => Buffer.from(x).toString('base64url');
+const header = b64(JSON.stringify({ alg, typ: 'at+jwt', kid: `bench-${alg.toLowerCase()}` }));
+const signatureChars = alg === 'RS256' ? 342 : 86;
+const now = Math.floor(Date.now() / 1000);
+const lines = [];
+for (let i = 0; i < Number(count); i++) {
+  const claims = { iss, aud: 'orders-api', sub: randomUUID(), client_id: 'web-app-1234',
+    scope: 'openid profile orders:read', iat: now, exp: 4102444800, jti: randomUUID(),
+    email: 'alice@example.com', roles: ['orders-reader', 'profile-reader'], pad: '' };
+  const room = Math.floor((800 - header.length - signatureChars - 2) * 3 / 4);
+  claims.pad = 'x'.repeat(Math.max(0, room - JSON.stringify(claims).length));
+  const input = `${header}.${b64(JSON.stringify(claims))}`;
+  const signature = sign('sha256', Buffer.from(input), alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key);
+  lines.push(`${input}.${b64(signature)}`);
+}
+process.stdout.write(lines.join('\n') + '\n');
+JS
+}
+
+# The DPoP client's ES256 key pair, made by the npm dpop package (t/oidc/dpop.mjs)
+# into JWK file $1; prints its RFC 7638 thumbprint (cnf.jkt).
+bench_dpop_key() {
+  echo "{\"keyfile\": \"$1\", \"alg\": \"ES256\"}" | node t/oidc/dpop.mjs |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["jkt"])'
+}
+
+# $4 DPoP proofs (dpop.generateProof: fresh jti and iat, htm GET, htu $2, ath of
+# token $3) by the key in JWK file $1, one a line into file $5.
+bench_dpop_proofs() {
+  python3 -c 'import json, sys; key, htu, token, n = sys.argv[1:]
+print(json.dumps({"keyfile": key, "alg": "ES256", "proofs": [{"htm": "GET", "htu": htu, "token": token}] * int(n)}))' \
+    "$1" "$2" "$3" "$4" | node t/oidc/dpop.mjs |
+    python3 -c 'import json, sys; sys.stdout.write("\n".join(json.load(sys.stdin)["proofs"]) + "\n")' >"$5"
+}
+
+# A server certificate and a client certificate (self-signed P-256, openssl) into
+# directory $1; prints the client certificate's x5t#S256 (cnf of the mTLS row).
+bench_tls_certs() {
+  for name in server client; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -keyout "$1/tls-$name.key" -out "$1/tls-$name.crt" -subj "/CN=bench-$name" 2>/dev/null
+  done
+  chmod 644 "$1"/tls-*.key
+  openssl x509 -in "$1/tls-client.crt" -outform DER | openssl dgst -sha256 -binary | base64 | tr '+/' '-_' | tr -d '=\n'
+}
+
+# wrk cannot present a client certificate: a stream{} front (in the peer, on the
+# load CPU) takes wrk's plain connections and opens one mTLS connection to the
+# gateway for each, with the client certificate of directory $1. $2 $3 ...: pairs
+# of front port and gateway TLS port.
+bench_tls_front() {
+  local dir=$1; shift
+  echo "stream {"
+  while [ $# -ge 2 ]; do
+    cat <<CONF
+    server {
+        listen 127.0.0.1:$1;
+        proxy_pass 127.0.0.1:$2;
+        proxy_ssl on;
+        proxy_ssl_certificate $dir/tls-client.crt;
+        proxy_ssl_certificate_key $dir/tls-client.key;
+    }
+CONF
+    shift 2
+  done
+  echo "}"
+}
+
+# The gateways' TLS server{}: port $1, certificates of directory $2, client
+# certificates asked for (optional_no_ca: the binding is to the certificate
+# itself), /plain/ on both gateways; $3 = 1 (the module's gateway) adds the
+# certificate-bound token's location.
+bench_tls_server() {
+  cat <<CONF
+    server {
+        listen 127.0.0.1:$1 ssl;
+        ssl_certificate $2/tls-server.crt;
+        ssl_certificate_key $2/tls-server.key;
+        ssl_verify_client optional_no_ca;
+        location /plain/ { proxy_pass http://backend; }
+CONF
+  [ "$3" = 1 ] && cat <<'CONF'
+        location /mtls-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_endpoint /_introspect_mtls;
+            auth_oauth2_token_introspect_cache zone=mtls_bound:1m max_ttl=1h;
+            proxy_pass http://backend;
+        }
+        location = /_introspect_mtls { internal; proxy_pass http://idp/introspect-mtls; }
+CONF
+  echo "    }"
+}
+
+# The module's JWT and DPoP locations, with bench_jwt_keys' key set in directory
+# $1, and the metrics the scripts read to check that every request of a row did
+# what the row says (a signature check, a cache hit, a valid proof). JWT tokens
+# are checked locally (no IdP); /jwt-cached/'s zone holds them all. The DPoP
+# window is 120s so that proofs made before a run stay fresh through it; the
+# replay store holds 512k proofs (each is kept for the window).
+bench_jwt_dpop_locations() {
+  local jwt
+  for jwt in rs256 es256 cached; do
+    cat <<CONF
+        location /jwt-$jwt/ {
+            auth_oauth2_token_jwt on;
+            auth_oauth2_token_jwt_issuer $BENCH_JWT_ISSUER;
+            auth_oauth2_token_jwt_keys_file $1/jwt-jwks.json;
+            auth_oauth2_token_require_audience orders-api;
+$([ $jwt = cached ] && echo "            auth_oauth2_token_jwt_cache zone=jwt:32m max_ttl=1h;")
+            proxy_pass http://backend;
+        }
+CONF
+  done
+  cat <<'CONF'
+        location /dpop-cached/ {
+            auth_oauth2_token_introspect on;
+            auth_oauth2_token_introspect_endpoint /_introspect_dpop;
+            auth_oauth2_token_introspect_cache zone=dpop_bound:1m max_ttl=1h;
+            auth_oauth2_token_dpop_window 120s;
+            auth_oauth2_token_dpop_replay_zone dpop_replay:64m;
+            proxy_pass http://backend;
+        }
+        location = /_introspect_dpop { internal; proxy_pass http://idp/introspect-dpop; }
+        location = /_bench_metrics { auth_oauth2_token_metrics; }
+CONF
+}
+
+# Counters of the module's metrics page at $1 (a URL) that the rows check, as
+# "name value" lines: jwt_verified, jwt_hit, dpop_valid, dpop_hit, mtls_hit.
+bench_metrics() {
+  curl -sf "$1" | awk '
+    /^oauth2_token_jwt_checks_total\{result="verified"\}/ { v["jwt_verified"] = $NF }
+    /^oauth2_token_dpop_proofs_total\{result="valid"\}/ { v["dpop_valid"] = $NF }
+    /^oauth2_token_cache_lookups_total\{zone="jwt",result="hit"\}/ { v["jwt_hit"] = $NF }
+    /^oauth2_token_cache_lookups_total\{zone="dpop_bound",result="hit"\}/ { v["dpop_hit"] = $NF }
+    /^oauth2_token_cache_lookups_total\{zone="mtls_bound",result="hit"\}/ { v["mtls_hit"] = $NF }
+    END { for (k in v) print k, v[k] }'
 }
