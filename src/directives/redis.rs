@@ -76,6 +76,7 @@ handler!(set_redis: MainConf, |c| {
         preamble,
         preamble_replies,
         prefix: parsed.prefix,
+        sentinel: parsed.sentinel,
     });
     Ok(())
 });

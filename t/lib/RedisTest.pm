@@ -47,6 +47,10 @@ and waits until it answers PING (deadline 10 s). Options:
                      switched off (unless password is given too), so an
                      unauthenticated connection gets NOAUTH; the
                      admin client logs in as the user 'admin' (all rights).
+  sentinel => [NAME, PORT]
+                     a Sentinel instead (redis-server --sentinel, with a
+                     configuration file of its own) that monitors the primary
+                     on 127.0.0.1:PORT as NAME: quorum 2, down after 1 s
   db => N            the database the admin client (the methods below)
                      SELECTs; the server itself is unaffected
   args => [...]      more redis-server arguments
@@ -535,6 +539,18 @@ sub log  { OAuth2Test::slurp("$_[0]{dir}/redis.log") }
 
 sub argv {
     my ($self) = @_;
+    if (my $s = $self->{sentinel}) {
+        my ($name, $port) = @$s;
+        # Sentinel rewrites its configuration file: one of its own.
+        OAuth2Test::spew("$self->{dir}/sentinel.conf", join '', map { "$_\n" }
+            "port $self->{port}", 'bind 127.0.0.1', 'protected-mode no', "dir $self->{dir}",
+            "logfile $self->{dir}/redis.log",
+            "sentinel monitor $name 127.0.0.1 $port 2",
+            "sentinel down-after-milliseconds $name 1000",
+            "sentinel failover-timeout $name 10000",
+            "sentinel parallel-syncs $name 1");
+        return ($REDIS_SERVER, "$self->{dir}/sentinel.conf", '--sentinel');
+    }
     my @argv = ($REDIS_SERVER, '--bind', '127.0.0.1', '--port', $self->{port}, '--save', '',
         '--appendonly', 'no', '--dir', $self->{dir}, '--logfile', "$self->{dir}/redis.log",
         '--daemonize', 'no', '--protected-mode', 'no', '--databases', 16,
