@@ -48,7 +48,7 @@ ok(wait_until(20, sub {
 
 my $FAR = int(time) + 3600;
 OAuth2Test::idp_setup({ map { ($_ => { json => { active => \1, sub => "user-$_", exp => $FAR } }) }
-    (map { ("tok-$_", "late-$_") } 1 .. 40) });
+    (map { ("tok-$_", "late-$_") } 1 .. 40), map { "fresh-$_" } 1 .. 1000 });
 
 my $servers = join ' ', map { 'server 127.0.0.1:' . $_->port . ';' } @sentinels;
 my %fleet = (redis_port => 0, shared_port => $SHARED, key_file => $KEY, redis => "sentinel=$NAME",
@@ -92,9 +92,10 @@ subtest 'SENTINEL FAILOVER under traffic' => sub {
     my $r = $sentinels[0]->cmd('SENTINEL', 'FAILOVER', $NAME);
     is($r, 'OK', 'failover started');
     my ($sent, @bad) = (0);
-    my $n = 10;
+    # Fresh tokens: each request reads the tier, asks the IdP and writes.
+    my $i = 0;
     my $moved = wait_until(30, sub {
-        my $res = api($SHARED, '/api/x', 'tok-' . (++$n > 39 ? ($n = 11) : $n));
+        my $res = api($SHARED, '/api/x', 'fresh-' . (++$i > 1000 ? ($i = 1) : $i));
         $sent++;
         push @bad, "$res->{gw} $res->{status}" unless $res->{status} == 200;
         return primary_port() == $replica->port
