@@ -4,8 +4,9 @@
 # SUBSCRIBE, and never publishes +switch-master) names Redis A; the tier
 # writes there. Then A becomes a replica of B and the script names B,
 # silently: the gateway's next write gets -READONLY from A, which makes it
-# ask again, and the writes after that land on B. A sentinel that does
-# not know the name (nil) or names a host name is left for the next.
+# ask again, and the writes after that land on B. A sentinel that never
+# answers (3 s), does not know the name (nil) or names a host name is left
+# for the next.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -78,7 +79,8 @@ my $dir = OAuth2Test::prefix();
 OAuth2Test::spew("$dir/s1", "nil\n");                        # does not know the name
 OAuth2Test::spew("$dir/s2", "redis.internal " . $a->port);  # a host name
 OAuth2Test::spew("$dir/s3", "127.0.0.1 " . $a->port);
-my @ports = map { scripted_sentinel("$dir/s$_") } 1 .. 3;
+my $mute = mute_server();
+my @ports = ($mute->port, map { scripted_sentinel("$dir/s$_") } 1 .. 3);
 
 my $FAR = int(time) + 3600;
 OAuth2Test::idp_setup({ map { ("tok-$_" => { json => { active => \1, sub => "u$_", exp => $FAR } }) } 1 .. 30 });
@@ -88,11 +90,13 @@ start_nginx(block_from(name => 'gw1', fleet_config(%fleet, name => 'gw1'))) or B
 sub log_text { OAuth2Test::error_log_text() }
 
 ok(wait_until(10, sub { log_text() =~ /primary is 127\.0\.0\.1:${\ $a->port}/ }),
-    'the third sentinel names A') or diag(log_text());
-like(log_text(), qr/sentinel 1 of the upstream could not tell the primary: it does not know the name/,
-    'the first did not know the name');
-like(log_text(), qr/sentinel 2 of the upstream could not tell the primary: an address that is not an IP address/,
-    'the second named a host name');
+    'the fourth sentinel names A') or diag(log_text());
+like(log_text(), qr/sentinel 1 of the upstream could not tell the primary: no answer within 3000 ms/,
+    'the first never answered');
+like(log_text(), qr/sentinel 2 of the upstream could not tell the primary: it does not know the name/,
+    'the second did not know the name');
+like(log_text(), qr/sentinel 3 of the upstream could not tell the primary: an address that is not an IP address/,
+    'the third named a host name');
 
 sub written_to {
     my ($redis, $token) = @_;

@@ -8,10 +8,12 @@
 //! ```text
 //! Timer      -> connect to the current sentinel
 //! Connected  -> send SENTINEL get-master-addr-by-name <name>, then
-//!               SUBSCRIBE +switch-master (one pipeline)
+//!               SUBSCRIBE +switch-master (one pipeline); the sentinel has
+//!               REPLY_DEADLINE_MS to answer both
 //! Received   -> the address ([ip, port]): the primary; SUBSCRIBE's
 //!               confirmation; then every "+switch-master" message for
 //!               <name>: the new primary
+//! Watch      -> the answers are late: a failure
 //! Reask      -> a call to the primary failed (no connection, -READONLY):
 //!               ask again, on the next sentinel (at most every REASK_MS)
 //! Failed     -> close; the next sentinel after the backoff (100 ms,
@@ -38,6 +40,8 @@ pub const FIRST_BACKOFF_MS: u64 = 100;
 pub const MAX_BACKOFF_MS: u64 = 5000;
 /// The least time between two re-asks a failed call causes.
 pub const REASK_MS: i64 = 500;
+/// How long a sentinel has to answer the question and the `SUBSCRIBE`.
+pub const REPLY_DEADLINE_MS: u64 = 3000;
 /// The longest payload kept: "name ip port ip port" (a name up to 200
 /// bytes and two IPv6 addresses fit).
 pub const MAX_PAYLOAD: usize = 512;
@@ -53,6 +57,8 @@ pub enum Event<'a> {
     Received(&'a [u8]),
     /// The connection failed (the glue's words, for the log).
     Failed(String),
+    /// The timer of a `Watch` action fired.
+    Watch,
     /// A call to the primary failed in a way that may mean it moved.
     Reask,
 }
@@ -67,6 +73,9 @@ pub enum Action {
     /// The primary is at this address (sent when it changes).
     Primary(SocketAddr),
     Log(Note),
+    /// `Watch` after so many ms (replaces a watch already armed; the
+    /// glue drops it with the connection).
+    Watch(u64),
     /// `Timer` again after so many ms.
     RetryAfter(u64),
 }
@@ -166,11 +175,15 @@ impl Watch {
                     &[b"SENTINEL", b"get-master-addr-by-name", &self.name],
                 );
                 resp::command(&mut out, &[b"SUBSCRIBE", SWITCH_CHANNEL]);
-                vec![Action::Send(out)]
+                vec![Action::Send(out), Action::Watch(REPLY_DEADLINE_MS)]
             }
             Event::Connected => Vec::new(),
             Event::Received(bytes) => self.received(bytes),
             Event::Failed(why) => self.fail(why),
+            Event::Watch if matches!(self.state, State::Asked | State::Subscribing) => {
+                self.fail(format!("no answer within {REPLY_DEADLINE_MS} ms"))
+            }
+            Event::Watch => Vec::new(),
             Event::Reask => {
                 let recent = self
                     .last_reask_ms
@@ -348,6 +361,7 @@ mod tests {
         let Action::Send(bytes) = &sent[0] else {
             panic!("{sent:?}")
         };
+        assert_eq!(sent[1], Action::Watch(REPLY_DEADLINE_MS));
         assert_eq!(
             resp::read_commands(bytes, 2),
             vec![
@@ -486,6 +500,22 @@ mod tests {
         let mut w = subscribed();
         let long = message(&"x".repeat(MAX_PAYLOAD + 1));
         assert_eq!(w.handle(0, Event::Received(&long)), vec![]);
+    }
+
+    #[test]
+    fn a_silent_sentinel_is_left_for_the_next() {
+        let mut w = Watch::new(b"m", 2);
+        w.handle(0, Event::Timer);
+        w.handle(0, Event::Connected);
+        let a = w.handle(3000, Event::Watch);
+        assert_eq!(a[0], Action::Close);
+        assert!(
+            matches!(&a[1], Action::Log(Note::Failed { sentinel: 0, why }) if why.contains("no answer"))
+        );
+        assert_eq!(w.handle(3100, Event::Timer), vec![Action::Connect(1)]);
+        // Answered in time: the watch changes nothing.
+        let mut w = subscribed();
+        assert_eq!(w.handle(3000, Event::Watch), vec![]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ struct Watcher {
     out: Vec<u8>,
     sent: usize,
     retry: ngx_event_t,
+    /// The steps' deadline for the sentinel's answers.
+    watch: ngx_event_t,
     log: *mut ngx_log_t,
     /// A copy at `crit` for the connection (nginx's own line per failed
     /// attempt would repeat during an outage; ours say what happened).
@@ -124,6 +126,8 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         sent: 0,
         // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         retry: unsafe { core::mem::zeroed() },
+        // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
+        watch: unsafe { core::mem::zeroed() },
         log,
         quiet_log,
     }));
@@ -137,11 +141,19 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 data: peer.name.as_mut_ptr(),
             };
         }
-        let ev = ptr::addr_of_mut!((*w).retry);
-        (*ev).data = w.cast();
-        (*ev).handler = Some(on_retry);
-        (*ev).log = log;
-        (*ev).set_cancelable(1);
+        let events = [
+            (
+                ptr::addr_of_mut!((*w).retry),
+                on_retry as unsafe extern "C" fn(_),
+            ),
+            (ptr::addr_of_mut!((*w).watch), on_watch),
+        ];
+        for (ev, handler) in events {
+            (*ev).data = w.cast();
+            (*ev).handler = Some(handler);
+            (*ev).log = log;
+            (*ev).set_cancelable(1);
+        }
     }
     WATCHER.store(w, Ordering::Relaxed);
     // SAFETY: `w` is this worker's watcher, leaked just above.
@@ -251,6 +263,11 @@ unsafe fn run(w: *mut Watcher, event: Event<'_>) {
                 ngx_add_timer(ptr::addr_of_mut!((*w).retry), ms as ngx::ffi::ngx_msec_t);
             },
             Action::RetryAfter(_) => {}
+            // SAFETY: the watch event is the watcher's own, which lives
+            // until exit_process (this function's contract).
+            Action::Watch(ms) => unsafe {
+                ngx_add_timer(ptr::addr_of_mut!((*w).watch), ms as ngx::ffi::ngx_msec_t);
+            },
         }
     }
 }
@@ -318,6 +335,11 @@ unsafe fn connect(w: *mut Watcher, n: usize) {
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
     // SAFETY: the retry event's data is the watcher (init_process).
     unsafe { run((*ev).data.cast(), Event::Timer) }
+}
+
+unsafe extern "C" fn on_watch(ev: *mut ngx_event_t) {
+    // SAFETY: the watch event's data is the watcher (init_process).
+    unsafe { run((*ev).data.cast(), Event::Watch) }
 }
 
 unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
@@ -421,13 +443,15 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     }
 }
 
-/// Closes the connection, if any, and drops what it had left to send.
+/// Closes the connection, if any, and drops its watch and what it had
+/// left to send.
 ///
 /// # Safety
 /// `w` must be this worker's watcher.
 unsafe fn close(w: *mut Watcher) {
     // SAFETY: the connection is ours; ngx_close_connection removes its
-    // timers and events.
+    // timers and events; the watch is the watcher's own event, in the
+    // timer tree only while timer_set is on.
     unsafe {
         let s = &mut *w;
         if !s.conn.is_null() {
@@ -437,5 +461,9 @@ unsafe fn close(w: *mut Watcher) {
         s.connecting = false;
         s.out.clear();
         s.sent = 0;
+        let watch = ptr::addr_of_mut!(s.watch);
+        if (*watch).timer_set() != 0 {
+            ngx_del_timer(watch);
+        }
     }
 }
