@@ -116,6 +116,9 @@ pub struct RedisTier {
     /// `sentinel=NAME`: `upstream` is the sentinels, and every call goes to
     /// the primary they name NAME (`redis/sentinel_watch.rs`).
     pub sentinel: Option<Vec<u8>>,
+    /// `AUTH <sentinel password>`, RESP-encoded, when the sentinels have
+    /// one (empty otherwise): sent before the question.
+    pub sentinel_auth: Vec<u8>,
 }
 
 impl RedisTier {

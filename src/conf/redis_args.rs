@@ -18,10 +18,13 @@ pub struct RedisArgs<'a> {
     /// `sentinel=NAME`: the server is the sentinels (Redis Sentinel), and
     /// the tier's server is the primary they name NAME.
     pub sentinel: Option<Vec<u8>>,
+    /// `sentinel_password_file=PATH`: the sentinels' password (`AUTH`).
+    pub sentinel_password_file: Option<&'a [u8]>,
 }
 
 /// `<server> key_file=PATH [old_key_file=PATH] [password_file=PATH]
-/// [user=NAME] [database=N] [prefix=STRING] [sentinel=NAME]`.
+/// [user=NAME] [database=N] [prefix=STRING] [sentinel=NAME]
+/// [sentinel_password_file=PATH]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let (&server, params) = args.split_first().ok_or("needs a server")?;
     if server.is_empty() || server.contains(&b'=') {
@@ -34,6 +37,7 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let mut database = None;
     let mut prefix = None;
     let mut sentinel = None;
+    let mut sentinel_password_file = None;
     for &param in params {
         let text = String::from_utf8_lossy(param);
         let (name, value) = match param.iter().position(|b| *b == b'=') {
@@ -43,14 +47,15 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
         let name_text = String::from_utf8_lossy(name);
         let duplicate = || format!("sets \"{name_text}\" twice");
         match name {
-            b"key_file" | b"old_key_file" | b"password_file" => {
+            b"key_file" | b"old_key_file" | b"password_file" | b"sentinel_password_file" => {
                 if value.is_empty() {
                     return Err(format!("needs a file name in \"{name_text}=\""));
                 }
                 let slot = match name {
                     b"key_file" => &mut key_file,
                     b"old_key_file" => &mut old_key_file,
-                    _ => &mut password_file,
+                    b"password_file" => &mut password_file,
+                    _ => &mut sentinel_password_file,
                 };
                 if slot.replace(value).is_some() {
                     return Err(duplicate());
@@ -114,6 +119,11 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
         user,
         database: database.unwrap_or(0),
         prefix: prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_vec()),
+        sentinel_password_file: if sentinel.is_none() && sentinel_password_file.is_some() {
+            return Err("has \"sentinel_password_file=\" without \"sentinel=\"".into());
+        } else {
+            sentinel_password_file
+        },
         sentinel,
     })
 }
@@ -227,6 +237,14 @@ mod tests {
         assert_eq!(a.sentinel, None);
         let a = parse(&[b"sentinels", b"key_file=k", b"sentinel=mymaster"]).unwrap();
         assert_eq!(a.sentinel.as_deref(), Some(&b"mymaster"[..]));
+        let a = parse(&[
+            b"sentinels",
+            b"key_file=k",
+            b"sentinel=m",
+            b"sentinel_password_file=sp",
+        ])
+        .unwrap();
+        assert_eq!(a.sentinel_password_file, Some(&b"sp"[..]));
     }
 
     #[test]
@@ -248,6 +266,7 @@ mod tests {
         let long = [&b"sentinel="[..], &[b'm'; 201]].concat();
         assert!(err(&[b"r", b"key_file=k", &long]).contains("sentinel"));
         assert!(err(&[b"r", b"key_file=k", b"sentinel=a", b"sentinel=b"]).contains("twice"));
+        assert!(err(&[b"r", b"key_file=k", b"sentinel_password_file=p"]).contains("without"));
     }
 
     #[test]

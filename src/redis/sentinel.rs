@@ -7,10 +7,11 @@
 //!
 //! ```text
 //! Timer      -> connect to the current sentinel
-//! Connected  -> send SENTINEL get-master-addr-by-name <name>, then
+//! Connected  -> send AUTH <password> (when the sentinels have one),
+//!               SENTINEL get-master-addr-by-name <name>, then
 //!               SUBSCRIBE +switch-master (one pipeline); the sentinel has
 //!               REPLY_DEADLINE_MS to answer both
-//! Received   -> the address ([ip, port]): the primary; SUBSCRIBE's
+//! Received   -> AUTH's +OK; the address ([ip, port]): the primary; SUBSCRIBE's
 //!               confirmation; then every "+switch-master" message for
 //!               <name>: the new primary
 //! Watch      -> the answers are late: a failure
@@ -115,6 +116,8 @@ enum State {
     /// No connection; a `RetryAfter` (or the first `Timer`) is pending.
     Idle,
     Connecting,
+    /// `AUTH` and the question are sent; `AUTH`'s answer is due.
+    Authenticating,
     /// The question is sent; its answer is due.
     Asked,
     /// The answer is in; SUBSCRIBE's confirmation is due.
@@ -127,6 +130,8 @@ enum State {
 #[derive(Debug)]
 pub struct Watch {
     name: Vec<u8>,
+    /// `AUTH <password>`, RESP-encoded, or empty.
+    auth: Vec<u8>,
     sentinels: usize,
     /// The sentinel asked now (or next).
     current: usize,
@@ -139,10 +144,12 @@ pub struct Watch {
 
 impl Watch {
     /// A watch over the primary called `name` by `sentinels` sentinels
-    /// (at least one).
-    pub fn new(name: &[u8], sentinels: usize) -> Watch {
+    /// (at least one), which take `auth` (`AUTH <password>`, RESP) first
+    /// when it is not empty.
+    pub fn new(name: &[u8], sentinels: usize, auth: &[u8]) -> Watch {
         Watch {
             name: name.to_vec(),
+            auth: auth.to_vec(),
             sentinels: sentinels.max(1),
             current: 0,
             state: State::Idle,
@@ -167,9 +174,13 @@ impl Watch {
             }
             Event::Timer => Vec::new(),
             Event::Connected if self.state == State::Connecting => {
-                self.state = State::Asked;
+                self.state = if self.auth.is_empty() {
+                    State::Asked
+                } else {
+                    State::Authenticating
+                };
                 self.reader.reset();
-                let mut out = Vec::new();
+                let mut out = self.auth.clone();
                 resp::command(
                     &mut out,
                     &[b"SENTINEL", b"get-master-addr-by-name", &self.name],
@@ -180,7 +191,12 @@ impl Watch {
             Event::Connected => Vec::new(),
             Event::Received(bytes) => self.received(bytes),
             Event::Failed(why) => self.fail(why),
-            Event::Watch if matches!(self.state, State::Asked | State::Subscribing) => {
+            Event::Watch
+                if matches!(
+                    self.state,
+                    State::Authenticating | State::Asked | State::Subscribing
+                ) =>
+            {
                 self.fail(format!("no answer within {REPLY_DEADLINE_MS} ms"))
             }
             Event::Watch => Vec::new(),
@@ -217,6 +233,14 @@ impl Watch {
                 Progress::Reply(reply) => reply,
             };
             let step = match self.state {
+                State::Authenticating => match &reply {
+                    Reply::Status(ok) if ok.as_slice() == b"OK" => {
+                        self.state = State::Asked;
+                        Ok(())
+                    }
+                    Reply::Error(text) => Err(format!("AUTH refused: -{}", resp::error_kind(text))),
+                    _ => Err(format!("unexpected reply to AUTH: {}", shape(&reply))),
+                },
                 State::Asked => self.answer(&reply, &mut actions),
                 State::Subscribing => match resp::push(&reply) {
                     Some(Push::Subscribed(channel)) if channel == SWITCH_CHANNEL => {
@@ -355,7 +379,7 @@ mod tests {
 
     /// A watch of 3 sentinels, connected and subscribed, primary 10.0.0.1:6379.
     fn subscribed() -> Watch {
-        let mut w = Watch::new(b"mymaster", 3);
+        let mut w = Watch::new(b"mymaster", 3, b"");
         assert_eq!(w.handle(0, Event::Timer), vec![Action::Connect(0)]);
         let sent = w.handle(0, Event::Connected);
         let Action::Send(bytes) = &sent[0] else {
@@ -410,7 +434,7 @@ mod tests {
 
     #[test]
     fn replies_split_anywhere() {
-        let mut w = Watch::new(b"m", 1);
+        let mut w = Watch::new(b"m", 1, b"");
         w.handle(0, Event::Timer);
         w.handle(0, Event::Connected);
         let mut bytes = arr(&[bulk("::1"), bulk("7000")]);
@@ -436,7 +460,7 @@ mod tests {
             b":1\r\n".to_vec(),
             b"\x00garbage\r\n".to_vec(),
         ] {
-            let mut w = Watch::new(b"m", 2);
+            let mut w = Watch::new(b"m", 2, b"");
             w.handle(0, Event::Timer);
             w.handle(0, Event::Connected);
             let a = w.handle(0, Event::Received(&answer));
@@ -504,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_silent_sentinel_is_left_for_the_next() {
-        let mut w = Watch::new(b"m", 2);
+        let mut w = Watch::new(b"m", 2, b"");
         w.handle(0, Event::Timer);
         w.handle(0, Event::Connected);
         let a = w.handle(3000, Event::Watch);
@@ -516,6 +540,39 @@ mod tests {
         // Answered in time: the watch changes nothing.
         let mut w = subscribed();
         assert_eq!(w.handle(3000, Event::Watch), vec![]);
+    }
+
+    #[test]
+    fn auth_comes_first_and_its_refusal_is_a_failure() {
+        let mut auth = Vec::new();
+        resp::command(&mut auth, &[b"AUTH", b"pw"]);
+        let mut w = Watch::new(b"m", 2, &auth);
+        w.handle(0, Event::Timer);
+        let sent = w.handle(0, Event::Connected);
+        let Action::Send(bytes) = &sent[0] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(
+            resp::read_commands(bytes, 3)[0],
+            vec![b"AUTH".to_vec(), b"pw".to_vec()]
+        );
+        let mut ok = b"+OK\r\n".to_vec();
+        ok.extend(arr(&[bulk("10.0.0.1"), bulk("1")]));
+        ok.extend_from_slice(SUBSCRIBED);
+        assert_eq!(
+            w.handle(0, Event::Received(&ok))[0],
+            Action::Primary(addr("10.0.0.1:1"))
+        );
+        assert_eq!(w.state, State::Subscribed);
+
+        let mut w = Watch::new(b"m", 2, &auth);
+        w.handle(0, Event::Timer);
+        w.handle(0, Event::Connected);
+        let a = w.handle(0, Event::Received(b"-WRONGPASS invalid password\r\n"));
+        assert_eq!(a[0], Action::Close);
+        assert!(
+            matches!(&a[1], Action::Log(Note::Failed { why, .. }) if why == "AUTH refused: -WRONGPASS")
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: `log` is the cycle's, live (above); it is copied.
     let mut quiet_log = unsafe { *log };
     quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
-    let steps = Watch::new(name, peers.len());
+    let steps = Watch::new(name, peers.len(), &tier.sentinel_auth);
     let w = Box::into_raw(Box::new(Watcher {
         peers,
         steps,

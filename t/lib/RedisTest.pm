@@ -50,7 +50,8 @@ and waits until it answers PING (deadline 10 s). Options:
   sentinel => [NAME, PORT]
                      a Sentinel instead (redis-server --sentinel, with a
                      configuration file of its own) that monitors the primary
-                     on 127.0.0.1:PORT as NAME: quorum 2, down after 1 s
+                     on 127.0.0.1:PORT as NAME: quorum 2, down after 1 s;
+                     with password, the sentinel's own requirepass
   db => N            the database the admin client (the methods below)
                      SELECTs; the server itself is unaffected
   args => [...]      more redis-server arguments
@@ -548,7 +549,8 @@ sub argv {
             "sentinel monitor $name 127.0.0.1 $port 2",
             "sentinel down-after-milliseconds $name 1000",
             "sentinel failover-timeout $name 10000",
-            "sentinel parallel-syncs $name 1");
+            "sentinel parallel-syncs $name 1",
+            (defined $self->{password} ? ("requirepass $self->{password}") : ()));
         return ($REDIS_SERVER, "$self->{dir}/sentinel.conf", '--sentinel');
     }
     my @argv = ($REDIS_SERVER, '--bind', '127.0.0.1', '--port', $self->{port}, '--save', '',
