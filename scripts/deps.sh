@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, if any is missing.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
+# A word pypi:NAME==VERSION is a PyPI package instead, installed (after the
+# Debian packages, with python3-pip's `python3 -m pip`) into objs/pypi of this
+# tree with --target: nothing of the system's Python changes, no root needed.
 set -euo pipefail
 
+debian=()
+pypi=()
+for word in "$@"; do
+  case "$word" in
+    pypi:*) pypi+=("${word#pypi:}") ;;
+    *) debian+=("$word") ;;
+  esac
+done
+
 missing=()
-for pkg in "$@"; do
+for pkg in ${debian[@]+"${debian[@]}"}; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 
@@ -18,6 +30,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: run as root:  $cmd" >&2
     exit 1
   fi
+fi
+
+if [ ${#pypi[@]} -gt 0 ]; then
+  target="$(cd "$(dirname "$0")/.." && pwd)/objs/pypi"
+  for spec in "${pypi[@]}"; do
+    name="${spec%%==*}" version="${spec#*==}"
+    # Installed already when its dist-info of that version is there.
+    [ -d "$target/$name-$version.dist-info" ] && continue
+    echo "deps: installing $spec from PyPI into objs/pypi"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --root-user-action=ignore \
+      --target "$target" "$spec"
+  done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -161,6 +161,29 @@ pub mod registration {
         ptr::null_mut()
     }
 
+    /// Each worker's Sentinel watch (with `sentinel=`), then worker 0's
+    /// revocation channel.
+    unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
+        // SAFETY: nginx calls init_process with the new process's cycle,
+        // which both take as such.
+        unsafe {
+            let rc = crate::redis::sentinel_watch::init_process(cycle);
+            if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
+                return rc;
+            }
+            crate::redis::subscriber::init_process(cycle)
+        }
+    }
+
+    unsafe extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
+        // SAFETY: nginx calls exit_process with the process's cycle, which
+        // both take as such.
+        unsafe {
+            crate::redis::subscriber::exit_process(cycle);
+            crate::redis::sentinel_watch::exit_process(cycle);
+        }
+    }
+
     static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
         preconfiguration: Some(preconfiguration),
         postconfiguration: Some(postconfiguration),
@@ -183,8 +206,8 @@ pub mod registration {
         ctx: ptr::addr_of!(MODULE_CTX) as *mut c_void,
         commands: ptr::addr_of_mut!(directives::COMMANDS) as *mut _,
         type_: NGX_HTTP_MODULE as ngx_uint_t,
-        init_process: Some(crate::redis::subscriber::init_process),
-        exit_process: Some(crate::redis::subscriber::exit_process),
+        init_process: Some(init_process),
+        exit_process: Some(exit_process),
         ..ngx_module_t::default()
     };
 }

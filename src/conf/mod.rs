@@ -113,6 +113,12 @@ pub struct RedisTier {
     pub preamble_replies: usize,
     /// Key prefix (`oauth2:`); the purge channel is `<prefix>purge`.
     pub prefix: Vec<u8>,
+    /// `sentinel=NAME`: `upstream` is the sentinels, and every call goes to
+    /// the primary they name NAME (`redis/sentinel_watch.rs`).
+    pub sentinel: Option<Vec<u8>>,
+    /// `AUTH <sentinel password>`, RESP-encoded, when the sentinels have
+    /// one (empty otherwise): sent before the question.
+    pub sentinel_auth: Vec<u8>,
 }
 
 impl RedisTier {

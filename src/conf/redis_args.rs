@@ -15,10 +15,16 @@ pub struct RedisArgs<'a> {
     pub user: Option<Vec<u8>>,
     pub database: u32,
     pub prefix: Vec<u8>,
+    /// `sentinel=NAME`: the server is the sentinels (Redis Sentinel), and
+    /// the tier's server is the primary they name NAME.
+    pub sentinel: Option<Vec<u8>>,
+    /// `sentinel_password_file=PATH`: the sentinels' password (`AUTH`).
+    pub sentinel_password_file: Option<&'a [u8]>,
 }
 
 /// `<server> key_file=PATH [old_key_file=PATH] [password_file=PATH]
-/// [user=NAME] [database=N] [prefix=STRING]`.
+/// [user=NAME] [database=N] [prefix=STRING] [sentinel=NAME]
+/// [sentinel_password_file=PATH]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let (&server, params) = args.split_first().ok_or("needs a server")?;
     if server.is_empty() || server.contains(&b'=') {
@@ -30,6 +36,8 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let mut user = None;
     let mut database = None;
     let mut prefix = None;
+    let mut sentinel = None;
+    let mut sentinel_password_file = None;
     for &param in params {
         let text = String::from_utf8_lossy(param);
         let (name, value) = match param.iter().position(|b| *b == b'=') {
@@ -39,14 +47,15 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
         let name_text = String::from_utf8_lossy(name);
         let duplicate = || format!("sets \"{name_text}\" twice");
         match name {
-            b"key_file" | b"old_key_file" | b"password_file" => {
+            b"key_file" | b"old_key_file" | b"password_file" | b"sentinel_password_file" => {
                 if value.is_empty() {
                     return Err(format!("needs a file name in \"{name_text}=\""));
                 }
                 let slot = match name {
                     b"key_file" => &mut key_file,
                     b"old_key_file" => &mut old_key_file,
-                    _ => &mut password_file,
+                    b"password_file" => &mut password_file,
+                    _ => &mut sentinel_password_file,
                 };
                 if slot.replace(value).is_some() {
                     return Err(duplicate());
@@ -84,6 +93,17 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
                     return Err(duplicate());
                 }
             }
+            b"sentinel" => {
+                if value.is_empty()
+                    || value.len() > 200
+                    || value.iter().any(|b| !b.is_ascii_graphic())
+                {
+                    return Err("needs a master name (up to 200 bytes, no spaces or control characters) in \"sentinel=\"".into());
+                }
+                if sentinel.replace(value.to_vec()).is_some() {
+                    return Err(duplicate());
+                }
+            }
             _ => return Err(format!("has an unknown parameter \"{name_text}=\"")),
         }
     }
@@ -99,6 +119,12 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
         user,
         database: database.unwrap_or(0),
         prefix: prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_vec()),
+        sentinel_password_file: if sentinel.is_none() && sentinel_password_file.is_some() {
+            return Err("has \"sentinel_password_file=\" without \"sentinel=\"".into());
+        } else {
+            sentinel_password_file
+        },
+        sentinel,
     })
 }
 
@@ -208,6 +234,17 @@ mod tests {
         assert_eq!(a.user.as_deref(), Some(&b"gw"[..]));
         assert_eq!(a.database, 3);
         assert_eq!(a.prefix, b"fleet1:");
+        assert_eq!(a.sentinel, None);
+        let a = parse(&[b"sentinels", b"key_file=k", b"sentinel=mymaster"]).unwrap();
+        assert_eq!(a.sentinel.as_deref(), Some(&b"mymaster"[..]));
+        let a = parse(&[
+            b"sentinels",
+            b"key_file=k",
+            b"sentinel=m",
+            b"sentinel_password_file=sp",
+        ])
+        .unwrap();
+        assert_eq!(a.sentinel_password_file, Some(&b"sp"[..]));
     }
 
     #[test]
@@ -224,6 +261,12 @@ mod tests {
         assert!(err(&[b"r", b"key_file="]).contains("file name"));
         assert!(err(&[b"r", b"key_file=k", b"prefix="]).contains("prefix"));
         assert!(err(&[b"key_file=k"]).contains("upstream"));
+        assert!(err(&[b"r", b"key_file=k", b"sentinel="]).contains("sentinel"));
+        assert!(err(&[b"r", b"key_file=k", b"sentinel=a\x01"]).contains("sentinel"));
+        let long = [&b"sentinel="[..], &[b'm'; 201]].concat();
+        assert!(err(&[b"r", b"key_file=k", &long]).contains("sentinel"));
+        assert!(err(&[b"r", b"key_file=k", b"sentinel=a", b"sentinel=b"]).contains("twice"));
+        assert!(err(&[b"r", b"key_file=k", b"sentinel_password_file=p"]).contains("without"));
     }
 
     #[test]

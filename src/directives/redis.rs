@@ -57,6 +57,15 @@ handler!(set_redis: MainConf, |c| {
         resp::command(&mut preamble, &[b"SELECT", n.as_bytes()]);
         preamble_replies += 1;
     }
+    let mut sentinel_auth = Vec::new();
+    if let Some(name) = parsed.sentinel_password_file {
+        let contents = c.read_secret_file("sentinel_password_file", name)?;
+        let password = secret_from_file_contents(&contents);
+        if password.is_empty() {
+            return Err("has an empty \"sentinel_password_file\"".into());
+        }
+        resp::command(&mut sentinel_auth, &[b"AUTH", &password]);
+    }
     let mut url: ngx_url_t = zeroed_url();
     // SAFETY: cf is the configuration being parsed (see `Call`); the URL
     // is copied into its pool, which outlives the upstream that keeps it.
@@ -76,6 +85,8 @@ handler!(set_redis: MainConf, |c| {
         preamble,
         preamble_replies,
         prefix: parsed.prefix,
+        sentinel: parsed.sentinel,
+        sentinel_auth,
     });
     Ok(())
 });

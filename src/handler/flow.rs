@@ -148,9 +148,16 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
             return;
         };
         let body = Q::body(self.ctx().token(), inputs);
+        // The names, computed here (a hit has not needed them): refreshes
+        // are rare, one per entry's life.
+        let tier = match self.tier() {
+            Some(tier) => self.tier_names().map(|names| tier.place(names)),
+            None => None,
+        };
         let refresh = Refresh {
             refreshing,
             call: Q::call(self.conf),
+            tier,
         };
         let endpoint = self.endpoint();
         let _ = idp_call::post_refresh::<Q>(self.req, self.conf, endpoint, body, refresh);

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{CallStart, RequestCtx};
 use crate::handler::question::{IdpCall, Question};
+use crate::handler::redis_tier::{self, TierPlace};
 use crate::metrics::CallResult;
 use crate::nginx::req::{now_ms, Req};
 use crate::nginx::subrequest;
@@ -255,6 +256,8 @@ fn add_client_credentials(
 pub struct Refresh {
     pub refreshing: Refreshing<ShmZone>,
     pub call: IdpCall,
+    /// The Redis tier the answer updates too, if the location has one.
+    pub tier: Option<TierPlace>,
 }
 
 /// Asks the IdP again for an entry that is late in its life, after the
@@ -284,7 +287,10 @@ fn refresh_done<Q: Question>(sr: &mut Req<'_>, refresh: &mut Refresh, rc: ngx_in
     let no_paths = ClaimPaths::default();
     let paths = sr.main_conf().map_or(&no_paths, |m| &m.claims);
     let answer = Q::interpret(refresh.call, reply_of(sr, rc), paths);
-    flow::refreshed::<Q, _>(&refresh.refreshing, answer, now);
+    let update = flow::refreshed::<Q, _>(&refresh.refreshing, answer, now);
+    if let (Some(place), Some(mut main)) = (&refresh.tier, sr.parent()) {
+        redis_tier::refreshed(&mut main, place, update, now);
+    }
     forget_jwt_room(sr, refresh.call);
 }
 

@@ -12,6 +12,7 @@ use crate::conf::{LocationConf, RedisTier};
 use crate::handler::ctx::{RequestCtx, TierEntry, TierNames, TierRead};
 use crate::handler::question::Question;
 use crate::nginx::req::{now_ms, Req};
+use crate::oauth::cache::flow::TierUpdate;
 use crate::redis::call::{self, Failure};
 use crate::redis::replay::{self, FleetReplay};
 use crate::redis::resp::{self, Reply};
@@ -34,6 +35,44 @@ impl<'a> Tier<'a> {
         let uri = conf.shared_cache_uri()?;
         let redis = req.main_conf()?.redis.as_ref()?;
         Some(Tier { uri, redis })
+    }
+}
+
+/// What a background refresh keeps to update the Redis tier once its
+/// answer is in (`handler/idp_call.rs`), after the client's request: the
+/// location's Redis URI and the question's names.
+pub struct TierPlace {
+    uri: Vec<u8>,
+    names: TierNames,
+}
+
+impl Tier<'_> {
+    /// Where a refresh of the question with `names` updates this tier.
+    pub fn place(&self, names: TierNames) -> TierPlace {
+        TierPlace {
+            uri: self.uri.to_vec(),
+            names,
+        }
+    }
+}
+
+/// A refresh's answer is in: the tier gets what the zone kept, or loses
+/// the token's entries when the IdP said no (`flow::refreshed`). `req` is
+/// the main request, as for the writes of a miss; background calls.
+pub fn refreshed(req: &mut Req<'_>, place: &TierPlace, update: TierUpdate, now_ms: i64) {
+    let Some(redis) = req.main_conf().and_then(|m| m.redis.as_ref()) else {
+        return;
+    };
+    let tier = Tier {
+        uri: &place.uri,
+        redis,
+    };
+    // A call that cannot start is a later miss elsewhere.
+    if update.forget {
+        let _ = remove(req, &tier, &place.names);
+    }
+    if let Some(found) = update.write {
+        let _ = store(req, &tier, &place.names, &found, now_ms);
     }
 }
 

@@ -128,8 +128,16 @@ fn now_s() -> u64 {
 
 /// Counts `failure` in `oauth2_token_shared_cache_failures_total` and logs
 /// it at `error`, unless a line about the same kind was logged by this
-/// worker in the last 10 s.
+/// worker in the last 10 s. With Sentinel, a failure that may mean the
+/// primary moved asks the sentinels again.
 pub fn note_failure(log: *mut ngx_log_t, failure: &Failure) {
+    // With Sentinel, a primary that cannot be reached or refuses writes
+    // (a demoted one) may have moved: the sentinels are asked again.
+    if matches!(failure, Failure::Connect | Failure::Timeout)
+        || matches!(failure, Failure::ErrorReply(kind) if kind == "READONLY")
+    {
+        super::sentinel_watch::reask();
+    }
     // SAFETY: a worker's cycle is set up before any request or event runs;
     // the main conf lives as long as the cycle.
     if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {

@@ -7,15 +7,17 @@
 //! `write.rs`, what a write of an answer sends and what its replies tell;
 //! `tier_read.rs`, which entry of a read answers a question; `replay.rs`,
 //! what records a DPoP proof for the fleet and what its replies say;
-//! `subscription.rs`, the revocation channel's steps. The nginx glue, left
+//! `subscription.rs`, the revocation channel's steps; `sentinel.rs`, where
+//! Redis Sentinel says the primary is. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
-//! `deadline.rs`, `subscriber.rs`.
+//! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`.
 
 pub mod failure;
 pub mod fleet;
 pub mod purge;
 pub mod replay;
 pub mod resp;
+pub mod sentinel;
 pub mod subscription;
 pub mod tier_read;
 pub mod write;
@@ -24,6 +26,10 @@ pub mod write;
 pub(crate) mod call;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod deadline;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod peers;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod sentinel_watch;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod subscriber;
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -14,9 +14,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer,
     ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
-    ngx_handle_write_event, ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_int_t,
-    ngx_log_t, ngx_peer_connection_t, ngx_str_t, sockaddr, socklen_t, NGX_AGAIN, NGX_LOG_CRIT,
-    NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_peer_connection_t, ngx_str_t, sockaddr,
+    NGX_AGAIN, NGX_LOG_CRIT, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 
@@ -27,20 +27,29 @@ use crate::redis::fleet::{self, Purge};
 use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
 use crate::shm::zone;
 
+use super::peers::{peers_of, Peer};
+use super::sentinel_watch;
+
+/// Whether the tier's server is the primary Sentinel names.
+fn sentinel() -> bool {
+    // SAFETY: a worker's cycle is set up before any of its events run; the
+    // main conf lives as long as the cycle.
+    unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }
+        .and_then(|m| m.redis.as_ref())
+        .is_some_and(|t| t.sentinel.is_some())
+}
+
 const CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Bytes read from the connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// One Redis server: its address, copied out of the upstream.
-struct Peer {
-    sockaddr: Vec<u8>,
-    socklen: socklen_t,
-    name: Vec<u8>,
-    name_str: ngx_str_t,
-}
-
 struct Subscriber {
     peers: Vec<Peer>,
+    /// With Sentinel: the primary's address, copied at each connect (the
+    /// upstream's servers are the sentinels, never subscribed to).
+    primary: Option<Peer>,
+    /// With Sentinel, no connection was tried yet: waiting for a primary.
+    waiting: bool,
     /// The conversation's steps (plain, `redis/subscription.rs`).
     steps: Subscription,
     conn: *mut ngx_connection_t,
@@ -100,6 +109,8 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
     let mut sub = Box::new(Subscriber {
         peers,
+        primary: None,
+        waiting: sentinel(),
         steps,
         conn: ptr::null_mut(),
         connecting: false,
@@ -140,10 +151,33 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // Down until subscribed (the gauge outlives a reload, and the
     // worker 0 before this one).
     gauge(ids, false);
+    // With Sentinel, the first connection waits for the primary's address
+    // (`primary_known`).
+    if sentinel() {
+        sentinel_watch::on_primary(primary_known);
+        if sentinel_watch::with_primary(|p| p.is_none()) {
+            return NGX_OK as ngx_int_t;
+        }
+    }
     // SAFETY: `sub` is this worker's subscriber, leaked just above and
     // freed only by exit_process.
     unsafe { run(sub, Event::Timer) };
     NGX_OK as ngx_int_t
+}
+
+/// With Sentinel, a primary is known: the first connection opens now
+/// (later ones follow the steps' own timers).
+fn primary_known() {
+    let sub = SUBSCRIBER.load(Ordering::Relaxed);
+    // SAFETY: `sub` is this worker's subscriber when not null, alive until
+    // exit_process, which clears SUBSCRIBER first.
+    unsafe {
+        if sub.is_null() || !(*sub).waiting {
+            return;
+        }
+        (*sub).waiting = false;
+        run(sub, Event::Timer);
+    }
 }
 
 /// `exit_process`: closes the channel.
@@ -162,42 +196,6 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
         }
         drop(Box::from_raw(sub));
     }
-}
-
-/// The servers of the upstream (round-robin's view, which every balancer
-/// shares): primary servers, then backups; `down` ones left out.
-///
-/// # Safety
-/// `uscf` must be an initialised upstream of the running cycle.
-unsafe fn peers_of(uscf: *mut ngx_http_upstream_srv_conf_t) -> Vec<Peer> {
-    let mut peers = Vec::new();
-    // SAFETY: round-robin's init made peer.data a peers list (primary,
-    // then `next` for backups) whose entries live as long as the cycle;
-    // the addresses are copied out.
-    unsafe {
-        if uscf.is_null() {
-            return peers;
-        }
-        let mut list = (*uscf).peer.data.cast::<ngx_http_upstream_rr_peers_t>();
-        while !list.is_null() {
-            let mut peer = (*list).peer;
-            while !peer.is_null() {
-                if (*peer).down == 0 && !(*peer).sockaddr.is_null() {
-                    let len = (*peer).socklen as usize;
-                    let addr = core::slice::from_raw_parts((*peer).sockaddr.cast::<u8>(), len);
-                    peers.push(Peer {
-                        sockaddr: addr.to_vec(),
-                        socklen: (*peer).socklen,
-                        name: (*peer).name.as_bytes().to_vec(),
-                        name_str: ngx_str_t::empty(),
-                    });
-                }
-                peer = (*peer).next;
-            }
-            list = (*list).next;
-        }
-    }
-    peers
 }
 
 fn exiting() -> bool {
@@ -313,7 +311,30 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
     // `s` is not used once `run` is called below.
     let s = unsafe { &mut *sub };
     let index = server % s.peers.len();
-    let peer = &mut s.peers[index];
+    let peer = if sentinel() {
+        // The primary the sentinels named, if any yet.
+        s.primary = sentinel_watch::with_primary(|p| {
+            p.map(|p| Peer {
+                sockaddr: p.sockaddr.clone(),
+                socklen: p.socklen,
+                name: p.name.clone(),
+                name_str: ngx_str_t::empty(),
+            })
+        });
+        let Some(peer) = s.primary.as_mut() else {
+            let trouble = Trouble::CannotConnect("the primary (no sentinel named it yet)".into());
+            // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
+            return unsafe { run(sub, Event::Failed(trouble)) };
+        };
+        peer.name_str = ngx_str_t {
+            len: peer.name.len(),
+            data: peer.name.as_mut_ptr(),
+        };
+        peer
+    } else {
+        &mut s.peers[index]
+    };
+    let peer_name = peer.name.clone();
     // SAFETY: an all-zero ngx_peer_connection_t is an empty one (nginx
     // pcallocs them).
     let mut pc: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
@@ -332,7 +353,7 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
             // SAFETY: `c` is the connection nginx just made for `pc`, ours.
             unsafe { ngx_close_connection(c) };
         }
-        let name = String::from_utf8_lossy(&s.peers[index].name).into_owned();
+        let name = String::from_utf8_lossy(&peer_name).into_owned();
         // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
         unsafe { run(sub, Event::Failed(Trouble::CannotConnect(name))) };
         return;

