@@ -132,10 +132,10 @@ impl VerifyingKey {
         let x = BigNum::from_slice(x).map_err(|_| KeyError::Unusable)?;
         let y = BigNum::from_slice(y).map_err(|_| KeyError::Unusable)?;
         // OpenSSL refuses coordinates that are not a point of the group
-        // (and coordinates of the field's size or more).
+        // (and coordinates of the field's size or more): setting them runs
+        // its full key check (EC_KEY_check_key), which is not run twice.
         let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y)
             .map_err(|_| KeyError::EcPointInvalid)?;
-        key.check_key().map_err(|_| KeyError::EcPointInvalid)?;
         Ok(VerifyingKey {
             kind,
             material: Material::Ec(key),
