@@ -10,7 +10,7 @@ use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
 use crate::handler::upstream;
 use crate::nginx::req::Req;
-use crate::oauth::cache::key::{exchange_key, policy};
+use crate::oauth::cache::key::{exchange_key, policy, KeySecret};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
@@ -51,8 +51,13 @@ impl Question for Exchange {
         Some((params, req.evaluate(conf.cache_vary)?))
     }
 
-    fn key(conf: &LocationConf, token: &[u8], (params, vary): &Self::Inputs<'_>) -> CacheKey {
-        exchange_key(&conf.token_endpoint.key_scope, token, vary, params)
+    fn key(
+        conf: &LocationConf,
+        secret: &KeySecret,
+        token: &[u8],
+        (params, vary): &Self::Inputs<'_>,
+    ) -> CacheKey {
+        exchange_key(secret, &conf.token_endpoint.key_scope, token, vary, params)
     }
 
     fn fleet_policy(conf: &LocationConf, (params, vary): &Self::Inputs<'_>) -> Vec<u8> {

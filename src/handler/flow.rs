@@ -121,7 +121,9 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
 
     fn key(&mut self) -> Option<CacheKey> {
         let inputs = self.inputs.as_ref()?;
-        Some(Q::key(self.conf, self.ctx().token(), inputs))
+        let (zone, _) = self.cache()?;
+        let secret = zone.key_secret();
+        Some(Q::key(self.conf, &secret, self.ctx().token(), inputs))
     }
 
     fn token_tag(&self) -> [u8; 8] {

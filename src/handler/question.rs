@@ -8,6 +8,7 @@ use crate::handler::ctx::{RequestCtx, Slot};
 use crate::nginx::req::Req;
 pub use crate::oauth::cache::flow::Answer;
 use crate::oauth::cache::flow::Kind;
+use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
@@ -35,8 +36,14 @@ pub trait Question: Kind + 'static {
     /// into its pool).
     fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>>;
 
-    /// The cache key of this request's question.
-    fn key(conf: &LocationConf, token: &[u8], inputs: &Self::Inputs<'_>) -> CacheKey;
+    /// The cache key of this request's question in the zone whose key
+    /// secret is `secret`.
+    fn key(
+        conf: &LocationConf,
+        secret: &KeySecret,
+        token: &[u8],
+        inputs: &Self::Inputs<'_>,
+    ) -> CacheKey;
 
     /// What names this question's answer in its token's hash in the Redis
     /// tier.
