@@ -1915,6 +1915,34 @@ pub(crate) mod tests {
         assert_eq!(z.check(), 0);
     }
 
+    /// The zone's density for typical claims (those of
+    /// `scripts/cache-sizing.pl`: a UUID `sub`, three scopes, a client id,
+    /// `exp`): their encoded value and the node header take one 256-byte
+    /// slab chunk (about 4,000 entries a megabyte, DIRECTIVES.md). An
+    /// encoding or a header that grows past these bounds fails here, before
+    /// it halves what a zone holds.
+    #[test]
+    fn a_typical_entry_takes_one_256_byte_chunk() {
+        use crate::oauth::cache::CachedIntrospection;
+        use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+        const TYPICAL_VALUE_BOUND: usize = 108;
+        const CHUNK: usize = 256;
+        let typical = IntrospectionResult::Active(TokenClaims {
+            sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
+            scope: Some("openid profile orders:read".into()),
+            client_id: Some("web-app-1234".into()),
+            exp: Some(4_102_444_800),
+            ..TokenClaims::default()
+        });
+        let value = CachedIntrospection::encode(&typical).len();
+        assert!(
+            value <= TYPICAL_VALUE_BOUND,
+            "a typical value takes {value} bytes"
+        );
+        let chunk = (size_of::<Node>() + value).next_power_of_two();
+        assert!(chunk <= CHUNK, "a typical entry takes a {chunk}-byte chunk");
+    }
+
     /// The cache keys' secret is the one the table was made with, kept
     /// through every change; a table made afresh has the new one.
     #[test]
