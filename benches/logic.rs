@@ -12,6 +12,9 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use ngx_http_auth_oauth2_token_module::oauth::bearer::{self, BearerToken};
+use ngx_http_auth_oauth2_token_module::oauth::cache::key::{
+    introspection_key, KeyScope, KeySecret,
+};
 use ngx_http_auth_oauth2_token_module::oauth::cache::{CacheKey, CachedIntrospection};
 use ngx_http_auth_oauth2_token_module::oauth::claim_rule::ClaimRule;
 use ngx_http_auth_oauth2_token_module::oauth::introspection::{
@@ -148,6 +151,15 @@ fn cache(c: &mut Criterion) {
             CacheKey::from_parts(&[black_box(ENDPOINT), black_box(CLIENT_ID), black_box(&jwt)])
                 .bucket_hash()
         })
+    });
+    // A request's zone key: the scope (hashed once per configuration, as
+    // above) and the token under the zone's secret.
+    let (secret, scope) = (KeySecret([1, 2]), KeyScope([7; 32]));
+    g.bench_function("zone/opaque_40B", |b| {
+        b.iter(|| introspection_key(&secret, &scope, black_box(OPAQUE_TOKEN), None).bucket_hash())
+    });
+    g.bench_function(format!("zone/jwt_{}B", jwt.len()), |b| {
+        b.iter(|| introspection_key(&secret, &scope, black_box(&jwt), None).bucket_hash())
     });
     g.finish();
 

@@ -8,10 +8,9 @@
 # a request costs does not depend on the machine's load and repeats to well
 # under 1%, so it shows what a code change costs. It is not a time: cache
 # misses, syscalls and the kernel's share are not in it. One skew: valgrind
-# hides SHA-NI from CPUID, so the cache keys' SHA-256 runs sha2's portable
-# code here (~3,500 instructions a 64-byte block), far more than on a CPU
-# with SHA-NI; the cached scenarios 3, 4, 6, 7 hash one to three blocks a
-# request.
+# hides SHA-NI from CPUID, so SHA-256 (the Redis tier's HMAC names, scenario
+# 10) runs OpenSSL's vector code here (~2,000 instructions a 64-byte block),
+# far more than on a CPU with SHA-NI. (Zone keys are SipHash, no skew.)
 #
 # How: two gateways run under callgrind as one process each (daemon off,
 # master_process off), one without the module (scenarios 1, 8a, 8b) and one

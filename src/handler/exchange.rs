@@ -10,7 +10,7 @@ use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
 use crate::handler::upstream;
 use crate::nginx::req::Req;
-use crate::oauth::cache::key::{exchange_key, policy};
+use crate::oauth::cache::key::{exchange_key, policy, KeySecret};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
@@ -54,10 +54,11 @@ impl Question for Exchange {
     fn key(
         _conf: &LocationConf,
         endpoint: &Endpoint,
+        secret: &KeySecret,
         token: &[u8],
         (params, vary): &Self::Inputs<'_>,
     ) -> CacheKey {
-        exchange_key(&endpoint.key_scope, token, vary, params)
+        exchange_key(secret, &endpoint.key_scope, token, vary, params)
     }
 
     fn fleet_policy(

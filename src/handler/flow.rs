@@ -127,9 +127,12 @@ impl<'r, Q: Question> Env for Nginx<'_, 'r, Q> {
 
     fn key(&mut self) -> Option<CacheKey> {
         let inputs = self.inputs.as_ref()?;
+        let (zone, _) = self.cache()?;
+        let secret = zone.key_secret();
         Some(Q::key(
             self.conf,
             self.endpoint(),
+            &secret,
             self.ctx().token(),
             inputs,
         ))

@@ -6,7 +6,7 @@ use crate::handler::ctx::{Introspected, Outcome, RequestCtx, Slot, Stage};
 use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
 use crate::nginx::req::Req;
-use crate::oauth::cache::key::{introspection_key, policy};
+use crate::oauth::cache::key::{introspection_key, policy, KeySecret};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::form;
 use crate::oauth::idp_reply::IdpReply;
@@ -43,9 +43,15 @@ impl Question for Introspection {
         req.evaluate(conf.cache_vary)
     }
 
-    fn key(conf: &LocationConf, endpoint: &Endpoint, token: &[u8], vary: &&[u8]) -> CacheKey {
+    fn key(
+        conf: &LocationConf,
+        endpoint: &Endpoint,
+        secret: &KeySecret,
+        token: &[u8],
+        vary: &&[u8],
+    ) -> CacheKey {
         let vary = conf.cache_vary.map(|_| *vary);
-        introspection_key(&endpoint.key_scope, token, vary)
+        introspection_key(secret, &endpoint.key_scope, token, vary)
     }
 
     fn fleet_policy(conf: &LocationConf, endpoint: &Endpoint, vary: &&[u8]) -> Vec<u8> {

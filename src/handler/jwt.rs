@@ -48,10 +48,11 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     // SAFETY: `ctx` is the request's context, in its pool; the token lives
     // in request memory, and no `&mut` to the context is held meanwhile.
     let token = unsafe { (*ctx).token() };
-    let key = cache.map(|_| introspection_key(&conf.jwt.key_scope, token, None));
     // SAFETY: a cache conf's zone was added by its directive and
     // initialised by nginx before any request ran.
     let zone = cache.map(|cache| unsafe { ShmZone::new(cache.zone.cast()) });
+    let key =
+        zone.map(|zone| introspection_key(&zone.key_secret(), &conf.jwt.key_scope, token, None));
     let now = now_ms();
     if let (Some(cache), Some(key), Some(zone)) = (cache, key, zone) {
         let at = At::reading(&cache.policy, now, 0);

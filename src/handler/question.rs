@@ -8,6 +8,7 @@ use crate::handler::ctx::{RequestCtx, Slot};
 use crate::nginx::req::Req;
 pub use crate::oauth::cache::flow::Answer;
 use crate::oauth::cache::flow::Kind;
+use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::idp_reply::{IdpReply, MAX_RESPONSE_BYTES};
 use crate::oauth::introspection::{ClaimPaths, MAX_PHANTOM_RESPONSE_BYTES};
@@ -37,10 +38,12 @@ pub trait Question: Kind + 'static {
     /// into its pool).
     fn read_inputs<'r>(req: &mut Req<'r>, conf: &'r LocationConf) -> Option<Self::Inputs<'r>>;
 
-    /// The cache key of this request's question, asked at `endpoint`.
+    /// The cache key of this request's question, asked at `endpoint`, in
+    /// the zone whose key secret is `secret`.
     fn key(
         conf: &LocationConf,
         endpoint: &Endpoint,
+        secret: &KeySecret,
         token: &[u8],
         inputs: &Self::Inputs<'_>,
     ) -> CacheKey;

@@ -35,6 +35,7 @@ use core::mem::size_of;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 
+use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 
 mod change;
@@ -89,6 +90,8 @@ pub enum Opened {
 pub struct Fresh {
     /// The key of the bucket hash: 16 random bytes drawn for this table.
     pub bucket_key: [u8; 16],
+    /// The secret of the zone's cache keys: 16 more random bytes.
+    pub key_secret: [u8; 16],
     /// Answers obtained at or before this time are not stored
     /// (`Table::floor_ms`): `i64::MIN` for a zone nginx has just created,
     /// the current time when a worker makes the table in place of one it
@@ -207,6 +210,7 @@ unsafe fn make<S: Slab, D: Steps>(
             },
             stats: Stats::default(),
             bucket_key: [k0, k1],
+            key_secret: KeySecret::from_bytes(fresh.key_secret).0,
             floor_ms: fresh.floor_ms,
         });
         steps.step()?;
@@ -239,6 +243,16 @@ pub unsafe fn cutoff(table: *mut Table, tag: &[u8; 8]) -> Option<i64> {
     // function's contract), as `refused_until` needs.
     let until = unsafe { refused_until(table, tag) };
     (until != i64::MIN).then_some(until)
+}
+
+/// The secret of the zone's cache keys, fixed when the table was made.
+///
+/// # Safety
+/// `table` must be a table returned by [`open`], the lock held.
+pub unsafe fn key_secret(table: *mut Table) -> KeySecret {
+    // SAFETY: `table` was returned by `open` (this function's contract);
+    // the secret is written whole before the table is published.
+    KeySecret(unsafe { (*table).key_secret })
 }
 
 /// Marks `key` as being asked by this worker until `deadline_ms`, unless
@@ -762,6 +776,7 @@ pub(crate) mod tests {
                 slab: TestSlab::new(budget),
                 fresh: Fresh {
                     bucket_key,
+                    key_secret: *b"test key secret!",
                     floor_ms: i64::MIN,
                 },
             };
@@ -1898,6 +1913,60 @@ pub(crate) mod tests {
         assert_eq!(removed, Err(Died));
         assert_eq!(z.open().1, Opened::Repaired);
         assert_eq!(z.check(), 0);
+    }
+
+    /// The zone's density for typical claims (those of
+    /// `scripts/cache-sizing.pl`: a UUID `sub`, three scopes, a client id,
+    /// `exp`): their encoded value and the node header take one 256-byte
+    /// slab chunk (about 4,000 entries a megabyte, DIRECTIVES.md). An
+    /// encoding or a header that grows past these bounds fails here, before
+    /// it halves what a zone holds.
+    #[test]
+    fn a_typical_entry_takes_one_256_byte_chunk() {
+        use crate::oauth::cache::CachedIntrospection;
+        use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+        const TYPICAL_VALUE_BOUND: usize = 108;
+        const CHUNK: usize = 256;
+        let typical = IntrospectionResult::Active(TokenClaims {
+            sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
+            scope: Some("openid profile orders:read".into()),
+            client_id: Some("web-app-1234".into()),
+            exp: Some(4_102_444_800),
+            ..TokenClaims::default()
+        });
+        let value = CachedIntrospection::encode(&typical).len();
+        assert!(
+            value <= TYPICAL_VALUE_BOUND,
+            "a typical value takes {value} bytes"
+        );
+        let chunk = (size_of::<Node>() + value).next_power_of_two();
+        assert!(chunk <= CHUNK, "a typical entry takes a {chunk}-byte chunk");
+    }
+
+    /// The cache keys' secret is the one the table was made with, kept
+    /// through every change; a table made afresh has the new one.
+    #[test]
+    fn the_key_secret_is_the_tables_own() {
+        let mut z = Zone::new(1 << 20);
+        let secret = KeySecret::from_bytes(z.fresh.key_secret);
+        let (table, _) = z.open();
+        // SAFETY: the table was just opened.
+        assert_eq!(unsafe { key_secret(table) }, secret);
+        for n in 0..100 {
+            assert!(z.insert(n, b"value"));
+        }
+        let (table, _) = z.open();
+        // SAFETY: as above.
+        assert_eq!(unsafe { key_secret(table) }, secret);
+        z.fresh.key_secret = *b"a second secret!";
+        // SAFETY: as above; the mark makes the next open repair the table.
+        unsafe { (*table).changing.store(1, Ordering::Release) };
+        let (table, opened) = z.open();
+        assert_eq!(opened, Opened::Repaired);
+        // SAFETY: as above.
+        let now = unsafe { key_secret(table) };
+        assert_eq!(now, KeySecret::from_bytes(*b"a second secret!"));
+        assert_ne!(now, secret);
     }
 
     fn oldest_for_test(table: *mut Table) -> *mut Node {

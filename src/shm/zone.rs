@@ -1,8 +1,10 @@
 //! A cache table in an nginx shared-memory zone: the zone's slab pool is the
 //! table's [`Slab`], its mutex the lock every operation holds, and a table
 //! left half-changed by a worker that died is cleared by the next one. The
-//! random key of a table's bucket hash is drawn here, when it is made.
+//! random keys of a table's bucket hash and of its cache keys are drawn
+//! here, when it is made; each worker keeps a copy of the latter.
 
+use core::cell::RefCell;
 use core::ffi::c_void;
 use core::ptr;
 
@@ -15,6 +17,7 @@ use ngx::ffi::{
 use crate::conf::MainConf;
 use crate::metrics::ZoneGauges;
 use crate::oauth::cache::flow::CacheZone;
+use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Remembered, Slab, Table};
 
@@ -63,11 +66,12 @@ impl Slab for SlabPool {
     }
 }
 
-/// The key of a new table's bucket hash: 16 bytes from OpenSSL's generator
-/// (getrandom), else from `/dev/urandom`. With neither (never seen on
-/// Linux) the time and the process id stand in: the cache still works, only
-/// a client who guesses them can aim tokens at one chain again.
-fn bucket_key() -> [u8; 16] {
+/// A key of a new table (its bucket hash's, its cache keys'): 16 bytes from
+/// OpenSSL's generator (getrandom), else from `/dev/urandom`. With neither
+/// (never seen on Linux) the time and the process id stand in: the cache
+/// still works, only a client who guesses them can aim tokens at one chain
+/// again, or make two keys of one zone meet.
+fn random_key() -> [u8; 16] {
     use std::io::Read;
     let mut key = [0u8; 16];
     if openssl::rand::rand_bytes(&mut key).is_ok() {
@@ -79,12 +83,15 @@ fn bucket_key() -> [u8; 16] {
     {
         return key;
     }
+    static DRAWN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let drawn = DRAWN.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let seed = [
         &nanos.to_le_bytes()[..],
         &std::process::id().to_le_bytes()[..],
+        &drawn.to_le_bytes()[..],
     ]
     .concat();
     CacheKey::from_parts(&[&seed]).0[..16]
@@ -122,7 +129,8 @@ impl Locked {
             // the cutoffs it held are gone, so it refuses what was obtained
             // before it.
             let fresh = || Fresh {
-                bucket_key: bucket_key(),
+                bucket_key: random_key(),
+                key_secret: random_key(),
                 floor_ms: now_ms(),
             };
             let opened = table::open(root, &mut slab, (*zone).shm.size, fresh);
@@ -133,6 +141,9 @@ impl Locked {
             if how != Opened::Ready {
                 log_repair(zone, (*zone).shm.log);
             }
+            // A table made afresh (here or by another worker) has a new
+            // secret: the copy follows it at every lock.
+            note_secret(zone, table::key_secret(table));
             Some(Locked { pool: slab, table })
         }
     }
@@ -143,6 +154,26 @@ impl Drop for Locked {
         // SAFETY: locked in `new`.
         unsafe { ngx_shmtx_unlock(&mut (*self.pool.0).mutex) };
     }
+}
+
+thread_local! {
+    /// This worker's copy of each zone's key secret (`table::key_secret`),
+    /// by zone, taken whenever it holds the zone's lock: keys are made
+    /// before the look-up that takes it. A copy older than a table made
+    /// afresh makes keys that find nothing, until the next lock.
+    static SECRETS: RefCell<Vec<(*mut ngx_shm_zone_t, KeySecret)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+fn note_secret(zone: *mut ngx_shm_zone_t, secret: KeySecret) {
+    SECRETS.with_borrow_mut(|known| match known.iter_mut().find(|(z, _)| *z == zone) {
+        Some(entry) => entry.1 = secret,
+        None => known.push((zone, secret)),
+    });
+}
+
+fn known_secret(zone: *mut ngx_shm_zone_t) -> Option<KeySecret> {
+    SECRETS.with_borrow(|known| known.iter().find(|(z, _)| *z == zone).map(|e| e.1))
 }
 
 fn log_repair(zone: *mut ngx_shm_zone_t, log: *mut ngx_log_t) {
@@ -327,7 +358,8 @@ pub unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, old_data: *mut c_v
     }
     // A new zone: nothing was purged in it yet.
     let fresh = || Fresh {
-        bucket_key: bucket_key(),
+        bucket_key: random_key(),
+        key_secret: random_key(),
         floor_ms: i64::MIN,
     };
     // SAFETY: a new zone's pool is used by no worker yet, so no lock is
@@ -448,6 +480,21 @@ impl ShmZone {
     /// init callback), which lives as long as the cycle.
     pub unsafe fn new(zone: *mut ngx_shm_zone_t) -> ShmZone {
         ShmZone(zone)
+    }
+
+    /// The secret of this zone's cache keys (`oauth/cache/key.rs`): this
+    /// worker's copy, taken under the zone's lock the first time. A zone
+    /// too small for a table has none: it finds and keeps nothing, so any
+    /// key does (zeros).
+    pub fn key_secret(self) -> KeySecret {
+        if let Some(secret) = known_secret(self.0) {
+            return secret;
+        }
+        // SAFETY: `self.0` is a zone initialised by `init_zone`
+        // (`ShmZone::new`'s contract); the lock is released at once, and
+        // taking it noted the secret.
+        drop(unsafe { Locked::new(self.0) });
+        known_secret(self.0).unwrap_or_default()
     }
 
     /// Records a DPoP proof's name in this zone, a replay store, until

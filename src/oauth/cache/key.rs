@@ -1,19 +1,25 @@
-//! Cache keys: a SHA-256 digest over everything that shapes a cached answer,
-//! so that an answer obtained for one endpoint, client or set of exchange
-//! parameters is never served for another, and no raw token is kept in
-//! shared memory.
+//! Cache keys: what names a cached answer in a zone, so that an answer
+//! obtained for one endpoint, client or set of exchange parameters is never
+//! served for another, and no raw token is kept in shared memory.
 //!
 //! Every key made from a token begins with the token's tag
-//! ([`token_tag`], a fast hash of the token): bytes 0..8 are the tag, bytes 8..32 are bytes 8..32 of
-//! the digest over everything that decides the answer. The shared-memory
-//! table picks a key's bucket from its first 8 bytes (a keyed hash of them,
-//! with a random key per zone, so nobody can aim tokens at a chain), so all
-//! the entries of one token, in every policy, share one chain, and a purge
-//! of the token walks that chain only.
+//! ([`token_tag`], a fast hash of the token): bytes 0..8 are the tag, bytes
+//! 8..24 a keyed 128-bit hash (SipHash-2-4-128) of everything that decides
+//! the answer, under the zone's own random secret ([`KeySecret`]), bytes
+//! 24..32 zero. The table needs keys that nobody can make collide, and
+//! nobody who sends tokens knows the secret: finding two inputs with one
+//! hash without it is guessing a 128-bit PRF's output, and the secret never
+//! leaves the zone's memory. (A SHA-256 digest, as keys were before, costs
+//! a gateway without SHA-NI ten times the instructions per hit.) The
+//! shared-memory table picks a key's bucket from its first 8 bytes (a
+//! keyed hash of them, with another random key per zone, so nobody can aim
+//! tokens at a chain), so all the entries of one token, in every policy,
+//! share one chain, and a purge of the token walks that chain only. Keys
+//! live only in their zone: the Redis tier names answers by its own keyed
+//! hashes (`redis/fleet.rs`), and purges by the tag.
 
-// OpenSSL's SHA-256: SHA-NI where the CPU has it, vector code where it
-// has not (Intel server CPUs before Ice Lake), about half the instructions
-// of the sha2 crate's portable code there; no allocation.
+// OpenSSL's SHA-256, for what is hashed once per configuration (scopes,
+// server identities): SHA-NI where the CPU has it; no allocation.
 use openssl::sha::Sha256;
 
 use crate::oauth::exchange::ExchangeParams;
@@ -44,23 +50,16 @@ impl CacheKey {
     pub fn tag(&self) -> [u8; 8] {
         self.0[..8].try_into().expect("8 bytes")
     }
-
-    /// `digest` with its first 8 bytes replaced by the tag of `token`.
-    fn tagged(token: &[u8], digest: [u8; 32]) -> CacheKey {
-        let mut key = digest;
-        key[..8].copy_from_slice(&token_tag(token));
-        CacheKey(key)
-    }
 }
 
 /// What every cache key made from `token` begins with, in every policy and
 /// location: a 64-bit hash of the token, eight bytes at a time, finished
 /// with MurmurHash3's mixer. It names the token's entries for a purge
 /// without keeping the token. Not a digest: on every look-up it costs a
-/// fraction of the key's SHA-256 (measured: 12 ns against 134 ns for a
-/// 40-byte token, 216 ns against 824 ns for 900 bytes; byte-at-a-time FNV-1a
-/// took 1.4 us there), and it needs no secrecy
-/// (the zone keeps SHA-256 digests of tokens beside it); two tokens that
+/// fraction of a SHA-256 (measured: 12 ns against 134 ns for a 40-byte
+/// token, 216 ns against 824 ns for 900 bytes; byte-at-a-time FNV-1a took
+/// 1.4 us there), and it needs no secrecy (the zone keeps keyed hashes of
+/// tokens beside it); two tokens that
 /// share a tag share a chain and a purge, nothing more. It is fixed here, so
 /// every gateway of a fleet computes the same tag for a purge message.
 pub fn token_tag(token: &[u8]) -> [u8; 8] {
@@ -201,32 +200,154 @@ pub fn policy(scope: &KeyScope, parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// The key of an introspection answer: the location's scope, the values of
-/// `auth_oauth2_token_cache_vary` (`None` without it: the scope says which),
-/// and the token. The scope has a fixed length, the values a length prefix,
-/// and the token comes last, so the parts cannot shift into each other; a
-/// typical token takes as few SHA-256 blocks as it can. The key begins with
-/// the token's tag (see the module's comment).
-pub fn introspection_key(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
-    let mut hasher = Sha256::new();
+/// A zone's secret key for [`introspection_key`] and [`exchange_key`]: 16
+/// random bytes drawn when the zone's table is made, kept in the zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeySecret(pub [u64; 2]);
+
+impl KeySecret {
+    pub fn from_bytes(bytes: [u8; 16]) -> KeySecret {
+        let [k0, k1] = [&bytes[..8], &bytes[8..]]
+            .map(|half| u64::from_le_bytes(half.try_into().expect("8 bytes")));
+        KeySecret([k0, k1])
+    }
+}
+
+/// SipHash-2-4 with its 128-bit output (Aumasson and Bernstein), fed in
+/// pieces: the pieces are hashed as one message, their concatenation.
+struct Sip128 {
+    v: [u64; 4],
+    /// Bytes not yet hashed (fewer than 8), in the low bytes.
+    tail: u64,
+    ntail: usize,
+    len: usize,
+}
+
+impl Sip128 {
+    fn new(secret: &KeySecret) -> Sip128 {
+        let [k0, k1] = secret.0;
+        Sip128 {
+            v: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                k1 ^ 0x646f_7261_6e64_6f6d ^ 0xee,
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
+            tail: 0,
+            ntail: 0,
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+
+    #[inline(always)]
+    fn block(&mut self, m: u64) {
+        self.v[3] ^= m;
+        Self::round(&mut self.v);
+        Self::round(&mut self.v);
+        self.v[0] ^= m;
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        if self.ntail > 0 {
+            while self.ntail < 8 {
+                let Some((&b, rest)) = bytes.split_first() else {
+                    return;
+                };
+                self.tail |= u64::from(b) << (8 * self.ntail);
+                self.ntail += 1;
+                bytes = rest;
+            }
+            let m = self.tail;
+            self.block(m);
+            (self.tail, self.ntail) = (0, 0);
+        }
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.block(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        for (i, &b) in words.remainder().iter().enumerate() {
+            self.tail |= u64::from(b) << (8 * i);
+        }
+        self.ntail = words.remainder().len();
+    }
+
+    fn finish(mut self) -> [u8; 16] {
+        let m = self.tail | (self.len as u64) << 56;
+        self.block(m);
+        self.v[2] ^= 0xee;
+        for _ in 0..4 {
+            Self::round(&mut self.v);
+        }
+        let first = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
+        self.v[1] ^= 0xdd;
+        for _ in 0..4 {
+            Self::round(&mut self.v);
+        }
+        let second = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&first.to_le_bytes());
+        out[8..].copy_from_slice(&second.to_le_bytes());
+        out
+    }
+}
+
+impl CacheKey {
+    /// The tag of `token`, then `hash`, then zeros.
+    fn keyed(token: &[u8], hash: [u8; 16]) -> CacheKey {
+        let mut key = [0; 32];
+        key[..8].copy_from_slice(&token_tag(token));
+        key[8..24].copy_from_slice(&hash);
+        CacheKey(key)
+    }
+}
+
+/// The key of an introspection answer in the zone whose secret is
+/// `secret`: the location's scope, the values of
+/// `auth_oauth2_token_cache_vary` (`None` without it: the scope says
+/// which), and the token. The scope has a fixed length, the values a length
+/// prefix, and the token comes last, so the parts cannot shift into each
+/// other. The key begins with the token's tag (see the module's comment).
+pub fn introspection_key(
+    secret: &KeySecret,
+    scope: &KeyScope,
+    token: &[u8],
+    vary: Option<&[u8]>,
+) -> CacheKey {
+    let mut hasher = Sip128::new(secret);
     hasher.update(&scope.0);
     if let Some(vary) = vary {
         hasher.update(&(vary.len() as u64).to_be_bytes());
         hasher.update(vary);
     }
     hasher.update(token);
-    CacheKey::tagged(token, hasher.finish())
+    CacheKey::keyed(token, hasher.finish())
 }
 
 /// The key of an exchanged token: also every parameter that shapes it; it
 /// begins with the token's tag.
 pub fn exchange_key(
+    secret: &KeySecret,
     scope: &KeyScope,
     token: &[u8],
     vary: &[u8],
     params: &ExchangeParams<'_>,
 ) -> CacheKey {
-    let mut hasher = Sha256::new();
+    let mut hasher = Sip128::new(secret);
     hasher.update(&scope.0);
     for part in [
         vary,
@@ -239,7 +360,7 @@ pub fn exchange_key(
         hasher.update(part);
     }
     hasher.update(token);
-    CacheKey::tagged(token, hasher.finish())
+    CacheKey::keyed(token, hasher.finish())
 }
 
 #[cfg(test)]
@@ -247,6 +368,15 @@ mod tests {
     use super::*;
 
     const SERVER: [u8; 32] = [7; 32];
+    const SECRET: KeySecret = KeySecret([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+
+    fn ikey(scope: &KeyScope, token: &[u8], vary: Option<&[u8]>) -> CacheKey {
+        introspection_key(&SECRET, scope, token, vary)
+    }
+
+    fn xkey(scope: &KeyScope, token: &[u8], vary: &[u8], params: &ExchangeParams<'_>) -> CacheKey {
+        exchange_key(&SECRET, scope, token, vary, params)
+    }
 
     fn client<'a>(id: &'a [u8], secret: &'a [u8]) -> Client<'a> {
         Client {
@@ -269,28 +399,25 @@ mod tests {
 
     #[test]
     fn introspection_key_depends_on_everything_that_decides_the_answer() {
-        let base = introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", None);
-        assert_eq!(
-            base,
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", None)
-        );
+        let base = ikey(&scope(b"/i", b"gw", b"s"), b"tok", None);
+        assert_eq!(base, ikey(&scope(b"/i", b"gw", b"s"), b"tok", None));
         let others = [
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok2", None),
-            introspection_key(&scope(b"/other", b"gw", b"s"), b"tok", None),
-            introspection_key(&scope(b"/i", b"gw2", b"s"), b"tok", None),
-            introspection_key(&scope(b"/i", b"gw", b"rotated"), b"tok", None),
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"tok", Some(b"tenant-a")),
-            introspection_key(
+            ikey(&scope(b"/i", b"gw", b"s"), b"tok2", None),
+            ikey(&scope(b"/other", b"gw", b"s"), b"tok", None),
+            ikey(&scope(b"/i", b"gw2", b"s"), b"tok", None),
+            ikey(&scope(b"/i", b"gw", b"rotated"), b"tok", None),
+            ikey(&scope(b"/i", b"gw", b"s"), b"tok", Some(b"tenant-a")),
+            ikey(
                 &KeyScope::introspection(&[8; 32], b"/i", &client(b"gw", b"s"), false, b"", false),
                 b"tok",
                 None,
             ),
-            introspection_key(
+            ikey(
                 &KeyScope::introspection(&SERVER, b"/i", &client(b"gw", b"s"), true, b"", false),
                 b"tok",
                 None,
             ),
-            introspection_key(
+            ikey(
                 &KeyScope::introspection(&SERVER, b"/i", &client(b"gw", b"s"), false, b"fp", false),
                 b"tok",
                 None,
@@ -301,12 +428,12 @@ mod tests {
         }
         // Bytes moved between parts make another key.
         assert_ne!(
-            introspection_key(&scope(b"/a", b"bc", b"s"), b"t", None),
-            introspection_key(&scope(b"/ab", b"c", b"s"), b"t", None)
+            ikey(&scope(b"/a", b"bc", b"s"), b"t", None),
+            ikey(&scope(b"/ab", b"c", b"s"), b"t", None)
         );
         assert_ne!(
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"ab", Some(b"c")),
-            introspection_key(&scope(b"/i", b"gw", b"s"), b"a", Some(b"bc"))
+            ikey(&scope(b"/i", b"gw", b"s"), b"ab", Some(b"c")),
+            ikey(&scope(b"/i", b"gw", b"s"), b"a", Some(b"bc"))
         );
         // With cache_vary the scope differs too, so an empty value never
         // meets a location without it.
@@ -435,8 +562,8 @@ mod tests {
             resource: b"https://orders",
             requested_token_type: b"",
         };
-        let base = exchange_key(&scope, b"tok", b"", &params);
-        assert_eq!(base, exchange_key(&scope, b"tok", b"", &params));
+        let base = xkey(&scope, b"tok", b"", &params);
+        assert_eq!(base, xkey(&scope, b"tok", b"", &params));
         for other in [
             ExchangeParams {
                 audience: b"billing",
@@ -461,12 +588,12 @@ mod tests {
                 requested_token_type: b"",
             },
         ] {
-            assert_ne!(base, exchange_key(&scope, b"tok", b"", &other));
+            assert_ne!(base, xkey(&scope, b"tok", b"", &other));
         }
-        assert_ne!(base, exchange_key(&scope, b"tok2", b"", &params));
-        assert_ne!(base, exchange_key(&scope, b"tok", b"t", &params));
+        assert_ne!(base, xkey(&scope, b"tok2", b"", &params));
+        assert_ne!(base, xkey(&scope, b"tok", b"t", &params));
         let rotated = KeyScope::exchange(&SERVER, b"/t", &client(b"gw", b"s2"));
-        assert_ne!(base, exchange_key(&rotated, b"tok", b"", &params));
+        assert_ne!(base, xkey(&rotated, b"tok", b"", &params));
     }
 
     #[test]
@@ -502,10 +629,10 @@ mod tests {
         };
         let keys_of = |token: &[u8]| {
             [
-                introspection_key(&scope(b"/i", b"gw", b"s"), token, None),
-                introspection_key(&scope(b"/i", b"gw", b"s"), token, Some(b"tenant-a")),
-                introspection_key(&scope(b"/other", b"gw2", b"s2"), token, None),
-                introspection_key(
+                ikey(&scope(b"/i", b"gw", b"s"), token, None),
+                ikey(&scope(b"/i", b"gw", b"s"), token, Some(b"tenant-a")),
+                ikey(&scope(b"/other", b"gw2", b"s2"), token, None),
+                ikey(
                     &KeyScope::introspection(
                         &SERVER,
                         b"/i",
@@ -517,13 +644,13 @@ mod tests {
                     token,
                     Some(b"x"),
                 ),
-                exchange_key(
+                xkey(
                     &KeyScope::exchange(&SERVER, b"/t", &client(b"gw", b"s")),
                     token,
                     b"",
                     &params,
                 ),
-                exchange_key(
+                xkey(
                     &KeyScope::exchange(&[8; 32], b"/t", &client(b"gw", b"s")),
                     token,
                     b"v",
@@ -551,18 +678,86 @@ mod tests {
         }
     }
 
+    /// The reference vectors of SipHash-2-4-128 (key 00 01 .. 0f, message
+    /// 00 01 .. of each length), fed whole and in pieces of every split.
     #[test]
-    fn keys_are_the_sha256_of_their_parts_across_versions() {
-        // The digest is SHA-256 whoever computes it: keys in a zone that
-        // survives an upgrade stay the same (checked against the sha2 crate).
-        use sha2::{Digest, Sha256 as Reference};
+    fn the_keyed_hash_is_siphash_2_4_128() {
+        let secret = KeySecret::from_bytes(core::array::from_fn(|i| i as u8));
+        let vectors: [(usize, [u8; 16]); 5] = [
+            (
+                0,
+                [
+                    0xa3, 0x81, 0x7f, 0x04, 0xba, 0x25, 0xa8, 0xe6, 0x6d, 0xf6, 0x72, 0x14, 0xc7,
+                    0x55, 0x02, 0x93,
+                ],
+            ),
+            (
+                1,
+                [
+                    0xda, 0x87, 0xc1, 0xd8, 0x6b, 0x99, 0xaf, 0x44, 0x34, 0x76, 0x59, 0x11, 0x9b,
+                    0x22, 0xfc, 0x45,
+                ],
+            ),
+            (
+                8,
+                [
+                    0x3b, 0x62, 0xa9, 0xba, 0x62, 0x58, 0xf5, 0x61, 0x0f, 0x83, 0xe2, 0x64, 0xf3,
+                    0x14, 0x97, 0xb4,
+                ],
+            ),
+            (
+                15,
+                [
+                    0x54, 0x93, 0xe9, 0x99, 0x33, 0xb0, 0xa8, 0x11, 0x7e, 0x08, 0xec, 0x0f, 0x97,
+                    0xcf, 0xc3, 0xd9,
+                ],
+            ),
+            (
+                63,
+                [
+                    0x51, 0x50, 0xd1, 0x77, 0x2f, 0x50, 0x83, 0x4a, 0x50, 0x3e, 0x06, 0x9a, 0x97,
+                    0x3f, 0xbd, 0x7c,
+                ],
+            ),
+        ];
+        for (len, expected) in vectors {
+            let message: Vec<u8> = (0..len as u8).collect();
+            for split in 0..=len {
+                for second in split..=len {
+                    let mut hasher = Sip128::new(&secret);
+                    hasher.update(&message[..split]);
+                    hasher.update(&message[split..second]);
+                    hasher.update(&message[second..]);
+                    assert_eq!(
+                        hasher.finish(),
+                        expected,
+                        "length {len}, split {split}/{second}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_the_tag_then_the_keyed_hash_of_their_parts() {
         let scope = KeyScope([7; 32]);
-        let mut reference = Reference::new();
-        reference.update(scope.0);
-        reference.update(b"a token");
-        let digest: [u8; 32] = reference.finalize().into();
-        let key = introspection_key(&scope, b"a token", None);
-        assert_eq!(key.0[8..], digest[8..]);
+        let mut hasher = Sip128::new(&SECRET);
+        hasher.update(&[[7u8; 32].as_slice(), b"a token"].concat());
+        let key = ikey(&scope, b"a token", None);
+        assert_eq!(key.0[..8], token_tag(b"a token"));
+        assert_eq!(key.0[8..24], hasher.finish());
+        assert_eq!(key.0[24..], [0; 8]);
+        // Another zone's secret makes other keys of the same parts.
+        let other = KeySecret([1, 2]);
+        let elsewhere = introspection_key(&other, &scope, b"a token", None);
+        assert_eq!(elsewhere.tag(), key.tag());
+        assert_ne!(elsewhere.0[8..24], key.0[8..24]);
+        assert_ne!(
+            exchange_key(&other, &scope, b"t", b"", &ExchangeParams::default()),
+            xkey(&scope, b"t", b"", &ExchangeParams::default())
+        );
+        // Config-time digests stay SHA-256 (checked against the sha2 crate).
+        use sha2::{Digest, Sha256 as Reference};
         let mut reference = Reference::new();
         reference.update(2u64.to_be_bytes());
         reference.update(b"ab");
@@ -573,7 +768,7 @@ mod tests {
     #[test]
     fn keys_do_not_contain_the_token() {
         let token = b"0123456789abcdef0123456789abcdef";
-        let key = introspection_key(&KeyScope::default(), token, None);
+        let key = ikey(&KeyScope::default(), token, None);
         assert!(!key.0.windows(8).any(|w| token.windows(8).any(|t| t == w)));
     }
 }

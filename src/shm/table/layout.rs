@@ -9,13 +9,13 @@ use core::sync::atomic::AtomicU32;
 /// Bump it with every change of `Table` or `Node` (the size checks below
 /// catch most) or of what a key or a node means: a reload keeps a zone of
 /// the same magic and reads it as this version's.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c6");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c7");
 const _: () = assert!(
     size_of::<Node>() == 104,
     "a new Node layout needs a new LAYOUT_MAGIC"
 );
 const _: () = assert!(
-    size_of::<Table>() == 96,
+    size_of::<Table>() == 112,
     "a new Table layout needs a new LAYOUT_MAGIC"
 );
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
@@ -105,6 +105,10 @@ pub struct Table {
     pub(super) stats: Stats,
     /// The key of the bucket hash (`bucket_of`), drawn when the table was made.
     pub(super) bucket_key: [u64; 2],
+    /// The secret of the zone's cache keys (`oauth/cache/key.rs`
+    /// `KeySecret`), drawn when the table was made and never changed: a
+    /// worker reads it under the lock and keeps a copy.
+    pub(super) key_secret: [u64; 2],
     /// Answers obtained at or before this time are not stored, whatever
     /// their token. A cutoff that leaves the table (past its time, evicted,
     /// pushed out of a full chain) raises it to its own time, and a table

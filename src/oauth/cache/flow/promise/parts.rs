@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use crate::oauth::cache::flow::CacheZone;
-use crate::oauth::cache::key::{introspection_key, KeyScope};
+use crate::oauth::cache::key::{introspection_key, KeyScope, KeySecret};
 use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 use crate::redis::resp::{self, Reply};
 use crate::resilience::breaker::{Breaker, BreakerConf};
@@ -113,7 +113,12 @@ pub(super) fn token_bytes(token: usize) -> Vec<u8> {
 }
 
 pub(super) fn key_of(token: usize) -> CacheKey {
-    introspection_key(&KeyScope([7; 32]), &token_bytes(token), None)
+    introspection_key(
+        &KeySecret([7, 7]),
+        &KeyScope([7; 32]),
+        &token_bytes(token),
+        None,
+    )
 }
 
 thread_local! {
