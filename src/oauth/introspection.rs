@@ -10,6 +10,7 @@ use crate::oauth::claims;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
+use crate::oauth::ssf::Marks;
 
 /// The largest answer in phantom mode: a JWT of up to 64 KiB, possibly
 /// wrapped in JSON next to the introspection members.
@@ -78,6 +79,10 @@ pub struct TokenClaims {
     /// What the token is bound to (`cnf`, RFC 7800): checked on every
     /// request, cache hits included (`oauth/binding.rs`).
     pub cnf: Confirmation,
+    /// The token's keys in the revocation list of pushed events, and its
+    /// `iat` (`oauth/ssf/`): checked on every request when a receiver is
+    /// configured.
+    pub marks: Marks,
 }
 
 /// One per request (in its context) or per cache read: the size of the
@@ -454,6 +459,7 @@ fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
             .collect(),
         phantom: None,
         cnf: Confirmation::of(map.get("cnf")),
+        marks: Marks::of(map),
     }
 }
 

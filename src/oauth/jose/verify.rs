@@ -225,6 +225,7 @@ mod tests {
                 checked: vec![Some(r#"["api"]"#.into())],
                 phantom: None,
                 cnf: Default::default(),
+                marks: crate::oauth::ssf::Marks::of(claims().as_object().unwrap()),
             }
         );
         let t = token(

@@ -16,8 +16,6 @@ pub mod subject;
 
 use serde_json::{Map, Value};
 
-use crate::oauth::cache::CacheKey;
-
 /// What a revocation names, and which claim of a token is compared with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -58,7 +56,15 @@ impl Kind {
 /// carry no `iss`). 64 bits of SHA-256: a collision only refuses a token,
 /// it never lets one through.
 pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
-    CacheKey::from_parts(&[b"ssf", &[kind.byte()], issuer.as_bytes(), value.as_bytes()]).tag()
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(b"ssf");
+    hasher.update(&[kind.byte()]);
+    for part in [issuer, value] {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finish();
+    digest[..8].try_into().expect("8 bytes")
 }
 
 /// A token's keys in the revocation list and when it was issued: computed

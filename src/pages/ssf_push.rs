@@ -1,0 +1,172 @@
+//! `auth_oauth2_token_ssf_push`: the Shared Signals receiver's push
+//! endpoint (RFC 8935). The transmitter POSTs one SET
+//! (`application/secevent+jwt`); the module checks the transmitter's bearer
+//! secret when one is configured, verifies the SET (`oauth/ssf/set.rs`),
+//! puts its revocations in the list (`shm/zone.rs` `revoke`), records its
+//! `jti` (the list's zone is also the replay store) and answers `202`.
+//! Every refusal is a `400` with RFC 8935 §2.3's JSON object (`err`,
+//! `description`) and changes nothing; a list that cannot be written is a
+//! `503` (the transmitter retries).
+//!
+//! POST      -> read the body (anything else: 405)
+//! body read -> checks, list, replay store -> 202 / 400 / 503
+
+use ngx::ffi::{
+    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
+};
+
+use crate::conf::ssf::SsfReceiver;
+use crate::nginx::req::{now_ms, Req};
+use crate::oauth::bearer::{self, BearerToken};
+use crate::oauth::cache::CacheKey;
+use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
+use crate::pages::purge::body;
+use crate::shm::table::Remembered;
+use crate::shm::zone;
+
+/// The location's content handler.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls a content handler with a live request
+    // (ngx_http_core_content_phase).
+    unsafe { Req::with(r, read_body) }
+}
+
+fn read_body(req: &mut Req<'_>) -> ngx_int_t {
+    if req.method() != NGX_HTTP_POST as usize {
+        if req
+            .push_response_header(b"Allow", b"allow", b"POST")
+            .is_none()
+        {
+            return NGX_ERROR as ngx_int_t;
+        }
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    req.want_body_in_one_buffer();
+    // SAFETY: the request is live; nginx calls `body_read` with it once the
+    // body is in.
+    let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
+
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the body handler with the live request whose
+    // body it read (ngx_http_read_client_request_body), and which it
+    // keeps until the request is finalized.
+    let rc = unsafe { Req::with(r, receive) };
+    // SAFETY: nginx keeps the request until it is finalized, here; it is
+    // not used after this.
+    unsafe { ngx_http_finalize_request(r, rc) };
+}
+
+/// The delivery's answer.
+fn receive(req: &mut Req<'_>) -> ngx_int_t {
+    let log = req.log();
+    let Some(receiver) = req.main_conf().and_then(|main| main.ssf.as_ref()) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let accepted = match check(req, receiver) {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: SET refused: {error}");
+            let body = error.body();
+            return super::send_status(req, 400, "application/json", body.as_bytes());
+        }
+    };
+    let now = now_ms();
+    let keep = now.saturating_add(receiver.token_lifetime_ms);
+    for revocation in &accepted.revocations {
+        let at_ms = revocation.at_s.saturating_mul(1000);
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any request runs.
+        if !unsafe { zone::revoke(receiver.zone.cast(), &revocation.tag, at_ms, keep) } {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "auth_oauth2_token: SET not applied: the revocation list's zone cannot be used"
+            );
+            return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
+        }
+    }
+    // Recorded after its revocations are in: a worker that dies before
+    // this leaves the SET unrecorded, and the transmitter's retry applies
+    // it again (which changes nothing) rather than being called a replay.
+    let name = CacheKey::from_parts(&[
+        b"ssf-jti",
+        receiver.stream.issuer.as_bytes(),
+        accepted.jti.as_bytes(),
+    ]);
+    let until = now.saturating_add((receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000);
+    // SAFETY: as above.
+    match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
+        Remembered::New => {}
+        Remembered::Seen => {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: SET refused: {}",
+                set::REPLAYED
+            );
+            let body = set::REPLAYED.body();
+            return super::send_status(req, 400, "application/json", body.as_bytes());
+        }
+        Remembered::Full => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "auth_oauth2_token: SET applied but its jti not recorded: the revocation list's zone is full"
+            );
+        }
+    }
+    log_applied(req, &accepted);
+    super::send_status(req, 202, "text/plain", b"")
+}
+
+/// The checks before anything changes: the transmitter's secret, the
+/// media type, the body, the SET.
+fn check(req: &mut Req<'_>, receiver: &SsfReceiver) -> Result<Accepted, SetError> {
+    if let Some(want) = &receiver.bearer_sha256 {
+        let (values, count) = req.header_values::<2>(b"authorization");
+        let secret = match bearer::from_authorization(&values[..count.min(2)]) {
+            BearerToken::Present(secret) => secret,
+            _ => return Err(set::NO_CREDENTIALS),
+        };
+        let got = openssl::sha::sha256(secret);
+        if !openssl::memcmp::eq(&got, want) {
+            return Err(set::WRONG_CREDENTIALS);
+        }
+    }
+    let (types, count) = req.header_values::<1>(b"content-type");
+    if count != 1 || !set::media_type_ok(types[0]) {
+        return Err(set::WRONG_MEDIA_TYPE);
+    }
+    let body = body(req).ok_or(set::TOO_LARGE)?;
+    let now_s = now_ms().div_euclid(1000);
+    set::verify(&body, receiver.keys.keys(), &receiver.stream, now_s)
+}
+
+/// One line per event: its type, and the revocations' tags (digests of the
+/// subjects, never their names).
+fn log_applied(req: &Req<'_>, accepted: &Accepted) {
+    let log = req.log();
+    let tags: Vec<String> = accepted
+        .revocations
+        .iter()
+        .map(|r| r.tag.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    for event in &accepted.events {
+        ngx::ngx_log_error!(
+            NGX_LOG_INFO,
+            log,
+            "auth_oauth2_token: SET accepted: event {}, {} revocations at iat {} (subject tags {})",
+            event.label(),
+            accepted.revocations.len(),
+            accepted.iat_s,
+            tags.join(",")
+        );
+    }
+}
