@@ -394,6 +394,12 @@ struct WireResponse {
     client_id: Option<Value>,
     exp: Option<Value>,
     cnf: Option<Value>,
+    // What the revocation list of pushed events matches (`oauth/ssf/`).
+    iss: Option<Value>,
+    iat: Option<Value>,
+    sid: Option<Value>,
+    email: Option<Value>,
+    jti: Option<Value>,
 }
 
 pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
@@ -411,6 +417,11 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
             client_id: wire.client_id.as_ref().and_then(claim_text),
             exp: wire.exp.as_ref().and_then(numeric_date),
             cnf: Confirmation::of(wire.cnf.as_ref()),
+            marks: Marks::of_members(
+                wire.iss.as_ref(),
+                wire.iat.as_ref(),
+                [&wire.sub, &wire.sid, &wire.email, &wire.jti].map(Option::as_ref),
+            ),
             ..TokenClaims::default()
         })),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
@@ -497,9 +508,29 @@ mod tests {
                 scope: Some("read write".into()),
                 client_id: Some("app".into()),
                 exp: Some(1_700_000_000),
+                marks: Marks::of(&serde_json::from_slice(body).unwrap()),
                 ..TokenClaims::default()
             }))
         );
+    }
+
+    #[test]
+    fn both_readings_of_an_answer_give_the_same_revocation_marks() {
+        let body = br#"{"active":true,"sub":"alice","iss":"https://idp","iat":1700000000,
+            "sid":"s1","email":"a@x","jti":"j1","aud":"api"}"#;
+        let paths = ClaimPaths {
+            rendered: vec!["aud".into()],
+            checked: vec![],
+        };
+        let marks = |paths: &ClaimPaths| match interpret(R::new(0, 200, body), paths) {
+            Ok(IntrospectionResult::Active(claims)) => claims.marks,
+            other => panic!("{other:?}"),
+        };
+        let fast = marks(&ClaimPaths::default());
+        assert_eq!(fast, marks(&paths));
+        assert_eq!(fast, Marks::of(&serde_json::from_slice(body).unwrap()));
+        assert_eq!(fast.tags().len(), 4);
+        assert_eq!(fast.issued_s, Some(1_700_000_000));
     }
 
     #[test]

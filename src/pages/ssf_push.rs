@@ -8,13 +8,19 @@
 //! `description`) and changes nothing; a list that cannot be written is a
 //! `503` (the transmitter retries).
 //!
-//! POST      -> read the body (anything else: 405)
-//! body read -> checks, list, replay store -> 202 / 400 / 503
+//! POST        -> read the body (anything else: 405)
+//! body read   -> checks, this gateway's list; no Redis tier: replay store
+//!                -> 202 / 400 / 503
+//! Redis tier  -> one `PUBLISH` per revocation on the channel, in one
+//!                subrequest (`redis/purge.rs`); its end records the `jti`
+//!                and sets the status (202, 400 for a replay, 503 when the
+//!                tier failed: the other gateways were not told)
 
 use ngx::ffi::{
     ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
-    NGX_DONE, NGX_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_ALLOWED,
+    NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    NGX_LOG_INFO,
 };
 
 use crate::conf::ssf::SsfReceiver;
@@ -23,6 +29,10 @@ use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
 use crate::pages::purge::body;
+use crate::redis::call::{self, Failure};
+use crate::redis::fleet::Pushed;
+use crate::redis::purge;
+use crate::redis::resp::Reply;
 use crate::shm::table::Remembered;
 use crate::shm::zone;
 
@@ -58,50 +68,117 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // body it read (ngx_http_read_client_request_body), and which it
     // keeps until the request is finalized.
     let rc = unsafe { Req::with(r, receive) };
-    // SAFETY: nginx keeps the request until it is finalized, here; it is
-    // not used after this.
-    unsafe { ngx_http_finalize_request(r, rc) };
+    if let Some(rc) = rc {
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
 }
 
-/// The delivery's answer.
-fn receive(req: &mut Req<'_>) -> ngx_int_t {
+/// The delivery's answer, or `None` while the Redis tier is told.
+fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
     let log = req.log();
-    let Some(receiver) = req.main_conf().and_then(|main| main.ssf.as_ref()) else {
-        return NGX_ERROR as ngx_int_t;
+    let (Some(main), Some(conf)) = (req.main_conf(), req.location_conf()) else {
+        return Some(NGX_ERROR as ngx_int_t);
+    };
+    let Some(receiver) = main.ssf.as_ref() else {
+        return Some(NGX_ERROR as ngx_int_t);
     };
     let accepted = match check(req, receiver) {
         Ok(accepted) => accepted,
-        Err(error) => {
-            ngx::ngx_log_error!(NGX_LOG_INFO, log, "auth_oauth2_token: SET refused: {error}");
-            let body = error.body();
-            return super::send_status(req, 400, "application/json", body.as_bytes());
-        }
+        Err(error) => return Some(refuse(req, &error)),
     };
     let now = now_ms();
-    let keep = now.saturating_add(receiver.token_lifetime_ms);
+    let keep_until_ms = now.saturating_add(receiver.token_lifetime_ms);
+    let mut pushed = Vec::with_capacity(accepted.revocations.len());
     for revocation in &accepted.revocations {
         let at_ms = revocation.at_s.saturating_mul(1000);
         // SAFETY: the receiver's zone was declared by its directive and
         // initialised by nginx before any request runs.
-        if !unsafe { zone::revoke(receiver.zone.cast(), &revocation.tag, at_ms, keep) } {
+        if !unsafe { zone::revoke(receiver.zone.cast(), &revocation.tag, at_ms, keep_until_ms) } {
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
                 "auth_oauth2_token: SET not applied: the revocation list's zone cannot be used"
             );
-            return NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t;
+            return Some(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
         }
+        pushed.push((
+            revocation.tag,
+            Pushed {
+                at_ms,
+                keep_until_ms,
+            },
+        ));
     }
-    // Recorded after its revocations are in: a worker that dies before
-    // this leaves the SET unrecorded, and the transmitter's retry applies
-    // it again (which changes nothing) rather than being called a replay.
+    let (Some(uri), Some(redis), false) = (
+        conf.shared_cache_uri(),
+        main.redis.as_ref(),
+        pushed.is_empty(),
+    ) else {
+        let status = record(req, receiver, &accepted, now);
+        return Some(respond(req, status));
+    };
+    // The other gateways' lists, through the Redis tier's channel; the
+    // `jti` is recorded once they were told, so that a transmitter that
+    // retries after a 503 is not taken for a replay.
+    let commands = purge::pushed_commands(&redis.keys, &redis.channel(), &pushed, now);
+    req.set_status(0);
+    req.set_write_handler(Some(resume));
+    let replies = pushed.len();
+    let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
+        let status = match told_everyone(req, result) {
+            false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
+            true => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
+                Some(receiver) => record(req, receiver, &accepted, now),
+                None => NGX_ERROR as usize,
+            },
+        };
+        req.set_status(status);
+    };
+    let started = call::start(req, uri, &commands, replies, false, told);
+    started.err().map(|()| NGX_ERROR as ngx_int_t)
+}
+
+/// Whether every `PUBLISH` of the pipeline was answered by Redis.
+fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
+    let log = req.log();
+    // A failure of the call was logged by it; refusals are noted here.
+    let told = match result {
+        Err(_) => false,
+        Ok(replies) => replies.iter().all(|reply| match reply {
+            Reply::Integer(_) => true,
+            other => {
+                let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
+                call::note_failure(log, &failure);
+                false
+            }
+        }),
+    };
+    if !told {
+        ngx::ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "auth_oauth2_token: SET applied here but the Redis tier was not told: answering 503"
+        );
+    }
+    told
+}
+
+/// Records the SET's `jti` (after its revocations are in: a worker that
+/// dies before this leaves the SET unrecorded, and the transmitter's retry
+/// applies it again, which changes nothing, rather than being called a
+/// replay); the status to answer with.
+fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) -> usize {
+    let log = req.log();
     let name = CacheKey::from_parts(&[
         b"ssf-jti",
         receiver.stream.issuer.as_bytes(),
         accepted.jti.as_bytes(),
     ]);
     let until = now.saturating_add((receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000);
-    // SAFETY: as above.
+    // SAFETY: the receiver's zone was declared by its directive and
+    // initialised by nginx before any request runs.
     match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
         Remembered::New => {}
         Remembered::Seen => {
@@ -111,8 +188,7 @@ fn receive(req: &mut Req<'_>) -> ngx_int_t {
                 "auth_oauth2_token: SET refused: {}",
                 set::REPLAYED
             );
-            let body = set::REPLAYED.body();
-            return super::send_status(req, 400, "application/json", body.as_bytes());
+            return NGX_HTTP_BAD_REQUEST as usize;
         }
         Remembered::Full => {
             ngx::ngx_log_error!(
@@ -122,8 +198,52 @@ fn receive(req: &mut Req<'_>) -> ngx_int_t {
             );
         }
     }
-    log_applied(req, &accepted);
-    super::send_status(req, 202, "text/plain", b"")
+    log_applied(req, accepted);
+    NGX_HTTP_ACCEPTED as usize
+}
+
+/// A refusal: RFC 8935's `400` and its error object.
+fn refuse(req: &mut Req<'_>, error: &SetError) -> ngx_int_t {
+    ngx::ngx_log_error!(
+        NGX_LOG_INFO,
+        req.log(),
+        "auth_oauth2_token: SET refused: {error}"
+    );
+    let body = error.body();
+    super::send_status(req, 400, "application/json", body.as_bytes())
+}
+
+/// Answers with what `record` (or the Redis tier's failure) decided: `202`
+/// without a body, `400` for a replay, or nginx's page for the rest.
+fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
+    match status as u32 {
+        NGX_HTTP_ACCEPTED => super::send_status(req, 202, "text/plain", b""),
+        NGX_HTTP_BAD_REQUEST => refuse_replay(req),
+        _ => status as ngx_int_t,
+    }
+}
+
+fn refuse_replay(req: &mut Req<'_>) -> ngx_int_t {
+    let body = set::REPLAYED.body();
+    super::send_status(req, 400, "application/json", body.as_bytes())
+}
+
+/// nginx resumes the request when the Redis call ends (and maybe on other
+/// write events before: then there is no status yet).
+unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls a request's write_event_handler with the live
+    // request (ngx_http_request_handler, ngx_http_run_posted_requests).
+    let rc = unsafe {
+        Req::with(r, |req| match req.status() {
+            0 => None,
+            status => Some(respond(req, status)),
+        })
+    };
+    if let Some(rc) = rc {
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
 }
 
 /// The checks before anything changes: the transmitter's secret, the

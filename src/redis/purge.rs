@@ -35,6 +35,23 @@ pub fn commands(
     commands
 }
 
+/// The pipeline (RESP) telling the gateways subscribed to `channel` of
+/// revocations the IdP pushed here at `now_ms`: one `PUBLISH` each, sealed
+/// with the current key; as many replies as `revocations`.
+pub fn pushed_commands(
+    keys: &FleetKeys,
+    channel: &[u8],
+    revocations: &[([u8; 8], fleet::Pushed)],
+    now_ms: i64,
+) -> Vec<u8> {
+    let mut commands = Vec::with_capacity(128 * revocations.len());
+    for (tag, pushed) in revocations {
+        let message = fleet::seal_pushed(&keys.current, channel, tag, now_ms, *pushed);
+        resp::command(&mut commands, &[b"PUBLISH", channel, &message]);
+    }
+    commands
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,10 +96,42 @@ mod tests {
             fleet::open_purge(&only_new, b"gw:purge", &publish[2]),
             Some(fleet::Purge {
                 tag,
-                purged_at_ms: 1234
+                purged_at_ms: 1234,
+                pushed: None,
             })
         );
         assert!(!publish[2].windows(3).any(|w| w == b"tok"));
+    }
+
+    #[test]
+    fn pushed_revocations_are_published_one_each_sealed() {
+        let keys = FleetKeys {
+            current: key(2),
+            old: Some(key(1)),
+        };
+        let pushed = fleet::Pushed {
+            at_ms: 1000,
+            keep_until_ms: 9000,
+        };
+        let sent = pushed_commands(
+            &keys,
+            b"gw:purge",
+            &[([1; 8], pushed), ([2; 8], pushed)],
+            1500,
+        );
+        let commands = resp::read_commands(&sent, 2);
+        assert_eq!(commands.len(), 2);
+        for (command, tag) in commands.iter().zip([[1; 8], [2; 8]]) {
+            assert_eq!(command[..2], [b"PUBLISH".to_vec(), b"gw:purge".to_vec()]);
+            assert_eq!(
+                fleet::open_purge(&keys, b"gw:purge", &command[2]),
+                Some(fleet::Purge {
+                    tag,
+                    purged_at_ms: 1500,
+                    pushed: Some(pushed),
+                })
+            );
+        }
     }
 
     #[test]

@@ -475,8 +475,26 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
 fn revoked(purge: &Purge) {
     // SAFETY: a worker's cycle is set up before any of its events run; the
     // main conf lives as long as the cycle.
-    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
-        zone::purge_tag_everywhere(main, &purge.tag);
+    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
+        return;
+    };
+    match (purge.pushed, main.ssf.as_ref()) {
+        (None, _) => {
+            zone::purge_tag_everywhere(main, &purge.tag);
+        }
+        // A revocation pushed to another gateway: on this one's list too.
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any worker event runs.
+        (Some(pushed), Some(receiver)) => unsafe {
+            zone::revoke(
+                receiver.zone.cast(),
+                &purge.tag,
+                pushed.at_ms,
+                pushed.keep_until_ms,
+            );
+        },
+        // No list here: nothing checks it.
+        (Some(_), None) => {}
     }
 }
 

@@ -564,6 +564,7 @@ mod tests {
             Action::Purge(Purge {
                 tag: [tag; 8],
                 purged_at_ms: at,
+                pushed: None,
             }),
             Action::Count(Delivery::Applied),
         ]
@@ -651,6 +652,32 @@ mod tests {
         let mut expected = purged(1, NOW);
         expected.extend(purged(3, NOW - 1000));
         assert_eq!(s.handle(NOW, Event::Received(&bytes)), expected);
+    }
+
+    #[test]
+    fn a_pushed_revocation_is_applied_with_its_times_and_judged_by_when_it_was_sent() {
+        let mut s = subscribed();
+        let pushed = fleet::Pushed {
+            at_ms: NOW - 60_000,
+            keep_until_ms: NOW + 3_600_000,
+        };
+        let fresh = fleet::seal_pushed(&key(1), CHANNEL, &[4; 8], NOW - 1000, pushed);
+        assert_eq!(
+            s.handle(NOW, Event::Received(&message(CHANNEL, &fresh))),
+            vec![
+                Action::Purge(Purge {
+                    tag: [4; 8],
+                    purged_at_ms: NOW - 1000,
+                    pushed: Some(pushed),
+                }),
+                Action::Count(Delivery::Applied),
+            ]
+        );
+        let old = fleet::seal_pushed(&key(1), CHANNEL, &[5; 8], NOW - MAX_AGE_MS - 1, pushed);
+        let actions = s.handle(NOW, Event::Received(&message(CHANNEL, &old)));
+        assert_eq!(actions[0], Action::Count(Delivery::Stale));
+        let again = s.handle(NOW, Event::Received(&message(CHANNEL, &fresh)));
+        assert_eq!(again[0], Action::Count(Delivery::Replayed));
     }
 
     #[test]

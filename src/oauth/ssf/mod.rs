@@ -49,7 +49,7 @@ impl Kind {
         }
     }
 
-    const ALL: [Kind; 4] = [Kind::Subject, Kind::Session, Kind::Email, Kind::TokenId];
+    pub const ALL: [Kind; 4] = [Kind::Subject, Kind::Session, Kind::Email, Kind::TokenId];
 }
 
 /// The list's key of `value` of `kind` at `issuer` (`""` for tokens that
@@ -82,13 +82,27 @@ impl Marks {
     /// The marks of a token with these claims: a tag for each of `sub`,
     /// `sid`, `email` and `jti` it carries as a string, at its `iss` (or `""`).
     pub fn of(claims: &Map<String, Value>) -> Marks {
-        let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+        Marks::of_members(
+            claims.get("iss"),
+            claims.get("iat"),
+            Kind::ALL.map(|kind| claims.get(kind.claim())),
+        )
+    }
+
+    /// [`Marks::of`] from the members as read: `iss`, `iat`, then the
+    /// values of `sub`, `sid`, `email` and `jti` (`Kind::ALL`'s order).
+    pub fn of_members(
+        iss: Option<&Value>,
+        iat: Option<&Value>,
+        values: [Option<&Value>; 4],
+    ) -> Marks {
+        let issuer = iss.and_then(Value::as_str).unwrap_or("");
         let mut marks = Marks {
-            issued_s: claims.get("iat").and_then(numeric_date),
+            issued_s: iat.and_then(numeric_date),
             ..Marks::default()
         };
-        for kind in Kind::ALL {
-            if let Some(value) = claims.get(kind.claim()).and_then(Value::as_str) {
+        for (kind, value) in Kind::ALL.into_iter().zip(values) {
+            if let Some(value) = value.and_then(Value::as_str) {
                 marks.push(tag(kind, issuer, value));
             }
         }
