@@ -4,7 +4,8 @@
 # subscriber puts it on its list, so alice's cached token is refused there
 # too within a few seconds while bob's passes. With the Redis tier down the
 # push gets a 503 (applied here, the fleet not told) and its jti is not
-# recorded: the transmitter's retry is accepted once Redis is back.
+# recorded: the transmitter's retry is accepted once Redis is back. A
+# gateway started after the events reads them from the Redis tier's list.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -98,5 +99,17 @@ is(push_set($GW1, $carol), 202, 'the transmitter\'s retry is accepted, not a rep
 ok(wait_until(5, sub { st(on_gateway($SHARED, 'gw2', '/api/a', 'tok-carol')) eq '401' }),
     'gateway 2 refuses carol\'s token after the retry');
 is(push_set($GW1, $carol), 400, 'a third delivery is a replay');
+
+# 3. A gateway started after the events reads the list from Redis.
+my $gw3 = start_gateway(%{ gw('gw3', $redis) }) or BAIL_OUT('gateway 3');
+ok($redis->wait_numsub('oauth2:purge', 3), 'gateway 3 subscribed');
+is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-carol')), 401,
+    'gateway 3, started after the event, refuses carol\'s token (read from Redis)');
+is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-bob')), 200, 'gateway 3 passes bob\'s token');
+my $members = $redis->cmd('ZCARD', 'oauth2:ssf');
+# carol's event: two revocations (at her issuer and at none), written by
+# each delivery that reached Redis (the retry, and the replay refused after).
+is($members, 4, 'Redis holds the sealed revocations of the deliveries that reached it');
+ok($redis->cmd('PTTL', 'oauth2:ssf') > 0, 'the list in Redis expires with its last revocation');
 
 done_testing();

@@ -124,6 +124,12 @@ impl RedisTier {
     pub fn channel(&self) -> Vec<u8> {
         [&self.prefix[..], b"purge"].concat()
     }
+
+    /// The revocations pushed by the IdP, `<prefix>ssf`: a sorted set of
+    /// sealed messages scored by how long each is kept.
+    pub fn revocation_list(&self) -> Vec<u8> {
+        [&self.prefix[..], b"ssf"].concat()
+    }
 }
 
 /// Never prints the secrets (keys, the password inside the preamble).

@@ -122,10 +122,15 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
     // The other gateways' lists, through the Redis tier's channel; the
     // `jti` is recorded once they were told, so that a transmitter that
     // retries after a 503 is not taken for a replay.
-    let commands = purge::pushed_commands(&redis.keys, &redis.channel(), &pushed, now);
+    let (commands, replies) = purge::pushed_commands(
+        &redis.keys,
+        &redis.revocation_list(),
+        &redis.channel(),
+        &pushed,
+        now,
+    );
     req.set_status(0);
     req.set_write_handler(Some(resume));
-    let replies = pushed.len();
     let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
         let status = match told_everyone(req, result) {
             false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,

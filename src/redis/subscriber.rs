@@ -95,6 +95,12 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         peers.len(),
         Box::new(open),
     );
+    // With a Shared Signals receiver, the revocations other gateways were
+    // pushed are read first, every time the channel is subscribed.
+    let steps = match main.is_some_and(|m| m.ssf.is_some()) {
+        true => steps.with_list(&tier.revocation_list()),
+        false => steps,
+    };
     // SAFETY: `log` is the cycle's, live (above); it is copied.
     let mut quiet_log = unsafe { *log };
     quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
