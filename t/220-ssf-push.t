@@ -107,6 +107,7 @@ location /jwt/ {
     proxy_pass http://backend;
 }
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
+location = /metrics { auth_oauth2_token_metrics; }
 CONF
 
 idp_setup(\%idp);
@@ -192,6 +193,26 @@ is(get('/jwt/', $jwt{alice_new}), 200, 'a JWT alice got after the event passes')
 like(error_log_text(), qr/SET accepted: event risc_account_disabled, 2 revocations/, 'the event is logged');
 unlike(join('', grep { /auth_oauth2_token/ } split /^/m, error_log_text()), qr/alice/,
     'the module\'s log lines never name the subject');
+
+# The metrics: pushes by result, events by type, tokens refused.
+{
+    my $m = http_request(raw_request('GET', '/metrics', []))->{body};
+    my %want = (
+        'oauth2_token_ssf_deliveries_total{result="accepted"}' => 2,
+        'oauth2_token_ssf_deliveries_total{result="invalid_request"}' => 7,
+        'oauth2_token_ssf_deliveries_total{result="invalid_key"}' => 1,
+        'oauth2_token_ssf_deliveries_total{result="invalid_issuer"}' => 1,
+        'oauth2_token_ssf_deliveries_total{result="invalid_audience"}' => 1,
+        'oauth2_token_ssf_deliveries_total{result="authentication_failed"}' => 1,
+        'oauth2_token_ssf_deliveries_total{result="access_denied"}' => 1,
+        'oauth2_token_ssf_events_total{type="caep_session_revoked"}' => 1,
+        'oauth2_token_ssf_events_total{type="risc_account_disabled"}' => 1,
+        'oauth2_token_ssf_tokens_refused_total' => 4,
+    );
+    for my $series (sort keys %want) {
+        like($m, qr/^\Q$series\E $want{$series}$/m, "metrics: $series $want{$series}");
+    }
+}
 
 # 5. A reload keeps the list.
 ok(reload_nginx(), 'reload');

@@ -4,6 +4,7 @@
 //! reads the files and declares the zone.
 
 use crate::conf::cache_args::{parse_size, parse_time_ms};
+use crate::metrics::ssf::SsfIds;
 use crate::oauth::jose::jwk::Jwk;
 use crate::oauth::ssf::set::Stream;
 
@@ -43,6 +44,8 @@ pub struct SsfReceiver {
     pub token_lifetime_ms: i64,
     /// SHA-256 of the bearer secret the transmitter must send, if any.
     pub bearer_sha256: Option<[u8; 32]>,
+    /// The receiver's series.
+    pub metrics: SsfIds,
 }
 
 /// The directive's parameters, files not read yet.

@@ -37,6 +37,7 @@ handler!(set_ssf_receiver: MainConf, |c| {
     // SAFETY: cf is the configuration being parsed (see `Call`).
     let zone = unsafe { super::dpop::replay_zone(c.cf, &parsed.zone_name, parsed.zone_size) }
         .ok_or("cannot use this zone (see the message above)")?;
+    let metrics = c.conf.metrics.ssf();
     c.conf.ssf = Some(SsfReceiver {
         zone,
         stream: Stream {
@@ -47,6 +48,7 @@ handler!(set_ssf_receiver: MainConf, |c| {
         keys: KeySource::File { name, keys },
         token_lifetime_ms: parsed.token_lifetime_ms,
         bearer_sha256,
+        metrics,
     });
     Ok(())
 });

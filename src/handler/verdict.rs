@@ -40,7 +40,7 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     // Revoked by an event the IdP pushed: checked before anything else of
     // an active token, for every way the answer came (IdP, cache, Redis
     // tier, a JWT verified here).
-    if let Some(receiver) = req.main_conf().and_then(|main| main.ssf.as_ref()) {
+    if let Some((main, receiver)) = req.main_conf().and_then(|m| Some((m, m.ssf.as_ref()?))) {
         // SAFETY: the receiver's zone was declared by its directive and
         // initialised by nginx before any request runs.
         if unsafe { zone::revoked(receiver.zone.cast(), &claims.marks) } {
@@ -49,6 +49,7 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
                 log,
                 "auth_oauth2_token: token revoked by a Shared Signals event"
             );
+            main.counters.add(receiver.metrics.refused(), 1);
             return Outcome::Refuse(BearerError::InvalidToken);
         }
     }

@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 mod breaker;
 pub mod dpop;
 pub mod jwt;
+pub mod ssf;
 
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
@@ -231,6 +232,7 @@ enum Family {
     Channel,
     Jwt,
     Dpop,
+    Ssf,
 }
 
 #[derive(Debug, Clone)]
@@ -514,6 +516,7 @@ impl Catalogue {
         self.render_channel(&mut out, &value);
         self.render_jwt(&mut out, &value);
         self.render_dpop(&mut out, &value);
+        self.render_ssf(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {

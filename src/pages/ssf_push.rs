@@ -24,6 +24,7 @@ use ngx::ffi::{
 };
 
 use crate::conf::ssf::SsfReceiver;
+use crate::metrics::ssf::SsfIds;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CacheKey;
@@ -101,7 +102,7 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
                 log,
                 "auth_oauth2_token: SET not applied: the revocation list's zone cannot be used"
             );
-            return Some(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+            return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
         }
         pushed.push((
             revocation.tag,
@@ -186,15 +187,7 @@ fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) 
     // initialised by nginx before any request runs.
     match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
         Remembered::New => {}
-        Remembered::Seen => {
-            ngx::ngx_log_error!(
-                NGX_LOG_INFO,
-                log,
-                "auth_oauth2_token: SET refused: {}",
-                set::REPLAYED
-            );
-            return NGX_HTTP_BAD_REQUEST as usize;
-        }
+        Remembered::Seen => return NGX_HTTP_BAD_REQUEST as usize,
         Remembered::Full => {
             ngx::ngx_log_error!(
                 NGX_LOG_ERR,
@@ -204,11 +197,24 @@ fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) 
         }
     }
     log_applied(req, accepted);
+    for event in &accepted.events {
+        count(req, |ids| ids.event(*event));
+    }
     NGX_HTTP_ACCEPTED as usize
+}
+
+/// Counts one in the receiver's series `which` picks.
+fn count(req: &Req<'_>, which: impl FnOnce(SsfIds) -> usize) {
+    if let Some(main) = req.main_conf() {
+        if let Some(receiver) = &main.ssf {
+            main.counters.add(which(receiver.metrics), 1);
+        }
+    }
 }
 
 /// A refusal: RFC 8935's `400` and its error object.
 fn refuse(req: &mut Req<'_>, error: &SetError) -> ngx_int_t {
+    count(req, |ids| ids.refusal(error.code));
     ngx::ngx_log_error!(
         NGX_LOG_INFO,
         req.log(),
@@ -222,15 +228,16 @@ fn refuse(req: &mut Req<'_>, error: &SetError) -> ngx_int_t {
 /// without a body, `400` for a replay, or nginx's page for the rest.
 fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
     match status as u32 {
-        NGX_HTTP_ACCEPTED => super::send_status(req, 202, "text/plain", b""),
-        NGX_HTTP_BAD_REQUEST => refuse_replay(req),
-        _ => status as ngx_int_t,
+        NGX_HTTP_ACCEPTED => {
+            count(req, |ids| ids.delivery("accepted"));
+            super::send_status(req, 202, "text/plain", b"")
+        }
+        NGX_HTTP_BAD_REQUEST => refuse(req, &set::REPLAYED),
+        _ => {
+            count(req, |ids| ids.delivery("unavailable"));
+            status as ngx_int_t
+        }
     }
-}
-
-fn refuse_replay(req: &mut Req<'_>) -> ngx_int_t {
-    let body = set::REPLAYED.body();
-    super::send_status(req, 400, "application/json", body.as_bytes())
 }
 
 /// nginx resumes the request when the Redis call ends (and maybe on other

@@ -284,6 +284,10 @@ pub unsafe fn cutoff(zone: *mut ngx_shm_zone_t, tag: &[u8; 8]) -> Option<i64> {
 /// # Safety
 /// `zone` must be a zone initialised by [`init_zone`].
 pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
+    // Nothing to look up: no lock.
+    if marks.tags().is_empty() {
+        return false;
+    }
     // SAFETY: `zone` was initialised by `init_zone` (this function's
     // contract), as `Locked::new` needs; the table is read while `locked`
     // holds the zone's mutex.

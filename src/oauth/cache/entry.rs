@@ -225,11 +225,13 @@ impl<'a> Reader<'a> {
             false => None,
         };
         let bytes = self.take(count.checked_mul(8)?)?;
-        let tags: Vec<[u8; 8]> = bytes
-            .chunks_exact(8)
-            .map(|c| c.try_into().expect("8 bytes"))
-            .collect();
-        Marks::from_parts(issued_s, &tags)
+        // No allocation: a cache hit reads this.
+        let mut tags = [[0u8; 8]; 4];
+        let slots = tags.get_mut(..count)?;
+        for (slot, chunk) in slots.iter_mut().zip(bytes.chunks_exact(8)) {
+            slot.copy_from_slice(chunk);
+        }
+        Marks::from_parts(issued_s, &tags[..count])
     }
 
     fn byte(&mut self) -> Option<u8> {
@@ -287,6 +289,26 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_that_do_not_fit_are_a_miss() {
+        let claims = TokenClaims {
+            marks: Marks::from_parts(Some(1), &[[7; 8]]).unwrap(),
+            ..TokenClaims::default()
+        };
+        let bytes = CachedIntrospection::encode(&IntrospectionResult::Active(claims));
+        let at = bytes.iter().rposition(|&b| b == b'M').unwrap();
+        let mut five = bytes[..at].to_vec();
+        five.extend([b'M', 0, 5]);
+        five.extend([0u8; 40]);
+        assert_eq!(CachedIntrospection::decode(&five), None);
+        let mut cut = bytes.clone();
+        cut.pop();
+        assert_eq!(CachedIntrospection::decode(&cut), None);
+        let mut bad_flag = bytes.clone();
+        bad_flag[at + 1] = 2;
+        assert_eq!(CachedIntrospection::decode(&bad_flag), None);
+    }
 
     #[test]
     fn round_trips() {
