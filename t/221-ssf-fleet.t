@@ -15,6 +15,7 @@ use OIDCProvider ();
 use Test::More;
 use File::Temp qw(tempdir);
 use JSON::PP;
+use Time::HiRes ();
 
 my $why = OIDCProvider::oidc_provider_unavailable();
 plan skip_all => $why if $why;
@@ -80,11 +81,15 @@ for my $t (qw(tok-alice tok-bob tok-carol)) {
     is(st(on_gateway($SHARED, 'gw2', '/api/a', $t)), 200, "before: $t passes on gateway 2");
 }
 
-# 1. Pushed to gateway 1: refused on both.
-is(push_set($GW1, disabled('alice')), 202, 'account-disabled for alice pushed to gateway 1: 202');
-is(st(on_gateway($SHARED, 'gw1', '/api/a', 'tok-alice')), 401, 'gateway 1 refuses alice\'s token');
+# 1. Pushed to gateway 1: refused on both (the time from the push to gateway
+# 2's first refusal is printed, never judged).
+my $alice = disabled('alice');
+my $pushed_at = Time::HiRes::time();
+is(push_set($GW1, $alice), 202, 'account-disabled for alice pushed to gateway 1: 202');
 ok(wait_until(5, sub { st(on_gateway($SHARED, 'gw2', '/api/a', 'tok-alice')) eq '401' }),
     'gateway 2 refuses alice\'s cached token once the channel told it');
+note(sprintf('time to revoke on gateway 2: %.1f ms after the push began', 1000 * (Time::HiRes::time() - $pushed_at)));
+is(st(on_gateway($SHARED, 'gw1', '/api/a', 'tok-alice')), 401, 'gateway 1 refuses alice\'s token');
 is(st(on_gateway($SHARED, 'gw2', '/api/a', 'tok-bob')), 200, 'gateway 2 still passes bob\'s token');
 like($gw2->error_log, qr/token revoked by a Shared Signals event/, 'gateway 2 logs the refusal');
 
