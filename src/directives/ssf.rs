@@ -38,6 +38,8 @@ handler!(set_ssf_receiver: MainConf, |c| {
     let zone = unsafe { super::dpop::replay_zone(c.cf, &parsed.zone_name, parsed.zone_size) }
         .ok_or("cannot use this zone (see the message above)")?;
     let metrics = c.conf.metrics.ssf();
+    // Tokens' marks are read from now on (and are part of cache keys).
+    c.conf.claims.marks = true;
     c.conf.ssf = Some(SsfReceiver {
         zone,
         stream: Stream {

@@ -210,6 +210,7 @@ mod tests {
             claims(),
         );
         let paths = ClaimPaths {
+            marks: true,
             rendered: vec!["tenant.tier".into()],
             checked: vec!["aud".into()],
         };
