@@ -101,19 +101,19 @@ fn introspection_answers(c: &mut Criterion) {
         ]
     );
     assert_eq!(
-        introspection::parse(inactive),
+        introspection::parse(inactive, false),
         Ok(IntrospectionResult::Inactive)
     );
 
     let mut g = c.benchmark_group("introspection");
     g.bench_function("parse/active", |b| {
-        b.iter(|| introspection::parse(black_box(active)))
+        b.iter(|| introspection::parse(black_box(active), false))
     });
     g.bench_function("parse_with_extra/active_2_claims", |b| {
         b.iter(|| introspection::parse_with_extra(black_box(active), black_box(&paths)))
     });
     g.bench_function("parse/inactive", |b| {
-        b.iter(|| introspection::parse(black_box(inactive)))
+        b.iter(|| introspection::parse(black_box(inactive), false))
     });
     g.finish();
 

@@ -45,6 +45,8 @@
 #   INSTR_JWT_TOKENS=10000  distinct JWTs of rows 11r, 11e, 12 and 12i
 #   INSTR_SAVE=dir       keep each scenario's callgrind dump there, for
 #                        callgrind_annotate dir/callgrind.<scenario>.out
+#   INSTR_SSF=1          the gateway has a Shared Signals receiver (an empty
+#                        revocation list checked on every request)
 # Results: a table on stdout and bench/instructions.json; the exit status is
 # 1 when a scenario is INVALID.
 set -euo pipefail
@@ -101,6 +103,19 @@ openssl rand -hex 32 >"$work/fleet.key"
 taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
   --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" "$DPOP_JKT" "$X5T" >"$work/peer/nginx.conf"
+# INSTR_SSF=1: a receiver with a transmitter key set of one EC key.
+ssf_http=""
+if [ "${INSTR_SSF:-0}" = 1 ]; then
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/ssf.pem" 2>/dev/null
+  openssl pkey -in "$work/ssf.pem" -pubout -outform DER -out "$work/ssf.der"
+  python3 - "$work/ssf.der" >"$work/ssf.jwks" <<'PY'
+import base64, json, sys
+point = open(sys.argv[1], "rb").read()[-64:]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(point[:32]), "y": b64(point[32:])}]}))
+PY
+  ssf_http="    auth_oauth2_token_ssf_receiver zone=ssf:4m issuer=https://idp.bench audience=https://gw.bench keys=$work/ssf.jwks;"
+fi
 
 # bench.sh's gateway, run by callgrind as one process: the same server{} for
 # both, the module's locations only where it is loaded.
@@ -109,7 +124,8 @@ gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom locatio
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http="$(bench_module_http)
-$(bench_shared_http $REDIS_PORT "$work/fleet.key")"
+$(bench_shared_http $REDIS_PORT "$work/fleet.key")
+$ssf_http"
     module_locations="$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
 $(bench_shared_locations)
 $(bench_jwt_dpop_locations "$work")"

@@ -1,6 +1,7 @@
 # Every example configuration in nginx-conf/ passes `nginx -t` with the module
 # built here (only the load_module path, the secret files (client secret,
-# fleet key, Redis password, DPoP nonce key) and a public key set are provided).
+# fleet key, Redis password, DPoP nonce key, SSF bearer secret) and a public key set
+# are provided).
 use strict;
 use warnings;
 use Test::More;
@@ -20,7 +21,8 @@ for my $example (@examples) {
     make_path("$prefix/logs", "$prefix/secrets");
     for (['idp-client-secret', "example-secret\n"], ['fleet.key', ('0123456789abcdef' x 4) . "\n"],
         ['redis-password', "example-redis-password\n"],
-        ['dpop-nonce.key', "an example nonce key of more than thirty-two bytes\n"])
+        ['dpop-nonce.key', "an example nonce key of more than thirty-two bytes\n"],
+        ['ssf-bearer', "an example transmitter secret\n"])
     {
         open my $s, '>', "$prefix/secrets/$_->[0]" or die $!;
         print $s $_->[1];

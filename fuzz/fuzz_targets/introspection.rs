@@ -30,6 +30,7 @@ const CONTENT_TYPES: [&[u8]; 6] = [
 
 fn paths() -> ClaimPaths {
     ClaimPaths {
+        marks: true,
         rendered: vec!["sub".into(), "realm_access.roles".into(), "aud".into()],
         checked: vec![
             "scope".into(),

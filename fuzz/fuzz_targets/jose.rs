@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
         typ_relaxed: token.first().is_some_and(|b| b & 1 == 1),
     };
     let paths = ClaimPaths {
+        marks: true,
         rendered: vec!["sub".into(), "a.b".into()],
         checked: vec!["aud".into()],
     };

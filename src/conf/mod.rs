@@ -10,6 +10,7 @@ pub mod redis_args;
 pub mod require_args;
 pub mod resource_metadata;
 pub mod scopes;
+pub mod ssf;
 pub mod statuses;
 pub mod template;
 
@@ -97,6 +98,9 @@ pub struct MainConf {
     /// The variables `auth_oauth2_token_require` refers to, each with where
     /// it is written ("FILE:LINE"), checked once every variable is declared.
     pub require_variables: Vec<(Vec<u8>, String)>,
+    /// `auth_oauth2_token_ssf_receiver`: the Shared Signals receiver and
+    /// its revocation list, checked on every request when configured.
+    pub ssf: Option<ssf::SsfReceiver>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the
@@ -125,6 +129,12 @@ impl RedisTier {
     /// The purge channel, `<prefix>purge`.
     pub fn channel(&self) -> Vec<u8> {
         [&self.prefix[..], b"purge"].concat()
+    }
+
+    /// The revocations pushed by the IdP, `<prefix>ssf`: a sorted set of
+    /// sealed messages scored by how long each is kept.
+    pub fn revocation_list(&self) -> Vec<u8> {
+        [&self.prefix[..], b"ssf"].concat()
     }
 }
 
@@ -230,6 +240,9 @@ pub struct LocationConf {
     pub metrics_page: bool,
     /// `auth_oauth2_token_purge`: the location answers purge requests.
     pub purge_page: bool,
+    /// `auth_oauth2_token_ssf_push`: the location is the Shared Signals
+    /// receiver's push endpoint.
+    pub ssf_push_page: bool,
     /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
     /// Protected Resource Metadata (this location only).
     pub resource_metadata: Option<ResourceMetadataConf>,

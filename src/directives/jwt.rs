@@ -34,7 +34,7 @@ handler!(set_jwt_keys_request, |c| {
 impl<C> Call<'_, C> {
     /// A JWK Set file (relative to nginx's prefix), read and checked: its
     /// name as resolved, and its keys.
-    fn key_set_file(&self, arg: &[u8]) -> Result<(String, Vec<Jwk>), String> {
+    pub(super) fn key_set_file(&self, arg: &[u8]) -> Result<(String, Vec<Jwk>), String> {
         let path = self.full_name(arg)?;
         let shown = path.to_string_lossy().into_owned();
         let contents = std::fs::read(&path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;

@@ -5,7 +5,8 @@
 //! (what a location asks of a token and how it refuses), `jwt.rs` (JWT
 //! access tokens checked at the gateway), `dpop.rs` (DPoP proofs and their
 //! replay store), `cache.rs`,
-//! `pages.rs` (content handlers), `redis.rs` (the Redis tier) and
+//! `pages.rs` (content handlers), `redis.rs` (the Redis tier), `ssf.rs`
+//! (the Shared Signals receiver) and
 //! `curity.rs` (Curity's directive names); `call.rs` is what every handler
 //! gets from nginx.
 
@@ -19,6 +20,7 @@ mod pages;
 mod policy;
 mod redis;
 pub mod server;
+mod ssf;
 
 pub use policy::warn_undefined_require_variables;
 
@@ -61,6 +63,7 @@ use redis::{
     set_redis, set_redis_buffer_size, set_redis_connect_timeout, set_redis_next_upstream,
     set_redis_pass, set_redis_read_timeout, set_redis_send_timeout,
 };
+use ssf::{set_ssf_push, set_ssf_receiver};
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -102,7 +105,17 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 71] = [
+pub static mut COMMANDS: [ngx_command_t; 73] = [
+    http_only(
+        ngx_string!("auth_oauth2_token_ssf_receiver"),
+        NGX_CONF_2MORE,
+        set_ssf_receiver,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_ssf_push"),
+        NGX_CONF_NOARGS,
+        set_ssf_push,
+    ),
     directive(
         ngx_string!("auth_oauth2_token_introspect"),
         NGX_CONF_FLAG,

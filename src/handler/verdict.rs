@@ -14,6 +14,7 @@ use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
 use crate::oauth::verdict::{self, StepUpRules, Verdict};
+use crate::shm::revocations;
 
 /// `ctx` is the request's context (`RequestCtx::of`), whose introspection
 /// answer is known.
@@ -38,6 +39,22 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         }
         None => return Outcome::Error,
     };
+    // Revoked by an event the IdP pushed: checked before anything else of
+    // an active token, for every way the answer came (IdP, cache, Redis
+    // tier, a JWT verified here).
+    if let Some((main, receiver)) = req.main_conf().and_then(|m| Some((m, m.ssf.as_ref()?))) {
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any request runs.
+        if unsafe { revocations::revoked(receiver.zone.cast(), &claims.marks) } {
+            ngx::ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "auth_oauth2_token: token revoked by a Shared Signals event"
+            );
+            main.counters.add(receiver.metrics.refused(), 1);
+            return Outcome::Refuse(BearerError::InvalidToken);
+        }
+    }
     // What the token is bound to, before what it grants: a token that is
     // not the client's grants nothing.
     let cnf = claims.cnf;

@@ -7,8 +7,11 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 mod breaker;
+mod label;
+pub(crate) use label::label_value;
 pub mod dpop;
 pub mod jwt;
+pub mod ssf;
 
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
@@ -233,6 +236,7 @@ enum Family {
     KeySetKeys,
     KeySetFetchedAt,
     Dpop,
+    Ssf,
 }
 
 #[derive(Debug, Clone)]
@@ -517,6 +521,7 @@ impl Catalogue {
         self.render_jwt(&mut out, &value);
         self.render_key_sets(&mut out, &value);
         self.render_dpop(&mut out, &value);
+        self.render_ssf(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {
@@ -582,20 +587,6 @@ fn seconds(us: u64) -> String {
     let s = format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
     let s = s.trim_end_matches('0');
     s.strip_suffix('.').unwrap_or(s).to_string()
-}
-
-/// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
-pub(crate) fn label_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::oauth::claims;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
+use crate::oauth::ssf::Marks;
 
 /// The largest answer in phantom mode: a JWT of up to 64 KiB, possibly
 /// wrapped in JSON next to the introspection members.
@@ -22,6 +23,10 @@ pub struct ClaimPaths {
     pub rendered: Vec<String>,
     /// `auth_oauth2_token_require_claim`: kept as compact JSON for the checks.
     pub checked: Vec<String>,
+    /// A Shared Signals receiver checks tokens against its revocation list:
+    /// their marks (`oauth/ssf/`) are read too. Without one, nothing of
+    /// them is read, kept or decoded.
+    pub marks: bool,
 }
 
 impl ClaimPaths {
@@ -53,7 +58,12 @@ impl ClaimPaths {
             }
             text.push(b'\0');
         }
-        match self.is_empty() {
+        // Entries kept without marks must not serve a receiver that checks
+        // them (one added by a reload): the flag is part of the keys.
+        if self.marks {
+            text.extend_from_slice(b"marks\0");
+        }
+        match self.is_empty() && !self.marks {
             true => Vec::new(),
             false => CacheKey::from_parts(&[&text]).0.to_vec(),
         }
@@ -78,6 +88,10 @@ pub struct TokenClaims {
     /// What the token is bound to (`cnf`, RFC 7800): checked on every
     /// request, cache hits included (`oauth/binding.rs`).
     pub cnf: Confirmation,
+    /// The token's keys in the revocation list of pushed events, and its
+    /// `iat` (`oauth/ssf/`): checked on every request when a receiver is
+    /// configured.
+    pub marks: Marks,
 }
 
 /// One per request (in its context) or per cache read: the size of the
@@ -182,7 +196,7 @@ fn interpret_json(
         .map_err(|t| IdpFailure::from_transport(t, MAX_RESPONSE_BYTES))?;
     check_status(reply.status)?;
     match paths.is_empty() {
-        true => parse(reply.body),
+        true => parse(reply.body, paths.marks),
         false => parse_with_extra(reply.body, paths),
     }
 }
@@ -389,9 +403,16 @@ struct WireResponse {
     client_id: Option<Value>,
     exp: Option<Value>,
     cnf: Option<Value>,
+    // What the revocation list of pushed events matches (`oauth/ssf/`).
+    iss: Option<Value>,
+    iat: Option<Value>,
+    sid: Option<Value>,
+    email: Option<Value>,
+    jti: Option<Value>,
 }
 
-pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
+/// `marks`: read the token's revocation marks too (`ClaimPaths::marks`).
+pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure> {
     // serde reads a struct from a JSON array too (`[true, "alice"]` as
     // active and sub, by position): only an object is an answer.
     if body.trim_ascii_start().first() != Some(&b'{') {
@@ -406,6 +427,14 @@ pub fn parse(body: &[u8]) -> Result<IntrospectionResult, IdpFailure> {
             client_id: wire.client_id.as_ref().and_then(claim_text),
             exp: wire.exp.as_ref().and_then(numeric_date),
             cnf: Confirmation::of(wire.cnf.as_ref()),
+            marks: match marks {
+                true => Marks::of_members(
+                    wire.iss.as_ref(),
+                    wire.iat.as_ref(),
+                    [&wire.sub, &wire.sid, &wire.email, &wire.jti].map(Option::as_ref),
+                ),
+                false => Marks::default(),
+            },
             ..TokenClaims::default()
         })),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
@@ -454,6 +483,10 @@ fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
             .collect(),
         phantom: None,
         cnf: Confirmation::of(map.get("cnf")),
+        marks: match paths.marks {
+            true => Marks::of(map),
+            false => Marks::default(),
+        },
     }
 }
 
@@ -497,9 +530,43 @@ mod tests {
     }
 
     #[test]
+    fn both_readings_of_an_answer_give_the_same_revocation_marks() {
+        let body = br#"{"active":true,"sub":"alice","iss":"https://idp","iat":1700000000,
+            "sid":"s1","email":"a@x","jti":"j1","aud":"api"}"#;
+        let paths = ClaimPaths {
+            rendered: vec!["aud".into()],
+            checked: vec![],
+            marks: true,
+        };
+        let fast_paths = ClaimPaths {
+            marks: true,
+            ..ClaimPaths::default()
+        };
+        assert_ne!(
+            fast_paths.fingerprint(),
+            ClaimPaths::default().fingerprint()
+        );
+        let unmarked = |paths: &ClaimPaths| match interpret(R::new(0, 200, body), paths) {
+            Ok(IntrospectionResult::Active(claims)) => claims.marks,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unmarked(&ClaimPaths::default()), Marks::default());
+        let marks = |paths: &ClaimPaths| match interpret(R::new(0, 200, body), paths) {
+            Ok(IntrospectionResult::Active(claims)) => claims.marks,
+            other => panic!("{other:?}"),
+        };
+        let fast = marks(&fast_paths);
+        assert_eq!(fast, marks(&paths));
+        assert_eq!(fast, Marks::of(&serde_json::from_slice(body).unwrap()));
+        assert_eq!(fast.tags().len(), 4);
+        assert_eq!(fast.issued_s, Some(1_700_000_000));
+    }
+
+    #[test]
     fn configured_claims_are_extracted_in_order() {
         let body = br#"{"active":true,"sub":"alice","aud":["api","web"],"realm_access":{"roles":["admin"]}}"#;
         let wanted = ClaimPaths {
+            marks: false,
             rendered: vec!["realm_access.roles".into(), "aud".into(), "missing".into()],
             checked: vec!["aud".into(), "realm_access".into(), "missing".into()],
         };
@@ -537,6 +604,7 @@ mod tests {
     #[test]
     fn claim_lists_have_distinct_fingerprints() {
         let paths = |r: &[&str], c: &[&str]| ClaimPaths {
+            marks: false,
             rendered: r.iter().map(|s| s.to_string()).collect(),
             checked: c.iter().map(|s| s.to_string()).collect(),
         };
@@ -559,7 +627,7 @@ mod tests {
     #[test]
     fn absent_and_null_claims_are_none_and_non_strings_become_json_text() {
         let body = br#"{"active":true,"sub":42,"client_id":null,"exp":1.7e9}"#;
-        let Ok(IntrospectionResult::Active(claims)) = parse(body) else {
+        let Ok(IntrospectionResult::Active(claims)) = parse(body, false) else {
             panic!()
         };
         assert_eq!(claims.sub.as_deref(), Some("42"));
@@ -571,7 +639,7 @@ mod tests {
     #[test]
     fn inactive_token() {
         assert_eq!(
-            parse(br#"{"active":false}"#),
+            parse(br#"{"active":false}"#, false),
             Ok(IntrospectionResult::Inactive)
         );
     }
@@ -579,31 +647,40 @@ mod tests {
     #[test]
     fn active_must_be_a_boolean() {
         assert_eq!(
-            parse(br#"{"active":"true"}"#),
+            parse(br#"{"active":"true"}"#, false),
             Err(IdpFailure::NoActiveMember)
         );
-        assert_eq!(parse(br#"{"active":1}"#), Err(IdpFailure::NoActiveMember));
-        assert_eq!(parse(br#"{"sub":"x"}"#), Err(IdpFailure::NoActiveMember));
+        assert_eq!(
+            parse(br#"{"active":1}"#, false),
+            Err(IdpFailure::NoActiveMember)
+        );
+        assert_eq!(
+            parse(br#"{"sub":"x"}"#, false),
+            Err(IdpFailure::NoActiveMember)
+        );
     }
 
     #[test]
     fn garbage_is_not_json() {
         assert_eq!(
-            parse(b"<html>oops</html>"),
+            parse(b"<html>oops</html>", false),
             Err(IdpFailure::Call(CallFailure::NotJson))
         );
         assert_eq!(
-            parse(br#"{"active":tr"#),
+            parse(br#"{"active":tr"#, false),
             Err(IdpFailure::Call(CallFailure::NotJson))
         );
         assert_eq!(
-            parse(br#"[true]"#),
+            parse(br#"[true]"#, false),
             Err(IdpFailure::Call(CallFailure::NotJson))
         );
-        assert_eq!(parse(b""), Err(IdpFailure::Call(CallFailure::NotJson)));
+        assert_eq!(
+            parse(b"", false),
+            Err(IdpFailure::Call(CallFailure::NotJson))
+        );
         // Two `active` members are ambiguous: refuse rather than pick one.
         assert_eq!(
-            parse(br#"{"active":false,"active":true}"#),
+            parse(br#"{"active":false,"active":true}"#, false),
             Err(IdpFailure::Call(CallFailure::NotJson))
         );
     }
@@ -706,6 +783,7 @@ mod tests {
     #[test]
     fn claims_that_could_split_a_header_refuse_the_answer() {
         let paths = ClaimPaths {
+            marks: false,
             rendered: vec!["name".into()],
             checked: vec!["note".into()],
         };
@@ -757,6 +835,7 @@ mod tests {
     #[test]
     fn a_cached_answer_passes_the_checks_a_fresh_one_does() {
         let paths = ClaimPaths {
+            marks: false,
             rendered: vec!["tenant".into()],
             checked: vec![],
         };
@@ -822,6 +901,7 @@ mod tests {
     #[test]
     fn members_nobody_reads_are_checked_only_with_claim_paths() {
         let with_claims = ClaimPaths {
+            marks: false,
             rendered: vec!["x".into()],
             checked: vec![],
         };
@@ -848,6 +928,7 @@ mod tests {
     #[test]
     fn an_exposed_claim_given_twice_is_refused_on_every_path() {
         let with_claims = ClaimPaths {
+            marks: false,
             rendered: vec!["x".into()],
             checked: vec![],
         };
@@ -962,6 +1043,7 @@ mod tests {
     fn a_deciding_member_given_twice_is_refused_on_every_path() {
         let twice = r#"{"active":false,"active":true}"#;
         let paths = ClaimPaths {
+            marks: false,
             rendered: vec!["sub".into()],
             checked: Vec::new(),
         };
@@ -1014,6 +1096,7 @@ mod tests {
         let body = format!(r#"{{"active":true,"sub":"a","cnf":{{"jkt":"{jkt}"}}}}"#);
         let digest = crate::oauth::cnf::sha256_b64u(jkt).unwrap();
         let paths = ClaimPaths {
+            marks: false,
             rendered: vec!["sub".into()],
             checked: vec![],
         };
@@ -1031,7 +1114,7 @@ mod tests {
             assert!(interpret(R::new(0, 200, twice.as_bytes()), paths).is_err());
         }
         let odd = br#"{"active":true,"cnf":{"jkt":"short"}}"#;
-        let Ok(IntrospectionResult::Active(claims)) = parse(odd) else {
+        let Ok(IntrospectionResult::Active(claims)) = parse(odd, false) else {
             panic!()
         };
         assert_eq!(claims.cnf, Confirmation::Unverifiable);

@@ -23,6 +23,7 @@ pub mod purge;
 pub mod resource;
 pub mod resource_metadata;
 pub mod scope;
+pub mod ssf;
 pub mod step_up;
 pub mod trace_context;
 pub mod verdict;

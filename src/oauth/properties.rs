@@ -186,7 +186,8 @@ proptest! {
             Just("text/html")
         ],
     ) {
-        let paths = ClaimPaths { rendered: vec!["a.b".into()], checked: vec!["c".into()] };
+        let paths =
+            ClaimPaths { rendered: vec!["a.b".into()], checked: vec!["c".into()], marks: false };
         let reply = IdpReply::new(0, status, &body).with_content_type(content_type.as_bytes());
         if let Ok(IntrospectionResult::Active(claims)) = introspection::interpret(reply, &paths) {
             prop_assert!(exposed_claims_are_header_safe(&claims));
@@ -202,7 +203,7 @@ proptest! {
         sub in "\\PC{0,4}[\\x00-\\x1f\\x7f]?\\PC{0,4}",
         name in "[\\x00-\\x7f]{0,8}",
     ) {
-        let paths = ClaimPaths { rendered: vec!["name".into()], checked: vec![] };
+        let paths = ClaimPaths { rendered: vec!["name".into()], checked: vec![], marks: false };
         let body = serde_json::json!({"active": true, "sub": sub, "name": name}).to_string();
         match introspection::interpret(IdpReply::new(0, 200, body.as_bytes()), &paths) {
             Ok(IntrospectionResult::Active(claims)) => prop_assert!(exposed_claims_are_header_safe(&claims)),

@@ -4,21 +4,39 @@
 pub mod metrics;
 pub mod purge;
 pub mod resource_metadata;
+pub mod ssf_push;
 
 use ngx::ffi::{
-    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_send_header, ngx_int_t,
-    NGX_ERROR, NGX_OK,
+    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_send_header,
+    ngx_http_send_special, ngx_int_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
 use crate::nginx::req::Req;
 
 /// Sends `body` as the whole 200 answer (the request is in its content phase).
 fn send(req: &mut Req<'_>, content_type: &'static str, body: &[u8]) -> ngx_int_t {
-    req.set_response(200, body.len(), Some(content_type));
+    send_status(req, 200, content_type, body)
+}
+
+/// Sends `body` as the whole answer with `status`.
+fn send_status(
+    req: &mut Req<'_>,
+    status: usize,
+    content_type: &'static str,
+    body: &[u8],
+) -> ngx_int_t {
+    req.set_response(status, body.len(), Some(content_type));
+    if body.is_empty() {
+        req.set_header_only();
+    }
     // SAFETY: the request is live (`Req`), its response not yet sent.
     let rc = unsafe { ngx_http_send_header(req.as_ptr()) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req.is_header_only() {
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
         return rc;
+    }
+    if req.is_header_only() {
+        // SAFETY: the request is live (`Req`), its header sent just above.
+        return unsafe { ngx_http_send_special(req.as_ptr(), NGX_HTTP_LAST as ngx_uint_t) };
     }
     // SAFETY: the pool is the live request's.
     let buf = unsafe { ngx_create_temp_buf(req.pool(), body.len().max(1)) };

@@ -180,7 +180,7 @@ fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
 
 /// The request body, if it is in memory (a purge body is a few bytes; one
 /// that went to a file is refused).
-fn body(req: &Req<'_>) -> Option<Vec<u8>> {
+pub(super) fn body(req: &Req<'_>) -> Option<Vec<u8>> {
     let rb = req.request_body();
     if rb.is_null() {
         return Some(Vec::new());

@@ -221,10 +221,44 @@ pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> O
 pub struct Purge {
     pub tag: [u8; 8],
     pub purged_at_ms: i64,
+    /// A revocation the IdP pushed (a Shared Signals event) rather than a
+    /// purge: `tag` is a key of the revocation list (`oauth/ssf/`), not a
+    /// token's.
+    pub pushed: Option<Pushed>,
+}
+
+/// A revocation of the list: tokens with the tag issued at or before
+/// `at_ms` are refused until `keep_until_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    pub at_ms: i64,
+    pub keep_until_ms: i64,
 }
 
 /// The length of every purge message: version, nonce, tag and time, GCM tag.
 pub const PURGE_MESSAGE_BYTES: usize = 1 + NONCE_BYTES + 16 + TAG_BYTES;
+
+/// The length of a pushed revocation's message: a purge's and two times.
+pub const PUSHED_MESSAGE_BYTES: usize = PURGE_MESSAGE_BYTES + 16;
+
+/// A revocation pushed by the IdP, sent at `sent_ms`, for the other
+/// gateways' revocation lists.
+pub fn seal_pushed(
+    key: &FleetKey,
+    channel: &[u8],
+    tag: &[u8; 8],
+    sent_ms: i64,
+    pushed: Pushed,
+) -> Vec<u8> {
+    let plain = [
+        &tag[..],
+        &sent_ms.to_le_bytes(),
+        &pushed.at_ms.to_le_bytes(),
+        &pushed.keep_until_ms.to_le_bytes(),
+    ]
+    .concat();
+    seal(key, channel, &plain)
+}
 
 /// A purge of the token with `tag` at `purged_at_ms`, for the other gateways.
 pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8], purged_at_ms: i64) -> Vec<u8> {
@@ -240,14 +274,26 @@ pub fn seal_purge(key: &FleetKey, channel: &[u8], tag: &[u8; 8], purged_at_ms: i
 /// purge message's: also a message of the module's versions before the
 /// purge time was sealed in (a tag alone), which cannot be told fresh.
 pub fn open_purge(keys: &FleetKeys, channel: &[u8], message: &[u8]) -> Option<Purge> {
-    if message.len() != PURGE_MESSAGE_BYTES {
+    if message.len() != PURGE_MESSAGE_BYTES && message.len() != PUSHED_MESSAGE_BYTES {
         return None;
     }
     let plain = keys.iter().find_map(|key| open(key, channel, message))?;
-    let (tag, at) = plain.split_first_chunk::<8>()?;
+    let (tag, rest) = plain.split_first_chunk::<8>()?;
+    let (at, rest) = rest.split_first_chunk::<8>()?;
+    let pushed = match rest {
+        [] => None,
+        rest => {
+            let (revoked, keep) = rest.split_first_chunk::<8>()?;
+            Some(Pushed {
+                at_ms: i64::from_le_bytes(*revoked),
+                keep_until_ms: i64::from_le_bytes(keep.try_into().ok()?),
+            })
+        }
+    };
     Some(Purge {
         tag: *tag,
-        purged_at_ms: i64::from_le_bytes(at.try_into().ok()?),
+        purged_at_ms: i64::from_le_bytes(*at),
+        pushed,
     })
 }
 
@@ -392,6 +438,39 @@ mod tests {
     }
 
     #[test]
+    fn pushed_revocations_open_with_their_times_and_only_under_their_channel() {
+        let keys = FleetKeys {
+            current: key(3),
+            old: None,
+        };
+        let pushed = Pushed {
+            at_ms: 1_790_000_000_000,
+            keep_until_ms: 1_790_003_600_000,
+        };
+        let message = seal_pushed(
+            &keys.current,
+            b"oauth2:purge",
+            &[5; 8],
+            1_790_000_001_000,
+            pushed,
+        );
+        assert_eq!(message.len(), PUSHED_MESSAGE_BYTES);
+        assert_eq!(
+            open_purge(&keys, b"oauth2:purge", &message),
+            Some(Purge {
+                tag: [5; 8],
+                purged_at_ms: 1_790_000_001_000,
+                pushed: Some(pushed),
+            })
+        );
+        assert_eq!(open_purge(&keys, b"other:purge", &message), None);
+        let mut flipped = message.clone();
+        flipped[20] ^= 1;
+        assert_eq!(open_purge(&keys, b"oauth2:purge", &flipped), None);
+        assert_eq!(open_purge(&keys, b"oauth2:purge", &message[1..]), None);
+    }
+
+    #[test]
     fn purge_messages_open_with_the_current_or_the_old_key() {
         let (old, new) = (key(1), key(2));
         let at = 1_790_000_000_123;
@@ -399,6 +478,7 @@ mod tests {
         let purge = Purge {
             tag: [9; 8],
             purged_at_ms: at,
+            pushed: None,
         };
         let rotating = FleetKeys {
             current: key(2),

@@ -6,7 +6,7 @@
 //! gateways (whose subscribers refuse a message too old to be this purge).
 
 use crate::redis::fleet::{self, FleetKeys};
-use crate::redis::resp;
+use crate::redis::resp::{self, Limits, Reply};
 
 /// How many replies [`commands`] asks for.
 pub const REPLIES: usize = 2;
@@ -33,6 +33,68 @@ pub fn commands(
     let message = fleet::seal_purge(&keys.current, channel, tag, now_ms);
     resp::command(&mut commands, &[b"PUBLISH", channel, &message]);
     commands
+}
+
+/// The pipeline (RESP) telling the fleet of revocations the IdP pushed
+/// here at `now_ms`, each sealed with the current key: added to the sorted
+/// set `list` (scored by how long it is kept, for the gateways that
+/// subscribe later) and `PUBLISH`ed on `channel` (for those subscribed
+/// now); then the set's revocations no longer kept are removed and the set
+/// lives as long as its last. Returns the commands and how many replies
+/// they ask for (all integers).
+pub fn pushed_commands(
+    keys: &FleetKeys,
+    list: &[u8],
+    channel: &[u8],
+    revocations: &[([u8; 8], fleet::Pushed)],
+    now_ms: i64,
+) -> (Vec<u8>, usize) {
+    let mut commands = Vec::with_capacity(256 * revocations.len() + 128);
+    let mut last_kept = now_ms;
+    for (tag, pushed) in revocations {
+        let message = fleet::seal_pushed(&keys.current, channel, tag, now_ms, *pushed);
+        let score = pushed.keep_until_ms.to_string();
+        resp::command(&mut commands, &[b"ZADD", list, score.as_bytes(), &message]);
+        resp::command(&mut commands, &[b"PUBLISH", channel, &message]);
+        last_kept = last_kept.max(pushed.keep_until_ms);
+    }
+    let (now, last) = (now_ms.to_string(), last_kept.to_string());
+    resp::command(
+        &mut commands,
+        &[b"ZREMRANGEBYSCORE", list, b"-inf", now.as_bytes()],
+    );
+    resp::command(&mut commands, &[b"PEXPIREAT", list, last.as_bytes()]);
+    (commands, 2 * revocations.len() + 2)
+}
+
+/// The most revocations a subscriber reads from the list (those kept
+/// longest first).
+pub const MAX_LISTED: usize = 16_384;
+/// What the list's reply may hold: one array of sealed messages.
+pub const LISTING: Limits = Limits {
+    depth: 1,
+    array: MAX_LISTED,
+    values: MAX_LISTED + 1,
+    keep: 256,
+};
+
+/// The revocations of the list (`ZRANGE`'s reply) that `open` opens and
+/// that are still kept at `now_ms`: they go on the reader's revocation
+/// list, whenever they were sent (applying one twice changes nothing, so
+/// neither the channel's freshness window nor its replay memory applies).
+pub fn still_kept(
+    listed: Vec<Reply>,
+    open: impl Fn(&[u8]) -> Option<fleet::Purge>,
+    now_ms: i64,
+) -> Vec<fleet::Purge> {
+    listed
+        .into_iter()
+        .filter_map(|reply| match reply {
+            Reply::Bulk(Some(sealed)) => open(&sealed),
+            _ => None,
+        })
+        .filter(|purge| purge.pushed.is_some_and(|p| p.keep_until_ms > now_ms))
+        .collect()
 }
 
 #[cfg(test)]
@@ -79,10 +141,58 @@ mod tests {
             fleet::open_purge(&only_new, b"gw:purge", &publish[2]),
             Some(fleet::Purge {
                 tag,
-                purged_at_ms: 1234
+                purged_at_ms: 1234,
+                pushed: None,
             })
         );
         assert!(!publish[2].windows(3).any(|w| w == b"tok"));
+    }
+
+    #[test]
+    fn pushed_revocations_are_published_one_each_sealed() {
+        let keys = FleetKeys {
+            current: key(2),
+            old: Some(key(1)),
+        };
+        let pushed = fleet::Pushed {
+            at_ms: 1000,
+            keep_until_ms: 9000,
+        };
+        let (sent, replies) = pushed_commands(
+            &keys,
+            b"gw:ssf",
+            b"gw:purge",
+            &[([1; 8], pushed), ([2; 8], pushed)],
+            1500,
+        );
+        assert_eq!(replies, 6);
+        let commands = resp::read_commands(&sent, replies);
+        assert_eq!(commands.len(), 6);
+        for (pair, tag) in commands.chunks(2).zip([[1; 8], [2; 8]]) {
+            let [zadd, publish] = pair else { panic!() };
+            assert_eq!(
+                zadd[..3],
+                [b"ZADD".to_vec(), b"gw:ssf".to_vec(), b"9000".to_vec()]
+            );
+            assert_eq!(publish[..2], [b"PUBLISH".to_vec(), b"gw:purge".to_vec()]);
+            assert_eq!(zadd[3], publish[2], "the same sealed message");
+            assert_eq!(
+                fleet::open_purge(&keys, b"gw:purge", &publish[2]),
+                Some(fleet::Purge {
+                    tag,
+                    purged_at_ms: 1500,
+                    pushed: Some(pushed),
+                })
+            );
+        }
+        assert_eq!(
+            commands[4],
+            [&b"ZREMRANGEBYSCORE"[..], b"gw:ssf", b"-inf", b"1500"].map(<[u8]>::to_vec)
+        );
+        assert_eq!(
+            commands[5],
+            [&b"PEXPIREAT"[..], b"gw:ssf", b"9000"].map(<[u8]>::to_vec)
+        );
     }
 
     #[test]

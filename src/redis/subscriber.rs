@@ -25,7 +25,7 @@ use crate::metrics::Counters;
 use crate::module::Module;
 use crate::redis::fleet::{self, Purge};
 use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
-use crate::shm::zone;
+use crate::shm::{revocations, zone};
 
 use super::peers::{peers_of, Peer};
 use super::sentinel_watch;
@@ -104,6 +104,12 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         peers.len(),
         Box::new(open),
     );
+    // With a Shared Signals receiver, the revocations other gateways were
+    // pushed are read first, every time the channel is subscribed.
+    let steps = match main.is_some_and(|m| m.ssf.is_some()) {
+        true => steps.with_list(&tier.revocation_list()),
+        false => steps,
+    };
     // SAFETY: `log` is the cycle's, live (above); it is copied.
     let mut quiet_log = unsafe { *log };
     quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
@@ -496,8 +502,26 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
 fn revoked(purge: &Purge) {
     // SAFETY: a worker's cycle is set up before any of its events run; the
     // main conf lives as long as the cycle.
-    if let Some(main) = unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) } {
-        zone::purge_tag_everywhere(main, &purge.tag);
+    let Some(main) = (unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }) else {
+        return;
+    };
+    match (purge.pushed, main.ssf.as_ref()) {
+        (None, _) => {
+            zone::purge_tag_everywhere(main, &purge.tag);
+        }
+        // A revocation pushed to another gateway: on this one's list too.
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any worker event runs.
+        (Some(pushed), Some(receiver)) => unsafe {
+            revocations::revoke(
+                receiver.zone.cast(),
+                &purge.tag,
+                pushed.at_ms,
+                pushed.keep_until_ms,
+            );
+        },
+        // No list here: nothing checks it.
+        (Some(_), None) => {}
     }
 }
 

@@ -39,6 +39,7 @@ use core::fmt;
 use std::collections::{HashSet, VecDeque};
 
 use crate::redis::fleet::Purge;
+use crate::redis::purge;
 use crate::redis::resp::{self, Limits, Progress, Push, Reader, Reply};
 use crate::resilience::log_gate::LogGate;
 
@@ -197,6 +198,8 @@ enum Stage {
     Idle,
     /// Connecting or connected; waiting for this many `+OK` (AUTH, SELECT).
     Preamble(usize),
+    /// Waiting for the list of revocations pushed by the IdP.
+    Listing,
     /// Waiting for the subscription's confirmation.
     Subscribing,
     /// Subscribed; `pinged`: a `PING` awaits its answer.
@@ -210,9 +213,12 @@ pub type Opener = Box<dyn Fn(&[u8]) -> Option<Purge>>;
 /// One worker's subscription to the purge channel. Not `Debug`: the
 /// preamble holds the Redis password.
 pub struct Subscription {
-    /// AUTH/SELECT and SUBSCRIBE, RESP-encoded.
+    /// AUTH/SELECT, the list's `ZRANGE` (with a list) and SUBSCRIBE,
+    /// RESP-encoded.
     hello: Vec<u8>,
     preamble_replies: usize,
+    /// Whether the hello reads the list of pushed revocations.
+    listing: bool,
     channel: Vec<u8>,
     servers: usize,
     next_server: usize,
@@ -252,6 +258,7 @@ impl Subscription {
         Subscription {
             hello,
             preamble_replies,
+            listing: false,
             channel: channel.to_vec(),
             servers: servers.max(1),
             next_server: 0,
@@ -271,6 +278,30 @@ impl Subscription {
         }
     }
 
+    /// Also reads, before each subscription, the Redis tier's list of
+    /// revocations pushed by the IdP at `key` (`purge::still_kept`).
+    pub fn with_list(mut self, key: &[u8]) -> Subscription {
+        let mut subscribe = Vec::new();
+        resp::command(&mut subscribe, &[b"SUBSCRIBE", &self.channel]);
+        self.hello.truncate(self.hello.len() - subscribe.len());
+        let last = (purge::MAX_LISTED - 1).to_string();
+        resp::command(
+            &mut self.hello,
+            &[b"ZRANGE", key, b"0", last.as_bytes(), b"REV"],
+        );
+        self.hello.extend_from_slice(&subscribe);
+        self.listing = true;
+        self
+    }
+
+    /// The stage after the preamble's replies.
+    fn after_preamble(&self) -> Stage {
+        match self.listing {
+            true => Stage::Listing,
+            false => Stage::Subscribing,
+        }
+    }
+
     /// Bytes looked at by the reader, for tests that bound the work.
     pub fn work(&self) -> u64 {
         self.reader.work()
@@ -284,9 +315,12 @@ impl Subscription {
             Event::Timer => {
                 let server = self.next_server % self.servers;
                 self.next_server = self.next_server.wrapping_add(1);
-                self.reader.reset();
+                self.reader = match self.listing {
+                    true => Reader::new(purge::LISTING),
+                    false => Reader::new(self.pubsub_limits()),
+                };
                 self.stage = match self.preamble_replies {
-                    0 => Stage::Subscribing,
+                    0 => self.after_preamble(),
                     n => Stage::Preamble(n),
                 };
                 out.push(Action::Connect(server));
@@ -302,7 +336,7 @@ impl Subscription {
             }
             Event::Watch => match self.stage {
                 Stage::Idle => {}
-                Stage::Preamble(_) | Stage::Subscribing => {
+                Stage::Preamble(_) | Stage::Listing | Stage::Subscribing => {
                     self.fail(now_ms, Trouble::HandshakeUnanswered, &mut out)
                 }
                 Stage::Subscribed { pinged: true } => {
@@ -350,9 +384,18 @@ impl Subscription {
                         return Err(Trouble::UnexpectedPreambleReply);
                     }
                     self.stage = match left {
-                        1 => Stage::Subscribing,
+                        1 => self.after_preamble(),
                         n => Stage::Preamble(n - 1),
                     };
+                }
+                Stage::Listing => {
+                    let Reply::Array(listed) = reply else {
+                        return Err(Trouble::UnexpectedPreambleReply);
+                    };
+                    let kept = purge::still_kept(listed.unwrap_or_default(), &self.open, now_ms);
+                    out.extend(kept.into_iter().map(Action::Purge));
+                    self.stage = Stage::Subscribing;
+                    self.reader = Reader::new(self.pubsub_limits());
                 }
                 Stage::Subscribing => match resp::push(&reply) {
                     Some(Push::Subscribed(channel)) if channel == self.channel.as_slice() => {
@@ -380,6 +423,10 @@ impl Subscription {
                 },
             }
         }
+    }
+
+    fn pubsub_limits(&self) -> Limits {
+        Limits::pubsub(MAX_MESSAGE.max(self.channel.len()))
     }
 
     fn subscribed(&mut self, now_ms: i64, out: &mut Vec<Action>) {
@@ -564,6 +611,7 @@ mod tests {
             Action::Purge(Purge {
                 tag: [tag; 8],
                 purged_at_ms: at,
+                pushed: None,
             }),
             Action::Count(Delivery::Applied),
         ]
@@ -651,6 +699,102 @@ mod tests {
         let mut expected = purged(1, NOW);
         expected.extend(purged(3, NOW - 1000));
         assert_eq!(s.handle(NOW, Event::Received(&bytes)), expected);
+    }
+
+    /// A RESP array of bulk strings, as `ZRANGE` answers.
+    fn array(items: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", items.len()).into_bytes();
+        for item in items {
+            out.extend(format!("${}\r\n", item.len()).into_bytes());
+            out.extend_from_slice(item);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn with_a_list_the_revocations_still_kept_are_read_before_each_subscription() {
+        let mut s =
+            Subscription::new(&auth(), 2, CHANNEL, 1, opener(false)).with_list(b"oauth2:ssf");
+        s.handle(NOW, Event::Timer);
+        let mut hello = auth();
+        resp::command(
+            &mut hello,
+            &[b"ZRANGE", b"oauth2:ssf", b"0", b"16383", b"REV"],
+        );
+        resp::command(&mut hello, &[b"SUBSCRIBE", CHANNEL]);
+        assert_eq!(
+            s.handle(NOW, Event::Connected),
+            vec![Action::Send(hello), Action::Watch(REPLY_DEADLINE_MS)]
+        );
+        let kept = fleet::Pushed {
+            at_ms: NOW - 3_600_000,
+            keep_until_ms: NOW + 1000,
+        };
+        let gone = fleet::Pushed {
+            keep_until_ms: NOW,
+            ..kept
+        };
+        // Sent long ago: the list is judged by how long each is kept.
+        let old = NOW - 2 * MAX_AGE_MS;
+        let listed = array(&[
+            &fleet::seal_pushed(&key(1), CHANNEL, &[1; 8], old, kept),
+            &fleet::seal_pushed(&key(1), CHANNEL, &[2; 8], old, gone),
+            &sealed(3, NOW),
+            &fleet::seal_pushed(&key(2), CHANNEL, &[4; 8], NOW, kept),
+            b"junk",
+        ]);
+        let mut bytes = b"+OK\r\n+OK\r\n".to_vec();
+        bytes.extend(&listed);
+        bytes.extend(CONFIRMED);
+        let mut expected = vec![Action::Purge(Purge {
+            tag: [1; 8],
+            purged_at_ms: old,
+            pushed: Some(kept),
+        })];
+        expected.extend(confirmed(true));
+        assert_eq!(s.handle(NOW, Event::Received(&bytes)), expected);
+        // An empty list, and a reply that is not one, on the next links.
+        s.handle(NOW, Event::Failed(Trouble::ClosedByServer));
+        s.handle(NOW, Event::Timer);
+        s.handle(NOW, Event::Connected);
+        let mut bytes = b"+OK\r\n+OK\r\n*0\r\n".to_vec();
+        bytes.extend(CONFIRMED);
+        assert_eq!(
+            s.handle(NOW, Event::Received(&bytes)).first(),
+            Some(&Action::Watch(PING_EVERY_MS))
+        );
+        s.handle(NOW, Event::Failed(Trouble::ClosedByServer));
+        s.handle(NOW, Event::Timer);
+        s.handle(NOW, Event::Connected);
+        let actions = s.handle(NOW, Event::Received(b"+OK\r\n+OK\r\n:1\r\n"));
+        assert_eq!(actions[0], Action::Close);
+    }
+
+    #[test]
+    fn a_pushed_revocation_is_applied_with_its_times_and_judged_by_when_it_was_sent() {
+        let mut s = subscribed();
+        let pushed = fleet::Pushed {
+            at_ms: NOW - 60_000,
+            keep_until_ms: NOW + 3_600_000,
+        };
+        let fresh = fleet::seal_pushed(&key(1), CHANNEL, &[4; 8], NOW - 1000, pushed);
+        assert_eq!(
+            s.handle(NOW, Event::Received(&message(CHANNEL, &fresh))),
+            vec![
+                Action::Purge(Purge {
+                    tag: [4; 8],
+                    purged_at_ms: NOW - 1000,
+                    pushed: Some(pushed),
+                }),
+                Action::Count(Delivery::Applied),
+            ]
+        );
+        let old = fleet::seal_pushed(&key(1), CHANNEL, &[5; 8], NOW - MAX_AGE_MS - 1, pushed);
+        let actions = s.handle(NOW, Event::Received(&message(CHANNEL, &old)));
+        assert_eq!(actions[0], Action::Count(Delivery::Stale));
+        let again = s.handle(NOW, Event::Received(&message(CHANNEL, &fresh)));
+        assert_eq!(again[0], Action::Count(Delivery::Replayed));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub unsafe fn min_zone_size() -> usize {
 }
 
 /// A zone's slab pool, used with its mutex held.
-struct SlabPool(*mut ngx_slab_pool_t);
+pub(super) struct SlabPool(*mut ngx_slab_pool_t);
 
 impl Slab for SlabPool {
     fn alloc(&mut self, size: usize) -> *mut u8 {
@@ -106,9 +106,9 @@ fn now_ms() -> i64 {
 }
 
 /// Holds the zone's mutex for as long as it lives, with its table open.
-struct Locked {
-    pool: SlabPool,
-    table: *mut Table,
+pub(super) struct Locked {
+    pub(super) pool: SlabPool,
+    pub(super) table: *mut Table,
 }
 
 impl Locked {
@@ -116,7 +116,7 @@ impl Locked {
     ///
     /// # Safety
     /// `zone` must be a zone initialised by [`init_zone`].
-    unsafe fn new(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
+    pub(super) unsafe fn new(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
         // SAFETY: an initialised zone's mapping starts with its slab pool,
         // whose `data` is the table `table::open` made (or null, when a
         // worker died while making one); `open` writes it in place.

@@ -4,12 +4,13 @@
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::exchange::{self, IssuedToken};
 use crate::oauth::introspection::{self, IntrospectionResult, TokenClaims};
+use crate::oauth::ssf::Marks;
 
 /// Layout: tag (0 inactive, 1 active, 2 active and bound), exp flag + i64,
 /// then sub, scope and client_id, each as a flag byte, u32 length and bytes;
 /// then the `claim_set` values and the `require_claim` values, each a u32
 /// count and strings; then the phantom JWT as a string; with tag 2, the
-/// binding last: 2 for a `cnf` that cannot be checked, or 1 and a byte of
+/// binding: 2 for a `cnf` that cannot be checked, or 1 and a byte of
 /// flags (1: `jkt`, 2: `x5t#S256`) followed by those 32-byte digests.
 ///
 /// An unbound token's entry is what it was before bindings were kept (tag
@@ -55,6 +56,7 @@ impl CachedIntrospection {
         }
         put_bytes(&mut out, claims.phantom.as_deref());
         put_binding(&mut out, &claims.cnf);
+        put_marks(&mut out, &claims.marks);
         out
     }
 
@@ -86,6 +88,7 @@ impl CachedIntrospection {
                 true => r.binding()?,
                 false => Confirmation::Unbound,
             },
+            marks: r.marks()?,
         };
         r.0.is_empty()
             .then_some(IntrospectionResult::Active(claims))
@@ -143,6 +146,25 @@ impl CachedExchange {
     }
 }
 
+/// A token's revocation marks, when it has any: `M`, a byte of flags (1:
+/// an `iat` follows as i64) and the count of tags, then the tags. Last in
+/// the entry, so a token without marks is encoded as before them, and an
+/// earlier version finds an entry with marks longer than it reads (a miss).
+fn put_marks(out: &mut Vec<u8>, marks: &Marks) {
+    if marks.tags().is_empty() && marks.issued_s.is_none() {
+        return;
+    }
+    out.push(b'M');
+    out.push(u8::from(marks.issued_s.is_some()));
+    out.push(marks.tags().len() as u8);
+    if let Some(iat) = marks.issued_s {
+        out.extend_from_slice(&iat.to_le_bytes());
+    }
+    for tag in marks.tags() {
+        out.extend_from_slice(tag);
+    }
+}
+
 /// A flag byte, then a u32 length and the bytes when present.
 fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
@@ -184,6 +206,32 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;
         Some(head)
+    }
+
+    /// The marks `put_marks` wrote, or none when the entry ends here.
+    fn marks(&mut self) -> Option<Marks> {
+        if self.0.first() != Some(&b'M') {
+            return Some(Marks::default());
+        }
+        self.take(1)?;
+        let issued = match self.byte()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let count = usize::from(self.byte()?);
+        let issued_s = match issued {
+            true => Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            false => None,
+        };
+        let bytes = self.take(count.checked_mul(8)?)?;
+        // No allocation: a cache hit reads this.
+        let mut tags = [[0u8; 8]; 4];
+        let slots = tags.get_mut(..count)?;
+        for (slot, chunk) in slots.iter_mut().zip(bytes.chunks_exact(8)) {
+            slot.copy_from_slice(chunk);
+        }
+        Marks::from_parts(issued_s, &tags[..count])
     }
 
     fn byte(&mut self) -> Option<u8> {
@@ -243,6 +291,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn marks_that_do_not_fit_are_a_miss() {
+        let claims = TokenClaims {
+            marks: Marks::from_parts(Some(1), &[[7; 8]]).unwrap(),
+            ..TokenClaims::default()
+        };
+        let bytes = CachedIntrospection::encode(&IntrospectionResult::Active(claims));
+        let at = bytes.iter().rposition(|&b| b == b'M').unwrap();
+        let mut five = bytes[..at].to_vec();
+        five.extend([b'M', 0, 5]);
+        five.extend([0u8; 40]);
+        assert_eq!(CachedIntrospection::decode(&five), None);
+        let mut cut = bytes.clone();
+        cut.pop();
+        assert_eq!(CachedIntrospection::decode(&cut), None);
+        let mut bad_flag = bytes.clone();
+        bad_flag[at + 1] = 2;
+        assert_eq!(CachedIntrospection::decode(&bad_flag), None);
+    }
+
+    #[test]
     fn round_trips() {
         let full = IntrospectionResult::Active(TokenClaims {
             sub: Some("alice".into()),
@@ -253,7 +321,19 @@ mod tests {
             checked: vec![None, Some(r#"["a"]"#.into())],
             phantom: Some(b"eyJh.eyJz.c2ln".to_vec()),
             cnf: Confirmation::Unbound,
+            marks: Marks::default(),
         });
+        let marked = |issued_s, tags: &[[u8; 8]]| {
+            IntrospectionResult::Active(TokenClaims {
+                sub: Some("alice".into()),
+                marks: Marks::from_parts(issued_s, tags).unwrap(),
+                cnf: Confirmation::Bound {
+                    jkt: Some([3; 32]),
+                    x5t_s256: None,
+                },
+                ..TokenClaims::default()
+            })
+        };
         let bound = |cnf| {
             IntrospectionResult::Active(TokenClaims {
                 sub: Some("alice".into()),
@@ -278,6 +358,13 @@ mod tests {
             }),
             IntrospectionResult::Active(TokenClaims::default()),
             IntrospectionResult::Inactive,
+            marked(Some(1_800_000_000), &[[1; 8], [2; 8]]),
+            marked(None, &[[1; 8]]),
+            marked(Some(-1), &[]),
+            IntrospectionResult::Active(TokenClaims {
+                marks: Marks::from_parts(Some(5), &[[4; 8]; 4]).unwrap(),
+                ..TokenClaims::default()
+            }),
         ] {
             let bytes = CachedIntrospection::encode(&result);
             assert_eq!(CachedIntrospection::decode(&bytes), Some(result));

@@ -284,6 +284,7 @@ mod tests {
             claims(),
         );
         let paths = ClaimPaths {
+            marks: true,
             rendered: vec!["tenant.tier".into()],
             checked: vec!["aud".into()],
         };
@@ -299,6 +300,7 @@ mod tests {
                 checked: vec![Some(r#"["api"]"#.into())],
                 phantom: None,
                 cnf: Default::default(),
+                marks: crate::oauth::ssf::Marks::of(claims().as_object().unwrap()),
             }
         );
         let t = token(

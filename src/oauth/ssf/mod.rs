@@ -1,0 +1,201 @@
+//! Revocation pushed by the IdP: the Shared Signals receiver's plain side
+//! (SSF 1.0, CAEP 1.0, RISC 1.0 over RFC 8417 SETs and RFC 9493 subject
+//! identifiers). No nginx type here.
+//!
+//! - `subject.rs` — RFC 9493 subject identifiers read from a SET.
+//! - `set.rs` — a pushed SET verified (with `oauth/jose/`) into the
+//!   revocations it asks for, or the RFC 8935 §2.4 error it gets.
+//!
+//! The revocation list is keyed by [`tag`]s: 8 bytes of a digest of what
+//! names the subject (its kind, issuer and value). A token's own tags are
+//! computed once, when its claims are read (`Marks::of`), and kept with
+//! its cache entry, so a cache hit looks them up without hashing.
+
+pub mod set;
+pub mod subject;
+
+use serde_json::{Map, Value};
+
+/// What a revocation names, and which claim of a token is compared with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The user: a token's `sub`.
+    Subject,
+    /// One session of the user: a token's `sid`.
+    Session,
+    /// An e-mail address: a token's `email`.
+    Email,
+    /// One token: its `jti`.
+    TokenId,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Subject => 1,
+            Kind::Session => 2,
+            Kind::Email => 3,
+            Kind::TokenId => 4,
+        }
+    }
+
+    /// The token claim compared with a revocation of this kind.
+    pub fn claim(self) -> &'static str {
+        match self {
+            Kind::Subject => "sub",
+            Kind::Session => "sid",
+            Kind::Email => "email",
+            Kind::TokenId => "jti",
+        }
+    }
+
+    pub const ALL: [Kind; 4] = [Kind::Subject, Kind::Session, Kind::Email, Kind::TokenId];
+}
+
+/// The list's key of `value` of `kind` at `issuer` (`""` for tokens that
+/// carry no `iss`). 64 bits of SHA-256: a collision only refuses a token,
+/// it never lets one through.
+pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(b"ssf");
+    hasher.update(&[kind.byte()]);
+    for part in [issuer, value] {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finish();
+    digest[..8].try_into().expect("8 bytes")
+}
+
+/// A token's keys in the revocation list and when it was issued: computed
+/// once from its claims, kept with its cache entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The token's `iat`; `None` when it has none (then any revocation of
+    /// its subject refuses it while the revocation lasts).
+    pub issued_s: Option<i64>,
+    tags: [[u8; 8]; 4],
+    count: u8,
+}
+
+impl Marks {
+    /// The marks of a token with these claims: a tag for each of `sub`,
+    /// `sid`, `email` and `jti` it carries as a string, at its `iss` (or `""`).
+    pub fn of(claims: &Map<String, Value>) -> Marks {
+        Marks::of_members(
+            claims.get("iss"),
+            claims.get("iat"),
+            Kind::ALL.map(|kind| claims.get(kind.claim())),
+        )
+    }
+
+    /// [`Marks::of`] from the members as read: `iss`, `iat`, then the
+    /// values of `sub`, `sid`, `email` and `jti` (`Kind::ALL`'s order).
+    pub fn of_members(
+        iss: Option<&Value>,
+        iat: Option<&Value>,
+        values: [Option<&Value>; 4],
+    ) -> Marks {
+        let issuer = iss.and_then(Value::as_str).unwrap_or("");
+        let mut marks = Marks {
+            issued_s: iat.and_then(numeric_date),
+            ..Marks::default()
+        };
+        for (kind, value) in Kind::ALL.into_iter().zip(values) {
+            if let Some(value) = value.and_then(Value::as_str) {
+                marks.push(tag(kind, issuer, value));
+            }
+        }
+        marks
+    }
+
+    /// Marks read back from a cache entry; `None` for more tags than fit.
+    pub fn from_parts(issued_s: Option<i64>, tags: &[[u8; 8]]) -> Option<Marks> {
+        if tags.len() > 4 {
+            return None;
+        }
+        let mut marks = Marks {
+            issued_s,
+            ..Marks::default()
+        };
+        tags.iter().for_each(|t| marks.push(*t));
+        Some(marks)
+    }
+
+    fn push(&mut self, tag: [u8; 8]) {
+        self.tags[usize::from(self.count)] = tag;
+        self.count += 1;
+    }
+
+    pub fn tags(&self) -> &[[u8; 8]] {
+        &self.tags[..usize::from(self.count)]
+    }
+
+    /// Whether a revocation list whose cutoffs `cutoff` reads refuses the
+    /// token: one of its tags was revoked at or after it was issued (its
+    /// `iat` in ms against the cutoff in ms).
+    pub fn refused(&self, mut cutoff: impl FnMut(&[u8; 8]) -> Option<i64>) -> bool {
+        let issued_ms = self.issued_s.map_or(i64::MIN, |s| s.saturating_mul(1000));
+        self.tags()
+            .iter()
+            .any(|tag| cutoff(tag).is_some_and(|until| issued_ms <= until))
+    }
+}
+
+/// RFC 7519 NumericDate, fractions cut.
+pub(crate) fn numeric_date(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_tokens_marks_name_its_claims_at_its_issuer() {
+        let m = Marks::of(&map(json!({
+            "iss": "https://idp", "sub": "alice", "sid": "s1", "iat": 100, "jti": "j"
+        })));
+        assert_eq!(m.issued_s, Some(100));
+        assert_eq!(
+            m.tags(),
+            &[
+                tag(Kind::Subject, "https://idp", "alice"),
+                tag(Kind::Session, "https://idp", "s1"),
+                tag(Kind::TokenId, "https://idp", "j"),
+            ]
+        );
+        let bare = Marks::of(&map(json!({"sub": "alice"})));
+        assert_eq!(bare.tags(), &[tag(Kind::Subject, "", "alice")]);
+        assert_eq!(bare.issued_s, None);
+        assert_ne!(
+            tag(Kind::Subject, "https://idp", "alice"),
+            tag(Kind::Session, "https://idp", "alice")
+        );
+        assert_ne!(tag(Kind::Subject, "a", "bc"), tag(Kind::Subject, "ab", "c"));
+    }
+
+    #[test]
+    fn a_token_issued_at_or_before_a_cutoff_is_refused_after_it_passes() {
+        let alice = tag(Kind::Subject, "i", "alice");
+        let m = Marks::from_parts(Some(100), &[alice]).unwrap();
+        let list = |t: &[u8; 8]| (*t == alice).then_some(100_000);
+        assert!(m.refused(list));
+        let later = Marks::from_parts(Some(101), &[alice]).unwrap();
+        assert!(!later.refused(list));
+        let bob = Marks::from_parts(Some(1), &[tag(Kind::Subject, "i", "bob")]).unwrap();
+        assert!(!bob.refused(list));
+        let no_iat = Marks::from_parts(None, &[alice]).unwrap();
+        assert!(no_iat.refused(list));
+        assert!(!Marks::default().refused(|_| Some(i64::MAX)));
+        assert!(Marks::from_parts(None, &[alice; 5]).is_none());
+    }
+}

@@ -1,0 +1,306 @@
+//! `auth_oauth2_token_ssf_push`: the Shared Signals receiver's push
+//! endpoint (RFC 8935). The transmitter POSTs one SET
+//! (`application/secevent+jwt`); the module checks the transmitter's bearer
+//! secret when one is configured, verifies the SET (`oauth/ssf/set.rs`),
+//! puts its revocations in the list (`shm/zone.rs` `revoke`), records its
+//! `jti` (the list's zone is also the replay store) and answers `202`.
+//! Every refusal is a `400` with RFC 8935 §2.3's JSON object (`err`,
+//! `description`) and changes nothing; a list that cannot be written is a
+//! `503` (the transmitter retries).
+//!
+//! POST        -> read the body (anything else: 405)
+//! body read   -> checks, this gateway's list; no Redis tier: replay store
+//!                -> 202 / 400 / 503
+//! Redis tier  -> one `PUBLISH` per revocation on the channel, in one
+//!                subrequest (`redis/purge.rs`); its end records the `jti`
+//!                and sets the status (202, 400 for a replay, 503 when the
+//!                tier failed: the other gateways were not told)
+
+use ngx::ffi::{
+    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_ALLOWED,
+    NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
+    NGX_LOG_INFO,
+};
+
+use crate::conf::ssf::SsfReceiver;
+use crate::metrics::ssf::SsfIds;
+use crate::nginx::req::{now_ms, Req};
+use crate::oauth::bearer::{self, BearerToken};
+use crate::oauth::cache::CacheKey;
+use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
+use crate::pages::purge::body;
+use crate::redis::call::{self, Failure};
+use crate::redis::fleet::Pushed;
+use crate::redis::purge;
+use crate::redis::resp::Reply;
+use crate::shm::table::Remembered;
+use crate::shm::{revocations, zone};
+
+/// The location's content handler.
+pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls a content handler with a live request
+    // (ngx_http_core_content_phase).
+    unsafe { Req::with(r, read_body) }
+}
+
+fn read_body(req: &mut Req<'_>) -> ngx_int_t {
+    if req.method() != NGX_HTTP_POST as usize {
+        if req
+            .push_response_header(b"Allow", b"allow", b"POST")
+            .is_none()
+        {
+            return NGX_ERROR as ngx_int_t;
+        }
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    req.want_body_in_one_buffer();
+    // SAFETY: the request is live; nginx calls `body_read` with it once the
+    // body is in.
+    let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
+
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the body handler with the live request whose
+    // body it read (ngx_http_read_client_request_body), and which it
+    // keeps until the request is finalized.
+    let rc = unsafe { Req::with(r, receive) };
+    if let Some(rc) = rc {
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
+}
+
+/// The delivery's answer, or `None` while the Redis tier is told.
+fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
+    let log = req.log();
+    let (Some(main), Some(conf)) = (req.main_conf(), req.location_conf()) else {
+        return Some(NGX_ERROR as ngx_int_t);
+    };
+    let Some(receiver) = main.ssf.as_ref() else {
+        return Some(NGX_ERROR as ngx_int_t);
+    };
+    let accepted = match check(req, receiver) {
+        Ok(accepted) => accepted,
+        Err(error) => return Some(refuse(req, &error)),
+    };
+    let now = now_ms();
+    let keep_until_ms = now.saturating_add(receiver.token_lifetime_ms);
+    let mut pushed = Vec::with_capacity(accepted.revocations.len());
+    for revocation in &accepted.revocations {
+        let at_ms = revocation.at_s.saturating_mul(1000);
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any request runs.
+        if !unsafe {
+            revocations::revoke(receiver.zone.cast(), &revocation.tag, at_ms, keep_until_ms)
+        } {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "auth_oauth2_token: SET not applied: the revocation list's zone cannot be used"
+            );
+            return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
+        }
+        pushed.push((
+            revocation.tag,
+            Pushed {
+                at_ms,
+                keep_until_ms,
+            },
+        ));
+    }
+    let (Some(uri), Some(redis), false) = (
+        conf.shared_cache_uri(),
+        main.redis.as_ref(),
+        pushed.is_empty(),
+    ) else {
+        let status = record(req, receiver, &accepted, now);
+        return Some(respond(req, status));
+    };
+    // The other gateways' lists, through the Redis tier's channel; the
+    // `jti` is recorded once they were told, so that a transmitter that
+    // retries after a 503 is not taken for a replay.
+    let (commands, replies) = purge::pushed_commands(
+        &redis.keys,
+        &redis.revocation_list(),
+        &redis.channel(),
+        &pushed,
+        now,
+    );
+    req.set_status(0);
+    req.set_write_handler(Some(resume));
+    let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
+        let status = match told_everyone(req, result) {
+            false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
+            true => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
+                Some(receiver) => record(req, receiver, &accepted, now),
+                None => NGX_ERROR as usize,
+            },
+        };
+        req.set_status(status);
+    };
+    let started = call::start(req, uri, &commands, replies, false, told);
+    started.err().map(|()| NGX_ERROR as ngx_int_t)
+}
+
+/// Whether every `PUBLISH` of the pipeline was answered by Redis.
+fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
+    let log = req.log();
+    // A failure of the call was logged by it; refusals are noted here.
+    let told = match result {
+        Err(_) => false,
+        Ok(replies) => replies.iter().all(|reply| match reply {
+            Reply::Integer(_) => true,
+            other => {
+                let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
+                call::note_failure(log, &failure);
+                false
+            }
+        }),
+    };
+    if !told {
+        ngx::ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "auth_oauth2_token: SET applied here but the Redis tier was not told: answering 503"
+        );
+    }
+    told
+}
+
+/// Records the SET's `jti` (after its revocations are in: a worker that
+/// dies before this leaves the SET unrecorded, and the transmitter's retry
+/// applies it again, which changes nothing, rather than being called a
+/// replay); the status to answer with.
+fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) -> usize {
+    let log = req.log();
+    let name = CacheKey::from_parts(&[
+        b"ssf-jti",
+        receiver.stream.issuer.as_bytes(),
+        accepted.jti.as_bytes(),
+    ]);
+    let until = now.saturating_add((receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000);
+    // SAFETY: the receiver's zone was declared by its directive and
+    // initialised by nginx before any request runs.
+    match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
+        Remembered::New => {}
+        Remembered::Seen => return NGX_HTTP_BAD_REQUEST as usize,
+        Remembered::Full => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "auth_oauth2_token: SET applied but its jti not recorded: the revocation list's zone is full"
+            );
+        }
+    }
+    log_applied(req, accepted);
+    for event in &accepted.events {
+        count(req, |ids| ids.event(*event));
+    }
+    NGX_HTTP_ACCEPTED as usize
+}
+
+/// Counts one in the receiver's series `which` picks.
+fn count(req: &Req<'_>, which: impl FnOnce(SsfIds) -> usize) {
+    if let Some(main) = req.main_conf() {
+        if let Some(receiver) = &main.ssf {
+            main.counters.add(which(receiver.metrics), 1);
+        }
+    }
+}
+
+/// A refusal: RFC 8935's `400` and its error object.
+fn refuse(req: &mut Req<'_>, error: &SetError) -> ngx_int_t {
+    count(req, |ids| ids.refusal(error.code));
+    ngx::ngx_log_error!(
+        NGX_LOG_INFO,
+        req.log(),
+        "auth_oauth2_token: SET refused: {error}"
+    );
+    let body = error.body();
+    super::send_status(req, 400, "application/json", body.as_bytes())
+}
+
+/// Answers with what `record` (or the Redis tier's failure) decided: `202`
+/// without a body, `400` for a replay, or nginx's page for the rest.
+fn respond(req: &mut Req<'_>, status: usize) -> ngx_int_t {
+    match status as u32 {
+        NGX_HTTP_ACCEPTED => {
+            count(req, |ids| ids.delivery("accepted"));
+            super::send_status(req, 202, "text/plain", b"")
+        }
+        NGX_HTTP_BAD_REQUEST => refuse(req, &set::REPLAYED),
+        _ => {
+            count(req, |ids| ids.delivery("unavailable"));
+            status as ngx_int_t
+        }
+    }
+}
+
+/// nginx resumes the request when the Redis call ends (and maybe on other
+/// write events before: then there is no status yet).
+unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls a request's write_event_handler with the live
+    // request (ngx_http_request_handler, ngx_http_run_posted_requests).
+    let rc = unsafe {
+        Req::with(r, |req| match req.status() {
+            0 => None,
+            status => Some(respond(req, status)),
+        })
+    };
+    if let Some(rc) = rc {
+        // SAFETY: nginx keeps the request until it is finalized, here;
+        // it is not used after this.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
+}
+
+/// The checks before anything changes: the transmitter's secret, the
+/// media type, the body, the SET.
+fn check(req: &mut Req<'_>, receiver: &SsfReceiver) -> Result<Accepted, SetError> {
+    if let Some(want) = &receiver.bearer_sha256 {
+        let (values, count) = req.header_values::<2>(b"authorization");
+        let secret = match bearer::from_authorization(&values[..count.min(2)]) {
+            BearerToken::Present(secret) => secret,
+            _ => return Err(set::NO_CREDENTIALS),
+        };
+        let got = openssl::sha::sha256(secret);
+        if !openssl::memcmp::eq(&got, want) {
+            return Err(set::WRONG_CREDENTIALS);
+        }
+    }
+    let (types, count) = req.header_values::<1>(b"content-type");
+    if count != 1 || !set::media_type_ok(types[0]) {
+        return Err(set::WRONG_MEDIA_TYPE);
+    }
+    let body = body(req).ok_or(set::TOO_LARGE)?;
+    let now_s = now_ms().div_euclid(1000);
+    set::verify(&body, receiver.keys.keys(), &receiver.stream, now_s)
+}
+
+/// One line per event: its type, and the revocations' tags (digests of the
+/// subjects, never their names).
+fn log_applied(req: &Req<'_>, accepted: &Accepted) {
+    let log = req.log();
+    let tags: Vec<String> = accepted
+        .revocations
+        .iter()
+        .map(|r| r.tag.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    for event in &accepted.events {
+        ngx::ngx_log_error!(
+            NGX_LOG_INFO,
+            log,
+            "auth_oauth2_token: SET accepted: event {}, {} revocations at iat {} (subject tags {})",
+            event.label(),
+            accepted.revocations.len(),
+            accepted.iat_s,
+            tags.join(",")
+        );
+    }
+}
