@@ -354,7 +354,10 @@ CONF
 # The module's JWT and DPoP locations, with bench_jwt_keys' key set in directory
 # $1, and the metrics the scripts read to check that every request of a row did
 # what the row says (a signature check, a cache hit, a valid proof). JWT tokens
-# are checked locally (no IdP); /jwt-cached/'s zone holds them all. The DPoP
+# are checked locally (no IdP); /jwt-cached/'s zone holds them all. The
+# audience is the issuer's (audience=): auth_oauth2_token_require_audience
+# would add `aud` to the http block's claim lists, and every introspection
+# answer of the other rows would then be read in full. The DPoP
 # window is 120s so that proofs made before a run stay fresh through it; the
 # replay store holds 512k proofs (each is kept for the window).
 bench_jwt_dpop_locations() {
@@ -363,9 +366,8 @@ bench_jwt_dpop_locations() {
     cat <<CONF
         location /jwt-$jwt/ {
             auth_oauth2_token_jwt on;
-            auth_oauth2_token_jwt_issuer $BENCH_JWT_ISSUER;
+            auth_oauth2_token_jwt_issuer $BENCH_JWT_ISSUER audience=orders-api;
             auth_oauth2_token_jwt_keys_file $1/jwt-jwks.json;
-            auth_oauth2_token_require_audience orders-api;
 $([ $jwt = cached ] && echo "            auth_oauth2_token_jwt_cache zone=jwt:32m max_ttl=1h;")
             proxy_pass http://backend;
         }
