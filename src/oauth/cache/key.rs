@@ -240,24 +240,10 @@ impl Sip128 {
     }
 
     #[inline(always)]
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    #[inline(always)]
     fn block(&mut self, m: u64) {
         self.v[3] ^= m;
-        Self::round(&mut self.v);
-        Self::round(&mut self.v);
+        sip_round(&mut self.v);
+        sip_round(&mut self.v);
         self.v[0] ^= m;
     }
 
@@ -291,12 +277,12 @@ impl Sip128 {
         self.block(m);
         self.v[2] ^= 0xee;
         for _ in 0..4 {
-            Self::round(&mut self.v);
+            sip_round(&mut self.v);
         }
         let first = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
         self.v[1] ^= 0xdd;
         for _ in 0..4 {
-            Self::round(&mut self.v);
+            sip_round(&mut self.v);
         }
         let second = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
         let mut out = [0; 16];
@@ -361,6 +347,22 @@ pub fn exchange_key(
     }
     hasher.update(token);
     CacheKey::keyed(token, hasher.finish())
+}
+
+/// SipHash's round (SipRound), for the keys' 128-bit hash here and the
+/// table's 64-bit bucket hash (`shm/table/change.rs`).
+#[inline(always)]
+pub fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
 }
 
 #[cfg(test)]

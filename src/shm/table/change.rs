@@ -7,6 +7,7 @@ use core::ptr;
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use super::layout::*;
+use crate::oauth::cache::key::sip_round;
 use crate::oauth::cache::CacheKey;
 
 /// Which nodes [`Change::cap_chain`] may remove from a full chain.
@@ -271,28 +272,16 @@ pub(super) fn siphash<const C: usize, const D: usize>(key: [u64; 2], word: u64) 
         key[0] ^ 0x6c79_6765_6e65_7261,
         key[1] ^ 0x7465_6462_7974_6573,
     ];
-    let round = |v: &mut [u64; 4]| {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    };
     for block in [word, 8u64 << 56] {
         v[3] ^= block;
         for _ in 0..C {
-            round(&mut v);
+            sip_round(&mut v);
         }
         v[0] ^= block;
     }
     v[2] ^= 0xff;
     for _ in 0..D {
-        round(&mut v);
+        sip_round(&mut v);
     }
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
