@@ -7,11 +7,36 @@ pub mod resource_metadata;
 pub mod ssf_push;
 
 use ngx::ffi::{
-    ngx_chain_t, ngx_create_temp_buf, ngx_http_output_filter, ngx_http_send_header,
-    ngx_http_send_special, ngx_int_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
+    ngx_chain_t, ngx_create_temp_buf, ngx_http_client_body_handler_pt, ngx_http_output_filter,
+    ngx_http_read_client_request_body, ngx_http_send_header, ngx_http_send_special, ngx_int_t,
+    ngx_uint_t, NGX_DONE, NGX_ERROR, NGX_HTTP_LAST, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_POST,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 
 use crate::nginx::req::Req;
+
+/// A page that takes only `POST`: `405` with `Allow: POST` to any other
+/// method; else the body is read in one buffer and `body_read` called
+/// with the request once it is in.
+fn read_post_body(req: &mut Req<'_>, body_read: ngx_http_client_body_handler_pt) -> ngx_int_t {
+    if req.method() != NGX_HTTP_POST as usize {
+        if req
+            .push_response_header(b"Allow", b"allow", b"POST")
+            .is_none()
+        {
+            return NGX_ERROR as ngx_int_t;
+        }
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    req.want_body_in_one_buffer();
+    // SAFETY: the request is live; nginx calls `body_read` with it once the
+    // body is in.
+    let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), body_read) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
 
 /// Sends `body` as the whole 200 answer (the request is in its content phase).
 fn send(req: &mut Req<'_>, content_type: &'static str, body: &[u8]) -> ngx_int_t {

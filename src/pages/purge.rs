@@ -13,11 +13,9 @@
 //!                not told) and resumes the request
 
 use ngx::ffi::{
-    ngx_buf_t, ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_uint_t,
-    NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_LAST, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
-    NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
-    NGX_LOG_INFO, NGX_OK,
+    ngx_buf_t, ngx_chain_t, ngx_http_finalize_request, ngx_http_request_t, ngx_http_send_header,
+    ngx_http_send_special, ngx_int_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_LAST,
+    NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 
 use crate::nginx::req::{now_ms, Req};
@@ -32,27 +30,7 @@ use crate::shm::zone;
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request
     // (ngx_http_core_content_phase).
-    unsafe { Req::with(r, read_body) }
-}
-
-fn read_body(req: &mut Req<'_>) -> ngx_int_t {
-    if req.method() != NGX_HTTP_POST as usize {
-        if req
-            .push_response_header(b"Allow", b"allow", b"POST")
-            .is_none()
-        {
-            return NGX_ERROR as ngx_int_t;
-        }
-        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-    }
-    req.want_body_in_one_buffer();
-    // SAFETY: the request is live; nginx calls `body_read` with it once the
-    // body is in.
-    let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
-    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-        return rc;
-    }
-    NGX_DONE as ngx_int_t
+    unsafe { Req::with(r, |req| super::read_post_body(req, Some(body_read))) }
 }
 
 /// The body is in: purge here, then in the Redis tier.

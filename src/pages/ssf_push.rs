@@ -17,10 +17,8 @@
 //!                tier failed: the other gateways were not told)
 
 use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
-    NGX_DONE, NGX_ERROR, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_ALLOWED,
-    NGX_HTTP_POST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR,
-    NGX_LOG_INFO,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_ERROR, NGX_HTTP_ACCEPTED,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 
 use crate::conf::ssf::SsfReceiver;
@@ -41,27 +39,7 @@ use crate::shm::{revocations, zone};
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls a content handler with a live request
     // (ngx_http_core_content_phase).
-    unsafe { Req::with(r, read_body) }
-}
-
-fn read_body(req: &mut Req<'_>) -> ngx_int_t {
-    if req.method() != NGX_HTTP_POST as usize {
-        if req
-            .push_response_header(b"Allow", b"allow", b"POST")
-            .is_none()
-        {
-            return NGX_ERROR as ngx_int_t;
-        }
-        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-    }
-    req.want_body_in_one_buffer();
-    // SAFETY: the request is live; nginx calls `body_read` with it once the
-    // body is in.
-    let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
-    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-        return rc;
-    }
-    NGX_DONE as ngx_int_t
+    unsafe { Req::with(r, |req| super::read_post_body(req, Some(body_read))) }
 }
 
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
