@@ -1,8 +1,84 @@
 //! The servers of an `upstream` block as the module's own connections (the
 //! revocation channel's, the sentinels') take them: addresses copied out of
-//! nginx's round-robin peers, each with a name for nginx's log lines.
+//! nginx's round-robin peers, each with a name for nginx's log lines; and
+//! how such a connection is opened.
 
-use ngx::ffi::{ngx_http_upstream_rr_peers_t, ngx_http_upstream_srv_conf_t, ngx_str_t, socklen_t};
+use core::ffi::c_void;
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_event_connect_peer,
+    ngx_event_get_peer, ngx_event_handler_pt, ngx_http_upstream_rr_peers_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_peer_connection_t,
+    ngx_str_t, sockaddr, socklen_t, NGX_AGAIN, NGX_OK,
+};
+
+/// A connection [`connect`] opened, and whether it is still connecting (its
+/// write event then has the connect timer).
+pub(super) struct Opened {
+    pub(super) conn: *mut ngx_connection_t,
+    pub(super) connecting: bool,
+}
+
+/// Opens a connection to `peer` for one of the module's own clients, whose
+/// state `data` is: its events log to `log` and call `on_read` and
+/// `on_write`, and a graceful shutdown closes it like an idle keepalive
+/// connection. `None` when nginx could not open it.
+///
+/// # Safety
+/// `peer`, `log` and `data` must live until the worker exits (nginx keeps
+/// pointers to the first two in the connection); the handlers must be
+/// ready for events of a connection whose `data` is `data`.
+pub(super) unsafe fn connect(
+    peer: &mut Peer,
+    log: *mut ngx_log_t,
+    data: *mut c_void,
+    (on_read, on_write): (ngx_event_handler_pt, ngx_event_handler_pt),
+    timeout_ms: ngx_msec_t,
+) -> Option<Opened> {
+    // SAFETY: an all-zero ngx_peer_connection_t is an empty one (nginx
+    // pcallocs them).
+    let mut pc: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
+    pc.sockaddr = peer.sockaddr.as_mut_ptr().cast::<sockaddr>();
+    pc.socklen = peer.socklen;
+    pc.name = ptr::addr_of_mut!(peer.name_str);
+    pc.get = Some(ngx_event_get_peer);
+    pc.log = log;
+    pc.tries = 1;
+    // SAFETY: the address, name and log `pc` points at live until the
+    // worker exits (this function's contract); nginx owns the connection
+    // it makes.
+    let rc = unsafe { ngx_event_connect_peer(&mut pc) };
+    let c = pc.connection;
+    if c.is_null() || (rc != NGX_OK as ngx_int_t && rc != NGX_AGAIN as ngx_int_t) {
+        if !c.is_null() {
+            // SAFETY: `c` is the connection nginx just made for `pc`, ours.
+            unsafe { ngx_close_connection(c) };
+        }
+        return None;
+    }
+    let connecting = rc == NGX_AGAIN as ngx_int_t;
+    // SAFETY: `c` is the connection nginx just made, with its read and
+    // write events.
+    unsafe {
+        (*c).data = data;
+        (*c).log = log;
+        (*(*c).read).log = log;
+        (*(*c).write).log = log;
+        (*(*c).read).handler = on_read;
+        (*(*c).write).handler = on_write;
+        (*(*c).read).set_cancelable(1);
+        (*(*c).write).set_cancelable(1);
+        (*c).set_idle(1);
+        if connecting {
+            ngx_add_timer((*c).write, timeout_ms);
+        }
+    }
+    Some(Opened {
+        conn: c,
+        connecting,
+    })
+}
 
 /// One Redis server: its address, copied out of the upstream (or, with
 /// Sentinel, the primary's: `redis/sentinel_watch.rs`). `name_str` points at

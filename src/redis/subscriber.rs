@@ -12,11 +12,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer,
-    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
-    ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_peer_connection_t, ngx_str_t, sockaddr,
-    NGX_AGAIN, NGX_LOG_CRIT, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
-    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_str_t, NGX_AGAIN,
+    NGX_LOG_CRIT, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
+    NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 
@@ -27,7 +26,7 @@ use crate::redis::fleet::{self, Purge};
 use crate::redis::subscription::{Action, Event, Note, Subscription, Trouble};
 use crate::shm::{revocations, zone};
 
-use super::peers::{peers_of, Peer};
+use super::peers::{self, peers_of, Peer};
 use super::sentinel_watch;
 
 /// Whether the tier's server is the primary Sentinel names.
@@ -341,48 +340,22 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
         &mut s.peers[index]
     };
     let peer_name = peer.name.clone();
-    // SAFETY: an all-zero ngx_peer_connection_t is an empty one (nginx
-    // pcallocs them).
-    let mut pc: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
-    pc.sockaddr = peer.sockaddr.as_mut_ptr().cast::<sockaddr>();
-    pc.socklen = peer.socklen;
-    pc.name = ptr::addr_of_mut!(peer.name_str);
-    pc.get = Some(ngx_event_get_peer);
-    pc.log = ptr::addr_of_mut!(s.quiet_log);
-    pc.tries = 1;
-    // SAFETY: the address, name and log `pc` points at live in the
-    // subscriber until exit_process; nginx owns the connection it makes.
-    let rc = unsafe { ngx_event_connect_peer(&mut pc) };
-    let c = pc.connection;
-    if c.is_null() || (rc != NGX_OK as ngx_int_t && rc != NGX_AGAIN as ngx_int_t) {
-        if !c.is_null() {
-            // SAFETY: `c` is the connection nginx just made for `pc`, ours.
-            unsafe { ngx_close_connection(c) };
-        }
+    let log = ptr::addr_of_mut!(s.quiet_log);
+    let handlers = (Some(on_read as _), Some(on_write as _));
+    // SAFETY: the peer and the log live in the subscriber until
+    // exit_process; the handlers take a connection whose data is the
+    // subscriber.
+    let opened =
+        unsafe { peers::connect(peer, log, sub.cast(), handlers, CONNECT_TIMEOUT_MS as _) };
+    let Some(opened) = opened else {
         let name = String::from_utf8_lossy(&peer_name).into_owned();
         // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
         unsafe { run(sub, Event::Failed(Trouble::CannotConnect(name))) };
         return;
-    }
-    s.conn = c;
-    s.connecting = rc == NGX_AGAIN as ngx_int_t;
-    // SAFETY: `c` is the connection nginx just made, with its read and
-    // write events; the log is the subscriber's own.
-    unsafe {
-        (*c).data = sub.cast();
-        (*c).log = ptr::addr_of_mut!(s.quiet_log);
-        (*(*c).read).log = (*c).log;
-        (*(*c).write).log = (*c).log;
-        (*(*c).read).handler = Some(on_read);
-        (*(*c).write).handler = Some(on_write);
-        (*(*c).read).set_cancelable(1);
-        (*(*c).write).set_cancelable(1);
-        // A graceful shutdown closes it like an idle keepalive connection.
-        (*c).set_idle(1);
-        if s.connecting {
-            ngx_add_timer((*c).write, CONNECT_TIMEOUT_MS as ngx::ffi::ngx_msec_t);
-            return;
-        }
+    };
+    (s.conn, s.connecting) = (opened.conn, opened.connecting);
+    if s.connecting {
+        return;
     }
     // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
     unsafe { run(sub, Event::Connected) };
