@@ -62,6 +62,21 @@ impl Endpoint {
     }
 }
 
+/// An internal location is addressed by URI: a path, or a bare name as in
+/// Curity's configurations (`location curity { internal; … }`), which no
+/// client can ask for since every request URI starts with '/'.
+pub fn is_valid_endpoint(uri: &[u8]) -> bool {
+    match uri.first() {
+        Some(b'/') => !uri
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || *b == b'?'),
+        Some(b) if b.is_ascii_alphanumeric() || *b == b'_' => uri
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,9 +77,6 @@ pub struct JwtConf {
     pub key_scope: KeyScope,
     /// The series the checks count in, once registered.
     pub metrics: Option<JwtIds>,
-    /// Derived at merge: each issuer's own introspection endpoint, by its
-    /// place in `issuers_ready`.
-    pub introspect_at: Vec<Option<String>>,
     /// Derived once merged: where each issuer's own introspection endpoint
     /// is in `LocationConf::issuer_endpoints`, by its place in `issuers_ready`.
     pub issuer_endpoint: Vec<Option<usize>>,
@@ -139,7 +136,6 @@ impl JwtConf {
         introspects: bool,
     ) -> Result<(), String> {
         self.issuers_ready.clear();
-        self.introspect_at.clear();
         if self.on != Some(true) {
             return Ok(());
         }
@@ -165,7 +161,6 @@ impl JwtConf {
             }
             ready.push(issuer);
         }
-        self.introspect_at = self.issuers.iter().map(|a| a.introspect.clone()).collect();
         self.issuers_ready = ready;
         Ok(())
     }
@@ -373,7 +368,9 @@ pub fn parse_issuer(
 /// `auth_oauth2_token_jwt_keys_request URI` (or `keys_request=`, or an
 /// issuer's `introspect=`): the URI of an internal location.
 pub fn parse_keys_request(uri: &[u8]) -> Result<String, String> {
-    let valid = uri.first() == Some(&b'/') && uri.iter().all(|b| b.is_ascii_graphic());
+    // A path only: a bare name (Curity's style of internal location) is
+    // for the introspection endpoint's compatibility alone.
+    let valid = uri.first() == Some(&b'/') && super::endpoint::is_valid_endpoint(uri);
     match (valid, std::str::from_utf8(uri)) {
         (true, Ok(uri)) => Ok(uri.to_owned()),
         _ => Err("needs the URI of an internal location, like /_jwks".into()),

@@ -25,7 +25,7 @@ use crate::oauth::form;
 use crate::oauth::introspection::ClaimPaths;
 use crate::oauth::verdict::AudienceRule;
 use crate::resilience::breaker::BreakerConf;
-pub use endpoint::{CacheConf, Endpoint};
+pub use endpoint::{is_valid_endpoint, CacheConf, Endpoint};
 pub use resource_metadata::ResourceMetadataConf;
 pub use statuses::{parse_error_status, Situation, Statuses};
 pub use template::Template;
@@ -517,21 +517,6 @@ impl LocationConf {
 fn inherit<T: Clone>(value: &mut Option<T>, prev: &Option<T>) {
     if value.is_none() {
         value.clone_from(prev);
-    }
-}
-
-/// An internal location is addressed by URI: a path, or a bare name as in
-/// Curity's configurations (`location curity { internal; … }`), which no
-/// client can ask for since every request URI starts with '/'.
-pub fn is_valid_endpoint(uri: &[u8]) -> bool {
-    match uri.first() {
-        Some(b'/') => !uri
-            .iter()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || *b == b'?'),
-        Some(b) if b.is_ascii_alphanumeric() || *b == b'_' => uri
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
-        _ => false,
     }
 }
 

@@ -79,9 +79,14 @@ impl LocationConf {
     /// introspection endpoint at that URI (one per URI); called once merged.
     pub fn derive_issuer_endpoints(&mut self) {
         self.issuer_endpoints.clear();
-        let mut places = Vec::with_capacity(self.jwt.introspect_at.len());
-        for uri in &self.jwt.introspect_at {
-            let place = uri.as_deref().map(|uri| {
+        // `issuers_ready` follows `issuers`, one for one, once checks are on.
+        let issuers = match self.jwt.enabled() {
+            true => &self.jwt.issuers[..],
+            false => &[],
+        };
+        let mut places = Vec::with_capacity(issuers.len());
+        for args in issuers {
+            let place = args.introspect.as_deref().map(|uri| {
                 let known = self
                     .issuer_endpoints
                     .iter()
