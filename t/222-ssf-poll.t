@@ -107,7 +107,7 @@ sub queue { my %sets = @_; transmitter('POST', '/_queue', $JSON->encode({ sets =
 sub tstate { transmitter('GET', '/_state') }
 
 my %idp = map { ("tok-$_" => { json => { active => \1, sub => $_, iss => $ISS, iat => $NOW - 20 } }) }
-    qw(alice bob dave erin);
+    qw(alice bob dave erin heidi);
 idp_setup(\%idp);
 
 my $http = "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD"
@@ -115,7 +115,7 @@ my $http = "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD
 my $poll_location = <<CONF;
 location = /_ssf_poll {
     internal;
-    auth_oauth2_token_ssf_poll interval=1s max_events=2 bearer_file=$dir/poll-bearer;
+    auth_oauth2_token_ssf_poll interval=1s max_events=2 max_size=16k bearer_file=$dir/poll-bearer;
     proxy_set_header X-Worker \$pid;
     proxy_pass http://127.0.0.1:$TPORT/poll;
 }
@@ -206,15 +206,47 @@ queue('after' => $erin_set);
 ok(wait_until(20, sub { get('/api/', 'tok-erin') == 401 }), 'back: the next SET is applied');
 my @back = error_log_text() =~ /SSF poll: the transmitter answers again/g;
 is(scalar @back, 1, 'the recovery is logged once');
+
+# 7. Answers that are not poll answers, and a transmitter that fails: each
+# poll fails and changes nothing, one outage logged; then a SET is applied.
+my @workers_before = sort { $a <=> $b } worker_pids();
+my %failed_before = map { ($_ => metric("oauth2_token_ssf_polls_total{result=\"$_\"}") // 0) } qw(malformed unavailable);
+for my $case (['garbage', 'malformed', 'not JSON'], ['huge', 'malformed', 'larger than max_size'],
+        ['error', 'unavailable', 'a 503']) {
+    my ($mode, $result, $name) = @$case;
+    transmitter('POST', '/_mode', $JSON->encode({ mode => $mode }));
+    my $want = ++$failed_before{$result};
+    ok(wait_until(20, sub { (metric("oauth2_token_ssf_polls_total{result=\"$result\"}") // 0) >= $want }),
+        "an answer $name: the poll fails ($result)");
+}
+transmitter('POST', '/_mode', $JSON->encode({ mode => 'normal' }));
+my ($heidi_set) = signed('transmitter.jwk', { claims => set_for('heidi', jti => 'after-garbage') });
+queue('after-garbage' => $heidi_set);
+ok(wait_until(40, sub { get('/api/', 'tok-heidi') == 401 }), 'a SET after the failed polls is applied');
+is_deeply([sort { $a <=> $b } worker_pids()], \@workers_before, 'no worker died on the way');
+@down = error_log_text() =~ /SSF poll failed/g;
+is(scalar @down, 2, 'the second outage is logged once too');
+like(error_log_text(), qr/SSF poll failed: the answer is not a JSON object/, 'its cause is logged');
+is(get('/api/', 'tok-dave'), 200, 'dave\'s token still passes');
+
+# 8. A wrong bearer token (read again by a reload): the transmitter refuses.
+rename "$dir/poll-bearer", "$dir/poll-bearer.good";
+rename "$dir/wrong-bearer", "$dir/poll-bearer";
+ok(reload_nginx(), 'reload with a wrong bearer token');
+ok(wait_until(20, sub { (metric('oauth2_token_ssf_polls_total{result="refused"}') // 0) >= 1 }),
+    'the transmitter refuses the poll (401): counted as refused');
+ok((grep { $_->{refused} } @{ tstate()->{polls} }), 'the transmitter saw the wrong token');
+is(get('/api/', 'tok-alice'), 401, 'after the reload alice\'s token is still refused');
+
 ok((metric('oauth2_token_ssf_polls_total{result="ok"}') // 0) >= 3, 'metrics: polls ok');
-is(metric('oauth2_token_ssf_deliveries_total{result="accepted"}'), 5, 'metrics: polled SETs accepted');
+is(metric('oauth2_token_ssf_deliveries_total{result="accepted"}'), 6, 'metrics: polled SETs accepted');
 is(metric('oauth2_token_ssf_deliveries_total{result="invalid_key"}'), 1, 'metrics: a polled SET refused');
-unlike(join('', grep { /auth_oauth2_token/ } split /^/m, error_log_text()), qr/alice|poll-token/,
+unlike(join('', grep { /auth_oauth2_token/ } split /^/m, error_log_text()), qr/alice|heidi|poll-token|not-the-token/,
     'the module\'s log lines never name the subject nor the token');
 
 stop_nginx();
 
-# 7. Configuration mistakes fail nginx -t, naming the directive.
+# 9. Configuration mistakes fail nginx -t, naming the directive.
 for my $case (
     ['a poll without a receiver', '', "location = /p { auth_oauth2_token_ssf_poll; proxy_pass http://127.0.0.1:$TPORT; }",
         'needs "auth_oauth2_token_ssf_receiver"'],

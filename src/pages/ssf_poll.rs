@@ -36,7 +36,6 @@ use crate::module::Module;
 use crate::nginx::detached::Detached;
 use crate::nginx::req::{now_ms, Req};
 use crate::nginx::subrequest;
-use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::ssf::poll::{self, Note, PollRequest, Schedule};
 use crate::oauth::ssf::set::{self, Code, SetError};
 use crate::shm::table::Remembered;
@@ -243,21 +242,31 @@ unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
     let Some(answer) = poller.answer.take() else {
         return;
     };
-    let reply = IdpReply::new(answer.rc, answer.status, &answer.body);
-    if reply.transport(usize::MAX).is_err() || answer.status >= 500 {
-        let why = match answer.status {
-            0 => "the transmitter cannot be reached or did not answer in time".to_string(),
-            s if s >= 500 => format!("the transmitter answered {s}"),
-            _ => "the transmitter's answer was cut".to_string(),
-        };
-        return failed(poller, PollResult::Unavailable, &why);
-    }
-    if answer.status != 200 {
-        let why = format!("the transmitter answered {}", answer.status);
-        let result = match answer.status {
-            400..=499 => PollResult::Refused,
-            _ => PollResult::Malformed,
-        };
+    let (result, why) = match (answer.status, answer.rc) {
+        (200, 0) => (PollResult::Ok, String::new()),
+        (0, _) => (
+            PollResult::Unavailable,
+            "the transmitter cannot be reached or did not answer in time".to_string(),
+        ),
+        (500.., _) => (
+            PollResult::Unavailable,
+            format!("the transmitter answered {}", answer.status),
+        ),
+        // nginx ended the subrequest with an error after the status came.
+        (200, _) => (
+            PollResult::Malformed,
+            "the answer could not be read whole (larger than max_size, or cut)".to_string(),
+        ),
+        (400..=499, _) => (
+            PollResult::Refused,
+            format!("the transmitter answered {}", answer.status),
+        ),
+        (status, _) => (
+            PollResult::Malformed,
+            format!("the transmitter answered {status}"),
+        ),
+    };
+    if result != PollResult::Ok {
         return failed(poller, result, &why);
     }
     let parsed = match poll::parse_answer(&answer.body) {

@@ -9,6 +9,9 @@
 //                 `moreAvailable`. With `returnImmediately: false` and an
 //                 empty queue it waits up to 2 s for a SET.
 // POST /_queue    {"sets": {jti: SET, ...}}: queued, in that order.
+// POST /_mode     {"mode": M}: how the polls are answered from now on:
+//                 "normal", "garbage" (200, not JSON), "huge" (200, a poll
+//                 answer of 64 KiB), "error" (503).
 // GET  /_state    what was seen: the polls' bodies, the times each jti was
 //                 acknowledged, the setErrs, the queue's jtis (each poll
 //                 with its Content-Type and the X-Worker header it had).
@@ -23,7 +26,7 @@ const [port, bearerFile, stateFile] = process.argv.slice(2);
 const bearer = readFileSync(bearerFile, 'utf8').trim();
 const state = existsSync(stateFile)
   ? JSON.parse(readFileSync(stateFile, 'utf8'))
-  : { polls: [], acks: {}, errs: {}, queue: [] };
+  : { polls: [], acks: {}, errs: {}, queue: [], mode: 'normal' };
 const save = () => writeFileSync(stateFile, JSON.stringify(state));
 
 const read = (req) => new Promise((resolve) => {
@@ -46,6 +49,11 @@ createServer(async (req, res) => {
     save();
     return send(res, 200, { queued: state.queue.length });
   }
+  if (req.method === 'POST' && req.url === '/_mode') {
+    state.mode = JSON.parse(body).mode;
+    save();
+    return send(res, 200, { mode: state.mode });
+  }
   if (req.method !== 'POST' || req.url !== '/poll') return send(res, 404, {});
   if (req.headers.authorization !== `Bearer ${bearer}`) {
     state.polls.push({ refused: true });
@@ -58,7 +66,20 @@ createServer(async (req, res) => {
   } catch {
     return send(res, 400, { err: 'invalid_request', description: 'not JSON' });
   }
-  state.polls.push({ ...poll, contentType: req.headers['content-type'], worker: req.headers['x-worker'] });
+  state.polls.push({ ...poll, contentType: req.headers['content-type'], worker: req.headers['x-worker'], mode: state.mode });
+  if (state.mode === 'garbage') {
+    save();
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    return res.end('this is not a poll answer');
+  }
+  if (state.mode === 'huge') {
+    save();
+    return send(res, 200, { sets: {}, padding: 'x'.repeat(65536) });
+  }
+  if (state.mode === 'error') {
+    save();
+    return send(res, 503, { err: 'unavailable' });
+  }
   const done = new Set();
   for (const jti of poll.ack ?? []) {
     state.acks[jti] = (state.acks[jti] ?? 0) + 1;
