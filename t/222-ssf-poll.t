@@ -155,8 +155,10 @@ is(get('/api/', "tok-$_"), 200, "before the event: ${_}'s token passes (now cach
 
 # 2. A session-revoked for alice, queued at the transmitter.
 my ($alice_set) = signed('transmitter.jwk', { claims => set_for('alice') });
+my $queued_at = Time::HiRes::time();
 queue('poll-1' => $alice_set);
 ok(wait_until(10, sub { get('/api/', 'tok-alice') == 401 }), 'polled session-revoked: alice\'s token is refused');
+diag(sprintf('time to revoke by poll (interval=1s): %.0f ms from queued to refused', 1000 * (Time::HiRes::time() - $queued_at)));
 is(get('/api/', 'tok-bob'), 200, 'polled session-revoked: bob\'s token passes');
 ok(wait_until(10, sub { (tstate()->{acks}{'poll-1'} // 0) >= 1 }), 'the SET is acknowledged by the next poll');
 my $polls = @{ tstate()->{polls} };

@@ -40,9 +40,11 @@ struct Parts {
 
 const LOOPBACK: &[u8] = b"127.0.0.1";
 
-/// One request with no client, and its connection.
+/// One request with no client, and its connection. Its parts are a leaked
+/// box (nginx keeps pointers into them) taken back by [`Detached::finish`];
+/// a `Detached` never finished leaks them.
 pub struct Detached {
-    parts: Box<Parts>,
+    parts: *mut Parts,
     request: *mut ngx_http_request_t,
 }
 
@@ -58,14 +60,14 @@ impl Detached {
         // SAFETY: all-zero connections, events, logs, log contexts and
         // http connections are empty ones (nginx pcallocs them); an
         // all-zero sockaddr_in is an address to fill.
-        let mut parts: Box<Parts> = Box::new(unsafe { core::mem::zeroed() });
-        // SAFETY: `log` is live (this function's contract); it is copied.
-        parts.log = unsafe { *log };
-        let p: *mut Parts = &mut *parts;
-        // SAFETY: `p` is the boxed parts, which stay where they are until
-        // `finish` drops them; nginx keeps pointers to them in the request
-        // and the connection, which `finish` ends first.
+        let p: *mut Parts = Box::into_raw(Box::new(unsafe { core::mem::zeroed() }));
+        // SAFETY: `p` is the leaked parts, which stay where they are until
+        // `finish` takes them back (or until here, when nginx could not
+        // make the request); nginx keeps pointers to them in the request
+        // and the connection, which `finish` ends first. `log` is live
+        // (this function's contract); it is copied.
         unsafe {
+            (*p).log = *log;
             let c = ptr::addr_of_mut!((*p).conn);
             (*p).log.data = ptr::addr_of_mut!((*p).log_ctx).cast();
             (*p).log.handler = None;
@@ -96,11 +98,13 @@ impl Detached {
             };
             (*c).pool = ngx_create_pool(256, (*c).log);
             if (*c).pool.is_null() {
+                drop(Box::from_raw(p));
                 return None;
             }
             let r = ngx_http_create_request(c);
             if r.is_null() {
                 ngx_destroy_pool((*c).pool);
+                drop(Box::from_raw(p));
                 return None;
             }
             (*c).data = r.cast();
@@ -108,7 +112,10 @@ impl Detached {
             (*r).set_logged(1);
             // nginx runs it when its waited subrequest ends: nothing to do.
             (*r).write_event_handler = Some(parked);
-            Some(Detached { parts, request: r })
+            Some(Detached {
+                parts: p,
+                request: r,
+            })
         }
     }
 
@@ -117,27 +124,42 @@ impl Detached {
         self.request
     }
 
-    /// Runs the subrequests just started (nginx runs posted requests after
-    /// a connection's events; this connection has none).
-    pub fn run_posted(&mut self) {
-        // SAFETY: the connection is live until `finish`; nginx stops when
-        // it was destroyed.
-        unsafe { ngx_http_run_posted_requests(&mut self.parts.conn) };
+    /// The connection, for [`Detached::run_posted`]: it stays where it is
+    /// until `finish`.
+    pub fn connection(&self) -> *mut ngx_connection_t {
+        // SAFETY: the parts are live until `finish`; only the field's
+        // address is taken.
+        unsafe { ptr::addr_of_mut!((*self.parts).conn) }
+    }
+
+    /// Runs the subrequests just started on `conn` (nginx runs posted
+    /// requests after a connection's events; this connection has none).
+    /// Their ends may run at once, and reach whoever keeps the `Detached`.
+    ///
+    /// # Safety
+    /// `conn` must be the connection of a `Detached` not finished yet,
+    /// with no reference into it in use.
+    pub unsafe fn run_posted(conn: *mut ngx_connection_t) {
+        // SAFETY: the connection is live until `finish` (this function's
+        // contract); nginx stops when it was destroyed.
+        unsafe { ngx_http_run_posted_requests(conn) };
     }
 
     /// Frees the request and the connection's pool, unless nginx did
     /// already. Call it once the subrequest has ended, outside nginx's
     /// handling of it (from a timer).
-    pub fn finish(mut self) {
-        let c = &mut self.parts.conn;
+    pub fn finish(self) {
         // SAFETY: the request and the pool are nginx's, live unless nginx
         // ended the request itself, which sets `destroyed` (above); nothing
-        // refers to them once the subrequest has ended.
+        // refers to them, nor to the parts, once the subrequest has ended.
+        // The parts were leaked by `new` and are taken back once, here.
         unsafe {
-            if c.destroyed() == 0 {
+            let c = ptr::addr_of_mut!((*self.parts).conn);
+            if (*c).destroyed() == 0 {
                 ngx_http_free_request(self.request, 0);
-                ngx_destroy_pool(c.pool);
+                ngx_destroy_pool((*c).pool);
             }
+            drop(Box::from_raw(self.parts));
         }
     }
 }

@@ -24,8 +24,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_int_t, ngx_log_t, ngx_msec_t,
-    NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_int_t, ngx_log_t,
+    ngx_msec_t, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
+    NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 
@@ -154,16 +155,24 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
 unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
     // SAFETY: the tick event's data is the poller (init_process), alive
     // until exit_process, which takes the event out of the timer tree.
-    let poller = unsafe { &mut *(*ev).data.cast::<Poller>() };
+    let poller = unsafe { (*ev).data.cast::<Poller>() };
+    // SAFETY: as above; the `&mut` ends before nginx runs the subrequest
+    // (whose end may reach the poller through POLLER at once).
+    let Some(conn) = start(unsafe { &mut *poller }) else {
+        return;
+    };
+    // SAFETY: `conn` is the connection of the poll just started, whose
+    // parts stay in the poller's flight until the settle timer.
+    unsafe { Detached::run_posted(conn) };
+}
+
+/// Makes the poll's request and its subrequest; the connection to run it
+/// on, or `None` when there is no poll to run (logged and rescheduled).
+fn start(poller: &mut Poller) -> Option<*mut ngx_connection_t> {
     if exiting() || poller.flight.is_some() {
-        return;
+        return None;
     }
-    let Some(main) = main_conf() else {
-        return;
-    };
-    let Some(conf) = main.ssf_poll.as_ref() else {
-        return;
-    };
+    let conf = main_conf()?.ssf_poll.as_ref()?;
     // SAFETY: the server context was kept by the directive from the
     // running cycle's configuration; the log is the cycle's.
     let Some(flight) = (unsafe { Detached::new(conf.server.cast(), poller.log) }) else {
@@ -172,7 +181,7 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
             PollResult::Unavailable,
             "cannot allocate the poll's request",
         );
-        return;
+        return None;
     };
     let body = PollRequest {
         max_events: conf.max_events,
@@ -203,12 +212,11 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
             PollResult::Unavailable,
             "cannot allocate the poll's request",
         );
-        return;
+        return None;
     }
+    let conn = flight.connection();
     poller.flight = Some(flight);
-    if let Some(flight) = poller.flight.as_mut() {
-        flight.run_posted();
-    }
+    Some(conn)
 }
 
 /// The subrequest ended: its answer is copied out, and the rest waits for
