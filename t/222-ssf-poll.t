@@ -248,7 +248,27 @@ unlike(join('', grep { /auth_oauth2_token/ } split /^/m, error_log_text()), qr/a
 
 stop_nginx();
 
-# 9. Configuration mistakes fail nginx -t, naming the directive.
+# 9. Long polling (return_immediately=off): the transmitter holds each poll
+# until it has a SET (or 2 s); the next poll starts when one ends (interval=2s
+# from the start of the last), and a SET queued while a poll is held comes
+# back with it at once.
+rename "$dir/poll-bearer", "$dir/wrong-bearer";
+rename "$dir/poll-bearer.good", "$dir/poll-bearer";
+(my $long_config = $config) =~ s/interval=1s max_events=2/interval=2s max_events=2 return_immediately=off/;
+start_nginx(block_from(name => 'ssf-long-poll', config => $long_config, http_config => $http, workers => 2))
+    or BAIL_OUT('nginx');
+my $seen = @{ tstate()->{polls} };
+ok(wait_until(10, sub { @{ tstate()->{polls} } > $seen + 1 }), 'long polling: the gateway polls again when a held poll ends');
+is(tstate()->{polls}[-1]{returnImmediately}, JSON::PP::false, 'returnImmediately: false');
+my ($ivan_set) = signed('transmitter.jwk', { claims => set_for('dave', jti => 'long-poll') });
+my $long_at = Time::HiRes::time();
+queue('long-poll' => $ivan_set);
+ok(wait_until(10, sub { get('/api/', 'tok-dave') == 401 }), 'long polling: the SET is applied');
+diag(sprintf('time to revoke by long poll: %.0f ms from queued to refused', 1000 * (Time::HiRes::time() - $long_at)));
+ok(wait_until(10, sub { (tstate()->{acks}{'long-poll'} // 0) == 1 }), 'long polling: the SET is acknowledged');
+stop_nginx();
+
+# 10. Configuration mistakes fail nginx -t, naming the directive.
 for my $case (
     ['a poll without a receiver', '', "location = /p { auth_oauth2_token_ssf_poll; proxy_pass http://127.0.0.1:$TPORT; }",
         'needs "auth_oauth2_token_ssf_receiver"'],

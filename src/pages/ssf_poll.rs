@@ -61,6 +61,8 @@ struct Poller {
     errs: Vec<(String, SetError)>,
     /// The poll in flight: its request, and its answer once in.
     flight: Option<Detached>,
+    /// When the poll in flight started (ms).
+    started_ms: i64,
     answer: Option<Answer>,
     tick: ngx_event_t,
     settle: ngx_event_t,
@@ -100,6 +102,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         acks: Vec::new(),
         errs: Vec::new(),
         flight: None,
+        started_ms: 0,
         answer: None,
         // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         tick: unsafe { core::mem::zeroed() },
@@ -216,6 +219,7 @@ fn start(poller: &mut Poller) -> Option<*mut ngx_connection_t> {
     }
     let conn = flight.connection();
     poller.flight = Some(flight);
+    poller.started_ms = now_ms();
     Some(conn)
 }
 
@@ -288,7 +292,10 @@ unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
         take(poller, jti, set.as_bytes());
     }
     let owed = !poller.acks.is_empty() || !poller.errs.is_empty();
-    let (wait, note) = poller.schedule.answered(parsed.more_available, owed);
+    let took_ms = u64::try_from(now_ms() - poller.started_ms).unwrap_or(0);
+    let (wait, note) = poller
+        .schedule
+        .answered(parsed.more_available, owed, took_ms);
     if let Some(Note::Recovered { failures }) = note {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,

@@ -3,8 +3,8 @@
 //! receiver processed since the last poll, `setErrs` for those it refused),
 //! the transmitter's answer read strictly (`sets`: `jti` → compact SET,
 //! `moreAvailable`), and when to poll next ([`Schedule`]: at once while the
-//! transmitter has more or acknowledgements are owed, after the interval
-//! otherwise, after a doubling backoff while polls fail, with one log line
+//! transmitter has more or acknowledgements are owed, `interval` after the
+//! last poll started otherwise, after a doubling backoff while polls fail, with one log line
 //! when an outage starts and one when it ends). Each polled SET is then
 //! checked by `set::verify` exactly as a pushed one.
 
@@ -148,14 +148,19 @@ impl Schedule {
         }
     }
 
-    /// After a poll answered: at once when the transmitter has more or
-    /// the answer brought SETs to acknowledge, else after the interval.
-    pub fn answered(&mut self, more: bool, owed: bool) -> (u64, Option<Note>) {
+    /// After a poll that took `took_ms` answered: at once when the
+    /// transmitter has more or the answer brought SETs to acknowledge; else
+    /// `interval` after the poll started (at once after a long poll the
+    /// transmitter held that long).
+    pub fn answered(&mut self, more: bool, owed: bool, took_ms: u64) -> (u64, Option<Note>) {
         let note = (self.failures > 0).then_some(Note::Recovered {
             failures: self.failures,
         });
         self.failures = 0;
-        let wait = if more || owed { 0 } else { self.interval_ms };
+        let wait = match more || owed {
+            true => 0,
+            false => self.interval_ms.saturating_sub(took_ms),
+        };
         (wait, note)
     }
 
@@ -253,9 +258,11 @@ mod tests {
     #[test]
     fn polls_follow_the_transmitter_and_back_off_when_they_fail() {
         let mut s = Schedule::new(30_000);
-        assert_eq!(s.answered(false, false), (30_000, None));
-        assert_eq!(s.answered(true, false), (0, None));
-        assert_eq!(s.answered(false, true), (0, None));
+        assert_eq!(s.answered(false, false, 0), (30_000, None));
+        assert_eq!(s.answered(false, false, 2_000), (28_000, None));
+        assert_eq!(s.answered(false, false, 45_000), (0, None));
+        assert_eq!(s.answered(true, false, 10), (0, None));
+        assert_eq!(s.answered(false, true, 10), (0, None));
         assert_eq!(s.failed(), (1000, Some(Note::Down)));
         assert_eq!(s.failed(), (2000, None));
         assert_eq!(s.failed(), (4000, None));
@@ -264,7 +271,7 @@ mod tests {
         }
         assert_eq!(s.failed(), (60_000, None));
         assert_eq!(
-            s.answered(false, false),
+            s.answered(false, false, 0),
             (30_000, Some(Note::Recovered { failures: 44 }))
         );
         assert_eq!(s.failed(), (1000, Some(Note::Down)));
