@@ -162,7 +162,7 @@ pub mod registration {
     }
 
     /// Each worker's Sentinel watch (with `sentinel=`), then worker 0's
-    /// revocation channel.
+    /// revocation channel and Shared Signals poll.
     unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
         // SAFETY: nginx calls init_process with the new process's cycle,
         // which both take as such.
@@ -171,7 +171,11 @@ pub mod registration {
             if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
                 return rc;
             }
-            crate::redis::subscriber::init_process(cycle)
+            let rc = crate::redis::subscriber::init_process(cycle);
+            if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
+                return rc;
+            }
+            crate::pages::ssf_poll::init_process(cycle)
         }
     }
 
@@ -179,6 +183,7 @@ pub mod registration {
         // SAFETY: nginx calls exit_process with the process's cycle, which
         // both take as such.
         unsafe {
+            crate::pages::ssf_poll::exit_process(cycle);
             crate::redis::subscriber::exit_process(cycle);
             crate::redis::sentinel_watch::exit_process(cycle);
         }

@@ -22,7 +22,7 @@ for my $example (@examples) {
     for (['idp-client-secret', "example-secret\n"], ['fleet.key', ('0123456789abcdef' x 4) . "\n"],
         ['redis-password', "example-redis-password\n"],
         ['dpop-nonce.key', "an example nonce key of more than thirty-two bytes\n"],
-        ['ssf-bearer', "an example transmitter secret\n"])
+        ['ssf-bearer', "an example transmitter secret\n"], ['ssf-poll-token', "an-example-poll-token\n"])
     {
         open my $s, '>', "$prefix/secrets/$_->[0]" or die $!;
         print $s $_->[1];

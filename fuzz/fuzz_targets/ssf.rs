@@ -1,8 +1,10 @@
 //! A SET pushed to the Shared Signals receiver: a key set (configuration
 //! bytes) and a body (the transmitter's bytes) verified into revocations,
-//! and any JSON read as a subject identifier. Nothing panics; every
-//! refusal is one of RFC 8935's codes with a body that is JSON; unsigned
-//! bodies never pass.
+//! any JSON read as a subject identifier, and the body read as a poll's
+//! answer (RFC 8936). Nothing panics; every refusal is one of RFC 8935's
+//! codes with a body that is JSON; unsigned bodies never pass; an answer
+//! read has at most its bound of SETs, each under a usable `jti`, and a
+//! poll request acknowledging them is JSON that lists them all.
 //!
 //! Input: the key set on the first line, the body after it.
 #![no_main]
@@ -10,6 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use ngx_http_auth_oauth2_token_module::oauth::jose::jwk;
 use ngx_http_auth_oauth2_token_module::oauth::ssf::set::{self, Stream, MAX_SET_BYTES};
+use ngx_http_auth_oauth2_token_module::oauth::ssf::poll;
 use ngx_http_auth_oauth2_token_module::oauth::ssf::subject;
 
 #[path = "common.rs"]
@@ -43,5 +46,21 @@ fuzz_target!(|data: &[u8]| {
                 assert!(target.value.len() <= subject::MAX_VALUE_BYTES);
             }
         }
+    }
+    if let Ok(answer) = poll::parse_answer(body) {
+        assert!(answer.sets.len() <= poll::MAX_SETS);
+        let acks: Vec<String> = answer.sets.iter().map(|(jti, _)| jti.clone()).collect();
+        assert!(acks.iter().all(|j| !j.is_empty() && j.len() <= set::MAX_JTI_BYTES));
+        let errs: Vec<(String, set::SetError)> =
+            acks.iter().map(|j| (j.clone(), set::REPLAYED)).collect();
+        let request = poll::PollRequest {
+            max_events: 10,
+            return_immediately: true,
+            acks: &acks,
+            errs: &errs,
+        }
+        .body();
+        let parsed: serde_json::Value = serde_json::from_slice(&request).unwrap();
+        assert_eq!(parsed["ack"].as_array().map_or(0, Vec::len), acks.len());
     }
 });

@@ -11,6 +11,7 @@ pub mod require_args;
 pub mod resource_metadata;
 pub mod scopes;
 pub mod ssf;
+pub mod ssf_poll;
 pub mod statuses;
 pub mod template;
 
@@ -101,6 +102,9 @@ pub struct MainConf {
     /// `auth_oauth2_token_ssf_receiver`: the Shared Signals receiver and
     /// its revocation list, checked on every request when configured.
     pub ssf: Option<ssf::SsfReceiver>,
+    /// `auth_oauth2_token_ssf_poll`: the receiver polls its transmitter
+    /// (RFC 8936) through this location, from worker 0.
+    pub ssf_poll: Option<ssf_poll::SsfPoll>,
 }
 
 /// `auth_oauth2_token_redis`: the Redis server of the Redis tier and the

@@ -21,6 +21,7 @@ mod policy;
 mod redis;
 pub mod server;
 mod ssf;
+mod ssf_poll;
 
 pub use policy::warn_undefined_require_variables;
 
@@ -28,7 +29,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_ANY,
     NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
 };
@@ -64,6 +65,7 @@ use redis::{
     set_redis_pass, set_redis_read_timeout, set_redis_send_timeout,
 };
 use ssf::{set_ssf_push, set_ssf_receiver};
+use ssf_poll::set_ssf_poll;
 
 type Handler =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
@@ -105,7 +107,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 73] = [
+pub static mut COMMANDS: [ngx_command_t; 74] = [
     http_only(
         ngx_string!("auth_oauth2_token_ssf_receiver"),
         NGX_CONF_2MORE,
@@ -115,6 +117,11 @@ pub static mut COMMANDS: [ngx_command_t; 73] = [
         ngx_string!("auth_oauth2_token_ssf_push"),
         NGX_CONF_NOARGS,
         set_ssf_push,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_ssf_poll"),
+        NGX_CONF_ANY,
+        set_ssf_poll,
     ),
     directive(
         ngx_string!("auth_oauth2_token_introspect"),

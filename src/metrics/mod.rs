@@ -12,6 +12,7 @@ pub(crate) use label::label_value;
 pub mod dpop;
 pub mod jwt;
 pub mod ssf;
+pub mod ssf_poll;
 
 use crate::oauth::idp_reply::{IdpReply, Transport};
 use std::collections::HashMap;
@@ -237,6 +238,7 @@ enum Family {
     KeySetFetchedAt,
     Dpop,
     Ssf,
+    SsfPoll,
 }
 
 #[derive(Debug, Clone)]
@@ -522,6 +524,7 @@ impl Catalogue {
         self.render_key_sets(&mut out, &value);
         self.render_dpop(&mut out, &value);
         self.render_ssf(&mut out, &value);
+        self.render_ssf_poll(&mut out, &value);
         for (name, kind, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, g) in zones {

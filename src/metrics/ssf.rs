@@ -92,7 +92,7 @@ impl Catalogue {
         };
         let _ = writeln!(
             out,
-            "# HELP {DELIVERIES} SETs pushed to the Shared Signals receiver, by result.\n# TYPE {DELIVERIES} counter"
+            "# HELP {DELIVERIES} SETs delivered to the Shared Signals receiver (pushed or polled), by result.\n# TYPE {DELIVERIES} counter"
         );
         for result in RESULTS {
             let id = ids.delivery(result);

@@ -4,6 +4,8 @@
 pub mod metrics;
 pub mod purge;
 pub mod resource_metadata;
+pub mod ssf_apply;
+pub mod ssf_poll;
 pub mod ssf_push;
 
 use ngx::ffi::{

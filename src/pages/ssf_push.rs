@@ -21,19 +21,17 @@ use ngx::ffi::{
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 
+use super::ssf_apply;
 use crate::conf::ssf::SsfReceiver;
 use crate::metrics::ssf::SsfIds;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::bearer::{self, BearerToken};
-use crate::oauth::cache::CacheKey;
-use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
+use crate::oauth::ssf::set::{self, Accepted, SetError};
 use crate::pages::purge::body;
 use crate::redis::call::{self, Failure};
-use crate::redis::fleet::Pushed;
 use crate::redis::purge;
 use crate::redis::resp::Reply;
 use crate::shm::table::Remembered;
-use crate::shm::{revocations, zone};
 
 /// The location's content handler.
 pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -68,30 +66,9 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
         Err(error) => return Some(refuse(req, &error)),
     };
     let now = now_ms();
-    let keep_until_ms = now.saturating_add(receiver.token_lifetime_ms);
-    let mut pushed = Vec::with_capacity(accepted.revocations.len());
-    for revocation in &accepted.revocations {
-        let at_ms = revocation.at_s.saturating_mul(1000);
-        // SAFETY: the receiver's zone was declared by its directive and
-        // initialised by nginx before any request runs.
-        if !unsafe {
-            revocations::revoke(receiver.zone.cast(), &revocation.tag, at_ms, keep_until_ms)
-        } {
-            ngx::ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "auth_oauth2_token: SET not applied: the revocation list's zone cannot be used"
-            );
-            return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
-        }
-        pushed.push((
-            revocation.tag,
-            Pushed {
-                at_ms,
-                keep_until_ms,
-            },
-        ));
-    }
+    let Some(pushed) = ssf_apply::revoke_all(receiver, &accepted, now, log) else {
+        return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
+    };
     let (Some(uri), Some(redis), false) = (
         conf.shared_cache_uri(),
         main.redis.as_ref(),
@@ -151,36 +128,16 @@ fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
     told
 }
 
-/// Records the SET's `jti` (after its revocations are in: a worker that
-/// dies before this leaves the SET unrecorded, and the transmitter's retry
-/// applies it again, which changes nothing, rather than being called a
-/// replay); the status to answer with.
+/// Records the SET's `jti` (`ssf_apply::record`); the status to answer
+/// with.
 fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) -> usize {
-    let log = req.log();
-    let name = CacheKey::from_parts(&[
-        b"ssf-jti",
-        receiver.stream.issuer.as_bytes(),
-        accepted.jti.as_bytes(),
-    ]);
-    let until = now.saturating_add((receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000);
-    // SAFETY: the receiver's zone was declared by its directive and
-    // initialised by nginx before any request runs.
-    match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
-        Remembered::New => {}
-        Remembered::Seen => return NGX_HTTP_BAD_REQUEST as usize,
-        Remembered::Full => {
-            ngx::ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "auth_oauth2_token: SET applied but its jti not recorded: the revocation list's zone is full"
-            );
-        }
+    let Some(main) = req.main_conf() else {
+        return NGX_ERROR as usize;
+    };
+    match ssf_apply::record(receiver, accepted, now, req.log(), &main.counters) {
+        Remembered::Seen => NGX_HTTP_BAD_REQUEST as usize,
+        Remembered::New | Remembered::Full => NGX_HTTP_ACCEPTED as usize,
     }
-    log_applied(req, accepted);
-    for event in &accepted.events {
-        count(req, |ids| ids.event(*event));
-    }
-    NGX_HTTP_ACCEPTED as usize
 }
 
 /// Counts one in the receiver's series `which` picks.
@@ -259,26 +216,4 @@ fn check(req: &mut Req<'_>, receiver: &SsfReceiver) -> Result<Accepted, SetError
     let body = body(req).ok_or(set::TOO_LARGE)?;
     let now_s = now_ms().div_euclid(1000);
     set::verify(&body, receiver.keys.keys(), &receiver.stream, now_s)
-}
-
-/// One line per event: its type, and the revocations' tags (digests of the
-/// subjects, never their names).
-fn log_applied(req: &Req<'_>, accepted: &Accepted) {
-    let log = req.log();
-    let tags: Vec<String> = accepted
-        .revocations
-        .iter()
-        .map(|r| r.tag.iter().map(|b| format!("{b:02x}")).collect())
-        .collect();
-    for event in &accepted.events {
-        ngx::ngx_log_error!(
-            NGX_LOG_INFO,
-            log,
-            "auth_oauth2_token: SET accepted: event {}, {} revocations at iat {} (subject tags {})",
-            event.label(),
-            accepted.revocations.len(),
-            accepted.iat_s,
-            tags.join(",")
-        );
-    }
 }

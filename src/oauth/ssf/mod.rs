@@ -5,12 +5,15 @@
 //! - `subject.rs` — RFC 9493 subject identifiers read from a SET.
 //! - `set.rs` — a pushed SET verified (with `oauth/jose/`) into the
 //!   revocations it asks for, or the RFC 8935 §2.4 error it gets.
+//! - `poll.rs` — poll delivery (RFC 8936): the request, the answer, when
+//!   to poll next.
 //!
 //! The revocation list is keyed by [`tag`]s: 8 bytes of a digest of what
 //! names the subject (its kind, issuer and value). A token's own tags are
 //! computed once, when its claims are read (`Marks::of`), and kept with
 //! its cache entry, so a cache hit looks them up without hashing.
 
+pub mod poll;
 pub mod set;
 pub mod subject;
 
