@@ -380,6 +380,18 @@ struct DecidingMembers {
     // Given twice, which binding is the token's?
     #[serde(rename = "cnf")]
     _cnf: Option<IgnoredAny>,
+    // What the revocation list matches: two `iat`s, and a revocation could
+    // be dodged by the one it does not read.
+    #[serde(rename = "iss")]
+    _iss: Option<IgnoredAny>,
+    #[serde(rename = "iat")]
+    _iat: Option<IgnoredAny>,
+    #[serde(rename = "sid")]
+    _sid: Option<IgnoredAny>,
+    #[serde(rename = "email")]
+    _email: Option<IgnoredAny>,
+    #[serde(rename = "jti")]
+    _jti: Option<IgnoredAny>,
 }
 
 /// The same for an RFC 9701 payload, whose verdict is one level down.
@@ -1061,6 +1073,18 @@ mod tests {
             phantom(200, "application/json", &two_jwts),
             Err(IdpFailure::Call(CallFailure::NotJson))
         );
+        // The members the revocation list matches, with claim paths or not
+        // (the fuzz target found these read on one path only).
+        for member in ["iss", "iat", "sid", "email", "jti"] {
+            let twice = format!(r#"{{"active":true,"{member}":"a","{member}":"b"}}"#);
+            for paths in [ClaimPaths::default(), paths.clone()] {
+                assert_eq!(
+                    interpret(R::new(0, 200, twice.as_bytes()), &paths),
+                    Err(IdpFailure::Call(CallFailure::NotJson)),
+                    "{member} twice"
+                );
+            }
+        }
         let rfc9701 = jws(r#"{"token_introspection":{"active":false,"active":true}}"#);
         assert_eq!(
             phantom(200, "application/token-introspection+jwt", &rfc9701),
