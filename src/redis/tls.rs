@@ -221,7 +221,7 @@ pub(super) unsafe fn use_on(u: *mut ngx_http_upstream_t) {
 }
 
 /// The call's output: nginx's chain writer, after a check of Redis'
-/// certificate on a new connection's first write.
+/// certificate on a new connection.
 unsafe extern "C" fn checked_writer(ctx: *mut c_void, chain: *mut ngx_chain_t) -> ngx_int_t {
     // SAFETY: nginx calls the output filter with the context `use_on` set,
     // the upstream's writer, whose connection is the upstream's (set in
@@ -233,8 +233,9 @@ unsafe extern "C" fn checked_writer(ctx: *mut c_void, chain: *mut ngx_chain_t) -
             let r = (*c).data.cast::<ngx_http_request_t>();
             let u = (*r).upstream;
             // A connection from the keepalive cache was checked when it
-            // was made.
-            if (*u).request_sent() == 0 && (*u).peer.cached() == 0 {
+            // was made; a new one is checked on each write of its call
+            // (one, but for a send that must wait), before the bytes go.
+            if (*u).peer.cached() == 0 {
                 if let Err(why) = certificate_ok(c) {
                     Req::with(r, |req| {
                         if let Some(call) = call::of(req) {
