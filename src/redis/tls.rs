@@ -129,9 +129,14 @@ unsafe fn context(cf: *mut ngx_conf_t, setting: &RedisTls) -> Result<*mut ngx_ss
     let protocols = setting.protocols.unwrap_or_default();
     let bits = if protocols.tls1_2 { NGX_SSL_TLSv1_2 } else { 0 }
         | if protocols.tls1_3 { NGX_SSL_TLSv1_3 } else { 0 };
+    // nginx's loaders take file names as C strings (a NUL after `len`).
     let pool = |s: &[u8]| {
+        let with_nul = [s, b"\0"].concat();
         // SAFETY: cf is the configuration being parsed; the copy is in its pool.
-        unsafe { ngx_str_t::from_bytes((*cf).pool, s) }.ok_or("cannot allocate")
+        let mut name =
+            unsafe { ngx_str_t::from_bytes((*cf).pool, &with_nul) }.ok_or("cannot allocate")?;
+        name.len -= 1;
+        Ok::<_, String>(name)
     };
     // SAFETY: cf is the configuration being parsed (this function's
     // contract); the context and its cleanup live in its pool, as
