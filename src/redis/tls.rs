@@ -93,8 +93,9 @@ unsafe fn setup(cf: *mut ngx_conf_t, main: &mut MainConf) -> Result<(), String> 
                 .to_vec()
         },
     };
-    // SAFETY: cf's pool lives as long as the configuration.
     let ssl_name = match &setting.name {
+        // SAFETY: cf is the configuration being parsed (this function's
+        // contract); the value lives in its pool.
         Some(name) => unsafe { constant(cf, name)? },
         None => ptr::null_mut(),
     };
