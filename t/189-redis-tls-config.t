@@ -53,8 +53,6 @@ my @bad = (
         qr/"auth_oauth2_token_redis_ssl\*" directives need "auth_oauth2_token_redis_pass" in the same location/],
     ['two Redis locations that disagree', { loc => $ON, main_pass => 'auth_oauth2_token_redis_ssl_server_name on;' },
         qr/"auth_oauth2_token_redis_ssl\*" must be the same in every location with "auth_oauth2_token_redis_pass"/],
-    ['TLS with Sentinel', { loc => $ON, redis => 'sentinel=mymaster' },
-        qr/"auth_oauth2_token_redis_ssl on" does not work with "sentinel=" of "auth_oauth2_token_redis"/],
     ['an old protocol', { loc => "$ON auth_oauth2_token_redis_ssl_protocols TLSv1.2 TLSv1.1;" },
         qr/"auth_oauth2_token_redis_ssl_protocols" directive refuses "TLSv1\.1"/],
     ['a name with a port', { loc => "$ON auth_oauth2_token_redis_ssl_name redis.test:6379;" },
@@ -76,6 +74,9 @@ my ($rc, $out) = nginx_t(loc => "$VERIFY auth_oauth2_token_redis_ssl_verify_dept
     . " auth_oauth2_token_redis_ssl_protocols TLSv1.3;");
 is($rc, 0, 'every directive together passes nginx -t') or diag($out);
 unlike($out, qr/client\.key" holds secrets/, 'a key file of mode 0600 gets no warning');
+
+($rc, $out) = nginx_t(loc => $VERIFY, redis => 'sentinel=mymaster');
+is($rc, 0, 'TLS with Sentinel passes nginx -t') or diag($out);
 
 chmod 0644, "$pki/client.key";
 ($rc, $out) = nginx_t(loc => "$ON auth_oauth2_token_redis_ssl_certificate $pki/client.pem;"

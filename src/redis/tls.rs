@@ -3,7 +3,9 @@
 //! (`ngx_ssl_create`, the client certificate, the trusted CA, a client
 //! session cache), handed to the calls' upstream (nginx does their
 //! handshakes, and keeps the connections alive), and the handshake of the
-//! revocation channel's own connection (`redis/subscriber.rs`).
+//! module's own connections: the revocation channel's
+//! (`redis/subscriber.rs`) and, with Sentinel, the sentinels'
+//! (`redis/sentinel_watch.rs`).
 //!
 //! Redis' certificate is checked by the module, not by nginx's
 //! `ssl_verify`: for a call, just before its first byte goes out (the
@@ -16,24 +18,20 @@ use core::ffi::{c_void, CStr};
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_chain_t, ngx_chain_writer, ngx_chain_writer_ctx_t, ngx_close_connection,
-    ngx_conf_t, ngx_connection_handler_pt, ngx_connection_t, ngx_create_pool, ngx_destroy_pool,
-    ngx_http_complex_value_t, ngx_http_request_t, ngx_http_upstream_conf_t,
-    ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_int_t, ngx_msec_t, ngx_pcalloc,
-    ngx_pool_cleanup_add, ngx_ssl_certificate, ngx_ssl_check_host, ngx_ssl_cleanup_ctx,
-    ngx_ssl_client_session_cache, ngx_ssl_create, ngx_ssl_create_connection, ngx_ssl_handshake,
-    ngx_ssl_shutdown, ngx_ssl_t, ngx_ssl_trusted_certificate, ngx_str_t, ngx_uint_t,
-    NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3, SSL_ctrl, SSL_get_verify_result, TLSEXT_NAMETYPE_host_name,
-    X509_verify_cert_error_string, NGX_AGAIN, NGX_ERROR, NGX_OK, NGX_SSL_BUFFER, NGX_SSL_CLIENT,
-    SSL_CTRL_SET_TLSEXT_HOSTNAME, X509_V_OK,
+    ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_handler_pt, ngx_connection_t,
+    ngx_create_pool, ngx_destroy_pool, ngx_http_complex_value_t, ngx_http_upstream_conf_t,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_pool_cleanup_add,
+    ngx_ssl_certificate, ngx_ssl_check_host, ngx_ssl_cleanup_ctx, ngx_ssl_client_session_cache,
+    ngx_ssl_create, ngx_ssl_create_connection, ngx_ssl_handshake, ngx_ssl_shutdown, ngx_ssl_t,
+    ngx_ssl_trusted_certificate, ngx_str_t, ngx_uint_t, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3, SSL_ctrl,
+    SSL_get_verify_result, TLSEXT_NAMETYPE_host_name, X509_verify_cert_error_string, NGX_AGAIN,
+    NGX_OK, NGX_SSL_BUFFER, NGX_SSL_CLIENT, SSL_CTRL_SET_TLSEXT_HOSTNAME, X509_V_OK,
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::call::{self, Failure};
 use crate::conf::redis_tls::{self, RedisTls, TierTls};
 use crate::conf::{LocationConf, MainConf};
 use crate::module::Module;
-use crate::nginx::req::Req;
 
 /// `init_main_conf`'s part: [`setup`], its error logged naming the
 /// directive.
@@ -76,9 +74,6 @@ unsafe fn setup(cf: *mut ngx_conf_t, main: &mut MainConf) -> Result<(), String> 
     let Some(tier) = main.redis.as_ref() else {
         return Ok(());
     };
-    if tier.sentinel.is_some() {
-        return Err("\"auth_oauth2_token_redis_ssl on\" does not work with \"sentinel=\" of \"auth_oauth2_token_redis\" yet: carry Sentinel's connections over TLS with nginx's stream module (DIRECTIVES.md)".into());
-    }
     // SAFETY: cf is the configuration being parsed (this function's
     // contract).
     let ssl = unsafe { context(cf, setting)? };
@@ -93,12 +88,11 @@ unsafe fn setup(cf: *mut ngx_conf_t, main: &mut MainConf) -> Result<(), String> 
                 .to_vec()
         },
     };
-    let ssl_name = match &setting.name {
-        // SAFETY: cf is the configuration being parsed (this function's
-        // contract); the value lives in its pool.
-        Some(name) => unsafe { constant(cf, name)? },
-        None => ptr::null_mut(),
-    };
+    // The calls' name is the channel's (with Sentinel, nginx would take the
+    // primary's address instead).
+    // SAFETY: cf is the configuration being parsed (this function's
+    // contract); the value lives in its pool.
+    let ssl_name = unsafe { constant(cf, &name)? };
     for loc in &passes {
         let Some(uc) = loc.redis.pass.filter(|uc| !uc.is_null()) else {
             continue;
@@ -210,52 +204,6 @@ unsafe fn constant(
     }
 }
 
-/// Makes the call of upstream `u` go over TLS: nginx does the handshake;
-/// the module checks Redis' certificate before the first byte goes out.
-///
-/// # Safety
-/// `u` must be the upstream the handler just made, not yet started.
-pub(super) unsafe fn use_on(u: *mut ngx_http_upstream_t) {
-    // SAFETY: `u` is a fresh upstream of the live request (the function's
-    // contract); nginx keeps an output filter set before it starts, with
-    // its context (ngx_http_upstream_init_request).
-    unsafe {
-        (*u).set_ssl(1);
-        (*u).output.output_filter = Some(checked_writer);
-        (*u).output.filter_ctx = ptr::addr_of_mut!((*u).writer).cast();
-    }
-}
-
-/// The call's output: nginx's chain writer, after a check of Redis'
-/// certificate on a new connection.
-unsafe extern "C" fn checked_writer(ctx: *mut c_void, chain: *mut ngx_chain_t) -> ngx_int_t {
-    // SAFETY: nginx calls the output filter with the context `use_on` set,
-    // the upstream's writer, whose connection is the upstream's (set in
-    // ngx_http_upstream_connect, as its data is the subrequest).
-    unsafe {
-        let writer = ctx.cast::<ngx_chain_writer_ctx_t>();
-        let c = (*writer).connection;
-        if !c.is_null() && !(*c).ssl.is_null() {
-            let r = (*c).data.cast::<ngx_http_request_t>();
-            let u = (*r).upstream;
-            // A connection from the keepalive cache was checked when it
-            // was made; a new one is checked on each write of its call
-            // (one, but for a send that must wait), before the bytes go.
-            if (*u).peer.cached() == 0 {
-                if let Err(why) = certificate_ok(c) {
-                    Req::with(r, |req| {
-                        if let Some(call) = call::of(req) {
-                            (*call.as_ptr()).outcome = Some(Err(Failure::Tls(why)));
-                        }
-                    });
-                    return NGX_ERROR as ngx_int_t;
-                }
-            }
-        }
-        ngx_chain_writer(ctx, chain)
-    }
-}
-
 /// The tier's TLS, when it has one.
 fn tier() -> Option<&'static TierTls> {
     // SAFETY: a worker's cycle is set up before any request or event runs;
@@ -270,7 +218,7 @@ fn tier() -> Option<&'static TierTls> {
 ///
 /// # Safety
 /// `c` must be a live connection whose TLS handshake is done.
-unsafe fn certificate_ok(c: *mut ngx_connection_t) -> Result<(), String> {
+pub(super) unsafe fn certificate_ok(c: *mut ngx_connection_t) -> Result<(), String> {
     let Some(tls) = tier() else {
         return Ok(());
     };
@@ -302,13 +250,14 @@ unsafe fn certificate_ok(c: *mut ngx_connection_t) -> Result<(), String> {
     Ok(())
 }
 
-/// The tier's TLS, if the revocation channel's connections must use it.
+/// Whether the module's own connections (the revocation channel's, the
+/// sentinels') must use the tier's TLS.
 pub(super) fn channel_tls() -> bool {
     tier().is_some()
 }
 
-/// Starts the TLS handshake on the revocation channel's connected
-/// connection `c`: `Ok(true)` when it finished at once (then ask
+/// Starts the TLS handshake on a connected connection `c` of the module's
+/// own (the revocation channel's, a sentinel's): `Ok(true)` when it finished at once (then ask
 /// [`handshake_result`]), `Ok(false)` when `done` will be called with `c`
 /// once it ends (or after `timeout_ms`).
 ///

@@ -23,7 +23,7 @@ use ngx::http::HttpModule;
 use super::call::{self, Call, Failure};
 use super::deadline;
 use super::sentinel_watch;
-use super::tls;
+use super::{tls, tls_call};
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
 use crate::nginx::req::Req;
@@ -81,7 +81,7 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
         (*u).input_filter = Some(filter);
         (*u).input_filter_ctx = req.as_ptr().cast();
         if loc.redis_tls.on() {
-            tls::use_on(u);
+            tls_call::use_on(u);
         }
     }
     // With Sentinel, the call goes to the primary the sentinels named; none

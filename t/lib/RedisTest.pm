@@ -591,7 +591,8 @@ sub argv {
             "sentinel down-after-milliseconds $name 1000",
             "sentinel failover-timeout $name 10000",
             "sentinel parallel-syncs $name 1",
-            (defined $self->{password} ? ("requirepass $self->{password}") : ()));
+            (defined $self->{password} ? ("requirepass $self->{password}") : ()),
+            $self->sentinel_tls);
         return ($REDIS_SERVER, "$self->{dir}/sentinel.conf", '--sentinel');
     }
     my @argv = ($REDIS_SERVER, '--bind', '127.0.0.1', '--port', $self->{port}, '--save', '',
@@ -608,6 +609,19 @@ sub argv {
     push @argv, @{ $self->{args} // [] };
     return @argv;
 }
+
+# With `tls => PKI` (tls_pki's directory), a sentinel also listens with TLS
+# on `tls_port` and speaks TLS to the primary it monitors (whose port must
+# then be its TLS port).
+sub sentinel_tls {
+    my ($self) = @_;
+    my $pki = $self->{tls} or return ();
+    $self->{tls_port} //= do { my $p = OAuth2Test::reserve_port(); OAuth2Test::release_port($p); $p };
+    return ("tls-port $self->{tls_port}", "tls-cert-file $pki/redis.pem", "tls-key-file $pki/redis.key",
+        "tls-ca-cert-file $pki/ca.pem", 'tls-auth-clients no', 'tls-replication yes');
+}
+
+sub tls_port { $_[0]{tls_port} }
 
 sub spawn {
     my ($self) = @_;
