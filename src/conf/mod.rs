@@ -7,6 +7,7 @@ pub mod dpop;
 pub mod endpoint;
 pub mod jwt;
 pub mod redis_args;
+pub mod redis_tls;
 pub mod require_args;
 pub mod resource_metadata;
 pub mod scopes;
@@ -92,6 +93,12 @@ pub struct MainConf {
     /// pointers into the configuration pool), wired to the upstream once
     /// the http block is parsed.
     pub redis_passes: Vec<*mut core::ffi::c_void>,
+    /// The `LocationConf`s with an `auth_oauth2_token_redis_ssl*`
+    /// directive, each of which must have `auth_oauth2_token_redis_pass`.
+    pub redis_tls_locations: Vec<*mut core::ffi::c_void>,
+    /// The tier's TLS (`auth_oauth2_token_redis_ssl on`), made when the
+    /// http block is parsed (`redis/tls.rs`).
+    pub redis_tls: Option<redis_tls::TierTls>,
     /// The Redis tier's scopes of the locations merged so far, each with
     /// its zone scope and where it was met
     /// (`checks::redis_keeps_apart_what_zones_do`).
@@ -255,6 +262,8 @@ pub struct LocationConf {
     pub resource_metadata_url: Option<Option<Template>>,
     /// `auth_oauth2_token_redis_pass` and its timeouts (this location only).
     pub redis: RedisLocation,
+    /// `auth_oauth2_token_redis_ssl*` (this location only).
+    pub redis_tls: redis_tls::RedisTls,
     /// `auth_oauth2_token_shared_cache`: the internal location of the shared
     /// tier (Redis), or `off` (`Some(None)`).
     pub shared_cache: Option<Option<Vec<u8>>>,

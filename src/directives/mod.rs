@@ -19,6 +19,7 @@ mod jwt;
 mod pages;
 mod policy;
 mod redis;
+mod redis_tls;
 pub mod server;
 mod ssf;
 mod ssf_poll;
@@ -64,6 +65,11 @@ use redis::{
     set_redis, set_redis_buffer_size, set_redis_connect_timeout, set_redis_next_upstream,
     set_redis_pass, set_redis_read_timeout, set_redis_send_timeout,
 };
+use redis_tls::{
+    set_redis_ssl, set_redis_ssl_certificate, set_redis_ssl_certificate_key, set_redis_ssl_name,
+    set_redis_ssl_protocols, set_redis_ssl_server_name, set_redis_ssl_trusted_certificate,
+    set_redis_ssl_verify, set_redis_ssl_verify_depth,
+};
 use ssf::{set_ssf_push, set_ssf_receiver};
 use ssf_poll::set_ssf_poll;
 
@@ -107,7 +113,7 @@ const fn http_only(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 74] = [
+pub static mut COMMANDS: [ngx_command_t; 83] = [
     http_only(
         ngx_string!("auth_oauth2_token_ssf_receiver"),
         NGX_CONF_2MORE,
@@ -469,6 +475,51 @@ pub static mut COMMANDS: [ngx_command_t; 74] = [
         ngx_string!("auth_oauth2_token_redis_buffer_size"),
         NGX_CONF_TAKE1,
         set_redis_buffer_size,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl"),
+        NGX_CONF_FLAG,
+        set_redis_ssl,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_verify"),
+        NGX_CONF_FLAG,
+        set_redis_ssl_verify,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_verify_depth"),
+        NGX_CONF_TAKE1,
+        set_redis_ssl_verify_depth,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_trusted_certificate"),
+        NGX_CONF_TAKE1,
+        set_redis_ssl_trusted_certificate,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_name"),
+        NGX_CONF_TAKE1,
+        set_redis_ssl_name,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_server_name"),
+        NGX_CONF_FLAG,
+        set_redis_ssl_server_name,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_certificate"),
+        NGX_CONF_TAKE1,
+        set_redis_ssl_certificate,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_certificate_key"),
+        NGX_CONF_TAKE1,
+        set_redis_ssl_certificate_key,
+    ),
+    location_directive(
+        ngx_string!("auth_oauth2_token_redis_ssl_protocols"),
+        NGX_CONF_1MORE,
+        set_redis_ssl_protocols,
     ),
     ngx_command_t::empty(),
 ];

@@ -119,16 +119,18 @@ pub enum SharedFailure {
     ErrorReply,
     Undecryptable,
     Internal,
+    Tls,
 }
 
 impl SharedFailure {
-    const ALL: [SharedFailure; 6] = [
+    const ALL: [SharedFailure; 7] = [
         SharedFailure::Connect,
         SharedFailure::Timeout,
         SharedFailure::Protocol,
         SharedFailure::ErrorReply,
         SharedFailure::Undecryptable,
         SharedFailure::Internal,
+        SharedFailure::Tls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -139,6 +141,7 @@ impl SharedFailure {
             SharedFailure::ErrorReply => "error_reply",
             SharedFailure::Undecryptable => "undecryptable",
             SharedFailure::Internal => "internal",
+            SharedFailure::Tls => "tls",
         }
     }
 }

@@ -27,10 +27,14 @@ pub enum Failure {
     /// The subrequest could not run (no memory, a URI that is not a
     /// location with `auth_oauth2_token_redis_pass`, ...): nginx's status.
     Internal(u16),
+    /// Redis' certificate failed the checks of
+    /// `auth_oauth2_token_redis_ssl_verify` (why, in OpenSSL's words, or
+    /// the name it does not carry): nothing was sent on the connection.
+    Tls(String),
 }
 
 /// How many kinds there are: one log gate slot each.
-pub const KINDS: usize = 6;
+pub const KINDS: usize = 7;
 
 /// Seconds between two log lines about one kind of failure.
 pub const LOG_INTERVAL_S: u64 = 10;
@@ -73,6 +77,7 @@ impl Failure {
             Failure::ErrorReply(_) => 3,
             Failure::Undecryptable => 4,
             Failure::Internal(_) => 5,
+            Failure::Tls(_) => 6,
         }
     }
 
@@ -85,6 +90,7 @@ impl Failure {
             Failure::ErrorReply(_) => SharedFailure::ErrorReply,
             Failure::Undecryptable => SharedFailure::Undecryptable,
             Failure::Internal(_) => SharedFailure::Internal,
+            Failure::Tls(_) => SharedFailure::Tls,
         }
     }
 
@@ -107,6 +113,7 @@ impl Failure {
                 "internal",
                 format!("the subrequest ended with status {status}"),
             ),
+            Failure::Tls(why) => ("tls", format!("Redis' certificate: {why}")),
         };
         format!(
             "auth_oauth2_token: shared cache (Redis) {kind}: {detail}; requests go on to the IdP"
@@ -178,6 +185,7 @@ mod tests {
             Failure::ErrorReply("OOM".into()),
             Failure::Undecryptable,
             Failure::Internal(500),
+            Failure::Tls("certificate has expired".into()),
         ];
         let mut slots: Vec<usize> = all.iter().map(Failure::slot).collect();
         slots.dedup();
@@ -192,7 +200,12 @@ mod tests {
                 SharedFailure::ErrorReply,
                 SharedFailure::Undecryptable,
                 SharedFailure::Internal,
+                SharedFailure::Tls,
             ]
+        );
+        assert_eq!(
+            Failure::Tls("certificate has expired".into()).log_line(),
+            "auth_oauth2_token: shared cache (Redis) tls: Redis' certificate: certificate has expired; requests go on to the IdP"
         );
         assert_eq!(
             Failure::ErrorReply("OOM".into()).log_line(),

@@ -10,7 +10,8 @@
 //! `subscription.rs`, the revocation channel's steps; `sentinel.rs`, where
 //! Redis Sentinel says the primary is. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
-//! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`.
+//! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`, `tls.rs`,
+//! `tls_call.rs`.
 
 pub mod failure;
 pub mod fleet;
@@ -32,5 +33,9 @@ pub(crate) mod peers;
 pub(crate) mod sentinel_watch;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod subscriber;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod tls;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod tls_call;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod upstream;

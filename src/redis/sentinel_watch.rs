@@ -14,13 +14,14 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use std::net::SocketAddr;
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
+    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
     ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t, sockaddr_in, sockaddr_in6,
     socklen_t, NGX_AGAIN, NGX_LOG_CRIT, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
     NGX_PROCESS_WORKER,
 };
 
 use super::peers::{self, peers_of, Peer};
+use super::tls;
 use ngx::http::HttpModuleMainConf;
 
 use crate::module::Module;
@@ -299,8 +300,58 @@ unsafe fn connect(w: *mut Watcher, n: usize) {
     if s.connecting {
         return;
     }
-    // SAFETY: `w` is this worker's watcher; `s` is not used after.
-    unsafe { run(w, Event::Connected) };
+    // SAFETY: `w` is this worker's watcher, with this connection; `s` is
+    // not used after.
+    unsafe { connected(w) };
+}
+
+/// The connection is open: with the tier's TLS, its handshake first; the
+/// steps hear `Connected` once the sentinel may be spoken to.
+///
+/// # Safety
+/// `w` must be this worker's watcher, with a connection just opened.
+unsafe fn connected(w: *mut Watcher) {
+    if !tls::channel_tls() {
+        // SAFETY: `w` is this worker's watcher (this function's contract).
+        return unsafe { run(w, Event::Connected) };
+    }
+    // SAFETY: the connection is open and ours, without TLS yet; the
+    // handler takes a connection whose data is the watcher.
+    match unsafe { tls::start_handshake((*w).conn, Some(handshake_done), CONNECT_TIMEOUT_MS as _) }
+    {
+        // SAFETY: `w` is this worker's watcher (this function's contract).
+        Ok(true) => unsafe { handshaken(w) },
+        Ok(false) => {}
+        // SAFETY: `w` is this worker's watcher (this function's contract).
+        Err(why) => unsafe { run(w, Event::Failed(format!("TLS: {why}"))) },
+    }
+}
+
+/// nginx's end of a TLS handshake that had to wait.
+unsafe extern "C" fn handshake_done(c: *mut ngx_connection_t) {
+    // SAFETY: the connection's data is the watcher (connect).
+    unsafe { handshaken((*c).data.cast()) }
+}
+
+/// The handshake ended: the connection's events are the watcher's again,
+/// and the steps hear whether it may be used.
+///
+/// # Safety
+/// `w` must be this worker's watcher, whose connection's handshake ended.
+unsafe fn handshaken(w: *mut Watcher) {
+    // SAFETY: the connection is open and ours (connect), its events live.
+    let result = unsafe {
+        let c = (*w).conn;
+        (*(*c).read).handler = Some(on_read);
+        (*(*c).write).handler = Some(on_write);
+        tls::handshake_result(c)
+    };
+    let event = match result {
+        Ok(()) => Event::Connected,
+        Err(why) => Event::Failed(format!("TLS: {why}")),
+    };
+    // SAFETY: `w` is this worker's watcher (this function's contract).
+    unsafe { run(w, event) };
 }
 
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
@@ -328,7 +379,7 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
         }
         if (*w).connecting {
             (*w).connecting = false;
-            run(w, Event::Connected);
+            connected(w);
             return;
         }
         send(w);
@@ -426,7 +477,7 @@ unsafe fn close(w: *mut Watcher) {
     unsafe {
         let s = &mut *w;
         if !s.conn.is_null() {
-            ngx_close_connection(s.conn);
+            tls::close(s.conn);
             s.conn = ptr::null_mut();
         }
         s.connecting = false;

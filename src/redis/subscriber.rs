@@ -12,7 +12,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
+    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
     ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_str_t, NGX_AGAIN,
     NGX_LOG_CRIT, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
     NGX_PROCESS_WORKER,
@@ -28,6 +28,7 @@ use crate::shm::{revocations, zone};
 
 use super::peers::{self, peers_of, Peer};
 use super::sentinel_watch;
+use super::tls;
 
 /// Whether the tier's server is the primary Sentinel names.
 fn sentinel() -> bool {
@@ -357,8 +358,59 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
     if s.connecting {
         return;
     }
-    // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
-    unsafe { run(sub, Event::Connected) };
+    // SAFETY: `sub` is this worker's subscriber, with this connection; `s`
+    // is not used after.
+    unsafe { connected(sub) };
+}
+
+/// The connection is open: with the tier's TLS, its handshake first; the
+/// steps hear `Connected` once the server may be spoken to.
+///
+/// # Safety
+/// `sub` must be this worker's subscriber, with a connection just opened.
+unsafe fn connected(sub: *mut Subscriber) {
+    if !tls::channel_tls() {
+        // SAFETY: `sub` is this worker's subscriber (this function's contract).
+        return unsafe { run(sub, Event::Connected) };
+    }
+    // SAFETY: the connection is open and ours, without TLS yet; the
+    // handler takes a connection whose data is the subscriber.
+    match unsafe {
+        tls::start_handshake((*sub).conn, Some(handshake_done), CONNECT_TIMEOUT_MS as _)
+    } {
+        // SAFETY: `sub` is this worker's subscriber (this function's contract).
+        Ok(true) => unsafe { handshaken(sub) },
+        Ok(false) => {}
+        // SAFETY: `sub` is this worker's subscriber (this function's contract).
+        Err(why) => unsafe { run(sub, Event::Failed(Trouble::Tls(why))) },
+    }
+}
+
+/// nginx's end of a TLS handshake that had to wait.
+unsafe extern "C" fn handshake_done(c: *mut ngx_connection_t) {
+    // SAFETY: the connection's data is the subscriber (connect).
+    unsafe { handshaken((*c).data.cast()) }
+}
+
+/// The handshake ended: the connection's events are the subscriber's
+/// again, and the steps hear whether it may be used.
+///
+/// # Safety
+/// `sub` must be this worker's subscriber, whose connection's handshake ended.
+unsafe fn handshaken(sub: *mut Subscriber) {
+    // SAFETY: the connection is open and ours (connect), its events live.
+    let result = unsafe {
+        let c = (*sub).conn;
+        (*(*c).read).handler = Some(on_read);
+        (*(*c).write).handler = Some(on_write);
+        tls::handshake_result(c)
+    };
+    let event = match result {
+        Ok(()) => Event::Connected,
+        Err(why) => Event::Failed(Trouble::Tls(why)),
+    };
+    // SAFETY: `sub` is this worker's subscriber (this function's contract).
+    unsafe { run(sub, event) };
 }
 
 unsafe extern "C" fn on_retry(ev: *mut ngx_event_t) {
@@ -386,7 +438,7 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
         }
         if (*sub).connecting {
             (*sub).connecting = false;
-            run(sub, Event::Connected);
+            connected(sub);
             return;
         }
         send(sub);
@@ -510,7 +562,7 @@ unsafe fn close(sub: *mut Subscriber) {
     unsafe {
         let s = &mut *sub;
         if !s.conn.is_null() {
-            ngx_close_connection(s.conn);
+            tls::close(s.conn);
             s.conn = ptr::null_mut();
         }
         s.connecting = false;

@@ -111,6 +111,9 @@ pub enum Trouble {
     HandshakeUnanswered,
     /// No answer to `PING` within the deadline.
     PingUnanswered,
+    /// The TLS handshake failed, or Redis' certificate did not pass
+    /// (`auth_oauth2_token_redis_ssl*`): why.
+    Tls(String),
 }
 
 /// What became of a message on the channel (its metric's `result`).
@@ -533,6 +536,7 @@ impl fmt::Display for Trouble {
             Trouble::PingUnanswered => {
                 write!(f, "no answer to PING within {} ms", REPLY_DEADLINE_MS)
             }
+            Trouble::Tls(why) => write!(f, "TLS: {why}"),
         }
     }
 }

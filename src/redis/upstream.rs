@@ -23,6 +23,7 @@ use ngx::http::HttpModule;
 use super::call::{self, Call, Failure};
 use super::deadline;
 use super::sentinel_watch;
+use super::{tls, tls_call};
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
 use crate::nginx::req::Req;
@@ -79,6 +80,9 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
         (*u).input_filter_init = Some(filter_init);
         (*u).input_filter = Some(filter);
         (*u).input_filter_ctx = req.as_ptr().cast();
+        if loc.redis_tls.on() {
+            tls_call::use_on(u);
+        }
     }
     // With Sentinel, the call goes to the primary the sentinels named; none
     // yet: no connection, a miss (which asks them again).
@@ -341,7 +345,7 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
     unsafe {
         let main = &mut *conf.cast::<MainConf>();
         if main.redis_passes.is_empty() {
-            return ptr::null_mut();
+            return tls::init(cf, main);
         }
         let Some(tier) = main.redis.as_ref() else {
             ngx::ngx_conf_log_error!(
@@ -361,8 +365,9 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
             fill(&mut *uc, &loc.redis, tier.upstream);
             loc.redis.pass = Some(uc.cast());
         }
+        // TLS (`auth_oauth2_token_redis_ssl*`) once every upstream conf is made.
+        tls::init(cf, main)
     }
-    ptr::null_mut()
 }
 
 /// The upstream settings of a Redis location, as memcached's with our

