@@ -23,7 +23,7 @@ location /api/ {
 }
 location = /_introspect {
     internal;
-    proxy_read_timeout 1s;
+    proxy_read_timeout 3s;
     proxy_pass http://idp/introspect;
 }
 CONF
@@ -173,7 +173,7 @@ location /err/ {
     auth_oauth2_token_status idp_timeout 599;
     proxy_pass http://backend;
 }
-location = /_introspect { internal; proxy_read_timeout 1s; proxy_pass http://idp/introspect; }
+location = /_introspect { internal; proxy_read_timeout 3s; proxy_pass http://idp/introspect; }
 --- idp
 {"t": {"status": 502, "body": "bad gateway"}}
 --- request
@@ -191,7 +191,7 @@ location /err/ {
     add_header X-Error $oauth2_token_error always;
     proxy_pass http://backend;
 }
-location = /_introspect { internal; proxy_read_timeout 1s; proxy_pass http://idp/introspect; }
+location = /_introspect { internal; proxy_read_timeout 3s; proxy_pass http://idp/introspect; }
 --- idp
 {"t": {"mode": "hang"}}
 --- request
