@@ -4,8 +4,10 @@
 //! reads the files and declares the zone.
 
 use crate::conf::cache_args::{parse_size, parse_time_ms};
+use crate::conf::jwt::parse_keys_request;
 use crate::metrics::ssf::SsfIds;
 use crate::oauth::jose::jwk::Jwk;
+use crate::oauth::jose::verify::KeysFetch;
 use crate::oauth::ssf::set::Stream;
 
 /// The default age bound of a SET's `iat`.
@@ -16,21 +18,38 @@ pub const DEFAULT_TOKEN_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 /// store's memory would pass again.
 pub const MAX_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 
-/// Where the transmitter's keys come from. Today a JWK Set file read at
-/// configuration time; a set fetched from the transmitter's `jwks_uri`
-/// (the JWT issuers' fetch, once it exists) is meant to be a second variant.
+/// Where the transmitter's keys come from: a JWK Set file read at
+/// configuration time, or the set fetched from the transmitter's
+/// `jwks_uri` through an internal location, kept and fetched again exactly
+/// as a JWT issuer's (`handler/jwks.rs`, in the push location's
+/// `auth_oauth2_token_jwt_keys_cache` zone).
 #[derive(Debug, Clone)]
 pub enum KeySource {
-    File { name: String, keys: Vec<Jwk> },
+    File {
+        name: String,
+        keys: Vec<Jwk>,
+    },
+    /// The internal location's URI; the fetch's names in the keys zone are
+    /// the push location's (`LocationConf::ssf_keys`).
+    Fetched {
+        uri: String,
+    },
 }
 
 impl KeySource {
+    /// The keys read at configuration time; none for a fetched set, whose
+    /// keys are had through a request (`pages/ssf_keys.rs`).
     pub fn keys(&self) -> &[Jwk] {
         match self {
             KeySource::File { keys, .. } => keys,
+            KeySource::Fetched { .. } => &[],
         }
     }
 }
+
+/// The name a fetched transmitter set has among the keys zone's sets (in
+/// place of a JWT issuer's name: `KeysFetch::scope`).
+pub const KEYS_SCOPE: &str = "Shared Signals transmitter";
 
 /// The receiver, as the push page and the verdict stage use it.
 #[derive(Debug)]
@@ -48,6 +67,25 @@ pub struct SsfReceiver {
     pub metrics: SsfIds,
 }
 
+/// The fetch of the transmitter's set by a push location in the server
+/// block `server` (its identity), whose keys zone is configured or not
+/// (`keys_cache`); `None` for a set read from a file.
+pub fn push_keys(
+    receiver: &SsfReceiver,
+    keys_cache: bool,
+    server: &[u8; 32],
+) -> Result<Option<KeysFetch>, String> {
+    let KeySource::Fetched { uri } = &receiver.keys else {
+        return Ok(None);
+    };
+    if !keys_cache {
+        return Err("\"auth_oauth2_token_ssf_push\": the transmitter's keys are fetched (keys_request= of \"auth_oauth2_token_ssf_receiver\"), which needs \"auth_oauth2_token_jwt_keys_cache\" here: the set is kept in shared memory".into());
+    }
+    let mut fetch = KeysFetch::at(uri.clone());
+    fetch.scope(server, KEYS_SCOPE);
+    Ok(Some(fetch))
+}
+
 /// The directive's parameters, files not read yet.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SsfArgs<'a> {
@@ -55,17 +93,25 @@ pub struct SsfArgs<'a> {
     pub zone_size: usize,
     pub issuer: String,
     pub audience: String,
-    pub keys_file: &'a [u8],
+    /// `keys=FILE` or `keys_request=URI`: one of them.
+    pub keys: KeysArg<'a>,
     pub max_age_ms: i64,
     pub token_lifetime_ms: i64,
     pub bearer_file: Option<&'a [u8]>,
 }
 
-/// `zone=NAME:SIZE issuer=URL audience=URI keys=FILE [max_age=TIME]
-/// [token_lifetime=TIME] [bearer_file=FILE]`.
+/// Where the directive takes the transmitter's keys from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeysArg<'a> {
+    File(&'a [u8]),
+    Request(String),
+}
+
+/// `zone=NAME:SIZE issuer=URL audience=URI (keys=FILE | keys_request=URI)
+/// [max_age=TIME] [token_lifetime=TIME] [bearer_file=FILE]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
     let mut zone = None;
-    let (mut issuer, mut audience, mut keys_file, mut bearer_file) = (None, None, None, None);
+    let (mut issuer, mut audience, mut keys, mut bearer_file) = (None, None, None, None);
     let (mut max_age_ms, mut token_lifetime_ms) = (DEFAULT_MAX_AGE_MS, DEFAULT_TOKEN_LIFETIME_MS);
     for arg in args {
         let text = String::from_utf8_lossy(arg);
@@ -110,10 +156,11 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
                 fresh(audience.is_some())?;
                 audience = Some(utf8()?);
             }
-            b"keys" if !value.is_empty() => {
-                fresh(keys_file.is_some())?;
-                keys_file = Some(value);
+            b"keys" | b"keys_request" if keys.is_some() => {
+                return Err("takes one of \"keys=\" and \"keys_request=\", once".into());
             }
+            b"keys" if !value.is_empty() => keys = Some(KeysArg::File(value)),
+            b"keys_request" => keys = Some(KeysArg::Request(parse_keys_request(value)?)),
             b"bearer_file" if !value.is_empty() => {
                 fresh(bearer_file.is_some())?;
                 bearer_file = Some(value);
@@ -129,8 +176,9 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
         zone_size,
         issuer: issuer.ok_or("needs an \"issuer=\" parameter (the transmitter's iss)")?,
         audience: audience.ok_or("needs an \"audience=\" parameter (this receiver's aud)")?,
-        keys_file: keys_file
-            .ok_or("needs a \"keys=FILE\" parameter (the transmitter's JWK Set)")?,
+        keys: keys.ok_or(
+            "needs a \"keys=FILE\" or \"keys_request=URI\" parameter (the transmitter's JWK Set)",
+        )?,
         max_age_ms,
         token_lifetime_ms,
         bearer_file,
@@ -157,7 +205,7 @@ mod tests {
             (a.issuer.as_str(), a.audience.as_str()),
             ("https://idp", "https://gw")
         );
-        assert_eq!(a.keys_file, b"t.jwks");
+        assert_eq!(a.keys, KeysArg::File(b"t.jwks"));
         assert_eq!(a.max_age_ms, DEFAULT_MAX_AGE_MS);
         assert_eq!(a.token_lifetime_ms, DEFAULT_TOKEN_LIFETIME_MS);
         assert_eq!(a.bearer_file, None);
@@ -167,6 +215,40 @@ mod tests {
         .unwrap();
         assert_eq!((a.max_age_ms, a.token_lifetime_ms), (60_000, 7_200_000));
         assert_eq!(a.bearer_file, Some(&b"b"[..]));
+        let a = parse(&args(
+            "zone=s:64k issuer=i audience=a keys_request=/_ssf_jwks",
+        ))
+        .unwrap();
+        assert_eq!(a.keys, KeysArg::Request("/_ssf_jwks".into()));
+    }
+
+    #[test]
+    fn a_fetched_set_needs_a_keys_zone_and_is_named_per_server() {
+        let receiver = |keys| SsfReceiver {
+            zone: core::ptr::null_mut(),
+            stream: Stream {
+                issuer: "i".into(),
+                audience: "a".into(),
+                max_age_s: 60,
+            },
+            keys,
+            token_lifetime_ms: DEFAULT_TOKEN_LIFETIME_MS,
+            bearer_sha256: None,
+            metrics: crate::metrics::Catalogue::default().ssf(),
+        };
+        let file = receiver(KeySource::File {
+            name: "f".into(),
+            keys: Vec::new(),
+        });
+        assert!(push_keys(&file, false, &[0; 32]).unwrap().is_none());
+        let fetched = receiver(KeySource::Fetched { uri: "/_j".into() });
+        let e = push_keys(&fetched, false, &[0; 32]).unwrap_err();
+        assert!(e.contains("auth_oauth2_token_jwt_keys_cache"), "{e}");
+        let one = push_keys(&fetched, true, &[1; 32]).unwrap().unwrap();
+        let other = push_keys(&fetched, true, &[2; 32]).unwrap().unwrap();
+        assert_eq!(one.uri, "/_j");
+        assert_ne!(one.set_key, other.set_key);
+        assert_ne!(one.set_key, one.fetching_key);
     }
 
     #[test]
@@ -176,6 +258,22 @@ mod tests {
             ("zone=s:1m audience=a keys=k", "issuer="),
             ("zone=s:1m issuer=i keys=k", "audience="),
             ("zone=s:1m issuer=i audience=a", "keys=FILE"),
+            (
+                "zone=s:1m issuer=i audience=a keys=k keys_request=/j",
+                "one of",
+            ),
+            (
+                "zone=s:1m issuer=i audience=a keys_request=/j keys_request=/j",
+                "one of",
+            ),
+            (
+                "zone=s:1m issuer=i audience=a keys_request=jwks",
+                "internal location",
+            ),
+            (
+                "zone=s:1m issuer=i audience=a keys_request=",
+                "internal location",
+            ),
             ("zone=s issuer=i audience=a keys=k", "invalid \"zone\""),
             ("zone=:1m issuer=i audience=a keys=k", "invalid \"zone\""),
             ("zone=s:1m issuer=i audience=a keys=k max_age=2d", "max_age"),

@@ -4,6 +4,7 @@
 pub mod metrics;
 pub mod purge;
 pub mod resource_metadata;
+pub mod ssf_keys;
 pub mod ssf_push;
 
 use ngx::ffi::{

@@ -9,8 +9,9 @@
 //! `503` (the transmitter retries).
 //!
 //! POST        -> read the body (anything else: 405)
-//! body read   -> checks, this gateway's list; no Redis tier: replay store
-//!                -> 202 / 400 / 503
+//! body read   -> checks (a fetched key set: maybe a subrequest or a wait
+//!                first, `ssf_keys.rs`, then the checks again), this
+//!                gateway's list; no Redis tier: replay store -> 202 / 400 / 503
 //! Redis tier  -> one `PUBLISH` per revocation on the channel, in one
 //!                subrequest (`redis/purge.rs`); its end records the `jti`
 //!                and sets the status (202, 400 for a replay, 503 when the
@@ -21,13 +22,17 @@ use ngx::ffi::{
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 
+use std::rc::Rc;
+
 use crate::conf::ssf::SsfReceiver;
+use crate::conf::LocationConf;
 use crate::metrics::ssf::SsfIds;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
 use crate::pages::purge::body;
+use crate::pages::ssf_keys::{self, Fetched};
 use crate::redis::call::{self, Failure};
 use crate::redis::fleet::Pushed;
 use crate::redis::purge;
@@ -42,10 +47,14 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe { Req::with(r, |req| super::read_post_body(req, Some(body_read))) }
 }
 
+/// The body is in; also the write handler that resumes the request when
+/// the transmitter's keys were fetched (`pages/ssf_keys.rs`), which checks
+/// the SET again.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls the body handler with the live request whose
     // body it read (ngx_http_read_client_request_body), and which it
-    // keeps until the request is finalized.
+    // keeps until the request is finalized; it calls a write handler with
+    // the live request (ngx_http_request_handler, ngx_http_run_posted_requests).
     let rc = unsafe { Req::with(r, receive) };
     if let Some(rc) = rc {
         // SAFETY: nginx keeps the request until it is finalized, here;
@@ -63,9 +72,11 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
     let Some(receiver) = main.ssf.as_ref() else {
         return Some(NGX_ERROR as ngx_int_t);
     };
-    let accepted = match check(req, receiver) {
+    let accepted = match check(req, conf, receiver) {
         Ok(accepted) => accepted,
-        Err(error) => return Some(refuse(req, &error)),
+        Err(Stop::Refused(error)) => return Some(refuse(req, &error)),
+        Err(Stop::Again) => return None,
+        Err(Stop::Status(status)) => return Some(respond(req, status)),
     };
     let now = now_ms();
     let keep_until_ms = now.saturating_add(receiver.token_lifetime_ms);
@@ -238,27 +249,58 @@ unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
     }
 }
 
+/// Why the checks stopped.
+enum Stop {
+    Refused(SetError),
+    /// The transmitter's keys are being fetched: `body_read` runs again.
+    Again,
+    /// No keys to be had (503), or nginx failed (500).
+    Status(usize),
+}
+
+impl From<SetError> for Stop {
+    fn from(error: SetError) -> Stop {
+        Stop::Refused(error)
+    }
+}
+
 /// The checks before anything changes: the transmitter's secret, the
-/// media type, the body, the SET.
-fn check(req: &mut Req<'_>, receiver: &SsfReceiver) -> Result<Accepted, SetError> {
+/// media type, the body, the SET (with its keys, maybe fetched first).
+fn check(req: &mut Req<'_>, conf: &LocationConf, receiver: &SsfReceiver) -> Result<Accepted, Stop> {
     if let Some(want) = &receiver.bearer_sha256 {
         let (values, count) = req.header_values::<2>(b"authorization");
         let secret = match bearer::from_authorization(&values[..count.min(2)]) {
             BearerToken::Present(secret) => secret,
-            _ => return Err(set::NO_CREDENTIALS),
+            _ => return Err(set::NO_CREDENTIALS.into()),
         };
         let got = openssl::sha::sha256(secret);
         if !openssl::memcmp::eq(&got, want) {
-            return Err(set::WRONG_CREDENTIALS);
+            return Err(set::WRONG_CREDENTIALS.into());
         }
     }
     let (types, count) = req.header_values::<1>(b"content-type");
     if count != 1 || !set::media_type_ok(types[0]) {
-        return Err(set::WRONG_MEDIA_TYPE);
+        return Err(set::WRONG_MEDIA_TYPE.into());
     }
     let body = body(req).ok_or(set::TOO_LARGE)?;
+    let fetched = match ssf_keys::fetched(req, conf, receiver, &body, Some(body_read)) {
+        None => None,
+        Some(Fetched::Ready(keys)) => Some(keys),
+        Some(Fetched::None) => Some(Rc::from([])),
+        Some(Fetched::Again) => return Err(Stop::Again),
+        Some(Fetched::Unavailable) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                req.log(),
+                "auth_oauth2_token: SET not checked: the transmitter's JWK Set cannot be had"
+            );
+            return Err(Stop::Status(NGX_HTTP_SERVICE_UNAVAILABLE as usize));
+        }
+        Some(Fetched::Error) => return Err(Stop::Status(NGX_ERROR as usize)),
+    };
+    let keys = fetched.as_deref().unwrap_or(receiver.keys.keys());
     let now_s = now_ms().div_euclid(1000);
-    set::verify(&body, receiver.keys.keys(), &receiver.stream, now_s)
+    Ok(set::verify(&body, keys, &receiver.stream, now_s)?)
 }
 
 /// One line per event: its type, and the revocations' tags (digests of the
