@@ -63,6 +63,9 @@ pub struct SsfReceiver {
     pub token_lifetime_ms: i64,
     /// SHA-256 of the bearer secret the transmitter must send, if any.
     pub bearer_sha256: Option<[u8; 32]>,
+    /// The index of the tokens' list keys (`index=`), which drops a
+    /// revoked subject's cache entries; `None` with `index=off`.
+    pub index_zone: Option<*mut core::ffi::c_void>,
     /// The receiver's series.
     pub metrics: SsfIds,
 }
@@ -98,6 +101,8 @@ pub struct SsfArgs<'a> {
     pub max_age_ms: i64,
     pub token_lifetime_ms: i64,
     pub bearer_file: Option<&'a [u8]>,
+    /// The index's zone size: the list's by default, `None` with `index=off`.
+    pub index_size: Option<usize>,
 }
 
 /// Where the directive takes the transmitter's keys from.
@@ -108,11 +113,12 @@ pub enum KeysArg<'a> {
 }
 
 /// `zone=NAME:SIZE issuer=URL audience=URI (keys=FILE | keys_request=URI)
-/// [max_age=TIME] [token_lifetime=TIME] [bearer_file=FILE]`.
+/// [max_age=TIME] [token_lifetime=TIME] [bearer_file=FILE] [index=SIZE|off]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
     let mut zone = None;
     let (mut issuer, mut audience, mut keys, mut bearer_file) = (None, None, None, None);
     let (mut max_age_ms, mut token_lifetime_ms) = (DEFAULT_MAX_AGE_MS, DEFAULT_TOKEN_LIFETIME_MS);
+    let mut index = None;
     for arg in args {
         let text = String::from_utf8_lossy(arg);
         let Some(eq) = arg.iter().position(|&b| b == b'=') else {
@@ -165,6 +171,15 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
                 fresh(bearer_file.is_some())?;
                 bearer_file = Some(value);
             }
+            b"index" => {
+                fresh(index.is_some())?;
+                index = Some(match value {
+                    b"off" => None,
+                    size => Some(parse_size(size).ok_or(format!(
+                        "has an invalid \"{text}\" (a size, such as 1m, or off)"
+                    ))?),
+                });
+            }
             b"max_age" => max_age_ms = time(MAX_MAX_AGE_MS)?,
             b"token_lifetime" => token_lifetime_ms = time(366 * 24 * 3600 * 1000)?,
             _ => return Err(format!("has an unknown parameter \"{text}\"")),
@@ -182,6 +197,7 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
         max_age_ms,
         token_lifetime_ms,
         bearer_file,
+        index_size: index.unwrap_or(Some(zone_size)),
     })
 }
 
@@ -209,12 +225,18 @@ mod tests {
         assert_eq!(a.max_age_ms, DEFAULT_MAX_AGE_MS);
         assert_eq!(a.token_lifetime_ms, DEFAULT_TOKEN_LIFETIME_MS);
         assert_eq!(a.bearer_file, None);
+        assert_eq!(a.index_size, Some(1 << 20));
         let a = parse(&args(
             "zone=s:64k issuer=i audience=a keys=k max_age=1m token_lifetime=2h bearer_file=b",
         ))
         .unwrap();
         assert_eq!((a.max_age_ms, a.token_lifetime_ms), (60_000, 7_200_000));
         assert_eq!(a.bearer_file, Some(&b"b"[..]));
+        assert_eq!(a.index_size, Some(64 << 10));
+        let a = parse(&args("zone=s:64k issuer=i audience=a keys=k index=off")).unwrap();
+        assert_eq!(a.index_size, None);
+        let a = parse(&args("zone=s:64k issuer=i audience=a keys=k index=2m")).unwrap();
+        assert_eq!(a.index_size, Some(2 << 20));
         let a = parse(&args(
             "zone=s:64k issuer=i audience=a keys_request=/_ssf_jwks",
         ))
@@ -234,6 +256,7 @@ mod tests {
             keys,
             token_lifetime_ms: DEFAULT_TOKEN_LIFETIME_MS,
             bearer_sha256: None,
+            index_zone: None,
             metrics: crate::metrics::Catalogue::default().ssf(),
         };
         let file = receiver(KeySource::File {
@@ -282,6 +305,11 @@ mod tests {
             ("zone=s:1m issuer=i issuer=j audience=a keys=k", "twice"),
             ("zone=s:1m issuer=i audience=a keys=k x=1", "unknown"),
             ("zone=s:1m issuer=i audience=a keys=k on", "unknown"),
+            ("zone=s:1m issuer=i audience=a keys=k index=no", "index"),
+            (
+                "zone=s:1m issuer=i audience=a keys=k index=off index=1m",
+                "twice",
+            ),
         ] {
             let e = parse(&args(line)).unwrap_err();
             assert!(e.contains(words), "{line}: {e}");

@@ -44,6 +44,19 @@ handler!(set_ssf_receiver: MainConf, |c| {
     // SAFETY: cf is the configuration being parsed (see `Call`).
     let zone = unsafe { super::dpop::replay_zone(c.cf, &parsed.zone_name, parsed.zone_size) }
         .ok_or("cannot use this zone (see the message above)")?;
+    let index_zone = match parsed.index_size {
+        Some(size) if size < min_size => {
+            return Err(format!("index is too small: at least {min_size} bytes"))
+        }
+        Some(size) => {
+            let name = [&parsed.zone_name[..], b"_index"].concat();
+            // SAFETY: cf is the configuration being parsed (see `Call`).
+            let zone = unsafe { super::dpop::replay_zone(c.cf, &name, size) }
+                .ok_or("cannot use the index's zone (see the message above)")?;
+            Some(zone)
+        }
+        None => None,
+    };
     let metrics = c.conf.metrics.ssf();
     // Tokens' marks are read from now on (and are part of cache keys).
     c.conf.claims.marks = true;
@@ -57,6 +70,7 @@ handler!(set_ssf_receiver: MainConf, |c| {
         keys,
         token_lifetime_ms: parsed.token_lifetime_ms,
         bearer_sha256,
+        index_zone,
         metrics,
     });
     Ok(())

@@ -81,6 +81,7 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
     let now = now_ms();
     let keep_until_ms = now.saturating_add(receiver.token_lifetime_ms);
     let mut pushed = Vec::with_capacity(accepted.revocations.len());
+    let mut dropped = 0;
     for revocation in &accepted.revocations {
         let at_ms = revocation.at_s.saturating_mul(1000);
         // SAFETY: the receiver's zone was declared by its directive and
@@ -95,6 +96,8 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
             );
             return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
         }
+        // The subject's cache entries go too (those the index names).
+        dropped += revocations::drop_entries(main, receiver, &revocation.tag, now);
         pushed.push((
             revocation.tag,
             Pushed {
@@ -108,7 +111,7 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
         main.redis.as_ref(),
         pushed.is_empty(),
     ) else {
-        let status = record(req, receiver, &accepted, now);
+        let status = record(req, receiver, &accepted, now, dropped);
         return Some(respond(req, status));
     };
     // The other gateways' lists, through the Redis tier's channel; the
@@ -127,7 +130,7 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
         let status = match told_everyone(req, result) {
             false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
             true => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
-                Some(receiver) => record(req, receiver, &accepted, now),
+                Some(receiver) => record(req, receiver, &accepted, now, dropped),
                 None => NGX_ERROR as usize,
             },
         };
@@ -166,7 +169,13 @@ fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
 /// dies before this leaves the SET unrecorded, and the transmitter's retry
 /// applies it again, which changes nothing, rather than being called a
 /// replay); the status to answer with.
-fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) -> usize {
+fn record(
+    req: &Req<'_>,
+    receiver: &SsfReceiver,
+    accepted: &Accepted,
+    now: i64,
+    dropped: usize,
+) -> usize {
     let log = req.log();
     let name = CacheKey::from_parts(&[
         b"ssf-jti",
@@ -187,7 +196,7 @@ fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) 
             );
         }
     }
-    log_applied(req, accepted);
+    log_applied(req, accepted, dropped);
     for event in &accepted.events {
         count(req, |ids| ids.event(*event));
     }
@@ -303,9 +312,9 @@ fn check(req: &mut Req<'_>, conf: &LocationConf, receiver: &SsfReceiver) -> Resu
     Ok(set::verify(&body, keys, &receiver.stream, now_s)?)
 }
 
-/// One line per event: its type, and the revocations' tags (digests of the
-/// subjects, never their names).
-fn log_applied(req: &Req<'_>, accepted: &Accepted) {
+/// One line per event: its type, the revocations' tags (digests of the
+/// subjects, never their names), and the cache entries they dropped here.
+fn log_applied(req: &Req<'_>, accepted: &Accepted, dropped: usize) {
     let log = req.log();
     let tags: Vec<String> = accepted
         .revocations
@@ -316,11 +325,12 @@ fn log_applied(req: &Req<'_>, accepted: &Accepted) {
         ngx::ngx_log_error!(
             NGX_LOG_INFO,
             log,
-            "auth_oauth2_token: SET accepted: event {}, {} revocations at iat {} (subject tags {})",
+            "auth_oauth2_token: SET accepted: event {}, {} revocations at iat {} (subject tags {}), {} cache entries dropped",
             event.label(),
             accepted.revocations.len(),
             accepted.iat_s,
-            tags.join(",")
+            tags.join(","),
+            dropped
         );
     }
 }

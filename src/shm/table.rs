@@ -41,9 +41,11 @@ use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 mod change;
 mod layout;
 mod replay;
+mod tagged;
 use change::*;
 pub use layout::*;
 pub use replay::{remember, Remembered};
+pub use tagged::keys_tagged;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -2065,6 +2067,49 @@ mod replay_tests {
                 Err(Died) => assert_eq!(opened, Opened::Repaired, "{die_at}"),
             }
         }
+    }
+}
+
+/// The keys of a tag's live entries (`table/tagged.rs`).
+#[cfg(test)]
+mod tagged_tests {
+    use super::tests::{fresh, room_for, tagged, Zone, NOW};
+    use super::*;
+
+    #[test]
+    fn a_tags_live_entries_and_nobody_elses() {
+        let mut zone = Zone::with_key(room_for(16), *b"tagged keys key!");
+        let (alice, bob) = (*b"alice...", *b"bob.....");
+        let (table, slab) = zone.parts();
+        for (key, until) in [
+            (tagged(alice, 1), NOW + 60),
+            (tagged(alice, 2), NOW + 60),
+            (tagged(alice, 3), NOW - 1),
+            (tagged(bob, 1), NOW + 60),
+        ] {
+            // SAFETY: the table was just opened on this slab.
+            let stored = unsafe {
+                insert(
+                    table,
+                    slab,
+                    &mut Live,
+                    &key,
+                    b"",
+                    fresh(until),
+                    NOW - 10,
+                    NOW - 10,
+                )
+            };
+            assert_eq!(stored, Ok(true));
+        }
+        // SAFETY: as above.
+        let mut keys = unsafe { keys_tagged(table, &alice, NOW) };
+        keys.sort();
+        let mut want = vec![tagged(alice, 1).0, tagged(alice, 2).0];
+        want.sort();
+        assert_eq!(keys, want);
+        // SAFETY: as above.
+        assert!(unsafe { keys_tagged(table, b"nobody..", NOW) }.is_empty());
     }
 }
 

@@ -67,6 +67,28 @@ pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
     digest[..8].try_into().expect("8 bytes")
 }
 
+/// What fills an index key after its two tags (never a cache key's bytes
+/// 16..32, whose last 8 are zero).
+const INDEX_FILL: [u8; 16] = *b"ssf index entry!";
+
+/// The key of the index entry saying that the token whose cache keys begin
+/// with `token_tag` carries the list key `tag` (`shm/revocations.rs`): it
+/// begins with `tag`, so the entries of one subject share a chain of the
+/// index's table, and a revocation finds them in one walk.
+pub fn index_key(tag: &[u8; 8], token_tag: &[u8; 8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(tag);
+    key[8..16].copy_from_slice(token_tag);
+    key[16..].copy_from_slice(&INDEX_FILL);
+    key
+}
+
+/// The token tag an index key names, if it is one for `tag`.
+pub fn indexed_token(key: &[u8; 32], tag: &[u8; 8]) -> Option<[u8; 8]> {
+    (key[..8] == tag[..] && key[16..] == INDEX_FILL)
+        .then(|| key[8..16].try_into().expect("8 bytes"))
+}
+
 /// A token's keys in the revocation list and when it was issued: computed
 /// once from its claims, kept with its cache entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,6 +203,18 @@ mod tests {
             tag(Kind::Session, "https://idp", "alice")
         );
         assert_ne!(tag(Kind::Subject, "a", "bc"), tag(Kind::Subject, "ab", "c"));
+    }
+
+    #[test]
+    fn an_index_key_names_its_token_for_its_tag_only() {
+        let (alice, bob, token) = ([1; 8], [2; 8], [9; 8]);
+        let key = index_key(&alice, &token);
+        assert_eq!(indexed_token(&key, &alice), Some(token));
+        assert_eq!(indexed_token(&key, &bob), None);
+        // A cache key (its last 8 bytes zero) is never read as one.
+        let mut cache_key = key;
+        cache_key[24..].fill(0);
+        assert_eq!(indexed_token(&cache_key, &alice), None);
     }
 
     #[test]
