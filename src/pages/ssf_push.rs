@@ -12,9 +12,11 @@
 //! body read   -> checks (a fetched key set: maybe a subrequest or a wait
 //!                first, `ssf_keys.rs`, then the checks again), this
 //!                gateway's list; no Redis tier: replay store -> 202 / 400 / 503
-//! Redis tier  -> one `PUBLISH` per revocation on the channel, in one
-//!                subrequest (`redis/purge.rs`); its end records the `jti`
-//!                and sets the status (202, 400 for a replay, 503 when the
+//! Redis tier  -> one `ZADD` and `PUBLISH` per revocation on the channel,
+//!                then the fleet's replay store's `SET NX PX` of the `jti`,
+//!                in one subrequest (`redis/purge.rs`, `redis/replay.rs`);
+//!                its end records the `jti` and sets the status (202, 400
+//!                for a replay here or at another gateway, 503 when the
 //!                tier failed: the other gateways were not told)
 
 use ngx::ffi::{
@@ -36,6 +38,7 @@ use crate::pages::ssf_keys::{self, Fetched};
 use crate::redis::call::{self, Failure};
 use crate::redis::fleet::Pushed;
 use crate::redis::purge;
+use crate::redis::replay::{self, FleetReplay};
 use crate::redis::resp::Reply;
 use crate::shm::table::Remembered;
 use crate::shm::{revocations, zone};
@@ -106,56 +109,88 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
             },
         ));
     }
-    let (Some(uri), Some(redis), false) = (
-        conf.shared_cache_uri(),
-        main.redis.as_ref(),
-        pushed.is_empty(),
-    ) else {
+    let (Some(uri), Some(redis)) = (conf.shared_cache_uri(), main.redis.as_ref()) else {
         let status = record(req, receiver, &accepted, now, dropped);
         return Some(respond(req, status));
     };
-    // The other gateways' lists, through the Redis tier's channel; the
-    // `jti` is recorded once they were told, so that a transmitter that
-    // retries after a 503 is not taken for a replay.
-    let (commands, replies) = purge::pushed_commands(
+    // The other gateways' lists, through the Redis tier's channel, then the
+    // fleet's replay store (`SET NX PX`, last: it took only if the messages
+    // before it were run). The `jti` is recorded once they were told, so
+    // that a transmitter that retries after a 503 is not taken for a replay.
+    let (mut commands, published) = match pushed.is_empty() {
+        true => (Vec::new(), 0),
+        false => purge::pushed_commands(
+            &redis.keys,
+            &redis.revocation_list(),
+            &redis.channel(),
+            &pushed,
+            now,
+        ),
+    };
+    let (set_id, keep_ms) = jti_name(receiver, &accepted);
+    let recorded = replay::set_commands(
         &redis.keys,
-        &redis.revocation_list(),
-        &redis.channel(),
-        &pushed,
-        now,
+        &redis.prefix,
+        &set_id.0,
+        keep_ms,
+        &mut commands,
     );
     req.set_status(0);
     req.set_write_handler(Some(resume));
     let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
-        let status = match told_everyone(req, result) {
-            false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
-            true => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
+        let status = match told_everyone(req, result, published) {
+            Told::Failed => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
+            Told::Replayed => NGX_HTTP_BAD_REQUEST as usize,
+            Told::New => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
                 Some(receiver) => record(req, receiver, &accepted, now, dropped),
                 None => NGX_ERROR as usize,
             },
         };
         req.set_status(status);
     };
-    let started = call::start(req, uri, &commands, replies, false, told);
+    let started = call::start(req, uri, &commands, published + recorded, false, told);
     started.err().map(|()| NGX_ERROR as ngx_int_t)
 }
 
-/// Whether every `PUBLISH` of the pipeline was answered by Redis.
-fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
+/// What the Redis tier said.
+enum Told {
+    /// Every gateway was told, and the fleet had not seen the SET.
+    New,
+    /// Every gateway was told (again), and another gateway (or this one)
+    /// had accepted the SET before: a replay.
+    Replayed,
+    Failed,
+}
+
+/// Whether every `ZADD` and `PUBLISH` of the pipeline (its first
+/// `published` replies) was answered by Redis, and what the fleet's replay
+/// store said of the SET (the rest).
+fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>, published: usize) -> Told {
     let log = req.log();
     // A failure of the call was logged by it; refusals are noted here.
     let told = match result {
-        Err(_) => false,
-        Ok(replies) => replies.iter().all(|reply| match reply {
-            Reply::Integer(_) => true,
-            other => {
-                let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
-                call::note_failure(log, &failure);
-                false
+        Err(_) => Told::Failed,
+        Ok(replies) => {
+            let (messages, recorded) = replies.split_at(published.min(replies.len()));
+            let refused = messages
+                .iter()
+                .find(|reply| !matches!(reply, Reply::Integer(_)));
+            match (refused, replay::classify(recorded, recorded.len())) {
+                (Some(other), _) => {
+                    let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
+                    call::note_failure(log, &failure);
+                    Told::Failed
+                }
+                (None, FleetReplay::New) => Told::New,
+                (None, FleetReplay::Replayed) => Told::Replayed,
+                (None, FleetReplay::Failed(failure)) => {
+                    call::note_failure(log, &failure);
+                    Told::Failed
+                }
             }
-        }),
+        }
     };
-    if !told {
+    if matches!(told, Told::Failed) {
         ngx::ngx_log_error!(
             NGX_LOG_ERR,
             log,
@@ -163,6 +198,17 @@ fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
         );
     }
     told
+}
+
+/// The name of the SET's `jti` in the replay stores (this gateway's and
+/// the fleet's), and how long it is kept there.
+fn jti_name(receiver: &SsfReceiver, accepted: &Accepted) -> (CacheKey, i64) {
+    let name = CacheKey::from_parts(&[
+        b"ssf-jti",
+        receiver.stream.issuer.as_bytes(),
+        accepted.jti.as_bytes(),
+    ]);
+    (name, (receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000)
 }
 
 /// Records the SET's `jti` (after its revocations are in: a worker that
@@ -177,12 +223,8 @@ fn record(
     dropped: usize,
 ) -> usize {
     let log = req.log();
-    let name = CacheKey::from_parts(&[
-        b"ssf-jti",
-        receiver.stream.issuer.as_bytes(),
-        accepted.jti.as_bytes(),
-    ]);
-    let until = now.saturating_add((receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000);
+    let (name, keep_ms) = jti_name(receiver, accepted);
+    let until = now.saturating_add(keep_ms);
     // SAFETY: the receiver's zone was declared by its directive and
     // initialised by nginx before any request runs.
     match unsafe { zone::remember(receiver.zone.cast(), &name, until, now) } {
