@@ -63,6 +63,9 @@ pub struct SsfReceiver {
     pub token_lifetime_ms: i64,
     /// SHA-256 of the bearer secret the transmitter must send, if any.
     pub bearer_sha256: Option<[u8; 32]>,
+    /// The SHA-256 thumbprints of the client certificates the transmitter
+    /// may present (`client_certificate=`); empty: none asked for.
+    pub certificates: Vec<[u8; 32]>,
     /// The index of the tokens' list keys (`index=`), which drops a
     /// revoked subject's cache entries; `None` with `index=off`.
     pub index_zone: Option<*mut core::ffi::c_void>,
@@ -103,6 +106,32 @@ pub struct SsfArgs<'a> {
     pub bearer_file: Option<&'a [u8]>,
     /// The index's zone size: the list's by default, `None` with `index=off`.
     pub index_size: Option<usize>,
+    /// `client_certificate=`: the thumbprints accepted.
+    pub certificates: Vec<[u8; 32]>,
+}
+
+/// A certificate's SHA-256 thumbprint as an operator writes it: 43
+/// base64url characters (RFC 8705's `x5t#S256`), or 64 hex digits, pairs
+/// maybe separated by colons (`openssl x509 -fingerprint -sha256`).
+pub fn parse_thumbprint(text: &[u8]) -> Option<[u8; 32]> {
+    use base64::Engine;
+    if text.len() == 43 {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        return bytes.try_into().ok();
+    }
+    let digits: Vec<u8> = text.iter().copied().filter(|&b| b != b':').collect();
+    let colons = text.len() - digits.len();
+    if digits.len() != 64 || (colons != 0 && colons != 31) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Where the directive takes the transmitter's keys from.
@@ -113,12 +142,14 @@ pub enum KeysArg<'a> {
 }
 
 /// `zone=NAME:SIZE issuer=URL audience=URI (keys=FILE | keys_request=URI)
-/// [max_age=TIME] [token_lifetime=TIME] [bearer_file=FILE] [index=SIZE|off]`.
+/// [max_age=TIME] [token_lifetime=TIME] [bearer_file=FILE] [index=SIZE|off]
+/// [client_certificate=THUMBPRINT[,THUMBPRINT...]]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
     let mut zone = None;
     let (mut issuer, mut audience, mut keys, mut bearer_file) = (None, None, None, None);
     let (mut max_age_ms, mut token_lifetime_ms) = (DEFAULT_MAX_AGE_MS, DEFAULT_TOKEN_LIFETIME_MS);
     let mut index = None;
+    let mut certificates: Option<Vec<[u8; 32]>> = None;
     for arg in args {
         let text = String::from_utf8_lossy(arg);
         let Some(eq) = arg.iter().position(|&b| b == b'=') else {
@@ -180,6 +211,15 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
                     ))?),
                 });
             }
+            b"client_certificate" => {
+                fresh(certificates.is_some())?;
+                let list = value
+                    .split(|&b| b == b',')
+                    .map(parse_thumbprint)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(format!("has an invalid \"{text}\" (SHA-256 thumbprints: 43 base64url characters or 64 hex digits, comma-separated)"))?;
+                certificates = Some(list);
+            }
             b"max_age" => max_age_ms = time(MAX_MAX_AGE_MS)?,
             b"token_lifetime" => token_lifetime_ms = time(366 * 24 * 3600 * 1000)?,
             _ => return Err(format!("has an unknown parameter \"{text}\"")),
@@ -198,6 +238,7 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<SsfArgs<'a>, String> {
         token_lifetime_ms,
         bearer_file,
         index_size: index.unwrap_or(Some(zone_size)),
+        certificates: certificates.unwrap_or_default(),
     })
 }
 
@@ -256,6 +297,7 @@ mod tests {
             keys,
             token_lifetime_ms: DEFAULT_TOKEN_LIFETIME_MS,
             bearer_sha256: None,
+            certificates: Vec::new(),
             index_zone: None,
             metrics: crate::metrics::Catalogue::default().ssf(),
         };
@@ -272,6 +314,28 @@ mod tests {
         assert_eq!(one.uri, "/_j");
         assert_ne!(one.set_key, other.set_key);
         assert_ne!(one.set_key, one.fetching_key);
+    }
+
+    #[test]
+    fn thumbprints_in_base64url_or_hex() {
+        let digest: [u8; 32] = core::array::from_fn(|i| (i * 7 + 1) as u8);
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        };
+        let hex: String = digest.iter().map(|b| format!("{b:02X}")).collect();
+        let colons: Vec<String> = digest.iter().map(|b| format!("{b:02x}")).collect();
+        for text in [b64.clone(), hex.clone(), colons.join(":")] {
+            assert_eq!(parse_thumbprint(text.as_bytes()), Some(digest), "{text}");
+        }
+        for bad in [&hex[1..], &b64[1..], "zz", "", &colons.join(":")[1..]] {
+            assert_eq!(parse_thumbprint(bad.as_bytes()), None, "{bad}");
+        }
+        let line = format!("zone=s:1m issuer=i audience=a keys=k client_certificate={b64},{hex}");
+        assert_eq!(
+            parse(&args(&line)).unwrap().certificates,
+            vec![digest, digest]
+        );
     }
 
     #[test]
@@ -306,6 +370,14 @@ mod tests {
             ("zone=s:1m issuer=i audience=a keys=k x=1", "unknown"),
             ("zone=s:1m issuer=i audience=a keys=k on", "unknown"),
             ("zone=s:1m issuer=i audience=a keys=k index=no", "index"),
+            (
+                "zone=s:1m issuer=i audience=a keys=k client_certificate=abc",
+                "thumbprints",
+            ),
+            (
+                "zone=s:1m issuer=i audience=a keys=k client_certificate=",
+                "thumbprints",
+            ),
             (
                 "zone=s:1m issuer=i audience=a keys=k index=off index=1m",
                 "twice",

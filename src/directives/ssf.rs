@@ -70,6 +70,7 @@ handler!(set_ssf_receiver: MainConf, |c| {
         keys,
         token_lifetime_ms: parsed.token_lifetime_ms,
         bearer_sha256,
+        certificates: parsed.certificates,
         index_zone,
         metrics,
     });

@@ -32,7 +32,7 @@ use crate::metrics::ssf::SsfIds;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::bearer::{self, BearerToken};
 use crate::oauth::cache::CacheKey;
-use crate::oauth::ssf::set::{self, Accepted, SetError, LEEWAY_S};
+use crate::oauth::ssf::set::{self, Accepted, Code, SetError, LEEWAY_S};
 use crate::pages::purge::body;
 use crate::pages::ssf_keys::{self, Fetched};
 use crate::redis::call::{self, Failure};
@@ -300,6 +300,17 @@ unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
     }
 }
 
+/// `client_certificate=` and no certificate on the connection.
+const NO_CERTIFICATE: SetError = SetError::new(
+    Code::AuthenticationFailed,
+    "the transmitter presented no client certificate",
+);
+/// `client_certificate=` and another certificate.
+const WRONG_CERTIFICATE: SetError = SetError::new(
+    Code::AccessDenied,
+    "the transmitter's client certificate is not one accepted here",
+);
+
 /// Why the checks stopped.
 enum Stop {
     Refused(SetError),
@@ -327,6 +338,18 @@ fn check(req: &mut Req<'_>, conf: &LocationConf, receiver: &SsfReceiver) -> Resu
         let got = openssl::sha::sha256(secret);
         if !openssl::memcmp::eq(&got, want) {
             return Err(set::WRONG_CREDENTIALS.into());
+        }
+    }
+    if !receiver.certificates.is_empty() {
+        // The client certificate of this TLS connection (the server asks
+        // for one with `ssl_verify_client`): its thumbprint must be listed.
+        let got = req.client_certificate_sha256().ok_or(NO_CERTIFICATE)?;
+        let listed = receiver
+            .certificates
+            .iter()
+            .fold(false, |found, want| found | openssl::memcmp::eq(&got, want));
+        if !listed {
+            return Err(WRONG_CERTIFICATE.into());
         }
     }
     let (types, count) = req.header_values::<1>(b"content-type");
