@@ -6,6 +6,7 @@
 # introspection cache and the JWT cache alike, and nobody else's. The
 # next request with a dropped token is a miss (an IdP call) and is refused
 # by the list. With index=off the entries stay (and are refused on every hit).
+# The gauge oauth2_token_ssf_revocations counts the list's revocations.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -113,7 +114,12 @@ sub fill {
 }
 
 # 1. The index on (by default).
+sub revocations {
+    my $m = http_request(raw_request('GET', '/metrics', []))->{body};
+    return $m =~ /^oauth2_token_ssf_revocations (\d+)$/m ? $1 : undef;
+}
 start_nginx(config('')) or BAIL_OUT('nginx');
+is(revocations(), 0, 'the list\'s gauge: empty');
 fill();
 my $calls = idp_count();
 
@@ -130,6 +136,10 @@ is(entries('intro'), 1, 'account-disabled: alice\'s other entry was dropped (bob
 is(entries('jwts'), 1, 'account-disabled: alice\'s JWT entry was dropped (bob\'s stays)');
 like(error_log_text(), qr/event risc_account_disabled, .*, 2 cache entries dropped/, '... 2 entries dropped');
 
+my $logged = 0;
+$logged += $_ for error_log_text() =~ /SET accepted: event \S+, (\d+) revocations/g;
+ok($logged >= 3, "the SETs put $logged revocations on the list");
+is(revocations(), $logged, 'the list\'s gauge counts them');
 is(get('/api/', 'tok-bob'), 200, 'bob passes');
 is(get('/jwt/', $jwt{bob}), 200, 'bob\'s JWT passes');
 is(idp_count(), $calls, 'bob\'s token is still a cache hit');

@@ -80,6 +80,18 @@ pub unsafe fn revoke(
     }
 }
 
+/// How many revocations the list in `zone` holds (its table's cutoffs);
+/// 0 when the zone cannot be used.
+///
+/// # Safety
+/// `zone` must be a zone initialised by `zone::init_zone`.
+pub unsafe fn count(zone: *mut ngx_shm_zone_t) -> u64 {
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table's counters are read
+    // while `locked` holds the zone's mutex.
+    unsafe { Locked::new(zone).map_or(0, |locked| table::stats(locked.table).cutoffs) }
+}
+
 /// Notes in the index in `zone` that the token whose cache keys begin with
 /// `token_tag` carries the list keys of `marks`, until `until_ms`. Entries
 /// that find no room are not noted (the index is a cache).

@@ -443,6 +443,8 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
         });
         change.step()?;
         change.link(node)?;
+        (*table).stats.cutoffs += 1;
+        change.step()?;
         change.done();
         Ok(removed)
     }
@@ -2110,6 +2112,35 @@ mod tagged_tests {
         assert_eq!(keys, want);
         // SAFETY: as above.
         assert!(unsafe { keys_tagged(table, b"nobody..", NOW) }.is_empty());
+    }
+
+    #[test]
+    fn cutoffs_are_counted_while_they_stay() {
+        let mut zone = Zone::with_key(room_for(16), *b"cutoff count key");
+        let (table, slab) = zone.parts();
+        // SAFETY: the table was just opened on this slab.
+        unsafe {
+            for tag in [*b"alice...", *b"bob.....", *b"alice..."] {
+                purge_tag(table, slab, &mut Live, &tag, NOW, NOW + 60).unwrap();
+            }
+            assert_eq!(stats(table).cutoffs, 2);
+            // Past their time, the next insert reclaims them.
+            let later = NOW + 1_000;
+            let key = tagged(*b"carol...", 1);
+            let stored = insert(
+                table,
+                slab,
+                &mut Live,
+                &key,
+                b"",
+                fresh(later + 60),
+                later,
+                later,
+            );
+            assert_eq!(stored, Ok(true));
+            assert_eq!(stats(table).cutoffs, 0);
+            assert_eq!(stats(table).entries, 1);
+        }
     }
 }
 
