@@ -57,14 +57,17 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         }
         // An answer just stored in a cache zone: its list keys are noted
         // in the index, which a revocation reads to drop its entries (not
-        // on a hit: the miss that stored the entry noted them).
+        // on a hit: the miss that stored the entry noted them). Not for a
+        // token without `iat`: its entry keeps when it was first seen,
+        // which a new answer after the revocation would move.
         // SAFETY: `ctx` is the request's context, in its pool; its status
         // is copied out.
         let status = unsafe { (*ctx).cache_status() };
         if let (
             Some(index),
             Some(CacheStatus::Miss | CacheStatus::Expired | CacheStatus::HitShared),
-        ) = (receiver.index_zone, status)
+            false,
+        ) = (receiver.index_zone, status, claims.marks.seen_now())
         {
             let now = now_ms();
             // SAFETY: `ctx` is the request's context, in its pool; the

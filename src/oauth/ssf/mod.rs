@@ -93,11 +93,15 @@ pub fn indexed_token(key: &[u8; 32], tag: &[u8; 8]) -> Option<[u8; 8]> {
 /// once from its claims, kept with its cache entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Marks {
-    /// The token's `iat`; `None` when it has none (then any revocation of
-    /// its subject refuses it while the revocation lasts).
+    /// The token's `iat`; without one, when the gateway first saw it
+    /// ([`Marks::first_seen`]); `None` when neither is known (then any
+    /// revocation of its subject refuses it while the revocation lasts).
     pub issued_s: Option<i64>,
     tags: [[u8; 8]; 4],
     count: u8,
+    /// `issued_s` was set by [`Marks::first_seen`] just now (not kept in a
+    /// cache entry: an entry's marks read back without it).
+    seen_now: bool,
 }
 
 impl Marks {
@@ -147,6 +151,23 @@ impl Marks {
     fn push(&mut self, tag: [u8; 8]) {
         self.tags[usize::from(self.count)] = tag;
         self.count += 1;
+    }
+
+    /// A token without `iat` is taken as issued when the gateway first
+    /// saw it: `now_s`, for an answer just obtained (kept with its cache
+    /// entry, so later hits compare that time). One with `iat` keeps it.
+    pub fn first_seen(&mut self, now_s: i64) {
+        if self.issued_s.is_none() && self.count > 0 {
+            self.issued_s = Some(now_s);
+            self.seen_now = true;
+        }
+    }
+
+    /// Whether the issue time is the one [`Marks::first_seen`] gave an
+    /// answer just obtained: its cache entry is then the only record of
+    /// it, which a revocation must not drop (`shm/revocations.rs` index).
+    pub fn seen_now(&self) -> bool {
+        self.seen_now
     }
 
     pub fn tags(&self) -> &[[u8; 8]] {
@@ -203,6 +224,29 @@ mod tests {
             tag(Kind::Session, "https://idp", "alice")
         );
         assert_ne!(tag(Kind::Subject, "a", "bc"), tag(Kind::Subject, "ab", "c"));
+    }
+
+    #[test]
+    fn a_token_without_iat_is_issued_when_first_seen() {
+        let alice = tag(Kind::Subject, "i", "alice");
+        let list = |t: &[u8; 8]| (*t == alice).then_some(100_000);
+        let mut seen_before = Marks::from_parts(None, &[alice]).unwrap();
+        assert!(!seen_before.seen_now());
+        seen_before.first_seen(99);
+        assert_eq!(seen_before.issued_s, Some(99));
+        assert!(seen_before.seen_now());
+        assert!(seen_before.refused(list));
+        let mut seen_after = Marks::from_parts(None, &[alice]).unwrap();
+        seen_after.first_seen(101);
+        assert!(!seen_after.refused(list));
+        // A token's own iat stays; a token of no tag stays as it is.
+        let mut issued = Marks::from_parts(Some(5), &[alice]).unwrap();
+        issued.first_seen(101);
+        assert_eq!(issued.issued_s, Some(5));
+        assert!(!issued.seen_now());
+        let mut none = Marks::default();
+        none.first_seen(101);
+        assert_eq!(none, Marks::default());
     }
 
     #[test]
