@@ -87,9 +87,9 @@ SKIP: {
     if (!$gdb) {
         open STDOUT, '>', $out or die;
         open STDERR, '>&', \*STDOUT or die;
-        exec $GDB, '-q', '-nx', '-batch', '-p', $worker, map { ('-ex', $_) }
-            'break ngx_slab_alloc_locked', 'echo ATTACHED\n', 'continue', 'echo STOPPED\n', 'kill';
-        POSIX::_exit(127);
+        exec($GDB, '-q', '-nx', '-batch', '-p', $worker, map { ('-ex', $_) }
+            'break ngx_slab_alloc_locked', 'echo ATTACHED\n', 'continue', 'echo STOPPED\n', 'kill')
+            or POSIX::_exit(127);
     }
     my $deadline = time + 30;
     sleep 0.05 until (OAuth2Test::slurp($out) // '') =~ /ATTACHED/ || time > $deadline;
