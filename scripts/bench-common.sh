@@ -293,6 +293,45 @@ print(json.dumps({"keyfile": key, "alg": "ES256", "proofs": [{"htm": "GET", "htu
     python3 -c 'import json, sys; sys.stdout.write("\n".join(json.load(sys.stdin)["proofs"]) + "\n")' >"$5"
 }
 
+# Puts $2 revocations on the Shared Signals list of the gateway on port $3: SETs
+# of 4 events whose subjects are aliases of 8 opaque ids each, signed by the
+# transmitter key of directory $1 (ssf.jwk, t/oidc/ssf-transmitter.mjs), pushed
+# to /_bench_ssf over one connection until the metrics page $4 counts $2.
+bench_ssf_fill() {
+  local sets=$(( $2 / 32 + 1 ))
+  python3 - "$1" "$sets" <<'PY' | node t/oidc/ssf-transmitter.mjs >"$1/ssf-sets.json"
+import json, sys, time
+work, sets = sys.argv[1], int(sys.argv[2])
+types = ["https://schemas.openid.net/secevent/caep/event-type/credential-change",
+         "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+         "https://schemas.openid.net/secevent/risc/event-type/account-purged",
+         "https://schemas.openid.net/secevent/risc/event-type/credential-compromise"]
+now = int(time.time())
+specs = [{"claims": {"iss": "https://idp.bench", "aud": "https://gw.bench", "iat": now, "jti": f"bench-{i}",
+          "events": {t: {"subject": {"format": "aliases", "identifiers": [
+              {"format": "opaque", "id": f"user-{i}-{e}-{a}"} for a in range(8)]}} for e, t in enumerate(types)}}}
+         for i in range(sets)]
+print(json.dumps({"keyfile": f"{work}/ssf.jwk", "sets": specs}))
+PY
+  python3 - "$1/ssf-sets.json" "$2" "$3" "$4" <<'PY'
+import http.client, json, re, sys, urllib.request
+sets, want, port, metrics = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def held():
+    text = urllib.request.urlopen(metrics).read().decode()
+    return int(re.search(r"^oauth2_token_ssf_revocations (\d+)$", text, re.M).group(1))
+conn = http.client.HTTPConnection("127.0.0.1", port)
+for n, s in enumerate(sets):
+    if n % 64 == 0 and held() >= want:
+        break
+    conn.request("POST", "/_bench_ssf", s, {"Content-Type": "application/secevent+jwt"})
+    r = conn.getresponse()
+    r.read()
+    if r.status != 202:
+        sys.exit(f"bench_ssf_fill: a push got {r.status}")
+print(f"  the list holds {held()} revocations")
+PY
+}
+
 # A server certificate and a client certificate (self-signed P-256, openssl) into
 # directory $1; prints the client certificate's x5t#S256 (cnf of the mTLS row).
 bench_tls_certs() {

@@ -47,6 +47,8 @@
 #                        callgrind_annotate dir/callgrind.<scenario>.out
 #   INSTR_SSF=1          the gateway has a Shared Signals receiver (an empty
 #                        revocation list checked on every request)
+#   INSTR_SSF_REVOCATIONS=N  with INSTR_SSF=1: N revocations on the list
+#                        (pushed as SETs before the measurements)
 # Results: a table on stdout and bench/instructions.json; the exit status is
 # 1 when a scenario is INVALID.
 set -euo pipefail
@@ -103,18 +105,20 @@ openssl rand -hex 32 >"$work/fleet.key"
 taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
   --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" "$DPOP_JKT" "$X5T" >"$work/peer/nginx.conf"
-# INSTR_SSF=1: a receiver with a transmitter key set of one EC key.
+# INSTR_SSF=1: a receiver with a transmitter key set of one EC key, made by
+# the test suite's transmitter (t/oidc/ssf-transmitter.mjs, npm jose), and its
+# push location. With INSTR_SSF_REVOCATIONS=N the list is sized for N and
+# filled with N revocations (of other subjects than the bench token's) before
+# the measurements.
 ssf_http=""
+ssf_locations=""
+SSF_REVOCATIONS=${INSTR_SSF_REVOCATIONS:-0}
 if [ "${INSTR_SSF:-0}" = 1 ]; then
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/ssf.pem" 2>/dev/null
-  openssl pkey -in "$work/ssf.pem" -pubout -outform DER -out "$work/ssf.der"
-  python3 - "$work/ssf.der" >"$work/ssf.jwks" <<'PY'
-import base64, json, sys
-point = open(sys.argv[1], "rb").read()[-64:]
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(point[:32]), "y": b64(point[32:])}]}))
-PY
-  ssf_http="    auth_oauth2_token_ssf_receiver zone=ssf:4m issuer=https://idp.bench audience=https://gw.bench keys=$work/ssf.jwks;"
+  printf '{"keyfile": "%s", "jwksfile": "%s"}' "$work/ssf.jwk" "$work/ssf.jwks" | node t/oidc/ssf-transmitter.mjs >/dev/null
+  # ~128 bytes a revocation, plus the buckets (512 zone bytes each): 320 bytes each, 4m at least.
+  ssf_mb=$(( SSF_REVOCATIONS * 320 / 1048576 + 4 ))
+  ssf_http="    auth_oauth2_token_ssf_receiver zone=ssf:${ssf_mb}m issuer=https://idp.bench audience=https://gw.bench keys=$work/ssf.jwks;"
+  ssf_locations="        location = /_bench_ssf { auth_oauth2_token_ssf_push; }"
 fi
 
 # bench.sh's gateway, run by callgrind as one process: the same server{} for
@@ -128,7 +132,8 @@ $(bench_shared_http $REDIS_PORT "$work/fleet.key")
 $ssf_http"
     module_locations="$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
 $(bench_shared_locations)
-$(bench_jwt_dpop_locations "$work")"
+$(bench_jwt_dpop_locations "$work")
+$ssf_locations"
   fi
   cat <<CONF
 $load
@@ -351,6 +356,10 @@ client fill $GW_PORT /shared/
 echo "  and the JWT cache with $JWT_TOKENS tokens" >&2
 client fill $GW_PORT /jwt-cached/ "one,file=$work/jwt-rs256.txt"
 client fill $GW_PORT /introspect-cached/ "one,file=$work/jwt-rs256.txt"
+if [ "$SSF_REVOCATIONS" -gt 0 ]; then
+  echo "  and the revocation list with $SSF_REVOCATIONS revocations" >&2
+  bench_ssf_fill "$work" "$SSF_REVOCATIONS" $GW_PORT "$METRICS" >&2
+fi
 
 # id|name|gateway|port|path|tokens (mode and options, see client.py)|IdP calls
 # per request|check: metric=per request|baseline of the cost ratio (1 if empty)

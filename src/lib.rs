@@ -142,6 +142,16 @@ pub mod registration {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "{warning}");
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
+            if let (true, Some(receiver)) = (conf.ssf_push_page, &main.ssf) {
+                let keys_cache = conf.jwt.keys_cache.is_some();
+                match crate::conf::ssf::push_keys(receiver, keys_cache, &server.zone) {
+                    Ok(fetch) => conf.ssf_keys = fetch,
+                    Err(message) => {
+                        ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");
+                        return NGX_CONF_ERROR;
+                    }
+                }
+            }
             // The Redis tier keeps apart at least what the zones do.
             let redis_scopes = checks::shared_cache_knows_whose_answers(conf)
                 .map_err(|message| format!("{message} ({})", server.place))

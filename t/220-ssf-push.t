@@ -87,8 +87,10 @@ my %idp = (
     'tok-alice-new' => { json => { active => \1, sub => 'alice', sid => 's4', iss => $ISS, iat => $NOW - 5 } },
 );
 
+# index=off: the revoked tokens' cache entries stay, so that the list is
+# seen refusing cache hits (t/227 has the entries dropped).
 my $http = "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD"
-    . " keys=$dir/transmitter.jwks max_age=2m token_lifetime=1h bearer_file=$dir/bearer;";
+    . " keys=$dir/transmitter.jwks max_age=2m token_lifetime=1h bearer_file=$dir/bearer index=off;";
 my $config = <<CONF;
 location = /ssf { auth_oauth2_token_ssf_push; }
 location /api/ {

@@ -254,6 +254,9 @@ pub struct LocationConf {
     /// `auth_oauth2_token_ssf_push`: the location is the Shared Signals
     /// receiver's push endpoint.
     pub ssf_push_page: bool,
+    /// The push page's fetch of the transmitter's JWK Set (`keys_request=`
+    /// of `auth_oauth2_token_ssf_receiver`), named at merge time.
+    pub ssf_keys: Option<crate::oauth::jose::verify::KeysFetch>,
     /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
     /// Protected Resource Metadata (this location only).
     pub resource_metadata: Option<ResourceMetadataConf>,

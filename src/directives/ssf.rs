@@ -1,10 +1,11 @@
 //! The Shared Signals receiver's directives: `auth_oauth2_token_ssf_receiver`
-//! (http level: the stream, the transmitter's keys read now, the revocation
+//! (http level: the stream, the transmitter's keys read now or where they
+//! are fetched, the revocation
 //! list's zone, the bearer secret read now) and `auth_oauth2_token_ssf_push`
 //! (a location: the push endpoint).
 
 use super::call::{args_of, handler};
-use crate::conf::ssf::{self, KeySource, SsfReceiver};
+use crate::conf::ssf::{self, KeySource, KeysArg, SsfReceiver};
 use crate::conf::{secret_from_file_contents, MainConf};
 use crate::oauth::ssf::set::Stream;
 use crate::shm::{counters, zone};
@@ -23,7 +24,13 @@ handler!(set_ssf_receiver: MainConf, |c| {
     if parsed.zone_size < min_size {
         return Err(format!("zone is too small: at least {min_size} bytes"));
     }
-    let (name, keys) = c.key_set_file(parsed.keys_file)?;
+    let keys = match parsed.keys {
+        KeysArg::File(file) => {
+            let (name, keys) = c.key_set_file(file)?;
+            KeySource::File { name, keys }
+        }
+        KeysArg::Request(uri) => KeySource::Fetched { uri },
+    };
     let bearer_sha256 = match parsed.bearer_file {
         Some(file) => {
             let secret = secret_from_file_contents(&c.read_secret_file("bearer_file", file)?);
@@ -37,6 +44,19 @@ handler!(set_ssf_receiver: MainConf, |c| {
     // SAFETY: cf is the configuration being parsed (see `Call`).
     let zone = unsafe { super::dpop::replay_zone(c.cf, &parsed.zone_name, parsed.zone_size) }
         .ok_or("cannot use this zone (see the message above)")?;
+    let index_zone = match parsed.index_size {
+        Some(size) if size < min_size => {
+            return Err(format!("index is too small: at least {min_size} bytes"))
+        }
+        Some(size) => {
+            let name = [&parsed.zone_name[..], b"_index"].concat();
+            // SAFETY: cf is the configuration being parsed (see `Call`).
+            let zone = unsafe { super::dpop::replay_zone(c.cf, &name, size) }
+                .ok_or("cannot use the index's zone (see the message above)")?;
+            Some(zone)
+        }
+        None => None,
+    };
     let metrics = c.conf.metrics.ssf();
     // Tokens' marks are read from now on (and are part of cache keys).
     c.conf.claims.marks = true;
@@ -47,9 +67,11 @@ handler!(set_ssf_receiver: MainConf, |c| {
             audience: parsed.audience,
             max_age_s: parsed.max_age_ms / 1000,
         },
-        keys: KeySource::File { name, keys },
+        keys,
         token_lifetime_ms: parsed.token_lifetime_ms,
         bearer_sha256,
+        certificates: parsed.certificates,
+        index_zone,
         metrics,
     });
     Ok(())

@@ -5,12 +5,12 @@ use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{Introspected, Outcome, RequestCtx, Slot, Stage};
 use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
-use crate::nginx::req::Req;
+use crate::nginx::req::{now_ms, Req};
 use crate::oauth::cache::key::{introspection_key, policy, KeySecret};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::form;
 use crate::oauth::idp_reply::IdpReply;
-use crate::oauth::introspection::{self, ClaimPaths};
+use crate::oauth::introspection::{self, ClaimPaths, IntrospectionResult};
 
 pub use crate::oauth::cache::kinds::Introspection;
 
@@ -66,10 +66,16 @@ impl Question for Introspection {
     }
 
     fn interpret(call: IdpCall, reply: IdpReply<'_>, paths: &ClaimPaths) -> Introspected {
-        match call {
+        let mut answer = match call {
             IdpCall::PhantomIntrospection => introspection::interpret_phantom(reply, paths),
             _ => introspection::interpret(reply, paths),
+        };
+        // A token without `iat`: issued, for the revocation list, when the
+        // gateway first saw it (now; kept with its cache entry).
+        if let Ok(IntrospectionResult::Active(claims)) = &mut answer {
+            claims.marks.first_seen(now_ms().div_euclid(1000));
         }
+        answer
     }
 }
 

@@ -129,6 +129,13 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
         Err(refusal) => return refused(req, conf, main, refusal),
     };
     count(conf, main, JwtResult::Verified);
+    let mut claims = claims;
+    if cache.is_some() && key.is_some() && zone.is_some() {
+        // A JWT without `iat` kept in the cache: issued, for the revocation
+        // list, when the gateway first verified it (without a cache nothing
+        // remembers that, and the list refuses it while a revocation lasts).
+        claims.marks.first_seen(now.div_euclid(1000));
+    }
     let result = IntrospectionResult::Active(claims);
     if let (Some(cache), Some(key), Some(zone)) = (cache, key, zone) {
         if let Some(lifetime) = cache.policy.lifetime(&result, now) {

@@ -7,9 +7,10 @@
 use ngx::ffi::{NGX_LOG_ERR, NGX_LOG_INFO};
 
 use crate::conf::{require_args, LocationConf};
-use crate::handler::ctx::{Outcome, RequestCtx, Stage};
+use crate::handler::ctx::{CacheStatus, Outcome, RequestCtx, Stage};
 use crate::handler::{dpop, upstream};
 use crate::nginx::req::{now_ms, Req};
+use crate::oauth::cache::key::token_tag;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
@@ -53,6 +54,36 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
             );
             main.counters.add(receiver.metrics.refused(), 1);
             return Outcome::Refuse(BearerError::InvalidToken);
+        }
+        // An answer just stored in a cache zone: its list keys are noted
+        // in the index, which a revocation reads to drop its entries (not
+        // on a hit: the miss that stored the entry noted them). Not for a
+        // token without `iat`: its entry keeps when it was first seen,
+        // which a new answer after the revocation would move.
+        // SAFETY: `ctx` is the request's context, in its pool; its status
+        // is copied out.
+        let status = unsafe { (*ctx).cache_status() };
+        if let (
+            Some(index),
+            Some(CacheStatus::Miss | CacheStatus::Expired | CacheStatus::HitShared),
+            false,
+        ) = (receiver.index_zone, status, claims.marks.seen_now())
+        {
+            let now = now_ms();
+            // SAFETY: `ctx` is the request's context, in its pool; the
+            // token's bytes are the request's.
+            let token_tag = token_tag(unsafe { (*ctx).token() });
+            // SAFETY: the index zone was declared by the receiver's
+            // directive and initialised by nginx before any request runs.
+            unsafe {
+                revocations::index(
+                    index.cast(),
+                    &claims.marks,
+                    &token_tag,
+                    now.saturating_add(receiver.token_lifetime_ms),
+                    now,
+                )
+            };
         }
     }
     // What the token is bound to, before what it grants: a token that is

@@ -1,5 +1,6 @@
 //! The Shared Signals receiver's series: deliveries by result, the events
-//! of accepted SETs by type, and the tokens the revocation list refused.
+//! of accepted SETs by type, the tokens the revocation list refused, and
+//! the list's size (a gauge, set when the metrics page is read).
 //! They exist with `auth_oauth2_token_ssf_receiver` ([`Catalogue::ssf`]).
 
 use std::fmt::Write as _;
@@ -11,6 +12,8 @@ use crate::oauth::ssf::set::{Code, EventType};
 pub const DELIVERIES: &str = "oauth2_token_ssf_deliveries_total";
 pub const EVENTS: &str = "oauth2_token_ssf_events_total";
 pub const REFUSED: &str = "oauth2_token_ssf_tokens_refused_total";
+/// The gauge's name.
+pub const REVOCATIONS: &str = "oauth2_token_ssf_revocations";
 
 /// What became of a push: accepted, refused with an RFC 8935 error code,
 /// or not taken (`unavailable`: a 503).
@@ -52,6 +55,11 @@ impl SsfIds {
     pub fn refused(self) -> usize {
         self.base + RESULTS.len() + EventType::ALL.len()
     }
+
+    /// The gauge of the revocations the list holds.
+    pub fn revocations(self) -> usize {
+        self.refused() + 1
+    }
 }
 
 impl Catalogue {
@@ -73,10 +81,12 @@ impl Catalogue {
                 labels: format!("{{type=\"{}\"}}", event.label()),
             });
         }
-        self.series.push(Series {
-            family: Family::Ssf,
-            labels: String::new(),
-        });
+        for _ in ["refused", "revocations"] {
+            self.series.push(Series {
+                family: Family::Ssf,
+                labels: String::new(),
+            });
+        }
         SsfIds { base }
     }
 
@@ -111,6 +121,11 @@ impl Catalogue {
             "# HELP {REFUSED} Tokens refused by the revocation list.\n# TYPE {REFUSED} counter"
         );
         let _ = writeln!(out, "{REFUSED} {}", value(ids.refused()));
+        let _ = writeln!(
+            out,
+            "# HELP {REVOCATIONS} Revocations the list holds on this gateway.\n# TYPE {REVOCATIONS} gauge"
+        );
+        let _ = writeln!(out, "{REVOCATIONS} {}", value(ids.revocations()));
     }
 }
 
@@ -126,6 +141,7 @@ mod tests {
         let mut all: Vec<usize> = RESULTS.iter().map(|r| ids.delivery(r)).collect();
         all.extend(EventType::ALL.iter().map(|e| ids.event(*e)));
         all.push(ids.refused());
+        all.push(ids.revocations());
         let distinct: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(distinct.len(), all.len());
         assert_eq!(ids.refusal(Code::InvalidKey), ids.delivery("invalid_key"));
@@ -138,6 +154,10 @@ mod tests {
         assert!(text.contains(&format!(
             "oauth2_token_ssf_tokens_refused_total {}\n",
             ids.refused()
+        )));
+        assert!(text.contains(&format!(
+            "# TYPE oauth2_token_ssf_revocations gauge\noauth2_token_ssf_revocations {}\n",
+            ids.revocations()
         )));
     }
 }

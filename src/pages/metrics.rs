@@ -1,7 +1,8 @@
 //! `auth_oauth2_token_metrics`: a location that answers with the module's
 //! metrics in Prometheus' text format (0.0.4), like `stub_status` does for
 //! nginx's own counters. Counters come from the shared counters zone;
-//! gauges are read from each cache zone when the page is asked for.
+//! gauges are read from each cache zone (and the size of the Shared Signals
+//! receiver's revocation list) when the page is asked for.
 
 use ngx::ffi::{
     ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, NGX_ERROR, NGX_HTTP_GET,
@@ -9,7 +10,7 @@ use ngx::ffi::{
 };
 
 use crate::nginx::req::Req;
-use crate::shm::zone;
+use crate::shm::{revocations, zone};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -39,6 +40,12 @@ fn page(req: &mut Req<'_>) -> ngx_int_t {
         // directive and initialised by nginx before any request ran.
         .map(|(name, z)| (name.clone(), unsafe { zone::gauges(z.cast()) }))
         .collect();
+    if let Some(receiver) = &main.ssf {
+        // SAFETY: the receiver's zone was declared by its directive and
+        // initialised by nginx before any request ran.
+        let held = unsafe { revocations::count(receiver.zone.cast()) };
+        main.counters.set(receiver.metrics.revocations(), held);
+    }
     let text = main.metrics.render(|id| main.counters.get(id), &gauges);
     super::send(req, CONTENT_TYPE, text.as_bytes())
 }

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod purge;
 pub mod resource_metadata;
 pub mod ssf_apply;
+pub mod ssf_keys;
 pub mod ssf_poll;
 pub mod ssf_push;
 

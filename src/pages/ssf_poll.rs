@@ -341,12 +341,20 @@ fn take(poller: &mut Poller, jti: &str, set: &[u8]) {
     };
     // A list that cannot be written: neither acknowledged nor refused, so
     // the transmitter delivers it again.
-    if ssf_apply::revoke_all(receiver, &accepted, now, poller.log).is_none() {
+    let Some((_, dropped)) = ssf_apply::revoke_all(main, receiver, &accepted, now, poller.log)
+    else {
         main.counters
             .add(receiver.metrics.delivery("unavailable"), 1);
         return;
-    }
-    match ssf_apply::record(receiver, &accepted, now, poller.log, &main.counters) {
+    };
+    match ssf_apply::record(
+        receiver,
+        &accepted,
+        now,
+        poller.log,
+        &main.counters,
+        dropped,
+    ) {
         Remembered::New | Remembered::Full => {
             main.counters.add(receiver.metrics.delivery("accepted"), 1);
         }

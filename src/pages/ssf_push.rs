@@ -9,11 +9,14 @@
 //! `503` (the transmitter retries).
 //!
 //! POST        -> read the body (anything else: 405)
-//! body read   -> checks, this gateway's list; no Redis tier: replay store
-//!                -> 202 / 400 / 503
-//! Redis tier  -> one `PUBLISH` per revocation on the channel, in one
-//!                subrequest (`redis/purge.rs`); its end records the `jti`
-//!                and sets the status (202, 400 for a replay, 503 when the
+//! body read   -> checks (a fetched key set: maybe a subrequest or a wait
+//!                first, `ssf_keys.rs`, then the checks again), this
+//!                gateway's list; no Redis tier: replay store -> 202 / 400 / 503
+//! Redis tier  -> one `ZADD` and `PUBLISH` per revocation on the channel,
+//!                then the fleet's replay store's `SET NX PX` of the `jti`,
+//!                in one subrequest (`redis/purge.rs`, `redis/replay.rs`);
+//!                its end records the `jti` and sets the status (202, 400
+//!                for a replay here or at another gateway, 503 when the
 //!                tier failed: the other gateways were not told)
 
 use ngx::ffi::{
@@ -21,15 +24,20 @@ use ngx::ffi::{
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 
+use std::rc::Rc;
+
 use super::ssf_apply;
 use crate::conf::ssf::SsfReceiver;
+use crate::conf::LocationConf;
 use crate::metrics::ssf::SsfIds;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::bearer::{self, BearerToken};
-use crate::oauth::ssf::set::{self, Accepted, SetError};
+use crate::oauth::ssf::set::{self, Accepted, Code, SetError};
 use crate::pages::purge::body;
+use crate::pages::ssf_keys::{self, Fetched};
 use crate::redis::call::{self, Failure};
 use crate::redis::purge;
+use crate::redis::replay::{self, FleetReplay};
 use crate::redis::resp::Reply;
 use crate::shm::table::Remembered;
 
@@ -40,10 +48,14 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe { Req::with(r, |req| super::read_post_body(req, Some(body_read))) }
 }
 
+/// The body is in; also the write handler that resumes the request when
+/// the transmitter's keys were fetched (`pages/ssf_keys.rs`), which checks
+/// the SET again.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls the body handler with the live request whose
     // body it read (ngx_http_read_client_request_body), and which it
-    // keeps until the request is finalized.
+    // keeps until the request is finalized; it calls a write handler with
+    // the live request (ngx_http_request_handler, ngx_http_run_posted_requests).
     let rc = unsafe { Req::with(r, receive) };
     if let Some(rc) = rc {
         // SAFETY: nginx keeps the request until it is finalized, here;
@@ -61,64 +73,98 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
     let Some(receiver) = main.ssf.as_ref() else {
         return Some(NGX_ERROR as ngx_int_t);
     };
-    let accepted = match check(req, receiver) {
+    let accepted = match check(req, conf, receiver) {
         Ok(accepted) => accepted,
-        Err(error) => return Some(refuse(req, &error)),
+        Err(Stop::Refused(error)) => return Some(refuse(req, &error)),
+        Err(Stop::Again) => return None,
+        Err(Stop::Status(status)) => return Some(respond(req, status)),
     };
     let now = now_ms();
-    let Some(pushed) = ssf_apply::revoke_all(receiver, &accepted, now, log) else {
+    let Some((pushed, dropped)) = ssf_apply::revoke_all(main, receiver, &accepted, now, log) else {
         return Some(respond(req, NGX_HTTP_SERVICE_UNAVAILABLE as usize));
     };
-    let (Some(uri), Some(redis), false) = (
-        conf.shared_cache_uri(),
-        main.redis.as_ref(),
-        pushed.is_empty(),
-    ) else {
-        let status = record(req, receiver, &accepted, now);
+    let (Some(uri), Some(redis)) = (conf.shared_cache_uri(), main.redis.as_ref()) else {
+        let status = record(req, receiver, &accepted, now, dropped);
         return Some(respond(req, status));
     };
-    // The other gateways' lists, through the Redis tier's channel; the
-    // `jti` is recorded once they were told, so that a transmitter that
-    // retries after a 503 is not taken for a replay.
-    let (commands, replies) = purge::pushed_commands(
+    // The other gateways' lists, through the Redis tier's channel, then the
+    // fleet's replay store (`SET NX PX`, last: it took only if the messages
+    // before it were run). The `jti` is recorded once they were told, so
+    // that a transmitter that retries after a 503 is not taken for a replay.
+    let (mut commands, published) = match pushed.is_empty() {
+        true => (Vec::new(), 0),
+        false => purge::pushed_commands(
+            &redis.keys,
+            &redis.revocation_list(),
+            &redis.channel(),
+            &pushed,
+            now,
+        ),
+    };
+    let (set_id, keep_ms) = ssf_apply::jti_name(receiver, &accepted);
+    let recorded = replay::set_commands(
         &redis.keys,
-        &redis.revocation_list(),
-        &redis.channel(),
-        &pushed,
-        now,
+        &redis.prefix,
+        &set_id.0,
+        keep_ms,
+        &mut commands,
     );
     req.set_status(0);
     req.set_write_handler(Some(resume));
     let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
-        let status = match told_everyone(req, result) {
-            false => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
-            true => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
-                Some(receiver) => record(req, receiver, &accepted, now),
+        let status = match told_everyone(req, result, published) {
+            Told::Failed => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
+            Told::Replayed => NGX_HTTP_BAD_REQUEST as usize,
+            Told::New => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
+                Some(receiver) => record(req, receiver, &accepted, now, dropped),
                 None => NGX_ERROR as usize,
             },
         };
         req.set_status(status);
     };
-    let started = call::start(req, uri, &commands, replies, false, told);
+    let started = call::start(req, uri, &commands, published + recorded, false, told);
     started.err().map(|()| NGX_ERROR as ngx_int_t)
 }
 
-/// Whether every `PUBLISH` of the pipeline was answered by Redis.
-fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
+/// What the Redis tier said.
+enum Told {
+    /// Every gateway was told, and the fleet had not seen the SET.
+    New,
+    /// Every gateway was told (again), and another gateway (or this one)
+    /// had accepted the SET before: a replay.
+    Replayed,
+    Failed,
+}
+
+/// Whether every `ZADD` and `PUBLISH` of the pipeline (its first
+/// `published` replies) was answered by Redis, and what the fleet's replay
+/// store said of the SET (the rest).
+fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>, published: usize) -> Told {
     let log = req.log();
     // A failure of the call was logged by it; refusals are noted here.
     let told = match result {
-        Err(_) => false,
-        Ok(replies) => replies.iter().all(|reply| match reply {
-            Reply::Integer(_) => true,
-            other => {
-                let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
-                call::note_failure(log, &failure);
-                false
+        Err(_) => Told::Failed,
+        Ok(replies) => {
+            let (messages, recorded) = replies.split_at(published.min(replies.len()));
+            let refused = messages
+                .iter()
+                .find(|reply| !matches!(reply, Reply::Integer(_)));
+            match (refused, replay::classify(recorded, recorded.len())) {
+                (Some(other), _) => {
+                    let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
+                    call::note_failure(log, &failure);
+                    Told::Failed
+                }
+                (None, FleetReplay::New) => Told::New,
+                (None, FleetReplay::Replayed) => Told::Replayed,
+                (None, FleetReplay::Failed(failure)) => {
+                    call::note_failure(log, &failure);
+                    Told::Failed
+                }
             }
-        }),
+        }
     };
-    if !told {
+    if matches!(told, Told::Failed) {
         ngx::ngx_log_error!(
             NGX_LOG_ERR,
             log,
@@ -130,11 +176,17 @@ fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>) -> bool {
 
 /// Records the SET's `jti` (`ssf_apply::record`); the status to answer
 /// with.
-fn record(req: &Req<'_>, receiver: &SsfReceiver, accepted: &Accepted, now: i64) -> usize {
+fn record(
+    req: &Req<'_>,
+    receiver: &SsfReceiver,
+    accepted: &Accepted,
+    now: i64,
+    dropped: usize,
+) -> usize {
     let Some(main) = req.main_conf() else {
         return NGX_ERROR as usize;
     };
-    match ssf_apply::record(receiver, accepted, now, req.log(), &main.counters) {
+    match ssf_apply::record(receiver, accepted, now, req.log(), &main.counters, dropped) {
         Remembered::Seen => NGX_HTTP_BAD_REQUEST as usize,
         Remembered::New | Remembered::Full => NGX_HTTP_ACCEPTED as usize,
     }
@@ -195,25 +247,79 @@ unsafe extern "C" fn resume(r: *mut ngx_http_request_t) {
     }
 }
 
+/// `client_certificate=` and no certificate on the connection.
+const NO_CERTIFICATE: SetError = SetError::new(
+    Code::AuthenticationFailed,
+    "the transmitter presented no client certificate",
+);
+/// `client_certificate=` and another certificate.
+const WRONG_CERTIFICATE: SetError = SetError::new(
+    Code::AccessDenied,
+    "the transmitter's client certificate is not one accepted here",
+);
+
+/// Why the checks stopped.
+enum Stop {
+    Refused(SetError),
+    /// The transmitter's keys are being fetched: `body_read` runs again.
+    Again,
+    /// No keys to be had (503), or nginx failed (500).
+    Status(usize),
+}
+
+impl From<SetError> for Stop {
+    fn from(error: SetError) -> Stop {
+        Stop::Refused(error)
+    }
+}
+
 /// The checks before anything changes: the transmitter's secret, the
-/// media type, the body, the SET.
-fn check(req: &mut Req<'_>, receiver: &SsfReceiver) -> Result<Accepted, SetError> {
+/// media type, the body, the SET (with its keys, maybe fetched first).
+fn check(req: &mut Req<'_>, conf: &LocationConf, receiver: &SsfReceiver) -> Result<Accepted, Stop> {
     if let Some(want) = &receiver.bearer_sha256 {
         let (values, count) = req.header_values::<2>(b"authorization");
         let secret = match bearer::from_authorization(&values[..count.min(2)]) {
             BearerToken::Present(secret) => secret,
-            _ => return Err(set::NO_CREDENTIALS),
+            _ => return Err(set::NO_CREDENTIALS.into()),
         };
         let got = openssl::sha::sha256(secret);
         if !openssl::memcmp::eq(&got, want) {
-            return Err(set::WRONG_CREDENTIALS);
+            return Err(set::WRONG_CREDENTIALS.into());
+        }
+    }
+    if !receiver.certificates.is_empty() {
+        // The client certificate of this TLS connection (the server asks
+        // for one with `ssl_verify_client`): its thumbprint must be listed.
+        let got = req.client_certificate_sha256().ok_or(NO_CERTIFICATE)?;
+        let listed = receiver
+            .certificates
+            .iter()
+            .fold(false, |found, want| found | openssl::memcmp::eq(&got, want));
+        if !listed {
+            return Err(WRONG_CERTIFICATE.into());
         }
     }
     let (types, count) = req.header_values::<1>(b"content-type");
     if count != 1 || !set::media_type_ok(types[0]) {
-        return Err(set::WRONG_MEDIA_TYPE);
+        return Err(set::WRONG_MEDIA_TYPE.into());
     }
     let body = body(req).ok_or(set::TOO_LARGE)?;
+    let fetched = match ssf_keys::fetched(req, conf, receiver, &body, Some(body_read)) {
+        None => None,
+        Some(Fetched::Ready(keys)) => Some(keys),
+        Some(Fetched::None) => Some(Rc::from([])),
+        Some(Fetched::Again) => return Err(Stop::Again),
+        Some(Fetched::Unavailable) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                req.log(),
+                "auth_oauth2_token: SET not checked: the transmitter's JWK Set cannot be had"
+            );
+            return Err(Stop::Status(NGX_HTTP_SERVICE_UNAVAILABLE as usize));
+        }
+        Some(Fetched::Error) => return Err(Stop::Status(NGX_ERROR as usize)),
+    };
+    let keys = fetched.as_deref().unwrap_or(receiver.keys.keys());
     let now_s = now_ms().div_euclid(1000);
-    set::verify(&body, receiver.keys.keys(), &receiver.stream, now_s)
+    Ok(set::verify(&body, keys, &receiver.stream, now_s)?)
 }

@@ -117,6 +117,14 @@ pub fn proof_name(key: &FleetKey, prefix: &[u8], tenant: &[u8], replay_id: &[u8;
     [prefix, b"d:", &name].concat()
 }
 
+/// The name under which the fleet records a Shared Signals SET's `jti`
+/// (`set_id`: a digest of the transmitter's issuer and the `jti`,
+/// `pages/ssf_push.rs`): a keyed hash, as a proof's is, in a space of its own.
+pub fn set_name(key: &FleetKey, prefix: &[u8], set_id: &[u8; 32]) -> Vec<u8> {
+    let name = hex(&hmac(&key.mac, &[b"ssf-jti\0", set_id]));
+    [prefix, b"j:", &name].concat()
+}
+
 /// `VERSION || nonce || ciphertext || tag`, bound to `aad`; empty when
 /// OpenSSL has no random bytes or memory (an empty value opens to nothing:
 /// a miss, never a reused nonce, never a worker aborted by a panic).

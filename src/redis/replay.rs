@@ -9,6 +9,10 @@
 //! two gateways in the middle of a rotation, one writing under the new key
 //! and one still under the old, both set the name of the key they share,
 //! so one of them is told. A proof is new only when every `SET` took.
+//!
+//! A Shared Signals SET's `jti` is recorded the same way ([`set_commands`],
+//! `fleet::set_name`), so that a SET replayed to another gateway of the
+//! fleet is refused there; [`classify`] reads those replies too.
 
 use crate::redis::failure::Failure;
 use crate::redis::fleet::{self, FleetKeys};
@@ -57,6 +61,25 @@ pub fn commands(
         count += 1;
     }
     (out, count)
+}
+
+/// The `SET NX PX` commands recording the SET `set_id` for the fleet for
+/// `ttl_ms`, appended to `out`; how many replies they ask for.
+pub fn set_commands(
+    keys: &FleetKeys,
+    prefix: &[u8],
+    set_id: &[u8; 32],
+    ttl_ms: i64,
+    out: &mut Vec<u8>,
+) -> usize {
+    let ttl = ttl_ms.max(1).to_string();
+    let mut count = 0;
+    for key in keys.iter() {
+        let name = fleet::set_name(key, prefix, set_id);
+        resp::command(out, &[b"SET", &name, b"1", b"NX", b"PX", ttl.as_bytes()]);
+        count += 1;
+    }
+    count
 }
 
 /// What the replies to [`commands`] (`expected` of them) say: `+OK` to
@@ -143,6 +166,28 @@ mod tests {
         // millisecond, never `PX 0` or a negative time.
         let (bytes, _) = commands(&keys(false), b"p:", b"", &id, 1_000, 2_000_000);
         assert_eq!(parse(&bytes, 1)[0][5], b"1");
+    }
+
+    #[test]
+    fn a_sets_jti_is_one_set_nx_px_per_key_under_a_name_of_its_own() {
+        let id = [7; 32];
+        let mut out = b"before".to_vec();
+        let count = set_commands(&keys(true), b"p:", &id, 420_000, &mut out);
+        assert_eq!(count, 2);
+        let sent = parse(&out[6..], 2);
+        let name = fleet::set_name(&keys(true).current, b"p:", &id);
+        assert_eq!(sent[0], [&b"SET"[..], &name, b"1", b"NX", b"PX", b"420000"]);
+        assert!(name.starts_with(b"p:j:"));
+        assert_ne!(
+            name,
+            fleet::proof_name(&keys(true).current, b"p:", b"", &id)
+        );
+        let old = fleet::set_name(keys(true).old.as_ref().unwrap(), b"p:", &id);
+        assert_eq!(sent[1][1], old);
+        // Never `PX 0`.
+        let mut out = Vec::new();
+        set_commands(&keys(false), b"p:", &id, 0, &mut out);
+        assert_eq!(parse(&out, 1)[0][5], b"1");
     }
 
     #[test]

@@ -535,16 +535,22 @@ fn revoked(purge: &Purge) {
             zone::purge_tag_everywhere(main, &purge.tag);
         }
         // A revocation pushed to another gateway: on this one's list too.
-        // SAFETY: the receiver's zone was declared by its directive and
-        // initialised by nginx before any worker event runs.
-        (Some(pushed), Some(receiver)) => unsafe {
-            revocations::revoke(
-                receiver.zone.cast(),
-                &purge.tag,
-                pushed.at_ms,
-                pushed.keep_until_ms,
-            );
-        },
+        (Some(pushed), Some(receiver)) => {
+            // SAFETY: the receiver's zone was declared by its directive and
+            // initialised by nginx before any worker event runs.
+            let revoked = unsafe {
+                revocations::revoke(
+                    receiver.zone.cast(),
+                    &purge.tag,
+                    pushed.at_ms,
+                    pushed.keep_until_ms,
+                )
+            };
+            // The subject's cache entries go too (those the index names).
+            if revoked {
+                revocations::drop_entries(main, receiver, &purge.tag, now_ms());
+            }
+        }
         // No list here: nothing checks it.
         (Some(_), None) => {}
     }

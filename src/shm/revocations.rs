@@ -2,12 +2,23 @@
 //! a cache table in a zone of its own whose cutoffs are the revocations
 //! ("tokens with this tag issued at or before T are refused"), read and
 //! written under the zone's lock like the cache zones (`zone.rs`).
+//!
+//! Its index, in a zone of its own (`index=`), says which tokens carry
+//! which list keys: one entry per (list key, token tag), written when a
+//! token's answer is stored in a cache zone and keyed to begin with the
+//! list key, so that a revocation reads its subject's tokens from one
+//! chain and drops their cache entries (`drop_entries`), never scanning a
+//! zone. It is a cache: an entry it evicts, or loses to a worker's death,
+//! only leaves that token's entries in place, still refused on every hit.
 
 use ngx::ffi::ngx_shm_zone_t;
 
 use super::table::{self, Live};
-use super::zone::Locked;
-use crate::oauth::ssf::Marks;
+use super::zone::{self, Locked};
+use crate::conf::ssf::SsfReceiver;
+use crate::conf::MainConf;
+use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::ssf::{index_key, indexed_token, Marks};
 
 /// Whether the revocation list in `zone` refuses a token with `marks`
 /// (`Marks::refused`): its tags' cutoffs read under one lock. A zone that
@@ -67,4 +78,96 @@ pub unsafe fn revoke(
         )
         .is_ok()
     }
+}
+
+/// How many revocations the list in `zone` holds (its table's cutoffs);
+/// 0 when the zone cannot be used.
+///
+/// # Safety
+/// `zone` must be a zone initialised by `zone::init_zone`.
+pub unsafe fn count(zone: *mut ngx_shm_zone_t) -> u64 {
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table's counters are read
+    // while `locked` holds the zone's mutex.
+    unsafe { Locked::new(zone).map_or(0, |locked| table::stats(locked.table).cutoffs) }
+}
+
+/// Notes in the index in `zone` that the token whose cache keys begin with
+/// `token_tag` carries the list keys of `marks`, until `until_ms`. Entries
+/// that find no room are not noted (the index is a cache).
+///
+/// # Safety
+/// `zone` must be a zone initialised by `zone::init_zone`.
+pub unsafe fn index(
+    zone: *mut ngx_shm_zone_t,
+    marks: &Marks,
+    token_tag: &[u8; 8],
+    until_ms: i64,
+    now_ms: i64,
+) {
+    if marks.tags().is_empty() {
+        return;
+    }
+    let life = Lifetime {
+        fresh_until: until_ms,
+        stale_until: until_ms,
+    };
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is used while `locked`
+    // holds the zone's mutex.
+    unsafe {
+        let Some(mut locked) = Locked::new(zone) else {
+            return;
+        };
+        for tag in marks.tags() {
+            let key = CacheKey(index_key(tag, token_tag));
+            let table = locked.table;
+            let _ = table::insert(
+                table,
+                &mut locked.pool,
+                &mut Live,
+                &key,
+                &[],
+                life,
+                now_ms,
+                now_ms,
+            );
+        }
+    }
+}
+
+/// The tags of the tokens the index in `zone` names for the list key
+/// `tag` at `now_ms`: one chain read.
+///
+/// # Safety
+/// `zone` must be a zone initialised by `zone::init_zone`.
+pub unsafe fn indexed(zone: *mut ngx_shm_zone_t, tag: &[u8; 8], now_ms: i64) -> Vec<[u8; 8]> {
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `Locked::new` needs; the table is read while `locked`
+    // holds the zone's mutex.
+    unsafe {
+        let Some(locked) = Locked::new(zone) else {
+            return Vec::new();
+        };
+        table::keys_tagged(locked.table, tag, now_ms)
+            .iter()
+            .filter_map(|key| indexed_token(key, tag))
+            .collect()
+    }
+}
+
+/// After the revocation of `tag`: drops this gateway's cache entries of
+/// the tokens the receiver's index names for it (each token's purge,
+/// `zone::purge_tag_everywhere`). Returns how many entries went.
+pub fn drop_entries(main: &MainConf, receiver: &SsfReceiver, tag: &[u8; 8], now_ms: i64) -> usize {
+    let Some(index) = receiver.index_zone else {
+        return 0;
+    };
+    // SAFETY: the index zone was declared by the receiver's directive and
+    // initialised by nginx before any request or worker event runs.
+    let tokens = unsafe { indexed(index.cast(), tag, now_ms) };
+    tokens
+        .iter()
+        .map(|token| zone::purge_tag_everywhere(main, token))
+        .sum()
 }

@@ -41,9 +41,11 @@ use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
 mod change;
 mod layout;
 mod replay;
+mod tagged;
 use change::*;
 pub use layout::*;
 pub use replay::{remember, Remembered};
+pub use tagged::keys_tagged;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -441,6 +443,8 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
         });
         change.step()?;
         change.link(node)?;
+        (*table).stats.cutoffs += 1;
+        change.step()?;
         change.done();
         Ok(removed)
     }
@@ -2064,6 +2068,78 @@ mod replay_tests {
                 Ok(_) => assert_eq!(opened, Opened::Ready, "{die_at}"),
                 Err(Died) => assert_eq!(opened, Opened::Repaired, "{die_at}"),
             }
+        }
+    }
+}
+
+/// The keys of a tag's live entries (`table/tagged.rs`).
+#[cfg(test)]
+mod tagged_tests {
+    use super::tests::{fresh, room_for, tagged, Zone, NOW};
+    use super::*;
+
+    #[test]
+    fn a_tags_live_entries_and_nobody_elses() {
+        let mut zone = Zone::with_key(room_for(16), *b"tagged keys key!");
+        let (alice, bob) = (*b"alice...", *b"bob.....");
+        let (table, slab) = zone.parts();
+        for (key, until) in [
+            (tagged(alice, 1), NOW + 60),
+            (tagged(alice, 2), NOW + 60),
+            (tagged(alice, 3), NOW - 1),
+            (tagged(bob, 1), NOW + 60),
+        ] {
+            // SAFETY: the table was just opened on this slab.
+            let stored = unsafe {
+                insert(
+                    table,
+                    slab,
+                    &mut Live,
+                    &key,
+                    b"",
+                    fresh(until),
+                    NOW - 10,
+                    NOW - 10,
+                )
+            };
+            assert_eq!(stored, Ok(true));
+        }
+        // SAFETY: as above.
+        let mut keys = unsafe { keys_tagged(table, &alice, NOW) };
+        keys.sort();
+        let mut want = vec![tagged(alice, 1).0, tagged(alice, 2).0];
+        want.sort();
+        assert_eq!(keys, want);
+        // SAFETY: as above.
+        assert!(unsafe { keys_tagged(table, b"nobody..", NOW) }.is_empty());
+    }
+
+    #[test]
+    fn cutoffs_are_counted_while_they_stay() {
+        let mut zone = Zone::with_key(room_for(16), *b"cutoff count key");
+        let (table, slab) = zone.parts();
+        // SAFETY: the table was just opened on this slab.
+        unsafe {
+            for tag in [*b"alice...", *b"bob.....", *b"alice..."] {
+                purge_tag(table, slab, &mut Live, &tag, NOW, NOW + 60).unwrap();
+            }
+            assert_eq!(stats(table).cutoffs, 2);
+            // Past their time, the next insert reclaims them.
+            let later = NOW + 1_000;
+            let key = tagged(*b"carol...", 1);
+            let stored = insert(
+                table,
+                slab,
+                &mut Live,
+                &key,
+                b"",
+                fresh(later + 60),
+                later,
+                later,
+            );
+            assert_eq!(stored, Ok(true));
+            assert_eq!(stats(table).cutoffs, 0);
+            assert_eq!(stats(table).entries, 1);
         }
     }
 }

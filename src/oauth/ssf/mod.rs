@@ -70,15 +70,41 @@ pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
     digest[..8].try_into().expect("8 bytes")
 }
 
+/// What fills an index key after its two tags (never a cache key's bytes
+/// 16..32, whose last 8 are zero).
+const INDEX_FILL: [u8; 16] = *b"ssf index entry!";
+
+/// The key of the index entry saying that the token whose cache keys begin
+/// with `token_tag` carries the list key `tag` (`shm/revocations.rs`): it
+/// begins with `tag`, so the entries of one subject share a chain of the
+/// index's table, and a revocation finds them in one walk.
+pub fn index_key(tag: &[u8; 8], token_tag: &[u8; 8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(tag);
+    key[8..16].copy_from_slice(token_tag);
+    key[16..].copy_from_slice(&INDEX_FILL);
+    key
+}
+
+/// The token tag an index key names, if it is one for `tag`.
+pub fn indexed_token(key: &[u8; 32], tag: &[u8; 8]) -> Option<[u8; 8]> {
+    (key[..8] == tag[..] && key[16..] == INDEX_FILL)
+        .then(|| key[8..16].try_into().expect("8 bytes"))
+}
+
 /// A token's keys in the revocation list and when it was issued: computed
 /// once from its claims, kept with its cache entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Marks {
-    /// The token's `iat`; `None` when it has none (then any revocation of
-    /// its subject refuses it while the revocation lasts).
+    /// The token's `iat`; without one, when the gateway first saw it
+    /// ([`Marks::first_seen`]); `None` when neither is known (then any
+    /// revocation of its subject refuses it while the revocation lasts).
     pub issued_s: Option<i64>,
     tags: [[u8; 8]; 4],
     count: u8,
+    /// `issued_s` was set by [`Marks::first_seen`] just now (not kept in a
+    /// cache entry: an entry's marks read back without it).
+    seen_now: bool,
 }
 
 impl Marks {
@@ -128,6 +154,23 @@ impl Marks {
     fn push(&mut self, tag: [u8; 8]) {
         self.tags[usize::from(self.count)] = tag;
         self.count += 1;
+    }
+
+    /// A token without `iat` is taken as issued when the gateway first
+    /// saw it: `now_s`, for an answer just obtained (kept with its cache
+    /// entry, so later hits compare that time). One with `iat` keeps it.
+    pub fn first_seen(&mut self, now_s: i64) {
+        if self.issued_s.is_none() && self.count > 0 {
+            self.issued_s = Some(now_s);
+            self.seen_now = true;
+        }
+    }
+
+    /// Whether the issue time is the one [`Marks::first_seen`] gave an
+    /// answer just obtained: its cache entry is then the only record of
+    /// it, which a revocation must not drop (`shm/revocations.rs` index).
+    pub fn seen_now(&self) -> bool {
+        self.seen_now
     }
 
     pub fn tags(&self) -> &[[u8; 8]] {
@@ -184,6 +227,41 @@ mod tests {
             tag(Kind::Session, "https://idp", "alice")
         );
         assert_ne!(tag(Kind::Subject, "a", "bc"), tag(Kind::Subject, "ab", "c"));
+    }
+
+    #[test]
+    fn a_token_without_iat_is_issued_when_first_seen() {
+        let alice = tag(Kind::Subject, "i", "alice");
+        let list = |t: &[u8; 8]| (*t == alice).then_some(100_000);
+        let mut seen_before = Marks::from_parts(None, &[alice]).unwrap();
+        assert!(!seen_before.seen_now());
+        seen_before.first_seen(99);
+        assert_eq!(seen_before.issued_s, Some(99));
+        assert!(seen_before.seen_now());
+        assert!(seen_before.refused(list));
+        let mut seen_after = Marks::from_parts(None, &[alice]).unwrap();
+        seen_after.first_seen(101);
+        assert!(!seen_after.refused(list));
+        // A token's own iat stays; a token of no tag stays as it is.
+        let mut issued = Marks::from_parts(Some(5), &[alice]).unwrap();
+        issued.first_seen(101);
+        assert_eq!(issued.issued_s, Some(5));
+        assert!(!issued.seen_now());
+        let mut none = Marks::default();
+        none.first_seen(101);
+        assert_eq!(none, Marks::default());
+    }
+
+    #[test]
+    fn an_index_key_names_its_token_for_its_tag_only() {
+        let (alice, bob, token) = ([1; 8], [2; 8], [9; 8]);
+        let key = index_key(&alice, &token);
+        assert_eq!(indexed_token(&key, &alice), Some(token));
+        assert_eq!(indexed_token(&key, &bob), None);
+        // A cache key (its last 8 bytes zero) is never read as one.
+        let mut cache_key = key;
+        cache_key[24..].fill(0);
+        assert_eq!(indexed_token(&cache_key, &alice), None);
     }
 
     #[test]

@@ -158,10 +158,13 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
             self.step()?;
             unlink(ptr::addr_of_mut!((*node).queue));
             self.step()?;
-            let was_entry = (*node).kind == ENTRY;
+            let kind = (*node).kind;
             self.slab.free(node.cast());
-            if was_entry {
-                (*self.table).stats.entries = (*self.table).stats.entries.saturating_sub(1);
+            let stats = &mut (*self.table).stats;
+            match kind {
+                ENTRY => stats.entries = stats.entries.saturating_sub(1),
+                CUTOFF => stats.cutoffs = stats.cutoffs.saturating_sub(1),
+                _ => {}
             }
             self.step()
         }

@@ -9,13 +9,13 @@ use core::sync::atomic::AtomicU32;
 /// Bump it with every change of `Table` or `Node` (the size checks below
 /// catch most) or of what a key or a node means: a reload keeps a zone of
 /// the same magic and reads it as this version's.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c7");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c8");
 const _: () = assert!(
     size_of::<Node>() == 104,
     "a new Node layout needs a new LAYOUT_MAGIC"
 );
 const _: () = assert!(
-    size_of::<Table>() == 112,
+    size_of::<Table>() == 120,
     "a new Table layout needs a new LAYOUT_MAGIC"
 );
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
@@ -124,6 +124,8 @@ pub struct Stats {
     pub evictions: u64,
     /// Entries not stored: too large, or no room made within the bounds.
     pub refused: u64,
+    /// Cutoffs held: purges, or the revocations of a Shared Signals list.
+    pub cutoffs: u64,
 }
 
 #[repr(C)]
