@@ -161,9 +161,12 @@ pub fn entry_field(key: &FleetKey, policy: &[u8]) -> Vec<u8> {
 /// How many (key, policy) fields each thread remembers.
 const REMEMBERED_FIELDS: usize = 8;
 
+/// A remembered field: its key's id, its policy, the field.
+type Remembered = (u64, Vec<u8>, Vec<u8>);
+
 thread_local! {
-    /// `entry_field`'s memo: key id, policy, field; the latest last.
-    static FIELDS: RefCell<Vec<(u64, Vec<u8>, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// `entry_field`'s memo, the latest last.
+    static FIELDS: RefCell<Vec<Remembered>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The name under which the fleet records a DPoP proof (`replay_id`:
@@ -367,7 +370,8 @@ mod tests {
     #[test]
     fn hmac_sha256_known_answer() {
         // RFC 4231, test cases 1, 2 and 6 (a key longer than a block).
-        let cases: [(&[u8], &[&[u8]], &[u8]); 3] = [
+        type Case<'a> = (&'a [u8], &'a [&'a [u8]], &'a [u8]);
+        let cases: [Case; 3] = [
             (
                 &[0x0b; 20],
                 &[b"Hi There"],
@@ -393,7 +397,10 @@ mod tests {
     fn remembered_fields_are_their_key_and_policys() {
         let keys = [key(1), key(2), key(1)];
         for round in 0..3 {
-            for (k, policy) in keys.iter().flat_map(|k| (0..12u8).map(move |p| (k, [p; 40]))) {
+            for (k, policy) in keys
+                .iter()
+                .flat_map(|k| (0..12u8).map(move |p| (k, [p; 40])))
+            {
                 let field = entry_field(k, &policy);
                 assert_eq!(
                     field,
