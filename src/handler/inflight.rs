@@ -25,10 +25,13 @@ use crate::handler::ctx::{Flight, RequestCtx, Role};
 use crate::handler::question::Question;
 use crate::nginx::req::{now_ms, Req};
 use crate::oauth::cache::flow::CacheZone;
+use crate::oauth::cache::key::KeyedKeys;
 use crate::oauth::cache::CacheKey;
 
 thread_local! {
-    static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>>> = RefCell::new(HashMap::new());
+    /// By key: the keys are keyed hashes already (`KeyedKeys`).
+    static IN_FLIGHT: RefCell<HashMap<CacheKey, Vec<*mut RequestCtx>, KeyedKeys>> =
+        RefCell::new(HashMap::with_hasher(KeyedKeys::default()));
 }
 
 /// Registers the request's context for `key`: the first becomes the

@@ -433,22 +433,27 @@ pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure
     let wire: WireResponse =
         serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     match wire.active {
-        Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
-            sub: wire.sub.as_ref().and_then(claim_text),
-            scope: wire.scope.as_ref().and_then(claim_text),
-            client_id: wire.client_id.as_ref().and_then(claim_text),
-            exp: wire.exp.as_ref().and_then(numeric_date),
-            cnf: Confirmation::of(wire.cnf.as_ref()),
-            marks: match marks {
+        Some(Value::Bool(true)) => {
+            // The marks first: they read `sub`, whose string then moves
+            // into the claims (as do scope's and client_id's: no copies).
+            let marks = match marks {
                 true => Marks::of_members(
                     wire.iss.as_ref(),
                     wire.iat.as_ref(),
                     [&wire.sub, &wire.sid, &wire.email, &wire.jti].map(Option::as_ref),
                 ),
                 false => Marks::default(),
-            },
-            ..TokenClaims::default()
-        })),
+            };
+            Ok(IntrospectionResult::Active(TokenClaims {
+                exp: wire.exp.as_ref().and_then(numeric_date),
+                cnf: Confirmation::of(wire.cnf.as_ref()),
+                sub: wire.sub.and_then(into_claim_text),
+                scope: wire.scope.and_then(into_claim_text),
+                client_id: wire.client_id.and_then(into_claim_text),
+                marks,
+                ..TokenClaims::default()
+            }))
+        }
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
         _ => Err(IdpFailure::NoActiveMember),
     }
@@ -508,6 +513,14 @@ fn claim_text(value: &Value) -> Option<String> {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
+    }
+}
+
+/// [`claim_text`] of a value the caller gives up: a string moves.
+fn into_claim_text(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        other => claim_text(&other),
     }
 }
 
