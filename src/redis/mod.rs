@@ -12,6 +12,7 @@
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`.
 
+pub mod cluster;
 pub mod failure;
 pub mod fleet;
 pub mod purge;
