@@ -118,16 +118,18 @@ pub enum SharedFailure {
     ErrorReply,
     Undecryptable,
     Internal,
+    Redirect,
 }
 
 impl SharedFailure {
-    const ALL: [SharedFailure; 6] = [
+    const ALL: [SharedFailure; 7] = [
         SharedFailure::Connect,
         SharedFailure::Timeout,
         SharedFailure::Protocol,
         SharedFailure::ErrorReply,
         SharedFailure::Undecryptable,
         SharedFailure::Internal,
+        SharedFailure::Redirect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +140,7 @@ impl SharedFailure {
             SharedFailure::ErrorReply => "error_reply",
             SharedFailure::Undecryptable => "undecryptable",
             SharedFailure::Internal => "internal",
+            SharedFailure::Redirect => "redirect",
         }
     }
 }

@@ -19,6 +19,7 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleMainConf;
 
+use super::cluster_route::{self, Hop};
 use super::deadline::Deadline;
 pub use super::failure::Failure;
 use super::failure::{self, KINDS, LOG_INTERVAL_S};
@@ -40,7 +41,7 @@ const _: () = assert!(
 /// again). `Ok` holds one reply per command of the caller, in order; an
 /// `-ERR` among them is a `Reply::Error` (see [`error_reply`]). A
 /// `Failure` was already logged ([`note_failure`]).
-type Done = Box<dyn FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>)>;
+pub(super) type Done = Box<dyn FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>)>;
 
 /// One call's state, in the request pool.
 pub struct Call {
@@ -59,6 +60,9 @@ pub struct Call {
     pub(super) fed: usize,
     /// When the call gives up, and whether it did.
     pub(super) deadline: Deadline,
+    /// With Redis Cluster: where the call goes, and what sends it again
+    /// elsewhere (`redis/cluster_route.rs`).
+    pub(super) hop: Option<Hop>,
 }
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
@@ -79,15 +83,32 @@ pub fn start(
     background: bool,
     done: impl FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>) + 'static,
 ) -> Result<(), ()> {
+    let hop = cluster_route::first_hop(req, uri, commands, count, background);
+    launch(req, uri, commands, count, background, Box::new(done), hop)
+}
+
+/// Starts the subrequest of a call whose commands are sent as `wire`
+/// (`count` replies): [`start`]'s, and each of its redirections'
+/// (`redis/cluster_route.rs`).
+pub(super) fn launch(
+    req: &mut Req<'_>,
+    uri: &[u8],
+    wire: &[u8],
+    count: usize,
+    background: bool,
+    done: Done,
+    hop: Option<Hop>,
+) -> Result<(), ()> {
     let call = Call {
-        commands: commands.to_vec(),
+        commands: wire.to_vec(),
         count,
-        done: Some(Box::new(done)),
+        done: Some(done),
         outcome: None,
         replies: Vec::new(),
         reader: Reader::new(Limits::CALLS),
         fed: 0,
         deadline: Deadline::new(),
+        hop,
     };
     // Kept in the request pool, which every subrequest shares and which
     // outlives them; dropped with it (its deadline disarmed first).
@@ -106,6 +127,15 @@ fn call_done(sr: &mut Req<'_>, call: &mut Call, rc: ngx_int_t) {
     let result = match call.outcome.take() {
         Some(outcome) => outcome,
         None => Err(Failure::of_ending(call.deadline.passed, rc, sr.status())),
+    };
+    // With Redis Cluster, a redirection sends the call on elsewhere (with
+    // its `done`), and a failure may mean the slots moved.
+    let result = match call.hop.take() {
+        Some(hop) => match cluster_route::after(sr, hop, result, &mut call.done) {
+            Some(result) => result,
+            None => return,
+        },
+        None => result,
     };
     if let Err(failure) = &result {
         note_failure(sr.log(), failure);

@@ -24,13 +24,17 @@ pub enum Failure {
     /// A value that did not open, or opened to an answer that fails the
     /// checks a fresh one gets (the caller's to report).
     Undecryptable,
+    /// Redis Cluster sent the call elsewhere once too often, or somewhere
+    /// not to follow (another slot, an address that is not an IP address
+    /// and port): `redis/cluster.rs`.
+    Redirected,
     /// The subrequest could not run (no memory, a URI that is not a
     /// location with `auth_oauth2_token_redis_pass`, ...): nginx's status.
     Internal(u16),
 }
 
 /// How many kinds there are: one log gate slot each.
-pub const KINDS: usize = 6;
+pub const KINDS: usize = 7;
 
 /// Seconds between two log lines about one kind of failure.
 pub const LOG_INTERVAL_S: u64 = 10;
@@ -73,6 +77,7 @@ impl Failure {
             Failure::ErrorReply(_) => 3,
             Failure::Undecryptable => 4,
             Failure::Internal(_) => 5,
+            Failure::Redirected => 6,
         }
     }
 
@@ -85,6 +90,7 @@ impl Failure {
             Failure::ErrorReply(_) => SharedFailure::ErrorReply,
             Failure::Undecryptable => SharedFailure::Undecryptable,
             Failure::Internal(_) => SharedFailure::Internal,
+            Failure::Redirected => SharedFailure::Redirect,
         }
     }
 
@@ -102,6 +108,10 @@ impl Failure {
             Failure::Undecryptable => (
                 "undecryptable value",
                 "a value that does not open with the fleet keys, or fails the checks of a fresh answer".into(),
+            ),
+            Failure::Redirected => (
+                "redirect",
+                "Redis Cluster redirected the call more than 3 times, or to no usable node".into(),
             ),
             Failure::Internal(status) => (
                 "internal",

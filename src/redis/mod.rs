@@ -8,9 +8,11 @@
 //! `tier_read.rs`, which entry of a read answers a question; `replay.rs`,
 //! what records a DPoP proof for the fleet and what its replies say;
 //! `subscription.rs`, the revocation channel's steps; `sentinel.rs`, where
-//! Redis Sentinel says the primary is. The nginx glue, left
+//! Redis Sentinel says the primary is; `cluster.rs`, Redis Cluster's
+//! slots, map and redirections. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
-//! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`.
+//! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`,
+//! `cluster_route.rs`.
 
 pub mod cluster;
 pub mod failure;
@@ -25,6 +27,8 @@ pub mod write;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod call;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod cluster_route;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod deadline;
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -21,7 +21,9 @@ use ngx::ffi::{
 use ngx::http::HttpModule;
 
 use super::call::{self, Call, Failure};
+use super::cluster_route;
 use super::deadline;
+use super::peers::Peer;
 use super::sentinel_watch;
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
 use crate::module::Module;
@@ -90,6 +92,15 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     {
         return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
     }
+    // With Redis Cluster, to the slot's primary or where a redirection
+    // sent it (else to the seeds, which redirect).
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    if let Some(node) = cluster_route::target(unsafe { call.as_ref() }) {
+        if aim_at(req, u, &node).is_err() {
+            return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
+        }
+    }
     let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
     // SAFETY: the call's deadline is in the request's pool, where the call
     // stays until the pool goes (`call::start`).
@@ -112,8 +123,13 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
 /// one address, no `upstream` block and so no `keepalive`). `Err` when no
 /// sentinel named one yet, or out of memory.
 fn aim_at_primary(req: &Req<'_>, u: *mut ngx_http_upstream_t) -> Result<(), ()> {
-    sentinel_watch::with_primary(|primary| {
-        let primary = primary.ok_or(())?;
+    sentinel_watch::with_primary(|primary| aim_at(req, u, primary.ok_or(())?))
+}
+
+/// Points the upstream `u` at `primary` (`u->resolved`: one address, no
+/// `upstream` block and so no `keepalive`). `Err` when out of memory.
+fn aim_at(req: &Req<'_>, u: *mut ngx_http_upstream_t, primary: &Peer) -> Result<(), ()> {
+    {
         let pool = req.pool();
         let sa = &primary.sockaddr;
         // Both sockaddr_in and sockaddr_in6 keep the port in bytes 2..4,
@@ -146,7 +162,7 @@ fn aim_at_primary(req: &Req<'_>, u: *mut ngx_http_upstream_t) -> Result<(), ()> 
             (*u).resolved = ur;
         }
         Ok(())
-    })
+    }
 }
 
 /// The tier and the call of a Redis subrequest: the call is a raw pointer
