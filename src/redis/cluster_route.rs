@@ -12,11 +12,10 @@
 
 use core::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 
 use ngx::ffi::{NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
-use super::call::{self, Call, Done, Failure};
+use super::failure::Failure;
 use super::peers::Peer;
 use crate::nginx::req::Req;
 use crate::redis::cluster::{self, Next, Redirection, Refreshes, SlotMap};
@@ -77,9 +76,9 @@ fn now_ms() -> i64 {
 }
 
 /// The way of a new call of `count` `commands` through `uri`, with
-/// Redis Cluster (`None` otherwise). A worker without a map asks for one.
+/// Redis Cluster (`None` otherwise).
 pub(super) fn first_hop(
-    req: &mut Req<'_>,
+    req: &Req<'_>,
     uri: &[u8],
     commands: &[u8],
     count: usize,
@@ -87,9 +86,6 @@ pub(super) fn first_hop(
 ) -> Option<Hop> {
     if !is_cluster(req) {
         return None;
-    }
-    if MAP.with(|m| m.borrow().is_empty()) {
-        refresh(req, uri);
     }
     let route = match cluster::call_slot(commands, count) {
         Some(slot) => Route::Slot(slot),
@@ -105,9 +101,14 @@ pub(super) fn first_hop(
     })
 }
 
-/// The node `call` goes to; `None`: the upstream's servers.
-pub(super) fn target(call: &Call) -> Option<Peer> {
-    let to = match call.hop.as_ref()?.route {
+/// Whether this worker has no map yet (its first call asks for one).
+pub(super) fn no_map() -> bool {
+    MAP.with(|m| m.borrow().is_empty())
+}
+
+/// The node a call on its way `hop` goes to; `None`: the upstream's servers.
+pub(super) fn target(hop: Option<&Hop>) -> Option<Peer> {
+    let to = match hop?.route {
         Route::Seeds => None,
         Route::Slot(slot) => MAP.with(|m| m.borrow().node(slot)),
         Route::Node { to, .. } => Some(to),
@@ -115,45 +116,61 @@ pub(super) fn target(call: &Call) -> Option<Peer> {
     Some(Peer::of(to))
 }
 
-/// A call of the cluster ended (`sr`, its subrequest): its result for the
-/// caller, or `None` when a redirection sent it on (the next call has
-/// `done`). `done` stays when the call could not be sent on.
+/// What becomes of a call of the cluster that ended.
+pub(super) enum After {
+    /// The caller's result.
+    Done(Result<Vec<Reply>, Failure>),
+    /// A redirection: send `wire` (`count` replies) again, on its way `hop`.
+    Resend {
+        wire: Vec<u8>,
+        count: usize,
+        hop: Hop,
+    },
+}
+
+impl Hop {
+    /// The location the call goes through (for the next call or a map read).
+    pub(super) fn uri(&self) -> &[u8] {
+        &self.uri
+    }
+
+    pub(super) fn background(&self) -> bool {
+        self.background
+    }
+}
+
+/// A call of the cluster on its way `hop` ended (`log`, its subrequest's
+/// log): the result for the caller, or the call sent again after a
+/// redirection; and whether the map is to be read again.
 pub(super) fn after(
-    sr: &mut Req<'_>,
+    log: *mut ngx::ffi::ngx_log_t,
     hop: Hop,
     result: Result<Vec<Reply>, Failure>,
-    done: &mut Option<Done>,
-) -> Option<Result<Vec<Reply>, Failure>> {
+) -> (After, bool) {
     let (slot, asking) = match hop.route {
-        Route::Seeds => return Some(result),
+        Route::Seeds => return (After::Done(result), false),
         Route::Slot(slot) => (slot, false),
         Route::Node { slot, asking, .. } => (slot, asking),
     };
     let replies = match result {
+        // A node down, or hung: the cluster may have moved its slots.
         Err(failure) => {
-            // A node down, or hung: the cluster may have moved its slots.
-            if matches!(failure, Failure::Connect | Failure::Timeout) {
-                if let Some(mut parent) = sr.parent() {
-                    refresh(&mut parent, &hop.uri);
-                }
-            }
-            return Some(Err(failure));
+            let refresh = matches!(failure, Failure::Connect | Failure::Timeout);
+            return (After::Done(Err(failure)), refresh);
         }
         Ok(replies) if asking => match cluster::without_asking(replies) {
             Some(replies) => replies,
-            None => return Some(Err(Failure::Protocol)),
+            None => return (After::Done(Err(Failure::Protocol)), false),
         },
         Ok(replies) => replies,
     };
     let to = match cluster::next(&replies, Some(slot), hop.hops) {
-        Next::Done => return Some(Ok(replies)),
-        Next::GiveUp => return Some(Err(Failure::Redirected)),
+        Next::Done => return (After::Done(Ok(replies)), false),
+        Next::GiveUp => return (After::Done(Err(Failure::Redirected)), false),
         Next::Follow(to) => to,
     };
-    let Some(mut parent) = sr.parent() else {
-        return Some(Err(Failure::Redirected));
-    };
     let asking = matches!(to, Redirection::Ask { .. });
+    let moved = matches!(to, Redirection::Moved { .. });
     if let Redirection::Moved { slot, to } = to {
         // Told when the map named another node (not while it learns).
         let known = MAP.with(|m| {
@@ -165,29 +182,19 @@ pub(super) fn after(
         if known && allow_line(2) {
             ngx::ngx_log_error!(
                 NGX_LOG_INFO,
-                sr.log(),
+                log,
                 "auth_oauth2_token: cluster: slot {slot} moved to {to}; reading the slot map again"
             );
         }
-        refresh(&mut parent, &hop.uri);
     }
     let wire = match asking {
         true => cluster::with_asking(&hop.commands, hop.count),
         false => Some(hop.commands.clone()),
     };
-    let (Some(wire), Some(caller)) = (wire, done.take()) else {
-        return Some(Err(Failure::Redirected));
+    let Some(wire) = wire else {
+        return (After::Done(Err(Failure::Redirected)), moved);
     };
     let count = hop.count * if asking { 2 } else { 1 };
-    // The caller's `done` comes back here if the next call cannot start.
-    let kept = Rc::new(RefCell::new(Some(caller)));
-    let inner = Rc::clone(&kept);
-    let forward: Done = Box::new(move |req, result| {
-        if let Some(caller) = inner.borrow_mut().take() {
-            caller(req, result);
-        }
-    });
-    let uri = hop.uri.clone();
     let next = Hop {
         route: Route::Node {
             slot,
@@ -197,29 +204,23 @@ pub(super) fn after(
         hops: hop.hops + 1,
         ..hop
     };
-    let background = next.background;
-    match call::launch(
-        &mut parent,
-        &uri,
-        &wire,
-        count,
-        background,
-        forward,
-        Some(next),
-    ) {
-        Ok(()) => None,
-        Err(()) => {
-            *done = kept.borrow_mut().take();
-            Some(Err(Failure::Internal(500)))
-        }
-    }
+    (
+        After::Resend {
+            wire,
+            count,
+            hop: next,
+        },
+        moved,
+    )
 }
 
-/// Reads the map again from a seed, in the background of `req` (a main
-/// request), unless a read is running or was started less than 500 ms ago.
-fn refresh(req: &mut Req<'_>, uri: &[u8]) {
+/// A read of the map through `uri`, unless one is running or was started
+/// less than 500 ms ago: the command and its way (to the seeds). The
+/// caller starts it in the background, with [`map_read`] for its replies
+/// (or calls [`map_read`] with its failure when it cannot start).
+pub(super) fn refresh(uri: &[u8]) -> Option<(Vec<u8>, Hop)> {
     if !REFRESHES.with(|r| r.borrow_mut().start(now_ms())) {
-        return;
+        return None;
     }
     let mut commands = Vec::with_capacity(32);
     resp::command(&mut commands, cluster::SLOTS_COMMAND);
@@ -231,15 +232,12 @@ fn refresh(req: &mut Req<'_>, uri: &[u8]) {
         uri: uri.to_vec(),
         background: true,
     };
-    let done: Done = Box::new(map_read);
-    if call::launch(req, uri, &commands, 1, true, done, Some(hop)).is_err() {
-        REFRESHES.with(|r| r.borrow_mut().ended());
-    }
+    Some((commands, hop))
 }
 
 /// `CLUSTER SLOTS` answered: the map is this worker's from now on, unless
 /// it is refused (the last one stays).
-fn map_read(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
+pub(super) fn map_read(req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>) {
     REFRESHES.with(|r| r.borrow_mut().ended());
     // A failure was logged by the call.
     let Ok(replies) = result else {

@@ -96,7 +96,7 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     // sent it (else to the seeds, which redirect).
     // SAFETY: the call lives in the request's pool; nginx runs one
     // callback of a request at a time, so no other reference to it is in use.
-    if let Some(node) = cluster_route::target(unsafe { call.as_ref() }) {
+    if let Some(node) = cluster_route::target(unsafe { call.as_ref() }.hop.as_ref()) {
         if aim_at(req, u, &node).is_err() {
             return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
         }
