@@ -64,10 +64,13 @@ pub fn key_slot(name: &[u8]) -> u16 {
     crc16(hashed) % SLOTS
 }
 
+/// Commands as their bytes and their arguments.
+type Commands<'a> = Vec<(&'a [u8], Vec<Vec<u8>>)>;
+
 /// The commands of a pipeline (RESP, as `resp::command` writes them), each
 /// as its bytes and its arguments; `None` when they do not read as
 /// `count` commands and nothing else.
-fn commands_of(commands: &[u8], count: usize) -> Option<Vec<(&[u8], Vec<Vec<u8>>)>> {
+fn commands_of(commands: &[u8], count: usize) -> Option<Commands<'_>> {
     let mut reader = Reader::new(Limits::CALLS);
     let mut out = Vec::with_capacity(count);
     let mut at = 0;
@@ -146,9 +149,12 @@ impl Redirection {
     }
 }
 
-/// What a `-MOVED` or `-ASK` reply says: `Ok(None)` for any other reply,
-/// `Err` for one of these that does not name a slot and a usable address.
-pub fn redirection(reply: &Reply) -> Result<Option<Redirection>, ()> {
+/// A `-MOVED` or `-ASK` that does not name a slot and a usable address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// What a `-MOVED` or `-ASK` reply says: `Ok(None)` for any other reply.
+pub fn redirection(reply: &Reply) -> Result<Option<Redirection>, Unreadable> {
     let Reply::Error(text) = reply else {
         return Ok(None);
     };
@@ -158,13 +164,13 @@ pub fn redirection(reply: &Reply) -> Result<Option<Redirection>, ()> {
         return Ok(None);
     }
     let (Some(slot), Some(addr), None) = (words.next(), words.next(), words.next()) else {
-        return Err(());
+        return Err(Unreadable);
     };
     let slot = number(slot)
         .and_then(|n| u16::try_from(n).ok())
         .filter(|n| *n < SLOTS)
-        .ok_or(())?;
-    let to = node_address(addr).ok_or(())?;
+        .ok_or(Unreadable)?;
+    let to = node_address(addr).ok_or(Unreadable)?;
     Ok(Some(match kind {
         b"MOVED" => Redirection::Moved { slot, to },
         _ => Redirection::Ask { slot, to },
@@ -220,7 +226,7 @@ pub fn next(replies: &[Reply], slot: Option<u16>, hops: u8) -> Next {
     for reply in replies {
         match redirection(reply) {
             Ok(None) => continue,
-            Err(()) => return Next::GiveUp,
+            Err(Unreadable) => return Next::GiveUp,
             Ok(Some(r)) => {
                 let (Redirection::Moved { slot: to_slot, .. }
                 | Redirection::Ask { slot: to_slot, .. }) = r;
@@ -491,7 +497,7 @@ mod tests {
         ] {
             assert_eq!(
                 redirection(&e(bad)),
-                Err(()),
+                Err(Unreadable),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -509,15 +515,18 @@ mod tests {
         );
         // Bounded.
         assert_eq!(
-            next(&[moved.clone()], Some(7), MAX_REDIRECTIONS - 1),
+            next(core::slice::from_ref(&moved), Some(7), MAX_REDIRECTIONS - 1),
             Next::Follow(Redirection::Moved { slot: 7, to })
         );
         assert_eq!(
-            next(&[moved.clone()], Some(7), MAX_REDIRECTIONS),
+            next(core::slice::from_ref(&moved), Some(7), MAX_REDIRECTIONS),
             Next::GiveUp
         );
         // For another slot, or a call without one: not followed.
-        assert_eq!(next(&[moved.clone()], Some(8), 0), Next::GiveUp);
+        assert_eq!(
+            next(core::slice::from_ref(&moved), Some(8), 0),
+            Next::GiveUp
+        );
         assert_eq!(next(&[moved], None, 0), Next::GiveUp);
         assert_eq!(
             next(&[Reply::Error(b"ASK x y".to_vec())], Some(7), 0),
