@@ -188,6 +188,7 @@ mod tests {
             Failure::ErrorReply("OOM".into()),
             Failure::Undecryptable,
             Failure::Internal(500),
+            Failure::Redirected,
         ];
         let mut slots: Vec<usize> = all.iter().map(Failure::slot).collect();
         slots.dedup();
@@ -202,6 +203,7 @@ mod tests {
                 SharedFailure::ErrorReply,
                 SharedFailure::Undecryptable,
                 SharedFailure::Internal,
+                SharedFailure::Redirect,
             ]
         );
         assert_eq!(
