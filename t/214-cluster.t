@@ -112,6 +112,22 @@ subtest 'shared hits across slots' => sub {
     }
     is_deeply([grep { calls_for($_) != 1 } @tok], [], 'one IdP call per token in the fleet');
     unlike(gw1_log() . $gw2->error_log, qr/shared cache \(Redis\)/, 'no failed call');
+    # Calls go through the upstream's balancer to their node (its servers are
+    # the nodes), so keepalive serves them: 30 fresh tokens, a read and a
+    # write each, open few connections.
+    my $conns = sub { List::Util::sum(map { ($_->cmd('INFO', 'stats') =~ /total_connections_received:(\d+)/)[0] } @nodes) };
+    # Commands a node redirected count as its rejected calls.
+    my $rejected = sub {
+        List::Util::sum(map { my $st = $_->cmd('INFO', 'commandstats');
+            List::Util::sum(0, $st =~ /^cmdstat_h(?:get|set):.*rejected_calls=(\d+)/mg) } @nodes);
+    };
+    my ($before, $rejected_before) = ($conns->(), $rejected->());
+    is_deeply([traffic(30)], [], '30 fresh tokens: 200');
+    ok(wait_until(5, sub { !grep { !exists_on(primary_of(slot_of($_)), key_of($_)) } @fresh[0 .. 29] }),
+        'their entries written on their primaries');
+    my $opened = $conns->() - $before;
+    cmp_ok($opened, '<', 20, "60 calls opened $opened connections (keepalive)");
+    is($rejected->() - $rejected_before, 0, 'no call went to a wrong node (no HGET or HSET redirected)');
 };
 
 subtest 'purges across slots' => sub {

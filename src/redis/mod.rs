@@ -12,7 +12,7 @@
 //! slots, map and redirections. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`,
-//! `cluster_route.rs`.
+//! `cluster_route.rs`, `cluster_peer.rs`.
 
 pub mod cluster;
 pub mod failure;
@@ -27,6 +27,8 @@ pub mod write;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod call;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod cluster_peer;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod cluster_route;
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -21,6 +21,7 @@ use ngx::ffi::{
 use ngx::http::HttpModule;
 
 use super::call::{self, Call, Failure};
+use super::cluster_peer;
 use super::cluster_route;
 use super::deadline;
 use super::peers::Peer;
@@ -96,8 +97,13 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     // sent it (else to the seeds, which redirect).
     // SAFETY: the call lives in the request's pool; nginx runs one
     // callback of a request at a time, so no other reference to it is in use.
+    // A node among the upstream's servers is picked by its balancer
+    // (`redis/cluster_peer.rs`), which keeps connections alive.
     if let Some(node) = cluster_route::target(unsafe { call.as_ref() }.hop.as_ref()) {
-        if aim_at(req, u, &node).is_err() {
+        // SAFETY: the upstream of the location's conf is the tier's,
+        // initialised when the configuration was loaded.
+        let server = unsafe { cluster_peer::index_of((*conf).upstream, &node) };
+        if server.is_none() && aim_at(req, u, &node).is_err() {
             return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
         }
     }
@@ -367,6 +373,10 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
             );
             return NGX_CONF_ERROR;
         };
+        if tier.cluster {
+            // The upstream module's init_main_conf ran: its balancer is set.
+            cluster_peer::wrap(tier.upstream.cast());
+        }
         for &loc in &main.redis_passes {
             let loc = &mut *loc.cast::<LocationConf>();
             let uc = ngx::ffi::ngx_pcalloc((*cf).pool, size_of::<ngx_http_upstream_conf_t>())
