@@ -18,6 +18,7 @@
 //! `-MOVED` is followed.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 
 use ngx::ffi::{
     ngx_http_request_t, ngx_http_upstream_init_peer_pt, ngx_http_upstream_rr_peer_data_t,
@@ -27,7 +28,7 @@ use ngx::ffi::{
 
 use super::call;
 use super::cluster_route;
-use super::peers::Peer;
+use super::peers::sockaddr_of;
 use crate::nginx::req::Req;
 
 /// The balancer's per-request init that [`init_peer`] wraps (an
@@ -61,8 +62,9 @@ pub(super) unsafe fn wrap(uscf: *mut ngx_http_upstream_srv_conf_t) {
 /// `uscf` must be an initialised upstream of the running cycle.
 pub(super) unsafe fn index_of(
     uscf: *mut ngx_http_upstream_srv_conf_t,
-    node: &Peer,
+    node: SocketAddr,
 ) -> Option<usize> {
+    let node = sockaddr_of(node);
     // SAFETY: round robin's init made peer.data a peers list whose entries
     // live as long as the cycle; without a zone (`shpool`) nothing changes
     // them at run time.
@@ -75,9 +77,9 @@ pub(super) unsafe fn index_of(
         let mut index = 0;
         while !peer.is_null() {
             let len = (*peer).socklen as usize;
-            if !(*peer).sockaddr.is_null() && len == node.sockaddr.len() {
+            if !(*peer).sockaddr.is_null() && len == node.len() {
                 let addr = core::slice::from_raw_parts((*peer).sockaddr.cast::<u8>(), len);
-                if addr == node.sockaddr.as_slice() {
+                if addr == node.as_slice() {
                     return Some(index);
                 }
             }
@@ -111,7 +113,7 @@ unsafe extern "C" fn init_peer(
         // callback of a request at a time, so no other reference to it is in use.
         .and_then(|c| cluster_route::target(unsafe { c.as_ref() }.hop.as_ref()));
     // SAFETY: `us` is the upstream being set up, initialised.
-    let index = node.and_then(|node| unsafe { index_of(us, &node) });
+    let index = node.and_then(|node| unsafe { index_of(us, node) });
     let Some(index) = index else {
         // SAFETY: the wrapped init, with what nginx gave this one.
         return unsafe { wrapped(r, us) };

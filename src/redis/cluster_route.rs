@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use ngx::ffi::{NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 
 use super::failure::Failure;
-use super::peers::Peer;
 use crate::nginx::req::Req;
 use crate::redis::cluster::{self, Next, Redirection, Refreshes, SlotMap};
 use crate::redis::resp::{self, Reply};
@@ -107,13 +106,12 @@ pub(super) fn no_map() -> bool {
 }
 
 /// The node a call on its way `hop` goes to; `None`: the upstream's servers.
-pub(super) fn target(hop: Option<&Hop>) -> Option<Peer> {
-    let to = match hop?.route {
+pub(super) fn target(hop: Option<&Hop>) -> Option<SocketAddr> {
+    match hop?.route {
         Route::Seeds => None,
         Route::Slot(slot) => MAP.with(|m| m.borrow().node(slot)),
         Route::Node { to, .. } => Some(to),
-    }?;
-    Some(Peer::of(to))
+    }
 }
 
 /// What becomes of a call of the cluster that ended.

@@ -102,8 +102,8 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     if let Some(node) = cluster_route::target(unsafe { call.as_ref() }.hop.as_ref()) {
         // SAFETY: the upstream of the location's conf is the tier's,
         // initialised when the configuration was loaded.
-        let server = unsafe { cluster_peer::index_of((*conf).upstream, &node) };
-        if server.is_none() && aim_at(req, u, &node).is_err() {
+        let server = unsafe { cluster_peer::index_of((*conf).upstream, node) };
+        if server.is_none() && aim_at(req, u, &Peer::of(node)).is_err() {
             return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
         }
     }
