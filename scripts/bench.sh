@@ -3,8 +3,8 @@
 # measured in the same run, on loopback with wrk.
 #
 # Processes: two gateway nginx instances (worker_processes 1, pinned to CPU 0),
-# (and a third for row 10c, the shared tier on a 3-primary Redis Cluster),
-# one without the module and one with it, are what is measured; a third
+# one without the module and one with it, are what is measured (row 10c: a
+# third, whose shared tier is a 3-primary Redis Cluster); another
 # nginx plays IdP (fixed introspection and token answers) and backend,
 # pinned with wrk to CPU 1. This machine is noisy, so scenarios run in
 # BENCH_ROUNDS interleaved rounds; each round measures the baseline too, and
