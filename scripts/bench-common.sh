@@ -120,11 +120,53 @@ CONF
 }
 
 # The shared tier (Redis on port $1, fleet secret in file $2): http level.
+# With $3 = cluster: the Redis Cluster of bench_cluster_start, whose first
+# port is $1 (its three nodes are the seeds).
 bench_shared_http() {
+  local servers="server 127.0.0.1:$1;"
+  [ "${3:-}" = cluster ] && servers="$servers server 127.0.0.1:$(( $1 + 1 )); server 127.0.0.1:$(( $1 + 2 ));"
   cat <<CONF
-    upstream redis { server 127.0.0.1:$1; keepalive 64; }
-    auth_oauth2_token_redis redis key_file=$2;
+    upstream redis { $servers keepalive 64; }
+    auth_oauth2_token_redis redis key_file=$2 ${3:-};
 CONF
+}
+
+# A Redis Cluster of three primaries (no replicas) for the cluster row, in
+# directory $1, on ports $2..$2+2 (the cluster bus on $2+3..$2+5), on CPU
+# $3: started, joined (redis-cli --cluster create) and ready.
+bench_cluster_start() {
+  local nodes=() i port
+  for i in 0 1 2; do
+    port=$(( $2 + i ))
+    mkdir -p "$1/node$i"
+    taskset -c "$3" redis-server --bind 127.0.0.1 --port $port --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-port $(( $2 + 3 + i )) --save '' --appendonly no \
+      --dir "$1/node$i" --daemonize yes --logfile "$1/node$i/redis.log" >/dev/null
+    nodes+=("127.0.0.1:$port")
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 100); do
+      [ "$(redis-cli -p $(( $2 + i )) ping 2>/dev/null)" = PONG ] && break
+      sleep 0.1
+    done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$1/create.log" 2>&1 ||
+    { cat "$1/create.log" >&2; return 1; }
+  for _ in $(seq 100); do
+    local ok=0
+    for i in 0 1 2; do
+      redis-cli -p $(( $2 + i )) cluster info 2>/dev/null | grep -q 'cluster_state:ok' && ok=$(( ok + 1 ))
+    done
+    [ $ok = 3 ] && return 0
+    sleep 0.1
+  done
+  echo "bench: the Redis Cluster on ports $2..$(( $2 + 2 )) is not ready" >&2
+  return 1
+}
+
+bench_cluster_stop() { # $1: the first port
+  local i
+  for i in 0 1 2; do redis-cli -p $(( $1 + i )) shutdown nosave >/dev/null 2>&1 || true; done
 }
 
 # Locations on the shared tier: /shared/ with a zone too small to hold the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The gateway worker's CPU instructions per request, counted by valgrind's
 # callgrind, for bench.sh's scenarios plus a cached phantom token (and the
-# shared tier's hit, scenario 10, with a local redis-server).
+# shared tier's hit, scenario 10, with a local redis-server, and 10c, the
+# same through a Redis Cluster of three primaries, by a third gateway).
 #
 # Why: wrk's requests/s on this 2-core machine swing by 10-20% from run to
 # run, too much to see a change of a few percent. The number of instructions
@@ -61,6 +62,8 @@ TOKENS=${INSTR_TOKENS:-100000}
 JWT_TOKENS=${INSTR_JWT_TOKENS:-10000}
 GW_PORT=18680 PLAIN_PORT=18681 IDP_PORT=18682 BACKEND_PORT=18683 REDIS_PORT=18684
 GW_TLS_PORT=18685 PLAIN_TLS_PORT=18686
+# Row 10c's gateway on a 3-primary Redis Cluster (ports 18690..18695).
+GWC_PORT=18687 GWC_TLS_PORT=18688 CLUSTER_PORT=18690
 GW_CPU=0 LOAD_CPU=1
 [ "$(nproc)" -ge 2 ] || LOAD_CPU=0
 # Filled tokens must all stay cached: ~260 bytes an entry (DIRECTIVES.md,
@@ -78,6 +81,7 @@ cleanup() {
   for pid in "${vg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$work/peer/logs/nginx.pid" ] && "$work/nginx" -p "$work/peer" -c nginx.conf -s stop 2>/dev/null || true
   redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
+  bench_cluster_stop $CLUSTER_PORT
   wait
   sleep 0.3
   rm -rf "$work"
@@ -87,7 +91,7 @@ trap cleanup EXIT
 cp objs/nginx objs/ngx_http_auth_oauth2_token_module.so "$work/"
 NGINX=$work/nginx
 MODULE=$work/ngx_http_auth_oauth2_token_module.so
-mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/plain/logs" "$work/plain/cache" "$work/redis"
+mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gwc/logs" "$work/plain/logs" "$work/plain/cache" "$work/redis"
 
 . scripts/bench-common.sh
 JWT=$(bench_phantom_jwt)
@@ -104,6 +108,8 @@ X5T=$(bench_tls_certs "$work")
 openssl rand -hex 32 >"$work/fleet.key"
 taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
   --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
+# Row 10c's Redis Cluster, on the load CPU too.
+bench_cluster_start "$work/cluster" $CLUSTER_PORT $LOAD_CPU
 bench_peer_conf $IDP_PORT $BACKEND_PORT "$JWT" "$DPOP_JKT" "$X5T" >"$work/peer/nginx.conf"
 # INSTR_SSF=1: a receiver with a transmitter key set of one EC key, made by
 # the test suite's transmitter (t/oidc/ssf-transmitter.mjs, npm jose), and its
@@ -123,12 +129,14 @@ fi
 
 # bench.sh's gateway, run by callgrind as one process: the same server{} for
 # both, the module's locations only where it is loaded.
-gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom location (1/0), $4: TLS port
+gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom location (1/0), $4: TLS port,
+                # $5: the shared tier on the Redis Cluster (1) rather than the one Redis
   local load="" module_http="" module_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http="$(bench_module_http)
-$(bench_shared_http $REDIS_PORT "$work/fleet.key")
+$(if [ "${5:-0}" = 1 ]; then bench_shared_http $CLUSTER_PORT "$work/fleet.key" cluster
+  else bench_shared_http $REDIS_PORT "$work/fleet.key"; fi)
 $ssf_http"
     module_locations="$(bench_module_locations "${ZONE_MB}m" "$3" "$work")
 $(bench_shared_locations)
@@ -171,6 +179,7 @@ if ! "$NGINX" -t -q -p "$work/gw" -c nginx.conf 2>"$work/phantom-check.txt"; the
   gateway_conf 1 "$GW_PORT" 0 "$GW_TLS_PORT" >"$work/gw/nginx.conf"
 fi
 gateway_conf 0 "$PLAIN_PORT" 0 "$PLAIN_TLS_PORT" >"$work/plain/nginx.conf"
+gateway_conf 1 "$GWC_PORT" 0 "$GWC_TLS_PORT" 1 >"$work/gwc/nginx.conf"
 
 start_gateway() { # $1: name, $2: port
   taskset -c $GW_CPU valgrind --tool=callgrind --instr-atstart=no \
@@ -344,6 +353,7 @@ PY
 taskset -c $LOAD_CPU "$NGINX" -p "$work/peer" -c nginx.conf
 start_gateway plain $PLAIN_PORT
 start_gateway gw $GW_PORT
+start_gateway gwc $GWC_PORT
 METRICS=http://127.0.0.1:$GW_PORT/_bench_metrics
 export TOKENS REQUESTS WARMUP METRICS
 client() { taskset -c $LOAD_CPU python3 "$work/client.py" "$@"; }
@@ -353,6 +363,8 @@ fill_started=$SECONDS
 client fill $GW_PORT /introspect-cached/
 echo "  filled in $(( SECONDS - fill_started ))s; the shared tier too" >&2
 client fill $GW_PORT /shared/
+echo "  and the shared tier on the Redis Cluster" >&2
+client fill $GWC_PORT /shared/
 echo "  and the JWT cache with $JWT_TOKENS tokens" >&2
 client fill $GW_PORT /jwt-cached/ "one,file=$work/jwt-rs256.txt"
 client fill $GW_PORT /introspect-cached/ "one,file=$work/jwt-rs256.txt"
@@ -376,6 +388,7 @@ SCENARIOS=(
   "8a|auth_request recipe, proxy_cache hit|plain|$PLAIN_PORT|/recipe-cached/|one|0"
   "8b|auth_request recipe, no cache|plain|$PLAIN_PORT|/recipe-nocache/|one|1"
   "10|shared tier (Redis) hit, zone cold, $TOKENS tokens|gw|$GW_PORT|/shared/|random|0"
+  "10c|row 10 through a 3-primary Redis Cluster|gwc|$GWC_PORT|/shared/|random|0"
   "11r|JWT first seen, RS256, $JWT_TOKENS tokens|gw|$GW_PORT|/jwt-rs256/|random,file=$work/jwt-rs256.txt|0|jwt_verified=1"
   "11e|JWT first seen, ES256, $JWT_TOKENS tokens|gw|$GW_PORT|/jwt-es256/|random,file=$work/jwt-es256.txt|0|jwt_verified=1"
   "12|JWT cached, $JWT_TOKENS tokens (RS256)|gw|$GW_PORT|/jwt-cached/|random,file=$work/jwt-rs256.txt|0|jwt_hit=1"

@@ -3,7 +3,8 @@
 # measured in the same run, on loopback with wrk.
 #
 # Processes: two gateway nginx instances (worker_processes 1, pinned to CPU 0),
-# one without the module and one with it, are what is measured; a third
+# one without the module and one with it, are what is measured (row 10c: a
+# third, whose shared tier is a 3-primary Redis Cluster); another
 # nginx plays IdP (fixed introspection and token answers) and backend,
 # pinned with wrk to CPU 1. This machine is noisy, so scenarios run in
 # BENCH_ROUNDS interleaved rounds; each round measures the baseline too, and
@@ -42,6 +43,8 @@ JWT_TOKENS=${BENCH_JWT_TOKENS:-10000}
 DPOP_RATE=${BENCH_DPOP_RATE:-10000}
 PLAIN_PORT=18579 GW_PORT=18580 IDP_PORT=18581 BACKEND_PORT=18582 REDIS_PORT=18583 GW2_PORT=18584
 PLAIN_TLS_PORT=18585 GW_TLS_PORT=18586 FRONT_PLAIN_PORT=18587 FRONT_GW_PORT=18588
+# Row 10c's gateway on a 3-primary Redis Cluster (ports 18590..18595).
+GWC_PORT=18589 CLUSTER_PORT=18590
 NGINX=$PWD/objs/nginx
 MODULE=$PWD/objs/ngx_http_auth_oauth2_token_module.so
 GW_CPU=0 LOAD_CPU=1
@@ -50,10 +53,11 @@ GW_CPU=0 LOAD_CPU=1
 work=$(mktemp -d /tmp/oauth2-bench.XXXXXX)
 chmod 755 "$work"    # workers run as nobody and must reach the cache directory
 mkdir -p "$work/peer/logs" "$work/gw/logs" "$work/gw/cache" "$work/gw2/logs" "$work/gw2/cache" \
-  "$work/plain/logs" "$work/plain/cache" "$work/redis"
+  "$work/plain/logs" "$work/plain/cache" "$work/redis" "$work/gwc/logs" "$work/gwc/cache"
 stop_all() {
   redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
-  for p in gw gw2 plain peer; do
+  bench_cluster_stop $CLUSTER_PORT
+  for p in gw gw2 gwc plain peer; do
     [ -f "$work/$p/logs/nginx.pid" ] && $NGINX -p "$work/$p" -c nginx.conf -s stop 2>/dev/null || true
   done
   sleep 0.3
@@ -78,14 +82,18 @@ bench_peer_conf $IDP_PORT $BACKEND_PORT "$(bench_phantom_jwt)" "$DPOP_JKT" "$X5T
 openssl rand -hex 32 >"$work/fleet.key"
 taskset -c $LOAD_CPU redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
   --dir "$work/redis" --daemonize yes --logfile "$work/redis/redis.log" >/dev/null
+# Row 10c's Redis Cluster, on the load CPU too.
+bench_cluster_start "$work/cluster" $CLUSTER_PORT $LOAD_CPU
 
 # The same server{} for both gateways; the module's locations only where loaded.
-gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory, $4: TLS port
+gateway_conf() { # $1: with module (1/0), $2: port, $3: cache directory, $4: TLS port,
+                # $5: the shared tier on the Redis Cluster (1) rather than the one Redis
   local load="" module_http="" module_locations="" tls=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http="$(bench_module_http)
-$(bench_shared_http $REDIS_PORT "$work/fleet.key")"
+$(if [ "${5:-0}" = 1 ]; then bench_shared_http $CLUSTER_PORT "$work/fleet.key" cluster
+  else bench_shared_http $REDIS_PORT "$work/fleet.key"; fi)"
     module_locations="$(bench_module_locations 40m 1 "$work" 1)
 $(bench_shared_locations)
 $(bench_jwt_dpop_locations "$work")"
@@ -117,8 +125,8 @@ $tls
 CONF
 }
 
-start_gateway() { # $1: name, $2: with module, $3: port, $4: TLS port
-  gateway_conf "$2" "$3" "$work/$1/cache" "${4:-}" >"$work/$1/nginx.conf"
+start_gateway() { # $1: name, $2: with module, $3: port, $4: TLS port, $5: on the cluster (1)
+  gateway_conf "$2" "$3" "$work/$1/cache" "${4:-}" "${5:-0}" >"$work/$1/nginx.conf"
   taskset -c $GW_CPU $NGINX -p "$work/$1" -c nginx.conf
 }
 
@@ -148,6 +156,7 @@ SCENARIOS=(
   "9a expiry storm, 1000 tokens, max_ttl 3s|gw|$GW_PORT|/storm/|1000|0"
   "9b expiry storm, 1000 tokens, refresh=50%|gw|$GW_PORT|/storm-refresh/|1000|0"
   "10 shared tier (Redis) hit, zone cold, $TOKENS tokens|gw|$GW_PORT|/shared/|$TOKENS|1"
+  "10c row 10 through a 3-primary Redis Cluster|gwc|$GWC_PORT|/shared/|$TOKENS|1"
   "11r JWT first seen, RS256, $JWT_TOKENS tokens|gw|$GW_PORT|/jwt-rs256/|$JWT_TOKENS|1|jwt-rs256|jwt_verified=1"
   "11e JWT first seen, ES256, $JWT_TOKENS tokens|gw|$GW_PORT|/jwt-es256/|$JWT_TOKENS|1|jwt-es256|jwt_verified=1"
   "12 JWT cached, $JWT_TOKENS tokens (RS256)|gw|$GW_PORT|/jwt-cached/|$JWT_TOKENS|1|jwt-rs256|jwt_hit=1"
@@ -213,6 +222,7 @@ run() {
 taskset -c $LOAD_CPU $NGINX -p "$work/peer" -c nginx.conf
 start_gateway plain 0 $PLAIN_PORT $PLAIN_TLS_PORT
 start_gateway gw 1 $GW_PORT $GW_TLS_PORT
+start_gateway gwc 1 $GWC_PORT "" 1
 sleep 0.5
 echo "filling the cache with $TOKENS tokens" >&2
 TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
@@ -220,6 +230,9 @@ TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/r
 echo "filling the shared tier with $TOKENS tokens" >&2
 TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
   -d"${BENCH_FILL_SECONDS:-30}s" http://127.0.0.1:$GW_PORT/shared/ >/dev/null
+echo "filling the shared tier on the Redis Cluster with $TOKENS tokens" >&2
+TOKENS=$TOKENS MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \
+  -d"${BENCH_FILL_SECONDS:-30}s" http://127.0.0.1:$GWC_PORT/shared/ >/dev/null
 echo "filling the JWT cache and the introspection cache with $JWT_TOKENS JWTs" >&2
 for path in /jwt-cached/ /introspect-cached/; do
   TOKEN_FILE=$work/jwt-rs256.txt MODE=seq taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -s bench/random-token.lua \

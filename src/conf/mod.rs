@@ -134,6 +134,22 @@ pub struct RedisTier {
     /// `AUTH <sentinel password>`, RESP-encoded, when the sentinels have
     /// one (empty otherwise): sent before the question.
     pub sentinel_auth: Vec<u8>,
+    /// `cluster`: `upstream` is a Redis Cluster's seed nodes, and every
+    /// call goes to its slot's primary (`redis/cluster_route.rs`).
+    pub cluster: bool,
+}
+
+impl MainConf {
+    /// What the http block combines that a Redis Cluster tier cannot
+    /// serve: the Shared Signals receiver's revocation list, which the
+    /// revocation channel reads on its connection (one node, which need
+    /// not hold the list's slot).
+    pub fn cluster_conflict(&self) -> Option<&'static str> {
+        let cluster = self.redis.as_ref().is_some_and(|t| t.cluster);
+        (cluster && self.ssf.is_some()).then_some(
+            "\"auth_oauth2_token_ssf_receiver\" cannot be used with \"auth_oauth2_token_redis ... cluster\" (the revocation list is read on the revocation channel's connection, to one node)",
+        )
+    }
 }
 
 impl RedisTier {

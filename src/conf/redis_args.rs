@@ -20,11 +20,13 @@ pub struct RedisArgs<'a> {
     pub sentinel: Option<Vec<u8>>,
     /// `sentinel_password_file=PATH`: the sentinels' password (`AUTH`).
     pub sentinel_password_file: Option<&'a [u8]>,
+    /// `cluster`: the server is a Redis Cluster's seed nodes.
+    pub cluster: bool,
 }
 
 /// `<server> key_file=PATH [old_key_file=PATH] [password_file=PATH]
 /// [user=NAME] [database=N] [prefix=STRING] [sentinel=NAME]
-/// [sentinel_password_file=PATH]`.
+/// [sentinel_password_file=PATH] [cluster]`.
 pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let (&server, params) = args.split_first().ok_or("needs a server")?;
     if server.is_empty() || server.contains(&b'=') {
@@ -38,7 +40,15 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
     let mut prefix = None;
     let mut sentinel = None;
     let mut sentinel_password_file = None;
+    let mut cluster = false;
     for &param in params {
+        if param == b"cluster" {
+            if cluster {
+                return Err("sets \"cluster\" twice".into());
+            }
+            cluster = true;
+            continue;
+        }
         let text = String::from_utf8_lossy(param);
         let (name, value) = match param.iter().position(|b| *b == b'=') {
             Some(at) => (&param[..at], &param[at + 1..]),
@@ -125,7 +135,33 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<RedisArgs<'a>, String> {
             sentinel_password_file
         },
         sentinel,
+        cluster,
     })
+    .and_then(refuse_in_cluster)
+}
+
+/// What a Redis Cluster does not take: another topology, a database
+/// other than 0, and a second key (its names would be in other slots than
+/// the current key's, and a read or purge would span two).
+fn refuse_in_cluster(args: RedisArgs<'_>) -> Result<RedisArgs<'_>, String> {
+    if !args.cluster {
+        return Ok(args);
+    }
+    if args.sentinel.is_some() {
+        return Err("takes \"cluster\" or \"sentinel=\", not both".into());
+    }
+    if args.database != 0 {
+        return Err(
+            "has \"database=\" with \"cluster\" (a Redis Cluster has database 0 only)".into(),
+        );
+    }
+    if args.old_key_file.is_some() {
+        return Err("has \"old_key_file=\" with \"cluster\" (a token's names under two keys are in two slots; rotate by changing key_file on every gateway: entries written under the old key become misses)".into());
+    }
+    if args.prefix.contains(&b'{') {
+        return Err("has a \"prefix=\" with \"{\" with \"cluster\" (a hash tag would put every name in one slot)".into());
+    }
+    Ok(args)
 }
 
 /// The fleet secret of a key file: its bytes without trailing whitespace.
@@ -321,5 +357,19 @@ mod tests {
             let err = parse_tenant(bad).unwrap_err();
             assert!(err.contains("letters, digits"), "{err}");
         }
+    }
+
+    #[test]
+    fn cluster_and_what_it_refuses() {
+        let a = parse(&[b"seeds", b"key_file=k", b"cluster"]).unwrap();
+        assert!(a.cluster);
+        assert!(!parse(&[b"r", b"key_file=k"]).unwrap().cluster);
+        let err = |args: &[&[u8]]| parse(args).unwrap_err();
+        assert!(err(&[b"r", b"key_file=k", b"cluster", b"cluster"]).contains("twice"));
+        assert!(err(&[b"r", b"key_file=k", b"cluster", b"sentinel=m"]).contains("not both"));
+        assert!(err(&[b"r", b"key_file=k", b"cluster", b"database=1"]).contains("database"));
+        assert!(err(&[b"r", b"key_file=k", b"cluster", b"old_key_file=o"]).contains("old_key_file"));
+        assert!(err(&[b"r", b"key_file=k", b"cluster", b"prefix={x}:"]).contains("prefix"));
+        assert!(err(&[b"r", b"key_file=k", b"cluster=yes"]).contains("unknown"));
     }
 }

@@ -87,6 +87,7 @@ handler!(set_redis: MainConf, |c| {
         prefix: parsed.prefix,
         sentinel: parsed.sentinel,
         sentinel_auth,
+        cluster: parsed.cluster,
     });
     Ok(())
 });

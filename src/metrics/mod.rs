@@ -120,10 +120,11 @@ pub enum SharedFailure {
     Undecryptable,
     Internal,
     Tls,
+    Redirect,
 }
 
 impl SharedFailure {
-    const ALL: [SharedFailure; 7] = [
+    const ALL: [SharedFailure; 8] = [
         SharedFailure::Connect,
         SharedFailure::Timeout,
         SharedFailure::Protocol,
@@ -131,6 +132,7 @@ impl SharedFailure {
         SharedFailure::Undecryptable,
         SharedFailure::Internal,
         SharedFailure::Tls,
+        SharedFailure::Redirect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,6 +144,7 @@ impl SharedFailure {
             SharedFailure::Undecryptable => "undecryptable",
             SharedFailure::Internal => "internal",
             SharedFailure::Tls => "tls",
+            SharedFailure::Redirect => "redirect",
         }
     }
 }

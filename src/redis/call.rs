@@ -13,12 +13,14 @@
 
 use core::cell::RefCell;
 use core::ptr::NonNull;
+use std::rc::Rc;
 
 use ngx::ffi::{
     ngx_int_t, ngx_log_t, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_GATEWAY_TIME_OUT, NGX_LOG_ERR,
 };
 use ngx::http::HttpModuleMainConf;
 
+use super::cluster_route::{self, After, Hop};
 use super::deadline::Deadline;
 pub use super::failure::Failure;
 use super::failure::{self, KINDS, LOG_INTERVAL_S};
@@ -59,6 +61,9 @@ pub struct Call {
     pub(super) fed: usize,
     /// When the call gives up, and whether it did.
     pub(super) deadline: Deadline,
+    /// With Redis Cluster: where the call goes, and what sends it again
+    /// elsewhere (`redis/cluster_route.rs`).
+    pub(super) hop: Option<Hop>,
 }
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
@@ -79,15 +84,48 @@ pub fn start(
     background: bool,
     done: impl FnOnce(&mut Req<'_>, Result<Vec<Reply>, Failure>) + 'static,
 ) -> Result<(), ()> {
+    let hop = cluster_route::first_hop(req, uri, commands, count, background);
+    // A worker learns the cluster's map with its first call.
+    if hop.is_some() && cluster_route::no_map() {
+        read_map(req, uri);
+    }
+    launch(req, uri, commands, count, background, Box::new(done), hop)
+}
+
+/// Reads the cluster's slot map again in the background of `req` (a main
+/// request), unless a read is running or recent (`redis/cluster_route.rs`).
+fn read_map(req: &mut Req<'_>, uri: &[u8]) {
+    let Some((commands, hop)) = cluster_route::refresh(uri) else {
+        return;
+    };
+    let done: Done = Box::new(cluster_route::map_read);
+    if launch(req, uri, &commands, 1, true, done, Some(hop)).is_err() {
+        cluster_route::map_read(req, Err(Failure::Internal(500)));
+    }
+}
+
+/// Starts the subrequest of a call whose commands are sent as `wire`
+/// (`count` replies): [`start`]'s, and each of its redirections'
+/// (`redis/cluster_route.rs`).
+fn launch(
+    req: &mut Req<'_>,
+    uri: &[u8],
+    wire: &[u8],
+    count: usize,
+    background: bool,
+    done: Done,
+    hop: Option<Hop>,
+) -> Result<(), ()> {
     let call = Call {
-        commands: commands.to_vec(),
+        commands: wire.to_vec(),
         count,
-        done: Some(Box::new(done)),
+        done: Some(done),
         outcome: None,
         replies: Vec::new(),
         reader: Reader::new(Limits::CALLS),
         fed: 0,
         deadline: Deadline::new(),
+        hop,
     };
     // Kept in the request pool, which every subrequest shares and which
     // outlives them; dropped with it (its deadline disarmed first).
@@ -107,11 +145,68 @@ fn call_done(sr: &mut Req<'_>, call: &mut Call, rc: ngx_int_t) {
         Some(outcome) => outcome,
         None => Err(Failure::of_ending(call.deadline.passed, rc, sr.status())),
     };
+    // With Redis Cluster, a redirection sends the call on elsewhere (with
+    // its `done`), and a failure may mean the slots moved.
+    let result = match call.hop.take() {
+        Some(hop) => match follow(sr, call, hop, result) {
+            Some(result) => result,
+            None => return,
+        },
+        None => result,
+    };
     if let Err(failure) = &result {
         note_failure(sr.log(), failure);
     }
     if let (Some(done), Some(mut parent)) = (call.done.take(), sr.parent()) {
         done(&mut parent, result);
+    }
+}
+
+/// A call of the cluster ended (`sr`, its subrequest): its result for the
+/// caller, or `None` when a redirection sent it on (the next call has the
+/// caller's `done`); the map is read again when the cluster may have changed.
+fn follow(
+    sr: &mut Req<'_>,
+    call: &mut Call,
+    hop: Hop,
+    result: Result<Vec<Reply>, Failure>,
+) -> Option<Result<Vec<Reply>, Failure>> {
+    let uri = hop.uri().to_vec();
+    let (after, refresh) = cluster_route::after(sr.log(), hop, result);
+    let mut parent = sr.parent();
+    if let (true, Some(parent)) = (refresh, parent.as_mut()) {
+        read_map(parent, &uri);
+    }
+    let (wire, count, hop) = match after {
+        After::Done(result) => return Some(result),
+        After::Resend { wire, count, hop } => (wire, count, hop),
+    };
+    let (Some(mut parent), Some(caller)) = (parent, call.done.take()) else {
+        return Some(Err(Failure::Redirected));
+    };
+    // The caller's `done` comes back here if the next call cannot start.
+    let kept = Rc::new(RefCell::new(Some(caller)));
+    let inner = Rc::clone(&kept);
+    let forward: Done = Box::new(move |req, result| {
+        if let Some(caller) = inner.borrow_mut().take() {
+            caller(req, result);
+        }
+    });
+    let background = hop.background();
+    match launch(
+        &mut parent,
+        &uri,
+        &wire,
+        count,
+        background,
+        forward,
+        Some(hop),
+    ) {
+        Ok(()) => None,
+        Err(()) => {
+            call.done = kept.borrow_mut().take();
+            Some(Err(Failure::Internal(500)))
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub enum Failure {
     /// A value that did not open, or opened to an answer that fails the
     /// checks a fresh one gets (the caller's to report).
     Undecryptable,
+    /// Redis Cluster sent the call elsewhere once too often, or somewhere
+    /// not to follow (another slot, an address that is not an IP address
+    /// and port): `redis/cluster.rs`.
+    Redirected,
     /// The subrequest could not run (no memory, a URI that is not a
     /// location with `auth_oauth2_token_redis_pass`, ...): nginx's status.
     Internal(u16),
@@ -34,7 +38,7 @@ pub enum Failure {
 }
 
 /// How many kinds there are: one log gate slot each.
-pub const KINDS: usize = 7;
+pub const KINDS: usize = 8;
 
 /// Seconds between two log lines about one kind of failure.
 pub const LOG_INTERVAL_S: u64 = 10;
@@ -78,6 +82,7 @@ impl Failure {
             Failure::Undecryptable => 4,
             Failure::Internal(_) => 5,
             Failure::Tls(_) => 6,
+            Failure::Redirected => 7,
         }
     }
 
@@ -91,6 +96,7 @@ impl Failure {
             Failure::Undecryptable => SharedFailure::Undecryptable,
             Failure::Internal(_) => SharedFailure::Internal,
             Failure::Tls(_) => SharedFailure::Tls,
+            Failure::Redirected => SharedFailure::Redirect,
         }
     }
 
@@ -108,6 +114,10 @@ impl Failure {
             Failure::Undecryptable => (
                 "undecryptable value",
                 "a value that does not open with the fleet keys, or fails the checks of a fresh answer".into(),
+            ),
+            Failure::Redirected => (
+                "redirect",
+                "Redis Cluster redirected the call more than 3 times, or to no usable node".into(),
             ),
             Failure::Internal(status) => (
                 "internal",
@@ -186,6 +196,7 @@ mod tests {
             Failure::Undecryptable,
             Failure::Internal(500),
             Failure::Tls("certificate has expired".into()),
+            Failure::Redirected,
         ];
         let mut slots: Vec<usize> = all.iter().map(Failure::slot).collect();
         slots.dedup();
@@ -201,6 +212,7 @@ mod tests {
                 SharedFailure::Undecryptable,
                 SharedFailure::Internal,
                 SharedFailure::Tls,
+                SharedFailure::Redirect,
             ]
         );
         assert_eq!(

@@ -8,11 +8,13 @@
 //! `tier_read.rs`, which entry of a read answers a question; `replay.rs`,
 //! what records a DPoP proof for the fleet and what its replies say;
 //! `subscription.rs`, the revocation channel's steps; `sentinel.rs`, where
-//! Redis Sentinel says the primary is. The nginx glue, left
+//! Redis Sentinel says the primary is; `cluster.rs`, Redis Cluster's
+//! slots, map and redirections. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`, `tls.rs`,
-//! `tls_call.rs`.
+//! `tls_call.rs`, `cluster_route.rs`, `cluster_peer.rs`.
 
+pub mod cluster;
 pub mod failure;
 pub mod fleet;
 pub mod purge;
@@ -25,6 +27,10 @@ pub mod write;
 
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod call;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod cluster_peer;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod cluster_route;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod deadline;
 #[cfg(not(any(test, feature = "logic-only")))]

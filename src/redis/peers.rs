@@ -10,8 +10,9 @@ use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_event_connect_peer,
     ngx_event_get_peer, ngx_event_handler_pt, ngx_http_upstream_rr_peers_t,
     ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_peer_connection_t,
-    ngx_str_t, sockaddr, socklen_t, NGX_AGAIN, NGX_OK,
+    ngx_str_t, sockaddr, sockaddr_in, sockaddr_in6, socklen_t, NGX_AGAIN, NGX_OK,
 };
+use std::net::SocketAddr;
 
 /// A connection [`connect`] opened, and whether it is still connecting (its
 /// write event then has the connect timer).
@@ -88,6 +89,45 @@ pub(super) struct Peer {
     pub(super) socklen: socklen_t,
     pub(super) name: Vec<u8>,
     pub(super) name_str: ngx_str_t,
+}
+
+impl Peer {
+    /// The address as nginx's peers hold it.
+    pub(super) fn of(addr: SocketAddr) -> Peer {
+        let sockaddr = sockaddr_of(addr);
+        Peer {
+            socklen: sockaddr.len() as socklen_t,
+            sockaddr,
+            name: addr.to_string().into_bytes(),
+            name_str: ngx::ffi::ngx_str_t::empty(),
+        }
+    }
+}
+
+/// The bytes of `addr` as a sockaddr (sockaddr_in or sockaddr_in6).
+pub(super) fn sockaddr_of(addr: SocketAddr) -> Vec<u8> {
+    let bytes_of = |p: *const u8, len: usize| {
+        // SAFETY: `p` points at a local sockaddr of `len` bytes (below).
+        unsafe { core::slice::from_raw_parts(p, len) }.to_vec()
+    };
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: an all-zero sockaddr_in is a valid start (memzero).
+            let mut sin: sockaddr_in = unsafe { core::mem::zeroed() };
+            sin.sin_family = ngx::ffi::AF_INET as _;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            bytes_of(ptr::addr_of!(sin).cast(), size_of::<sockaddr_in>())
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: an all-zero sockaddr_in6 is a valid start (memzero).
+            let mut sin6: sockaddr_in6 = unsafe { core::mem::zeroed() };
+            sin6.sin6_family = ngx::ffi::AF_INET6 as _;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.__in6_u.__u6_addr8 = a.ip().octets();
+            bytes_of(ptr::addr_of!(sin6).cast(), size_of::<sockaddr_in6>())
+        }
+    }
 }
 
 /// The servers of the upstream (round-robin's view, which every balancer

@@ -11,13 +11,11 @@
 use core::cell::{Cell, RefCell};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use std::net::SocketAddr;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t, sockaddr_in, sockaddr_in6,
-    socklen_t, NGX_AGAIN, NGX_LOG_CRIT, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
-    NGX_PROCESS_WORKER,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t, NGX_AGAIN, NGX_LOG_CRIT,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 
 use super::peers::{self, peers_of, Peer};
@@ -190,38 +188,6 @@ fn now_ms() -> i64 {
     tp.sec * 1000 + tp.msec as i64
 }
 
-/// The address as nginx's peers hold it.
-fn peer_of(addr: SocketAddr) -> Peer {
-    let bytes_of = |p: *const u8, len: usize| {
-        // SAFETY: `p` points at a local sockaddr of `len` bytes (below).
-        unsafe { core::slice::from_raw_parts(p, len) }.to_vec()
-    };
-    let sockaddr = match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: an all-zero sockaddr_in is a valid start (memzero).
-            let mut sin: sockaddr_in = unsafe { core::mem::zeroed() };
-            sin.sin_family = ngx::ffi::AF_INET as _;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-            bytes_of(ptr::addr_of!(sin).cast(), size_of::<sockaddr_in>())
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: an all-zero sockaddr_in6 is a valid start (memzero).
-            let mut sin6: sockaddr_in6 = unsafe { core::mem::zeroed() };
-            sin6.sin6_family = ngx::ffi::AF_INET6 as _;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.__in6_u.__u6_addr8 = a.ip().octets();
-            bytes_of(ptr::addr_of!(sin6).cast(), size_of::<sockaddr_in6>())
-        }
-    };
-    Peer {
-        socklen: sockaddr.len() as socklen_t,
-        sockaddr,
-        name: addr.to_string().into_bytes(),
-        name_str: ngx::ffi::ngx_str_t::empty(),
-    }
-}
-
 /// Feeds `event` to the steps and carries out what they ask, in order.
 ///
 /// # Safety
@@ -243,7 +209,7 @@ unsafe fn run(w: *mut Watcher, event: Event<'_>) {
                 send(w);
             },
             Action::Primary(addr) => {
-                PRIMARY.with(|p| *p.borrow_mut() = Some(peer_of(addr)));
+                PRIMARY.with(|p| *p.borrow_mut() = Some(Peer::of(addr)));
                 if let Some(f) = ON_PRIMARY.with(Cell::get) {
                     f();
                 }

@@ -21,7 +21,10 @@ use ngx::ffi::{
 use ngx::http::HttpModule;
 
 use super::call::{self, Call, Failure};
+use super::cluster_peer;
+use super::cluster_route;
 use super::deadline;
+use super::peers::Peer;
 use super::sentinel_watch;
 use super::{tls, tls_call};
 use crate::conf::{LocationConf, MainConf, RedisLocation, RedisTier};
@@ -94,6 +97,20 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
     {
         return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
     }
+    // With Redis Cluster, to the slot's primary or where a redirection
+    // sent it (else to the seeds, which redirect).
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    // A node among the upstream's servers is picked by its balancer
+    // (`redis/cluster_peer.rs`), which keeps connections alive.
+    if let Some(node) = cluster_route::target(unsafe { call.as_ref() }.hop.as_ref()) {
+        // SAFETY: the upstream of the location's conf is the tier's,
+        // initialised when the configuration was loaded.
+        let server = unsafe { cluster_peer::index_of((*conf).upstream, node) };
+        if server.is_none() && aim_at(req, u, &Peer::of(node)).is_err() {
+            return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
+        }
+    }
     let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
     // SAFETY: the call's deadline is in the request's pool, where the call
     // stays until the pool goes (`call::start`).
@@ -116,8 +133,13 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
 /// one address, no `upstream` block and so no `keepalive`). `Err` when no
 /// sentinel named one yet, or out of memory.
 fn aim_at_primary(req: &Req<'_>, u: *mut ngx_http_upstream_t) -> Result<(), ()> {
-    sentinel_watch::with_primary(|primary| {
-        let primary = primary.ok_or(())?;
+    sentinel_watch::with_primary(|primary| aim_at(req, u, primary.ok_or(())?))
+}
+
+/// Points the upstream `u` at `primary` (`u->resolved`: one address, no
+/// `upstream` block and so no `keepalive`). `Err` when out of memory.
+fn aim_at(req: &Req<'_>, u: *mut ngx_http_upstream_t, primary: &Peer) -> Result<(), ()> {
+    {
         let pool = req.pool();
         let sa = &primary.sockaddr;
         // Both sockaddr_in and sockaddr_in6 keep the port in bytes 2..4,
@@ -150,7 +172,7 @@ fn aim_at_primary(req: &Req<'_>, u: *mut ngx_http_upstream_t) -> Result<(), ()> 
             (*u).resolved = ur;
         }
         Ok(())
-    })
+    }
 }
 
 /// The tier and the call of a Redis subrequest: the call is a raw pointer
@@ -355,6 +377,10 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
             );
             return NGX_CONF_ERROR;
         };
+        if tier.cluster {
+            // The upstream module's init_main_conf ran: its balancer is set.
+            cluster_peer::wrap(tier.upstream.cast());
+        }
         for &loc in &main.redis_passes {
             let loc = &mut *loc.cast::<LocationConf>();
             let uc = ngx::ffi::ngx_pcalloc((*cf).pool, size_of::<ngx_http_upstream_conf_t>())

@@ -123,6 +123,20 @@ not start):
 
 C<new_gateway(%sections)> makes the object (prefix, port) without starting it.
 
+=head2 A cluster
+
+C<redis_cluster(%opt)> starts C<primaries> (default 3) times 1 +
+C<replicas> (default 1) servers with cluster mode on (C<redis_start>'s
+servers, node timeout 1 s, the bus on a reserved port, so a primary that dies is replaced within
+seconds), joins them with C<redis-cli --cluster create ...
+--cluster-replicas N --cluster-yes> (Debian's redis-tools; it speaks to
+Valkey too) and waits until every node reports C<cluster_state:ok>, knows
+every node, and every replica's link to its primary is up (deadline 30 s).
+Returns the node objects, or an empty list with a failed test.
+C<cluster_slots($node)> is that node's C<CLUSTER SLOTS> as a list of
+C<[first, last, primary port, replica ports...]>; C<key_slot($name)> the
+slot of a name (CRC16/XMODEM with hash tags, computed here).
+
 =head2 A fleet
 
 C<fleet_config(%o)> returns the sections (http_config, config) of one
@@ -188,7 +202,7 @@ use OAuth2Test ();
 use Cwd ();
 use File::Basename ();
 
-our @EXPORT = qw(redis_start garbage_server mute_server start_gateway new_gateway write_secret wait_until header
+our @EXPORT = qw(redis_start redis_cluster cluster_slots key_slot garbage_server mute_server start_gateway new_gateway write_secret wait_until header
   fleet_config api on_gateway calls_for redis_flavor tls_pki redis_tls_start);
 
 # Which server: TEST_REDIS=redis (default, Debian's redis-server 7),
@@ -509,6 +523,61 @@ sub garbage_server {
     close $listener;
     push @GARBAGE, $self;
     return $self;
+}
+
+sub redis_cluster {
+    my (%opt) = @_;
+    my ($primaries, $replicas) = ($opt{primaries} // 3, $opt{replicas} // 1);
+    my @nodes;
+    for (1 .. $primaries * (1 + $replicas)) {
+        # The bus port is a reserved one too (not the default port + 10000).
+        my $node = redis_start(args => ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
+            '--cluster-node-timeout', '1000', '--cluster-port', OAuth2Test::reserve_port()]) or return ();
+        push @nodes, $node;
+    }
+    my ($rc, $out) = OAuth2Test::run_command('redis-cli', '--cluster', 'create',
+        (map { '127.0.0.1:' . $_->port } @nodes), '--cluster-replicas', $replicas, '--cluster-yes');
+    if ($rc != 0) {
+        fail('redis-cli --cluster create');
+        diag($out);
+        return ();
+    }
+    my $total = @nodes;
+    my $ready = wait_until(30, sub {
+        !grep {
+            my $info = $_->try_cmd('CLUSTER', 'INFO') // '';
+            my $repl = $_->try_cmd('INFO', 'replication') // '';
+            ref $info || $info !~ /cluster_state:ok/ || $info !~ /cluster_known_nodes:$total\b/
+                || ($repl =~ /role:slave/ && $repl !~ /master_link_status:up/)
+        } @nodes
+    });
+    if (!$ready) {
+        fail('the cluster is ready');
+        diag(join "\n", map { $_->port . ': ' . ($_->try_cmd('CLUSTER', 'INFO') // '') } @nodes);
+        return ();
+    }
+    return @nodes;
+}
+
+sub cluster_slots {
+    my ($node) = @_;
+    my $r = $node->try_cmd('CLUSTER', 'SLOTS');
+    return () unless ref $r eq 'ARRAY';
+    return map { [$_->[0], $_->[1], map { $_->[1] } @{$_}[2 .. $#$_]] } @$r;
+}
+
+my @CRC16 = map {
+    my $c = $_ << 8;
+    $c = ($c & 0x8000) ? (($c << 1) ^ 0x1021) & 0xffff : ($c << 1) & 0xffff for 1 .. 8;
+    $c
+} 0 .. 255;
+
+sub key_slot {
+    my ($name) = @_;
+    $name = $1 if $name =~ /^[^{]*\{([^}]+)\}/;
+    my $crc = 0;
+    $crc = (($crc << 8) & 0xffff) ^ $CRC16[(($crc >> 8) ^ ord $_) & 0xff] for split //, $name;
+    return $crc % 16384;
 }
 
 sub mute_server {
