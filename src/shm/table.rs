@@ -176,7 +176,7 @@ unsafe fn make<S: Slab, D: Steps>(
     zone_bytes: usize,
     fresh: Fresh,
 ) -> Result<Option<*mut Table>, Died> {
-    let nbuckets = (zone_bytes / BYTES_PER_BUCKET).max(16);
+    let nbuckets = (zone_bytes / BYTES_PER_BUCKET).clamp(16, 1 << 31);
     let nbuckets = 1usize << (usize::BITS - 1 - nbuckets.leading_zeros());
     // The old table goes first: the reset below frees its memory, and the
     // new table may be laid out over it.
@@ -187,11 +187,10 @@ unsafe fn make<S: Slab, D: Steps>(
     steps.step()?;
     let table = slab.alloc(size_of::<Table>()).cast::<Table>();
     steps.step()?;
-    let buckets = slab
-        .alloc(nbuckets * size_of::<*mut Node>())
-        .cast::<*mut Node>();
+    let buckets = slab.alloc(nbuckets * size_of::<u32>()).cast::<u32>();
     steps.step()?;
-    if table.is_null() || buckets.is_null() {
+    // Links are 32-bit offsets from the region's start (`Table::base`).
+    if table.is_null() || buckets.is_null() || slab.capacity() > MAX_REGION_BYTES {
         return Ok(None);
     }
     let [k0, k1] = [&fresh.bucket_key[..8], &fresh.bucket_key[8..]]
@@ -202,21 +201,21 @@ unsafe fn make<S: Slab, D: Steps>(
         table.write(Table {
             magic: LAYOUT_MAGIC,
             changing: AtomicU32::new(1),
-            mask: nbuckets - 1,
+            mask: (nbuckets - 1) as u32,
+            base: slab.base(),
             buckets,
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
+            queue: Link { prev: 0, next: 0 },
             stats: Stats::default(),
             bucket_key: [k0, k1],
             key_secret: KeySecret::from_bytes(fresh.key_secret).0,
             floor_ms: fresh.floor_ms,
         });
         steps.step()?;
-        let head = ptr::addr_of_mut!((*table).queue);
-        (*head).prev = head;
-        (*head).next = head;
+        let head = change::head_of(table);
+        (*table).queue = Link {
+            prev: head,
+            next: head,
+        };
         steps.step()?;
         ptr::write_bytes(buckets, 0, nbuckets);
         steps.step()?;
@@ -241,7 +240,7 @@ unsafe fn make<S: Slab, D: Steps>(
 pub unsafe fn cutoff(table: *mut Table, tag: &[u8; 8]) -> Option<i64> {
     // SAFETY: `table` was returned by `open` and the lock is held (this
     // function's contract), as `refused_until` needs.
-    let until = unsafe { refused_until(table, tag) };
+    let until = unsafe { refused_until(table, bucket_of(table, *tag), tag) };
     (until != i64::MIN).then_some(until)
 }
 
@@ -280,20 +279,21 @@ pub unsafe fn claim<S: Slab, D: Steps>(
     // function's contract); its chains hold only live nodes, and a new
     // node is fully written before it is linked.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if !node.is_null() {
             match (*node).kind {
-                MARK if now_ms < (*node).expires_ms => return Ok(Claim::Taken),
+                MARK if now_ms < (*node).expires_ms() => return Ok(Claim::Taken),
                 ENTRY if now_ms < Node::fresh_end(node, at.max_ttl_ms) => return Ok(Claim::Taken),
-                ENTRY if now_ms < (*node).stale_until_ms => return Ok(Claim::Unmarked),
+                ENTRY if now_ms < (*node).stale_until_ms() => return Ok(Claim::Unmarked),
                 _ => {}
             }
         }
         let mut change = Change::begin(table, slab, steps);
         if !node.is_null() {
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
         }
-        if !change.cap_chain(&key.0, Room::MarksOnly)? {
+        if !change.cap_chain(bucket, &key.tag(), Room::MarksOnly)? {
             change.done();
             return Ok(Claim::Unmarked);
         }
@@ -304,22 +304,13 @@ pub unsafe fn claim<S: Slab, D: Steps>(
             change.done();
             return Ok(Claim::Unmarked);
         }
-        mark.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key: key.0,
+        let times = Times {
+            stored_ms: now_ms,
             expires_ms: deadline_ms,
             stale_until_ms: deadline_ms,
-            stored_ms: now_ms,
-            len: 0,
-            used: 0,
-            kind: MARK,
-            refreshing_until_ms: 0,
-        });
-        change.link(mark)?;
+        };
+        mark.write(Node::new(MARK, &key.0, times, 0));
+        change.link(bucket, mark)?;
         change.done();
         Ok(Claim::Claimed)
     }
@@ -338,12 +329,13 @@ pub unsafe fn release<S: Slab, D: Steps>(
     // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
     // function's contract); its chains hold only live nodes.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if node.is_null() || (*node).kind != MARK {
             return Ok(());
         }
         let mut change = Change::begin(table, slab, steps);
-        change.remove(node)?;
+        change.remove_in(bucket, node)?;
         change.done();
         Ok(())
     }
@@ -382,16 +374,16 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
         // Every purge moves the cutoff, by 1 ms at least: whoever saw the
         // cutoff before can tell that a purge came since (two purges in one
         // millisecond are two purges).
-        let cutoff_ms = cutoff_ms.max(refused_until(table, tag).saturating_add(1));
         let bucket = bucket_of(table, *tag);
+        let cutoff_ms = cutoff_ms.max(refused_until(table, bucket, tag).saturating_add(1));
         let mut change = Change::begin(table, slab, steps);
         let mut removed = 0;
         let mut cutoff = ptr::null_mut::<Node>();
         // `link` is the bucket or the `next` of a node that stays; removing
         // the node it points at makes it point at the one after.
         let mut link = bucket;
-        while !(*link).is_null() {
-            let node = *link;
+        while *link != 0 {
+            let node = node_at(table, *link);
             let ours = Node::has_tag(node, tag);
             if !ours || (*node).kind == CUTOFF {
                 if ours {
@@ -403,44 +395,37 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
             if (*node).kind == ENTRY {
                 removed += 1;
             }
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
         }
         if !cutoff.is_null() {
-            (*cutoff).expires_ms = (*cutoff).expires_ms.max(cutoff_ms);
-            (*cutoff).stored_ms = (*cutoff).expires_ms;
+            // A cutoff's time is its `stored_ms` (its `expires` is 0 from it).
+            let stale_until_ms = (*cutoff).stale_until_ms().max(keep_until_ms);
+            (*cutoff).stored_ms = (*cutoff).expires_ms().max(cutoff_ms);
+            (*cutoff).expires = 0;
             change.step()?;
-            (*cutoff).stale_until_ms = (*cutoff).stale_until_ms.max(keep_until_ms);
+            (*cutoff).stale_until = Node::delta((*cutoff).stored_ms, stale_until_ms);
             change.step()?;
             change.done();
             return Ok(removed);
         }
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(tag);
-        key[8..].copy_from_slice(&CUTOFF_FILL);
-        change.cap_chain(&key, Room::Any)?;
+        key[8..16].copy_from_slice(&CUTOFF_FILL);
+        change.cap_chain(bucket, tag, Room::Any)?;
         let node = change.alloc_evicting(size_of::<Node>())?;
         if node.is_null() {
             change.raise_floor(cutoff_ms)?;
             change.done();
             return Ok(removed);
         }
-        node.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key,
+        let times = Times {
+            stored_ms: cutoff_ms,
             expires_ms: cutoff_ms,
             stale_until_ms: keep_until_ms,
-            stored_ms: cutoff_ms,
-            len: 0,
-            used: 0,
-            kind: CUTOFF,
-            refreshing_until_ms: 0,
-        });
+        };
+        node.write(Node::new(CUTOFF, &key, times, 0));
         change.step()?;
-        change.link(node)?;
+        change.link(bucket, node)?;
         change.done();
         Ok(removed)
     }
@@ -517,22 +502,23 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
     // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
     // function's contract); its chains hold only live nodes.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if node.is_null() {
             return Ok(Lookup::Miss);
         }
         if (*node).kind == MARK {
-            if now_ms < (*node).expires_ms {
+            if now_ms < (*node).expires_ms() {
                 return Ok(Lookup::Pending);
             }
             let mut change = Change::begin(table, slab, steps);
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
             change.done();
             return Ok(Lookup::Miss);
         }
         let fresh_end = Node::fresh_end(node, max_ttl_ms);
         let stale_end = (*node)
-            .stale_until_ms
+            .stale_until_ms()
             .min(fresh_end.saturating_add(stale_ms.max(0)));
         let fresh = now_ms < fresh_end;
         let found = match fresh || now_ms < stale_end {
@@ -545,10 +531,11 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
                     let life = fresh_end - (*node).stored_ms;
                     let due = refresh_pct > 0
                         && now_ms >= (*node).stored_ms + life * i64::from(refresh_pct) / 100
-                        && now_ms >= (*node).refreshing_until_ms;
+                        && now_ms >= (*node).refreshing_until_ms();
                     if due {
                         // One word, under the lock: one request refreshes.
-                        (*node).refreshing_until_ms = now_ms + refresh_for_ms;
+                        (*node).refreshing_until =
+                            Node::delta((*node).stored_ms, now_ms + refresh_for_ms);
                         return Ok(Lookup::Due(value));
                     }
                     return Ok(Lookup::Hit(value));
@@ -556,11 +543,11 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
                 None => Lookup::Miss,
             },
         };
-        if matches!(found, Lookup::Expired) && now_ms < (*node).stale_until_ms {
+        if matches!(found, Lookup::Expired) && now_ms < (*node).stale_until_ms() {
             return Ok(found);
         }
         let mut change = Change::begin(table, slab, steps);
-        change.remove(node)?;
+        change.remove_in(bucket, node)?;
         change.done();
         Ok(found)
     }
@@ -589,9 +576,12 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     obtained_ms: i64,
     now_ms: i64,
 ) -> Result<bool, Died> {
+    let tag = key.tag();
     // SAFETY: `table` was returned by `open` and the lock is held (this
     // function's contract); a look, no change.
-    if obtained_ms <= unsafe { refused_until(table, &key.tag()) } {
+    let bucket = unsafe { bucket_of(table, tag) };
+    // SAFETY: as above; `bucket` is the tag's.
+    if obtained_ms <= unsafe { refused_until(table, bucket, &tag) } {
         return Ok(false);
     }
     let size = size_of::<Node>() + value.len();
@@ -609,11 +599,11 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     // written before it is linked.
     unsafe {
         let mut change = Change::begin(table, slab, steps);
-        let existing = find(table, key);
+        let existing = find_in(table, bucket, key);
         if !existing.is_null() {
-            change.remove(existing)?;
+            change.remove_in(bucket, existing)?;
         }
-        change.cap_chain(&key.0, Room::Any)?;
+        change.cap_chain(bucket, &tag, Room::Any)?;
         change.reap(now_ms)?;
         let node = change.alloc_evicting(size)?;
         if node.is_null() {
@@ -621,28 +611,19 @@ pub unsafe fn insert<S: Slab, D: Steps>(
             change.done();
             return Ok(false);
         }
-        node.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key: key.0,
+        let times = Times {
+            stored_ms: obtained_ms,
             expires_ms: lifetime.fresh_until,
             stale_until_ms: lifetime.stale_until.max(lifetime.fresh_until),
-            stored_ms: obtained_ms,
-            len,
-            used: 0,
-            kind: ENTRY,
-            refreshing_until_ms: 0,
-        });
+        };
+        node.write(Node::new(ENTRY, &key.0, times, len));
         ptr::copy_nonoverlapping(
             value.as_ptr(),
             node.cast::<u8>().add(size_of::<Node>()),
             value.len(),
         );
         change.step()?;
-        change.link(node)?;
+        change.link(bucket, node)?;
         (*table).stats.entries += 1;
         change.step()?;
         change.done();
@@ -655,42 +636,79 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// A slab over the system allocator with a byte budget: allocations past
-    /// it fail, as a full zone's do.
+    /// A slab with a byte budget: allocations past it fail, as a full
+    /// zone's do. Its blocks come from one arena of its own (first fit,
+    /// freed blocks merged), twice the budget, so that the budget, not the
+    /// arena's fragments, is what runs out.
     pub(super) struct TestSlab {
         budget: usize,
         used: usize,
-        live: HashMap<usize, (usize, Vec<u64>)>,
+        arena: Box<[u64]>,
+        /// Free ranges of the arena: start to length, in bytes.
+        free: std::collections::BTreeMap<usize, usize>,
+        live: HashMap<usize, usize>,
     }
 
     impl TestSlab {
         fn new(budget: usize) -> TestSlab {
-            TestSlab {
+            let mut slab = TestSlab {
                 budget,
                 used: 0,
+                arena: vec![0u64; (2 * budget + 4096) / 8].into_boxed_slice(),
+                free: Default::default(),
                 live: HashMap::new(),
-            }
+            };
+            slab.reset();
+            slab
         }
     }
 
     impl Slab for TestSlab {
+        fn base(&self) -> *mut u8 {
+            self.arena.as_ptr().cast_mut().cast()
+        }
         fn alloc(&mut self, size: usize) -> *mut u8 {
             if self.used + size > self.budget {
                 return ptr::null_mut();
             }
-            let mut block = vec![0u64; size.div_ceil(8)];
-            let p = block.as_mut_ptr().cast::<u8>();
+            let rounded = size.max(1).next_multiple_of(8);
+            let Some((&start, &len)) = self.free.iter().find(|(_, len)| **len >= rounded) else {
+                return ptr::null_mut();
+            };
+            self.free.remove(&start);
+            if len > rounded {
+                self.free.insert(start + rounded, len - rounded);
+            }
             self.used += size;
-            self.live.insert(p as usize, (size, block));
-            p
+            self.live.insert(start, size);
+            // SAFETY: the range lies in the arena (it was a free range of it).
+            unsafe { self.base().add(start) }
         }
         fn free(&mut self, p: *mut u8) {
-            let (size, _) = self.live.remove(&(p as usize)).expect("a live allocation");
+            // SAFETY: `p` came from `alloc`, in the arena.
+            let start = unsafe { p.offset_from(self.base()) } as usize;
+            let size = self.live.remove(&start).expect("a live allocation");
             self.used -= size;
+            let mut start = start;
+            let mut len = size.max(1).next_multiple_of(8);
+            if let Some((&before, &blen)) = self.free.range(..start).next_back() {
+                if before + blen == start {
+                    self.free.remove(&before);
+                    start = before;
+                    len += blen;
+                }
+            }
+            if let Some(after) = self.free.remove(&(start + len)) {
+                len += after;
+            }
+            self.free.insert(start, len);
         }
         fn reset(&mut self) {
             self.live.clear();
             self.used = 0;
+            self.free.clear();
+            // The first 8 bytes are the region's own (offset 0 is no node).
+            self.free.insert(8, self.arena.len() * 8 - 8);
         }
         fn capacity(&self) -> usize {
             self.budget
@@ -755,7 +773,7 @@ pub(crate) mod tests {
     /// A budget for the table and `n` nodes of 10-byte values (128 buckets
     /// for the 64 KiB the tests' zones claim).
     pub(crate) fn room_for(n: usize) -> usize {
-        size_of::<Table>() + 128 * size_of::<*mut Node>() + n * (size_of::<Node>() + 10)
+        size_of::<Table>() + 128 * size_of::<u32>() + n * (size_of::<Node>() + 10)
     }
 
     pub(crate) struct Zone {
@@ -947,11 +965,11 @@ pub(crate) mod tests {
             let (table, _) = self.open();
             // SAFETY: the table was just opened; its chains hold live nodes.
             unsafe {
-                let mut node = *bucket_of(table, tag);
+                let mut node = node_at(table, *bucket_of(table, tag));
                 let mut len = 0;
                 while !node.is_null() {
                     len += 1;
-                    node = (*node).next;
+                    node = node_at(table, (*node).next);
                 }
                 len
             }
@@ -1000,11 +1018,11 @@ pub(crate) mod tests {
             unsafe {
                 let mut in_chains = Vec::new();
                 let (mut entries, mut cutoffs) = (0, 0);
-                for b in 0..=(*table).mask {
-                    let mut node = *(*table).buckets.add(b);
+                for b in 0..=(*table).mask as usize {
+                    let mut node = node_at(table, *(*table).buckets.add(b));
                     while !node.is_null() {
                         assert_eq!(
-                            bucket_of(table, CacheKey((*node).key).tag()),
+                            bucket_of(table, (*node).tag()),
                             (*table).buckets.add(b),
                             "in the chain of its tag"
                         );
@@ -1015,16 +1033,20 @@ pub(crate) mod tests {
                             kind => panic!("a node of kind {kind}"),
                         }
                         in_chains.push(node as usize);
-                        node = (*node).next;
+                        node = node_at(table, (*node).next);
                     }
                 }
-                let head = ptr::addr_of_mut!((*table).queue);
+                let head = head_of(table);
                 let mut in_queue = Vec::new();
-                let mut link = (*head).next;
+                let mut link = (*table).queue.next;
                 while link != head {
-                    assert_eq!((*(*link).next).prev, link, "queue links agree");
-                    in_queue.push(link as usize);
-                    link = (*link).next;
+                    assert_eq!(
+                        (*link_at(table, (*link_at(table, link)).next)).prev,
+                        link,
+                        "queue links agree"
+                    );
+                    in_queue.push(node_at(table, link) as usize);
+                    link = (*link_at(table, link)).next;
                 }
                 in_chains.sort_unstable();
                 in_queue.sort_unstable();
@@ -1577,7 +1599,7 @@ pub(crate) mod tests {
         // A key with the very bytes of the cutoff's is an ordinary key.
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&TAG);
-        bytes[8..].copy_from_slice(&CUTOFF_FILL);
+        bytes[8..16].copy_from_slice(&CUTOFF_FILL);
         let same = CacheKey(bytes);
         assert_eq!(z.get_key(&same), Lookup::Miss);
         assert_eq!(z.claim_key(&same), Claim::Claimed);
@@ -1901,7 +1923,7 @@ pub(crate) mod tests {
         // between the two unlinks under an older layout).
         // SAFETY: the table was just opened; one node is in it.
         unsafe {
-            *bucket_of(table, key(1).tag()) = ptr::null_mut();
+            *bucket_of(table, key(1).tag()) = 0;
         }
         assert_eq!(z.get(1), Lookup::Miss);
         let (table, _) = z.open();

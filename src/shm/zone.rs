@@ -36,6 +36,13 @@ pub unsafe fn min_zone_size() -> usize {
 pub(super) struct SlabPool(*mut ngx_slab_pool_t);
 
 impl Slab for SlabPool {
+    fn base(&self) -> *mut u8 {
+        // The pool's own header is at its start: no chunk is there, and
+        // the whole zone lies after it (a zone's size is bounded by
+        // `MAX_REGION_BYTES`: `table::open` makes no table otherwise).
+        self.0.cast()
+    }
+
     fn alloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: the pool is initialised and its mutex held (see `Locked`).
         unsafe { ngx_slab_alloc_locked(self.0, size).cast() }
