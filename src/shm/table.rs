@@ -643,6 +643,9 @@ pub(crate) mod tests {
     pub(super) struct TestSlab {
         budget: usize,
         used: usize,
+        /// Counts each allocation as nginx's slab pool takes it: a power of
+        /// two from 8 bytes up to 2 KiB, whole 4 KiB pages above.
+        chunks: bool,
         arena: Box<[u64]>,
         /// Free ranges of the arena: start to length, in bytes.
         free: std::collections::BTreeMap<usize, usize>,
@@ -654,6 +657,7 @@ pub(crate) mod tests {
             let mut slab = TestSlab {
                 budget,
                 used: 0,
+                chunks: false,
                 arena: vec![0u64; (2 * budget + 4096) / 8].into_boxed_slice(),
                 free: Default::default(),
                 live: HashMap::new(),
@@ -668,6 +672,11 @@ pub(crate) mod tests {
             self.arena.as_ptr().cast_mut().cast()
         }
         fn alloc(&mut self, size: usize) -> *mut u8 {
+            let size = match (self.chunks, size) {
+                (false, _) => size,
+                (true, 0..=2048) => size.max(8).next_power_of_two(),
+                (true, _) => size.next_multiple_of(4096),
+            };
             if self.used + size > self.budget {
                 return ptr::null_mut();
             }
@@ -779,6 +788,8 @@ pub(crate) mod tests {
     pub(crate) struct Zone {
         pub(super) root: *mut Table,
         slab: TestSlab,
+        /// The zone's size, as nginx would give it to `open`.
+        bytes: usize,
         /// What a table made by `open` starts with.
         pub(super) fresh: Fresh,
     }
@@ -789,9 +800,24 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn with_key(budget: usize, bucket_key: [u8; 16]) -> Zone {
+            Zone::made(TestSlab::new(budget), 64 * 1024, bucket_key)
+        }
+
+        /// A zone of `size` bytes as nginx lays it out: the slab pool's
+        /// own header, slots and page descriptors (24 bytes a 4 KiB page)
+        /// come first, and every allocation takes a whole chunk.
+        fn like_nginx(size: usize) -> Zone {
+            let pages = (size - 4096) / (4096 + 24);
+            let mut slab = TestSlab::new(pages * 4096);
+            slab.chunks = true;
+            Zone::made(slab, size, TEST_KEY)
+        }
+
+        fn made(slab: TestSlab, bytes: usize, bucket_key: [u8; 16]) -> Zone {
             let mut zone = Zone {
                 root: ptr::null_mut(),
-                slab: TestSlab::new(budget),
+                slab,
+                bytes,
                 fresh: Fresh {
                     bucket_key,
                     key_secret: *b"test key secret!",
@@ -820,7 +846,7 @@ pub(crate) mod tests {
         ) -> Result<Option<(*mut Table, Opened)>, Died> {
             let fresh = self.fresh;
             // SAFETY: root is null or what open left; one thread, no lock needed.
-            unsafe { open_in_steps(&mut self.root, &mut self.slab, steps, 64 * 1024, || fresh) }
+            unsafe { open_in_steps(&mut self.root, &mut self.slab, steps, self.bytes, || fresh) }
         }
 
         fn insert_with<D: Steps>(
@@ -1937,32 +1963,57 @@ pub(crate) mod tests {
         assert_eq!(z.check(), 0);
     }
 
-    /// The zone's density for typical claims (those of
-    /// `scripts/cache-sizing.pl`: a UUID `sub`, three scopes, a client id,
-    /// `exp`): their encoded value and the node header take one 256-byte
-    /// slab chunk (about 4,000 entries a megabyte, DIRECTIVES.md). An
-    /// encoding or a header that grows past these bounds fails here, before
-    /// it halves what a zone holds.
-    #[test]
-    fn a_typical_entry_takes_one_256_byte_chunk() {
+    /// The typical claims of `scripts/cache-sizing.pl`: a UUID `sub`,
+    /// three scopes, a client id, `exp`.
+    fn typical_entry() -> Vec<u8> {
         use crate::oauth::cache::CachedIntrospection;
         use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
-        const TYPICAL_VALUE_BOUND: usize = 108;
-        const CHUNK: usize = 256;
-        let typical = IntrospectionResult::Active(TokenClaims {
+        CachedIntrospection::encode(&IntrospectionResult::Active(TokenClaims {
             sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
             scope: Some("openid profile orders:read".into()),
             client_id: Some("web-app-1234".into()),
             exp: Some(4_102_444_800),
             ..TokenClaims::default()
-        });
-        let value = CachedIntrospection::encode(&typical).len();
+        }))
+    }
+
+    /// The zone's density for typical claims: their encoded value and the
+    /// node header take one 128-byte slab chunk (over 8,000 entries a
+    /// megabyte, DIRECTIVES.md), with room to spare for a longer scope or
+    /// client id. An encoding or a header that grows past these bounds
+    /// fails here, before it halves what a zone holds.
+    #[test]
+    fn a_typical_entry_takes_one_128_byte_chunk() {
+        const TYPICAL_VALUE_BOUND: usize = 62;
+        const NODE_BOUND: usize = 56;
+        const CHUNK: usize = 128;
+        let value = typical_entry().len();
         assert!(
             value <= TYPICAL_VALUE_BOUND,
             "a typical value takes {value} bytes"
         );
+        assert!(size_of::<Node>() <= NODE_BOUND);
         let chunk = (size_of::<Node>() + value).next_power_of_two();
         assert!(chunk <= CHUNK, "a typical entry takes a {chunk}-byte chunk");
+    }
+
+    /// A 1 MiB zone, laid out and rounded as nginx's slab pool does it,
+    /// filled with more typical entries than it holds: at least 8,000 stay
+    /// (the bucket array, the chains' bound and the evictions included),
+    /// and the newest of them are all found.
+    #[test]
+    fn a_megabyte_holds_8000_typical_entries() {
+        let mut z = Zone::like_nginx(1 << 20);
+        let value = typical_entry();
+        for n in 0..10_000 {
+            assert!(z.insert(n, &value), "{n}");
+        }
+        let held = z.stats().entries;
+        assert!(held >= 8_000, "a megabyte holds {held} entries");
+        assert_eq!(z.check() as u64, held);
+        for n in (10_000 - 8_000)..10_000 {
+            assert!(matches!(z.get(n), Lookup::Hit(_)), "{n}");
+        }
     }
 
     /// The cache keys' secret is the one the table was made with, kept
