@@ -19,9 +19,8 @@ handler!(set_ssf_receiver: MainConf, |c| {
         return Err("cannot use the zone name of the module's metrics".into());
     }
     // SAFETY: nginx sets its page size before it parses any configuration.
-    let min_size = unsafe { zone::min_zone_size() };
-    if parsed.zone_size < min_size {
-        return Err(format!("zone is too small: at least {min_size} bytes"));
+    if let Some(error) = unsafe { zone::zone_size_error(parsed.zone_size) } {
+        return Err(format!("zone is {error}"));
     }
     let (name, keys) = c.key_set_file(parsed.keys_file)?;
     let bearer_sha256 = match parsed.bearer_file {
