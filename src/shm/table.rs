@@ -27,9 +27,11 @@
 //! that fresh table is itself marked until it is done, so a second death
 //! inside the repair is repaired the same way.
 //!
-//! Nodes hold only the key digest, times and the encoded value; the shared
-//! mapping has the same address in every worker and survives reloads, so the
-//! pointers between nodes stay valid.
+//! Nodes hold only part of the key digest, times and the encoded value, in
+//! 56 bytes (see `layout.rs`); they link to each other by 32-bit offsets from
+//! the region's start, and the shared mapping has the same address in every
+//! worker and survives reloads, so the table's pointers to its region stay
+//! valid.
 
 use core::mem::size_of;
 use core::ptr;
