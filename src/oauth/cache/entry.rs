@@ -167,15 +167,17 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
 /// A UUID's canonical form.
 fn uuid_string(bytes: [u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, byte) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at += 1;
         }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 15)]));
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 15)];
+        at += 2;
     }
-    out
+    String::from_utf8(out.to_vec()).expect("hex digits and dashes")
 }
 
 /// LEB128: 7 bits a byte, low bits first.
