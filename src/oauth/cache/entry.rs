@@ -164,18 +164,25 @@ fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// A UUID's canonical form.
-fn uuid_string(bytes: [u8; 16]) -> String {
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    pairs
+};
+
+/// A UUID's canonical form (a cache hit runs this: no branch, no
+/// per-digit work).
+fn uuid_string(bytes: [u8; 16]) -> String {
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut out = [b'-'; 36];
-    let mut at = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 15)];
-        at += 2;
+    for (byte, at) in bytes.into_iter().zip(AT) {
+        out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
     String::from_utf8(out.to_vec()).expect("hex digits and dashes")
 }
