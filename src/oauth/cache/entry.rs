@@ -96,21 +96,34 @@ impl CachedIntrospection {
             flags if flags & 0xc0 == ACTIVE => flags,
             _ => return None,
         };
+        // One encoding per value: what `encode` would not write is refused.
         let exp = match flags & (EXP | EXP_64) {
             0 => None,
             EXP => Some(i64::from(u32::from_le_bytes(r.take(4)?.try_into().ok()?))),
-            _ if flags & EXP != 0 => Some(i64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+            _ if flags & EXP != 0 => {
+                let exp = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+                if u32::try_from(exp).is_ok() {
+                    return None;
+                }
+                Some(exp)
+            }
             _ => return None,
         };
         let sub = match flags & SUB_UUID {
             0 => r.opt()?,
             _ => Some(uuid_string(r.take(16)?.try_into().ok()?)),
         };
+        if flags & SUB_UUID == 0 && sub.as_deref().and_then(uuid_bytes).is_some() {
+            return None;
+        }
         let (scope, client_id) = (r.opt()?, r.opt()?);
         let (extra, checked) = match flags & LISTS {
             0 => (Vec::new(), Vec::new()),
             _ => (r.strings()?, r.strings()?),
         };
+        if flags & LISTS != 0 && extra.is_empty() && checked.is_empty() {
+            return None;
+        }
         let phantom = match flags & PHANTOM {
             0 => None,
             _ => {
@@ -344,14 +357,15 @@ impl<'a> Reader<'a> {
     }
 
     /// What [`put_varint`] wrote: at most 4 bytes (a value under 2^28,
-    /// more than any entry holds), the last without its high bit.
+    /// more than any entry holds), the last without its high bit and, after
+    /// the first, not 0 (the shortest form only).
     fn varint(&mut self) -> Option<usize> {
         let mut n = 0usize;
         for shift in [0, 7, 14, 21] {
             let b = self.byte()?;
             n |= usize::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
-                return Some(n);
+                return (b != 0 || shift == 0).then_some(n);
             }
         }
         None
@@ -638,6 +652,26 @@ mod tests {
             CachedIntrospection::decode(&[ACTIVE | LISTS, 0, 0, 0, 0x7f, 0]),
             None
         );
+        // One encoding per value (the fuzz target checks it): a length in
+        // two bytes where one does, an `exp` in 8 bytes that fits in 4, a
+        // UUID kept as a string, a lists flag with no list.
+        assert!(CachedIntrospection::decode(&[ACTIVE, 0x82, 0x00, b'a', 0, 0]).is_none());
+        assert!(CachedIntrospection::decode(&[ACTIVE, 0x02, b'a', 0, 0]).is_some());
+        let long_exp = [
+            &[ACTIVE | EXP | EXP_64][..],
+            &7i64.to_le_bytes(),
+            &[0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(CachedIntrospection::decode(&long_exp), None);
+        let uuid = "6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a";
+        let as_string = [&[ACTIVE, 37][..], uuid.as_bytes(), &[0, 0]].concat();
+        assert_eq!(CachedIntrospection::decode(&as_string), None);
+        assert_eq!(
+            CachedIntrospection::decode(&[ACTIVE | LISTS, 0, 0, 0, 0, 0]),
+            None
+        );
+        assert!(CachedIntrospection::decode(&[ACTIVE | LISTS, 0, 0, 0, 1, 0, 0]).is_some());
     }
 
     #[test]
@@ -812,6 +846,38 @@ mod tests {
             let bytes = CachedExchange::encode(&bad);
             assert!(CachedExchange::decode(&bytes).is_some());
             assert_eq!(CachedExchange::decode_checked(&bytes), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// One encoding per value (the fuzz target's check): an entry with
+        /// one byte changed either decodes to nothing or to a value that
+        /// encodes to exactly those bytes.
+        #[test]
+        fn whatever_decodes_is_what_encode_writes(
+            sub in proptest::prop_oneof![
+                "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                "[0-9a-fA-F-]{0,40}",
+            ],
+            exp in proptest::prelude::any::<Option<i64>>(),
+            lists in proptest::prelude::any::<bool>(),
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let result = IntrospectionResult::Active(TokenClaims {
+                sub: Some(sub),
+                exp,
+                scope: Some("a b".into()),
+                extra: if lists { vec![None, Some("x".into())] } else { vec![] },
+                ..TokenClaims::default()
+            });
+            let mut bytes = CachedIntrospection::encode(&result);
+            proptest::prop_assert_eq!(CachedIntrospection::decode(&bytes), Some(result));
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            if let Some(decoded) = CachedIntrospection::decode(&bytes) {
+                proptest::prop_assert_eq!(CachedIntrospection::encode(&decoded), bytes);
+            }
         }
     }
 
