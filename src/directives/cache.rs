@@ -23,10 +23,9 @@ impl<C> Call<'_, C> {
             ));
         }
         // SAFETY: nginx sets its page size before it parses any configuration.
-        let min_size = unsafe { zone::min_zone_size() };
-        if parsed.zone_size < min_size {
+        if let Some(error) = unsafe { zone::zone_size_error(parsed.zone_size) } {
             return Err(format!(
-                "zone \"{}\" is too small: at least {min_size} bytes",
+                "zone \"{}\" is {error}",
                 String::from_utf8_lossy(&parsed.zone_name),
             ));
         }

@@ -52,9 +52,8 @@ handler!(set_dpop_replay_zone, |c| {
         return Err("cannot use the zone name of the module's metrics".into());
     }
     // SAFETY: nginx sets its page size before it parses any configuration.
-    let min_size = unsafe { zone::min_zone_size() };
-    if size < min_size {
-        return Err(format!("zone is too small: at least {min_size} bytes"));
+    if let Some(error) = unsafe { zone::zone_size_error(size) } {
+        return Err(format!("zone is {error}"));
     }
     // SAFETY: cf is the configuration being parsed (see `Call`).
     let zone = unsafe { replay_zone(c.cf, &name, size) }

@@ -20,9 +20,8 @@ handler!(set_ssf_receiver: MainConf, |c| {
         return Err("cannot use the zone name of the module's metrics".into());
     }
     // SAFETY: nginx sets its page size before it parses any configuration.
-    let min_size = unsafe { zone::min_zone_size() };
-    if parsed.zone_size < min_size {
-        return Err(format!("zone is too small: at least {min_size} bytes"));
+    if let Some(error) = unsafe { zone::zone_size_error(parsed.zone_size) } {
+        return Err(format!("zone is {error}"));
     }
     let keys = match parsed.keys {
         KeysArg::File(file) => {
@@ -45,10 +44,11 @@ handler!(set_ssf_receiver: MainConf, |c| {
     let zone = unsafe { super::dpop::replay_zone(c.cf, &parsed.zone_name, parsed.zone_size) }
         .ok_or("cannot use this zone (see the message above)")?;
     let index_zone = match parsed.index_size {
-        Some(size) if size < min_size => {
-            return Err(format!("index is too small: at least {min_size} bytes"))
-        }
         Some(size) => {
+            // SAFETY: nginx sets its page size before it parses any configuration.
+            if let Some(error) = unsafe { zone::zone_size_error(size) } {
+                return Err(format!("index is {error}"));
+            }
             let name = [&parsed.zone_name[..], b"_index"].concat();
             // SAFETY: cf is the configuration being parsed (see `Call`).
             let zone = unsafe { super::dpop::replay_zone(c.cf, &name, size) }

@@ -27,9 +27,11 @@
 //! that fresh table is itself marked until it is done, so a second death
 //! inside the repair is repaired the same way.
 //!
-//! Nodes hold only the key digest, times and the encoded value; the shared
-//! mapping has the same address in every worker and survives reloads, so the
-//! pointers between nodes stay valid.
+//! Nodes hold only part of the key digest, times and the encoded value, in
+//! 56 bytes (see `layout.rs`); they link to each other by 32-bit offsets from
+//! the region's start, and the shared mapping has the same address in every
+//! worker and survives reloads, so the table's pointers to its region stay
+//! valid.
 
 use core::mem::size_of;
 use core::ptr;
@@ -178,7 +180,7 @@ unsafe fn make<S: Slab, D: Steps>(
     zone_bytes: usize,
     fresh: Fresh,
 ) -> Result<Option<*mut Table>, Died> {
-    let nbuckets = (zone_bytes / BYTES_PER_BUCKET).max(16);
+    let nbuckets = (zone_bytes / BYTES_PER_BUCKET).clamp(16, 1 << 31);
     let nbuckets = 1usize << (usize::BITS - 1 - nbuckets.leading_zeros());
     // The old table goes first: the reset below frees its memory, and the
     // new table may be laid out over it.
@@ -189,11 +191,10 @@ unsafe fn make<S: Slab, D: Steps>(
     steps.step()?;
     let table = slab.alloc(size_of::<Table>()).cast::<Table>();
     steps.step()?;
-    let buckets = slab
-        .alloc(nbuckets * size_of::<*mut Node>())
-        .cast::<*mut Node>();
+    let buckets = slab.alloc(nbuckets * size_of::<u32>()).cast::<u32>();
     steps.step()?;
-    if table.is_null() || buckets.is_null() {
+    // Links are 32-bit offsets from the region's start (`Table::base`).
+    if table.is_null() || buckets.is_null() || slab.capacity() > MAX_REGION_BYTES {
         return Ok(None);
     }
     let [k0, k1] = [&fresh.bucket_key[..8], &fresh.bucket_key[8..]]
@@ -204,21 +205,21 @@ unsafe fn make<S: Slab, D: Steps>(
         table.write(Table {
             magic: LAYOUT_MAGIC,
             changing: AtomicU32::new(1),
-            mask: nbuckets - 1,
+            mask: (nbuckets - 1) as u32,
+            base: slab.base(),
             buckets,
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
+            queue: Link { prev: 0, next: 0 },
             stats: Stats::default(),
             bucket_key: [k0, k1],
             key_secret: KeySecret::from_bytes(fresh.key_secret).0,
             floor_ms: fresh.floor_ms,
         });
         steps.step()?;
-        let head = ptr::addr_of_mut!((*table).queue);
-        (*head).prev = head;
-        (*head).next = head;
+        let head = change::head_of(table);
+        (*table).queue = Link {
+            prev: head,
+            next: head,
+        };
         steps.step()?;
         ptr::write_bytes(buckets, 0, nbuckets);
         steps.step()?;
@@ -243,7 +244,7 @@ unsafe fn make<S: Slab, D: Steps>(
 pub unsafe fn cutoff(table: *mut Table, tag: &[u8; 8]) -> Option<i64> {
     // SAFETY: `table` was returned by `open` and the lock is held (this
     // function's contract), as `refused_until` needs.
-    let until = unsafe { refused_until(table, tag) };
+    let until = unsafe { refused_until(table, bucket_of(table, *tag), tag) };
     (until != i64::MIN).then_some(until)
 }
 
@@ -282,20 +283,21 @@ pub unsafe fn claim<S: Slab, D: Steps>(
     // function's contract); its chains hold only live nodes, and a new
     // node is fully written before it is linked.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if !node.is_null() {
             match (*node).kind {
-                MARK if now_ms < (*node).expires_ms => return Ok(Claim::Taken),
+                MARK if now_ms < (*node).expires_ms() => return Ok(Claim::Taken),
                 ENTRY if now_ms < Node::fresh_end(node, at.max_ttl_ms) => return Ok(Claim::Taken),
-                ENTRY if now_ms < (*node).stale_until_ms => return Ok(Claim::Unmarked),
+                ENTRY if now_ms < (*node).stale_until_ms() => return Ok(Claim::Unmarked),
                 _ => {}
             }
         }
         let mut change = Change::begin(table, slab, steps);
         if !node.is_null() {
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
         }
-        if !change.cap_chain(&key.0, Room::MarksOnly)? {
+        if !change.cap_chain(bucket, &key.tag(), Room::MarksOnly)? {
             change.done();
             return Ok(Claim::Unmarked);
         }
@@ -306,22 +308,13 @@ pub unsafe fn claim<S: Slab, D: Steps>(
             change.done();
             return Ok(Claim::Unmarked);
         }
-        mark.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key: key.0,
+        let times = Times {
+            stored_ms: now_ms,
             expires_ms: deadline_ms,
             stale_until_ms: deadline_ms,
-            stored_ms: now_ms,
-            len: 0,
-            used: 0,
-            kind: MARK,
-            refreshing_until_ms: 0,
-        });
-        change.link(mark)?;
+        };
+        mark.write(Node::new(MARK, &key.0, times, 0));
+        change.link(bucket, mark)?;
         change.done();
         Ok(Claim::Claimed)
     }
@@ -340,12 +333,13 @@ pub unsafe fn release<S: Slab, D: Steps>(
     // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
     // function's contract); its chains hold only live nodes.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if node.is_null() || (*node).kind != MARK {
             return Ok(());
         }
         let mut change = Change::begin(table, slab, steps);
-        change.remove(node)?;
+        change.remove_in(bucket, node)?;
         change.done();
         Ok(())
     }
@@ -384,16 +378,16 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
         // Every purge moves the cutoff, by 1 ms at least: whoever saw the
         // cutoff before can tell that a purge came since (two purges in one
         // millisecond are two purges).
-        let cutoff_ms = cutoff_ms.max(refused_until(table, tag).saturating_add(1));
         let bucket = bucket_of(table, *tag);
+        let cutoff_ms = cutoff_ms.max(refused_until(table, bucket, tag).saturating_add(1));
         let mut change = Change::begin(table, slab, steps);
         let mut removed = 0;
         let mut cutoff = ptr::null_mut::<Node>();
         // `link` is the bucket or the `next` of a node that stays; removing
         // the node it points at makes it point at the one after.
         let mut link = bucket;
-        while !(*link).is_null() {
-            let node = *link;
+        while *link != 0 {
+            let node = node_at(table, *link);
             let ours = Node::has_tag(node, tag);
             if !ours || (*node).kind == CUTOFF {
                 if ours {
@@ -405,44 +399,37 @@ pub unsafe fn purge_tag<S: Slab, D: Steps>(
             if (*node).kind == ENTRY {
                 removed += 1;
             }
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
         }
         if !cutoff.is_null() {
-            (*cutoff).expires_ms = (*cutoff).expires_ms.max(cutoff_ms);
-            (*cutoff).stored_ms = (*cutoff).expires_ms;
+            // A cutoff's time is its `stored_ms` (its `expires` is 0 from it).
+            let stale_until_ms = (*cutoff).stale_until_ms().max(keep_until_ms);
+            (*cutoff).stored_ms = (*cutoff).expires_ms().max(cutoff_ms);
+            (*cutoff).expires = 0;
             change.step()?;
-            (*cutoff).stale_until_ms = (*cutoff).stale_until_ms.max(keep_until_ms);
+            (*cutoff).stale_until = Node::delta((*cutoff).stored_ms, stale_until_ms);
             change.step()?;
             change.done();
             return Ok(removed);
         }
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(tag);
-        key[8..].copy_from_slice(&CUTOFF_FILL);
-        change.cap_chain(&key, Room::Any)?;
+        key[8..16].copy_from_slice(&CUTOFF_FILL);
+        change.cap_chain(bucket, tag, Room::Any)?;
         let node = change.alloc_evicting(size_of::<Node>())?;
         if node.is_null() {
             change.raise_floor(cutoff_ms)?;
             change.done();
             return Ok(removed);
         }
-        node.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key,
+        let times = Times {
+            stored_ms: cutoff_ms,
             expires_ms: cutoff_ms,
             stale_until_ms: keep_until_ms,
-            stored_ms: cutoff_ms,
-            len: 0,
-            used: 0,
-            kind: CUTOFF,
-            refreshing_until_ms: 0,
-        });
+        };
+        node.write(Node::new(CUTOFF, &key, times, 0));
         change.step()?;
-        change.link(node)?;
+        change.link(bucket, node)?;
         (*table).stats.cutoffs += 1;
         change.step()?;
         change.done();
@@ -521,22 +508,23 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
     // SAFETY: `table` was returned by `open` on `slab` and the lock is held (this
     // function's contract); its chains hold only live nodes.
     unsafe {
-        let node = find(table, key);
+        let bucket = bucket_of(table, key.tag());
+        let node = find_in(table, bucket, key);
         if node.is_null() {
             return Ok(Lookup::Miss);
         }
         if (*node).kind == MARK {
-            if now_ms < (*node).expires_ms {
+            if now_ms < (*node).expires_ms() {
                 return Ok(Lookup::Pending);
             }
             let mut change = Change::begin(table, slab, steps);
-            change.remove(node)?;
+            change.remove_in(bucket, node)?;
             change.done();
             return Ok(Lookup::Miss);
         }
         let fresh_end = Node::fresh_end(node, max_ttl_ms);
         let stale_end = (*node)
-            .stale_until_ms
+            .stale_until_ms()
             .min(fresh_end.saturating_add(stale_ms.max(0)));
         let fresh = now_ms < fresh_end;
         let found = match fresh || now_ms < stale_end {
@@ -549,10 +537,11 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
                     let life = fresh_end - (*node).stored_ms;
                     let due = refresh_pct > 0
                         && now_ms >= (*node).stored_ms + life * i64::from(refresh_pct) / 100
-                        && now_ms >= (*node).refreshing_until_ms;
+                        && now_ms >= (*node).refreshing_until_ms();
                     if due {
                         // One word, under the lock: one request refreshes.
-                        (*node).refreshing_until_ms = now_ms + refresh_for_ms;
+                        (*node).refreshing_until =
+                            Node::delta((*node).stored_ms, now_ms + refresh_for_ms);
                         return Ok(Lookup::Due(value));
                     }
                     return Ok(Lookup::Hit(value));
@@ -560,11 +549,11 @@ pub unsafe fn lookup<T, S: Slab, D: Steps>(
                 None => Lookup::Miss,
             },
         };
-        if matches!(found, Lookup::Expired) && now_ms < (*node).stale_until_ms {
+        if matches!(found, Lookup::Expired) && now_ms < (*node).stale_until_ms() {
             return Ok(found);
         }
         let mut change = Change::begin(table, slab, steps);
-        change.remove(node)?;
+        change.remove_in(bucket, node)?;
         change.done();
         Ok(found)
     }
@@ -593,9 +582,12 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     obtained_ms: i64,
     now_ms: i64,
 ) -> Result<bool, Died> {
+    let tag = key.tag();
     // SAFETY: `table` was returned by `open` and the lock is held (this
     // function's contract); a look, no change.
-    if obtained_ms <= unsafe { refused_until(table, &key.tag()) } {
+    let bucket = unsafe { bucket_of(table, tag) };
+    // SAFETY: as above; `bucket` is the tag's.
+    if obtained_ms <= unsafe { refused_until(table, bucket, &tag) } {
         return Ok(false);
     }
     let size = size_of::<Node>() + value.len();
@@ -613,11 +605,11 @@ pub unsafe fn insert<S: Slab, D: Steps>(
     // written before it is linked.
     unsafe {
         let mut change = Change::begin(table, slab, steps);
-        let existing = find(table, key);
+        let existing = find_in(table, bucket, key);
         if !existing.is_null() {
-            change.remove(existing)?;
+            change.remove_in(bucket, existing)?;
         }
-        change.cap_chain(&key.0, Room::Any)?;
+        change.cap_chain(bucket, &tag, Room::Any)?;
         change.reap(now_ms)?;
         let node = change.alloc_evicting(size)?;
         if node.is_null() {
@@ -625,28 +617,19 @@ pub unsafe fn insert<S: Slab, D: Steps>(
             change.done();
             return Ok(false);
         }
-        node.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key: key.0,
+        let times = Times {
+            stored_ms: obtained_ms,
             expires_ms: lifetime.fresh_until,
             stale_until_ms: lifetime.stale_until.max(lifetime.fresh_until),
-            stored_ms: obtained_ms,
-            len,
-            used: 0,
-            kind: ENTRY,
-            refreshing_until_ms: 0,
-        });
+        };
+        node.write(Node::new(ENTRY, &key.0, times, len));
         ptr::copy_nonoverlapping(
             value.as_ptr(),
             node.cast::<u8>().add(size_of::<Node>()),
             value.len(),
         );
         change.step()?;
-        change.link(node)?;
+        change.link(bucket, node)?;
         (*table).stats.entries += 1;
         change.step()?;
         change.done();
@@ -659,42 +642,88 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// A slab over the system allocator with a byte budget: allocations past
-    /// it fail, as a full zone's do.
+    /// A slab with a byte budget: allocations past it fail, as a full
+    /// zone's do. Its blocks come from one arena of its own (first fit,
+    /// freed blocks merged), twice the budget, so that the budget, not the
+    /// arena's fragments, is what runs out.
     pub(super) struct TestSlab {
         budget: usize,
         used: usize,
-        live: HashMap<usize, (usize, Vec<u64>)>,
+        /// Counts each allocation as nginx's slab pool takes it: a power of
+        /// two from 8 bytes up to 2 KiB, whole 4 KiB pages above.
+        chunks: bool,
+        arena: Box<[u64]>,
+        /// Free ranges of the arena: start to length, in bytes.
+        free: std::collections::BTreeMap<usize, usize>,
+        live: HashMap<usize, usize>,
     }
 
     impl TestSlab {
         fn new(budget: usize) -> TestSlab {
-            TestSlab {
+            let mut slab = TestSlab {
                 budget,
                 used: 0,
+                chunks: false,
+                arena: vec![0u64; (2 * budget + 4096) / 8].into_boxed_slice(),
+                free: Default::default(),
                 live: HashMap::new(),
-            }
+            };
+            slab.reset();
+            slab
         }
     }
 
     impl Slab for TestSlab {
+        fn base(&self) -> *mut u8 {
+            self.arena.as_ptr().cast_mut().cast()
+        }
         fn alloc(&mut self, size: usize) -> *mut u8 {
+            let size = match (self.chunks, size) {
+                (false, _) => size,
+                (true, 0..=2048) => size.max(8).next_power_of_two(),
+                (true, _) => size.next_multiple_of(4096),
+            };
             if self.used + size > self.budget {
                 return ptr::null_mut();
             }
-            let mut block = vec![0u64; size.div_ceil(8)];
-            let p = block.as_mut_ptr().cast::<u8>();
+            let rounded = size.max(1).next_multiple_of(8);
+            let Some((&start, &len)) = self.free.iter().find(|(_, len)| **len >= rounded) else {
+                return ptr::null_mut();
+            };
+            self.free.remove(&start);
+            if len > rounded {
+                self.free.insert(start + rounded, len - rounded);
+            }
             self.used += size;
-            self.live.insert(p as usize, (size, block));
-            p
+            self.live.insert(start, size);
+            // SAFETY: the range lies in the arena (it was a free range of it).
+            unsafe { self.base().add(start) }
         }
         fn free(&mut self, p: *mut u8) {
-            let (size, _) = self.live.remove(&(p as usize)).expect("a live allocation");
+            // SAFETY: `p` came from `alloc`, in the arena.
+            let start = unsafe { p.offset_from(self.base()) } as usize;
+            let size = self.live.remove(&start).expect("a live allocation");
             self.used -= size;
+            let mut start = start;
+            let mut len = size.max(1).next_multiple_of(8);
+            if let Some((&before, &blen)) = self.free.range(..start).next_back() {
+                if before + blen == start {
+                    self.free.remove(&before);
+                    start = before;
+                    len += blen;
+                }
+            }
+            if let Some(after) = self.free.remove(&(start + len)) {
+                len += after;
+            }
+            self.free.insert(start, len);
         }
         fn reset(&mut self) {
             self.live.clear();
             self.used = 0;
+            self.free.clear();
+            // The first 8 bytes are the region's own (offset 0 is no node).
+            self.free.insert(8, self.arena.len() * 8 - 8);
         }
         fn capacity(&self) -> usize {
             self.budget
@@ -759,12 +788,14 @@ pub(crate) mod tests {
     /// A budget for the table and `n` nodes of 10-byte values (128 buckets
     /// for the 64 KiB the tests' zones claim).
     pub(crate) fn room_for(n: usize) -> usize {
-        size_of::<Table>() + 128 * size_of::<*mut Node>() + n * (size_of::<Node>() + 10)
+        size_of::<Table>() + 128 * size_of::<u32>() + n * (size_of::<Node>() + 10)
     }
 
     pub(crate) struct Zone {
         pub(super) root: *mut Table,
         slab: TestSlab,
+        /// The zone's size, as nginx would give it to `open`.
+        bytes: usize,
         /// What a table made by `open` starts with.
         pub(super) fresh: Fresh,
     }
@@ -775,9 +806,24 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn with_key(budget: usize, bucket_key: [u8; 16]) -> Zone {
+            Zone::made(TestSlab::new(budget), 64 * 1024, bucket_key)
+        }
+
+        /// A zone of `size` bytes as nginx lays it out: the slab pool's
+        /// own header, slots and page descriptors (24 bytes a 4 KiB page)
+        /// come first, and every allocation takes a whole chunk.
+        fn like_nginx(size: usize) -> Zone {
+            let pages = (size - 4096) / (4096 + 24);
+            let mut slab = TestSlab::new(pages * 4096);
+            slab.chunks = true;
+            Zone::made(slab, size, TEST_KEY)
+        }
+
+        fn made(slab: TestSlab, bytes: usize, bucket_key: [u8; 16]) -> Zone {
             let mut zone = Zone {
                 root: ptr::null_mut(),
-                slab: TestSlab::new(budget),
+                slab,
+                bytes,
                 fresh: Fresh {
                     bucket_key,
                     key_secret: *b"test key secret!",
@@ -806,7 +852,7 @@ pub(crate) mod tests {
         ) -> Result<Option<(*mut Table, Opened)>, Died> {
             let fresh = self.fresh;
             // SAFETY: root is null or what open left; one thread, no lock needed.
-            unsafe { open_in_steps(&mut self.root, &mut self.slab, steps, 64 * 1024, || fresh) }
+            unsafe { open_in_steps(&mut self.root, &mut self.slab, steps, self.bytes, || fresh) }
         }
 
         fn insert_with<D: Steps>(
@@ -951,11 +997,11 @@ pub(crate) mod tests {
             let (table, _) = self.open();
             // SAFETY: the table was just opened; its chains hold live nodes.
             unsafe {
-                let mut node = *bucket_of(table, tag);
+                let mut node = node_at(table, *bucket_of(table, tag));
                 let mut len = 0;
                 while !node.is_null() {
                     len += 1;
-                    node = (*node).next;
+                    node = node_at(table, (*node).next);
                 }
                 len
             }
@@ -1004,11 +1050,11 @@ pub(crate) mod tests {
             unsafe {
                 let mut in_chains = Vec::new();
                 let (mut entries, mut cutoffs) = (0, 0);
-                for b in 0..=(*table).mask {
-                    let mut node = *(*table).buckets.add(b);
+                for b in 0..=(*table).mask as usize {
+                    let mut node = node_at(table, *(*table).buckets.add(b));
                     while !node.is_null() {
                         assert_eq!(
-                            bucket_of(table, CacheKey((*node).key).tag()),
+                            bucket_of(table, (*node).tag()),
                             (*table).buckets.add(b),
                             "in the chain of its tag"
                         );
@@ -1019,16 +1065,20 @@ pub(crate) mod tests {
                             kind => panic!("a node of kind {kind}"),
                         }
                         in_chains.push(node as usize);
-                        node = (*node).next;
+                        node = node_at(table, (*node).next);
                     }
                 }
-                let head = ptr::addr_of_mut!((*table).queue);
+                let head = head_of(table);
                 let mut in_queue = Vec::new();
-                let mut link = (*head).next;
+                let mut link = (*table).queue.next;
                 while link != head {
-                    assert_eq!((*(*link).next).prev, link, "queue links agree");
-                    in_queue.push(link as usize);
-                    link = (*link).next;
+                    assert_eq!(
+                        (*link_at(table, (*link_at(table, link)).next)).prev,
+                        link,
+                        "queue links agree"
+                    );
+                    in_queue.push(node_at(table, link) as usize);
+                    link = (*link_at(table, link)).next;
                 }
                 in_chains.sort_unstable();
                 in_queue.sort_unstable();
@@ -1581,7 +1631,7 @@ pub(crate) mod tests {
         // A key with the very bytes of the cutoff's is an ordinary key.
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&TAG);
-        bytes[8..].copy_from_slice(&CUTOFF_FILL);
+        bytes[8..16].copy_from_slice(&CUTOFF_FILL);
         let same = CacheKey(bytes);
         assert_eq!(z.get_key(&same), Lookup::Miss);
         assert_eq!(z.claim_key(&same), Claim::Claimed);
@@ -1905,7 +1955,7 @@ pub(crate) mod tests {
         // between the two unlinks under an older layout).
         // SAFETY: the table was just opened; one node is in it.
         unsafe {
-            *bucket_of(table, key(1).tag()) = ptr::null_mut();
+            *bucket_of(table, key(1).tag()) = 0;
         }
         assert_eq!(z.get(1), Lookup::Miss);
         let (table, _) = z.open();
@@ -1919,32 +1969,57 @@ pub(crate) mod tests {
         assert_eq!(z.check(), 0);
     }
 
-    /// The zone's density for typical claims (those of
-    /// `scripts/cache-sizing.pl`: a UUID `sub`, three scopes, a client id,
-    /// `exp`): their encoded value and the node header take one 256-byte
-    /// slab chunk (about 4,000 entries a megabyte, DIRECTIVES.md). An
-    /// encoding or a header that grows past these bounds fails here, before
-    /// it halves what a zone holds.
-    #[test]
-    fn a_typical_entry_takes_one_256_byte_chunk() {
+    /// The typical claims of `scripts/cache-sizing.pl`: a UUID `sub`,
+    /// three scopes, a client id, `exp`.
+    fn typical_entry() -> Vec<u8> {
         use crate::oauth::cache::CachedIntrospection;
         use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
-        const TYPICAL_VALUE_BOUND: usize = 108;
-        const CHUNK: usize = 256;
-        let typical = IntrospectionResult::Active(TokenClaims {
+        CachedIntrospection::encode(&IntrospectionResult::Active(TokenClaims {
             sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
             scope: Some("openid profile orders:read".into()),
             client_id: Some("web-app-1234".into()),
             exp: Some(4_102_444_800),
             ..TokenClaims::default()
-        });
-        let value = CachedIntrospection::encode(&typical).len();
+        }))
+    }
+
+    /// The zone's density for typical claims: their encoded value and the
+    /// node header take one 128-byte slab chunk (over 8,000 entries a
+    /// megabyte, DIRECTIVES.md), with room to spare for a longer scope or
+    /// client id. An encoding or a header that grows past these bounds
+    /// fails here, before it halves what a zone holds.
+    #[test]
+    fn a_typical_entry_takes_one_128_byte_chunk() {
+        const TYPICAL_VALUE_BOUND: usize = 62;
+        const NODE_BOUND: usize = 56;
+        const CHUNK: usize = 128;
+        let value = typical_entry().len();
         assert!(
             value <= TYPICAL_VALUE_BOUND,
             "a typical value takes {value} bytes"
         );
+        assert!(size_of::<Node>() <= NODE_BOUND);
         let chunk = (size_of::<Node>() + value).next_power_of_two();
         assert!(chunk <= CHUNK, "a typical entry takes a {chunk}-byte chunk");
+    }
+
+    /// A 1 MiB zone, laid out and rounded as nginx's slab pool does it,
+    /// filled with more typical entries than it holds: at least 8,000 stay
+    /// (the bucket array, the chains' bound and the evictions included),
+    /// and the newest of them are all found.
+    #[test]
+    fn a_megabyte_holds_8000_typical_entries() {
+        let mut z = Zone::like_nginx(1 << 20);
+        let value = typical_entry();
+        for n in 0..10_000 {
+            assert!(z.insert(n, &value), "{n}");
+        }
+        let held = z.stats().entries;
+        assert!(held >= 8_000, "a megabyte holds {held} entries");
+        assert_eq!(z.check() as u64, held);
+        for n in (10_000 - 8_000)..10_000 {
+            assert!(matches!(z.get(n), Lookup::Hit(_)), "{n}");
+        }
     }
 
     /// The cache keys' secret is the one the table was made with, kept
@@ -2107,7 +2182,8 @@ mod tagged_tests {
         // SAFETY: as above.
         let mut keys = unsafe { keys_tagged(table, &alice, NOW) };
         keys.sort();
-        let mut want = vec![tagged(alice, 1).0, tagged(alice, 2).0];
+        let kept = |key: CacheKey| -> [u8; 16] { key.0[..16].try_into().expect("16 bytes") };
+        let mut want = vec![kept(tagged(alice, 1)), kept(tagged(alice, 2))];
         want.sort();
         assert_eq!(keys, want);
         // SAFETY: as above.

@@ -23,19 +23,37 @@ use crate::shm::table::{self, At, Claim, Fresh, Live, Lookup, Opened, Remembered
 
 pub use crate::oauth::cache::flow::PURGE_CUTOFF_KEEP_MS;
 
-/// The smallest zone accepted: the same floor nginx's own zones use.
+/// Why a zone of `size` bytes cannot hold a table, for the directive's
+/// error: below the floor nginx's own zones use (8 pages), or past the
+/// largest region a table's 32-bit links reach (`MAX_REGION_BYTES`).
 ///
 /// # Safety
 /// Reads nginx's page size, set before configuration is parsed.
-pub unsafe fn min_zone_size() -> usize {
+pub unsafe fn zone_size_error(size: usize) -> Option<String> {
     // SAFETY: ngx_pagesize is initialised by ngx_os_init before any config.
-    8 * unsafe { ngx::ffi::ngx_pagesize }
+    let min = 8 * unsafe { ngx::ffi::ngx_pagesize };
+    match size {
+        _ if size < min => Some(format!("too small: at least {min} bytes")),
+        _ if size > table::MAX_REGION_BYTES => Some(format!(
+            "too large: at most {} bytes ({}g)",
+            table::MAX_REGION_BYTES,
+            table::MAX_REGION_BYTES >> 30
+        )),
+        _ => None,
+    }
 }
 
 /// A zone's slab pool, used with its mutex held.
 pub(super) struct SlabPool(*mut ngx_slab_pool_t);
 
 impl Slab for SlabPool {
+    fn base(&self) -> *mut u8 {
+        // The pool's own header is at its start: no chunk is there, and
+        // the whole zone lies after it (a zone's size is bounded by
+        // `MAX_REGION_BYTES`: `table::open` makes no table otherwise).
+        self.0.cast()
+    }
+
     fn alloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: the pool is initialised and its mutex held (see `Locked`).
         unsafe { ngx_slab_alloc_locked(self.0, size).cast() }

@@ -70,8 +70,8 @@ pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
     digest[..8].try_into().expect("8 bytes")
 }
 
-/// What fills an index key after its two tags (never a cache key's bytes
-/// 16..32, whose last 8 are zero).
+/// What fills an index key after its two tags (a table keeps only the
+/// first 16 bytes of a key; the rest feeds its hash).
 const INDEX_FILL: [u8; 16] = *b"ssf index entry!";
 
 /// The key of the index entry saying that the token whose cache keys begin
@@ -86,10 +86,11 @@ pub fn index_key(tag: &[u8; 8], token_tag: &[u8; 8]) -> [u8; 32] {
     key
 }
 
-/// The token tag an index key names, if it is one for `tag`.
-pub fn indexed_token(key: &[u8; 32], tag: &[u8; 8]) -> Option<[u8; 8]> {
-    (key[..8] == tag[..] && key[16..] == INDEX_FILL)
-        .then(|| key[8..16].try_into().expect("8 bytes"))
+/// The token tag an index key names, if it is one for `tag`, from the
+/// bytes a table keeps of it (its first 16: the index's zone holds index
+/// keys only).
+pub fn indexed_token(kept: &[u8; 16], tag: &[u8; 8]) -> Option<[u8; 8]> {
+    (kept[..8] == tag[..]).then(|| kept[8..16].try_into().expect("8 bytes"))
 }
 
 /// A token's keys in the revocation list and when it was issued: computed
@@ -256,12 +257,9 @@ mod tests {
     fn an_index_key_names_its_token_for_its_tag_only() {
         let (alice, bob, token) = ([1; 8], [2; 8], [9; 8]);
         let key = index_key(&alice, &token);
-        assert_eq!(indexed_token(&key, &alice), Some(token));
-        assert_eq!(indexed_token(&key, &bob), None);
-        // A cache key (its last 8 bytes zero) is never read as one.
-        let mut cache_key = key;
-        cache_key[24..].fill(0);
-        assert_eq!(indexed_token(&cache_key, &alice), None);
+        let kept: [u8; 16] = key[..16].try_into().expect("16 bytes");
+        assert_eq!(indexed_token(&kept, &alice), Some(token));
+        assert_eq!(indexed_token(&kept, &bob), None);
     }
 
     #[test]

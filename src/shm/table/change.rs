@@ -50,12 +50,11 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
         self.steps.step()
     }
 
-    /// # Safety
-    /// The table's chains hold only live nodes.
-    pub(super) unsafe fn bucket(&self, key: &[u8; 32]) -> *mut *mut Node {
+    /// The bucket of keys that begin with `tag`.
+    pub(super) fn bucket(&self, tag: [u8; 8]) -> *mut u32 {
         // SAFETY: the change's table is open (`begin`), its lock held while
         // the change lives; `bucket_of` only indexes its bucket array.
-        unsafe { bucket_of(self.table, key[..8].try_into().expect("8 bytes")) }
+        unsafe { bucket_of(self.table, tag) }
     }
 
     /// Raises the table's floor to `ms` (see `Table::floor_ms`).
@@ -65,11 +64,11 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
         self.step()
     }
 
-    /// Makes room in `key`'s chain for one more node: when it holds
+    /// Makes room in the chain `bucket` of `tag`'s keys for one more node: when it holds
     /// [`MAX_CHAIN`] nodes already, removes one that `room` allows, so a
     /// look-up never walks more than `MAX_CHAIN` nodes. The one removed is
     /// the last such node in the chain with the same first 8 bytes (the
-    /// same token) as `key`, or the chain's last such node when there is
+    /// same token) as the new one, or the chain's last such node when there is
     /// none: a new node goes to the front of its chain, so the last is the
     /// one inserted longest ago, and a token that fills a chain pushes out
     /// its own nodes before another's. Cutoffs go only when the chain holds
@@ -78,16 +77,21 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// removal: bounded work.
     ///
     /// # Safety
-    /// The table's chains hold only live nodes; `key`'s own node, if any,
-    /// was removed already.
-    pub(super) unsafe fn cap_chain(&mut self, key: &[u8; 32], room: Room) -> Result<bool, Died> {
+    /// The table's chains hold only live nodes; `bucket` is `tag`'s; the new
+    /// node's key's own node, if any, was removed already.
+    pub(super) unsafe fn cap_chain(
+        &mut self,
+        bucket: *mut u32,
+        tag: &[u8; 8],
+        room: Room,
+    ) -> Result<bool, Died> {
         // SAFETY: chains hold live nodes of this table.
         unsafe {
             let mut len = 0;
             let mut last = ptr::null_mut::<Node>();
             let mut last_of_token = ptr::null_mut::<Node>();
             let mut last_cutoff = ptr::null_mut::<Node>();
-            let mut node = *self.bucket(key);
+            let mut node = node_at(self.table, *bucket);
             while !node.is_null() {
                 len += 1;
                 let may_go = match (*node).kind {
@@ -97,13 +101,13 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
                 };
                 if may_go {
                     last = node;
-                    if Node::has_tag(node, key) {
+                    if Node::has_tag(node, tag) {
                         last_of_token = node;
                     }
                 } else if (*node).kind == CUTOFF {
                     last_cutoff = node;
                 }
-                node = (*node).next;
+                node = node_at(self.table, (*node).next);
             }
             if len < MAX_CHAIN {
                 return Ok(true);
@@ -142,21 +146,37 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// # Safety
     /// `node` must be a node of this table, linked in the queue.
     pub(super) unsafe fn remove(&mut self, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: as `remove_in` needs (this function's contract), with the
+        // bucket of the node's own tag.
+        unsafe { self.remove_in(self.bucket((*node).tag()), node) }
+    }
+
+    /// [`remove`](Self::remove), for a node in the chain `bucket`.
+    ///
+    /// # Safety
+    /// `node` must be a node of this table, linked in the queue, and
+    /// `bucket` the bucket of its tag.
+    pub(super) unsafe fn remove_in(
+        &mut self,
+        bucket: *mut u32,
+        node: *mut Node,
+    ) -> Result<(), Died> {
         // SAFETY: chains and the queue hold live nodes of this table.
         unsafe {
             if (*node).kind == CUTOFF {
-                self.raise_floor((*node).expires_ms)?;
+                self.raise_floor((*node).expires_ms())?;
             }
-            let mut link = self.bucket(&(*node).key);
-            while *link != node {
-                if (*link).is_null() {
+            let off = off_of(self.table, node);
+            let mut link = bucket;
+            while *link != off {
+                if *link == 0 {
                     return Err(Died);
                 }
-                link = ptr::addr_of_mut!((**link).next);
+                link = ptr::addr_of_mut!((*node_at(self.table, *link)).next);
             }
             *link = (*node).next;
             self.step()?;
-            unlink(ptr::addr_of_mut!((*node).queue));
+            unlink(self.table, off);
             self.step()?;
             let kind = (*node).kind;
             self.slab.free(node.cast());
@@ -180,7 +200,7 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
         unsafe {
             for _ in 0..REAP_PER_INSERT {
                 match oldest(self.table) {
-                    Some(node) if (*node).stale_until_ms <= now_ms => self.remove(node)?,
+                    Some(node) if (*node).stale_until_ms() <= now_ms => self.remove(node)?,
                     _ => break,
                 }
             }
@@ -205,7 +225,7 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
                 }
                 (*node).used = 0;
                 self.step()?;
-                unlink(ptr::addr_of_mut!((*node).queue));
+                unlink(self.table, off_of(self.table, node));
                 self.step()?;
                 push_front(self.table, node);
                 self.step()?;
@@ -245,19 +265,19 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
         }
     }
 
-    /// Puts a node written whole at the front of its chain and of the queue.
+    /// Puts a node written whole at the front of its chain, `bucket`, and
+    /// of the queue.
     ///
     /// # Safety
-    /// `node` must be a live node linked nowhere, with its key set.
-    pub(super) unsafe fn link(&mut self, node: *mut Node) -> Result<(), Died> {
-        // SAFETY: `node` is a live node linked nowhere, its key set (this
-        // function's contract); the chains hold only live nodes, as
-        // `bucket` needs, and the lock is held while the change lives.
+    /// `node` must be a live node linked nowhere, whose key's bucket is
+    /// `bucket`.
+    pub(super) unsafe fn link(&mut self, bucket: *mut u32, node: *mut Node) -> Result<(), Died> {
+        // SAFETY: `node` is a live node linked nowhere, in `bucket`'s chain
+        // (this function's contract); the lock is held while the change lives.
         unsafe {
-            let bucket = self.bucket(&(*node).key);
             (*node).next = *bucket;
             self.step()?;
-            *bucket = node;
+            *bucket = off_of(self.table, node);
             self.step()?;
             push_front(self.table, node);
             self.step()
@@ -301,24 +321,34 @@ pub(super) fn siphash<const C: usize, const D: usize>(key: [u64; 2], word: u64) 
 ///
 /// # Safety
 /// `table` must be a table returned by `table::open`.
-pub(super) unsafe fn bucket_of(table: *mut Table, tag: [u8; 8]) -> *mut *mut Node {
+pub(super) unsafe fn bucket_of(table: *mut Table, tag: [u8; 8]) -> *mut u32 {
     // SAFETY: the index is masked to the bucket array's length.
     unsafe {
         let hash = siphash::<1, 3>((*table).bucket_key, u64::from_le_bytes(tag));
-        (*table).buckets.add(hash as usize & (*table).mask)
+        (*table).buckets.add(hash as usize & (*table).mask as usize)
     }
 }
 
+/// The offset of the queue's head.
+///
 /// # Safety
-/// `link` must be linked in a queue.
-pub(super) unsafe fn unlink(link: *mut Link) {
-    // SAFETY: `link` is linked in a queue (this function's contract), so
+/// `table` must be a table returned by `table::open`.
+pub(super) unsafe fn head_of(table: *mut Table) -> u32 {
+    // SAFETY: the head is a field of the table, which lies in its region.
+    unsafe { off_of(table, ptr::addr_of!((*table).queue)) }
+}
+
+/// # Safety
+/// `off` must be a link linked in `table`'s queue.
+pub(super) unsafe fn unlink(table: *mut Table, off: u32) {
+    // SAFETY: `off` is linked in the queue (this function's contract), so
     // its neighbours are live links of it (the head or a node's).
     unsafe {
-        (*(*link).prev).next = (*link).next;
-        (*(*link).next).prev = (*link).prev;
-        (*link).prev = ptr::null_mut();
-        (*link).next = ptr::null_mut();
+        let link = link_at(table, off);
+        (*link_at(table, (*link).prev)).next = (*link).next;
+        (*link_at(table, (*link).next)).prev = (*link).prev;
+        (*link).prev = 0;
+        (*link).next = 0;
     }
 }
 
@@ -328,12 +358,14 @@ pub(super) unsafe fn push_front(table: *mut Table, node: *mut Node) {
     // SAFETY: `node` is a live node outside the queue (this function's
     // contract); the head is part of the table, and its `next` a live link.
     unsafe {
-        let head = ptr::addr_of_mut!((*table).queue);
+        let head_off = head_of(table);
+        let head = link_at(table, head_off);
+        let off = off_of(table, node);
         let link = ptr::addr_of_mut!((*node).queue);
-        (*link).prev = head;
+        (*link).prev = head_off;
         (*link).next = (*head).next;
-        (*(*head).next).prev = link;
-        (*head).next = link;
+        (*link_at(table, (*head).next)).prev = off;
+        (*head).next = off;
     }
 }
 
@@ -342,56 +374,46 @@ pub(super) unsafe fn push_front(table: *mut Table, node: *mut Node) {
 pub(super) unsafe fn oldest(table: *mut Table) -> Option<*mut Node> {
     // SAFETY: the head is part of the table; its prev is the tail.
     unsafe {
-        let head = ptr::addr_of_mut!((*table).queue);
-        let last = (*head).prev;
-        (last != head).then_some(last.cast::<Node>())
+        let last = (*table).queue.prev;
+        (last != head_of(table)).then(|| node_at(table, last))
     }
 }
 
-/// The entry or mark of `key` (never a cutoff), or null.
+/// The entry or mark of `key` (never a cutoff) in its chain, `bucket`, or null.
 ///
 /// # Safety
-/// `table` must be a table returned by `table::open`.
-pub(super) unsafe fn find(table: *mut Table, key: &CacheKey) -> *mut Node {
+/// `table` must be a table returned by `table::open`, `bucket` the bucket
+/// of `key`'s tag.
+pub(super) unsafe fn find_in(table: *mut Table, bucket: *mut u32, key: &CacheKey) -> *mut Node {
     // SAFETY: chains hold only live nodes of this table.
     unsafe {
-        let mut node = *bucket_of(table, key.tag());
-        while !node.is_null() && ((*node).key != key.0 || (*node).kind == CUTOFF) {
-            node = (*node).next;
-        }
-        node
-    }
-}
-
-/// The cutoff of the token with `tag`, or null.
-///
-/// # Safety
-/// `table` must be a table returned by `table::open`.
-pub(super) unsafe fn find_cutoff(table: *mut Table, tag: &[u8; 8]) -> *mut Node {
-    // SAFETY: chains hold only live nodes of this table.
-    unsafe {
-        let mut node = *bucket_of(table, *tag);
-        while !node.is_null() && ((*node).kind != CUTOFF || !Node::has_tag(node, tag)) {
-            node = (*node).next;
+        let mut node = node_at(table, *bucket);
+        while !node.is_null() && (!(*node).is_key(&key.0) || (*node).kind == CUTOFF) {
+            node = node_at(table, (*node).next);
         }
         node
     }
 }
 
 /// The time at or before which answers about the token with `tag` are not
-/// stored: its purge's cutoff or the table's floor, whichever is later.
+/// stored: its purge's cutoff (the one in `bucket`, the tag's chain) or the
+/// table's floor, whichever is later.
 ///
 /// # Safety
-/// `table` must be a table returned by `table::open`.
-pub(super) unsafe fn refused_until(table: *mut Table, tag: &[u8; 8]) -> i64 {
+/// `table` must be a table returned by `table::open`, `bucket` the bucket
+/// of `tag`.
+pub(super) unsafe fn refused_until(table: *mut Table, bucket: *mut u32, tag: &[u8; 8]) -> i64 {
     // SAFETY: `table` is an open table (this function's contract), whose
-    // chains hold only live nodes, as `find_cutoff` needs.
+    // chains hold only live nodes.
     unsafe {
-        let cutoff = find_cutoff(table, tag);
+        let mut node = node_at(table, *bucket);
+        while !node.is_null() && ((*node).kind != CUTOFF || !Node::has_tag(node, tag)) {
+            node = node_at(table, (*node).next);
+        }
         let floor = (*table).floor_ms;
-        match cutoff.is_null() {
+        match node.is_null() {
             true => floor,
-            false => floor.max((*cutoff).expires_ms),
+            false => floor.max((*node).expires_ms()),
         }
     }
 }

@@ -9,15 +9,18 @@ use core::sync::atomic::AtomicU32;
 /// Bump it with every change of `Table` or `Node` (the size checks below
 /// catch most) or of what a key or a node means: a reload keeps a zone of
 /// the same magic and reads it as this version's.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c8");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c9");
 const _: () = assert!(
-    size_of::<Node>() == 104,
+    size_of::<Node>() == 56,
     "a new Node layout needs a new LAYOUT_MAGIC"
 );
 const _: () = assert!(
-    size_of::<Table>() == 120,
+    size_of::<Table>() == 112,
     "a new Table layout needs a new LAYOUT_MAGIC"
 );
+/// The largest region a table can lie in: its links are 32-bit offsets
+/// from the region's start in 8-byte units.
+pub const MAX_REGION_BYTES: usize = 8 << 32;
 /// Zone bytes per hash bucket: about two nodes per bucket when full.
 pub(super) const BYTES_PER_BUCKET: usize = 512;
 /// Nodes one insert may evict to make room before giving up.
@@ -42,20 +45,30 @@ pub const MAX_CHAIN: usize = 16;
 pub const MAX_VALUE_BYTES: usize = 80 * 1024;
 
 /// `Node::kind`: an answer, with its value.
-pub(super) const ENTRY: u32 = 0;
+pub(super) const ENTRY: u8 = 0;
 /// `Node::kind`: a marker without a value: a worker is asking the IdP for
 /// this key until `expires_ms` (see `claim`).
-pub(super) const MARK: u32 = 1;
+pub(super) const MARK: u8 = 1;
 /// `Node::kind`: a purge's cutoff for the token whose tag begins its key:
 /// answers obtained at or before `expires_ms` are not stored; kept until
 /// `stale_until_ms` (see `purge_tag`). Found by its kind, never by its
 /// key, so no key, whatever its bytes, is ever taken for a cutoff.
-pub(super) const CUTOFF: u32 = 2;
-/// Bytes 8..32 of a cutoff's key (after the tag): not a digest anyone made.
-pub(super) const CUTOFF_FILL: [u8; 24] = *b"purge cutoff, not a key!";
+pub(super) const CUTOFF: u8 = 2;
+/// Bytes 8..16 of a cutoff's key (after the tag): not a digest anyone made.
+pub(super) const CUTOFF_FILL: [u8; 8] = *b"cutoff!!";
+/// The bytes of a cache key a node keeps: the token's tag (bytes 0..8,
+/// which choose the chain and name the token for a purge) and the first
+/// 64 bits of the keyed hash after it (`oauth/cache/key.rs`). A wrong hit
+/// needs another token with the same tag whose keyed hash, under a secret
+/// only the zone knows, agrees in 64 bits: each try is a request, with odds
+/// of 2^-64 against every entry of that tag (at most `MAX_CHAIN`).
+pub(super) const KEPT_KEY_BYTES: usize = 16;
 
 /// The allocator of the region the table lives in.
 pub trait Slab {
+    /// The region's start: every allocation lies past its first 8 bytes
+    /// and within [`MAX_REGION_BYTES`] of it, 8-byte aligned.
+    fn base(&self) -> *mut u8;
     /// `size` bytes aligned for a pointer, or null when the region is full.
     fn alloc(&mut self, size: usize) -> *mut u8;
     /// Returns an allocation made by `alloc`.
@@ -86,10 +99,13 @@ impl Steps for Live {
     }
 }
 
-#[repr(C)]
+/// A link of the eviction queue: the offsets (see [`Table::base`]) of the
+/// links before and after it, each a node's first field or the queue's
+/// head in the table.
+#[repr(C, align(8))]
 pub(super) struct Link {
-    pub(super) prev: *mut Link,
-    pub(super) next: *mut Link,
+    pub(super) prev: u32,
+    pub(super) next: u32,
 }
 
 #[repr(C)]
@@ -97,8 +113,15 @@ pub struct Table {
     pub(super) magic: u64,
     /// Set while a lock holder changes the table or the slab under it.
     pub(super) changing: AtomicU32,
-    pub(super) mask: usize,
-    pub(super) buckets: *mut *mut Node,
+    /// The number of buckets, less one (a power of two).
+    pub(super) mask: u32,
+    /// The region's start (`Slab::base`): every link, chain and bucket
+    /// holds a 32-bit offset from it in 8-byte units, 0 for none. The
+    /// shared mapping has the same address in every worker and across
+    /// reloads, as nginx's own slab pool assumes.
+    pub(super) base: *mut u8,
+    /// The offset of each chain's first node.
+    pub(super) buckets: *mut u32,
     /// The eviction queue's head: its `next` is the newest node, its `prev`
     /// the oldest.
     pub(super) queue: Link,
@@ -128,33 +151,99 @@ pub struct Stats {
     pub cutoffs: u64,
 }
 
+/// A node: 56 bytes, its value right after it. Its times are kept as
+/// milliseconds from `stored_ms`, in 32 bits: a time further than 24 days
+/// from it is kept as the nearest one within (see [`Node::delta`]).
 #[repr(C)]
 pub(super) struct Node {
-    /// First field: a queue link is also a pointer to its node.
+    /// First field: a queue link's offset is also its node's.
     pub(super) queue: Link,
-    pub(super) next: *mut Node,
-    pub(super) key: [u8; 32],
-    /// An entry's end as its writer set it (never past the token's `exp`);
-    /// a mark's deadline; a cutoff's time.
-    pub(super) expires_ms: i64,
-    /// Until when an entry may still be served when the IdP fails (the
-    /// writer's `stale_if_error`, never past `exp`); for every kind, the
-    /// time from which the node is of no use to anyone and may be reaped.
-    pub(super) stale_until_ms: i64,
+    /// The next node of the chain (an offset), 0 at its end.
+    pub(super) next: u32,
+    pub(super) len: u32,
+    /// The first [`KEPT_KEY_BYTES`] of the node's cache key.
+    pub(super) key: [u8; KEPT_KEY_BYTES],
     /// When the entry's answer was obtained: readers count their `max_ttl`
     /// from it.
     pub(super) stored_ms: i64,
-    pub(super) len: u32,
-    /// Set by a hit, cleared when the node gets its second chance.
-    pub(super) used: u32,
-    /// [`ENTRY`], [`MARK`] or [`CUTOFF`].
-    pub(super) kind: u32,
+    /// An entry's end as its writer set it (never past the token's `exp`);
+    /// a mark's deadline; a cutoff's time.
+    pub(super) expires: i32,
+    /// Until when an entry may still be served when the IdP fails (the
+    /// writer's `stale_if_error`, never past `exp`); for every kind, the
+    /// time from which the node is of no use to anyone and may be reaped.
+    pub(super) stale_until: i32,
     /// Until when a request refreshes this entry in the background.
-    pub(super) refreshing_until_ms: i64,
+    pub(super) refreshing_until: i32,
+    /// [`ENTRY`], [`MARK`] or [`CUTOFF`].
+    pub(super) kind: u8,
+    /// Set by a hit, cleared when the node gets its second chance.
+    pub(super) used: u8,
     // `len` bytes of value follow.
 }
 
+/// The times of a new node, in ms.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Times {
+    pub(super) stored_ms: i64,
+    pub(super) expires_ms: i64,
+    pub(super) stale_until_ms: i64,
+}
+
 impl Node {
+    /// A node linked nowhere, of `kind`, with `key`'s kept bytes, `times`
+    /// and a value of `len` bytes; its refresh mark unset.
+    pub(super) fn new(kind: u8, key: &[u8; 32], times: Times, len: u32) -> Node {
+        let at = |ms| Node::delta(times.stored_ms, ms);
+        Node {
+            queue: Link { prev: 0, next: 0 },
+            next: 0,
+            len,
+            key: key[..KEPT_KEY_BYTES].try_into().expect("16 bytes"),
+            stored_ms: times.stored_ms,
+            expires: at(times.expires_ms),
+            stale_until: at(times.stale_until_ms),
+            refreshing_until: i32::MIN,
+            kind,
+            used: 0,
+        }
+    }
+
+    /// `ms` as kept in a node stored at `stored_ms`: its distance from it,
+    /// saturated at 24 days either way. An entry's or a mark's end that far
+    /// ahead comes sooner (the entry is asked again sooner, a cutoff leaves
+    /// for the floor sooner: never a later answer served).
+    pub(super) fn delta(stored_ms: i64, ms: i64) -> i32 {
+        ms.saturating_sub(stored_ms)
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+    }
+
+    /// See the field.
+    pub(super) fn expires_ms(&self) -> i64 {
+        self.stored_ms.saturating_add(i64::from(self.expires))
+    }
+
+    /// See the field.
+    pub(super) fn stale_until_ms(&self) -> i64 {
+        self.stored_ms.saturating_add(i64::from(self.stale_until))
+    }
+
+    /// See the field.
+    pub(super) fn refreshing_until_ms(&self) -> i64 {
+        self.stored_ms
+            .saturating_add(i64::from(self.refreshing_until))
+    }
+
+    /// Whether the node's key is `key` (its kept bytes).
+    pub(super) fn is_key(&self, key: &[u8; 32]) -> bool {
+        self.key[..] == key[..KEPT_KEY_BYTES]
+    }
+
+    /// The node's tag: its key's first 8 bytes.
+    pub(super) fn tag(&self) -> [u8; 8] {
+        self.key[..8].try_into().expect("8 bytes")
+    }
+
     /// Whether the node's key begins with `tag` (is the token's).
     ///
     /// # Safety
@@ -189,8 +278,43 @@ impl Node {
         // its words are read.
         unsafe {
             (*node)
-                .expires_ms
+                .expires_ms()
                 .min((*node).stored_ms.saturating_add(max_ttl_ms))
         }
     }
+}
+
+/// The node at `off` in `table`'s region, or null for 0.
+///
+/// # Safety
+/// `table` must be an open table and `off` 0 or the offset of one of its
+/// nodes.
+#[inline(always)]
+pub(super) unsafe fn node_at(table: *const Table, off: u32) -> *mut Node {
+    match off {
+        0 => core::ptr::null_mut(),
+        // SAFETY: the offset was taken from a node of this region (the
+        // contract), which lies within `MAX_REGION_BYTES` of its base.
+        _ => unsafe { (*table).base.add(off as usize * 8).cast() },
+    }
+}
+
+/// The queue link at `off`: a node's, or the head's in the table.
+///
+/// # Safety
+/// As [`node_at`], for an offset not 0.
+#[inline(always)]
+pub(super) unsafe fn link_at(table: *const Table, off: u32) -> *mut Link {
+    // SAFETY: as `node_at` (the contract).
+    unsafe { (*table).base.add(off as usize * 8).cast() }
+}
+
+/// The offset of `p`, a node or link in `table`'s region.
+///
+/// # Safety
+/// `p` must lie in the region, 8-byte aligned (`Slab::base`).
+#[inline(always)]
+pub(super) unsafe fn off_of<T>(table: *const Table, p: *const T) -> u32 {
+    // SAFETY: both lie in one region (the contract), `p` past its base.
+    unsafe { (p.cast::<u8>().offset_from((*table).base) as usize / 8) as u32 }
 }

@@ -40,6 +40,9 @@ const READERS: [(i64, i64, u8); 5] = [
     (2_000, 1_000, 50),
 ];
 const REFRESH_FOR_MS: i64 = 5_000;
+const DAY_MS: i64 = 86_400_000;
+/// The furthest a node's times reach from when its answer was obtained.
+const KEPT_MS: i64 = i32::MAX as i64;
 /// Tokens, all in one chain.
 const TAGS: usize = 3;
 
@@ -94,6 +97,9 @@ fn op() -> impl Strategy<Value = Op> {
     let base = prop_oneof![
         6 => (any::<u8>(), back(), 1..400_000i64, prop_oneof![Just(0i64), 0..60_000i64])
             .prop_map(|(key, back_ms, fresh_ms, stale_ms)| Op::Insert { key, back_ms, fresh_ms, stale_ms }),
+        // Lifetimes past the 24 days a node's 32-bit times reach.
+        1 => (any::<u8>(), back(), 1..40 * DAY_MS, 0..10 * DAY_MS)
+            .prop_map(|(key, back_ms, fresh_ms, stale_ms)| Op::Insert { key, back_ms, fresh_ms, stale_ms }),
         6 => (any::<u8>(), any::<u8>()).prop_map(|(key, reader)| Op::Lookup { key, reader }),
         3 => (any::<u8>(), any::<u8>(), 1..10_000i64)
             .prop_map(|(key, reader, for_ms)| Op::Claim { key, reader, for_ms }),
@@ -102,6 +108,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(tag, back_ms, keep_ms)| Op::Purge { tag, back_ms, keep_ms }),
         1 => any::<u8>().prop_map(|tag| Op::Cutoff { tag }),
         4 => prop_oneof![0..2_000i64, 0..400_000i64].prop_map(|ms| Op::Advance { ms }),
+        1 => (0..30 * DAY_MS).prop_map(|ms| Op::Advance { ms }),
     ];
     prop_oneof![
         20 => base.clone(),
@@ -285,11 +292,14 @@ impl Model {
                     assert!(stored, "an answer obtained at {obtained} was not stored");
                 }
                 if stored {
+                    // A node keeps its times as 32-bit ms from when its
+                    // answer was obtained: an end further off comes sooner.
+                    let kept = obtained + KEPT_MS;
                     let answer = Answer {
                         key: k,
                         obtained,
-                        fresh_until: lifetime.fresh_until,
-                        stale_until: lifetime.stale_until,
+                        fresh_until: lifetime.fresh_until.min(kept),
+                        stale_until: lifetime.stale_until.min(kept),
                     };
                     self.answers.insert(id, answer);
                     self.slots[k] = Slot::Entry {

@@ -10,10 +10,9 @@
 //! lock holder clears (the names it held are lost; see SECURITY.md).
 
 use core::mem::size_of;
-use core::ptr;
 
-use super::change::{find, Change};
-use super::layout::{Died, Link, Node, Slab, Steps, Table, ENTRY, MAX_CHAIN};
+use super::change::{bucket_of, find_in, Change};
+use super::layout::{node_at, Died, Node, Slab, Steps, Table, Times, ENTRY, MAX_CHAIN};
 use crate::oauth::cache::CacheKey;
 
 /// What [`remember`] found.
@@ -43,22 +42,23 @@ pub unsafe fn remember<S: Slab, D: Steps>(
     // (this function's contract); a new node is fully written before it is
     // linked, and chains hold only live nodes of this table.
     unsafe {
-        let existing = find(table, key);
-        if !existing.is_null() && (*existing).kind == ENTRY && now_ms < (*existing).expires_ms {
+        let bucket = bucket_of(table, key.tag());
+        let existing = find_in(table, bucket, key);
+        if !existing.is_null() && (*existing).kind == ENTRY && now_ms < (*existing).expires_ms() {
             return Ok(Remembered::Seen);
         }
         let mut change = Change::begin(table, slab, steps);
         if !existing.is_null() {
-            change.remove(existing)?;
+            change.remove_in(bucket, existing)?;
         }
         change.reap(now_ms)?;
         // The chain: names past their time go; a chain of live names is full.
         let mut live = 0;
-        let mut node = *change.bucket(&key.0);
+        let mut node = node_at(table, *bucket);
         while !node.is_null() {
-            let next = (*node).next;
-            match (*node).stale_until_ms <= now_ms {
-                true => change.remove(node)?,
+            let next = node_at(table, (*node).next);
+            match (*node).stale_until_ms() <= now_ms {
+                true => change.remove_in(bucket, node)?,
                 false => live += 1,
             }
             node = next;
@@ -73,23 +73,14 @@ pub unsafe fn remember<S: Slab, D: Steps>(
             change.done();
             return Ok(Remembered::Full);
         }
-        node.write(Node {
-            queue: Link {
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-            },
-            next: ptr::null_mut(),
-            key: key.0,
+        let times = Times {
+            stored_ms: now_ms,
             expires_ms: until_ms,
             stale_until_ms: until_ms,
-            stored_ms: now_ms,
-            len: 0,
-            used: 0,
-            kind: ENTRY,
-            refreshing_until_ms: 0,
-        });
+        };
+        node.write(Node::new(ENTRY, &key.0, times, 0));
         change.step()?;
-        change.link(node)?;
+        change.link(bucket, node)?;
         (*table).stats.entries += 1;
         change.step()?;
         change.done();
