@@ -439,7 +439,7 @@ pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure
         return Err(IdpFailure::Call(CallFailure::NotJson));
     }
     let wire: WireResponse =
-        serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
+        members::from_json(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     match wire.active {
         Some(Active(Some(true))) => {
             // The marks first: they read `sub`, whose string then moves
