@@ -4,6 +4,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::oauth::answer_members::{
+    self as members, claim_text, numeric_date, Active, ClaimText, NumericDate,
+};
 use crate::oauth::cache::key::CacheKey;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::claims;
@@ -309,11 +312,7 @@ fn interpret_phantom_answer(
         }
         "application/jwt" => Ok(phantom_result(&jwt::claims(body)?, body, paths)),
         _ => {
-            let map: Map<String, Value> =
-                serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
-            if !unambiguous::<DecidingMembers>(body) {
-                return Err(IdpFailure::Call(CallFailure::NotJson));
-            }
+            let map = deciding_map(body)?;
             let active = match map.get("active") {
                 None => None,
                 Some(Value::Bool(active)) => Some(*active),
@@ -406,14 +405,23 @@ fn unambiguous<T: serde::de::DeserializeOwned>(body: &[u8]) -> bool {
     serde_json::from_slice::<T>(body).is_ok()
 }
 
+/// The members of a JSON object `body` none of whose deciding members
+/// ([`DecidingMembers`]) is given twice, read in one pass.
+fn deciding_map(body: &[u8]) -> Result<Map<String, Value>, IdpFailure> {
+    members::deciding_map(body).ok_or(IdpFailure::Call(CallFailure::NotJson))
+}
+
 /// Only the members the module uses are kept; the rest are skipped unparsed.
+/// The usual ones are read as they arrive, without a `Value` in between
+/// (the rarer `cnf` and revocation members are read as values). A member
+/// given twice is refused, as serde refuses a struct field given twice.
 #[derive(Deserialize)]
 struct WireResponse {
-    active: Option<Value>,
-    sub: Option<Value>,
-    scope: Option<Value>,
-    client_id: Option<Value>,
-    exp: Option<Value>,
+    active: Option<Active>,
+    sub: Option<ClaimText>,
+    scope: Option<ClaimText>,
+    client_id: Option<ClaimText>,
+    exp: Option<NumericDate>,
     cnf: Option<Value>,
     // What the revocation list of pushed events matches (`oauth/ssf/`).
     iss: Option<Value>,
@@ -431,30 +439,35 @@ pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure
         return Err(IdpFailure::Call(CallFailure::NotJson));
     }
     let wire: WireResponse =
-        serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
+        members::from_json(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     match wire.active {
-        Some(Value::Bool(true)) => {
+        Some(Active(Some(true))) => {
             // The marks first: they read `sub`, whose string then moves
             // into the claims (as do scope's and client_id's: no copies).
             let marks = match marks {
                 true => Marks::of_members(
                     wire.iss.as_ref(),
                     wire.iat.as_ref(),
-                    [&wire.sub, &wire.sid, &wire.email, &wire.jti].map(Option::as_ref),
+                    [
+                        wire.sub.as_ref().and_then(ClaimText::as_str),
+                        wire.sid.as_ref().and_then(Value::as_str),
+                        wire.email.as_ref().and_then(Value::as_str),
+                        wire.jti.as_ref().and_then(Value::as_str),
+                    ],
                 ),
                 false => Marks::default(),
             };
             Ok(IntrospectionResult::Active(TokenClaims {
-                exp: wire.exp.as_ref().and_then(numeric_date),
+                exp: wire.exp.and_then(|exp| exp.0),
                 cnf: Confirmation::of(wire.cnf.as_ref()),
-                sub: wire.sub.and_then(into_claim_text),
-                scope: wire.scope.and_then(into_claim_text),
-                client_id: wire.client_id.and_then(into_claim_text),
+                sub: wire.sub.and_then(ClaimText::into_text),
+                scope: wire.scope.and_then(ClaimText::into_text),
+                client_id: wire.client_id.and_then(ClaimText::into_text),
                 marks,
                 ..TokenClaims::default()
             }))
         }
-        Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
+        Some(Active(Some(false))) => Ok(IntrospectionResult::Inactive),
         _ => Err(IdpFailure::NoActiveMember),
     }
 }
@@ -465,11 +478,7 @@ pub fn parse_with_extra(
     body: &[u8],
     paths: &ClaimPaths,
 ) -> Result<IntrospectionResult, IdpFailure> {
-    let map: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
-    if !unambiguous::<DecidingMembers>(body) {
-        return Err(IdpFailure::Call(CallFailure::NotJson));
-    }
+    let map = deciding_map(body)?;
     match map.get("active") {
         Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(claims_of(&map, paths))),
         Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
@@ -504,32 +513,6 @@ fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
             true => Marks::of(map),
             false => Marks::default(),
         },
-    }
-}
-
-/// Strings as they are, other JSON values as compact JSON text, null as absent.
-fn claim_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// [`claim_text`] of a value the caller gives up: a string moves.
-fn into_claim_text(value: Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s),
-        other => claim_text(&other),
-    }
-}
-
-/// RFC 7519 NumericDate: seconds, possibly fractional; a numeric string is tolerated.
-fn numeric_date(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
     }
 }
 
@@ -1193,5 +1176,234 @@ mod tests {
             crate::oauth::cnf::sha256_b64u(jkt).as_ref()
         );
         assert!(claims.phantom.is_some());
+    }
+
+    /// The readings before the one-pass parsers, kept as their oracle: every
+    /// member a `Value`, converted afterwards; with claim paths, the answer
+    /// read as a map and again as [`DecidingMembers`].
+    mod oracle {
+        use super::*;
+
+        #[derive(Deserialize)]
+        struct WireValues {
+            active: Option<Value>,
+            sub: Option<Value>,
+            scope: Option<Value>,
+            client_id: Option<Value>,
+            exp: Option<Value>,
+            cnf: Option<Value>,
+            iss: Option<Value>,
+            iat: Option<Value>,
+            sid: Option<Value>,
+            email: Option<Value>,
+            jti: Option<Value>,
+        }
+
+        fn text(value: Value) -> Option<String> {
+            match value {
+                Value::String(s) => Some(s),
+                other => claim_text(&other),
+            }
+        }
+
+        pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure> {
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(IdpFailure::Call(CallFailure::NotJson));
+            }
+            let wire: WireValues =
+                serde_json::from_slice(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
+            match wire.active {
+                Some(Value::Bool(true)) => Ok(IntrospectionResult::Active(TokenClaims {
+                    marks: match marks {
+                        true => Marks::of_members(
+                            wire.iss.as_ref(),
+                            wire.iat.as_ref(),
+                            [&wire.sub, &wire.sid, &wire.email, &wire.jti]
+                                .map(|v| v.as_ref().and_then(Value::as_str)),
+                        ),
+                        false => Marks::default(),
+                    },
+                    exp: wire.exp.as_ref().and_then(numeric_date),
+                    cnf: Confirmation::of(wire.cnf.as_ref()),
+                    sub: wire.sub.and_then(text),
+                    scope: wire.scope.and_then(text),
+                    client_id: wire.client_id.and_then(text),
+                    ..TokenClaims::default()
+                })),
+                Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),
+                _ => Err(IdpFailure::NoActiveMember),
+            }
+        }
+
+        pub fn deciding_map(body: &[u8]) -> Option<Map<String, Value>> {
+            let map: Map<String, Value> = serde_json::from_slice(body).ok()?;
+            unambiguous::<DecidingMembers>(body).then_some(map)
+        }
+    }
+
+    /// Member names: every deciding one, one spelled with an escape, others.
+    const NAMES: [&str; 17] = [
+        "active",
+        "jwt",
+        "sub",
+        "scope",
+        "client_id",
+        "exp",
+        "cnf",
+        "iss",
+        "iat",
+        "sid",
+        "email",
+        "jti",
+        "act\\u0069ve",
+        "s\\u0075b",
+        "aud",
+        "$serde_json::private::RawValue",
+        "x",
+    ];
+
+    /// Member values, the hostile ones included.
+    const VALUES: [&[u8]; 34] = [
+        b"true",
+        b"false",
+        b"null",
+        b"0",
+        b"-1",
+        b"1700000000",
+        b"1.7e9",
+        b"-2.5",
+        b"1e999",
+        b"18446744073709551615",
+        b"9223372036854775808",
+        b"-9223372036854775809",
+        b"\"alice\"",
+        b"\"\"",
+        b"\"1700000000\"",
+        b"\"-5\"",
+        b"\"1.5\"",
+        b"\"a\\r\\nb\"",
+        b"\"\\u00e9\\ud83d\\ude00\"",
+        b"\"\\ud800\"",
+        b"\"\\u0000\"",
+        b"\"\xff\"",
+        b"\"\xc3\xa9\"",
+        b"[]",
+        b"[1,\"a\",null,{\"b\":[true]}]",
+        b"{}",
+        b"{\"b\":1,\"a\":2,\"b\":3}",
+        b"{\"jkt\":\"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\"}",
+        b"{\"jkt\":\"a\",\"jkt\":\"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs\"}",
+        b"{\"x5t#S256\":1}",
+        b"{\"$serde_json::private::RawValue\":\"[1]\"}",
+        b"{\"$serde_json::private::RawValue\":1}",
+        b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        b"tru",
+    ];
+
+    /// An answer of the given members, then damaged by `cut` bytes from its
+    /// end and a `prefix` (none, whitespace, an array's bracket).
+    fn answer(members: &[(usize, usize)], cut: usize, prefix: usize) -> Vec<u8> {
+        let mut body = [&b""[..], b" \n", b"["][prefix].to_vec();
+        body.push(b'{');
+        for (i, (name, value)) in members.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(format!("\"{}\":", NAMES[*name]).as_bytes());
+            body.extend_from_slice(VALUES[*value]);
+        }
+        body.push(b'}');
+        body.truncate(body.len().saturating_sub(cut));
+        body
+    }
+
+    fn members() -> impl proptest::strategy::Strategy<Value = Vec<(usize, usize)>> {
+        use proptest::prelude::*;
+        // Mostly an `active` first, so that most answers get past it.
+        (
+            prop_oneof![Just(0usize), Just(1), Just(2)],
+            proptest::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..8),
+        )
+            .prop_map(|(active, mut rest)| {
+                if active < 2 {
+                    rest.insert(0, (0, active));
+                }
+                rest
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn one_pass_parsing_reads_answers_as_the_value_readings_did(
+            members in members(),
+            cut in proptest::prelude::prop_oneof![
+                6 => proptest::prelude::Just(0usize),
+                1 => 1usize..4,
+            ],
+            prefix in proptest::prelude::prop_oneof![
+                8 => proptest::prelude::Just(0usize),
+                1 => 1usize..3,
+            ],
+        ) {
+            let body = answer(&members, cut, prefix);
+            for marks in [false, true] {
+                proptest::prop_assert_eq!(parse(&body, marks), oracle::parse(&body, marks));
+            }
+            proptest::prop_assert_eq!(deciding_map(&body).ok(), oracle::deciding_map(&body));
+        }
+
+        #[test]
+        fn one_pass_parsing_reads_any_bytes_as_the_value_readings_did(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            for marks in [false, true] {
+                proptest::prop_assert_eq!(parse(&body, marks), oracle::parse(&body, marks));
+            }
+            proptest::prop_assert_eq!(deciding_map(&body).ok(), oracle::deciding_map(&body));
+        }
+    }
+
+    #[test]
+    fn the_deciding_names_are_the_deciding_members() {
+        for name in NAMES.iter().take(12) {
+            let twice = format!(r#"{{"{name}":1,"{name}":1}}"#);
+            assert!(members::DECIDING.contains(name));
+            assert!(!unambiguous::<DecidingMembers>(twice.as_bytes()), "{name}");
+            assert_eq!(
+                deciding_map(twice.as_bytes()),
+                Err(IdpFailure::Call(CallFailure::NotJson))
+            );
+        }
+        assert_eq!(members::DECIDING.len(), 12);
+        let twice = br#"{"aud":1,"aud":2}"#;
+        assert!(unambiguous::<DecidingMembers>(twice));
+        assert_eq!(deciding_map(twice).map(|m| m["aud"].clone()), Ok(2.into()));
+    }
+
+    #[test]
+    fn one_pass_parsing_reads_edge_answers_as_the_value_readings_did() {
+        for body in [
+            &b"null"[..],
+            b"{}",
+            b"[]",
+            b"{\"active\":true}  ",
+            b"{\"active\":true} x",
+            b"{\"active\":true,}",
+            b"{\"active\":true,\"sub\":{\"$serde_json::private::RawValue\":\"[1,2]\"}}",
+            b"{\"active\":true,\"exp\":\"12\\u0033\"}",
+            b"{\"active\":true,\"scope\":\"a\\\"b\"}",
+            b"{\"active\":true,\"sub\":1e308,\"exp\":-1e308,\"client_id\":-0.0}",
+        ] {
+            for marks in [false, true] {
+                assert_eq!(parse(body, marks), oracle::parse(body, marks), "{body:?}");
+            }
+            assert_eq!(
+                deciding_map(body).ok(),
+                oracle::deciding_map(body),
+                "{body:?}"
+            );
+        }
     }
 }

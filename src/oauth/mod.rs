@@ -3,6 +3,7 @@
 //! The nginx glue (`handler/`, `redis/`, `directives/`, `shm/zone.rs`) calls into it
 //! and only moves bytes between nginx's structures and these functions.
 
+mod answer_members;
 pub mod bearer;
 pub mod cache;
 pub mod call;

@@ -115,16 +115,16 @@ impl Marks {
         Marks::of_members(
             claims.get("iss"),
             claims.get("iat"),
-            Kind::ALL.map(|kind| claims.get(kind.claim())),
+            Kind::ALL.map(|kind| claims.get(kind.claim()).and_then(Value::as_str)),
         )
     }
 
     /// [`Marks::of`] from the members as read: `iss`, `iat`, then the
-    /// values of `sub`, `sid`, `email` and `jti` (`Kind::ALL`'s order).
+    /// string values of `sub`, `sid`, `email` and `jti` (`Kind::ALL`'s order).
     pub fn of_members(
         iss: Option<&Value>,
         iat: Option<&Value>,
-        values: [Option<&Value>; 4],
+        values: [Option<&str>; 4],
     ) -> Marks {
         let issuer = iss.and_then(Value::as_str).unwrap_or("");
         let mut marks = Marks {
@@ -132,7 +132,7 @@ impl Marks {
             ..Marks::default()
         };
         for (kind, value) in Kind::ALL.into_iter().zip(values) {
-            if let Some(value) = value.and_then(Value::as_str) {
+            if let Some(value) = value {
                 marks.push(tag(kind, issuer, value));
             }
         }
