@@ -272,15 +272,22 @@ impl TierEntry {
 /// `None` for anything `seal_entry` did not make with this key for this
 /// slot and field.
 pub fn open_entry(key: &FleetKey, slot: &[u8], field: &[u8], sealed: &[u8]) -> Option<TierEntry> {
-    let plain = open(key, &entry_aad(slot, field), sealed)?;
+    let mut plain = open(key, &entry_aad(slot, field), sealed)?;
     let (obtained, rest) = plain.split_first_chunk::<8>()?;
     let (fresh, rest) = rest.split_first_chunk::<8>()?;
-    let (stale, entry) = rest.split_first_chunk::<8>()?;
+    let (stale, _) = rest.split_first_chunk::<8>()?;
+    let (obtained_ms, fresh_until_ms, stale_until_ms) = (
+        i64::from_le_bytes(*obtained),
+        i64::from_le_bytes(*fresh),
+        i64::from_le_bytes(*stale),
+    );
+    // The entry stays in the opened bytes' allocation: no second copy.
+    plain.drain(..24);
     Some(TierEntry {
-        obtained_ms: i64::from_le_bytes(*obtained),
-        fresh_until_ms: i64::from_le_bytes(*fresh),
-        stale_until_ms: i64::from_le_bytes(*stale),
-        entry: entry.to_vec(),
+        obtained_ms,
+        fresh_until_ms,
+        stale_until_ms,
+        entry: plain,
     })
 }
 
