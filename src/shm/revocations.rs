@@ -1,7 +1,9 @@
 //! The Shared Signals receiver's revocation list (`auth_oauth2_token_ssf_receiver`):
 //! a cache table in a zone of its own whose cutoffs are the revocations
 //! ("tokens with this tag issued at or before T are refused"), read and
-//! written under the zone's lock like the cache zones (`zone.rs`).
+//! written under the zone's lock like the cache zones (`zone.rs`), except
+//! that a request reads without it whether the list was never changed since
+//! nginx made it (`table::refuses_nothing`): then nothing is refused.
 //!
 //! Its index, in a zone of its own (`index=`), says which tokens carry
 //! which list keys: one entry per (list key, token tag), written when a
