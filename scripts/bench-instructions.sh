@@ -131,7 +131,9 @@ fi
 # both, the module's locations only where it is loaded.
 gateway_conf() { # $1: with module (1/0), $2: port, $3: with the phantom location (1/0), $4: TLS port,
                 # $5: the shared tier on the Redis Cluster (1) rather than the one Redis
-  local load="" module_http="" module_locations=""
+  local load="" module_http="" module_locations="" ssf_http="$ssf_http" ssf_locations="$ssf_locations"
+  # The receiver refuses a Redis Cluster: row 10c's gateway goes without.
+  [ "${5:-0}" = 1 ] && ssf_http="" ssf_locations=""
   if [ "$1" = 1 ]; then
     load="load_module $MODULE;"
     module_http="$(bench_module_http)

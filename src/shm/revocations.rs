@@ -1,7 +1,9 @@
 //! The Shared Signals receiver's revocation list (`auth_oauth2_token_ssf_receiver`):
 //! a cache table in a zone of its own whose cutoffs are the revocations
 //! ("tokens with this tag issued at or before T are refused"), read and
-//! written under the zone's lock like the cache zones (`zone.rs`).
+//! written under the zone's lock like the cache zones (`zone.rs`), except
+//! that a request reads without it whether the list was never changed since
+//! nginx made it (`table::refuses_nothing`): then nothing is refused.
 //!
 //! Its index, in a zone of its own (`index=`), says which tokens carry
 //! which list keys: one entry per (list key, token tag), written when a
@@ -11,7 +13,9 @@
 //! zone. It is a cache: an entry it evicts, or loses to a worker's death,
 //! only leaves that token's entries in place, still refused on every hit.
 
-use ngx::ffi::ngx_shm_zone_t;
+use core::ptr;
+
+use ngx::ffi::{ngx_shm_zone_t, ngx_slab_pool_t};
 
 use super::table::{self, Live};
 use super::zone::{self, Locked};
@@ -28,18 +32,36 @@ use crate::oauth::ssf::{index_key, indexed_token, Marks};
 /// # Safety
 /// `zone` must be a zone initialised by `zone::init_zone`.
 pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
-    // Nothing to look up: no lock.
-    if marks.tags().is_empty() {
+    // Nothing to look up, or a list that never held anything: no lock.
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `never_changed` needs.
+    let untouched = || unsafe { never_changed(zone) };
+    if marks.tags().is_empty() || untouched() {
         return false;
     }
     // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `Locked::new` needs; the table is read while `locked`
+    // contract), as `Locked::keyless` needs; the table is read while `locked`
     // holds the zone's mutex.
     unsafe {
-        let Some(locked) = Locked::new(zone) else {
+        let Some(locked) = Locked::keyless(zone) else {
             return true;
         };
         marks.refused(|tag| table::cutoff(locked.table, tag))
+    }
+}
+
+/// Whether the list in `zone` was never changed since nginx made it
+/// (`table::refuses_nothing`), read without its lock.
+///
+/// # Safety
+/// `zone` must be a zone initialised by `zone::init_zone`.
+unsafe fn never_changed(zone: *mut ngx_shm_zone_t) -> bool {
+    // SAFETY: an initialised zone's mapping (this function's contract)
+    // starts with its slab pool, whose `data` is the word `table::open`
+    // keeps the table in, mapped as long as the cycle lives.
+    unsafe {
+        let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
+        table::refuses_nothing(ptr::addr_of_mut!((*pool).data).cast())
     }
 }
 
@@ -58,10 +80,10 @@ pub unsafe fn revoke(
     keep_until_ms: i64,
 ) -> bool {
     // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `Locked::new` needs; the table is used while `locked`
+    // contract), as `Locked::keyless` needs; the table is used while `locked`
     // holds the zone's mutex.
     unsafe {
-        let Some(mut locked) = Locked::new(zone) else {
+        let Some(mut locked) = Locked::keyless(zone) else {
             return false;
         };
         let table = locked.table;
@@ -87,9 +109,9 @@ pub unsafe fn revoke(
 /// `zone` must be a zone initialised by `zone::init_zone`.
 pub unsafe fn count(zone: *mut ngx_shm_zone_t) -> u64 {
     // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `Locked::new` needs; the table's counters are read
+    // contract), as `Locked::keyless` needs; the table's counters are read
     // while `locked` holds the zone's mutex.
-    unsafe { Locked::new(zone).map_or(0, |locked| table::stats(locked.table).cutoffs) }
+    unsafe { Locked::keyless(zone).map_or(0, |locked| table::stats(locked.table).cutoffs) }
 }
 
 /// Notes in the index in `zone` that the token whose cache keys begin with
@@ -113,10 +135,10 @@ pub unsafe fn index(
         stale_until: until_ms,
     };
     // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `Locked::new` needs; the table is used while `locked`
+    // contract), as `Locked::keyless` needs; the table is used while `locked`
     // holds the zone's mutex.
     unsafe {
-        let Some(mut locked) = Locked::new(zone) else {
+        let Some(mut locked) = Locked::keyless(zone) else {
             return;
         };
         for tag in marks.tags() {
@@ -143,10 +165,10 @@ pub unsafe fn index(
 /// `zone` must be a zone initialised by `zone::init_zone`.
 pub unsafe fn indexed(zone: *mut ngx_shm_zone_t, tag: &[u8; 8], now_ms: i64) -> Vec<[u8; 8]> {
     // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `Locked::new` needs; the table is read while `locked`
+    // contract), as `Locked::keyless` needs; the table is read while `locked`
     // holds the zone's mutex.
     unsafe {
-        let Some(locked) = Locked::new(zone) else {
+        let Some(locked) = Locked::keyless(zone) else {
             return Vec::new();
         };
         table::keys_tagged(locked.table, tag, now_ms)

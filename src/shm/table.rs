@@ -35,7 +35,7 @@
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, Ordering};
 
 use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
@@ -157,6 +157,39 @@ unsafe fn open_in_steps<S: Slab, D: Steps>(
     Ok(made.map(|table| (table, opened)))
 }
 
+/// Whether the table `root` points at surely refuses nothing: made with
+/// no floor and never changed since (`Table::untouched`), so it holds no
+/// cutoff. Read without the lock, for the Shared Signals list checked on
+/// every request: `false` sends the caller to the lock ([`cutoff`]).
+///
+/// Races: a change clears `untouched` before anything else, so a reader
+/// that still sees it comes before that change, as if it had taken the
+/// lock first. A table that a worker makes in place of a damaged one (its
+/// floor refuses what came before) has it clear, and repairs only follow
+/// a change, which cleared it in the old table first; `make` nulls `root`
+/// before it frees the old table, and lays the new one out where the old
+/// one lay (the first allocation of a reset pool), so a reader that
+/// loaded `root` before finds the old table's cleared word or the new
+/// one's, both clear.
+///
+/// # Safety
+/// `root` must point at the word that [`open`] keeps the table in, in a
+/// region mapped for as long as the call lasts.
+pub unsafe fn refuses_nothing(root: *mut *mut Table) -> bool {
+    // SAFETY: `root` is the table's word in a mapped region (this
+    // function's contract), aligned as a pointer; others write it under
+    // the lock, read here as an atomic word.
+    let table = unsafe { AtomicPtr::from_ptr(root) }.load(Ordering::Acquire);
+    // SAFETY: a non-null root points at a table made by `open` in the same
+    // region; the magic number is read first, as every version lays it
+    // out, and `untouched` only in a table of this layout.
+    !table.is_null()
+        && unsafe {
+            ptr::read_volatile(ptr::addr_of!((*table).magic)) == LAYOUT_MAGIC
+                && (*table).untouched.load(Ordering::SeqCst) == UNTOUCHED
+        }
+}
+
 /// Whether `table` was laid out by this version of the module.
 ///
 /// # Safety
@@ -206,6 +239,11 @@ unsafe fn make<S: Slab, D: Steps>(
             magic: LAYOUT_MAGIC,
             changing: AtomicU32::new(1),
             mask: (nbuckets - 1) as u32,
+            // A table made in place of a lost one has a floor: it refuses.
+            untouched: AtomicU32::new(match fresh.floor_ms {
+                i64::MIN => UNTOUCHED,
+                _ => 0,
+            }),
             base: slab.base(),
             buckets,
             queue: Link { prev: 0, next: 0 },
@@ -1904,6 +1942,49 @@ pub(crate) mod tests {
         assert_eq!(z.get_key(&tagged(TAG, 1)), Lookup::Miss);
         assert_eq!((z.check(), z.cutoffs()), (1, 1));
         assert_eq!(z.open().1, Opened::Ready);
+    }
+
+    fn refuses_nothing_now(z: &mut Zone) -> bool {
+        // SAFETY: the root word of this test's zone.
+        unsafe { refuses_nothing(&mut z.root) }
+    }
+
+    #[test]
+    fn only_a_new_table_never_changed_refuses_nothing_without_the_lock() {
+        let mut z = Zone::new(room_for(8));
+        assert!(refuses_nothing_now(&mut z), "a new zone's empty table");
+        let (table, opened) = z.open();
+        assert_eq!(opened, Opened::Ready);
+        // SAFETY: the table was just opened.
+        let found = unsafe { cutoff(table, &TAG) };
+        assert_eq!(found, None, "looking changes nothing");
+        assert!(refuses_nothing_now(&mut z));
+        // The first change of any kind clears it for good.
+        assert!(z.insert(1, b"value"));
+        assert!(!refuses_nothing_now(&mut z));
+        let mut z = Zone::new(room_for(8));
+        assert_eq!(z.purge_at(&mut Live, TAG, NOW - 5, NOW + TTL), Ok(0));
+        assert!(!refuses_nothing_now(&mut z), "a revocation");
+        // A change that dies before anything else leaves it clear, and
+        // the repaired table (it has a floor) too.
+        let mut z = Zone::new(room_for(8));
+        assert_eq!(
+            z.purge_at(&mut DieAt(0), TAG, NOW - 5, NOW + TTL),
+            Err(Died)
+        );
+        assert!(!refuses_nothing_now(&mut z), "a change died in it");
+        z.fresh.floor_ms = NOW + 10;
+        assert_eq!(z.open().1, Opened::Repaired);
+        assert!(!refuses_nothing_now(&mut z), "a repaired table refuses");
+        // No table, or another layout's: ask under the lock.
+        let mut z = Zone::new(room_for(8));
+        let table = z.root;
+        z.root = ptr::null_mut();
+        assert!(!refuses_nothing_now(&mut z));
+        z.root = table;
+        // SAFETY: the table of this test's zone, used by no one else.
+        unsafe { (*table).magic = u64::from_be_bytes(*b"oauth2c9") };
+        assert!(!refuses_nothing_now(&mut z));
     }
 
     /// Whether the region is as a death must leave it: no table, or a table

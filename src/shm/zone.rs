@@ -135,6 +135,22 @@ impl Locked {
     /// # Safety
     /// `zone` must be a zone initialised by [`init_zone`].
     pub(super) unsafe fn new(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
+        // SAFETY: as `keyless` needs (this function's contract).
+        let locked = unsafe { Locked::keyless(zone)? };
+        // A table made afresh (here or by another worker) has a new
+        // secret: the copy follows it at every lock.
+        // SAFETY: the table is open and its lock held.
+        note_secret(zone, unsafe { table::key_secret(locked.table) });
+        Some(locked)
+    }
+
+    /// [`Locked::new`] for a zone whose keys are not made with its secret
+    /// (the Shared Signals list and index: theirs are digests of claims),
+    /// so this worker's copy of it is not looked up.
+    ///
+    /// # Safety
+    /// `zone` must be a zone initialised by [`init_zone`].
+    pub(super) unsafe fn keyless(zone: *mut ngx_shm_zone_t) -> Option<Locked> {
         // SAFETY: an initialised zone's mapping starts with its slab pool,
         // whose `data` is the table `table::open` made (or null, when a
         // worker died while making one); `open` writes it in place.
@@ -159,9 +175,6 @@ impl Locked {
             if how != Opened::Ready {
                 log_repair(zone, (*zone).shm.log);
             }
-            // A table made afresh (here or by another worker) has a new
-            // secret: the copy follows it at every lock.
-            note_secret(zone, table::key_secret(table));
             Some(Locked { pool: slab, table })
         }
     }

@@ -33,8 +33,14 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// `table` must be a table returned by `table::open`, the lock held.
     pub(super) unsafe fn begin(table: *mut Table, slab: &'t mut S, steps: &'t mut D) -> Self {
         // SAFETY: `table` is an open table and its lock is held (this
-        // function's contract); `changing` is an atomic word of it.
-        unsafe { (*table).changing.store(1, Ordering::Release) };
+        // function's contract); `untouched` and `changing` are atomic
+        // words of it. `untouched` goes first, and for good (readers
+        // without the lock trust it, `table::refuses_nothing`), so a
+        // change that dies halfway leaves it clear.
+        unsafe {
+            (*table).untouched.store(0, Ordering::SeqCst);
+            (*table).changing.store(1, Ordering::Release);
+        }
         // No store of the change may be moved before the mark.
         compiler_fence(Ordering::SeqCst);
         Change { table, slab, steps }

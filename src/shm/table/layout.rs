@@ -9,15 +9,18 @@ use core::sync::atomic::AtomicU32;
 /// Bump it with every change of `Table` or `Node` (the size checks below
 /// catch most) or of what a key or a node means: a reload keeps a zone of
 /// the same magic and reads it as this version's.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2c9");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2ca");
 const _: () = assert!(
     size_of::<Node>() == 56,
     "a new Node layout needs a new LAYOUT_MAGIC"
 );
 const _: () = assert!(
-    size_of::<Table>() == 112,
+    size_of::<Table>() == 120,
     "a new Table layout needs a new LAYOUT_MAGIC"
 );
+/// `Table::untouched` of a table nothing changed yet: a value that no
+/// other field, node or value of an older table is likely to leave there.
+pub(super) const UNTOUCHED: u32 = u32::from_be_bytes(*b"void");
 /// The largest region a table can lie in: its links are 32-bit offsets
 /// from the region's start in 8-byte units.
 pub const MAX_REGION_BYTES: usize = 8 << 32;
@@ -115,6 +118,13 @@ pub struct Table {
     pub(super) changing: AtomicU32,
     /// The number of buckets, less one (a power of two).
     pub(super) mask: u32,
+    /// [`UNTOUCHED`] while nothing ever changed a table made with no floor
+    /// (a new zone's): it holds nothing and refuses nothing. The first
+    /// change clears it before it marks `changing`, and nothing sets it
+    /// again, so it can be read without the lock ([`refuses_nothing`]).
+    ///
+    /// [`refuses_nothing`]: super::refuses_nothing
+    pub(super) untouched: AtomicU32,
     /// The region's start (`Slab::base`): every link, chain and bucket
     /// holds a 32-bit offset from it in 8-byte units, 0 for none. The
     /// shared mapping has the same address in every worker and across
