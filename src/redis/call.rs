@@ -172,7 +172,7 @@ fn follow(
     result: Result<Vec<Reply>, Failure>,
 ) -> Option<Result<Vec<Reply>, Failure>> {
     let uri = hop.uri().to_vec();
-    let (after, refresh) = cluster_route::after(sr.log(), hop, result);
+    let (after, refresh) = cluster_route::after(sr.log(), hop, &call.commands, result);
     let mut parent = sr.parent();
     if let (true, Some(parent)) = (refresh, parent.as_mut()) {
         read_map(parent, &uri);

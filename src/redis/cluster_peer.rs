@@ -65,6 +65,7 @@ pub(super) unsafe fn index_of(
     node: SocketAddr,
 ) -> Option<usize> {
     let node = sockaddr_of(node);
+    let node = node.as_slice();
     // SAFETY: round robin's init made peer.data a peers list whose entries
     // live as long as the cycle; without a zone (`shpool`) nothing changes
     // them at run time.
@@ -79,7 +80,7 @@ pub(super) unsafe fn index_of(
             let len = (*peer).socklen as usize;
             if !(*peer).sockaddr.is_null() && len == node.len() {
                 let addr = core::slice::from_raw_parts((*peer).sockaddr.cast::<u8>(), len);
-                if addr == node.as_slice() {
+                if addr == node {
                     return Some(index);
                 }
             }
