@@ -64,6 +64,10 @@ pub struct Call {
     /// With Redis Cluster: where the call goes, and what sends it again
     /// elsewhere (`redis/cluster_route.rs`).
     pub(super) hop: Option<Hop>,
+    /// With Redis Cluster: the index of the call's node among the
+    /// upstream's servers, when it is one (`redis/cluster_peer.rs` steers
+    /// the balancer there).
+    pub(super) server: Option<usize>,
 }
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
@@ -126,6 +130,7 @@ fn launch(
         fed: 0,
         deadline: Deadline::new(),
         hop,
+        server: None,
     };
     // Kept in the request pool, which every subrequest shares and which
     // outlives them; dropped with it (its deadline disarmed first).

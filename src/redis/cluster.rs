@@ -93,9 +93,7 @@ pub fn crc16(bytes: &[u8]) -> u16 {
 /// the first `{` and the first `}` after it, when there are some), else of
 /// the whole name.
 pub fn key_slot(name: &[u8]) -> u16 {
-    let hashed = name
-        .iter()
-        .position(|&b| b == b'{')
+    let hashed = find_byte(name, b'{')
         .and_then(|open| {
             let rest = &name[open + 1..];
             let close = rest.iter().position(|&b| b == b'}')?;
@@ -103,6 +101,26 @@ pub fn key_slot(name: &[u8]) -> u16 {
         })
         .unwrap_or(name);
     crc16(hashed) % SLOTS
+}
+
+/// Where `needle` first is in `hay`: eight bytes at a time (a word with
+/// no byte equal to it has no zero byte once xored with it), then the rest.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut at = 0;
+    for word in hay.chunks_exact(8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_ne_bytes(bytes) ^ pattern;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    let found = hay[at..].iter().position(|&b| b == needle)?;
+    Some(at + found)
 }
 
 /// Commands as their bytes and their arguments.
@@ -155,9 +173,15 @@ pub fn call_slot(commands: &[u8], count: usize) -> Option<u16> {
 fn resp_line(buf: &[u8], kind: u8) -> Option<(usize, &[u8])> {
     let rest = buf.strip_prefix(&[kind])?;
     let end = rest.iter().take(11).position(|&b| b == b'\r')?;
-    let n = number(&rest[..end])?;
+    let digits = &rest[..end];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
     let rest = rest[end..].strip_prefix(b"\r\n")?;
-    Some((usize::try_from(n).ok()?, rest))
+    Some((n, rest))
 }
 
 /// A bulk string `$<len>\r\n<bytes>\r\n` at the start of `buf`: its bytes
@@ -306,6 +330,17 @@ pub fn next(replies: &[Reply], slot: Option<u16>, hops: u8) -> Next {
         }
     }
     Next::Done
+}
+
+/// Whether a call's replies say the cluster is down (`-CLUSTERDOWN`: a
+/// node lost sight of a slot's primary, which may be failing over; the map
+/// is read again). Any other error reply, `-TRYAGAIN` (a name of a slot
+/// being moved, while a command needs several) among them, is the call's
+/// plain answer: a miss.
+pub fn says_down(replies: &[Reply]) -> bool {
+    replies
+        .iter()
+        .any(|r| matches!(r, Reply::Error(text) if resp::error_kind(text) == "CLUSTERDOWN"))
 }
 
 /// Which primary serves each slot, as a node said (`CLUSTER SLOTS`).
@@ -518,6 +553,53 @@ mod tests {
     }
 
     #[test]
+    fn find_byte_finds_the_first() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay = vec![b'a'; len];
+                if at < len {
+                    hay[at] = b'{';
+                    hay.iter_mut()
+                        .skip(at + 1)
+                        .step_by(3)
+                        .for_each(|b| *b = b'{');
+                }
+                assert_eq!(
+                    find_byte(&hay, b'{'),
+                    (at < len).then_some(at),
+                    "{len} {at}"
+                );
+            }
+        }
+        // Bytes next to the needle's value (borrows in the word trick).
+        assert_eq!(
+            find_byte(&[0x7a, 0x7c, 0xfb, 0x00, 0xff, 0x7b], b'{'),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn clusterdown_says_down_and_tryagain_does_not() {
+        let err = |t: &[u8]| Reply::Error(t.to_vec());
+        let ok = Reply::Bulk(Some(b"v".to_vec()));
+        assert!(says_down(&[err(b"CLUSTERDOWN The cluster is down")]));
+        assert!(says_down(&[
+            ok.clone(),
+            err(b"CLUSTERDOWN Hash slot not served")
+        ]));
+        assert!(!says_down(&[err(
+            b"TRYAGAIN Multiple keys request during rehashing of slot"
+        )]));
+        assert!(!says_down(&[
+            err(b"CLUSTERDOWNX"),
+            err(b"ERR CLUSTERDOWN"),
+            ok
+        ]));
+        assert!(!says_down(&[Reply::Status(b"CLUSTERDOWN".to_vec())]));
+        assert!(!says_down(&[]));
+    }
+
+    #[test]
     fn asking_before_each_command() {
         let mut c = Vec::new();
         resp::command(&mut c, &[b"DEL", b"k"]);
@@ -712,6 +794,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn find_byte_agrees_with_position(
+            hay in proptest::collection::vec(any::<u8>(), 0..80),
+            needle in any::<u8>(),
+        ) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+
         #[test]
         fn call_slot_reads_any_first_name(
             args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 2..5),

@@ -2,9 +2,9 @@
 //! upstream's servers are seed nodes; each worker keeps its own slot map
 //! (`redis/cluster.rs`), read with `CLUSTER SLOTS` from a seed (through
 //! nginx's balancer, which skips a seed that is down) when its first call
-//! starts, and again after a `-MOVED`, or a call that found no connection
-//! or no answer (a node down: the cluster may have failed over), at most
-//! every 500 ms. A call goes to its slot's primary (`redis/upstream.rs`
+//! starts, and again after a `-MOVED`, a `-CLUSTERDOWN`, or a call that
+//! found no connection or no answer (a node down: the cluster may have
+//! failed over), at most every 500 ms. A call goes to its slot's primary (`redis/upstream.rs`
 //! points the upstream at it, as for Sentinel's primary); a slot the map
 //! does not know goes to the seeds, which redirect. `-MOVED` and `-ASK`
 //! send the call again to the node they name (from the post-subrequest
@@ -166,7 +166,10 @@ pub(super) fn after(
         Ok(replies) => replies,
     };
     let to = match cluster::next(&replies, Some(slot), hop.hops) {
-        Next::Done => return (After::Done(Ok(replies)), false),
+        Next::Done => {
+            let down = cluster::says_down(&replies);
+            return (After::Done(Ok(replies)), down);
+        }
         Next::GiveUp => return (After::Done(Err(Failure::Redirected)), false),
         Next::Follow(to) => to,
     };
