@@ -171,16 +171,24 @@ pub fn call_slot(commands: &[u8], count: usize) -> Option<u16> {
 /// A RESP header line `<kind><digits>\r\n` at the start of `buf`: its
 /// number and what follows it.
 fn resp_line(buf: &[u8], kind: u8) -> Option<(usize, &[u8])> {
-    let rest = buf.strip_prefix(&[kind])?;
-    let end = rest.iter().take(11).position(|&b| b == b'\r')?;
-    let digits = &rest[..end];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let (&first, rest) = buf.split_first()?;
+    if first != kind {
         return None;
     }
-    let n = digits
-        .iter()
-        .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
-    let rest = rest[end..].strip_prefix(b"\r\n")?;
+    // At most 10 digits (a name's length is far below that).
+    let mut n = 0usize;
+    let mut at = 0;
+    while let Some(&d) = rest.get(at) {
+        if !d.is_ascii_digit() || at == 10 {
+            break;
+        }
+        n = n * 10 + usize::from(d - b'0');
+        at += 1;
+    }
+    if at == 0 {
+        return None;
+    }
+    let rest = rest[at..].strip_prefix(b"\r\n")?;
     Some((n, rest))
 }
 
