@@ -64,6 +64,10 @@ pub struct Call {
     /// With Redis Cluster: where the call goes, and what sends it again
     /// elsewhere (`redis/cluster_route.rs`).
     pub(super) hop: Option<Hop>,
+    /// With Redis Cluster: the index of the call's node among the
+    /// upstream's servers, when it is one (`redis/cluster_peer.rs` steers
+    /// the balancer there).
+    pub(super) server: Option<usize>,
 }
 
 /// Starts a call: `commands` (RESP, `count` commands) after the
@@ -126,6 +130,7 @@ fn launch(
         fed: 0,
         deadline: Deadline::new(),
         hop,
+        server: None,
     };
     // Kept in the request pool, which every subrequest shares and which
     // outlives them; dropped with it (its deadline disarmed first).
@@ -172,7 +177,7 @@ fn follow(
     result: Result<Vec<Reply>, Failure>,
 ) -> Option<Result<Vec<Reply>, Failure>> {
     let uri = hop.uri().to_vec();
-    let (after, refresh) = cluster_route::after(sr.log(), hop, result);
+    let (after, refresh) = cluster_route::after(sr.log(), hop, &call.commands, result);
     let mut parent = sr.parent();
     if let (true, Some(parent)) = (refresh, parent.as_mut()) {
         read_map(parent, &uri);

@@ -32,9 +32,10 @@ pub const REFRESH_MS: i64 = 500;
 /// The command that reads the map.
 pub const SLOTS_COMMAND: &[&[u8]] = &[b"CLUSTER", b"SLOTS"];
 
-/// CRC16/XMODEM's table: the CRC of each byte value shifted in.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
+/// CRC16/XMODEM's tables: `[k][v]` is the CRC (from 0) of the byte `v`
+/// followed by `k` zero bytes; `[0]` is the classic byte table.
+const CRC16_TABLES: [[u16; 256]; 8] = {
+    let mut tables = [[0u16; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut crc = (i as u16) << 8;
@@ -47,17 +48,44 @@ const CRC16_TABLE: [u16; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        tables[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[k - 1][i];
+            tables[k][i] = (prev << 8) ^ tables[0][(prev >> 8) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
 };
 
 /// CRC16/XMODEM (polynomial 0x1021, initial value 0, no reflection, no
-/// final xor), as Redis Cluster hashes names; a byte at a time by table.
+/// final xor), as Redis Cluster hashes names; eight bytes at a time (the
+/// CRC is linear: the running CRC folds into the first two bytes, and each
+/// byte's share is looked up by how many bytes follow it in the block),
+/// then a byte at a time.
 pub fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    let t = &CRC16_TABLES;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut crc = 0u16;
+    for c in &mut chunks {
+        let [hi, lo] = crc.to_be_bytes();
+        crc = t[7][usize::from(c[0] ^ hi)]
+            ^ t[6][usize::from(c[1] ^ lo)]
+            ^ t[5][usize::from(c[2])]
+            ^ t[4][usize::from(c[3])]
+            ^ t[3][usize::from(c[4])]
+            ^ t[2][usize::from(c[5])]
+            ^ t[1][usize::from(c[6])]
+            ^ t[0][usize::from(c[7])];
+    }
+    chunks.remainder().iter().fold(crc, |crc, &b| {
+        (crc << 8) ^ t[0][usize::from((crc >> 8) as u8 ^ b)]
     })
 }
 
@@ -65,9 +93,7 @@ pub fn crc16(bytes: &[u8]) -> u16 {
 /// the first `{` and the first `}` after it, when there are some), else of
 /// the whole name.
 pub fn key_slot(name: &[u8]) -> u16 {
-    let hashed = name
-        .iter()
-        .position(|&b| b == b'{')
+    let hashed = find_byte(name, b'{')
         .and_then(|open| {
             let rest = &name[open + 1..];
             let close = rest.iter().position(|&b| b == b'}')?;
@@ -75,6 +101,26 @@ pub fn key_slot(name: &[u8]) -> u16 {
         })
         .unwrap_or(name);
     crc16(hashed) % SLOTS
+}
+
+/// Where `needle` first is in `hay`: eight bytes at a time (a word with
+/// no byte equal to it has no zero byte once xored with it), then the rest.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut at = 0;
+    for word in hay.chunks_exact(8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_ne_bytes(bytes) ^ pattern;
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    let found = hay[at..].iter().position(|&b| b == needle)?;
+    Some(at + found)
 }
 
 /// Commands as their bytes and their arguments.
@@ -107,20 +153,52 @@ fn commands_of(commands: &[u8], count: usize) -> Option<Commands<'_>> {
 
 /// The slot of a call of `count` commands: its first command's first
 /// argument's (every command of the tier names its key first). `None`
-/// for a call without one.
+/// for a call without one. Read in place from the first command's RESP
+/// (a call's every hop asks this: no copy of its arguments).
 pub fn call_slot(commands: &[u8], count: usize) -> Option<u16> {
     if count == 0 {
         return None;
     }
-    // The first command only: its name is the call's.
-    let (_, progress) = Reader::new(Limits::CALLS).read(commands);
-    let Progress::Reply(Reply::Array(Some(args))) = progress else {
+    let (args, rest) = resp_line(commands, b'*')?;
+    if args < 2 {
         return None;
-    };
-    match args.get(1) {
-        Some(Reply::Bulk(Some(name))) => Some(key_slot(name)),
-        _ => None,
     }
+    let (_, rest) = resp_bulk(rest)?;
+    let (name, _) = resp_bulk(rest)?;
+    Some(key_slot(name))
+}
+
+/// A RESP header line `<kind><digits>\r\n` at the start of `buf`: its
+/// number and what follows it.
+fn resp_line(buf: &[u8], kind: u8) -> Option<(usize, &[u8])> {
+    let (&first, rest) = buf.split_first()?;
+    if first != kind {
+        return None;
+    }
+    // At most 10 digits (a name's length is far below that).
+    let mut n = 0usize;
+    let mut at = 0;
+    while let Some(&d) = rest.get(at) {
+        if !d.is_ascii_digit() || at == 10 {
+            break;
+        }
+        n = n * 10 + usize::from(d - b'0');
+        at += 1;
+    }
+    if at == 0 {
+        return None;
+    }
+    let rest = rest[at..].strip_prefix(b"\r\n")?;
+    Some((n, rest))
+}
+
+/// A bulk string `$<len>\r\n<bytes>\r\n` at the start of `buf`: its bytes
+/// and what follows it.
+fn resp_bulk(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = resp_line(buf, b'$')?;
+    let bytes = rest.get(..len)?;
+    let rest = rest[len..].strip_prefix(b"\r\n")?;
+    Some((bytes, rest))
 }
 
 /// The call sent again after `-ASK`: `ASKING` before each command (the
@@ -260,6 +338,17 @@ pub fn next(replies: &[Reply], slot: Option<u16>, hops: u8) -> Next {
         }
     }
     Next::Done
+}
+
+/// Whether a call's replies say the cluster is down (`-CLUSTERDOWN`: a
+/// node lost sight of a slot's primary, which may be failing over; the map
+/// is read again). Any other error reply, `-TRYAGAIN` (a name of a slot
+/// being moved, while a command needs several) among them, is the call's
+/// plain answer: a miss.
+pub fn says_down(replies: &[Reply]) -> bool {
+    replies
+        .iter()
+        .any(|r| matches!(r, Reply::Error(text) if resp::error_kind(text) == "CLUSTERDOWN"))
 }
 
 /// Which primary serves each slot, as a node said (`CLUSTER SLOTS`).
@@ -461,6 +550,61 @@ mod tests {
         let mut nameless = Vec::new();
         resp::command(&mut nameless, &[b"PING"]);
         assert_eq!(call_slot(&nameless, 1), None);
+        // Cut anywhere: no slot, no panic.
+        let named = b"*4\r\n$4\r\nHSET\r\n$11\r\noauth2:t:ab\r\n".len();
+        for end in 0..c.len() {
+            let slot = (end >= named).then(|| key_slot(b"oauth2:t:ab"));
+            assert_eq!(call_slot(&c[..end], 1), slot, "cut at {end}");
+        }
+        assert_eq!(call_slot(b"*2\r\n$4\r\nHGET\r\n$99\r\nab\r\n", 1), None);
+        assert_eq!(call_slot(b"*2\r\n$4\r\nHGETX\r\n$2\r\nab\r\n", 1), None);
+    }
+
+    #[test]
+    fn find_byte_finds_the_first() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay = vec![b'a'; len];
+                if at < len {
+                    hay[at] = b'{';
+                    hay.iter_mut()
+                        .skip(at + 1)
+                        .step_by(3)
+                        .for_each(|b| *b = b'{');
+                }
+                assert_eq!(
+                    find_byte(&hay, b'{'),
+                    (at < len).then_some(at),
+                    "{len} {at}"
+                );
+            }
+        }
+        // Bytes next to the needle's value (borrows in the word trick).
+        assert_eq!(
+            find_byte(&[0x7a, 0x7c, 0xfb, 0x00, 0xff, 0x7b], b'{'),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn clusterdown_says_down_and_tryagain_does_not() {
+        let err = |t: &[u8]| Reply::Error(t.to_vec());
+        let ok = Reply::Bulk(Some(b"v".to_vec()));
+        assert!(says_down(&[err(b"CLUSTERDOWN The cluster is down")]));
+        assert!(says_down(&[
+            ok.clone(),
+            err(b"CLUSTERDOWN Hash slot not served")
+        ]));
+        assert!(!says_down(&[err(
+            b"TRYAGAIN Multiple keys request during rehashing of slot"
+        )]));
+        assert!(!says_down(&[
+            err(b"CLUSTERDOWNX"),
+            err(b"ERR CLUSTERDOWN"),
+            ok
+        ]));
+        assert!(!says_down(&[Reply::Status(b"CLUSTERDOWN".to_vec())]));
+        assert!(!says_down(&[]));
     }
 
     #[test]
@@ -659,7 +803,29 @@ mod tests {
 
     proptest! {
         #[test]
-        fn crc16_agrees_with_the_bitwise_crc(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn find_byte_agrees_with_position(
+            hay in proptest::collection::vec(any::<u8>(), 0..80),
+            needle in any::<u8>(),
+        ) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+
+        #[test]
+        fn call_slot_reads_any_first_name(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 2..5),
+            junk in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut c = Vec::new();
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            resp::command(&mut c, &refs);
+            c.extend_from_slice(&junk);
+            prop_assert_eq!(call_slot(&c, 1), Some(key_slot(&args[1])));
+            // Never a panic on bytes that are no command.
+            let _ = call_slot(&junk, 1);
+        }
+
+        #[test]
+        fn crc16_agrees_with_the_bitwise_crc(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(crc16(&bytes), crc16_bitwise(&bytes));
         }
 

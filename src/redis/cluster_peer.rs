@@ -27,7 +27,6 @@ use ngx::ffi::{
 };
 
 use super::call;
-use super::cluster_route;
 use super::peers::sockaddr_of;
 use crate::nginx::req::Req;
 
@@ -65,6 +64,7 @@ pub(super) unsafe fn index_of(
     node: SocketAddr,
 ) -> Option<usize> {
     let node = sockaddr_of(node);
+    let node = node.as_slice();
     // SAFETY: round robin's init made peer.data a peers list whose entries
     // live as long as the cycle; without a zone (`shpool`) nothing changes
     // them at run time.
@@ -79,7 +79,7 @@ pub(super) unsafe fn index_of(
             let len = (*peer).socklen as usize;
             if !(*peer).sockaddr.is_null() && len == node.len() {
                 let addr = core::slice::from_raw_parts((*peer).sockaddr.cast::<u8>(), len);
-                if addr == node.as_slice() {
+                if addr == node {
                     return Some(index);
                 }
             }
@@ -107,13 +107,12 @@ unsafe extern "C" fn init_peer(
         return NGX_ERROR as ngx_int_t;
     };
     // SAFETY: nginx calls a balancer's init with the live request whose
-    // upstream it sets up (ngx_http_upstream_init_request).
-    let node = unsafe { Req::with(r, |req| call::of(req)) }
-        // SAFETY: the call lives in the request's pool; nginx runs one
-        // callback of a request at a time, so no other reference to it is in use.
-        .and_then(|c| cluster_route::target(unsafe { c.as_ref() }.hop.as_ref()));
-    // SAFETY: `us` is the upstream being set up, initialised.
-    let index = node.and_then(|node| unsafe { index_of(us, node) });
+    // upstream it sets up (ngx_http_upstream_init_request); the call's
+    // server was found by the content handler (`redis/upstream.rs`).
+    let call = unsafe { Req::with(r, |req| call::of(req)) };
+    // SAFETY: the call lives in the request's pool; nginx runs one
+    // callback of a request at a time, so no other reference to it is in use.
+    let index = call.and_then(|c| unsafe { c.as_ref() }.server);
     let Some(index) = index else {
         // SAFETY: the wrapped init, with what nginx gave this one.
         return unsafe { wrapped(r, us) };

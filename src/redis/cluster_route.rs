@@ -2,9 +2,9 @@
 //! upstream's servers are seed nodes; each worker keeps its own slot map
 //! (`redis/cluster.rs`), read with `CLUSTER SLOTS` from a seed (through
 //! nginx's balancer, which skips a seed that is down) when its first call
-//! starts, and again after a `-MOVED`, or a call that found no connection
-//! or no answer (a node down: the cluster may have failed over), at most
-//! every 500 ms. A call goes to its slot's primary (`redis/upstream.rs`
+//! starts, and again after a `-MOVED`, a `-CLUSTERDOWN`, or a call that
+//! found no connection or no answer (a node down: the cluster may have
+//! failed over), at most every 500 ms. A call goes to its slot's primary (`redis/upstream.rs`
 //! points the upstream at it, as for Sentinel's primary); a slot the map
 //! does not know goes to the seeds, which redirect. `-MOVED` and `-ASK`
 //! send the call again to the node they name (from the post-subrequest
@@ -41,8 +41,10 @@ enum Route {
 pub(super) struct Hop {
     route: Route,
     hops: u8,
-    /// The caller's commands (without `ASKING`) and how many.
-    commands: Vec<u8>,
+    /// The caller's commands (without `ASKING`) when the call sent them
+    /// with `ASKING`; `None`: the call sent them as they are (no copy).
+    commands: Option<Vec<u8>>,
+    /// How many commands the caller's are.
     count: usize,
     uri: Vec<u8>,
     background: bool,
@@ -93,7 +95,7 @@ pub(super) fn first_hop(
     Some(Hop {
         route,
         hops: 0,
-        commands: commands.to_vec(),
+        commands: None,
         count,
         uri: uri.to_vec(),
         background,
@@ -138,11 +140,12 @@ impl Hop {
 }
 
 /// A call of the cluster on its way `hop` ended (`log`, its subrequest's
-/// log): the result for the caller, or the call sent again after a
-/// redirection; and whether the map is to be read again.
+/// log; `sent`, what it sent): the result for the caller, or the call sent
+/// again after a redirection; and whether the map is to be read again.
 pub(super) fn after(
     log: *mut ngx::ffi::ngx_log_t,
-    hop: Hop,
+    mut hop: Hop,
+    sent: &[u8],
     result: Result<Vec<Reply>, Failure>,
 ) -> (After, bool) {
     let (slot, asking) = match hop.route {
@@ -163,7 +166,10 @@ pub(super) fn after(
         Ok(replies) => replies,
     };
     let to = match cluster::next(&replies, Some(slot), hop.hops) {
-        Next::Done => return (After::Done(Ok(replies)), false),
+        Next::Done => {
+            let down = cluster::says_down(&replies);
+            return (After::Done(Ok(replies)), down);
+        }
         Next::GiveUp => return (After::Done(Err(Failure::Redirected)), false),
         Next::Follow(to) => to,
     };
@@ -185,9 +191,10 @@ pub(super) fn after(
             );
         }
     }
-    let wire = match asking {
-        true => cluster::with_asking(&hop.commands, hop.count),
-        false => Some(hop.commands.clone()),
+    let own = hop.commands.take().unwrap_or_else(|| sent.to_vec());
+    let (wire, commands) = match asking {
+        true => (cluster::with_asking(&own, hop.count), Some(own)),
+        false => (Some(own), None),
     };
     let Some(wire) = wire else {
         return (After::Done(Err(Failure::Redirected)), moved);
@@ -200,6 +207,7 @@ pub(super) fn after(
             asking,
         },
         hops: hop.hops + 1,
+        commands,
         ..hop
     };
     (
@@ -225,7 +233,7 @@ pub(super) fn refresh(uri: &[u8]) -> Option<(Vec<u8>, Hop)> {
     let hop = Hop {
         route: Route::Seeds,
         hops: 0,
-        commands: Vec::new(),
+        commands: None,
         count: 1,
         uri: uri.to_vec(),
         background: true,

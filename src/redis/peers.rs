@@ -94,7 +94,7 @@ pub(super) struct Peer {
 impl Peer {
     /// The address as nginx's peers hold it.
     pub(super) fn of(addr: SocketAddr) -> Peer {
-        let sockaddr = sockaddr_of(addr);
+        let sockaddr = sockaddr_of(addr).as_slice().to_vec();
         Peer {
             socklen: sockaddr.len() as socklen_t,
             sockaddr,
@@ -104,11 +104,29 @@ impl Peer {
     }
 }
 
+/// A sockaddr's bytes (sockaddr_in or sockaddr_in6), on the stack.
+pub(super) struct SockaddrBytes {
+    bytes: [u8; size_of::<sockaddr_in6>()],
+    len: usize,
+}
+
+impl SockaddrBytes {
+    pub(super) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// The bytes of `addr` as a sockaddr (sockaddr_in or sockaddr_in6).
-pub(super) fn sockaddr_of(addr: SocketAddr) -> Vec<u8> {
-    let bytes_of = |p: *const u8, len: usize| {
-        // SAFETY: `p` points at a local sockaddr of `len` bytes (below).
-        unsafe { core::slice::from_raw_parts(p, len) }.to_vec()
+pub(super) fn sockaddr_of(addr: SocketAddr) -> SockaddrBytes {
+    let mut out = SockaddrBytes {
+        bytes: [0; size_of::<sockaddr_in6>()],
+        len: 0,
+    };
+    let mut put = |p: *const u8, len: usize| {
+        // SAFETY: `p` points at a local sockaddr of `len` bytes (below),
+        // no longer than a sockaddr_in6.
+        out.bytes[..len].copy_from_slice(unsafe { core::slice::from_raw_parts(p, len) });
+        out.len = len;
     };
     match addr {
         SocketAddr::V4(a) => {
@@ -117,7 +135,7 @@ pub(super) fn sockaddr_of(addr: SocketAddr) -> Vec<u8> {
             sin.sin_family = ngx::ffi::AF_INET as _;
             sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-            bytes_of(ptr::addr_of!(sin).cast(), size_of::<sockaddr_in>())
+            put(ptr::addr_of!(sin).cast(), size_of::<sockaddr_in>());
         }
         SocketAddr::V6(a) => {
             // SAFETY: an all-zero sockaddr_in6 is a valid start (memzero).
@@ -125,9 +143,10 @@ pub(super) fn sockaddr_of(addr: SocketAddr) -> Vec<u8> {
             sin6.sin6_family = ngx::ffi::AF_INET6 as _;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr.__in6_u.__u6_addr8 = a.ip().octets();
-            bytes_of(ptr::addr_of!(sin6).cast(), size_of::<sockaddr_in6>())
+            put(ptr::addr_of!(sin6).cast(), size_of::<sockaddr_in6>());
         }
     }
+    out
 }
 
 /// The servers of the upstream (round-robin's view, which every balancer

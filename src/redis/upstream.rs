@@ -110,6 +110,8 @@ fn start_upstream(req: &mut Req<'_>) -> ngx_int_t {
         if server.is_none() && aim_at(req, u, &Peer::of(node)).is_err() {
             return NGX_HTTP_BAD_GATEWAY as ngx_int_t;
         }
+        // SAFETY: as above; no other reference to the call is in use.
+        unsafe { (*call.as_ptr()).server = server };
     }
     let (ms, fails_over) = (loc.redis.deadline_ms(), loc.redis.fails_over_on_deadline());
     // SAFETY: the call's deadline is in the request's pool, where the call
