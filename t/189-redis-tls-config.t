@@ -60,6 +60,8 @@ my @bad = (
     ['a depth of 0', { loc => "$VERIFY auth_oauth2_token_redis_ssl_verify_depth 0;" },
         qr/"auth_oauth2_token_redis_ssl_verify_depth" directive needs a depth from 1 to 100/],
     ['a duplicate', { loc => "$ON $ON" }, qr/"auth_oauth2_token_redis_ssl" directive is duplicate/],
+    ['TLS with a Redis Cluster', { loc => $VERIFY, redis => 'cluster' },
+        qr/"auth_oauth2_token_redis_ssl" is not supported with a Redis Cluster/],
 );
 for my $case (@bad) {
     my ($what, $o, $re) = @$case;
