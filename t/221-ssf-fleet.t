@@ -13,8 +13,8 @@ use OAuth2Test;
 use RedisTest;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
-use JSON::PP;
 use Time::HiRes ();
 
 my $why = OIDCProvider::oidc_provider_unavailable();
@@ -25,21 +25,11 @@ my $SHARED = OAuth2Test::reserve_port();
 my $KEY = write_secret('fleet.key', "ssf-fleet-secret-0123456789abcdef0123456789\n");
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
-my $JSON = JSON::PP->new->canonical;
-my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 my $NOW = time;
 my $ISS = 'https://idp.test';
 my $AUD = 'https://gw.test';
 
-sub signed {
-    my (@specs) = @_;
-    open my $fh, '>', "$dir/in.json" or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/t.jwk", jwksfile => "$dir/t.jwks", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $dir/in.json`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
-}
+sub signed { return SsfTest::signed("$dir/t.jwk", "$dir/t.jwks", @_) }
 signed();
 my $n = 0;
 sub disabled {

@@ -14,6 +14,7 @@ use lib 't/lib';
 use OAuth2Test;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
 use JSON::PP;
 use POSIX ();
@@ -31,13 +32,7 @@ my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 
 sub signed {
     my ($keyfile, @specs) = @_;
-    my $in = "$dir/in.json";
-    open my $fh, '>', $in or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/$keyfile", jwksfile => "$dir/$keyfile.jwks", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $in`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
+    return SsfTest::signed("$dir/$keyfile", "$dir/$keyfile.jwks", @specs);
 }
 
 # Polls `cond` every 50 ms until it holds or `secs` pass.

@@ -13,8 +13,8 @@ use lib 't/lib';
 use OAuth2Test;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
-use JSON::PP;
 
 my $why = OIDCProvider::oidc_provider_unavailable();
 plan skip_all => $why if $why;
@@ -23,18 +23,10 @@ start_servers();
 
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
-my $JSON = JSON::PP->new->canonical;
-my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 
 sub signed {
     my ($keyfile, $jwksfile, @specs) = @_;
-    my $in = "$dir/in.json";
-    open my $fh, '>', $in or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/$keyfile", jwksfile => "$dir/$jwksfile", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $in`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
+    return SsfTest::signed("$dir/$keyfile", "$dir/$jwksfile", @specs);
 }
 
 my $NOW = time;

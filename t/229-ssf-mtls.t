@@ -13,6 +13,7 @@ use lib 't/lib';
 use OAuth2Test;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
 use Digest::SHA qw(sha256);
 use MIME::Base64 qw(encode_base64url);
@@ -27,8 +28,6 @@ plan skip_all => $why if $why;
 start_servers();
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
-my $JSON = JSON::PP->new->canonical;
-my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 sub openssl { system('openssl', @_) == 0 or die "openssl @_ failed" }
 sub slurp_file { my ($f) = @_; open my $fh, '<:raw', $f or die "$f: $!"; local $/; <$fh> }
 
@@ -42,15 +41,7 @@ my $X5T = encode_base64url(sha256(slurp_file("$dir/transmitter.der")));
 my ($FINGERPRINT) = `openssl x509 -in $dir/backup.crt -noout -fingerprint -sha256` =~ /=([0-9A-F:]+)/;
 ok($FINGERPRINT && length($FINGERPRINT) == 95, "openssl prints the backup's fingerprint ($FINGERPRINT)");
 
-sub signed {
-    my (@specs) = @_;
-    open my $fh, '>', "$dir/in.json" or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/t.jwk", jwksfile => "$dir/t.jwks", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $dir/in.json`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
-}
+sub signed { return SsfTest::signed("$dir/t.jwk", "$dir/t.jwks", @_) }
 signed();
 my $NOW = time;
 my $ISS = 'https://idp.test';

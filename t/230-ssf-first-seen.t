@@ -11,8 +11,8 @@ use lib 't/lib';
 use OAuth2Test;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
-use JSON::PP;
 use Time::HiRes qw(time sleep);
 
 my $why = OIDCProvider::oidc_provider_unavailable();
@@ -21,17 +21,10 @@ plan skip_all => $why if $why;
 start_servers();
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
-my $JSON = JSON::PP->new->canonical;
-my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 
 sub signed {
     my ($keyfile, $jwksfile, @specs) = @_;
-    open my $fh, '>', "$dir/in.json" or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/$keyfile", jwksfile => "$dir/$jwksfile", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $dir/in.json`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
+    return SsfTest::signed("$dir/$keyfile", "$dir/$jwksfile", @specs);
 }
 my $ISS = 'https://idp.test';
 my $AUD = 'https://gw.test';

@@ -11,8 +11,8 @@ use lib 't/lib';
 use OAuth2Test;
 use OIDCProvider ();
 use Test::More;
+use SsfTest ();
 use File::Temp qw(tempdir);
-use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 
@@ -24,20 +24,10 @@ plan skip_all => 'gdb is not installed (make deps installs it)' unless $GDB;
 start_servers();
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
-my $JSON = JSON::PP->new->canonical;
-my $NODE = $ENV{TEST_OIDC_NODE} || 'node';
 my $ISS = 'https://idp.test';
 my $AUD = 'https://gw.test';
 
-sub signed {
-    my (@specs) = @_;
-    open my $fh, '>', "$dir/in.json" or die $!;
-    print $fh $JSON->encode({ keyfile => "$dir/t.jwk", jwksfile => "$dir/t.jwks", sets => \@specs });
-    close $fh;
-    my $out = `$NODE t/oidc/ssf-transmitter.mjs < $dir/in.json`;
-    die "t/oidc/ssf-transmitter.mjs failed: $?" if $?;
-    return @{ decode_json($out) };
-}
+sub signed { return SsfTest::signed("$dir/t.jwk", "$dir/t.jwks", @_) }
 sub disabled {
     my ($who, $jti) = @_;
     return { claims => { iss => $ISS, aud => $AUD, iat => int(time), jti => $jti, events => {
