@@ -14,6 +14,7 @@ use crate::oauth::cache::key::token_tag;
 use crate::oauth::call::{CallFailure, KindFailure};
 use crate::oauth::challenge::BearerError;
 use crate::oauth::introspection::{IdpFailure, IntrospectionResult};
+use crate::oauth::ssf::Marks;
 use crate::oauth::verdict::{self, StepUpRules, Verdict};
 use crate::shm::revocations;
 
@@ -43,48 +44,8 @@ pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) 
     // Revoked by an event the IdP pushed: checked before anything else of
     // an active token, for every way the answer came (IdP, cache, Redis
     // tier, a JWT verified here).
-    if let Some((main, receiver)) = req.main_conf().and_then(|m| Some((m, m.ssf.as_ref()?))) {
-        // SAFETY: the receiver's zone was declared by its directive and
-        // initialised by nginx before any request runs.
-        if unsafe { revocations::revoked(receiver.zone.cast(), &claims.marks) } {
-            ngx::ngx_log_error!(
-                NGX_LOG_INFO,
-                log,
-                "auth_oauth2_token: token revoked by a Shared Signals event"
-            );
-            main.counters.add(receiver.metrics.refused(), 1);
-            return Outcome::Refuse(BearerError::InvalidToken);
-        }
-        // An answer just stored in a cache zone: its list keys are noted
-        // in the index, which a revocation reads to drop its entries (not
-        // on a hit: the miss that stored the entry noted them). Not for a
-        // token without `iat`: its entry keeps when it was first seen,
-        // which a new answer after the revocation would move.
-        // SAFETY: `ctx` is the request's context, in its pool; its status
-        // is copied out.
-        let status = unsafe { (*ctx).cache_status() };
-        if let (
-            Some(index),
-            Some(CacheStatus::Miss | CacheStatus::Expired | CacheStatus::HitShared),
-            false,
-        ) = (receiver.index_zone, status, claims.marks.seen_now())
-        {
-            let now = now_ms();
-            // SAFETY: `ctx` is the request's context, in its pool; the
-            // token's bytes are the request's.
-            let token_tag = token_tag(unsafe { (*ctx).token() });
-            // SAFETY: the index zone was declared by the receiver's
-            // directive and initialised by nginx before any request runs.
-            unsafe {
-                revocations::index(
-                    index.cast(),
-                    &claims.marks,
-                    &token_tag,
-                    now.saturating_add(receiver.token_lifetime_ms),
-                    now,
-                )
-            };
-        }
+    if revoked(req, ctx, &claims.marks) {
+        return Outcome::Refuse(BearerError::InvalidToken);
     }
     // What the token is bound to, before what it grants: a token that is
     // not the client's grants nothing.
@@ -223,4 +184,56 @@ fn unmet_requirement<'c>(req: &mut Req<'_>, conf: &LocationConf) -> Option<Outco
         403 => Outcome::Refuse(BearerError::InsufficientScope(None)),
         status => Outcome::Deny(status),
     })
+}
+
+/// Whether the Shared Signals receiver's list refuses the token with
+/// `marks` (logged and counted). An answer just stored in a cache zone
+/// also has its list keys noted in the receiver's index here.
+fn revoked(req: &Req<'_>, ctx: *mut RequestCtx, marks: &Marks) -> bool {
+    let log = req.log();
+    let Some((main, receiver)) = req.main_conf().and_then(|m| Some((m, m.ssf.as_ref()?))) else {
+        return false;
+    };
+    // SAFETY: the receiver's zone was declared by its directive and
+    // initialised by nginx before any request runs.
+    if unsafe { revocations::revoked(receiver.zone.cast(), marks) } {
+        ngx::ngx_log_error!(
+            NGX_LOG_INFO,
+            log,
+            "auth_oauth2_token: token revoked by a Shared Signals event"
+        );
+        main.counters.add(receiver.metrics.refused(), 1);
+        return true;
+    }
+    // An answer just stored in a cache zone: its list keys are noted
+    // in the index, which a revocation reads to drop its entries (not
+    // on a hit: the miss that stored the entry noted them). Not for a
+    // token without `iat`: its entry keeps when it was first seen,
+    // which a new answer after the revocation would move.
+    // SAFETY: `ctx` is the request's context, in its pool; its status
+    // is copied out.
+    let status = unsafe { (*ctx).cache_status() };
+    if let (
+        Some(index),
+        Some(CacheStatus::Miss | CacheStatus::Expired | CacheStatus::HitShared),
+        false,
+    ) = (receiver.index_zone, status, marks.seen_now())
+    {
+        let now = now_ms();
+        // SAFETY: `ctx` is the request's context, in its pool; the
+        // token's bytes are the request's.
+        let token_tag = token_tag(unsafe { (*ctx).token() });
+        // SAFETY: the index zone was declared by the receiver's
+        // directive and initialised by nginx before any request runs.
+        unsafe {
+            revocations::index(
+                index.cast(),
+                marks,
+                &token_tag,
+                now.saturating_add(receiver.token_lifetime_ms),
+                now,
+            )
+        };
+    }
+    false
 }
