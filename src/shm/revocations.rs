@@ -3,7 +3,8 @@
 //! ("tokens with this tag issued at or before T are refused"), read and
 //! written under the zone's lock like the cache zones (`zone.rs`), except
 //! that a request reads without it whether the list was never changed since
-//! nginx made it (`table::refuses_nothing`): then nothing is refused.
+//! nginx made it (then nothing is refused), or whether it changed since
+//! this worker last read the token's cutoffs (`table::changes_seen`).
 //!
 //! Its index, in a zone of its own (`index=`), says which tokens carry
 //! which list keys: one entry per (list key, token tag), written when a
@@ -13,31 +14,51 @@
 //! zone. It is a cache: an entry it evicts, or loses to a worker's death,
 //! only leaves that token's entries in place, still refused on every hit.
 
+use core::cell::RefCell;
 use core::ptr;
 
 use ngx::ffi::{ngx_shm_zone_t, ngx_slab_pool_t};
 
-use super::table::{self, Live};
+use super::table::{self, Live, Table};
 use super::zone::{self, Locked};
 use crate::conf::ssf::SsfReceiver;
 use crate::conf::MainConf;
 use crate::oauth::cache::{CacheKey, Lifetime};
+use crate::oauth::ssf::memo::CutoffMemo;
 use crate::oauth::ssf::{index_key, indexed_token, Marks};
 
+thread_local! {
+    /// This worker's memory of the list's cutoffs (`oauth/ssf/memo.rs`).
+    static MEMO: RefCell<CutoffMemo> = const { RefCell::new(CutoffMemo::new()) };
+}
+
 /// Whether the revocation list in `zone` refuses a token with `marks`
-/// (`Marks::refused`): its tags' cutoffs read under one lock. A zone that
+/// (`Marks::refused`). Without the lock when the list was never changed
+/// since nginx made it (nothing is refused) or when this worker read each
+/// of the tags' cutoffs since the list last changed (`CutoffMemo`);
+/// otherwise the cutoffs are read under the lock, and kept. A zone that
 /// cannot be used refuses: the list is unknown, so nothing is known to be
 /// issued after its cutoffs.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by `zone::init_zone`.
+#[inline(never)] // its cost stays a line of its own in a profile
 pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
-    // Nothing to look up, or a list that never held anything: no lock.
-    // SAFETY: `zone` was initialised by `init_zone` (this function's
-    // contract), as `never_changed` needs.
-    let untouched = || unsafe { never_changed(zone) };
-    if marks.tags().is_empty() || untouched() {
+    if marks.tags().is_empty() {
         return false;
+    }
+    // SAFETY: `zone` was initialised by `init_zone` (this function's
+    // contract), as `changes_seen` needs.
+    if let Some((list, changes)) = unsafe { changes_seen(zone) } {
+        if changes == table::UNTOUCHED {
+            return false;
+        }
+        let known = MEMO.with_borrow(|memo| {
+            marks.refused_as_known(|tag| memo.get(list as usize, changes, tag))
+        });
+        if let Some(refused) = known {
+            return refused;
+        }
     }
     // SAFETY: `zone` was initialised by `init_zone` (this function's
     // contract), as `Locked::keyless` needs; the table is read while `locked`
@@ -46,22 +67,29 @@ pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
         let Some(locked) = Locked::keyless(zone) else {
             return true;
         };
-        marks.refused(|tag| table::cutoff(locked.table, tag))
+        let (list, changes) = (locked.table, table::changes(locked.table));
+        MEMO.with_borrow_mut(|memo| {
+            marks.refused(|tag| {
+                let until = table::cutoff(list, tag);
+                memo.put(list as usize, changes, *tag, until);
+                until
+            })
+        })
     }
 }
 
-/// Whether the list in `zone` was never changed since nginx made it
-/// (`table::refuses_nothing`), read without its lock.
+/// The list in `zone` and its count of changes (`table::changes_seen`),
+/// read without its lock.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by `zone::init_zone`.
-unsafe fn never_changed(zone: *mut ngx_shm_zone_t) -> bool {
+unsafe fn changes_seen(zone: *mut ngx_shm_zone_t) -> Option<(*mut Table, u64)> {
     // SAFETY: an initialised zone's mapping (this function's contract)
     // starts with its slab pool, whose `data` is the word `table::open`
     // keeps the table in, mapped as long as the cycle lives.
     unsafe {
         let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-        table::refuses_nothing(ptr::addr_of_mut!((*pool).data).cast())
+        table::changes_seen(ptr::addr_of_mut!((*pool).data).cast())
     }
 }
 

@@ -35,7 +35,7 @@
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::oauth::cache::key::KeySecret;
 use crate::oauth::cache::{CacheKey, CachePolicy, Lifetime};
@@ -157,37 +157,48 @@ unsafe fn open_in_steps<S: Slab, D: Steps>(
     Ok(made.map(|table| (table, opened)))
 }
 
-/// Whether the table `root` points at surely refuses nothing: made with
-/// no floor and never changed since (`Table::untouched`), so it holds no
-/// cutoff. Read without the lock, for the Shared Signals list checked on
-/// every request: `false` sends the caller to the lock ([`cutoff`]).
+/// The table `root` points at and how many changes began in it
+/// (`Table::changes`), read without the lock; `None` when there is no
+/// table of this layout. [`UNTOUCHED`] says it surely refuses nothing:
+/// made with no floor and never changed since, it holds no cutoff. For the
+/// Shared Signals list, checked on every request: a cutoff read under the
+/// lock while the count was `n` ([`cutoff`], [`changes`]) still holds
+/// while this reads `n` from the same table.
 ///
-/// Races: a change clears `untouched` before anything else, so a reader
-/// that still sees it comes before that change, as if it had taken the
-/// lock first. A table that a worker makes in place of a damaged one (its
-/// floor refuses what came before) has it clear, and repairs only follow
-/// a change, which cleared it in the old table first; `make` nulls `root`
-/// before it frees the old table, and lays the new one out where the old
-/// one lay (the first allocation of a reset pool), so a reader that
-/// loaded `root` before finds the old table's cleared word or the new
-/// one's, both clear.
+/// Races: a change counts itself before anything else, so a reader that
+/// still sees the old count comes before that change, as if it had taken
+/// the lock first. A table that a worker makes in place of a damaged one
+/// (its floor refuses what came before) starts at a random count, and
+/// repairs only follow a change, which counted itself in the old table
+/// first; `make` nulls `root` before it frees the old table, and lays the
+/// new one out where the old one lay (the first allocation of a reset
+/// pool), so a reader that loaded `root` before finds the old table's
+/// count, past any it saw under the lock, or the new one's.
 ///
 /// # Safety
 /// `root` must point at the word that [`open`] keeps the table in, in a
 /// region mapped for as long as the call lasts.
-pub unsafe fn refuses_nothing(root: *mut *mut Table) -> bool {
+pub unsafe fn changes_seen(root: *mut *mut Table) -> Option<(*mut Table, u64)> {
     // SAFETY: `root` is the table's word in a mapped region (this
     // function's contract), aligned as a pointer; others write it under
     // the lock, read here as an atomic word.
     let table = unsafe { AtomicPtr::from_ptr(root) }.load(Ordering::Acquire);
     // SAFETY: a non-null root points at a table made by `open` in the same
     // region; the magic number is read first, as every version lays it
-    // out, and `untouched` only in a table of this layout.
-    !table.is_null()
-        && unsafe {
-            ptr::read_volatile(ptr::addr_of!((*table).magic)) == LAYOUT_MAGIC
-                && (*table).untouched.load(Ordering::SeqCst) == UNTOUCHED
-        }
+    // out, and the count only in a table of this layout.
+    let current = !table.is_null()
+        && unsafe { ptr::read_volatile(ptr::addr_of!((*table).magic)) == LAYOUT_MAGIC };
+    // SAFETY: as above: an atomic word of a table of this layout.
+    current.then(|| (table, unsafe { (*table).changes.load(Ordering::SeqCst) }))
+}
+
+/// How many changes began in `table` (see [`changes_seen`]).
+///
+/// # Safety
+/// `table` must be a table returned by [`open`], the lock held.
+pub unsafe fn changes(table: *mut Table) -> u64 {
+    // SAFETY: an atomic word of an open table (this function's contract).
+    unsafe { (*table).changes.load(Ordering::SeqCst) }
 }
 
 /// Whether `table` was laid out by this version of the module.
@@ -239,10 +250,11 @@ unsafe fn make<S: Slab, D: Steps>(
             magic: LAYOUT_MAGIC,
             changing: AtomicU32::new(1),
             mask: (nbuckets - 1) as u32,
-            // A table made in place of a lost one has a floor: it refuses.
-            untouched: AtomicU32::new(match fresh.floor_ms {
+            // A table made in place of a lost one has a floor: it refuses,
+            // and its count starts where no count of the old one is.
+            changes: AtomicU64::new(match fresh.floor_ms {
                 i64::MIN => UNTOUCHED,
-                _ => 0,
+                _ => (k0 >> 2) | 1,
             }),
             base: slab.base(),
             buckets,
@@ -1944,9 +1956,13 @@ pub(crate) mod tests {
         assert_eq!(z.open().1, Opened::Ready);
     }
 
-    fn refuses_nothing_now(z: &mut Zone) -> bool {
+    fn changes_now(z: &mut Zone) -> Option<u64> {
         // SAFETY: the root word of this test's zone.
-        unsafe { refuses_nothing(&mut z.root) }
+        unsafe { changes_seen(&mut z.root) }.map(|(_, n)| n)
+    }
+
+    fn refuses_nothing_now(z: &mut Zone) -> bool {
+        changes_now(z) == Some(UNTOUCHED)
     }
 
     #[test]
@@ -1980,11 +1996,46 @@ pub(crate) mod tests {
         let mut z = Zone::new(room_for(8));
         let table = z.root;
         z.root = ptr::null_mut();
-        assert!(!refuses_nothing_now(&mut z));
+        assert_eq!(changes_now(&mut z), None);
         z.root = table;
         // SAFETY: the table of this test's zone, used by no one else.
         unsafe { (*table).magic = u64::from_be_bytes(*b"oauth2c9") };
-        assert!(!refuses_nothing_now(&mut z));
+        assert_eq!(changes_now(&mut z), None);
+    }
+
+    #[test]
+    fn every_change_is_counted_before_it_begins_and_a_repair_moves_the_count_away() {
+        let mut z = Zone::new(room_for(8));
+        let (table, _) = z.open();
+        // Reads change nothing, and count nothing.
+        // SAFETY: the table was just opened.
+        unsafe { cutoff(table, &TAG) };
+        assert_eq!(changes_now(&mut z), Some(UNTOUCHED));
+        assert!(z.insert(1, b"value"));
+        assert_eq!(changes_now(&mut z), Some(1));
+        assert!(z.purge_at(&mut Live, TAG, NOW - 5, NOW + TTL).is_ok());
+        let counted = changes_now(&mut z).expect("a table");
+        assert!(counted > 1, "a purge is counted: {counted}");
+        // SAFETY: the table is still the zone's, used by no one else.
+        let under_lock = unsafe { changes(z.root) };
+        assert_eq!(under_lock, counted, "the same under the lock");
+        // A change that dies is counted before anything else.
+        for die_at in 0..3 {
+            let before = changes_now(&mut z).expect("a table");
+            assert_eq!(
+                z.purge_at(&mut DieAt(die_at), TAG, NOW - 4, NOW + TTL),
+                Err(Died)
+            );
+            assert!(changes_now(&mut z).expect("a table") > before);
+            // The repaired table, laid where the old one lay, starts at a
+            // count that has nothing to do with the old one's.
+            z.fresh.floor_ms = NOW + 10;
+            z.fresh.bucket_key = [die_at as u8 + 7; 16];
+            assert_eq!(z.open().1, Opened::Repaired);
+            let start = changes_now(&mut z).expect("a table");
+            assert_eq!(start, (u64::from_le_bytes([die_at as u8 + 7; 8]) >> 2) | 1);
+            assert!(start > 1 && start < 1 << 62);
+        }
     }
 
     /// Whether the region is as a death must leave it: no table, or a table

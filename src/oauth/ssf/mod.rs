@@ -13,6 +13,7 @@
 //! computed once, when its claims are read (`Marks::of`), and kept with
 //! its cache entry, so a cache hit looks them up without hashing.
 
+pub mod memo;
 pub mod poll;
 pub mod set;
 pub mod subject;
@@ -182,10 +183,32 @@ impl Marks {
     /// token: one of its tags was revoked at or after it was issued (its
     /// `iat` in ms against the cutoff in ms).
     pub fn refused(&self, mut cutoff: impl FnMut(&[u8; 8]) -> Option<i64>) -> bool {
-        let issued_ms = self.issued_s.map_or(i64::MIN, |s| s.saturating_mul(1000));
+        let issued_ms = self.issued_ms();
         self.tags()
             .iter()
             .any(|tag| cutoff(tag).is_some_and(|until| issued_ms <= until))
+    }
+
+    /// [`Marks::refused`] from what `known` knows of the tags' cutoffs
+    /// (`None`: not known): `None` when that is not enough to tell.
+    pub fn refused_as_known(
+        &self,
+        mut known: impl FnMut(&[u8; 8]) -> Option<Option<i64>>,
+    ) -> Option<bool> {
+        let issued_ms = self.issued_ms();
+        let mut all_known = true;
+        for tag in self.tags() {
+            match known(tag) {
+                Some(Some(until)) if issued_ms <= until => return Some(true),
+                Some(_) => {}
+                None => all_known = false,
+            }
+        }
+        all_known.then_some(false)
+    }
+
+    fn issued_ms(&self) -> i64 {
+        self.issued_s.map_or(i64::MIN, |s| s.saturating_mul(1000))
     }
 }
 
@@ -276,5 +299,27 @@ mod tests {
         assert!(no_iat.refused(list));
         assert!(!Marks::default().refused(|_| Some(i64::MAX)));
         assert!(Marks::from_parts(None, &[alice; 5]).is_none());
+    }
+
+    #[test]
+    fn what_is_known_of_some_tags_tells_only_a_refusal_and_all_of_them_a_pass() {
+        let (alice, sid) = (
+            tag(Kind::Subject, "i", "alice"),
+            tag(Kind::Session, "i", "s"),
+        );
+        let m = Marks::from_parts(Some(100), &[alice, sid]).unwrap();
+        let none_known = |_: &[u8; 8]| None;
+        assert_eq!(m.refused_as_known(none_known), None);
+        // One known, with no cutoff: the other could still refuse.
+        let alice_clear = |t: &[u8; 8]| (*t == alice).then_some(None);
+        assert_eq!(m.refused_as_known(alice_clear), None);
+        // One known to refuse: refused, whatever the other.
+        let sid_refuses = |t: &[u8; 8]| (*t == sid).then_some(Some(100_000));
+        assert_eq!(m.refused_as_known(sid_refuses), Some(true));
+        // All known: a cutoff before its iat passes, as `refused` says.
+        let all_before = |_: &[u8; 8]| Some(Some(99_999));
+        assert_eq!(m.refused_as_known(all_before), Some(false));
+        assert!(!m.refused(|_| Some(99_999)));
+        assert_eq!(Marks::default().refused_as_known(none_known), Some(false));
     }
 }

@@ -33,12 +33,16 @@ impl<'t, S: Slab, D: Steps> Change<'t, S, D> {
     /// `table` must be a table returned by `table::open`, the lock held.
     pub(super) unsafe fn begin(table: *mut Table, slab: &'t mut S, steps: &'t mut D) -> Self {
         // SAFETY: `table` is an open table and its lock is held (this
-        // function's contract); `untouched` and `changing` are atomic
-        // words of it. `untouched` goes first, and for good (readers
-        // without the lock trust it, `table::refuses_nothing`), so a
-        // change that dies halfway leaves it clear.
+        // function's contract); `changes` and `changing` are atomic words
+        // of it. The count goes first (readers without the lock trust it,
+        // `table::changes_seen`), so a change that dies halfway is counted.
+        // Only the lock holder writes it.
         unsafe {
-            (*table).untouched.store(0, Ordering::SeqCst);
+            let count = match (*table).changes.load(Ordering::Relaxed) {
+                UNTOUCHED => 1,
+                n => n.wrapping_add(1),
+            };
+            (*table).changes.store(count, Ordering::SeqCst);
             (*table).changing.store(1, Ordering::Release);
         }
         // No store of the change may be moved before the mark.

@@ -3,13 +3,13 @@
 //! it lives in (`Slab`) and of the tests (`Steps`).
 
 use core::mem::size_of;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Marks a table laid out by this version of the module.
 /// Bump it with every change of `Table` or `Node` (the size checks below
 /// catch most) or of what a key or a node means: a reload keeps a zone of
 /// the same magic and reads it as this version's.
-pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2ca");
+pub const LAYOUT_MAGIC: u64 = u64::from_be_bytes(*b"oauth2cb");
 const _: () = assert!(
     size_of::<Node>() == 56,
     "a new Node layout needs a new LAYOUT_MAGIC"
@@ -18,9 +18,10 @@ const _: () = assert!(
     size_of::<Table>() == 120,
     "a new Table layout needs a new LAYOUT_MAGIC"
 );
-/// `Table::untouched` of a table nothing changed yet: a value that no
-/// other field, node or value of an older table is likely to leave there.
-pub(super) const UNTOUCHED: u32 = u32::from_be_bytes(*b"void");
+/// `Table::changes` of a table nothing changed yet: a value that no
+/// other field, node or value of an older table is likely to leave there,
+/// and that counting never reaches (its top bit is set).
+pub const UNTOUCHED: u64 = u64::from_be_bytes(*b"\xf0voided\x0f");
 /// The largest region a table can lie in: its links are 32-bit offsets
 /// from the region's start in 8-byte units.
 pub const MAX_REGION_BYTES: usize = 8 << 32;
@@ -118,13 +119,17 @@ pub struct Table {
     pub(super) changing: AtomicU32,
     /// The number of buckets, less one (a power of two).
     pub(super) mask: u32,
-    /// [`UNTOUCHED`] while nothing ever changed a table made with no floor
-    /// (a new zone's): it holds nothing and refuses nothing. The first
-    /// change clears it before it marks `changing`, and nothing sets it
-    /// again, so it can be read without the lock ([`refuses_nothing`]).
+    /// How many changes began in the table: [`UNTOUCHED`] while nothing
+    /// ever changed a table made with no floor (a new zone's: it holds
+    /// nothing and refuses nothing), then 1, 2, ...; a table made in place
+    /// of a lost one starts at a random value below 2^62. Every change
+    /// counts itself before it marks `changing`, and nothing sets it back,
+    /// so a reader without the lock that finds the count it saw when it
+    /// read the table under the lock knows nothing changed since
+    /// ([`changes_seen`]).
     ///
-    /// [`refuses_nothing`]: super::refuses_nothing
-    pub(super) untouched: AtomicU32,
+    /// [`changes_seen`]: super::changes_seen
+    pub(super) changes: AtomicU64,
     /// The region's start (`Slab::base`): every link, chain and bucket
     /// holds a 32-bit offset from it in 8-byte units, 0 for none. The
     /// shared mapping has the same address in every worker and across
