@@ -6,6 +6,7 @@
 # introspection cache and the JWT cache alike, and nobody else's. The
 # next request with a dropped token is a miss (an IdP call) and is refused
 # by the list. With index=off the entries stay (and are refused on every hit).
+# A subject's tokens past one chain's 16 are dropped too (8 chains).
 # The gauge oauth2_token_ssf_revocations counts the list's revocations.
 use strict;
 use warnings;
@@ -155,6 +156,23 @@ is(push_set(set_of($ACCOUNT_DISABLED, { format => 'iss_sub', iss => $ISS, sub =>
 is(entries('intro'), 3, 'index=off: the entries stay');
 is(get('/api/', 'tok-alice-2'), 401, 'index=off: alice\'s token is refused (from the cache)');
 is(idp_count(), 3, '... without an IdP call');
+stop_nginx();
+
+# 3. A subject with more tokens than one chain of the index holds (16):
+# the index spreads them over 8 chains, and a revocation drops them all.
+start_nginx(config('')) or BAIL_OUT('nginx');
+idp_reset();
+my $MANY = 40;
+idp_setup({ map { ("tok-carol-$_" => { json => { active => \1, sub => 'carol', jti => "j-c$_",
+    iss => $ISS, iat => $NOW - 20 } }) } 1 .. $MANY });
+my $passed = grep { get('/api/', "tok-carol-$_") == 200 } 1 .. $MANY;
+is($passed, $MANY, "carol's $MANY tokens pass (cached)");
+is(entries('intro'), $MANY, "the introspection cache holds $MANY entries");
+is(push_set(set_of($ACCOUNT_DISABLED, { format => 'iss_sub', iss => $ISS, sub => 'carol' })), 202,
+    'account-disabled for carol: accepted');
+like(error_log_text(), qr/event risc_account_disabled, .*, $MANY cache entries dropped/,
+    "... all $MANY entries dropped");
+is(entries('intro'), 0, 'none of carol\'s entries stays');
 stop_nginx();
 
 like(OAuth2Test::run_must_die(block_from(name => 'small index', config => '',

@@ -9,9 +9,9 @@
 //! Its index, in a zone of its own (`index=`), says which tokens carry
 //! which list keys: one entry per (list key, token tag), written when a
 //! token's answer is stored in a cache zone and keyed to begin with the
-//! list key, so that a revocation reads its subject's tokens from one
-//! chain and drops their cache entries (`drop_entries`), never scanning a
-//! zone. It is a cache: an entry it evicts, or loses to a worker's death,
+//! list key, so that a revocation reads its subject's tokens from a few
+//! chains (`INDEX_CHAINS`) and drops their cache entries (`drop_entries`),
+//! never scanning a zone. It is a cache: an entry it evicts, or loses to a worker's death,
 //! only leaves that token's entries in place, still refused on every hit.
 
 use core::cell::RefCell;
@@ -25,7 +25,7 @@ use crate::conf::ssf::SsfReceiver;
 use crate::conf::MainConf;
 use crate::oauth::cache::{CacheKey, Lifetime};
 use crate::oauth::ssf::memo::CutoffMemo;
-use crate::oauth::ssf::{index_key, indexed_token, Marks};
+use crate::oauth::ssf::{index_key, index_tags, indexed_token, Marks};
 
 thread_local! {
     /// This worker's memory of the list's cutoffs (`oauth/ssf/memo.rs`).
@@ -187,7 +187,7 @@ pub unsafe fn index(
 }
 
 /// The tags of the tokens the index in `zone` names for the list key
-/// `tag` at `now_ms`: one chain read.
+/// `tag` at `now_ms`: `INDEX_CHAINS` chains read.
 ///
 /// # Safety
 /// `zone` must be a zone initialised by `zone::init_zone`.
@@ -199,9 +199,13 @@ pub unsafe fn indexed(zone: *mut ngx_shm_zone_t, tag: &[u8; 8], now_ms: i64) -> 
         let Some(locked) = Locked::keyless(zone) else {
             return Vec::new();
         };
-        table::keys_tagged(locked.table, tag, now_ms)
+        index_tags(tag)
             .iter()
-            .filter_map(|key| indexed_token(key, tag))
+            .flat_map(|chain| {
+                table::keys_tagged(locked.table, chain, now_ms)
+                    .into_iter()
+                    .filter_map(|key| indexed_token(&key, chain))
+            })
             .collect()
     }
 }

@@ -75,21 +75,39 @@ pub fn tag(kind: Kind, issuer: &str, value: &str) -> [u8; 8] {
 /// first 16 bytes of a key; the rest feeds its hash).
 const INDEX_FILL: [u8; 16] = *b"ssf index entry!";
 
+/// How many chains of the index's table one list key's entries are spread
+/// over: a chain holds at most `MAX_CHAIN` (16) nodes, so a subject's
+/// tokens past that in one chain would push each other out.
+pub const INDEX_CHAINS: usize = 8;
+
+/// The list key `tag` as it begins the index keys of chain `chain`
+/// (below [`INDEX_CHAINS`]): its last byte's low bits set to the chain.
+fn index_tag(tag: &[u8; 8], chain: usize) -> [u8; 8] {
+    let mut spread = *tag;
+    spread[7] = (spread[7] & !(INDEX_CHAINS as u8 - 1)) | chain as u8;
+    spread
+}
+
+/// What each of `tag`'s index keys begins with, one per chain: a
+/// revocation reads these [`INDEX_CHAINS`] chains.
+pub fn index_tags(tag: &[u8; 8]) -> [[u8; 8]; INDEX_CHAINS] {
+    core::array::from_fn(|chain| index_tag(tag, chain))
+}
+
 /// The key of the index entry saying that the token whose cache keys begin
 /// with `token_tag` carries the list key `tag` (`shm/revocations.rs`): it
-/// begins with `tag`, so the entries of one subject share a chain of the
-/// index's table, and a revocation finds them in one walk.
+/// begins with one of `tag`'s [`index_tags`], chosen by the token, so the
+/// entries of one subject share [`INDEX_CHAINS`] chains of the index's
+/// table, and a revocation finds them in that many walks.
 pub fn index_key(tag: &[u8; 8], token_tag: &[u8; 8]) -> [u8; 32] {
     let mut key = [0u8; 32];
-    key[..8].copy_from_slice(tag);
+    let chain = usize::from(token_tag[0]) % INDEX_CHAINS;
+    key[..8].copy_from_slice(&index_tag(tag, chain));
     key[8..16].copy_from_slice(token_tag);
     key[16..].copy_from_slice(&INDEX_FILL);
     key
 }
 
-/// The token tag an index key names, if it is one for `tag`, from the
-/// bytes a table keeps of it (its first 16: the index's zone holds index
-/// keys only).
 pub fn indexed_token(kept: &[u8; 16], tag: &[u8; 8]) -> Option<[u8; 8]> {
     (kept[..8] == tag[..]).then(|| kept[8..16].try_into().expect("8 bytes"))
 }
@@ -281,8 +299,27 @@ mod tests {
         let (alice, bob, token) = ([1; 8], [2; 8], [9; 8]);
         let key = index_key(&alice, &token);
         let kept: [u8; 16] = key[..16].try_into().expect("16 bytes");
-        assert_eq!(indexed_token(&kept, &alice), Some(token));
-        assert_eq!(indexed_token(&kept, &bob), None);
+        let found = |tag| index_tags(tag).map(|chain| indexed_token(&kept, &chain));
+        assert_eq!(found(&alice).iter().flatten().collect::<Vec<_>>(), [&token]);
+        assert_eq!(found(&bob), [None; INDEX_CHAINS]);
+    }
+
+    #[test]
+    fn a_subjects_tokens_spread_over_its_chains() {
+        let alice = tag(Kind::Subject, "i", "alice");
+        let chains = index_tags(&alice);
+        let distinct: std::collections::HashSet<_> = chains.iter().collect();
+        assert_eq!(distinct.len(), INDEX_CHAINS);
+        let mut per_chain = [0usize; INDEX_CHAINS];
+        for t in 0..=255u8 {
+            let key = index_key(&alice, &[t, 1, 2, 3, 4, 5, 6, 7]);
+            let chain = chains.iter().position(|c| key[..8] == c[..]);
+            per_chain[chain.expect("one of alice's chains")] += 1;
+        }
+        assert_eq!(
+            per_chain, [32; INDEX_CHAINS],
+            "256 tokens, evenly by their first byte"
+        );
     }
 
     #[test]
