@@ -74,11 +74,6 @@ unsafe fn setup(cf: *mut ngx_conf_t, main: &mut MainConf) -> Result<(), String> 
     let Some(tier) = main.redis.as_ref() else {
         return Ok(());
     };
-    // Untested: every node would be checked against one name, and nodes
-    // outside the upstream reached with its settings.
-    if tier.cluster {
-        return Err("\"auth_oauth2_token_redis_ssl\" is not supported with a Redis Cluster (\"auth_oauth2_token_redis ... cluster\") yet".into());
-    }
     // SAFETY: cf is the configuration being parsed (this function's
     // contract).
     let ssl = unsafe { context(cf, setting)? };

@@ -530,9 +530,22 @@ sub redis_cluster {
     my ($primaries, $replicas) = ($opt{primaries} // 3, $opt{replicas} // 1);
     my @nodes;
     for (1 .. $primaries * (1 + $replicas)) {
+        # With `tls => PKI` (tls_pki's directory), each node also listens
+        # with TLS on its `tls_port`, and the bus and replication speak TLS;
+        # a TLS client is told the nodes' TLS ports (the test's own client
+        # stays on the plain ports).
+        my @tls;
+        if (my $pki = $opt{tls}) {
+            my $p = OAuth2Test::reserve_port();
+            OAuth2Test::release_port($p);
+            @tls = ('--tls-port', $p, '--tls-cert-file', "$pki/redis.pem", '--tls-key-file', "$pki/redis.key",
+                '--tls-ca-cert-file', "$pki/ca.pem", '--tls-auth-clients', 'no', '--tls-cluster', 'yes',
+                '--tls-replication', 'yes');
+        }
         # The bus port is a reserved one too (not the default port + 10000).
         my $node = redis_start(args => ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-            '--cluster-node-timeout', '1000', '--cluster-port', OAuth2Test::reserve_port()]) or return ();
+            '--cluster-node-timeout', '1000', '--cluster-port', OAuth2Test::reserve_port(), @tls]) or return ();
+        $node->{tls_port} = $tls[1] if @tls;
         push @nodes, $node;
     }
     my ($rc, $out) = OAuth2Test::run_command('redis-cli', '--cluster', 'create',
