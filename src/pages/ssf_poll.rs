@@ -11,14 +11,25 @@
 //! (`poll::Schedule`), with one log line when an outage starts and one when
 //! it ends.
 //!
-//! tick timer -> the request, its subrequest started (`Flight`)
-//! subrequest ends -> its answer copied out, the settle timer armed
-//! settle timer -> the request freed; the answer read, the SETs applied,
-//!                 the next tick armed
+//! With the Redis tier (`auth_oauth2_token_shared_cache` in the poll
+//! location), the fleet is told of the SETs applied, as of a pushed one
+//! (`redis/ssf_tell.rs`: the revocations on the list and the channel, the
+//! `jti` in the fleet's replay store), in one Redis call made as a
+//! subrequest of a second request with no client; a SET is recorded and
+//! acknowledged only once the fleet was told (or had it already: another
+//! gateway polling the same stream, or this one's earlier try whose
+//! answer was lost). One the fleet was not told is not acknowledged: the
+//! transmitter sends it again, one `interval` later at the soonest, and
+//! applying it again changes nothing.
 //!
-//! A revocation polled by one gateway is applied on that gateway only (the
-//! Redis tier's channel is not told): each gateway polls a stream of its
-//! own.
+//! tick timer -> the request, its subrequest started (the flight)
+//! subrequest ends -> its answer copied out, the settle timer armed
+//! settle timer -> the request freed; the answer read, the SETs applied;
+//!                 with the Redis tier, its call started (the flight);
+//!                 else the next tick armed
+//! call ends -> its replies kept, the settle timer armed
+//! settle timer -> the request freed; the SETs the fleet was told of
+//!                 recorded and acknowledged, the next tick armed
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -31,6 +42,7 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use super::ssf_apply;
+use super::ssf_poll_fleet::{self, Applied, Telling};
 use crate::conf::MainConf;
 use crate::metrics::ssf_poll::PollResult;
 use crate::module::Module;
@@ -39,6 +51,8 @@ use crate::nginx::req::{now_ms, Req};
 use crate::nginx::subrequest;
 use crate::oauth::ssf::poll::{self, Note, PollRequest, Schedule};
 use crate::oauth::ssf::set::{self, Code, SetError};
+use crate::redis::call::Failure;
+use crate::redis::resp::Reply;
 use crate::shm::table::Remembered;
 
 /// A SET delivered under another SET's `jti`.
@@ -52,6 +66,8 @@ struct Answer {
     rc: ngx_int_t,
     status: usize,
     body: Vec<u8>,
+    /// The poll location's Redis tier, when it has one.
+    fleet_uri: Option<&'static [u8]>,
 }
 
 struct Poller {
@@ -64,6 +80,11 @@ struct Poller {
     /// When the poll in flight started (ms).
     started_ms: i64,
     answer: Option<Answer>,
+    /// The fleet's call in flight, and its replies once in.
+    telling: Option<Telling>,
+    told: Option<Result<Vec<Reply>, Failure>>,
+    /// The last call left SETs the fleet was not told of.
+    fleet_down: bool,
     tick: ngx_event_t,
     settle: ngx_event_t,
     log: *mut ngx_log_t,
@@ -104,6 +125,9 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         flight: None,
         started_ms: 0,
         answer: None,
+        telling: None,
+        told: None,
+        fleet_down: false,
         // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         tick: unsafe { core::mem::zeroed() },
         // SAFETY: as above.
@@ -234,6 +258,7 @@ fn answered(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
         rc,
         status: sr.status(),
         body: subrequest::answer(sr).to_vec(),
+        fleet_uri: sr.location_conf().and_then(|conf| conf.shared_cache_uri()),
     };
     // SAFETY: `poller` is this worker's, alive until exit_process (which
     // leaves it alive while a poll is in flight); the settle event is its own.
@@ -243,17 +268,38 @@ fn answered(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
     }
 }
 
-/// The poll's request is freed and its answer read.
+/// The request in flight is freed, and the poll's answer or the fleet's
+/// replies read.
 unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
     // SAFETY: the settle event's data is the poller (init_process), alive
     // until exit_process, which takes the event out of the timer tree.
     let poller = unsafe { &mut *(*ev).data.cast::<Poller>() };
+    if poller.flight.as_ref().is_some_and(Detached::busy) {
+        // SAFETY: the settle event is the poller's own.
+        unsafe { ngx_add_timer(ev, 10) };
+        return;
+    }
     if let Some(flight) = poller.flight.take() {
         flight.finish();
+    }
+    if let Some(telling) = poller.telling.take() {
+        let told = poller.told.take().unwrap_or(Err(Failure::Internal(500)));
+        return fleet_told(poller, telling, told);
     }
     let Some(answer) = poller.answer.take() else {
         return;
     };
+    if let Some(conn) = read(poller, answer) {
+        // SAFETY: `conn` is the connection of the fleet's call just
+        // started, whose parts stay in the poller's flight until the settle
+        // timer; the poller's `&mut` is not used after `read`.
+        unsafe { Detached::run_posted(conn) };
+    }
+}
+
+/// Reads the poll's answer and applies its SETs; the connection of the
+/// fleet's call when one was started (else the next poll is scheduled).
+fn read(poller: &mut Poller, answer: Answer) -> Option<*mut ngx_connection_t> {
     let (result, why) = match (answer.status, answer.rc) {
         (200, 0) => (PollResult::Ok, String::new()),
         (0, _) => (
@@ -279,23 +325,73 @@ unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
         ),
     };
     if result != PollResult::Ok {
-        return failed(poller, result, &why);
+        failed(poller, result, &why);
+        return None;
     }
     let parsed = match poll::parse_answer(&answer.body) {
         Ok(parsed) => parsed,
-        Err(e) => return failed(poller, PollResult::Malformed, e.describe()),
+        Err(e) => {
+            failed(poller, PollResult::Malformed, e.describe());
+            return None;
+        }
     };
     count(|m| m.ssf_poll_ids().map(|ids| ids.poll(PollResult::Ok)));
     poller.acks.clear();
     poller.errs.clear();
-    for (jti, set) in &parsed.sets {
-        take(poller, jti, set.as_bytes());
-    }
-    let owed = !poller.acks.is_empty() || !poller.errs.is_empty();
+    let applied: Vec<Applied> = parsed
+        .sets
+        .iter()
+        .filter_map(|(jti, set)| take(poller, jti, set.as_bytes()))
+        .collect();
     let took_ms = u64::try_from(now_ms() - poller.started_ms).unwrap_or(0);
-    let (wait, note) = poller
-        .schedule
-        .answered(parsed.more_available, owed, took_ms);
+    let more = parsed.more_available;
+    let fleet = main_conf().and_then(|main| Some((main.redis.as_ref()?, main.ssf.as_ref()?)));
+    let (Some(uri), Some((redis, receiver)), false) = (answer.fleet_uri, fleet, applied.is_empty())
+    else {
+        for set in applied {
+            acknowledge(poller, set);
+        }
+        scheduled(poller, more, took_ms, 0);
+        return None;
+    };
+    let (commands, telling) = ssf_poll_fleet::tell(redis, receiver, applied, more, took_ms);
+    let done = |result| {
+        let poller = POLLER.load(Ordering::Relaxed);
+        if poller.is_null() {
+            return;
+        }
+        // SAFETY: as in `answered`.
+        unsafe {
+            (*poller).told = Some(result);
+            ngx_add_timer(ptr::addr_of_mut!((*poller).settle), 1);
+        }
+    };
+    match ssf_poll_fleet::start(poller.log, uri, &commands, &telling, done) {
+        Some(flight) => {
+            let conn = flight.connection();
+            poller.flight = Some(flight);
+            poller.telling = Some(telling);
+            Some(conn)
+        }
+        None => {
+            fleet_told(poller, telling, Err(Failure::Internal(500)));
+            None
+        }
+    }
+}
+
+/// The next poll after an answer that worked, `untold` of whose SETs the
+/// fleet was not told (then not before one `interval`: the transmitter
+/// sends them again).
+fn scheduled(poller: &mut Poller, more: bool, took_ms: u64, untold: usize) {
+    let owed = !poller.acks.is_empty() || !poller.errs.is_empty();
+    let (mut wait, note) = poller.schedule.answered(more, owed, took_ms);
+    if untold > 0 {
+        let interval = main_conf()
+            .and_then(|main| main.ssf_poll.as_ref())
+            .map_or(poll::MAX_BACKOFF_MS, |conf| conf.interval_ms);
+        wait = wait.max(interval);
+    }
     if let Some(Note::Recovered { failures }) = note {
         ngx::ngx_log_error!(
             NGX_LOG_NOTICE,
@@ -306,15 +402,67 @@ unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
     next(poller, wait);
 }
 
-/// One SET of an answer, checked and applied as a pushed one; its `jti`
-/// goes to the next poll's `ack` or `setErrs`.
-fn take(poller: &mut Poller, jti: &str, set: &[u8]) {
+/// The fleet's call ended: the SETs it told (or that the fleet had) are
+/// recorded and acknowledged, the others left for the transmitter to send
+/// again, with one line when such an outage starts and one when it ends.
+fn fleet_told(poller: &mut Poller, telling: Telling, result: Result<Vec<Reply>, Failure>) {
+    let (more, took_ms) = (telling.more, telling.took_ms);
+    let (told, untold) = ssf_poll_fleet::sort(telling, result, poller.log);
+    for set in told {
+        acknowledge(poller, set);
+    }
+    match (untold > 0, poller.fleet_down) {
+        (true, false) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_WARN,
+                poller.log,
+                "auth_oauth2_token: SSF poll: {untold} SETs applied here but the Redis tier was not told: not acknowledged, polled again"
+            );
+        }
+        (false, true) => {
+            ngx::ngx_log_error!(
+                NGX_LOG_NOTICE,
+                poller.log,
+                "auth_oauth2_token: SSF poll: the Redis tier is told again"
+            );
+        }
+        _ => {}
+    }
+    poller.fleet_down = untold > 0;
+    scheduled(poller, more, took_ms, untold);
+}
+
+/// Records a SET applied here and acknowledges it in the next poll.
+fn acknowledge(poller: &mut Poller, set: Applied) {
     let Some(main) = main_conf() else {
         return;
     };
     let Some(receiver) = main.ssf.as_ref() else {
         return;
     };
+    match ssf_apply::record(
+        receiver,
+        &set.accepted,
+        set.now,
+        poller.log,
+        &main.counters,
+        set.dropped,
+    ) {
+        Remembered::New | Remembered::Full => {
+            main.counters.add(receiver.metrics.delivery("accepted"), 1);
+        }
+        // Delivered again (our acknowledgement was lost): acknowledged again.
+        Remembered::Seen => {}
+    }
+    poller.acks.push(set.accepted.jti);
+}
+
+/// One SET of an answer, checked and applied as a pushed one: what waits
+/// to be recorded and acknowledged, or `None` when its `jti` went to the
+/// next poll's `setErrs` (or nowhere: the list could not be written).
+fn take(poller: &mut Poller, jti: &str, set: &[u8]) -> Option<Applied> {
+    let main = main_conf()?;
+    let receiver = main.ssf.as_ref()?;
     let now = now_ms();
     let verified = set::verify(
         set,
@@ -336,32 +484,23 @@ fn take(poller: &mut Poller, jti: &str, set: &[u8]) {
                 "auth_oauth2_token: polled SET refused: {error}"
             );
             poller.errs.push((jti.to_string(), error));
-            return;
+            return None;
         }
     };
     // A list that cannot be written: neither acknowledged nor refused, so
     // the transmitter delivers it again.
-    let Some((_, dropped)) = ssf_apply::revoke_all(main, receiver, &accepted, now, poller.log)
+    let Some((pushed, dropped)) = ssf_apply::revoke_all(main, receiver, &accepted, now, poller.log)
     else {
         main.counters
             .add(receiver.metrics.delivery("unavailable"), 1);
-        return;
+        return None;
     };
-    match ssf_apply::record(
-        receiver,
-        &accepted,
+    Some(Applied {
+        accepted,
         now,
-        poller.log,
-        &main.counters,
         dropped,
-    ) {
-        Remembered::New | Remembered::Full => {
-            main.counters.add(receiver.metrics.delivery("accepted"), 1);
-        }
-        // Delivered again (our acknowledgement was lost): acknowledged again.
-        Remembered::Seen => {}
-    }
-    poller.acks.push(accepted.jti);
+        pushed,
+    })
 }
 
 /// A poll that failed: counted, logged when an outage starts, retried
