@@ -35,6 +35,8 @@ pub struct Telling {
     sets: Vec<(Applied, Replies)>,
     pub more: bool,
     pub took_ms: u64,
+    /// The answer's SETs not checked (no keys to be had).
+    pub skipped: usize,
 }
 
 fn main_conf() -> Option<&'static MainConf> {
@@ -44,13 +46,13 @@ fn main_conf() -> Option<&'static MainConf> {
 }
 
 /// The commands telling the fleet, through the Redis tier `redis`, of the
-/// SETs `applied` by `receiver`, and what waits for their replies.
+/// SETs `applied` by `receiver`, and what waits for their replies (with
+/// what the answer said: more to come, the time it took, SETs skipped).
 pub fn tell(
     redis: &RedisTier,
     receiver: &SsfReceiver,
     applied: Vec<Applied>,
-    more: bool,
-    took_ms: u64,
+    (more, took_ms, skipped): (bool, u64, usize),
 ) -> (Vec<u8>, Telling) {
     let mut commands = Vec::new();
     let sets = applied
@@ -71,6 +73,7 @@ pub fn tell(
         sets,
         more,
         took_ms,
+        skipped,
     };
     (commands, telling)
 }
