@@ -6,10 +6,10 @@
 //! (`nginx/subrequest.rs`), here of a request with no client
 //! (`nginx/detached.rs`). Every SET of the answer is checked by
 //! `oauth/ssf/set.rs` and applied by `pages/ssf_apply.rs`, as a pushed one
-//! is; the next poll acknowledges the SETs applied (or seen before) and
-//! reports the refused ones in `setErrs`. Polls that fail back off
-//! (`poll::Schedule`), with one log line when an outage starts and one when
-//! it ends.
+//! is (`pages/ssf_poll_answer.rs`); the next poll acknowledges the SETs
+//! applied (or seen before) and reports the refused ones in `setErrs`.
+//! Polls that fail back off (`poll::Schedule`, `pages/ssf_poll_state.rs`),
+//! with one log line when an outage starts and one when it ends.
 //!
 //! With the Redis tier (`auth_oauth2_token_shared_cache` in the poll
 //! location), the fleet is told of the SETs applied, as of a pushed one
@@ -24,9 +24,12 @@
 //!
 //! tick timer -> the request, its subrequest started (the flight)
 //! subrequest ends -> its answer copied out, the settle timer armed
-//! settle timer -> the request freed; the answer read, the SETs applied;
-//!                 with the Redis tier, its call started (the flight);
-//!                 else the next tick armed
+//! settle timer -> the request freed; the answer read, the SETs checked
+//!                 and applied; with `keys_request=`, the transmitter's
+//!                 keys maybe fetched first on a request of their own (the
+//!                 flight; its end arms the settle timer, which goes on
+//!                 with the check); with the Redis tier, its call started
+//!                 (the flight); else the next tick armed
 //! call ends -> its replies kept, the settle timer armed
 //! settle timer -> the request freed; the SETs the fleet was told of
 //!                 recorded and acknowledged, the next tick armed
