@@ -83,7 +83,7 @@ my @violations;
 # ---- rule 1: no nginx in the plain files ------------------------------------------------
 
 my @PLAIN_DIRS = qw(oauth conf resilience shm/table);
-my @PLAIN_FILES = qw(redis/failure.rs redis/fleet.rs redis/purge.rs redis/replay.rs redis/resp.rs redis/subscription.rs
+my @PLAIN_FILES = qw(redis/failure.rs redis/fleet.rs redis/purge.rs redis/replay.rs redis/resp.rs redis/ssf_tell.rs redis/subscription.rs
   redis/tier_read.rs redis/write.rs
   shm/table.rs);
 my %plain_file = map { $_ => 1 } @PLAIN_FILES;

@@ -146,9 +146,15 @@ pub mod registration {
                 ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "{warning}");
             }
             conf.scope_caches(&server.zone, &server.fleet, &main.claims.fingerprint());
-            if let (true, Some(receiver)) = (conf.ssf_push_page, &main.ssf) {
+            let ssf_location = match (conf.ssf_push_page, conf.ssf_poll_page) {
+                (true, _) => Some("auth_oauth2_token_ssf_push"),
+                (false, true) => Some("auth_oauth2_token_ssf_poll"),
+                (false, false) => None,
+            };
+            if let (Some(directive), Some(receiver)) = (ssf_location, &main.ssf) {
                 let keys_cache = conf.jwt.keys_cache.is_some();
-                match crate::conf::ssf::push_keys(receiver, keys_cache, &server.zone) {
+                match crate::conf::ssf::location_keys(receiver, keys_cache, &server.zone, directive)
+                {
                     Ok(fetch) => conf.ssf_keys = fetch,
                     Err(message) => {
                         ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{message}");

@@ -271,10 +271,10 @@ for my $case (
         'a location with a plain path'],
     ['a bad interval', $http, "location = /p { auth_oauth2_token_ssf_poll interval=0; proxy_pass http://127.0.0.1:$TPORT; }",
         'invalid "interval=0"'],
-    ['a receiver whose keys are fetched', "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD"
+    ['keys fetched without a keys zone', "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD"
         . " keys_request=/_ssf_jwks max_age=2m token_lifetime=1h;",
         "location = /p { auth_oauth2_token_ssf_poll; proxy_pass http://127.0.0.1:$TPORT; }",
-        'keys from a file (keys=), not keys_request='],
+        'needs "auth_oauth2_token_jwt_keys_cache" here'],
     ['two polls', $http, "location = /p { auth_oauth2_token_ssf_poll; proxy_pass http://127.0.0.1:$TPORT; }"
         . " location = /q { auth_oauth2_token_ssf_poll; proxy_pass http://127.0.0.1:$TPORT; }", 'is duplicate'],
 ) {

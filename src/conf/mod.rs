@@ -270,8 +270,12 @@ pub struct LocationConf {
     /// `auth_oauth2_token_ssf_push`: the location is the Shared Signals
     /// receiver's push endpoint.
     pub ssf_push_page: bool,
-    /// The push page's fetch of the transmitter's JWK Set (`keys_request=`
-    /// of `auth_oauth2_token_ssf_receiver`), named at merge time.
+    /// `auth_oauth2_token_ssf_poll`: the location is the one the Shared
+    /// Signals receiver polls its transmitter through.
+    pub ssf_poll_page: bool,
+    /// The push page's (or the poll's) fetch of the transmitter's JWK Set
+    /// (`keys_request=` of `auth_oauth2_token_ssf_receiver`), named at
+    /// merge time.
     pub ssf_keys: Option<crate::oauth::jose::verify::KeysFetch>,
     /// `auth_oauth2_token_resource_metadata`: the location serves RFC 9728
     /// Protected Resource Metadata (this location only).

@@ -73,19 +73,21 @@ pub struct SsfReceiver {
     pub metrics: SsfIds,
 }
 
-/// The fetch of the transmitter's set by a push location in the server
-/// block `server` (its identity), whose keys zone is configured or not
-/// (`keys_cache`); `None` for a set read from a file.
-pub fn push_keys(
+/// The fetch of the transmitter's set by a location of `directive` (the
+/// push endpoint's or the poll's) in the server block `server` (its
+/// identity), whose keys zone is configured or not (`keys_cache`); `None`
+/// for a set read from a file.
+pub fn location_keys(
     receiver: &SsfReceiver,
     keys_cache: bool,
     server: &[u8; 32],
+    directive: &str,
 ) -> Result<Option<KeysFetch>, String> {
     let KeySource::Fetched { uri } = &receiver.keys else {
         return Ok(None);
     };
     if !keys_cache {
-        return Err("\"auth_oauth2_token_ssf_push\": the transmitter's keys are fetched (keys_request= of \"auth_oauth2_token_ssf_receiver\"), which needs \"auth_oauth2_token_jwt_keys_cache\" here: the set is kept in shared memory".into());
+        return Err(format!("\"{directive}\": the transmitter's keys are fetched (keys_request= of \"auth_oauth2_token_ssf_receiver\"), which needs \"auth_oauth2_token_jwt_keys_cache\" here: the set is kept in shared memory"));
     }
     let mut fetch = KeysFetch::at(uri.clone());
     fetch.scope(server, KEYS_SCOPE);
@@ -305,12 +307,20 @@ mod tests {
             name: "f".into(),
             keys: Vec::new(),
         });
-        assert!(push_keys(&file, false, &[0; 32]).unwrap().is_none());
+        let push = "auth_oauth2_token_ssf_push";
+        assert!(location_keys(&file, false, &[0; 32], push)
+            .unwrap()
+            .is_none());
         let fetched = receiver(KeySource::Fetched { uri: "/_j".into() });
-        let e = push_keys(&fetched, false, &[0; 32]).unwrap_err();
+        let e = location_keys(&fetched, false, &[0; 32], "auth_oauth2_token_ssf_poll").unwrap_err();
         assert!(e.contains("auth_oauth2_token_jwt_keys_cache"), "{e}");
-        let one = push_keys(&fetched, true, &[1; 32]).unwrap().unwrap();
-        let other = push_keys(&fetched, true, &[2; 32]).unwrap().unwrap();
+        assert!(e.starts_with("\"auth_oauth2_token_ssf_poll\""), "{e}");
+        let one = location_keys(&fetched, true, &[1; 32], push)
+            .unwrap()
+            .unwrap();
+        let other = location_keys(&fetched, true, &[2; 32], push)
+            .unwrap()
+            .unwrap();
         assert_eq!(one.uri, "/_j");
         assert_ne!(one.set_key, other.set_key);
         assert_ne!(one.set_key, one.fetching_key);

@@ -9,7 +9,6 @@ use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 
 use super::call::{args_of, handler};
 use crate::conf::secret_from_file_contents;
-use crate::conf::ssf::KeySource;
 use crate::conf::ssf_poll::{self, SsfPoll};
 
 handler!(set_ssf_poll, |c| {
@@ -36,17 +35,8 @@ handler!(set_ssf_poll, |c| {
         .map(|cscf| cscf.ctx.cast())
         .ok_or("cannot find the server block")?;
     let main = c.main_conf()?;
-    match main.ssf.as_ref().map(|receiver| &receiver.keys) {
-        None => {
-            return Err(
-                "needs \"auth_oauth2_token_ssf_receiver\" in the http block before it".into(),
-            )
-        }
-        // A fetch is a subrequest of a push; the poll has keys from a file only.
-        Some(KeySource::Fetched { .. }) => {
-            return Err("needs the receiver's keys from a file (keys=), not keys_request=".into())
-        }
-        Some(KeySource::File { .. }) => {}
+    if main.ssf.is_none() {
+        return Err("needs \"auth_oauth2_token_ssf_receiver\" in the http block before it".into());
     }
     if main.ssf_poll.is_some() {
         return Err("is duplicate (one poll per http block)".into());
@@ -61,5 +51,8 @@ handler!(set_ssf_poll, |c| {
         bearer,
     });
     let _ = main.metrics.ssf_poll();
+    // With keys_request=, the location fetches the transmitter's keys
+    // (named at merge time, `conf/ssf.rs` `location_keys`).
+    c.conf.ssf_poll_page = true;
     Ok(())
 });

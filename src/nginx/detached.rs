@@ -7,8 +7,8 @@
 //! what nginx's own HTTP code needs of a connection that is never read
 //! nor written: a log whose data is the request's log context, its events
 //! marked active (the upstream otherwise adds them to epoll, which a
-//! connection without a socket cannot be), a pool, and a loopback address
-//! for the variables that read it.
+//! connection without a socket cannot be), TCP_NODELAY marked as not for
+//! it, a pool, and a loopback address for the variables that read it.
 //!
 //! nginx ends such a request itself only when its subrequest fails with an
 //! error that terminates the main request (out of memory, an answer larger
@@ -84,6 +84,10 @@ impl Detached {
                 (*ev).set_active(1);
             }
             (*c).fd = -1;
+            // No TCP under it: nginx skips TCP_NODELAY (which a non-buffered
+            // upstream, such as the Redis tier's, sets on the client's
+            // connection, and which fails without a socket).
+            (*c).set_tcp_nodelay(ngx::ffi::ngx_connection_tcp_nodelay_e_NGX_TCP_NODELAY_DISABLED);
             (*c).read = ptr::addr_of_mut!((*p).read);
             (*c).write = ptr::addr_of_mut!((*p).write);
             (*c).log = ptr::addr_of_mut!((*p).log);
@@ -143,6 +147,21 @@ impl Detached {
         // SAFETY: the connection is live until `finish` (this function's
         // contract); nginx stops when it was destroyed.
         unsafe { ngx_http_run_posted_requests(conn) };
+    }
+
+    /// Whether a subrequest of the request still runs (a background one,
+    /// such as a Redis Cluster map read, may outlive the waited one it was
+    /// started with): `finish` must wait until it ends.
+    pub fn busy(&self) -> bool {
+        // SAFETY: the parts are live until `finish`; the request is live
+        // unless nginx ended it, which sets the connection's `destroyed`
+        // (read first). Each running subrequest holds one of the main
+        // request's counts (ngx_http_subrequest), which it gives back when
+        // it ends.
+        unsafe {
+            let c = ptr::addr_of_mut!((*self.parts).conn);
+            (*c).destroyed() == 0 && (*self.request).count() > 1
+        }
     }
 
     /// Frees the request and the connection's pool, unless nginx did

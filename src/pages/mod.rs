@@ -7,6 +7,10 @@ pub mod resource_metadata;
 pub mod ssf_apply;
 pub mod ssf_keys;
 pub mod ssf_poll;
+pub mod ssf_poll_answer;
+pub mod ssf_poll_fleet;
+pub mod ssf_poll_keys;
+pub mod ssf_poll_state;
 pub mod ssf_push;
 
 use ngx::ffi::{

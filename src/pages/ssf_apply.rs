@@ -9,11 +9,12 @@
 use ngx::ffi::{ngx_log_t, NGX_LOG_ERR, NGX_LOG_INFO};
 
 use crate::conf::ssf::SsfReceiver;
-use crate::conf::MainConf;
+use crate::conf::{MainConf, RedisTier};
 use crate::metrics::Counters;
 use crate::oauth::cache::CacheKey;
 use crate::oauth::ssf::set::{Accepted, LEEWAY_S};
 use crate::redis::fleet::Pushed;
+use crate::redis::ssf_tell::{self, Fleet, Replies};
 use crate::shm::table::Remembered;
 use crate::shm::{revocations, zone};
 
@@ -70,6 +71,29 @@ pub fn jti_name(receiver: &SsfReceiver, accepted: &Accepted) -> (CacheKey, i64) 
         accepted.jti.as_bytes(),
     ]);
     (name, (receiver.stream.max_age_s + 2 * LEEWAY_S) * 1000)
+}
+
+/// Appends to `out` the commands that tell the fleet, through the Redis
+/// tier `redis`, of the SET applied here at `now` (`pushed`, what
+/// `revoke_all` put on the list): `redis/ssf_tell.rs`. Read the replies
+/// with `ssf_tell::told`.
+pub fn tell_fleet(
+    redis: &RedisTier,
+    receiver: &SsfReceiver,
+    accepted: &Accepted,
+    pushed: &[PushedRevocation],
+    now: i64,
+    out: &mut Vec<u8>,
+) -> Replies {
+    let (list, channel) = (redis.revocation_list(), redis.channel());
+    let fleet = Fleet {
+        keys: &redis.keys,
+        prefix: &redis.prefix,
+        list: &list,
+        channel: &channel,
+    };
+    let (set_id, keep_ms) = jti_name(receiver, accepted);
+    ssf_tell::commands(&fleet, pushed, &set_id.0, keep_ms, now, out)
 }
 
 /// Records the SET's `jti` after its revocations are in (a worker that

@@ -4,7 +4,8 @@
 //! (`auth_oauth2_token_jwt_keys_cache`) and refresh policy. The set is kept
 //! once per gateway and outlives reloads; a SET whose `kid` the set lacks
 //! fetches it again at most once per `unknown_kid_interval`. The fetch is a
-//! subrequest of the push request, and a wait for another worker's fetch a
+//! subrequest of the push request (or of the poll's own request,
+//! `pages/ssf_poll_keys.rs`), and a wait for another worker's fetch a
 //! timer: both resume the request through its write handler, which checks
 //! the SET again from the start.
 

@@ -6,83 +6,52 @@
 //! (`nginx/subrequest.rs`), here of a request with no client
 //! (`nginx/detached.rs`). Every SET of the answer is checked by
 //! `oauth/ssf/set.rs` and applied by `pages/ssf_apply.rs`, as a pushed one
-//! is; the next poll acknowledges the SETs applied (or seen before) and
-//! reports the refused ones in `setErrs`. Polls that fail back off
-//! (`poll::Schedule`), with one log line when an outage starts and one when
-//! it ends.
+//! is (`pages/ssf_poll_answer.rs`); the next poll acknowledges the SETs
+//! applied (or seen before) and reports the refused ones in `setErrs`.
+//! Polls that fail back off (`poll::Schedule`, `pages/ssf_poll_state.rs`),
+//! with one log line when an outage starts and one when it ends.
 //!
-//! tick timer -> the request, its subrequest started (`Flight`)
+//! With the Redis tier (`auth_oauth2_token_shared_cache` in the poll
+//! location), the fleet is told of the SETs applied, as of a pushed one
+//! (`redis/ssf_tell.rs`: the revocations on the list and the channel, the
+//! `jti` in the fleet's replay store), in one Redis call made as a
+//! subrequest of a second request with no client; a SET is recorded and
+//! acknowledged only once the fleet was told (or had it already: another
+//! gateway polling the same stream, or this one's earlier try whose
+//! answer was lost). One the fleet was not told is not acknowledged: the
+//! transmitter sends it again, one `interval` later at the soonest, and
+//! applying it again changes nothing.
+//!
+//! tick timer -> the request, its subrequest started (the flight)
 //! subrequest ends -> its answer copied out, the settle timer armed
-//! settle timer -> the request freed; the answer read, the SETs applied,
-//!                 the next tick armed
-//!
-//! A revocation polled by one gateway is applied on that gateway only (the
-//! Redis tier's channel is not told): each gateway polls a stream of its
-//! own.
+//! settle timer -> the request freed; the answer read, the SETs checked
+//!                 and applied; with `keys_request=`, the transmitter's
+//!                 keys maybe fetched first on a request of their own (the
+//!                 flight; its end arms the settle timer, which goes on
+//!                 with the check); with the Redis tier, its call started
+//!                 (the flight); else the next tick armed
+//! call ends -> its replies kept, the settle timer armed
+//! settle timer -> the request freed; the SETs the fleet was told of
+//!                 recorded and acknowledged, the next tick armed
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_int_t, ngx_log_t,
-    ngx_msec_t, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
-    NGX_PROCESS_WORKER,
+    ngx_add_timer, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t, ngx_int_t, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 
-use super::ssf_apply;
-use crate::conf::MainConf;
+use super::ssf_poll_answer::{fleet_told, go_on, read};
+use super::ssf_poll_state::{exiting, failed, main_conf, Answer, Poller, POLLER};
 use crate::metrics::ssf_poll::PollResult;
 use crate::module::Module;
 use crate::nginx::detached::Detached;
 use crate::nginx::req::{now_ms, Req};
 use crate::nginx::subrequest;
-use crate::oauth::ssf::poll::{self, Note, PollRequest, Schedule};
-use crate::oauth::ssf::set::{self, Code, SetError};
-use crate::shm::table::Remembered;
-
-/// A SET delivered under another SET's `jti`.
-const KEY_MISMATCH: SetError = SetError::new(
-    Code::InvalidRequest,
-    "the SET's jti is not the one it was delivered under",
-);
-
-/// What a poll's subrequest brought back, copied out of it.
-struct Answer {
-    rc: ngx_int_t,
-    status: usize,
-    body: Vec<u8>,
-}
-
-struct Poller {
-    schedule: Schedule,
-    /// What the next poll says of the last answer's SETs.
-    acks: Vec<String>,
-    errs: Vec<(String, SetError)>,
-    /// The poll in flight: its request, and its answer once in.
-    flight: Option<Detached>,
-    /// When the poll in flight started (ms).
-    started_ms: i64,
-    answer: Option<Answer>,
-    tick: ngx_event_t,
-    settle: ngx_event_t,
-    log: *mut ngx_log_t,
-}
-
-/// Worker 0's poller, made by `init_process`.
-static POLLER: AtomicPtr<Poller> = AtomicPtr::new(ptr::null_mut());
-
-fn main_conf() -> Option<&'static MainConf> {
-    // SAFETY: a worker's cycle is set up before any of its events run; the
-    // main conf lives as long as the cycle.
-    unsafe { Module::main_conf(&*ngx::ffi::ngx_cycle) }
-}
-
-fn exiting() -> bool {
-    // SAFETY: plain flags of this process, set by its signal handling
-    // between event loop turns.
-    unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0 }
-}
+use crate::oauth::ssf::poll::{PollRequest, Schedule};
+use crate::redis::call::Failure;
 
 /// `init_process`: worker 0 polls when a poll location is configured.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
@@ -104,6 +73,12 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         flight: None,
         started_ms: 0,
         answer: None,
+        batch: None,
+        draining: Vec::new(),
+        keys_down: false,
+        telling: None,
+        told: None,
+        fleet_down: false,
         // SAFETY: an all-zero ngx_event_t is an idle event (nginx pcallocs them).
         tick: unsafe { core::mem::zeroed() },
         // SAFETY: as above.
@@ -234,6 +209,7 @@ fn answered(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
         rc,
         status: sr.status(),
         body: subrequest::answer(sr).to_vec(),
+        conf: sr.location_conf(),
     };
     // SAFETY: `poller` is this worker's, alive until exit_process (which
     // leaves it alive while a poll is in flight); the settle event is its own.
@@ -243,156 +219,45 @@ fn answered(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
     }
 }
 
-/// The poll's request is freed and its answer read.
+/// The request in flight is freed, and the poll's answer or the fleet's
+/// replies read; or the answer's check goes on once the transmitter's keys
+/// were fetched.
 unsafe extern "C" fn on_settle(ev: *mut ngx_event_t) {
     // SAFETY: the settle event's data is the poller (init_process), alive
     // until exit_process, which takes the event out of the timer tree.
     let poller = unsafe { &mut *(*ev).data.cast::<Poller>() };
-    if let Some(flight) = poller.flight.take() {
-        flight.finish();
+    let (done, draining): (Vec<Detached>, Vec<Detached>) =
+        poller.draining.drain(..).partition(|d| !d.busy());
+    done.into_iter().for_each(Detached::finish);
+    poller.draining = draining;
+    let busy = poller.flight.as_ref().is_some_and(Detached::busy);
+    if busy || !poller.draining.is_empty() {
+        // SAFETY: the settle event is the poller's own.
+        unsafe { ngx_add_timer(ev, 10) };
     }
-    let Some(answer) = poller.answer.take() else {
+    if busy {
         return;
-    };
-    let (result, why) = match (answer.status, answer.rc) {
-        (200, 0) => (PollResult::Ok, String::new()),
-        (0, _) => (
-            PollResult::Unavailable,
-            "the transmitter cannot be reached or did not answer in time".to_string(),
-        ),
-        (500.., _) => (
-            PollResult::Unavailable,
-            format!("the transmitter answered {}", answer.status),
-        ),
-        // nginx ended the subrequest with an error after the status came.
-        (200, _) => (
-            PollResult::Malformed,
-            "the answer could not be read whole (larger than max_size, or cut)".to_string(),
-        ),
-        (400..=499, _) => (
-            PollResult::Refused,
-            format!("the transmitter answered {}", answer.status),
-        ),
-        (status, _) => (
-            PollResult::Malformed,
-            format!("the transmitter answered {status}"),
-        ),
-    };
-    if result != PollResult::Ok {
-        return failed(poller, result, &why);
     }
-    let parsed = match poll::parse_answer(&answer.body) {
-        Ok(parsed) => parsed,
-        Err(e) => return failed(poller, PollResult::Malformed, e.describe()),
-    };
-    count(|m| m.ssf_poll_ids().map(|ids| ids.poll(PollResult::Ok)));
-    poller.acks.clear();
-    poller.errs.clear();
-    for (jti, set) in &parsed.sets {
-        take(poller, jti, set.as_bytes());
-    }
-    let owed = !poller.acks.is_empty() || !poller.errs.is_empty();
-    let took_ms = u64::try_from(now_ms() - poller.started_ms).unwrap_or(0);
-    let (wait, note) = poller
-        .schedule
-        .answered(parsed.more_available, owed, took_ms);
-    if let Some(Note::Recovered { failures }) = note {
-        ngx::ngx_log_error!(
-            NGX_LOG_NOTICE,
-            poller.log,
-            "auth_oauth2_token: SSF poll: the transmitter answers again (after {failures} failed polls)"
-        );
-    }
-    next(poller, wait);
-}
-
-/// One SET of an answer, checked and applied as a pushed one; its `jti`
-/// goes to the next poll's `ack` or `setErrs`.
-fn take(poller: &mut Poller, jti: &str, set: &[u8]) {
-    let Some(main) = main_conf() else {
-        return;
-    };
-    let Some(receiver) = main.ssf.as_ref() else {
-        return;
-    };
-    let now = now_ms();
-    let verified = set::verify(
-        set,
-        receiver.keys.keys(),
-        &receiver.stream,
-        now.div_euclid(1000),
-    )
-    .and_then(|accepted| match accepted.jti == jti {
-        true => Ok(accepted),
-        false => Err(KEY_MISMATCH),
-    });
-    let accepted = match verified {
-        Ok(accepted) => accepted,
-        Err(error) => {
-            main.counters.add(receiver.metrics.refusal(error.code), 1);
-            ngx::ngx_log_error!(
-                NGX_LOG_INFO,
-                poller.log,
-                "auth_oauth2_token: polled SET refused: {error}"
-            );
-            poller.errs.push((jti.to_string(), error));
-            return;
+    let mut run = Vec::new();
+    if let Some(telling) = poller.telling.take() {
+        if let Some(flight) = poller.flight.take() {
+            flight.finish();
         }
-    };
-    // A list that cannot be written: neither acknowledged nor refused, so
-    // the transmitter delivers it again.
-    let Some((_, dropped)) = ssf_apply::revoke_all(main, receiver, &accepted, now, poller.log)
-    else {
-        main.counters
-            .add(receiver.metrics.delivery("unavailable"), 1);
-        return;
-    };
-    match ssf_apply::record(
-        receiver,
-        &accepted,
-        now,
-        poller.log,
-        &main.counters,
-        dropped,
-    ) {
-        Remembered::New | Remembered::Full => {
-            main.counters.add(receiver.metrics.delivery("accepted"), 1);
+        let told = poller.told.take().unwrap_or(Err(Failure::Internal(500)));
+        fleet_told(poller, telling, told);
+    } else if let Some(answer) = poller.answer.take() {
+        if let Some(flight) = poller.flight.take() {
+            flight.finish();
         }
-        // Delivered again (our acknowledgement was lost): acknowledged again.
-        Remembered::Seen => {}
+        read(poller, answer, &mut run);
+    } else if poller.batch.is_some() {
+        go_on(poller, &mut run);
     }
-    poller.acks.push(accepted.jti);
-}
-
-/// A poll that failed: counted, logged when an outage starts, retried
-/// after the backoff. What the next poll acknowledges is kept.
-fn failed(poller: &mut Poller, result: PollResult, why: &str) {
-    count(|m| m.ssf_poll_ids().map(|ids| ids.poll(result)));
-    let (wait, note) = poller.schedule.failed();
-    if note == Some(Note::Down) {
-        ngx::ngx_log_error!(
-            NGX_LOG_WARN,
-            poller.log,
-            "auth_oauth2_token: SSF poll failed: {why}; retrying with a backoff of up to {}s",
-            poll::MAX_BACKOFF_MS.max(wait) / 1000
-        );
-    }
-    next(poller, wait);
-}
-
-fn next(poller: &mut Poller, wait_ms: u64) {
-    if exiting() {
-        return;
-    }
-    // SAFETY: the tick event is the poller's own, alive until exit_process.
-    unsafe { ngx_add_timer(&mut poller.tick, wait_ms.max(1) as ngx_msec_t) };
-}
-
-/// Counts one in the series `which` picks, when configured.
-fn count(which: impl FnOnce(&crate::metrics::Catalogue) -> Option<usize>) {
-    if let Some(main) = main_conf() {
-        if let Some(id) = which(&main.metrics) {
-            main.counters.add(id, 1);
-        }
+    for conn in run {
+        // SAFETY: `conn` is the connection of a request just given work
+        // (the fleet's call, a key fetch), whose parts stay in the poller
+        // until a settle timer finishes them; the poller's `&mut` is not
+        // used after the calls above.
+        unsafe { Detached::run_posted(conn) };
     }
 }

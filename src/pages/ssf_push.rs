@@ -14,7 +14,8 @@
 //!                gateway's list; no Redis tier: replay store -> 202 / 400 / 503
 //! Redis tier  -> one `ZADD` and `PUBLISH` per revocation on the channel,
 //!                then the fleet's replay store's `SET NX PX` of the `jti`,
-//!                in one subrequest (`redis/purge.rs`, `redis/replay.rs`);
+//!                in one subrequest (`redis/ssf_tell.rs`, shared with the
+//!                poll);
 //!                its end records the `jti` and sets the status (202, 400
 //!                for a replay here or at another gateway, 503 when the
 //!                tier failed: the other gateways were not told)
@@ -36,9 +37,9 @@ use crate::oauth::ssf::set::{self, Accepted, Code, SetError};
 use crate::pages::purge::body;
 use crate::pages::ssf_keys::{self, Fetched};
 use crate::redis::call::{self, Failure};
-use crate::redis::purge;
-use crate::redis::replay::{self, FleetReplay};
+use crate::redis::replay::FleetReplay;
 use crate::redis::resp::Reply;
+use crate::redis::ssf_tell::{self, Replies};
 use crate::shm::table::Remembered;
 
 /// The location's content handler.
@@ -88,83 +89,50 @@ fn receive(req: &mut Req<'_>) -> Option<ngx_int_t> {
         return Some(respond(req, status));
     };
     // The other gateways' lists, through the Redis tier's channel, then the
-    // fleet's replay store (`SET NX PX`, last: it took only if the messages
-    // before it were run). The `jti` is recorded once they were told, so
-    // that a transmitter that retries after a 503 is not taken for a replay.
-    let (mut commands, published) = match pushed.is_empty() {
-        true => (Vec::new(), 0),
-        false => purge::pushed_commands(
-            &redis.keys,
-            &redis.revocation_list(),
-            &redis.channel(),
-            &pushed,
-            now,
-        ),
-    };
-    let (set_id, keep_ms) = ssf_apply::jti_name(receiver, &accepted);
-    let recorded = replay::set_commands(
-        &redis.keys,
-        &redis.prefix,
-        &set_id.0,
-        keep_ms,
-        &mut commands,
-    );
+    // fleet's replay store (`redis/ssf_tell.rs`). The `jti` is recorded
+    // once they were told, so that a transmitter that retries after a 503
+    // is not taken for a replay.
+    let mut commands = Vec::new();
+    let replies = ssf_apply::tell_fleet(redis, receiver, &accepted, &pushed, now, &mut commands);
     req.set_status(0);
     req.set_write_handler(Some(resume));
     let told = move |req: &mut Req<'_>, result: Result<Vec<Reply>, Failure>| {
-        let status = match told_everyone(req, result, published) {
-            Told::Failed => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
-            Told::Replayed => NGX_HTTP_BAD_REQUEST as usize,
-            Told::New => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
+        let status = match told_everyone(req, result, replies) {
+            FleetReplay::Failed(_) => NGX_HTTP_SERVICE_UNAVAILABLE as usize,
+            FleetReplay::Replayed => NGX_HTTP_BAD_REQUEST as usize,
+            FleetReplay::New => match req.main_conf().and_then(|main| main.ssf.as_ref()) {
                 Some(receiver) => record(req, receiver, &accepted, now, dropped),
                 None => NGX_ERROR as usize,
             },
         };
         req.set_status(status);
     };
-    let started = call::start(req, uri, &commands, published + recorded, false, told);
+    let started = call::start(req, uri, &commands, replies.total(), false, told);
     started.err().map(|()| NGX_ERROR as ngx_int_t)
 }
 
-/// What the Redis tier said.
-enum Told {
-    /// Every gateway was told, and the fleet had not seen the SET.
-    New,
-    /// Every gateway was told (again), and another gateway (or this one)
-    /// had accepted the SET before: a replay.
-    Replayed,
-    Failed,
-}
-
-/// Whether every `ZADD` and `PUBLISH` of the pipeline (its first
-/// `published` replies) was answered by Redis, and what the fleet's replay
-/// store said of the SET (the rest).
-fn told_everyone(req: &Req<'_>, result: Result<Vec<Reply>, Failure>, published: usize) -> Told {
+/// What the Redis tier said (`ssf_tell::told`): `New`, every gateway
+/// was told and the fleet had not seen the SET; `Replayed`, every gateway
+/// was told (again) and another gateway (or this one) had accepted the SET
+/// before; or `Failed`, logged here.
+fn told_everyone(
+    req: &Req<'_>,
+    result: Result<Vec<Reply>, Failure>,
+    replies: Replies,
+) -> FleetReplay {
     let log = req.log();
     // A failure of the call was logged by it; refusals are noted here.
     let told = match result {
-        Err(_) => Told::Failed,
-        Ok(replies) => {
-            let (messages, recorded) = replies.split_at(published.min(replies.len()));
-            let refused = messages
-                .iter()
-                .find(|reply| !matches!(reply, Reply::Integer(_)));
-            match (refused, replay::classify(recorded, recorded.len())) {
-                (Some(other), _) => {
-                    let failure = call::error_reply(other).unwrap_or(Failure::Protocol);
-                    call::note_failure(log, &failure);
-                    Told::Failed
-                }
-                (None, FleetReplay::New) => Told::New,
-                (None, FleetReplay::Replayed) => Told::Replayed,
-                (None, FleetReplay::Failed(failure)) => {
-                    call::note_failure(log, &failure);
-                    Told::Failed
-                }
+        Err(failure) => FleetReplay::Failed(failure),
+        Ok(got) => {
+            let told = ssf_tell::told(&got, replies);
+            if let FleetReplay::Failed(failure) = &told {
+                call::note_failure(log, failure);
             }
+            told
         }
     };
-    if matches!(told, Told::Failed) {
+    if matches!(told, FleetReplay::Failed(_)) {
         ngx::ngx_log_error!(
             NGX_LOG_ERR,
             log,

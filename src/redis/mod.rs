@@ -7,6 +7,8 @@
 //! `write.rs`, what a write of an answer sends and what its replies tell;
 //! `tier_read.rs`, which entry of a read answers a question; `replay.rs`,
 //! what records a DPoP proof for the fleet and what its replies say;
+//! `ssf_tell.rs`, what tells the fleet of a Shared Signals SET applied
+//! here and what its replies say;
 //! `subscription.rs`, the revocation channel's steps; `sentinel.rs`, where
 //! Redis Sentinel says the primary is; `cluster.rs`, Redis Cluster's
 //! slots, map and redirections. The nginx glue, left
@@ -21,6 +23,7 @@ pub mod purge;
 pub mod replay;
 pub mod resp;
 pub mod sentinel;
+pub mod ssf_tell;
 pub mod subscription;
 pub mod tier_read;
 pub mod write;
