@@ -19,6 +19,7 @@ use File::Temp qw(tempdir);
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
 
 my $why = OIDCProvider::oidc_provider_unavailable();
 plan skip_all => $why if $why;
@@ -78,6 +79,7 @@ my $config = <<CONF;
 location = /ssf {
     auth_oauth2_token_jwt_keys_cache zone=ssf_jwks:1m unknown_kid_interval=5s;
     auth_oauth2_token_ssf_push;
+    add_header X-Worker \$pid always;
 }
 location = /_ssf_jwks {
     internal;
@@ -118,12 +120,32 @@ sub fetches {
     my $text = OAuth2Test::slurp(OAuth2Test::prefix() . '/logs/jwks.log') // '';
     return scalar(() = $text =~ /\n/g);
 }
-# Pushes $set until it is accepted or $seconds pass; the statuses seen.
+# A connection kept alive, so that one worker answers all it sends; its
+# pushes return the status, the error object and the worker's pid.
+sub kept_connection {
+    return IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => OAuth2Test::server_port(),
+        Proto => 'tcp', Timeout => 10) // die "connect: $!";
+}
+sub push_on {
+    my ($sock, $set) = @_;
+    print {$sock} "POST /ssf HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/secevent+jwt\r\n"
+        . 'Content-Length: ' . length($set) . "\r\n\r\n$set";
+    local $/ = "\r\n\r\n";
+    my $head = <$sock> // return (0);
+    my ($status) = $head =~ m{^HTTP/1\.1 (\d+)};
+    my ($length) = $head =~ /^Content-Length: (\d+)/mi;
+    my ($pid) = $head =~ /^X-Worker: (\d+)/mi;
+    my $body = '';
+    read($sock, $body, $length // 0);
+    return ($status, scalar(eval { decode_json($body) }), $pid);
+}
+# Pushes $set until it is accepted or $seconds pass (on $sock when given,
+# else on new connections); the statuses seen.
 sub push_until_accepted {
-    my ($set, $seconds) = @_;
+    my ($set, $seconds, $sock) = @_;
     my ($deadline, %seen) = (time + $seconds);
     while (time < $deadline) {
-        my ($s) = push_set($set);
+        my ($s) = $sock ? push_on($sock, $set) : push_set($set);
         $seen{$s}++;
         return \%seen if $s == 202;
         sleep 0.2;
@@ -165,21 +187,37 @@ is($j && $j->{err}, 'invalid_key', '... invalid_key');
 is(fetches(), 2, 'an unknown kid within unknown_kid_interval fetches nothing');
 is(get('tok-dave'), 200, 'dave passes');
 
+# Two connections kept alive, one to each worker; each worker holds the
+# set with key A (a SET it accepted).
+my ($to_x, $to_y, $x, $y);
+for (1 .. 50) {
+    my $sock = kept_connection();
+    my ($s, undef, $pid) = push_on($sock, (signed('a.jwk', 'served.jwks', set_for('erin')))[0]);
+    is($s, 202, 'a SET signed by key A on a kept connection') if !$to_x || !$to_y;
+    if (!$to_x) { ($to_x, $x) = ($sock, $pid) } elsif (!$to_y && $pid != $x) { ($to_y, $y) = ($sock, $pid) }
+    last if $to_y;
+}
+ok($to_x && $to_y, "a kept connection to each worker ($x, " . ($y // 'none') . ')') or BAIL_OUT('two workers');
+
 # 5. Rotation: the transmitter publishes key B only and signs with it. The
 #    first SET may come within the interval (400); then one fetch takes the
-#    new set, and the SET applies.
+#    new set, and the SET applies. Only worker X sees key B.
 my ($b_set) = signed('b.jwk', 'served.jwks', set_for('carol'));
-$seen = push_until_accepted($b_set, 15);
+$seen = push_until_accepted($b_set, 15, $to_x);
 ok($seen->{202}, 'after the rotation, a SET signed by key B is accepted');
 is(fetches(), 3, 'the rotation cost one fetch');
 is(get('tok-carol'), 401, 'carol is refused');
 
 # 6. Key A is retired: its SETs are refused, without a fetch (the set was
-#    just fetched).
-my ($old_set) = signed('a.jwk', 'a-only.jwks', set_for('dave'));
-($s, $j) = push_set($old_set);
-is($s, 400, 'a SET signed by the retired key A: 400');
-is($j && $j->{err}, 'invalid_key', '... invalid_key');
+#    just fetched), by both workers: worker Y, which never saw key B, sees
+#    that the keys zone changed and drops the set it held.
+for ([$to_x, 'X'], [$to_y, 'Y']) {
+    my ($sock, $name) = @$_;
+    my ($old_set) = signed('a.jwk', 'a-only.jwks', set_for('dave'));
+    ($s, $j) = push_on($sock, $old_set);
+    is($s, 400, "a SET signed by the retired key A, at worker $name: 400");
+    is($j && $j->{err}, 'invalid_key', '... invalid_key');
+}
 is(fetches(), 3, 'no fetch for it');
 is(get('tok-dave'), 200, 'dave still passes');
 

@@ -32,7 +32,7 @@ use crate::oauth::jose::jws::Header;
 use crate::oauth::jose::refresh::{self, Decision, RefreshPolicy, SetState};
 use crate::oauth::jose::verify::{self, KeysFetch};
 use crate::shm::table::{At, Claim, Lookup};
-use crate::shm::zone::ShmZone;
+use crate::shm::zone::{self, ShmZone};
 
 /// How long a fetch holds the others back before they may try again (a
 /// worker that died while fetching holds them no longer).
@@ -60,6 +60,11 @@ struct Held {
     fetched_ms: i64,
     fresh_until_ms: i64,
     keys: Rc<[Jwk]>,
+    /// The zone's count of changes (`ShmZone::changes`) when this worker
+    /// last found this set to be the zone's newest: while the count stays,
+    /// no other worker stored a set, and this one is used without the
+    /// zone's lock. `None`: look in the zone first.
+    seen: Option<u64>,
 }
 
 thread_local! {
@@ -96,15 +101,19 @@ pub fn keys(
         held.as_ref()
             .is_some_and(|h| verify::candidates(&h.keys, header).next().is_some())
     };
-    if let Some(h) = &held {
-        if known(&held) && now < refresh_at(h, &policy) {
-            return Keys::Ready(h.keys.clone());
-        }
-    }
     // SAFETY: the keys cache's zone was added by its directive and
     // initialised by nginx before any request ran.
     let zone = unsafe { ShmZone::new(cache.zone.zone.cast()) };
-    let held = read_zone(zone, fetch, algorithms, held, now);
+    // A set another worker stored since (a rotation: a key gone) is read
+    // at once, not when this worker's copy is due.
+    // SAFETY: as above.
+    let changes = unsafe { zone::changes_seen(cache.zone.zone.cast()) }.map(|(_, n)| n);
+    if let Some(h) = &held {
+        if known(&held) && now < refresh_at(h, &policy) && h.seen.is_some() && h.seen == changes {
+            return Keys::Ready(h.keys.clone());
+        }
+    }
+    let held = read_zone(zone, fetch, algorithms, held, now, changes);
     let state = shared_state(zone, fetch, held.as_ref(), now);
     let job = || Fetch {
         zone,
@@ -149,8 +158,27 @@ fn refresh_at(held: &Held, policy: &RefreshPolicy) -> i64 {
 }
 
 /// The set in the zone, when it is newer than the one this worker holds
-/// (whose keys are then made ready and kept); else the one held.
+/// (whose keys are then made ready); else the one held. Kept as seen at
+/// the zone's count `changes`, read before the look-up.
 fn read_zone(
+    zone: ShmZone,
+    fetch: &KeysFetch,
+    algorithms: Algorithms,
+    held: Option<Held>,
+    now: i64,
+    changes: Option<u64>,
+) -> Option<Held> {
+    let newest = newest_in_zone(zone, fetch, algorithms, held, now)?;
+    let set = Held {
+        seen: changes,
+        ..newest
+    };
+    HELD.with_borrow_mut(|held| held.insert(fetch.set_key, set.clone()));
+    Some(set)
+}
+
+/// [`read_zone`]'s look-up: the zone's set when it is newer than `held`.
+fn newest_in_zone(
     zone: ShmZone,
     fetch: &KeysFetch,
     algorithms: Algorithms,
@@ -182,13 +210,12 @@ fn read_zone(
     let Ok(keys) = fetched::keys_of_body(&body, algorithms) else {
         return held;
     };
-    let set = Held {
+    Some(Held {
         fetched_ms,
         fresh_until_ms,
         keys: keys.into(),
-    };
-    HELD.with_borrow_mut(|held| held.insert(fetch.set_key, set.clone()));
-    Some(set)
+        seen: None,
+    })
 }
 
 /// A reader that takes any entry until its writer's end.
@@ -274,10 +301,13 @@ fn answered(sr: &mut Req<'_>, job: &mut Fetch, rc: ngx_int_t) {
                 stale_until: end,
             };
             let count = keys.len();
+            // Seen at no count: the count after the insert may already
+            // include another worker's newer set.
             let set = Held {
                 fetched_ms: now,
                 fresh_until_ms: stored.fresh_until_ms,
                 keys: keys.into(),
+                seen: None,
             };
             if !job
                 .zone

@@ -15,11 +15,10 @@
 //! only leaves that token's entries in place, still refused on every hit.
 
 use core::cell::RefCell;
-use core::ptr;
 
-use ngx::ffi::{ngx_shm_zone_t, ngx_slab_pool_t};
+use ngx::ffi::ngx_shm_zone_t;
 
-use super::table::{self, Live, Table};
+use super::table::{self, Live};
 use super::zone::{self, Locked};
 use crate::conf::ssf::SsfReceiver;
 use crate::conf::MainConf;
@@ -49,7 +48,7 @@ pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
     }
     // SAFETY: `zone` was initialised by `init_zone` (this function's
     // contract), as `changes_seen` needs.
-    if let Some((list, changes)) = unsafe { changes_seen(zone) } {
+    if let Some((list, changes)) = unsafe { zone::changes_seen(zone) } {
         if changes == table::UNTOUCHED {
             return false;
         }
@@ -75,21 +74,6 @@ pub unsafe fn revoked(zone: *mut ngx_shm_zone_t, marks: &Marks) -> bool {
                 until
             })
         })
-    }
-}
-
-/// The list in `zone` and its count of changes (`table::changes_seen`),
-/// read without its lock.
-///
-/// # Safety
-/// `zone` must be a zone initialised by `zone::init_zone`.
-unsafe fn changes_seen(zone: *mut ngx_shm_zone_t) -> Option<(*mut Table, u64)> {
-    // SAFETY: an initialised zone's mapping (this function's contract)
-    // starts with its slab pool, whose `data` is the word `table::open`
-    // keeps the table in, mapped as long as the cycle lives.
-    unsafe {
-        let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
-        table::changes_seen(ptr::addr_of_mut!((*pool).data).cast())
     }
 }
 

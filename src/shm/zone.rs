@@ -499,6 +499,21 @@ pub unsafe fn remember(
     }
 }
 
+/// The table in `zone` and its count of changes (`table::changes_seen`),
+/// read without its lock: what was read at a count holds while it stays.
+///
+/// # Safety
+/// `zone` must be a zone initialised by [`init_zone`].
+pub unsafe fn changes_seen(zone: *mut ngx_shm_zone_t) -> Option<(*mut Table, u64)> {
+    // SAFETY: an initialised zone's mapping (this function's contract)
+    // starts with its slab pool, whose `data` is the word `table::open`
+    // keeps the table in, mapped as long as the cycle lives.
+    unsafe {
+        let pool = (*zone).shm.addr.cast::<ngx_slab_pool_t>();
+        table::changes_seen(ptr::addr_of_mut!((*pool).data).cast())
+    }
+}
+
 /// A cache zone as the cache flow uses it: one of this module's zones,
 /// initialised by nginx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
