@@ -62,10 +62,6 @@ pub mod registration {
         let (Some(main), Some(cmcf)) = (main, cmcf) else {
             return NGX_ERROR as ngx_int_t;
         };
-        if let Some(why) = main.cluster_conflict() {
-            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", why);
-            return NGX_ERROR as ngx_int_t;
-        }
         // SAFETY: `cf` is the http configuration, fully parsed.
         main.error_variable = unsafe { variables::error_variable_index(cf) };
         // SAFETY: `cf` is the http configuration, fully parsed: the core

@@ -139,29 +139,15 @@ pub struct RedisTier {
     pub cluster: bool,
 }
 
-impl MainConf {
-    /// What the http block combines that a Redis Cluster tier cannot
-    /// serve: the Shared Signals receiver's revocation list, which the
-    /// revocation channel reads on its connection (one node, which need
-    /// not hold the list's slot).
-    pub fn cluster_conflict(&self) -> Option<&'static str> {
-        let cluster = self.redis.as_ref().is_some_and(|t| t.cluster);
-        (cluster && self.ssf.is_some()).then_some(
-            "\"auth_oauth2_token_ssf_receiver\" cannot be used with \"auth_oauth2_token_redis ... cluster\" (the revocation list is read on the revocation channel's connection, to one node)",
-        )
-    }
-}
-
 impl RedisTier {
     /// The purge channel, `<prefix>purge`.
     pub fn channel(&self) -> Vec<u8> {
         [&self.prefix[..], b"purge"].concat()
     }
 
-    /// The revocations pushed by the IdP, `<prefix>ssf`: a sorted set of
-    /// sealed messages scored by how long each is kept.
+    /// The revocations pushed by the IdP (`fleet::revocation_list`).
     pub fn revocation_list(&self) -> Vec<u8> {
-        [&self.prefix[..], b"ssf"].concat()
+        crate::redis::fleet::revocation_list(&self.prefix)
     }
 }
 
