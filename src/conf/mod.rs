@@ -93,6 +93,11 @@ pub struct MainConf {
     /// pointers into the configuration pool), wired to the upstream once
     /// the http block is parsed.
     pub redis_passes: Vec<*mut core::ffi::c_void>,
+    /// The first location with `auth_oauth2_token_redis_pass` and a plain
+    /// path: that path and its server block's configuration context
+    /// (opaque), where a worker's own Redis calls go, outside any client
+    /// request (`redis/cluster_start.rs`).
+    pub redis_pass_at: Option<(Vec<u8>, *mut core::ffi::c_void)>,
     /// The `LocationConf`s with an `auth_oauth2_token_redis_ssl*`
     /// directive, each of which must have `auth_oauth2_token_redis_pass`.
     pub redis_tls_locations: Vec<*mut core::ffi::c_void>,

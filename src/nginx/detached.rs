@@ -1,5 +1,6 @@
 //! A request with no client, for work a worker does on its own (the Shared
-//! Signals poll): a connection of the module's own, with no socket, and a
+//! Signals poll, Redis Cluster's slot map read at start): a connection of
+//! the module's own, with no socket, and a
 //! main request on it in a server block, from which the module's usual
 //! subrequest (`nginx/subrequest.rs`) goes to an internal location, so the
 //! call has what every IdP call has (`proxy_pass`, TLS and its checks,
@@ -7,8 +8,10 @@
 //! what nginx's own HTTP code needs of a connection that is never read
 //! nor written: a log whose data is the request's log context, its events
 //! marked active (the upstream otherwise adds them to epoll, which a
-//! connection without a socket cannot be), a pool, and a loopback address
-//! for the variables that read it.
+//! connection without a socket cannot be), `TCP_NODELAY` marked off (set on
+//! the client's connection by an upstream without buffering, such as the
+//! Redis location's), a pool, and a loopback address for the variables that
+//! read it.
 //!
 //! nginx ends such a request itself only when its subrequest fails with an
 //! error that terminates the main request (out of memory, an answer larger
@@ -84,6 +87,10 @@ impl Detached {
                 (*ev).set_active(1);
             }
             (*c).fd = -1;
+            // No socket to set TCP_NODELAY on: an upstream without
+            // buffering (the Redis location's) sets it on the client's
+            // connection before it reads the answer.
+            (*c).set_tcp_nodelay(ngx::ffi::ngx_connection_tcp_nodelay_e_NGX_TCP_NODELAY_DISABLED);
             (*c).read = ptr::addr_of_mut!((*p).read);
             (*c).write = ptr::addr_of_mut!((*p).write);
             (*c).log = ptr::addr_of_mut!((*p).log);
