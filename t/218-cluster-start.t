@@ -56,6 +56,8 @@ subtest 'each worker reads the map at start; first calls go straight to their pr
     ok(wait_until(10, sub { reads_of($gw) >= 2 }), 'both workers read the slot map, before any request')
         or diag($gw->error_log);
     like($gw->error_log, qr/cluster: slot map read: 3 ranges on 3 primaries/, '... 3 ranges on 3 primaries');
+    my %readers = map { ($_ => 1) } $gw->error_log =~ /(\d+)#\d+: auth_oauth2_token: cluster: slot map read/g;
+    is(scalar(keys %readers), 2, '... one read by each worker (two pids)');
     cmp_ok($map_reads->() - $before, '>=', 2, 'the nodes answered CLUSTER SLOTS for them');
 
     my ($reads, $rejected) = ($map_reads->(), $redirected->());

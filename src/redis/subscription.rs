@@ -12,7 +12,11 @@
 //!               the server has REPLY_DEADLINE_MS to confirm them all
 //! Received   -> one +OK per AUTH/SELECT, then SUBSCRIBE's confirmation
 //!               (logged the first time, and after an outage); then each
-//!               message on the channel is opened, judged and applied
+//!               message on the channel is opened, judged and applied.
+//!               With a list in a Redis Cluster, a -MOVED or -ASK for its
+//!               slot instead of the list: close, and connect to the node
+//!               it names at once (ASKING first for -ASK), at most
+//!               MAX_REDIRECTIONS times in a row, then a failure
 //! Watch      -> handshake unanswered: a failure; subscribed: PING every
 //!               PING_EVERY_MS, whose pong is due within REPLY_DEADLINE_MS
 //! Failed     -> close; the first failure of an outage is logged; the
