@@ -11,6 +11,8 @@
 #   3. The same SET pushed to gateway 2: a replay, refused.
 #   4. Gateway 3, started after the event, refuses alice from the list it
 #      read at start, through -MOVED.
+#   5. The list's slot being migrated (its names moved): gateway 4 reads the
+#      list through -MOVED, then -ASK (with ASKING), and refuses alice.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -126,5 +128,23 @@ is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-alice')), 401,
     'gateway 3, started after the event, refuses alice\'s token (the list it read at start)');
 is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-bob')), 200, 'gateway 3 passes bob\'s token');
 unlike($gw3->error_log, qr/revocation channel down/, 'gateway 3 logged no channel failure');
+
+# 5. The list's slot being migrated, its names already moved: a gateway
+# started now is sent on by -MOVED, then by -ASK (ASKING first).
+my $to = $others[0];
+my ($id_from, $id_to) = map { $_->cmd('CLUSTER', 'MYID') } $owner, $to;
+is($to->cmd('CLUSTER', 'SETSLOT', $SLOT, 'IMPORTING', $id_from), 'OK', 'another primary imports the list\'s slot');
+is($owner->cmd('CLUSTER', 'SETSLOT', $SLOT, 'MIGRATING', $id_to), 'OK', 'its primary migrates it');
+my @moving = map { ref $_ ? @$_ : $_ } $owner->cmd('KEYS', "${LIST}*");
+cmp_ok(scalar @moving, '>=', 2, 'the list and the jti name');
+is($owner->cmd('MIGRATE', '127.0.0.1', $to->port, '', 0, 5000, 'KEYS', @moving), 'OK', 'MIGRATE moves them');
+my $asked = zrange_stat($to, 'calls');
+my $gw4 = start_gateway(%{ gw('gw4') }) or BAIL_OUT('gateway 4');
+ok(wait_until(10, sub { subscribed() >= 4 }), 'gateway 4 subscribed');
+ok(wait_until(5, sub { zrange_stat($to, 'calls') > $asked }), 'it read the list at the importing node');
+like($to->cmd('INFO', 'commandstats'), qr/^cmdstat_asking:calls=[1-9]/m, '... after ASKING');
+is(st(on_gateway($SHARED, 'gw4', '/api/a', 'tok-alice')), 401, 'gateway 4 refuses alice\'s token');
+is(st(on_gateway($SHARED, 'gw4', '/api/a', 'tok-bob')), 200, 'gateway 4 passes bob\'s token');
+unlike($gw4->error_log, qr/revocation channel down/, 'gateway 4 logged no channel failure');
 
 done_testing();
