@@ -62,10 +62,6 @@ pub mod registration {
         let (Some(main), Some(cmcf)) = (main, cmcf) else {
             return NGX_ERROR as ngx_int_t;
         };
-        if let Some(why) = main.cluster_conflict() {
-            ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", why);
-            return NGX_ERROR as ngx_int_t;
-        }
         // SAFETY: `cf` is the http configuration, fully parsed.
         main.error_variable = unsafe { variables::error_variable_index(cf) };
         // SAFETY: `cf` is the http configuration, fully parsed: the core
@@ -181,13 +177,18 @@ pub mod registration {
         ptr::null_mut()
     }
 
-    /// Each worker's Sentinel watch (with `sentinel=`), then worker 0's
-    /// revocation channel and Shared Signals poll.
+    /// Each worker's Sentinel watch (with `sentinel=`) and slot map's read
+    /// (with `cluster`), then worker 0's revocation channel and Shared
+    /// Signals poll.
     unsafe extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx::ffi::ngx_int_t {
         // SAFETY: nginx calls init_process with the new process's cycle,
         // which both take as such.
         unsafe {
             let rc = crate::redis::sentinel_watch::init_process(cycle);
+            if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
+                return rc;
+            }
+            let rc = crate::redis::cluster_start::init_process(cycle);
             if rc != ngx::ffi::NGX_OK as ngx::ffi::ngx_int_t {
                 return rc;
             }
@@ -205,6 +206,7 @@ pub mod registration {
         unsafe {
             crate::pages::ssf_poll::exit_process(cycle);
             crate::redis::subscriber::exit_process(cycle);
+            crate::redis::cluster_start::exit_process(cycle);
             crate::redis::sentinel_watch::exit_process(cycle);
         }
     }

@@ -101,10 +101,10 @@ ok($redis->wait_numsub('oauth2:purge', 3), 'gateway 3 subscribed');
 is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-carol')), 401,
     'gateway 3, started after the event, refuses carol\'s token (read from Redis)');
 is(st(on_gateway($SHARED, 'gw3', '/api/a', 'tok-bob')), 200, 'gateway 3 passes bob\'s token');
-my $members = $redis->cmd('ZCARD', 'oauth2:ssf');
+my $members = $redis->cmd('ZCARD', '{oauth2:ssf}');
 # carol's event: two revocations (at her issuer and at none), written by
 # each delivery that reached Redis (the retry, and the replay refused after).
 is($members, 4, 'Redis holds the sealed revocations of the deliveries that reached it');
-ok($redis->cmd('PTTL', 'oauth2:ssf') > 0, 'the list in Redis expires with its last revocation');
+ok($redis->cmd('PTTL', '{oauth2:ssf}') > 0, 'the list in Redis expires with its last revocation');
 
 done_testing();

@@ -68,7 +68,7 @@ for my $case (['a SET with a revocation', $disabled], ['a SET with an event not 
     is((push_set($GW1, $set))[0], 400, "$name: replayed to gateway 1, refused");
 }
 
-my @names = split /\n/, join("\n", map { ref $_ ? @$_ : $_ } $redis->cmd('KEYS', 'oauth2:j:*'));
+my @names = split /\n/, join("\n", map { ref $_ ? @$_ : $_ } $redis->cmd('KEYS', '{oauth2:ssf}j:*'));
 is(scalar @names, 2, 'Redis holds one name per SET');
 unlike(join(' ', @names), qr/secret-jti/, 'the names do not show the jti');
 my $pttl = $redis->cmd('PTTL', $names[0]);

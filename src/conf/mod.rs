@@ -93,6 +93,11 @@ pub struct MainConf {
     /// pointers into the configuration pool), wired to the upstream once
     /// the http block is parsed.
     pub redis_passes: Vec<*mut core::ffi::c_void>,
+    /// The first location with `auth_oauth2_token_redis_pass` and a plain
+    /// path: that path and its server block's configuration context
+    /// (opaque), where a worker's own Redis calls go, outside any client
+    /// request (`redis/cluster_start.rs`).
+    pub redis_pass_at: Option<(Vec<u8>, *mut core::ffi::c_void)>,
     /// The `LocationConf`s with an `auth_oauth2_token_redis_ssl*`
     /// directive, each of which must have `auth_oauth2_token_redis_pass`.
     pub redis_tls_locations: Vec<*mut core::ffi::c_void>,
@@ -139,29 +144,15 @@ pub struct RedisTier {
     pub cluster: bool,
 }
 
-impl MainConf {
-    /// What the http block combines that a Redis Cluster tier cannot
-    /// serve: the Shared Signals receiver's revocation list, which the
-    /// revocation channel reads on its connection (one node, which need
-    /// not hold the list's slot).
-    pub fn cluster_conflict(&self) -> Option<&'static str> {
-        let cluster = self.redis.as_ref().is_some_and(|t| t.cluster);
-        (cluster && self.ssf.is_some()).then_some(
-            "\"auth_oauth2_token_ssf_receiver\" cannot be used with \"auth_oauth2_token_redis ... cluster\" (the revocation list is read on the revocation channel's connection, to one node)",
-        )
-    }
-}
-
 impl RedisTier {
     /// The purge channel, `<prefix>purge`.
     pub fn channel(&self) -> Vec<u8> {
         [&self.prefix[..], b"purge"].concat()
     }
 
-    /// The revocations pushed by the IdP, `<prefix>ssf`: a sorted set of
-    /// sealed messages scored by how long each is kept.
+    /// The revocations pushed by the IdP (`fleet::revocation_list`).
     pub fn revocation_list(&self) -> Vec<u8> {
-        [&self.prefix[..], b"ssf"].concat()
+        crate::redis::fleet::revocation_list(&self.prefix)
     }
 }
 

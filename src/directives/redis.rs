@@ -6,6 +6,7 @@
 use core::ptr;
 
 use ngx::ffi::{ngx_http_upstream_add, ngx_str_t, ngx_url_t};
+use ngx::http::{HttpModuleServerConf, NgxHttpCoreModule};
 
 use super::call::{args_of, handler, set_once, Call};
 use crate::conf::{redis_args, secret_from_file_contents, LocationConf, MainConf, RedisTier};
@@ -107,7 +108,18 @@ handler!(set_redis_pass, |c| {
     }
     c.conf.redis.pass = Some(ptr::null_mut());
     let conf: *mut LocationConf = c.conf;
-    c.main_conf()?.redis_passes.push(conf.cast());
+    // The first one with a plain path (not a regex, not a named location)
+    // also takes the worker's own calls: kept with its server block.
+    let path = c.location_path().filter(|path| path.starts_with(b"/"));
+    // SAFETY: cf is the configuration being parsed (see `Call`), inside a
+    // server block, whose core server conf is nginx's; its `ctx` is the
+    // server's configuration context, which lives as long as the cycle.
+    let server = unsafe { NgxHttpCoreModule::server_conf(&*c.cf) }.map(|cscf| cscf.ctx.cast());
+    let main = c.main_conf()?;
+    main.redis_passes.push(conf.cast());
+    if let (None, Some(path), Some(server)) = (&main.redis_pass_at, path, server) {
+        main.redis_pass_at = Some((path, server));
+    }
     c.set_content_handler(Some(crate::redis::upstream::handler))
 });
 

@@ -108,6 +108,27 @@ fn read_map(req: &mut Req<'_>, uri: &[u8]) {
     }
 }
 
+/// Reads the cluster's slot map from the seeds through `uri`, as a waited
+/// call of `req` (a request with no client, `nginx/detached.rs`); `then`
+/// runs once it ended, the map taken or not. `Err` when none started (one
+/// is running or recent, `redis/cluster_route.rs`, or no memory).
+pub fn read_slot_map(
+    req: &mut Req<'_>,
+    uri: &[u8],
+    then: impl FnOnce(&mut Req<'_>) + 'static,
+) -> Result<(), ()> {
+    let (commands, hop) = cluster_route::refresh(uri).ok_or(())?;
+    let done: Done = Box::new(move |req, result| {
+        cluster_route::map_read(req, result);
+        then(req);
+    });
+    let started = launch(req, uri, &commands, 1, false, done, Some(hop));
+    if started.is_err() {
+        cluster_route::map_read(req, Err(Failure::Internal(500)));
+    }
+    started
+}
+
 /// Starts the subrequest of a call whose commands are sent as `wire`
 /// (`count` replies): [`start`]'s, and each of its redirections'
 /// (`redis/cluster_route.rs`).

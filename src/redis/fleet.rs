@@ -179,12 +179,23 @@ pub fn proof_name(key: &FleetKey, prefix: &[u8], tenant: &[u8], replay_id: &[u8;
     [prefix, b"d:", &name].concat()
 }
 
+/// The revocations pushed by the IdP, `{<prefix>ssf}`: a sorted set of
+/// sealed messages scored by how long each is kept. The braces are a
+/// Redis Cluster hash tag: the list and every name [`set_name`] makes live
+/// in one slot, so a push's one pipeline (the list's `ZADD`s, then the
+/// `jti`'s `SET NX`) goes to one node, and a subscriber reads the list
+/// from that node.
+pub fn revocation_list(prefix: &[u8]) -> Vec<u8> {
+    [b"{", prefix, b"ssf}"].concat()
+}
+
 /// The name under which the fleet records a Shared Signals SET's `jti`
 /// (`set_id`: a digest of the transmitter's issuer and the `jti`,
-/// `pages/ssf_push.rs`): a keyed hash, as a proof's is, in a space of its own.
+/// `pages/ssf_push.rs`): a keyed hash, as a proof's is, in a space of its
+/// own, after the list's name (its hash tag: the list's slot).
 pub fn set_name(key: &FleetKey, prefix: &[u8], set_id: &[u8; 32]) -> Vec<u8> {
     let name = hex(&hmac(&key.mac, &[b"ssf-jti\0", set_id]));
-    [prefix, b"j:", &name].concat()
+    [&revocation_list(prefix)[..], b"j:", &name].concat()
 }
 
 /// `VERSION || nonce || ciphertext || tag`, bound to `aad`; empty when
@@ -438,6 +449,28 @@ mod tests {
         assert_eq!(
             entry_field(&key(1), &[3; 32]),
             b"73ff1581071e35fa834704fc770afef58b9e9d476d7c7fa9ea3a5c0b695b7664".to_vec()
+        );
+    }
+
+    #[test]
+    fn the_list_and_the_sets_jtis_share_one_cluster_slot() {
+        use crate::redis::cluster::key_slot;
+        assert_eq!(revocation_list(b"oauth2:"), b"{oauth2:ssf}".to_vec());
+        let name = set_name(&key(1), b"oauth2:", &[9; 32]);
+        assert!(name.starts_with(b"{oauth2:ssf}j:"));
+        // Whatever the prefix (a `}` in it included), the names of one
+        // fleet share a slot; two prefixes, two lists.
+        for prefix in [&b"oauth2:"[..], b"", b"gw-eu:", b"a}b:", b"x"] {
+            let list = revocation_list(prefix);
+            for id in 0..20u8 {
+                for k in [key(1), key(2)] {
+                    assert_eq!(key_slot(&set_name(&k, prefix, &[id; 32])), key_slot(&list));
+                }
+            }
+        }
+        assert_ne!(
+            key_slot(&revocation_list(b"oauth2:")),
+            key_slot(&revocation_list(b"other:"))
         );
     }
 

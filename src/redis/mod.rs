@@ -14,7 +14,7 @@
 //! slots, map and redirections. The nginx glue, left
 //! out of `cargo test`, moves the bytes: `call.rs`, `upstream.rs`,
 //! `deadline.rs`, `subscriber.rs`, `sentinel_watch.rs`, `peers.rs`, `tls.rs`,
-//! `tls_call.rs`, `cluster_route.rs`, `cluster_peer.rs`.
+//! `tls_call.rs`, `cluster_route.rs`, `cluster_peer.rs`, `cluster_start.rs`.
 
 pub mod cluster;
 pub mod failure;
@@ -34,6 +34,8 @@ pub(crate) mod call;
 pub(crate) mod cluster_peer;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod cluster_route;
+#[cfg(not(any(test, feature = "logic-only")))]
+pub(crate) mod cluster_start;
 #[cfg(not(any(test, feature = "logic-only")))]
 pub(crate) mod deadline;
 #[cfg(not(any(test, feature = "logic-only")))]

@@ -177,7 +177,7 @@ mod tests {
         let sent = parse(&out[6..], 2);
         let name = fleet::set_name(&keys(true).current, b"p:", &id);
         assert_eq!(sent[0], [&b"SET"[..], &name, b"1", b"NX", b"PX", b"420000"]);
-        assert!(name.starts_with(b"p:j:"));
+        assert!(name.starts_with(b"{p:ssf}j:"));
         assert_ne!(
             name,
             fleet::proof_name(&keys(true).current, b"p:", b"", &id)

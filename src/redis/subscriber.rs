@@ -45,9 +45,11 @@ const READ_CHUNK: usize = 16 * 1024;
 
 struct Subscriber {
     peers: Vec<Peer>,
-    /// With Sentinel: the primary's address, copied at each connect (the
-    /// upstream's servers are the sentinels, never subscribed to).
-    primary: Option<Peer>,
+    /// The server connected to when it is not one of the upstream's: with
+    /// Sentinel, the primary (copied at each connect; the upstream's servers
+    /// are the sentinels, never subscribed to); with Redis Cluster, the node
+    /// a redirection named.
+    elsewhere: Option<Peer>,
     /// With Sentinel, no connection was tried yet: waiting for a primary.
     waiting: bool,
     /// The conversation's steps (plain, `redis/subscription.rs`).
@@ -107,7 +109,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // With a Shared Signals receiver, the revocations other gateways were
     // pushed are read first, every time the channel is subscribed.
     let steps = match main.is_some_and(|m| m.ssf.is_some()) {
-        true => steps.with_list(&tier.revocation_list()),
+        true => steps.with_list(&tier.revocation_list(), tier.cluster),
         false => steps,
     };
     // SAFETY: `log` is the cycle's, live (above); it is copied.
@@ -115,7 +117,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     quiet_log.log_level = NGX_LOG_CRIT as ngx::ffi::ngx_uint_t;
     let mut sub = Box::new(Subscriber {
         peers,
-        primary: None,
+        elsewhere: None,
         waiting: sentinel(),
         steps,
         conn: ptr::null_mut(),
@@ -256,7 +258,9 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
     for action in actions {
         match action {
             // SAFETY: `sub` is this worker's subscriber (this function's contract).
-            Action::Connect(server) => unsafe { connect(sub, server) },
+            Action::Connect(server) => unsafe { connect(sub, server, None) },
+            // SAFETY: as above.
+            Action::ConnectTo(node) => unsafe { connect(sub, 0, Some(Peer::of(node))) },
             // SAFETY: `sub` is this worker's subscriber (this function's contract); the
             // `&mut` ends before `send`.
             Action::Send(bytes) => unsafe {
@@ -304,12 +308,12 @@ unsafe fn run(sub: *mut Subscriber, event: Event<'_>) {
     }
 }
 
-/// Opens a connection to the server with index `server`; the steps hear
-/// `Connected` once it is open, `Failed` if it cannot be.
+/// Opens a connection to the server with index `server` (or to `node`);
+/// the steps hear `Connected` once it is open, `Failed` if it cannot be.
 ///
 /// # Safety
 /// `sub` must be this worker's subscriber, without a connection.
-unsafe fn connect(sub: *mut Subscriber, server: usize) {
+unsafe fn connect(sub: *mut Subscriber, server: usize, node: Option<Peer>) {
     if exiting() {
         return;
     }
@@ -317,17 +321,19 @@ unsafe fn connect(sub: *mut Subscriber, server: usize) {
     // `s` is not used once `run` is called below.
     let s = unsafe { &mut *sub };
     let index = server % s.peers.len();
-    let peer = if sentinel() {
-        // The primary the sentinels named, if any yet.
-        s.primary = sentinel_watch::with_primary(|p| {
-            p.map(|p| Peer {
-                sockaddr: p.sockaddr.clone(),
-                socklen: p.socklen,
-                name: p.name.clone(),
-                name_str: ngx_str_t::empty(),
+    let peer = if node.is_some() || sentinel() {
+        // The node named, or the primary the sentinels named, if any yet.
+        s.elsewhere = node.or_else(|| {
+            sentinel_watch::with_primary(|p| {
+                p.map(|p| Peer {
+                    sockaddr: p.sockaddr.clone(),
+                    socklen: p.socklen,
+                    name: p.name.clone(),
+                    name_str: ngx_str_t::empty(),
+                })
             })
         });
-        let Some(peer) = s.primary.as_mut() else {
+        let Some(peer) = s.elsewhere.as_mut() else {
             let trouble = Trouble::CannotConnect("the primary (no sentinel named it yet)".into());
             // SAFETY: `sub` is this worker's subscriber; `s` is not used after.
             return unsafe { run(sub, Event::Failed(trouble)) };

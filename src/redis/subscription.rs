@@ -12,7 +12,11 @@
 //!               the server has REPLY_DEADLINE_MS to confirm them all
 //! Received   -> one +OK per AUTH/SELECT, then SUBSCRIBE's confirmation
 //!               (logged the first time, and after an outage); then each
-//!               message on the channel is opened, judged and applied
+//!               message on the channel is opened, judged and applied.
+//!               With a list in a Redis Cluster, a -MOVED or -ASK for its
+//!               slot instead of the list: close, and connect to the node
+//!               it names at once (ASKING first for -ASK), at most
+//!               MAX_REDIRECTIONS times in a row, then a failure
 //! Watch      -> handshake unanswered: a failure; subscribed: PING every
 //!               PING_EVERY_MS, whose pong is due within REPLY_DEADLINE_MS
 //! Failed     -> close; the first failure of an outage is logged; the
@@ -35,13 +39,16 @@
 //! than [`MAX_AHEAD_MS`]), or was applied before, is refused; each refusal
 //! is counted, and logged at most once per kind every 10 s.
 
-use core::fmt;
 use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 
+use crate::redis::cluster::{self, Redirection};
 use crate::redis::fleet::Purge;
 use crate::redis::purge;
 use crate::redis::resp::{self, Limits, Progress, Push, Reader, Reply};
 use crate::resilience::log_gate::LogGate;
+
+mod text;
 
 /// The first wait before reconnecting after a failure.
 pub const FIRST_BACKOFF_MS: u64 = 100;
@@ -114,6 +121,9 @@ pub enum Trouble {
     /// The TLS handshake failed, or Redis' certificate did not pass
     /// (`auth_oauth2_token_redis_ssl*`): why.
     Tls(String),
+    /// Redis Cluster: the list's read was sent elsewhere (`-MOVED`,
+    /// `-ASK`) more often than [`cluster::MAX_REDIRECTIONS`] in a row.
+    Redirected(Redirection),
 }
 
 /// What became of a message on the channel (its metric's `result`).
@@ -160,6 +170,9 @@ pub enum Action {
     /// Open a connection to the server with this index, then report
     /// `Connected` (or `Failed`).
     Connect(usize),
+    /// Open a connection to this node (where a Redis Cluster's `-MOVED` or
+    /// `-ASK` sent the list's read), then report `Connected` (or `Failed`).
+    ConnectTo(SocketAddr),
     /// Write these bytes on the connection (after any not yet written).
     Send(Vec<u8>),
     /// A purge from the channel, opened and judged: the token with this
@@ -222,6 +235,15 @@ pub struct Subscription {
     preamble_replies: usize,
     /// Whether the hello reads the list of pushed revocations.
     listing: bool,
+    /// How long the preamble (`AUTH`/`SELECT`) is at the hello's start.
+    preamble_len: usize,
+    /// Redis Cluster: the list's slot, whose `-MOVED` and `-ASK` are
+    /// followed (at most [`cluster::MAX_REDIRECTIONS`] in a row); whether
+    /// this connection's hello asks `ASKING` first, and the redirections
+    /// followed since the last `Timer`.
+    list_slot: Option<u16>,
+    asking: bool,
+    hops: u8,
     channel: Vec<u8>,
     servers: usize,
     next_server: usize,
@@ -262,6 +284,10 @@ impl Subscription {
             hello,
             preamble_replies,
             listing: false,
+            preamble_len: preamble.len(),
+            list_slot: None,
+            asking: false,
+            hops: 0,
             channel: channel.to_vec(),
             servers: servers.max(1),
             next_server: 0,
@@ -282,8 +308,12 @@ impl Subscription {
     }
 
     /// Also reads, before each subscription, the Redis tier's list of
-    /// revocations pushed by the IdP at `key` (`purge::still_kept`).
-    pub fn with_list(mut self, key: &[u8]) -> Subscription {
+    /// revocations pushed by the IdP at `key` (`purge::still_kept`); with
+    /// a Redis `cluster`, from the node a `-MOVED` or `-ASK` for its slot
+    /// names (the hello is sent there again; the subscription's node does
+    /// not matter, a cluster's `PUBLISH` reaches every node).
+    pub fn with_list(mut self, key: &[u8], cluster: bool) -> Subscription {
+        self.list_slot = cluster.then(|| cluster::key_slot(key));
         let mut subscribe = Vec::new();
         resp::command(&mut subscribe, &[b"SUBSCRIBE", &self.channel]);
         self.hello.truncate(self.hello.len() - subscribe.len());
@@ -316,20 +346,17 @@ impl Subscription {
         let mut out = Vec::new();
         match event {
             Event::Timer => {
-                let server = self.next_server % self.servers;
-                self.next_server = self.next_server.wrapping_add(1);
-                self.reader = match self.listing {
-                    true => Reader::new(purge::LISTING),
-                    false => Reader::new(self.pubsub_limits()),
-                };
-                self.stage = match self.preamble_replies {
-                    0 => self.after_preamble(),
-                    n => Stage::Preamble(n),
-                };
-                out.push(Action::Connect(server));
+                self.hops = 0;
+                self.connect(None, &mut out);
             }
             Event::Connected if self.stage != Stage::Idle => {
-                out.push(Action::Send(self.hello.clone()));
+                let mut hello = self.hello.clone();
+                if self.asking {
+                    let mut asking = Vec::new();
+                    resp::command(&mut asking, &[b"ASKING"]);
+                    hello.splice(self.preamble_len..self.preamble_len, asking);
+                }
+                out.push(Action::Send(hello));
                 out.push(Action::Watch(REPLY_DEADLINE_MS));
             }
             Event::Received(bytes) if self.stage != Stage::Idle => {
@@ -362,6 +389,28 @@ impl Subscription {
         out
     }
 
+    /// Connects to the next server, or to the node `to` names (with
+    /// `ASKING` first for an `-ASK`).
+    fn connect(&mut self, to: Option<Redirection>, out: &mut Vec<Action>) {
+        self.reader = match self.listing {
+            true => Reader::new(purge::LISTING),
+            false => Reader::new(self.pubsub_limits()),
+        };
+        self.asking = matches!(to, Some(Redirection::Ask { .. }));
+        self.stage = match self.preamble_replies + usize::from(self.asking) {
+            0 => self.after_preamble(),
+            n => Stage::Preamble(n),
+        };
+        out.push(match to {
+            Some(to) => Action::ConnectTo(to.to()),
+            None => {
+                let server = self.next_server % self.servers;
+                self.next_server = self.next_server.wrapping_add(1);
+                Action::Connect(server)
+            }
+        });
+    }
+
     fn received(
         &mut self,
         now_ms: i64,
@@ -377,6 +426,14 @@ impl Subscription {
                 Progress::Garbage => return Err(Trouble::Unreadable),
                 Progress::Reply(reply) => reply,
             };
+            if let (Stage::Listing, Some(slot), Ok(Some(to))) =
+                (self.stage, self.list_slot, cluster::redirection(&reply))
+            {
+                let (Redirection::Moved { slot: s, .. } | Redirection::Ask { slot: s, .. }) = to;
+                if s == slot {
+                    return Err(Trouble::Redirected(to));
+                }
+            }
             if let Reply::Error(text) = &reply {
                 return Err(Trouble::ErrorReply(resp::error_kind(text).to_owned()));
             }
@@ -492,6 +549,13 @@ impl Subscription {
         self.stage = Stage::Idle;
         self.reader.reset();
         out.push(Action::Close);
+        // The list lives elsewhere in the cluster: the hello goes there now.
+        if let Trouble::Redirected(to) = trouble {
+            if self.hops < cluster::MAX_REDIRECTIONS {
+                self.hops += 1;
+                return self.connect(Some(to), out);
+            }
+        }
         if was_up {
             out.push(Action::Up(false));
         }
@@ -509,75 +573,6 @@ impl Subscription {
         }
         out.push(Action::RetryAfter(self.backoff_ms));
         self.backoff_ms = (self.backoff_ms * 2).min(MAX_BACKOFF_MS);
-    }
-}
-
-impl fmt::Display for Trouble {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Trouble::CannotConnect(server) => write!(f, "cannot connect to {server}"),
-            Trouble::ConnectTimedOut => f.write_str("connect timed out"),
-            Trouble::CannotSend => f.write_str("cannot send"),
-            Trouble::CannotWaitToSend => f.write_str("cannot wait to send"),
-            Trouble::RefusedOrReset => f.write_str("connection refused or reset"),
-            Trouble::ClosedByServer => f.write_str("closed by the server"),
-            Trouble::CannotRead => f.write_str("cannot read"),
-            Trouble::CannotWaitToRead => f.write_str("cannot wait to read"),
-            Trouble::Unreadable => f.write_str("unreadable replies"),
-            Trouble::ErrorReply(kind) => write!(f, "-{kind}"),
-            Trouble::UnexpectedPreambleReply => f.write_str("unexpected reply to AUTH or SELECT"),
-            Trouble::UnexpectedSubscribeReply => f.write_str("unexpected reply to SUBSCRIBE"),
-            Trouble::UnexpectedReply => f.write_str("a reply pub/sub does not send"),
-            Trouble::HandshakeUnanswered => write!(
-                f,
-                "no answer to the handshake (AUTH, SELECT, SUBSCRIBE) within {} ms",
-                REPLY_DEADLINE_MS
-            ),
-            Trouble::PingUnanswered => {
-                write!(f, "no answer to PING within {} ms", REPLY_DEADLINE_MS)
-            }
-            Trouble::Tls(why) => write!(f, "TLS: {why}"),
-        }
-    }
-}
-
-/// The line, after the module's `auth_oauth2_token: ` prefix.
-impl fmt::Display for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Note::Subscribed => f.write_str("revocation channel subscribed"),
-            Note::SubscribedAgain => f.write_str("revocation channel subscribed again"),
-            Note::Down(trouble) => write!(
-                f,
-                "revocation channel down ({trouble}); purges from other gateways reach this gateway when its cached entries expire (max_ttl)"
-            ),
-            Note::Refused { what, more } => {
-                f.write_str("revocation channel: ignored ")?;
-                match what {
-                    Delivery::Applied => f.write_str("a message")?,
-                    Delivery::Oversized => write!(
-                        f,
-                        "a message over {MAX_MESSAGE} bytes (no purge message is that long)"
-                    )?,
-                    Delivery::Unopened => f.write_str(
-                        "a message that does not open with this gateway's keys (another key_file, a new key not yet in old_key_file, a gateway of an older version, or not a purge message)",
-                    )?,
-                    Delivery::Stale => write!(
-                        f,
-                        "a purge message older than {} s or more than {} s ahead of this gateway's clock (a replay, or clocks apart)",
-                        MAX_AGE_MS / 1000,
-                        MAX_AHEAD_MS / 1000
-                    )?,
-                    Delivery::Replayed => {
-                        f.write_str("a purge message applied before (a replay)")?
-                    }
-                }
-                if *more > 0 {
-                    write!(f, "; {more} more of this kind since the last such line")?;
-                }
-                Ok(())
-            }
-        }
     }
 }
 
@@ -718,8 +713,8 @@ mod tests {
 
     #[test]
     fn with_a_list_the_revocations_still_kept_are_read_before_each_subscription() {
-        let mut s =
-            Subscription::new(&auth(), 2, CHANNEL, 1, opener(false)).with_list(b"oauth2:ssf");
+        let mut s = Subscription::new(&auth(), 2, CHANNEL, 1, opener(false))
+            .with_list(b"oauth2:ssf", false);
         s.handle(NOW, Event::Timer);
         let mut hello = auth();
         resp::command(
@@ -773,6 +768,132 @@ mod tests {
         s.handle(NOW, Event::Connected);
         let actions = s.handle(NOW, Event::Received(b"+OK\r\n+OK\r\n:1\r\n"));
         assert_eq!(actions[0], Action::Close);
+    }
+
+    #[test]
+    fn in_a_cluster_the_list_is_read_where_its_slot_lives() {
+        let list = b"{oauth2:ssf}";
+        let slot = cluster::key_slot(list);
+        let mut s = Subscription::new(&auth(), 2, CHANNEL, 2, opener(false)).with_list(list, true);
+        assert_eq!(s.handle(NOW, Event::Timer), vec![Action::Connect(0)]);
+        let mut hello = auth();
+        resp::command(&mut hello, &[b"ZRANGE", list, b"0", b"16383", b"REV"]);
+        resp::command(&mut hello, &[b"SUBSCRIBE", CHANNEL]);
+        let sent = vec![
+            Action::Send(hello.clone()),
+            Action::Watch(REPLY_DEADLINE_MS),
+        ];
+        assert_eq!(s.handle(NOW, Event::Connected), sent);
+        let node: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let moved = format!("+OK\r\n+OK\r\n-MOVED {slot} 127.0.0.1:7002\r\n");
+        // Another node holds the list: the hello goes there, at once and
+        // without a line (the subscription there is dropped unheard).
+        let mut bytes = moved.clone().into_bytes();
+        bytes.extend(CONFIRMED);
+        assert_eq!(
+            s.handle(NOW, Event::Received(&bytes)),
+            vec![Action::Close, Action::ConnectTo(node)]
+        );
+        assert_eq!(s.handle(NOW, Event::Connected), sent);
+        let kept = fleet::Pushed {
+            at_ms: NOW - 1000,
+            keep_until_ms: NOW + 1000,
+        };
+        let mut bytes = b"+OK\r\n+OK\r\n".to_vec();
+        bytes.extend(array(&[&fleet::seal_pushed(
+            &key(1),
+            CHANNEL,
+            &[5; 8],
+            NOW,
+            kept,
+        )]));
+        bytes.extend(CONFIRMED);
+        let mut expected = vec![Action::Purge(Purge {
+            tag: [5; 8],
+            purged_at_ms: NOW,
+            pushed: Some(kept),
+        })];
+        expected.extend(confirmed(true));
+        assert_eq!(s.handle(NOW, Event::Received(&bytes)), expected);
+
+        // -ASK (the slot migrating): `ASKING` first there, one more +OK.
+        s.handle(NOW, Event::Failed(Trouble::ClosedByServer));
+        assert_eq!(s.handle(NOW, Event::Timer), vec![Action::Connect(1)]);
+        s.handle(NOW, Event::Connected);
+        let ask = format!("+OK\r\n+OK\r\n-ASK {slot} 127.0.0.1:7002\r\n");
+        assert_eq!(
+            s.handle(NOW, Event::Received(ask.as_bytes())),
+            vec![Action::Close, Action::ConnectTo(node)]
+        );
+        let mut asking = auth();
+        resp::command(&mut asking, &[b"ASKING"]);
+        asking.extend(&hello[auth().len()..]);
+        assert_eq!(
+            s.handle(NOW, Event::Connected),
+            vec![Action::Send(asking), Action::Watch(REPLY_DEADLINE_MS)]
+        );
+        let mut bytes = b"+OK\r\n+OK\r\n+OK\r\n*0\r\n".to_vec();
+        bytes.extend(CONFIRMED);
+        assert_eq!(s.handle(NOW, Event::Received(&bytes)), confirmed(false));
+
+        // Redirected round and round: three followed, the fourth a failure.
+        s.handle(NOW, Event::Failed(Trouble::ClosedByServer));
+        s.handle(NOW, Event::Timer);
+        for _ in 0..cluster::MAX_REDIRECTIONS {
+            s.handle(NOW, Event::Connected);
+            assert_eq!(
+                s.handle(NOW, Event::Received(moved.as_bytes())),
+                vec![Action::Close, Action::ConnectTo(node)]
+            );
+        }
+        s.handle(NOW, Event::Connected);
+        let actions = s.handle(NOW, Event::Received(moved.as_bytes()));
+        assert_eq!(actions[0], Action::Close);
+        assert!(
+            matches!(actions.last(), Some(Action::RetryAfter(_))),
+            "{actions:?}"
+        );
+        // After the backoff, the count starts over.
+        s.handle(NOW, Event::Timer);
+        s.handle(NOW, Event::Connected);
+        assert_eq!(
+            s.handle(NOW, Event::Received(moved.as_bytes())),
+            vec![Action::Close, Action::ConnectTo(node)]
+        );
+
+        // A redirection for another slot, or nonsense: a failure.
+        for reply in [
+            format!("-MOVED {} 127.0.0.1:7002\r\n", (slot + 1) % 16384),
+            "-MOVED x 127.0.0.1:7002\r\n".into(),
+            format!("-MOVED {slot} 0.0.0.0:7002\r\n"),
+        ] {
+            s.handle(NOW, Event::Timer);
+            s.handle(NOW, Event::Connected);
+            let bytes = format!("+OK\r\n+OK\r\n{reply}");
+            let actions = s.handle(NOW, Event::Received(bytes.as_bytes()));
+            assert!(
+                !actions.iter().any(|a| matches!(a, Action::ConnectTo(_))),
+                "{reply}: {actions:?}"
+            );
+            assert!(
+                matches!(actions.last(), Some(Action::RetryAfter(_))),
+                "{reply}: {actions:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outside_a_cluster_a_redirection_is_a_failure() {
+        let list = b"{oauth2:ssf}";
+        let slot = cluster::key_slot(list);
+        let mut s = Subscription::new(b"", 0, CHANNEL, 1, opener(false)).with_list(list, false);
+        s.handle(NOW, Event::Timer);
+        s.handle(NOW, Event::Connected);
+        let bytes = format!("-MOVED {slot} 10.1.2.3:7002\r\n");
+        assert_eq!(
+            s.handle(NOW, Event::Received(bytes.as_bytes())),
+            down(Trouble::ErrorReply("MOVED".into()), FIRST_BACKOFF_MS)
+        );
     }
 
     #[test]
