@@ -129,9 +129,9 @@ ok(wait_until(10, sub { acks('fleet-1') >= 1 }), 'the SET is acknowledged');
 my $seen = polls();
 ok(wait_until(10, sub { polls() >= $seen + 2 }), 'polls go on');
 is(acks('fleet-1'), 1, 'acknowledged once');
-my @names = grep { length } split /\n/, join("\n", map { ref $_ ? @$_ : $_ } $redis->cmd('KEYS', 'oauth2:j:*'));
+my @names = grep { length } split /\n/, join("\n", map { ref $_ ? @$_ : $_ } $redis->cmd('KEYS', '{oauth2:ssf}j:*'));
 is(scalar @names, 1, 'its jti is in the fleet\'s replay store');
-ok($redis->cmd('ZCARD', 'oauth2:ssf') >= 1, 'its revocations are on the Redis tier\'s list');
+ok($redis->cmd('ZCARD', '{oauth2:ssf}') >= 1, 'its revocations are on the Redis tier\'s list');
 
 # 2. A gateway started after the event reads it from Redis.
 my $gw3 = start_gateway(%{ gw('gw3', $redis, 0) }) or BAIL_OUT('gateway 3');
