@@ -112,7 +112,7 @@ fn exposed_claims_are_header_safe(claims: &TokenClaims) -> bool {
         .into_iter()
         .chain(claims.extra.iter().map(Option::as_deref))
         .flatten()
-        .all(|value| crate::oauth::claims::is_header_safe(value))
+        .all(crate::oauth::claims::is_header_safe)
 }
 
 proptest! {
