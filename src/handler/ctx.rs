@@ -66,7 +66,7 @@ impl RequestCtx {
     /// Makes the context of `req`, in its pool, for the client's `token`
     /// (request memory, or static); `None` when nginx is out of memory.
     pub fn attach<'r>(req: &mut Req<'r>, token: &'r [u8], stage: Stage) -> Option<*mut RequestCtx> {
-        let ctx = RequestCtx {
+        req.set_module_ctx(|| RequestCtx {
             token: ngx_str(token),
             stage,
             introspection: Slot::default(),
@@ -81,8 +81,8 @@ impl RequestCtx {
             certificate: None,
             fleet: FleetCheck::Unasked,
             issuer_endpoint: None,
-        };
-        req.set_module_ctx(ctx).map(|p| p.as_ptr())
+        })
+        .map(|p| p.as_ptr())
     }
 
     /// The context of `req`, once `attach` made it. A raw pointer: the

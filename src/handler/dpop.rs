@@ -310,6 +310,7 @@ pub fn check<'c>(
 /// 10 s per worker), as the Redis tier's other failures are a miss and
 /// not a refusal.
 /// `ctx` is the request's context (`RequestCtx::of`).
+#[inline(never)]
 pub fn fleet<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) -> Outcome<'c> {
     // SAFETY: `ctx` is the request's context, in its pool, alive for this
     // call; the state is copied out, no reference kept.

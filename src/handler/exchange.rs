@@ -88,6 +88,7 @@ impl Question for Exchange {
 /// Moves the exchange on; once the token endpoint answered, the issued token
 /// goes upstream, or the request is refused. `ctx` is the request's
 /// context (`RequestCtx::of`).
+#[inline(never)]
 pub fn run<'r, 'c: 'r>(
     req: &mut Req<'r>,
     conf: &'c LocationConf,

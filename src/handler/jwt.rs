@@ -34,6 +34,7 @@ use crate::shm::zone::ShmZone;
 
 /// Checks the request's JWT; `ctx` is the request's context
 /// (`RequestCtx::of`).
+#[inline(never)]
 pub fn run<'c>(req: &mut Req<'_>, conf: &'c LocationConf, ctx: *mut RequestCtx) -> Outcome<'c> {
     let Some(main) = req.main_conf() else {
         return Outcome::Error;

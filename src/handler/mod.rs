@@ -87,7 +87,7 @@ fn preaccess(req: &mut Req<'_>) -> ngx_int_t {
 
 /// Runs the check when the location has one for `phase` (any phase: `None`).
 fn run_in(phase: Option<Phase>, req: &mut Req<'_>) -> ngx_int_t {
-    let conf = match req.location_conf() {
+    match req.location_conf() {
         // A location that serves RFC 9728 metadata is public: clients read
         // it before they have a token, whatever the blocks around it check.
         Some(conf)
@@ -97,10 +97,17 @@ fn run_in(phase: Option<Phase>, req: &mut Req<'_>) -> ngx_int_t {
                     || conf.exchange_enabled()
                     || conf.jwt_enabled()) =>
         {
-            conf
+            check(phase, req, conf)
         }
-        _ => return NGX_DECLINED as ngx_int_t,
-    };
+        _ => NGX_DECLINED as ngx_int_t,
+    }
+}
+
+/// The check of a location that has one for `phase`. Out of line: every
+/// request passes through both phase handlers, and one the location does
+/// not check costs only the look at its conf, not this function's frame.
+#[inline(never)]
+fn check(phase: Option<Phase>, req: &mut Req<'_>, conf: &'static LocationConf) -> ngx_int_t {
     let outcome = match RequestCtx::of(req) {
         Some(ctx) => run_stages(req, conf, ctx),
         None => match begin(req, conf) {

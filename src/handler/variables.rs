@@ -76,9 +76,9 @@ impl Claim {
             | Claim::IdpStatus
             | Claim::DpopJkt
             | Claim::CertThumbprint => None,
-            Claim::Sub => claims.sub.clone(),
-            Claim::Scope => claims.scope.clone(),
-            Claim::ClientId => claims.client_id.clone(),
+            Claim::Sub => claims.sub().map(str::to_owned),
+            Claim::Scope => claims.scope().map(str::to_owned),
+            Claim::ClientId => claims.client_id().map(str::to_owned),
             Claim::Exp => claims.exp.map(|e| e.to_string()),
         }
     }

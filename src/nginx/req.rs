@@ -375,13 +375,19 @@ impl<'r> Req<'r> {
     /// destroyed (by a cleanup, only when it needs dropping). (ngx 0.5.1's
     /// `Pool::allocate` writes the value before checking the allocation.)
     pub fn keep<T>(&mut self, value: T) -> Option<NonNull<T>> {
+        self.keep_made(|| value)
+    }
+
+    /// [`Req::keep`] for the value `make` returns, made once there is room
+    /// for it: written in place, not made first and then copied.
+    pub fn keep_made<T>(&mut self, make: impl FnOnce() -> T) -> Option<NonNull<T>> {
         const { assert!(core::mem::align_of::<T>() <= NGX_ALIGNMENT) };
         let pool = self.pool();
         // SAFETY: the pool is the live request's.
         let p = NonNull::new(unsafe { ngx_palloc(pool, size_of::<T>()) }.cast::<T>())?;
         if !core::mem::needs_drop::<T>() {
             // SAFETY: `p` is room for a T, aligned to NGX_ALIGNMENT (checked above).
-            unsafe { p.write(value) };
+            unsafe { p.write(make()) };
             return Some(p);
         }
         let cleanup = self.add_cleanup(0)?;
@@ -389,7 +395,7 @@ impl<'r> Req<'r> {
         // above); the cleanup is the one just added, which drops the value
         // once, as the pool goes.
         unsafe {
-            p.write(value);
+            p.write(make());
             (*cleanup.as_ptr()).handler = Some(drop_value::<T>);
             (*cleanup.as_ptr()).data = p.as_ptr().cast();
         }
@@ -440,8 +446,8 @@ impl<'r> Req<'r> {
 
     /// Moves `value` into the pool (see [`Req::keep`]) as this module's
     /// context of the request.
-    pub fn set_module_ctx<T: ModuleCtx>(&mut self, value: T) -> Option<NonNull<T>> {
-        let p = self.keep(value)?;
+    pub fn set_module_ctx<T: ModuleCtx>(&mut self, make: impl FnOnce() -> T) -> Option<NonNull<T>> {
+        let p = self.keep_made(make)?;
         let index = Module::module().ctx_index;
         // SAFETY: `ctx` is nginx's array of one slot per http module, and
         // `ctx_index` is this module's; `p` is a `ModuleCtx`, the one type

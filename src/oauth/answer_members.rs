@@ -110,10 +110,11 @@ impl ClaimText {
         }
     }
 
-    pub(crate) fn into_text(self) -> Option<String> {
+    /// The claim as variable text: a string as it is, another value rendered.
+    pub(crate) fn as_text(&self) -> Option<&str> {
         match self {
             ClaimText::String(text) => Some(text),
-            ClaimText::Other(text) => text,
+            ClaimText::Other(text) => text.as_deref(),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::oauth::claims;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::{IdpReply, Transport, MAX_RESPONSE_BYTES};
 use crate::oauth::jwt::{self, JwtError, MAX_JWT_BYTES};
+use crate::oauth::named_claims::NamedClaims;
 use crate::oauth::ssf::Marks;
 
 /// The largest answer in phantom mode: a JWT of up to 64 KiB, possibly
@@ -76,9 +77,8 @@ impl ClaimPaths {
 /// What the module keeps of an active token.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
-    pub sub: Option<String>,
-    pub scope: Option<String>,
-    pub client_id: Option<String>,
+    /// `sub`, `scope` and `client_id`.
+    pub named: NamedClaims,
     pub exp: Option<i64>,
     /// The values of the `auth_oauth2_token_claim_set` paths, in their order.
     pub extra: Vec<Option<String>>,
@@ -95,6 +95,20 @@ pub struct TokenClaims {
     /// `iat` (`oauth/ssf/`): checked on every request when a receiver is
     /// configured.
     pub marks: Marks,
+}
+
+impl TokenClaims {
+    pub fn sub(&self) -> Option<&str> {
+        self.named.sub()
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        self.named.scope()
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.named.client_id()
+    }
 }
 
 /// One per request (in its context) or per cache read: the size of the
@@ -259,10 +273,12 @@ pub fn verified_claims(
 /// The position of the first exposed claim that could split a header:
 /// `sub`, `scope`, `client_id`, then the `claim_set` values in order.
 fn first_unsafe_claim(claims: &TokenClaims) -> Option<usize> {
-    [&claims.sub, &claims.scope, &claims.client_id]
+    claims
+        .named
+        .all()
         .into_iter()
-        .chain(&claims.extra)
-        .position(|value| !value.as_deref().is_none_or(claims::is_header_safe))
+        .chain(claims.extra.iter().map(Option::as_deref))
+        .position(|value| !value.is_none_or(claims::is_header_safe))
 }
 
 /// Whether an answer that did not come from the IdP just now (a cached
@@ -442,8 +458,7 @@ pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure
         members::from_json(body).map_err(|_| IdpFailure::Call(CallFailure::NotJson))?;
     match wire.active {
         Some(Active(Some(true))) => {
-            // The marks first: they read `sub`, whose string then moves
-            // into the claims (as do scope's and client_id's: no copies).
+            // `sub`, `scope` and `client_id` are copied into one allocation.
             let marks = match marks {
                 true => Marks::of_members(
                     wire.iss.as_ref(),
@@ -460,9 +475,11 @@ pub fn parse(body: &[u8], marks: bool) -> Result<IntrospectionResult, IdpFailure
             Ok(IntrospectionResult::Active(TokenClaims {
                 exp: wire.exp.and_then(|exp| exp.0),
                 cnf: Confirmation::of(wire.cnf.as_ref()),
-                sub: wire.sub.and_then(ClaimText::into_text),
-                scope: wire.scope.and_then(ClaimText::into_text),
-                client_id: wire.client_id.and_then(ClaimText::into_text),
+                named: NamedClaims::new(
+                    wire.sub.as_ref().and_then(ClaimText::as_text),
+                    wire.scope.as_ref().and_then(ClaimText::as_text),
+                    wire.client_id.as_ref().and_then(ClaimText::as_text),
+                ),
                 marks,
                 ..TokenClaims::default()
             }))
@@ -489,9 +506,11 @@ pub fn parse_with_extra(
 /// The usual members and the configured paths of a claims object.
 fn claims_of(map: &Map<String, Value>, paths: &ClaimPaths) -> TokenClaims {
     TokenClaims {
-        sub: map.get("sub").and_then(claim_text),
-        scope: map.get("scope").and_then(claim_text),
-        client_id: map.get("client_id").and_then(claim_text),
+        named: NamedClaims::new(
+            map.get("sub").and_then(claim_text).as_deref(),
+            map.get("scope").and_then(claim_text).as_deref(),
+            map.get("client_id").and_then(claim_text).as_deref(),
+        ),
         exp: map.get("exp").and_then(numeric_date),
         extra: paths
             .rendered
@@ -528,9 +547,7 @@ mod tests {
         assert_eq!(
             interpret(R::new(0, 200, body), &ClaimPaths::default()),
             Ok(IntrospectionResult::Active(TokenClaims {
-                sub: Some("alice".into()),
-                scope: Some("read write".into()),
-                client_id: Some("app".into()),
+                named: NamedClaims::new(Some("alice"), Some("read write"), Some("app")),
                 exp: Some(1_700_000_000),
                 ..TokenClaims::default()
             }))
@@ -582,7 +599,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(claims.sub(), Some("alice"));
         assert_eq!(
             claims.extra,
             vec![Some("admin".into()), Some("api,web".into()), None]
@@ -638,9 +655,9 @@ mod tests {
         let Ok(IntrospectionResult::Active(claims)) = parse(body, false) else {
             panic!()
         };
-        assert_eq!(claims.sub.as_deref(), Some("42"));
-        assert_eq!(claims.client_id, None);
-        assert_eq!(claims.scope, None);
+        assert_eq!(claims.sub(), Some("42"));
+        assert_eq!(claims.client_id(), None);
+        assert_eq!(claims.scope(), None);
         assert_eq!(claims.exp, Some(1_700_000_000));
     }
 
@@ -830,7 +847,7 @@ mod tests {
         else {
             panic!("refused");
         };
-        assert_eq!(claims.sub.as_deref(), Some("al\tice"));
+        assert_eq!(claims.sub(), Some("al\tice"));
         assert_eq!(claims.checked, [Some(r#""a\r\nb""#.to_string())]);
         // An inactive answer carries nothing to expose.
         let body = br#"{"active":false,"sub":"a\r\nb"}"#;
@@ -921,7 +938,7 @@ mod tests {
         ] {
             match interpret(R::new(0, 200, body), &ClaimPaths::default()) {
                 Ok(IntrospectionResult::Active(claims)) => {
-                    assert_eq!(claims.sub.as_deref(), Some("alice"), "{body:?}")
+                    assert_eq!(claims.sub(), Some("alice"), "{body:?}")
                 }
                 other => panic!("{body:?}: {other:?}"),
             }
@@ -961,7 +978,7 @@ mod tests {
         let jwt = jws(r#"{"sub":"alice","scope":"read","exp":1700000000}"#);
         let (token, claims) = upstream_token(phantom(200, "application/jwt", &format!("{jwt}\n")));
         assert_eq!(token, jwt);
-        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(claims.sub(), Some("alice"));
         assert_eq!(claims.exp, Some(1_700_000_000));
         // Parameters and case of the media type do not matter.
         let (token, _) = upstream_token(phantom(200, "Application/JWT; charset=utf-8", &jwt));
@@ -974,8 +991,8 @@ mod tests {
         let body = format!(r#"{{"active":true,"sub":"from-json","jwt":"{jwt}"}}"#);
         let (token, claims) = upstream_token(phantom(200, "application/json", &body));
         assert_eq!(token, jwt);
-        assert_eq!(claims.sub.as_deref(), Some("from-jwt"));
-        assert_eq!(claims.scope.as_deref(), Some("a b"));
+        assert_eq!(claims.sub(), Some("from-jwt"));
+        assert_eq!(claims.scope(), Some("a b"));
     }
 
     #[test]
@@ -986,7 +1003,7 @@ mod tests {
         let (token, claims) =
             upstream_token(phantom(200, "application/token-introspection+jwt", &jwt));
         assert_eq!(token, jwt);
-        assert_eq!(claims.sub.as_deref(), Some("alice"));
+        assert_eq!(claims.sub(), Some("alice"));
         let inactive = jws(r#"{"token_introspection":{"active":false}}"#);
         assert_eq!(
             phantom(200, "application/token-introspection+jwt", &inactive),
@@ -1225,9 +1242,11 @@ mod tests {
                     },
                     exp: wire.exp.as_ref().and_then(numeric_date),
                     cnf: Confirmation::of(wire.cnf.as_ref()),
-                    sub: wire.sub.and_then(text),
-                    scope: wire.scope.and_then(text),
-                    client_id: wire.client_id.and_then(text),
+                    named: NamedClaims::new(
+                        wire.sub.and_then(text).as_deref(),
+                        wire.scope.and_then(text).as_deref(),
+                        wire.client_id.and_then(text).as_deref(),
+                    ),
                     ..TokenClaims::default()
                 })),
                 Some(Value::Bool(false)) => Ok(IntrospectionResult::Inactive),

@@ -20,6 +20,7 @@ pub mod idp_reply;
 pub mod introspection;
 pub mod jose;
 pub mod jwt;
+pub mod named_claims;
 pub mod purge;
 pub mod resource;
 pub mod resource_metadata;

@@ -10,6 +10,7 @@ use crate::oauth::claim_rule::ClaimRule;
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::idp_reply::IdpReply;
 use crate::oauth::introspection::{self, ClaimPaths, IntrospectionResult, TokenClaims};
+use crate::oauth::named_claims::NamedClaims;
 use crate::oauth::trace_context;
 
 /// Query strings and cookie headers built from the characters that matter
@@ -53,8 +54,7 @@ fn claims() -> impl Strategy<Value = TokenClaims> {
         confirmation(),
     )
         .prop_map(|(sub, scope, exp, extra, phantom, cnf)| TokenClaims {
-            sub,
-            scope,
+            named: NamedClaims::new(sub.as_deref(), scope.as_deref(), None),
             exp,
             checked: extra.clone(),
             extra,
@@ -106,11 +106,13 @@ fn tracestate_lines() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn exposed_claims_are_header_safe(claims: &TokenClaims) -> bool {
-    [&claims.sub, &claims.scope, &claims.client_id]
+    claims
+        .named
+        .all()
         .into_iter()
-        .chain(&claims.extra)
+        .chain(claims.extra.iter().map(Option::as_deref))
         .flatten()
-        .all(|value| crate::oauth::claims::is_header_safe(value))
+        .all(crate::oauth::claims::is_header_safe)
 }
 
 proptest! {

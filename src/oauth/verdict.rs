@@ -83,7 +83,7 @@ pub fn check<'c, R>(
     if resource.is_some_and(|(url, index)| !aud_names_resource(checked(index), url)) {
         return Verdict::WrongAudience;
     }
-    if !required_scopes.is_empty() && !scope::grants_all(claims.scope.as_deref(), required_scopes) {
+    if !required_scopes.is_empty() && !scope::grants_all(claims.scope(), required_scopes) {
         return Verdict::MissingScope;
     }
     if let Some(unmet) = unmet_requirement() {
@@ -105,10 +105,11 @@ pub fn check<'c, R>(
 mod tests {
     use super::*;
     use crate::oauth::claim_rule::ClaimRule;
+    use crate::oauth::named_claims::NamedClaims;
 
     fn claims(scope: &str, checked: &[Option<&str>]) -> TokenClaims {
         TokenClaims {
-            scope: Some(scope.into()),
+            named: NamedClaims::new(None, Some(scope), None),
             checked: checked.iter().map(|v| v.map(str::to_string)).collect(),
             ..Default::default()
         }

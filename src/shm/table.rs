@@ -2106,10 +2106,13 @@ pub(crate) mod tests {
     fn typical_entry() -> Vec<u8> {
         use crate::oauth::cache::CachedIntrospection;
         use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+        use crate::oauth::named_claims::NamedClaims;
         CachedIntrospection::encode(&IntrospectionResult::Active(TokenClaims {
-            sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
-            scope: Some("openid profile orders:read".into()),
-            client_id: Some("web-app-1234".into()),
+            named: NamedClaims::new(
+                Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a"),
+                Some("openid profile orders:read"),
+                Some("web-app-1234"),
+            ),
             exp: Some(4_102_444_800),
             ..TokenClaims::default()
         }))

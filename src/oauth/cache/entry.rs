@@ -4,6 +4,7 @@
 use crate::oauth::cnf::Confirmation;
 use crate::oauth::exchange::{self, IssuedToken};
 use crate::oauth::introspection::{self, IntrospectionResult, TokenClaims};
+use crate::oauth::named_claims::NamedClaims;
 use crate::oauth::ssf::Marks;
 
 /// Layout: an inactive answer is one byte, 0. An active one begins with a
@@ -40,14 +41,14 @@ impl CachedIntrospection {
             IntrospectionResult::Inactive => return vec![0],
             IntrospectionResult::Active(claims) => claims,
         };
-        let strings = [&claims.sub, &claims.scope, &claims.client_id];
+        let [sub, scope, client_id] = claims.named.all();
         let mut out = Vec::with_capacity(
-            9 + strings
+            9 + [sub, scope, client_id]
                 .iter()
-                .map(|s| 2 + s.as_ref().map_or(0, String::len))
+                .map(|s| 2 + s.map_or(0, str::len))
                 .sum::<usize>(),
         );
-        let uuid = claims.sub.as_deref().and_then(uuid_bytes);
+        let uuid = sub.map(str::as_bytes).and_then(uuid_bytes);
         let exp_32 = claims.exp.and_then(|exp| u32::try_from(exp).ok());
         let lists = !claims.extra.is_empty() || !claims.checked.is_empty();
         let flag = |on: bool, flag: u8| if on { flag } else { 0 };
@@ -67,10 +68,10 @@ impl CachedIntrospection {
         }
         match uuid {
             Some(uuid) => out.extend_from_slice(&uuid),
-            None => put_opt(&mut out, claims.sub.as_deref()),
+            None => put_opt(&mut out, sub),
         }
-        put_opt(&mut out, claims.scope.as_deref());
-        put_opt(&mut out, claims.client_id.as_deref());
+        put_opt(&mut out, scope);
+        put_opt(&mut out, client_id);
         if lists {
             for list in [&claims.extra, &claims.checked] {
                 put_varint(&mut out, list.len());
@@ -109,14 +110,17 @@ impl CachedIntrospection {
             }
             _ => return None,
         };
+        // The three strings go into one allocation (`NamedClaims`), checked
+        // as UTF-8 at once: a UUID's text is written on the stack first.
+        let mut uuid = [0u8; 36];
         let sub = match flags & SUB_UUID {
-            0 => r.opt()?,
-            _ => Some(uuid_string(r.take(16)?.try_into().ok()?)),
+            0 => r.opt_bytes()?,
+            _ => Some(uuid_text(r.take(16)?.try_into().ok()?, &mut uuid)),
         };
-        if flags & SUB_UUID == 0 && sub.as_deref().and_then(uuid_bytes).is_some() {
+        if flags & SUB_UUID == 0 && sub.and_then(uuid_bytes).is_some() {
             return None;
         }
-        let (scope, client_id) = (r.opt()?, r.opt()?);
+        let named = NamedClaims::from_utf8([sub, r.opt_bytes()?, r.opt_bytes()?])?;
         let (extra, checked) = match flags & LISTS {
             0 => (Vec::new(), Vec::new()),
             _ => (r.strings()?, r.strings()?),
@@ -133,9 +137,7 @@ impl CachedIntrospection {
         };
         let claims = TokenClaims {
             exp,
-            sub,
-            scope,
-            client_id,
+            named,
             extra,
             checked,
             phantom,
@@ -158,9 +160,8 @@ impl CachedIntrospection {
 }
 
 /// The 16 bytes of `s` when it is a UUID in its canonical form (8-4-4-4-12
-/// lowercase hex digits), which [`uuid_string`] gives back exactly.
-fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
-    let s = s.as_bytes();
+/// lowercase hex digits), which [`uuid_text`] gives back exactly.
+fn uuid_bytes(s: &[u8]) -> Option<[u8; 16]> {
     if s.len() != 36 || [8, 13, 18, 23].iter().any(|&i| s[i] != b'-') {
         return None;
     }
@@ -189,15 +190,15 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     pairs
 };
 
-/// A UUID's canonical form (a cache hit runs this: no branch, no
-/// per-digit work).
-fn uuid_string(bytes: [u8; 16]) -> String {
+/// A UUID's canonical form, written into `out` (a cache hit runs this: no
+/// branch, no per-digit work, no allocation).
+fn uuid_text(bytes: [u8; 16], out: &mut [u8; 36]) -> &[u8] {
     const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    let mut out = [b'-'; 36];
+    *out = [b'-'; 36];
     for (byte, at) in bytes.into_iter().zip(AT) {
         out[at..at + 2].copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
-    String::from_utf8(out.to_vec()).expect("hex digits and dashes")
+    out
 }
 
 /// LEB128: 7 bits a byte, low bits first.
@@ -371,13 +372,20 @@ impl<'a> Reader<'a> {
         None
     }
 
-    /// What [`put_opt`] wrote. Outer `None`: malformed; inner: absent.
-    fn opt(&mut self) -> Option<Option<String>> {
+    /// What [`put_opt`] wrote, its bytes unchecked. Outer `None`:
+    /// malformed; inner: absent.
+    fn opt_bytes(&mut self) -> Option<Option<&'a [u8]>> {
         match self.varint()? {
             0 => Some(None),
-            n => Some(Some(
-                core::str::from_utf8(self.take(n - 1)?).ok()?.to_owned(),
-            )),
+            n => Some(Some(self.take(n - 1)?)),
+        }
+    }
+
+    /// What [`put_opt`] wrote. Outer `None`: malformed; inner: absent.
+    fn opt(&mut self) -> Option<Option<&'a str>> {
+        match self.opt_bytes()? {
+            None => Some(None),
+            Some(bytes) => Some(Some(core::str::from_utf8(bytes).ok()?)),
         }
     }
 
@@ -429,7 +437,9 @@ impl<'a> Reader<'a> {
         if count > self.0.len() {
             return None;
         }
-        (0..count).map(|_| self.opt()).collect()
+        (0..count)
+            .map(|_| Some(self.opt()?.map(str::to_owned)))
+            .collect()
     }
 }
 
@@ -460,9 +470,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let full = IntrospectionResult::Active(TokenClaims {
-            sub: Some("alice".into()),
-            scope: Some("read write".into()),
-            client_id: None,
+            named: NamedClaims::new(Some("alice"), Some("read write"), None),
             exp: Some(-5),
             extra: vec![Some("admin,view".into()), None],
             checked: vec![None, Some(r#"["a"]"#.into())],
@@ -472,7 +480,7 @@ mod tests {
         });
         let marked = |issued_s, tags: &[[u8; 8]]| {
             IntrospectionResult::Active(TokenClaims {
-                sub: Some("alice".into()),
+                named: NamedClaims::new(Some("alice"), None, None),
                 marks: Marks::from_parts(issued_s, tags).unwrap(),
                 cnf: Confirmation::Bound {
                     jkt: Some([3; 32]),
@@ -483,7 +491,7 @@ mod tests {
         };
         let bound = |cnf| {
             IntrospectionResult::Active(TokenClaims {
-                sub: Some("alice".into()),
+                named: NamedClaims::new(Some("alice"), None, None),
                 cnf,
                 ..TokenClaims::default()
             })
@@ -533,7 +541,7 @@ mod tests {
         .concat();
         assert_eq!(CachedIntrospection::decode(&old), None);
         let expected = IntrospectionResult::Active(TokenClaims {
-            sub: Some("alice".into()),
+            named: NamedClaims::new(Some("alice"), None, None),
             exp: Some(5),
             ..TokenClaims::default()
         });
@@ -586,10 +594,8 @@ mod tests {
     fn subs_exps_and_lengths_of_every_shape_round_trip() {
         let claims = |sub: &str, exp| {
             IntrospectionResult::Active(TokenClaims {
-                sub: Some(sub.into()),
+                named: NamedClaims::new(Some(sub), Some(&*"s".repeat(300)), Some("")),
                 exp,
-                scope: Some("s".repeat(300)),
-                client_id: Some(String::new()),
                 ..TokenClaims::default()
             })
         };
@@ -681,7 +687,7 @@ mod tests {
         assert_eq!(CachedIntrospection::decode(&[0, 0]), None);
         assert_eq!(CachedIntrospection::decode(&[1, 1, 0]), None);
         let mut bytes = CachedIntrospection::encode(&IntrospectionResult::Active(TokenClaims {
-            sub: Some("alice".into()),
+            named: NamedClaims::new(Some("alice"), None, None),
             ..Default::default()
         }));
         bytes.pop();
@@ -745,7 +751,7 @@ mod tests {
         let good = [
             IntrospectionResult::Inactive,
             active(TokenClaims {
-                sub: Some("alice\tsmith".into()),
+                named: NamedClaims::new(Some("alice\tsmith"), None, None),
                 extra: vec![Some("x".into()), None],
                 // Claims only checked by require_claim never reach a header.
                 checked: vec![Some("a\r\nb".into())],
@@ -760,15 +766,15 @@ mod tests {
         let split = Some("a\r\nX-Injected: 1".to_string());
         let bad = [
             TokenClaims {
-                sub: split.clone(),
+                named: NamedClaims::new(split.clone().as_deref(), None, None),
                 ..TokenClaims::default()
             },
             TokenClaims {
-                scope: Some("read\0".into()),
+                named: NamedClaims::new(None, Some("read\0"), None),
                 ..TokenClaims::default()
             },
             TokenClaims {
-                client_id: Some("\x7f".into()),
+                named: NamedClaims::new(None, None, Some("\x7f")),
                 ..TokenClaims::default()
             },
             TokenClaims {
@@ -865,9 +871,8 @@ mod tests {
             byte in proptest::prelude::any::<u8>(),
         ) {
             let result = IntrospectionResult::Active(TokenClaims {
-                sub: Some(sub),
+                named: NamedClaims::new(Some(&*sub), Some("a b"), None),
                 exp,
-                scope: Some("a b".into()),
                 extra: if lists { vec![None, Some("x".into())] } else { vec![] },
                 ..TokenClaims::default()
             });
@@ -881,14 +886,95 @@ mod tests {
         }
     }
 
+    /// `sub`, `scope` and `client_id` as the decoder before `NamedClaims`
+    /// read them: a `String` each, a UUID formatted on its own (here with
+    /// `format!`). `None` where it refused the bytes.
+    fn strings_read_the_old_way(bytes: &[u8]) -> Option<[Option<String>; 3]> {
+        let mut r = Reader(bytes);
+        let flags = r.byte()?;
+        r.take(match flags & (EXP | EXP_64) {
+            0 => 0,
+            EXP => 4,
+            _ => 8,
+        })?;
+        let opt = |r: &mut Reader| -> Option<Option<String>> {
+            match r.varint()? {
+                0 => Some(None),
+                n => Some(Some(String::from_utf8(r.take(n - 1)?.to_vec()).ok()?)),
+            }
+        };
+        let sub = match flags & SUB_UUID {
+            0 => opt(&mut r)?,
+            _ => {
+                let hex: Vec<String> = r.take(16)?.iter().map(|b| format!("{b:02x}")).collect();
+                let group = |from: usize, to: usize| hex[from..to].concat();
+                Some(format!(
+                    "{}-{}-{}-{}-{}",
+                    group(0, 4),
+                    group(4, 6),
+                    group(6, 8),
+                    group(8, 10),
+                    group(10, 16)
+                ))
+            }
+        };
+        Some([sub, opt(&mut r)?, opt(&mut r)?])
+    }
+
+    fn claim_text() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        proptest::option::of(proptest::prop_oneof![
+            "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            ".{0,30}",
+        ])
+    }
+
+    proptest::proptest! {
+        /// The strings decoded into one allocation are those the earlier
+        /// decoder read into three, for entries as written and with any
+        /// byte changed: what it refused is refused.
+        #[test]
+        fn the_named_claims_read_as_the_old_decoder_read_them(
+            sub in claim_text(),
+            scope in claim_text(),
+            client_id in claim_text(),
+            exp in proptest::prelude::any::<Option<i64>>(),
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let result = IntrospectionResult::Active(TokenClaims {
+                named: NamedClaims::new(sub.as_deref(), scope.as_deref(), client_id.as_deref()),
+                exp,
+                ..TokenClaims::default()
+            });
+            let written = CachedIntrospection::encode(&result);
+            let mut changed = written.clone();
+            let at = at % changed.len();
+            changed[at] = byte;
+            for bytes in [written, changed] {
+                let old = strings_read_the_old_way(&bytes);
+                let decoded = CachedIntrospection::decode(&bytes);
+                if let Some(IntrospectionResult::Active(claims)) = &decoded {
+                    let now = claims.named.all().map(|s| s.map(str::to_owned));
+                    proptest::prop_assert_eq!(Some(now), old);
+                } else if old.is_none() && bytes[0] & 0xc0 == ACTIVE {
+                    proptest::prop_assert_eq!(decoded, None);
+                }
+            }
+            let decoded = CachedIntrospection::decode(&CachedIntrospection::encode(&result));
+            proptest::prop_assert_eq!(decoded, Some(result));
+        }
+    }
+
     /// The typical claims of `scripts/cache-sizing.pl` and the zone's
     /// density test (`shm/table.rs`): 62 bytes.
     #[test]
     fn compact() {
         let result = IntrospectionResult::Active(TokenClaims {
-            sub: Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a".into()),
-            scope: Some("openid profile orders:read".into()),
-            client_id: Some("web-app-1234".into()),
+            named: NamedClaims::new(
+                Some("6f1c2a52-8d4e-4b7a-9a35-0c8f1d2e3b4a"),
+                Some("openid profile orders:read"),
+                Some("web-app-1234"),
+            ),
             exp: Some(4_102_444_800),
             ..TokenClaims::default()
         });

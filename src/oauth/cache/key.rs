@@ -278,6 +278,31 @@ impl Sip128 {
         }
     }
 
+    /// [`Sip128::new`] then the 32 bytes of `scope` (four whole blocks):
+    /// every key of a zone and endpoint begins so, and a worker keeps the
+    /// state this leaves for the last few pairs (the same function, not
+    /// computed again for every request).
+    fn with_scope(secret: &KeySecret, scope: &KeyScope) -> Sip128 {
+        // The scope is a SHA-256 digest: its first byte spreads the pairs.
+        let slot = usize::from(scope.0[0]) % SCOPED_SLOTS;
+        let remembered = SCOPED.with(|states| states[slot].get());
+        let v = match remembered {
+            Some((s, sc, v)) if s == *secret && sc == *scope => v,
+            _ => {
+                let mut hasher = Sip128::new(secret);
+                hasher.update(&scope.0);
+                SCOPED.with(|states| states[slot].set(Some((*secret, *scope, hasher.v))));
+                hasher.v
+            }
+        };
+        Sip128 {
+            v,
+            tail: 0,
+            ntail: 0,
+            len: scope.0.len(),
+        }
+    }
+
     #[inline(always)]
     fn block(&mut self, m: u64) {
         self.v[3] ^= m;
@@ -305,10 +330,12 @@ impl Sip128 {
         for word in &mut words {
             self.block(u64::from_le_bytes(word.try_into().expect("8 bytes")));
         }
-        for (i, &b) in words.remainder().iter().enumerate() {
-            self.tail |= u64::from(b) << (8 * i);
-        }
-        self.ntail = words.remainder().len();
+        // The last bytes at once, not one by one (the tail is empty here).
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        self.tail = u64::from_le_bytes(last);
+        self.ntail = rest.len();
     }
 
     fn finish(mut self) -> [u8; 16] {
@@ -353,8 +380,7 @@ pub fn introspection_key(
     token: &[u8],
     vary: Option<&[u8]>,
 ) -> CacheKey {
-    let mut hasher = Sip128::new(secret);
-    hasher.update(&scope.0);
+    let mut hasher = Sip128::with_scope(secret, scope);
     if let Some(vary) = vary {
         hasher.update(&(vary.len() as u64).to_be_bytes());
         hasher.update(vary);
@@ -372,8 +398,7 @@ pub fn exchange_key(
     vary: &[u8],
     params: &ExchangeParams<'_>,
 ) -> CacheKey {
-    let mut hasher = Sip128::new(secret);
-    hasher.update(&scope.0);
+    let mut hasher = Sip128::with_scope(secret, scope);
     for part in [
         vary,
         params.audience,
@@ -386,6 +411,17 @@ pub fn exchange_key(
     }
     hasher.update(token);
     CacheKey::keyed(token, hasher.finish())
+}
+
+/// How many (secret, scope) states a worker keeps ([`Sip128::with_scope`]).
+const SCOPED_SLOTS: usize = 4;
+
+/// A remembered state: the secret, the scope, and `v` after both.
+type ScopedState = core::cell::Cell<Option<(KeySecret, KeyScope, [u64; 4])>>;
+
+thread_local! {
+    static SCOPED: [ScopedState; SCOPED_SLOTS] =
+        const { [const { core::cell::Cell::new(None) }; SCOPED_SLOTS] };
 }
 
 /// SipHash's round (SipRound), for the keys' 128-bit hash here and the
@@ -822,6 +858,54 @@ mod tests {
         reference.update(b"ab");
         let digest: [u8; 32] = reference.finalize().into();
         assert_eq!(CacheKey::from_parts(&[b"ab"]).0, digest);
+    }
+
+    /// The state a worker remembers per (secret, scope) is the one hashing
+    /// them gives: keys made through it, as pairs come and go (sharing
+    /// slots, secrets changing under a scope), equal keys made from scratch.
+    #[test]
+    fn remembered_scope_states_give_the_keys_hashed_from_scratch() {
+        let scratch = |secret: &KeySecret, scope: &KeyScope, token: &[u8], vary: Option<&[u8]>| {
+            let mut hasher = Sip128::new(secret);
+            hasher.update(&scope.0);
+            if let Some(vary) = vary {
+                hasher.update(&(vary.len() as u64).to_be_bytes());
+                hasher.update(vary);
+            }
+            hasher.update(token);
+            CacheKey::keyed(token, hasher.finish())
+        };
+        let secrets = [KeySecret([1, 2]), KeySecret([1, 3]), KeySecret([0, 0])];
+        // First bytes 0, 4 and 8 share a slot; 1 does not.
+        let scopes = [0u8, 4, 8, 1].map(|first| {
+            let mut scope = [first; 32];
+            scope[31] = 0x5a;
+            KeyScope(scope)
+        });
+        for round in 0..3 {
+            for (i, secret) in secrets.iter().enumerate() {
+                for (j, scope) in scopes.iter().enumerate() {
+                    let token = format!("token-{round}-{i}-{j}").into_bytes();
+                    for vary in [None, Some(&b"v"[..]), Some(&b"0123456789"[..])] {
+                        assert_eq!(
+                            introspection_key(secret, scope, &token, vary),
+                            scratch(secret, scope, &token, vary)
+                        );
+                    }
+                    let params = ExchangeParams::default();
+                    let mut hasher = Sip128::new(secret);
+                    hasher.update(&scope.0);
+                    for _ in 0..5 {
+                        hasher.update(&0u64.to_be_bytes());
+                    }
+                    hasher.update(&token);
+                    assert_eq!(
+                        exchange_key(secret, scope, &token, b"", &params),
+                        CacheKey::keyed(&token, hasher.finish())
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -210,6 +210,7 @@ mod tests {
     use crate::oauth::jose::jwk::tests::jwk_json;
     use crate::oauth::jose::jws::JwsError;
     use crate::oauth::jose::key::tests::sign;
+    use crate::oauth::named_claims::NamedClaims;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use openssl::pkey::{PKey, Private};
@@ -292,9 +293,7 @@ mod tests {
         assert_eq!(
             verified,
             TokenClaims {
-                sub: Some("alice".into()),
-                scope: Some("read write".into()),
-                client_id: Some("app".into()),
+                named: NamedClaims::new(Some("alice"), Some("read write"), Some("app")),
                 exp: Some(NOW + 300),
                 extra: vec![Some("gold".into())],
                 checked: vec![Some(r#"["api"]"#.into())],

@@ -166,11 +166,12 @@ fn an_entry_from_redis_that_fails_the_checks_of_a_fresh_answer_is_a_miss() {
     use crate::oauth::cache::slot::TierEntry;
     use crate::oauth::cache::CachedIntrospection;
     use crate::oauth::introspection::{IntrospectionResult, TokenClaims};
+    use crate::oauth::named_claims::NamedClaims;
     let mut world = fresh_world();
     // Sealed with the fleet's key (a gateway of another version, or whoever
     // holds the secret), a claim that would split a header.
     let claims = TokenClaims {
-        sub: Some("a0\r\nX-Injected: yes".to_string()),
+        named: NamedClaims::new(Some("a0\r\nX-Injected: yes"), None, None),
         ..TokenClaims::default()
     };
     let now = world.now();

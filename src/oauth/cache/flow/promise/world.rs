@@ -249,7 +249,7 @@ impl World {
                 return Ok(());
             }
         };
-        let n: usize = claims.sub.as_deref().unwrap()[1..].parse().unwrap();
+        let n: usize = claims.sub().unwrap()[1..].parse().unwrap();
         let (answered_token, obtained, asked_in) = self.answers[n];
         let age = self.now - obtained;
         let stale = request.status == Some(CacheStatus::Stale);
