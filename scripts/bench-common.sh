@@ -122,11 +122,13 @@ CONF
 # The shared tier (Redis on port $1, fleet secret in file $2): http level.
 # With $3 = cluster: the Redis Cluster of bench_cluster_start, whose first
 # port is $1 (its three nodes are the seeds).
+# keepalive is the idle connections kept for all the servers together: 64
+# per node, as the one Redis of row 10 has.
 bench_shared_http() {
-  local servers="server 127.0.0.1:$1;"
-  [ "${3:-}" = cluster ] && servers="$servers server 127.0.0.1:$(( $1 + 1 )); server 127.0.0.1:$(( $1 + 2 ));"
+  local servers="server 127.0.0.1:$1;" keepalive=64
+  [ "${3:-}" = cluster ] && servers="$servers server 127.0.0.1:$(( $1 + 1 )); server 127.0.0.1:$(( $1 + 2 ));" keepalive=192
   cat <<CONF
-    upstream redis { $servers keepalive 64; }
+    upstream redis { $servers keepalive $keepalive; }
     auth_oauth2_token_redis redis key_file=$2 ${3:-};
 CONF
 }
