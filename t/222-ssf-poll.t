@@ -86,20 +86,8 @@ sub stop_transmitter { kill 'TERM', $tpid; waitpid($tpid, 0); $tpid = undef }
 END { kill 'KILL', $tpid if $tpid }
 start_transmitter();
 
-sub transmitter {
-    my ($method, $path, $body) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $TPORT, Proto => 'tcp', Timeout => 5)
-        or return undef;
-    $body //= '';
-    print $s "$method $path HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
-    local $/;
-    my $r = <$s>;
-    my ($json) = $r =~ /\r\n\r\n(.*)\z/s;
-    return decode_json($json);
-}
-sub queue { my %sets = @_; transmitter('POST', '/_queue', $JSON->encode({ sets => \%sets })) }
-sub tstate { transmitter('GET', '/_state') }
+sub queue { SsfTest::poll_queue($TPORT, @_) }
+sub tstate { SsfTest::poll_state($TPORT) }
 
 my %idp = map { ("tok-$_" => { json => { active => \1, sub => $_, iss => $ISS, iat => $NOW - 20 } }) }
     qw(alice bob dave erin heidi);
@@ -211,12 +199,12 @@ my %failed_before = map { ($_ => metric("oauth2_token_ssf_polls_total{result=\"$
 for my $case (['garbage', 'malformed', 'not JSON'], ['huge', 'malformed', 'larger than max_size'],
         ['error', 'unavailable', 'a 503']) {
     my ($mode, $result, $name) = @$case;
-    transmitter('POST', '/_mode', $JSON->encode({ mode => $mode }));
+    SsfTest::poll_control($TPORT, 'POST', '/_mode', $JSON->encode({ mode => $mode }));
     my $want = ++$failed_before{$result};
     ok(wait_until(20, sub { (metric("oauth2_token_ssf_polls_total{result=\"$result\"}") // 0) >= $want }),
         "an answer $name: the poll fails ($result)");
 }
-transmitter('POST', '/_mode', $JSON->encode({ mode => 'normal' }));
+SsfTest::poll_control($TPORT, 'POST', '/_mode', $JSON->encode({ mode => 'normal' }));
 my ($heidi_set) = signed('transmitter.jwk', { claims => set_for('heidi', jti => 'after-garbage') });
 queue('after-garbage' => $heidi_set);
 ok(wait_until(40, sub { get('/api/', 'tok-heidi') == 401 }), 'a SET after the failed polls is applied');

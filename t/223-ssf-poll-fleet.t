@@ -18,7 +18,6 @@ use OIDCProvider ();
 use Test::More;
 use SsfTest ();
 use File::Temp qw(tempdir);
-use IO::Socket::INET;
 use JSON::PP;
 use POSIX ();
 
@@ -64,20 +63,8 @@ if (!$tpid) {
 END { if ($tpid) { local $?; kill 'TERM', $tpid; waitpid($tpid, 0) } }
 wait_until(10, sub { OAuth2Test::can_connect($TPORT) }) or BAIL_OUT('the poll transmitter did not start');
 
-sub transmitter {
-    my ($method, $path, $body) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $TPORT, Proto => 'tcp', Timeout => 5)
-        or return undef;
-    $body //= '';
-    print $s "$method $path HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
-    local $/;
-    my $r = <$s>;
-    my ($json) = $r =~ /\r\n\r\n(.*)\z/s;
-    return decode_json($json);
-}
-sub queue { my %sets = @_; transmitter('POST', '/_queue', $JSON->encode({ sets => \%sets })) }
-sub tstate { transmitter('GET', '/_state') }
+sub queue { SsfTest::poll_queue($TPORT, @_) }
+sub tstate { SsfTest::poll_state($TPORT) }
 sub acks { tstate()->{acks}{ $_[0] } // 0 }
 sub polls { scalar @{ tstate()->{polls} } }
 

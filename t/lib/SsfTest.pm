@@ -7,6 +7,7 @@ use strict;
 use warnings;
 use File::Basename qw(dirname);
 use File::Temp qw(tempfile);
+use IO::Socket::INET;
 use JSON::PP;
 
 my $JSON = JSON::PP->new->canonical;
@@ -25,5 +26,25 @@ sub signed {
     unlink $in;
     return @{ decode_json($out) };
 }
+
+# The poll transmitter's control endpoints (t/oidc/ssf-poll-transmitter.mjs
+# on $port): one JSON request, its JSON answer (undef when it cannot be
+# reached).
+sub poll_control {
+    my ($port, $method, $path, $body) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
+        or return undef;
+    $body //= '';
+    print $s "$method $path HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
+    local $/;
+    my $r = <$s>;
+    my ($json) = $r =~ /\r\n\r\n(.*)\z/s;
+    return decode_json($json);
+}
+# Queues SETs (jti => SET) for the next polls.
+sub poll_queue { my ($port, %sets) = @_; poll_control($port, 'POST', '/_queue', $JSON->encode({ sets => \%sets })) }
+# What the transmitter saw: its polls and acknowledgements.
+sub poll_state { poll_control($_[0], 'GET', '/_state') }
 
 1;
