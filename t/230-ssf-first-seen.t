@@ -3,8 +3,9 @@
 # kept in auth_oauth2_token_jwt_cache; the time is kept with the cache
 # entry). After a RISC account-disabled for alice, her tokens without iat
 # that the gateway saw before the event are refused (also from the cache),
-# while those it first sees after the event pass; a JWT without iat that no
-# cache remembers is refused while the revocation lasts.
+# while those it first sees after the event pass; a JWT or an introspected
+# token without iat that no cache remembers is refused while the revocation
+# lasts.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -60,10 +61,17 @@ location /jwt-nocache/ {
     auth_oauth2_token_require_audience api;
     proxy_pass http://backend;
 }
+location /api-nocache/ {
+    auth_oauth2_token_introspect on;
+    auth_oauth2_token_introspect_endpoint /_introspect;
+    auth_oauth2_token_client_id gw;
+    auth_oauth2_token_client_secret s3cret;
+    proxy_pass http://backend;
+}
 location = /_introspect { internal; proxy_pass http://idp/introspect; }
 CONF
 my $http = "auth_oauth2_token_ssf_receiver zone=ssf:1m issuer=$ISS audience=$AUD keys=$dir/transmitter.jwks;";
-idp_setup({ map { ("tok-$_" => { json => { active => \1, sub => 'alice', iss => $ISS } }) } qw(old new) });
+idp_setup({ map { ("tok-$_" => { json => { active => \1, sub => 'alice', iss => $ISS } }) } qw(old new nocache) });
 start_nginx(block_from(name => 'first seen', config => $config, http_config => $http)) or BAIL_OUT('nginx');
 
 sub get {
@@ -76,6 +84,7 @@ sub idp_count { scalar @{ idp_requests() } }
 is(get('/api/', 'tok-old'), 200, 'alice\'s opaque token without iat passes (first seen now)');
 is(get('/jwt/', $jwt{old}), 200, 'alice\'s JWT without iat passes (first seen now)');
 is(get('/jwt-nocache/', $jwt{nocache}), 200, 'alice\'s JWT without iat passes where no cache keeps it');
+is(get('/api-nocache/', 'tok-nocache'), 200, 'alice\'s opaque token without iat passes where no cache keeps it');
 
 # The event, issued the next second (a SET may be up to 60 s ahead).
 my $event_iat = int(time) + 1;
@@ -90,6 +99,7 @@ is(get('/api/', 'tok-old'), 401, 'her opaque token seen before the event is refu
 is(idp_count(), $calls, '... from the cache (its entry kept the time it was first seen)');
 is(get('/jwt/', $jwt{old}), 401, 'her JWT seen before the event is refused');
 is(get('/jwt-nocache/', $jwt{nocache}), 401, 'her JWT that no cache remembers is refused');
+is(get('/api-nocache/', 'tok-nocache'), 401, 'her opaque token that no cache remembers is refused');
 
 # After the event's second: tokens the gateway sees for the first time.
 sleep 0.05 while int(time) <= $event_iat;
@@ -97,5 +107,6 @@ is(get('/api/', 'tok-new'), 200, 'an opaque token without iat first seen after t
 is(get('/api/', 'tok-new'), 200, '... also from the cache');
 is(get('/jwt/', $jwt{new}), 200, 'a JWT without iat first verified after the event passes');
 is(get('/jwt-nocache/', $jwt{nocache}), 401, 'a JWT without iat that no cache remembers is still refused');
+is(get('/api-nocache/', 'tok-nocache'), 401, 'an opaque token without iat that no cache remembers is still refused');
 
 done_testing();

@@ -128,12 +128,18 @@ fn done<Q: Question>(sr: &mut Req<'_>, _: &mut (), rc: ngx_int_t) {
     let main = sr.main_conf();
     let no_paths = ClaimPaths::default();
     let paths = main.map_or(&no_paths, |m| &m.claims);
-    let call = asked
-        .location_conf()
-        .map_or(IdpCall::Introspection, Q::call);
+    let conf = asked.location_conf();
+    let call = conf.map_or(IdpCall::Introspection, Q::call);
+    let cached = conf.is_some_and(|conf| Q::endpoint(conf, ctx).cache.is_some());
     let reply = reply_of(sr, rc);
     count_call(sr, ctx, main, &reply, call.limit());
-    Q::slot(ctx).answered_once(|| Q::interpret(call, reply, paths));
+    Q::slot(ctx).answered_once(|| {
+        let mut answer = Q::interpret(call, reply, paths);
+        if cached {
+            Q::first_seen(&mut answer, now_ms().div_euclid(1000));
+        }
+        answer
+    });
     forget_jwt_room(sr, call);
 }
 

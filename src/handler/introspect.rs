@@ -5,7 +5,7 @@ use crate::conf::{Endpoint, LocationConf};
 use crate::handler::ctx::{Introspected, Outcome, RequestCtx, Slot, Stage};
 use crate::handler::flow::{self, Step};
 use crate::handler::question::{IdpCall, Question};
-use crate::nginx::req::{now_ms, Req};
+use crate::nginx::req::Req;
 use crate::oauth::cache::key::{introspection_key, policy, KeySecret};
 use crate::oauth::cache::CacheKey;
 use crate::oauth::form;
@@ -66,16 +66,20 @@ impl Question for Introspection {
     }
 
     fn interpret(call: IdpCall, reply: IdpReply<'_>, paths: &ClaimPaths) -> Introspected {
-        let mut answer = match call {
+        match call {
             IdpCall::PhantomIntrospection => introspection::interpret_phantom(reply, paths),
             _ => introspection::interpret(reply, paths),
-        };
-        // A token without `iat`: issued, for the revocation list, when the
-        // gateway first saw it (now; kept with its cache entry).
-        if let Ok(IntrospectionResult::Active(claims)) = &mut answer {
-            claims.marks.first_seen(now_ms().div_euclid(1000));
         }
-        answer
+    }
+
+    /// A token without `iat`: issued, for the revocation list, when the
+    /// gateway first saw it (now), which its cache entry keeps. Without a
+    /// cache nothing remembers it, and the list refuses the token while a
+    /// revocation of its subject lasts.
+    fn first_seen(answer: &mut Introspected, now_s: i64) {
+        if let Ok(IntrospectionResult::Active(claims)) = answer {
+            claims.marks.first_seen(now_s);
+        }
     }
 }
 

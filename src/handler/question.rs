@@ -58,6 +58,9 @@ pub trait Question: Kind + 'static {
 
     /// The IdP's answer, read.
     fn interpret(call: IdpCall, reply: IdpReply<'_>, paths: &ClaimPaths) -> Answer<Self>;
+
+    /// An answer a cache zone will keep: what it keeps of this moment.
+    fn first_seen(_answer: &mut Answer<Self>, _now_s: i64) {}
 }
 
 /// Which IdP call a subrequest makes; decides how its answer is read.
