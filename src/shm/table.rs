@@ -2029,9 +2029,13 @@ pub(crate) mod tests {
             assert!(changes_now(&mut z).expect("a table") > before);
             // The repaired table, laid where the old one lay, starts at a
             // count that has nothing to do with the old one's.
+            let damaged = z.root;
             z.fresh.floor_ms = NOW + 10;
             z.fresh.bucket_key = [die_at as u8 + 7; 16];
             assert_eq!(z.open().1, Opened::Repaired);
+            // A reader without the lock may still hold the old pointer:
+            // the new count is what it reads there.
+            assert_eq!(z.root, damaged, "the new table lies where the old one lay");
             let start = changes_now(&mut z).expect("a table");
             assert_eq!(start, (u64::from_le_bytes([die_at as u8 + 7; 8]) >> 2) | 1);
             assert!(start > 1 && start < 1 << 62);
