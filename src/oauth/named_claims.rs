@@ -23,25 +23,8 @@ const CLIENT_ID: u8 = 4;
 
 impl NamedClaims {
     pub fn new(sub: Option<&str>, scope: Option<&str>, client_id: Option<&str>) -> NamedClaims {
-        let parts = [sub, scope, client_id];
-        let len = parts.iter().flatten().map(|s| s.len()).sum();
-        let mut text = String::with_capacity(len);
-        let mut ends = [0; 2];
-        let mut present = 0;
-        for (i, part) in parts.into_iter().enumerate() {
-            if let Some(part) = part {
-                text.push_str(part);
-                present |= 1 << i;
-            }
-            if let Some(end) = ends.get_mut(i) {
-                *end = text.len();
-            }
-        }
-        NamedClaims {
-            text: text.into_boxed_str(),
-            ends,
-            present,
-        }
+        NamedClaims::from_utf8([sub, scope, client_id].map(|p| p.map(str::as_bytes)))
+            .expect("whole strings join on character boundaries")
     }
 
     /// The claims from bytes (a cache entry's), each UTF-8 on its own, as
